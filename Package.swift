@@ -1,0 +1,64 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Postduif: a replicated append-only log on RocksDB that speaks the Kafka wire
+// protocol. Layers depend downwards only; see Docs/architecture.md.
+let strictSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "postduif",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "postduif", targets: ["postduif"]),
+        .library(name: "LogStore", targets: ["LogStore"]),
+        .library(name: "KafkaWire", targets: ["KafkaWire"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries from Debian's -dev packages, found through pkg-config.
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // CRC-32C with the SSE 4.2 instruction where the CPU has it.
+        .target(name: "CCRC32C"),
+
+        .target(name: "RocksDB", dependencies: ["CRocksDB"], swiftSettings: strictSettings),
+        .target(
+            name: "KafkaWire",
+            dependencies: ["CCRC32C", "CLZ4", "CZlib", "CSnappy", "CZstd"],
+            swiftSettings: strictSettings
+        ),
+        .target(name: "LogStore", dependencies: ["RocksDB", "KafkaWire"], swiftSettings: strictSettings),
+        .executableTarget(
+            name: "postduif",
+            dependencies: [
+                "LogStore", "KafkaWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // A child process for the crash-safety test: appends in fsync mode and
+        // prints each acknowledged offset until it is killed.
+        .executableTarget(
+            name: "CrashWriter",
+            dependencies: ["LogStore", "KafkaWire"],
+            path: "Tests/CrashWriter",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "RocksDBTests", dependencies: ["RocksDB"], swiftSettings: strictSettings),
+        .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire"], resources: [.copy("Fixtures")], swiftSettings: strictSettings),
+        .testTarget(
+            name: "LogStoreTests",
+            dependencies: ["LogStore", "KafkaWire", "RocksDB"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

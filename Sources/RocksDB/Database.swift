@@ -1,0 +1,332 @@
+import CRocksDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// A column family of an open database. Valid until the database closes.
+public final class ColumnFamily: @unchecked Sendable {
+    // RocksDB's column family handles are safe to share between threads.
+    let handle: OpaquePointer
+    public let name: String
+
+    init(handle: OpaquePointer, name: String) {
+        self.handle = handle
+        self.name = name
+    }
+}
+
+/// One RocksDB database, opened with all of its column families.
+///
+/// RocksDB's `DB` is safe for concurrent use, so this class is `Sendable`.
+/// Handles are freed deterministically: `close()` (or the last reference going
+/// away) closes the database; iterators and snapshots keep the database alive
+/// and must be gone before an explicit `close()`.
+public final class Database: @unchecked Sendable {
+    let db: OpaquePointer
+    private let nativeOptions: NativeOptions
+    private let families: [String: ColumnFamily]
+    private let state = Mutex(State())
+    private let writeOptionsSynced: OpaquePointer
+    private let writeOptionsUnsynced: OpaquePointer
+    private let readOptions: OpaquePointer
+    public let path: String
+
+    private struct State {
+        var closed = false
+        var openChildrenCount = 0
+    }
+
+    /// The default column family's name, which every RocksDB database has.
+    public static let defaultColumnFamilyName = "default"
+
+    /// Opens (and by default creates) the database at `path` with the named
+    /// column families, creating any that are missing. Column families already
+    /// on disk but not named are opened too, so nothing is dropped silently.
+    public init(path: String, options settings: DatabaseOptions = DatabaseOptions(), columnFamilies requested: [String]) throws(RocksDBError) {
+        self.path = path
+        let nativeOptions = NativeOptions(settings)
+        self.nativeOptions = nativeOptions
+        var names = [Database.defaultColumnFamilyName]
+        for name in Database.existingColumnFamilies(path: path, options: nativeOptions) where !names.contains(name) {
+            names.append(name)
+        }
+        for name in requested where !names.contains(name) {
+            names.append(name)
+        }
+        let count = names.count
+        var handles = [OpaquePointer?](repeating: nil, count: count)
+        let cNames = names.map { strdup($0) }
+        defer { cNames.forEach { free($0) } }
+        let optionsList = [OpaquePointer?](repeating: nativeOptions.options, count: count)
+        let opened: OpaquePointer? = try checked("open \(path)") { error in
+            cNames.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { namePointers in
+                optionsList.withUnsafeBufferPointer { optionPointers in
+                    handles.withUnsafeMutableBufferPointer { handlePointers in
+                        rocksdb_open_column_families(
+                            nativeOptions.options, path, Int32(count),
+                            namePointers.baseAddress, optionPointers.baseAddress,
+                            handlePointers.baseAddress, error)
+                    }
+                }
+            }
+        }
+        guard let opened else {
+            throw RocksDBError(operation: "open \(path)", message: "no handle returned")
+        }
+        db = opened
+        var families: [String: ColumnFamily] = [:]
+        for (name, handle) in zip(names, handles) {
+            precondition(handle != nil, "RocksDB opened without a handle for column family \(name)")
+            families[name] = ColumnFamily(handle: handle!, name: name)
+        }
+        self.families = families
+        writeOptionsSynced = rocksdb_writeoptions_create()
+        rocksdb_writeoptions_set_sync(writeOptionsSynced, 1)
+        writeOptionsUnsynced = rocksdb_writeoptions_create()
+        rocksdb_writeoptions_set_sync(writeOptionsUnsynced, 0)
+        readOptions = rocksdb_readoptions_create()
+    }
+
+    private static func existingColumnFamilies(path: String, options: NativeOptions) -> [String] {
+        var count = 0
+        var errorPointer: UnsafeMutablePointer<CChar>? = nil
+        // A missing database is not an error here: open creates it.
+        guard let list = rocksdb_list_column_families(options.options, path, &count, &errorPointer) else {
+            if let errorPointer { rocksdb_free(errorPointer) }
+            return []
+        }
+        defer { rocksdb_list_column_families_destroy(list, count) }
+        return (0..<count).compactMap { index in list[index].map { String(cString: $0) } }
+    }
+
+    deinit {
+        closeHandles()
+    }
+
+    /// Closes the database now. Safe to call more than once.
+    public func close() {
+        closeHandles()
+    }
+
+    private func closeHandles() {
+        let shouldClose = state.withLock { state -> Bool in
+            precondition(state.openChildrenCount == 0, "database closed with \(state.openChildrenCount) iterators or snapshots still open")
+            if state.closed { return false }
+            state.closed = true
+            return true
+        }
+        guard shouldClose else { return }
+        for family in families.values {
+            rocksdb_column_family_handle_destroy(family.handle)
+        }
+        rocksdb_close(db)
+        rocksdb_writeoptions_destroy(writeOptionsSynced)
+        rocksdb_writeoptions_destroy(writeOptionsUnsynced)
+        rocksdb_readoptions_destroy(readOptions)
+    }
+
+    func childOpened() {
+        state.withLock { state in
+            precondition(!state.closed, "use of a closed database")
+            state.openChildrenCount += 1
+        }
+    }
+
+    func childClosed() {
+        state.withLock { $0.openChildrenCount -= 1 }
+    }
+
+    private func assertOpen() {
+        state.withLock { precondition(!$0.closed, "use of a closed database") }
+    }
+
+    /// The column family with this name, or nil when it was not opened.
+    public func columnFamily(_ name: String) -> ColumnFamily? {
+        families[name]
+    }
+
+    /// Every column family name, in no particular order.
+    public var columnFamilyNames: [String] { Array(families.keys) }
+
+    // MARK: Writes
+
+    /// Writes one key. `sync` waits for the WAL to reach the disk.
+    public func put(_ key: [UInt8], _ value: [UInt8], in family: ColumnFamily, sync: Bool = false) throws(RocksDBError) {
+        let options = sync ? writeOptionsSynced : writeOptionsUnsynced
+        try checked("put") { error in
+            key.withUnsafeBufferPointer { k in
+                value.withUnsafeBufferPointer { v in
+                    k.withMemoryRebound(to: CChar.self) { k in
+                        v.withMemoryRebound(to: CChar.self) { v in
+                            rocksdb_put_cf(db, options, family.handle, k.baseAddress, k.count, v.baseAddress, v.count, error)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes one key.
+    public func delete(_ key: [UInt8], in family: ColumnFamily, sync: Bool = false) throws(RocksDBError) {
+        let options = sync ? writeOptionsSynced : writeOptionsUnsynced
+        try checked("delete") { error in
+            key.withUnsafeBufferPointer { k in
+                k.withMemoryRebound(to: CChar.self) { k in
+                    rocksdb_delete_cf(db, options, family.handle, k.baseAddress, k.count, error)
+                }
+            }
+        }
+    }
+
+    /// Deletes every key in `[start, end)`.
+    public func deleteRange(from start: [UInt8], to end: [UInt8], in family: ColumnFamily, sync: Bool = false) throws(RocksDBError) {
+        let options = sync ? writeOptionsSynced : writeOptionsUnsynced
+        try checked("delete range") { error in
+            start.withUnsafeBufferPointer { s in
+                end.withUnsafeBufferPointer { e in
+                    s.withMemoryRebound(to: CChar.self) { s in
+                        e.withMemoryRebound(to: CChar.self) { e in
+                            rocksdb_delete_range_cf(db, options, family.handle, s.baseAddress, s.count, e.baseAddress, e.count, error)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a write batch atomically. With `sync` the call returns once the
+    /// WAL is on disk; RocksDB lets concurrent synced writers share one sync.
+    public func write(_ batch: WriteBatch, sync: Bool) throws(RocksDBError) {
+        let options = sync ? writeOptionsSynced : writeOptionsUnsynced
+        try checked("write") { error in
+            rocksdb_write(db, options, batch.handle, error)
+        }
+    }
+
+    /// Makes every write so far durable: with `sync` the WAL is fsynced.
+    public func flushWAL(sync: Bool) throws(RocksDBError) {
+        try checked("flush WAL") { error in
+            rocksdb_flush_wal(db, sync ? 1 : 0, error)
+        }
+    }
+
+    /// Flushes a column family's memtable to an SST file.
+    public func flush(_ family: ColumnFamily) throws(RocksDBError) {
+        let options = rocksdb_flushoptions_create()
+        defer { rocksdb_flushoptions_destroy(options) }
+        rocksdb_flushoptions_set_wait(options, 1)
+        try checked("flush") { error in
+            rocksdb_flush_cf(db, options, family.handle, error)
+        }
+    }
+
+    /// Compacts `[start, end)` of a column family (nil bounds mean open-ended).
+    public func compactRange(from start: [UInt8]?, to end: [UInt8]?, in family: ColumnFamily) {
+        withOptionalBytes(start) { s, sCount in
+            withOptionalBytes(end) { e, eCount in
+                rocksdb_compact_range_cf(db, family.handle, s, sCount, e, eCount)
+            }
+        }
+    }
+
+    // MARK: Reads
+
+    /// Reads one key, from a snapshot when one is given.
+    public func get(_ key: [UInt8], in family: ColumnFamily, snapshot: Snapshot? = nil) throws(RocksDBError) -> [UInt8]? {
+        let options: OpaquePointer
+        var snapshotOptions: OpaquePointer? = nil
+        if let snapshot {
+            snapshotOptions = rocksdb_readoptions_create()
+            rocksdb_readoptions_set_snapshot(snapshotOptions, snapshot.handle)
+            options = snapshotOptions!
+        } else {
+            options = readOptions
+        }
+        defer { if let snapshotOptions { rocksdb_readoptions_destroy(snapshotOptions) } }
+        let pinned: OpaquePointer? = try checked("get") { error in
+            key.withUnsafeBufferPointer { k in
+                k.withMemoryRebound(to: CChar.self) { k in
+                    rocksdb_get_pinned_cf(db, options, family.handle, k.baseAddress, k.count, error)
+                }
+            }
+        }
+        guard let pinned else { return nil }
+        defer { rocksdb_pinnableslice_destroy(pinned) }
+        var length = 0
+        guard let value = rocksdb_pinnableslice_value(pinned, &length) else { return [] }
+        return [UInt8](UnsafeRawBufferPointer(start: value, count: length))
+    }
+
+    /// An iterator over `[lowerBound, upperBound)` of a column family. Bounds
+    /// keep RocksDB from reading past the range, which matters with many
+    /// deleted keys (tombstones) after the range.
+    public func makeIterator(
+        in family: ColumnFamily,
+        lowerBound: [UInt8]? = nil,
+        upperBound: [UInt8]? = nil,
+        snapshot: Snapshot? = nil,
+        fillCache: Bool = true
+    ) -> Iterator {
+        Iterator(database: self, family: family, lowerBound: lowerBound, upperBound: upperBound, snapshot: snapshot, fillCache: fillCache)
+    }
+
+    /// A consistent view of the database as of now.
+    public func makeSnapshot() -> Snapshot {
+        Snapshot(database: self)
+    }
+
+    // MARK: Properties
+
+    /// A RocksDB property as text, for example `rocksdb.stats`.
+    public func property(_ name: String, in family: ColumnFamily? = nil) -> String? {
+        let value: UnsafeMutablePointer<CChar>?
+        if let family {
+            value = rocksdb_property_value_cf(db, family.handle, name)
+        } else {
+            value = rocksdb_property_value(db, name)
+        }
+        guard let value else { return nil }
+        defer { rocksdb_free(value) }
+        return String(cString: value)
+    }
+
+    /// A numeric RocksDB property, for example `rocksdb.estimate-num-keys`.
+    public func integerProperty(_ name: String, in family: ColumnFamily) -> UInt64? {
+        var value: UInt64 = 0
+        guard rocksdb_property_int_cf(db, family.handle, name, &value) == 0 else { return nil }
+        return value
+    }
+
+    /// RocksDB's estimate of the bytes in SST files for keys in
+    /// `[start, end)`; data still in memtables is not counted.
+    public func approximateSize(from start: [UInt8], to end: [UInt8], in family: ColumnFamily) throws(RocksDBError) -> UInt64 {
+        var size: UInt64 = 0
+        try checked("approximate size") { error in
+            start.withUnsafeBufferPointer { s in
+                end.withUnsafeBufferPointer { e in
+                    s.withMemoryRebound(to: CChar.self) { s in
+                        e.withMemoryRebound(to: CChar.self) { e in
+                            var startPointer: UnsafePointer<CChar>? = s.baseAddress
+                            var endPointer: UnsafePointer<CChar>? = e.baseAddress
+                            var startLength = s.count
+                            var endLength = e.count
+                            rocksdb_approximate_sizes_cf(db, family.handle, 1, &startPointer, &startLength, &endPointer, &endLength, &size, error)
+                        }
+                    }
+                }
+            }
+        }
+        return size
+    }
+}
+
+@inline(__always)
+func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafePointer<CChar>?, Int) -> R) -> R {
+    guard let bytes else { return body(nil, 0) }
+    return bytes.withUnsafeBufferPointer { buffer in
+        buffer.withMemoryRebound(to: CChar.self) { body($0.baseAddress, $0.count) }
+    }
+}
