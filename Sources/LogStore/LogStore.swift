@@ -1,0 +1,219 @@
+import Foundation
+import KafkaWire
+import RocksDB
+import Synchronization
+
+/// The column families of a broker's RocksDB (Docs/architecture.md).
+struct Families: @unchecked Sendable {
+    // Column family handles are immutable and safe to share.
+    static let logName = "log"
+    static let conversationIndexName = "conversation_index"
+    static let partitionStateName = "partition_state"
+    static let epochsName = "leader_epochs"
+    static let producersName = "producers"
+    static let topicsName = "topics"
+    static let groupOffsetsName = "group_offsets"
+    static let all = [logName, conversationIndexName, partitionStateName, epochsName, producersName, topicsName, groupOffsetsName]
+
+    let log: ColumnFamily
+    let conversationIndex: ColumnFamily
+    let partitionState: ColumnFamily
+    let epochs: ColumnFamily
+    let producers: ColumnFamily
+    let topics: ColumnFamily
+    let groupOffsets: ColumnFamily
+
+    init(_ database: Database) {
+        func family(_ name: String) -> ColumnFamily {
+            guard let family = database.columnFamily(name) else { preconditionFailure("column family \(name) was not opened") }
+            return family
+        }
+        log = family(Families.logName)
+        conversationIndex = family(Families.conversationIndexName)
+        partitionState = family(Families.partitionStateName)
+        epochs = family(Families.epochsName)
+        producers = family(Families.producersName)
+        topics = family(Families.topicsName)
+        groupOffsets = family(Families.groupOffsetsName)
+    }
+}
+
+/// What every partition of one store shares.
+struct StoreContext: Sendable {
+    let database: Database
+    let families: Families
+    let groupCommit: GroupCommit
+    let durability: Durability
+}
+
+/// Settings of a log store.
+public struct LogStoreOptions: Sendable {
+    public var durability: Durability = .fsync
+    public var database = DatabaseOptions()
+
+    public init(durability: Durability = .fsync) {
+        self.durability = durability
+    }
+}
+
+/// A broker's whole log: every topic and partition in one RocksDB.
+///
+/// Opening recovers everything: topics, partitions with their offsets,
+/// leader-epoch caches, producer state and conversation sequences.
+public final class LogStore: Sendable {
+    public let path: String
+    public let durability: Durability
+    private let context: StoreContext
+    private let topics: Mutex<[String: (descriptor: TopicDescriptor, partitions: [PartitionLog])]>
+    private let closed = Mutex(false)
+
+    public init(path: String, options: LogStoreOptions = LogStoreOptions()) throws(LogStoreError) {
+        self.path = path
+        durability = options.durability
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw LogStoreError(.storage(RocksDBError(operation: "create directory", message: "\(error)")), "cannot create data directory \(path): \(error)")
+        }
+        let database: Database
+        do {
+            database = try Database(path: path, options: options.database, columnFamilies: Families.all)
+        } catch {
+            throw LogStoreError(.storage(error), "cannot open the log store at \(path): \(error.message)")
+        }
+        let families = Families(database)
+        context = StoreContext(database: database, families: families, groupCommit: GroupCommit(database: database), durability: options.durability)
+        var loaded: [String: (TopicDescriptor, [PartitionLog])] = [:]
+        let iterator = database.makeIterator(in: families.topics, lowerBound: Keys.topicRecordPrefix, upperBound: Keys.end(of: Keys.topicRecordPrefix))
+        iterator.seekToFirst()
+        while iterator.isValid {
+            let descriptor: TopicDescriptor
+            do {
+                descriptor = try JSONDecoder().decode(TopicDescriptor.self, from: Data(iterator.value))
+            } catch {
+                throw LogStoreError(.corrupt, "topic record \(String(decoding: iterator.key, as: UTF8.self)) unreadable: \(error)")
+            }
+            var partitions: [PartitionLog] = []
+            for index in 0..<descriptor.configuration.partitionCount {
+                partitions.append(try PartitionLog(topic: descriptor, index: index, context: context, recover: true))
+            }
+            loaded[descriptor.name] = (descriptor, partitions)
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
+        topics = Mutex(loaded)
+    }
+
+    /// Syncs the WAL, stops the group-commit thread and closes RocksDB.
+    /// Appends must have finished. Safe to call more than once.
+    public func close() {
+        let wasClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        guard !wasClosed else { return }
+        context.groupCommit.stop()
+        try? context.database.flushWAL(sync: true)
+        topics.withLock { $0.removeAll() }
+        context.database.close()
+    }
+
+    deinit {
+        close()
+    }
+
+    /// How many WAL syncs group commit has made (for benchmarks and tests).
+    public var walSyncCount: UInt64 { context.groupCommit.syncCount }
+
+    // MARK: Topics
+
+    /// Every topic, sorted by name.
+    public var topicDescriptors: [TopicDescriptor] {
+        topics.withLock { $0.values.map(\.descriptor) }.sorted { $0.name < $1.name }
+    }
+
+    public func topic(named name: String) -> TopicDescriptor? {
+        topics.withLock { $0[name]?.descriptor }
+    }
+
+    /// Creates a topic with its partitions, durably, before returning.
+    @discardableResult
+    public func createTopic(_ name: String, configuration: TopicConfiguration) throws(LogStoreError) -> TopicDescriptor {
+        try TopicDescriptor.validate(name: name)
+        try configuration.validate()
+        return try topics.withLock { topics throws(LogStoreError) -> TopicDescriptor in
+            guard topics[name] == nil else { throw LogStoreError(.topicAlreadyExists, "topic \(name) already exists") }
+            let families = context.families
+            let nextID: UInt32
+            let stored = try storage { try context.database.get(Keys.nextTopicIDKey, in: families.topics) }
+            nextID = stored.map { $0.withUnsafeBytes { Keys.readUInt32($0, at: 0) } } ?? 1
+            let descriptor = TopicDescriptor(id: nextID, name: name, configuration: configuration)
+            let write = WriteBatch()
+            var idBytes = [UInt8]()
+            Keys.append(&idBytes, nextID + 1)
+            write.put(Keys.nextTopicIDKey, idBytes, in: families.topics)
+            let encoded: Data
+            do { encoded = try JSONEncoder().encode(descriptor) } catch {
+                preconditionFailure("a topic descriptor always encodes: \(error)")
+            }
+            write.put(Keys.topicRecord(name: name), [UInt8](encoded), in: families.topics)
+            try storage { try context.database.write(write, sync: true) }
+            var partitions: [PartitionLog] = []
+            for index in 0..<configuration.partitionCount {
+                partitions.append(try PartitionLog(topic: descriptor, index: index, context: context, recover: false))
+            }
+            topics[name] = (descriptor, partitions)
+            return descriptor
+        }
+    }
+
+    /// Deletes a topic and every key of its partitions, durably.
+    public func deleteTopic(_ name: String) throws(LogStoreError) {
+        try topics.withLock { topics throws(LogStoreError) in
+            guard let entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
+            let families = context.families
+            let prefix = Keys.topicPrefix(topicID: entry.descriptor.id)
+            let write = WriteBatch()
+            for family in [families.log, families.conversationIndex, families.partitionState, families.epochs, families.producers] {
+                write.deleteRange(from: prefix, to: Keys.end(of: prefix), in: family)
+            }
+            write.delete(Keys.topicRecord(name: name), in: families.topics)
+            try storage { try context.database.write(write, sync: true) }
+            entry.partitions.forEach { $0.markDeleted() }
+            topics[name] = nil
+        }
+    }
+
+    /// A partition of a topic.
+    public func partition(topic name: String, index: Int32) throws(LogStoreError) -> PartitionLog {
+        try topics.withLock { topics throws(LogStoreError) -> PartitionLog in
+            guard let entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
+            guard index >= 0 && Int(index) < entry.partitions.count else {
+                throw LogStoreError(.unknownPartition, "topic \(name) has no partition \(index)")
+            }
+            return entry.partitions[Int(index)]
+        }
+    }
+
+    /// Every partition of every topic, topics sorted by name.
+    public var allPartitions: [PartitionLog] {
+        topics.withLock { topics in
+            topics.keys.sorted().flatMap { topics[$0]!.partitions }
+        }
+    }
+
+    /// Applies every topic's retention; returns the number of batches dropped.
+    @discardableResult
+    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> Int {
+        var dropped = 0
+        for partition in allPartitions {
+            dropped += try partition.enforceRetention(nowMilliseconds: nowMilliseconds)
+        }
+        return dropped
+    }
+
+    /// A RocksDB property of the log column family, for operators.
+    public func logProperty(_ name: String) -> String? {
+        context.database.property(name, in: context.families.log)
+    }
+}

@@ -1,0 +1,728 @@
+import Foundation
+import KafkaWire
+import RocksDB
+import Synchronization
+
+/// The outcome of an append.
+public struct AppendResult: Sendable, Equatable {
+    /// The offset the batch's first record got (or, for a retry, had).
+    public var baseOffset: Int64
+    public var lastOffset: Int64
+    /// True when the batch was a producer's retry of a stored batch and nothing was written.
+    public var isDuplicate: Bool
+    public var logStartOffset: Int64
+
+    public init(baseOffset: Int64, lastOffset: Int64, isDuplicate: Bool, logStartOffset: Int64) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+        self.isDuplicate = isDuplicate
+        self.logStartOffset = logStartOffset
+    }
+}
+
+/// Whole batches read from a partition, with the offsets a Fetch answer needs.
+public struct LogRead: Sendable {
+    /// Stored batches, each exactly as validated and stamped.
+    public var batches: [[UInt8]]
+    public var highWatermark: Int64
+    public var logStartOffset: Int64
+    public var logEndOffset: Int64
+
+    public var bytesCount: Int { batches.reduce(0) { $0 + $1.count } }
+}
+
+/// Where a history page starts.
+public enum HistoryPosition: Sendable, Equatable {
+    /// The newest messages.
+    case latest
+    /// Messages with a sequence below this one, newest first in the page's range.
+    case before(sequence: UInt64)
+    /// Messages with a sequence above this one.
+    case after(sequence: UInt64)
+}
+
+/// One message of a conversation, found through the conversation index.
+public struct ConversationMessage: Sendable, Equatable {
+    /// The message's position in its conversation, from 1.
+    public var sequence: UInt64
+    public var offset: Int64
+    public var timestamp: Int64
+    public var key: [UInt8]
+    public var value: [UInt8]?
+    public var headers: [RecordHeader]
+}
+
+/// A leader epoch and the offset its first batch got.
+public struct EpochEntry: Sendable, Equatable {
+    public var epoch: Int32
+    public var startOffset: Int64
+
+    public init(epoch: Int32, startOffset: Int64) {
+        self.epoch = epoch
+        self.startOffset = startOffset
+    }
+}
+
+/// A problem `verify()` found, with where it is.
+public struct Damage: Sendable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    /// The base offset of the batch's key, or the index entry's offset.
+    public var offset: Int64
+    public var problem: String
+
+    public var description: String { "\(topic)/\(partition) at offset \(offset): \(problem)" }
+}
+
+/// A partition's counters, for operators.
+public struct PartitionSummary: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var logStartOffset: Int64
+    public var logEndOffset: Int64
+    public var highWatermark: Int64
+    public var sizeBytes: Int64
+    public var batchCount: Int64
+    public var leaderEpoch: Int32?
+    public var producerCount: Int
+}
+
+/// One partition's log: batches keyed by base offset, its conversation
+/// index, leader-epoch cache and producer state, in the store's RocksDB.
+///
+/// Appends to one partition are serialised by a mutex (offsets must be
+/// handed out in order, and the conversation sequences with them); reads
+/// take the mutex only to copy the offsets and then read RocksDB directly.
+public final class PartitionLog: Sendable {
+    public let topicName: String
+    public let topicID: UInt32
+    public let index: Int32
+    public let configuration: TopicConfiguration
+    let prefix: [UInt8]
+    private let context: StoreContext
+    private let state: Mutex<State>
+
+    struct State {
+        var logStartOffset: Int64 = 0
+        var logEndOffset: Int64 = 0
+        var highWatermark: Int64 = 0
+        var sizeBytes: Int64 = 0
+        var batchCount: Int64 = 0
+        var epochs: [EpochEntry] = []
+        var producers: [Int64: ProducerEntry] = [:]
+        /// Next sequence per conversation; a bounded cache over the index.
+        var nextSequences: [[UInt8]: UInt64] = [:]
+        var isDeleted = false
+
+        func encoded() -> [UInt8] {
+            var writer = ByteWriter(capacity: 33)
+            writer.writeInt8(1)  // format version
+            writer.writeInt64(logStartOffset)
+            writer.writeInt64(highWatermark)
+            writer.writeInt64(sizeBytes)
+            writer.writeInt64(batchCount)
+            return writer.bytes
+        }
+    }
+
+    init(topic: TopicDescriptor, index: Int32, context: StoreContext, recover: Bool) throws(LogStoreError) {
+        topicName = topic.name
+        topicID = topic.id
+        self.index = index
+        configuration = topic.configuration
+        prefix = Keys.partitionPrefix(topicID: topic.id, partition: index)
+        self.context = context
+        var initial = State()
+        if recover {
+            initial = try PartitionLog.recoverState(prefix: prefix, context: context)
+        }
+        state = Mutex(initial)
+    }
+
+    /// Rebuilds the in-memory state from what RocksDB holds. Everything was
+    /// written in the same WriteBatch as the batch it describes, so the parts
+    /// agree; the log end offset comes from the last stored batch itself.
+    private static func recoverState(prefix: [UInt8], context: StoreContext) throws(LogStoreError) -> State {
+        var state = State()
+        let database = context.database
+        do {
+            if let record = try database.get(prefix, in: context.families.partitionState) {
+                var reader = ByteReader(record)
+                guard try reader.readInt8() == 1 else { throw LogStoreError(.corrupt, "unknown partition state version") }
+                state.logStartOffset = try reader.readInt64()
+                state.highWatermark = try reader.readInt64()
+                state.sizeBytes = try reader.readInt64()
+                state.batchCount = try reader.readInt64()
+            }
+            let logIterator = database.makeIterator(in: context.families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            logIterator.seekToLast()
+            if logIterator.isValid {
+                state.logEndOffset = StoredBatchHeader(logIterator.valueView).lastOffset + 1
+            } else {
+                state.logEndOffset = state.logStartOffset
+            }
+            try logIterator.checkError()
+            state.highWatermark = min(state.highWatermark, state.logEndOffset)
+
+            let epochIterator = database.makeIterator(in: context.families.epochs, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            epochIterator.seekToFirst()
+            while epochIterator.isValid {
+                let epoch = Int32(bitPattern: Keys.readUInt32(epochIterator.keyView, at: prefix.count))
+                let start = Int64(bitPattern: Keys.readUInt64(epochIterator.valueView, at: 0))
+                state.epochs.append(EpochEntry(epoch: epoch, startOffset: start))
+                epochIterator.next()
+            }
+            try epochIterator.checkError()
+
+            let producerIterator = database.makeIterator(in: context.families.producers, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            producerIterator.seekToFirst()
+            while producerIterator.isValid {
+                let producerID = Int64(bitPattern: Keys.readUInt64(producerIterator.keyView, at: prefix.count))
+                state.producers[producerID] = try ProducerEntry(decoding: producerIterator.value)
+                producerIterator.next()
+            }
+            try producerIterator.checkError()
+        } catch let error as LogStoreError {
+            throw error
+        } catch let error as RocksDBError {
+            throw .storage(error)
+        } catch {
+            throw LogStoreError(.corrupt, "partition state of \(prefix) unreadable: \(error)")
+        }
+        return state
+    }
+
+    // MARK: Offsets
+
+    public var logStartOffset: Int64 { state.withLock { $0.logStartOffset } }
+    public var logEndOffset: Int64 { state.withLock { $0.logEndOffset } }
+    public var highWatermark: Int64 { state.withLock { $0.highWatermark } }
+    public var sizeBytes: Int64 { state.withLock { $0.sizeBytes } }
+    public var epochEntries: [EpochEntry] { state.withLock { $0.epochs } }
+
+    public var summary: PartitionSummary {
+        state.withLock { state in
+            PartitionSummary(
+                topic: topicName, partition: index, logStartOffset: state.logStartOffset,
+                logEndOffset: state.logEndOffset, highWatermark: state.highWatermark, sizeBytes: state.sizeBytes,
+                batchCount: state.batchCount, leaderEpoch: state.epochs.last?.epoch, producerCount: state.producers.count)
+        }
+    }
+
+    /// Moves the high watermark forward (never back, never past the log end)
+    /// and persists it. The owner decides when: after a sync on a single node,
+    /// when the in-sync replicas have the data in a cluster.
+    public func advanceHighWatermark(to offset: Int64) throws(LogStoreError) {
+        let record: [UInt8]? = state.withLock { state in
+            let target = min(offset, state.logEndOffset)
+            guard target > state.highWatermark else { return nil }
+            state.highWatermark = target
+            return state.encoded()
+        }
+        guard let record else { return }
+        do {
+            try context.database.put(prefix, record, in: context.families.partitionState)
+        } catch {
+            throw .storage(error)
+        }
+    }
+
+    // MARK: Append
+
+    /// Appends a batch a producer sent: validates it, gives it the next
+    /// offsets, stamps the leader epoch, indexes its conversations and records
+    /// the producer's sequence, all in one RocksDB write. Returns once the
+    /// write is durable under the store's durability mode.
+    ///
+    /// A retry of one of an idempotent producer's last five batches writes
+    /// nothing and returns the stored offsets.
+    public func append(_ bytes: [UInt8], leaderEpoch: Int32 = 0) async throws -> AppendResult {
+        let batch: RecordBatch
+        var conversations: [[UInt8]] = []
+        do {
+            batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
+            try batch.validateForProduce()
+            if configuration.conversationIndex {
+                conversations = try PartitionLog.conversationKeys(of: batch)
+            }
+        } catch {
+            throw LogStoreError(.batchRefused(error), "batch refused for \(topicName)/\(index): \(error)")
+        }
+        precondition(leaderEpoch >= 0, "negative leader epoch \(leaderEpoch)")
+        let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: leaderEpoch)
+        if context.durability == .fsync {
+            try await context.groupCommit.waitDurable(ticket)
+        }
+        return result
+    }
+
+    static func conversationKeys(of batch: RecordBatch) throws(RecordBatchError) -> [[UInt8]] {
+        try batch.records().enumerated().map { (position, record) throws(RecordBatchError) -> [UInt8] in
+            guard let key = record.key, !key.isEmpty else {
+                throw .invalidRecord("record \(position) has no key; a conversation topic's key is the conversation id")
+            }
+            guard key.count <= Limits.conversationIDBytesMax else {
+                throw .invalidRecord("record \(position)'s conversation id is \(key.count) bytes, over \(Limits.conversationIDBytesMax)")
+            }
+            return key
+        }
+    }
+
+    private func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32) throws(LogStoreError) -> (AppendResult, UInt64) {
+        try state.withLock { state throws(LogStoreError) -> (AppendResult, UInt64) in
+            guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
+            if let failure = context.groupCommit.failed {
+                throw LogStoreError(.storageFailed, "the store refuses appends after a failed WAL sync: \(failure)")
+            }
+            if let last = state.epochs.last, leaderEpoch < last.epoch {
+                throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
+            }
+            var producerEntry: ProducerEntry? = nil
+            if incoming.producerID >= 0 {
+                producerEntry = state.producers[incoming.producerID]
+                let verdict = try ProducerEntry.verdict(
+                    for: producerEntry, epoch: incoming.producerEpoch,
+                    firstSequence: incoming.baseSequence, lastSequence: incoming.lastSequence)
+                if case .duplicate(let base, let last) = verdict {
+                    // The original may still be waiting for its sync: the retry
+                    // is answered only once a sync covers everything written.
+                    let result = AppendResult(baseOffset: base, lastOffset: last, isDuplicate: true, logStartOffset: state.logStartOffset)
+                    return (result, context.groupCommit.noteWrite())
+                }
+            }
+
+            var batch = incoming
+            let baseOffset = state.logEndOffset
+            batch.stamp(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
+            let families = context.families
+            let write = WriteBatch()
+            write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), batch.bytes, in: families.log)
+
+            var assigned: [[UInt8]: UInt64] = [:]
+            for (position, conversation) in conversations.enumerated() {
+                let sequence: UInt64
+                if let next = assigned[conversation] {
+                    sequence = next
+                } else {
+                    sequence = try nextSequence(for: conversation, state: &state)
+                }
+                assigned[conversation] = sequence + 1
+                var value = [UInt8]()
+                Keys.append(&value, baseOffset + Int64(position))
+                Keys.append(&value, baseOffset)
+                let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
+                write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence), value, in: families.conversationIndex)
+            }
+
+            var next = state
+            next.logEndOffset = batch.nextOffset
+            next.sizeBytes += Int64(batch.sizeBytes)
+            next.batchCount += 1
+            write.put(prefix, next.encoded(), in: families.partitionState)
+            if next.epochs.last?.epoch != leaderEpoch {
+                next.epochs.append(EpochEntry(epoch: leaderEpoch, startOffset: baseOffset))
+                var value = [UInt8]()
+                Keys.append(&value, baseOffset)
+                write.put(Keys.epoch(prefix: prefix, epoch: leaderEpoch), value, in: families.epochs)
+            }
+            if batch.producerID >= 0 {
+                let entry = ProducerEntry.recording(
+                    producerEntry, epoch: batch.producerEpoch,
+                    batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: batch.lastOffset))
+                next.producers[batch.producerID] = entry
+                write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
+            }
+            // On failure nothing changed in memory, and RocksDB applied nothing.
+            try storage { try context.database.write(write, sync: false) }
+            if next.nextSequences.count + assigned.count > Limits.conversationSequenceCacheCountMax {
+                next.nextSequences.removeAll(keepingCapacity: true)
+            }
+            next.nextSequences.merge(assigned) { _, new in new }
+            state = next
+            let result = AppendResult(baseOffset: baseOffset, lastOffset: batch.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
+            return (result, context.groupCommit.noteWrite())
+        }
+    }
+
+    /// The next sequence of a conversation: from the cache, or one past the
+    /// last index entry.
+    private func nextSequence(for conversation: [UInt8], state: inout State) throws(LogStoreError) -> UInt64 {
+        if let cached = state.nextSequences[conversation] { return cached }
+        let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
+        let iterator = context.database.makeIterator(
+            in: context.families.conversationIndex, lowerBound: conversationPrefix, upperBound: Keys.end(of: conversationPrefix))
+        iterator.seekToLast()
+        let next = iterator.isValid ? Keys.readUInt64(iterator.keyView, at: conversationPrefix.count) + 1 : 1
+        try storage { try iterator.checkError() }
+        return next
+    }
+
+    // MARK: Read
+
+    /// Whole batches from `offset` on: the batch holding `offset` first (even
+    /// when it starts earlier, and even when it alone exceeds `bytesMax`, as
+    /// KIP-74 asks), then following batches while they fit in `bytesMax`.
+    /// Stops before `maxOffset` (a consumer passes the high watermark; the
+    /// default is the log end offset).
+    public func read(from offset: Int64, bytesMax: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> LogRead {
+        let (start, end, highWatermark) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark) }
+        guard offset >= start && offset <= end else {
+            throw LogStoreError(.offsetOutOfRange, "offset \(offset) is outside \(topicName)/\(index)'s log [\(start), \(end)]")
+        }
+        var result = LogRead(batches: [], highWatermark: highWatermark, logStartOffset: start, logEndOffset: end)
+        let limit = min(maxOffset ?? end, end)
+        guard offset < limit else { return result }
+        let iterator = context.database.makeIterator(
+            in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: limit))
+        iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: offset))
+        if !iterator.isValid || StoredBatchHeader(iterator.valueView).lastOffset < offset {
+            iterator.seek(Keys.batch(prefix: prefix, baseOffset: offset))
+        }
+        var bytesCount = 0
+        while iterator.isValid {
+            let value = iterator.valueView
+            if !result.batches.isEmpty && bytesCount + value.count > bytesMax { break }
+            result.batches.append([UInt8](value))
+            bytesCount += value.count
+            if bytesCount >= bytesMax { break }
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
+        return result
+    }
+
+    // MARK: Conversation history
+
+    /// A page of one conversation's messages, oldest first, read through the
+    /// conversation index without scanning the partition. Only messages
+    /// below `maxOffset` are returned (a reader passes the high watermark).
+    public func history(conversation: [UInt8], from position: HistoryPosition = .latest, limit: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> [ConversationMessage] {
+        guard configuration.conversationIndex else {
+            throw LogStoreError(.invalidConfiguration, "topic \(topicName) keeps no conversation index")
+        }
+        guard !conversation.isEmpty && conversation.count <= Limits.conversationIDBytesMax else { return [] }
+        let limit = max(0, min(limit, Limits.historyMessagesMax))
+        let (start, end) = state.withLock { ($0.logStartOffset, $0.logEndOffset) }
+        let offsetLimit = min(maxOffset ?? end, end)
+        let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
+        var lower = conversationPrefix
+        var upper = Keys.end(of: conversationPrefix)
+        var forward = false
+        switch position {
+        case .latest:
+            break
+        case .before(let sequence):
+            upper = Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence)
+        case .after(let sequence):
+            guard sequence < UInt64.max else { return [] }
+            lower = Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence + 1)
+            forward = true
+        }
+        let iterator = context.database.makeIterator(in: context.families.conversationIndex, lowerBound: lower, upperBound: upper)
+        var entries: [(sequence: UInt64, offset: Int64, batchBase: Int64)] = []
+        if forward { iterator.seekToFirst() } else { iterator.seekToLast() }
+        while iterator.isValid && entries.count < limit {
+            let sequence = Keys.readUInt64(iterator.keyView, at: conversationPrefix.count)
+            let offset = Int64(bitPattern: Keys.readUInt64(iterator.valueView, at: 0))
+            let batchBase = Int64(bitPattern: Keys.readUInt64(iterator.valueView, at: 8))
+            if offset >= offsetLimit {
+                // Not yet committed: in a forward walk nothing later is either.
+                if forward { break }
+            } else if offset >= start {
+                entries.append((sequence, offset, batchBase))
+            }
+            if forward { iterator.next() } else { iterator.previous() }
+        }
+        try storage { try iterator.checkError() }
+        if !forward { entries.reverse() }
+
+        var messages: [ConversationMessage] = []
+        messages.reserveCapacity(entries.count)
+        var decoded: (base: Int64, timestamp: Int64, records: [Record])? = nil
+        for entry in entries {
+            if decoded?.base != entry.batchBase {
+                let key = Keys.batch(prefix: prefix, baseOffset: entry.batchBase)
+                let stored = try storage { try context.database.get(key, in: context.families.log) }
+                // Retention may have dropped the batch since the index was read.
+                guard let stored else { continue }
+                do {
+                    let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
+                    decoded = (entry.batchBase, batch.baseTimestamp, try batch.records())
+                } catch {
+                    throw LogStoreError(.corrupt, "stored batch \(topicName)/\(index)@\(entry.batchBase) fails its checks: \(error)")
+                }
+            }
+            guard let (_, baseTimestamp, records) = decoded else { continue }
+            let position = Int(entry.offset - entry.batchBase)
+            guard position >= 0 && position < records.count else {
+                throw LogStoreError(.corrupt, "index entry \(entry.sequence) points at offset \(entry.offset), outside batch \(entry.batchBase)")
+            }
+            let record = records[position]
+            messages.append(ConversationMessage(
+                sequence: entry.sequence, offset: entry.offset, timestamp: baseTimestamp + record.timestampDelta,
+                key: record.key ?? [], value: record.value, headers: record.headers))
+        }
+        return messages
+    }
+
+    /// The number of conversations in this partition's index (a scan of the
+    /// index keys, one seek per conversation: for operators, not hot paths).
+    public func conversationCount() throws(LogStoreError) -> Int {
+        let iterator = context.database.makeIterator(in: context.families.conversationIndex, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
+        var count = 0
+        iterator.seekToFirst()
+        while iterator.isValid {
+            count += 1
+            let key = iterator.keyView
+            let length = Int(key[prefix.count])
+            let conversation = [UInt8](key[(prefix.count + 1)..<(prefix.count + 1 + length)])
+            iterator.seek(Keys.end(of: Keys.conversation(prefix: prefix, conversation: conversation)))
+        }
+        try storage { try iterator.checkError() }
+        return count
+    }
+
+    // MARK: Leader epochs
+
+    /// KIP-279's answer to OffsetForLeaderEpoch: for the current epoch the log
+    /// end offset; for an older one, the largest epoch at or below it and the
+    /// start offset of the epoch after it; below the first epoch, that
+    /// epoch's start. Nil when no epoch is recorded at or after `epoch`.
+    public func endOffset(forLeaderEpoch epoch: Int32) -> (epoch: Int32, endOffset: Int64)? {
+        state.withLock { state in
+            guard let first = state.epochs.first else { return nil }
+            if epoch < first.epoch { return (epoch, first.startOffset) }
+            guard let position = state.epochs.lastIndex(where: { $0.epoch <= epoch }) else { return nil }
+            let found = state.epochs[position]
+            if position == state.epochs.count - 1 { return (found.epoch, state.logEndOffset) }
+            return (found.epoch, state.epochs[position + 1].startOffset)
+        }
+    }
+
+    // MARK: Truncation and retention
+
+    /// Removes every record at or after `offset` (replication: a follower
+    /// drops what the leader does not have). A batch that holds `offset` is
+    /// removed whole, so the new log end offset can be below `offset`; it is
+    /// returned. The index, epochs, producer state and high watermark follow.
+    @discardableResult
+    public func truncate(to offset: Int64) throws(LogStoreError) -> Int64 {
+        try state.withLock { state throws(LogStoreError) -> Int64 in
+            guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
+            guard offset < state.logEndOffset else { return state.logEndOffset }
+            let target = max(offset, state.logStartOffset)
+            let families = context.families
+            let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: target))
+            if !iterator.isValid || StoredBatchHeader(iterator.valueView).lastOffset < target {
+                iterator.seek(Keys.batch(prefix: prefix, baseOffset: target))
+            }
+            guard iterator.isValid else { return state.logEndOffset }
+            let cut = StoredBatchHeader(iterator.valueView).baseOffset
+            var droppedBytes: Int64 = 0
+            var droppedBatches: Int64 = 0
+            var conversations = Set<[UInt8]>()
+            while iterator.isValid {
+                droppedBytes += Int64(iterator.valueView.count)
+                droppedBatches += 1
+                if configuration.conversationIndex {
+                    do {
+                        let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
+                        conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
+                    } catch {
+                        throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during truncation: \(error)")
+                    }
+                }
+                iterator.next()
+            }
+            try storage { try iterator.checkError() }
+
+            let write = WriteBatch()
+            write.deleteRange(from: Keys.batch(prefix: prefix, baseOffset: cut), to: Keys.end(of: prefix), in: families.log)
+            for conversation in conversations {
+                try deleteIndexEntries(of: conversation, where: { $0 >= cut }, fromNewest: true, into: write)
+            }
+            var next = state
+            next.logEndOffset = cut
+            next.highWatermark = min(next.highWatermark, cut)
+            next.sizeBytes -= droppedBytes
+            next.batchCount -= droppedBatches
+            for conversation in conversations { next.nextSequences[conversation] = nil }
+            while let last = next.epochs.last, last.startOffset >= cut {
+                write.delete(Keys.epoch(prefix: prefix, epoch: last.epoch), in: families.epochs)
+                next.epochs.removeLast()
+            }
+            for (producerID, entry) in next.producers {
+                let kept = entry.batches.filter { $0.lastOffset < cut }
+                guard kept != entry.batches else { continue }
+                let key = Keys.producer(prefix: prefix, producerID: producerID)
+                if kept.isEmpty {
+                    // With no batch left the producer is unknown again, and an
+                    // unknown producer may continue at any sequence.
+                    next.producers[producerID] = nil
+                    write.delete(key, in: families.producers)
+                } else {
+                    let updated = ProducerEntry(epoch: entry.epoch, batches: kept)
+                    next.producers[producerID] = updated
+                    write.put(key, updated.encoded(), in: families.producers)
+                }
+            }
+            write.put(prefix, next.encoded(), in: families.partitionState)
+            try storage { try context.database.write(write, sync: true) }
+            state = next
+            return cut
+        }
+    }
+
+    /// Drops the oldest whole batches that retention allows: those whose
+    /// newest timestamp is older than the retention time, and, oldest first,
+    /// those beyond the retention size. Only batches below the high watermark
+    /// are dropped. The log start offset moves to the first kept batch.
+    /// Returns the number of batches dropped.
+    @discardableResult
+    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> Int {
+        let retentionTime = configuration.retentionTime
+        let retentionBytes = configuration.retentionBytes
+        guard retentionTime != nil || retentionBytes != nil else { return 0 }
+        let cutoff: Int64? = retentionTime.map { time in
+            let (seconds, attoseconds) = time.components
+            return nowMilliseconds - (seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        }
+        return try state.withLock { state throws(LogStoreError) -> Int in
+            guard !state.isDeleted else { return 0 }
+            let families = context.families
+            let iterator = context.database.makeIterator(
+                in: families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: state.highWatermark))
+            iterator.seekToFirst()
+            var droppedBytes: Int64 = 0
+            var droppedBatches = 0
+            var newStart = state.logStartOffset
+            var conversations = Set<[UInt8]>()
+            while iterator.isValid {
+                let header = StoredBatchHeader(iterator.valueView)
+                let tooOld = cutoff.map { header.maxTimestamp < $0 } ?? false
+                let tooBig = retentionBytes.map { state.sizeBytes - droppedBytes > $0 } ?? false
+                guard (tooOld || tooBig) && header.lastOffset < state.highWatermark else { break }
+                if configuration.conversationIndex {
+                    do {
+                        let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
+                        conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
+                    } catch {
+                        throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during retention: \(error)")
+                    }
+                }
+                droppedBytes += Int64(header.sizeBytes)
+                droppedBatches += 1
+                newStart = header.lastOffset + 1
+                iterator.next()
+            }
+            try storage { try iterator.checkError() }
+            guard droppedBatches > 0 else { return 0 }
+            let write = WriteBatch()
+            write.deleteRange(from: prefix, to: Keys.batch(prefix: prefix, baseOffset: newStart), in: families.log)
+            for conversation in conversations {
+                try deleteIndexEntries(of: conversation, where: { $0 < newStart }, fromNewest: false, into: write)
+            }
+            var next = state
+            next.logStartOffset = newStart
+            next.sizeBytes -= droppedBytes
+            next.batchCount -= Int64(droppedBatches)
+            write.put(prefix, next.encoded(), in: families.partitionState)
+            try storage { try context.database.write(write, sync: false) }
+            state = next
+            return droppedBatches
+        }
+    }
+
+    /// Deletes a conversation's index entries whose offsets match, walking
+    /// from the newest (truncation) or the oldest (retention) entry and
+    /// stopping at the first that does not match: offsets grow with sequences.
+    private func deleteIndexEntries(of conversation: [UInt8], where matches: (Int64) -> Bool, fromNewest: Bool, into write: WriteBatch) throws(LogStoreError) {
+        let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
+        let iterator = context.database.makeIterator(
+            in: context.families.conversationIndex, lowerBound: conversationPrefix, upperBound: Keys.end(of: conversationPrefix))
+        if fromNewest { iterator.seekToLast() } else { iterator.seekToFirst() }
+        while iterator.isValid {
+            let offset = Int64(bitPattern: Keys.readUInt64(iterator.valueView, at: 0))
+            guard matches(offset) else { break }
+            write.delete(iterator.key, in: context.families.conversationIndex)
+            if fromNewest { iterator.previous() } else { iterator.next() }
+        }
+        try storage { try iterator.checkError() }
+    }
+
+    func markDeleted() {
+        state.withLock { $0.isDeleted = true }
+    }
+
+    // MARK: Verification
+
+    /// Checks every stored batch (CRC, layout, key agreeing with the batch's
+    /// base offset, no gaps between batches) and, with `checkIndex`, that
+    /// every conversation index entry points at a record of its conversation.
+    public func verify(checkIndex: Bool = true) throws(LogStoreError) -> [Damage] {
+        var damage: [Damage] = []
+        let (start, end) = state.withLock { ($0.logStartOffset, $0.logEndOffset) }
+        let families = context.families
+        let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
+        iterator.seekToFirst()
+        var expected: Int64? = nil
+        var keysByOffset: [Int64: [UInt8]] = [:]
+        while iterator.isValid {
+            let keyOffset = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
+            do {
+                let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
+                if batch.baseOffset != keyOffset {
+                    damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "batch says base offset \(batch.baseOffset)"))
+                }
+                if let expected, expected != keyOffset {
+                    damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "gap: previous batch ended before \(expected)"))
+                } else if expected == nil && keyOffset != start {
+                    damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "first batch does not start at the log start offset \(start)"))
+                }
+                if checkIndex && configuration.conversationIndex {
+                    for (position, record) in try batch.records().enumerated() {
+                        keysByOffset[keyOffset + Int64(position)] = record.key
+                    }
+                }
+                expected = batch.nextOffset
+            } catch {
+                damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "\(error)"))
+                expected = nil
+            }
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
+        if let expected, expected != end {
+            damage.append(Damage(topic: topicName, partition: index, offset: expected, problem: "log end offset is \(end) but the last batch ends at \(expected)"))
+        }
+        guard checkIndex && configuration.conversationIndex else { return damage }
+        let indexIterator = context.database.makeIterator(in: families.conversationIndex, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
+        indexIterator.seekToFirst()
+        var previous: (conversation: [UInt8], sequence: UInt64, offset: Int64)? = nil
+        var indexed = 0
+        while indexIterator.isValid {
+            let key = indexIterator.keyView
+            let length = Int(key[prefix.count])
+            let conversation = [UInt8](key[(prefix.count + 1)..<(prefix.count + 1 + length)])
+            let sequence = Keys.readUInt64(key, at: prefix.count + 1 + length)
+            let offset = Int64(bitPattern: Keys.readUInt64(indexIterator.valueView, at: 0))
+            indexed += 1
+            if keysByOffset[offset] != conversation {
+                damage.append(Damage(topic: topicName, partition: index, offset: offset, problem: "index entry \(String(decoding: conversation, as: UTF8.self))#\(sequence) points at a record of another conversation or none"))
+            }
+            if let previous, previous.conversation == conversation {
+                if sequence != previous.sequence + 1 || offset <= previous.offset {
+                    damage.append(Damage(topic: topicName, partition: index, offset: offset, problem: "index sequence \(sequence) after \(previous.sequence) is out of order"))
+                }
+            }
+            previous = (conversation, sequence, offset)
+            indexIterator.next()
+        }
+        try storage { try indexIterator.checkError() }
+        if indexed != keysByOffset.count {
+            damage.append(Damage(topic: topicName, partition: index, offset: start, problem: "index holds \(indexed) entries for \(keysByOffset.count) records"))
+        }
+        return damage
+    }
+}
