@@ -196,6 +196,16 @@ public struct RecordBatch: Sendable, Equatable {
         }
     }
 
+    /// The first 16 bytes with a new base offset and leader epoch, for
+    /// writing a stamped batch without copying the rest of it.
+    public func stampedPrefix(baseOffset: Int64, partitionLeaderEpoch: Int32) -> [UInt8] {
+        var writer = ByteWriter(capacity: 16)
+        writer.writeInt64(baseOffset)
+        writer.writeBytes(bytes[8..<12])
+        writer.writeInt32(partitionLeaderEpoch)
+        return writer.bytes
+    }
+
     /// The records payload, decompressed when the batch is compressed.
     public func recordsPayload(outputBytesMax: Int = Limits.decompressedBatchBytesMax) throws(RecordBatchError) -> [UInt8] {
         guard let codec = compression else { throw .unknownCompression(attributes & 0x07) }
@@ -234,7 +244,37 @@ public struct RecordBatch: Sendable, Equatable {
         return records
     }
 
-    static func decodeRecord(_ reader: inout ByteReader) throws(WireError) -> Record {
+    /// Every record's key (nil for a null key), with the same structural
+    /// checks as `records()` but without copying values or headers: the
+    /// append path of a conversation topic needs only the keys.
+    public func recordKeys() throws(RecordBatchError) -> [[UInt8]?] {
+        var reader: ByteReader
+        if compression == CompressionCodec.none {
+            reader = ByteReader(bytes, from: Self.headerBytesCount)
+        } else {
+            reader = ByteReader(try recordsPayload())
+        }
+        var keys: [[UInt8]?] = []
+        keys.reserveCapacity(Int(recordsCount))
+        for index in 0..<Int(recordsCount) {
+            let record: Record
+            do {
+                record = try Self.decodeRecord(&reader, keyOnly: true)
+            } catch {
+                throw .invalidRecord("record \(index): \(error)")
+            }
+            guard record.offsetDelta == Int32(index) else {
+                throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
+            }
+            keys.append(record.key)
+        }
+        guard reader.isAtEnd else {
+            throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
+        }
+        return keys
+    }
+
+    static func decodeRecord(_ reader: inout ByteReader, keyOnly: Bool = false) throws(WireError) -> Record {
         let length = Int(try reader.readVarint("record length"))
         guard length >= 0 else { throw .malformed("negative record length \(length)") }
         try reader.require(length, "record")
@@ -244,28 +284,35 @@ public struct RecordBatch: Sendable, Equatable {
         let timestampDelta = try inner.readVarlong("timestampDelta")
         let offsetDelta = try inner.readVarint("offsetDelta")
         let key = try readNullableBytes(&inner, "key")
-        let value = try readNullableBytes(&inner, "value")
+        let value = try readNullableBytes(&inner, "value", skip: keyOnly)
         let headerCount = Int(try inner.readVarint("header count"))
         guard headerCount >= 0, headerCount <= Limits.headersPerRecordMax else {
             throw .malformed("header count \(headerCount) outside 0...\(Limits.headersPerRecordMax)")
         }
         var headers: [RecordHeader] = []
-        headers.reserveCapacity(headerCount)
+        if !keyOnly { headers.reserveCapacity(headerCount) }
         for _ in 0..<headerCount {
-            guard let headerKey = try readNullableBytes(&inner, "header key") else {
+            guard let headerKey = try readNullableBytes(&inner, "header key", skip: keyOnly) else {
                 throw .malformed("null header key")
             }
-            headers.append(RecordHeader(key: headerKey, value: try readNullableBytes(&inner, "header value")))
+            let headerValue = try readNullableBytes(&inner, "header value", skip: keyOnly)
+            if !keyOnly { headers.append(RecordHeader(key: headerKey, value: headerValue)) }
         }
         guard inner.isAtEnd else { throw .malformed("record length \(length) leaves \(inner.remainingCount) bytes unread") }
         _ = try reader.skip(length)
         return Record(attributes: attributes, timestampDelta: timestampDelta, offsetDelta: offsetDelta, key: key, value: value, headers: headers)
     }
 
-    static func readNullableBytes(_ reader: inout ByteReader, _ what: StaticString) throws(WireError) -> [UInt8]? {
+    /// Reads a varint-length byte string; with `skip`, checks and passes it,
+    /// returning an empty array for a present value.
+    static func readNullableBytes(_ reader: inout ByteReader, _ what: StaticString, skip: Bool = false) throws(WireError) -> [UInt8]? {
         let length = Int(try reader.readVarint(what))
         if length == -1 { return nil }
         guard length >= 0 else { throw .malformed("\(what) length \(length)") }
+        if skip {
+            _ = try reader.skip(length, what)
+            return []
+        }
         return try reader.readBytes(length, what)
     }
 

@@ -15,6 +15,18 @@ struct Families: @unchecked Sendable {
     static let groupOffsetsName = "group_offsets"
     static let all = [logName, conversationIndexName, partitionStateName, epochsName, producersName, topicsName, groupOffsetsName]
 
+    /// Batches of at least this many bytes live in blob files (Docs/adr/0002).
+    static let blobValueBytesMin: UInt64 = 4 << 10
+
+    /// The options of each column family. The log keeps large batches in
+    /// blob files, written once and never rewritten by compaction, stored
+    /// as the producer compressed them (Kafka's `compression.type=producer`).
+    static func options(base: ColumnFamilyOptions) -> [(name: String, options: ColumnFamilyOptions)] {
+        var log = base
+        log.blobs = BlobSettings(valueBytesMin: blobValueBytesMin)
+        return all.map { name in (name, name == logName ? log : base) }
+    }
+
     let log: ColumnFamily
     let conversationIndex: ColumnFamily
     let partitionState: ColumnFamily
@@ -77,7 +89,7 @@ public final class LogStore: Sendable {
         }
         let database: Database
         do {
-            database = try Database(path: path, options: options.database, columnFamilies: Families.all)
+            database = try Database(path: path, options: options.database, columnFamilyOptions: Families.options(base: options.database.defaultColumnFamily))
         } catch {
             throw LogStoreError(.storage(error), "cannot open the log store at \(path): \(error.message)")
         }

@@ -257,8 +257,8 @@ public final class PartitionLog: Sendable {
     }
 
     static func conversationKeys(of batch: RecordBatch) throws(RecordBatchError) -> [[UInt8]] {
-        try batch.records().enumerated().map { (position, record) throws(RecordBatchError) -> [UInt8] in
-            guard let key = record.key, !key.isEmpty else {
+        try batch.recordKeys().enumerated().map { (position, key) throws(RecordBatchError) -> [UInt8] in
+            guard let key, !key.isEmpty else {
                 throw .invalidRecord("record \(position) has no key; a conversation topic's key is the conversation id")
             }
             guard key.count <= Limits.conversationIDBytesMax else {
@@ -291,12 +291,20 @@ public final class PartitionLog: Sendable {
                 }
             }
 
-            var batch = incoming
+            let batch = incoming
             let baseOffset = state.logEndOffset
-            batch.stamp(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
             let families = context.families
             let write = WriteBatch()
-            write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), batch.bytes, in: families.log)
+            // The stamp changes only the first 16 bytes (outside the CRC): write
+            // them and the untouched rest as two parts, copying the batch once,
+            // into RocksDB, rather than first into a stamped array.
+            let stamped = batch.stampedPrefix(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
+            stamped.withUnsafeBytes { head in
+                batch.bytes.withUnsafeBytes { whole in
+                    write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), parts: [head, UnsafeRawBufferPointer(rebasing: whole[16...])], in: families.log)
+                }
+            }
+            let lastOffset = baseOffset + Int64(batch.lastOffsetDelta)
 
             var assigned: [[UInt8]: UInt64] = [:]
             for (position, conversation) in conversations.enumerated() {
@@ -315,7 +323,7 @@ public final class PartitionLog: Sendable {
             }
 
             var next = state
-            next.logEndOffset = batch.nextOffset
+            next.logEndOffset = lastOffset + 1
             next.sizeBytes += Int64(batch.sizeBytes)
             next.batchCount += 1
             write.put(prefix, next.encoded(), in: families.partitionState)
@@ -328,7 +336,7 @@ public final class PartitionLog: Sendable {
             if batch.producerID >= 0 {
                 let entry = ProducerEntry.recording(
                     producerEntry, epoch: batch.producerEpoch,
-                    batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: batch.lastOffset))
+                    batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: lastOffset))
                 next.producers[batch.producerID] = entry
                 write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
             }
@@ -339,7 +347,7 @@ public final class PartitionLog: Sendable {
             }
             next.nextSequences.merge(assigned) { _, new in new }
             state = next
-            let result = AppendResult(baseOffset: baseOffset, lastOffset: batch.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
+            let result = AppendResult(baseOffset: baseOffset, lastOffset: lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
             return (result, context.groupCommit.noteWrite())
         }
     }

@@ -43,9 +43,15 @@ public final class Database: @unchecked Sendable {
     public static let defaultColumnFamilyName = "default"
 
     /// Opens (and by default creates) the database at `path` with the named
-    /// column families, creating any that are missing. Column families already
-    /// on disk but not named are opened too, so nothing is dropped silently.
-    public init(path: String, options settings: DatabaseOptions = DatabaseOptions(), columnFamilies requested: [String]) throws(RocksDBError) {
+    /// column families, creating any that are missing, each with default
+    /// options. Column families already on disk but not named are opened too,
+    /// so nothing is dropped silently.
+    public convenience init(path: String, options settings: DatabaseOptions = DatabaseOptions(), columnFamilies requested: [String]) throws(RocksDBError) {
+        try self.init(path: path, options: settings, columnFamilyOptions: requested.map { ($0, settings.defaultColumnFamily) })
+    }
+
+    /// Opens the database with per-column-family options.
+    public init(path: String, options settings: DatabaseOptions = DatabaseOptions(), columnFamilyOptions requested: [(name: String, options: ColumnFamilyOptions)]) throws(RocksDBError) {
         self.path = path
         let nativeOptions = NativeOptions(settings)
         self.nativeOptions = nativeOptions
@@ -53,20 +59,23 @@ public final class Database: @unchecked Sendable {
         for name in Database.existingColumnFamilies(path: path, options: nativeOptions) where !names.contains(name) {
             names.append(name)
         }
-        for name in requested where !names.contains(name) {
+        for (name, _) in requested where !names.contains(name) {
             names.append(name)
         }
         let count = names.count
         var handles = [OpaquePointer?](repeating: nil, count: count)
         let cNames = names.map { strdup($0) }
         defer { cNames.forEach { free($0) } }
-        let optionsList = [OpaquePointer?](repeating: nativeOptions.options, count: count)
+        let optionsList: [OpaquePointer?] = names.map { name in
+            guard let family = requested.first(where: { $0.name == name }) else { return nativeOptions.database }
+            return nativeOptions.makeFamilyOptions(family.options)
+        }
         let opened: OpaquePointer? = try checked("open \(path)") { error in
             cNames.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { namePointers in
                 optionsList.withUnsafeBufferPointer { optionPointers in
                     handles.withUnsafeMutableBufferPointer { handlePointers in
                         rocksdb_open_column_families(
-                            nativeOptions.options, path, Int32(count),
+                            nativeOptions.database, path, Int32(count),
                             namePointers.baseAddress, optionPointers.baseAddress,
                             handlePointers.baseAddress, error)
                     }
@@ -94,7 +103,7 @@ public final class Database: @unchecked Sendable {
         var count = 0
         var errorPointer: UnsafeMutablePointer<CChar>? = nil
         // A missing database is not an error here: open creates it.
-        guard let list = rocksdb_list_column_families(options.options, path, &count, &errorPointer) else {
+        guard let list = rocksdb_list_column_families(options.database, path, &count, &errorPointer) else {
             if let errorPointer { rocksdb_free(errorPointer) }
             return []
         }

@@ -1,6 +1,6 @@
 import CRocksDB
 
-/// Block compression for SST files.
+/// Block compression for SST files and blob files.
 public enum BlockCompression: Sendable {
     case none
     case lz4
@@ -15,54 +15,105 @@ public enum BlockCompression: Sendable {
     }
 }
 
-/// Options for opening a database. The defaults suit a write-heavy log on a
-/// small machine; every size is in bytes.
-public struct DatabaseOptions: Sendable {
-    public var createIfMissing = true
-    public var createMissingColumnFamilies = true
+/// Values at least this large go to blob files instead of the LSM tree
+/// (RocksDB's integrated BlobDB): they are written once at flush and never
+/// rewritten by compaction, which suits large, write-once values.
+public struct BlobSettings: Sendable, Equatable {
+    public var valueBytesMin: UInt64
+    public var fileBytes: UInt64 = 256 << 20
+    public var compression: BlockCompression = .none
+    /// Relocate live values out of the oldest blob files during compaction,
+    /// so space freed by deletes is returned.
+    public var garbageCollection = true
+
+    public init(valueBytesMin: UInt64) {
+        self.valueBytesMin = valueBytesMin
+    }
+}
+
+/// Settings of one column family. Every size is in bytes.
+public struct ColumnFamilyOptions: Sendable {
     public var compression: BlockCompression = .lz4
     /// Size of one memtable before it is flushed to an SST file.
     public var writeBufferSizeBytes = 64 << 20
-    /// Background flush and compaction threads.
-    public var backgroundJobsCount: Int32 = 2
-    /// Shared LRU cache for uncompressed blocks.
-    public var blockCacheSizeBytes = 64 << 20
     /// Bloom filter bits per key for point lookups; nil for none.
     public var bloomBitsPerKey: Double? = 10
-    /// WAL size at which RocksDB flushes the column families holding the oldest WAL; 0 lets RocksDB choose.
-    public var walSizeTotalMaxBytes: UInt64 = 0
+    /// Large values in blob files; nil keeps every value in the LSM tree.
+    public var blobs: BlobSettings? = nil
 
     public init() {}
 }
 
-/// The handles behind a `DatabaseOptions`, freed together.
+/// Database-wide settings.
+public struct DatabaseOptions: Sendable {
+    public var createIfMissing = true
+    public var createMissingColumnFamilies = true
+    /// Background flush and compaction threads.
+    public var backgroundJobsCount: Int32 = 2
+    /// Shared LRU cache for uncompressed blocks.
+    public var blockCacheSizeBytes = 64 << 20
+    /// WAL size at which RocksDB flushes the column families holding the oldest WAL; 0 lets RocksDB choose.
+    public var walSizeTotalMaxBytes: UInt64 = 0
+    /// Ask the kernel to write back SST and blob files every this many bytes,
+    /// so flushes do not build up one large writeback that stalls WAL syncs.
+    public var bytesPerSync: UInt64 = 1 << 20
+    /// Options for column families not named when opening.
+    public var defaultColumnFamily = ColumnFamilyOptions()
+
+    public init() {}
+}
+
+/// The native handles behind the options of one database, freed together.
 final class NativeOptions {
-    let options: OpaquePointer
-    private let tableOptions: OpaquePointer
+    let database: OpaquePointer
     private let cache: OpaquePointer
+    private var tableOptions: [OpaquePointer] = []
+    private var familyOptions: [OpaquePointer] = []
 
     init(_ settings: DatabaseOptions) {
-        options = rocksdb_options_create()
-        rocksdb_options_set_create_if_missing(options, settings.createIfMissing ? 1 : 0)
-        rocksdb_options_set_create_missing_column_families(options, settings.createMissingColumnFamilies ? 1 : 0)
+        cache = rocksdb_cache_create_lru(settings.blockCacheSizeBytes)
+        database = rocksdb_options_create()
+        rocksdb_options_set_create_if_missing(database, settings.createIfMissing ? 1 : 0)
+        rocksdb_options_set_create_missing_column_families(database, settings.createMissingColumnFamilies ? 1 : 0)
+        rocksdb_options_increase_parallelism(database, settings.backgroundJobsCount)
+        rocksdb_options_set_max_background_jobs(database, settings.backgroundJobsCount)
+        rocksdb_options_set_max_total_wal_size(database, settings.walSizeTotalMaxBytes)
+        rocksdb_options_set_bytes_per_sync(database, settings.bytesPerSync)
+        apply(settings.defaultColumnFamily, to: database)
+    }
+
+    /// Options for one column family: the database's, with the family's settings on top.
+    func makeFamilyOptions(_ settings: ColumnFamilyOptions) -> OpaquePointer {
+        let options = rocksdb_options_create_copy(database)!
+        apply(settings, to: options)
+        familyOptions.append(options)
+        return options
+    }
+
+    private func apply(_ settings: ColumnFamilyOptions, to options: OpaquePointer) {
         rocksdb_options_set_compression(options, settings.compression.rawValue)
         rocksdb_options_set_write_buffer_size(options, settings.writeBufferSizeBytes)
-        rocksdb_options_increase_parallelism(options, settings.backgroundJobsCount)
-        rocksdb_options_set_max_background_jobs(options, settings.backgroundJobsCount)
-        rocksdb_options_set_max_total_wal_size(options, settings.walSizeTotalMaxBytes)
-        tableOptions = rocksdb_block_based_options_create()
-        cache = rocksdb_cache_create_lru(settings.blockCacheSizeBytes)
-        rocksdb_block_based_options_set_block_cache(tableOptions, cache)
+        let table = rocksdb_block_based_options_create()!
+        rocksdb_block_based_options_set_block_cache(table, cache)
         if let bits = settings.bloomBitsPerKey {
             // The table options take ownership of the filter policy.
-            rocksdb_block_based_options_set_filter_policy(tableOptions, rocksdb_filterpolicy_create_bloom(bits))
+            rocksdb_block_based_options_set_filter_policy(table, rocksdb_filterpolicy_create_bloom(bits))
         }
-        rocksdb_options_set_block_based_table_factory(options, tableOptions)
+        rocksdb_options_set_block_based_table_factory(options, table)
+        tableOptions.append(table)
+        if let blobs = settings.blobs {
+            rocksdb_options_set_enable_blob_files(options, 1)
+            rocksdb_options_set_min_blob_size(options, blobs.valueBytesMin)
+            rocksdb_options_set_blob_file_size(options, blobs.fileBytes)
+            rocksdb_options_set_blob_compression_type(options, blobs.compression.rawValue)
+            rocksdb_options_set_enable_blob_gc(options, blobs.garbageCollection ? 1 : 0)
+        }
     }
 
     deinit {
-        rocksdb_options_destroy(options)
-        rocksdb_block_based_options_destroy(tableOptions)
+        familyOptions.forEach { rocksdb_options_destroy($0) }
+        rocksdb_options_destroy(database)
+        tableOptions.forEach { rocksdb_block_based_options_destroy($0) }
         rocksdb_cache_destroy(cache)
     }
 }

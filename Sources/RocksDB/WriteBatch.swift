@@ -29,6 +29,26 @@ public final class WriteBatch {
             value.baseAddress?.assumingMemoryBound(to: CChar.self), value.count)
     }
 
+    /// Puts a value given in parts, which RocksDB concatenates as it copies
+    /// them: a changed header and an unchanged body need no copy of their own.
+    public func put(_ key: [UInt8], parts: [UnsafeRawBufferPointer], in family: ColumnFamily) {
+        let pointers = parts.map { $0.baseAddress?.assumingMemoryBound(to: CChar.self) }
+        let sizes = parts.map(\.count)
+        key.withUnsafeBufferPointer { k in
+            k.withMemoryRebound(to: CChar.self) { k in
+                var keyPointer: UnsafePointer<CChar>? = k.baseAddress
+                var keySize = k.count
+                pointers.withUnsafeBufferPointer { valuePointers in
+                    sizes.withUnsafeBufferPointer { valueSizes in
+                        rocksdb_writebatch_putv_cf(
+                            handle, family.handle, 1, &keyPointer, &keySize,
+                            Int32(parts.count), valuePointers.baseAddress, valueSizes.baseAddress)
+                    }
+                }
+            }
+        }
+    }
+
     public func delete(_ key: [UInt8], in family: ColumnFamily) {
         key.withUnsafeBufferPointer { k in
             k.withMemoryRebound(to: CChar.self) { k in

@@ -121,6 +121,22 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         #expect(records[8].headers == [RecordHeader(key: Array("h".utf8), value: nil)])
     }
 
+    @Test(arguments: [CompressionCodec.none, .zstd])
+    func recordKeysMatchTheFullDecodeWithoutCopyingValues(codec: CompressionCodec) throws {
+        let batch = try RecordBatch(validating: sampleBatch(codec: codec, count: 12))
+        #expect(try batch.recordKeys() == batch.records().map(\.key))
+        var builder = RecordBatchBuilder()
+        builder.append(key: nil, value: [1], timestamp: 0)
+        #expect(try RecordBatch(validating: builder.build()).recordKeys() == [nil])
+    }
+
+    @Test func stampedPrefixEqualsTheFirstSixteenBytesOfAStampedBatch() throws {
+        let batch = try RecordBatch(validating: sampleBatch())
+        var stamped = batch
+        stamped.stamp(baseOffset: 99, partitionLeaderEpoch: 3)
+        #expect(batch.stampedPrefix(baseOffset: 99, partitionLeaderEpoch: 3) == Array(stamped.bytes.prefix(16)))
+    }
+
     @Test func stampingOffsetAndEpochKeepsTheChecksumValid() throws {
         var batch = try RecordBatch(validating: sampleBatch())
         batch.stamp(baseOffset: 1_000_000, partitionLeaderEpoch: 7)

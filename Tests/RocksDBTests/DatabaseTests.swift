@@ -165,4 +165,44 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
             #expect(!error.message.isEmpty)
         }
     }
+
+    @Test func blobColumnFamilyKeepsLargeValuesAcrossFlushAndReopen() throws {
+        let path = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var blobbed = ColumnFamilyOptions()
+        blobbed.blobs = BlobSettings(valueBytesMin: 1024)
+        let large = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        do {
+            let database = try Database(path: path, columnFamilyOptions: [("blobs", blobbed), ("plain", ColumnFamilyOptions())])
+            let family = try #require(database.columnFamily("blobs"))
+            try database.put(bytes("large"), large, in: family)
+            try database.put(bytes("small"), bytes("tiny"), in: family)
+            try database.flush(family)
+            #expect(try database.get(bytes("large"), in: family) == large)
+            database.close()
+        }
+        let reopened = try Database(path: path, columnFamilyOptions: [("blobs", blobbed)])
+        let family = try #require(reopened.columnFamily("blobs"))
+        #expect(try reopened.get(bytes("large"), in: family) == large)
+        #expect(try reopened.get(bytes("small"), in: family) == bytes("tiny"))
+        #expect(reopened.columnFamily("plain") != nil)
+        let blobFiles = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".blob") }
+        #expect(!blobFiles.isEmpty, "values over the minimum went to a blob file")
+    }
+
+    @Test func putFromPartsStoresTheirConcatenation() throws {
+        let path = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try Database(path: path, columnFamilies: ["f"])
+        let family = database.columnFamily("f")!
+        let head = bytes("head-"), body = bytes("and-body")
+        let batch = WriteBatch()
+        head.withUnsafeBytes { h in
+            body.withUnsafeBytes { b in
+                batch.put(bytes("k"), parts: [h, b], in: family)
+            }
+        }
+        try database.write(batch, sync: false)
+        #expect(try database.get(bytes("k"), in: family) == bytes("head-and-body"))
+    }
 }
