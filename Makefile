@@ -28,11 +28,15 @@ release: deps
 # needs the CrashWriter executable, which --build-tests builds alongside.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --parallel
+	$(SWIFT) test --skip-build
 
+# The broker (`postduif serve`) is the next issue; until it lands this shows
+# what the binary offers rather than pretending to start a server.
 run: release
-	@echo "The Kafka-speaking broker arrives with 'postduif serve'; for now the log can be inspected:"
-	.build/release/postduif inspect --data $(DATA)
+	.build/release/postduif --help
+	@echo
+	@echo "postduif serve (the Kafka broker) is not built yet; inspect a data directory with:"
+	@echo "  .build/release/postduif inspect --data $(DATA)"
 
 inspect: release
 	.build/release/postduif inspect --data $(DATA)

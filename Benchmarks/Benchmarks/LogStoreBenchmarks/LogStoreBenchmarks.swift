@@ -51,6 +51,9 @@ final class StoreFixture: @unchecked Sendable {
     let partitions: [PartitionLog]
     let batches: [[UInt8]]
     var next = 0
+    /// When the first measured append started, for the MB/s line.
+    var started: ContinuousClock.Instant? = nil
+    var startBytes: Int64 = 0
 
     init(durability: Durability, conversationIndex: Bool, batchBytes: Int, partitionsCount: Int32 = 1) throws {
         path = benchDirectory + "/postduif-bench-\(UUID().uuidString)"
@@ -73,23 +76,35 @@ final class StoreFixture: @unchecked Sendable {
     }
 }
 
+/// One append (or one round of concurrent appends) per iteration. Malloc
+/// counting is left out here: its interposer costs more than an append's
+/// own allocations and would understate throughput. The teardown prints
+/// MB/s from the bytes appended and the wall time since the first
+/// iteration, the figure Docs/benchmarks.md compares with fio.
 func appendBenchmark(_ name: String, durability: Durability, conversationIndex: Bool, batchBytes: Int, concurrentAppends: Int = 1) {
     let fixture = UncheckedBox<StoreFixture?>(nil)
     Benchmark(
         name,
         configuration: .init(
-            metrics: [.throughput, .wallClock, .cpuTotal, .mallocCountTotal, .peakMemoryResident],
-            timeUnits: .microseconds, warmupIterations: 20, maxDuration: .seconds(8), maxIterations: 100_000,
+            metrics: [.throughput, .wallClock, .cpuTotal, .peakMemoryResident],
+            timeUnits: .microseconds, warmupIterations: 0, maxDuration: .seconds(10), maxIterations: 1_000_000,
             setup: { fixture.value = try StoreFixture(durability: durability, conversationIndex: conversationIndex, batchBytes: batchBytes, partitionsCount: Int32(concurrentAppends)) },
             teardown: {
-                if let store = fixture.value {
-                    let bytes = store.partitions.reduce(Int64(0)) { $0 + $1.sizeBytes }
-                    print("\(name): \(bytes >> 20) MiB appended in total, \(store.store.walSyncCount) WAL syncs")
+                if let store = fixture.value, let started = store.started {
+                    let elapsed = ContinuousClock.now - started
+                    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                    let bytes = store.partitions.reduce(Int64(0)) { $0 + $1.sizeBytes } - store.startBytes
+                    let line = String(
+                        format: "RESULT %@: %.1f MB/s (%lld MiB in %.1f s, %llu WAL syncs, %.0f appends/s)",
+                        name, Double(bytes) / 1e6 / seconds, bytes >> 20, seconds, store.store.walSyncCount,
+                        Double(bytes) / Double(batchBytes) / seconds)
+                    print(line)
                     store.remove()
                 }
             })
     ) { benchmark in
         guard let store = fixture.value else { return }
+        if store.started == nil { store.started = ContinuousClock.now }
         if concurrentAppends == 1 {
             blackHole(try await store.partitions[0].append(store.nextBatch()))
         } else {
