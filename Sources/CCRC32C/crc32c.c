@@ -43,18 +43,78 @@ static uint32_t extend_table(uint32_t crc, const uint8_t *p, size_t n) {
     return ~crc;
 }
 
+// Multiplies a and b modulo the (reflected) polynomial: the GF(2) arithmetic
+// that lets CRCs of adjacent pieces be combined.
+static uint32_t multiply_modulo(uint32_t a, uint32_t b) {
+    uint32_t m = 1u << 31, product = 0;
+    for (;;) {
+        if (a & m) {
+            product ^= b;
+            if ((a & (m - 1)) == 0) break;
+        }
+        m >>= 1;
+        b = (b & 1) ? (b >> 1) ^ 0x82F63B78u : b >> 1;
+    }
+    return product;
+}
+
+// x^(8 * count) modulo the polynomial: multiplying a CRC register by it
+// shifts the register over `count` zero bytes.
+static uint32_t shift_operator(size_t count) {
+    uint32_t result = 1u << 31;  // x^0
+    uint32_t power = 1u << 23;   // x^8 (a byte)
+    while (count) {
+        if (count & 1) result = multiply_modulo(power, result);
+        power = multiply_modulo(power, power);
+        count >>= 1;
+    }
+    return result;
+}
+
 #if defined(__x86_64__)
+// The crc32 instruction takes 3 cycles but can start one every cycle, so
+// three independent streams over three thirds of a long block run about
+// three times as fast as one; the thirds are then combined with shifts.
+#define STRIPE_BYTES 4096
+static uint32_t stripe_shift = 0;
+
 __attribute__((target("sse4.2")))
 static uint32_t extend_hardware(uint32_t crc, const uint8_t *p, size_t n) {
-    uint64_t c = ~crc;
+    uint64_t c0 = (uint32_t)~crc;
+    if (n >= 3 * STRIPE_BYTES) {
+        uint32_t shift = __atomic_load_n(&stripe_shift, __ATOMIC_ACQUIRE);
+        if (shift == 0) {
+            shift = shift_operator(STRIPE_BYTES);
+            __atomic_store_n(&stripe_shift, shift, __ATOMIC_RELEASE);
+        }
+        while (n >= 3 * STRIPE_BYTES) {
+            uint64_t c1 = 0, c2 = 0;
+            const uint8_t *a = p, *b = p + STRIPE_BYTES, *c = p + 2 * STRIPE_BYTES;
+            for (size_t i = 0; i < STRIPE_BYTES; i += 8) {
+                uint64_t wa, wb, wc;
+                memcpy(&wa, a + i, 8);
+                memcpy(&wb, b + i, 8);
+                memcpy(&wc, c + i, 8);
+                c0 = __builtin_ia32_crc32di(c0, wa);
+                c1 = __builtin_ia32_crc32di(c1, wb);
+                c2 = __builtin_ia32_crc32di(c2, wc);
+            }
+            // The register is linear in its start value: state after A|B|C =
+            // shift(shift(A) ^ B) ^ C, where B and C were computed from zero.
+            c0 = multiply_modulo(shift, (uint32_t)c0) ^ (uint32_t)c1;
+            c0 = multiply_modulo(shift, (uint32_t)c0) ^ (uint32_t)c2;
+            p += 3 * STRIPE_BYTES;
+            n -= 3 * STRIPE_BYTES;
+        }
+    }
     while (n >= 8) {
         uint64_t word;
         memcpy(&word, p, 8);
-        c = __builtin_ia32_crc32di(c, word);
+        c0 = __builtin_ia32_crc32di(c0, word);
         p += 8;
         n -= 8;
     }
-    uint32_t c32 = (uint32_t)c;
+    uint32_t c32 = (uint32_t)c0;
     while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
     return ~c32;
 }
@@ -73,6 +133,10 @@ uint32_t postduif_crc32c_extend(uint32_t crc, const void *bytes, size_t length) 
 #if defined(__x86_64__)
     if (hardware_available()) return extend_hardware(crc, (const uint8_t *)bytes, length);
 #endif
+    return extend_table(crc, (const uint8_t *)bytes, length);
+}
+
+uint32_t postduif_crc32c_extend_portable(uint32_t crc, const void *bytes, size_t length) {
     return extend_table(crc, (const uint8_t *)bytes, length);
 }
 

@@ -14,6 +14,11 @@ public enum CRC32C {
         }
     }
 
+    /// The table implementation, whatever the CPU: tests compare it with `checksum`.
+    public static func portableChecksum(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { postduif_crc32c_extend_portable(0, $0.baseAddress, $0.count) }
+    }
+
     /// True when the CPU instruction computes it (x86-64 with SSE 4.2).
     public static var isHardwareAccelerated: Bool { postduif_crc32c_is_hardware() != 0 }
 }

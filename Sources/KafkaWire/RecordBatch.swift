@@ -130,6 +130,19 @@ public struct RecordBatch: Sendable, Equatable {
     /// Parses and checks one batch that must span `bytes` exactly: magic 2,
     /// length, CRC-32C, record count, size limit and a known codec.
     public init(validating bytes: [UInt8], bytesMax: Int = Limits.batchBytesDefaultMax) throws(RecordBatchError) {
+        try self.init(bytes, bytesMax: bytesMax, checksum: true)
+    }
+
+    /// Parses a batch this broker validated when it stored it, skipping the
+    /// CRC-32C: RocksDB checks its own block and blob checksums on every
+    /// read, and a history page reads dozens of batches. Every other check
+    /// stays, and every read is bounds-checked, so damaged bytes still give
+    /// an error rather than a crash.
+    public init(storedBytes bytes: [UInt8]) throws(RecordBatchError) {
+        try self.init(bytes, bytesMax: Limits.batchBytesConfigurableMax, checksum: false)
+    }
+
+    private init(_ bytes: [UInt8], bytesMax: Int, checksum: Bool) throws(RecordBatchError) {
         guard bytes.count <= bytesMax else { throw .tooLarge(size: bytes.count, max: bytesMax) }
         guard bytes.count >= Self.headerBytesCount else {
             throw .truncated(needed: Self.headerBytesCount, available: bytes.count)
@@ -161,8 +174,10 @@ public struct RecordBatch: Sendable, Equatable {
         } catch {
             throw .truncated(needed: Self.headerBytesCount, available: bytes.count)
         }
-        let computed = CRC32C.checksum(bytes, from: Self.crcStart)
-        guard computed == crc else { throw .checksumMismatch(stored: crc, computed: computed) }
+        if checksum {
+            let computed = CRC32C.checksum(bytes, from: Self.crcStart)
+            guard computed == crc else { throw .checksumMismatch(stored: crc, computed: computed) }
+        }
         guard recordsCount > 0, lastOffsetDelta >= 0, Int64(recordsCount) == Int64(lastOffsetDelta) + 1 else {
             throw .recordCountMismatch(recordsCount: recordsCount, lastOffsetDelta: lastOffsetDelta)
         }
@@ -272,6 +287,43 @@ public struct RecordBatch: Sendable, Equatable {
             throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
         }
         return keys
+    }
+
+    /// The records at the given positions (0-based, ascending), decoding
+    /// only those: the others are walked over without copying. A history
+    /// page needs one record from each of many batches.
+    public func records(at positions: [Int]) throws(RecordBatchError) -> [Record] {
+        precondition(zip(positions, positions.dropFirst()).allSatisfy { $0 < $1 }, "positions must ascend")
+        guard let last = positions.last else { return [] }
+        guard positions.first! >= 0 && last < Int(recordsCount) else {
+            throw .invalidRecord("record \(last) asked of a batch of \(recordsCount)")
+        }
+        var reader: ByteReader
+        if compression == CompressionCodec.none {
+            reader = ByteReader(bytes, from: Self.headerBytesCount)
+        } else {
+            reader = ByteReader(try recordsPayload())
+        }
+        var found: [Record] = []
+        found.reserveCapacity(positions.count)
+        var wanted = positions[...]
+        for index in 0...last {
+            let isWanted = wanted.first == index
+            let record: Record
+            do {
+                record = try Self.decodeRecord(&reader, keyOnly: !isWanted)
+            } catch {
+                throw .invalidRecord("record \(index): \(error)")
+            }
+            guard record.offsetDelta == Int32(index) else {
+                throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
+            }
+            if isWanted {
+                found.append(record)
+                wanted = wanted.dropFirst()
+            }
+        }
+        return found
     }
 
     static func decodeRecord(_ reader: inout ByteReader, keyOnly: Bool = false) throws(WireError) -> Record {

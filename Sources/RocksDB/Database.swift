@@ -32,6 +32,7 @@ public final class Database: @unchecked Sendable {
     private let writeOptionsSynced: OpaquePointer
     private let writeOptionsUnsynced: OpaquePointer
     private let readOptions: OpaquePointer
+    private let readOptionsUnverified: OpaquePointer
     public let path: String
 
     private struct State {
@@ -97,6 +98,8 @@ public final class Database: @unchecked Sendable {
         writeOptionsUnsynced = rocksdb_writeoptions_create()
         rocksdb_writeoptions_set_sync(writeOptionsUnsynced, 0)
         readOptions = rocksdb_readoptions_create()
+        readOptionsUnverified = rocksdb_readoptions_create()
+        rocksdb_readoptions_set_verify_checksums(readOptionsUnverified, 0)
     }
 
     private static func existingColumnFamilies(path: String, options: NativeOptions) -> [String] {
@@ -135,6 +138,7 @@ public final class Database: @unchecked Sendable {
         rocksdb_writeoptions_destroy(writeOptionsSynced)
         rocksdb_writeoptions_destroy(writeOptionsUnsynced)
         rocksdb_readoptions_destroy(readOptions)
+        rocksdb_readoptions_destroy(readOptionsUnverified)
     }
 
     func childOpened() {
@@ -244,15 +248,20 @@ public final class Database: @unchecked Sendable {
     // MARK: Reads
 
     /// Reads one key, from a snapshot when one is given.
-    public func get(_ key: [UInt8], in family: ColumnFamily, snapshot: Snapshot? = nil) throws(RocksDBError) -> [UInt8]? {
+    ///
+    /// - Parameter verifyChecksums: false skips RocksDB's own block and blob
+    ///   checksums (computed in software by Debian's build); for values that
+    ///   carry a checksum of their own which the caller checks faster.
+    public func get(_ key: [UInt8], in family: ColumnFamily, snapshot: Snapshot? = nil, verifyChecksums: Bool = true) throws(RocksDBError) -> [UInt8]? {
         let options: OpaquePointer
         var snapshotOptions: OpaquePointer? = nil
         if let snapshot {
             snapshotOptions = rocksdb_readoptions_create()
             rocksdb_readoptions_set_snapshot(snapshotOptions, snapshot.handle)
+            rocksdb_readoptions_set_verify_checksums(snapshotOptions, verifyChecksums ? 1 : 0)
             options = snapshotOptions!
         } else {
-            options = readOptions
+            options = verifyChecksums ? readOptions : readOptionsUnverified
         }
         defer { if let snapshotOptions { rocksdb_readoptions_destroy(snapshotOptions) } }
         let pinned: OpaquePointer? = try checked("get") { error in

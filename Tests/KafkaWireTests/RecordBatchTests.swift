@@ -30,6 +30,19 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         #expect(CRC32C.checksum([UInt8]()) == 0)
     }
 
+    @Test func hardwareAndTableChecksumsAgreeOnEveryLengthAndSplit() {
+        var generator = SystemRandomNumberGenerator()
+        // Lengths around the three-stripe block (3 x 4096) and its multiples.
+        for length in [0, 1, 7, 8, 9, 4095, 12_287, 12_288, 12_289, 24_576, 65_536, 100_003] {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            #expect(CRC32C.checksum(bytes) == CRC32C.portableChecksum(bytes), "length \(length)")
+            if length > 10 {
+                #expect(CRC32C.checksum(bytes, from: 3) == CRC32C.portableChecksum(Array(bytes[3...])), "offset start, length \(length)")
+            }
+        }
+        #expect(CRC32C.portableChecksum(Array("123456789".utf8)) == 0xE306_9283)
+    }
+
     @Test(arguments: [Int32.min, -65, -64, -1, 0, 1, 63, 64, 300, Int32.max])
     func zigzagVarintRoundTrips(value: Int32) throws {
         var writer = ByteWriter()
@@ -128,6 +141,24 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         var builder = RecordBatchBuilder()
         builder.append(key: nil, value: [1], timestamp: 0)
         #expect(try RecordBatch(validating: builder.build()).recordKeys() == [nil])
+    }
+
+    @Test(arguments: [CompressionCodec.none, .lz4])
+    func recordsAtPositionsDecodeOnlyThoseRecords(codec: CompressionCodec) throws {
+        let batch = try RecordBatch(validating: sampleBatch(codec: codec, count: 12))
+        let all = try batch.records()
+        #expect(try batch.records(at: [0, 5, 11]) == [all[0], all[5], all[11]])
+        #expect(try batch.records(at: []) == [])
+        #expect(throws: RecordBatchError.self) { _ = try batch.records(at: [12]) }
+    }
+
+    @Test func storedBytesSkipTheChecksumButKeepTheOtherChecks() throws {
+        var bytes = sampleBatch(count: 3)
+        bytes[bytes.count - 1] ^= 0x01  // a value byte: only the CRC notices
+        #expect(throws: RecordBatchError.self) { _ = try RecordBatch(validating: bytes) }
+        #expect(try RecordBatch(storedBytes: bytes).records().count == 3)
+        bytes[16] = 1
+        #expect(throws: RecordBatchError.unsupportedMagic(1)) { _ = try RecordBatch(storedBytes: bytes) }
     }
 
     @Test func stampedPrefixEqualsTheFirstSixteenBytesOfAStampedBatch() throws {

@@ -129,22 +129,29 @@ final class UncheckedBox<Value>: @unchecked Sendable {
 
 /// The 10-million-message conversation store, built once and reused.
 func historyStore(messagesCount: Int) throws -> LogStore {
-    let path = benchDirectory + "/postduif-bench-history-\(messagesCount)"
+    let path = benchDirectory + "/postduif-bench-history-v2-\(messagesCount)"
     let marker = path + "/complete"
     if !FileManager.default.fileExists(atPath: marker) {
         try? FileManager.default.removeItem(atPath: path)
         let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))
         try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
         let partition = try store.partition(topic: "conversations", index: 0)
-        // Chat-sized messages: 200 bytes, 64 to a batch, 10,000 conversations.
-        let batches = makeBatches(batchBytes: 64 * 200, count: 256, recordBytes: 200, seed: 11)
+        // Chat-sized messages: 200 bytes, 64 to a batch, the conversations
+        // taken in turn, so each of the 10,000 holds exactly 1,000 messages.
         let recordsPerBatch = 64
         let batchesCount = messagesCount / recordsPerBatch
+        let value = [UInt8](repeating: 0x61, count: 200)
         let started = ContinuousClock.now
         let semaphore = DispatchSemaphore(value: 0)
         Task {
-            for index in 0..<batchesCount {
-                _ = try await partition.append(batches[index % batches.count])
+            var message = 0
+            for _ in 0..<batchesCount {
+                var builder = RecordBatchBuilder()
+                for _ in 0..<recordsPerBatch {
+                    builder.append(key: Array("conversation-\(message % conversationsCount)".utf8), value: value, timestamp: 1_795_000_000_000)
+                    message += 1
+                }
+                _ = try await partition.append(builder.build())
             }
             semaphore.signal()
         }

@@ -8,6 +8,9 @@
 /// Uses the SSE 4.2 crc32 instruction when the CPU has it, a table otherwise.
 uint32_t postduif_crc32c_extend(uint32_t crc, const void *bytes, size_t length);
 
+/// The table implementation alone, so tests can check the hardware path against it.
+uint32_t postduif_crc32c_extend_portable(uint32_t crc, const void *bytes, size_t length);
+
 /// 1 when the hardware instruction is in use (for benchmarks and logs).
 int postduif_crc32c_is_hardware(void);
 
