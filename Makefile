@@ -6,7 +6,7 @@ SWIFT ?= swift
 DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev fio
 DATA ?= ./data
 
-.PHONY: deps build release test run inspect bench clean
+.PHONY: deps build release test fuzz run inspect bench clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -26,9 +26,18 @@ release: deps
 
 # Debug builds keep the suite fast to compile on two cores; the crash test
 # needs the CrashWriter executable, which --build-tests builds alongside.
+# The fuzzer runs before the tests so that the test runner's summary is the
+# last thing printed.
 test: deps
 	$(SWIFT) build --build-tests
+	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 	$(SWIFT) test --skip-build
+
+# The record batch fuzzer: 20 seconds in `make test`, longer on request:
+# `make fuzz FUZZ_SECONDS=600`.
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 
 # The broker (`postduif serve`) is the next issue; until it lands this shows
 # what the binary offers rather than pretending to start a server.
