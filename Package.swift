@@ -18,6 +18,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // System libraries from Debian's -dev packages, found through pkg-config.
@@ -36,10 +38,22 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(name: "LogStore", dependencies: ["RocksDB", "KafkaWire"], swiftSettings: strictSettings),
+        .target(
+            name: "Broker",
+            dependencies: [
+                "LogStore", "KafkaWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire",
+                "LogStore", "KafkaWire", "Broker",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
@@ -55,6 +69,11 @@ let package = Package(
         ),
         .testTarget(name: "RocksDBTests", dependencies: ["RocksDB"], swiftSettings: strictSettings),
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire"], resources: [.copy("Fixtures")], swiftSettings: strictSettings),
+        .testTarget(
+            name: "BrokerTests",
+            dependencies: ["Broker", "LogStore", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "LogStoreTests",
             dependencies: ["LogStore", "KafkaWire", "RocksDB"],

@@ -72,6 +72,8 @@ enum Keys {
 
     static let topicRecordPrefix: [UInt8] = Array("topic/".utf8)
     static let nextTopicIDKey: [UInt8] = Array("next-topic-id".utf8)
+    static let nextProducerIDKey: [UInt8] = Array("next-producer-id".utf8)
+    static let clusterIDKey: [UInt8] = Array("cluster-id".utf8)
 
     static func topicRecord(name: String) -> [UInt8] {
         topicRecordPrefix + Array(name.utf8)

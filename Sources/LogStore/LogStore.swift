@@ -86,6 +86,9 @@ public final class LogStore: Sendable {
     private let context: StoreContext
     private let topics: Mutex<[String: (descriptor: TopicDescriptor, partitions: [PartitionLog])]>
     private let closed = Mutex(false)
+    private let producerIDs = Mutex(())
+    /// A stable id for this store's cluster, made when the store is created.
+    public let clusterID: String
 
     public init(path: String, options: LogStoreOptions = LogStoreOptions()) throws(LogStoreError) {
         self.path = path
@@ -122,6 +125,29 @@ public final class LogStore: Sendable {
         }
         try storage { try iterator.checkError() }
         topics = Mutex(loaded)
+        if let stored = try storage({ try database.get(Keys.clusterIDKey, in: families.topics) }) {
+            clusterID = String(decoding: stored, as: UTF8.self)
+        } else {
+            // 22 characters like Kafka's cluster ids: a random UUID in URL-safe base64.
+            let bytes = withUnsafeBytes(of: UUID().uuid) { Data($0) }
+            let encoded = String(bytes.base64EncodedString().prefix(22))
+            clusterID = encoded.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            try storage { try database.put(Keys.clusterIDKey, Array(clusterID.utf8), in: families.topics, sync: true) }
+        }
+    }
+
+    /// A new producer id for an idempotent producer, never handed out before
+    /// (the counter is persisted, synced, before the id is returned).
+    public func allocateProducerID() throws(LogStoreError) -> Int64 {
+        try producerIDs.withLock { _ throws(LogStoreError) -> Int64 in
+            let families = context.families
+            let stored = try storage { try context.database.get(Keys.nextProducerIDKey, in: families.topics) }
+            let next = stored.map { Int64(bitPattern: Keys.readUInt64($0, at: 0)) } ?? 1000
+            var value = [UInt8]()
+            Keys.append(&value, next + 1)
+            try storage { try context.database.put(Keys.nextProducerIDKey, value, in: families.topics, sync: true) }
+            return next
+        }
     }
 
     /// Syncs the WAL, stops the group-commit thread and closes RocksDB.

@@ -494,7 +494,47 @@ public final class PartitionLog: Sendable {
         return count
     }
 
+    // MARK: Timestamps
+
+    /// The first record at or after `timestamp` (milliseconds) below
+    /// `maxOffset`, with its own timestamp: ListOffsets by time. Batches are
+    /// skipped by their newest timestamp, and only the batch that holds the
+    /// answer is decoded, so the answer is exact. Nil when no record is that new.
+    public func offset(forTimestamp timestamp: Int64, maxOffset: Int64? = nil) throws(LogStoreError) -> (offset: Int64, timestamp: Int64)? {
+        let end = state.withLock { $0.logEndOffset }
+        let limit = min(maxOffset ?? end, end)
+        let iterator = context.database.makeIterator(
+            in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: max(limit, 0)))
+        iterator.seekToFirst()
+        while iterator.isValid {
+            let header = StoredBatchHeader(iterator.valueView)
+            if header.maxTimestamp >= timestamp {
+                do {
+                    let batch = try RecordBatch(storedBytes: iterator.value)
+                    for (position, record) in try batch.records().enumerated() {
+                        let recordTimestamp = batch.usesLogAppendTime ? batch.maxTimestamp : batch.baseTimestamp + record.timestampDelta
+                        let offset = batch.baseOffset + Int64(position)
+                        if recordTimestamp >= timestamp && offset < limit { return (offset, recordTimestamp) }
+                    }
+                } catch {
+                    throw LogStoreError(.corrupt, "stored batch \(topicName)/\(index)@\(header.baseOffset) fails its checks: \(error)")
+                }
+            }
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
+        return nil
+    }
+
     // MARK: Leader epochs
+
+    /// The newest leader epoch recorded, or nil before the first append.
+    public var currentLeaderEpoch: Int32? { state.withLock { $0.epochs.last?.epoch } }
+
+    /// The epoch of the batch holding `offset` (the last epoch that started at or before it).
+    public func leaderEpoch(containing offset: Int64) -> Int32? {
+        state.withLock { state in state.epochs.last(where: { $0.startOffset <= offset })?.epoch }
+    }
 
     /// KIP-279's answer to OffsetForLeaderEpoch: for the current epoch the log
     /// end offset; for an older one, the largest epoch at or below it and the

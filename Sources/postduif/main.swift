@@ -1,13 +1,17 @@
 import ArgumentParser
+import Broker
+import Dispatch
 import Foundation
 import LogStore
+import Logging
+import Synchronization
 
 @main
 struct Postduif: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postduif",
         abstract: "A replicated append-only log for government chat that speaks the Kafka protocol.",
-        subcommands: [Inspect.self]
+        subcommands: [Serve.self, Inspect.self]
     )
 }
 
@@ -86,5 +90,161 @@ struct OperatorError: Error, CustomStringConvertible {
 
     init(_ description: String) {
         self.description = description
+    }
+}
+
+/// `postduif serve`: one broker node on the embedded single-node default.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Kafka-compatible broker node.",
+        discussion: """
+            Every option can also come from an environment variable \
+            (POSTDUIF_<OPTION>, for example POSTDUIF_PORT=9093); a flag wins \
+            over the environment, the environment over the built-in default. \
+            SIGTERM or SIGINT stops the node: it stops accepting connections, \
+            syncs the log and exits 0.
+            """
+    )
+
+    @Option(help: "Address to listen on (POSTDUIF_HOST).")
+    var host: String = Environment.string("HOST") ?? BrokerConfiguration().host
+
+    @Option(help: "Kafka port (POSTDUIF_PORT).")
+    var port: Int = Environment.integer("PORT") ?? BrokerConfiguration().port
+
+    @Option(help: "Host clients are told to connect to; defaults to --host (POSTDUIF_ADVERTISED_HOST).")
+    var advertisedHost: String?
+
+    @Option(help: "Port clients are told to connect to; defaults to --port (POSTDUIF_ADVERTISED_PORT).")
+    var advertisedPort: Int?
+
+    @Option(help: "This broker's node id (POSTDUIF_NODE_ID).")
+    var nodeID: Int32 = Int32(Environment.integer("NODE_ID") ?? Int(BrokerConfiguration().nodeID))
+
+    @Option(help: "Data directory (POSTDUIF_DATA).")
+    var data: String = Environment.string("DATA") ?? BrokerConfiguration().dataDirectory
+
+    @Option(help: "fsync (acknowledge once synced, the default) or none (POSTDUIF_DURABILITY).")
+    var durability: String = Environment.string("DURABILITY") ?? BrokerConfiguration().durability.rawValue
+
+    @Option(help: "Partitions of auto-created topics (POSTDUIF_DEFAULT_PARTITIONS).")
+    var defaultPartitions: Int32 = Int32(Environment.integer("DEFAULT_PARTITIONS") ?? Int(BrokerConfiguration().defaultPartitionCount))
+
+    @Option(help: "Create unknown topics named in Metadata requests: true or false (POSTDUIF_AUTO_CREATE_TOPICS).")
+    var autoCreateTopics: Bool = Environment.string("AUTO_CREATE_TOPICS").flatMap(Bool.init) ?? BrokerConfiguration().autoCreateTopics
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error (POSTDUIF_LOG_LEVEL).")
+    var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
+
+    func run() async throws {
+        guard let durabilityMode = Durability(rawValue: durability) else {
+            throw OperatorError("--durability must be fsync or none, not \(durability)")
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw OperatorError("--log-level \(logLevel) is not a log level")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "postduif")
+        var configuration = BrokerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.advertisedHost = advertisedHost ?? Environment.string("ADVERTISED_HOST")
+        configuration.advertisedPort = advertisedPort ?? Environment.integer("ADVERTISED_PORT")
+        configuration.nodeID = nodeID
+        configuration.dataDirectory = data
+        configuration.durability = durabilityMode
+        configuration.defaultPartitionCount = defaultPartitions
+        configuration.autoCreateTopics = autoCreateTopics
+
+        let store: LogStore
+        do {
+            store = try LogStore(path: data, options: LogStoreOptions(durability: durabilityMode))
+        } catch {
+            throw OperatorError("cannot open the data directory \(data): \(error)")
+        }
+        let broker = Broker(store: store, configuration: configuration, logger: logger)
+        let server = KafkaServer(broker: broker)
+        let signalled = try await withThrowingTaskGroup(of: Int32?.self) { group in
+            group.addTask {
+                try await server.run { port in
+                    print("postduif \(nodeID) serving Kafka on \(host):\(port), data in \(data), durability \(durabilityMode.rawValue)")
+                }
+                return nil
+            }
+            group.addTask { await waitForSignal([SIGTERM, SIGINT]) }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let signalled {
+            logger.info("stopping", metadata: ["signal": "\(signalled)"])
+        }
+        store.close()
+        logger.info("stopped; log synced and closed")
+    }
+}
+
+/// Environment variables named POSTDUIF_<NAME>.
+enum Environment {
+    static func string(_ name: String) -> String? {
+        ProcessInfo.processInfo.environment["POSTDUIF_" + name]
+    }
+
+    static func integer(_ name: String) -> Int? {
+        string(name).flatMap { Int($0) }
+    }
+}
+
+/// Returns the first of `signals` delivered to the process, or nil when the
+/// task is cancelled first.
+func waitForSignal(_ signals: [Int32]) async -> Int32? {
+    let latch = SignalLatch()
+    let queue = DispatchQueue(label: "postduif-signals")
+    let sources = signals.map { number -> any DispatchSourceSignal in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+        source.setEventHandler { latch.resume(number) }
+        source.resume()
+        return source
+    }
+    defer { sources.forEach { $0.cancel() } }
+    return await withTaskCancellationHandler {
+        await withCheckedContinuation { latch.set($0) }
+    } onCancel: {
+        latch.resume(nil)
+    }
+}
+
+/// Resumes a continuation exactly once, from a signal or a cancellation,
+/// whichever comes first, even if it comes before the continuation is set.
+final class SignalLatch: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Int32?, Never>?
+        var result: Int32??
+    }
+
+    private let state = Mutex(State())
+
+    func set(_ continuation: CheckedContinuation<Int32?, Never>) {
+        let ready = state.withLock { state -> Int32?? in
+            if let result = state.result { return result }
+            state.continuation = continuation
+            return nil
+        }
+        if let ready { continuation.resume(returning: ready) }
+    }
+
+    func resume(_ number: Int32?) {
+        let continuation = state.withLock { state -> CheckedContinuation<Int32?, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = .some(number)
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(returning: number)
     }
 }

@@ -1,0 +1,461 @@
+import Foundation
+import KafkaWire
+import LogStore
+import Logging
+
+/// Why a connection must close: the bytes cannot be answered in Kafka's
+/// protocol (an unknown API key, an unsupported version, a malformed
+/// request). Kafka brokers close the connection in these cases too.
+struct CloseConnection: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
+}
+
+/// The Kafka request handlers of a single node, over a log store. Protocol
+/// in, protocol out: sockets live in `KafkaServer`.
+public final class Broker: Sendable {
+    public let store: LogStore
+    public let configuration: BrokerConfiguration
+    let logger: Logger
+    let notifier = DataNotifier()
+    /// The leader epoch a single node stamps; a cluster's controller bumps it.
+    let leaderEpoch: Int32 = 0
+
+    public init(store: LogStore, configuration: BrokerConfiguration, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        // On a single node everything the log holds at start survived as
+        // written: acknowledged batches were synced, and a batch written but
+        // not yet acknowledged when the process died is kept, as Kafka keeps it.
+        for partition in store.allPartitions {
+            try? partition.advanceHighWatermark(to: partition.logEndOffset)
+        }
+    }
+
+    /// Answers one request frame (without its size prefix). Returns the
+    /// framed response, or nil when the request gets none (Produce acks=0).
+    func handle(frame: [UInt8], client: String) async throws(CloseConnection) -> [UInt8]? {
+        var reader = ByteReader(frame)
+        let header: RequestHeader
+        do {
+            header = try RequestHeader.decode(&reader)
+        } catch {
+            throw CloseConnection(reason: "malformed request header: \(error)")
+        }
+        guard let api = ApiKey(rawValue: header.apiKey), SupportedAPIs.ranges[api] != nil else {
+            throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
+        }
+        let version = header.apiVersion
+        if api == .apiVersions && !SupportedAPIs.supports(api, version: version) {
+            // KIP-511: answer an unknown ApiVersions version with error 35 in
+            // a v0 body listing ApiVersions, so the client retries lower.
+            var writer = ByteWriter()
+            ApiVersionsResponse(errorCode: ErrorCode.unsupportedVersion.rawValue, apiKeys: [ApiVersionRange(apiKey: ApiKey.apiVersions.rawValue, minVersion: 0, maxVersion: SupportedAPIs.ranges[.apiVersions]!.upperBound)]).encode(&writer, version: 0)
+            return frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes)
+        }
+        guard SupportedAPIs.supports(api, version: version) else {
+            throw CloseConnection(reason: "\(api) version \(version) is not supported")
+        }
+        let flexible = version >= api.firstFlexibleVersion
+        var body = ByteWriter(capacity: 256)
+        do {
+            if flexible { try reader.skipTaggedFields() }
+            switch api {
+            case .apiVersions:
+                _ = try ApiVersionsRequest.decode(&reader, version: version)
+                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised).encode(&body, version: version)
+            case .metadata:
+                metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .produce:
+                let request = try ProduceRequest.decode(&reader, version: version)
+                let response = await produce(request, version: version)
+                guard request.acks != 0 else { return nil }
+                response.encode(&body, version: version)
+            case .fetch:
+                await fetch(try FetchRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+            case .listOffsets:
+                listOffsets(try ListOffsetsRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+            case .createTopics:
+                createTopics(try CreateTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .deleteTopics:
+                deleteTopics(try DeleteTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .initProducerId:
+                initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .findCoordinator:
+                findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .offsetForLeaderEpoch:
+                offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
+            default:
+                throw CloseConnection(reason: "\(api) is not handled")
+            }
+        } catch let error as CloseConnection {
+            throw error
+        } catch {
+            throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
+        }
+        return frameResponse(correlationID: header.correlationID, flexibleHeader: flexible && api != .apiVersions, body: body.bytes)
+    }
+
+    // MARK: Metadata
+
+    func metadata(_ request: MetadataRequest) -> MetadataResponse {
+        let names = request.topics ?? store.topicDescriptors.map(\.name)
+        var topics: [MetadataResponse.Topic] = []
+        for name in names {
+            if store.topic(named: name) == nil {
+                guard request.allowAutoTopicCreation && configuration.autoCreateTopics else {
+                    topics.append(.init(errorCode: ErrorCode.unknownTopicOrPartition.rawValue, name: name, partitions: []))
+                    continue
+                }
+                do {
+                    try store.createTopic(name, configuration: .defaults(forTopicNamed: name, partitionCount: configuration.defaultPartitionCount))
+                    logger.info("auto-created topic", metadata: ["topic": "\(name)", "partitions": "\(configuration.defaultPartitionCount)"])
+                } catch let error where error.code == .topicAlreadyExists {
+                    // Another connection created it first: fine.
+                } catch {
+                    let code: ErrorCode = error.code == .invalidTopicName ? .invalidTopicException : .unknownTopicOrPartition
+                    topics.append(.init(errorCode: code.rawValue, name: name, partitions: []))
+                    continue
+                }
+            }
+            guard let descriptor = store.topic(named: name) else {
+                topics.append(.init(errorCode: ErrorCode.unknownTopicOrPartition.rawValue, name: name, partitions: []))
+                continue
+            }
+            let partitions = (0..<descriptor.configuration.partitionCount).map { index in
+                let epoch = (try? store.partition(topic: name, index: index))?.currentLeaderEpoch ?? leaderEpoch
+                return MetadataResponse.Partition(
+                    index: index, leaderID: configuration.nodeID, leaderEpoch: epoch,
+                    replicaNodes: [configuration.nodeID], isrNodes: [configuration.nodeID])
+            }
+            topics.append(.init(errorCode: 0, name: name, partitions: partitions))
+        }
+        let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
+        return MetadataResponse(brokers: [broker], clusterID: store.clusterID, controllerID: configuration.nodeID, topics: topics)
+    }
+
+    // MARK: Produce
+
+    func produce(_ request: ProduceRequest, version: Int16) async -> ProduceResponse {
+        let refusal: ErrorCode?
+        if SupportedAPIs.produceRefusedVersions.contains(version) {
+            refusal = .unsupportedVersion
+        } else if ![0, 1, -1].contains(request.acks) {
+            refusal = .invalidRequiredAcks
+        } else if request.transactionalID != nil {
+            refusal = .invalidTransactionState
+        } else {
+            refusal = nil
+        }
+        if let refusal {
+            return ProduceResponse(topics: request.topics.map { topic in
+                .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: refusal.rawValue, baseOffset: -1) })
+            })
+        }
+        // All partitions of the request append concurrently, so they share
+        // one group-commit sync.
+        let results = await withTaskGroup(of: (Int, Int, ProduceResponse.PartitionResponse).self) { group in
+            for (topicPosition, topic) in request.topics.enumerated() {
+                for (partitionPosition, partition) in topic.partitions.enumerated() {
+                    group.addTask {
+                        (topicPosition, partitionPosition, await self.appendOne(topic: topic.name, partition, version: version))
+                    }
+                }
+            }
+            var results: [Int: [Int: ProduceResponse.PartitionResponse]] = [:]
+            for await (topicPosition, partitionPosition, response) in group {
+                results[topicPosition, default: [:]][partitionPosition] = response
+            }
+            return results
+        }
+        return ProduceResponse(topics: request.topics.enumerated().map { topicPosition, topic in
+            .init(name: topic.name, partitions: topic.partitions.indices.map { results[topicPosition]![$0]! })
+        })
+    }
+
+    private func appendOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16) async -> ProduceResponse.PartitionResponse {
+        func failure(_ code: ErrorCode, _ message: String) -> ProduceResponse.PartitionResponse {
+            logger.debug("produce refused", metadata: ["topic": "\(topic)", "partition": "\(data.index)", "error": "\(code)", "reason": "\(message)"])
+            return .init(index: data.index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
+        }
+        guard let records = data.records, !records.isEmpty else { return failure(.corruptMessage, "no records") }
+        let partition: PartitionLog
+        do {
+            partition = try store.partition(topic: topic, index: data.index)
+        } catch {
+            return failure(.unknownTopicOrPartition, error.message)
+        }
+        // zstd needs Produce v7 or later (KIP-110).
+        if version < 7 && records.count > 22 && records[22] & 0x07 == UInt8(CompressionCodec.zstd.rawValue) {
+            return failure(.unsupportedCompressionType, "zstd needs Produce v7 or later")
+        }
+        do {
+            let result = try await partition.append(records, leaderEpoch: leaderEpoch)
+            // A single node commits what is durable under its durability mode.
+            try partition.advanceHighWatermark(to: result.lastOffset + 1)
+            notifier.notify()
+            return .init(index: data.index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
+        } catch let error as LogStoreError {
+            let code = Self.errorCode(for: error)
+            if code == .kafkaStorageError {
+                logger.error("append failed", metadata: ["topic": "\(topic)", "partition": "\(data.index)", "error": "\(error)"])
+            }
+            return failure(code, error.message)
+        } catch {
+            return failure(.unknownServerError, "\(error)")
+        }
+    }
+
+    /// The Kafka error code for a log store error: mapped once, here.
+    static func errorCode(for error: LogStoreError) -> ErrorCode {
+        switch error.code {
+        case .batchRefused(let reason): ErrorCode(rawValue: reason.kafkaErrorCode) ?? .invalidRecord
+        case .outOfOrderSequence: .outOfOrderSequenceNumber
+        case .producerFenced: .invalidProducerEpoch
+        case .unknownTopic, .unknownPartition: .unknownTopicOrPartition
+        case .offsetOutOfRange: .offsetOutOfRange
+        case .staleLeaderEpoch: .fencedLeaderEpoch
+        case .storage, .storageFailed, .closed: .kafkaStorageError
+        case .corrupt: .corruptMessage
+        case .topicAlreadyExists: .topicAlreadyExists
+        case .invalidTopicName: .invalidTopicException
+        case .invalidConfiguration: .invalidConfig
+        }
+    }
+
+    // MARK: Fetch
+
+    func fetch(_ request: FetchRequest, version: Int16) async -> FetchResponse {
+        if request.sessionID != 0 {
+            // Fetch sessions (KIP-227) are declined: every fetch is a full one.
+            return FetchResponse(errorCode: ErrorCode.fetchSessionIdNotFound.rawValue, topics: [])
+        }
+        let wait = min(Duration.milliseconds(max(0, Int64(request.maxWaitMilliseconds))), configuration.fetchWaitMax)
+        let clock = ContinuousClock()
+        let deadline = clock.now + wait
+        while true {
+            let generation = notifier.generation
+            let (response, bytesCount, failed) = readFetch(request, version: version)
+            let now = clock.now
+            if bytesCount >= Int(request.minBytes) || failed || now >= deadline || Task.isCancelled {
+                return response
+            }
+            await notifier.wait(afterGeneration: generation, timeout: deadline - now)
+        }
+    }
+
+    private func readFetch(_ request: FetchRequest, version: Int16) -> (FetchResponse, Int, Bool) {
+        var total = 0
+        var failed = false
+        let responseBytesMax = Int(max(request.maxBytes, 0))
+        let topics = request.topics.map { topic in
+            FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { requested in
+                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total)
+                total += bytes
+                failed = failed || error
+                return partition
+            })
+        }
+        return (FetchResponse(topics: topics), total, failed)
+    }
+
+    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int) -> (FetchResponse.Partition, Int, Bool) {
+        func failure(_ code: ErrorCode, highWatermark: Int64 = -1, logStartOffset: Int64 = -1) -> (FetchResponse.Partition, Int, Bool) {
+            // HW, LSO and log start offset are filled on error paths too: clients read them.
+            (FetchResponse.Partition(index: requested.index, errorCode: code.rawValue, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStartOffset, batches: []), 0, true)
+        }
+        guard let partition = try? store.partition(topic: topic, index: requested.index) else {
+            return failure(.unknownTopicOrPartition)
+        }
+        let highWatermark = partition.highWatermark
+        let logStart = partition.logStartOffset
+        if requested.currentLeaderEpoch >= 0 {
+            let current = partition.currentLeaderEpoch ?? leaderEpoch
+            if requested.currentLeaderEpoch < current { return failure(.fencedLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
+            if requested.currentLeaderEpoch > current { return failure(.unknownLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
+        }
+        guard requested.fetchOffset >= logStart && requested.fetchOffset <= highWatermark else {
+            return failure(.offsetOutOfRange, highWatermark: highWatermark, logStartOffset: logStart)
+        }
+        let remaining = responseBytesMax - alreadyCount
+        var batches: [[UInt8]] = []
+        if requested.fetchOffset < highWatermark && (remaining > 0 || alreadyCount == 0) {
+            let limit = max(1, min(Int(max(requested.partitionBytesMax, 0)), max(remaining, 0)))
+            do {
+                batches = try partition.read(from: requested.fetchOffset, bytesMax: limit, maxOffset: highWatermark).batches
+            } catch {
+                return failure(Self.errorCode(for: error), highWatermark: highWatermark, logStartOffset: logStart)
+            }
+            // KIP-74: only the response's first batch may exceed the limits.
+            if alreadyCount > 0, let first = batches.first, first.count > remaining { batches = [] }
+        }
+        if version < 10 && batches.contains(where: { $0.count > 22 && $0[22] & 0x07 == UInt8(CompressionCodec.zstd.rawValue) }) {
+            return failure(.unsupportedCompressionType, highWatermark: highWatermark, logStartOffset: logStart)
+        }
+        let bytes = batches.reduce(0) { $0 + $1.count }
+        return (FetchResponse.Partition(index: requested.index, errorCode: 0, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStart, batches: batches), bytes, false)
+    }
+
+    // MARK: ListOffsets
+
+    func listOffsets(_ request: ListOffsetsRequest, version: Int16) -> ListOffsetsResponse {
+        ListOffsetsResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { requested in
+                func answer(_ code: ErrorCode, timestamp: Int64 = -1, offset: Int64 = -1, epoch: Int32 = -1) -> ListOffsetsResponse.Partition {
+                    .init(index: requested.index, errorCode: code.rawValue, timestamp: timestamp, offset: offset, leaderEpoch: epoch)
+                }
+                guard let partition = try? store.partition(topic: topic.name, index: requested.index) else {
+                    return answer(.unknownTopicOrPartition)
+                }
+                let current = partition.currentLeaderEpoch ?? leaderEpoch
+                if requested.currentLeaderEpoch >= 0 {
+                    if requested.currentLeaderEpoch < current { return answer(.fencedLeaderEpoch) }
+                    if requested.currentLeaderEpoch > current { return answer(.unknownLeaderEpoch) }
+                }
+                let highWatermark = partition.highWatermark
+                switch requested.timestamp {
+                case -1:
+                    return answer(.none, offset: highWatermark, epoch: current)
+                case -2:
+                    let start = partition.logStartOffset
+                    return answer(.none, offset: start, epoch: partition.leaderEpoch(containing: start) ?? current)
+                case let timestamp where timestamp >= 0:
+                    do {
+                        guard let found = try partition.offset(forTimestamp: timestamp, maxOffset: highWatermark) else {
+                            return answer(.none)
+                        }
+                        return answer(.none, timestamp: found.timestamp, offset: found.offset, epoch: partition.leaderEpoch(containing: found.offset) ?? current)
+                    } catch let error as LogStoreError {
+                        return answer(Self.errorCode(for: error))
+                    } catch {
+                        return answer(.unknownServerError)
+                    }
+                default:
+                    return answer(.invalidRequest)
+                }
+            })
+        })
+    }
+
+    // MARK: Topics
+
+    func createTopics(_ request: CreateTopicsRequest) -> CreateTopicsResponse {
+        CreateTopicsResponse(topics: request.topics.map { topic in
+            do {
+                let configuration = try topicConfiguration(topic)
+                if request.validateOnly {
+                    if store.topic(named: topic.name) != nil { return .init(name: topic.name, errorCode: ErrorCode.topicAlreadyExists.rawValue, errorMessage: "topic \(topic.name) already exists") }
+                } else {
+                    try store.createTopic(topic.name, configuration: configuration)
+                    logger.info("created topic", metadata: ["topic": "\(topic.name)", "partitions": "\(configuration.partitionCount)", "conversationIndex": "\(configuration.conversationIndex)"])
+                }
+                return .init(name: topic.name, errorCode: 0, errorMessage: nil)
+            } catch let error as LogStoreError {
+                return .init(name: topic.name, errorCode: Self.errorCode(for: error).rawValue, errorMessage: error.message)
+            } catch let error as TopicRequestError {
+                return .init(name: topic.name, errorCode: error.code.rawValue, errorMessage: error.message)
+            } catch {
+                return .init(name: topic.name, errorCode: ErrorCode.unknownServerError.rawValue, errorMessage: "\(error)")
+            }
+        })
+    }
+
+    struct TopicRequestError: Error {
+        var code: ErrorCode
+        var message: String
+    }
+
+    /// A topic's configuration from CreateTopics: the count (-1 for the
+    /// default), a replication factor a single node can honour, and the
+    /// topic configs Postduif understands. Anything else is refused rather
+    /// than ignored.
+    func topicConfiguration(_ topic: CreateTopicsRequest.Topic) throws -> TopicConfiguration {
+        let count = topic.partitionCount == -1 ? configuration.defaultPartitionCount : topic.partitionCount
+        guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(topic.partitionCount) must be positive") }
+        guard topic.replicationFactor == 1 || topic.replicationFactor == -1 else {
+            throw TopicRequestError(code: .invalidReplicationFactor, message: "replication factor \(topic.replicationFactor): this single node holds one replica")
+        }
+        guard topic.assignmentsCount == 0 else { throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported") }
+        var result = TopicConfiguration.defaults(forTopicNamed: topic.name, partitionCount: count)
+        for (name, value) in topic.configs {
+            guard let value else { continue }
+            func bad() -> TopicRequestError { TopicRequestError(code: .invalidConfig, message: "invalid value '\(value)' for \(name)") }
+            switch name {
+            case "postduif.conversation.index":
+                guard let flag = Bool(value) else { throw bad() }
+                result.conversationIndex = flag
+            case "retention.ms":
+                guard let milliseconds = Int64(value) else { throw bad() }
+                result.retentionTime = milliseconds < 0 ? nil : .milliseconds(milliseconds)
+            case "retention.bytes":
+                guard let bytes = Int64(value) else { throw bad() }
+                result.retentionBytes = bytes < 0 ? nil : bytes
+            case "max.message.bytes":
+                guard let bytes = Int(value) else { throw bad() }
+                result.batchBytesMax = bytes
+            case "cleanup.policy":
+                guard value == "delete" else { throw TopicRequestError(code: .invalidConfig, message: "cleanup.policy=\(value) is not supported; only delete") }
+            default:
+                throw TopicRequestError(code: .invalidConfig, message: "unknown topic config \(name)")
+            }
+        }
+        return result
+    }
+
+    func deleteTopics(_ request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        DeleteTopicsResponse(results: request.topicNames.map { name in
+            do {
+                try store.deleteTopic(name)
+                logger.info("deleted topic", metadata: ["topic": "\(name)"])
+                return (name, 0)
+            } catch let error as LogStoreError {
+                return (name, Self.errorCode(for: error).rawValue)
+            } catch {
+                return (name, ErrorCode.unknownServerError.rawValue)
+            }
+        })
+    }
+
+    // MARK: Producers, coordinators, epochs
+
+    func initProducerID(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
+        guard request.transactionalID == nil else {
+            // Transactions are not supported; an idempotent producer sends no id.
+            return InitProducerIdResponse(errorCode: ErrorCode.invalidRequest.rawValue, producerID: -1, producerEpoch: -1)
+        }
+        do {
+            return InitProducerIdResponse(errorCode: 0, producerID: try store.allocateProducerID(), producerEpoch: 0)
+        } catch {
+            logger.error("cannot allocate a producer id", metadata: ["error": "\(error)"])
+            return InitProducerIdResponse(errorCode: ErrorCode.kafkaStorageError.rawValue, producerID: -1, producerEpoch: -1)
+        }
+    }
+
+    func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+        guard request.keyType == 0 else {
+            return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "transactions are not supported", nodeID: -1, host: "", port: -1)
+        }
+        return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
+    }
+
+    func offsetForLeaderEpoch(_ request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+        OffsetForLeaderEpochResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { requested in
+                guard let partition = try? store.partition(topic: topic.name, index: requested.index) else {
+                    return .init(errorCode: ErrorCode.unknownTopicOrPartition.rawValue, index: requested.index, leaderEpoch: -1, endOffset: -1)
+                }
+                let current = partition.currentLeaderEpoch ?? leaderEpoch
+                if requested.currentLeaderEpoch >= 0 {
+                    if requested.currentLeaderEpoch < current { return .init(errorCode: ErrorCode.fencedLeaderEpoch.rawValue, index: requested.index, leaderEpoch: -1, endOffset: -1) }
+                    if requested.currentLeaderEpoch > current { return .init(errorCode: ErrorCode.unknownLeaderEpoch.rawValue, index: requested.index, leaderEpoch: -1, endOffset: -1) }
+                }
+                guard let (epoch, end) = partition.endOffset(forLeaderEpoch: requested.leaderEpoch) else {
+                    // Nothing appended yet: the current epoch ends at the (empty) log end.
+                    return .init(errorCode: 0, index: requested.index, leaderEpoch: current, endOffset: partition.logEndOffset)
+                }
+                return .init(errorCode: 0, index: requested.index, leaderEpoch: epoch, endOffset: end)
+            })
+        })
+    }
+}

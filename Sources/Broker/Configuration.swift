@@ -1,0 +1,30 @@
+import LogStore
+
+/// A broker's settings. The defaults here are the one source of truth:
+/// flags, environment variables and the config file only override them
+/// (Docs/operations.md lists each).
+public struct BrokerConfiguration: Sendable {
+    /// The address the Kafka listener binds to.
+    public var host = "127.0.0.1"
+    public var port = 9092
+    /// The address clients are told to connect to (Metadata, FindCoordinator).
+    public var advertisedHost: String? = nil
+    public var advertisedPort: Int? = nil
+    public var nodeID: Int32 = 1
+    public var dataDirectory = "./data"
+    public var durability: Durability = .fsync
+    /// Partitions of a topic created without a count (auto-creation, or -1).
+    public var defaultPartitionCount: Int32 = 1
+    /// Create a topic when a client's Metadata request names an unknown one
+    /// and allows it (Kafka's `auto.create.topics.enable`).
+    public var autoCreateTopics = true
+    /// The largest request frame accepted; bigger frames close the connection.
+    public var requestBytesMax = 100 << 20
+    /// The longest a Fetch may wait for data, whatever the client asks.
+    public var fetchWaitMax: Duration = .seconds(30)
+
+    public init() {}
+
+    public var effectiveAdvertisedHost: String { advertisedHost ?? (host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host) }
+    public var effectiveAdvertisedPort: Int { advertisedPort ?? port }
+}

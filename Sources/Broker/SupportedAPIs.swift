@@ -1,0 +1,35 @@
+import KafkaWire
+
+/// The APIs and versions this broker advertises in ApiVersions. Each one is
+/// implemented and tested against real clients (Docs/compatibility.md):
+/// librdkafka derives features from this list, so nothing unimplemented
+/// may appear here.
+enum SupportedAPIs {
+    static let ranges: [ApiKey: ClosedRange<Int16>] = [
+        // v0-2 are advertised but answered with UNSUPPORTED_VERSION: librdkafka
+        // before 2.11.1 turns compression on only when Produce v0 is listed.
+        .produce: 0...8,
+        .fetch: 4...11,
+        .listOffsets: 1...5,
+        .metadata: 0...8,
+        .findCoordinator: 0...2,
+        .apiVersions: 0...4,
+        .createTopics: 0...4,
+        .deleteTopics: 0...3,
+        .initProducerId: 0...1,
+        .offsetForLeaderEpoch: 2...3,
+    ]
+
+    /// Produce versions listed for old clients' feature detection but refused.
+    static let produceRefusedVersions: ClosedRange<Int16> = 0...2
+
+    static var advertised: [ApiVersionRange] {
+        ranges.keys.sorted { $0.rawValue < $1.rawValue }.map { key in
+            ApiVersionRange(apiKey: key.rawValue, minVersion: ranges[key]!.lowerBound, maxVersion: ranges[key]!.upperBound)
+        }
+    }
+
+    static func supports(_ key: ApiKey, version: Int16) -> Bool {
+        ranges[key]?.contains(version) ?? false
+    }
+}
