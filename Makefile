@@ -3,10 +3,12 @@
 # they are absent).
 SHELL := /bin/bash
 SWIFT ?= swift
-DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev fio
+DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev fio kcat python3-venv
+VENV := .venv
+PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test fuzz run inspect bench clean
+.PHONY: deps build release test compat fuzz run inspect bench clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -26,12 +28,24 @@ release: deps
 
 # Debug builds keep the suite fast to compile on two cores; the crash test
 # needs the CrashWriter executable, which --build-tests builds alongside.
-# The fuzzer runs before the tests so that the test runner's summary is the
-# last thing printed.
-test: deps
+# The real Kafka clients of the compatibility suite, from PyPI, in a
+# virtual environment under the repository.
+$(VENV)/.installed: Tests/Compat/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r Tests/Compat/requirements.txt
+	touch $@
+
+# Unit, contract and crash tests (Swift Testing), a short fuzz run, then the
+# compatibility suite against the freshly built broker.
+test: deps $(VENV)/.installed
 	$(SWIFT) build --build-tests
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 	$(SWIFT) test --skip-build
+	$(VENV)/bin/python -m pytest -q -p no:warnings Tests/Compat
+
+compat: deps $(VENV)/.installed
+	$(SWIFT) build
+	$(VENV)/bin/python -m pytest -q -p no:warnings Tests/Compat
 
 # The record batch fuzzer: 20 seconds in `make test`, longer on request:
 # `make fuzz FUZZ_SECONDS=600`.
@@ -39,13 +53,13 @@ FUZZ_SECONDS ?= 20
 fuzz: deps
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 
-# The broker (`postduif serve`) is the next issue; until it lands this shows
-# what the binary offers rather than pretending to start a server.
+# A single node on the embedded default: 127.0.0.1:9092, data in ./data,
+# fsync durability, no etcd. Stop it with Ctrl-C (SIGINT) or SIGTERM.
 run: release
-	.build/release/postduif --help
-	@echo
-	@echo "postduif serve (the Kafka broker) is not built yet; inspect a data directory with:"
-	@echo "  .build/release/postduif inspect --data $(DATA)"
+	@echo "Postduif on 127.0.0.1:9092 (data in $(DATA)). In another terminal:"
+	@echo "  produce: echo 'room-1:hello' | kcat -P -b 127.0.0.1:9092 -t conversations -K :"
+	@echo "  consume: kcat -C -b 127.0.0.1:9092 -t conversations -o beginning -f '%k: %s\\n'"
+	.build/release/postduif serve --data $(DATA)
 
 inspect: release
 	.build/release/postduif inspect --data $(DATA)

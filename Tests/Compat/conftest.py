@@ -1,0 +1,108 @@
+"""Starts a freshly built Postduif broker for the compatibility tests.
+
+Each test module gets its own broker on a free loopback port with a data
+directory of its own. The binary is .build/debug/postduif unless
+POSTDUIF_BIN names another. Teardown sends SIGTERM and requires a clean
+exit (code 0): graceful shutdown is part of what is tested.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "postduif"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerProcess:
+    def __init__(self, data_dir=None, extra_args=()):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="postduif-compat-")
+        self.port = free_port()
+        self.extra_args = list(extra_args)
+        self.process = None
+        self.log_path = os.path.join(self.data_dir + "-log.txt")
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir,
+             "--log-level", "debug"] + self.extra_args,
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("broker exited with %s; log: %s" % (self.process.returncode, self.read_log()))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("broker did not listen within 30 s; log: %s" % self.read_log())
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process is None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        self.log.close()
+        return code
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+
+@pytest.fixture(scope="module")
+def broker():
+    assert os.path.exists(BINARY), "build the broker first (swift build): %s" % BINARY
+    process = BrokerProcess().start()
+    yield process
+    code = process.stop()
+    log = process.read_log()
+    shutil.rmtree(process.data_dir, ignore_errors=True)
+    assert code == 0, "broker did not stop cleanly on SIGTERM (exit %s); log: %s" % (code, log)
+
+
+@pytest.fixture
+def fresh_broker():
+    """A broker of the test's own, for tests that restart or stop it."""
+    process = BrokerProcess()
+    yield process
+    if process.alive():
+        process.stop()
+    shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def kcat(*args, input=None, timeout=60):
+    result = subprocess.run(["kcat"] + list(args), input=input, capture_output=True, timeout=timeout)
+    return result
+
+
+def unique(name):
+    return "%s-%d" % (name, int(time.time() * 1000) % 10_000_000)
