@@ -18,6 +18,7 @@ public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
     let logger: Logger
     let notifier = DataNotifier()
+    let groups: GroupCoordinator
     /// The leader epoch a single node stamps; a cluster's controller bumps it.
     let leaderEpoch: Int32 = 0
 
@@ -25,6 +26,7 @@ public final class Broker: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay, logger: logger)
         // On a single node everything the log holds at start survived as
         // written: acknowledged batches were synced, and a batch written but
         // not yet acknowledged when the process died is kept, as Kafka keeps it.
@@ -86,6 +88,23 @@ public final class Broker: Sendable {
                 findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .offsetForLeaderEpoch:
                 offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .joinGroup:
+                let request = try JoinGroupRequest.decode(&reader, version: version)
+                await groups.join(request, clientID: header.clientID ?? "", clientHost: client).encode(&body, version: version)
+            case .syncGroup:
+                await groups.sync(try SyncGroupRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .heartbeat:
+                ErrorOnlyResponse(errorCode: await groups.heartbeat(try HeartbeatRequest.decode(&reader, version: version)).rawValue).encode(&body, version: version)
+            case .leaveGroup:
+                ErrorOnlyResponse(errorCode: await groups.leave(try LeaveGroupRequest.decode(&reader, version: version)).rawValue).encode(&body, version: version)
+            case .offsetCommit:
+                await offsetCommit(try OffsetCommitRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .offsetFetch:
+                offsetFetch(try OffsetFetchRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .describeGroups:
+                DescribeGroupsResponse(groups: await groups.describe(try DescribeGroupsRequest.decode(&reader, version: version).groups)).encode(&body, version: version)
+            case .listGroups:
+                ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
             default:
                 throw CloseConnection(reason: "\(api) is not handled")
             }
@@ -414,6 +433,61 @@ public final class Broker: Sendable {
             } catch {
                 return (name, ErrorCode.unknownServerError.rawValue)
             }
+        })
+    }
+
+    // MARK: Group offsets
+
+    func offsetCommit(_ request: OffsetCommitRequest) async -> OffsetCommitResponse {
+        func everyPartition(_ code: ErrorCode) -> OffsetCommitResponse {
+            OffsetCommitResponse(topics: request.topics.map { topic in (topic.name, topic.partitions.map { ($0.index, code.rawValue) }) })
+        }
+        let verdict = await groups.validateCommit(groupID: request.groupID, generation: request.generationID, memberID: request.memberID)
+        guard verdict == .none else { return everyPartition(verdict) }
+        var entries: [GroupOffsetEntry] = []
+        var results: [(name: String, partitions: [(index: Int32, errorCode: Int16)])] = []
+        for topic in request.topics {
+            var partitions: [(index: Int32, errorCode: Int16)] = []
+            for partition in topic.partitions {
+                if (try? store.partition(topic: topic.name, index: partition.index)) == nil {
+                    partitions.append((partition.index, ErrorCode.unknownTopicOrPartition.rawValue))
+                } else if (partition.metadata?.utf8.count ?? 0) > 4096 {
+                    partitions.append((partition.index, ErrorCode.offsetMetadataTooLarge.rawValue))
+                } else {
+                    entries.append(GroupOffsetEntry(topic: topic.name, partition: partition.index, committed: CommittedOffset(offset: partition.offset, leaderEpoch: partition.leaderEpoch, metadata: partition.metadata)))
+                    partitions.append((partition.index, 0))
+                }
+            }
+            results.append((topic.name, partitions))
+        }
+        do {
+            try await store.commitOffsets(group: request.groupID, entries)
+        } catch {
+            logger.error("cannot store committed offsets", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
+            return everyPartition(.kafkaStorageError)
+        }
+        return OffsetCommitResponse(topics: results)
+    }
+
+    func offsetFetch(_ request: OffsetFetchRequest) -> OffsetFetchResponse {
+        let committed: [GroupOffsetEntry]
+        do {
+            committed = try store.committedOffsets(group: request.groupID)
+        } catch {
+            logger.error("cannot read committed offsets", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
+            return OffsetFetchResponse(topics: [], errorCode: ErrorCode.kafkaStorageError.rawValue)
+        }
+        var byPartition: [String: [Int32: CommittedOffset]] = [:]
+        for entry in committed { byPartition[entry.topic, default: [:]][entry.partition] = entry.committed }
+        let wanted = request.topics ?? byPartition.keys.sorted().map { ($0, byPartition[$0]!.keys.sorted()) }
+        return OffsetFetchResponse(topics: wanted.map { topic in
+            (topic.name, topic.partitions.map { index in
+                // Never committed: offset -1 and empty metadata, no error.
+                guard let found = byPartition[topic.name]?[index] else {
+                    return .init(index: index, offset: -1, leaderEpoch: -1, metadata: "", errorCode: 0)
+                }
+                return .init(index: index, offset: found.offset, leaderEpoch: found.leaderEpoch, metadata: found.metadata, errorCode: 0)
+            })
         })
     }
 

@@ -22,6 +22,9 @@ public struct BrokerConfiguration: Sendable {
     public var requestBytesMax = 100 << 20
     /// The longest a Fetch may wait for data, whatever the client asks.
     public var fetchWaitMax: Duration = .seconds(30)
+    /// How long a new consumer group waits for more members before its first
+    /// generation (Kafka's group.initial.rebalance.delay.ms, 3 s there).
+    public var initialRebalanceDelay: Duration = .milliseconds(500)
 
     public init() {}
 

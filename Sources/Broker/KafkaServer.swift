@@ -37,6 +37,13 @@ public struct KafkaServer: Sendable {
         broker.logger.info("listening for Kafka clients", metadata: ["host": "\(configuration.host)", "port": "\(port)", "advertised": "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"])
         onListening(port)
         try await withThrowingDiscardingTaskGroup { group in
+            // Group timers: session expiry and join rounds whose deadline passed.
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    await broker.groups.tick()
+                }
+            }
             try await server.executeThenClose { connections in
                 for try await connection in connections {
                     group.addTask { await serve(connection) }

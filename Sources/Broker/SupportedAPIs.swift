@@ -18,6 +18,14 @@ enum SupportedAPIs {
         .deleteTopics: 0...3,
         .initProducerId: 0...1,
         .offsetForLeaderEpoch: 2...3,
+        .joinGroup: 0...5,
+        .syncGroup: 0...3,
+        .heartbeat: 0...3,
+        .leaveGroup: 0...2,
+        .offsetCommit: 2...7,
+        .offsetFetch: 1...5,
+        .describeGroups: 0...4,
+        .listGroups: 0...2,
     ]
 
     /// Produce versions listed for old clients' feature detection but refused.

@@ -168,6 +168,10 @@ public final class LogStore: Sendable {
         close()
     }
 
+    var database: Database { context.database }
+    var families: Families { context.families }
+    var groupCommit: GroupCommit { context.groupCommit }
+
     /// How many WAL syncs group commit has made (for benchmarks and tests).
     public var walSyncCount: UInt64 { context.groupCommit.syncCount }
 
