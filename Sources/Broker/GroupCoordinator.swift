@@ -64,6 +64,7 @@ actor GroupCoordinator {
     // MARK: JoinGroup
 
     func join(_ request: JoinGroupRequest, clientID: String, clientHost: String) async -> JoinGroupResponse {
+        logger.debug("join request", metadata: ["group": "\(request.groupID)", "member": "\(request.memberID)", "state": "\(groups[request.groupID]?.state.rawValue ?? "none")"])
         func failure(_ code: ErrorCode) -> JoinGroupResponse {
             JoinGroupResponse(errorCode: code.rawValue, memberID: request.memberID)
         }
@@ -191,6 +192,7 @@ actor GroupCoordinator {
     // MARK: SyncGroup
 
     func sync(_ request: SyncGroupRequest) async -> SyncGroupResponse {
+        logger.debug("member syncs", metadata: ["group": "\(request.groupID)", "member": "\(request.memberID)", "generation": "\(request.generationID)", "state": "\(groups[request.groupID]?.state.rawValue ?? "none")"])
         func failure(_ code: ErrorCode) -> SyncGroupResponse { SyncGroupResponse(errorCode: code.rawValue, assignment: []) }
         guard var group = groups[request.groupID], group.members[request.memberID] != nil else { return failure(.unknownMemberId) }
         guard request.generationID == group.generation else { return failure(.illegalGeneration) }
@@ -240,6 +242,7 @@ actor GroupCoordinator {
     // MARK: Heartbeat, LeaveGroup
 
     func heartbeat(_ request: HeartbeatRequest) -> ErrorCode {
+        logger.trace("heartbeat", metadata: ["group": "\(request.groupID)", "member": "\(request.memberID)", "generation": "\(request.generationID)", "state": "\(groups[request.groupID]?.state.rawValue ?? "none")"])
         guard var group = groups[request.groupID], group.members[request.memberID] != nil else { return .unknownMemberId }
         guard request.generationID == group.generation else { return .illegalGeneration }
         group.members[request.memberID]!.lastHeard = clock.now
@@ -297,6 +300,7 @@ actor GroupCoordinator {
         if generation < 0 && memberID.isEmpty { return .illegalGeneration }
         guard group.members[memberID] != nil else { return .unknownMemberId }
         guard generation == group.generation else { return .illegalGeneration }
+        // As Kafka's ClassicGroup: no commits between JoinGroup and SyncGroup.
         return group.state == .completingRebalance ? .rebalanceInProgress : .none
     }
 

@@ -41,7 +41,7 @@ class BrokerProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir,
-             "--log-level", "debug"] + self.extra_args,
+             "--log-level", os.environ.get("POSTDUIF_TEST_LOG_LEVEL", "debug")] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
