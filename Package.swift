@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // PBKDF2 and HMAC for SASL/SCRAM, from the system's OpenSSL.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // CRC-32C with the SSE 4.2 instruction where the CPU has it.
         .target(name: "CCRC32C"),
 
@@ -41,7 +43,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "LogStore", "KafkaWire",
+                "LogStore", "KafkaWire", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -11,6 +11,19 @@ struct CloseConnection: Error, CustomStringConvertible {
     var description: String { reason }
 }
 
+/// What one connection has established: its peer and, with SASL, who it is.
+struct ClientSession {
+    var client: String
+    var authenticatedUser: String? = nil
+    var sasl: SaslServer? = nil
+    /// Set when the response must be the connection's last (a failed SASL exchange).
+    var closeAfterResponse = false
+
+    init(client: String) {
+        self.client = client
+    }
+}
+
 /// The Kafka request handlers of a single node, over a log store. Protocol
 /// in, protocol out: sockets live in `KafkaServer`.
 public final class Broker: Sendable {
@@ -38,6 +51,12 @@ public final class Broker: Sendable {
     /// Answers one request frame (without its size prefix). Returns the
     /// framed response, or nil when the request gets none (Produce acks=0).
     func handle(frame: [UInt8], client: String) async throws(CloseConnection) -> [UInt8]? {
+        var session = ClientSession(client: client)
+        return try await handle(frame: frame, session: &session)
+    }
+
+    func handle(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> [UInt8]? {
+        let client = session.client
         var reader = ByteReader(frame)
         let header: RequestHeader
         do {
@@ -45,8 +64,11 @@ public final class Broker: Sendable {
         } catch {
             throw CloseConnection(reason: "malformed request header: \(error)")
         }
-        guard let api = ApiKey(rawValue: header.apiKey), SupportedAPIs.ranges[api] != nil else {
+        guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
             throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
+        }
+        if configuration.saslEnabled && session.authenticatedUser == nil && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {
+            throw CloseConnection(reason: "\(api) before SASL authentication")
         }
         let version = header.apiVersion
         if api == .apiVersions && !SupportedAPIs.supports(api, version: version) {
@@ -56,7 +78,7 @@ public final class Broker: Sendable {
             ApiVersionsResponse(errorCode: ErrorCode.unsupportedVersion.rawValue, apiKeys: [ApiVersionRange(apiKey: ApiKey.apiVersions.rawValue, minVersion: 0, maxVersion: SupportedAPIs.ranges[.apiVersions]!.upperBound)]).encode(&writer, version: 0)
             return frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes)
         }
-        guard SupportedAPIs.supports(api, version: version) else {
+        guard supportedAPIs[api]?.contains(version) == true else {
             throw CloseConnection(reason: "\(api) version \(version) is not supported")
         }
         let flexible = version >= api.firstFlexibleVersion
@@ -66,7 +88,15 @@ public final class Broker: Sendable {
             switch api {
             case .apiVersions:
                 _ = try ApiVersionsRequest.decode(&reader, version: version)
-                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised).encode(&body, version: version)
+                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised(sasl: configuration.saslEnabled)).encode(&body, version: version)
+            case .saslHandshake:
+                let request = try SaslHandshakeRequest.decode(&reader, version: version)
+                session.sasl = SaslServer(mechanism: request.mechanism, users: users)
+                let code: ErrorCode = session.authenticatedUser != nil ? .illegalSaslState : (session.sasl == nil ? .unsupportedSaslMechanism : .none)
+                SaslHandshakeResponse(errorCode: code.rawValue, mechanisms: SaslServer.mechanisms).encode(&body, version: version)
+            case .saslAuthenticate:
+                let request = try SaslAuthenticateRequest.decode(&reader, version: version)
+                authenticate(request, session: &session).encode(&body, version: version)
             case .metadata:
                 metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .produce:
@@ -114,6 +144,35 @@ public final class Broker: Sendable {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
         }
         return frameResponse(correlationID: header.correlationID, flexibleHeader: flexible && api != .apiVersions, body: body.bytes)
+    }
+
+    /// The APIs this node advertises: SASL's only when SASL is on.
+    var supportedAPIs: [ApiKey: ClosedRange<Int16>] { SupportedAPIs.ranges(sasl: configuration.saslEnabled) }
+
+    var users: UserStore { UserStore(path: configuration.effectiveUsersFile) }
+
+    // MARK: SASL
+
+    func authenticate(_ request: SaslAuthenticateRequest, session: inout ClientSession) -> SaslAuthenticateResponse {
+        guard session.authenticatedUser == nil, var sasl = session.sasl else {
+            session.closeAfterResponse = true
+            return SaslAuthenticateResponse(errorCode: ErrorCode.illegalSaslState.rawValue, errorMessage: "SaslAuthenticate without a SaslHandshake", authBytes: [])
+        }
+        let step = sasl.receive(request.authBytes)
+        session.sasl = sasl
+        switch step {
+        case .challenge(let bytes):
+            return SaslAuthenticateResponse(errorCode: 0, errorMessage: nil, authBytes: bytes)
+        case .success(let user, let final):
+            session.authenticatedUser = user
+            session.sasl = nil
+            logger.info("client authenticated", metadata: ["client": "\(session.client)", "user": "\(user)", "mechanism": "\(sasl.mechanism)"])
+            return SaslAuthenticateResponse(errorCode: 0, errorMessage: nil, authBytes: final)
+        case .failure(let reason):
+            session.closeAfterResponse = true
+            logger.warning("authentication failed", metadata: ["client": "\(session.client)", "mechanism": "\(sasl.mechanism)", "reason": "\(reason)"])
+            return SaslAuthenticateResponse(errorCode: ErrorCode.saslAuthenticationFailed.rawValue, errorMessage: "authentication failed", authBytes: [])
+        }
     }
 
     // MARK: Metadata

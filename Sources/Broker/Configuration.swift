@@ -1,3 +1,4 @@
+import Foundation
 import LogStore
 
 /// A broker's settings. The defaults here are the one source of truth:
@@ -26,7 +27,14 @@ public struct BrokerConfiguration: Sendable {
     /// generation (Kafka's group.initial.rebalance.delay.ms, 3 s there).
     public var initialRebalanceDelay: Duration = .milliseconds(500)
 
+    /// Require SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) before any other request.
+    public var saslEnabled = false
+    /// The user file `postduif user` manages; defaults to `users.json` in the data directory.
+    public var usersFile: String? = nil
+
     public init() {}
+
+    public var effectiveUsersFile: String { usersFile ?? (dataDirectory as NSString).appendingPathComponent("users.json") }
 
     public var effectiveAdvertisedHost: String { advertisedHost ?? (host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host) }
     public var effectiveAdvertisedPort: Int { advertisedPort ?? port }

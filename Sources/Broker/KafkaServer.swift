@@ -57,12 +57,14 @@ public struct KafkaServer: Sendable {
         let logger = broker.logger
         do {
             try await connection.executeThenClose { inbound, outbound in
+                var session = ClientSession(client: client)
                 for try await frame in inbound {
                     let bytes = Array(frame.readableBytesView)
                     do {
-                        if let response = try await broker.handle(frame: bytes, client: client) {
+                        if let response = try await broker.handle(frame: bytes, session: &session) {
                             try await outbound.write(ByteBuffer(bytes: response))
                         }
+                        if session.closeAfterResponse { return }
                     } catch let error as CloseConnection {
                         logger.warning("closing connection", metadata: ["client": "\(client)", "reason": "\(error.reason)"])
                         return

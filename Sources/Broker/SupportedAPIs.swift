@@ -28,12 +28,21 @@ enum SupportedAPIs {
         .listGroups: 0...2,
     ]
 
+    /// SaslHandshake v1 then SaslAuthenticate is what every client uses;
+    /// v0 is listed because librdkafka 2.0.2 requires it in the range.
+    static let saslRanges: [ApiKey: ClosedRange<Int16>] = [.saslHandshake: 0...1, .saslAuthenticate: 0...1]
+
+    static func ranges(sasl: Bool) -> [ApiKey: ClosedRange<Int16>] {
+        sasl ? ranges.merging(saslRanges) { first, _ in first } : ranges
+    }
+
     /// Produce versions listed for old clients' feature detection but refused.
     static let produceRefusedVersions: ClosedRange<Int16> = 0...2
 
-    static var advertised: [ApiVersionRange] {
-        ranges.keys.sorted { $0.rawValue < $1.rawValue }.map { key in
-            ApiVersionRange(apiKey: key.rawValue, minVersion: ranges[key]!.lowerBound, maxVersion: ranges[key]!.upperBound)
+    static func advertised(sasl: Bool) -> [ApiVersionRange] {
+        let all = ranges(sasl: sasl)
+        return all.keys.sorted { $0.rawValue < $1.rawValue }.map { key in
+            ApiVersionRange(apiKey: key.rawValue, minVersion: all[key]!.lowerBound, maxVersion: all[key]!.upperBound)
         }
     }
 

@@ -11,7 +11,7 @@ struct Postduif: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postduif",
         abstract: "A replicated append-only log for government chat that speaks the Kafka protocol.",
-        subcommands: [Serve.self, Inspect.self]
+        subcommands: [Serve.self, User.self, Inspect.self]
     )
 }
 
@@ -133,6 +133,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Create unknown topics named in Metadata requests: true or false (POSTDUIF_AUTO_CREATE_TOPICS).")
     var autoCreateTopics: Bool = Environment.string("AUTO_CREATE_TOPICS").flatMap(Bool.init) ?? BrokerConfiguration().autoCreateTopics
 
+    @Option(help: "Require SASL authentication (PLAIN, SCRAM-SHA-256/512): true or false (POSTDUIF_SASL).")
+    var sasl: Bool = Environment.string("SASL").flatMap(Bool.init) ?? BrokerConfiguration().saslEnabled
+
+    @Option(help: "The SASL user file; defaults to users.json in the data directory (POSTDUIF_USERS_FILE).")
+    var usersFile: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (POSTDUIF_LOG_LEVEL).")
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
@@ -159,6 +165,8 @@ struct Serve: AsyncParsableCommand {
         configuration.durability = durabilityMode
         configuration.defaultPartitionCount = defaultPartitions
         configuration.autoCreateTopics = autoCreateTopics
+        configuration.saslEnabled = sasl
+        configuration.usersFile = usersFile ?? Environment.string("USERS_FILE")
 
         let store: LogStore
         do {
@@ -185,6 +193,71 @@ struct Serve: AsyncParsableCommand {
         }
         store.close()
         logger.info("stopped; log synced and closed")
+    }
+}
+
+/// `postduif user add|remove|list`: the SASL users of a node. The user file
+/// holds SCRAM credentials only (salted, iterated keys), never passwords, and
+/// a running node reads it at every authentication.
+struct User: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage SASL users (PLAIN and SCRAM-SHA-256/512).",
+        subcommands: [Add.self, Remove.self, List.self]
+    )
+
+    struct Location: ParsableArguments {
+        @Option(help: "The data directory whose users.json is managed (POSTDUIF_DATA).")
+        var data: String = Environment.string("DATA") ?? BrokerConfiguration().dataDirectory
+
+        @Option(help: "The user file, if not users.json in the data directory (POSTDUIF_USERS_FILE).")
+        var usersFile: String?
+
+        var store: UserStore {
+            var configuration = BrokerConfiguration()
+            configuration.dataDirectory = data
+            configuration.usersFile = usersFile ?? Environment.string("USERS_FILE")
+            return UserStore(path: configuration.effectiveUsersFile)
+        }
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user, or set a user's password.")
+        @Argument(help: "The user name.") var name: String
+        @Option(help: "The password (prefer --password-stdin: arguments show in process lists).") var password: String?
+        @Flag(help: "Read the password from the first line of standard input.") var passwordStdin = false
+        @OptionGroup var location: Location
+
+        func run() throws {
+            let secret: String?
+            if passwordStdin {
+                secret = readLine(strippingNewline: true)
+            } else {
+                secret = password
+            }
+            guard let secret, !secret.isEmpty else { throw OperatorError("give a password with --password or --password-stdin") }
+            try location.store.add(user: name, password: secret)
+            print("user \(name) saved in \(location.store.path)")
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a user.")
+        @Argument(help: "The user name.") var name: String
+        @OptionGroup var location: Location
+
+        func run() throws {
+            try location.store.remove(user: name)
+            print("user \(name) removed from \(location.store.path)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the users.")
+        @OptionGroup var location: Location
+
+        func run() throws {
+            for name in try location.store.list() { print(name) }
+        }
     }
 }
 

@@ -1,0 +1,80 @@
+"""SASL (off by default): PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 with users
+made by `postduif user add`, against kcat, kafka-python and confluent-kafka.
+Right passwords get in, wrong ones are refused, and nothing but ApiVersions
+and the SASL handshake is answered before authentication."""
+import shutil
+import subprocess
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from conftest import BINARY, BrokerProcess, kcat, unique
+
+
+@pytest.fixture(scope="module")
+def sasl_broker():
+    process = BrokerProcess(extra_args=["--sasl", "true"])
+    added = subprocess.run([BINARY, "user", "add", "alice", "--password-stdin", "--data", process.data_dir],
+                           input=b"wonderland\n", capture_output=True)
+    assert added.returncode == 0, added.stderr
+    process.start()
+    yield process
+    assert process.stop() == 0
+    shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def kcat_sasl(broker, mechanism, password, *args, input=None):
+    return kcat("-b", broker.address, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=" + mechanism,
+                "-X", "sasl.username=alice", "-X", "sasl.password=" + password, *args, input=input, timeout=30)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kcat_with_the_right_password_gets_in_and_the_wrong_one_does_not(sasl_broker, mechanism):
+    good = kcat_sasl(sasl_broker, mechanism, "wonderland", "-L")
+    assert good.returncode == 0 and b"1 brokers" in good.stdout, good.stderr.decode()
+    bad = kcat_sasl(sasl_broker, mechanism, "looking-glass", "-L", "-m", "2")
+    assert bad.returncode != 0
+    assert b"Authentication failed" in bad.stderr or b"authentication failed" in bad.stderr.lower()
+    assert "authentication failed" in sasl_broker.read_log()
+
+
+def test_kcat_produces_and_consumes_after_scram(sasl_broker):
+    topic = unique("sasl")
+    produced = kcat_sasl(sasl_broker, "SCRAM-SHA-256", "wonderland", "-P", "-t", topic, "-p", "0", input=b"a\nb\nc\n")
+    assert produced.returncode == 0, produced.stderr.decode()
+    consumed = kcat_sasl(sasl_broker, "SCRAM-SHA-512", "wonderland", "-C", "-t", topic, "-o", "beginning", "-e", "-f", "%s\\n")
+    assert consumed.stdout.decode().split() == ["a", "b", "c"]
+
+
+def test_kafka_python_scram_sha_256(sasl_broker):
+    topic = unique("sasl-kp")
+    options = dict(bootstrap_servers=sasl_broker.address, security_protocol="SASL_PLAINTEXT",
+                   sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice", sasl_plain_password="wonderland")
+    producer = KafkaProducer(**options)
+    producer.send(topic, b"over scram", partition=0).get(30)
+    producer.close()
+    consumer = KafkaConsumer(auto_offset_reset="earliest", consumer_timeout_ms=5000, **options)
+    consumer.assign([TopicPartition(topic, 0)])
+    assert [m.value for m in consumer] == [b"over scram"]
+    consumer.close()
+    with pytest.raises(KafkaError):
+        KafkaProducer(**dict(options, sasl_plain_password="wrong", request_timeout_ms=5000, max_block_ms=5000))
+
+
+def test_confluent_scram_sha_512_admin(sasl_broker):
+    settings = {"bootstrap.servers": sasl_broker.address, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "alice", "sasl.password": "wonderland"}
+    metadata = AdminClient(settings).list_topics(timeout=10)
+    assert 1 in metadata.brokers
+    producer = Producer(settings)
+    producer.produce(unique("sasl-ck"), b"x")
+    assert producer.flush(30) == 0
+
+
+def test_requests_before_authentication_close_the_connection(sasl_broker):
+    plain = kcat("-b", sasl_broker.address, "-L", "-m", "2", timeout=30)
+    assert plain.returncode != 0
+    assert "before SASL authentication" in sasl_broker.read_log()
