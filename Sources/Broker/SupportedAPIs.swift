@@ -26,6 +26,7 @@ enum SupportedAPIs {
         .offsetFetch: 1...5,
         .describeGroups: 0...4,
         .listGroups: 0...2,
+        .describeConfigs: 0...2,
     ]
 
     /// SaslHandshake v1 then SaslAuthenticate is what every client uses;

@@ -4,7 +4,7 @@ with the group coordinator."""
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import unique
 
@@ -57,3 +57,23 @@ def test_idempotent_lz4_producer_then_watermarks_and_times(broker):
     found = consumer.offsets_for_times([TopicPartition(topic, 0, start_ms)], timeout=10)
     assert found[0].offset == 0 and found[0].error is None
     consumer.close()
+
+
+def test_describe_configs_shows_topic_settings(broker):
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    topic = unique("ck-configs")
+    created = admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "60000", "postduif.conversation.index": "true"})])
+    for future in created.values():
+        future.result()
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result()
+    assert configs["retention.ms"].value == "60000"
+    assert configs["postduif.conversation.index"].value == "true"
+    assert configs["cleanup.policy"].value == "delete"
+    unknown = admin.create_topics([NewTopic(unique("ck-bad-config"), 1, 1, config={"no.such.config": "1"})])
+    for future in unknown.values():
+        try:
+            future.result()
+            raise AssertionError("an unknown topic config was accepted")
+        except KafkaException as error:
+            assert error.args[0].code() == 40  # INVALID_CONFIG
