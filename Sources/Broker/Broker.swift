@@ -2,6 +2,8 @@ import Foundation
 import KafkaWire
 import LogStore
 import Logging
+import Metrics
+import Synchronization
 
 /// Why a connection must close: the bytes cannot be answered in Kafka's
 /// protocol (an unknown API key, an unsupported version, a malformed
@@ -32,6 +34,11 @@ public final class Broker: Sendable {
     let logger: Logger
     let notifier = DataNotifier()
     let groups: GroupCoordinator
+    let metrics = BrokerMetrics()
+    let listening = Mutex(false)
+
+    /// True while the Kafka listener is bound (for `/ready`).
+    public var isListening: Bool { listening.withLock { $0 } }
     /// The leader epoch a single node stamps; a cluster's controller bumps it.
     let leaderEpoch: Int32 = 0
 
@@ -71,6 +78,8 @@ public final class Broker: Sendable {
             throw CloseConnection(reason: "\(api) before SASL authentication")
         }
         let version = header.apiVersion
+        let started = ContinuousClock.now
+        defer { metrics.recordRequest(api, duration: ContinuousClock.now - started) }
         if api == .apiVersions && !SupportedAPIs.supports(api, version: version) {
             // KIP-511: answer an unknown ApiVersions version with error 35 in
             // a v0 body listing ApiVersions, so the client retries lower.
@@ -271,6 +280,7 @@ public final class Broker: Sendable {
             // A single node commits what is durable under its durability mode.
             try partition.advanceHighWatermark(to: result.lastOffset + 1)
             notifier.notify()
+            metrics.recordOffsets(topic: topic, partition: data.index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             return .init(index: data.index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
         } catch let error as LogStoreError {
             let code = Self.errorCode(for: error)
@@ -632,5 +642,45 @@ public final class Broker: Sendable {
                 return .init(errorCode: 0, index: requested.index, leaderEpoch: epoch, endOffset: end)
             })
         })
+    }
+}
+
+/// The broker's metrics, through swift-metrics: whatever backend main
+/// bootstraps (Prometheus in `postduif serve`) receives them.
+final class BrokerMetrics: Sendable {
+    private let requests: [ApiKey: (count: Counter, duration: Metrics.Timer)]
+    let bytesIn = Counter(label: "postduif_bytes_in_total")
+    let bytesOut = Counter(label: "postduif_bytes_out_total")
+    private let connections = Gauge(label: "postduif_connections")
+    private let connectionsCount = Mutex(0)
+
+    init() {
+        var requests: [ApiKey: (Counter, Metrics.Timer)] = [:]
+        for api in ApiKey.allCases {
+            let dimensions = [("api", api.description)]
+            requests[api] = (Counter(label: "postduif_requests_total", dimensions: dimensions),
+                             Metrics.Timer(label: "postduif_request_duration_seconds", dimensions: dimensions))
+        }
+        self.requests = requests
+    }
+
+    func recordRequest(_ api: ApiKey, duration: Duration) {
+        guard let metrics = requests[api] else { return }
+        metrics.count.increment()
+        metrics.duration.record(duration: duration)
+    }
+
+    func connectionOpened() {
+        connections.record(connectionsCount.withLock { $0 += 1; return $0 })
+    }
+
+    func connectionClosed() {
+        connections.record(connectionsCount.withLock { $0 -= 1; return $0 })
+    }
+
+    func recordOffsets(topic: String, partition: Int32, logEndOffset: Int64, highWatermark: Int64) {
+        let dimensions = [("topic", topic), ("partition", String(partition))]
+        Gauge(label: "postduif_partition_log_end_offset", dimensions: dimensions).record(logEndOffset)
+        Gauge(label: "postduif_partition_high_watermark", dimensions: dimensions).record(highWatermark)
     }
 }

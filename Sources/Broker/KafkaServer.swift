@@ -2,6 +2,7 @@ import KafkaWire
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The Kafka listener: NIO frames the byte stream (`KafkaFrameDecoder`),
 /// each connection is a task that answers its requests one at a time, in
@@ -35,6 +36,8 @@ public struct KafkaServer: Sendable {
             }
         let port = server.channel.localAddress?.port ?? configuration.port
         broker.logger.info("listening for Kafka clients", metadata: ["host": "\(configuration.host)", "port": "\(port)", "advertised": "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"])
+        broker.listening.withLock { $0 = true }
+        defer { broker.listening.withLock { $0 = false } }
         onListening(port)
         try await withThrowingDiscardingTaskGroup { group in
             // Group timers: session expiry and join rounds whose deadline passed.
@@ -55,13 +58,18 @@ public struct KafkaServer: Sendable {
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let client = connection.channel.remoteAddress?.description ?? "unknown"
         let logger = broker.logger
+        let metrics = broker.metrics
+        metrics.connectionOpened()
+        defer { metrics.connectionClosed() }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = ClientSession(client: client)
                 for try await frame in inbound {
                     let bytes = Array(frame.readableBytesView)
+                    metrics.bytesIn.increment(by: Int64(bytes.count + 4))
                     do {
                         if let response = try await broker.handle(frame: bytes, session: &session) {
+                            metrics.bytesOut.increment(by: Int64(response.count))
                             try await outbound.write(ByteBuffer(bytes: response))
                         }
                         if session.closeAfterResponse { return }

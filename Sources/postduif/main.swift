@@ -4,6 +4,8 @@ import Dispatch
 import Foundation
 import LogStore
 import Logging
+import Metrics
+import Prometheus
 import Synchronization
 
 @main
@@ -139,6 +141,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The SASL user file; defaults to users.json in the data directory (POSTDUIF_USERS_FILE).")
     var usersFile: String?
 
+    @Option(help: "Port of /metrics, /health and /ready; 0 picks a free one (POSTDUIF_HTTP_PORT).")
+    var httpPort: Int = Environment.integer("HTTP_PORT") ?? 9644
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (POSTDUIF_LOG_LEVEL).")
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
@@ -155,6 +160,8 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "postduif")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var configuration = BrokerConfiguration()
         configuration.host = host
         configuration.port = port
@@ -179,7 +186,17 @@ struct Serve: AsyncParsableCommand {
         let signalled = try await withThrowingTaskGroup(of: Int32?.self) { group in
             group.addTask {
                 try await server.run { port in
-                    print("postduif \(nodeID) serving Kafka on \(host):\(port), data in \(data), durability \(durabilityMode.rawValue)")
+                    FileHandle.standardOutput.write(Data("postduif \(nodeID) serving Kafka on \(host):\(port), data in \(data), durability \(durabilityMode.rawValue)\n".utf8))
+                }
+                return nil
+            }
+            group.addTask {
+                let operations = OperationsServer(
+                    host: host, port: httpPort, logger: logger,
+                    metricsText: { registry.emitToString() },
+                    isReady: { broker.isListening })
+                try await operations.run { port in
+                    FileHandle.standardOutput.write(Data("postduif operations endpoints on http://\(host):\(port)/metrics, /health, /ready\n".utf8))
                 }
                 return nil
             }

@@ -29,6 +29,7 @@ class BrokerProcess:
     def __init__(self, data_dir=None, extra_args=()):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="postduif-compat-")
         self.port = free_port()
+        self.http_port = free_port()
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = os.path.join(self.data_dir + "-log.txt")
@@ -40,7 +41,8 @@ class BrokerProcess:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data_dir,
+            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.http_port),
+             "--data", self.data_dir,
              "--log-level", os.environ.get("POSTDUIF_TEST_LOG_LEVEL", "debug")] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
