@@ -1,12 +1,11 @@
 import ArgumentParser
 import Broker
-import Dispatch
 import Foundation
 import LogStore
 import Logging
 import Metrics
 import Prometheus
-import Synchronization
+import ServiceLifecycle
 
 @main
 struct Postduif: AsyncParsableCommand {
@@ -182,32 +181,16 @@ struct Serve: AsyncParsableCommand {
             throw OperatorError("cannot open the data directory \(data): \(error)")
         }
         let broker = Broker(store: store, configuration: configuration, logger: logger)
-        let server = KafkaServer(broker: broker)
-        let signalled = try await withThrowingTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                try await server.run { port in
-                    FileHandle.standardOutput.write(Data("postduif \(nodeID) serving Kafka on \(host):\(port), data in \(data), durability \(durabilityMode.rawValue)\n".utf8))
-                }
-                return nil
-            }
-            group.addTask {
-                let operations = OperationsServer(
-                    host: host, port: httpPort, logger: logger,
-                    metricsText: { registry.emitToString() },
-                    isReady: { broker.isListening })
-                try await operations.run { port in
-                    FileHandle.standardOutput.write(Data("postduif operations endpoints on http://\(host):\(port)/metrics, /health, /ready\n".utf8))
-                }
-                return nil
-            }
-            group.addTask { await waitForSignal([SIGTERM, SIGINT]) }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-        if let signalled {
-            logger.info("stopping", metadata: ["signal": "\(signalled)"])
-        }
+        let kafka = KafkaService(server: KafkaServer(broker: broker), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
+        let operations = OperationsService(server: OperationsServer(
+            host: host, port: httpPort, logger: logger,
+            metricsText: { registry.emitToString() },
+            isReady: { broker.isListening }))
+        // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
+        // shutdown (stop accepting, let in-flight requests finish), then the
+        // log is synced and closed below.
+        let group = ServiceGroup(services: [kafka, operations], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
         store.close()
         logger.info("stopped; log synced and closed")
     }
@@ -289,52 +272,38 @@ enum Environment {
     }
 }
 
-/// Returns the first of `signals` delivered to the process, or nil when the
-/// task is cancelled first.
-func waitForSignal(_ signals: [Int32]) async -> Int32? {
-    let latch = SignalLatch()
-    let queue = DispatchQueue(label: "postduif-signals")
-    let sources = signals.map { number -> any DispatchSourceSignal in
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-        source.setEventHandler { latch.resume(number) }
-        source.resume()
-        return source
-    }
-    defer { sources.forEach { $0.cancel() } }
-    return await withTaskCancellationHandler {
-        await withCheckedContinuation { latch.set($0) }
-    } onCancel: {
-        latch.resume(nil)
+/// The Kafka listener as a service of the node's ServiceGroup.
+struct KafkaService: Service {
+    let server: KafkaServer
+    /// The line printed once listening; `%d` becomes the bound port.
+    let announce: String
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await server.run { port in
+                    FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                }
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // The listener ends by cancellation when the node shuts down: a normal end.
+        }
     }
 }
 
-/// Resumes a continuation exactly once, from a signal or a cancellation,
-/// whichever comes first, even if it comes before the continuation is set.
-final class SignalLatch: Sendable {
-    private struct State {
-        var continuation: CheckedContinuation<Int32?, Never>?
-        var result: Int32??
-    }
+/// The operations HTTP port as a service of the node's ServiceGroup.
+struct OperationsService: Service {
+    let server: OperationsServer
 
-    private let state = Mutex(State())
-
-    func set(_ continuation: CheckedContinuation<Int32?, Never>) {
-        let ready = state.withLock { state -> Int32?? in
-            if let result = state.result { return result }
-            state.continuation = continuation
-            return nil
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await server.run { port in
+                    FileHandle.standardOutput.write(Data("postduif operations endpoints on http://\(server.host):\(port)/metrics, /health, /ready\n".utf8))
+                }
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // Ends by cancellation when the node shuts down: a normal end.
         }
-        if let ready { continuation.resume(returning: ready) }
-    }
-
-    func resume(_ number: Int32?) {
-        let continuation = state.withLock { state -> CheckedContinuation<Int32?, Never>? in
-            guard state.result == nil else { return nil }
-            state.result = .some(number)
-            defer { state.continuation = nil }
-            return state.continuation
-        }
-        continuation?.resume(returning: number)
     }
 }
