@@ -107,6 +107,9 @@ struct Serve: AsyncParsableCommand {
             """
     )
 
+    @Option(help: "A config file of POSTDUIF_<NAME>=value lines, like Deploy/config/postduif.env (POSTDUIF_CONFIG).")
+    var config: String?
+
     @Option(help: "Address to listen on (POSTDUIF_HOST).")
     var host: String = Environment.string("HOST") ?? BrokerConfiguration().host
 
@@ -261,11 +264,41 @@ struct User: ParsableCommand {
     }
 }
 
-/// Environment variables named POSTDUIF_<NAME>.
+/// Settings named POSTDUIF_<NAME>: from the environment first, then from
+/// the config file (`--config FILE` or POSTDUIF_CONFIG), whose lines use
+/// the same names (`POSTDUIF_PORT=9093`; `#` starts a comment), so
+/// Deploy/config/postduif.env serves as both. Flags win over both.
 enum Environment {
     static func string(_ name: String) -> String? {
-        ProcessInfo.processInfo.environment["POSTDUIF_" + name]
+        ProcessInfo.processInfo.environment["POSTDUIF_" + name] ?? configFile["POSTDUIF_" + name]
     }
+
+    /// The config file's settings. Its path is read from the arguments before
+    /// ArgumentParser runs, because option defaults are computed from it.
+    static let configFile: [String: String] = {
+        let arguments = CommandLine.arguments
+        var path = ProcessInfo.processInfo.environment["POSTDUIF_CONFIG"]
+        if let index = arguments.firstIndex(of: "--config"), index + 1 < arguments.count {
+            path = arguments[index + 1]
+        } else if let inline = arguments.first(where: { $0.hasPrefix("--config=") }) {
+            path = String(inline.dropFirst("--config=".count))
+        }
+        guard let path else { return [:] }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            FileHandle.standardError.write(Data("Error: cannot read the config file \(path)\n".utf8))
+            exit(2)
+        }
+        var settings: [String: String] = [:]
+        for line in text.split(whereSeparator: \.isNewline) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty, !trimmed.hasPrefix("#"), let equals = trimmed.firstIndex(of: "=") else { continue }
+            let key = trimmed[..<equals].trimmingCharacters(in: .whitespaces)
+            var value = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2 && value.hasPrefix("\"") && value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            settings[key] = value
+        }
+        return settings
+    }()
 
     static func integer(_ name: String) -> Int? {
         string(name).flatMap { Int($0) }

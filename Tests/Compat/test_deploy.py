@@ -40,3 +40,18 @@ def test_every_setting_in_the_example_config_is_a_real_option():
     assert names, "no settings found"
     for name in names:
         assert name in help_text, "%s is not documented by postduif serve --help" % name
+
+
+def test_a_config_file_sets_defaults_and_flags_win(fresh_broker, tmp_path):
+    from conftest import kcat
+    config = tmp_path / "postduif.env"
+    config.write_text("# a node's settings\nPOSTDUIF_DEFAULT_PARTITIONS=3\nPOSTDUIF_AUTO_CREATE_TOPICS=true\n")
+    fresh_broker.extra_args = ["--config", str(config)]
+    fresh_broker.start()
+    listing = kcat("-b", fresh_broker.address, "-L", "-t", "from-config")
+    assert b'"from-config" with 3 partitions' in listing.stdout, listing.stdout
+    assert fresh_broker.stop() == 0
+    fresh_broker.extra_args = ["--config", str(config), "--default-partitions", "2"]
+    fresh_broker.start()
+    listing = kcat("-b", fresh_broker.address, "-L", "-t", "from-flag")
+    assert b'"from-flag" with 2 partitions' in listing.stdout, listing.stdout
