@@ -182,3 +182,29 @@ def test_one_group_of_three_members_from_two_libraries(broker):
         for consumer in confluent:
             consumer.close()
         python_consumer.close()
+
+
+def test_admin_tools_list_and_describe_groups(broker):
+    from kafka import KafkaAdminClient
+    topic, group = unique("grp-admin"), unique("g-admin")
+    create_topic(broker, topic, 2)
+    produce(broker, topic, [b"x"], 2)
+    consumer = Consumer({"bootstrap.servers": broker.address, "group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    admin = KafkaAdminClient(bootstrap_servers=broker.address)
+    try:
+        deadline = time.monotonic() + 60
+        described = None
+        while time.monotonic() < deadline:
+            consumer.poll(0.2)
+            described = admin.describe_groups([group])[group]
+            if described["group_state"] == "Stable":
+                break
+        assert described["group_state"] == "Stable" and described["protocol_type"] == "consumer"
+        assert described["protocol_data"] in ("range", "roundrobin")
+        assignments = [m["member_assignment"]["assigned_partitions"] for m in described["members"]]
+        assert assignments == [[{"topic": topic, "partitions": [0, 1]}]]
+        assert {"group_id": group, "protocol_type": "consumer"} in admin.list_groups()
+    finally:
+        consumer.close()
+        admin.close()
