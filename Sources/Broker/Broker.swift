@@ -678,9 +678,21 @@ final class BrokerMetrics: Sendable {
         connections.record(connectionsCount.withLock { $0 -= 1; return $0 })
     }
 
+    /// Each partition's two gauges, made once: produce is the hot path, and
+    /// making a metric asks the backend's registry under its lock.
+    private let partitionGauges = Mutex<[String: (logEndOffset: Gauge, highWatermark: Gauge)]>([:])
+
     func recordOffsets(topic: String, partition: Int32, logEndOffset: Int64, highWatermark: Int64) {
-        let dimensions = [("topic", topic), ("partition", String(partition))]
-        Gauge(label: "postduif_partition_log_end_offset", dimensions: dimensions).record(logEndOffset)
-        Gauge(label: "postduif_partition_high_watermark", dimensions: dimensions).record(highWatermark)
+        let gauges = partitionGauges.withLock { gauges in
+            let key = "\(topic)/\(partition)"
+            if let existing = gauges[key] { return existing }
+            let dimensions = [("topic", topic), ("partition", String(partition))]
+            let made = (Gauge(label: "postduif_partition_log_end_offset", dimensions: dimensions),
+                        Gauge(label: "postduif_partition_high_watermark", dimensions: dimensions))
+            gauges[key] = made
+            return made
+        }
+        gauges.logEndOffset.record(logEndOffset)
+        gauges.highWatermark.record(highWatermark)
     }
 }

@@ -237,25 +237,9 @@ public struct RecordBatch: Sendable, Equatable {
     /// of them with consecutive offset deltas and that each record's length
     /// matches its contents.
     public func records() throws(RecordBatchError) -> [Record] {
-        let payload = try recordsPayload()
-        var reader = ByteReader(payload)
         var records: [Record] = []
         records.reserveCapacity(Int(recordsCount))
-        for index in 0..<Int(recordsCount) {
-            let record: Record
-            do {
-                record = try Self.decodeRecord(&reader)
-            } catch {
-                throw .invalidRecord("record \(index): \(error)")
-            }
-            guard record.offsetDelta == Int32(index) else {
-                throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
-            }
-            records.append(record)
-        }
-        guard reader.isAtEnd else {
-            throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
-        }
+        try walkRecords(decodeFully: { _ in true }) { _, record in records.append(record) }
         return records
     }
 
@@ -263,29 +247,9 @@ public struct RecordBatch: Sendable, Equatable {
     /// checks as `records()` but without copying values or headers: the
     /// append path of a conversation topic needs only the keys.
     public func recordKeys() throws(RecordBatchError) -> [[UInt8]?] {
-        var reader: ByteReader
-        if compression == CompressionCodec.none {
-            reader = ByteReader(bytes, from: Self.headerBytesCount)
-        } else {
-            reader = ByteReader(try recordsPayload())
-        }
         var keys: [[UInt8]?] = []
         keys.reserveCapacity(Int(recordsCount))
-        for index in 0..<Int(recordsCount) {
-            let record: Record
-            do {
-                record = try Self.decodeRecord(&reader, keyOnly: true)
-            } catch {
-                throw .invalidRecord("record \(index): \(error)")
-            }
-            guard record.offsetDelta == Int32(index) else {
-                throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
-            }
-            keys.append(record.key)
-        }
-        guard reader.isAtEnd else {
-            throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
-        }
+        try walkRecords(decodeFully: { _ in false }) { _, record in keys.append(record.key) }
         return keys
     }
 
@@ -298,32 +262,47 @@ public struct RecordBatch: Sendable, Equatable {
         guard positions.first! >= 0 && last < Int(recordsCount) else {
             throw .invalidRecord("record \(last) asked of a batch of \(recordsCount)")
         }
+        let wanted = Set(positions)
+        var found: [Record] = []
+        found.reserveCapacity(positions.count)
+        try walkRecords(throughPosition: last, decodeFully: { wanted.contains($0) }) { position, record in
+            if wanted.contains(position) { found.append(record) }
+        }
+        return found
+    }
+
+    /// The one walk over the records that the three readers above share:
+    /// uncompressed payloads are read in place, records that `decodeFully`
+    /// does not select are passed over without copying values or headers,
+    /// and offset deltas must count up from 0. A walk of the whole batch
+    /// also requires the payload to end exactly after the last record.
+    private func walkRecords(
+        throughPosition lastPosition: Int? = nil,
+        decodeFully: (Int) -> Bool,
+        _ visit: (Int, Record) -> Void
+    ) throws(RecordBatchError) {
         var reader: ByteReader
         if compression == CompressionCodec.none {
             reader = ByteReader(bytes, from: Self.headerBytesCount)
         } else {
             reader = ByteReader(try recordsPayload())
         }
-        var found: [Record] = []
-        found.reserveCapacity(positions.count)
-        var wanted = positions[...]
-        for index in 0...last {
-            let isWanted = wanted.first == index
+        let end = lastPosition ?? Int(recordsCount) - 1
+        for index in 0...end {
             let record: Record
             do {
-                record = try Self.decodeRecord(&reader, keyOnly: !isWanted)
+                record = try Self.decodeRecord(&reader, keyOnly: !decodeFully(index))
             } catch {
                 throw .invalidRecord("record \(index): \(error)")
             }
             guard record.offsetDelta == Int32(index) else {
                 throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
             }
-            if isWanted {
-                found.append(record)
-                wanted = wanted.dropFirst()
-            }
+            visit(index, record)
         }
-        return found
+        if lastPosition == nil && !reader.isAtEnd {
+            throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
+        }
     }
 
     static func decodeRecord(_ reader: inout ByteReader, keyOnly: Bool = false) throws(WireError) -> Record {
