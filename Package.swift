@@ -42,7 +42,11 @@ let package = Package(
             dependencies: ["CCRC32C", "CLZ4", "CZlib", "CSnappy", "CZstd"],
             swiftSettings: strictSettings
         ),
-        .target(name: "LogStore", dependencies: ["RocksDB", "KafkaWire"], swiftSettings: strictSettings),
+        .target(
+            name: "LogStore",
+            dependencies: ["RocksDB", "KafkaWire", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Broker",
             dependencies: [

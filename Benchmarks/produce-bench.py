@@ -15,6 +15,7 @@ Usage: .venv/bin/python Benchmarks/produce-bench.py [--data-dir /work/bench-data
        [--messages 400000] [--seconds-at-half 20]
 """
 import argparse
+import gc
 import multiprocessing
 import os
 import shutil
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -87,6 +89,9 @@ def produce_at_rate(address, topic, rate, seconds, results):
     def on_delivery(error, message, sent=None):
         pass
 
+    # The cyclic collector's full passes pause the generator for tens of
+    # milliseconds, which would be counted as the broker's latency.
+    gc.disable()
     start = time.monotonic()
     total = int(rate * seconds)
     for i in range(total):
@@ -126,6 +131,25 @@ def consume_all(address, topic, expected):
     return received, elapsed
 
 
+def broker_histograms(http_port):
+    """The broker's own Produce request and WAL sync histograms (cumulative
+    bucket counts by upper bound), from its Prometheus endpoint."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http_port, timeout=5).read().decode()
+    found = {"produce": {}, "sync": {}}
+    for line in text.splitlines():
+        if "_bucket{" not in line:
+            continue
+        name = None
+        if line.startswith("postduif_request_duration_seconds_bucket") and 'api="Produce"' in line:
+            name = "produce"
+        elif line.startswith("postduif_wal_sync_duration_seconds_bucket"):
+            name = "sync"
+        if name:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            found[name][le] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def percentile(sorted_values, p):
     if not sorted_values:
         return float("nan")
@@ -140,13 +164,20 @@ def main():
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seconds-at-half", type=float, default=20)
     parser.add_argument("--rate", type=float, default=None, help="msgs/s for the latency phase (default: half the peak)")
+    parser.add_argument("--latency-producers", type=int, default=None,
+                        help="producer processes in the latency phase (default: --producers)")
+    parser.add_argument("--skip-peak", action="store_true", help="only the latency phase, at --rate, on a fresh broker")
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "postduif"))
     args = parser.parse_args()
+    if args.skip_peak and not args.rate:
+        parser.error("--skip-peak needs --rate")
 
     data = tempfile.mkdtemp(prefix="postduif-produce-bench-", dir=args.data_dir)
     port = free_port()
+    http_port = free_port()
     address = "127.0.0.1:%d" % port
-    broker = subprocess.Popen([args.binary, "serve", "--port", str(port), "--data", data, "--durability", "fsync",
+    broker = subprocess.Popen([args.binary, "serve", "--port", str(port), "--http-port", str(http_port),
+                               "--data", data, "--durability", "fsync",
                                "--default-partitions", str(args.partitions), "--log-level", "warning"])
     try:
         for _ in range(300):
@@ -161,34 +192,38 @@ def main():
             for future in admin.create_topics([NewTopic(name, args.partitions, 1)]).values():
                 future.result()
 
-        cpu_before = proc_cpu_seconds(broker.pid)
-        results = multiprocessing.Queue()
-        per_producer = args.messages // args.producers
-        workers = [multiprocessing.Process(target=produce_peak, args=(address, "peak", per_producer, i, results))
-                   for i in range(args.producers)]
-        start = time.monotonic()
-        for w in workers:
-            w.start()
-        outcomes = [results.get() for _ in workers]
-        for w in workers:
-            w.join()
-        elapsed = time.monotonic() - start
-        cpu_peak = proc_cpu_seconds(broker.pid) - cpu_before
-        delivered = sum(o[0] for o in outcomes)
-        bytes_total = delivered * 1024
-        peak_rate = delivered / elapsed
-        print("fsync syncs are shared by group commit; peak phase:")
-        print("peak produce: %d messages in %.1f s = %.0f msgs/s, %.1f MB/s (1 KiB values), broker CPU %.2f s/GB"
-              % (delivered, elapsed, peak_rate, bytes_total / elapsed / 1e6, cpu_peak / (bytes_total / 1e9)))
+        peak_rate = None
+        if not args.skip_peak:
+            cpu_before = proc_cpu_seconds(broker.pid)
+            results = multiprocessing.Queue()
+            per_producer = args.messages // args.producers
+            workers = [multiprocessing.Process(target=produce_peak, args=(address, "peak", per_producer, i, results))
+                       for i in range(args.producers)]
+            start = time.monotonic()
+            for w in workers:
+                w.start()
+            outcomes = [results.get() for _ in workers]
+            for w in workers:
+                w.join()
+            elapsed = time.monotonic() - start
+            cpu_peak = proc_cpu_seconds(broker.pid) - cpu_before
+            delivered = sum(o[0] for o in outcomes)
+            bytes_total = delivered * 1024
+            peak_rate = delivered / elapsed
+            print("fsync syncs are shared by group commit; peak phase:")
+            print("peak produce: %d messages in %.1f s = %.0f msgs/s, %.1f MB/s (1 KiB values), broker CPU %.2f s/GB"
+                  % (delivered, elapsed, peak_rate, bytes_total / elapsed / 1e6, cpu_peak / (bytes_total / 1e9)))
 
-        received, consume_elapsed = consume_all(address, "peak", delivered)
-        print("consume: %d messages in %.1f s = %.0f msgs/s, %.1f MB/s" % (received, consume_elapsed, received / max(consume_elapsed, 1e-9), received * 1024 / max(consume_elapsed, 1e-9) / 1e6))
+            received, consume_elapsed = consume_all(address, "peak", delivered)
+            print("consume: %d messages in %.1f s = %.0f msgs/s, %.1f MB/s" % (received, consume_elapsed, received / max(consume_elapsed, 1e-9), received * 1024 / max(consume_elapsed, 1e-9) / 1e6))
 
         half = args.rate or peak_rate / 2
-        per_producer_rate = half / args.producers
+        latency_producers = args.latency_producers or args.producers
+        per_producer_rate = half / latency_producers
+        before = broker_histograms(http_port)
         results = multiprocessing.Queue()
         workers = [multiprocessing.Process(target=produce_at_rate, args=(address, "half", per_producer_rate, args.seconds_at_half, results))
-                   for _ in range(args.producers)]
+                   for _ in range(latency_producers)]
         for w in workers:
             w.start()
         outcomes = [results.get() for _ in workers]
@@ -199,6 +234,13 @@ def main():
         print("latency phase: intended %.0f msgs/s, generator achieved %.0f msgs/s, %d acknowledged: produce latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms"
               % (half, achieved, len(latencies), percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3,
                  percentile(latencies, 99.9) * 1e3, latencies[-1] * 1e3 if latencies else float("nan")))
+        after = broker_histograms(http_port)
+        for name, label in [("produce", "broker-side Produce request time"), ("sync", "WAL sync time")]:
+            counts = {le: after[name][le] - before[name].get(le, 0) for le in after[name]}
+            total = counts.get("+Inf", 0)
+            if total:
+                shares = ", ".join("%.2f%% <= %s s" % (100 * counts[le] / total, le) for le in ["0.005", "0.01", "0.025", "0.05"])
+                print("%s (%d, %s producer process(es)): %s" % (label, total, latency_producers, shares))
         print("broker peak memory (VmHWM): %.0f MiB" % proc_peak_memory_mib(broker.pid))
     finally:
         broker.send_signal(signal.SIGTERM)

@@ -13,6 +13,13 @@ struct CloseConnection: Error, CustomStringConvertible {
     var description: String { reason }
 }
 
+/// A request's answer: ready now, or (a Produce) finished once its writes
+/// are durable. Framed; nil when the request gets no answer (acks=0).
+enum Reply: Sendable {
+    case ready([UInt8]?)
+    case pending(@Sendable () async -> [UInt8]?)
+}
+
 /// What one connection has established: its peer and, with SASL, who it is.
 struct ClientSession {
     var client: String
@@ -63,6 +70,17 @@ public final class Broker: Sendable {
     }
 
     func handle(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> [UInt8]? {
+        switch try await stage(frame: frame, session: &session) {
+        case .ready(let response): response
+        case .pending(let finish): await finish()
+        }
+    }
+
+    /// Answers one request frame, or, for a Produce, writes its batches and
+    /// returns what finishes the answer once they are durable. The caller
+    /// may stage the next Produce of the connection before finishing this
+    /// one; it must send the answers in the order of the requests.
+    func stage(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> Reply {
         let client = session.client
         var reader = ByteReader(frame)
         let header: RequestHeader
@@ -79,13 +97,15 @@ public final class Broker: Sendable {
         }
         let version = header.apiVersion
         let started = ContinuousClock.now
-        defer { metrics.recordRequest(api, duration: ContinuousClock.now - started) }
+        // A staged Produce records its time when its answer is finished.
+        var timed = true
+        defer { if timed { metrics.recordRequest(api, duration: ContinuousClock.now - started) } }
         if api == .apiVersions && !SupportedAPIs.supports(api, version: version) {
             // KIP-511: answer an unknown ApiVersions version with error 35 in
             // a v0 body listing ApiVersions, so the client retries lower.
             var writer = ByteWriter()
             ApiVersionsResponse(errorCode: ErrorCode.unsupportedVersion.rawValue, apiKeys: [ApiVersionRange(apiKey: ApiKey.apiVersions.rawValue, minVersion: 0, maxVersion: SupportedAPIs.ranges[.apiVersions]!.upperBound)]).encode(&writer, version: 0)
-            return frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes)
+            return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes))
         }
         guard supportedAPIs[api]?.contains(version) == true else {
             throw CloseConnection(reason: "\(api) version \(version) is not supported")
@@ -110,9 +130,18 @@ public final class Broker: Sendable {
                 metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .produce:
                 let request = try ProduceRequest.decode(&reader, version: version)
-                let response = await produce(request, version: version)
-                guard request.acks != 0 else { return nil }
-                response.encode(&body, version: version)
+                let finish = await produce(request, version: version)
+                let correlationID = header.correlationID
+                timed = false
+                return .pending { [self] in
+                    let response = await finish()
+                    metrics.recordRequest(api, duration: ContinuousClock.now - started)
+                    // acks=0 gets no answer, but its batches still count once durable.
+                    guard request.acks != 0 else { return nil }
+                    var body = ByteWriter(capacity: 64)
+                    response.encode(&body, version: version)
+                    return frameResponse(correlationID: correlationID, flexibleHeader: flexible, body: body.bytes)
+                }
             case .fetch:
                 await fetch(try FetchRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
             case .listOffsets:
@@ -150,7 +179,7 @@ public final class Broker: Sendable {
         } catch {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
         }
-        return frameResponse(correlationID: header.correlationID, flexibleHeader: flexible && api != .apiVersions, body: body.bytes)
+        return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: flexible && api != .apiVersions, body: body.bytes))
     }
 
     /// The APIs this node advertises: SASL's only when SASL is on.
@@ -222,7 +251,10 @@ public final class Broker: Sendable {
 
     // MARK: Produce
 
-    func produce(_ request: ProduceRequest, version: Int16) async -> ProduceResponse {
+    /// Writes a Produce request's batches (every partition at once) and
+    /// returns what waits for their durability and builds the answer; all
+    /// partitions of the request share one group-commit sync.
+    func produce(_ request: ProduceRequest, version: Int16) async -> @Sendable () async -> ProduceResponse {
         let refusal: ErrorCode?
         if SupportedAPIs.produceRefusedVersions.contains(version) {
             refusal = .unsupportedVersion
@@ -234,35 +266,56 @@ public final class Broker: Sendable {
             refusal = nil
         }
         if let refusal {
-            return ProduceResponse(topics: request.topics.map { topic in
+            let response = ProduceResponse(topics: request.topics.map { topic in
                 .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: refusal.rawValue, baseOffset: -1) })
             })
+            return { response }
         }
-        // All partitions of the request append concurrently, so they share
-        // one group-commit sync.
-        let results = await withTaskGroup(of: (Int, Int, ProduceResponse.PartitionResponse).self) { group in
+        let written = await withTaskGroup(of: (Int, Int, StagedAppend).self) { group in
             for (topicPosition, topic) in request.topics.enumerated() {
                 for (partitionPosition, partition) in topic.partitions.enumerated() {
                     group.addTask {
-                        (topicPosition, partitionPosition, await self.appendOne(topic: topic.name, partition, version: version))
+                        (topicPosition, partitionPosition, self.writeOne(topic: topic.name, partition, version: version))
                     }
                 }
             }
-            var results: [Int: [Int: ProduceResponse.PartitionResponse]] = [:]
-            for await (topicPosition, partitionPosition, response) in group {
-                results[topicPosition, default: [:]][partitionPosition] = response
+            var written: [Int: [Int: StagedAppend]] = [:]
+            for await (topicPosition, partitionPosition, staged) in group {
+                written[topicPosition, default: [:]][partitionPosition] = staged
             }
-            return results
+            return written
         }
-        return ProduceResponse(topics: request.topics.enumerated().map { topicPosition, topic in
-            .init(name: topic.name, partitions: topic.partitions.indices.map { results[topicPosition]![$0]! })
-        })
+        let topics = request.topics.enumerated().map { topicPosition, topic in
+            (name: topic.name, partitions: topic.partitions.indices.map { written[topicPosition]![$0]! })
+        }
+        return { [self] in
+            var response = ProduceResponse(topics: [])
+            for topic in topics {
+                var partitions: [ProduceResponse.PartitionResponse] = []
+                for staged in topic.partitions {
+                    partitions.append(await finishOne(topic: topic.name, staged))
+                }
+                response.topics.append(.init(name: topic.name, partitions: partitions))
+            }
+            return response
+        }
     }
 
-    private func appendOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16) async -> ProduceResponse.PartitionResponse {
-        func failure(_ code: ErrorCode, _ message: String) -> ProduceResponse.PartitionResponse {
-            logger.debug("produce refused", metadata: ["topic": "\(topic)", "partition": "\(data.index)", "error": "\(code)", "reason": "\(message)"])
-            return .init(index: data.index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
+    /// One partition of a Produce after its write: refused, or written and
+    /// waiting for durability.
+    enum StagedAppend: Sendable {
+        case refused(ProduceResponse.PartitionResponse)
+        case written(PartitionLog, PendingAppend, index: Int32)
+    }
+
+    private func refusal(topic: String, index: Int32, _ code: ErrorCode, _ message: String) -> ProduceResponse.PartitionResponse {
+        logger.debug("produce refused", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(code)", "reason": "\(message)"])
+        return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
+    }
+
+    private func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16) -> StagedAppend {
+        func failure(_ code: ErrorCode, _ message: String) -> StagedAppend {
+            .refused(refusal(topic: topic, index: data.index, code, message))
         }
         guard let records = data.records, !records.isEmpty else { return failure(.corruptMessage, "no records") }
         let partition: PartitionLog
@@ -276,21 +329,38 @@ public final class Broker: Sendable {
             return failure(.unsupportedCompressionType, "zstd needs Produce v7 or later")
         }
         do {
-            let result = try await partition.append(records, leaderEpoch: leaderEpoch)
+            return .written(partition, try partition.write(records, leaderEpoch: leaderEpoch), index: data.index)
+        } catch {
+            return .refused(appendFailure(topic: topic, index: data.index, error))
+        }
+    }
+
+    private func finishOne(topic: String, _ staged: StagedAppend) async -> ProduceResponse.PartitionResponse {
+        guard case .written(let partition, let pending, let index) = staged else {
+            if case .refused(let response) = staged { return response }
+            preconditionFailure("unreachable")
+        }
+        do {
+            let result = try await pending.durable()
             // A single node commits what is durable under its durability mode.
             try partition.advanceHighWatermark(to: result.lastOffset + 1)
             notifier.notify()
-            metrics.recordOffsets(topic: topic, partition: data.index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
-            return .init(index: data.index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
-        } catch let error as LogStoreError {
-            let code = Self.errorCode(for: error)
-            if code == .kafkaStorageError {
-                logger.error("append failed", metadata: ["topic": "\(topic)", "partition": "\(data.index)", "error": "\(error)"])
-            }
-            return failure(code, error.message)
+            metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+            return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
         } catch {
-            return failure(.unknownServerError, "\(error)")
+            return appendFailure(topic: topic, index: index, error)
         }
+    }
+
+    private func appendFailure(topic: String, index: Int32, _ error: any Error) -> ProduceResponse.PartitionResponse {
+        guard let error = error as? LogStoreError else {
+            return refusal(topic: topic, index: index, .unknownServerError, "\(error)")
+        }
+        let code = Self.errorCode(for: error)
+        if code == .kafkaStorageError {
+            logger.error("append failed", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(error)"])
+        }
+        return refusal(topic: topic, index: index, code, error.message)
     }
 
     /// The Kafka error code for a log store error: mapped once, here.

@@ -5,9 +5,9 @@ import NIOPosix
 import Synchronization
 
 /// The Kafka listener: NIO frames the byte stream (`KafkaFrameDecoder`),
-/// each connection is a task that answers its requests one at a time, in
-/// order, as Kafka brokers do (a connection is muted while its request is
-/// handled, which is what keeps an idempotent producer's batches in order).
+/// each connection is a task that handles its requests one at a time, in
+/// order, as Kafka brokers do (which keeps an idempotent producer's batches
+/// in order); only the wait for a Produce's sync overlaps the next request.
 public struct KafkaServer: Sendable {
     public let broker: Broker
     let group: any EventLoopGroup
@@ -55,6 +55,10 @@ public struct KafkaServer: Sendable {
         }
     }
 
+    /// How many Produce answers one connection may have waiting for their
+    /// sync; past it the connection reads no more until the oldest is durable.
+    static let pipelineDepthMax = 16
+
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let client = connection.channel.remoteAddress?.description ?? "unknown"
         let logger = broker.logger
@@ -63,20 +67,68 @@ public struct KafkaServer: Sendable {
         defer { metrics.connectionClosed() }
         do {
             try await connection.executeThenClose { inbound, outbound in
-                var session = ClientSession(client: client)
-                for try await frame in inbound {
-                    let bytes = Array(frame.readableBytesView)
-                    metrics.bytesIn.increment(by: Int64(bytes.count + 4))
-                    do {
-                        if let response = try await broker.handle(frame: bytes, session: &session) {
-                            metrics.bytesOut.increment(by: Int64(response.count))
-                            try await outbound.write(ByteBuffer(bytes: response))
+                // The reader hands answers, in request order, to the writer.
+                // A Produce's answer is a task waiting for its sync, so the
+                // reader goes on to write the next Produce meanwhile (they
+                // share a sync); any other request first waits until every
+                // earlier Produce is durable, so it sees what they wrote.
+                let (answers, answerQueue) = AsyncStream.makeStream(of: Task<[UInt8]?, Never>.self)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await answer in answers {
+                            if let response = await answer.value {
+                                metrics.bytesOut.increment(by: Int64(response.count))
+                                try await outbound.write(ByteBuffer(bytes: response))
+                            }
                         }
-                        if session.closeAfterResponse { return }
-                    } catch let error as CloseConnection {
-                        logger.warning("closing connection", metadata: ["client": "\(client)", "reason": "\(error.reason)"])
-                        return
                     }
+                    defer { answerQueue.finish() }
+                    var session = ClientSession(client: client)
+                    var waiting: [Task<[UInt8]?, Never>] = []
+                    func drain() async {
+                        for task in waiting { _ = await task.value }
+                        waiting.removeAll(keepingCapacity: true)
+                    }
+                    var ended: (any Error)?
+                    do {
+                        for try await frame in inbound {
+                            let bytes = Array(frame.readableBytesView)
+                            metrics.bytesIn.increment(by: Int64(bytes.count + 4))
+                            let isProduce = bytes.count >= 2 && bytes[0] == 0 && bytes[1] == UInt8(ApiKey.produce.rawValue)
+                            if !isProduce { await drain() }
+                            do throws(CloseConnection) {
+                                switch try await broker.stage(frame: bytes, session: &session) {
+                                case .ready(let response):
+                                    answerQueue.yield(Task { response })
+                                case .pending(let finish):
+                                    let task = Task { await finish() }
+                                    answerQueue.yield(task)
+                                    waiting.append(task)
+                                    if waiting.count >= Self.pipelineDepthMax {
+                                        _ = await waiting.removeFirst().value
+                                    }
+                                }
+                                if session.closeAfterResponse { break }
+                            } catch {
+                                logger.warning("closing connection", metadata: ["client": "\(client)", "reason": "\(error.reason)"])
+                                break
+                            }
+                        }
+                    } catch {
+                        ended = error
+                    }
+                    // Every staged Produce finishes before the connection's
+                    // task ends, however the connection ended: the node closes
+                    // its store only after its connection tasks, and an append
+                    // must not wait for a sync after that. Earlier requests
+                    // still get their answers before the close.
+                    await drain()
+                    answerQueue.finish()
+                    if let ended {
+                        try? await group.waitForAll()
+                        throw ended
+                    }
+                    try await group.waitForAll()
                 }
             }
         } catch let error as FrameError {

@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import RocksDB
 
 /// Group commit: appends write to RocksDB without syncing, take a ticket,
@@ -23,6 +24,8 @@ final class GroupCommit: @unchecked Sendable {
     private var stopping = false
     private var stopped = false
     private(set) var syncCount: UInt64 = 0
+    /// How long each WAL sync takes: the floor of an fsync-mode acknowledgement.
+    private let syncDuration = Metrics.Timer(label: "postduif_wal_sync_duration_seconds")
 
     init(database: Database) {
         self.database = database
@@ -90,11 +93,13 @@ final class GroupCommit: @unchecked Sendable {
             condition.unlock()
 
             var syncError: RocksDBError?
+            let started = ContinuousClock.now
             do {
                 try database.flushWAL(sync: true)
             } catch {
                 syncError = error
             }
+            syncDuration.record(duration: ContinuousClock.now - started)
 
             condition.lock()
             syncCount += 1

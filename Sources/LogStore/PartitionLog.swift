@@ -4,6 +4,23 @@ import RocksDB
 import Synchronization
 
 /// The outcome of an append.
+/// A batch written to the store but not yet known durable.
+public struct PendingAppend: Sendable {
+    let result: AppendResult
+    let ticket: UInt64
+    /// Nil when the durability mode acknowledges on write.
+    let groupCommit: GroupCommit?
+
+    /// Returns the append's result once it is durable under the store's
+    /// durability mode; throws when the sync failed.
+    public func durable() async throws -> AppendResult {
+        if let groupCommit {
+            try await groupCommit.waitDurable(ticket)
+        }
+        return result
+    }
+}
+
 public struct AppendResult: Sendable, Equatable {
     /// The offset the batch's first record got (or, for a retry, had).
     public var baseOffset: Int64
@@ -237,6 +254,15 @@ public final class PartitionLog: Sendable {
     /// A retry of one of an idempotent producer's last five batches writes
     /// nothing and returns the stored offsets.
     public func append(_ bytes: [UInt8], leaderEpoch: Int32 = 0) async throws -> AppendResult {
+        try await write(bytes, leaderEpoch: leaderEpoch).durable()
+    }
+
+    /// The first half of `append`: validates and writes the batch, without
+    /// waiting for durability. The caller awaits `durable()` on the result
+    /// before acknowledging it. Splitting the two lets one connection write
+    /// its next request while the previous one waits for its sync, so
+    /// consecutive requests share syncs and keep their order.
+    public func write(_ bytes: [UInt8], leaderEpoch: Int32 = 0) throws -> PendingAppend {
         let batch: RecordBatch
         var conversations: [[UInt8]] = []
         do {
@@ -250,10 +276,7 @@ public final class PartitionLog: Sendable {
         }
         precondition(leaderEpoch >= 0, "negative leader epoch \(leaderEpoch)")
         let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: leaderEpoch)
-        if context.durability == .fsync {
-            try await context.groupCommit.waitDurable(ticket)
-        }
-        return result
+        return PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil)
     }
 
     static func conversationKeys(of batch: RecordBatch) throws(RecordBatchError) -> [[UInt8]] {
