@@ -3,12 +3,12 @@
 # they are absent).
 SHELL := /bin/bash
 SWIFT ?= swift
-DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd
+DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server
 VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test compat fuzz run inspect bench clean
+.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -66,6 +66,16 @@ inspect: release
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+# The load tool, release-built: `.build/release/postduif-bench --help`.
+bench-tool: deps
+	$(SWIFT) build -c release --product postduif
+	$(SWIFT) build -c release --product postduif-bench
+
+# Postduif against NATS JetStream, in turns, at matched durability
+# (Benchmarks/compare.sh says how; PAIRS, SECONDS_PER_RUN, E2E_RATE, OUT).
+bench-compare: bench-tool
+	Benchmarks/compare.sh
 
 clean:
 	rm -rf .build

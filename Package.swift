@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "postduif", targets: ["postduif"]),
+        .executable(name: "postduif-bench", targets: ["postduif-bench"]),
         .library(name: "LogStore", targets: ["LogStore"]),
         .library(name: "KafkaWire", targets: ["KafkaWire"]),
     ],
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
     ],
     targets: [
         // System libraries from Debian's -dev packages, found through pkg-config.
@@ -47,10 +49,20 @@ let package = Package(
             dependencies: ["RocksDB", "KafkaWire", .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strictSettings
         ),
+        // Kafka framing over SwiftNIO and a pipelined client connection.
+        .target(
+            name: "KafkaNIO",
+            dependencies: [
+                "KafkaWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Broker",
             dependencies: [
-                "LogStore", "KafkaWire", "COpenSSL",
+                "LogStore", "KafkaWire", "KafkaNIO", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -72,6 +84,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The load tool: workloads, targets (Kafka, NATS JetStream, discard),
+        // HDR latency recording and reports; the executable is a thin CLI.
+        .target(
+            name: "BenchCore",
+            dependencies: [
+                "KafkaWire", "KafkaNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "postduif-bench",
+            dependencies: ["BenchCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
 
         // A child process for the crash-safety test: appends in fsync mode and
         // prints each acknowledged offset until it is killed.
@@ -86,6 +115,11 @@ let package = Package(
         .testTarget(
             name: "BrokerTests",
             dependencies: ["Broker", "LogStore", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "BenchTests",
+            dependencies: ["BenchCore"],
             swiftSettings: strictSettings
         ),
         .testTarget(

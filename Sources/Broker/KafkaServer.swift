@@ -1,3 +1,4 @@
+import KafkaNIO
 import KafkaWire
 import Logging
 import NIOCore

@@ -1,6 +1,6 @@
 /// A bounds-checked reader over bytes in Kafka's big-endian encoding.
 /// Every read past the end throws `WireError.truncated`, never traps.
-public struct ByteReader {
+public struct ByteReader: Sendable {
     public let bytes: [UInt8]
     public private(set) var position: Int
     public let end: Int

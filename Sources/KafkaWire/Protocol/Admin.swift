@@ -238,6 +238,20 @@ public struct CreateTopicsResponse: Sendable, Equatable {
             if version >= 1 { writer.writeString(result.errorMessage) }
         }
     }
+
+    /// The client side (v0–4), for the load tool.
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> CreateTopicsResponse {
+        let throttle = version >= 2 ? try reader.readInt32() : 0
+        let topics = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Result in
+            let name = try reader.readString()
+            let code = try reader.readInt16()
+            let message = version >= 1 ? try reader.readNullableString() : nil
+            return Result(name: name, errorCode: code, errorMessage: message)
+        } ?? []
+        var response = CreateTopicsResponse(topics: topics)
+        response.throttleTimeMilliseconds = throttle
+        return response
+    }
 }
 
 public struct DeleteTopicsRequest: Sendable, Equatable {

@@ -116,4 +116,42 @@ public struct MetadataResponse: Sendable, Equatable {
         }
         if version >= 8 { writer.writeInt32(Int32.min) }  // cluster authorized operations: not computed
     }
+
+    /// The client side, for the load tool and replica fetchers.
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> MetadataResponse {
+        let throttle = version >= 3 ? try reader.readInt32() : 0
+        let brokers = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Broker in
+            var broker = Broker(nodeID: try reader.readInt32(), host: try reader.readString(), port: try reader.readInt32())
+            if version >= 1 { broker.rack = try reader.readNullableString() }
+            return broker
+        } ?? []
+        let clusterID = version >= 2 ? try reader.readNullableString() : nil
+        let controllerID = version >= 1 ? try reader.readInt32() : -1
+        let topics = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Topic in
+            let errorCode = try reader.readInt16()
+            let name = try reader.readString()
+            let isInternal = version >= 1 ? try reader.readBool() : false
+            let partitions = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Partition in
+                let errorCode = try reader.readInt16()
+                let index = try reader.readInt32()
+                let leaderID = try reader.readInt32()
+                let leaderEpoch = version >= 7 ? try reader.readInt32() : -1
+                let replicas = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Int32 in try reader.readInt32() } ?? []
+                let isr = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Int32 in try reader.readInt32() } ?? []
+                var partition = Partition(errorCode: errorCode, index: index, leaderID: leaderID, leaderEpoch: leaderEpoch, replicaNodes: replicas, isrNodes: isr)
+                if version >= 5 {
+                    partition.offlineReplicas = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Int32 in try reader.readInt32() } ?? []
+                }
+                return partition
+            } ?? []
+            if version >= 8 { _ = try reader.readInt32() }
+            var topic = Topic(errorCode: errorCode, name: name, partitions: partitions)
+            topic.isInternal = isInternal
+            return topic
+        } ?? []
+        if version >= 8 { _ = try reader.readInt32() }
+        var response = MetadataResponse(brokers: brokers, clusterID: clusterID, controllerID: controllerID, topics: topics)
+        response.throttleTimeMilliseconds = throttle
+        return response
+    }
 }

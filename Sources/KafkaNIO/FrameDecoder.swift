@@ -3,12 +3,16 @@ import NIOCore
 /// Splits the byte stream into Kafka frames (an int32 size, then that many
 /// bytes). A size of zero or less, or above the limit, is a protocol error:
 /// the connection is closed, because nothing after it can be trusted.
-struct KafkaFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
+public struct KafkaFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = ByteBuffer
 
-    let frameBytesMax: Int
+    public let frameBytesMax: Int
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    public init(frameBytesMax: Int) {
+        self.frameBytesMax = frameBytesMax
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let size = buffer.getInteger(at: buffer.readerIndex, as: Int32.self) else { return .needMoreData }
         guard size > 0 else { throw FrameError.invalidSize(Int(size)) }
         guard Int(size) <= frameBytesMax else { throw FrameError.tooLarge(Int(size), max: frameBytesMax) }
@@ -19,18 +23,18 @@ struct KafkaFrameDecoder: ByteToMessageDecoder {
         return .continue
     }
 
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         // A client that disconnects mid-frame leaves a partial frame: dropped.
         while try decode(context: context, buffer: &buffer) == .continue {}
         return .needMoreData
     }
 }
 
-enum FrameError: Error, CustomStringConvertible {
+public enum FrameError: Error, CustomStringConvertible {
     case invalidSize(Int)
     case tooLarge(Int, max: Int)
 
-    var description: String {
+    public var description: String {
         switch self {
         case .invalidSize(let size): "frame size \(size) is not positive"
         case .tooLarge(let size, let max): "frame of \(size) bytes exceeds the limit of \(max)"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make bench-compare`: the same workloads against Postduif and NATS
+# JetStream, in turns (A B A B ...), on this machine, with matched
+# durability: Postduif acknowledges on write (`--durability none`) and
+# Debian's nats-server 2.9.10 acknowledges once a message is written to the
+# operating system. Prints each pair's ratio and the median; writes JSON
+# results and HTML reports to OUT.
+#
+#   PAIRS=3 SECONDS_PER_RUN=10 PRODUCERS=2 OUT=bench-results BENCH_DIR=/tmp Benchmarks/compare.sh
+#
+# First a closed-loop produce (peak throughput), then e2e at half of NATS's
+# median peak (E2E_RATE overrides). Starts both servers itself on free
+# loopback ports and stops exactly those processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PAIRS=${PAIRS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+PRODUCERS=${PRODUCERS:-2}
+OUT=${OUT:-bench-results}
+BENCH_DIR=${BENCH_DIR:-/tmp}
+mkdir -p "$OUT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+data=$(mktemp -d "$BENCH_DIR/postduif-compare-XXXXXX")
+nats_state="$data-nats"
+kafka_port=$(free_port)
+http_port=$(free_port)
+nats_port=$(free_port)
+postduif_pid=""
+
+cleanup() {
+    [ -n "$postduif_pid" ] && kill "$postduif_pid" 2>/dev/null && wait "$postduif_pid" 2>/dev/null || true
+    Benchmarks/peers/nats/nats.sh stop "$nats_state" || true
+    rm -rf "$data"
+}
+trap cleanup EXIT
+
+.build/release/postduif serve --port "$kafka_port" --http-port "$http_port" --data "$data/store" \
+    --durability none --default-partitions 8 --log-level warning &
+postduif_pid=$!
+NATS_PORT=$nats_port Benchmarks/peers/nats/nats.sh start single "$nats_state"
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$kafka_port") 2>/dev/null && break; sleep 0.1; done
+
+common=(--a "kafka://127.0.0.1:$kafka_port" --b "nats://127.0.0.1:$nats_port" --pairs "$PAIRS"
+        --seconds "$SECONDS_PER_RUN" --producers "$PRODUCERS")
+
+echo "== produce, closed loop, 1 KiB messages over 10,000 conversations, acks all"
+.build/release/postduif-bench compare produce "${common[@]}" --json "$OUT/produce.json" --html "$OUT/produce.html"
+
+if [ -z "${E2E_RATE:-}" ]; then
+    E2E_RATE=$(python3 - "$OUT/produce.json" <<'PY'
+import json, statistics, sys
+results = json.load(open(sys.argv[1]))["results"]
+nats = [r["figures"]["totals"]["acknowledged"] / r["figures"]["seconds"] for r in results if r["label"].startswith("nats")]
+print(int(statistics.median(nats) / 2))
+PY
+)
+fi
+echo "== e2e at $E2E_RATE msgs/s (half of NATS JetStream's median peak), latency from intended send to receipt"
+.build/release/postduif-bench compare e2e "${common[@]}" --rate "$E2E_RATE" --json "$OUT/e2e.json" --html "$OUT/e2e.html"
+echo "reports: $OUT/produce.html $OUT/e2e.html"
