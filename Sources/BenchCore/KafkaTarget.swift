@@ -80,7 +80,7 @@ actor KafkaPublisher: Publisher {
     /// first one leaves with the next request (one batch per partition per
     /// request, each at most `batchBytes`).
     private struct OpenBatch {
-        var builder = RecordBatchBuilder()
+        var builder: RecordBatchBuilder
         var intended: [UInt64] = []
         var bytes = 0
     }
@@ -128,7 +128,7 @@ actor KafkaPublisher: Publisher {
             var queue = batches[partition] ?? []
             if queue.isEmpty || queue[queue.count - 1].bytes + size > settings.batchBytes {
                 if !queue.isEmpty { fullBatches += 1 }
-                queue.append(OpenBatch())
+                queue.append(OpenBatch(builder: RecordBatchBuilder(capacity: min(settings.batchBytes, 1 << 20))))
             }
             queue[queue.count - 1].builder.append(key: message.key, value: message.value, timestamp: timestamp)
             queue[queue.count - 1].intended.append(message.intended)

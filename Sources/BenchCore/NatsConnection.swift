@@ -30,7 +30,8 @@ struct NatsDecoder: ByteToMessageDecoder {
         var line = String(decoding: view[view.startIndex..<newline], as: UTF8.self)
         if line.hasSuffix("\r") { line.removeLast() }
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard let op = fields.first?.uppercased() else {
+        // The server sends operations in upper case.
+        guard let op = fields.first else {
             buffer.moveReaderIndex(forwardBy: lineLength)
             return .continue
         }
@@ -215,6 +216,8 @@ final class NatsConnection: Sendable {
 
     /// JetStream's error description in an API or publish answer, if any.
     static func jetStreamError(_ payload: [UInt8]) -> String? {
+        // Every publish gets an answer: parse JSON only when it holds an error.
+        if !payload.isEmpty && !contains(payload, Self.errorKey) { return nil }
         guard let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else {
             return payload.isEmpty ? "no responders (is JetStream enabled?)" : "unreadable answer: \(String(decoding: payload.prefix(200), as: UTF8.self))"
         }
@@ -223,6 +226,16 @@ final class NatsConnection: Sendable {
         let code = error["err_code"] as? Int ?? error["code"] as? Int ?? 0
         if code == 10059 { return nil }  // stream not found, answering a delete: fine
         return "\(description) (\(code))"
+    }
+
+    static let errorKey = Array(#""error""#.utf8)
+
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count else { return false }
+        for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
+            if haystack[start..<(start + needle.count)].elementsEqual(needle) { return true }
+        }
+        return false
     }
 
     func close() async {

@@ -176,10 +176,11 @@ public struct WorkloadRunner: Sendable {
         var sent: Int
     }
 
-    /// The key and room of the next message.
-    func nextKey(rooms: ChatRooms?, zipf: ZipfSampler, generator: inout SeededGenerator) -> [UInt8] {
-        if let rooms { return ChatRooms.roomKey(rooms.pickRoom(using: &generator)) }
-        return Array("conversation-\(zipf.next(using: &generator))".utf8)
+    /// The key of the next message: a Zipf-drawn conversation, or for chat a
+    /// room picked by its size. Keys are made once (`keys`), not per message.
+    func nextKey(rooms: ChatRooms?, zipf: ZipfSampler, keys: [[UInt8]], generator: inout SeededGenerator) -> [UInt8] {
+        if let rooms { return keys[rooms.pickRoom(using: &generator)] }
+        return keys[zipf.next(using: &generator) - 1]
     }
 
     var rooms: ChatRooms? {
@@ -195,6 +196,9 @@ public struct WorkloadRunner: Sendable {
         let total = count ?? settings.count
         let zipf = ZipfSampler(count: max(settings.conversations, 1), exponent: settings.zipfExponent)
         let nextID = SharedCount()
+        let keys: [[UInt8]] = rooms != nil
+            ? (0..<rooms!.members.count).map { ChatRooms.roomKey($0) }
+            : (1...max(settings.conversations, 1)).map { Array("conversation-\($0)".utf8) }
         var filler = [UInt8](repeating: 0, count: settings.messageBytes)
         var fillGenerator = SeededGenerator(seed: settings.seed ^ 0xF111)
         for index in filler.indices { filler[index] = UInt8.random(in: 0...255, using: &fillGenerator) }
@@ -219,7 +223,7 @@ public struct WorkloadRunner: Sendable {
                     let limit = perPublisherTotal ?? Int.max
                     func make(_ intended: UInt64) -> OutgoingMessage {
                         let id = UInt64(nextID.add(1) - 1)
-                        let key = nextKey(rooms: rooms, zipf: zipf, generator: &generator)
+                        let key = nextKey(rooms: rooms, zipf: zipf, keys: keys, generator: &generator)
                         return OutgoingMessage(key: key, value: Payload.make(size: settings.messageBytes, intended: intended, id: id, filler: filled), intended: intended)
                     }
                     if let rate {
@@ -230,8 +234,12 @@ public struct WorkloadRunner: Sendable {
                             if now >= deadline { break }
                             let due = schedule.due(at: now, next: next)
                             if due.isEmpty {
+                                // Wake at most every millisecond and send what fell due
+                                // meanwhile: a wake-up per message would cost more CPU
+                                // than the sending, on the cores the target needs.
+                                // Latency still counts from each message's own due time.
                                 let wait = schedule.intendedTime(of: next) - min(now, schedule.intendedTime(of: next))
-                                try await Task.sleep(for: .nanoseconds(Int64(min(max(wait, 50_000), 1_000_000))))
+                                try await Task.sleep(for: .nanoseconds(Int64(max(wait, 1_000_000))))
                                 continue
                             }
                             // At most a few thousand at once, so a stall's backlog flows out in steps.

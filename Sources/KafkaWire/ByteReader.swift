@@ -101,7 +101,7 @@ public struct ByteReader: Sendable {
 }
 
 /// Appends Kafka's big-endian and varint encodings to a byte array.
-public struct ByteWriter {
+public struct ByteWriter: Sendable {
     public var bytes: [UInt8]
 
     public init(capacity: Int = 0) {
@@ -149,6 +149,12 @@ public struct ByteWriter {
     }
 
     public mutating func writeBytes(_ value: some Sequence<UInt8>) { bytes.append(contentsOf: value) }
+
+    // Concrete overloads: the generic one, called from another module, may
+    // copy byte by byte through the Sequence witness; these are one memcpy.
+    @inlinable public mutating func writeBytes(_ value: [UInt8]) { bytes.append(contentsOf: value) }
+    @inlinable public mutating func writeBytes(_ value: ArraySlice<UInt8>) { bytes.append(contentsOf: value) }
+    @inlinable public mutating func writeBytes(_ value: UnsafeRawBufferPointer) { bytes.append(contentsOf: value) }
 
     /// Overwrites four bytes at `index` with a big-endian value.
     public mutating func patchUInt32(_ value: UInt32, at index: Int) {

@@ -1,5 +1,11 @@
 /// Builds a record batch v2, as a Kafka producer would: for tests, the chat
 /// gateway and the load tool.
+///
+/// Records are encoded as they are appended (the batch's first timestamp is
+/// its base, as the Java producer does; a later, smaller timestamp gets a
+/// negative delta), so `build` only compresses, writes the header and
+/// computes the CRC: a load generator appends hundreds of thousands of
+/// records a second through here.
 public struct RecordBatchBuilder: Sendable {
     public var baseOffset: Int64 = 0
     public var partitionLeaderEpoch: Int32 = -1
@@ -11,41 +17,55 @@ public struct RecordBatchBuilder: Sendable {
     public var baseSequence: Int32 = -1
     public var isTransactional = false
     public var isControl = false
-    private var records: [(timestamp: Int64, key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader])] = []
+    public private(set) var recordsCount = 0
+    private var baseTimestamp: Int64 = 0
+    private var maxTimestamp: Int64 = 0
+    /// The encoded records (uncompressed).
+    private var payload = ByteWriter()
+    /// One record's body, reused: its length prefix comes first.
+    private var body = ByteWriter(capacity: 64)
 
-    public init(compression: CompressionCodec = .none) {
+    /// `capacity`: the encoded bytes expected, reserved up front so the
+    /// payload is not copied as it grows.
+    public init(compression: CompressionCodec = .none, capacity: Int = 0) {
         self.compression = compression
+        payload = ByteWriter(capacity: capacity)
     }
 
-    public var recordsCount: Int { records.count }
+    /// Encoded bytes so far, before compression and the 61-byte header.
+    public var payloadBytesCount: Int { payload.count }
 
     public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) {
-        precondition(records.count < Limits.recordsPerBatchMax, "batch record limit reached")
-        records.append((timestamp, key, value, headers))
+        precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
+        if recordsCount == 0 {
+            baseTimestamp = timestamp
+            maxTimestamp = timestamp
+        } else if timestamp > maxTimestamp {
+            maxTimestamp = timestamp
+        }
+        body.bytes.removeAll(keepingCapacity: true)
+        body.writeInt8(0)
+        body.writeVarlong(timestamp - baseTimestamp)
+        body.writeVarint(Int32(recordsCount))
+        var length = body.count + Self.nullableLength(key) + Self.nullableLength(value)
+        var headerBytes = ByteWriter()
+        headerBytes.writeVarint(Int32(headers.count))
+        for header in headers {
+            Self.writeNullable(&headerBytes, header.key)
+            Self.writeNullable(&headerBytes, header.value)
+        }
+        length += headerBytes.count
+        payload.writeVarint(Int32(length))
+        payload.writeBytes(body.bytes)
+        Self.writeNullable(&payload, key)
+        Self.writeNullable(&payload, value)
+        payload.writeBytes(headerBytes.bytes)
+        recordsCount += 1
     }
 
     /// The batch's bytes, CRC included. At least one record must have been appended.
     public func build() -> [UInt8] {
-        precondition(!records.isEmpty, "a record batch needs at least one record")
-        let baseTimestamp = records.map(\.timestamp).min()!
-        let maxTimestamp = records.map(\.timestamp).max()!
-        var payload = ByteWriter(capacity: records.reduce(0) { $0 + ($1.value?.count ?? 0) + ($1.key?.count ?? 0) + 16 })
-        var body = ByteWriter(capacity: 256)
-        for (index, record) in records.enumerated() {
-            body.bytes.removeAll(keepingCapacity: true)
-            body.writeInt8(0)
-            body.writeVarlong(record.timestamp - baseTimestamp)
-            body.writeVarint(Int32(index))
-            Self.writeNullable(&body, record.key)
-            Self.writeNullable(&body, record.value)
-            body.writeVarint(Int32(record.headers.count))
-            for header in record.headers {
-                Self.writeNullable(&body, header.key)
-                Self.writeNullable(&body, header.value)
-            }
-            payload.writeVarint(Int32(body.count))
-            payload.writeBytes(body.bytes)
-        }
+        precondition(recordsCount > 0, "a record batch needs at least one record")
         let records = compression == .none ? payload.bytes : Compression.compress(payload.bytes, codec: compression, xerialSnappy: xerialSnappy)
         var attributes = compression.rawValue
         if isTransactional { attributes |= 0x10 }
@@ -57,17 +77,32 @@ public struct RecordBatchBuilder: Sendable {
         writer.writeInt8(2)
         writer.writeUInt32(0)  // crc, patched below
         writer.writeInt16(attributes)
-        writer.writeInt32(Int32(self.records.count - 1))
+        writer.writeInt32(Int32(recordsCount - 1))
         writer.writeInt64(baseTimestamp)
         writer.writeInt64(maxTimestamp)
         writer.writeInt64(producerID)
         writer.writeInt16(producerEpoch)
         writer.writeInt32(baseSequence)
-        writer.writeInt32(Int32(self.records.count))
+        writer.writeInt32(Int32(recordsCount))
         writer.writeBytes(records)
         writer.patchUInt32(UInt32(writer.count - RecordBatch.lengthFieldEnd), at: 8)
         writer.patchUInt32(CRC32C.checksum(writer.bytes, from: RecordBatch.crcStart), at: 17)
         return writer.bytes
+    }
+
+    static func nullableLength(_ bytes: [UInt8]?) -> Int {
+        guard let bytes else { return 1 }
+        return varintLength(Int32(bytes.count)) + bytes.count
+    }
+
+    static func varintLength(_ value: Int32) -> Int {
+        var v = UInt32(bitPattern: (value << 1) ^ (value >> 31))
+        var count = 1
+        while v >= 0x80 {
+            v >>= 7
+            count += 1
+        }
+        return count
     }
 
     static func writeNullable(_ writer: inout ByteWriter, _ bytes: [UInt8]?) {
