@@ -9,7 +9,9 @@
 #   PAIRS=3 SECONDS_PER_RUN=10 PRODUCERS=2 OUT=bench-results BENCH_DIR=/tmp Benchmarks/compare.sh
 #
 # First a closed-loop produce (peak throughput), then e2e at half of NATS's
-# median peak (E2E_RATE overrides). Starts both servers itself on free
+# median peak (E2E_RATE overrides); WORKLOADS="produce e2e consume chat"
+# adds a consume from the start (CONSUME_COUNT messages) and the chat
+# workload at CHAT_RATE messages/s. Starts both servers itself on free
 # loopback ports and stops exactly those processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,8 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$kafka_port") 2>/dev/null
 common=(--a "kafka://127.0.0.1:$kafka_port" --b "nats://127.0.0.1:$nats_port" --pairs "$PAIRS"
         --seconds "$SECONDS_PER_RUN" --producers "$PRODUCERS")
 
+WORKLOADS=${WORKLOADS:-produce e2e}
+
 echo "== produce, closed loop, 1 KiB messages over 10,000 conversations, acks all"
 .build/release/postduif-bench compare produce "${common[@]}" --json "$OUT/produce.json" --html "$OUT/produce.html"
 
@@ -58,6 +62,18 @@ print(int(statistics.median(nats) / 2))
 PY
 )
 fi
-echo "== e2e at $E2E_RATE msgs/s (half of NATS JetStream's median peak), latency from intended send to receipt"
-.build/release/postduif-bench compare e2e "${common[@]}" --rate "$E2E_RATE" --json "$OUT/e2e.json" --html "$OUT/e2e.html"
-echo "reports: $OUT/produce.html $OUT/e2e.html"
+if [[ " $WORKLOADS " == *" e2e "* ]]; then
+    echo "== e2e at $E2E_RATE msgs/s (half of NATS JetStream's median peak), latency from intended send to receipt"
+    .build/release/postduif-bench compare e2e "${common[@]}" --rate "$E2E_RATE" --json "$OUT/e2e.json" --html "$OUT/e2e.html"
+fi
+if [[ " $WORKLOADS " == *" consume "* ]]; then
+    echo "== consume from the start of a topic filled with ${CONSUME_COUNT:-1000000} messages"
+    .build/release/postduif-bench compare consume "${common[@]}" --count "${CONSUME_COUNT:-1000000}" --stream consume \
+        --json "$OUT/consume.json" --html "$OUT/consume.html"
+fi
+if [[ " $WORKLOADS " == *" chat "* ]]; then
+    echo "== chat: ${CHAT_RATE:-5000} messages/s over 10,000 rooms (Zipf sizes up to 500, 20% online)"
+    .build/release/postduif-bench compare chat "${common[@]}" --rate "${CHAT_RATE:-5000}" --stream conversations \
+        --json "$OUT/chat.json" --html "$OUT/chat.html"
+fi
+echo "reports in $OUT"
