@@ -7,6 +7,10 @@ import Synchronization
 enum NatsEvent: Sendable {
     case info(String)
     case message(subject: String, sid: Int, reply: String?, payload: [UInt8])
+    /// A JetStream consumer's flow-control request: answer on `reply` to get more.
+    case flowControl(reply: String)
+    /// A status-only HMSG (idle heartbeat and the like).
+    case status
     case ping
     case pong
     case ok
@@ -50,6 +54,16 @@ struct NatsDecoder: ByteToMessageDecoder {
             let bytes = buffer.readBytes(length: total)!
             buffer.moveReaderIndex(forwardBy: 2)
             let reply = fields.count == 4 + counts ? String(fields[3]) : nil
+            if headered && headerBytes == total {
+                // Headers only: a status such as "NATS/1.0 100 FlowControl Request".
+                let header = String(decoding: bytes, as: UTF8.self)
+                if header.contains("FlowControl"), let reply {
+                    context.fireChannelRead(wrapInboundOut(.flowControl(reply: reply)))
+                } else {
+                    context.fireChannelRead(wrapInboundOut(.status))
+                }
+                return .continue
+            }
             context.fireChannelRead(wrapInboundOut(.message(subject: String(fields[1]), sid: sid, reply: reply, payload: Array(bytes[headerBytes...]))))
         case "PING":
             buffer.moveReaderIndex(forwardBy: lineLength)
@@ -99,6 +113,13 @@ final class NatsHandler: ChannelInboundHandler, @unchecked Sendable {
             pongWaiters.popFirst()?.succeed(())
         case .message(let subject, _, _, let payload) where replyWaiters[subject] != nil:
             replyWaiters.removeValue(forKey: subject)!.succeed(payload)
+        case .flowControl(let reply):
+            // Flow control is what keeps a fast JetStream consumer from
+            // overrunning this client (and the server from cutting it off
+            // as a slow consumer): answer after the messages before it.
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "PUB \(reply) 0\r\n\r\n")), promise: nil)
+        case .status:
+            break
         case .error(let line):
             pending.append(event)
             let error = TargetError.refused("NATS server: \(line)")

@@ -51,7 +51,7 @@ public struct NatsTarget: Target {
         let deliver = "_DELIVER.\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
         connection.subscribe(deliver, sid: 2)
         try await connection.ping()
-        let config = #"{"stream_name":"\#(stream)","config":{"deliver_subject":"\#(deliver)","deliver_policy":"\#(fromStart ? "all" : "new")","ack_policy":"none","replay_policy":"instant"}}"#
+        let config = #"{"stream_name":"\#(stream)","config":{"deliver_subject":"\#(deliver)","deliver_policy":"\#(fromStart ? "all" : "new")","ack_policy":"none","replay_policy":"instant","flow_control":true,"idle_heartbeat":5000000000}}"#
         let requester = try await NatsConnection.connect(host: host, port: port)
         defer { Task { await requester.close() } }
         let answer = try await requester.request("$JS.API.CONSUMER.CREATE.\(stream)", payload: Array(config.utf8))
@@ -198,12 +198,27 @@ final class NatsSubscriber: Subscriber {
                 messages.append(ReceivedMessage(key: key, value: payload))
             }
         }
-        guard !messages.isEmpty, let handle = handler.withLock({ $0 }) else { return }
-        handle(messages)
+        guard !messages.isEmpty else { return }
+        // The consumer pushes from the moment it exists, maybe before `run`
+        // installed the handler: keep those messages rather than lose them.
+        let handle = handler.withLock { handle -> (@Sendable ([ReceivedMessage]) -> Void)? in
+            if handle == nil { early.withLock { $0 += messages } }
+            return handle
+        }
+        handle?(messages)
     }
 
+    private let early = Mutex<[ReceivedMessage]>([])
+
     func run(pollMilliseconds: Int, shouldStop: @escaping @Sendable () -> Bool, handle: @escaping @Sendable ([ReceivedMessage]) -> Void) async throws {
-        handler.withLock { $0 = handle }
+        let waiting = handler.withLock { installed -> [ReceivedMessage] in
+            installed = handle
+            return early.withLock { early in
+                defer { early = [] }
+                return early
+            }
+        }
+        if !waiting.isEmpty { handle(waiting) }
         while !shouldStop() && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(min(pollMilliseconds, 50)))
         }
