@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
     ],
     targets: [
         // System libraries from Debian's -dev packages, found through pkg-config.
@@ -59,6 +60,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The coordination protocol and etcd behind it (ADR 0009).
+        .target(
+            name: "Coordination",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Cluster control: the controller state machine (pure), and later the
+        // drivers that apply it through Coordination.
+        .target(name: "Cluster", dependencies: ["Coordination"], swiftSettings: strictSettings),
         .target(
             name: "Broker",
             dependencies: [
@@ -117,6 +131,8 @@ let package = Package(
             dependencies: ["Broker", "LogStore", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination"], swiftSettings: strictSettings),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster"], swiftSettings: strictSettings),
         .testTarget(
             name: "BenchTests",
             dependencies: ["BenchCore"],

@@ -1,0 +1,192 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+
+/// etcd v3 through its JSON gateway (grpc-gateway: POST /v3/..., keys and
+/// values base64, 64-bit integers as strings), over AsyncHTTPClient. ADR
+/// 0009 says why the gateway rather than gRPC.
+///
+/// Several endpoints may be given: a call goes to the first that answers,
+/// and a transport failure moves on to the next.
+public final class EtcdClient: Coordination {
+    public let endpoints: [String]
+    let client: HTTPClient
+    let timeout: TimeAmount
+
+    public init(endpoints: [String], timeout: TimeAmount = .seconds(5), client: HTTPClient = .shared) {
+        precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.timeout = timeout
+        self.client = client
+    }
+
+    // MARK: Calls
+
+    /// POSTs `body` to `path` on the first endpoint that answers; returns the decoded JSON object.
+    func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+        let payload = try JSONSerialization.data(withJSONObject: body)
+        var failures: [String] = []
+        for endpoint in endpoints {
+            var request = HTTPClientRequest(url: endpoint + path)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: payload))
+            let response: HTTPClientResponse
+            let bytes: ByteBuffer
+            do {
+                response = try await client.execute(request, timeout: timeout)
+                bytes = try await response.body.collect(upTo: 64 << 20)
+            } catch {
+                failures.append("\(endpoint): \(error)")
+                continue
+            }
+            let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] ?? [:]
+            guard response.status == .ok else {
+                let message = object["message"] as? String ?? object["error"] as? String ?? String(buffer: bytes)
+                throw CoordinationError.refused("\(path): HTTP \(response.status.code) \(message)")
+            }
+            return object
+        }
+        throw CoordinationError.unavailable(failures.joined(separator: "; "))
+    }
+
+    static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+    static func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+
+    static func int64(_ value: Any?) -> Int64 {
+        switch value {
+        case let text as String: Int64(text) ?? 0
+        case let number as NSNumber: number.int64Value
+        default: 0
+        }
+    }
+
+    static func revision(of object: [String: Any]) -> Int64 {
+        int64((object["header"] as? [String: Any])?["revision"])
+    }
+
+    static func keyValue(_ object: [String: Any]) -> KeyValue {
+        let key = (object["key"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let value = (object["value"] as? String).flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } ?? []
+        return KeyValue(key: key, value: value, modRevision: int64(object["mod_revision"]),
+                        createRevision: int64(object["create_revision"]), lease: int64(object["lease"]))
+    }
+
+    // MARK: Coordination
+
+    public func get(_ key: String) async throws -> KeyValue? {
+        let answer = try await call("/v3/kv/range", ["key": Self.base64(key)])
+        return (answer["kvs"] as? [[String: Any]])?.first.map(Self.keyValue)
+    }
+
+    public func list(prefix: String) async throws -> (keyValues: [KeyValue], revision: Int64) {
+        let answer = try await call("/v3/kv/range", ["key": Self.base64(prefix), "range_end": Self.base64(prefixEnd(prefix))])
+        let keyValues = (answer["kvs"] as? [[String: Any]] ?? []).map(Self.keyValue)
+        return (keyValues, Self.revision(of: answer))
+    }
+
+    public func put(_ key: String, _ value: [UInt8], lease: Int64) async throws -> Int64 {
+        var body: [String: Any] = ["key": Self.base64(key), "value": Self.base64(value)]
+        if lease != 0 { body["lease"] = String(lease) }
+        do {
+            return Self.revision(of: try await call("/v3/kv/put", body))
+        } catch CoordinationError.refused(let message) where message.contains("lease not found") {
+            throw CoordinationError.leaseNotFound(lease)
+        }
+    }
+
+    public func compareAndSwap(_ key: String, expected: Int64, value: [UInt8], lease: Int64) async throws -> Int64? {
+        var put: [String: Any] = ["key": Self.base64(key), "value": Self.base64(value)]
+        if lease != 0 { put["lease"] = String(lease) }
+        let body: [String: Any] = [
+            "compare": [["key": Self.base64(key), "target": "MOD", "result": "EQUAL", "mod_revision": String(expected)]],
+            "success": [["request_put": put]],
+        ]
+        do {
+            let answer = try await call("/v3/kv/txn", body)
+            return answer["succeeded"] as? Bool == true ? Self.revision(of: answer) : nil
+        } catch CoordinationError.refused(let message) where message.contains("lease not found") {
+            throw CoordinationError.leaseNotFound(lease)
+        }
+    }
+
+    public func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
+        let body: [String: Any] = [
+            "compare": [["key": Self.base64(key), "target": "MOD", "result": "EQUAL", "mod_revision": String(expected)]],
+            "success": [["request_delete_range": ["key": Self.base64(key)]]],
+        ]
+        return try await call("/v3/kv/txn", body)["succeeded"] as? Bool == true
+    }
+
+    public func grantLease(ttlSeconds: Int64) async throws -> Int64 {
+        let answer = try await call("/v3/lease/grant", ["TTL": String(ttlSeconds)])
+        let id = Self.int64(answer["ID"])
+        guard id != 0 else { throw CoordinationError.refused("lease grant answered without an ID: \(answer)") }
+        return id
+    }
+
+    public func keepAlive(lease: Int64) async throws {
+        // A streaming call on the gateway: one request, one result line.
+        let answer = try await call("/v3/lease/keepalive", ["ID": String(lease)])
+        let result = answer["result"] as? [String: Any] ?? answer
+        // An expired or unknown lease comes back with no TTL (zero).
+        guard Self.int64(result["TTL"]) > 0 else { throw CoordinationError.leaseNotFound(lease) }
+    }
+
+    public func revokeLease(_ lease: Int64) async throws {
+        do {
+            _ = try await call("/v3/lease/revoke", ["ID": String(lease)])
+        } catch CoordinationError.refused(let message) where message.contains("lease not found") {
+            throw CoordinationError.leaseNotFound(lease)
+        }
+    }
+
+    public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self, throwing: (any Error).self)
+        let task = Task { [endpoints, client] in
+            let body: [String: Any] = ["create_request": [
+                "key": Self.base64(prefix), "range_end": Self.base64(prefixEnd(prefix)), "start_revision": String(fromRevision),
+            ]]
+            do {
+                let payload = try JSONSerialization.data(withJSONObject: body)
+                var request = HTTPClientRequest(url: endpoints[0] + "/v3/watch")
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(data: payload))
+                // No deadline: a watch lasts until it is cancelled.
+                let response = try await client.execute(request, deadline: .distantFuture)
+                guard response.status == .ok else {
+                    throw CoordinationError.refused("watch: HTTP \(response.status.code)")
+                }
+                var pending = Data()
+                for try await chunk in response.body {
+                    pending.append(Data(buffer: chunk))
+                    // The gateway sends one JSON object per line.
+                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = pending[pending.startIndex..<newline]
+                        pending = Data(pending[pending.index(after: newline)...])
+                        guard !line.isEmpty, let object = try JSONSerialization.jsonObject(with: line) as? [String: Any] else { continue }
+                        if let error = object["error"] as? [String: Any] {
+                            throw CoordinationError.refused("watch: \(error["message"] ?? error)")
+                        }
+                        let result = object["result"] as? [String: Any] ?? [:]
+                        let compacted = Self.int64(result["compact_revision"])
+                        if compacted > 0 { throw CoordinationError.compacted(compacted) }
+                        if result["canceled"] as? Bool == true { throw CoordinationError.refused("watch canceled: \(result["cancel_reason"] ?? "")") }
+                        for event in result["events"] as? [[String: Any]] ?? [] {
+                            let kind: WatchEvent.Kind = (event["type"] as? String) == "DELETE" ? .delete : .put
+                            let keyValue = Self.keyValue(event["kv"] as? [String: Any] ?? [:])
+                            continuation.yield(WatchEvent(kind: kind, keyValue: keyValue))
+                        }
+                    }
+                }
+                continuation.finish(throwing: CoordinationError.unavailable("the watch stream ended"))
+            } catch {
+                continuation.finish(throwing: error is CancellationError ? nil : error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+}

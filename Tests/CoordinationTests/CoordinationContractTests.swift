@@ -1,0 +1,161 @@
+import Foundation
+import Testing
+
+@testable import Coordination
+
+/// A real etcd (Debian's etcd-server) on free loopback ports, with its data
+/// in a temporary folder; stopped by its PID.
+final class EtcdProcess: @unchecked Sendable {
+    let process = Process()
+    let dataDirectory = NSTemporaryDirectory() + "postduif-etcd-\(UUID().uuidString)"
+    let clientPort: Int
+    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+
+    static func freePort() -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    init() throws {
+        clientPort = Self.freePort()
+        let peerPort = Self.freePort()
+        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let binary else { throw CoordinationError.unavailable("etcd is missing: make deps installs etcd-server") }
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--name", "test", "--data-dir", dataDirectory,
+            "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", "test=http://127.0.0.1:\(peerPort)",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func waitReady() async throws {
+        let client = EtcdClient(endpoints: [endpoint], timeout: .seconds(1))
+        for _ in 0..<100 {
+            if (try? await client.list(prefix: "/")) != nil { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CoordinationError.unavailable("etcd did not start on \(endpoint)")
+    }
+
+    deinit {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+    }
+}
+
+/// The same contract for both implementations: what the controller relies on.
+func contract(_ store: any Coordination, expire: (Int64) async throws -> Void) async throws {
+    let prefix = "/contract-\(UUID().uuidString)/"
+    #expect(try await store.get(prefix + "missing") == nil)
+
+    // put / get / list
+    let first = try await store.put(prefix + "a", Array("one".utf8))
+    let a = try #require(try await store.get(prefix + "a"))
+    #expect(a.value == Array("one".utf8))
+    #expect(a.modRevision == first)
+    try await store.put(prefix + "b", Array("two".utf8))
+    let listed = try await store.list(prefix: prefix)
+    #expect(listed.keyValues.map(\.key) == [prefix + "a", prefix + "b"])
+    #expect(listed.revision >= first)
+
+    // compare-and-swap: only from the expected revision; 0 means "absent".
+    #expect(try await store.compareAndSwap(prefix + "a", expected: first - 1, value: Array("lost".utf8)) == nil)
+    #expect(try await store.get(prefix + "a")?.value == Array("one".utf8))
+    let swapped = try #require(try await store.compareAndSwap(prefix + "a", expected: first, value: Array("uno".utf8)))
+    #expect(swapped > first)
+    #expect(try await store.compareAndSwap(prefix + "c", expected: 0, value: Array("new".utf8)) != nil)
+    #expect(try await store.compareAndSwap(prefix + "c", expected: 0, value: Array("again".utf8)) == nil)
+
+    // compare-and-delete
+    let c = try #require(try await store.get(prefix + "c"))
+    #expect(try await store.compareAndDelete(prefix + "c", expected: c.modRevision + 100) == false)
+    #expect(try await store.compareAndDelete(prefix + "c", expected: c.modRevision) == true)
+    #expect(try await store.get(prefix + "c") == nil)
+
+    // watch from a revision: history first, then live changes, in order.
+    let watchStart = try await store.put(prefix + "w/1", Array("x".utf8))
+    var events = store.watch(prefix: prefix + "w/", fromRevision: watchStart).makeAsyncIterator()
+    try await store.put(prefix + "w/2", Array("y".utf8))
+    let w2 = try #require(try await store.get(prefix + "w/2"))
+    #expect(try await store.compareAndDelete(prefix + "w/1", expected: watchStart))
+    let seen1 = try #require(try await events.next())
+    let seen2 = try #require(try await events.next())
+    let seen3 = try #require(try await events.next())
+    #expect(seen1.kind == .put && seen1.keyValue.key == prefix + "w/1" && seen1.keyValue.modRevision == watchStart)
+    #expect(seen2.kind == .put && seen2.keyValue.key == prefix + "w/2" && seen2.keyValue.value == Array("y".utf8) && seen2.keyValue.modRevision == w2.modRevision)
+    #expect(seen3.kind == .delete && seen3.keyValue.key == prefix + "w/1")
+
+    // leases: a key under a lease goes when the lease ends.
+    let lease = try await store.grantLease(ttlSeconds: 30)
+    try await store.put(prefix + "leased", Array("alive".utf8), lease: lease)
+    try await store.keepAlive(lease: lease)
+    #expect(try await store.get(prefix + "leased")?.lease == lease)
+    try await expire(lease)
+    #expect(try await store.get(prefix + "leased") == nil)
+    await #expect(throws: CoordinationError.leaseNotFound(lease)) { try await store.keepAlive(lease: lease) }
+    await #expect(throws: CoordinationError.leaseNotFound(lease)) { try await store.put(prefix + "late", [1], lease: lease) }
+}
+
+@Suite struct CoordinationContractTests {
+    @Test func inMemoryKeepsTheContract() async throws {
+        let store = InMemoryCoordination()
+        try await contract(store) { store.expire(lease: $0) }
+    }
+
+    @Test func etcdKeepsTheContract() async throws {
+        let etcd = try EtcdProcess()
+        try await etcd.waitReady()
+        let store = EtcdClient(endpoints: [etcd.endpoint])
+        try await contract(store) { try await store.revokeLease($0) }
+    }
+
+    @Test func aLeaseExpiresWithoutKeepAlive() async throws {
+        let etcd = try EtcdProcess()
+        try await etcd.waitReady()
+        let store = EtcdClient(endpoints: [etcd.endpoint])
+        // etcd's shortest lease is its minimum TTL (about 1.5 s with a 100 ms heartbeat).
+        let lease = try await store.grantLease(ttlSeconds: 1)
+        _ = try await store.put("/expiring", [1], lease: lease)
+        var gone = false
+        for _ in 0..<100 where !gone {
+            try await Task.sleep(for: .milliseconds(100))
+            gone = try await store.get("/expiring") == nil
+        }
+        #expect(gone, "a key under an unrenewed lease outlived it")
+    }
+
+    @Test func anUnreachableEtcdIsAClearError() async throws {
+        let store = EtcdClient(endpoints: ["http://127.0.0.1:\(EtcdProcess.freePort())"], timeout: .seconds(1))
+        await #expect(throws: CoordinationError.self) { _ = try await store.get("/x") }
+        do {
+            _ = try await store.get("/x")
+        } catch let error as CoordinationError {
+            guard case .unavailable = error else {
+                Issue.record("expected unavailable, got \(error)")
+                return
+            }
+        }
+    }
+
+    @Test func prefixEndFollowsEtcdsConvention() {
+        #expect(prefixEnd("/a/") == Array("/a0".utf8))
+        #expect(prefixEnd("ab") == Array("ac".utf8))
+    }
+}
