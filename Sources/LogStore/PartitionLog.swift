@@ -279,6 +279,26 @@ public final class PartitionLog: Sendable {
         return PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil)
     }
 
+    /// A follower's append: a batch as the leader stored it, offsets and
+    /// leader epoch already assigned, kept byte for byte. Its base offset
+    /// must be this log's end offset (a follower truncates to the leader's
+    /// history before it fetches). Producer sequences and the conversation
+    /// index are recorded as on the leader, so the follower can lead next.
+    public func appendReplica(_ bytes: [UInt8]) async throws -> AppendResult {
+        let batch: RecordBatch
+        var conversations: [[UInt8]] = []
+        do {
+            batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
+            if configuration.conversationIndex {
+                conversations = try PartitionLog.conversationKeys(of: batch)
+            }
+        } catch {
+            throw LogStoreError(.batchRefused(error), "replicated batch refused for \(topicName)/\(index): \(error)")
+        }
+        let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: batch.partitionLeaderEpoch, replica: true)
+        return try await PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil).durable()
+    }
+
     static func conversationKeys(of batch: RecordBatch) throws(RecordBatchError) -> [[UInt8]] {
         try batch.recordKeys().enumerated().map { (position, key) throws(RecordBatchError) -> [UInt8] in
             guard let key, !key.isEmpty else {
@@ -291,7 +311,10 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    private func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32) throws(LogStoreError) -> (AppendResult, UInt64) {
+    /// `replica`: the batch comes from the leader with its offsets and epoch
+    /// set; it is stored unchanged and its producer sequences are recorded
+    /// without being judged (the leader judged them).
+    private func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32, replica: Bool = false) throws(LogStoreError) -> (AppendResult, UInt64) {
         try state.withLock { state throws(LogStoreError) -> (AppendResult, UInt64) in
             guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
             if let failure = context.groupCommit.failed {
@@ -300,8 +323,13 @@ public final class PartitionLog: Sendable {
             if let last = state.epochs.last, leaderEpoch < last.epoch {
                 throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
             }
+            if replica && incoming.baseOffset != state.logEndOffset {
+                throw LogStoreError(.offsetOutOfRange, "replicated batch at offset \(incoming.baseOffset) does not follow the log end offset \(state.logEndOffset) of \(topicName)/\(index)")
+            }
             var producerEntry: ProducerEntry? = nil
-            if incoming.producerID >= 0 {
+            if incoming.producerID >= 0 && replica {
+                producerEntry = state.producers[incoming.producerID]
+            } else if incoming.producerID >= 0 {
                 producerEntry = state.producers[incoming.producerID]
                 let verdict = try ProducerEntry.verdict(
                     for: producerEntry, epoch: incoming.producerEpoch,
@@ -321,6 +349,7 @@ public final class PartitionLog: Sendable {
             // The stamp changes only the first 16 bytes (outside the CRC): write
             // them and the untouched rest as two parts, copying the batch once,
             // into RocksDB, rather than first into a stamped array.
+            // A replica's batch already carries these values: the stamp changes nothing.
             let stamped = batch.stampedPrefix(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
             stamped.withUnsafeBytes { head in
                 batch.bytes.withUnsafeBytes { whole in
