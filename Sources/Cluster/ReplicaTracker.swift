@@ -1,0 +1,84 @@
+/// A partition leader's view of its followers: their log end offsets (from
+/// the offsets they fetch at), the high watermark (the smallest log end
+/// offset in the ISR, never moving back), and which followers should leave
+/// or join the ISR. Pure: the leader applies ISR changes through etcd
+/// compare-and-swap first, then tells the tracker (`isrChanged`).
+public struct ReplicaTracker: Sendable, Equatable {
+    public let leader: Int32
+    public let replicas: [Int32]
+    public private(set) var isr: Set<Int32>
+    public private(set) var highWatermark: Int64
+    /// A follower that has not caught up with the leader for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
+    public let lagMaxMilliseconds: Int64
+
+    private var leaderLogEnd: Int64
+    private var followerLogEnd: [Int32: Int64] = [:]
+    /// When each follower was last at the leader's log end (milliseconds on the caller's clock).
+    private var caughtUp: [Int32: Int64] = [:]
+
+    public init(leader: Int32, replicas: [Int32], isr: Set<Int32>, leaderLogEnd: Int64, highWatermark: Int64, now: Int64, lagMaxMilliseconds: Int64 = 30_000) {
+        self.leader = leader
+        self.replicas = replicas
+        self.isr = isr.union([leader])
+        self.leaderLogEnd = leaderLogEnd
+        self.highWatermark = highWatermark
+        self.lagMaxMilliseconds = lagMaxMilliseconds
+        // A new leader gives every follower a full lag period to show up.
+        for replica in replicas where replica != leader { caughtUp[replica] = now }
+    }
+
+    /// The leader's own log end offset moved (its append became durable).
+    public mutating func leaderAppended(logEndOffset: Int64) -> Bool {
+        leaderLogEnd = max(leaderLogEnd, logEndOffset)
+        return advanceHighWatermark()
+    }
+
+    /// A follower fetched from `offset`: everything before it is in its log.
+    /// Returns true when the high watermark moved.
+    public mutating func followerFetched(_ replica: Int32, offset: Int64, now: Int64) -> Bool {
+        guard replica != leader, replicas.contains(replica) else { return false }
+        followerLogEnd[replica] = offset
+        if offset >= leaderLogEnd { caughtUp[replica] = now }
+        return advanceHighWatermark()
+    }
+
+    public func logEnd(of replica: Int32) -> Int64? {
+        replica == leader ? leaderLogEnd : followerLogEnd[replica]
+    }
+
+    /// The ISR the leader should write to etcd now, or nil to keep it:
+    /// followers that lagged past the limit leave; followers out of the ISR
+    /// that reached the high watermark join.
+    public func proposedISR(now: Int64) -> Set<Int32>? {
+        var next = isr
+        for replica in isr where replica != leader {
+            if now - (caughtUp[replica] ?? now) > lagMaxMilliseconds { next.remove(replica) }
+        }
+        for replica in replicas where replica != leader && !isr.contains(replica) {
+            if let end = followerLogEnd[replica], end >= highWatermark, end >= leaderLogEnd || now - (caughtUp[replica] ?? .min) <= lagMaxMilliseconds {
+                next.insert(replica)
+            }
+        }
+        return next == isr ? nil : next
+    }
+
+    /// The ISR as etcd now holds it (after the leader's compare-and-swap).
+    public mutating func isrChanged(to isr: Set<Int32>) -> Bool {
+        self.isr = isr.union([leader])
+        return advanceHighWatermark()
+    }
+
+    /// The high watermark is the smallest log end offset in the ISR.
+    private mutating func advanceHighWatermark() -> Bool {
+        let ends = isr.map { $0 == leader ? leaderLogEnd : (followerLogEnd[$0] ?? highWatermark) }
+        let candidate = ends.min() ?? leaderLogEnd
+        guard candidate > highWatermark else { return false }
+        highWatermark = candidate
+        return true
+    }
+
+    /// Whether an acks=all produce may be taken: enough replicas in sync.
+    public func acceptsAcksAll(minInsyncReplicas: Int) -> Bool {
+        isr.count >= minInsyncReplicas
+    }
+}

@@ -1,0 +1,84 @@
+import Testing
+
+@testable import Cluster
+
+@Suite struct ReplicaTrackerTests {
+    func tracker() -> ReplicaTracker {
+        ReplicaTracker(leader: 1, replicas: [1, 2, 3], isr: [1, 2, 3], leaderLogEnd: 0, highWatermark: 0, now: 0, lagMaxMilliseconds: 1000)
+    }
+
+    @Test func theHighWatermarkIsTheSlowestInSyncReplicasEnd() {
+        var t = tracker()
+        var moved = t.leaderAppended(logEndOffset: 10)
+        #expect(!moved && t.highWatermark == 0)
+        moved = t.followerFetched(2, offset: 10, now: 5)
+        #expect(!moved && t.highWatermark == 0)  // 3 has not fetched yet
+        moved = t.followerFetched(3, offset: 4, now: 6)
+        #expect(moved && t.highWatermark == 4)
+        moved = t.followerFetched(3, offset: 10, now: 7)
+        #expect(moved && t.highWatermark == 10)
+        // Never back: a follower refetching an older offset (after a restart) does not lower it.
+        moved = t.followerFetched(3, offset: 2, now: 8)
+        #expect(!moved && t.highWatermark == 10)
+    }
+
+    @Test func aLaggingFollowerLeavesTheISRAndTheHighWatermarkMovesOn() throws {
+        var t = tracker()
+        _ = t.leaderAppended(logEndOffset: 10)
+        _ = t.followerFetched(2, offset: 10, now: 100)
+        _ = t.followerFetched(3, offset: 3, now: 100)
+        #expect(t.highWatermark == 3)
+        #expect(t.proposedISR(now: 900) == nil)  // within the lag limit
+        // 2 keeps fetching at the end; 3 stays behind for more than the limit.
+        _ = t.followerFetched(2, offset: 10, now: 1150)
+        let shrunk = try #require(t.proposedISR(now: 1200))
+        #expect(shrunk == [1, 2])
+        let moved = t.isrChanged(to: shrunk)
+        #expect(moved && t.highWatermark == 10)
+        #expect(t.acceptsAcksAll(minInsyncReplicas: 2))
+        #expect(!t.acceptsAcksAll(minInsyncReplicas: 3))
+        // 3 catches up: it joins again.
+        _ = t.followerFetched(3, offset: 10, now: 1300)
+        #expect(t.proposedISR(now: 1300) == [1, 2, 3])
+    }
+
+    @Test func aFollowerBehindTheHighWatermarkDoesNotJoin() {
+        var t = tracker()
+        _ = t.leaderAppended(logEndOffset: 10)
+        _ = t.followerFetched(2, offset: 10, now: 0)
+        _ = t.followerFetched(3, offset: 10, now: 0)
+        _ = t.isrChanged(to: [1, 2])
+        _ = t.leaderAppended(logEndOffset: 20)
+        _ = t.followerFetched(2, offset: 20, now: 4000)
+        #expect(t.highWatermark == 20)
+        _ = t.followerFetched(3, offset: 15, now: 5000)
+        #expect(t.proposedISR(now: 5000) == nil)
+        _ = t.followerFetched(2, offset: 20, now: 5050)
+        _ = t.followerFetched(3, offset: 20, now: 5100)
+        #expect(t.proposedISR(now: 5100) == [1, 2, 3])
+    }
+
+    @Test func aFollowerThatStopsFetchingFallsOutEvenWhenNothingIsWritten() {
+        var t = tracker()
+        _ = t.followerFetched(2, offset: 0, now: 10)
+        _ = t.followerFetched(3, offset: 0, now: 10)
+        _ = t.followerFetched(2, offset: 0, now: 1500)
+        #expect(t.proposedISR(now: 1500) == [1, 2])
+    }
+
+    @Test func fetchesFromStrangersAreIgnored() {
+        var t = tracker()
+        _ = t.leaderAppended(logEndOffset: 5)
+        let moved = t.followerFetched(9, offset: 5, now: 0)
+        #expect(!moved)
+        #expect(t.logEnd(of: 9) == nil)
+        #expect(t.logEnd(of: 1) == 5)
+    }
+
+    @Test func aLeaderAloneInItsISRCommitsWhatItWrites() {
+        var t = ReplicaTracker(leader: 1, replicas: [1, 2, 3], isr: [1], leaderLogEnd: 0, highWatermark: 0, now: 0)
+        let moved = t.leaderAppended(logEndOffset: 7)
+        #expect(moved && t.highWatermark == 7)
+        #expect(!t.acceptsAcksAll(minInsyncReplicas: 2))
+    }
+}
