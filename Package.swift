@@ -72,7 +72,11 @@ let package = Package(
         ),
         // Cluster control: the controller state machine (pure), and later the
         // drivers that apply it through Coordination.
-        .target(name: "Cluster", dependencies: ["Coordination"], swiftSettings: strictSettings),
+        .target(
+            name: "Cluster",
+            dependencies: ["Coordination", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Broker",
             dependencies: [
@@ -132,7 +136,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"], swiftSettings: strictSettings),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "Broker", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "BenchTests",
             dependencies: ["BenchCore"],

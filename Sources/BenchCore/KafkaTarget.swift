@@ -274,7 +274,7 @@ final class KafkaSubscriber: Subscriber {
                     throw TargetError.refused("fetch from \(topic)/\(partition.index): error \(partition.errorCode)")
                 }
                 for blob in partition.batches {
-                    for batch in Self.splitBatches(blob) where batch.baseOffset + Int64(batch.lastOffsetDelta) >= offsets[Int(partition.index)] {
+                    for batch in try RecordBatch.split(stored: blob) where batch.baseOffset + Int64(batch.lastOffsetDelta) >= offsets[Int(partition.index)] {
                         for (position, record) in try batch.records().enumerated() where batch.baseOffset + Int64(position) >= offsets[Int(partition.index)] {
                             received.append(ReceivedMessage(key: record.key, value: record.value))
                         }
@@ -284,20 +284,6 @@ final class KafkaSubscriber: Subscriber {
             }
             if !received.isEmpty { handle(received) }
         }
-    }
-
-    /// The whole batches in a partition's records field (a last partial one is dropped, as Kafka allows).
-    static func splitBatches(_ bytes: [UInt8]) -> [RecordBatch] {
-        var batches: [RecordBatch] = []
-        var start = 0
-        while bytes.count - start >= 12 {
-            let length = Int(bytes[start + 8]) << 24 | Int(bytes[start + 9]) << 16 | Int(bytes[start + 10]) << 8 | Int(bytes[start + 11])
-            let end = start + 12 + length
-            guard length > 0, end <= bytes.count, let batch = try? RecordBatch(storedBytes: Array(bytes[start..<end])) else { break }
-            batches.append(batch)
-            start = end
-        }
-        return batches
     }
 
     func close() async {

@@ -407,7 +407,7 @@ public final class Broker: Sendable {
         let responseBytesMax = Int(max(request.maxBytes, 0))
         let topics = request.topics.map { topic in
             FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { requested in
-                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total)
+                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total, replica: request.replicaID >= 0)
                 total += bytes
                 failed = failed || error
                 return partition
@@ -416,7 +416,10 @@ public final class Broker: Sendable {
         return (FetchResponse(topics: topics), total, failed)
     }
 
-    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int) -> (FetchResponse.Partition, Int, Bool) {
+    /// `replica`: a follower's fetch (a replica id in the request), which
+    /// reads up to the log end rather than the high watermark: it must copy
+    /// what is not yet committed for the high watermark to move.
+    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int, replica: Bool = false) -> (FetchResponse.Partition, Int, Bool) {
         func failure(_ code: ErrorCode, highWatermark: Int64 = -1, logStartOffset: Int64 = -1) -> (FetchResponse.Partition, Int, Bool) {
             // HW, LSO and log start offset are filled on error paths too: clients read them.
             (FetchResponse.Partition(index: requested.index, errorCode: code.rawValue, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStartOffset, batches: []), 0, true)
@@ -431,15 +434,16 @@ public final class Broker: Sendable {
             if requested.currentLeaderEpoch < current { return failure(.fencedLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
             if requested.currentLeaderEpoch > current { return failure(.unknownLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
         }
-        guard requested.fetchOffset >= logStart && requested.fetchOffset <= highWatermark else {
+        let readable = replica ? partition.logEndOffset : highWatermark
+        guard requested.fetchOffset >= logStart && requested.fetchOffset <= readable else {
             return failure(.offsetOutOfRange, highWatermark: highWatermark, logStartOffset: logStart)
         }
         let remaining = responseBytesMax - alreadyCount
         var batches: [[UInt8]] = []
-        if requested.fetchOffset < highWatermark && (remaining > 0 || alreadyCount == 0) {
+        if requested.fetchOffset < readable && (remaining > 0 || alreadyCount == 0) {
             let limit = max(1, min(Int(max(requested.partitionBytesMax, 0)), max(remaining, 0)))
             do {
-                batches = try partition.read(from: requested.fetchOffset, bytesMax: limit, maxOffset: highWatermark).batches
+                batches = try partition.read(from: requested.fetchOffset, bytesMax: limit, maxOffset: readable).batches
             } catch {
                 return failure(Self.errorCode(for: error), highWatermark: highWatermark, logStartOffset: logStart)
             }

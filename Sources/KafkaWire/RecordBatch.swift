@@ -191,6 +191,21 @@ public struct RecordBatch: Sendable, Equatable {
     /// The extra rules for a batch a client produces: no control or
     /// transactional batches, and an idempotent producer's batch carries a
     /// sequence.
+    /// The whole stored batches in a Fetch answer's records field, in order;
+    /// a last partial batch (Kafka may cut one at the byte limit) is dropped.
+    public static func split(stored bytes: [UInt8]) throws(RecordBatchError) -> [RecordBatch] {
+        var batches: [RecordBatch] = []
+        var start = 0
+        while bytes.count - start >= 12 {
+            let length = Int(bytes[start + 8]) << 24 | Int(bytes[start + 9]) << 16 | Int(bytes[start + 10]) << 8 | Int(bytes[start + 11])
+            let end = start + 12 + length
+            guard length > 0, end <= bytes.count else { break }
+            batches.append(try RecordBatch(storedBytes: Array(bytes[start..<end])))
+            start = end
+        }
+        return batches
+    }
+
     public func validateForProduce() throws(RecordBatchError) {
         if isControl { throw .controlBatchFromClient }
         if isTransactional { throw .transactional }

@@ -1,0 +1,80 @@
+import KafkaNIO
+import KafkaWire
+import LogStore
+import Logging
+
+/// A follower's copy loop for the partitions one leader leads: Fetch with
+/// this broker's replica id from the follower's log end offset, append what
+/// comes back with `appendReplica` (byte for byte), and take the leader's
+/// high watermark (never past the local log end). The leader learns each
+/// follower's log end from the offset it fetches at.
+///
+/// Not yet here: truncating to the leader's history after a leader change
+/// (OffsetForLeaderEpoch), which a follower must do before it fetches.
+public final class ReplicaFetcher: Sendable {
+    public let replicaID: Int32
+    public let leaderHost: String
+    public let leaderPort: Int
+    public let partitions: [PartitionLog]
+    let logger: Logger
+    static let fetchVersion: Int16 = 11
+
+    public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog], logger: Logger = Logger(label: "postduif.replica")) {
+        precondition(replicaID >= 0, "a replica id is a broker id, not negative")
+        self.replicaID = replicaID
+        self.leaderHost = leaderHost
+        self.leaderPort = leaderPort
+        self.partitions = partitions
+        self.logger = logger
+    }
+
+    /// Copies until the task is cancelled; reconnects after a failure.
+    public func run(maxWaitMilliseconds: Int32 = 500) async {
+        while !Task.isCancelled {
+            do {
+                let connection = try await KafkaClientConnection.connect(host: leaderHost, port: leaderPort, clientID: "postduif-replica-\(replicaID)")
+                defer { Task { await connection.close() } }
+                while !Task.isCancelled {
+                    try await fetchOnce(on: connection, maxWaitMilliseconds: maxWaitMilliseconds)
+                }
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("replica fetch failed; retrying", metadata: ["leader": "\(leaderHost):\(leaderPort)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// One Fetch round trip; returns the number of batches appended.
+    @discardableResult
+    public func fetchOnce(on connection: KafkaClientConnection, maxWaitMilliseconds: Int32 = 0) async throws -> Int {
+        let byTopic = Dictionary(grouping: partitions, by: \.topicName)
+        var request = FetchRequest(
+            maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 32 << 20,
+            topics: byTopic.keys.sorted().map { topic in
+                .init(name: topic, partitions: byTopic[topic]!.map { .init(index: $0.index, fetchOffset: $0.logEndOffset, partitionBytesMax: 8 << 20) })
+            })
+        request.replicaID = replicaID
+        var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
+        let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
+        var appended = 0
+        for topic in response.topics {
+            for answer in topic.partitions {
+                guard let log = partitions.first(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
+                guard answer.errorCode == 0 else {
+                    logger.warning("leader refused a replica fetch", metadata: ["partition": "\(topic.name)/\(answer.index)", "error": "\(answer.errorCode)"])
+                    continue
+                }
+                for blob in answer.batches {
+                    for batch in try RecordBatch.split(stored: blob) where batch.baseOffset >= log.logEndOffset {
+                        _ = try await log.appendReplica(batch.bytes)
+                        appended += 1
+                    }
+                }
+                let committed = min(answer.highWatermark, log.logEndOffset)
+                if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
+            }
+        }
+        return appended
+    }
+}

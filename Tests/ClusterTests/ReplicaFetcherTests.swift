@@ -1,0 +1,127 @@
+import Broker
+import Foundation
+import KafkaNIO
+import KafkaWire
+import LogStore
+import Logging
+import Synchronization
+import Testing
+
+@testable import Cluster
+
+/// A leader broker serving Kafka on a free loopback port, over its own store.
+final class LeaderNode: Sendable {
+    let path = NSTemporaryDirectory() + "postduif-leader-\(UUID().uuidString)"
+    let store: LogStore
+    let broker: Broker
+    let task: Task<Void, any Error>
+    let port: Int
+
+    init() async throws {
+        store = try LogStore(path: path, options: LogStoreOptions(durability: .fsync))
+        var configuration = BrokerConfiguration()
+        configuration.port = 0
+        broker = Broker(store: store, configuration: configuration, logger: Logger(label: "test-leader"))
+        let bound = AsyncStream.makeStream(of: Int.self)
+        let server = KafkaServer(broker: broker)
+        task = Task { try await server.run { bound.continuation.yield($0) } }
+        var ports = bound.stream.makeAsyncIterator()
+        port = await ports.next() ?? 0
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+        store.close()
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+@Suite struct ReplicaFetcherTests {
+    func conversationTopic(_ store: LogStore) throws -> PartitionLog {
+        try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        return try store.partition(topic: "conversations", index: 0)
+    }
+
+    func batch(_ first: Int, count: Int = 5) -> [UInt8] {
+        var builder = RecordBatchBuilder()
+        for i in first..<(first + count) {
+            builder.append(key: Array("room-\(i % 7)".utf8), value: Array("message \(i)".utf8), timestamp: 1_795_000_000_000 + Int64(i))
+        }
+        return builder.build()
+    }
+
+    func waitUntil(_ condition: () throws -> Bool) async throws -> Bool {
+        for _ in 0..<200 {
+            if try condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try condition()
+    }
+
+    @Test func aFollowerCopiesTheLeadersLogOverTheKafkaProtocol() async throws {
+        let leader = try await LeaderNode()
+        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
+        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
+        defer {
+            followerStore.close()
+            try? FileManager.default.removeItem(atPath: followerPath)
+        }
+        let leaderLog = try conversationTopic(leader.store)
+        let followerLog = try conversationTopic(followerStore)
+        for round in 0..<20 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 2) }
+        try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
+
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLog])
+        let copying = Task { await fetcher.run(maxWaitMilliseconds: 100) }
+        #expect(try await waitUntil { followerLog.logEndOffset == 100 && followerLog.highWatermark == 100 })
+
+        // Writes while the follower is attached arrive too.
+        for round in 20..<30 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 3) }
+        try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
+        #expect(try await waitUntil { followerLog.logEndOffset == 150 && followerLog.highWatermark == 150 })
+        copying.cancel()
+        await copying.value
+
+        // A follower that was away catches up from where it stopped.
+        for round in 30..<40 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 3) }
+        try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
+        let again = Task { await fetcher.run(maxWaitMilliseconds: 100) }
+        #expect(try await waitUntil { followerLog.logEndOffset == 200 })
+        again.cancel()
+        await again.value
+
+        let leaderBatches = try leaderLog.read(from: 0, bytesMax: 64 << 20).batches
+        let followerBatches = try followerLog.read(from: 0, bytesMax: 64 << 20).batches
+        #expect(followerBatches == leaderBatches)
+        #expect(followerLog.currentLeaderEpoch == 3)
+        let history = try followerLog.history(conversation: Array("room-3".utf8), limit: 100)
+        #expect(history == (try leaderLog.history(conversation: Array("room-3".utf8), limit: 100)))
+        #expect(try followerLog.verify().isEmpty)
+        await leader.stop()
+    }
+
+    @Test func aReplicaFetchReadsPastTheHighWatermarkAndAConsumerDoesNot() async throws {
+        let leader = try await LeaderNode()
+        let leaderLog = try conversationTopic(leader.store)
+        _ = try await leaderLog.append(batch(0), leaderEpoch: 0)
+        try leaderLog.advanceHighWatermark(to: 5)
+        _ = try await leaderLog.append(batch(5), leaderEpoch: 0)  // written, not committed
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        func fetch(replicaID: Int32) async throws -> (highWatermark: Int64, lastOffset: Int64?) {
+            var request = FetchRequest(maxWaitMilliseconds: 0, minBytes: 0, topics: [.init(name: "conversations", partitions: [.init(index: 0, fetchOffset: 0, partitionBytesMax: 1 << 20)])])
+            request.replicaID = replicaID
+            var reader = try await connection.request(.fetch, version: 11) { request.encode(&$0, version: 11) }
+            let partition = try FetchResponse.decode(&reader, version: 11).topics[0].partitions[0]
+            #expect(partition.errorCode == 0)
+            let batches = try partition.batches.flatMap { try RecordBatch.split(stored: $0) }
+            return (partition.highWatermark, batches.last?.lastOffset)
+        }
+        let consumer = try await fetch(replicaID: -1)
+        #expect(consumer.highWatermark == 5 && consumer.lastOffset == 4)
+        let replica = try await fetch(replicaID: 2)
+        #expect(replica.highWatermark == 5 && replica.lastOffset == 9)
+        await connection.close()
+        await leader.stop()
+    }
+}
