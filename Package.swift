@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "LogStore", "KafkaWire", "KafkaNIO", "COpenSSL",
+                "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import KafkaWire
 import LogStore
@@ -43,13 +44,16 @@ public final class Broker: Sendable {
     let groups: GroupCoordinator
     let metrics = BrokerMetrics()
     let listening = Mutex(false)
+    /// Partitions led with followers; nil on a single node.
+    public let replication: ReplicationState?
 
     /// True while the Kafka listener is bound (for `/ready`).
     public var isListening: Bool { listening.withLock { $0 } }
     /// The leader epoch a single node stamps; a cluster's controller bumps it.
     let leaderEpoch: Int32 = 0
 
-    public init(store: LogStore, configuration: BrokerConfiguration, logger: Logger) {
+    public init(store: LogStore, configuration: BrokerConfiguration, logger: Logger, replication: ReplicationState? = nil) {
+        self.replication = replication
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -275,7 +279,7 @@ public final class Broker: Sendable {
             for (topicPosition, topic) in request.topics.enumerated() {
                 for (partitionPosition, partition) in topic.partitions.enumerated() {
                     group.addTask {
-                        (topicPosition, partitionPosition, self.writeOne(topic: topic.name, partition, version: version))
+                        (topicPosition, partitionPosition, self.writeOne(topic: topic.name, partition, version: version, acks: request.acks))
                     }
                 }
             }
@@ -293,7 +297,7 @@ public final class Broker: Sendable {
             for topic in topics {
                 var partitions: [ProduceResponse.PartitionResponse] = []
                 for staged in topic.partitions {
-                    partitions.append(await finishOne(topic: topic.name, staged))
+                    partitions.append(await finishOne(topic: topic.name, staged, acks: request.acks, timeout: .milliseconds(Int64(max(request.timeoutMilliseconds, 0)))))
                 }
                 response.topics.append(.init(name: topic.name, partitions: partitions))
             }
@@ -313,7 +317,7 @@ public final class Broker: Sendable {
         return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
     }
 
-    private func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16) -> StagedAppend {
+    private func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16) -> StagedAppend {
         func failure(_ code: ErrorCode, _ message: String) -> StagedAppend {
             .refused(refusal(topic: topic, index: data.index, code, message))
         }
@@ -328,20 +332,42 @@ public final class Broker: Sendable {
         if version < 7 && records.count > 22 && records[22] & 0x07 == UInt8(CompressionCodec.zstd.rawValue) {
             return failure(.unsupportedCompressionType, "zstd needs Produce v7 or later")
         }
+        if acks == -1, let replication, !replication.acceptsAcksAll(PartitionID(topic: topic, index: data.index)) {
+            return failure(.notEnoughReplicas, "fewer in-sync replicas than min.insync.replicas=\(replication.minInsyncReplicas)")
+        }
         do {
-            return .written(partition, try partition.write(records, leaderEpoch: leaderEpoch), index: data.index)
+            return .written(partition, try partition.write(records, leaderEpoch: partition.currentLeaderEpoch ?? leaderEpoch), index: data.index)
         } catch {
             return .refused(appendFailure(topic: topic, index: data.index, error))
         }
     }
 
-    private func finishOne(topic: String, _ staged: StagedAppend) async -> ProduceResponse.PartitionResponse {
+    private func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
         guard case .written(let partition, let pending, let index) = staged else {
             if case .refused(let response) = staged { return response }
             preconditionFailure("unreachable")
         }
         do {
             let result = try await pending.durable()
+            let id = PartitionID(topic: topic, index: index)
+            if let replication, replication.isReplicated(id) {
+                // With followers, the high watermark is the ISR's smallest log end.
+                if let committed = replication.leaderAppended(id, logEnd: result.lastOffset + 1) {
+                    try partition.advanceHighWatermark(to: committed)
+                }
+                // Followers long-polling at the old log end have something to copy.
+                notifier.notify()
+                if acks == -1 {
+                    guard await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout) else {
+                        return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
+                    }
+                    if !replication.acceptsAcksAll(id) {
+                        return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(replication.minInsyncReplicas) after the append")
+                    }
+                }
+                metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+                return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
+            }
             // A single node commits what is durable under its durability mode.
             try partition.advanceHighWatermark(to: result.lastOffset + 1)
             notifier.notify()
@@ -407,7 +433,7 @@ public final class Broker: Sendable {
         let responseBytesMax = Int(max(request.maxBytes, 0))
         let topics = request.topics.map { topic in
             FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { requested in
-                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total, replica: request.replicaID >= 0)
+                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total, replicaID: request.replicaID)
                 total += bytes
                 failed = failed || error
                 return partition
@@ -416,16 +442,25 @@ public final class Broker: Sendable {
         return (FetchResponse(topics: topics), total, failed)
     }
 
-    /// `replica`: a follower's fetch (a replica id in the request), which
-    /// reads up to the log end rather than the high watermark: it must copy
-    /// what is not yet committed for the high watermark to move.
-    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int, replica: Bool = false) -> (FetchResponse.Partition, Int, Bool) {
+    /// `replicaID` ≥ 0: a follower's fetch, which reads up to the log end
+    /// rather than the high watermark (it must copy what is not yet
+    /// committed for the high watermark to move) and reports the follower's
+    /// log end (its fetch offset) to the partition's tracker.
+    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int, replicaID: Int32 = -1) -> (FetchResponse.Partition, Int, Bool) {
+        let replica = replicaID >= 0
         func failure(_ code: ErrorCode, highWatermark: Int64 = -1, logStartOffset: Int64 = -1) -> (FetchResponse.Partition, Int, Bool) {
             // HW, LSO and log start offset are filled on error paths too: clients read them.
             (FetchResponse.Partition(index: requested.index, errorCode: code.rawValue, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStartOffset, batches: []), 0, true)
         }
         guard let partition = try? store.partition(topic: topic, index: requested.index) else {
             return failure(.unknownTopicOrPartition)
+        }
+        if replica, let replication {
+            // The follower's fetch offset is its log end: it may move the high watermark.
+            if let committed = replication.followerFetched(PartitionID(topic: topic, index: requested.index), replica: replicaID, offset: requested.fetchOffset) {
+                try? partition.advanceHighWatermark(to: committed)
+                notifier.notify()
+            }
         }
         let highWatermark = partition.highWatermark
         let logStart = partition.logStartOffset

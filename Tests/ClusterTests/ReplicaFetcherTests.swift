@@ -17,11 +17,11 @@ final class LeaderNode: Sendable {
     let task: Task<Void, any Error>
     let port: Int
 
-    init() async throws {
+    init(replication: ReplicationState? = nil) async throws {
         store = try LogStore(path: path, options: LogStoreOptions(durability: .fsync))
         var configuration = BrokerConfiguration()
         configuration.port = 0
-        broker = Broker(store: store, configuration: configuration, logger: Logger(label: "test-leader"))
+        broker = Broker(store: store, configuration: configuration, logger: Logger(label: "test-leader"), replication: replication)
         let bound = AsyncStream.makeStream(of: Int.self)
         let server = KafkaServer(broker: broker)
         task = Task { try await server.run { bound.continuation.yield($0) } }
@@ -121,6 +121,62 @@ final class LeaderNode: Sendable {
         #expect(consumer.highWatermark == 5 && consumer.lastOffset == 4)
         let replica = try await fetch(replicaID: 2)
         #expect(replica.highWatermark == 5 && replica.lastOffset == 9)
+        await connection.close()
+        await leader.stop()
+    }
+}
+
+/// acks=all on a leader with a follower: answered once the follower copied
+/// the batch (the high watermark passed it), refused with the right errors
+/// when the follower is gone.
+@Suite struct AcksAllTests {
+    func produce(_ connection: KafkaClientConnection, value: String, timeoutMilliseconds: Int32 = 10_000) async throws -> ProduceResponse.PartitionResponse {
+        var builder = RecordBatchBuilder()
+        builder.append(key: Array("room-1".utf8), value: Array(value.utf8), timestamp: 1_795_000_000_000)
+        let request = ProduceRequest(acks: -1, timeoutMilliseconds: timeoutMilliseconds, topics: [.init(topic: "conversations", partitions: [.init(index: 0, batch: builder.build())])])
+        var reader = try await connection.request(.produce, version: 8) { request.encode(&$0, version: 8) }
+        return try ProduceResponse.decode(&reader, version: 8).topics[0].partitions[0]
+    }
+
+    @Test func acksAllWaitsForTheFollowerAndFailsClearlyWithoutIt() async throws {
+        let replication = ReplicationState(minInsyncReplicas: 2)
+        let leader = try await LeaderNode(replication: replication)
+        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
+        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
+        defer {
+            followerStore.close()
+            try? FileManager.default.removeItem(atPath: followerPath)
+        }
+        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        try followerStore.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        let leaderLog = try leader.store.partition(topic: "conversations", index: 0)
+        let followerLog = try followerStore.partition(topic: "conversations", index: 0)
+        let id = PartitionID(topic: "conversations", index: 0)
+        replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: leaderLog)
+
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLog])
+        let copying = Task { await fetcher.run(maxWaitMilliseconds: 200) }
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        for i in 0..<20 {
+            let answer = try await produce(connection, value: "m\(i)")
+            #expect(answer.errorCode == 0 && answer.baseOffset == Int64(i))
+            // Acknowledged means copied: the follower holds it already.
+            #expect(followerLog.logEndOffset >= Int64(i + 1))
+        }
+        #expect(leaderLog.highWatermark == 20)
+        copying.cancel()
+        await copying.value
+
+        // The follower stopped but is still in the ISR: acks=all times out rather than acknowledging.
+        let stalled = try await produce(connection, value: "unreplicated", timeoutMilliseconds: 500)
+        #expect(stalled.errorCode == ErrorCode.requestTimedOut.rawValue)
+        #expect(leaderLog.highWatermark == 20)
+        // Once the ISR is down to the leader alone, min.insync.replicas=2 refuses before writing.
+        _ = replication.isrChanged(id, to: [1])
+        let end = leaderLog.logEndOffset
+        let refused = try await produce(connection, value: "refused")
+        #expect(refused.errorCode == ErrorCode.notEnoughReplicas.rawValue)
+        #expect(leaderLog.logEndOffset == end)
         await connection.close()
         await leader.stop()
     }

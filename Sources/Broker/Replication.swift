@@ -1,0 +1,120 @@
+import Cluster
+import Foundation
+import LogStore
+import Synchronization
+
+/// The partitions this node leads with followers, each with its
+/// `ReplicaTracker`: follower fetches move the high watermark, and an
+/// acks=all Produce waits here until the high watermark passes its batch.
+/// Partitions without a tracker keep the single-node rule (the high
+/// watermark follows durability).
+public final class ReplicationState: Sendable {
+    struct Waiter {
+        let offset: Int64
+        let continuation: CheckedContinuation<Bool, Never>
+    }
+
+    struct State {
+        var trackers: [PartitionID: ReplicaTracker] = [:]
+        var waiters: [PartitionID: [UUID: Waiter]] = [:]
+    }
+
+    /// Kafka's min.insync.replicas: fewer in-sync replicas refuse acks=all.
+    public let minInsyncReplicas: Int
+    private let state = Mutex(State())
+    private let clockStart = ContinuousClock.now
+
+    public init(minInsyncReplicas: Int = 1) {
+        self.minInsyncReplicas = minInsyncReplicas
+    }
+
+    /// Milliseconds on the trackers' clock.
+    public var now: Int64 {
+        let elapsed = ContinuousClock.now - clockStart
+        return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+    }
+
+    /// Takes up leadership of a partition with these replicas and ISR.
+    public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, leaderID: Int32, log: PartitionLog, lagMaxMilliseconds: Int64 = 30_000) {
+        let tracker = ReplicaTracker(leader: leaderID, replicas: replicas, isr: isr, leaderLogEnd: log.logEndOffset,
+                                     highWatermark: log.highWatermark, now: now, lagMaxMilliseconds: lagMaxMilliseconds)
+        state.withLock { $0.trackers[id] = tracker }
+    }
+
+    public func tracker(_ id: PartitionID) -> ReplicaTracker? {
+        state.withLock { $0.trackers[id] }
+    }
+
+    func isReplicated(_ id: PartitionID) -> Bool {
+        state.withLock { $0.trackers[id] != nil }
+    }
+
+    func acceptsAcksAll(_ id: PartitionID) -> Bool {
+        state.withLock { $0.trackers[id]?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true }
+    }
+
+    /// The leader's append became durable; returns the new high watermark if it moved.
+    func leaderAppended(_ id: PartitionID, logEnd: Int64) -> Int64? {
+        update(id) { $0.leaderAppended(logEndOffset: logEnd) }
+    }
+
+    /// A follower fetched; returns the new high watermark if it moved.
+    func followerFetched(_ id: PartitionID, replica: Int32, offset: Int64) -> Int64? {
+        let now = self.now
+        return update(id) { $0.followerFetched(replica, offset: offset, now: now) }
+    }
+
+    /// The ISR as etcd now holds it.
+    public func isrChanged(_ id: PartitionID, to isr: Set<Int32>) -> Int64? {
+        update(id) { $0.isrChanged(to: isr) }
+    }
+
+    private func update(_ id: PartitionID, _ change: (inout ReplicaTracker) -> Bool) -> Int64? {
+        let (moved, ready) = state.withLock { state -> (Int64?, [CheckedContinuation<Bool, Never>]) in
+            guard var tracker = state.trackers[id] else { return (nil, []) }
+            let moved = change(&tracker)
+            state.trackers[id] = tracker
+            guard moved else { return (nil, []) }
+            var ready: [CheckedContinuation<Bool, Never>] = []
+            if var waiting = state.waiters[id] {
+                for (key, waiter) in waiting where waiter.offset <= tracker.highWatermark {
+                    ready.append(waiter.continuation)
+                    waiting.removeValue(forKey: key)
+                }
+                state.waiters[id] = waiting
+            }
+            return (tracker.highWatermark, ready)
+        }
+        for continuation in ready { continuation.resume(returning: true) }
+        return moved
+    }
+
+    /// Waits until the high watermark reaches `offset`; false after `timeout`.
+    func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
+        let key = UUID()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let done = state.withLock { state -> Bool in
+                    guard let tracker = state.trackers[id], tracker.highWatermark < offset else { return true }
+                    state.waiters[id, default: [:]][key] = Waiter(offset: offset, continuation: continuation)
+                    return false
+                }
+                if done {
+                    continuation.resume(returning: true)
+                    return
+                }
+                Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    self?.expire(id, key)
+                }
+            }
+        } onCancel: {
+            expire(id, key)
+        }
+    }
+
+    private func expire(_ id: PartitionID, _ key: UUID) {
+        let waiter = state.withLock { $0.waiters[id]?.removeValue(forKey: key) }
+        waiter?.continuation.resume(returning: false)
+    }
+}
