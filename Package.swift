@@ -135,10 +135,12 @@ let package = Package(
             dependencies: ["Broker", "LogStore", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "CoordinationTests", dependencies: ["Coordination"], swiftSettings: strictSettings),
+        // Helpers shared by test targets: a real etcd on free loopback ports.
+        .target(name: "TestSupport", dependencies: ["Coordination"], path: "Tests/TestSupport", swiftSettings: strictSettings),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "Broker", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Cluster", "Broker", "LogStore", "KafkaWire", "KafkaNIO", "Coordination", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,0 +1,81 @@
+import Coordination
+import Foundation
+
+/// A broker's presence in the cluster and its bid for the controller role,
+/// through the coordination store (etcd). Keys live under
+/// `/postduif/<cluster>/`: `brokers/<id>` (its address, under its lease)
+/// and `controller` (the controller's id, under the controller's lease).
+/// When a broker's lease expires, etcd deletes both, and the others see it
+/// in their watches.
+public struct Membership: Sendable {
+    public let coordination: any Coordination
+    public let root: String
+    public let brokerID: Int32
+    /// host:port clients and followers reach this broker at.
+    public let address: String
+    public let leaseSeconds: Int64
+
+    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, leaseSeconds: Int64 = 6) {
+        self.coordination = coordination
+        root = "/postduif/\(cluster)/"
+        self.brokerID = brokerID
+        self.address = address
+        self.leaseSeconds = leaseSeconds
+    }
+
+    public var brokersPrefix: String { root + "brokers/" }
+    public var controllerKey: String { root + "controller" }
+
+    /// Takes a lease and registers this broker under it. Two brokers with
+    /// one id is a configuration error, reported rather than overwritten.
+    public func register() async throws -> Int64 {
+        let lease = try await coordination.grantLease(ttlSeconds: leaseSeconds)
+        let key = brokersPrefix + String(brokerID)
+        guard try await coordination.compareAndSwap(key, expected: 0, value: Array(address.utf8), lease: lease) != nil else {
+            try? await coordination.revokeLease(lease)
+            let holder = try await coordination.get(key).map { String(decoding: $0.value, as: UTF8.self) } ?? "?"
+            throw CoordinationError.refused("broker id \(brokerID) is already registered by \(holder)")
+        }
+        return lease
+    }
+
+    /// Renews the lease every third of its time to live until the task is
+    /// cancelled; throws when the lease is gone (this broker must then stop
+    /// acting as leader or controller: others may have taken over).
+    public func keepAlive(lease: Int64) async throws {
+        while !Task.isCancelled {
+            try await coordination.keepAlive(lease: lease)
+            try await Task.sleep(for: .milliseconds(leaseSeconds * 1000 / 3))
+        }
+    }
+
+    /// Tries to become controller: wins only if no live broker holds the role.
+    public func campaign(lease: Int64) async throws -> Bool {
+        try await coordination.compareAndSwap(controllerKey, expected: 0, value: Array(String(brokerID).utf8), lease: lease) != nil
+    }
+
+    /// The current controller's id, if any.
+    public func controller() async throws -> Int32? {
+        try await coordination.get(controllerKey).flatMap { Int32(String(decoding: $0.value, as: UTF8.self)) }
+    }
+
+    /// Live brokers by id, with their addresses, and the revision to watch from.
+    public func liveBrokers() async throws -> (brokers: [Int32: String], revision: Int64) {
+        let (keyValues, revision) = try await coordination.list(prefix: brokersPrefix)
+        var brokers: [Int32: String] = [:]
+        for keyValue in keyValues {
+            guard let id = Int32(keyValue.key.dropFirst(brokersPrefix.count)) else { continue }
+            brokers[id] = String(decoding: keyValue.value, as: UTF8.self)
+        }
+        return (brokers, revision)
+    }
+
+    /// Broker registrations and expiries as controller events, from `revision` on.
+    public func brokerEvents(fromRevision revision: Int64) -> AsyncThrowingMapSequence<AsyncThrowingStream<WatchEvent, any Error>, Controller.Event?> {
+        let prefix = brokersPrefix
+        return coordination.watch(prefix: prefix, fromRevision: revision).map { event in
+            guard let id = Int32(event.keyValue.key.dropFirst(prefix.count)) else { return nil }
+            return event.kind == .put ? .brokerRegistered(id) : .brokerExpired(id)
+        }
+    }
+}
