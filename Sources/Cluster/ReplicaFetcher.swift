@@ -9,8 +9,9 @@ import Logging
 /// high watermark (never past the local log end). The leader learns each
 /// follower's log end from the offset it fetches at.
 ///
-/// Not yet here: truncating to the leader's history after a leader change
-/// (OffsetForLeaderEpoch), which a follower must do before it fetches.
+/// Before copying, a follower truncates to the leader's history
+/// (`reconcile`): its log may end in batches of an epoch the leader never
+/// saw (written while it led, never committed), which must go.
 public final class ReplicaFetcher: Sendable {
     public let replicaID: Int32
     public let leaderHost: String
@@ -28,12 +29,14 @@ public final class ReplicaFetcher: Sendable {
         self.logger = logger
     }
 
-    /// Copies until the task is cancelled; reconnects after a failure.
+    /// Copies until the task is cancelled; reconnects after a failure, and
+    /// reconciles with the leader's history on every (re)connection.
     public func run(maxWaitMilliseconds: Int32 = 500) async {
         while !Task.isCancelled {
             do {
                 let connection = try await KafkaClientConnection.connect(host: leaderHost, port: leaderPort, clientID: "postduif-replica-\(replicaID)")
                 defer { Task { await connection.close() } }
+                try await reconcile(on: connection)
                 while !Task.isCancelled {
                     try await fetchOnce(on: connection, maxWaitMilliseconds: maxWaitMilliseconds)
                 }
@@ -43,6 +46,36 @@ public final class ReplicaFetcher: Sendable {
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
+    }
+
+    /// KIP-101/279: asks the leader where the epoch of each partition's last
+    /// batch ends in its log, and truncates there if the local log goes
+    /// further; repeats while the leader answers an older epoch (the local
+    /// log may diverge across several epochs). Returns the offsets dropped.
+    @discardableResult
+    public func reconcile(on connection: KafkaClientConnection) async throws -> Int64 {
+        var dropped: Int64 = 0
+        for log in partitions {
+            while let epoch = log.currentLeaderEpoch, log.logEndOffset > 0 {
+                var request = OffsetForLeaderEpochRequest(topics: [.init(name: log.topicName, partitions: [.init(index: log.index, currentLeaderEpoch: -1, leaderEpoch: epoch)])])
+                request.replicaID = replicaID
+                var reader = try await connection.request(.offsetForLeaderEpoch, version: 3) { request.encode(&$0, version: 3) }
+                guard let answer = try OffsetForLeaderEpochResponse.decode(&reader, version: 3).topics.first?.partitions.first else { break }
+                guard answer.errorCode == 0 else {
+                    logger.warning("leader refused OffsetForLeaderEpoch", metadata: ["partition": "\(log.topicName)/\(log.index)", "error": "\(answer.errorCode)"])
+                    break
+                }
+                guard answer.endOffset >= 0, answer.endOffset < log.logEndOffset else { break }
+                let before = log.logEndOffset
+                _ = try log.truncate(to: answer.endOffset)
+                dropped += before - log.logEndOffset
+                logger.info("truncated to the leader's history", metadata: [
+                    "partition": "\(log.topicName)/\(log.index)", "epoch": "\(epoch)", "leaderEpoch": "\(answer.leaderEpoch)", "offset": "\(answer.endOffset)"])
+                // The leader's epoch for that offset is older: check again from the new end.
+                if answer.leaderEpoch == epoch { break }
+            }
+        }
+        return dropped
     }
 
     /// One Fetch round trip; returns the number of batches appended.

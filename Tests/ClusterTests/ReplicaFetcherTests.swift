@@ -181,3 +181,55 @@ final class LeaderNode: Sendable {
         await leader.stop()
     }
 }
+
+@Suite struct ReconcileTests {
+    func batch(_ first: Int, count: Int = 5) -> [UInt8] {
+        var builder = RecordBatchBuilder()
+        for i in first..<(first + count) {
+            builder.append(key: Array("room-\(i % 3)".utf8), value: Array("message \(i)".utf8), timestamp: 1_795_000_000_000 + Int64(i))
+        }
+        return builder.build()
+    }
+
+    @Test func aReturningFollowerDropsWhatTheLeaderNeverHadThenCatchesUp() async throws {
+        let leader = try await LeaderNode()
+        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
+        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
+        defer {
+            followerStore.close()
+            try? FileManager.default.removeItem(atPath: followerPath)
+        }
+        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        try followerStore.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        let leaderLog = try leader.store.partition(topic: "conversations", index: 0)
+        let followerLog = try followerStore.partition(topic: "conversations", index: 0)
+
+        // Epoch 0: both hold offsets 0..<10.
+        _ = try await leaderLog.append(batch(0), leaderEpoch: 0)
+        _ = try await leaderLog.append(batch(5), leaderEpoch: 0)
+        for stored in try leaderLog.read(from: 0, bytesMax: 1 << 20).batches { _ = try await followerLog.appendReplica(stored) }
+        // Epoch 1: the follower led briefly and wrote 3 records nobody else has.
+        _ = try await followerLog.append(batch(100, count: 3), leaderEpoch: 1)
+        // Epoch 2: the leader (elected without it) wrote its own.
+        _ = try await leaderLog.append(batch(10), leaderEpoch: 2)
+        _ = try await leaderLog.append(batch(15), leaderEpoch: 2)
+        try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
+        #expect(followerLog.logEndOffset == 13)
+
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLog])
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        let dropped = try await fetcher.reconcile(on: connection)
+        #expect(dropped == 3)
+        #expect(followerLog.logEndOffset == 10)
+        while try await fetcher.fetchOnce(on: connection) > 0 {}
+        #expect(try followerLog.read(from: 0, bytesMax: 1 << 20).batches == leaderLog.read(from: 0, bytesMax: 1 << 20).batches)
+        // The divergent messages left the conversation index too.
+        let history = try followerLog.history(conversation: Array("room-1".utf8), limit: 100)
+        #expect(history == (try leaderLog.history(conversation: Array("room-1".utf8), limit: 100)))
+        #expect(try followerLog.verify().isEmpty)
+        // Reconciling again changes nothing.
+        #expect(try await fetcher.reconcile(on: connection) == 0)
+        await connection.close()
+        await leader.stop()
+    }
+}

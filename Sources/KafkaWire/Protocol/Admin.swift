@@ -494,6 +494,24 @@ public struct OffsetForLeaderEpochResponse: Sendable, Equatable {
             }
         }
     }
+
+    /// The client side, for followers (v2–3).
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> OffsetForLeaderEpochResponse {
+        let throttle = version >= 2 ? try reader.readInt32() : 0
+        let topics = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Topic in
+            let name = try reader.readString()
+            let partitions = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Partition in
+                let code = try reader.readInt16()
+                let index = try reader.readInt32()
+                let epoch = version >= 1 ? try reader.readInt32() : -1
+                return Partition(errorCode: code, index: index, leaderEpoch: epoch, endOffset: try reader.readInt64())
+            } ?? []
+            return Topic(name: name, partitions: partitions)
+        } ?? []
+        var response = OffsetForLeaderEpochResponse(topics: topics)
+        response.throttleTimeMilliseconds = throttle
+        return response
+    }
 }
 
 public struct DescribeConfigsRequest: Sendable, Equatable {
