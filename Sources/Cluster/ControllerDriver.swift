@@ -1,0 +1,101 @@
+import Coordination
+import Foundation
+
+/// Runs the `Controller` state machine against the coordination store:
+/// feeds it what etcd holds and how it changes, and applies its actions as
+/// compare-and-swap writes. A write that loses a race (another writer
+/// changed the record first) re-reads the record and lets the controller
+/// decide again.
+public actor ControllerDriver {
+    public let membership: Membership
+    private var controller: Controller
+    /// The modRevision of each partition record as last read or written.
+    private var revisions: [PartitionID: Int64] = [:]
+
+    public init(membership: Membership, uncleanElection: Bool = false) {
+        self.membership = membership
+        controller = Controller(uncleanElection: uncleanElection)
+    }
+
+    var coordination: any Coordination { membership.coordination }
+    var topicsPrefix: String { membership.root + "topics/" }
+    var partitionsPrefix: String { membership.root + "partitions/" }
+
+    func partitionKey(_ id: PartitionID) -> String { partitionsPrefix + "\(id.topic)/\(id.index)" }
+
+    public var state: Controller { controller }
+
+    /// Reads brokers, topics and partition records, and corrects what needs
+    /// it (leaders that died while no controller ran). Returns the revision
+    /// to watch brokers from.
+    @discardableResult
+    public func load() async throws -> Int64 {
+        let (brokers, revision) = try await membership.liveBrokers()
+        for broker in brokers.keys.sorted() { _ = controller.handle(.brokerRegistered(broker)) }
+        for keyValue in try await coordination.list(prefix: topicsPrefix).keyValues {
+            let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value))
+            _ = controller.handle(.topicObserved(assignment))
+        }
+        for keyValue in try await coordination.list(prefix: partitionsPrefix).keyValues {
+            guard let id = partitionID(keyValue.key) else { continue }
+            let record = try JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value))
+            revisions[id] = keyValue.modRevision
+            try await apply(controller.handle(.partitionObserved(id, record)))
+        }
+        return revision
+    }
+
+    func partitionID(_ key: String) -> PartitionID? {
+        let rest = key.dropFirst(partitionsPrefix.count)
+        guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { return nil }
+        return PartitionID(topic: String(rest[..<slash]), index: index)
+    }
+
+    /// Creates a topic: its assignment, then each partition's first record.
+    public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int) async throws -> TopicAssignment {
+        let assignment = try controller.assign(topic: name, partitionCount: partitionCount, replicationFactor: replicationFactor)
+        let encoded = try JSONEncoder().encode(assignment)
+        guard try await coordination.compareAndSwap(topicsPrefix + name, expected: 0, value: Array(encoded)) != nil else {
+            throw CoordinationError.refused("topic \(name) already exists")
+        }
+        _ = controller.handle(.topicObserved(assignment))
+        try await apply(controller.initialStates(for: assignment))
+        return assignment
+    }
+
+    /// Takes in one event and applies what it calls for.
+    public func handle(_ event: Controller.Event) async throws {
+        try await apply(controller.handle(event))
+    }
+
+    /// Follows broker registrations and expiries from `revision` until the
+    /// watch ends or the task is cancelled.
+    public func follow(fromRevision revision: Int64) async throws {
+        for try await event in membership.brokerEvents(fromRevision: revision) {
+            guard let event else { continue }
+            try await handle(event)
+        }
+    }
+
+    private func apply(_ actions: [Controller.Action]) async throws {
+        for action in actions {
+            guard case .writePartition(let id, let previous, let next) = action else { continue }
+            let expected = previous == nil ? 0 : (revisions[id] ?? 0)
+            let value = try JSONEncoder().encode(next)
+            if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
+                revisions[id] = revision
+                controller.applied(action)
+            } else if let current = try await coordination.get(partitionKey(id)) {
+                // Lost a race (a leader changed its ISR first): decide again on what is there.
+                revisions[id] = current.modRevision
+                let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
+                try await apply(controller.handle(.partitionObserved(id, record)))
+            }
+        }
+    }
+
+    /// A partition record as etcd holds it now.
+    public func record(_ id: PartitionID) async throws -> PartitionState? {
+        try await coordination.get(partitionKey(id)).map { try JSONDecoder().decode(PartitionState.self, from: Data($0.value)) }
+    }
+}
