@@ -37,20 +37,37 @@ final class LeaderNode: Sendable {
     }
 }
 
+/// A follower's store in a temporary folder, removed with it.
+final class FollowerStore {
+    let path = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
+    let store: LogStore
+
+    init() throws {
+        store = try LogStore(path: path, options: LogStoreOptions(durability: .fsync))
+    }
+
+    deinit {
+        store.close()
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// The one-partition conversations topic, created in `store`.
+func conversationsLog(_ store: LogStore) throws -> PartitionLog {
+    try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+    return try store.partition(topic: "conversations", index: 0)
+}
+
+/// A batch of `count` chat messages numbered from `first`, over `rooms` rooms.
+func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
+    var builder = RecordBatchBuilder()
+    for i in first..<(first + count) {
+        builder.append(key: Array("room-\(i % rooms)".utf8), value: Array("message \(i)".utf8), timestamp: 1_795_000_000_000 + Int64(i))
+    }
+    return builder.build()
+}
+
 @Suite struct ReplicaFetcherTests {
-    func conversationTopic(_ store: LogStore) throws -> PartitionLog {
-        try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
-        return try store.partition(topic: "conversations", index: 0)
-    }
-
-    func batch(_ first: Int, count: Int = 5) -> [UInt8] {
-        var builder = RecordBatchBuilder()
-        for i in first..<(first + count) {
-            builder.append(key: Array("room-\(i % 7)".utf8), value: Array("message \(i)".utf8), timestamp: 1_795_000_000_000 + Int64(i))
-        }
-        return builder.build()
-    }
-
     func waitUntil(_ condition: () throws -> Bool) async throws -> Bool {
         for _ in 0..<200 {
             if try condition() { return true }
@@ -61,15 +78,10 @@ final class LeaderNode: Sendable {
 
     @Test func aFollowerCopiesTheLeadersLogOverTheKafkaProtocol() async throws {
         let leader = try await LeaderNode()
-        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
-        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
-        defer {
-            followerStore.close()
-            try? FileManager.default.removeItem(atPath: followerPath)
-        }
-        let leaderLog = try conversationTopic(leader.store)
-        let followerLog = try conversationTopic(followerStore)
-        for round in 0..<20 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 2) }
+        let follower = try FollowerStore()
+        let leaderLog = try conversationsLog(leader.store)
+        let followerLog = try conversationsLog(follower.store)
+        for round in 0..<20 { _ = try await leaderLog.append(chatBatch(round * 5), leaderEpoch: 2) }
         try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
 
         let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLog])
@@ -77,14 +89,14 @@ final class LeaderNode: Sendable {
         #expect(try await waitUntil { followerLog.logEndOffset == 100 && followerLog.highWatermark == 100 })
 
         // Writes while the follower is attached arrive too.
-        for round in 20..<30 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 3) }
+        for round in 20..<30 { _ = try await leaderLog.append(chatBatch(round * 5), leaderEpoch: 3) }
         try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
         #expect(try await waitUntil { followerLog.logEndOffset == 150 && followerLog.highWatermark == 150 })
         copying.cancel()
         await copying.value
 
         // A follower that was away catches up from where it stopped.
-        for round in 30..<40 { _ = try await leaderLog.append(batch(round * 5), leaderEpoch: 3) }
+        for round in 30..<40 { _ = try await leaderLog.append(chatBatch(round * 5), leaderEpoch: 3) }
         try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
         let again = Task { await fetcher.run(maxWaitMilliseconds: 100) }
         #expect(try await waitUntil { followerLog.logEndOffset == 200 })
@@ -103,10 +115,10 @@ final class LeaderNode: Sendable {
 
     @Test func aReplicaFetchReadsPastTheHighWatermarkAndAConsumerDoesNot() async throws {
         let leader = try await LeaderNode()
-        let leaderLog = try conversationTopic(leader.store)
-        _ = try await leaderLog.append(batch(0), leaderEpoch: 0)
+        let leaderLog = try conversationsLog(leader.store)
+        _ = try await leaderLog.append(chatBatch(0), leaderEpoch: 0)
         try leaderLog.advanceHighWatermark(to: 5)
-        _ = try await leaderLog.append(batch(5), leaderEpoch: 0)  // written, not committed
+        _ = try await leaderLog.append(chatBatch(5), leaderEpoch: 0)  // written, not committed
         let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
         func fetch(replicaID: Int32) async throws -> (highWatermark: Int64, lastOffset: Int64?) {
             var request = FetchRequest(maxWaitMilliseconds: 0, minBytes: 0, topics: [.init(name: "conversations", partitions: [.init(index: 0, fetchOffset: 0, partitionBytesMax: 1 << 20)])])
@@ -141,16 +153,9 @@ final class LeaderNode: Sendable {
     @Test func acksAllWaitsForTheFollowerAndFailsClearlyWithoutIt() async throws {
         let replication = ReplicationState(minInsyncReplicas: 2)
         let leader = try await LeaderNode(replication: replication)
-        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
-        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
-        defer {
-            followerStore.close()
-            try? FileManager.default.removeItem(atPath: followerPath)
-        }
-        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
-        try followerStore.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
-        let leaderLog = try leader.store.partition(topic: "conversations", index: 0)
-        let followerLog = try followerStore.partition(topic: "conversations", index: 0)
+        let follower = try FollowerStore()
+        let leaderLog = try conversationsLog(leader.store)
+        let followerLog = try conversationsLog(follower.store)
         let id = PartitionID(topic: "conversations", index: 0)
         replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: leaderLog)
 
@@ -183,36 +188,21 @@ final class LeaderNode: Sendable {
 }
 
 @Suite struct ReconcileTests {
-    func batch(_ first: Int, count: Int = 5) -> [UInt8] {
-        var builder = RecordBatchBuilder()
-        for i in first..<(first + count) {
-            builder.append(key: Array("room-\(i % 3)".utf8), value: Array("message \(i)".utf8), timestamp: 1_795_000_000_000 + Int64(i))
-        }
-        return builder.build()
-    }
-
     @Test func aReturningFollowerDropsWhatTheLeaderNeverHadThenCatchesUp() async throws {
         let leader = try await LeaderNode()
-        let followerPath = NSTemporaryDirectory() + "postduif-follower-\(UUID().uuidString)"
-        let followerStore = try LogStore(path: followerPath, options: LogStoreOptions(durability: .fsync))
-        defer {
-            followerStore.close()
-            try? FileManager.default.removeItem(atPath: followerPath)
-        }
-        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
-        try followerStore.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
-        let leaderLog = try leader.store.partition(topic: "conversations", index: 0)
-        let followerLog = try followerStore.partition(topic: "conversations", index: 0)
+        let follower = try FollowerStore()
+        let leaderLog = try conversationsLog(leader.store)
+        let followerLog = try conversationsLog(follower.store)
 
         // Epoch 0: both hold offsets 0..<10.
-        _ = try await leaderLog.append(batch(0), leaderEpoch: 0)
-        _ = try await leaderLog.append(batch(5), leaderEpoch: 0)
+        _ = try await leaderLog.append(chatBatch(0, rooms: 3), leaderEpoch: 0)
+        _ = try await leaderLog.append(chatBatch(5, rooms: 3), leaderEpoch: 0)
         for stored in try leaderLog.read(from: 0, bytesMax: 1 << 20).batches { _ = try await followerLog.appendReplica(stored) }
         // Epoch 1: the follower led briefly and wrote 3 records nobody else has.
-        _ = try await followerLog.append(batch(100, count: 3), leaderEpoch: 1)
+        _ = try await followerLog.append(chatBatch(100, count: 3, rooms: 3), leaderEpoch: 1)
         // Epoch 2: the leader (elected without it) wrote its own.
-        _ = try await leaderLog.append(batch(10), leaderEpoch: 2)
-        _ = try await leaderLog.append(batch(15), leaderEpoch: 2)
+        _ = try await leaderLog.append(chatBatch(10, rooms: 3), leaderEpoch: 2)
+        _ = try await leaderLog.append(chatBatch(15, rooms: 3), leaderEpoch: 2)
         try leaderLog.advanceHighWatermark(to: leaderLog.logEndOffset)
         #expect(followerLog.logEndOffset == 13)
 
