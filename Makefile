@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare clean
+.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -60,6 +60,15 @@ run: release
 	@echo "  produce: echo 'room-1:hello' | kcat -P -b 127.0.0.1:9092 -t conversations -K :"
 	@echo "  consume: kcat -C -b 127.0.0.1:9092 -t conversations -o beginning -f '%k: %s\\n'"
 	.build/release/postduif serve --data $(DATA)
+
+# A local cluster: etcd and three brokers on loopback ports, data in
+# $(CLUSTER_DIR); `make cluster-stop` stops exactly those processes.
+CLUSTER_DIR ?= /tmp/postduif-cluster
+cluster: release
+	Deploy/cluster/local-cluster.sh start $(CLUSTER_DIR)
+
+cluster-stop:
+	Deploy/cluster/local-cluster.sh stop $(CLUSTER_DIR)
 
 inspect: release
 	.build/release/postduif inspect --data $(DATA)

@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "COpenSSL",
+                "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "Broker",
+                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -1,4 +1,5 @@
 import Cluster
+import Coordination
 import Foundation
 import KafkaWire
 import LogStore
@@ -46,6 +47,15 @@ public final class Broker: Sendable {
     let listening = Mutex(false)
     /// Partitions led with followers; nil on a single node.
     public let replication: ReplicationState?
+    /// The node's cluster side, once attached (`attach`); nil on a single node.
+    let clusterNode = Mutex<ClusterNode?>(nil)
+    var cluster: ClusterNode? { clusterNode.withLock { $0 } }
+
+    /// Joins a cluster: Metadata, leadership checks, topic creation and
+    /// producer ids go through `node` from now on.
+    public func attach(_ node: ClusterNode) {
+        clusterNode.withLock { $0 = node }
+    }
 
     /// True while the Kafka listener is bound (for `/ready`).
     public var isListening: Bool { listening.withLock { $0 } }
@@ -131,7 +141,7 @@ public final class Broker: Sendable {
                 let request = try SaslAuthenticateRequest.decode(&reader, version: version)
                 authenticate(request, session: &session).encode(&body, version: version)
             case .metadata:
-                metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
+                await metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .produce:
                 let request = try ProduceRequest.decode(&reader, version: version)
                 let finish = await produce(request, version: version)
@@ -151,11 +161,11 @@ public final class Broker: Sendable {
             case .listOffsets:
                 listOffsets(try ListOffsetsRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
             case .createTopics:
-                createTopics(try CreateTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+                await createTopics(try CreateTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .deleteTopics:
                 deleteTopics(try DeleteTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .initProducerId:
-                initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
+                await initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .findCoordinator:
                 findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .offsetForLeaderEpoch:
@@ -217,7 +227,8 @@ public final class Broker: Sendable {
 
     // MARK: Metadata
 
-    func metadata(_ request: MetadataRequest) -> MetadataResponse {
+    func metadata(_ request: MetadataRequest) async -> MetadataResponse {
+        if let cluster { return await clusterMetadata(request, cluster) }
         let names = request.topics ?? store.topicDescriptors.map(\.name)
         var topics: [MetadataResponse.Topic] = []
         for name in names {
@@ -251,6 +262,53 @@ public final class Broker: Sendable {
         }
         let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
         return MetadataResponse(brokers: [broker], clusterID: store.clusterID, controllerID: configuration.nodeID, topics: topics)
+    }
+
+    /// Metadata from the cluster's view: every live broker, each
+    /// partition's leader, replicas and ISR as etcd holds them.
+    func clusterMetadata(_ request: MetadataRequest, _ cluster: ClusterNode) async -> MetadataResponse {
+        var snapshot = cluster.view.snapshot
+        if let names = request.topics, request.allowAutoTopicCreation && configuration.autoCreateTopics {
+            for name in names where snapshot.assignments[name] == nil {
+                do {
+                    _ = try await cluster.createTopic(name, partitionCount: Int(configuration.defaultPartitionCount), replicationFactor: -1, configs: [:])
+                    logger.info("auto-created topic", metadata: ["topic": "\(name)"])
+                } catch {
+                    logger.debug("auto-creation did not happen here", metadata: ["topic": "\(name)", "reason": "\(error)"])
+                }
+            }
+            snapshot = cluster.view.snapshot
+        }
+        let brokers = snapshot.brokers.keys.sorted().compactMap { id -> MetadataResponse.Broker? in
+            let parts = snapshot.brokers[id]!.split(separator: ":")
+            guard parts.count == 2, let port = Int32(parts[1]) else { return nil }
+            return MetadataResponse.Broker(nodeID: id, host: String(parts[0]), port: port)
+        }
+        let names = request.topics ?? snapshot.assignments.keys.sorted()
+        let topics = names.map { name -> MetadataResponse.Topic in
+            guard let assignment = snapshot.assignments[name] else {
+                // Being created (or not at all): clients retry on this code.
+                let code: ErrorCode = request.allowAutoTopicCreation && configuration.autoCreateTopics ? .leaderNotAvailable : .unknownTopicOrPartition
+                return .init(errorCode: code.rawValue, name: name, partitions: [])
+            }
+            let partitions = assignment.replicas.enumerated().map { index, replicas -> MetadataResponse.Partition in
+                let record = snapshot.records[PartitionID(topic: name, index: Int32(index))]?.state
+                var partition = MetadataResponse.Partition(
+                    index: Int32(index), leaderID: record?.leader ?? -1, leaderEpoch: record?.leaderEpoch ?? -1,
+                    replicaNodes: replicas, isrNodes: record?.isr ?? [])
+                if partition.leaderID < 0 { partition.errorCode = ErrorCode.leaderNotAvailable.rawValue }
+                partition.offlineReplicas = replicas.filter { snapshot.brokers[$0] == nil }
+                return partition
+            }
+            return .init(errorCode: 0, name: name, partitions: partitions)
+        }
+        return MetadataResponse(brokers: brokers, clusterID: configuration.clusterName, controllerID: snapshot.controller ?? -1, topics: topics)
+    }
+
+    /// In a cluster, only the leader takes produces and consumer fetches.
+    func leads(topic: String, index: Int32) -> Bool {
+        guard cluster != nil else { return true }
+        return replication?.leaderEpoch(PartitionID(topic: topic, index: index)) != nil
     }
 
     // MARK: Produce
@@ -332,11 +390,15 @@ public final class Broker: Sendable {
         if version < 7 && records.count > 22 && records[22] & 0x07 == UInt8(CompressionCodec.zstd.rawValue) {
             return failure(.unsupportedCompressionType, "zstd needs Produce v7 or later")
         }
+        if !leads(topic: topic, index: data.index) {
+            return failure(.notLeaderOrFollower, "this broker does not lead \(topic)/\(data.index)")
+        }
         if acks == -1, let replication, !replication.acceptsAcksAll(PartitionID(topic: topic, index: data.index)) {
             return failure(.notEnoughReplicas, "fewer in-sync replicas than min.insync.replicas=\(replication.minInsyncReplicas)")
         }
         do {
-            return .written(partition, try partition.write(records, leaderEpoch: partition.currentLeaderEpoch ?? leaderEpoch), index: data.index)
+            let epoch = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index)) ?? partition.currentLeaderEpoch ?? leaderEpoch
+            return .written(partition, try partition.write(records, leaderEpoch: epoch), index: data.index)
         } catch {
             return .refused(appendFailure(topic: topic, index: data.index, error))
         }
@@ -453,7 +515,10 @@ public final class Broker: Sendable {
             (FetchResponse.Partition(index: requested.index, errorCode: code.rawValue, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStartOffset, batches: []), 0, true)
         }
         guard let partition = try? store.partition(topic: topic, index: requested.index) else {
-            return failure(.unknownTopicOrPartition)
+            return failure(cluster != nil ? .notLeaderOrFollower : .unknownTopicOrPartition)
+        }
+        if !leads(topic: topic, index: requested.index) {
+            return failure(.notLeaderOrFollower)
         }
         if replica, let replication {
             // The follower's fetch offset is its log end: it may move the high watermark.
@@ -535,8 +600,33 @@ public final class Broker: Sendable {
 
     // MARK: Topics
 
-    func createTopics(_ request: CreateTopicsRequest) -> CreateTopicsResponse {
-        CreateTopicsResponse(topics: request.topics.map { topic in
+    func createTopics(_ request: CreateTopicsRequest) async -> CreateTopicsResponse {
+        if let cluster {
+            var results: [CreateTopicsResponse.Result] = []
+            for topic in request.topics {
+                do {
+                    let local = try topicConfiguration(name: topic.name, partitionCount: topic.partitionCount == -1 ? configuration.defaultPartitionCount : topic.partitionCount,
+                                                       configs: topic.configs)
+                    guard topic.assignmentsCount == 0 else { throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported") }
+                    if !request.validateOnly {
+                        var configs: [String: String] = [:]
+                        for (name, value) in topic.configs { if let value { configs[name] = value } }
+                        _ = try await cluster.createTopic(topic.name, partitionCount: Int(local.partitionCount), replicationFactor: Int(topic.replicationFactor), configs: configs)
+                    }
+                    results.append(.init(name: topic.name, errorCode: 0, errorMessage: nil))
+                } catch let error as TopicRequestError {
+                    results.append(.init(name: topic.name, errorCode: error.code.rawValue, errorMessage: error.message))
+                } catch let error as ControllerError {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.invalidReplicationFactor.rawValue, errorMessage: error.description))
+                } catch CoordinationError.refused(let message) where message.contains("already exists") {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.topicAlreadyExists.rawValue, errorMessage: message))
+                } catch {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.unknownServerError.rawValue, errorMessage: "\(error)"))
+                }
+            }
+            return CreateTopicsResponse(topics: results)
+        }
+        return CreateTopicsResponse(topics: request.topics.map { topic in
             do {
                 let configuration = try topicConfiguration(topic)
                 if request.validateOnly {
@@ -567,13 +657,19 @@ public final class Broker: Sendable {
     /// than ignored.
     func topicConfiguration(_ topic: CreateTopicsRequest.Topic) throws -> TopicConfiguration {
         let count = topic.partitionCount == -1 ? configuration.defaultPartitionCount : topic.partitionCount
-        guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(topic.partitionCount) must be positive") }
         guard topic.replicationFactor == 1 || topic.replicationFactor == -1 else {
             throw TopicRequestError(code: .invalidReplicationFactor, message: "replication factor \(topic.replicationFactor): this single node holds one replica")
         }
         guard topic.assignmentsCount == 0 else { throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported") }
-        var result = TopicConfiguration.defaults(forTopicNamed: topic.name, partitionCount: count)
-        for (name, value) in topic.configs {
+        return try topicConfiguration(name: topic.name, partitionCount: count, configs: topic.configs)
+    }
+
+    /// A topic's local configuration from its partition count and configs
+    /// (also how each broker of a cluster makes its replica of a topic).
+    func topicConfiguration(name: String, partitionCount count: Int32, configs: [(String, String?)]) throws -> TopicConfiguration {
+        guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(count) must be positive") }
+        var result = TopicConfiguration.defaults(forTopicNamed: name, partitionCount: count)
+        for (name, value) in configs {
             guard let value else { continue }
             func bad() -> TopicRequestError { TopicRequestError(code: .invalidConfig, message: "invalid value '\(value)' for \(name)") }
             switch name {
@@ -713,7 +809,15 @@ public final class Broker: Sendable {
 
     // MARK: Producers, coordinators, epochs
 
-    func initProducerID(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
+    func initProducerID(_ request: InitProducerIdRequest) async -> InitProducerIdResponse {
+        if let cluster, request.transactionalID == nil {
+            do {
+                return InitProducerIdResponse(errorCode: 0, producerID: try await cluster.allocateProducerID(), producerEpoch: 0)
+            } catch {
+                logger.error("cannot allocate a producer id block", metadata: ["error": "\(error)"])
+                return InitProducerIdResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, producerID: -1, producerEpoch: -1)
+            }
+        }
         guard request.transactionalID == nil else {
             // Transactions are not supported; an idempotent producer sends no id.
             return InitProducerIdResponse(errorCode: ErrorCode.invalidRequest.rawValue, producerID: -1, producerEpoch: -1)
@@ -729,6 +833,15 @@ public final class Broker: Sendable {
     func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
         guard request.keyType == 0 else {
             return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "transactions are not supported", nodeID: -1, host: "", port: -1)
+        }
+        if let cluster {
+            // Groups live on one broker of the cluster: the controller.
+            let snapshot = cluster.view.snapshot
+            guard let controller = snapshot.controller, let address = snapshot.brokers[controller] else {
+                return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "no controller yet", nodeID: -1, host: "", port: -1)
+            }
+            let parts = address.split(separator: ":")
+            return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: controller, host: String(parts.first ?? ""), port: Int32(parts.last ?? "") ?? -1)
         }
         return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
     }

@@ -27,6 +27,19 @@ public struct BrokerConfiguration: Sendable {
     /// generation (Kafka's group.initial.rebalance.delay.ms, 3 s there).
     public var initialRebalanceDelay: Duration = .milliseconds(500)
 
+    /// etcd's client URLs; empty runs a single node without etcd.
+    public var etcdEndpoints: [String] = []
+    /// The cluster's name: its keys live under /postduif/<name>/ in etcd.
+    public var clusterName = "postduif"
+    /// Replicas of a topic created without a factor, at most the live brokers (cluster only).
+    public var defaultReplicationFactor: Int16 = 3
+    /// Fewer in-sync replicas than this refuse acks=all (Kafka's min.insync.replicas).
+    public var minInsyncReplicas = 1
+    /// A follower not caught up for this long leaves the ISR (replica.lag.time.max.ms).
+    public var replicaLagMax: Duration = .seconds(30)
+
+    public var isClustered: Bool { !etcdEndpoints.isEmpty }
+
     /// Require SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) before any other request.
     public var saslEnabled = false
     /// The user file `postduif user` manages; defaults to `users.json` in the data directory.

@@ -16,6 +16,7 @@ public final class ReplicationState: Sendable {
 
     struct State {
         var trackers: [PartitionID: ReplicaTracker] = [:]
+        var epochs: [PartitionID: Int32] = [:]
         var waiters: [PartitionID: [UUID: Waiter]] = [:]
     }
 
@@ -34,11 +35,36 @@ public final class ReplicationState: Sendable {
         return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
     }
 
-    /// Takes up leadership of a partition with these replicas and ISR.
-    public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, leaderID: Int32, log: PartitionLog, lagMaxMilliseconds: Int64 = 30_000) {
+    /// Takes up leadership of a partition with these replicas and ISR, at
+    /// `epoch` (stamped on every batch it appends).
+    public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, leaderID: Int32, log: PartitionLog, epoch: Int32 = 0, lagMaxMilliseconds: Int64 = 30_000) {
         let tracker = ReplicaTracker(leader: leaderID, replicas: replicas, isr: isr, leaderLogEnd: log.logEndOffset,
                                      highWatermark: log.highWatermark, now: now, lagMaxMilliseconds: lagMaxMilliseconds)
-        state.withLock { $0.trackers[id] = tracker }
+        state.withLock {
+            $0.trackers[id] = tracker
+            $0.epochs[id] = epoch
+        }
+    }
+
+    /// Gives up leadership (another broker leads now): waiting acks=all
+    /// produces fail rather than wait for a high watermark that will not move here.
+    public func stopLeading(_ id: PartitionID) {
+        let waiting = state.withLock { state -> [Waiter] in
+            state.trackers[id] = nil
+            state.epochs[id] = nil
+            return Array((state.waiters.removeValue(forKey: id) ?? [:]).values)
+        }
+        for waiter in waiting { waiter.continuation.resume(returning: false) }
+    }
+
+    /// The epoch this node leads the partition at, or nil when it does not lead it.
+    public func leaderEpoch(_ id: PartitionID) -> Int32? {
+        state.withLock { $0.epochs[id] }
+    }
+
+    /// Every partition this node leads.
+    public var ledPartitions: [PartitionID] {
+        state.withLock { Array($0.trackers.keys) }
     }
 
     public func tracker(_ id: PartitionID) -> ReplicaTracker? {

@@ -28,10 +28,21 @@ public struct PartitionState: Codable, Sendable, Equatable {
 public struct TopicAssignment: Codable, Sendable, Equatable {
     public var name: String
     public var replicas: [[Int32]]
+    /// The topic configs it was created with (CreateTopics' names and
+    /// values), so every broker makes its replica of the topic alike.
+    public var configs: [String: String]
 
-    public init(name: String, replicas: [[Int32]]) {
+    public init(name: String, replicas: [[Int32]], configs: [String: String] = [:]) {
         self.name = name
         self.replicas = replicas
+        self.configs = configs
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        replicas = try container.decode([[Int32]].self, forKey: .replicas)
+        configs = try container.decodeIfPresent([String: String].self, forKey: .configs) ?? [:]
     }
 }
 

@@ -25,11 +25,11 @@ public actor ControllerDriver {
 
     public var state: Controller { controller }
 
-    /// Reads brokers, topics and partition records, and corrects what needs
-    /// it (leaders that died while no controller ran). Returns the revision
-    /// to watch brokers from.
+    /// Reads brokers, topics and partition records, and (`correct`) fixes
+    /// what needs it (leaders that died while no controller ran). Returns
+    /// the revision to watch from.
     @discardableResult
-    public func load() async throws -> Int64 {
+    public func load(correct: Bool = true) async throws -> Int64 {
         let (brokers, revision) = try await membership.liveBrokers()
         for broker in brokers.keys.sorted() { _ = controller.handle(.brokerRegistered(broker)) }
         for keyValue in try await coordination.list(prefix: topicsPrefix).keyValues {
@@ -40,7 +40,8 @@ public actor ControllerDriver {
             guard let id = partitionID(keyValue.key) else { continue }
             let record = try JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value))
             revisions[id] = keyValue.modRevision
-            try await apply(controller.handle(.partitionObserved(id, record)))
+            let actions = controller.handle(.partitionObserved(id, record))
+            if correct { try await apply(actions) }
         }
         return revision
     }
@@ -52,8 +53,9 @@ public actor ControllerDriver {
     }
 
     /// Creates a topic: its assignment, then each partition's first record.
-    public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int) async throws -> TopicAssignment {
-        let assignment = try controller.assign(topic: name, partitionCount: partitionCount, replicationFactor: replicationFactor)
+    public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int, configs: [String: String] = [:]) async throws -> TopicAssignment {
+        var assignment = try controller.assign(topic: name, partitionCount: partitionCount, replicationFactor: replicationFactor)
+        assignment.configs = configs
         let encoded = try JSONEncoder().encode(assignment)
         guard try await coordination.compareAndSwap(topicsPrefix + name, expected: 0, value: Array(encoded)) != nil else {
             throw CoordinationError.refused("topic \(name) already exists")
@@ -74,6 +76,23 @@ public actor ControllerDriver {
         for try await event in membership.brokerEvents(fromRevision: revision) {
             guard let event else { continue }
             try await handle(event)
+        }
+    }
+
+    /// Follows topic and partition records written by others (topics
+    /// created on other brokers, leaders' ISR changes) from `revision`.
+    public func followRecords(fromRevision revision: Int64) async throws {
+        for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) where event.kind == .put {
+            let key = event.keyValue.key
+            if key.hasPrefix(topicsPrefix) {
+                let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(event.keyValue.value))
+                try await handle(.topicObserved(assignment))
+            } else if key.hasPrefix(partitionsPrefix), let id = partitionID(key) {
+                guard event.keyValue.modRevision > (revisions[id] ?? 0) else { continue }
+                revisions[id] = event.keyValue.modRevision
+                let record = try JSONDecoder().decode(PartitionState.self, from: Data(event.keyValue.value))
+                try await handle(.partitionObserved(id, record))
+            }
         }
     }
 

@@ -15,7 +15,9 @@ public struct Membership: Sendable {
     public let address: String
     public let leaseSeconds: Int64
 
-    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, leaseSeconds: Int64 = 6) {
+    /// `leaseSeconds`: how long a silent broker counts as alive; failover
+    /// takes about this long (etcd's shortest is about 1.5 s).
+    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, leaseSeconds: Int64 = 2) {
         self.coordination = coordination
         root = "/postduif/\(cluster)/"
         self.brokerID = brokerID

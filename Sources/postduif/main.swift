@@ -1,5 +1,7 @@
 import ArgumentParser
 import Broker
+import Cluster
+import Coordination
 import Foundation
 import LogStore
 import Logging
@@ -149,6 +151,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error (POSTDUIF_LOG_LEVEL).")
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
+    @Option(help: "etcd client URLs, comma-separated; joins a cluster instead of running alone (POSTDUIF_ETCD_ENDPOINTS).")
+    var etcdEndpoints: String?
+
+    @Option(help: "The cluster's name, its key prefix in etcd (POSTDUIF_CLUSTER_NAME).")
+    var clusterName: String = Environment.string("CLUSTER_NAME") ?? BrokerConfiguration().clusterName
+
+    @Option(help: "Replicas of a topic created without a factor, at most the live brokers (POSTDUIF_DEFAULT_REPLICATION_FACTOR).")
+    var defaultReplicationFactor: Int16 = Int16(Environment.integer("DEFAULT_REPLICATION_FACTOR") ?? Int(BrokerConfiguration().defaultReplicationFactor))
+
+    @Option(help: "Fewer in-sync replicas refuse acks=all (POSTDUIF_MIN_INSYNC_REPLICAS).")
+    var minInsyncReplicas: Int = Environment.integer("MIN_INSYNC_REPLICAS") ?? BrokerConfiguration().minInsyncReplicas
+
+    @Option(help: "A follower not caught up for this many milliseconds leaves the ISR (POSTDUIF_REPLICA_LAG_MAX_MS).")
+    var replicaLagMaxMs: Int = Environment.integer("REPLICA_LAG_MAX_MS") ?? Int(BrokerConfiguration().replicaLagMax.components.seconds * 1000)
+
     func run() async throws {
         guard let durabilityMode = Durability(rawValue: durability) else {
             throw OperatorError("--durability must be fsync or none, not \(durability)")
@@ -176,6 +193,15 @@ struct Serve: AsyncParsableCommand {
         configuration.autoCreateTopics = autoCreateTopics
         configuration.saslEnabled = sasl
         configuration.usersFile = usersFile ?? Environment.string("USERS_FILE")
+        configuration.etcdEndpoints = (etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        configuration.clusterName = clusterName
+        configuration.defaultReplicationFactor = defaultReplicationFactor
+        configuration.minInsyncReplicas = minInsyncReplicas
+        configuration.replicaLagMax = .milliseconds(replicaLagMaxMs)
+        if configuration.isClustered && port == 0 {
+            throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
+        }
 
         let store: LogStore
         do {
@@ -183,17 +209,32 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw OperatorError("cannot open the data directory \(data): \(error)")
         }
-        let broker = Broker(store: store, configuration: configuration, logger: logger)
+        let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
+        let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
         let kafka = KafkaService(server: KafkaServer(broker: broker), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
         let operations = OperationsService(server: OperationsServer(
             host: host, port: httpPort, logger: logger,
             metricsText: { registry.emitToString() },
             isReady: { broker.isListening }))
+        var services: [any Service] = [kafka, operations]
+        if let replication {
+            let membership = Membership(
+                coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,
+                address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)")
+            let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
+            broker.attach(node)
+            services.append(ClusterService(node: node))
+        }
         // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
         // shutdown (stop accepting, let in-flight requests finish), then the
         // log is synced and closed below.
-        let group = ServiceGroup(services: [kafka, operations], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            store.close()
+            throw OperatorError("the node stopped: \(error)")
+        }
         store.close()
         logger.info("stopped; log synced and closed")
     }
@@ -320,6 +361,23 @@ struct KafkaService: Service {
             }
         } catch where Task.isShuttingDownGracefully || Task.isCancelled {
             // The listener ends by cancellation when the node shuts down: a normal end.
+        }
+    }
+}
+
+/// The node's cluster side (registration, controller, roles) as a service:
+/// when its lease is lost it ends with an error, and the node stops, since
+/// other brokers may have taken over its partitions.
+struct ClusterService: Service {
+    let node: ClusterNode
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await node.run()
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // Shutting down: the lease ends with the process.
         }
     }
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make cluster` / `make cluster-stop`: a local Postduif cluster on loopback
+# ports for people and tests: Debian's etcd and three brokers, with their
+# data, logs and PID files in one folder; `stop` stops exactly those PIDs.
+#
+#   Deploy/cluster/local-cluster.sh start [DIR]   (default /tmp/postduif-cluster)
+#   Deploy/cluster/local-cluster.sh stop  [DIR]
+#
+# Ports: etcd 2379 (peer 2380), brokers 9092, 9093, 9094 (operations 9644,
+# 9645, 9646); ETCD_PORT, KAFKA_PORT_BASE and HTTP_PORT_BASE override them.
+# BINARY (default .build/release/postduif) picks the broker build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+command=${1:-}
+dir=${2:-/tmp/postduif-cluster}
+etcd_port=${ETCD_PORT:-2379}
+kafka_base=${KAFKA_PORT_BASE:-9092}
+http_base=${HTTP_PORT_BASE:-9644}
+binary=${BINARY:-.build/release/postduif}
+
+wait_port() {
+    for _ in $(seq 1 150); do
+        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on port $1; see the logs in $dir" >&2
+    return 1
+}
+
+case "$command" in
+start)
+    command -v etcd > /dev/null || { echo "etcd is missing: apt-get install etcd-server" >&2; exit 1; }
+    [ -x "$binary" ] || { echo "$binary is missing: build it first (make release)" >&2; exit 1; }
+    if [ -e "$dir" ]; then echo "$dir exists: stop the earlier cluster first" >&2; exit 1; fi
+    mkdir -p "$dir/etcd"
+    peer=$((etcd_port + 1))
+    etcd --name local --data-dir "$dir/etcd/data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "local=http://127.0.0.1:$peer" > "$dir/etcd/log.txt" 2>&1 &
+    echo $! > "$dir/etcd/pid"
+    wait_port "$etcd_port"
+    brokers=""
+    for id in 1 2 3; do
+        mkdir -p "$dir/broker-$id"
+        port=$((kafka_base + id - 1))
+        "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
+            --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
+            ${BROKER_ARGS:-} > "$dir/broker-$id/log.txt" 2>&1 &
+        echo $! > "$dir/broker-$id/pid"
+        brokers="$brokers${brokers:+,}127.0.0.1:$port"
+    done
+    for id in 1 2 3; do wait_port $((kafka_base + id - 1)); done
+    echo "$brokers" > "$dir/bootstrap"
+    echo "Postduif cluster: etcd on http://127.0.0.1:$etcd_port, brokers on $brokers"
+    echo "  produce: echo 'room-1:hello' | kcat -P -b $brokers -t conversations -K : -X topic.request.required.acks=all"
+    echo "  consume: kcat -C -b $brokers -t conversations -o beginning -f '%k: %s\\n'"
+    echo "  logs and data in $dir; stop with: make cluster-stop"
+    ;;
+stop)
+    for pidfile in "$dir"/broker-*/pid "$dir"/etcd/pid; do
+        [ -e "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$dir"
+    ;;
+*)
+    sed -n '2,12p' "$0"
+    exit 1
+    ;;
+esac

@@ -1,0 +1,264 @@
+import Cluster
+import Coordination
+import Foundation
+import LogStore
+import Logging
+import Synchronization
+
+/// What a broker in a cluster knows of it, kept current from etcd's
+/// watches: the Metadata answer and the leader checks read it.
+public final class ClusterView: Sendable {
+    public struct Snapshot: Sendable {
+        public var brokers: [Int32: String] = [:]
+        public var controller: Int32?
+        public var assignments: [String: TopicAssignment] = [:]
+        public var records: [PartitionID: (state: PartitionState, revision: Int64)] = [:]
+    }
+
+    private let state = Mutex(Snapshot())
+
+    public init() {}
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    func update(_ change: (inout Snapshot) -> Void) {
+        state.withLock { change(&$0) }
+    }
+}
+
+/// A broker's life in a cluster: registration under a lease, the bid for
+/// the controller role, the roles its partition records give it (leader:
+/// track followers and write ISR changes; follower: copy from the leader),
+/// topic creation and producer id blocks through etcd. `run` returns (with
+/// an error) when the lease is lost: the node must then stop, since others
+/// may have taken over its partitions.
+public final class ClusterNode: Sendable {
+    public let broker: Broker
+    public let membership: Membership
+    public let view: ClusterView
+    let replication: ReplicationState
+    let logger: Logger
+    private let fetchers = Mutex<[PartitionID: (leader: Int32, task: Task<Void, Never>)]>([:])
+    private let producerIDs = Mutex<(next: Int64, end: Int64)>((0, 0))
+    static let producerIDBlock: Int64 = 1000
+
+    public init(broker: Broker, membership: Membership, view: ClusterView, replication: ReplicationState, logger: Logger) {
+        self.broker = broker
+        self.membership = membership
+        self.view = view
+        self.replication = replication
+        self.logger = logger
+    }
+
+    var myID: Int32 { membership.brokerID }
+    var coordination: any Coordination { membership.coordination }
+
+    public func run() async throws {
+        let lease = try await membership.register()
+        logger.info("registered in the cluster", metadata: ["broker": "\(myID)", "address": "\(membership.address)", "lease": "\(lease)"])
+        defer {
+            for (_, fetcher) in fetchers.withLock({ $0 }) { fetcher.task.cancel() }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.membership.keepAlive(lease: lease) }
+            group.addTask { try await self.follow() }
+            group.addTask { try await self.campaign(lease: lease) }
+            group.addTask { try await self.writeISRChanges() }
+            // The first task to end (lease lost, a watch broken) ends the node.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: The view and the roles
+
+    /// Reads everything under the cluster's root, then follows its changes.
+    func follow() async throws {
+        let (keyValues, revision) = try await coordination.list(prefix: membership.root)
+        for keyValue in keyValues { observe(keyValue, deleted: false) }
+        applyRoles()
+        for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
+            observe(event.keyValue, deleted: event.kind == .delete)
+            applyRoles()
+        }
+        throw CoordinationError.unavailable("the cluster watch ended")
+    }
+
+    private func observe(_ keyValue: KeyValue, deleted: Bool) {
+        let root = membership.root
+        let key = String(keyValue.key.dropFirst(root.count))
+        view.update { snapshot in
+            if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
+                snapshot.brokers[id] = deleted ? nil : String(decoding: keyValue.value, as: UTF8.self)
+            } else if key == "controller" {
+                snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
+            } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
+                snapshot.assignments[assignment.name] = assignment
+            } else if key.hasPrefix("partitions/") {
+                let rest = key.dropFirst("partitions/".count)
+                guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { return }
+                let id = PartitionID(topic: String(rest[..<slash]), index: index)
+                if deleted {
+                    snapshot.records[id] = nil
+                } else if let record = try? JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value)) {
+                    snapshot.records[id] = (record, keyValue.modRevision)
+                }
+            }
+        }
+    }
+
+    /// Makes this node's roles match the partition records.
+    private func applyRoles() {
+        let snapshot = view.snapshot
+        for (id, entry) in snapshot.records {
+            guard let assignment = snapshot.assignments[id.topic], Int(id.index) < assignment.replicas.count else { continue }
+            let replicas = assignment.replicas[Int(id.index)]
+            guard replicas.contains(myID) else { continue }
+            let record = entry.state
+            guard let log = localLog(id, assignment: assignment) else { continue }
+            if record.leader == myID {
+                stopFetching(id)
+                if replication.leaderEpoch(id) != record.leaderEpoch {
+                    replication.lead(id, replicas: replicas, isr: Set(record.isr), leaderID: myID, log: log, epoch: record.leaderEpoch,
+                                     lagMaxMilliseconds: broker.configuration.replicaLagMax.milliseconds)
+                    logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])
+                }
+            } else {
+                if replication.leaderEpoch(id) != nil {
+                    replication.stopLeading(id)
+                    logger.info("no longer leading", metadata: ["partition": "\(id)", "leader": "\(record.leader)"])
+                }
+                if record.leader >= 0, let address = snapshot.brokers[record.leader] {
+                    startFetching(id, from: record.leader, at: address, log: log)
+                } else {
+                    stopFetching(id)
+                }
+            }
+        }
+    }
+
+    /// This broker's replica of a partition, creating the topic locally first.
+    private func localLog(_ id: PartitionID, assignment: TopicAssignment) -> PartitionLog? {
+        let store = broker.store
+        if store.topic(named: id.topic) == nil {
+            do {
+                let configuration = try broker.topicConfiguration(name: id.topic, partitionCount: Int32(assignment.replicas.count),
+                                                                   configs: assignment.configs.map { ($0.key, $0.value) })
+                try store.createTopic(id.topic, configuration: configuration)
+            } catch let error as LogStoreError where error.code == .topicAlreadyExists {
+                // Made meanwhile: fine.
+            } catch {
+                logger.error("cannot create a local replica of a topic", metadata: ["topic": "\(id.topic)", "error": "\(error)"])
+                return nil
+            }
+        }
+        return try? store.partition(topic: id.topic, index: id.index)
+    }
+
+    private func startFetching(_ id: PartitionID, from leader: Int32, at address: String, log: PartitionLog) {
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { return }
+        fetchers.withLock { fetchers in
+            if let current = fetchers[id], current.leader == leader { return }
+            fetchers[id]?.task.cancel()
+            let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: [log], logger: logger)
+            let broker = self.broker
+            fetchers[id] = (leader, Task {
+                await fetcher.run(maxWaitMilliseconds: 500)
+                _ = broker
+            })
+        }
+        logger.info("following", metadata: ["partition": "\(id)", "leader": "\(leader)", "address": "\(address)"])
+    }
+
+    private func stopFetching(_ id: PartitionID) {
+        fetchers.withLock { $0.removeValue(forKey: id)?.task.cancel() }
+    }
+
+    // MARK: Controller
+
+    /// Bids for the controller role whenever nobody holds it; while it
+    /// holds it, runs the controller.
+    func campaign(lease: Int64) async throws {
+        while !Task.isCancelled {
+            if try await membership.campaign(lease: lease) {
+                logger.info("controller", metadata: ["broker": "\(myID)"])
+                let driver = ControllerDriver(membership: membership, uncleanElection: false)
+                let revision = try await driver.load()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await driver.follow(fromRevision: revision + 1) }
+                    group.addTask { try await driver.followRecords(fromRevision: revision + 1) }
+                    try await group.next()
+                    group.cancelAll()
+                }
+                throw CoordinationError.unavailable("the controller's watch ended")
+            }
+            // Someone else controls: wait until the role is free.
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    // MARK: Leader duties
+
+    /// Every half second, writes the ISR changes its trackers propose, by
+    /// compare-and-swap on the record it leads, then acts on them.
+    func writeISRChanges() async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(500))
+            for id in replication.ledPartitions {
+                guard let tracker = replication.tracker(id), let proposed = tracker.proposedISR(now: replication.now),
+                      let entry = view.snapshot.records[id], entry.state.leader == myID,
+                      entry.state.leaderEpoch == replication.leaderEpoch(id) else { continue }
+                var next = entry.state
+                next.isr = proposed.sorted()
+                next.version += 1
+                let key = membership.root + "partitions/\(id.topic)/\(id.index)"
+                if try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next))) != nil {
+                    logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
+                    if let committed = replication.isrChanged(id, to: proposed), let log = try? broker.store.partition(topic: id.topic, index: id.index) {
+                        try? log.advanceHighWatermark(to: committed)
+                        broker.notifier.notify()
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Services for the broker
+
+    /// Creates a topic in the cluster (any broker may): assignment over the
+    /// live brokers, then the partition records, by compare-and-swap.
+    public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int, configs: [String: String]) async throws -> TopicAssignment {
+        let driver = ControllerDriver(membership: membership)
+        try await driver.load(correct: false)
+        let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
+        return try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+    }
+
+    /// A producer id from this broker's block; blocks come from etcd.
+    public func allocateProducerID() async throws -> Int64 {
+        if let id = producerIDs.withLock({ block -> Int64? in
+            guard block.next < block.end else { return nil }
+            defer { block.next += 1 }
+            return block.next
+        }) {
+            return id
+        }
+        let key = membership.root + "producer-ids"
+        while true {
+            let current = try await coordination.get(key)
+            let start = current.flatMap { Int64(String(decoding: $0.value, as: UTF8.self)) } ?? 0
+            let end = start + Self.producerIDBlock
+            if try await coordination.compareAndSwap(key, expected: current?.modRevision ?? 0, value: Array(String(end).utf8)) != nil {
+                producerIDs.withLock { $0 = (start + 1, end) }
+                return start
+            }
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
