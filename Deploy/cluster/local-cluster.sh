@@ -5,6 +5,7 @@
 #
 #   Deploy/cluster/local-cluster.sh start [DIR]   (default /tmp/postduif-cluster)
 #   Deploy/cluster/local-cluster.sh stop  [DIR]
+#   Deploy/cluster/local-cluster.sh restart DIR N   (broker N again, after a kill)
 #
 # Ports: etcd 2379 (peer 2380), brokers 9092, 9093, 9094 (operations 9644,
 # 9645, 9646); ETCD_PORT, KAFKA_PORT_BASE and HTTP_PORT_BASE override them.
@@ -58,6 +59,16 @@ start)
     echo "  consume: kcat -C -b $brokers -t conversations -o beginning -f '%k: %s\\n'"
     echo "  logs and data in $dir; stop with: make cluster-stop"
     ;;
+restart)
+    # Starts broker N of a running cluster again (after it was killed).
+    id=${3:?broker id}
+    port=$((kafka_base + id - 1))
+    "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
+        --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
+        ${BROKER_ARGS:-} >> "$dir/broker-$id/log.txt" 2>&1 &
+    echo $! > "$dir/broker-$id/pid"
+    wait_port "$port"
+    ;;
 stop)
     for pidfile in "$dir"/broker-*/pid "$dir"/etcd/pid; do
         [ -e "$pidfile" ] || continue
@@ -69,7 +80,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    sed -n '2,12p' "$0"
+    sed -n '2,13p' "$0"
     exit 1
     ;;
 esac

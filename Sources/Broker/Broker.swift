@@ -267,6 +267,12 @@ public final class Broker: Sendable {
     /// Metadata from the cluster's view: every live broker, each
     /// partition's leader, replicas and ISR as etcd holds them.
     func clusterMetadata(_ request: MetadataRequest, _ cluster: ClusterNode) async -> MetadataResponse {
+        // Right after start the election may not have happened yet; clients
+        // (librdkafka's admin) wait long for a controller they were told is
+        // missing, so give the election a moment first.
+        for _ in 0..<60 where cluster.view.snapshot.controller == nil {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
         var snapshot = cluster.view.snapshot
         if let names = request.topics, request.allowAutoTopicCreation && configuration.autoCreateTopics {
             for name in names where snapshot.assignments[name] == nil {

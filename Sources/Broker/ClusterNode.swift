@@ -122,6 +122,12 @@ public final class ClusterNode: Sendable {
                     replication.lead(id, replicas: replicas, isr: Set(record.isr), leaderID: myID, log: log, epoch: record.leaderEpoch,
                                      lagMaxMilliseconds: broker.configuration.replicaLagMax.milliseconds)
                     logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])
+                } else if let tracker = replication.tracker(id), tracker.isr != Set(record.isr) {
+                    // The controller changed the ISR (a broker's lease ended): act on etcd's word.
+                    if let committed = replication.isrChanged(id, to: Set(record.isr)) {
+                        try? log.advanceHighWatermark(to: committed)
+                        broker.notifier.notify()
+                    }
                 }
             } else {
                 if replication.leaderEpoch(id) != nil {

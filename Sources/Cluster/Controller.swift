@@ -148,9 +148,18 @@ public struct Controller: Sendable {
             }
         case .partitionObserved(let id, let state):
             partitions[id] = state
+            guard !liveBrokers.isEmpty, state.leader != -1 else { return [] }
             // A record naming a dead leader (the controller was down when it died).
-            if state.leader != -1 && !liveBrokers.contains(state.leader) && !liveBrokers.isEmpty {
+            if !liveBrokers.contains(state.leader) {
                 return [elect(id, state, removing: state.leader)].compactMap { $0 }
+            }
+            // Or dead followers still in the ISR (expired while no controller ran).
+            let alive = state.isr.filter { liveBrokers.contains($0) }
+            if alive.count < state.isr.count {
+                var next = state
+                next.isr = alive
+                next.version += 1
+                return [.writePartition(id, previous: state, next: next)]
             }
             return []
         case .topicObserved(let assignment):

@@ -80,6 +80,13 @@ import Testing
         #expect(actions == [.writePartition(p0, previous: stale, next: PartitionState(leader: 2, leaderEpoch: 5, isr: [2, 3], version: 10))])
     }
 
+    @Test func deadFollowersLeaveTheISRWhenTheRecordIsSeen() throws {
+        var controller = Controller()
+        _ = controller.handle(.brokerRegistered(1))
+        let stale = PartitionState(leader: 1, leaderEpoch: 2, isr: [1, 2, 3], version: 5)
+        #expect(controller.handle(.partitionObserved(p0, stale)) == [.writePartition(p0, previous: stale, next: PartitionState(leader: 1, leaderEpoch: 2, isr: [1], version: 6))])
+    }
+
     @Test func aLiveLeaderIsLeftAlone() throws {
         var controller = try cluster()
         #expect(controller.handle(.brokerRegistered(4)).isEmpty)

@@ -1,0 +1,269 @@
+"""A replicated cluster: real etcd and three brokers on loopback ports
+(Deploy/cluster/local-cluster.sh, the script behind `make cluster`), driven
+by confluent-kafka. Leaders are killed with SIGKILL and paused with
+SIGSTOP while an idempotent acks=all producer writes; afterwards every
+acknowledged message is read exactly once, in order per conversation, and
+the replicas' logs are identical (postduif inspect). Bounded: every wait
+has a deadline."""
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import BINARY, ROOT
+
+SCRIPT = os.path.join(ROOT, "Deploy", "cluster", "local-cluster.sh")
+
+
+def free_block(count):
+    """A base port with `count` free ports after it."""
+    for _ in range(100):
+        base = random.randint(20000, 40000)
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            for s in sockets:
+                s.close()
+            return base
+        except OSError:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+class Cluster:
+    def __init__(self, broker_args=""):
+        self.dir = tempfile.mkdtemp(prefix="postduif-cluster-test-")
+        os.rmdir(self.dir)
+        self.env = dict(os.environ, ETCD_PORT=str(free_block(2)), KAFKA_PORT_BASE=str(free_block(3)),
+                        HTTP_PORT_BASE=str(free_block(3)), BINARY=BINARY,
+                        BROKER_ARGS="--log-level info --default-partitions 2 " + broker_args)
+        self.base = int(self.env["KAFKA_PORT_BASE"])
+
+    def run(self, *args):
+        subprocess.run([SCRIPT, *args], check=True, env=self.env, timeout=120, capture_output=True)
+
+    def start(self):
+        self.run("start", self.dir)
+        return self
+
+    def stop(self):
+        self.run("stop", self.dir)
+
+    @property
+    def bootstrap(self):
+        return ",".join("127.0.0.1:%d" % (self.base + i) for i in range(3))
+
+    def pid(self, broker):
+        with open(os.path.join(self.dir, "broker-%d" % broker, "pid")) as f:
+            return int(f.read())
+
+    def signal(self, broker, sig):
+        os.kill(self.pid(broker), sig)
+
+    def restart(self, broker):
+        self.run("restart", self.dir, str(broker))
+
+    def log(self, broker):
+        with open(os.path.join(self.dir, "broker-%d" % broker, "log.txt"), errors="replace") as f:
+            return f.read()
+
+    def leader(self, topic, partition, avoid=None, timeout=30):
+        """The partition's leader per Metadata, once it is not `avoid`."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                metadata = admin.list_topics(topic, timeout=5)
+                leader = metadata.topics[topic].partitions[partition].leader
+                if leader > 0 and leader != avoid:
+                    return leader
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("no leader for %s/%d within %ds" % (topic, partition, timeout))
+
+    def create_topic(self, name, partitions=2, replication=3):
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for future in admin.create_topics([NewTopic(name, partitions, replication)]).values():
+            future.result(timeout=30)
+        for partition in range(partitions):
+            self.leader(name, partition)
+
+
+@pytest.fixture
+def cluster():
+    made = Cluster().start()
+    yield made
+    made.stop()
+
+
+def consume_all(bootstrap, topic, partitions, expected, timeout=60):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "verify-%d" % time.time(), "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = []
+    deadline = time.monotonic() + timeout
+    while len(seen) < expected and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        seen.append((message.key(), message.value(), message.partition(), message.offset()))
+    # Anything beyond what was expected would be a duplicate: look a little longer.
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            seen.append((message.key(), message.value(), message.partition(), message.offset()))
+    consumer.close()
+    return seen
+
+
+def test_leader_killed_twice_loses_and_duplicates_nothing(cluster):
+    topic = "chat-failover"
+    cluster.create_topic(topic)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 5, "message.timeout.ms": 120000, "retry.backoff.ms": 100})
+    acknowledged = {}
+    failed = []
+
+    def delivered(error, message):
+        if error is None:
+            acknowledged[message.value()] = (message.partition(), message.offset())
+        else:
+            failed.append(error)
+
+    total = 20000
+    killed = []
+    for i in range(total):
+        key = b"conversation-%d" % (i % 100)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=b"%08d" % i, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        if i in (5000, 12000):
+            # The second victim is the leader that replaced the first.
+            victim = cluster.leader(topic, 0, avoid=killed[0] if killed else None)
+            cluster.signal(victim, signal.SIGKILL)
+            killed.append(victim)
+            if len(killed) == 1:
+                # The first victim comes back while the second failover happens.
+                threading.Timer(3.0, cluster.restart, args=(victim,)).start()
+    remaining = producer.flush(120)
+    assert remaining == 0, "%d messages still unacknowledged" % remaining
+    assert failed == []
+    assert len(acknowledged) == total
+    assert killed[0] != killed[1], "the second kill should hit the new leader"
+
+    seen = consume_all(cluster.bootstrap, topic, 2, total)
+    values = [value for _, value, _, _ in seen]
+    assert len(values) == len(set(values)), "duplicates: %d" % (len(values) - len(set(values)))
+    assert set(values) == set(acknowledged), "missing %d acknowledged messages" % len(set(acknowledged) - set(values))
+    # In order per conversation (the producer sent each conversation's messages in increasing order).
+    by_key = {}
+    for key, value, _, _ in seen:
+        by_key.setdefault(key, []).append(int(value))
+    for key, numbers in by_key.items():
+        assert numbers == sorted(numbers), "conversation %s out of order" % key
+
+    # The restarted broker catches up and rejoins the ISR; then the replicas hold the same log.
+    first = killed[0]
+    cluster.restart(killed[1])
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partitions = admin.list_topics(topic, timeout=5).topics[topic].partitions
+        if all(sorted(p.isrs) == [1, 2, 3] for p in partitions.values()):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the ISR did not return to all three brokers: %s" % {p: v.isrs for p, v in partitions.items()})
+    for broker in (1, 2, 3):
+        cluster.signal(broker, signal.SIGTERM)
+    time.sleep(3)
+    reports = []
+    for broker in (1, 2, 3):
+        data = os.path.join(cluster.dir, "broker-%d" % broker, "data")
+        result = subprocess.run([BINARY, "inspect", "--data", data], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = sorted(line.split() for line in result.stdout.splitlines() if line.startswith(topic))
+        reports.append(rows)
+    assert reports[0] == reports[1] == reports[2], reports
+    assert first in (1, 2, 3)
+
+
+def test_with_two_brokers_down_acks_all_fails_clearly():
+    cluster = Cluster("--min-insync-replicas 2").start()
+    try:
+        topic = "chat-min-isr"
+        cluster.create_topic(topic, partitions=1)
+        leader = cluster.leader(topic, 0)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 8000, "retries": 0})
+        results = []
+        producer.produce(topic, key=b"k", value=b"before", on_delivery=lambda e, m: results.append(e))
+        producer.flush(30)
+        assert results == [None]
+        for broker in (1, 2, 3):
+            if broker != leader:
+                cluster.signal(broker, signal.SIGKILL)
+        # The controller drops the dead brokers from the ISR once their leases end.
+        deadline = time.monotonic() + 30
+        admin = AdminClient({"bootstrap.servers": "127.0.0.1:%d" % (cluster.base + leader - 1)})
+        while time.monotonic() < deadline:
+            if admin.list_topics(topic, timeout=5).topics[topic].partitions[0].isrs == [leader]:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the dead brokers stayed in the ISR")
+        results.clear()
+        producer.produce(topic, key=b"k", value=b"after", on_delivery=lambda e, m: results.append(e))
+        producer.flush(30)
+        assert len(results) == 1 and results[0] is not None
+        assert results[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, results[0]
+    finally:
+        cluster.stop()
+
+
+def test_a_paused_leader_is_replaced_and_cannot_acknowledge_after(cluster):
+    topic = "chat-paused"
+    cluster.create_topic(topic, partitions=1)
+    old = cluster.leader(topic, 0)
+    cluster.signal(old, signal.SIGSTOP)
+    try:
+        new = cluster.leader(topic, 0, avoid=old)
+        assert new != old
+    finally:
+        cluster.signal(old, signal.SIGCONT)
+    # Resumed, the old leader finds its lease gone and stops rather than act as leader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(cluster.pid(old), 0)
+        except ProcessLookupError:
+            break
+        if subprocess.run(["ps", "-o", "stat=", "-p", str(cluster.pid(old))], capture_output=True, text=True).stdout.strip().startswith("Z"):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the paused leader kept running after its lease ended")
+    assert re.search(r"lease .* not found|node stopped", cluster.log(old)), cluster.log(old)[-2000:]
+    # Its partition took writes under the new leader only.
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 20000})
+    results = []
+    producer.produce(topic, key=b"k", value=b"after", on_delivery=lambda e, m: results.append(e))
+    producer.flush(30)
+    assert results == [None]
