@@ -130,7 +130,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Data directory (POSTDUIF_DATA).")
     var data: String = Environment.string("DATA") ?? BrokerConfiguration().dataDirectory
 
-    @Option(help: "fsync (acknowledge once synced, the default) or none (POSTDUIF_DURABILITY).")
+    @Option(help: "fsync (acknowledge once synced, the default), none, or in a cluster replicated (acknowledge once every in-sync replica wrote it) (POSTDUIF_DURABILITY).")
     var durability: String = Environment.string("DURABILITY") ?? BrokerConfiguration().durability.rawValue
 
     @Option(help: "Partitions of auto-created topics (POSTDUIF_DEFAULT_PARTITIONS).")
@@ -167,8 +167,14 @@ struct Serve: AsyncParsableCommand {
     var replicaLagMaxMs: Int = Environment.integer("REPLICA_LAG_MAX_MS") ?? Int(BrokerConfiguration().replicaLagMax.components.seconds * 1000)
 
     func run() async throws {
-        guard let durabilityMode = Durability(rawValue: durability) else {
-            throw OperatorError("--durability must be fsync or none, not \(durability)")
+        // `replicated` is the cluster's name for acknowledging on receipt:
+        // every in-sync replica has written the batch, none waits for a sync.
+        let clustered = !(etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "").isEmpty
+        if durability == "replicated" && !clustered {
+            throw OperatorError("--durability replicated needs a cluster (--etcd-endpoints); a single node has fsync or none")
+        }
+        guard let durabilityMode = durability == "replicated" ? Durability.none : Durability(rawValue: durability) else {
+            throw OperatorError("--durability must be fsync, none or (in a cluster) replicated, not \(durability)")
         }
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw OperatorError("--log-level \(logLevel) is not a log level")
