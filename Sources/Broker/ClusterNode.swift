@@ -199,8 +199,9 @@ public final class ClusterNode: Sendable {
                 }
                 throw CoordinationError.unavailable("the controller's watch ended")
             }
-            // Someone else controls: wait until the role is free.
-            try await Task.sleep(for: .milliseconds(500))
+            // Someone else controls: ask again soon (the role frees when its
+            // holder's lease ends; failover waits on this).
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
 
