@@ -8,6 +8,10 @@
 #
 #   PAIRS=3 SECONDS_PER_RUN=10 PRODUCERS=2 OUT=bench-results BENCH_DIR=/tmp Benchmarks/compare.sh
 #
+# MODE=r3 runs replication factor 3 instead: a local Postduif cluster
+# (Deploy/cluster/local-cluster.sh, `replicated` durability) against a
+# three-node JetStream cluster (R3).
+#
 # First a closed-loop produce (peak throughput), then e2e at half of NATS's
 # median peak (E2E_RATE overrides); WORKLOADS="produce e2e consume chat"
 # adds a consume from the start (CONSUME_COUNT messages) and the chat
@@ -39,14 +43,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-.build/release/postduif serve --port "$kafka_port" --http-port "$http_port" --data "$data/store" \
-    --durability none --default-partitions 8 --log-level warning &
-postduif_pid=$!
-NATS_PORT=$nats_port Benchmarks/peers/nats/nats.sh start single "$nats_state"
+MODE=${MODE:-single}
+replicas=1
+if [ "$MODE" = r3 ]; then
+    # Replication factor 3: a local Postduif cluster (etcd, three brokers,
+    # `replicated` durability) against a three-node JetStream cluster (R3).
+    replicas=3
+    cluster_env=(ETCD_PORT=$(free_port) KAFKA_PORT_BASE=$(python3 -c 'import random; print(random.randint(20000, 30000))') HTTP_PORT_BASE=$(python3 -c 'import random; print(random.randint(30001, 40000))'))
+    env "${cluster_env[@]}" BROKER_ARGS="--durability replicated --default-partitions 8 --log-level warning" \
+        Deploy/cluster/local-cluster.sh start "$data/cluster"
+    kafka_port=$(cut -d, -f1 "$data/cluster/bootstrap" | cut -d: -f2)
+    Benchmarks/peers/nats/nats.sh start cluster "$nats_state"
+    nats_port=4222
+    cleanup_cluster() { env "${cluster_env[@]}" Deploy/cluster/local-cluster.sh stop "$data/cluster" || true; }
+    trap 'cleanup_cluster; cleanup' EXIT
+else
+    .build/release/postduif serve --port "$kafka_port" --http-port "$http_port" --data "$data/store" \
+        --durability none --default-partitions 8 --log-level warning &
+    postduif_pid=$!
+    NATS_PORT=$nats_port Benchmarks/peers/nats/nats.sh start single "$nats_state"
+fi
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$kafka_port") 2>/dev/null && break; sleep 0.1; done
 
 common=(--a "kafka://127.0.0.1:$kafka_port" --b "nats://127.0.0.1:$nats_port" --pairs "$PAIRS"
-        --seconds "$SECONDS_PER_RUN" --producers "$PRODUCERS")
+        --seconds "$SECONDS_PER_RUN" --producers "$PRODUCERS" --replicas "$replicas")
 
 WORKLOADS=${WORKLOADS:-produce e2e}
 

@@ -35,42 +35,103 @@ public struct KafkaTarget: Target {
         for topic in response.topics where topic.errorCode != 0 && topic.errorCode != ErrorCode.topicAlreadyExists.rawValue {
             throw TargetError.refused("creating topic \(topic.name): error \(topic.errorCode) \(topic.errorMessage ?? "")")
         }
+        try await waitUntilLed(stream)
     }
 
-    static func partitionCount(of topic: String, on connection: KafkaClientConnection) async throws -> Int32 {
-        // The topic may have just been created: retry briefly until it is listed.
-        for _ in 0..<50 {
-            var reader = try await connection.request(.metadata, version: metadataVersion) { writer in
-                MetadataRequest(topics: [topic], allowAutoTopicCreation: false).encode(&writer, version: metadataVersion)
+    /// In a cluster, a new topic's leaders take it up a moment after
+    /// Metadata names them: ask each leader for its partitions' offsets
+    /// until all answer, so the run does not start with refusals.
+    func waitUntilLed(_ topic: String) async throws {
+        for _ in 0..<100 {
+            let layout = try await layout(of: topic)
+            let (connections, partitions) = try await leaderConnections(layout)
+            var ready = true
+            for (address, connection) in connections {
+                var reader = try await connection.request(.listOffsets, version: 2) { writer in
+                    ListOffsetsRequest(topics: [.init(name: topic, partitions: partitions[address]!.map { .init(index: $0, timestamp: -1) })]).encode(&writer, version: 2)
+                }
+                let answer = try ListOffsetsResponse.decode(&reader, version: 2)
+                if answer.topics.flatMap(\.partitions).contains(where: { $0.errorCode != 0 }) { ready = false }
+                await connection.close()
             }
-            let response = try MetadataResponse.decode(&reader, version: metadataVersion)
+            if ready { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TargetError.refused("the leaders of \(topic) did not take it up")
+    }
+
+    /// Where each partition of a topic is led: broker addresses by
+    /// partition, from Metadata (a single node leads them all).
+    struct Layout {
+        var leaders: [Int32: String]
+        var partitionCount: Int32 { Int32(leaders.count) }
+    }
+
+    func layout(of topic: String) async throws -> Layout {
+        let connection = try await connect()
+        defer { Task { await connection.close() } }
+        // The topic may have just been created: retry briefly until every partition has a leader.
+        for _ in 0..<100 {
+            var reader = try await connection.request(.metadata, version: Self.metadataVersion) { writer in
+                MetadataRequest(topics: [topic], allowAutoTopicCreation: false).encode(&writer, version: Self.metadataVersion)
+            }
+            let response = try MetadataResponse.decode(&reader, version: Self.metadataVersion)
+            let brokers = Dictionary(uniqueKeysWithValues: response.brokers.map { ($0.nodeID, "\($0.host):\($0.port)") })
             if let found = response.topics.first(where: { $0.name == topic }), found.errorCode == 0, !found.partitions.isEmpty {
-                return Int32(found.partitions.count)
+                var leaders: [Int32: String] = [:]
+                for partition in found.partitions {
+                    if let address = brokers[partition.leaderID] { leaders[partition.index] = address }
+                }
+                if leaders.count == found.partitions.count { return Layout(leaders: leaders) }
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TargetError.refused("topic \(topic) has no partitions")
+        throw TargetError.refused("topic \(topic) has no leaders")
+    }
+
+    static func connect(_ address: String) async throws -> KafkaClientConnection {
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw TargetError.refused("bad broker address \(address)") }
+        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-bench")
+    }
+
+    /// One connection per leading broker, and which partitions each leads.
+    func leaderConnections(_ layout: Layout) async throws -> (connections: [String: KafkaClientConnection], partitions: [String: [Int32]]) {
+        var connections: [String: KafkaClientConnection] = [:]
+        var partitions: [String: [Int32]] = [:]
+        for (partition, address) in layout.leaders.sorted(by: { $0.key < $1.key }) {
+            if connections[address] == nil { connections[address] = try await Self.connect(address) }
+            partitions[address, default: []].append(partition)
+        }
+        return (connections, partitions)
     }
 
     public func makePublisher(stream: String, recorder: Recorder, settings: PublishSettings) async throws -> any Publisher {
-        let connection = try await connect()
-        let partitions = try await Self.partitionCount(of: stream, on: connection)
-        return KafkaPublisher(connection: connection, topic: stream, partitionCount: partitions, recorder: recorder, settings: settings)
+        let layout = try await layout(of: stream)
+        let (connections, _) = try await leaderConnections(layout)
+        let routes = layout.leaders.mapValues { connections[$0]! }
+        return KafkaPublisher(routes: routes, topic: stream, partitionCount: layout.partitionCount, recorder: recorder, settings: settings)
     }
 
     public func makeSubscriber(stream: String, fromStart: Bool) async throws -> any Subscriber {
-        let connection = try await connect()
-        let partitions = try await Self.partitionCount(of: stream, on: connection)
-        return try await KafkaSubscriber(connection: connection, topic: stream, partitionCount: partitions, fromStart: fromStart)
+        let layout = try await layout(of: stream)
+        let (connections, partitions) = try await leaderConnections(layout)
+        var parts: [KafkaSubscriber] = []
+        for (address, connection) in connections.sorted(by: { $0.key < $1.key }) {
+            parts.append(try await KafkaSubscriber(connection: connection, topic: stream, partitions: partitions[address]!, fromStart: fromStart))
+        }
+        return parts.count == 1 ? parts[0] : KafkaSubscribers(parts: parts)
     }
 }
 
 /// Batches messages per partition as a Kafka producer does (a batch leaves
-/// when it is full or its linger passed) and keeps several Produce requests
-/// in flight on one connection. Without a connection it is the discard
-/// target: it builds and encodes every request, then drops it.
+/// when it is full or its linger passed), sends each partition's batch to
+/// the broker leading it, and keeps several Produce requests in flight.
+/// Without routes it is the discard target: it builds and encodes every
+/// request, then drops it.
 actor KafkaPublisher: Publisher {
-    let connection: KafkaClientConnection?
+    /// The connection to each partition's leader; empty for discard.
+    let routes: [Int32: KafkaClientConnection]
     let topic: String
     let partitionCount: Int32
     let recorder: Recorder
@@ -94,8 +155,8 @@ actor KafkaPublisher: Publisher {
     private var failure: (any Error)?
     private var lingerTask: Task<Void, Never>?
 
-    init(connection: KafkaClientConnection?, topic: String, partitionCount: Int32, recorder: Recorder, settings: PublishSettings) {
-        self.connection = connection
+    init(routes: [Int32: KafkaClientConnection], topic: String, partitionCount: Int32, recorder: Recorder, settings: PublishSettings) {
+        self.routes = routes
         self.topic = topic
         self.partitionCount = partitionCount
         self.recorder = recorder
@@ -148,26 +209,34 @@ actor KafkaPublisher: Publisher {
         }
     }
 
-    /// Sends the first batch of every partition in one Produce request.
+    /// Sends the first batch of every partition, one Produce request per
+    /// leading broker.
     private func sendOne() {
-        var partitions: [ProduceRequest.PartitionData] = []
-        var messages: [UInt64] = []
-        var bytes = 0
+        var requests: [ObjectIdentifier: (connection: KafkaClientConnection?, partitions: [ProduceRequest.PartitionData], messages: [UInt64], bytes: Int)] = [:]
         for partition in batches.keys.sorted() {
             var queue = batches[partition]!
             let batch = queue.removeFirst()
             if !queue.isEmpty { fullBatches -= 1 }
             batches[partition] = queue.isEmpty ? nil : queue
-            partitions.append(.init(index: partition, batch: batch.builder.build()))
-            messages += batch.intended
-            bytes += batch.bytes
+            let connection = routes[partition]
+            let key = connection.map(ObjectIdentifier.init) ?? ObjectIdentifier(KafkaPublisher.self)
+            var request = requests[key] ?? (connection, [], [], 0)
+            request.partitions.append(.init(index: partition, batch: batch.builder.build()))
+            request.messages += batch.intended
+            request.bytes += batch.bytes
+            requests[key] = request
+            pendingBytes -= batch.bytes
         }
-        pendingBytes -= bytes
         oldestPending = monotonicNanoseconds()
-        let request = ProduceRequest(acks: settings.acks, timeoutMilliseconds: 30_000, topics: [.init(topic: topic, partitions: partitions)])
         for waiter in waitingForRoom { waiter.resume() }
         waitingForRoom.removeAll()
+        for request in requests.values {
+            send(ProduceRequest(acks: settings.acks, timeoutMilliseconds: 30_000, topics: [.init(topic: topic, partitions: request.partitions)]),
+                 messages: request.messages, bytes: request.bytes, on: request.connection)
+        }
+    }
 
+    private func send(_ request: ProduceRequest, messages: [UInt64], bytes: Int, on connection: KafkaClientConnection?) {
         guard let connection else {
             // Discard: pay for the encoding, acknowledge at once.
             var writer = ByteWriter(capacity: bytes + 256)
@@ -233,7 +302,9 @@ actor KafkaPublisher: Publisher {
 
     func close() async {
         lingerTask?.cancel()
-        await connection?.close()
+        var unique: [ObjectIdentifier: KafkaClientConnection] = [:]
+        for connection in routes.values { unique[ObjectIdentifier(connection)] = connection }
+        for connection in unique.values { await connection.close() }
     }
 }
 
@@ -242,20 +313,21 @@ actor KafkaPublisher: Publisher {
 final class KafkaSubscriber: Subscriber {
     let connection: KafkaClientConnection
     let topic: String
-    let partitionCount: Int32
-    let startOffsets: [Int64]
+    /// The partitions this subscriber reads (those its broker leads).
+    let partitions: [Int32]
+    let startOffsets: [Int32: Int64]
 
-    init(connection: KafkaClientConnection, topic: String, partitionCount: Int32, fromStart: Bool) async throws {
+    init(connection: KafkaClientConnection, topic: String, partitions: [Int32], fromStart: Bool) async throws {
         self.connection = connection
         self.topic = topic
-        self.partitionCount = partitionCount
+        self.partitions = partitions
         var reader = try await connection.request(.listOffsets, version: 2) { writer in
-            ListOffsetsRequest(topics: [.init(name: topic, partitions: (0..<partitionCount).map { .init(index: $0, timestamp: fromStart ? -2 : -1) })]).encode(&writer, version: 2)
+            ListOffsetsRequest(topics: [.init(name: topic, partitions: partitions.map { .init(index: $0, timestamp: fromStart ? -2 : -1) })]).encode(&writer, version: 2)
         }
         let response = try ListOffsetsResponse.decode(&reader, version: 2)
-        var offsets = [Int64](repeating: 0, count: Int(partitionCount))
+        var offsets: [Int32: Int64] = Dictionary(uniqueKeysWithValues: partitions.map { ($0, 0) })
         for partition in response.topics.flatMap(\.partitions) where partition.errorCode == 0 {
-            offsets[Int(partition.index)] = partition.offset
+            offsets[partition.index] = partition.offset
         }
         startOffsets = offsets
     }
@@ -265,7 +337,7 @@ final class KafkaSubscriber: Subscriber {
         while !shouldStop() && !Task.isCancelled {
             let request = FetchRequest(
                 maxWaitMilliseconds: Int32(pollMilliseconds), minBytes: 1, maxBytes: 32 << 20,
-                topics: [.init(name: topic, partitions: (0..<partitionCount).map { .init(index: $0, fetchOffset: offsets[Int($0)], partitionBytesMax: 4 << 20) })])
+                topics: [.init(name: topic, partitions: partitions.map { .init(index: $0, fetchOffset: offsets[$0] ?? 0, partitionBytesMax: 4 << 20) })])
             var reader = try await connection.request(.fetch, version: KafkaTarget.fetchVersion) { request.encode(&$0, version: KafkaTarget.fetchVersion) }
             let response = try FetchResponse.decode(&reader, version: KafkaTarget.fetchVersion)
             var received: [ReceivedMessage] = []
@@ -274,11 +346,12 @@ final class KafkaSubscriber: Subscriber {
                     throw TargetError.refused("fetch from \(topic)/\(partition.index): error \(partition.errorCode)")
                 }
                 for blob in partition.batches {
-                    for batch in try RecordBatch.split(stored: blob) where batch.baseOffset + Int64(batch.lastOffsetDelta) >= offsets[Int(partition.index)] {
-                        for (position, record) in try batch.records().enumerated() where batch.baseOffset + Int64(position) >= offsets[Int(partition.index)] {
+                    let from = offsets[partition.index] ?? 0
+                    for batch in try RecordBatch.split(stored: blob) where batch.baseOffset + Int64(batch.lastOffsetDelta) >= from {
+                        for (position, record) in try batch.records().enumerated() where batch.baseOffset + Int64(position) >= from {
                             received.append(ReceivedMessage(key: record.key, value: record.value))
                         }
-                        offsets[Int(partition.index)] = batch.nextOffset
+                        offsets[partition.index] = batch.nextOffset
                     }
                 }
             }
@@ -288,6 +361,28 @@ final class KafkaSubscriber: Subscriber {
 
     func close() async {
         await connection.close()
+    }
+}
+
+/// Subscribers to each leading broker, read at once.
+final class KafkaSubscribers: Subscriber {
+    let parts: [KafkaSubscriber]
+
+    init(parts: [KafkaSubscriber]) {
+        self.parts = parts
+    }
+
+    func run(pollMilliseconds: Int, shouldStop: @escaping @Sendable () -> Bool, handle: @escaping @Sendable ([ReceivedMessage]) -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for part in parts {
+                group.addTask { try await part.run(pollMilliseconds: pollMilliseconds, shouldStop: shouldStop, handle: handle) }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    func close() async {
+        for part in parts { await part.close() }
     }
 }
 
@@ -302,7 +397,7 @@ public struct DiscardTarget: Target {
     public func prepare(stream: String, partitions: Int) async throws {}
 
     public func makePublisher(stream: String, recorder: Recorder, settings: PublishSettings) async throws -> any Publisher {
-        KafkaPublisher(connection: nil, topic: stream, partitionCount: 8, recorder: recorder, settings: settings)
+        KafkaPublisher(routes: [:], topic: stream, partitionCount: 8, recorder: recorder, settings: settings)
     }
 
     public func makeSubscriber(stream: String, fromStart: Bool) async throws -> any Subscriber {

@@ -236,6 +236,11 @@ public final class ClusterNode: Sendable {
     /// Creates a topic in the cluster (any broker may): assignment over the
     /// live brokers, then the partition records, by compare-and-swap.
     public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int, configs: [String: String]) async throws -> TopicAssignment {
+        // Right after the cluster starts, brokers are still registering:
+        // wait for the first election (every broker registers before it bids).
+        for _ in 0..<60 where view.snapshot.controller == nil || view.snapshot.brokers.count < max(replicationFactor, 1) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let driver = ControllerDriver(membership: membership)
         try await driver.load(correct: false)
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
