@@ -292,12 +292,28 @@ actor KafkaPublisher: Publisher {
     }
 
     func flush() async throws {
+        // A target that stops answering must not hang the run: after the
+        // deadline, what is still unacknowledged counts as failed.
+        let deadline = monotonicNanoseconds() + UInt64(settings.flushTimeoutSeconds * 1e9)
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: .seconds(self?.settings.flushTimeoutSeconds ?? 0))
+            await self?.wakeIdleWaiters()
+        }
+        defer { timer.cancel() }
         while pendingBytes > 0 || inFlight > 0 {
             sendIfDue(force: true)
             if pendingBytes == 0 && inFlight == 0 { break }
+            if monotonicNanoseconds() >= deadline {
+                throw TargetError.refused("\(inFlight) requests and \(pendingBytes) bytes still unacknowledged after \(settings.flushTimeoutSeconds) s")
+            }
             await withCheckedContinuation { waitingForIdle.append($0) }
         }
         if let failure { throw failure }
+    }
+
+    private func wakeIdleWaiters() {
+        for waiter in waitingForIdle { waiter.resume() }
+        waitingForIdle.removeAll()
     }
 
     func close() async {

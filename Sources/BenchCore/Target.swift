@@ -68,6 +68,9 @@ public struct PublishSettings: Sendable {
     /// Past this many unsent bytes, `publish` waits: the generator then
     /// falls behind its schedule, which the latency shows.
     public var bufferBytesMax = 16 << 20
+    /// After the last send, how long to wait for every acknowledgement
+    /// before counting the rest as failed (a stalled target ends the run).
+    public var flushTimeoutSeconds = 60.0
 
     public init() {}
 }
