@@ -168,11 +168,7 @@ public final class ClusterNode: Sendable {
             if let current = fetchers[id], current.leader == leader { return }
             fetchers[id]?.task.cancel()
             let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: [log], logger: logger)
-            let broker = self.broker
-            fetchers[id] = (leader, Task {
-                await fetcher.run(maxWaitMilliseconds: 500)
-                _ = broker
-            })
+            fetchers[id] = (leader, Task { await fetcher.run(maxWaitMilliseconds: 500) })
         }
         logger.info("following", metadata: ["partition": "\(id)", "leader": "\(leader)", "address": "\(address)"])
     }

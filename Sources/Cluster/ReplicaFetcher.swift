@@ -91,11 +91,13 @@ public final class ReplicaFetcher: Sendable {
         var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
         let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         var appended = 0
+        var refused = 0
         for topic in response.topics {
             for answer in topic.partitions {
                 guard let log = partitions.first(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
                 guard answer.errorCode == 0 else {
                     logger.warning("leader refused a replica fetch", metadata: ["partition": "\(topic.name)/\(answer.index)", "error": "\(answer.errorCode)"])
+                    refused += 1
                     continue
                 }
                 for blob in answer.batches {
@@ -107,6 +109,11 @@ public final class ReplicaFetcher: Sendable {
                 let committed = min(answer.highWatermark, log.logEndOffset)
                 if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
             }
+        }
+        if refused > 0 && appended == 0 {
+            // A broker that no longer leads answers at once: do not spin on it
+            // while the new leader's record is on its way.
+            try await Task.sleep(for: .milliseconds(100))
         }
         return appended
     }
