@@ -22,7 +22,7 @@ public struct KafkaTarget: Target {
     }
 
     func connect() async throws -> KafkaClientConnection {
-        try await KafkaClientConnection.connect(host: host, port: port, clientID: "postduif-bench")
+        try await Self.connect("\(host):\(port)")
     }
 
     public func prepare(stream: String, partitions: Int) async throws {

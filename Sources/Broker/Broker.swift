@@ -311,6 +311,13 @@ public final class Broker: Sendable {
         return MetadataResponse(brokers: brokers, clusterID: configuration.clusterName, controllerID: snapshot.controller ?? -1, topics: topics)
     }
 
+    /// A partition's high watermark moved to `committed` (a follower's fetch
+    /// or an ISR change): record it and wake the fetches waiting for data.
+    func committed(_ log: PartitionLog, upTo committed: Int64) {
+        try? log.advanceHighWatermark(to: committed)
+        notifier.notify()
+    }
+
     /// In a cluster, only the leader takes produces and consumer fetches.
     func leads(topic: String, index: Int32) -> Bool {
         guard cluster != nil else { return true }
@@ -433,12 +440,11 @@ public final class Broker: Sendable {
                         return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(replication.minInsyncReplicas) after the append")
                     }
                 }
-                metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
-                return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
+            } else {
+                // A single node commits what is durable under its durability mode.
+                try partition.advanceHighWatermark(to: result.lastOffset + 1)
+                notifier.notify()
             }
-            // A single node commits what is durable under its durability mode.
-            try partition.advanceHighWatermark(to: result.lastOffset + 1)
-            notifier.notify()
             metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
         } catch {
@@ -529,8 +535,7 @@ public final class Broker: Sendable {
         if replica, let replication {
             // The follower's fetch offset is its log end: it may move the high watermark.
             if let committed = replication.followerFetched(PartitionID(topic: topic, index: requested.index), replica: replicaID, offset: requested.fetchOffset) {
-                try? partition.advanceHighWatermark(to: committed)
-                notifier.notify()
+                self.committed(partition, upTo: committed)
             }
         }
         let highWatermark = partition.highWatermark

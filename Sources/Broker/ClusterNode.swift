@@ -125,8 +125,7 @@ public final class ClusterNode: Sendable {
                 } else if let tracker = replication.tracker(id), tracker.isr != Set(record.isr) {
                     // The controller changed the ISR (a broker's lease ended): act on etcd's word.
                     if let committed = replication.isrChanged(id, to: Set(record.isr)) {
-                        try? log.advanceHighWatermark(to: committed)
-                        broker.notifier.notify()
+                        broker.committed(log, upTo: committed)
                     }
                 }
             } else {
@@ -219,8 +218,7 @@ public final class ClusterNode: Sendable {
                 if try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next))) != nil {
                     logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
                     if let committed = replication.isrChanged(id, to: proposed), let log = try? broker.store.partition(topic: id.topic, index: id.index) {
-                        try? log.advanceHighWatermark(to: committed)
-                        broker.notifier.notify()
+                        broker.committed(log, upTo: committed)
                     }
                 }
             }

@@ -31,8 +31,7 @@ public final class ReplicationState: Sendable {
 
     /// Milliseconds on the trackers' clock.
     public var now: Int64 {
-        let elapsed = ContinuousClock.now - clockStart
-        return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+        (ContinuousClock.now - clockStart).milliseconds
     }
 
     /// Takes up leadership of a partition with these replicas and ISR, at
