@@ -43,6 +43,9 @@ public final class Broker: Sendable {
     let logger: Logger
     let notifier = DataNotifier()
     let groups: GroupCoordinator
+    /// Groups' committed offsets in a cluster (unused on a single node,
+    /// which keeps them in its own store).
+    let offsets: OffsetsTopic
     let metrics = BrokerMetrics()
     let listening = Mutex(false)
     /// Partitions led with followers; nil on a single node.
@@ -68,6 +71,7 @@ public final class Broker: Sendable {
         self.configuration = configuration
         self.logger = logger
         groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay, logger: logger)
+        offsets = OffsetsTopic(partitionCount: configuration.offsetsTopicPartitions)
         // On a single node everything the log holds at start survived as
         // written: acknowledged batches were synced, and a batch written but
         // not yet acknowledged when the process died is kept, as Kafka keeps it.
@@ -172,19 +176,37 @@ public final class Broker: Sendable {
                 offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .joinGroup:
                 let request = try JoinGroupRequest.decode(&reader, version: version)
-                await groups.join(request, clientID: header.clientID ?? "", clientHost: client).encode(&body, version: version)
+                if let refused = coordinatorRefusal(request.groupID) {
+                    JoinGroupResponse(errorCode: refused.rawValue, memberID: request.memberID).encode(&body, version: version)
+                } else {
+                    await groups.join(request, clientID: header.clientID ?? "", clientHost: client).encode(&body, version: version)
+                }
             case .syncGroup:
-                await groups.sync(try SyncGroupRequest.decode(&reader, version: version)).encode(&body, version: version)
+                let request = try SyncGroupRequest.decode(&reader, version: version)
+                if let refused = coordinatorRefusal(request.groupID) {
+                    SyncGroupResponse(errorCode: refused.rawValue, assignment: []).encode(&body, version: version)
+                } else {
+                    await groups.sync(request).encode(&body, version: version)
+                }
             case .heartbeat:
-                ErrorOnlyResponse(errorCode: await groups.heartbeat(try HeartbeatRequest.decode(&reader, version: version)).rawValue).encode(&body, version: version)
+                let request = try HeartbeatRequest.decode(&reader, version: version)
+                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.heartbeat(request) }
+                ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
             case .leaveGroup:
-                ErrorOnlyResponse(errorCode: await groups.leave(try LeaveGroupRequest.decode(&reader, version: version)).rawValue).encode(&body, version: version)
+                let request = try LeaveGroupRequest.decode(&reader, version: version)
+                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.leave(request) }
+                ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
             case .offsetCommit:
                 await offsetCommit(try OffsetCommitRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .offsetFetch:
                 offsetFetch(try OffsetFetchRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .describeGroups:
-                DescribeGroupsResponse(groups: await groups.describe(try DescribeGroupsRequest.decode(&reader, version: version).groups)).encode(&body, version: version)
+                let request = try DescribeGroupsRequest.decode(&reader, version: version)
+                var described = await groups.describe(request.groups)
+                for position in described.indices {
+                    if let refused = coordinatorRefusal(described[position].groupID) { described[position].errorCode = refused.rawValue }
+                }
+                DescribeGroupsResponse(groups: described).encode(&body, version: version)
             case .describeConfigs:
                 describeConfigs(try DescribeConfigsRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .listGroups:
@@ -306,7 +328,9 @@ public final class Broker: Sendable {
                 partition.offlineReplicas = replicas.filter { snapshot.brokers[$0] == nil }
                 return partition
             }
-            return .init(errorCode: 0, name: name, partitions: partitions)
+            var topic = MetadataResponse.Topic(errorCode: 0, name: name, partitions: partitions)
+            topic.isInternal = name == OffsetsTopic.name
+            return topic
         }
         return MetadataResponse(brokers: brokers, clusterID: configuration.clusterName, controllerID: snapshot.controller ?? -1, topics: topics)
     }
@@ -388,7 +412,7 @@ public final class Broker: Sendable {
         return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
     }
 
-    private func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16) -> StagedAppend {
+    func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16) -> StagedAppend {
         func failure(_ code: ErrorCode, _ message: String) -> StagedAppend {
             .refused(refusal(topic: topic, index: data.index, code, message))
         }
@@ -417,7 +441,7 @@ public final class Broker: Sendable {
         }
     }
 
-    private func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
+    func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
         guard case .written(let partition, let pending, let index) = staged else {
             if case .refused(let response) = staged { return response }
             preconditionFailure("unreachable")
@@ -769,14 +793,22 @@ public final class Broker: Sendable {
         func everyPartition(_ code: ErrorCode) -> OffsetCommitResponse {
             OffsetCommitResponse(topics: request.topics.map { topic in (topic.name, topic.partitions.map { ($0.index, code.rawValue) }) })
         }
+        if let refused = coordinatorRefusal(request.groupID) { return everyPartition(refused) }
         let verdict = await groups.validateCommit(groupID: request.groupID, generation: request.generationID, memberID: request.memberID)
         guard verdict == .none else { return everyPartition(verdict) }
         var entries: [GroupOffsetEntry] = []
         var results: [(name: String, partitions: [(index: Int32, errorCode: Int16)])] = []
+        // A coordinator in a cluster need not hold the committed topic: the cluster's assignments say what exists.
+        let assignments = cluster?.view.snapshot.assignments
         for topic in request.topics {
             var partitions: [(index: Int32, errorCode: Int16)] = []
             for partition in topic.partitions {
-                if (try? store.partition(topic: topic.name, index: partition.index)) == nil {
+                let exists = if let assignments {
+                    assignments[topic.name].map { partition.index >= 0 && Int(partition.index) < $0.replicas.count } ?? false
+                } else {
+                    (try? store.partition(topic: topic.name, index: partition.index)) != nil
+                }
+                if !exists {
                     partitions.append((partition.index, ErrorCode.unknownTopicOrPartition.rawValue))
                 } else if (partition.metadata?.utf8.count ?? 0) > 4096 {
                     partitions.append((partition.index, ErrorCode.offsetMetadataTooLarge.rawValue))
@@ -786,6 +818,10 @@ public final class Broker: Sendable {
                 }
             }
             results.append((topic.name, partitions))
+        }
+        if cluster != nil {
+            if let failed = await commitReplicated(group: request.groupID, entries) { return everyPartition(failed) }
+            return OffsetCommitResponse(topics: results)
         }
         do {
             try await store.commitOffsets(group: request.groupID, entries)
@@ -797,9 +833,12 @@ public final class Broker: Sendable {
     }
 
     func offsetFetch(_ request: OffsetFetchRequest) -> OffsetFetchResponse {
+        if let refused = coordinatorRefusal(request.groupID) {
+            return OffsetFetchResponse(topics: [], errorCode: refused.rawValue)
+        }
         let committed: [GroupOffsetEntry]
         do {
-            committed = try store.committedOffsets(group: request.groupID)
+            committed = try cluster != nil ? loadedOffsets(group: request.groupID) : store.committedOffsets(group: request.groupID)
         } catch {
             logger.error("cannot read committed offsets", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
             return OffsetFetchResponse(topics: [], errorCode: ErrorCode.kafkaStorageError.rawValue)
@@ -816,6 +855,59 @@ public final class Broker: Sendable {
                 return .init(index: index, offset: found.offset, leaderEpoch: found.leaderEpoch, metadata: found.metadata, errorCode: 0)
             })
         })
+    }
+
+    /// In a cluster, a group's requests go to the leader of its partition of
+    /// `__consumer_offsets`; any other broker answers NOT_COORDINATOR, and
+    /// the client asks FindCoordinator again.
+    func coordinatorRefusal(_ group: String) -> ErrorCode? {
+        guard cluster != nil else { return nil }
+        return leads(topic: OffsetsTopic.name, index: offsets.partition(for: group)) ? nil : .notCoordinator
+    }
+
+    /// This coordinator's view of the group's partition of
+    /// `__consumer_offsets`, read from the log if it has just become its leader.
+    private func offsetsView(group: String) throws -> (partition: Int32, epoch: Int32, log: PartitionLog)? {
+        let index = offsets.partition(for: group)
+        guard let epoch = replication?.leaderEpoch(PartitionID(topic: OffsetsTopic.name, index: index)) else { return nil }
+        let log = try store.partition(topic: OffsetsTopic.name, index: index)
+        try offsets.load(partition: index, epoch: epoch, log: log)
+        return (index, epoch, log)
+    }
+
+    func loadedOffsets(group: String) throws -> [GroupOffsetEntry] {
+        guard try offsetsView(group: group) != nil else { throw LogStoreError(.unknownPartition, "not the coordinator of \(group)") }
+        return offsets.committed(group: group)
+    }
+
+    /// Appends a commit to the group's partition of `__consumer_offsets` and
+    /// waits, as acks=all does, for the in-sync replicas; nil when it is
+    /// committed, else the error for every partition of the request.
+    func commitReplicated(group: String, _ entries: [GroupOffsetEntry]) async -> ErrorCode? {
+        guard !entries.isEmpty else { return nil }
+        let view: (partition: Int32, epoch: Int32, log: PartitionLog)
+        let records: [UInt8]
+        do {
+            guard let found = try offsetsView(group: group) else { return .notCoordinator }
+            view = found
+            records = try OffsetsTopic.batch(group: group, entries, timestamp: Int64(Date().timeIntervalSince1970 * 1000))
+        } catch {
+            logger.error("cannot read the committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])
+            return .coordinatorNotAvailable
+        }
+        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, records: records), version: 8, acks: -1)
+        let answer = await finishOne(topic: OffsetsTopic.name, staged, acks: -1, timeout: .seconds(5))
+        switch ErrorCode(rawValue: answer.errorCode) {
+        case ErrorCode.none?:
+            offsets.apply(partition: view.partition, epoch: view.epoch, group: group, entries, baseOffset: answer.baseOffset)
+            return nil
+        case .notLeaderOrFollower?, .fencedLeaderEpoch?:
+            return .notCoordinator
+        default:
+            // As Kafka maps them: too few replicas or a timeout leave the coordinator unavailable for now.
+            logger.warning("a commit was not replicated", metadata: ["group": "\(group)", "error": "\(answer.errorCode)", "reason": "\(answer.errorMessage ?? "")"])
+            return .coordinatorNotAvailable
+        }
     }
 
     // MARK: Producers, coordinators, epochs
@@ -846,13 +938,21 @@ public final class Broker: Sendable {
             return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "transactions are not supported", nodeID: -1, host: "", port: -1)
         }
         if let cluster {
-            // Groups live on one broker of the cluster: the controller.
+            // A group's coordinator is the leader of its partition of __consumer_offsets.
+            func unavailable(_ why: String) -> FindCoordinatorResponse {
+                FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: why, nodeID: -1, host: "", port: -1)
+            }
             let snapshot = cluster.view.snapshot
-            guard let controller = snapshot.controller, let address = snapshot.brokers[controller] else {
-                return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "no controller yet", nodeID: -1, host: "", port: -1)
+            guard snapshot.assignments[OffsetsTopic.name] != nil else {
+                cluster.ensureOffsetsTopic()
+                return unavailable("\(OffsetsTopic.name) is being created")
+            }
+            let id = PartitionID(topic: OffsetsTopic.name, index: offsets.partition(for: request.key))
+            guard let leader = snapshot.records[id]?.state.leader, leader >= 0, let address = snapshot.brokers[leader] else {
+                return unavailable("\(id) has no leader")
             }
             let parts = address.split(separator: ":")
-            return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: controller, host: String(parts.first ?? ""), port: Int32(parts.last ?? "") ?? -1)
+            return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: leader, host: String(parts.first ?? ""), port: Int32(parts.last ?? "") ?? -1)
         }
         return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
     }

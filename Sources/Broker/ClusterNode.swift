@@ -41,6 +41,7 @@ public final class ClusterNode: Sendable {
     private let fetchers = Mutex<[PartitionID: (leader: Int32, task: Task<Void, Never>)]>([:])
     private let producerIDs = Mutex<(next: Int64, end: Int64)>((0, 0))
     static let producerIDBlock: Int64 = 1000
+    private let creatingOffsetsTopic = Mutex(false)
 
     public init(broker: Broker, membership: Membership, view: ClusterView, replication: ReplicationState, logger: Logger) {
         self.broker = broker
@@ -131,6 +132,7 @@ public final class ClusterNode: Sendable {
             } else {
                 if replication.leaderEpoch(id) != nil {
                     replication.stopLeading(id)
+                    if id.topic == OffsetsTopic.name { broker.offsets.forget(partition: id.index) }
                     logger.info("no longer leading", metadata: ["partition": "\(id)", "leader": "\(record.leader)"])
                 }
                 if record.leader >= 0, let address = snapshot.brokers[record.leader] {
@@ -239,6 +241,26 @@ public final class ClusterNode: Sendable {
         try await driver.load(correct: false)
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
         return try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+    }
+
+    /// Creates `__consumer_offsets` in the background, once, on the first
+    /// group request (as Kafka does); clients retry FindCoordinator meanwhile.
+    func ensureOffsetsTopic() {
+        guard creatingOffsetsTopic.withLock({ creating in
+            defer { creating = true }
+            return !creating
+        }) else { return }
+        Task {
+            defer { creatingOffsetsTopic.withLock { $0 = false } }
+            do {
+                let assignment = try await createTopic(OffsetsTopic.name, partitionCount: Int(broker.offsets.partitionCount), replicationFactor: 0, configs: [:])
+                logger.info("created the group offsets topic", metadata: ["topic": "\(assignment.name)", "partitions": "\(assignment.replicas.count)"])
+            } catch CoordinationError.refused {
+                // Another broker made it first.
+            } catch {
+                logger.warning("cannot create the group offsets topic yet", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// A producer id from this broker's block; blocks come from etcd.

@@ -37,6 +37,10 @@ public struct BrokerConfiguration: Sendable {
     public var minInsyncReplicas = 1
     /// A follower not caught up for this long leaves the ISR (replica.lag.time.max.ms).
     public var replicaLagMax: Duration = .seconds(30)
+    /// Partitions of `__consumer_offsets`, which holds groups' committed
+    /// offsets in a cluster (Kafka's offsets.topic.num.partitions, 50 there;
+    /// fewer here, since each replicated partition costs a fetcher).
+    public var offsetsTopicPartitions: Int32 = 10
 
     public var isClustered: Bool { !etcdEndpoints.isEmpty }
 

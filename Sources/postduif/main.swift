@@ -166,6 +166,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A follower not caught up for this many milliseconds leaves the ISR (POSTDUIF_REPLICA_LAG_MAX_MS).")
     var replicaLagMaxMs: Int = Environment.integer("REPLICA_LAG_MAX_MS") ?? Int(BrokerConfiguration().replicaLagMax.components.seconds * 1000)
 
+    @Option(help: "Partitions of __consumer_offsets, made on the first group request; fixed once made (POSTDUIF_OFFSETS_TOPIC_PARTITIONS).")
+    var offsetsTopicPartitions: Int32 = Int32(Environment.integer("OFFSETS_TOPIC_PARTITIONS") ?? Int(BrokerConfiguration().offsetsTopicPartitions))
+
     func run() async throws {
         // `replicated` is the cluster's name for acknowledging on receipt:
         // every in-sync replica has written the batch, none waits for a sync.
@@ -205,6 +208,7 @@ struct Serve: AsyncParsableCommand {
         configuration.defaultReplicationFactor = defaultReplicationFactor
         configuration.minInsyncReplicas = minInsyncReplicas
         configuration.replicaLagMax = .milliseconds(replicaLagMaxMs)
+        configuration.offsetsTopicPartitions = offsetsTopicPartitions
         if configuration.isClustered && port == 0 {
             throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
         }

@@ -267,3 +267,70 @@ def test_a_paused_leader_is_replaced_and_cannot_acknowledge_after(cluster):
     producer.produce(topic, key=b"k", value=b"after", on_delivery=lambda e, m: results.append(e))
     producer.flush(30)
     assert results == [None]
+
+
+def java_hash(text):
+    """Java's String.hashCode, which Kafka (and Postduif) use to place a group."""
+    value = 0
+    for unit in text.encode("utf-16-be").hex(" ", 2).split():
+        value = (value * 31 + int(unit, 16)) & 0xFFFFFFFF
+    return value
+
+
+def test_committed_offsets_survive_the_loss_of_their_coordinator(cluster):
+    topic, group = "chat-groups", "archive-writers"
+    cluster.create_topic(topic)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(100):
+        producer.produce(topic, key=b"c%d" % (i % 10), value=b"m%d" % i)
+    assert producer.flush(30) == 0
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([topic])
+    taken = []
+    deadline = time.monotonic() + 60
+    while len(taken) < 60 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            taken.append(message)
+    assert len(taken) == 60
+    # Commit exactly what was taken, per partition.
+    positions = {}
+    for message in taken:
+        positions[message.partition()] = message.offset() + 1
+    consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()], asynchronous=False)
+    consumer.close()
+
+    # The coordinator is the leader of the group's partition of __consumer_offsets.
+    offsets_partition = (java_hash(group) & 0x7FFFFFFF) % 10
+    coordinator = cluster.leader("__consumer_offsets", offsets_partition)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    assert description.coordinator.id == coordinator
+    cluster.signal(coordinator, signal.SIGKILL)
+    cluster.leader("__consumer_offsets", offsets_partition, avoid=coordinator)
+
+    # A new member of the group, through the surviving brokers, resumes where the commit left off.
+    survivors = ",".join("127.0.0.1:%d" % (cluster.base + b - 1) for b in (1, 2, 3) if b != coordinator)
+    resumed = Consumer({"bootstrap.servers": survivors, "group.id": group, "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    committed = resumed.committed([TopicPartition(topic, p) for p in (0, 1)], timeout=30)
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == positions
+    resumed.subscribe([topic])
+    rest = []
+    deadline = time.monotonic() + 60
+    while len(rest) < 40 and time.monotonic() < deadline:
+        message = resumed.poll(0.5)
+        if message is not None and not message.error():
+            rest.append(message)
+    # Nothing more: the first 60 are not read again.
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        message = resumed.poll(0.2)
+        if message is not None and not message.error():
+            rest.append(message)
+    resumed.close()
+    seen = sorted(m.value() for m in taken) + sorted(m.value() for m in rest)
+    assert len(rest) == 40, len(rest)
+    assert sorted(seen) == sorted(b"m%d" % i for i in range(100))
