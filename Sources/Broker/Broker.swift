@@ -496,6 +496,7 @@ public final class Broker: Sendable {
         case .unknownTopic, .unknownPartition: .unknownTopicOrPartition
         case .offsetOutOfRange: .offsetOutOfRange
         case .staleLeaderEpoch: .fencedLeaderEpoch
+        case .replicaFenced: .notLeaderOrFollower
         case .storage, .storageFailed, .closed: .kafkaStorageError
         case .corrupt: .corruptMessage
         case .topicAlreadyExists: .topicAlreadyExists

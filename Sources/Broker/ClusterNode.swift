@@ -120,6 +120,8 @@ public final class ClusterNode: Sendable {
             if record.leader == myID {
                 stopFetching(id)
                 if replication.leaderEpoch(id) != record.leaderEpoch {
+                    // No copy from the former leader may land from now on.
+                    _ = log.fenceReplicas()
                     replication.lead(id, replicas: replicas, isr: Set(record.isr), leaderID: myID, log: log, epoch: record.leaderEpoch,
                                      lagMaxMilliseconds: broker.configuration.replicaLagMax.milliseconds)
                     logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])

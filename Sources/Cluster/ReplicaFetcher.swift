@@ -18,6 +18,9 @@ public final class ReplicaFetcher: Sendable {
     public let leaderPort: Int
     public let partitions: [PartitionLog]
     let logger: Logger
+    /// Each log's fence, taken when this fetcher was made: a later role
+    /// (leading, or following someone else) refuses this fetcher's copies.
+    let fences: [UInt64]
     static let fetchVersion: Int16 = 11
 
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog], logger: Logger = Logger(label: "postduif.replica")) {
@@ -27,6 +30,7 @@ public final class ReplicaFetcher: Sendable {
         self.leaderPort = leaderPort
         self.partitions = partitions
         self.logger = logger
+        fences = partitions.map { $0.fenceReplicas() }
     }
 
     /// Copies until the task is cancelled; reconnects after a failure, and
@@ -40,6 +44,9 @@ public final class ReplicaFetcher: Sendable {
                 while !Task.isCancelled {
                     try await fetchOnce(on: connection, maxWaitMilliseconds: maxWaitMilliseconds)
                 }
+            } catch let error as LogStoreError where error.code == .replicaFenced {
+                logger.info("replica fetch stopped: the log has a new role", metadata: ["leader": "\(leaderHost):\(leaderPort)"])
+                return
             } catch {
                 guard !Task.isCancelled else { return }
                 logger.warning("replica fetch failed; retrying", metadata: ["leader": "\(leaderHost):\(leaderPort)", "error": "\(error)"])
@@ -94,7 +101,8 @@ public final class ReplicaFetcher: Sendable {
         var refused = 0
         for topic in response.topics {
             for answer in topic.partitions {
-                guard let log = partitions.first(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
+                guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
+                let log = partitions[position]
                 guard answer.errorCode == 0 else {
                     logger.warning("leader refused a replica fetch", metadata: ["partition": "\(topic.name)/\(answer.index)", "error": "\(answer.errorCode)"])
                     refused += 1
@@ -102,7 +110,7 @@ public final class ReplicaFetcher: Sendable {
                 }
                 for blob in answer.batches {
                     for batch in try RecordBatch.split(stored: blob) where batch.baseOffset >= log.logEndOffset {
-                        _ = try await log.appendReplica(batch.bytes)
+                        _ = try await log.appendReplica(batch.bytes, fence: fences[position])
                         appended += 1
                     }
                 }

@@ -21,6 +21,9 @@ public struct LogStoreError: Error, CustomStringConvertible, Sendable, Equatable
         case producerFenced
         /// An append carried a leader epoch older than the newest recorded.
         case staleLeaderEpoch
+        /// A follower's copy from a leader this log no longer follows (it
+        /// leads now, or follows another): see `PartitionLog.fenceReplicas`.
+        case replicaFenced
         /// RocksDB refused a read or write (a full disk, for example).
         case storage(RocksDBError)
         /// A WAL sync failed earlier; the store no longer accepts appends,

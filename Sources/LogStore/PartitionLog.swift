@@ -130,6 +130,9 @@ public final class PartitionLog: Sendable {
         /// Next sequence per conversation; a bounded cache over the index.
         var nextSequences: [[UInt8]: UInt64] = [:]
         var isDeleted = false
+        /// Bumped when the log's role changes; a follower's copy made under
+        /// an older value is refused (`fenceReplicas`).
+        var replicaFence: UInt64 = 0
 
         func encoded() -> [UInt8] {
             var writer = ByteWriter(capacity: 33)
@@ -284,7 +287,22 @@ public final class PartitionLog: Sendable {
     /// must be this log's end offset (a follower truncates to the leader's
     /// history before it fetches). Producer sequences and the conversation
     /// index are recorded as on the leader, so the follower can lead next.
-    public func appendReplica(_ bytes: [UInt8]) async throws -> AppendResult {
+    ///
+    /// `fence`, from `fenceReplicas`, refuses the append (`.replicaFenced`)
+    /// once the log's role has changed since: a fetch answered by a former
+    /// leader can arrive long after its request (TCP retransmits across a
+    /// healed network cut) and must not land in a log that leads now.
+    /// Starts a new role for this log (following a leader, or leading):
+    /// copies fenced by an earlier value are refused from now on. Returns
+    /// the fence for the new follower's copies.
+    public func fenceReplicas() -> UInt64 {
+        state.withLock { state in
+            state.replicaFence &+= 1
+            return state.replicaFence
+        }
+    }
+
+    public func appendReplica(_ bytes: [UInt8], fence: UInt64? = nil) async throws -> AppendResult {
         let batch: RecordBatch
         var conversations: [[UInt8]] = []
         do {
@@ -295,7 +313,7 @@ public final class PartitionLog: Sendable {
         } catch {
             throw LogStoreError(.batchRefused(error), "replicated batch refused for \(topicName)/\(index): \(error)")
         }
-        let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: batch.partitionLeaderEpoch, replica: true)
+        let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: batch.partitionLeaderEpoch, replica: true, fence: fence)
         return try await PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil).durable()
     }
 
@@ -314,9 +332,12 @@ public final class PartitionLog: Sendable {
     /// `replica`: the batch comes from the leader with its offsets and epoch
     /// set; it is stored unchanged and its producer sequences are recorded
     /// without being judged (the leader judged them).
-    private func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32, replica: Bool = false) throws(LogStoreError) -> (AppendResult, UInt64) {
+    private func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32, replica: Bool = false, fence: UInt64? = nil) throws(LogStoreError) -> (AppendResult, UInt64) {
         try state.withLock { state throws(LogStoreError) -> (AppendResult, UInt64) in
             guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
+            if let fence, fence != state.replicaFence {
+                throw LogStoreError(.replicaFenced, "\(topicName)/\(index) no longer follows the leader this batch came from")
+            }
             if let failure = context.groupCommit.failed {
                 throw LogStoreError(.storageFailed, "the store refuses appends after a failed WAL sync: \(failure)")
             }

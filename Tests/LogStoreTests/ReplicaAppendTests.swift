@@ -67,6 +67,23 @@ import Testing
         #expect(follower.logEndOffset == 4)
     }
 
+    @Test func aCopyFromAFormerRoleIsFencedOff() async throws {
+        let leaderStore = try TemporaryStore()
+        let followerStore = try TemporaryStore()
+        let leader = try conversationTopic(leaderStore.store)
+        let follower = try conversationTopic(followerStore.store)
+        _ = try await leader.append(makeBatch(count: 2), leaderEpoch: 0)
+        _ = try await leader.append(makeBatch(count: 2), leaderEpoch: 0)
+        let batches = try leader.read(from: 0, bytesMax: 1 << 20).batches
+        let following = follower.fenceReplicas()
+        _ = try await follower.appendReplica(batches[0], fence: following)
+        // The follower takes the lead: the old leader's late answer must not land.
+        _ = follower.fenceReplicas()
+        let error = await #expect(throws: LogStoreError.self) { _ = try await follower.appendReplica(batches[1], fence: following) }
+        #expect(error?.code == .replicaFenced)
+        #expect(follower.logEndOffset == 2)
+    }
+
     @Test func aCorruptReplicatedBatchIsRefusedAndNothingIsWritten() async throws {
         let leaderStore = try TemporaryStore()
         let followerStore = try TemporaryStore()
