@@ -144,10 +144,10 @@ def test_leader_killed_twice_loses_and_duplicates_nothing(cluster):
         else:
             failed.append(error)
 
-    total = 20000
+    total = 100000
     killed = []
     for i in range(total):
-        key = b"conversation-%d" % (i % 100)
+        key = b"conversation-%d" % (i % 1000)
         while True:
             try:
                 producer.produce(topic, key=key, value=b"%08d" % i, on_delivery=delivered)
@@ -155,7 +155,7 @@ def test_leader_killed_twice_loses_and_duplicates_nothing(cluster):
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
-        if i in (5000, 12000):
+        if i in (25000, 60000):
             # The second victim is the leader that replaced the first.
             victim = cluster.leader(topic, 0, avoid=killed[0] if killed else None)
             cluster.signal(victim, signal.SIGKILL)
