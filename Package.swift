@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // System libraries from Debian's -dev packages, found through pkg-config.
@@ -89,10 +90,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The chat gateway: Matrix client-server API over Hummingbird, a thin
+        // consumer of the broker through the Kafka protocol (and Postduif's
+        // ConversationHistory extension).
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "KafkaWire", "KafkaNIO", "COpenSSL",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination",
+                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination", "Gateway",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -145,7 +159,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BenchTests",
-            dependencies: ["BenchCore"],
+            dependencies: ["BenchCore", "KafkaWire"],
             swiftSettings: strictSettings
         ),
         .testTarget(

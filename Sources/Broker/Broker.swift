@@ -211,6 +211,8 @@ public final class Broker: Sendable {
                 describeConfigs(try DescribeConfigsRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .listGroups:
                 ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
+            case .conversationHistory:
+                conversationHistory(try ConversationHistoryRequest.decode(&reader, version: version)).encode(&body, version: version)
             }
         } catch {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
@@ -219,7 +221,9 @@ public final class Broker: Sendable {
     }
 
     /// The APIs this node advertises: SASL's only when SASL is on.
-    var supportedAPIs: [ApiKey: ClosedRange<Int16>] { SupportedAPIs.ranges(sasl: configuration.saslEnabled) }
+    var supportedAPIs: [ApiKey: ClosedRange<Int16>] {
+        SupportedAPIs.ranges(sasl: configuration.saslEnabled).merging(SupportedAPIs.extensionRanges) { first, _ in first }
+    }
 
     var users: UserStore { UserStore(path: configuration.effectiveUsersFile) }
 
@@ -896,7 +900,7 @@ public final class Broker: Sendable {
             logger.error("cannot read the committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])
             return .coordinatorNotAvailable
         }
-        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, records: records), version: 8, acks: -1)
+        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, batch: records), version: 8, acks: -1)
         let answer = await finishOne(topic: OffsetsTopic.name, staged, acks: -1, timeout: .seconds(5))
         switch ErrorCode(rawValue: answer.errorCode) {
         case ErrorCode.none?:
@@ -908,6 +912,32 @@ public final class Broker: Sendable {
             // As Kafka maps them: too few replicas or a timeout leave the coordinator unavailable for now.
             logger.warning("a commit was not replicated", metadata: ["group": "\(group)", "error": "\(answer.errorCode)", "reason": "\(answer.errorMessage ?? "")"])
             return .coordinatorNotAvailable
+        }
+    }
+
+    // MARK: Conversations
+
+    /// A page of one conversation from the index, committed messages only.
+    func conversationHistory(_ request: ConversationHistoryRequest) -> ConversationHistoryResponse {
+        func failure(_ code: ErrorCode) -> ConversationHistoryResponse {
+            ConversationHistoryResponse(errorCode: code.rawValue, highWatermark: -1, messages: [])
+        }
+        guard let log = try? store.partition(topic: request.topic, index: request.partition) else { return failure(.unknownTopicOrPartition) }
+        guard leads(topic: request.topic, index: request.partition) else { return failure(.notLeaderOrFollower) }
+        let position: HistoryPosition = switch request.position {
+        case .latest: .latest
+        case .before(let sequence): .before(sequence: sequence)
+        case .after(let sequence): .after(sequence: sequence)
+        }
+        let highWatermark = log.highWatermark
+        let bound = request.maxOffset >= 0 ? min(request.maxOffset, highWatermark) : highWatermark
+        do {
+            let page = try log.history(conversation: request.conversation, from: position, limit: Int(max(request.limit, 0)), maxOffset: bound)
+            return ConversationHistoryResponse(errorCode: 0, highWatermark: highWatermark, messages: page.map {
+                .init(sequence: $0.sequence, offset: $0.offset, timestamp: $0.timestamp, key: $0.key, value: $0.value, headers: $0.headers)
+            })
+        } catch {
+            return failure(Self.errorCode(for: error))
         }
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
+import Gateway
 import Foundation
 import LogStore
 import Logging
@@ -14,7 +15,7 @@ struct Postduif: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postduif",
         abstract: "A replicated append-only log for government chat that speaks the Kafka protocol.",
-        subcommands: [Serve.self, User.self, Inspect.self]
+        subcommands: [Serve.self, GatewayCommand.self, User.self, Inspect.self]
     )
 }
 
@@ -247,6 +248,54 @@ struct Serve: AsyncParsableCommand {
         }
         store.close()
         logger.info("stopped; log synced and closed")
+    }
+}
+
+/// `postduif gateway`: the chat gateway (Matrix client-server API) over a
+/// broker or cluster.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Run the chat gateway: the Matrix client-server API over the broker's topics."
+    )
+
+    @Option(help: "Address the gateway binds to (POSTDUIF_GATEWAY_HOST).")
+    var host: String = Environment.string("GATEWAY_HOST") ?? GatewayConfiguration().host
+
+    @Option(help: "HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
+    var port: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
+
+    @Option(help: "A broker of the cluster, host:port (POSTDUIF_GATEWAY_BROKER).")
+    var broker: String = Environment.string("GATEWAY_BROKER") ?? GatewayConfiguration().broker
+
+    @Option(help: "The Matrix server name in user and room ids (POSTDUIF_SERVER_NAME).")
+    var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
+
+    @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
+    var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
+
+    @Option(help: "Log level (POSTDUIF_LOG_LEVEL).")
+    var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else { throw OperatorError("--log-level \(logLevel) is not a log level") }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var configuration = GatewayConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.broker = broker
+        configuration.serverName = serverName
+        configuration.conversationPartitions = conversationPartitions
+        let logger = Logger(label: "postduif.gateway")
+        let gateway = ChatGateway(configuration: configuration, logger: logger)
+        let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(serverName)), broker \(broker)"
+        try await gateway.run { port in
+            FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+        }
     }
 }
 

@@ -22,6 +22,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case offsetForLeaderEpoch = 23
     case describeConfigs = 32
     case saslAuthenticate = 36
+    /// Postduif's own: a page of one conversation from the conversation
+    /// index (Extensions.swift). Never advertised to Kafka clients.
+    case conversationHistory = 32000
 
     public var description: String {
         switch self {
@@ -46,6 +49,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetForLeaderEpoch: "OffsetForLeaderEpoch"
         case .describeConfigs: "DescribeConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
+        case .conversationHistory: "ConversationHistory"
         }
     }
 
@@ -74,6 +78,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetForLeaderEpoch: 4
         case .describeConfigs: 4
         case .saslAuthenticate: 2
+        case .conversationHistory: Int16.max
         }
     }
 }

@@ -3,11 +3,6 @@ public struct ProduceRequest: Sendable {
         public var index: Int32
         /// The partition's record batches, unvalidated (nil when the client sent null).
         public var records: [UInt8]?
-
-        public init(index: Int32, records: [UInt8]?) {
-            self.index = index
-            self.records = records
-        }
     }
 
     public struct TopicData: Sendable {

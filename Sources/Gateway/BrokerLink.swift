@@ -1,0 +1,213 @@
+import Foundation
+import KafkaNIO
+import KafkaWire
+import Logging
+
+/// One record as the gateway reads it back.
+struct StoredRecord: Sendable {
+    var offset: Int64
+    var timestamp: Int64
+    var key: [UInt8]
+    var value: [UInt8]?
+    var headers: [RecordHeader]
+}
+
+struct BrokerRefusal: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// The gateway's way to the broker: Kafka's protocol through Postduif's own
+/// client (KafkaNIO), plus the ConversationHistory extension. Requests go
+/// to each partition's leader; long-polling tails take connections of their
+/// own (`tailConnection`), because a broker answers one connection's
+/// requests in order and a waiting Fetch would hold up every produce.
+actor BrokerLink {
+    let bootstrap: String
+    let logger: Logger
+    private var connections: [String: KafkaClientConnection] = [:]
+    private var layouts: [String: [Int32: String]] = [:]
+    static let produceVersion: Int16 = 7
+    static let fetchVersion: Int16 = 11
+    static let metadataVersion: Int16 = 8
+
+    init(bootstrap: String, logger: Logger) {
+        self.bootstrap = bootstrap
+        self.logger = logger
+    }
+
+    static func open(_ address: String) async throws -> KafkaClientConnection {
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw BrokerRefusal(description: "bad broker address \(address)") }
+        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway")
+    }
+
+    private func connection(_ address: String) async throws -> KafkaClientConnection {
+        if let open = connections[address] { return open }
+        let made = try await Self.open(address)
+        if let raced = connections[address] {
+            Task { await made.close() }
+            return raced
+        }
+        connections[address] = made
+        return made
+    }
+
+    /// Forgets a failed connection and what it said about leaders.
+    private func forget(_ address: String) {
+        if let dropped = connections.removeValue(forKey: address) { Task { await dropped.close() } }
+        layouts.removeAll()
+    }
+
+    /// Creates a topic unless it exists.
+    func ensureTopic(_ name: String, partitions: Int32, configs: [(String, String?)] = []) async throws {
+        let connection = try await connection(bootstrap)
+        var reader = try await connection.request(.createTopics, version: 4) { writer in
+            CreateTopicsRequest(topics: [.init(name: name, partitionCount: partitions, replicationFactor: -1, configs: configs)]).encode(&writer, version: 4)
+        }
+        for topic in try CreateTopicsResponse.decode(&reader, version: 4).topics
+        where topic.errorCode != 0 && topic.errorCode != ErrorCode.topicAlreadyExists.rawValue {
+            throw BrokerRefusal(description: "creating topic \(topic.name): error \(topic.errorCode) \(topic.errorMessage ?? "")")
+        }
+        _ = try await layout(name, refresh: true)
+    }
+
+    /// Each partition's leader, from Metadata; retried briefly while a new topic's leaders are chosen.
+    func layout(_ topic: String, refresh: Bool = false) async throws -> [Int32: String] {
+        if !refresh, let known = layouts[topic] { return known }
+        let connection = try await connection(bootstrap)
+        for _ in 0..<100 {
+            var reader = try await connection.request(.metadata, version: Self.metadataVersion) { writer in
+                MetadataRequest(topics: [topic], allowAutoTopicCreation: false).encode(&writer, version: Self.metadataVersion)
+            }
+            let response = try MetadataResponse.decode(&reader, version: Self.metadataVersion)
+            let brokers = Dictionary(uniqueKeysWithValues: response.brokers.map { ($0.nodeID, "\($0.host):\($0.port)") })
+            if let found = response.topics.first(where: { $0.name == topic }), found.errorCode == 0, !found.partitions.isEmpty {
+                var leaders: [Int32: String] = [:]
+                for partition in found.partitions {
+                    if let address = brokers[partition.leaderID] { leaders[partition.index] = address }
+                }
+                if leaders.count == found.partitions.count {
+                    layouts[topic] = leaders
+                    return leaders
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw BrokerRefusal(description: "topic \(topic) has no leaders")
+    }
+
+    func partitionCount(_ topic: String) async throws -> Int32 {
+        Int32(try await layout(topic).count)
+    }
+
+    /// Appends one record, acknowledged by every in-sync replica; returns
+    /// where it landed. Keyed records go where Kafka's default partitioner
+    /// puts them, so a Kafka client keying by conversation agrees.
+    func produce(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
+        var builder = RecordBatchBuilder()
+        builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
+        let batch = builder.build()
+        var lastError = ""
+        for attempt in 0..<20 {
+            let leaders = try await layout(topic, refresh: attempt > 0)
+            let partition = KafkaPartitioner.partition(forKey: key, partitionCount: Int32(leaders.count))
+            guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
+            do {
+                let connection = try await connection(address)
+                let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: [.init(topic: topic, partitions: [.init(index: partition, batch: batch)])])
+                var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
+                let response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
+                guard let answer = response.topics.first?.partitions.first else { throw BrokerRefusal(description: "empty produce answer") }
+                if answer.errorCode == 0 { return (partition, answer.baseOffset) }
+                lastError = "error \(answer.errorCode) \(answer.errorMessage ?? "")"
+                // Leadership moved or replicas are catching up: ask again.
+                guard [ErrorCode.notLeaderOrFollower, .leaderNotAvailable, .notEnoughReplicas, .requestTimedOut, .unknownTopicOrPartition]
+                    .contains(where: { $0.rawValue == answer.errorCode }) else { break }
+            } catch let refusal as BrokerRefusal {
+                throw refusal
+            } catch {
+                lastError = "\(error)"
+                forget(address)
+            }
+            try await Task.sleep(for: .milliseconds(100 * (attempt + 1)))
+        }
+        throw BrokerRefusal(description: "producing to \(topic): \(lastError)")
+    }
+
+    /// A page of one conversation, from the partition leader's index.
+    func history(topic: String, conversation: [UInt8], position: ConversationHistoryRequest.Position, limit: Int32, maxOffset: Int64 = -1) async throws -> ConversationHistoryResponse {
+        for attempt in 0..<10 {
+            let leaders = try await layout(topic, refresh: attempt > 0)
+            let partition = KafkaPartitioner.partition(forKey: conversation, partitionCount: Int32(leaders.count))
+            guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
+            do {
+                let connection = try await connection(address)
+                let request = ConversationHistoryRequest(topic: topic, partition: partition, conversation: conversation, position: position, limit: limit, maxOffset: maxOffset)
+                var reader = try await connection.request(.conversationHistory, version: 0) { request.encode(&$0, version: 0) }
+                let response = try ConversationHistoryResponse.decode(&reader, version: 0)
+                if response.errorCode == 0 { return response }
+                guard response.errorCode == ErrorCode.notLeaderOrFollower.rawValue else {
+                    throw BrokerRefusal(description: "history of \(topic): error \(response.errorCode)")
+                }
+            } catch let refusal as BrokerRefusal {
+                throw refusal
+            } catch {
+                forget(address)
+            }
+            try await Task.sleep(for: .milliseconds(100 * (attempt + 1)))
+        }
+        throw BrokerRefusal(description: "history of \(topic): no leader answered")
+    }
+
+    /// The leader's address for a partition, for a tail's own connection.
+    func leader(topic: String, partition: Int32, refresh: Bool) async throws -> String {
+        guard let address = try await layout(topic, refresh: refresh)[partition] else {
+            throw BrokerRefusal(description: "no leader for \(topic)/\(partition)")
+        }
+        return address
+    }
+}
+
+/// A long-polling reader of one partition on a connection of its own.
+struct PartitionTail {
+    let topic: String
+    let partition: Int32
+    let connection: KafkaClientConnection
+
+    /// The first offset still held (`earliest`) or the next to be written.
+    func offset(earliest: Bool) async throws -> Int64 {
+        var reader = try await connection.request(.listOffsets, version: 2) { writer in
+            ListOffsetsRequest(topics: [.init(name: topic, partitions: [.init(index: partition, timestamp: earliest ? -2 : -1)])]).encode(&writer, version: 2)
+        }
+        guard let answer = try ListOffsetsResponse.decode(&reader, version: 2).topics.first?.partitions.first, answer.errorCode == 0 else {
+            throw BrokerRefusal(description: "no offsets for \(topic)/\(partition)")
+        }
+        return answer.offset
+    }
+
+    /// Committed records from `offset`, waiting up to `maxWait` for some.
+    func fetch(from offset: Int64, maxWaitMilliseconds: Int32) async throws -> (records: [StoredRecord], next: Int64, highWatermark: Int64) {
+        let request = FetchRequest(maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 16 << 20,
+                                   topics: [.init(name: topic, partitions: [.init(index: partition, fetchOffset: offset, partitionBytesMax: 4 << 20)])])
+        var reader = try await connection.request(.fetch, version: BrokerLink.fetchVersion) { request.encode(&$0, version: BrokerLink.fetchVersion) }
+        let response = try FetchResponse.decode(&reader, version: BrokerLink.fetchVersion)
+        guard let answer = response.topics.first?.partitions.first else { return ([], offset, -1) }
+        guard answer.errorCode == 0 else {
+            throw BrokerRefusal(description: "fetch from \(topic)/\(partition): error \(answer.errorCode)")
+        }
+        var records: [StoredRecord] = []
+        var next = offset
+        for blob in answer.batches {
+            for batch in try RecordBatch.split(stored: blob) where batch.lastOffset >= next {
+                for record in try batch.records() {
+                    let position = batch.baseOffset + Int64(record.offsetDelta)
+                    guard position >= next else { continue }
+                    records.append(StoredRecord(offset: position, timestamp: batch.baseTimestamp + record.timestampDelta,
+                                                key: record.key ?? [], value: record.value, headers: record.headers))
+                }
+                next = batch.nextOffset
+            }
+        }
+        return (records, next, answer.highWatermark)
+    }
+}

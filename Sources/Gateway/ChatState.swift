@@ -1,0 +1,368 @@
+import Foundation
+import KafkaWire
+import Synchronization
+
+/// The topics the chat lives in. The gateway keeps no chat state of its
+/// own: everything below is read back from these, and any gateway reading
+/// them serves the same rooms.
+enum ChatTopics {
+    /// Every room event (messages and state changes), keyed by room id:
+    /// the room's timeline, in order, with the broker's conversation index.
+    static let conversations = "conversations"
+    /// A room's current state, keyed by room, event type and state key
+    /// (the latest record per key wins): members, name, power levels.
+    static let state = "chat-state"
+    /// Accounts, keyed by user id; the first record for a user wins.
+    static let accounts = "chat-accounts"
+    /// Access tokens by their SHA-256; a null value revokes one.
+    static let sessions = "chat-sessions"
+    /// Per user and room, the read markers the client set.
+    static let readMarkers = "chat-read-markers"
+}
+
+/// One room event as clients see it.
+struct RoomEvent: Sendable {
+    var roomID: String
+    var eventID: String
+    var type: String
+    var sender: String
+    var stateKey: String?
+    /// For `m.room.member`: the membership it sets.
+    var membership: String?
+    var partition: Int32
+    var offset: Int64
+    /// The client-format event, serialised once.
+    var json: String
+}
+
+/// A position in the chat's topics: the sync token.
+struct SyncPosition: Sendable, Equatable {
+    /// Next offset per partition of `conversations`.
+    var timeline: [Int64]
+    /// Next offset of `chat-state`.
+    var state: Int64
+
+    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") }
+
+    init(timeline: [Int64], state: Int64) {
+        self.timeline = timeline
+        self.state = state
+    }
+
+    init?(token: String, partitions: Int) {
+        guard token.hasPrefix("s") else { return nil }
+        let numbers = token.dropFirst().split(separator: "_").compactMap { Int64($0) }
+        guard numbers.count == partitions + 1 else { return nil }
+        state = numbers[0]
+        timeline = Array(numbers.dropFirst())
+    }
+}
+
+struct Session: Sendable {
+    var userID: String
+    var deviceID: String
+}
+
+/// What the gateway has read from the chat topics, kept current by its
+/// tails, with the recent timeline of each room as a cache. Waiting
+/// `/sync` requests park here and are woken per user.
+final class ChatState: Sendable {
+    struct Member: Sendable {
+        var membership: String
+        /// Where in `chat-state` this membership was written: a sync token
+        /// older than this has not seen it.
+        var stateOffset: Int64
+    }
+
+    struct Room: Sendable {
+        var state: [String: RoomEvent] = [:]
+        var members: [String: Member] = [:]
+        /// The newest events, oldest first, at most `timelineCacheMax`.
+        var recent: [RoomEvent] = []
+    }
+
+    struct Inner {
+        var accounts: [String: (hash: String, offset: Int64)] = [:]
+        var sessions: [String: Session] = [:]
+        var rooms: [String: Room] = [:]
+        var roomsOfUser: [String: Set<String>] = [:]
+        var position: SyncPosition
+        /// Where the timeline cache of each partition begins: every event
+        /// at or after it is in `recent` (up to the per-room bound).
+        var cacheStart: [Int64]
+        /// Offsets applied per topic and partition (for read-your-writes).
+        var applied: [String: [Int32: Int64]] = [:]
+        var transactions: [String: String] = [:]
+        var userWaiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+        var appliedWaiters: [UUID: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
+        /// Serialised timeline deltas shared by every member syncing a room
+        /// from the same position.
+        var deltas: [String: String] = [:]
+    }
+
+    static let timelineCacheMax = 200
+    let serverName: String
+    let timelinePartitions: Int32
+    private let inner: Mutex<Inner>
+
+    init(serverName: String, timelinePartitions: Int32) {
+        self.serverName = serverName
+        self.timelinePartitions = timelinePartitions
+        let zeros = [Int64](repeating: 0, count: Int(timelinePartitions))
+        inner = Mutex(Inner(position: SyncPosition(timeline: zeros, state: 0), cacheStart: zeros))
+    }
+
+    func partition(ofRoom roomID: String) -> Int32 {
+        KafkaPartitioner.partition(forKey: Array(roomID.utf8), partitionCount: timelinePartitions)
+    }
+
+    // MARK: Reading
+
+    var position: SyncPosition { inner.withLock { $0.position } }
+
+    func account(_ userID: String) -> (hash: String, offset: Int64)? { inner.withLock { $0.accounts[userID] } }
+
+    func session(forDigest digest: String) -> Session? { inner.withLock { $0.sessions[digest] } }
+
+    func room(_ roomID: String) -> Room? { inner.withLock { $0.rooms[roomID] } }
+
+    func membership(of userID: String, in roomID: String) -> String? {
+        inner.withLock { $0.rooms[roomID]?.members[userID]?.membership }
+    }
+
+    func rooms(of userID: String) -> [(roomID: String, member: Member)] {
+        inner.withLock { inner in
+            (inner.roomsOfUser[userID] ?? []).compactMap { id in inner.rooms[id]?.members[userID].map { (id, $0) } }
+        }
+    }
+
+    func transaction(_ key: String) -> String? { inner.withLock { $0.transactions[key] } }
+
+    func remember(transaction key: String, eventID: String) {
+        inner.withLock { $0.transactions[key] = eventID }
+    }
+
+    /// The cached events of a room after `offset` up to `end`, if the cache
+    /// holds all of them; nil when the cache began later or lost some.
+    func cachedEvents(roomID: String, after offset: Int64, upTo end: Int64) -> (events: [RoomEvent], complete: Bool)? {
+        inner.withLock { inner in
+            let partition = Int(partition(ofRoom: roomID))
+            guard inner.cacheStart[partition] <= offset else { return nil }
+            let recent = inner.rooms[roomID]?.recent ?? []
+            let events = recent.filter { $0.offset >= offset && $0.offset < end }
+            // Complete unless the bound dropped events in the range.
+            let complete = recent.count < Self.timelineCacheMax || (recent.first.map { $0.offset < offset } ?? true)
+            return (events, complete)
+        }
+    }
+
+    /// The room's newest `limit` events below `end` from the cache, if it
+    /// can tell: it holds that many, or everything since the partition began.
+    func recentEvents(roomID: String, upTo end: Int64, limit: Int) -> (events: [RoomEvent], limited: Bool)? {
+        inner.withLock { inner in
+            let recent = (inner.rooms[roomID]?.recent ?? []).filter { $0.offset < end }
+            let fromStart = inner.cacheStart[Int(partition(ofRoom: roomID))] == 0 && recent.count < Self.timelineCacheMax
+            guard recent.count >= limit || fromStart else { return nil }
+            return (Array(recent.suffix(limit)), recent.count > limit || !fromStart)
+        }
+    }
+
+    func sharedDelta(_ key: String) -> String? { inner.withLock { $0.deltas[key] } }
+
+    func storeDelta(_ key: String, _ json: String) {
+        inner.withLock { inner in
+            if inner.deltas.count > 10_000 { inner.deltas.removeAll(keepingCapacity: true) }
+            inner.deltas[key] = json
+        }
+    }
+
+    // MARK: Applying what the tails read
+
+    func startTimeline(partition: Int32, at offset: Int64) {
+        inner.withLock { inner in
+            inner.position.timeline[Int(partition)] = offset
+            inner.cacheStart[Int(partition)] = offset
+        }
+    }
+
+    func applyAccount(_ record: StoredRecord) {
+        guard let userID = String(bytes: record.key, encoding: .utf8), let value = record.value,
+              let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+              let hash = object["password_hash"] as? String else { return }
+        inner.withLock { inner in
+            // The first registration of a name wins; a later one changes nothing.
+            if inner.accounts[userID] == nil { inner.accounts[userID] = (hash, record.offset) }
+        }
+    }
+
+    func applySession(_ record: StoredRecord) {
+        guard let digest = String(bytes: record.key, encoding: .utf8) else { return }
+        guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+              let userID = object["user_id"] as? String, let deviceID = object["device_id"] as? String else {
+            _ = inner.withLock { $0.sessions.removeValue(forKey: digest) }
+            return
+        }
+        inner.withLock { $0.sessions[digest] = Session(userID: userID, deviceID: deviceID) }
+    }
+
+    /// A timeline record: into its room's recent events; wakes the room's members.
+    func applyTimeline(_ record: StoredRecord, partition: Int32) {
+        guard let roomID = String(bytes: record.key, encoding: .utf8), let value = record.value,
+              let event = Self.clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: value) else {
+            inner.withLock { inner in inner.position.timeline[Int(partition)] = max(inner.position.timeline[Int(partition)], record.offset + 1) }
+            return
+        }
+        let woken = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+            inner.position.timeline[Int(partition)] = max(inner.position.timeline[Int(partition)], record.offset + 1)
+            var room = inner.rooms[roomID] ?? Room()
+            room.recent.append(event)
+            if room.recent.count > Self.timelineCacheMax { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
+            if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
+                inner.transactions[transaction] = event.eventID
+            }
+            let members = room.members.filter { $0.value.membership == "join" || $0.value.membership == "invite" }.map(\.key)
+            inner.rooms[roomID] = room
+            return members.flatMap { Self.takeWaiters(&inner, user: $0) }
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    /// A state record: the room's current state and membership indexes.
+    func applyState(_ record: StoredRecord) {
+        guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+              let roomID = object["room_id"] as? String, let type = object["type"] as? String,
+              let stateKey = object["state_key"] as? String, let eventID = object["event_id"] as? String,
+              let sender = object["sender"] as? String, let json = String(bytes: value, encoding: .utf8) else {
+            inner.withLock { $0.position.state = max($0.position.state, record.offset + 1) }
+            return
+        }
+        let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
+        let event = RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
+                              partition: partition(ofRoom: roomID), offset: -1, json: json)
+        let woken = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+            inner.position.state = max(inner.position.state, record.offset + 1)
+            var room = inner.rooms[roomID] ?? Room()
+            room.state[type + "\u{0}" + stateKey] = event
+            var wake: [String] = []
+            if let membership {
+                room.members[stateKey] = Member(membership: membership, stateOffset: record.offset)
+                inner.roomsOfUser[stateKey, default: []].insert(roomID)
+                wake.append(stateKey)
+            }
+            inner.rooms[roomID] = room
+            return wake.flatMap { Self.takeWaiters(&inner, user: $0) }
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    /// Records that a tail applied everything before `next`; wakes whoever waits for it.
+    func applied(topic: String, partition: Int32, next: Int64) {
+        let ready = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+            inner.applied[topic, default: [:]][partition] = next
+            var ready: [CheckedContinuation<Void, Never>] = []
+            for (key, waiter) in inner.appliedWaiters where waiter.topic == topic && waiter.partition == partition && waiter.offset < next {
+                ready.append(waiter.continuation)
+                inner.appliedWaiters.removeValue(forKey: key)
+            }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    /// Waits until this gateway's tail has read past `offset` (its own write,
+    /// typically), so the next request sees it; gives up after `timeout`.
+    func waitApplied(topic: String, partition: Int32, offset: Int64, timeout: Duration = .seconds(10)) async {
+        let key = UUID()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = inner.withLock { inner -> Bool in
+                if (inner.applied[topic]?[partition] ?? 0) > offset { return true }
+                inner.appliedWaiters[key] = (topic, partition, offset, continuation)
+                return false
+            }
+            if done {
+                continuation.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                let waiter = self.inner.withLock { $0.appliedWaiters.removeValue(forKey: key) }
+                waiter?.continuation.resume()
+            }
+        }
+    }
+
+    func appliedOffset(topic: String, partition: Int32) -> Int64 {
+        inner.withLock { $0.applied[topic]?[partition] ?? 0 }
+    }
+
+    /// Parks a `/sync` of `userID` until something for it arrives or `timeout` passes.
+    func waitForUser(_ userID: String, timeout: Duration) async {
+        let key = UUID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                inner.withLock { $0.userWaiters[userID, default: [:]][key] = continuation }
+                Task {
+                    try? await Task.sleep(for: timeout)
+                    self.wake(userID, key)
+                }
+            }
+        } onCancel: {
+            wake(userID, key)
+        }
+    }
+
+    private func wake(_ userID: String, _ key: UUID) {
+        let waiter = inner.withLock { $0.userWaiters[userID]?.removeValue(forKey: key) }
+        waiter?.resume()
+    }
+
+    private static func takeWaiters(_ inner: inout Inner, user: String) -> [CheckedContinuation<Void, Never>] {
+        guard let waiting = inner.userWaiters.removeValue(forKey: user) else { return [] }
+        return Array(waiting.values)
+    }
+
+    // MARK: Event format
+
+    static func eventID(partition: Int32, offset: Int64) -> String {
+        "$\(partition)_\(offset)"
+    }
+
+    /// A stored timeline value (`type`, `sender`, `content`, `state_key`)
+    /// in client format: the event id, room id and time are put in front.
+    static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8]) -> RoomEvent? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(stored)) as? [String: Any],
+              let type = object["type"] as? String, let sender = object["sender"] as? String,
+              stored.first == UInt8(ascii: "{"), stored.count > 2 else { return nil }
+        let eventID = eventID(partition: partition, offset: offset)
+        let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID)),"
+        let json = prefix + String(decoding: stored.dropFirst(), as: UTF8.self)
+        let stateKey = object["state_key"] as? String
+        let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
+        return RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
+                         partition: partition, offset: offset, json: json)
+    }
+}
+
+/// Bits of JSON text, for answers assembled from already serialised events.
+enum JSONText {
+    static func string(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    static func serialize(_ object: Any) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Hummingbird
+import KafkaNIO
+import KafkaWire
+import Logging
+
+/// The gateway's settings; the defaults here are the one source of truth
+/// (Docs/operations.md lists the flags).
+public struct GatewayConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8008
+    /// A broker of the cluster (any; the gateway finds each partition's leader).
+    public var broker = "127.0.0.1:9092"
+    /// The Matrix server name: user ids are @name:server, room ids !id:server.
+    public var serverName = "localhost"
+    /// Partitions of `conversations` when the gateway creates it.
+    public var conversationPartitions: Int32 = 4
+    /// The largest request body accepted (Matrix's m.room.message events are
+    /// limited to 64 KiB too).
+    public var bodyBytesMax = 65_536
+    /// The longest a `/sync` may wait, whatever the client asks.
+    public var syncWaitMax: Duration = .seconds(60)
+
+    public init() {}
+}
+
+/// `postduif gateway`: the chat gateway, a thin consumer of the broker
+/// speaking the Matrix client-server API.
+public final class ChatGateway: Sendable {
+    let configuration: GatewayConfiguration
+    let link: BrokerLink
+    let logger: Logger
+
+    public init(configuration: GatewayConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        link = BrokerLink(bootstrap: configuration.broker, logger: logger)
+    }
+
+    /// Makes the chat topics, reads them up to now, then serves until
+    /// cancelled. `onListening` gets the bound port.
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        try await link.ensureTopic(ChatTopics.conversations, partitions: configuration.conversationPartitions)
+        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers] {
+            try await link.ensureTopic(topic, partitions: 1)
+        }
+        let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
+        let state = ChatState(serverName: configuration.serverName, timelinePartitions: timelinePartitions)
+        let api = MatrixAPI(state: state, link: link, configuration: configuration, logger: logger)
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // State, accounts and sessions are read whole; the timeline from now on
+            // (older events come from the broker's conversation index on demand).
+            var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
+            for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.applyAccount), (ChatTopics.sessions, state.applySession)] as [(String, @Sendable (StoredRecord) -> Void)] {
+                let end = try await tailStart(topic: topic, partition: 0, earliest: false)
+                catchUp.append((topic, 0, end))
+                group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }
+            }
+            for partition in 0..<timelinePartitions {
+                let end = try await tailStart(topic: ChatTopics.conversations, partition: partition, earliest: false)
+                state.startTimeline(partition: partition, at: end)
+                group.addTask {
+                    await self.tail(topic: ChatTopics.conversations, partition: partition, state: state, from: end) { record, partition in
+                        state.applyTimeline(record, partition: partition)
+                    }
+                }
+            }
+            for (topic, partition, end) in catchUp where end > 0 {
+                await state.waitApplied(topic: topic, partition: partition, offset: end - 1, timeout: .seconds(120))
+            }
+            let router = api.router()
+            let app = Application(
+                router: router,
+                configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-gateway"),
+                onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+                logger: logger)
+            group.addTask { try await app.runService() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func tailStart(topic: String, partition: Int32, earliest: Bool) async throws -> Int64 {
+        let address = try await link.leader(topic: topic, partition: partition, refresh: false)
+        let connection = try await BrokerLink.open(address)
+        defer { Task { await connection.close() } }
+        return try await PartitionTail(topic: topic, partition: partition, connection: connection).offset(earliest: earliest)
+    }
+
+    /// Reads one partition for as long as the gateway runs, from `from` (or
+    /// its first offset), following its leader across failovers.
+    func tail(topic: String, partition: Int32, state: ChatState, from start: Int64?, apply: @escaping @Sendable (StoredRecord, Int32) -> Void) async {
+        var next = start
+        var refresh = false
+        while !Task.isCancelled {
+            do {
+                let address = try await link.leader(topic: topic, partition: partition, refresh: refresh)
+                let connection = try await BrokerLink.open(address)
+                defer { Task { await connection.close() } }
+                let reader = PartitionTail(topic: topic, partition: partition, connection: connection)
+                if next == nil { next = try await reader.offset(earliest: true) }
+                while !Task.isCancelled {
+                    let (records, after, _) = try await reader.fetch(from: next!, maxWaitMilliseconds: 500)
+                    for record in records { apply(record, partition) }
+                    next = after
+                    state.applied(topic: topic, partition: partition, next: after)
+                }
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("gateway tail failed; retrying", metadata: ["topic": "\(topic)", "partition": "\(partition)", "error": "\(error)"])
+                refresh = true
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+"""The chat gateway with a real Matrix client: matrix-nio drives
+`postduif gateway` over a broker started by the test. Two users register
+and log in, one creates a room and invites, the other joins, both send and
+receive through long-poll /sync, page back through history, list joined
+rooms and members; a third user, not a member, is refused. Then bad input:
+malformed JSON, oversized bodies, unknown rooms, wrong tokens and replayed
+transaction ids get Matrix errors, and nothing is stored twice."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from nio import (AsyncClient, JoinedMembersResponse, JoinedRoomsResponse, JoinResponse, LoginResponse,
+                 RegisterResponse, RoomCreateResponse, RoomInviteResponse, RoomMessagesResponse,
+                 RoomSendResponse, SyncResponse)
+
+from conftest import BINARY, BrokerProcess, free_port
+
+
+class GatewayProcess:
+    def __init__(self, broker):
+        self.broker = broker
+        self.port = free_port()
+        self.log_path = tempfile.mktemp(prefix="postduif-gateway-", suffix=".log")
+        self.process = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [BINARY, "gateway", "--port", str(self.port), "--broker", self.broker.address, "--server-name", "gov.test",
+             "--conversation-partitions", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "gateway exited: " + self.read_log()
+            try:
+                with urllib.request.urlopen(self.url + "/_matrix/client/versions", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("gateway did not answer within 60 s: " + self.read_log())
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process is None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        self.log.close()
+        return code
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def chat():
+    broker = BrokerProcess(extra_args=["--durability", "none"]).start()
+    gateway = GatewayProcess(broker).start()
+    yield gateway
+    code = gateway.stop()
+    broker.stop()
+    assert code == 0, "gateway did not stop cleanly on SIGTERM: " + gateway.read_log()
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 120))
+
+
+async def registered(url, name):
+    client = AsyncClient(url, "@%s:gov.test" % name)
+    response = await client.register(name, "correct horse " + name)
+    assert isinstance(response, RegisterResponse), response
+    assert response.user_id == "@%s:gov.test" % name
+    return client
+
+
+def texts(events):
+    return [getattr(e, "body", None) for e in events if getattr(e, "body", None) is not None]
+
+
+def test_two_ministers_talk_and_a_stranger_is_refused(chat):
+    async def scenario():
+        alice = await registered(chat.url, "alice")
+        await alice.close()
+        # Log in again with the password, as a person would on a new device.
+        alice = AsyncClient(chat.url, "@alice:gov.test")
+        login = await alice.login("correct horse alice", device_name="laptop")
+        assert isinstance(login, LoginResponse), login
+        bob = await registered(chat.url, "bob")
+        eve = await registered(chat.url, "eve")
+
+        created = await alice.room_create(name="Ministerraad", topic="agenda")
+        assert isinstance(created, RoomCreateResponse), created
+        room = created.room_id
+        assert room.startswith("!") and room.endswith(":gov.test")
+        invited = await alice.room_invite(room, "@bob:gov.test")
+        assert isinstance(invited, RoomInviteResponse), invited
+
+        await bob.sync(timeout=0)
+        assert room in bob.invited_rooms
+        joined = await bob.join(room)
+        assert isinstance(joined, JoinResponse), joined
+
+        first = await alice.sync(timeout=0)
+        assert isinstance(first, SyncResponse)
+        assert room in alice.rooms
+        assert alice.rooms[room].name == "Ministerraad"
+        bob_first = await bob.sync(timeout=0)
+        assert isinstance(bob_first, SyncResponse)
+
+        # Bob long-polls; Alice's message wakes him.
+        waiting = asyncio.create_task(bob.sync(timeout=30000, since=bob.next_batch))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Goedemorgen"})
+        assert isinstance(sent, RoomSendResponse), sent
+        woke = await waiting
+        assert time.monotonic() - started < 10, "the long poll was not woken by the message"
+        assert isinstance(woke, SyncResponse), woke
+        assert "Goedemorgen" in texts(woke.rooms.join[room].timeline.events)
+
+        reply = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Dag Alice"})
+        assert isinstance(reply, RoomSendResponse), reply
+        got = await alice.sync(timeout=30000, since=alice.next_batch)
+        assert "Dag Alice" in texts(got.rooms.join[room].timeline.events)
+
+        for i in range(30):
+            sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "punt %d" % i})
+            assert isinstance(sent, RoomSendResponse), sent
+
+        # Back through the history, page by page, from the newest.
+        seen = []
+        token = None
+        for _ in range(20):
+            page = await bob.room_messages(room, start=token or "", limit=7)
+            assert isinstance(page, RoomMessagesResponse), page
+            seen += texts(page.chunk)
+            if not page.end:
+                break
+            token = page.end
+        expected = ["punt %d" % i for i in reversed(range(30))] + ["Dag Alice", "Goedemorgen"]
+        assert seen == expected
+
+        rooms = await bob.joined_rooms()
+        assert isinstance(rooms, JoinedRoomsResponse) and rooms.rooms == [room]
+        members = await alice.joined_members(room)
+        assert isinstance(members, JoinedMembersResponse)
+        assert sorted(m.user_id for m in members.members) == ["@alice:gov.test", "@bob:gov.test"]
+
+        # Eve is no member: refused everywhere, and told nothing about the room.
+        refused = await eve.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "mag ik?"})
+        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+        refused = await eve.room_messages(room, start="", limit=5)
+        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+        refused = await eve.joined_members(room)
+        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+        refused = await eve.join(room)
+        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+        unknown = await eve.room_messages("!nosuchroom:gov.test", start="", limit=5)
+        assert getattr(unknown, "status_code", None) == "M_FORBIDDEN", unknown
+        eve_sync = await eve.sync(timeout=0)
+        assert room not in eve_sync.rooms.join and room not in eve_sync.rooms.invite
+
+        for client in (alice, bob, eve):
+            await client.close()
+
+    run(scenario())
+
+
+def call(chat, method, path, body=None, token=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(chat.url + "/_matrix/client/v3" + path, data=data, method=method)
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_bad_input_gets_matrix_errors_and_nothing_is_stored_twice(chat):
+    status, carol = call(chat, "POST", "/register", {"username": "carol", "password": "pw-carol"})
+    assert status == 200, carol
+    token = carol["access_token"]
+    assert call(chat, "POST", "/register", {"username": "carol", "password": "other"})[1]["errcode"] == "M_USER_IN_USE"
+    assert call(chat, "POST", "/register", {"username": "Not Valid!", "password": "x"})[1]["errcode"] == "M_INVALID_USERNAME"
+    status, answer = call(chat, "POST", "/login", {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "carol"}, "password": "wrong"})
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+
+    status, answer = call(chat, "POST", "/createRoom", raw=b"{not json", token=token)
+    assert (status, answer["errcode"]) == (400, "M_NOT_JSON")
+    status, answer = call(chat, "POST", "/createRoom", raw=b"[1, 2]", token=token)
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    status, answer = call(chat, "POST", "/createRoom", {"room_version": "12"}, token=token)
+    assert (status, answer["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
+    status, answer = call(chat, "GET", "/joined_rooms", token="pdt_forged")
+    assert (status, answer["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    status, answer = call(chat, "GET", "/joined_rooms")
+    assert (status, answer["errcode"]) == (401, "M_MISSING_TOKEN")
+    status, answer = call(chat, "GET", "/no/such/endpoint", token=token)
+    assert (status, answer["errcode"]) == (404, "M_UNRECOGNIZED")
+
+    status, created = call(chat, "POST", "/createRoom", {"name": "Begroting"}, token=token)
+    assert status == 200, created
+    room = created["room_id"]
+    path = "/rooms/%s/send/m.room.message/" % urllib.request.quote(room)
+    status, answer = call(chat, "PUT", path + "big", raw=json.dumps({"msgtype": "m.text", "body": "x" * 70000}).encode(), token=token)
+    assert (status, answer["errcode"]) == (413, "M_TOO_LARGE")
+    status, first = call(chat, "PUT", path + "txn-1", {"msgtype": "m.text", "body": "een keer"}, token=token)
+    assert status == 200, first
+    status, again = call(chat, "PUT", path + "txn-1", {"msgtype": "m.text", "body": "een keer"}, token=token)
+    assert status == 200 and again["event_id"] == first["event_id"]
+    status, answer = call(chat, "PUT", "/rooms/%s/send/m.room.message/t" % urllib.request.quote("!unknown:gov.test"), {"msgtype": "m.text", "body": "?"}, token=token)
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+
+    status, page = call(chat, "GET", "/rooms/%s/messages?dir=b&limit=50" % urllib.request.quote(room), token=token)
+    assert status == 200
+    bodies = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+    assert bodies == ["een keer"], bodies
