@@ -53,13 +53,11 @@ FUZZ_SECONDS ?= 20
 fuzz: deps
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 
-# A single node on the embedded default: 127.0.0.1:9092, data in ./data,
-# fsync durability, no etcd. Stop it with Ctrl-C (SIGINT) or SIGTERM.
+# A single node on the embedded default (127.0.0.1:9092, data in ./data,
+# fsync durability, no etcd) and the chat gateway (Matrix client-server API
+# on http://127.0.0.1:8008). Stop both with Ctrl-C (SIGINT) or SIGTERM.
 run: release
-	@echo "Postduif on 127.0.0.1:9092 (data in $(DATA)). In another terminal:"
-	@echo "  produce: echo 'room-1:hello' | kcat -P -b 127.0.0.1:9092 -t conversations -K :"
-	@echo "  consume: kcat -C -b 127.0.0.1:9092 -t conversations -o beginning -f '%k: %s\\n'"
-	.build/release/postduif serve --data $(DATA)
+	DATA=$(DATA) Deploy/run-local.sh
 
 # A local cluster: etcd and three brokers on loopback ports, data in
 # $(CLUSTER_DIR); `make cluster-stop` stops exactly those processes.
