@@ -53,6 +53,15 @@ public final class Broker: Sendable {
     /// The node's cluster side, once attached (`attach`); nil on a single node.
     let clusterNode = Mutex<ClusterNode?>(nil)
     var cluster: ClusterNode? { clusterNode.withLock { $0 } }
+    /// The chat fan-out, once made (`makeFanOut`); GatewayPoll needs it.
+    let fanOutSlot = Mutex<FanOut?>(nil)
+
+    /// Makes this node's fan-out; its `run` must be started by the caller.
+    public func makeFanOut() -> FanOut {
+        let made = FanOut(broker: self, logger: logger)
+        fanOutSlot.withLock { $0 = made }
+        return made
+    }
 
     /// Joins a cluster: Metadata, leadership checks, topic creation and
     /// producer ids go through `node` from now on.
@@ -213,6 +222,13 @@ public final class Broker: Sendable {
                 ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
             case .conversationHistory:
                 conversationHistory(try ConversationHistoryRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .gatewayPoll:
+                let request = try GatewayPollRequest.decode(&reader, version: version)
+                if let fanOut = fanOutSlot.withLock({ $0 }) {
+                    await fanOut.poll(request).encode(&body, version: version)
+                } else {
+                    GatewayPollResponse(errorCode: ErrorCode.invalidRequest.rawValue, partitions: [], deliveries: []).encode(&body, version: version)
+                }
             }
         } catch {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")

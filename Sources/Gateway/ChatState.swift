@@ -18,6 +18,9 @@ enum ChatTopics {
     static let sessions = "chat-sessions"
     /// Per user and room, the read markers the client set.
     static let readMarkers = "chat-read-markers"
+    /// Membership changes keyed by room id, `{"member", "membership"}`: what
+    /// the broker's fan-out routes by (written before the member event).
+    static let members = "conversation-members"
 }
 
 /// One room event as clients see it.
@@ -31,6 +34,9 @@ struct RoomEvent: Sendable {
     var membership: String?
     var partition: Int32
     var offset: Int64
+    /// The event's sequence in its room (`unsigned.postduif.seq`), by
+    /// which a client drops a duplicate; nil for state-topic copies.
+    var sequence: UInt64? = nil
     /// The client-format event, serialised once.
     var json: String
 }
@@ -79,6 +85,9 @@ final class ChatState: Sendable {
         var members: [String: Member] = [:]
         /// The newest events, oldest first, at most `timelineCacheMax`.
         var recent: [RoomEvent] = []
+        /// The cache holds every event of the room from this offset on: the
+        /// first delivered since the fan-out began sending this room here.
+        var coveredFrom: Int64? = nil
     }
 
     struct Inner {
@@ -98,6 +107,18 @@ final class ChatState: Sendable {
         /// Serialised timeline deltas shared by every member syncing a room
         /// from the same position.
         var deltas: [String: String] = [:]
+        /// Users with a session syncing here, and when they last synced
+        /// (monotonic seconds): the fan-out routes their rooms to this gateway.
+        var localUsers: [String: Int64] = [:]
+        /// Moves each time a user's waiting syncs are woken.
+        var userGenerations: [String: UInt64] = [:]
+        /// Per partition, the fan-out worker this gateway last heard from.
+        var workers: [Int32: String] = [:]
+        /// The brokers this gateway polls, and per user the brokers whose
+        /// fan-out has confirmed routing the user here.
+        var pollAddresses: Set<String> = []
+        var registeredAt: [String: Set<String>] = [:]
+        var registrationWaiters: [UUID: (user: String, continuation: CheckedContinuation<Void, Never>)] = [:]
     }
 
     static let timelineCacheMax = 200
@@ -147,11 +168,11 @@ final class ChatState: Sendable {
     func cachedEvents(roomID: String, after offset: Int64, upTo end: Int64) -> (events: [RoomEvent], complete: Bool)? {
         inner.withLock { inner in
             let partition = Int(partition(ofRoom: roomID))
-            guard inner.cacheStart[partition] <= offset else { return nil }
-            let recent = inner.rooms[roomID]?.recent ?? []
-            let events = recent.filter { $0.offset >= offset && $0.offset < end }
+            guard let room = inner.rooms[roomID], let covered = room.coveredFrom,
+                  max(inner.cacheStart[partition], covered) <= offset else { return nil }
+            let events = room.recent.filter { $0.offset >= offset && $0.offset < end }
             // Complete unless the bound dropped events in the range.
-            let complete = recent.count < Self.timelineCacheMax || (recent.first.map { $0.offset < offset } ?? true)
+            let complete = room.recent.count < Self.timelineCacheMax || (room.recent.first.map { $0.offset < offset } ?? true)
             return (events, complete)
         }
     }
@@ -160,10 +181,10 @@ final class ChatState: Sendable {
     /// can tell: it holds that many, or everything since the partition began.
     func recentEvents(roomID: String, upTo end: Int64, limit: Int) -> (events: [RoomEvent], limited: Bool)? {
         inner.withLock { inner in
-            let recent = (inner.rooms[roomID]?.recent ?? []).filter { $0.offset < end }
-            let fromStart = inner.cacheStart[Int(partition(ofRoom: roomID))] == 0 && recent.count < Self.timelineCacheMax
-            guard recent.count >= limit || fromStart else { return nil }
-            return (Array(recent.suffix(limit)), recent.count > limit || !fromStart)
+            guard let room = inner.rooms[roomID], room.coveredFrom != nil else { return nil }
+            let recent = room.recent.filter { $0.offset < end }
+            guard recent.count >= limit else { return nil }
+            return (Array(recent.suffix(limit)), true)
         }
     }
 
@@ -183,6 +204,107 @@ final class ChatState: Sendable {
             inner.position.timeline[Int(partition)] = offset
             inner.cacheStart[Int(partition)] = offset
         }
+    }
+
+    // MARK: The fan-out's side
+
+    private let clockStart = ContinuousClock.now
+    var uptimeSeconds: Int64 { (ContinuousClock.now - clockStart).components.seconds }
+
+    /// A user synced here: the fan-out should route their rooms here.
+    func touch(user: String) {
+        let now = uptimeSeconds
+        inner.withLock { $0.localUsers[user] = now }
+    }
+
+    /// The users syncing here; one idle for `idle` seconds is dropped, and
+    /// the fan-out stops routing to this gateway for them.
+    func localUsers(idle: Int64) -> Set<String> {
+        let now = uptimeSeconds
+        return inner.withLock { inner in
+            for (user, seen) in inner.localUsers where now - seen > idle {
+                inner.localUsers[user] = nil
+                inner.registeredAt[user] = nil
+            }
+            return Set(inner.localUsers.keys)
+        }
+    }
+
+    /// A poll loop to `address` starts (or, with `active` false, ends).
+    func polling(_ address: String, active: Bool) {
+        inner.withLock { inner in
+            if active { inner.pollAddresses.insert(address) } else { inner.pollAddresses.remove(address) }
+            for user in inner.registeredAt.keys { inner.registeredAt[user]?.remove(address) }
+        }
+    }
+
+    /// A poll to `address` carrying `users` was answered: its fan-out routes them here.
+    func confirmRegistered(_ users: Set<String>, at address: String) {
+        let ready = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+            for user in users { inner.registeredAt[user, default: []].insert(address) }
+            var ready: [CheckedContinuation<Void, Never>] = []
+            for (key, waiter) in inner.registrationWaiters where Self.isRegistered(inner, waiter.user) {
+                ready.append(waiter.continuation)
+                inner.registrationWaiters[key] = nil
+            }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    private static func isRegistered(_ inner: Inner, _ user: String) -> Bool {
+        !inner.pollAddresses.isEmpty && inner.pollAddresses.isSubset(of: inner.registeredAt[user] ?? [])
+    }
+
+    /// Waits until every broker's fan-out routes `user` here, so nothing
+    /// sent from now on passes this gateway by; gives up after `timeout`.
+    func waitRegistered(_ user: String, timeout: Duration) async {
+        let key = UUID()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = inner.withLock { inner -> Bool in
+                if Self.isRegistered(inner, user) { return true }
+                inner.registrationWaiters[key] = (user, continuation)
+                return false
+            }
+            if done {
+                continuation.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                let waiter = self.inner.withLock { $0.registrationWaiters.removeValue(forKey: key) }
+                waiter?.continuation.resume()
+            }
+        }
+    }
+
+    func generation(of user: String) -> UInt64 {
+        inner.withLock { $0.userGenerations[user] ?? 0 }
+    }
+
+    /// Where a partition's fan-out stands after a poll. A new worker (the
+    /// broker restarted, or leadership moved) or a reported gap means some
+    /// deliveries never came: the cache of that partition restarts at
+    /// `upTo`, and older positions are served from the index.
+    func fannedOut(partition: Int32, worker: String, upTo: Int64, gap: Bool) {
+        let index = Int(partition)
+        guard index < Int(timelinePartitions) else { return }
+        inner.withLock { inner in
+            if inner.workers[partition] != worker || gap {
+                inner.workers[partition] = worker
+                inner.cacheStart[index] = upTo
+                for (id, room) in inner.rooms where room.coveredFrom != nil && self.partition(ofRoom: id) == partition {
+                    inner.rooms[id]!.coveredFrom = nil
+                    inner.rooms[id]!.recent = []
+                }
+                inner.deltas.removeAll()
+            }
+            inner.position.timeline[index] = max(inner.position.timeline[index], upTo)
+        }
+    }
+
+    func knowsWorker(partition: Int32) -> String? {
+        inner.withLock { $0.workers[partition] }
     }
 
     func applyAccount(_ record: StoredRecord) {
@@ -205,25 +327,32 @@ final class ChatState: Sendable {
         inner.withLock { $0.sessions[digest] = Session(userID: userID, deviceID: deviceID) }
     }
 
-    /// A timeline record: into its room's recent events; wakes the room's members.
-    func applyTimeline(_ record: StoredRecord, partition: Int32) {
+    /// A delivered message: into its room's recent events; wakes the
+    /// room's members. The position moves only with `fannedOut`.
+    /// Returns the users to wake once the position has moved past it.
+    func applyDelivery(_ record: StoredRecord, partition: Int32, sequence: UInt64) -> [String] {
         guard let roomID = String(bytes: record.key, encoding: .utf8), let value = record.value,
-              let event = Self.clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: value) else {
-            inner.withLock { inner in inner.position.timeline[Int(partition)] = max(inner.position.timeline[Int(partition)], record.offset + 1) }
-            return
+              let event = Self.clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: value, sequence: sequence) else {
+            return []
         }
-        let woken = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
-            inner.position.timeline[Int(partition)] = max(inner.position.timeline[Int(partition)], record.offset + 1)
+        return inner.withLock { inner -> [String] in
             var room = inner.rooms[roomID] ?? Room()
+            if let last = room.recent.last, last.offset >= event.offset { return [] }
+            if room.coveredFrom == nil { room.coveredFrom = event.offset }
             room.recent.append(event)
             if room.recent.count > Self.timelineCacheMax { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
             if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
                 inner.transactions[transaction] = event.eventID
             }
-            let members = room.members.filter { $0.value.membership == "join" || $0.value.membership == "invite" }.map(\.key)
             inner.rooms[roomID] = room
-            return members.flatMap { Self.takeWaiters(&inner, user: $0) }
+            return room.members.filter { $0.value.membership == "join" || $0.value.membership == "invite" }.map(\.key)
         }
+    }
+
+    /// Wakes the waiting syncs of `users` (after the position moved past
+    /// what woke them, so their next look finds it).
+    func wake(users: Set<String>) {
+        let woken = inner.withLock { inner in users.flatMap { Self.takeWaiters(&inner, user: $0) } }
         for continuation in woken { continuation.resume() }
     }
 
@@ -248,6 +377,12 @@ final class ChatState: Sendable {
                 room.members[stateKey] = Member(membership: membership, stateOffset: record.offset)
                 inner.roomsOfUser[stateKey, default: []].insert(roomID)
                 wake.append(stateKey)
+                // A local user left: the fan-out may stop sending the room here,
+                // so the cache no longer vouches for it.
+                if membership != "join" && inner.localUsers[stateKey] != nil {
+                    room.coveredFrom = nil
+                    room.recent = []
+                }
             }
             inner.rooms[roomID] = room
             return wake.flatMap { Self.takeWaiters(&inner, user: $0) }
@@ -295,12 +430,21 @@ final class ChatState: Sendable {
         inner.withLock { $0.applied[topic]?[partition] ?? 0 }
     }
 
-    /// Parks a `/sync` of `userID` until something for it arrives or `timeout` passes.
-    func waitForUser(_ userID: String, timeout: Duration) async {
+    /// Parks a `/sync` of `userID` until something for it arrives or
+    /// `timeout` passes; at once if something arrived since `generation`.
+    func waitForUser(_ userID: String, after generation: UInt64, timeout: Duration) async {
         let key = UUID()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                inner.withLock { $0.userWaiters[userID, default: [:]][key] = continuation }
+                let moved = inner.withLock { inner -> Bool in
+                    if (inner.userGenerations[userID] ?? 0) != generation { return true }
+                    inner.userWaiters[userID, default: [:]][key] = continuation
+                    return false
+                }
+                if moved {
+                    continuation.resume()
+                    return
+                }
                 Task {
                     try? await Task.sleep(for: timeout)
                     self.wake(userID, key)
@@ -317,6 +461,7 @@ final class ChatState: Sendable {
     }
 
     private static func takeWaiters(_ inner: inout Inner, user: String) -> [CheckedContinuation<Void, Never>] {
+        inner.userGenerations[user, default: 0] &+= 1
         guard let waiting = inner.userWaiters.removeValue(forKey: user) else { return [] }
         return Array(waiting.values)
     }
@@ -329,17 +474,18 @@ final class ChatState: Sendable {
 
     /// A stored timeline value (`type`, `sender`, `content`, `state_key`)
     /// in client format: the event id, room id and time are put in front.
-    static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8]) -> RoomEvent? {
+    static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(stored)) as? [String: Any],
               let type = object["type"] as? String, let sender = object["sender"] as? String,
               stored.first == UInt8(ascii: "{"), stored.count > 2 else { return nil }
         let eventID = eventID(partition: partition, offset: offset)
-        let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID)),"
+        let unsigned = sequence.map { ",\"unsigned\":{\"postduif.seq\":\($0)}" } ?? ""
+        let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID))\(unsigned),"
         let json = prefix + String(decoding: stored.dropFirst(), as: UTF8.self)
         let stateKey = object["state_key"] as? String
         let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
         return RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
-                         partition: partition, offset: offset, json: json)
+                         partition: partition, offset: offset, sequence: sequence, json: json)
     }
 }
 

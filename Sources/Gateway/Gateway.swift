@@ -30,6 +30,8 @@ public final class ChatGateway: Sendable {
     let configuration: GatewayConfiguration
     let link: BrokerLink
     let logger: Logger
+    /// This gateway's name at the brokers' fan-out, new at every start.
+    let gatewayID = "gateway-" + Secrets.opaque(12)
 
     public init(configuration: GatewayConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -41,6 +43,8 @@ public final class ChatGateway: Sendable {
     /// cancelled. `onListening` gets the bound port.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         try await link.ensureTopic(ChatTopics.conversations, partitions: configuration.conversationPartitions)
+        // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
+        try await link.ensureTopic(ChatTopics.members, partitions: try await link.partitionCount(ChatTopics.conversations))
         for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers] {
             try await link.ensureTopic(topic, partitions: 1)
         }
@@ -49,8 +53,9 @@ public final class ChatGateway: Sendable {
         let api = MatrixAPI(state: state, link: link, configuration: configuration, logger: logger)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // State, accounts and sessions are read whole; the timeline from now on
-            // (older events come from the broker's conversation index on demand).
+            // State, accounts and sessions are read whole; room events come from
+            // the broker's fan-out from now on (older ones from its conversation
+            // index, on demand).
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
             for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.applyAccount), (ChatTopics.sessions, state.applySession)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
@@ -60,12 +65,8 @@ public final class ChatGateway: Sendable {
             for partition in 0..<timelinePartitions {
                 let end = try await tailStart(topic: ChatTopics.conversations, partition: partition, earliest: false)
                 state.startTimeline(partition: partition, at: end)
-                group.addTask {
-                    await self.tail(topic: ChatTopics.conversations, partition: partition, state: state, from: end) { record, partition in
-                        state.applyTimeline(record, partition: partition)
-                    }
-                }
             }
+            group.addTask { await self.deliveries(state: state) }
             for (topic, partition, end) in catchUp where end > 0 {
                 await state.waitApplied(topic: topic, partition: partition, offset: end - 1, timeout: .seconds(120))
             }
@@ -86,6 +87,81 @@ public final class ChatGateway: Sendable {
         let connection = try await BrokerLink.open(address)
         defer { Task { await connection.close() } }
         return try await PartitionTail(topic: topic, partition: partition, connection: connection).offset(earliest: earliest)
+    }
+
+    /// Takes the fan-out's deliveries from every broker leading a partition
+    /// of `conversations`, for as long as the gateway runs.
+    func deliveries(state: ChatState) async {
+        var refresh = false
+        while !Task.isCancelled {
+            do {
+                let addresses = Set(try await link.layout(ChatTopics.conversations, refresh: refresh).values)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for address in addresses {
+                        group.addTask { try await self.poll(address, state: state) }
+                    }
+                    // One broker failing may mean leadership moved: start over.
+                    try await group.next()
+                    group.cancelAll()
+                }
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("fan-out polling failed; retrying", metadata: ["error": "\(error)"])
+            }
+            refresh = true
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// One broker's GatewayPoll loop: the first poll names every user
+    /// syncing here, later ones the changes.
+    func poll(_ address: String, state: ChatState) async throws {
+        let connection = try await BrokerLink.open(address)
+        state.polling(address, active: true)
+        defer {
+            state.polling(address, active: false)
+            Task { await connection.close() }
+        }
+        var sent: Set<String>? = nil
+        var quietSince = ContinuousClock.now
+        while !Task.isCancelled {
+            let users = state.localUsers(idle: 300)
+            let request = GatewayPollRequest(
+                gatewayID: gatewayID, topic: ChatTopics.conversations, leaseMilliseconds: 10_000, replaceUsers: sent == nil,
+                users: Array(sent.map { users.subtracting($0) } ?? users), removedUsers: Array(sent.map { $0.subtracting(users) } ?? []),
+                // Short, so a new user's registration leaves within a quarter second.
+                maxWaitMilliseconds: 250, maxDeliveries: 5000)
+            var reader = try await connection.request(.gatewayPoll, version: 0) { request.encode(&$0, version: 0) }
+            let response = try GatewayPollResponse.decode(&reader, version: 0)
+            guard response.errorCode == 0 else { throw BrokerRefusal(description: "GatewayPoll to \(address): error \(response.errorCode)") }
+            sent = users
+            state.confirmRegistered(users, at: address)
+            logger.trace("polled the fan-out", metadata: [
+                "broker": "\(address)", "deliveries": "\(response.deliveries.count)",
+                "positions": "\(response.partitions.map { "\($0.partition):\($0.fannedOutUpTo)" })"])
+            // A new worker or a gap first: the deliveries below belong after it.
+            for partition in response.partitions where state.knowsWorker(partition: partition.partition) != partition.workerID || partition.resyncFrom >= 0 {
+                logger.info("fan-out restarted or skipped; the cache of the partition starts again", metadata: [
+                    "broker": "\(address)", "partition": "\(partition.partition)", "worker": "\(partition.workerID)", "resyncFrom": "\(partition.resyncFrom)"])
+                state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: true)
+            }
+            var woken: Set<String> = []
+            for delivery in response.deliveries {
+                woken.formUnion(state.applyDelivery(
+                    StoredRecord(offset: delivery.offset, timestamp: delivery.timestamp, key: delivery.key, value: delivery.value, headers: delivery.headers),
+                    partition: delivery.partition, sequence: delivery.sequence))
+            }
+            for partition in response.partitions {
+                state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: false)
+            }
+            state.wake(users: woken)
+            // A broker that leads nothing here any more: look for the leaders again.
+            if response.partitions.isEmpty {
+                if ContinuousClock.now - quietSince > .seconds(5) { throw BrokerRefusal(description: "\(address) runs no fan-out worker") }
+            } else {
+                quietSince = ContinuousClock.now
+            }
+        }
     }
 
     /// Reads one partition for as long as the gateway runs, from `from` (or

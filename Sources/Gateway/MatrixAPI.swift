@@ -207,7 +207,8 @@ struct MatrixAPI: Sendable {
     // MARK: Rooms
 
     /// Appends an event to the room's timeline; a state event also to the
-    /// room's state. Returns the event id once this gateway has read it back.
+    /// room's state, read back before returning (so the next request sees
+    /// the membership). Messages reach syncs through the fan-out.
     @discardableResult
     func append(roomID: String, type: String, sender: String, content: [String: Any], stateKey: String? = nil, transaction: String? = nil) async throws -> String {
         var stored: [String: Any] = ["type": type, "sender": sender, "content": content]
@@ -216,6 +217,12 @@ struct MatrixAPI: Sendable {
         let timestamp = Self.now
         var headers: [RecordHeader] = []
         if let transaction { headers.append(RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))) }
+        if type == "m.room.member", let stateKey, let membership = content["membership"] as? String {
+            // The fan-out routes by this topic: written first, so the member
+            // receives what follows their join.
+            let change = JSONText.serialize(["member": stateKey, "membership": membership])
+            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: Array(change.utf8), timestamp: timestamp)
+        }
         let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: Array(value.utf8), headers: headers, timestamp: timestamp)
         let eventID = ChatState.eventID(partition: partition, offset: offset)
         if let stateKey {
@@ -227,7 +234,6 @@ struct MatrixAPI: Sendable {
             let (statePartition, stateOffset) = try await link.produce(topic: ChatTopics.state, key: Array(key.utf8), value: Array(JSONText.serialize(event).utf8), timestamp: timestamp)
             await state.waitApplied(topic: ChatTopics.state, partition: statePartition, offset: stateOffset)
         }
-        await state.waitApplied(topic: ChatTopics.conversations, partition: partition, offset: offset)
         return eventID
     }
 
@@ -400,7 +406,7 @@ struct MatrixAPI: Sendable {
         }
         let ordered = backwards ? page.messages.reversed() : page.messages
         let events = ordered.compactMap { message in
-            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0)?.json }
+            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0, sequence: message.sequence)?.json }
         }
         let start = from ?? (backwards ? "o\(page.highWatermark)" : "q0")
         var answer = "{\"chunk\":[\(events.joined(separator: ","))],\"start\":\(JSONText.string(start))"
@@ -415,6 +421,10 @@ struct MatrixAPI: Sendable {
 
     func sync(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
+        state.touch(user: session.userID)
+        // A user new here waits until the fan-out routes their rooms here:
+        // from then on every message wakes this sync.
+        await state.waitRegistered(session.userID, timeout: .seconds(3))
         let query = request.uri.queryParameters
         let partitions = Int(state.timelinePartitions)
         var since: SyncPosition?
@@ -429,17 +439,13 @@ struct MatrixAPI: Sendable {
         let timeout = Duration.milliseconds(min(Int64(query.get("timeout") ?? "") ?? 0, configuration.syncWaitMax.milliseconds))
         let deadline = ContinuousClock.now + timeout
         while true {
+            let generation = state.generation(of: session.userID)
             let position = state.position
             let (body, changed) = try await syncBody(session, since: fullState ? nil : since, position: position)
             if changed || since == nil || ContinuousClock.now >= deadline {
                 return Self.ok(body)
             }
-            if state.position == position {
-                await state.waitForUser(session.userID, timeout: deadline - ContinuousClock.now)
-            } else {
-                // Something arrived meanwhile; it may concern this user.
-                try await Task.sleep(for: .milliseconds(1))
-            }
+            await state.waitForUser(session.userID, after: generation, timeout: deadline - ContinuousClock.now)
         }
     }
 
@@ -516,7 +522,7 @@ struct MatrixAPI: Sendable {
         let page = try await link.history(topic: ChatTopics.conversations, conversation: Array(roomID.utf8), position: .latest, limit: Int32(limit), maxOffset: end)
         let partition = state.partition(ofRoom: roomID)
         return page.messages.compactMap { message in
-            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0) }
+            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0, sequence: message.sequence) }
         }
     }
 

@@ -227,7 +227,7 @@ struct Serve: AsyncParsableCommand {
             host: host, port: httpPort, logger: logger,
             metricsText: { registry.emitToString() },
             isReady: { broker.isListening }))
-        var services: [any Service] = [kafka, operations]
+        var services: [any Service] = [FanOutService(fanOut: broker.makeFanOut()), kafka, operations]
         if let replication {
             let membership = Membership(
                 coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,
@@ -402,6 +402,19 @@ enum Environment {
 
     static func integer(_ name: String) -> Int? {
         string(name).flatMap { Int($0) }
+    }
+}
+
+/// The chat fan-out workers as a service of the node's ServiceGroup.
+struct FanOutService: Service {
+    let fanOut: FanOut
+
+    func run() async throws {
+        // The workers hold nothing that needs finishing: gateways resync
+        // whatever a stopped worker had not delivered.
+        try? await cancelWhenGracefulShutdown {
+            await fanOut.run()
+        }
     }
 }
 

@@ -25,6 +25,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     /// Postduif's own: a page of one conversation from the conversation
     /// index (Extensions.swift). Never advertised to Kafka clients.
     case conversationHistory = 32000
+    /// Postduif's own: a chat gateway registers the users it serves and
+    /// takes the fan-out's deliveries for them (Extensions.swift).
+    case gatewayPoll = 32001
 
     public var description: String {
         switch self {
@@ -50,6 +53,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .describeConfigs: "DescribeConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
         case .conversationHistory: "ConversationHistory"
+        case .gatewayPoll: "GatewayPoll"
         }
     }
 
@@ -79,6 +83,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .describeConfigs: 4
         case .saslAuthenticate: 2
         case .conversationHistory: Int16.max
+        case .gatewayPoll: Int16.max
         }
     }
 }

@@ -129,3 +129,154 @@ public struct ConversationHistoryResponse: Sendable, Equatable {
         }
     }
 }
+
+/// GatewayPoll v0: a chat gateway's long poll to a broker leading
+/// partitions of the conversations topic. It renews the gateway's lease,
+/// changes the set of users it serves, and takes the deliveries the
+/// broker's fan-out queued for it: each committed message of a
+/// conversation with one of those users as member, once per gateway.
+public struct GatewayPollRequest: Sendable, Equatable {
+    public var gatewayID: String
+    public var topic: String
+    /// The gateway's routes expire when it does not poll for this long.
+    public var leaseMilliseconds: Int32
+    /// True: `users` is the whole set served (a new or restarted gateway).
+    public var replaceUsers: Bool
+    public var users: [String]
+    public var removedUsers: [String]
+    public var maxWaitMilliseconds: Int32
+    public var maxDeliveries: Int32
+
+    public init(gatewayID: String, topic: String, leaseMilliseconds: Int32, replaceUsers: Bool, users: [String], removedUsers: [String], maxWaitMilliseconds: Int32, maxDeliveries: Int32) {
+        self.gatewayID = gatewayID
+        self.topic = topic
+        self.leaseMilliseconds = leaseMilliseconds
+        self.replaceUsers = replaceUsers
+        self.users = users
+        self.removedUsers = removedUsers
+        self.maxWaitMilliseconds = maxWaitMilliseconds
+        self.maxDeliveries = maxDeliveries
+    }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> GatewayPollRequest {
+        let gatewayID = try reader.readString()
+        let topic = try reader.readString()
+        let lease = try reader.readInt32()
+        let replace = try reader.readBool()
+        let users = try reader.readArray(elementBytesMin: 2, "users") { (reader: inout ByteReader) throws(WireError) -> String in try reader.readString() } ?? []
+        let removed = try reader.readArray(elementBytesMin: 2, "removed users") { (reader: inout ByteReader) throws(WireError) -> String in try reader.readString() } ?? []
+        let wait = try reader.readInt32()
+        let max = try reader.readInt32()
+        return GatewayPollRequest(gatewayID: gatewayID, topic: topic, leaseMilliseconds: lease, replaceUsers: replace, users: users, removedUsers: removed, maxWaitMilliseconds: wait, maxDeliveries: max)
+    }
+
+    public func encode(_ writer: inout ByteWriter, version: Int16) {
+        writer.writeString(gatewayID)
+        writer.writeString(topic)
+        writer.writeInt32(leaseMilliseconds)
+        writer.writeBool(replaceUsers)
+        writer.writeArray(users) { $0.writeString($1) }
+        writer.writeArray(removedUsers) { $0.writeString($1) }
+        writer.writeInt32(maxWaitMilliseconds)
+        writer.writeInt32(maxDeliveries)
+    }
+}
+
+public struct GatewayPollResponse: Sendable, Equatable {
+    /// Where a partition's fan-out stands for this gateway.
+    public struct PartitionState: Sendable, Equatable {
+        public var partition: Int32
+        /// Identifies the fan-out worker: a new value (the broker restarted,
+        /// or another broker leads now) means deliveries may have been lost
+        /// in between, so the gateway reads the gap itself.
+        public var workerID: String
+        /// Every message below this offset that concerns the gateway's users
+        /// has been delivered (or is named by `resyncFrom`).
+        public var fannedOutUpTo: Int64
+        /// -1, or the offset from which deliveries were dropped because the
+        /// gateway's queue was full: the gateway reads [resyncFrom,
+        /// fannedOutUpTo) itself.
+        public var resyncFrom: Int64
+
+        public init(partition: Int32, workerID: String, fannedOutUpTo: Int64, resyncFrom: Int64) {
+            self.partition = partition
+            self.workerID = workerID
+            self.fannedOutUpTo = fannedOutUpTo
+            self.resyncFrom = resyncFrom
+        }
+    }
+
+    public struct Delivery: Sendable, Equatable {
+        public var partition: Int32
+        public var offset: Int64
+        /// The message's sequence in its conversation (ADR 0004), for
+        /// de-duplication at the edge.
+        public var sequence: UInt64
+        public var timestamp: Int64
+        public var key: [UInt8]
+        public var value: [UInt8]?
+        public var headers: [RecordHeader]
+
+        public init(partition: Int32, offset: Int64, sequence: UInt64, timestamp: Int64, key: [UInt8], value: [UInt8]?, headers: [RecordHeader]) {
+            self.partition = partition
+            self.offset = offset
+            self.sequence = sequence
+            self.timestamp = timestamp
+            self.key = key
+            self.value = value
+            self.headers = headers
+        }
+    }
+
+    public var errorCode: Int16
+    public var partitions: [PartitionState]
+    public var deliveries: [Delivery]
+
+    public init(errorCode: Int16, partitions: [PartitionState], deliveries: [Delivery]) {
+        self.errorCode = errorCode
+        self.partitions = partitions
+        self.deliveries = deliveries
+    }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> GatewayPollResponse {
+        let errorCode = try reader.readInt16()
+        let partitions = try reader.readArray(elementBytesMin: 22, "partitions") { (reader: inout ByteReader) throws(WireError) -> PartitionState in
+            PartitionState(partition: try reader.readInt32(), workerID: try reader.readString(), fannedOutUpTo: try reader.readInt64(), resyncFrom: try reader.readInt64())
+        } ?? []
+        let deliveries = try reader.readArray(elementBytesMin: 40, "deliveries") { (reader: inout ByteReader) throws(WireError) -> Delivery in
+            let partition = try reader.readInt32()
+            let offset = try reader.readInt64()
+            let sequence = UInt64(bitPattern: try reader.readInt64())
+            let timestamp = try reader.readInt64()
+            let key = try reader.readNullableBytes() ?? []
+            let value = try reader.readNullableBytes()
+            let headers = try reader.readArray(elementBytesMin: 6, "headers") { (reader: inout ByteReader) throws(WireError) -> RecordHeader in
+                RecordHeader(key: try reader.readNullableBytes() ?? [], value: try reader.readNullableBytes())
+            } ?? []
+            return Delivery(partition: partition, offset: offset, sequence: sequence, timestamp: timestamp, key: key, value: value, headers: headers)
+        } ?? []
+        return GatewayPollResponse(errorCode: errorCode, partitions: partitions, deliveries: deliveries)
+    }
+
+    public func encode(_ writer: inout ByteWriter, version: Int16) {
+        writer.writeInt16(errorCode)
+        writer.writeArray(partitions) { writer, state in
+            writer.writeInt32(state.partition)
+            writer.writeString(state.workerID)
+            writer.writeInt64(state.fannedOutUpTo)
+            writer.writeInt64(state.resyncFrom)
+        }
+        writer.writeArray(deliveries) { writer, delivery in
+            writer.writeInt32(delivery.partition)
+            writer.writeInt64(delivery.offset)
+            writer.writeInt64(Int64(bitPattern: delivery.sequence))
+            writer.writeInt64(delivery.timestamp)
+            writer.writeNullableBytes(delivery.key)
+            writer.writeNullableBytes(delivery.value)
+            writer.writeArray(delivery.headers) { writer, header in
+                writer.writeNullableBytes(header.key)
+                writer.writeNullableBytes(header.value)
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import Foundation
+import KafkaWire
+import LogStore
+import Logging
+import Synchronization
+
+/// The chat topics the fan-out reads. The gateway writes them (Docs/chat.md).
+public enum FanOutTopics {
+    /// Room events keyed by conversation id, with the conversation index.
+    public static let conversations = "conversations"
+    /// Membership changes keyed by conversation id, value
+    /// `{"member": user id, "membership": "join"|"invite"|"leave"|"ban"}`;
+    /// the latest entry per conversation and member wins.
+    public static let members = "conversation-members"
+}
+
+/// "Members of C" and "conversations of U", read from this broker's
+/// replicas of the membership topic up to their high watermark. Kept in
+/// memory and rebuilt from the log when the log shrinks under it (a
+/// follower truncated).
+final class MembershipIndex: Sendable {
+    struct State {
+        var members: [[UInt8]: [String: String]] = [:]
+        var conversations: [String: Set<[UInt8]>] = [:]
+        var applied: [Int32: Int64] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// Reads what was committed since the last call.
+    func refresh(_ store: LogStore) {
+        guard let topic = store.topic(named: FanOutTopics.members) else { return }
+        for index in 0..<topic.configuration.partitionCount {
+            guard let log = try? store.partition(topic: FanOutTopics.members, index: index) else { continue }
+            let highWatermark = log.highWatermark
+            var from = state.withLock { $0.applied[index] ?? 0 }
+            if log.logEndOffset < from {
+                // Truncated below what was applied: start over.
+                state.withLock { $0 = State() }
+                refresh(store)
+                return
+            }
+            while from < highWatermark {
+                guard let read = try? log.read(from: from, bytesMax: 1 << 20, maxOffset: highWatermark), !read.batches.isEmpty else { break }
+                var changes: [(conversation: [UInt8], member: String, membership: String)] = []
+                for bytes in read.batches {
+                    guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else { continue }
+                    for record in records where batch.baseOffset + Int64(record.offsetDelta) >= from {
+                        guard let key = record.key, let value = record.value,
+                              let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+                              let member = object["member"] as? String, let membership = object["membership"] as? String else { continue }
+                        changes.append((key, member, membership))
+                    }
+                    from = max(from, batch.nextOffset)
+                }
+                let applied = from
+                state.withLock { state in
+                    for change in changes {
+                        state.members[change.conversation, default: [:]][change.member] = change.membership
+                        state.conversations[change.member, default: []].insert(change.conversation)
+                    }
+                    state.applied[index] = applied
+                }
+            }
+        }
+    }
+
+    /// The members of a conversation who receive its messages (joined).
+    func joinedMembers(_ conversation: [UInt8]) -> [String] {
+        state.withLock { ($0.members[conversation] ?? [:]).filter { $0.value == "join" }.map(\.key) }
+    }
+
+    func conversations(of user: String) -> [[UInt8]] {
+        state.withLock { Array($0.conversations[user] ?? []) }
+    }
+}
+
+/// Fan-out workers: on each partition of `conversations` this broker leads,
+/// a worker tails committed messages (up to the high watermark), looks up
+/// each conversation's members and queues the message once for every
+/// gateway serving one of them. Gateways take their queue with GatewayPoll.
+public final class FanOut: Sendable {
+    struct State {
+        var router = FanOutRouter()
+        /// Per partition: the worker's id and the next offset it handles.
+        var workers: [Int32: (id: String, position: Int64)] = [:]
+        var waiters: [String: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    let broker: Broker
+    let members = MembershipIndex()
+    let logger: Logger
+    private let state = Mutex(State())
+    private let tasks = Mutex<[Int32: Task<Void, Never>]>([:])
+    private let clockStart = ContinuousClock.now
+
+    init(broker: Broker, logger: Logger) {
+        self.broker = broker
+        self.logger = logger
+    }
+
+    var now: Int64 { (ContinuousClock.now - clockStart).milliseconds }
+
+    // MARK: Gateways
+
+    func poll(_ request: GatewayPollRequest) async -> GatewayPollResponse {
+        guard request.topic == FanOutTopics.conversations, !request.gatewayID.isEmpty else {
+            return GatewayPollResponse(errorCode: ErrorCode.invalidRequest.rawValue, partitions: [], deliveries: [])
+        }
+        let lease = Int64(min(max(request.leaseMilliseconds, 1000), 300_000))
+        state.withLock { state in
+            state.router.register(request.gatewayID, replace: request.replaceUsers, users: request.users, removed: request.removedUsers, leaseEnd: now + lease)
+        }
+        let wait = Duration.milliseconds(Int64(min(max(request.maxWaitMilliseconds, 0), 30_000)))
+        if wait > .zero && !state.withLock({ $0.router.hasPending(request.gatewayID) }) {
+            await waitForDeliveries(request.gatewayID, timeout: wait)
+        }
+        return state.withLock { state in
+            // Renewed again: a long wait must not let the lease lapse.
+            state.router.register(request.gatewayID, replace: false, users: [], removed: [], leaseEnd: now + lease)
+            let (deliveries, resync, stillQueued) = state.router.drain(request.gatewayID, max: Int(max(request.maxDeliveries, 1)))
+            let partitions = state.workers.keys.sorted().map { partition -> GatewayPollResponse.PartitionState in
+                let worker = state.workers[partition]!
+                let upTo = min(worker.position, stillQueued[partition] ?? worker.position)
+                return .init(partition: partition, workerID: worker.id, fannedOutUpTo: upTo, resyncFrom: resync[partition] ?? -1)
+            }
+            return GatewayPollResponse(errorCode: 0, partitions: partitions, deliveries: deliveries)
+        }
+    }
+
+    private func waitForDeliveries(_ gateway: String, timeout: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.router.hasPending(gateway) { return true }
+                state.waiters.removeValue(forKey: gateway)?.resume()
+                state.waiters[gateway] = continuation
+                return false
+            }
+            if ready {
+                continuation.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.wake([gateway])
+            }
+        }
+    }
+
+    private func wake(_ gateways: [String]) {
+        let ready = state.withLock { state in gateways.compactMap { state.waiters.removeValue(forKey: $0) } }
+        for continuation in ready { continuation.resume() }
+    }
+
+    // MARK: Workers
+
+    /// Starts a worker for each partition of `conversations` this broker
+    /// leads, expires gateways whose lease ended; until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            let expired = state.withLock { $0.router.expire(now: now) }
+            if !expired.isEmpty {
+                logger.info("gateways expired", metadata: ["gateways": "\(expired)"])
+                wake(expired)
+            }
+            if let topic = broker.store.topic(named: FanOutTopics.conversations) {
+                for index in 0..<topic.configuration.partitionCount where broker.leads(topic: FanOutTopics.conversations, index: index) {
+                    tasks.withLock { tasks in
+                        if tasks[index] == nil {
+                            tasks[index] = Task { await self.work(partition: index) }
+                        }
+                    }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        for (_, task) in tasks.withLock({ $0 }) { task.cancel() }
+    }
+
+    /// One partition's worker: from the high watermark at its start (a
+    /// gateway reads anything older itself), in offset order.
+    func work(partition: Int32) async {
+        defer {
+            _ = tasks.withLock { $0.removeValue(forKey: partition) }
+            _ = state.withLock { $0.workers.removeValue(forKey: partition) }
+        }
+        guard let log = try? broker.store.partition(topic: FanOutTopics.conversations, index: partition) else { return }
+        let id = "\(broker.configuration.nodeID)-\(partition)-\(UUID().uuidString.prefix(8))"
+        var position = log.highWatermark
+        state.withLock { $0.workers[partition] = (id, position) }
+        logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(position)"])
+        var sequences: [[UInt8]: UInt64] = [:]
+        while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
+            let generation = broker.notifier.generation
+            let highWatermark = log.highWatermark
+            guard position < highWatermark else {
+                await broker.notifier.wait(afterGeneration: generation, timeout: .milliseconds(500))
+                continue
+            }
+            members.refresh(broker.store)
+            logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(position)", "highWatermark": "\(highWatermark)"])
+            let read: LogRead
+            do {
+                read = try log.read(from: position, bytesMax: 1 << 20, maxOffset: highWatermark)
+            } catch {
+                logger.error("fan-out read failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            for bytes in read.batches {
+                guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else {
+                    logger.error("fan-out skipped an unreadable batch", metadata: ["partition": "\(partition)", "offset": "\(position)"])
+                    continue
+                }
+                var woken: [String] = []
+                for record in records {
+                    let offset = batch.baseOffset + Int64(record.offsetDelta)
+                    guard offset >= position, offset < highWatermark else { continue }
+                    guard let key = record.key, !key.isEmpty else {
+                        state.withLock { $0.workers[partition]?.position = offset + 1 }
+                        position = offset + 1
+                        continue
+                    }
+                    let sequence = nextSequence(key, at: offset, log: log, cache: &sequences)
+                    let delivery = GatewayPollResponse.Delivery(
+                        partition: partition, offset: offset, sequence: sequence, timestamp: batch.baseTimestamp + record.timestampDelta,
+                        key: key, value: record.value, headers: record.headers)
+                    let recipients = members.joinedMembers(key)
+                    woken += state.withLock { state -> [String] in
+                        let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))
+                        state.workers[partition]?.position = offset + 1
+                        return queued
+                    }
+                    position = offset + 1
+                }
+                position = max(position, min(batch.nextOffset, highWatermark))
+                state.withLock { $0.workers[partition]?.position = position }
+                if !woken.isEmpty { wake(Array(Set(woken))) }
+            }
+        }
+        logger.info("fan-out worker stopped", metadata: ["partition": "\(partition)", "worker": "\(id)"])
+    }
+
+    /// The conversation sequence of the message at `offset`: one more than
+    /// the last before it. The index is asked once per conversation; after
+    /// that the worker counts, as the store numbers in offset order.
+    private func nextSequence(_ conversation: [UInt8], at offset: Int64, log: PartitionLog, cache: inout [[UInt8]: UInt64]) -> UInt64 {
+        if let known = cache[conversation] {
+            cache[conversation] = known + 1
+            return known
+        }
+        let previous = (try? log.history(conversation: conversation, from: .latest, limit: 1, maxOffset: offset))?.last?.sequence ?? 0
+        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+        cache[conversation] = previous + 2
+        return previous + 1
+    }
+}
