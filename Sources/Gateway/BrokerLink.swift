@@ -74,6 +74,18 @@ actor BrokerLink {
     /// Each partition's leader, from Metadata; retried briefly while a new topic's leaders are chosen.
     func layout(_ topic: String, refresh: Bool = false) async throws -> [Int32: String] {
         if !refresh, let known = layouts[topic] { return known }
+        do {
+            return try await askLayout(topic)
+        } catch let refusal as BrokerRefusal {
+            throw refusal
+        } catch {
+            // The bootstrap connection broke (the broker restarted): open a new one next time.
+            forget(bootstrap)
+            throw error
+        }
+    }
+
+    private func askLayout(_ topic: String) async throws -> [Int32: String] {
         let connection = try await connection(bootstrap)
         for _ in 0..<100 {
             var reader = try await connection.request(.metadata, version: Self.metadataVersion) { writer in

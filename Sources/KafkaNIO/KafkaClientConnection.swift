@@ -67,7 +67,17 @@ public final class KafkaClientConnection: Sendable {
             // ApiVersions answers with a v0 header whatever its version (KIP-511).
             flexibleResponseHeader: version >= api.firstFlexibleVersion && api != .apiVersions,
             promise: promise)
-        channel.writeAndFlush(request, promise: nil)
+        // Checked and written on the channel's event loop, where a close is
+        // processed too: a request to a closed connection fails at once
+        // instead of waiting for an answer that cannot come.
+        let channel = self.channel
+        channel.eventLoop.execute {
+            guard channel.isActive else {
+                promise.fail(KafkaClientError.connectionClosed)
+                return
+            }
+            channel.writeAndFlush(request, promise: nil)
+        }
         return promise.futureResult
     }
 
