@@ -91,7 +91,8 @@ final class ChatState: Sendable {
     }
 
     struct Inner {
-        var accounts: [String: (hash: String, offset: Int64)] = [:]
+        /// A nil hash: the account was removed; its name stays taken.
+        var accounts: [String: (hash: String?, offset: Int64)] = [:]
         var sessions: [String: Session] = [:]
         var rooms: [String: Room] = [:]
         var roomsOfUser: [String: Set<String>] = [:]
@@ -141,9 +142,11 @@ final class ChatState: Sendable {
 
     var position: SyncPosition { inner.withLock { $0.position } }
 
-    func account(_ userID: String) -> (hash: String, offset: Int64)? { inner.withLock { $0.accounts[userID] } }
+    func account(_ userID: String) -> (hash: String?, offset: Int64)? { inner.withLock { $0.accounts[userID] } }
 
     func session(forDigest digest: String) -> Session? { inner.withLock { $0.sessions[digest] } }
+
+    var activeAccounts: [String] { inner.withLock { $0.accounts.filter { $0.value.hash != nil }.keys.sorted() } }
 
     func room(_ roomID: String) -> Room? { inner.withLock { $0.rooms[roomID] } }
 
@@ -307,13 +310,25 @@ final class ChatState: Sendable {
         inner.withLock { $0.workers[partition] }
     }
 
+    /// A registration counts only for a name not yet taken (the first
+    /// wins); an operator's record (`postduif user add --chat`) sets the
+    /// password whatever was there; a null removes the account and keeps
+    /// the name taken, so a user id never passes to someone else.
     func applyAccount(_ record: StoredRecord) {
-        guard let userID = String(bytes: record.key, encoding: .utf8), let value = record.value,
-              let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+        guard let userID = String(bytes: record.key, encoding: .utf8) else { return }
+        guard let value = record.value else {
+            inner.withLock { inner in inner.accounts[userID] = (nil, inner.accounts[userID]?.offset ?? record.offset) }
+            return
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
               let hash = object["password_hash"] as? String else { return }
+        let byOperator = (object["set_by"] as? String) == "operator"
         inner.withLock { inner in
-            // The first registration of a name wins; a later one changes nothing.
-            if inner.accounts[userID] == nil { inner.accounts[userID] = (hash, record.offset) }
+            if byOperator {
+                inner.accounts[userID] = (hash, inner.accounts[userID]?.offset ?? record.offset)
+            } else if inner.accounts[userID] == nil {
+                inner.accounts[userID] = (hash, record.offset)
+            }
         }
     }
 

@@ -125,7 +125,8 @@ struct MatrixAPI: Sendable {
             token = query
         }
         guard let token else { throw MatrixError(.unauthorized, "M_MISSING_TOKEN", "no access token") }
-        guard let session = state.session(forDigest: Secrets.tokenDigest(token)) else {
+        // A removed account's tokens stop working with it.
+        guard let session = state.session(forDigest: Secrets.tokenDigest(token)), state.account(session.userID)?.hash != nil else {
             throw MatrixError(.unauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
         }
         return session
@@ -178,7 +179,7 @@ struct MatrixAPI: Sendable {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "identifier.user and password are required")
         }
         let user = userID(from: name)
-        guard let account = state.account(user), Secrets.verifyPassword(password, against: account.hash) else {
+        guard let hash = state.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
             throw MatrixError(.forbidden, "M_FORBIDDEN", "invalid username or password")
         }
         return try await newSession(user: user, deviceID: body["device_id"] as? String)
@@ -245,7 +246,7 @@ struct MatrixAPI: Sendable {
             throw MatrixError(.badRequest, "M_UNSUPPORTED_ROOM_VERSION", "room versions 10 and 11 are supported")
         }
         let invites = (body["invite"] as? [String]) ?? []
-        for invitee in invites where state.account(userID(from: invitee)) == nil {
+        for invitee in invites where state.account(userID(from: invitee))?.hash == nil {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown user \(invitee)")
         }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
@@ -291,7 +292,7 @@ struct MatrixAPI: Sendable {
         try requireJoined(session, roomID)
         let body = try await body(request, context)
         guard let invitee = body["user_id"] as? String else { throw MatrixError(.badRequest, "M_MISSING_PARAM", "user_id is required") }
-        guard state.account(invitee) != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "unknown user \(invitee)") }
+        guard state.account(invitee)?.hash != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "unknown user \(invitee)") }
         switch state.membership(of: invitee, in: roomID) {
         case "join": throw MatrixError(.forbidden, "M_FORBIDDEN", "\(invitee) is already in the room")
         case "ban": throw MatrixError(.forbidden, "M_FORBIDDEN", "\(invitee) is banned from the room")

@@ -302,9 +302,9 @@ struct GatewayCommand: AsyncParsableCommand {
 /// `postduif user add|remove|list`: the SASL users of a node. The user file
 /// holds SCRAM credentials only (salted, iterated keys), never passwords, and
 /// a running node reads it at every authentication.
-struct User: ParsableCommand {
+struct User: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage SASL users (PLAIN and SCRAM-SHA-256/512).",
+        abstract: "Manage users: the broker's SASL users (PLAIN, SCRAM-SHA-256/512), or with --chat the chat gateway's accounts.",
         subcommands: [Add.self, Remove.self, List.self]
     )
 
@@ -315,6 +315,15 @@ struct User: ParsableCommand {
         @Option(help: "The user file, if not users.json in the data directory (POSTDUIF_USERS_FILE).")
         var usersFile: String?
 
+        @Flag(help: "Manage chat accounts (the gateway's Matrix users) in the broker's accounts topic instead.")
+        var chat = false
+
+        @Option(help: "With --chat: a broker of the cluster, host:port (POSTDUIF_GATEWAY_BROKER).")
+        var broker: String = Environment.string("GATEWAY_BROKER") ?? GatewayConfiguration().broker
+
+        @Option(help: "With --chat: the Matrix server name of user ids (POSTDUIF_SERVER_NAME).")
+        var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
+
         var store: UserStore {
             var configuration = BrokerConfiguration()
             configuration.dataDirectory = data
@@ -323,14 +332,14 @@ struct User: ParsableCommand {
         }
     }
 
-    struct Add: ParsableCommand {
+    struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user, or set a user's password.")
         @Argument(help: "The user name.") var name: String
         @Option(help: "The password (prefer --password-stdin: arguments show in process lists).") var password: String?
         @Flag(help: "Read the password from the first line of standard input.") var passwordStdin = false
         @OptionGroup var location: Location
 
-        func run() throws {
+        func run() async throws {
             let secret: String?
             if passwordStdin {
                 secret = readLine(strippingNewline: true)
@@ -338,28 +347,39 @@ struct User: ParsableCommand {
                 secret = password
             }
             guard let secret, !secret.isEmpty else { throw OperatorError("give a password with --password or --password-stdin") }
-            try location.store.add(user: name, password: secret)
-            print("user \(name) saved in \(location.store.path)")
+            if location.chat {
+                let user = try await ChatAccounts.set(name, password: secret, broker: location.broker, serverName: location.serverName)
+                print("chat account \(user) saved through \(location.broker)")
+            } else {
+                try location.store.add(user: name, password: secret)
+                print("user \(name) saved in \(location.store.path)")
+            }
         }
     }
 
-    struct Remove: ParsableCommand {
+    struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a user.")
         @Argument(help: "The user name.") var name: String
         @OptionGroup var location: Location
 
-        func run() throws {
-            try location.store.remove(user: name)
-            print("user \(name) removed from \(location.store.path)")
+        func run() async throws {
+            if location.chat {
+                let user = try await ChatAccounts.remove(name, broker: location.broker, serverName: location.serverName)
+                print("chat account \(user) removed (the name stays taken)")
+            } else {
+                try location.store.remove(user: name)
+                print("user \(name) removed from \(location.store.path)")
+            }
         }
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the users.")
         @OptionGroup var location: Location
 
-        func run() throws {
-            for name in try location.store.list() { print(name) }
+        func run() async throws {
+            let names = location.chat ? try await ChatAccounts.list(broker: location.broker) : try location.store.list()
+            for name in names { print(name) }
         }
     }
 }

@@ -235,3 +235,44 @@ def test_bad_input_gets_matrix_errors_and_nothing_is_stored_twice(chat):
     assert status == 200
     bodies = [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
     assert bodies == ["een keer"], bodies
+
+
+def postduif_user(chat, *args, password=None):
+    result = subprocess.run([BINARY, "user", *args, "--chat", "--broker", chat.broker.address, "--server-name", "gov.test"]
+                            + (["--password-stdin"] if password else []),
+                            input=(password + "\n") if password else None, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def login(chat, user, password):
+    return call(chat, "POST", "/login", {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+
+
+def test_operators_manage_chat_accounts_with_postduif_user(chat):
+    postduif_user(chat, "add", "secretaris", password="eerste")
+    # Every gateway reads the accounts topic; this one has it within moments.
+    deadline = time.monotonic() + 10
+    while login(chat, "secretaris", "eerste")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, session = login(chat, "secretaris", "eerste")
+    assert status == 200, session
+    assert "@secretaris:gov.test" in postduif_user(chat, "list").split()
+
+    postduif_user(chat, "add", "secretaris", password="tweede")
+    deadline = time.monotonic() + 10
+    while login(chat, "secretaris", "tweede")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert login(chat, "secretaris", "tweede")[0] == 200
+    assert login(chat, "secretaris", "eerste")[1]["errcode"] == "M_FORBIDDEN"
+
+    postduif_user(chat, "remove", "secretaris")
+    deadline = time.monotonic() + 10
+    while call(chat, "GET", "/account/whoami", token=session["access_token"])[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, answer = call(chat, "GET", "/account/whoami", token=session["access_token"])
+    assert (status, answer["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    assert login(chat, "secretaris", "tweede")[1]["errcode"] == "M_FORBIDDEN"
+    # The name stays taken: nobody registers as the removed account.
+    assert call(chat, "POST", "/register", {"username": "secretaris", "password": "x"})[1]["errcode"] == "M_USER_IN_USE"
+    assert "@secretaris:gov.test" not in postduif_user(chat, "list").split()

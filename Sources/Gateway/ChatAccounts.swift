@@ -1,0 +1,50 @@
+import Foundation
+import KafkaWire
+import Logging
+
+/// Operators' account management (`postduif user add|remove|list --chat`):
+/// records in the accounts topic, which every gateway reads.
+public enum ChatAccounts {
+    static func userID(_ name: String, serverName: String) -> String {
+        name.hasPrefix("@") ? name : "@\(name):\(serverName)"
+    }
+
+    /// Adds an account, or sets its password. Returns the user id.
+    public static func set(_ name: String, password: String, broker: String, serverName: String) async throws -> String {
+        let user = userID(name, serverName: serverName)
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+        try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
+        let value = JSONText.serialize(["password_hash": Secrets.hashPassword(password), "set_by": "operator", "created_ts": MatrixAPI.now])
+        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: MatrixAPI.now)
+        return user
+    }
+
+    /// Removes an account; its sessions end with it at the next login check,
+    /// and its name stays taken.
+    public static func remove(_ name: String, broker: String, serverName: String) async throws -> String {
+        let user = userID(name, serverName: serverName)
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+        try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
+        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: nil, timestamp: MatrixAPI.now)
+        return user
+    }
+
+    /// The accounts that can log in, by user id.
+    public static func list(broker: String) async throws -> [String] {
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+        try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
+        let connection = try await BrokerLink.open(try await link.leader(topic: ChatTopics.accounts, partition: 0, refresh: false))
+        defer { Task { await connection.close() } }
+        let tail = PartitionTail(topic: ChatTopics.accounts, partition: 0, connection: connection)
+        let end = try await tail.offset(earliest: false)
+        var next = try await tail.offset(earliest: true)
+        let state = ChatState(serverName: "", timelinePartitions: 1)
+        while next < end {
+            let (records, after, _) = try await tail.fetch(from: next, maxWaitMilliseconds: 100)
+            records.forEach(state.applyAccount)
+            guard after > next else { break }
+            next = after
+        }
+        return state.activeAccounts
+    }
+}
