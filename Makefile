@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare cluster cluster-stop clean
+.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -86,3 +86,11 @@ bench-compare: bench-tool
 
 clean:
 	rm -rf .build
+
+# The Matrix chat workload against Postduif (broker + gateway) and Synapse
+# (from PyPI, in a virtual environment under BENCH_DIR), in turns, for
+# rooms of 2, 10, 100 and 1,000 members (SIZES overrides).
+bench-chat-compare: deps
+	$(SWIFT) build -c release --product postduif
+	$(SWIFT) build -c release --product postduif-bench
+	Benchmarks/chat-compare.sh

@@ -20,6 +20,10 @@ public struct GatewayConfiguration: Sendable {
     public var bodyBytesMax = 65_536
     /// The longest a `/sync` may wait, whatever the client asks.
     public var syncWaitMax: Duration = .seconds(60)
+    /// scrypt's cost for new passwords, as log2 of N (15: 32 MiB and tens of
+    /// milliseconds per hash). Lower only for load tests that register
+    /// thousands of users; existing hashes keep the cost they were made with.
+    public var passwordHashLogN = 15
 
     public init() {}
 }

@@ -160,7 +160,7 @@ struct MatrixAPI: Sendable {
         }
         let user = userID(localpart: username)
         guard state.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
-        let hash = Secrets.hashPassword(password)
+        let hash = Secrets.hashPassword(password, n: 1 << UInt64(min(max(configuration.passwordHashLogN, 10), 20)))
         let value = JSONText.serialize(["password_hash": hash, "created_ts": Self.now])
         let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.accounts, partition: partition, offset: offset)

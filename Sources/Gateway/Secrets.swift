@@ -31,10 +31,10 @@ enum Secrets {
     }
 
     /// `scrypt$N$r$p$salt$hash`, salt and hash in base64.
-    static func hashPassword(_ password: String) -> String {
+    static func hashPassword(_ password: String, n: UInt64 = scryptN) -> String {
         let salt = randomBytes(16)
-        let hash = scrypt(password, salt: salt, n: scryptN, r: scryptR, p: scryptP) ?? []
-        return "scrypt$\(scryptN)$\(scryptR)$\(scryptP)$\(Data(salt).base64EncodedString())$\(Data(hash).base64EncodedString())"
+        let hash = scrypt(password, salt: salt, n: n, r: scryptR, p: scryptP) ?? []
+        return "scrypt$\(n)$\(scryptR)$\(scryptP)$\(Data(salt).base64EncodedString())$\(Data(hash).base64EncodedString())"
     }
 
     static func verifyPassword(_ password: String, against stored: String) -> Bool {

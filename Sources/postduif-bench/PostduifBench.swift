@@ -106,8 +106,52 @@ func summary(_ result: BenchResult) -> String {
 struct PostduifBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postduif-bench",
-        abstract: "Chat-shaped load against Postduif (Kafka protocol), NATS JetStream or a discard target.",
-        subcommands: [Run.self, Compare.self, Report.self])
+        abstract: "Chat-shaped load against Postduif (Kafka protocol), NATS JetStream or a discard target; or over the Matrix API (matrix).",
+        subcommands: [Run.self, Compare.self, Report.self, Matrix.self])
+}
+
+/// `postduif-bench matrix`: the chat workload over the Matrix client-server
+/// API, against Postduif's gateway or any Matrix homeserver.
+struct Matrix: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Chat over the Matrix client-server API: every member long-polls /sync, one sender per room.")
+
+    @Option(help: "The homeserver's base URL.") var url = "http://127.0.0.1:8008"
+    @Option(help: "The server name in user ids.") var serverName = "localhost"
+    @Option(help: "Rooms.") var rooms = 1
+    @Option(help: "Members per room, every one syncing.") var members = 10
+    @Option(help: "Messages per second over all rooms (open loop); omit for a closed loop (each sender waits for its acknowledgement).") var rate: Double?
+    @Option(help: "Seconds to measure.") var seconds = 10.0
+    @Option(name: .customLong("server-pid"), help: "A server process whose CPU and memory are measured (repeat for several).") var serverPIDs: [Int32] = []
+    @Option(help: "Concurrent requests while registering, inviting and joining.") var setupConcurrency = 16
+    @Option(help: "Write the result as JSON here.") var json: String?
+    @Option(help: "A label for the summary line.") var label = "matrix"
+
+    func run() async throws {
+        var settings = MatrixChatSettings()
+        settings.baseURL = url
+        settings.serverName = serverName
+        settings.rooms = rooms
+        settings.members = members
+        settings.rate = rate
+        settings.seconds = seconds
+        settings.serverPIDs = serverPIDs
+        settings.setupConcurrency = setupConcurrency
+        let result = try await MatrixChatBench(settings: settings).run { FileHandle.standardError.write(Data(("  " + $0 + "\n").utf8)) }
+        func ms(_ values: [String: Double], _ key: String) -> String { String(format: "%.1f", values[key] ?? 0) }
+        var line = "\(label): \(rooms)x\(members) members, \(String(format: "%.1f", result.sendsPerSecond)) msgs/s (\(result.sendErrors) errors), "
+        line += "\(String(format: "%.0f", result.deliveriesPerSecond)) deliveries/s (\(result.deliveries) of \(result.expectedDeliveries)), "
+        line += "send p50 \(ms(result.sendLatencyMilliseconds, "p50")) p99 \(ms(result.sendLatencyMilliseconds, "p99")) ms, "
+        line += "delivery p50 \(ms(result.deliveryLatencyMilliseconds, "p50")) p99 \(ms(result.deliveryLatencyMilliseconds, "p99")) ms"
+        if let perDelivery = result.cpuMicrosecondsPerDelivery {
+            line += ", server CPU \(String(format: "%.2f", result.serverCPUSeconds)) s = \(String(format: "%.1f", perDelivery)) µs per delivery, \(String(format: "%.0f", result.deliveriesPerCPUSecond ?? 0)) deliveries per CPU-second, RSS max \(String(format: "%.0f", result.serverMemoryMaxMB)) MB"
+        }
+        print(line)
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+        }
+    }
 }
 
 struct Run: AsyncParsableCommand {

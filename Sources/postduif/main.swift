@@ -274,11 +274,15 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
     var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
 
+    @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
+    var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
+
     @Option(help: "Log level (POSTDUIF_LOG_LEVEL).")
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw OperatorError("--log-level \(logLevel) is not a log level") }
+        guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -290,6 +294,7 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.broker = broker
         configuration.serverName = serverName
         configuration.conversationPartitions = conversationPartitions
+        configuration.passwordHashLogN = passwordHashLogN
         let logger = Logger(label: "postduif.gateway")
         let gateway = ChatGateway(configuration: configuration, logger: logger)
         let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(serverName)), broker \(broker)"

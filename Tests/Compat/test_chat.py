@@ -96,92 +96,94 @@ def texts(events):
 
 
 def test_two_ministers_talk_and_a_stranger_is_refused(chat):
-    async def scenario():
-        alice = await registered(chat.url, "alice")
-        await alice.close()
-        # Log in again with the password, as a person would on a new device.
-        alice = AsyncClient(chat.url, "@alice:gov.test")
-        login = await alice.login("correct horse alice", device_name="laptop")
-        assert isinstance(login, LoginResponse), login
-        bob = await registered(chat.url, "bob")
-        eve = await registered(chat.url, "eve")
+    run(ministers(chat.url))
 
-        created = await alice.room_create(name="Ministerraad", topic="agenda")
-        assert isinstance(created, RoomCreateResponse), created
-        room = created.room_id
-        assert room.startswith("!") and room.endswith(":gov.test")
-        invited = await alice.room_invite(room, "@bob:gov.test")
-        assert isinstance(invited, RoomInviteResponse), invited
 
-        await bob.sync(timeout=0)
-        assert room in bob.invited_rooms
-        joined = await bob.join(room)
-        assert isinstance(joined, JoinResponse), joined
+async def ministers(url):
+    """The matrix-nio scenario against the gateway at `url`."""
+    alice = await registered(url, "alice")
+    await alice.close()
+    # Log in again with the password, as a person would on a new device.
+    alice = AsyncClient(url, "@alice:gov.test")
+    login = await alice.login("correct horse alice", device_name="laptop")
+    assert isinstance(login, LoginResponse), login
+    bob = await registered(url, "bob")
+    eve = await registered(url, "eve")
 
-        first = await alice.sync(timeout=0)
-        assert isinstance(first, SyncResponse)
-        assert room in alice.rooms
-        assert alice.rooms[room].name == "Ministerraad"
-        bob_first = await bob.sync(timeout=0)
-        assert isinstance(bob_first, SyncResponse)
+    created = await alice.room_create(name="Ministerraad", topic="agenda")
+    assert isinstance(created, RoomCreateResponse), created
+    room = created.room_id
+    assert room.startswith("!") and room.endswith(":gov.test")
+    invited = await alice.room_invite(room, "@bob:gov.test")
+    assert isinstance(invited, RoomInviteResponse), invited
 
-        # Bob long-polls; Alice's message wakes him.
-        waiting = asyncio.create_task(bob.sync(timeout=30000, since=bob.next_batch))
-        await asyncio.sleep(0.5)
-        started = time.monotonic()
-        sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Goedemorgen"})
+    await bob.sync(timeout=0)
+    assert room in bob.invited_rooms
+    joined = await bob.join(room)
+    assert isinstance(joined, JoinResponse), joined
+
+    first = await alice.sync(timeout=0)
+    assert isinstance(first, SyncResponse)
+    assert room in alice.rooms
+    assert alice.rooms[room].name == "Ministerraad"
+    bob_first = await bob.sync(timeout=0)
+    assert isinstance(bob_first, SyncResponse)
+
+    # Bob long-polls; Alice's message wakes him.
+    waiting = asyncio.create_task(bob.sync(timeout=30000, since=bob.next_batch))
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Goedemorgen"})
+    assert isinstance(sent, RoomSendResponse), sent
+    woke = await waiting
+    assert time.monotonic() - started < 10, "the long poll was not woken by the message"
+    assert isinstance(woke, SyncResponse), woke
+    assert "Goedemorgen" in texts(woke.rooms.join[room].timeline.events)
+
+    reply = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Dag Alice"})
+    assert isinstance(reply, RoomSendResponse), reply
+    got = await alice.sync(timeout=30000, since=alice.next_batch)
+    assert "Dag Alice" in texts(got.rooms.join[room].timeline.events)
+
+    for i in range(30):
+        sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "punt %d" % i})
         assert isinstance(sent, RoomSendResponse), sent
-        woke = await waiting
-        assert time.monotonic() - started < 10, "the long poll was not woken by the message"
-        assert isinstance(woke, SyncResponse), woke
-        assert "Goedemorgen" in texts(woke.rooms.join[room].timeline.events)
 
-        reply = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Dag Alice"})
-        assert isinstance(reply, RoomSendResponse), reply
-        got = await alice.sync(timeout=30000, since=alice.next_batch)
-        assert "Dag Alice" in texts(got.rooms.join[room].timeline.events)
+    # Back through the history, page by page, from the newest.
+    seen = []
+    token = None
+    for _ in range(20):
+        page = await bob.room_messages(room, start=token or "", limit=7)
+        assert isinstance(page, RoomMessagesResponse), page
+        seen += texts(page.chunk)
+        if not page.end:
+            break
+        token = page.end
+    expected = ["punt %d" % i for i in reversed(range(30))] + ["Dag Alice", "Goedemorgen"]
+    assert seen == expected
 
-        for i in range(30):
-            sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "punt %d" % i})
-            assert isinstance(sent, RoomSendResponse), sent
+    rooms = await bob.joined_rooms()
+    assert isinstance(rooms, JoinedRoomsResponse) and rooms.rooms == [room]
+    members = await alice.joined_members(room)
+    assert isinstance(members, JoinedMembersResponse)
+    assert sorted(m.user_id for m in members.members) == ["@alice:gov.test", "@bob:gov.test"]
 
-        # Back through the history, page by page, from the newest.
-        seen = []
-        token = None
-        for _ in range(20):
-            page = await bob.room_messages(room, start=token or "", limit=7)
-            assert isinstance(page, RoomMessagesResponse), page
-            seen += texts(page.chunk)
-            if not page.end:
-                break
-            token = page.end
-        expected = ["punt %d" % i for i in reversed(range(30))] + ["Dag Alice", "Goedemorgen"]
-        assert seen == expected
+    # Eve is no member: refused everywhere, and told nothing about the room.
+    refused = await eve.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "mag ik?"})
+    assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+    refused = await eve.room_messages(room, start="", limit=5)
+    assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+    refused = await eve.joined_members(room)
+    assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+    refused = await eve.join(room)
+    assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
+    unknown = await eve.room_messages("!nosuchroom:gov.test", start="", limit=5)
+    assert getattr(unknown, "status_code", None) == "M_FORBIDDEN", unknown
+    eve_sync = await eve.sync(timeout=0)
+    assert room not in eve_sync.rooms.join and room not in eve_sync.rooms.invite
 
-        rooms = await bob.joined_rooms()
-        assert isinstance(rooms, JoinedRoomsResponse) and rooms.rooms == [room]
-        members = await alice.joined_members(room)
-        assert isinstance(members, JoinedMembersResponse)
-        assert sorted(m.user_id for m in members.members) == ["@alice:gov.test", "@bob:gov.test"]
-
-        # Eve is no member: refused everywhere, and told nothing about the room.
-        refused = await eve.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "mag ik?"})
-        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
-        refused = await eve.room_messages(room, start="", limit=5)
-        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
-        refused = await eve.joined_members(room)
-        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
-        refused = await eve.join(room)
-        assert getattr(refused, "status_code", None) == "M_FORBIDDEN", refused
-        unknown = await eve.room_messages("!nosuchroom:gov.test", start="", limit=5)
-        assert getattr(unknown, "status_code", None) == "M_FORBIDDEN", unknown
-        eve_sync = await eve.sync(timeout=0)
-        assert room not in eve_sync.rooms.join and room not in eve_sync.rooms.invite
-
-        for client in (alice, bob, eve):
-            await client.close()
-
-    run(scenario())
+    for client in (alice, bob, eve):
+        await client.close()
 
 
 def call(chat, method, path, body=None, token=None, raw=None):

@@ -334,3 +334,52 @@ def test_committed_offsets_survive_the_loss_of_their_coordinator(cluster):
     seen = sorted(m.value() for m in taken) + sorted(m.value() for m in rest)
     assert len(rest) == 40, len(rest)
     assert sorted(seen) == sorted(b"m%d" % i for i in range(100))
+
+
+def test_the_chat_gateway_works_over_the_cluster_and_through_a_leader_failover(cluster):
+    """The matrix-nio scenario with the gateway in front of three brokers,
+    then a room's partition leader killed: messages still reach members."""
+    import asyncio
+
+    from test_chat import GatewayProcess, ministers, registered
+
+    class Bootstrap:
+        address = "127.0.0.1:%d" % cluster.base
+
+    gateway = GatewayProcess(Bootstrap()).start()
+    try:
+        asyncio.run(asyncio.wait_for(ministers(gateway.url), 180))
+
+        async def after_failover():
+            from nio import RoomSendResponse, SyncResponse
+            ann = await registered(gateway.url, "ann")
+            ben = await registered(gateway.url, "ben")
+            room = (await ann.room_create(name="Failover", invite=["@ben:gov.test"])).room_id
+            await ben.join(room)
+            await ben.sync(timeout=0)
+            # Kill the leader of the room's partition (not the gateway's bootstrap broker).
+            from confluent_kafka.admin import AdminClient
+            leaders = {p.id: p.leader for p in AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics("conversations", timeout=10).topics["conversations"].partitions.values()}
+            victims = [b for b in set(leaders.values()) if b != 1]
+            if victims:
+                cluster.signal(victims[0], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            sent = None
+            while time.monotonic() < deadline:
+                sent = await ann.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "na de storing"}, tx_id="after-failover")
+                if isinstance(sent, RoomSendResponse):
+                    break
+                await asyncio.sleep(0.5)
+            assert isinstance(sent, RoomSendResponse), sent
+            got = []
+            while time.monotonic() < deadline and "na de storing" not in got:
+                response = await ben.sync(timeout=5000, since=ben.next_batch)
+                if isinstance(response, SyncResponse) and room in response.rooms.join:
+                    got += [getattr(e, "body", None) for e in response.rooms.join[room].timeline.events]
+            assert "na de storing" in got
+            await ann.close()
+            await ben.close()
+
+        asyncio.run(asyncio.wait_for(after_failover(), 180))
+    finally:
+        gateway.stop()

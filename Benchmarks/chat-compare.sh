@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `make bench-chat-compare`: the Matrix chat workload (postduif-bench
+# matrix: every member long-polls /sync, one sender per room) against
+# Postduif (broker + gateway, fsync durability) and Synapse (PyPI, SQLite,
+# rate limits off), in turns, for rooms of each size in SIZES. Per size:
+#
+#   1. closed loop (the sender sends its next message once the last is
+#      acknowledged) against Synapse, then Postduif: peak messages/s,
+#      deliveries/s, server CPU per delivered copy, memory;
+#   2. open loop at Synapse's peak rate against Postduif, then Synapse:
+#      send-to-delivery latency at that rate.
+#
+#   SIZES="2 10 100 1000" SECONDS_PER_RUN=10 OUT=bench-results BENCH_DIR=/tmp Benchmarks/chat-compare.sh
+#
+# Starts every server itself on free loopback ports and stops exactly those
+# processes. Synapse's virtual environment is kept in $BENCH_DIR/synapse-venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-2 10 100 1000}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+OUT=${OUT:-bench-results}
+BENCH_DIR=${BENCH_DIR:-/tmp}
+BIN=.build/release
+export SYNAPSE_VENV=${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}
+mkdir -p "$OUT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+postduif_pids=""
+postduif_dir=""
+start_postduif() {
+    postduif_dir=$(mktemp -d "$BENCH_DIR/postduif-chat-XXXXXX")
+    local kafka http
+    kafka=$(free_port); http=$(free_port); gateway_port=$(free_port)
+    "$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning > "$postduif_dir/broker.log" 2>&1 &
+    local broker=$!
+    wait_port "$kafka"
+    # The load registers thousands of users: a cheaper password hash for the setup only.
+    "$BIN/postduif" gateway --port "$gateway_port" --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
+    local gateway=$!
+    wait_port "$gateway_port"
+    postduif_pids="$broker $gateway"
+    postduif_url="http://127.0.0.1:$gateway_port"
+}
+stop_postduif() {
+    for pid in $postduif_pids; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $postduif_pids; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$postduif_dir"
+    postduif_pids=""
+}
+start_synapse() {
+    synapse_port=$(free_port)
+    synapse_dir="$BENCH_DIR/synapse-chat-$synapse_port"
+    Benchmarks/peers/synapse/synapse.sh start "$synapse_dir" "$synapse_port" localhost > /dev/null
+    synapse_url="http://127.0.0.1:$synapse_port"
+    synapse_pid=$(cat "$synapse_dir/pid")
+}
+stop_synapse() { Benchmarks/peers/synapse/synapse.sh stop "$synapse_dir"; }
+trap 'stop_postduif; [ -n "${synapse_dir:-}" ] && stop_synapse || true' EXIT
+
+bench() {  # label url pids members [rate]
+    local label=$1 url=$2 pids=$3 members=$4 rate=${5:-}
+    local args=(matrix --url "$url" --members "$members" --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/chat-$label-$members${rate:+-rate}.json")
+    [ -n "$rate" ] && args+=(--rate "$rate")
+    for pid in $pids; do args+=(--server-pid "$pid"); done
+    "$BIN/postduif-bench" "${args[@]}" 2> /dev/null
+}
+
+for members in $SIZES; do
+    echo "== rooms of $members members"
+    start_synapse
+    bench synapse "$synapse_url" "$synapse_pid" "$members"
+    stop_synapse
+    start_postduif
+    bench postduif "$postduif_url" "$postduif_pids" "$members"
+    stop_postduif
+    peak=$(python3 -c "import json; print(max(json.load(open('$OUT/chat-synapse-$members.json'))['sendsPerSecond'], 0.5))")
+    echo "   at Synapse's peak rate, $peak messages/s:"
+    start_postduif
+    bench postduif "$postduif_url" "$postduif_pids" "$members" "$peak"
+    stop_postduif
+    start_synapse
+    bench synapse "$synapse_url" "$synapse_pid" "$members" "$peak"
+    stop_synapse
+    python3 - "$OUT" "$members" <<'PY'
+import json, sys
+out, members = sys.argv[1], sys.argv[2]
+s = json.load(open("%s/chat-synapse-%s.json" % (out, members)))
+p = json.load(open("%s/chat-postduif-%s.json" % (out, members)))
+ps = json.load(open("%s/chat-postduif-%s-rate.json" % (out, members)))
+ss = json.load(open("%s/chat-synapse-%s-rate.json" % (out, members)))
+def per_cpu(r): return r["deliveriesPerCPUSecond"] or 0
+print("   deliveries per CPU-second: Postduif %.0f, Synapse %.0f: %.1fx" % (per_cpu(p), per_cpu(s), per_cpu(p) / max(per_cpu(s), 1e-9)))
+print("   peak deliveries/s: Postduif %.0f, Synapse %.0f" % (p["deliveriesPerSecond"], s["deliveriesPerSecond"]))
+print("   p99 send-to-delivery at Synapse's peak rate: Postduif %.1f ms, Synapse %.1f ms" % (ps["deliveryLatencyMilliseconds"]["p99"], ss["deliveryLatencyMilliseconds"]["p99"]))
+PY
+done

@@ -1,0 +1,307 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOFoundationCompat
+import Synchronization
+
+/// The chat workload over the Matrix client-server API, so the very same
+/// load runs against Postduif's gateway and any Matrix homeserver (Synapse):
+/// rooms of `members` users, every member long-polling `/sync`, one sender
+/// per room. It measures sends/s, deliveries/s, send latency and
+/// send-to-delivery latency (from the intended send time), and, for the
+/// server processes named, CPU per delivered copy and memory.
+public struct MatrixChatSettings: Sendable {
+    public var baseURL = "http://127.0.0.1:8008"
+    public var rooms = 1
+    public var members = 10
+    /// Messages per second over all rooms; nil: closed loop (each room's
+    /// sender sends its next message once the last is acknowledged).
+    public var rate: Double? = nil
+    public var seconds = 10.0
+    /// Server processes whose CPU time and memory are measured.
+    public var serverPIDs: [Int32] = []
+    /// User names start with this, so runs on one server do not collide.
+    public var prefix = "bench" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    public var setupConcurrency = 16
+    /// The server name in user ids (`@name:server`).
+    public var serverName = "localhost"
+
+    public init() {}
+}
+
+public struct MatrixChatResult: Codable, Sendable {
+    public var target: String
+    public var rooms: Int
+    public var members: Int
+    public var seconds: Double
+    public var offeredRate: Double?
+    public var sent: Int
+    public var sendErrors: Int
+    public var sendsPerSecond: Double
+    public var deliveries: Int
+    public var expectedDeliveries: Int
+    public var deliveriesPerSecond: Double
+    public var sendLatencyMilliseconds: [String: Double]
+    public var deliveryLatencyMilliseconds: [String: Double]
+    public var serverCPUSeconds: Double
+    public var cpuMicrosecondsPerDelivery: Double?
+    public var deliveriesPerCPUSecond: Double?
+    public var serverMemoryMaxMB: Double
+}
+
+public struct MatrixError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// One run of the Matrix chat workload.
+public final class MatrixChatBench: Sendable {
+    let settings: MatrixChatSettings
+    let client: HTTPClient
+
+    public init(settings: MatrixChatSettings) {
+        self.settings = settings
+        var configuration = HTTPClient.Configuration()
+        // Every member holds a long poll open: one connection each, plus the senders'.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = settings.rooms * settings.members + settings.rooms + 64
+        configuration.timeout.connect = .seconds(10)
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func call(_ method: HTTPMethod, _ path: String, token: String? = nil, body: [String: Any]? = nil, timeout: TimeAmount = .seconds(60)) async throws -> (Int, [String: Any]) {
+        var request = HTTPClientRequest(url: settings.baseURL + "/_matrix/client/v3" + path)
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer " + token) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response = try await client.execute(request, timeout: timeout)
+        let bytes = try await response.body.collect(upTo: 256 << 20)
+        let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), object)
+    }
+
+    struct Member {
+        var name: String
+        var token: String
+    }
+
+    /// Setup (accounts, rooms, joins), then the measured window.
+    public func run(progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> MatrixChatResult {
+        do {
+            let result = try await measure(progress: progress)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    func measure(progress: @escaping @Sendable (String) -> Void) async throws -> MatrixChatResult {
+        let settings = self.settings
+        // Accounts.
+        let names = (0..<settings.rooms).map { room in (0..<settings.members).map { "\(settings.prefix)r\(room)m\($0)" } }
+        progress("registering \(settings.rooms * settings.members) users")
+        let tokens = Shared<[String: String]>([:])
+        try await forEach(names.flatMap { $0 }, concurrency: settings.setupConcurrency) { name in
+            let (status, body) = try await self.call(.POST, "/register", body: ["username": name, "password": "bench-" + name, "auth": ["type": "m.login.dummy"]])
+            guard status == 200, let token = body["access_token"] as? String else { throw MatrixError(description: "register \(name): \(status) \(body)") }
+            tokens.withLock { $0[name] = token }
+        }
+        let token = tokens.withLock { $0 }
+        // Rooms: the first member creates, invites and sends.
+        progress("creating \(settings.rooms) rooms of \(settings.members)")
+        var made: [String] = []
+        for room in 0..<settings.rooms {
+            let owner = names[room][0]
+            let (status, body) = try await call(.POST, "/createRoom", token: token[owner], body: ["name": "bench \(room)", "preset": "private_chat"], timeout: .seconds(600))
+            guard status == 200, let id = body["room_id"] as? String else { throw MatrixError(description: "createRoom: \(status) \(body)") }
+            made.append(id)
+            let invitees = names[room].dropFirst()
+            try await forEach(Array(invitees), concurrency: settings.setupConcurrency) { name in
+                let (status, body) = try await self.call(.POST, "/rooms/\(id)/invite", token: token[owner], body: ["user_id": "@\(name):\(settings.serverName)"])
+                guard status == 200 else { throw MatrixError(description: "invite: \(status) \(body)") }
+            }
+            try await forEach(Array(invitees), concurrency: settings.setupConcurrency) { name in
+                let (status, body) = try await self.call(.POST, "/join/\(id)", token: token[name], body: [:])
+                guard status == 200 else { throw MatrixError(description: "join: \(status) \(body)") }
+            }
+        }
+        // Every member syncs once (a first sync), then long-polls.
+        progress("first sync of every member")
+        let sinceTokens = Shared<[String: String]>([:])
+        try await forEach(names.flatMap { $0 }, concurrency: settings.setupConcurrency) { name in
+            let (status, body) = try await self.call(.GET, "/sync?timeout=0", token: token[name], timeout: .seconds(120))
+            guard status == 200, let next = body["next_batch"] as? String else { throw MatrixError(description: "sync: \(status)") }
+            sinceTokens.withLock { $0[name] = next }
+        }
+        let since = sinceTokens.withLock { $0 }
+
+        let sends = Recorder()
+        let deliveries = Recorder()
+        let stop = Shared(false)
+        let measureStart = monotonicNanoseconds() + 500_000_000
+        let measureEnd = measureStart + UInt64(settings.seconds * 1e9)
+        let sentIDs = Shared(0)
+        let memoryMax = Shared(0.0)
+        let cpuBefore = Self.cpuSeconds(settings.serverPIDs)
+        progress("measuring for \(settings.seconds) s")
+        let roomIDs = made
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (room, members) in names.enumerated() {
+                for name in members {
+                    group.addTask {
+                        try await self.follow(token: token[name]!, since: since[name]!, room: roomIDs[room], recorder: deliveries,
+                                              window: measureStart..<measureEnd, stop: stop)
+                    }
+                }
+            }
+            // Memory, sampled each half second.
+            group.addTask {
+                while !stop.withLock({ $0 }) {
+                    let rss = Self.residentMB(settings.serverPIDs)
+                    memoryMax.withLock { $0 = max($0, rss) }
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+            // Senders: one per room, paced when a rate is given.
+            let interval = settings.rate.map { Double(settings.rooms) / $0 }
+            for room in 0..<settings.rooms {
+                group.addTask {
+                    let owner = token[names[room][0]]!
+                    var next = measureStart + UInt64(Double(room) / Double(settings.rooms) * (interval ?? 0) * 1e9)
+                    var sequence = 0
+                    while true {
+                        let now = monotonicNanoseconds()
+                        if now >= measureEnd { break }
+                        if let interval {
+                            if now < next { try await Task.sleep(for: .nanoseconds(Int64(next - now))) }
+                        } else if now < measureStart {
+                            try await Task.sleep(for: .nanoseconds(Int64(measureStart - now)))
+                        }
+                        let intended = interval == nil ? monotonicNanoseconds() : next
+                        let id = sentIDs.withLock { value -> Int in
+                            value += 1
+                            return value
+                        }
+                        sequence += 1
+                        let (status, _) = try await self.call(.PUT, "/rooms/\(roomIDs[room])/send/m.room.message/b\(room)-\(sequence)", token: owner,
+                                                              body: ["msgtype": "m.text", "body": "bench \(id) \(intended)"])
+                        let done = monotonicNanoseconds()
+                        if status == 200 {
+                            sends.count(.acknowledged, 1, at: done)
+                            sends.recordLatencies(from: [intended], to: done)
+                        } else {
+                            sends.count(.errors, 1, at: done)
+                        }
+                        if let interval { next += UInt64(interval * 1e9) }
+                    }
+                }
+            }
+            // The senders end at the window's end; give deliveries a moment, then stop.
+            try await Task.sleep(for: .nanoseconds(Int64(measureEnd - min(measureEnd, monotonicNanoseconds())) + 2_000_000_000))
+            stop.withLock { $0 = true }
+            try await group.waitForAll()
+        }
+        let cpuAfter = Self.cpuSeconds(settings.serverPIDs)
+        let sent = sends.total(.acknowledged)
+        let delivered = deliveries.total(.deliveries)
+        let cpu = cpuAfter - cpuBefore
+        func percentiles(_ recorder: Recorder) -> [String: Double] {
+            var out: [String: Double] = [:]
+            for (label, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0)] {
+                out[label] = recorder.latencyMilliseconds(atPercentile: p) ?? 0
+            }
+            return out
+        }
+        return MatrixChatResult(
+            target: settings.baseURL, rooms: settings.rooms, members: settings.members, seconds: settings.seconds, offeredRate: settings.rate,
+            sent: sent, sendErrors: sends.total(.errors), sendsPerSecond: Double(sent) / settings.seconds,
+            deliveries: delivered, expectedDeliveries: sent * settings.members, deliveriesPerSecond: Double(delivered) / settings.seconds,
+            sendLatencyMilliseconds: percentiles(sends), deliveryLatencyMilliseconds: percentiles(deliveries),
+            serverCPUSeconds: cpu, cpuMicrosecondsPerDelivery: delivered > 0 && !settings.serverPIDs.isEmpty ? cpu * 1e6 / Double(delivered) : nil,
+            deliveriesPerCPUSecond: cpu > 0 ? Double(delivered) / cpu : nil, serverMemoryMaxMB: memoryMax.withLock { $0 })
+    }
+
+    /// A member's long-poll loop: each bench message counts once, with its
+    /// latency from the intended send time when sent inside the window.
+    func follow(token: String, since start: String, room: String, recorder: Recorder, window: Range<UInt64>, stop: Shared<Bool>) async throws {
+        var since = start
+        var seen = Set<Int>()
+        while !stop.withLock({ $0 }) {
+            let (status, body) = try await call(.GET, "/sync?timeout=2000&since=\(since)", token: token, timeout: .seconds(60))
+            let now = monotonicNanoseconds()
+            guard status == 200 else {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            if let next = body["next_batch"] as? String { since = next }
+            guard let rooms = body["rooms"] as? [String: Any], let joined = rooms["join"] as? [String: Any],
+                  let entry = joined[room] as? [String: Any], let timeline = entry["timeline"] as? [String: Any],
+                  let events = timeline["events"] as? [[String: Any]] else { continue }
+            var intended: [UInt64] = []
+            for event in events where (event["type"] as? String) == "m.room.message" {
+                guard let text = (event["content"] as? [String: Any])?["body"] as? String else { continue }
+                let parts = text.split(separator: " ")
+                guard parts.count == 3, parts[0] == "bench", let id = Int(parts[1]), let sent = UInt64(parts[2]) else { continue }
+                guard seen.insert(id).inserted else { continue }
+                if window.contains(sent) { intended.append(sent) }
+            }
+            recorder.count(.deliveries, intended.count, at: now)
+            recorder.recordLatencies(from: intended, to: now)
+        }
+    }
+
+    /// Runs `body` over `items`, at most `concurrency` at once.
+    func forEach(_ items: [String], concurrency: Int, _ body: @escaping @Sendable (String) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var iterator = items.makeIterator()
+            for _ in 0..<max(concurrency, 1) {
+                guard let item = iterator.next() else { break }
+                group.addTask { try await body(item) }
+            }
+            while try await group.next() != nil {
+                if let item = iterator.next() { group.addTask { try await body(item) } }
+            }
+        }
+    }
+
+    /// User plus system CPU seconds of these processes and their threads.
+    static func cpuSeconds(_ pids: [Int32]) -> Double {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return pids.reduce(0.0) { total, pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return total }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return total }
+            return total + (user + system) / ticks
+        }
+    }
+
+    /// Resident memory of these processes, in MB.
+    static func residentMB(_ pids: [Int32]) -> Double {
+        pids.reduce(0.0) { total, pid in
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                  let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "") else { return total }
+            return total + kilobytes / 1024
+        }
+    }
+}
+
+/// A value shared by the run's tasks, behind a lock.
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) {
+        mutex = Mutex(value)
+    }
+
+    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        try mutex.withLock { try body(&$0) }
+    }
+}
