@@ -22,7 +22,11 @@ struct BrokerRefusal: Error, CustomStringConvertible {
 /// own (`tailConnection`), because a broker answers one connection's
 /// requests in order and a waiting Fetch would hold up every produce.
 actor BrokerLink {
-    let bootstrap: String
+    /// Brokers to ask for metadata, comma-separated; the next is tried
+    /// when one fails, so the gateway survives the loss of any one.
+    let bootstraps: [String]
+    private var bootstrapIndex = 0
+    var bootstrap: String { bootstraps[bootstrapIndex % bootstraps.count] }
     let logger: Logger
     private var connections: [String: KafkaClientConnection] = [:]
     private var layouts: [String: [Int32: String]] = [:]
@@ -31,7 +35,8 @@ actor BrokerLink {
     static let metadataVersion: Int16 = 8
 
     init(bootstrap: String, logger: Logger) {
-        self.bootstrap = bootstrap
+        let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        bootstraps = listed.isEmpty ? [bootstrap] : listed
         self.logger = logger
     }
 
@@ -79,8 +84,10 @@ actor BrokerLink {
         } catch let refusal as BrokerRefusal {
             throw refusal
         } catch {
-            // The bootstrap connection broke (the broker restarted): open a new one next time.
+            // The bootstrap connection broke (the broker restarted or died):
+            // next time open one, to the next broker listed.
             forget(bootstrap)
+            bootstrapIndex += 1
             throw error
         }
     }

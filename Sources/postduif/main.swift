@@ -265,7 +265,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
     var port: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
 
-    @Option(help: "A broker of the cluster, host:port (POSTDUIF_GATEWAY_BROKER).")
+    @Option(help: "Brokers of the cluster, host:port, comma-separated (POSTDUIF_GATEWAY_BROKER).")
     var broker: String = Environment.string("GATEWAY_BROKER") ?? GatewayConfiguration().broker
 
     @Option(help: "The Matrix server name in user and room ids (POSTDUIF_SERVER_NAME).")
