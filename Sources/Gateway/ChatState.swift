@@ -88,6 +88,27 @@ final class ChatState: Sendable {
         /// The cache holds every event of the room from this offset on: the
         /// first delivered since the fan-out began sending this room here.
         var coveredFrom: Int64? = nil
+        /// The sync summary, serialised when membership changes (not per sync).
+        var summary = "\"summary\":{\"m.heroes\":[],\"m.joined_member_count\":0,\"m.invited_member_count\":0}"
+
+        mutating func summarize() {
+            let joined = members.filter { $0.value.membership == "join" }.keys.sorted()
+            let invited = members.filter { $0.value.membership == "invite" }.count
+            let heroes = joined.prefix(5).map { JSONText.string($0) }.joined(separator: ",")
+            summary = "\"summary\":{\"m.heroes\":[\(heroes)],\"m.joined_member_count\":\(joined.count),\"m.invited_member_count\":\(invited)}"
+        }
+    }
+
+    /// A parked `/sync` and the timer that ends its wait; woken early, the
+    /// timer is cancelled, so thousands of long polls leave no sleeping tasks.
+    struct Waiter {
+        var continuation: CheckedContinuation<Void, Never>
+        var timer: Task<Void, Never>? = nil
+
+        func resume() {
+            timer?.cancel()
+            continuation.resume()
+        }
     }
 
     struct Inner {
@@ -103,7 +124,7 @@ final class ChatState: Sendable {
         /// Offsets applied per topic and partition (for read-your-writes).
         var applied: [String: [Int32: Int64]] = [:]
         var transactions: [String: String] = [:]
-        var userWaiters: [String: [UUID: CheckedContinuation<Void, Never>]] = [:]
+        var userWaiters: [String: [UUID: Waiter]] = [:]
         var appliedWaiters: [UUID: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
         /// Serialised timeline deltas shared by every member syncing a room
         /// from the same position.
@@ -383,13 +404,14 @@ final class ChatState: Sendable {
         let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
         let event = RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
                               partition: partition(ofRoom: roomID), offset: -1, json: json)
-        let woken = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+        let woken = inner.withLock { inner -> [Waiter] in
             inner.position.state = max(inner.position.state, record.offset + 1)
             var room = inner.rooms[roomID] ?? Room()
             room.state[type + "\u{0}" + stateKey] = event
             var wake: [String] = []
             if let membership {
                 room.members[stateKey] = Member(membership: membership, stateOffset: record.offset)
+                room.summarize()
                 inner.roomsOfUser[stateKey, default: []].insert(roomID)
                 wake.append(stateKey)
                 // A local user left: the fan-out may stop sending the room here,
@@ -453,17 +475,18 @@ final class ChatState: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let moved = inner.withLock { inner -> Bool in
                     if (inner.userGenerations[userID] ?? 0) != generation { return true }
-                    inner.userWaiters[userID, default: [:]][key] = continuation
+                    inner.userWaiters[userID, default: [:]][key] = Waiter(continuation: continuation)
                     return false
                 }
                 if moved {
                     continuation.resume()
                     return
                 }
-                Task {
+                let timer = Task {
                     try? await Task.sleep(for: timeout)
-                    self.wake(userID, key)
+                    if !Task.isCancelled { self.wake(userID, key) }
                 }
+                inner.withLock { $0.userWaiters[userID]?[key]?.timer = timer }
             }
         } onCancel: {
             wake(userID, key)
@@ -475,7 +498,7 @@ final class ChatState: Sendable {
         waiter?.resume()
     }
 
-    private static func takeWaiters(_ inner: inout Inner, user: String) -> [CheckedContinuation<Void, Never>] {
+    private static func takeWaiters(_ inner: inout Inner, user: String) -> [Waiter] {
         inner.userGenerations[user, default: 0] &+= 1
         guard let waiting = inner.userWaiters.removeValue(forKey: user) else { return [] }
         return Array(waiting.values)

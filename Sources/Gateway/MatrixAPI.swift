@@ -485,12 +485,7 @@ struct MatrixAPI: Sendable {
         return (body, changed)
     }
 
-    func summary(_ room: ChatState.Room) -> String {
-        let joined = room.members.filter { $0.value.membership == "join" }.keys.sorted()
-        let invited = room.members.filter { $0.value.membership == "invite" }.count
-        let heroes = joined.prefix(5).map { JSONText.string($0) }.joined(separator: ",")
-        return "\"summary\":{\"m.heroes\":[\(heroes)],\"m.joined_member_count\":\(joined.count),\"m.invited_member_count\":\(invited)}"
-    }
+    func summary(_ room: ChatState.Room) -> String { room.summary }
 
     static func stripped(_ event: RoomEvent) -> String? {
         guard let content = content(event.json) else { return nil }

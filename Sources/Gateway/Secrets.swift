@@ -65,7 +65,15 @@ enum Secrets {
                 EVP_Digest(input.baseAddress, input.count, out.baseAddress, &length, EVP_sha256(), nil)
             }
         }
-        return digest.map { String(format: "%02x", $0) }.joined()
+        // Hex by hand: String(format:) cost a fifth of a sync's CPU.
+        let hex = Array("0123456789abcdef".utf8)
+        var text = [UInt8]()
+        text.reserveCapacity(64)
+        for byte in digest {
+            text.append(hex[Int(byte >> 4)])
+            text.append(hex[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// An opaque identifier (room ids, device ids).
