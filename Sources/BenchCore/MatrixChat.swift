@@ -24,6 +24,9 @@ public struct MatrixChatSettings: Sendable {
     /// User names start with this, so runs on one server do not collide.
     public var prefix = "bench" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
     public var setupConcurrency = 16
+    /// The `timeout` of each long poll, as Matrix clients send it (nio and
+    /// Element use 30 s): shorter polls make idle members cost the server.
+    public var syncTimeoutMilliseconds = 30_000
     /// The server name in user ids (`@name:server`).
     public var serverName = "localhost"
 
@@ -201,10 +204,18 @@ public final class MatrixChatBench: Sendable {
                     }
                 }
             }
-            // The senders end at the window's end; give deliveries a moment, then stop.
+            // The senders end at the window's end; give deliveries a moment,
+            // then end the long polls still waiting.
             try await Task.sleep(for: .nanoseconds(Int64(measureEnd - min(measureEnd, monotonicNanoseconds())) + 2_000_000_000))
             stop.withLock { $0 = true }
-            try await group.waitForAll()
+            group.cancelAll()
+            while true {
+                do {
+                    guard try await group.next() != nil else { break }
+                } catch where stop.withLock({ $0 }) {
+                    // A cancelled long poll: the run is over.
+                }
+            }
         }
         let cpuAfter = Self.cpuSeconds(settings.serverPIDs)
         let sent = sends.total(.acknowledged)
@@ -232,7 +243,8 @@ public final class MatrixChatBench: Sendable {
         var since = start
         var seen = Set<Int>()
         while !stop.withLock({ $0 }) {
-            let (status, body) = try await call(.GET, "/sync?timeout=2000&since=\(since)", token: token, timeout: .seconds(60))
+            let (status, body) = try await call(.GET, "/sync?timeout=\(settings.syncTimeoutMilliseconds)&since=\(since)", token: token,
+                                                timeout: .milliseconds(Int64(settings.syncTimeoutMilliseconds) + 30_000))
             let now = monotonicNanoseconds()
             guard status == 200 else {
                 try await Task.sleep(for: .milliseconds(100))

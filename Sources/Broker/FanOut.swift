@@ -197,7 +197,6 @@ public final class FanOut: Sendable {
                 await broker.notifier.wait(afterGeneration: generation, timeout: .milliseconds(500))
                 continue
             }
-            members.refresh(broker.store)
             logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(position)", "highWatermark": "\(highWatermark)"])
             let read: LogRead
             do {
@@ -225,6 +224,10 @@ public final class FanOut: Sendable {
                     let delivery = GatewayPollResponse.Delivery(
                         partition: partition, offset: offset, sequence: sequence, timestamp: batch.baseTimestamp + record.timestampDelta,
                         key: key, value: record.value, headers: record.headers)
+                    // Membership as of now, not as of the read: a gateway told
+                    // "everything from here reaches you" must not miss a member
+                    // whose join committed since.
+                    members.refresh(broker.store)
                     let recipients = members.joinedMembers(key)
                     woken += state.withLock { state -> [String] in
                         let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))

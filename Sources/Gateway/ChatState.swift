@@ -263,9 +263,24 @@ final class ChatState: Sendable {
     }
 
     /// A poll to `address` carrying `users` was answered: its fan-out routes them here.
-    func confirmRegistered(_ users: Set<String>, at address: String) {
+    ///
+    /// `added` are the users this poll newly named; `fannedOutUpTo` the
+    /// fan-out's positions in the answer. From those positions on, every
+    /// message of the new users' rooms reaches this gateway, so a room not
+    /// yet covered by the cache is covered from there: their next syncs
+    /// read the cache instead of the index.
+    func confirmRegistered(_ added: Set<String>, at address: String, fannedOutUpTo: [Int32: Int64]) {
         let ready = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
-            for user in users { inner.registeredAt[user, default: []].insert(address) }
+            for user in added {
+                inner.registeredAt[user, default: []].insert(address)
+                for roomID in inner.roomsOfUser[user] ?? [] where inner.rooms[roomID]?.coveredFrom == nil {
+                    if let upTo = fannedOutUpTo[self.partition(ofRoom: roomID)] {
+                        inner.rooms[roomID]!.coveredFrom = upTo
+                        inner.rooms[roomID]!.recent = []
+                    }
+                }
+            }
+            guard !inner.registrationWaiters.isEmpty else { return [] }
             var ready: [CheckedContinuation<Void, Never>] = []
             for (key, waiter) in inner.registrationWaiters where Self.isRegistered(inner, waiter.user) {
                 ready.append(waiter.continuation)

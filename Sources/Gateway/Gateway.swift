@@ -130,16 +130,16 @@ public final class ChatGateway: Sendable {
         var quietSince = ContinuousClock.now
         while !Task.isCancelled {
             let users = state.localUsers(idle: 300)
+            let added = sent.map { users.subtracting($0) } ?? users
             let request = GatewayPollRequest(
                 gatewayID: gatewayID, topic: ChatTopics.conversations, leaseMilliseconds: 10_000, replaceUsers: sent == nil,
-                users: Array(sent.map { users.subtracting($0) } ?? users), removedUsers: Array(sent.map { $0.subtracting(users) } ?? []),
+                users: Array(added), removedUsers: Array(sent.map { $0.subtracting(users) } ?? []),
                 // Short, so a new user's registration leaves within a quarter second.
                 maxWaitMilliseconds: 250, maxDeliveries: 5000)
             var reader = try await connection.request(.gatewayPoll, version: 0) { request.encode(&$0, version: 0) }
             let response = try GatewayPollResponse.decode(&reader, version: 0)
             guard response.errorCode == 0 else { throw BrokerRefusal(description: "GatewayPoll to \(address): error \(response.errorCode)") }
             sent = users
-            state.confirmRegistered(users, at: address)
             logger.trace("polled the fan-out", metadata: [
                 "broker": "\(address)", "deliveries": "\(response.deliveries.count)",
                 "positions": "\(response.partitions.map { "\($0.partition):\($0.fannedOutUpTo)" })"])
@@ -158,6 +158,7 @@ public final class ChatGateway: Sendable {
             for partition in response.partitions {
                 state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: false)
             }
+            state.confirmRegistered(added, at: address, fannedOutUpTo: Dictionary(response.partitions.map { ($0.partition, $0.fannedOutUpTo) }, uniquingKeysWith: max))
             state.wake(users: woken)
             // A broker that leads nothing here any more: look for the leaders again.
             if response.partitions.isEmpty {

@@ -123,6 +123,7 @@ struct Matrix: AsyncParsableCommand {
     @Option(help: "Seconds to measure.") var seconds = 10.0
     @Option(name: .customLong("server-pid"), help: "A server process whose CPU and memory are measured (repeat for several).") var serverPIDs: [Int32] = []
     @Option(help: "Concurrent requests while registering, inviting and joining.") var setupConcurrency = 16
+    @Option(name: .customLong("sync-timeout-ms"), help: "Each long poll's timeout, as clients send it.") var syncTimeoutMilliseconds = 30_000
     @Option(help: "Write the result as JSON here.") var json: String?
     @Option(help: "A label for the summary line.") var label = "matrix"
 
@@ -136,6 +137,7 @@ struct Matrix: AsyncParsableCommand {
         settings.seconds = seconds
         settings.serverPIDs = serverPIDs
         settings.setupConcurrency = setupConcurrency
+        settings.syncTimeoutMilliseconds = syncTimeoutMilliseconds
         let result = try await MatrixChatBench(settings: settings).run { FileHandle.standardError.write(Data(("  " + $0 + "\n").utf8)) }
         func ms(_ values: [String: Double], _ key: String) -> String { String(format: "%.1f", values[key] ?? 0) }
         var line = "\(label): \(rooms)x\(members) members, \(String(format: "%.1f", result.sendsPerSecond)) msgs/s (\(result.sendErrors) errors), "
