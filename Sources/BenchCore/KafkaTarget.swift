@@ -13,7 +13,6 @@ public struct KafkaTarget: Target {
 
     static let produceVersion: Int16 = 7
     static let fetchVersion: Int16 = 11
-    static let metadataVersion: Int16 = 8
 
     public init(host: String, port: Int, replicas: Int = 1) {
         self.host = host
@@ -70,23 +69,11 @@ public struct KafkaTarget: Target {
     func layout(of topic: String) async throws -> Layout {
         let connection = try await connect()
         defer { Task { await connection.close() } }
-        // The topic may have just been created: retry briefly until every partition has a leader.
-        for _ in 0..<100 {
-            var reader = try await connection.request(.metadata, version: Self.metadataVersion) { writer in
-                MetadataRequest(topics: [topic], allowAutoTopicCreation: false).encode(&writer, version: Self.metadataVersion)
-            }
-            let response = try MetadataResponse.decode(&reader, version: Self.metadataVersion)
-            let brokers = Dictionary(uniqueKeysWithValues: response.brokers.map { ($0.nodeID, "\($0.host):\($0.port)") })
-            if let found = response.topics.first(where: { $0.name == topic }), found.errorCode == 0, !found.partitions.isEmpty {
-                var leaders: [Int32: String] = [:]
-                for partition in found.partitions {
-                    if let address = brokers[partition.leaderID] { leaders[partition.index] = address }
-                }
-                if leaders.count == found.partitions.count { return Layout(leaders: leaders) }
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        // The topic may have just been created: retried briefly until every partition has a leader.
+        guard let leaders = try await connection.partitionLeaders(of: topic) else {
+            throw TargetError.refused("topic \(topic) has no leaders")
         }
-        throw TargetError.refused("topic \(topic) has no leaders")
+        return Layout(leaders: leaders)
     }
 
     static func connect(_ address: String) async throws -> KafkaClientConnection {

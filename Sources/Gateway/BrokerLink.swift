@@ -32,7 +32,6 @@ actor BrokerLink {
     private var layouts: [String: [Int32: String]] = [:]
     static let produceVersion: Int16 = 7
     static let fetchVersion: Int16 = 11
-    static let metadataVersion: Int16 = 8
 
     init(bootstrap: String, logger: Logger) {
         let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -93,26 +92,11 @@ actor BrokerLink {
     }
 
     private func askLayout(_ topic: String) async throws -> [Int32: String] {
-        let connection = try await connection(bootstrap)
-        for _ in 0..<100 {
-            var reader = try await connection.request(.metadata, version: Self.metadataVersion) { writer in
-                MetadataRequest(topics: [topic], allowAutoTopicCreation: false).encode(&writer, version: Self.metadataVersion)
-            }
-            let response = try MetadataResponse.decode(&reader, version: Self.metadataVersion)
-            let brokers = Dictionary(uniqueKeysWithValues: response.brokers.map { ($0.nodeID, "\($0.host):\($0.port)") })
-            if let found = response.topics.first(where: { $0.name == topic }), found.errorCode == 0, !found.partitions.isEmpty {
-                var leaders: [Int32: String] = [:]
-                for partition in found.partitions {
-                    if let address = brokers[partition.leaderID] { leaders[partition.index] = address }
-                }
-                if leaders.count == found.partitions.count {
-                    layouts[topic] = leaders
-                    return leaders
-                }
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        guard let leaders = try await connection(bootstrap).partitionLeaders(of: topic) else {
+            throw BrokerRefusal(description: "topic \(topic) has no leaders")
         }
-        throw BrokerRefusal(description: "topic \(topic) has no leaders")
+        layouts[topic] = leaders
+        return leaders
     }
 
     func partitionCount(_ topic: String) async throws -> Int32 {

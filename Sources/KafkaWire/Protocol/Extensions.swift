@@ -66,24 +66,54 @@ public struct ConversationHistoryRequest: Sendable, Equatable {
     }
 }
 
-public struct ConversationHistoryResponse: Sendable, Equatable {
-    public struct Message: Sendable, Equatable {
-        public var sequence: UInt64
-        public var offset: Int64
-        public var timestamp: Int64
-        public var key: [UInt8]
-        public var value: [UInt8]?
-        public var headers: [RecordHeader]
+/// One message of a conversation as Postduif's extension APIs carry it:
+/// where it is, its sequence in the conversation (ADR 0004) and the record.
+public struct ConversationRecord: Sendable, Equatable {
+    public var sequence: UInt64
+    public var offset: Int64
+    public var timestamp: Int64
+    public var key: [UInt8]
+    public var value: [UInt8]?
+    public var headers: [RecordHeader]
 
-        public init(sequence: UInt64, offset: Int64, timestamp: Int64, key: [UInt8], value: [UInt8]?, headers: [RecordHeader]) {
-            self.sequence = sequence
-            self.offset = offset
-            self.timestamp = timestamp
-            self.key = key
-            self.value = value
-            self.headers = headers
+    public init(sequence: UInt64, offset: Int64, timestamp: Int64, key: [UInt8], value: [UInt8]?, headers: [RecordHeader]) {
+        self.sequence = sequence
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+
+    static let bytesMin = 36
+
+    static func decode(_ reader: inout ByteReader) throws(WireError) -> ConversationRecord {
+        let sequence = UInt64(bitPattern: try reader.readInt64())
+        let offset = try reader.readInt64()
+        let timestamp = try reader.readInt64()
+        let key = try reader.readNullableBytes() ?? []
+        let value = try reader.readNullableBytes()
+        let headers = try reader.readArray(elementBytesMin: 6, "headers") { (reader: inout ByteReader) throws(WireError) -> RecordHeader in
+            RecordHeader(key: try reader.readNullableBytes() ?? [], value: try reader.readNullableBytes())
+        } ?? []
+        return ConversationRecord(sequence: sequence, offset: offset, timestamp: timestamp, key: key, value: value, headers: headers)
+    }
+
+    func encode(_ writer: inout ByteWriter) {
+        writer.writeInt64(Int64(bitPattern: sequence))
+        writer.writeInt64(offset)
+        writer.writeInt64(timestamp)
+        writer.writeNullableBytes(key)
+        writer.writeNullableBytes(value)
+        writer.writeArray(headers) { writer, header in
+            writer.writeNullableBytes(header.key)
+            writer.writeNullableBytes(header.value)
         }
     }
+}
+
+public struct ConversationHistoryResponse: Sendable, Equatable {
+    public typealias Message = ConversationRecord
 
     public var errorCode: Int16
     public var highWatermark: Int64
@@ -99,16 +129,8 @@ public struct ConversationHistoryResponse: Sendable, Equatable {
     public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> ConversationHistoryResponse {
         let errorCode = try reader.readInt16()
         let highWatermark = try reader.readInt64()
-        let messages = try reader.readArray(elementBytesMin: 36, "messages") { (reader: inout ByteReader) throws(WireError) -> Message in
-            let sequence = UInt64(bitPattern: try reader.readInt64())
-            let offset = try reader.readInt64()
-            let timestamp = try reader.readInt64()
-            let key = try reader.readNullableBytes() ?? []
-            let value = try reader.readNullableBytes()
-            let headers = try reader.readArray(elementBytesMin: 6, "headers") { (reader: inout ByteReader) throws(WireError) -> RecordHeader in
-                RecordHeader(key: try reader.readNullableBytes() ?? [], value: try reader.readNullableBytes())
-            } ?? []
-            return Message(sequence: sequence, offset: offset, timestamp: timestamp, key: key, value: value, headers: headers)
+        let messages = try reader.readArray(elementBytesMin: ConversationRecord.bytesMin, "messages") { (reader: inout ByteReader) throws(WireError) -> ConversationRecord in
+            try ConversationRecord.decode(&reader)
         } ?? []
         return ConversationHistoryResponse(errorCode: errorCode, highWatermark: highWatermark, messages: messages)
     }
@@ -116,17 +138,7 @@ public struct ConversationHistoryResponse: Sendable, Equatable {
     public func encode(_ writer: inout ByteWriter, version: Int16) {
         writer.writeInt16(errorCode)
         writer.writeInt64(highWatermark)
-        writer.writeArray(messages) { writer, message in
-            writer.writeInt64(Int64(bitPattern: message.sequence))
-            writer.writeInt64(message.offset)
-            writer.writeInt64(message.timestamp)
-            writer.writeNullableBytes(message.key)
-            writer.writeNullableBytes(message.value)
-            writer.writeArray(message.headers) { writer, header in
-                writer.writeNullableBytes(header.key)
-                writer.writeNullableBytes(header.value)
-            }
-        }
+        writer.writeArray(messages) { writer, message in message.encode(&writer) }
     }
 }
 
@@ -206,25 +218,22 @@ public struct GatewayPollResponse: Sendable, Equatable {
         }
     }
 
+    /// A message for the gateway: its partition and the record, with its
+    /// sequence for de-duplication at the edge.
     public struct Delivery: Sendable, Equatable {
         public var partition: Int32
-        public var offset: Int64
-        /// The message's sequence in its conversation (ADR 0004), for
-        /// de-duplication at the edge.
-        public var sequence: UInt64
-        public var timestamp: Int64
-        public var key: [UInt8]
-        public var value: [UInt8]?
-        public var headers: [RecordHeader]
+        public var record: ConversationRecord
+
+        public var offset: Int64 { record.offset }
+        public var sequence: UInt64 { record.sequence }
+        public var timestamp: Int64 { record.timestamp }
+        public var key: [UInt8] { record.key }
+        public var value: [UInt8]? { record.value }
+        public var headers: [RecordHeader] { record.headers }
 
         public init(partition: Int32, offset: Int64, sequence: UInt64, timestamp: Int64, key: [UInt8], value: [UInt8]?, headers: [RecordHeader]) {
             self.partition = partition
-            self.offset = offset
-            self.sequence = sequence
-            self.timestamp = timestamp
-            self.key = key
-            self.value = value
-            self.headers = headers
+            record = ConversationRecord(sequence: sequence, offset: offset, timestamp: timestamp, key: key, value: value, headers: headers)
         }
     }
 
@@ -243,17 +252,11 @@ public struct GatewayPollResponse: Sendable, Equatable {
         let partitions = try reader.readArray(elementBytesMin: 22, "partitions") { (reader: inout ByteReader) throws(WireError) -> PartitionState in
             PartitionState(partition: try reader.readInt32(), workerID: try reader.readString(), fannedOutUpTo: try reader.readInt64(), resyncFrom: try reader.readInt64())
         } ?? []
-        let deliveries = try reader.readArray(elementBytesMin: 40, "deliveries") { (reader: inout ByteReader) throws(WireError) -> Delivery in
+        let deliveries = try reader.readArray(elementBytesMin: 4 + ConversationRecord.bytesMin, "deliveries") { (reader: inout ByteReader) throws(WireError) -> Delivery in
             let partition = try reader.readInt32()
-            let offset = try reader.readInt64()
-            let sequence = UInt64(bitPattern: try reader.readInt64())
-            let timestamp = try reader.readInt64()
-            let key = try reader.readNullableBytes() ?? []
-            let value = try reader.readNullableBytes()
-            let headers = try reader.readArray(elementBytesMin: 6, "headers") { (reader: inout ByteReader) throws(WireError) -> RecordHeader in
-                RecordHeader(key: try reader.readNullableBytes() ?? [], value: try reader.readNullableBytes())
-            } ?? []
-            return Delivery(partition: partition, offset: offset, sequence: sequence, timestamp: timestamp, key: key, value: value, headers: headers)
+            var delivery = Delivery(partition: partition, offset: 0, sequence: 0, timestamp: 0, key: [], value: nil, headers: [])
+            delivery.record = try ConversationRecord.decode(&reader)
+            return delivery
         } ?? []
         return GatewayPollResponse(errorCode: errorCode, partitions: partitions, deliveries: deliveries)
     }
@@ -268,15 +271,7 @@ public struct GatewayPollResponse: Sendable, Equatable {
         }
         writer.writeArray(deliveries) { writer, delivery in
             writer.writeInt32(delivery.partition)
-            writer.writeInt64(delivery.offset)
-            writer.writeInt64(Int64(bitPattern: delivery.sequence))
-            writer.writeInt64(delivery.timestamp)
-            writer.writeNullableBytes(delivery.key)
-            writer.writeNullableBytes(delivery.value)
-            writer.writeArray(delivery.headers) { writer, header in
-                writer.writeNullableBytes(header.key)
-                writer.writeNullableBytes(header.value)
-            }
+            delivery.record.encode(&writer)
         }
     }
 }
