@@ -47,8 +47,10 @@ struct SyncPosition: Sendable, Equatable {
     var timeline: [Int64]
     /// Next offset of `chat-state`.
     var state: Int64
+    /// Next offset of `chat-read-markers`.
+    var markers: Int64 = 0
 
-    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") }
+    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") + "_\(markers)" }
 
     init(timeline: [Int64], state: Int64) {
         self.timeline = timeline
@@ -58,9 +60,10 @@ struct SyncPosition: Sendable, Equatable {
     init?(token: String, partitions: Int) {
         guard token.hasPrefix("s") else { return nil }
         let numbers = token.dropFirst().split(separator: "_").compactMap { Int64($0) }
-        guard numbers.count == partitions + 1 else { return nil }
+        guard numbers.count == partitions + 2 else { return nil }
         state = numbers[0]
-        timeline = Array(numbers.dropFirst())
+        timeline = Array(numbers.dropFirst().prefix(partitions))
+        markers = numbers[partitions + 1]
     }
 }
 
@@ -126,6 +129,9 @@ final class ChatState: Sendable {
         var transactions: [String: String] = [:]
         var userWaiters: [String: [UUID: Waiter]] = [:]
         var appliedWaiters: [UUID: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
+        /// Per room, each member's read markers (`m.fully_read`, `m.read`)
+        /// and where in `chat-read-markers` they were written.
+        var readMarkers: [String: [String: (markers: [String: String], offset: Int64, timestamp: Int64)]] = [:]
         /// Serialised timeline deltas shared by every member syncing a room
         /// from the same position.
         var deltas: [String: String] = [:]
@@ -440,6 +446,38 @@ final class ChatState: Sendable {
             return wake.flatMap { Self.takeWaiters(&inner, user: $0) }
         }
         for continuation in woken { continuation.resume() }
+    }
+
+    /// A read-markers record: the user's markers in a room; wakes the
+    /// room's members (they see each other's read receipts).
+    func applyReadMarkers(_ record: StoredRecord) {
+        guard let key = String(bytes: record.key, encoding: .utf8), let separator = key.firstIndex(of: "\u{0}"),
+              let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any] else {
+            inner.withLock { $0.position.markers = max($0.position.markers, record.offset + 1) }
+            return
+        }
+        let user = String(key[..<separator])
+        let roomID = String(key[key.index(after: separator)...])
+        let markers = object.compactMapValues { $0 as? String }
+        let woken = inner.withLock { inner -> [Waiter] in
+            inner.position.markers = max(inner.position.markers, record.offset + 1)
+            inner.readMarkers[roomID, default: [:]][user] = (markers, record.offset, record.timestamp)
+            let members = (inner.rooms[roomID]?.members ?? [:]).filter { $0.value.membership == "join" }.map(\.key)
+            return members.flatMap { Self.takeWaiters(&inner, user: $0) }
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// A room's read markers written at or after `offset` (all with nil).
+    func readMarkers(roomID: String, since offset: Int64?) -> [(user: String, markers: [String: String], timestamp: Int64)] {
+        inner.withLock { inner in
+            (inner.readMarkers[roomID] ?? [:]).filter { offset == nil || $0.value.offset >= offset! }
+                .map { ($0.key, $0.value.markers, $0.value.timestamp) }.sorted { $0.user < $1.user }
+        }
+    }
+
+    func ownReadMarkers(user: String, roomID: String) -> [String: String] {
+        inner.withLock { $0.readMarkers[roomID]?[user]?.markers ?? [:] }
     }
 
     /// Records that a tail applied everything before `next`; wakes whoever waits for it.

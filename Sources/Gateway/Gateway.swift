@@ -61,7 +61,8 @@ public final class ChatGateway: Sendable {
             // the broker's fan-out from now on (older ones from its conversation
             // index, on demand).
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
-            for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.applyAccount), (ChatTopics.sessions, state.applySession)] as [(String, @Sendable (StoredRecord) -> Void)] {
+            for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.applyAccount), (ChatTopics.sessions, state.applySession),
+                                   (ChatTopics.readMarkers, state.applyReadMarkers)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
                 group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }

@@ -358,12 +358,23 @@ struct MatrixAPI: Sendable {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
-        var markers = try await body(request, context)
+        let body = try await body(request, context)
+        // The markers kept: the fully-read marker and the public read receipt.
+        var markers = state.ownReadMarkers(user: session.userID, roomID: roomID)
         if let eventID = context.parameters.get("eventId") {
-            markers = [parameter(context, "receiptType"): eventID.removingPercentEncoding ?? eventID]
+            let type = parameter(context, "receiptType")
+            guard ["m.read", "m.read.private", "m.fully_read"].contains(type) else {
+                throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown receipt type \(type)")
+            }
+            markers[type == "m.read.private" ? "m.read" : type] = eventID.removingPercentEncoding ?? eventID
+        } else {
+            for type in ["m.fully_read", "m.read"] {
+                if let eventID = body[type] as? String { markers[type] = eventID }
+            }
         }
         let key = session.userID + "\u{0}" + roomID
-        _ = try await link.produce(topic: ChatTopics.readMarkers, key: Array(key.utf8), value: Array(JSONText.serialize(markers).utf8), timestamp: Self.now)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.readMarkers, key: Array(key.utf8), value: Array(JSONText.serialize(markers).utf8), timestamp: Self.now)
+        await state.waitApplied(topic: ChatTopics.readMarkers, partition: partition, offset: offset)
         return Self.ok("{}")
     }
 
@@ -462,10 +473,15 @@ struct MatrixAPI: Sendable {
             switch member.membership {
             case "join":
                 if membershipChanged {
-                    joined.append(try await fullRoom(roomID, room, end: position.timeline[partition]))
+                    let markers = markerSections(session, roomID, since: nil)
+                    joined.append(try await fullRoom(roomID, room, end: position.timeline[partition], markers: markers))
                 } else if let since {
                     let timeline = try await timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition])
-                    if let timeline { joined.append("\(JSONText.string(roomID)):{\"timeline\":\(timeline),\"state\":{\"events\":[]},\"ephemeral\":{\"events\":[]},\"account_data\":{\"events\":[]},\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}") }
+                    let markers = markerSections(session, roomID, since: since.markers)
+                    if timeline != nil || markers.changed {
+                        let events = timeline ?? "{\"events\":[],\"limited\":false}"
+                        joined.append("\(JSONText.string(roomID)):{\"timeline\":\(events),\"state\":{\"events\":[]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}")
+                    }
                 }
             case "invite" where membershipChanged:
                 let stripped = room.state.values.filter { ["m.room.create", "m.room.name", "m.room.join_rules", "m.room.member"].contains($0.type) && ($0.type != "m.room.member" || $0.stateKey == session.userID) }
@@ -487,6 +503,25 @@ struct MatrixAPI: Sendable {
 
     func summary(_ room: ChatState.Room) -> String { room.summary }
 
+    /// The room's read receipts (`m.receipt`, everyone's `m.read`) and the
+    /// user's own fully-read marker, written since `since` (all with nil).
+    func markerSections(_ session: Session, _ roomID: String, since: Int64?) -> (ephemeral: String, accountData: String, changed: Bool) {
+        let changed = state.readMarkers(roomID: roomID, since: since)
+        var receipts: [String: [String: [String: Any]]] = [:]
+        for entry in changed {
+            guard let eventID = entry.markers["m.read"] else { continue }
+            receipts[eventID, default: [:]][entry.user] = ["ts": entry.timestamp]
+        }
+        let ephemeral = receipts.isEmpty ? "{\"events\":[]}"
+            : "{\"events\":[\(JSONText.serialize(["type": "m.receipt", "content": receipts.mapValues { ["m.read": $0] }]))]}"
+        var accountData = "{\"events\":[]}"
+        let fullyRead = changed.first(where: { $0.user == session.userID })?.markers["m.fully_read"]
+        if let fullyRead {
+            accountData = "{\"events\":[\(JSONText.serialize(["type": "m.fully_read", "content": ["event_id": fullyRead]]))]}"
+        }
+        return (ephemeral, accountData, !receipts.isEmpty || fullyRead != nil)
+    }
+
     static func stripped(_ event: RoomEvent) -> String? {
         guard let content = content(event.json) else { return nil }
         return JSONText.serialize(["type": event.type, "state_key": event.stateKey ?? "", "sender": event.sender, "content": content])
@@ -494,7 +529,7 @@ struct MatrixAPI: Sendable {
 
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
-    func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64) async throws -> String {
+    func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool)) async throws -> String {
         let stateEvents = room.state.values.sorted { $0.eventID < $1.eventID }.map(\.json)
         var events: [RoomEvent]
         var limited = false
@@ -510,7 +545,7 @@ struct MatrixAPI: Sendable {
         }
         let prev = "o\(events.first?.offset ?? end)"
         return "\(JSONText.string(roomID)):{\"timeline\":{\"events\":[\(events.map(\.json).joined(separator: ","))],\"limited\":\(limited),\"prev_batch\":\"\(prev)\"},"
-            + "\"state\":{\"events\":[\(stateEvents.joined(separator: ","))]},\"ephemeral\":{\"events\":[]},\"account_data\":{\"events\":[]},\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
+            + "\"state\":{\"events\":[\(stateEvents.joined(separator: ","))]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
     }
 
     /// The room's newest events below `end`, oldest first, from the index.

@@ -278,3 +278,34 @@ def test_operators_manage_chat_accounts_with_postduif_user(chat):
     # The name stays taken: nobody registers as the removed account.
     assert call(chat, "POST", "/register", {"username": "secretaris", "password": "x"})[1]["errcode"] == "M_USER_IN_USE"
     assert "@secretaris:gov.test" not in postduif_user(chat, "list").split()
+
+
+def test_read_markers_come_back_as_receipts_and_fully_read(chat):
+    tokens = {}
+    for name in ("reader", "writer"):
+        status, body = call(chat, "POST", "/register", {"username": name, "password": "pw-" + name})
+        assert status == 200, body
+        tokens[name] = body["access_token"]
+    status, created = call(chat, "POST", "/createRoom", {"name": "Notulen", "invite": ["@reader:gov.test"]}, token=tokens["writer"])
+    room = created["room_id"]
+    quoted = urllib.request.quote(room)
+    assert call(chat, "POST", "/join/" + quoted, {}, token=tokens["reader"])[0] == 200
+    status, sent = call(chat, "PUT", "/rooms/%s/send/m.room.message/r1" % quoted, {"msgtype": "m.text", "body": "lees mij"}, token=tokens["writer"])
+    event = sent["event_id"]
+    status, first = call(chat, "GET", "/sync?timeout=0", token=tokens["writer"])
+    since = first["next_batch"]
+
+    status, _ = call(chat, "POST", "/rooms/%s/read_markers" % quoted, {"m.fully_read": event, "m.read": event}, token=tokens["reader"])
+    assert status == 200
+    # The writer's long poll wakes with the reader's receipt.
+    status, delta = call(chat, "GET", "/sync?timeout=10000&since=" + since, token=tokens["writer"])
+    assert status == 200
+    ephemeral = delta["rooms"]["join"][room]["ephemeral"]["events"]
+    assert ephemeral and ephemeral[0]["type"] == "m.receipt", delta["rooms"]["join"][room]
+    assert "@reader:gov.test" in ephemeral[0]["content"][event]["m.read"]
+    # The reader's own fully-read marker comes back as room account data.
+    status, own = call(chat, "GET", "/sync?timeout=0", token=tokens["reader"])
+    account = own["rooms"]["join"][room]["account_data"]["events"]
+    assert {"type": "m.fully_read", "content": {"event_id": event}} in account
+    status, answer = call(chat, "POST", "/rooms/%s/receipt/m.bogus/%s" % (quoted, urllib.request.quote(event)), {}, token=tokens["reader"])
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
