@@ -8,6 +8,8 @@ from conftest import BINARY, ROOT
 
 UNIT = os.path.join(ROOT, "Deploy", "systemd", "postduif.service")
 ENV = os.path.join(ROOT, "Deploy", "config", "postduif.env")
+GATEWAY_UNIT = os.path.join(ROOT, "Deploy", "systemd", "postduif-gateway.service")
+GATEWAY_ENV = os.path.join(ROOT, "Deploy", "config", "postduif-gateway.env")
 
 
 def verify(unit_text, tmp_path):
@@ -23,6 +25,23 @@ def test_the_unit_verifies(tmp_path):
     result = verify(text, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "KillSignal=SIGTERM" in text and "Restart=on-failure" in text and "StateDirectory=postduif" in text
+
+
+def test_the_gateway_unit_verifies(tmp_path):
+    with open(GATEWAY_UNIT) as f:
+        text = f.read()
+    result = verify(text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ExecStart=/usr/local/bin/postduif gateway" in text and "KillSignal=SIGTERM" in text
+
+
+def test_every_setting_in_the_gateway_config_is_a_real_option():
+    with open(GATEWAY_ENV) as f:
+        names = set(re.findall(r"^#?(POSTDUIF_[A-Z_]+)=", f.read(), re.M))
+    help_text = subprocess.run([BINARY, "gateway", "--help"], capture_output=True, text=True).stdout
+    assert len(names) >= 6
+    for name in names:
+        assert name in help_text, "%s is not documented by postduif gateway --help" % name
 
 
 def test_a_broken_unit_fails_verification(tmp_path):
