@@ -84,9 +84,19 @@ let package = Package(
                 "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The operators' HTTP port (/metrics, /health, /ready) of the broker and the gateway.
+        .target(
+            name: "Operations",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
@@ -98,6 +108,7 @@ let package = Package(
             dependencies: [
                 "KafkaWire", "KafkaNIO", "COpenSSL",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination", "Gateway",
+                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination", "Gateway", "Operations",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -38,7 +38,7 @@ start_postduif() {
     local broker=$!
     wait_port "$kafka"
     # The load registers thousands of users: a cheaper password hash for the setup only.
-    "$BIN/postduif" gateway --port "$gateway_port" --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
+    "$BIN/postduif" gateway --port "$gateway_port" --http-port 0 --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
     local gateway=$!
     wait_port "$gateway_port"
     postduif_pids="$broker $gateway"

@@ -3,6 +3,8 @@ import Hummingbird
 import KafkaNIO
 import KafkaWire
 import Logging
+import Metrics
+import Synchronization
 
 /// The gateway's settings; the defaults here are the one source of truth
 /// (Docs/operations.md lists the flags).
@@ -36,6 +38,13 @@ public final class ChatGateway: Sendable {
     let logger: Logger
     /// This gateway's name at the brokers' fan-out, new at every start.
     let gatewayID = "gateway-" + Secrets.opaque(12)
+    private let serving = Mutex(false)
+    let deliveriesReceived = Counter(label: "postduif_gateway_deliveries_total")
+    let cacheRestarts = Counter(label: "postduif_gateway_cache_restarts_total")
+    let localUsersGauge = Gauge(label: "postduif_gateway_local_users")
+
+    /// True once the topics are read and Matrix clients are served (`/ready`).
+    public var isReady: Bool { serving.withLock { $0 } }
 
     public init(configuration: GatewayConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -79,7 +88,10 @@ public final class ChatGateway: Sendable {
             let app = Application(
                 router: router,
                 configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-gateway"),
-                onServerRunning: { channel in onListening(channel.localAddress?.port ?? 0) },
+                onServerRunning: { channel in
+                    self.serving.withLock { $0 = true }
+                    onListening(channel.localAddress?.port ?? 0)
+                },
                 logger: logger)
             group.addTask { try await app.runService() }
             try await group.next()
@@ -131,6 +143,7 @@ public final class ChatGateway: Sendable {
         var quietSince = ContinuousClock.now
         while !Task.isCancelled {
             let users = state.localUsers(idle: 300)
+            localUsersGauge.record(users.count)
             let added = sent.map { users.subtracting($0) } ?? users
             let request = GatewayPollRequest(
                 gatewayID: gatewayID, topic: ChatTopics.conversations, leaseMilliseconds: 10_000, replaceUsers: sent == nil,
@@ -149,7 +162,9 @@ public final class ChatGateway: Sendable {
                 logger.info("fan-out restarted or skipped; the cache of the partition starts again", metadata: [
                     "broker": "\(address)", "partition": "\(partition.partition)", "worker": "\(partition.workerID)", "resyncFrom": "\(partition.resyncFrom)"])
                 state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: true)
+                cacheRestarts.increment()
             }
+            deliveriesReceived.increment(by: response.deliveries.count)
             var woken: Set<String> = []
             for delivery in response.deliveries {
                 woken.formUnion(state.applyDelivery(

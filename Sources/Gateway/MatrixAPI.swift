@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import KafkaWire
 import Logging
+import Metrics
 import NIOCore
 
 /// A Matrix error: JSON `{"errcode", "error"}` with its HTTP status.
@@ -55,6 +56,8 @@ struct MatrixAPI: Sendable {
     let logger: Logger
     static let prefix = "/_matrix/client/v3"
     static let timelineLimit = 20
+    /// `/sync` requests parked, waiting for something new.
+    static let longPolls = Meter(label: "postduif_gateway_long_polls")
 
     var server: String { configuration.serverName }
 
@@ -66,6 +69,8 @@ struct MatrixAPI: Sendable {
 
     func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        // Requests and durations per route (swift-metrics), then Matrix errors.
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: MatrixErrorMiddleware(logger: logger))
         let v3 = router.group(RouterPath(Self.prefix))
         router.get("/_matrix/client/versions") { _, _ in
@@ -457,7 +462,9 @@ struct MatrixAPI: Sendable {
             if changed || since == nil || ContinuousClock.now >= deadline {
                 return Self.ok(body)
             }
+            Self.longPolls.increment()
             await state.waitForUser(session.userID, after: generation, timeout: deadline - ContinuousClock.now)
+            Self.longPolls.decrement()
         }
     }
 

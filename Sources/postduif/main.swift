@@ -3,6 +3,7 @@ import Broker
 import Cluster
 import Coordination
 import Gateway
+import Operations
 import Foundation
 import LogStore
 import Logging
@@ -274,6 +275,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
     var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
 
+    @Option(help: "HTTP port for /metrics, /health and /ready (POSTDUIF_GATEWAY_HTTP_PORT).")
+    var httpPort: Int = Environment.integer("GATEWAY_HTTP_PORT") ?? 9645
+
     @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
     var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
 
@@ -295,11 +299,22 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.serverName = serverName
         configuration.conversationPartitions = conversationPartitions
         configuration.passwordHashLogN = passwordHashLogN
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "postduif.gateway")
         let gateway = ChatGateway(configuration: configuration, logger: logger)
+        let operations = OperationsServer(host: host, port: httpPort, logger: logger, metricsText: { registry.emitToString() }, isReady: { gateway.isReady })
         let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(serverName)), broker \(broker)"
-        try await gateway.run { port in
-            FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await operations.run() }
+            group.addTask {
+                try await gateway.run { port in
+                    FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                }
+            }
+            // The gateway ends on SIGTERM (gracefully); the operations port goes with it.
+            try await group.next()
+            group.cancelAll()
         }
     }
 }

@@ -28,6 +28,7 @@ class GatewayProcess:
     def __init__(self, broker):
         self.broker = broker
         self.port = free_port()
+        self.http_port = free_port()
         self.log_path = tempfile.mktemp(prefix="postduif-gateway-", suffix=".log")
         self.process = None
 
@@ -38,7 +39,7 @@ class GatewayProcess:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [BINARY, "gateway", "--port", str(self.port), "--broker", self.broker.address, "--server-name", "gov.test",
+            [BINARY, "gateway", "--port", str(self.port), "--http-port", str(self.http_port), "--broker", self.broker.address, "--server-name", "gov.test",
              "--conversation-partitions", "2"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -309,3 +310,14 @@ def test_read_markers_come_back_as_receipts_and_fully_read(chat):
     assert {"type": "m.fully_read", "content": {"event_id": event}} in account
     status, answer = call(chat, "POST", "/rooms/%s/receipt/m.bogus/%s" % (quoted, urllib.request.quote(event)), {}, token=tokens["reader"])
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+def test_the_gateway_reports_metrics_and_readiness(chat):
+    with urllib.request.urlopen("http://127.0.0.1:%d/ready" % chat.http_port, timeout=5) as response:
+        assert response.status == 200
+    # Some traffic first, so the request counters exist.
+    call(chat, "GET", "/joined_rooms")
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % chat.http_port, timeout=5) as response:
+        text = response.read().decode()
+    for name in ("postduif_gateway_deliveries_total", "postduif_gateway_local_users", "hb_requests"):
+        assert name in text, name
