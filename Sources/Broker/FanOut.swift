@@ -108,8 +108,16 @@ public final class FanOut: Sendable {
             return GatewayPollResponse(errorCode: ErrorCode.invalidRequest.rawValue, partitions: [], deliveries: [])
         }
         let lease = Int64(min(max(request.leaseMilliseconds, 1000), 300_000))
-        state.withLock { state in
+        let known = state.withLock { state -> Bool in
+            // A gateway this broker does not know (its lease ended, or the
+            // broker restarted) must name all its users again: changes alone
+            // would leave the rest unrouted without anyone noticing.
+            guard request.replaceUsers || state.router.gateways[request.gatewayID] != nil else { return false }
             state.router.register(request.gatewayID, replace: request.replaceUsers, users: request.users, removed: request.removedUsers, leaseEnd: now + lease)
+            return true
+        }
+        guard known else {
+            return GatewayPollResponse(errorCode: ErrorCode.unknownMemberId.rawValue, partitions: [], deliveries: [])
         }
         let wait = Duration.milliseconds(Int64(min(max(request.maxWaitMilliseconds, 0), 30_000)))
         if wait > .zero && !state.withLock({ $0.router.hasPending(request.gatewayID) }) {

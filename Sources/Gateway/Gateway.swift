@@ -145,6 +145,7 @@ public final class ChatGateway: Sendable {
             let users = state.localUsers(idle: 300)
             localUsersGauge.record(users.count)
             let added = sent.map { users.subtracting($0) } ?? users
+            let reconnected = sent == nil
             let request = GatewayPollRequest(
                 gatewayID: gatewayID, topic: ChatTopics.conversations, leaseMilliseconds: 10_000, replaceUsers: sent == nil,
                 users: Array(added), removedUsers: Array(sent.map { $0.subtracting(users) } ?? []),
@@ -158,7 +159,10 @@ public final class ChatGateway: Sendable {
                 "broker": "\(address)", "deliveries": "\(response.deliveries.count)",
                 "positions": "\(response.partitions.map { "\($0.partition):\($0.fannedOutUpTo)" })"])
             // A new worker or a gap first: the deliveries below belong after it.
-            for partition in response.partitions where state.knowsWorker(partition: partition.partition) != partition.workerID || partition.resyncFrom >= 0 {
+            // A new poll loop counts as a gap too: whatever was queued for an
+            // earlier registration of this gateway (a lease that ended while it
+            // was away) is gone.
+            for partition in response.partitions where reconnected || state.knowsWorker(partition: partition.partition) != partition.workerID || partition.resyncFrom >= 0 {
                 logger.info("fan-out restarted or skipped; the cache of the partition starts again", metadata: [
                     "broker": "\(address)", "partition": "\(partition.partition)", "worker": "\(partition.workerID)", "resyncFrom": "\(partition.resyncFrom)"])
                 state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: true)

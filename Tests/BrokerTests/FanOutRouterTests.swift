@@ -67,3 +67,21 @@ struct FanOutRouterTests {
         #expect(router.gateways["g"]!.overflow[0] != nil)
     }
 }
+
+@Suite("GatewayPoll on a broker")
+struct GatewayPollTests {
+    @Test("a gateway the broker does not know must name all its users: changes alone are refused")
+    func unknownGatewayMustReplace() async throws {
+        let test = try TestBroker()
+        _ = test.broker.makeFanOut()
+        func poll(replace: Bool) async throws -> GatewayPollResponse {
+            let request = GatewayPollRequest(gatewayID: "g1", topic: "conversations", leaseMilliseconds: 10_000, replaceUsers: replace,
+                                             users: ["@a:s"], removedUsers: [], maxWaitMilliseconds: 0, maxDeliveries: 10)
+            var reader = try #require(try await test.call(.gatewayPoll, version: 0) { request.encode(&$0, version: 0) })
+            return try GatewayPollResponse.decode(&reader, version: 0)
+        }
+        #expect(try await poll(replace: false).errorCode == ErrorCode.unknownMemberId.rawValue)
+        #expect(try await poll(replace: true).errorCode == 0)
+        #expect(try await poll(replace: false).errorCode == 0)
+    }
+}
