@@ -189,8 +189,15 @@ final class ChatState: Sendable {
 
     func transaction(_ key: String) -> String? { inner.withLock { $0.transactions[key] } }
 
+    /// Transaction ids are remembered for the last 200,000 sends: enough
+    /// for any client's retries, bounded for the gateway's memory.
+    static let transactionsMax = 200_000
+
     func remember(transaction key: String, eventID: String) {
-        inner.withLock { $0.transactions[key] = eventID }
+        inner.withLock { inner in
+            if inner.transactions.count >= Self.transactionsMax { inner.transactions.removeAll(keepingCapacity: true) }
+            inner.transactions[key] = eventID
+        }
     }
 
     /// The cached events of a room after `offset` up to `end`, if the cache
@@ -399,6 +406,7 @@ final class ChatState: Sendable {
             room.recent.append(event)
             if room.recent.count > Self.timelineCacheMax { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
             if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
+                if inner.transactions.count >= Self.transactionsMax { inner.transactions.removeAll(keepingCapacity: true) }
                 inner.transactions[transaction] = event.eventID
             }
             inner.rooms[roomID] = room

@@ -26,6 +26,9 @@ public struct GatewayConfiguration: Sendable {
     /// milliseconds per hash). Lower only for load tests that register
     /// thousands of users; existing hashes keep the cost they were made with.
     public var passwordHashLogN = 15
+    /// Whether anyone may register (`POST /register`); closed, accounts come
+    /// only from `postduif user add --chat`.
+    public var openRegistration = true
 
     public init() {}
 }

@@ -152,6 +152,9 @@ struct MatrixAPI: Sendable {
     // MARK: Accounts and sessions
 
     func register(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard configuration.openRegistration else {
+            throw MatrixError(.forbidden, "M_FORBIDDEN", "registration is closed: ask an administrator for an account")
+        }
         let body = try await body(request, context)
         guard let username = body["username"] as? String, let password = body["password"] as? String else {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "username and password are required")

@@ -275,6 +275,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
     var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
 
+    @Option(help: "open: anyone may register; closed: accounts come only from `postduif user add --chat` (POSTDUIF_REGISTRATION).")
+    var registration: String = Environment.string("REGISTRATION") ?? "open"
+
     @Option(help: "HTTP port for /metrics, /health and /ready (POSTDUIF_GATEWAY_HTTP_PORT).")
     var httpPort: Int = Environment.integer("GATEWAY_HTTP_PORT") ?? 9645
 
@@ -287,6 +290,7 @@ struct GatewayCommand: AsyncParsableCommand {
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw OperatorError("--log-level \(logLevel) is not a log level") }
         guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
+        guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -299,6 +303,7 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.serverName = serverName
         configuration.conversationPartitions = conversationPartitions
         configuration.passwordHashLogN = passwordHashLogN
+        configuration.openRegistration = registration == "open"
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "postduif.gateway")

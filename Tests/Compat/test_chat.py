@@ -25,8 +25,9 @@ from conftest import BINARY, BrokerProcess, free_port
 
 
 class GatewayProcess:
-    def __init__(self, broker):
+    def __init__(self, broker, extra_args=()):
         self.broker = broker
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.http_port = free_port()
         self.log_path = tempfile.mktemp(prefix="postduif-gateway-", suffix=".log")
@@ -40,7 +41,7 @@ class GatewayProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [BINARY, "gateway", "--port", str(self.port), "--http-port", str(self.http_port), "--broker", self.broker.address, "--server-name", "gov.test",
-             "--conversation-partitions", "2"],
+             "--conversation-partitions", "2"] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -321,3 +322,17 @@ def test_the_gateway_reports_metrics_and_readiness(chat):
         text = response.read().decode()
     for name in ("postduif_gateway_deliveries_total", "postduif_gateway_local_users", "hb_requests"):
         assert name in text, name
+
+
+def test_closed_registration_leaves_accounts_to_operators(chat):
+    closed = GatewayProcess(chat.broker, ["--registration", "closed"]).start()
+    try:
+        status, answer = call(closed, "POST", "/register", {"username": "indringer", "password": "x"})
+        assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
+        postduif_user(chat, "add", "ambtenaar", password="geheim")
+        deadline = time.monotonic() + 10
+        while login(closed, "ambtenaar", "geheim")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert login(closed, "ambtenaar", "geheim")[0] == 200
+    finally:
+        assert closed.stop() == 0
