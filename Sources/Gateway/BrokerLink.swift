@@ -33,21 +33,41 @@ actor BrokerLink {
     static let produceVersion: Int16 = 7
     static let fetchVersion: Int16 = 11
 
-    init(bootstrap: String, logger: Logger) {
+    /// SASL PLAIN credentials for a broker that requires SASL (`--sasl`).
+    nonisolated let credentials: (user: String, password: String)?
+
+    init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil) {
+        self.credentials = credentials
         let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         bootstraps = listed.isEmpty ? [bootstrap] : listed
         self.logger = logger
     }
 
-    static func open(_ address: String) async throws -> KafkaClientConnection {
+    /// A new connection to a broker, authenticated with SASL PLAIN when
+    /// credentials are set (the broker's user file holds the user).
+    nonisolated func open(_ address: String) async throws -> KafkaClientConnection {
         let parts = address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw BrokerRefusal(description: "bad broker address \(address)") }
-        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway")
+        let connection = try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway")
+        guard let credentials else { return connection }
+        do {
+            var reader = try await connection.request(.saslHandshake, version: 1) { SaslHandshakeRequest(mechanism: "PLAIN").encode(&$0, version: 1) }
+            let handshake = try SaslHandshakeResponse.decode(&reader, version: 1)
+            guard handshake.errorCode == 0 else { throw BrokerRefusal(description: "\(address) refused SASL PLAIN (error \(handshake.errorCode), offers \(handshake.mechanisms))") }
+            let token = [0] + Array(credentials.user.utf8) + [0] + Array(credentials.password.utf8)
+            reader = try await connection.request(.saslAuthenticate, version: 1) { SaslAuthenticateRequest(authBytes: token).encode(&$0, version: 1) }
+            let answer = try SaslAuthenticateResponse.decode(&reader, version: 1)
+            guard answer.errorCode == 0 else { throw BrokerRefusal(description: "\(address) refused the gateway's credentials: \(answer.errorMessage ?? "error \(answer.errorCode)")") }
+            return connection
+        } catch {
+            await connection.close()
+            throw error
+        }
     }
 
     private func connection(_ address: String) async throws -> KafkaClientConnection {
         if let open = connections[address] { return open }
-        let made = try await Self.open(address)
+        let made = try await open(address)
         if let raced = connections[address] {
             Task { await made.close() }
             return raced

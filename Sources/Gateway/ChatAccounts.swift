@@ -10,9 +10,9 @@ public enum ChatAccounts {
     }
 
     /// Adds an account, or sets its password. Returns the user id.
-    public static func set(_ name: String, password: String, broker: String, serverName: String) async throws -> String {
+    public static func set(_ name: String, password: String, broker: String, serverName: String, credentials: (user: String, password: String)? = nil) async throws -> String {
         let user = userID(name, serverName: serverName)
-        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
         let value = JSONText.serialize(["password_hash": Secrets.hashPassword(password), "set_by": "operator", "created_ts": MatrixAPI.now])
         _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: MatrixAPI.now)
@@ -21,19 +21,19 @@ public enum ChatAccounts {
 
     /// Removes an account; its sessions end with it at the next login check,
     /// and its name stays taken.
-    public static func remove(_ name: String, broker: String, serverName: String) async throws -> String {
+    public static func remove(_ name: String, broker: String, serverName: String, credentials: (user: String, password: String)? = nil) async throws -> String {
         let user = userID(name, serverName: serverName)
-        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
         _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: nil, timestamp: MatrixAPI.now)
         return user
     }
 
     /// The accounts that can log in, by user id.
-    public static func list(broker: String) async throws -> [String] {
-        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"))
+    public static func list(broker: String, credentials: (user: String, password: String)? = nil) async throws -> [String] {
+        let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
-        let connection = try await BrokerLink.open(try await link.leader(topic: ChatTopics.accounts, partition: 0, refresh: false))
+        let connection = try await link.open(try await link.leader(topic: ChatTopics.accounts, partition: 0, refresh: false))
         defer { Task { await connection.close() } }
         let tail = PartitionTail(topic: ChatTopics.accounts, partition: 0, connection: connection)
         let end = try await tail.offset(earliest: false)

@@ -29,6 +29,14 @@ public struct GatewayConfiguration: Sendable {
     /// Whether anyone may register (`POST /register`); closed, accounts come
     /// only from `postduif user add --chat`.
     public var openRegistration = true
+    /// SASL PLAIN user and password for a broker started with `--sasl`.
+    public var brokerUser: String? = nil
+    public var brokerPassword: String? = nil
+
+    var brokerCredentials: (user: String, password: String)? {
+        guard let brokerUser, let brokerPassword else { return nil }
+        return (brokerUser, brokerPassword)
+    }
 
     public init() {}
 }
@@ -52,7 +60,7 @@ public final class ChatGateway: Sendable {
     public init(configuration: GatewayConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        link = BrokerLink(bootstrap: configuration.broker, logger: logger)
+        link = BrokerLink(bootstrap: configuration.broker, logger: logger, credentials: configuration.brokerCredentials)
     }
 
     /// Makes the chat topics, reads them up to now, then serves until
@@ -104,7 +112,7 @@ public final class ChatGateway: Sendable {
 
     private func tailStart(topic: String, partition: Int32, earliest: Bool) async throws -> Int64 {
         let address = try await link.leader(topic: topic, partition: partition, refresh: false)
-        let connection = try await BrokerLink.open(address)
+        let connection = try await link.open(address)
         defer { Task { await connection.close() } }
         return try await PartitionTail(topic: topic, partition: partition, connection: connection).offset(earliest: earliest)
     }
@@ -136,7 +144,7 @@ public final class ChatGateway: Sendable {
     /// One broker's GatewayPoll loop: the first poll names every user
     /// syncing here, later ones the changes.
     func poll(_ address: String, state: ChatState) async throws {
-        let connection = try await BrokerLink.open(address)
+        let connection = try await link.open(address)
         state.polling(address, active: true)
         defer {
             state.polling(address, active: false)
@@ -200,7 +208,7 @@ public final class ChatGateway: Sendable {
         while !Task.isCancelled {
             do {
                 let address = try await link.leader(topic: topic, partition: partition, refresh: refresh)
-                let connection = try await BrokerLink.open(address)
+                let connection = try await link.open(address)
                 defer { Task { await connection.close() } }
                 let reader = PartitionTail(topic: topic, partition: partition, connection: connection)
                 if next == nil { next = try await reader.offset(earliest: true) }

@@ -275,6 +275,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
     var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
 
+    @Option(help: "SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER); the password comes from POSTDUIF_GATEWAY_BROKER_PASSWORD.")
+    var brokerUser: String? = Environment.string("GATEWAY_BROKER_USER")
+
     @Option(help: "open: anyone may register; closed: accounts come only from `postduif user add --chat` (POSTDUIF_REGISTRATION).")
     var registration: String = Environment.string("REGISTRATION") ?? "open"
 
@@ -304,6 +307,13 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.conversationPartitions = conversationPartitions
         configuration.passwordHashLogN = passwordHashLogN
         configuration.openRegistration = registration == "open"
+        if let brokerUser {
+            guard let password = Environment.string("GATEWAY_BROKER_PASSWORD") else {
+                throw OperatorError("--broker-user needs the password in POSTDUIF_GATEWAY_BROKER_PASSWORD")
+            }
+            configuration.brokerUser = brokerUser
+            configuration.brokerPassword = password
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "postduif.gateway")
@@ -349,6 +359,14 @@ struct User: AsyncParsableCommand {
         @Option(help: "With --chat: the Matrix server name of user ids (POSTDUIF_SERVER_NAME).")
         var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
 
+        @Option(help: "With --chat: SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER; password in POSTDUIF_GATEWAY_BROKER_PASSWORD).")
+        var brokerUser: String? = Environment.string("GATEWAY_BROKER_USER")
+
+        var credentials: (user: String, password: String)? {
+            guard let brokerUser, let password = Environment.string("GATEWAY_BROKER_PASSWORD") else { return nil }
+            return (brokerUser, password)
+        }
+
         var store: UserStore {
             var configuration = BrokerConfiguration()
             configuration.dataDirectory = data
@@ -373,7 +391,7 @@ struct User: AsyncParsableCommand {
             }
             guard let secret, !secret.isEmpty else { throw OperatorError("give a password with --password or --password-stdin") }
             if location.chat {
-                let user = try await ChatAccounts.set(name, password: secret, broker: location.broker, serverName: location.serverName)
+                let user = try await ChatAccounts.set(name, password: secret, broker: location.broker, serverName: location.serverName, credentials: location.credentials)
                 print("chat account \(user) saved through \(location.broker)")
             } else {
                 try location.store.add(user: name, password: secret)
@@ -389,7 +407,7 @@ struct User: AsyncParsableCommand {
 
         func run() async throws {
             if location.chat {
-                let user = try await ChatAccounts.remove(name, broker: location.broker, serverName: location.serverName)
+                let user = try await ChatAccounts.remove(name, broker: location.broker, serverName: location.serverName, credentials: location.credentials)
                 print("chat account \(user) removed (the name stays taken)")
             } else {
                 try location.store.remove(user: name)
@@ -403,7 +421,7 @@ struct User: AsyncParsableCommand {
         @OptionGroup var location: Location
 
         func run() async throws {
-            let names = location.chat ? try await ChatAccounts.list(broker: location.broker) : try location.store.list()
+            let names = location.chat ? try await ChatAccounts.list(broker: location.broker, credentials: location.credentials) : try location.store.list()
             for name in names { print(name) }
         }
     }

@@ -25,9 +25,10 @@ from conftest import BINARY, BrokerProcess, free_port
 
 
 class GatewayProcess:
-    def __init__(self, broker, extra_args=()):
+    def __init__(self, broker, extra_args=(), env=None):
         self.broker = broker
         self.extra_args = list(extra_args)
+        self.env = env
         self.port = free_port()
         self.http_port = free_port()
         self.log_path = tempfile.mktemp(prefix="postduif-gateway-", suffix=".log")
@@ -42,7 +43,7 @@ class GatewayProcess:
         self.process = subprocess.Popen(
             [BINARY, "gateway", "--port", str(self.port), "--http-port", str(self.http_port), "--broker", self.broker.address, "--server-name", "gov.test",
              "--conversation-partitions", "2"] + self.extra_args,
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "gateway exited: " + self.read_log()
@@ -336,3 +337,34 @@ def test_closed_registration_leaves_accounts_to_operators(chat):
         assert login(closed, "ambtenaar", "geheim")[0] == 200
     finally:
         assert closed.stop() == 0
+
+
+def test_the_gateway_authenticates_to_a_sasl_broker():
+    broker = BrokerProcess(extra_args=["--sasl", "true", "--durability", "none"])
+    added = subprocess.run([BINARY, "user", "add", "chat-gateway", "--password-stdin", "--data", broker.data_dir],
+                           input="gateway-secret\n", capture_output=True, text=True, timeout=30)
+    assert added.returncode == 0, added.stderr
+    broker.start()
+    env = dict(os.environ, POSTDUIF_GATEWAY_BROKER_USER="chat-gateway", POSTDUIF_GATEWAY_BROKER_PASSWORD="gateway-secret")
+    gateway = GatewayProcess(broker, env=env)
+    try:
+        gateway.start()
+        status, body = call(gateway, "POST", "/register", {"username": "beveiligd", "password": "pw"})
+        assert status == 200, body
+        token = body["access_token"]
+        status, room = call(gateway, "POST", "/createRoom", {"name": "Vertrouwelijk"}, token=token)
+        assert status == 200, room
+        status, sent = call(gateway, "PUT", "/rooms/%s/send/m.room.message/s1" % urllib.request.quote(room["room_id"]),
+                            {"msgtype": "m.text", "body": "achter SASL"}, token=token)
+        assert status == 200, sent
+        status, page = call(gateway, "GET", "/rooms/%s/messages?dir=b&limit=5" % urllib.request.quote(room["room_id"]), token=token)
+        assert "achter SASL" in [e["content"].get("body") for e in page["chunk"]]
+    finally:
+        gateway.stop()
+    # Wrong credentials: the gateway does not start, and says why.
+    wrong = GatewayProcess(broker, env=dict(env, POSTDUIF_GATEWAY_BROKER_PASSWORD="wrong"))
+    with pytest.raises(AssertionError):
+        wrong.start()
+    assert "refused the gateway's credentials" in wrong.read_log()
+    wrong.stop()
+    broker.stop()

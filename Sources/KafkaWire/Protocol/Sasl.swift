@@ -27,6 +27,12 @@ public struct SaslHandshakeResponse: Sendable, Equatable {
         writer.writeInt16(errorCode)
         writer.writeArray(mechanisms) { $0.writeString($1) }
     }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> SaslHandshakeResponse {
+        let errorCode = try reader.readInt16()
+        let mechanisms = try reader.readArray(elementBytesMin: 2, "mechanisms") { (reader: inout ByteReader) throws(WireError) -> String in try reader.readString() } ?? []
+        return SaslHandshakeResponse(errorCode: errorCode, mechanisms: mechanisms)
+    }
 }
 
 public struct SaslAuthenticateRequest: Sendable, Equatable {
@@ -62,5 +68,14 @@ public struct SaslAuthenticateResponse: Sendable, Equatable {
         writer.writeString(errorMessage)
         writer.writeNullableBytes(authBytes)
         if version >= 1 { writer.writeInt64(sessionLifetimeMilliseconds) }
+    }
+
+    /// v0 and v1 (non-flexible), as Postduif's own clients ask.
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> SaslAuthenticateResponse {
+        let errorCode = try reader.readInt16()
+        let message = try reader.readNullableString()
+        var response = SaslAuthenticateResponse(errorCode: errorCode, errorMessage: message, authBytes: try reader.readNullableBytes() ?? [])
+        if version >= 1 { response.sessionLifetimeMilliseconds = try reader.readInt64() }
+        return response
     }
 }
