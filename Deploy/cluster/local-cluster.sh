@@ -6,6 +6,7 @@
 #   Deploy/cluster/local-cluster.sh start [DIR]   (default /tmp/postduif-cluster)
 #   Deploy/cluster/local-cluster.sh stop  [DIR]
 #   Deploy/cluster/local-cluster.sh restart DIR N   (broker N again, after a kill)
+#   Deploy/cluster/local-cluster.sh restart-etcd DIR (etcd again, same data, after a kill)
 #
 # Ports: etcd 2379 (peer 2380), brokers 9092, 9093, 9094 (operations 9644,
 # 9645, 9646); ETCD_PORT, KAFKA_PORT_BASE and HTTP_PORT_BASE override them.
@@ -29,19 +30,23 @@ wait_port() {
     return 1
 }
 
+start_etcd() {
+    local peer=$((etcd_port + 1))
+    etcd --name local --data-dir "$dir/etcd/data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "local=http://127.0.0.1:$peer" >> "$dir/etcd/log.txt" 2>&1 &
+    echo $! > "$dir/etcd/pid"
+    wait_port "$etcd_port"
+}
+
 case "$command" in
 start)
     command -v etcd > /dev/null || { echo "etcd is missing: apt-get install etcd-server" >&2; exit 1; }
     [ -x "$binary" ] || { echo "$binary is missing: build it first (make release)" >&2; exit 1; }
     if [ -e "$dir" ]; then echo "$dir exists: stop the earlier cluster first" >&2; exit 1; fi
     mkdir -p "$dir/etcd"
-    peer=$((etcd_port + 1))
-    etcd --name local --data-dir "$dir/etcd/data" \
-        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "local=http://127.0.0.1:$peer" > "$dir/etcd/log.txt" 2>&1 &
-    echo $! > "$dir/etcd/pid"
-    wait_port "$etcd_port"
+    start_etcd
     brokers=""
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
@@ -69,6 +74,9 @@ restart)
     echo $! > "$dir/broker-$id/pid"
     wait_port "$port"
     ;;
+restart-etcd)
+    start_etcd
+    ;;
 stop)
     for pidfile in "$dir"/broker-*/pid "$dir"/etcd/pid; do
         [ -e "$pidfile" ] || continue
@@ -80,7 +88,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 1
     ;;
 esac

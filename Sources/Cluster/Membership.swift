@@ -30,15 +30,24 @@ public struct Membership: Sendable {
 
     /// Takes a lease and registers this broker under it. Two brokers with
     /// one id is a configuration error, reported rather than overwritten.
-    public func register() async throws -> Int64 {
-        let lease = try await coordination.grantLease(ttlSeconds: leaseSeconds)
+    /// A registration with this broker's own address is its previous life
+    /// (a quick restart, or etcd coming back, which renews every lease once
+    /// more): it ends within a lease, so it is waited out, up to `patience`.
+    public func register(patience: Duration? = nil) async throws -> Int64 {
         let key = brokersPrefix + String(brokerID)
-        guard try await coordination.compareAndSwap(key, expected: 0, value: Array(address.utf8), lease: lease) != nil else {
+        let deadline = ContinuousClock.now + (patience ?? .seconds(leaseSeconds * 3 + 1))
+        while true {
+            let lease = try await coordination.grantLease(ttlSeconds: leaseSeconds)
+            if try await coordination.compareAndSwap(key, expected: 0, value: Array(address.utf8), lease: lease) != nil {
+                return lease
+            }
             try? await coordination.revokeLease(lease)
-            let holder = try await coordination.get(key).map { String(decoding: $0.value, as: UTF8.self) } ?? "?"
-            throw CoordinationError.refused("broker id \(brokerID) is already registered by \(holder)")
+            let holder = try await coordination.get(key).map { String(decoding: $0.value, as: UTF8.self) }
+            guard holder == nil || holder == address, ContinuousClock.now < deadline else {
+                throw CoordinationError.refused("broker id \(brokerID) is already registered by \(holder ?? "?")")
+            }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        return lease
     }
 
     /// Renews the lease every third of its time to live until the task is

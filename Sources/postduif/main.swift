@@ -126,7 +126,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port clients are told to connect to; defaults to --port (POSTDUIF_ADVERTISED_PORT).")
     var advertisedPort: Int?
 
-    @Option(help: "This broker's node id (POSTDUIF_NODE_ID).")
+    @Option(name: [.customLong("node-id"), .customLong("broker-id")], help: "This broker's id in the cluster (POSTDUIF_NODE_ID).")
     var nodeID: Int32 = Int32(Environment.integer("NODE_ID") ?? Int(BrokerConfiguration().nodeID))
 
     @Option(help: "Data directory (POSTDUIF_DATA).")

@@ -49,6 +49,23 @@ import Testing
         try await electionScenario(store) { try await store.revokeLease($0) }
     }
 
+    @Test func aRestartedBrokerWaitsOutItsOwnOldRegistration() async throws {
+        let store = InMemoryCoordination()
+        let before = Membership(coordination: store, cluster: "r", brokerID: 4, address: "127.0.0.1:9004", leaseSeconds: 1)
+        let oldLease = try await before.register()
+        // The same broker again (same address) while its old lease still lives.
+        let after = Membership(coordination: store, cluster: "r", brokerID: 4, address: "127.0.0.1:9004", leaseSeconds: 1)
+        let registering = Task { try await after.register() }
+        try await Task.sleep(for: .milliseconds(300))
+        store.expire(lease: oldLease)
+        let newLease = try await registering.value
+        #expect(newLease != oldLease)
+        #expect(try await after.liveBrokers().brokers == [4: "127.0.0.1:9004"])
+        // It does not wait for ever: a registration that never ends is reported.
+        let third = Membership(coordination: store, cluster: "r", brokerID: 4, address: "127.0.0.1:9004", leaseSeconds: 1)
+        await #expect(throws: CoordinationError.self) { _ = try await third.register(patience: .milliseconds(300)) }
+    }
+
     @Test func keepAliveStopsWithAnErrorWhenTheLeaseIsGone() async throws {
         let store = InMemoryCoordination()
         let member = Membership(coordination: store, cluster: "k", brokerID: 3, address: "x:1", leaseSeconds: 1)
