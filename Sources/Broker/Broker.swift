@@ -949,9 +949,7 @@ public final class Broker: Sendable {
         let bound = request.maxOffset >= 0 ? min(request.maxOffset, highWatermark) : highWatermark
         do {
             let page = try log.history(conversation: request.conversation, from: position, limit: Int(max(request.limit, 0)), maxOffset: bound)
-            return ConversationHistoryResponse(errorCode: 0, highWatermark: highWatermark, messages: page.map {
-                .init(sequence: $0.sequence, offset: $0.offset, timestamp: $0.timestamp, key: $0.key, value: $0.value, headers: $0.headers)
-            })
+            return ConversationHistoryResponse(errorCode: 0, highWatermark: highWatermark, messages: page)
         } catch {
             return failure(Self.errorCode(for: error))
         }

@@ -6,12 +6,10 @@ import Synchronization
 
 /// The chat topics the fan-out reads. The gateway writes them (Docs/chat.md).
 public enum FanOutTopics {
-    /// Room events keyed by conversation id, with the conversation index.
-    public static let conversations = "conversations"
-    /// Membership changes keyed by conversation id, value
-    /// `{"member": user id, "membership": "join"|"invite"|"leave"|"ban"}`;
+    public static let conversations = ChatTopicNames.conversations
+    /// Value `{"member": user id, "membership": "join"|"invite"|"leave"|"ban"}`;
     /// the latest entry per conversation and member wins.
-    public static let members = "conversation-members"
+    public static let members = ChatTopicNames.members
 }
 
 /// "Members of C" and "conversations of U", read from this broker's

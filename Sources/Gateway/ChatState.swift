@@ -8,7 +8,7 @@ import Synchronization
 enum ChatTopics {
     /// Every room event (messages and state changes), keyed by room id:
     /// the room's timeline, in order, with the broker's conversation index.
-    static let conversations = "conversations"
+    static let conversations = ChatTopicNames.conversations
     /// A room's current state, keyed by room, event type and state key
     /// (the latest record per key wins): members, name, power levels.
     static let state = "chat-state"
@@ -20,7 +20,7 @@ enum ChatTopics {
     static let readMarkers = "chat-read-markers"
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
     /// the broker's fan-out routes by (written before the member event).
-    static let members = "conversation-members"
+    static let members = ChatTopicNames.members
 }
 
 /// One room event as clients see it.
@@ -394,9 +394,9 @@ final class ChatState: Sendable {
     /// A delivered message: into its room's recent events; wakes the
     /// room's members. The position moves only with `fannedOut`.
     /// Returns the users to wake once the position has moved past it.
-    func applyDelivery(_ record: StoredRecord, partition: Int32, sequence: UInt64) -> [String] {
-        guard let roomID = String(bytes: record.key, encoding: .utf8), let value = record.value,
-              let event = Self.clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: value, sequence: sequence) else {
+    func applyDelivery(_ delivery: GatewayPollResponse.Delivery) -> [String] {
+        let record = delivery.record
+        guard let roomID = String(bytes: record.key, encoding: .utf8), let event = Self.clientEvent(roomID: roomID, partition: delivery.partition, record: record) else {
             return []
         }
         return inner.withLock { inner -> [String] in
@@ -573,6 +573,11 @@ final class ChatState: Sendable {
 
     /// A stored timeline value (`type`, `sender`, `content`, `state_key`)
     /// in client format: the event id, room id and time are put in front.
+    /// A message from the fan-out or a history page, with its sequence.
+    static func clientEvent(roomID: String, partition: Int32, record: ConversationRecord) -> RoomEvent? {
+        record.value.flatMap { clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: $0, sequence: record.sequence) }
+    }
+
     static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(stored)) as? [String: Any],
               let type = object["type"] as? String, let sender = object["sender"] as? String,

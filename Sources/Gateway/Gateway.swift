@@ -182,9 +182,7 @@ public final class ChatGateway: Sendable {
             deliveriesReceived.increment(by: response.deliveries.count)
             var woken: Set<String> = []
             for delivery in response.deliveries {
-                woken.formUnion(state.applyDelivery(
-                    StoredRecord(offset: delivery.offset, timestamp: delivery.timestamp, key: delivery.key, value: delivery.value, headers: delivery.headers),
-                    partition: delivery.partition, sequence: delivery.sequence))
+                woken.formUnion(state.applyDelivery(delivery))
             }
             for partition in response.partitions {
                 state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: false)

@@ -425,9 +425,7 @@ struct MatrixAPI: Sendable {
             page = try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: .after(sequence: after), limit: limit)
         }
         let ordered = backwards ? page.messages.reversed() : page.messages
-        let events = ordered.compactMap { message in
-            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0, sequence: message.sequence)?.json }
-        }
+        let events = ordered.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0)?.json }
         let start = from ?? (backwards ? "o\(page.highWatermark)" : "q0")
         var answer = "{\"chunk\":[\(events.joined(separator: ","))],\"start\":\(JSONText.string(start))"
         // A full page may have more beyond it; a short one ends the history.
@@ -562,9 +560,7 @@ struct MatrixAPI: Sendable {
     func history(_ roomID: String, upTo end: Int64, limit: Int) async throws -> [RoomEvent] {
         let page = try await link.history(topic: ChatTopics.conversations, conversation: Array(roomID.utf8), position: .latest, limit: Int32(limit), maxOffset: end)
         let partition = state.partition(ofRoom: roomID)
-        return page.messages.compactMap { message in
-            message.value.flatMap { ChatState.clientEvent(roomID: roomID, partition: partition, offset: message.offset, timestamp: message.timestamp, stored: $0, sequence: message.sequence) }
-        }
+        return page.messages.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }
     }
 
     /// The room's events in [from, to), as a serialised timeline object;

@@ -58,16 +58,9 @@ public enum HistoryPosition: Sendable, Equatable {
     case after(sequence: UInt64)
 }
 
-/// One message of a conversation, found through the conversation index.
-public struct ConversationMessage: Sendable, Equatable {
-    /// The message's position in its conversation, from 1.
-    public var sequence: UInt64
-    public var offset: Int64
-    public var timestamp: Int64
-    public var key: [UInt8]
-    public var value: [UInt8]?
-    public var headers: [RecordHeader]
-}
+/// One message of a conversation, found through the conversation index:
+/// the record the extension APIs carry as is.
+public typealias ConversationMessage = ConversationRecord
 
 /// A leader epoch and the offset its first batch got.
 public struct EpochEntry: Sendable, Equatable {

@@ -40,7 +40,7 @@ public struct TopicConfiguration: Codable, Sendable, Equatable {
     }
 
     /// The topic whose name makes it a conversation topic by default.
-    public static let conversationsTopicName = "conversations"
+    public static let conversationsTopicName = ChatTopicNames.conversations
 
     /// Defaults for a new topic: a topic named `conversations` keeps the conversation index.
     public static func defaults(forTopicNamed name: String, partitionCount: Int32 = 1) -> TopicConfiguration {

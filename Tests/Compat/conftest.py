@@ -25,7 +25,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-class BrokerProcess:
+class ServerProcess:
+    """A server a test started: SIGTERM (or another signal) to stop it, with
+    its exit code, and the tail of its log. Subclasses set `process`,
+    `log` and `log_path`."""
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process is None:
+            return None
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        self.log.close()
+        return code
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.process is not None and self.process.poll() is None
+
+
+class BrokerProcess(ServerProcess):
     def __init__(self, data_dir=None, extra_args=()):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="postduif-compat-")
         self.port = free_port()
@@ -56,28 +85,6 @@ class BrokerProcess:
                 time.sleep(0.05)
         raise RuntimeError("broker did not listen within 30 s; log: %s" % self.read_log())
 
-    def stop(self, sig=signal.SIGTERM):
-        if self.process is None:
-            return None
-        self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.process = None
-        self.log.close()
-        return code
-
-    def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
 
 
 @pytest.fixture(scope="module")

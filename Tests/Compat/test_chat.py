@@ -8,7 +8,6 @@ transaction ids get Matrix errors, and nothing is stored twice."""
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,10 +20,10 @@ from nio import (AsyncClient, JoinedMembersResponse, JoinedRoomsResponse, JoinRe
                  RegisterResponse, RoomCreateResponse, RoomInviteResponse, RoomMessagesResponse,
                  RoomSendResponse, SyncResponse)
 
-from conftest import BINARY, BrokerProcess, free_port
+from conftest import BINARY, BrokerProcess, ServerProcess, free_port
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     def __init__(self, broker, extra_args=(), env=None):
         self.broker = broker
         self.extra_args = list(extra_args)
@@ -53,23 +52,6 @@ class GatewayProcess:
             except OSError:
                 time.sleep(0.1)
         raise AssertionError("gateway did not answer within 60 s: " + self.read_log())
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process is None:
-            return None
-        self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.process = None
-        self.log.close()
-        return code
-
-    def read_log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")

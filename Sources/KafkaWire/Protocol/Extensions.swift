@@ -66,9 +66,19 @@ public struct ConversationHistoryRequest: Sendable, Equatable {
     }
 }
 
+/// The topics Postduif's chat lives in, named once for the broker's
+/// fan-out, the gateway and the log store.
+public enum ChatTopicNames {
+    /// Room events keyed by conversation id, with the conversation index.
+    public static let conversations = "conversations"
+    /// Membership changes keyed by conversation id, `{"member", "membership"}`.
+    public static let members = "conversation-members"
+}
+
 /// One message of a conversation as Postduif's extension APIs carry it:
 /// where it is, its sequence in the conversation (ADR 0004) and the record.
 public struct ConversationRecord: Sendable, Equatable {
+    /// The message's position in its conversation, from 1.
     public var sequence: UInt64
     public var offset: Int64
     public var timestamp: Int64
