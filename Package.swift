@@ -39,6 +39,8 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // CRC-32C with the SSE 4.2 instruction where the CPU has it.
         .target(name: "CCRC32C"),
+        // sync_file_range, which Swift's Glibc module does not export.
+        .target(name: "CFileSync"),
 
         .target(name: "RocksDB", dependencies: ["CRocksDB"], swiftSettings: strictSettings),
         .target(
@@ -48,7 +50,7 @@ let package = Package(
         ),
         .target(
             name: "LogStore",
-            dependencies: ["RocksDB", "KafkaWire", .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: ["RocksDB", "KafkaWire", "CFileSync", .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strictSettings
         ),
         // Kafka framing over SwiftNIO and a pipelined client connection.

@@ -517,7 +517,7 @@ public final class Broker: Sendable {
         case .offsetOutOfRange: .offsetOutOfRange
         case .staleLeaderEpoch: .fencedLeaderEpoch
         case .replicaFenced: .notLeaderOrFollower
-        case .storage, .storageFailed, .closed: .kafkaStorageError
+        case .storage, .io, .storageFailed, .closed: .kafkaStorageError
         case .corrupt: .corruptMessage
         case .topicAlreadyExists: .topicAlreadyExists
         case .invalidTopicName: .invalidTopicException

@@ -2,29 +2,40 @@ import Foundation
 import Metrics
 import RocksDB
 
-/// Group commit: appends write to RocksDB without syncing, take a ticket,
-/// and wait here; one thread fsyncs the WAL for everyone who is waiting, so
-/// a hundred concurrent appends cost one sync rather than a hundred.
+/// Group commit: appends write their batch to a segment file without
+/// syncing, take a ticket, and wait here; one thread syncs every segment
+/// written since its last round for everyone who is waiting, so a hundred
+/// concurrent appends cost one round of syncs rather than a hundred.
 ///
 /// Why a dedicated thread: an fsync blocks for milliseconds, and blocking one
 /// of the two cooperative-pool threads of a two-core machine would stall
 /// every other task. The thread sleeps while nobody waits.
 ///
-/// Correctness rests on RocksDB writing each WAL record to the file before
-/// `Write` returns (`manual_wal_flush` is off), so a sync that starts after a
-/// write returned covers it.
+/// Only segment files are synced. RocksDB's entries for a batch (its
+/// location, the conversation index, producer state) are written to its WAL
+/// unsynced: after a machine crash, opening the store rebuilds them from
+/// the segments (Docs/adr/0013). Correctness rests on a batch's `pwrite`
+/// returning before its ticket is taken, so a sync that starts after the
+/// ticket covers it.
 final class GroupCommit: @unchecked Sendable {
     // All mutable state is guarded by `condition`.
     private let condition = NSCondition()
     private let database: Database
+    /// Whether a write since the last round needs RocksDB's WAL synced too
+    /// (group offsets, which live only in RocksDB).
+    private var walDirty = false
     private var ticketWritten: UInt64 = 0
     private var ticketSynced: UInt64 = 0
     private var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
-    private var failure: RocksDBError?
+    /// Segments written since the last round began, by identity.
+    private var dirty: [ObjectIdentifier: SegmentFile] = [:]
+    private var failure: LogStoreError?
     private var stopping = false
     private var stopped = false
     private(set) var syncCount: UInt64 = 0
-    /// How long each WAL sync takes: the floor of an fsync-mode acknowledgement.
+    /// How long each round of syncs takes: the floor of an fsync-mode
+    /// acknowledgement. (The metric keeps its first name, from when the
+    /// round synced RocksDB's WAL, so dashboards keep working.)
     private let syncDuration = Metrics.Timer(label: "postduif_wal_sync_duration_seconds")
 
     init(database: Database) {
@@ -34,11 +45,15 @@ final class GroupCommit: @unchecked Sendable {
         thread.start()
     }
 
-    /// Records that a write has returned; the ticket orders it for syncing.
-    func noteWrite() -> UInt64 {
+    /// Records that a write to `segment` has returned (nil: nothing new was
+    /// written, as for a producer's retry); the ticket orders it for syncing.
+    /// `wal`: the write went to RocksDB alone and needs its WAL synced.
+    func noteWrite(_ segment: SegmentFile?, wal: Bool = false) -> UInt64 {
         condition.lock()
         defer { condition.unlock() }
         ticketWritten += 1
+        if let segment { dirty[ObjectIdentifier(segment)] = segment }
+        if wal { walDirty = true }
         return ticketWritten
     }
 
@@ -48,7 +63,7 @@ final class GroupCommit: @unchecked Sendable {
             condition.lock()
             if let failure {
                 condition.unlock()
-                continuation.resume(throwing: LogStoreError(.storageFailed, "an earlier WAL sync failed: \(failure)"))
+                continuation.resume(throwing: LogStoreError(.storageFailed, "an earlier segment sync failed: \(failure)"))
                 return
             }
             if ticket <= ticketSynced {
@@ -64,7 +79,7 @@ final class GroupCommit: @unchecked Sendable {
     }
 
     /// Whether a sync has failed (the store then refuses appends).
-    var failed: RocksDBError? {
+    var failed: LogStoreError? {
         condition.lock()
         defer { condition.unlock() }
         return failure
@@ -90,14 +105,31 @@ final class GroupCommit: @unchecked Sendable {
                 return
             }
             let target = ticketWritten
+            let segments = Array(dirty.values)
+            dirty.removeAll(keepingCapacity: true)
+            let syncWAL = walDirty
+            walDirty = false
             condition.unlock()
 
-            var syncError: RocksDBError?
+            var syncError: LogStoreError?
             let started = ContinuousClock.now
-            do {
-                try database.flushWAL(sync: true)
-            } catch {
-                syncError = error
+            if segments.count > 1 {
+                for segment in segments { segment.startWriteback() }
+            }
+            for segment in segments {
+                do {
+                    try segment.sync()
+                } catch {
+                    syncError = error
+                    break
+                }
+            }
+            if syncError == nil && syncWAL {
+                do {
+                    try database.flushWAL(sync: true)
+                } catch {
+                    syncError = .storage(error)
+                }
             }
             syncDuration.record(duration: ContinuousClock.now - started)
 
@@ -121,7 +153,7 @@ final class GroupCommit: @unchecked Sendable {
             condition.unlock()
             for continuation in ready {
                 if let syncError {
-                    continuation.resume(throwing: LogStoreError(.storageFailed, "WAL sync failed: \(syncError)"))
+                    continuation.resume(throwing: LogStoreError(.storageFailed, "segment sync failed: \(syncError)"))
                 } else {
                     continuation.resume()
                 }

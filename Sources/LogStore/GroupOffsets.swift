@@ -69,7 +69,7 @@ extension LogStore {
             write.put(Self.groupOffsetKey(group: group, topic: entry.topic, partition: entry.partition), value.bytes, in: families.groupOffsets)
         }
         try storage { try database.write(write, sync: false) }
-        let ticket = groupCommit.noteWrite()
+        let ticket = groupCommit.noteWrite(nil, wal: true)
         if durability == .fsync {
             try await groupCommit.waitDurable(ticket)
         }

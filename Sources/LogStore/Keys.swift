@@ -74,6 +74,8 @@ enum Keys {
     static let nextTopicIDKey: [UInt8] = Array("next-topic-id".utf8)
     static let nextProducerIDKey: [UInt8] = Array("next-producer-id".utf8)
     static let clusterIDKey: [UInt8] = Array("cluster-id".utf8)
+    /// Written by a clean close, removed when the store opens.
+    static let closedCleanlyKey: [UInt8] = Array("closed-cleanly".utf8)
 
     static func topicRecord(name: String) -> [UInt8] {
         topicRecordPrefix + Array(name.utf8)

@@ -26,6 +26,9 @@ public struct LogStoreError: Error, CustomStringConvertible, Sendable, Equatable
         case replicaFenced
         /// RocksDB refused a read or write (a full disk, for example).
         case storage(RocksDBError)
+        /// A segment file could not be read, written or synced (the errno):
+        /// a full disk, for example.
+        case io(Int32)
         /// A WAL sync failed earlier; the store no longer accepts appends,
         /// because what reached the disk is unknown.
         case storageFailed

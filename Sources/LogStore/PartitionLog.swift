@@ -111,6 +111,12 @@ public final class PartitionLog: Sendable {
     let prefix: [UInt8]
     private let context: StoreContext
     private let state: Mutex<State>
+    /// This partition's folder of segment files.
+    let directory: String
+    private let notes = Mutex<[String]>([])
+
+    /// What opening the store repaired in this partition after a crash, for the log.
+    public var recoveryNotes: [String] { notes.withLock { $0 } }
 
     struct State {
         var logStartOffset: Int64 = 0
@@ -126,6 +132,10 @@ public final class PartitionLog: Sendable {
         /// Bumped when the log's role changes; a follower's copy made under
         /// an older value is refused (`fenceReplicas`).
         var replicaFence: UInt64 = 0
+        /// The partition's segment files, oldest first; appends go to the last.
+        var segments: [SegmentFile] = []
+        /// Where the next batch goes in the last segment.
+        var activeSize: Int64 = 0
 
         func encoded() -> [UInt8] {
             var writer = ByteWriter(capacity: 33)
@@ -145,16 +155,21 @@ public final class PartitionLog: Sendable {
         configuration = topic.configuration
         prefix = Keys.partitionPrefix(topicID: topic.id, partition: index)
         self.context = context
+        directory = context.segmentsPath + "/\(topic.id)-\(index)"
         var initial = State()
         if recover {
             initial = try PartitionLog.recoverState(prefix: prefix, context: context)
         }
         state = Mutex(initial)
+        if recover {
+            try recoverSegments()
+        }
     }
 
     /// Rebuilds the in-memory state from what RocksDB holds. Everything was
-    /// written in the same WriteBatch as the batch it describes, so the parts
-    /// agree; the log end offset comes from the last stored batch itself.
+    /// written in the same WriteBatch as the batch's location, so the parts
+    /// agree; the log end offset comes from the last location. Whether the
+    /// segments agree is `recoverSegments`'s question.
     private static func recoverState(prefix: [UInt8], context: StoreContext) throws(LogStoreError) -> State {
         var state = State()
         let database = context.database
@@ -170,7 +185,10 @@ public final class PartitionLog: Sendable {
             let logIterator = database.makeIterator(in: context.families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
             logIterator.seekToLast()
             if logIterator.isValid {
-                state.logEndOffset = StoredBatchHeader(logIterator.valueView).lastOffset + 1
+                guard let location = BatchLocation(logIterator.valueView) else {
+                    throw LogStoreError(.corrupt, "a batch location of partition \(prefix) is unreadable")
+                }
+                state.logEndOffset = location.lastOffset + 1
             } else {
                 state.logEndOffset = state.logStartOffset
             }
@@ -203,6 +221,157 @@ public final class PartitionLog: Sendable {
             throw LogStoreError(.corrupt, "partition state of \(prefix) unreadable: \(error)")
         }
         return state
+    }
+
+    // MARK: Recovery
+
+    /// Makes RocksDB and the segments agree after opening. Appends write the
+    /// segment first and RocksDB second, neither synced except the segment
+    /// in `fsync` mode, so after a machine crash either may hold more than
+    /// the other:
+    ///
+    /// - RocksDB ahead (its WAL reached the disk, the segment's tail did
+    ///   not): the newest locations are checked against their segments, and
+    ///   everything from the first one that fails is truncated away. Nothing
+    ///   acknowledged is lost: in `fsync` mode an acknowledgement waited for
+    ///   the segment's sync.
+    /// - The segment ahead (the usual case after a crash in `fsync` mode):
+    ///   the batches after the last location are read, checked (CRC-32C,
+    ///   consecutive offsets) and recorded as their appends would have
+    ///   recorded them. The first that fails ends the log: a torn write is
+    ///   cut off, and later segments removed.
+    func recoverSegments() throws(LogStoreError) {
+        let names: [String]
+        do {
+            names = FileManager.default.fileExists(atPath: directory) ? try FileManager.default.contentsOfDirectory(atPath: directory) : []
+        } catch {
+            throw LogStoreError(.io(EIO), "cannot list \(directory): \(error)")
+        }
+        let bases = names.compactMap(SegmentFile.baseOffset(ofName:)).sorted()
+        var segments: [SegmentFile] = []
+        for base in bases {
+            segments.append(try SegmentFile(directory: directory, baseOffset: base, create: false))
+        }
+        var repairs: [String] = []
+        defer {
+            let found = repairs.map { "\(topicName)/\(index): \($0)" }
+            notes.withLock { $0 = found }
+        }
+        try state.withLock { state throws(LogStoreError) in
+            state.segments = segments
+            let families = context.families
+
+            // The newest location whose batch its segment really holds.
+            let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            iterator.seekToLast()
+            var lastGood: BatchLocation? = nil
+            var cut: Int64? = nil
+            while iterator.isValid {
+                let base = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
+                if let location = BatchLocation(iterator.valueView), let stored = try readBatch(at: location, segments: segments),
+                   let batch = try? RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax), batch.baseOffset == base
+                {
+                    lastGood = location
+                    break
+                }
+                if context.closedCleanly, let location = BatchLocation(iterator.valueView) {
+                    // Nothing was being written: this is damage, which
+                    // `verify` reports, never a torn write to cut away.
+                    lastGood = location
+                    break
+                }
+                cut = base
+                iterator.previous()
+            }
+            try storage { try iterator.checkError() }
+            _ = consume iterator
+            if let cut {
+                try applyTruncation(cut: cut, conversations: nil, state: &state)
+                repairs.append("batches from offset \(cut) on were not whole in their segment after a crash and were dropped")
+            }
+
+            // Replay what the segments hold after it.
+            var segmentIndex: Int
+            var position: Int64
+            if let lastGood {
+                segmentIndex = segments.firstIndex { $0.baseOffset == lastGood.segmentBase }!
+                position = lastGood.end
+            } else {
+                // No location: the log is empty (or emptied by retention) in
+                // RocksDB; start in the segment that holds its end.
+                segmentIndex = max(0, (segments.lastIndex { $0.baseOffset <= state.logEndOffset }) ?? 0)
+                position = 0
+            }
+            var replayed = 0
+            scan: while segmentIndex < segments.count {
+                let segment = segments[segmentIndex]
+                let size = try segment.size()
+                while position < size {
+                    guard let batch = try PartitionLog.batch(in: segment, at: position, size: size) else { break scan }
+                    if batch.nextOffset <= state.logEndOffset {
+                        // Dropped by retention below the log start: skip it.
+                        position += Int64(batch.sizeBytes)
+                        continue
+                    }
+                    guard batch.baseOffset == state.logEndOffset else { break scan }
+                    let conversations: [[UInt8]]
+                    do {
+                        conversations = configuration.conversationIndex ? try PartitionLog.conversationKeys(of: batch) : []
+                    } catch {
+                        break scan
+                    }
+                    let location = BatchLocation(
+                        segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
+                        lastOffset: batch.lastOffset, maxTimestamp: batch.maxTimestamp)
+                    let write = WriteBatch()
+                    try record(
+                        batch, location: location, leaderEpoch: batch.partitionLeaderEpoch, conversations: conversations,
+                        producerEntry: batch.producerID >= 0 ? state.producers[batch.producerID] : nil, state: &state, into: write)
+                    try storage { try context.database.write(write, sync: false) }
+                    replayed += 1
+                    position = location.end
+                }
+                guard segmentIndex + 1 < segments.count, segments[segmentIndex + 1].baseOffset == state.logEndOffset else { break }
+                segmentIndex += 1
+                position = 0
+            }
+
+            // Whatever follows the last good batch is a torn write or garbage.
+            if segmentIndex < segments.count {
+                let segment = segments[segmentIndex]
+                let size = try segment.size()
+                if size > position {
+                    try segment.truncate(to: position)
+                    try segment.sync()
+                    repairs.append("cut \(size - position) bytes of an incomplete write from the end of \(segment.path)")
+                }
+                let later = segments[(segmentIndex + 1)...]
+                if !later.isEmpty {
+                    later.forEach { $0.unlink() }
+                    try SegmentFile.syncDirectory(directory)
+                    state.segments.removeSubrange((segmentIndex + 1)...)
+                    repairs.append("removed \(later.count) segment files after a gap")
+                }
+                state.activeSize = position
+            }
+            if replayed > 0 {
+                try storage { try context.database.flushWAL(sync: true) }
+                repairs.append("recorded \(replayed) batches the segments held beyond RocksDB's entries")
+            }
+        }
+    }
+
+    /// The batch stored at `position` of a segment of `size` bytes, if a
+    /// whole one that passes its checks is there.
+    private static func batch(in segment: SegmentFile, at position: Int64, size: Int64) throws(LogStoreError) -> RecordBatch? {
+        guard size - position >= Int64(RecordBatch.headerBytesCount) else { return nil }
+        let head = try segment.read(at: position, count: 12)
+        guard head.count == 12 else { return nil }
+        let length = Int64(Int32(bitPattern: head.withUnsafeBytes { Keys.readUInt32($0, at: 8) }))
+        let total = 12 + length
+        guard total >= Int64(RecordBatch.headerBytesCount), total <= Int64(Limits.batchBytesConfigurableMax), position + total <= size else { return nil }
+        let bytes = try segment.read(at: position, count: Int(total))
+        return try? RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax)
     }
 
     // MARK: Offsets
@@ -332,7 +501,7 @@ public final class PartitionLog: Sendable {
                 throw LogStoreError(.replicaFenced, "\(topicName)/\(index) no longer follows the leader this batch came from")
             }
             if let failure = context.groupCommit.failed {
-                throw LogStoreError(.storageFailed, "the store refuses appends after a failed WAL sync: \(failure)")
+                throw LogStoreError(.storageFailed, "the store refuses appends after a failed segment sync: \(failure)")
             }
             if let last = state.epochs.last, leaderEpoch < last.epoch {
                 throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
@@ -352,70 +521,114 @@ public final class PartitionLog: Sendable {
                     // The original may still be waiting for its sync: the retry
                     // is answered only once a sync covers everything written.
                     let result = AppendResult(baseOffset: base, lastOffset: last, isDuplicate: true, logStartOffset: state.logStartOffset)
-                    return (result, context.groupCommit.noteWrite())
+                    return (result, context.groupCommit.noteWrite(nil))
                 }
             }
 
             let batch = incoming
             let baseOffset = state.logEndOffset
-            let families = context.families
-            let write = WriteBatch()
-            // The stamp changes only the first 16 bytes (outside the CRC): write
-            // them and the untouched rest as two parts, copying the batch once,
-            // into RocksDB, rather than first into a stamped array.
-            // A replica's batch already carries these values: the stamp changes nothing.
+            // The stamp changes only the first 16 bytes (outside the CRC): the
+            // segment gets them and the untouched rest in one pwritev, with no
+            // stamped copy of the batch. A replica's batch already carries them.
             let stamped = batch.stampedPrefix(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
-            stamped.withUnsafeBytes { head in
-                batch.bytes.withUnsafeBytes { whole in
-                    write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), parts: [head, UnsafeRawBufferPointer(rebasing: whole[16...])], in: families.log)
-                }
-            }
-            let lastOffset = baseOffset + Int64(batch.lastOffsetDelta)
-
-            var assigned: [[UInt8]: UInt64] = [:]
-            for (position, conversation) in conversations.enumerated() {
-                let sequence: UInt64
-                if let next = assigned[conversation] {
-                    sequence = next
-                } else {
-                    sequence = try nextSequence(for: conversation, state: &state)
-                }
-                assigned[conversation] = sequence + 1
-                var value = [UInt8]()
-                Keys.append(&value, baseOffset + Int64(position))
-                Keys.append(&value, baseOffset)
-                let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
-                write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence), value, in: families.conversationIndex)
-            }
-
+            let (segment, position) = try segmentForAppend(at: baseOffset, sizeBytes: batch.sizeBytes, state: &state)
+            try segment.write(head: stamped, rest: batch.bytes, at: position)
+            let location = BatchLocation(
+                segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
+                lastOffset: baseOffset + Int64(batch.lastOffsetDelta), maxTimestamp: batch.maxTimestamp)
+            let write = WriteBatch()
             var next = state
-            next.logEndOffset = lastOffset + 1
-            next.sizeBytes += Int64(batch.sizeBytes)
-            next.batchCount += 1
-            write.put(prefix, next.encoded(), in: families.partitionState)
-            if next.epochs.last?.epoch != leaderEpoch {
-                next.epochs.append(EpochEntry(epoch: leaderEpoch, startOffset: baseOffset))
-                var value = [UInt8]()
-                Keys.append(&value, baseOffset)
-                write.put(Keys.epoch(prefix: prefix, epoch: leaderEpoch), value, in: families.epochs)
+            do throws(LogStoreError) {
+                try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &next, into: write)
+                // Unsynced: after a machine crash, opening the store rebuilds
+                // these entries from the segment (recoverSegments).
+                try storage { try context.database.write(write, sync: false) }
+            } catch {
+                // Nothing changed in memory and RocksDB applied nothing; the
+                // segment is cut back so the next batch takes this place.
+                try? segment.truncate(to: position)
+                throw error
             }
-            if batch.producerID >= 0 {
-                let entry = ProducerEntry.recording(
-                    producerEntry, epoch: batch.producerEpoch,
-                    batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: lastOffset))
-                next.producers[batch.producerID] = entry
-                write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
-            }
-            // On failure nothing changed in memory, and RocksDB applied nothing.
-            try storage { try context.database.write(write, sync: false) }
-            if next.nextSequences.count + assigned.count > Limits.conversationSequenceCacheCountMax {
-                next.nextSequences.removeAll(keepingCapacity: true)
-            }
-            next.nextSequences.merge(assigned) { _, new in new }
             state = next
-            let result = AppendResult(baseOffset: baseOffset, lastOffset: lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
-            return (result, context.groupCommit.noteWrite())
+            let result = AppendResult(baseOffset: baseOffset, lastOffset: location.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
+            return (result, context.groupCommit.noteWrite(segment))
         }
+    }
+
+    /// The segment and position for a batch of `sizeBytes` starting at
+    /// `baseOffset`: the end of the active segment, or a new segment once the
+    /// active one is full (a batch never spans two segments).
+    private func segmentForAppend(at baseOffset: Int64, sizeBytes: Int, state: inout State) throws(LogStoreError) -> (SegmentFile, Int64) {
+        if let active = state.segments.last, state.activeSize == 0 || state.activeSize + Int64(sizeBytes) <= context.segmentBytes {
+            return (active, state.activeSize)
+        }
+        if state.segments.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw LogStoreError(.io(EIO), "cannot create \(directory): \(error)")
+            }
+            if context.durability == .fsync { try SegmentFile.syncDirectory(context.segmentsPath) }
+        }
+        let segment = try SegmentFile(directory: directory, baseOffset: baseOffset, create: true)
+        // The new file's name must survive a machine crash as its batches do.
+        if context.durability == .fsync { try SegmentFile.syncDirectory(directory) }
+        state.segments.append(segment)
+        state.activeSize = 0
+        return (segment, 0)
+    }
+
+    /// Records a batch stored at `location` in RocksDB (its location, its
+    /// conversations' index entries with their sequences, the partition
+    /// state, a new leader epoch, the producer's sequences) and in `state`.
+    /// Appends and recovery's replay of a segment share it, so a replayed
+    /// batch gets exactly the entries its append gave it.
+    private func record(
+        _ batch: RecordBatch, location: BatchLocation, leaderEpoch: Int32, conversations: [[UInt8]],
+        producerEntry: ProducerEntry?, state: inout State, into write: WriteBatch
+    ) throws(LogStoreError) {
+        let families = context.families
+        let baseOffset = location.lastOffset - Int64(batch.lastOffsetDelta)
+        write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), location.encoded(), in: families.log)
+
+        var assigned: [[UInt8]: UInt64] = [:]
+        for (position, conversation) in conversations.enumerated() {
+            let sequence: UInt64
+            if let next = assigned[conversation] {
+                sequence = next
+            } else {
+                sequence = try nextSequence(for: conversation, state: &state)
+            }
+            assigned[conversation] = sequence + 1
+            var value = [UInt8]()
+            Keys.append(&value, baseOffset + Int64(position))
+            Keys.append(&value, baseOffset)
+            let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
+            write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence), value, in: families.conversationIndex)
+        }
+
+        state.logEndOffset = location.lastOffset + 1
+        state.sizeBytes += Int64(location.sizeBytes)
+        state.batchCount += 1
+        state.activeSize = location.end
+        write.put(prefix, state.encoded(), in: families.partitionState)
+        if state.epochs.last?.epoch != leaderEpoch {
+            state.epochs.append(EpochEntry(epoch: leaderEpoch, startOffset: baseOffset))
+            var value = [UInt8]()
+            Keys.append(&value, baseOffset)
+            write.put(Keys.epoch(prefix: prefix, epoch: leaderEpoch), value, in: families.epochs)
+        }
+        if batch.producerID >= 0 {
+            let entry = ProducerEntry.recording(
+                producerEntry, epoch: batch.producerEpoch,
+                batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: location.lastOffset))
+            state.producers[batch.producerID] = entry
+            write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
+        }
+        if state.nextSequences.count + assigned.count > Limits.conversationSequenceCacheCountMax {
+            state.nextSequences.removeAll(keepingCapacity: true)
+        }
+        state.nextSequences.merge(assigned) { _, new in new }
     }
 
     /// The next sequence of a conversation: from the cache, or one past the
@@ -439,7 +652,7 @@ public final class PartitionLog: Sendable {
     /// Stops before `maxOffset` (a consumer passes the high watermark; the
     /// default is the log end offset).
     public func read(from offset: Int64, bytesMax: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> LogRead {
-        let (start, end, highWatermark) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark) }
+        let (start, end, highWatermark, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark, $0.segments) }
         guard offset >= start && offset <= end else {
             throw LogStoreError(.offsetOutOfRange, "offset \(offset) is outside \(topicName)/\(index)'s log [\(start), \(end)]")
         }
@@ -449,20 +662,75 @@ public final class PartitionLog: Sendable {
         let iterator = context.database.makeIterator(
             in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: limit))
         iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: offset))
-        if !iterator.isValid || StoredBatchHeader(iterator.valueView).lastOffset < offset {
+        if !iterator.isValid || (BatchLocation(iterator.valueView)?.lastOffset ?? -1) < offset {
             iterator.seek(Keys.batch(prefix: prefix, baseOffset: offset))
         }
+        var locations: [BatchLocation] = []
         var bytesCount = 0
         while iterator.isValid {
-            let value = iterator.valueView
-            if !result.batches.isEmpty && bytesCount + value.count > bytesMax { break }
-            result.batches.append([UInt8](value))
-            bytesCount += value.count
+            guard let location = BatchLocation(iterator.valueView) else {
+                throw LogStoreError(.corrupt, "a batch location of \(topicName)/\(index) is unreadable")
+            }
+            if !locations.isEmpty && bytesCount + location.sizeBytes > bytesMax { break }
+            locations.append(location)
+            bytesCount += location.sizeBytes
             if bytesCount >= bytesMax { break }
             iterator.next()
         }
         try storage { try iterator.checkError() }
+        result.batches = try readBatches(at: locations, segments: segments)
         return result
+    }
+
+    /// The segment of a base offset: from a snapshot of the segment list,
+    /// or, when the snapshot predates the segment and the caller does not
+    /// hold the lock, from the current list.
+    private func segment(base: Int64, in segments: [SegmentFile], refreshable: Bool) -> SegmentFile? {
+        if let found = segments.segment(base: base) { return found }
+        guard refreshable else { return nil }
+        return state.withLock { $0.segments.segment(base: base) }
+    }
+
+    /// Reads batches from their segments (the caller does not hold the
+    /// state's lock): neighbours in one segment (the
+    /// usual case: consecutive batches are written back to back) in one
+    /// `pread`. Stops early, returning what it has, when a segment is gone
+    /// or shorter than a location says: truncation or retention removed it
+    /// after the locations were read, and the reader asks again.
+    private func readBatches(at locations: [BatchLocation], segments: [SegmentFile]) throws(LogStoreError) -> [[UInt8]] {
+        var batches: [[UInt8]] = []
+        batches.reserveCapacity(locations.count)
+        var runStart = locations.startIndex
+        while runStart < locations.endIndex {
+            var runEnd = runStart + 1
+            while runEnd < locations.endIndex && locations[runEnd].segmentBase == locations[runStart].segmentBase
+                && locations[runEnd].position == locations[runEnd - 1].end
+            {
+                runEnd += 1
+            }
+            let first = locations[runStart]
+            guard let segment = segment(base: first.segmentBase, in: segments, refreshable: true) else { break }
+            let length = Int(locations[runEnd - 1].end - first.position)
+            let bytes = try segment.read(at: first.position, count: length)
+            var cursor = 0
+            for location in locations[runStart..<runEnd] {
+                guard cursor + location.sizeBytes <= bytes.count else { return batches }
+                batches.append(runEnd - runStart == 1 ? bytes : Array(bytes[cursor..<(cursor + location.sizeBytes)]))
+                cursor += location.sizeBytes
+            }
+            runStart = runEnd
+        }
+        return batches
+    }
+
+    /// One stored batch, read from its segment; nil when the segment is gone
+    /// or too short (see `readBatches`).
+    /// `refreshable`: the caller does not hold the state's lock, and a
+    /// segment missing from its snapshot (rolled since) is looked up again.
+    private func readBatch(at location: BatchLocation, segments: [SegmentFile], refreshable: Bool = false) throws(LogStoreError) -> [UInt8]? {
+        guard let segment = segment(base: location.segmentBase, in: segments, refreshable: refreshable) else { return nil }
+        let bytes = try segment.read(at: location.position, count: location.sizeBytes)
+        return bytes.count == location.sizeBytes ? bytes : nil
     }
 
     // MARK: Conversation history
@@ -476,7 +744,7 @@ public final class PartitionLog: Sendable {
         }
         guard !conversation.isEmpty && conversation.count <= Limits.conversationIDBytesMax else { return [] }
         let limit = max(0, min(limit, Limits.historyMessagesMax))
-        let (start, end) = state.withLock { ($0.logStartOffset, $0.logEndOffset) }
+        let (start, end, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
         let offsetLimit = min(maxOffset ?? end, end)
         let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
         var lower = conversationPrefix
@@ -523,9 +791,12 @@ public final class PartitionLog: Sendable {
             groupStart = groupEnd
             let key = Keys.batch(prefix: prefix, baseOffset: batchBase)
             // Retention may have dropped the batch since the index was read.
-            // The batch's own CRC-32C (hardware) replaces RocksDB's blob
-            // checksum (software in Debian's build, over half of a page's time).
-            guard let stored = try storage({ try context.database.get(key, in: context.families.log, verifyChecksums: false) }) else { continue }
+            // The batch's own CRC-32C (hardware) is its check.
+            guard let locationBytes = try storage({ try context.database.get(key, in: context.families.log) }) else { continue }
+            guard let location = locationBytes.withUnsafeBytes({ BatchLocation($0) }) else {
+                throw LogStoreError(.corrupt, "the location of \(topicName)/\(index)@\(batchBase) is unreadable")
+            }
+            guard let stored = try readBatch(at: location, segments: segments, refreshable: true) else { continue }
             let batch: RecordBatch
             let records: [Record]
             do {
@@ -567,23 +838,25 @@ public final class PartitionLog: Sendable {
     /// skipped by their newest timestamp, and only the batch that holds the
     /// answer is decoded, so the answer is exact. Nil when no record is that new.
     public func offset(forTimestamp timestamp: Int64, maxOffset: Int64? = nil) throws(LogStoreError) -> (offset: Int64, timestamp: Int64)? {
-        let end = state.withLock { $0.logEndOffset }
+        let (end, segments) = state.withLock { ($0.logEndOffset, $0.segments) }
         let limit = min(maxOffset ?? end, end)
         let iterator = context.database.makeIterator(
             in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: max(limit, 0)))
         iterator.seekToFirst()
         while iterator.isValid {
-            let header = StoredBatchHeader(iterator.valueView)
-            if header.maxTimestamp >= timestamp {
+            guard let location = BatchLocation(iterator.valueView) else {
+                throw LogStoreError(.corrupt, "a batch location of \(topicName)/\(index) is unreadable")
+            }
+            if location.maxTimestamp >= timestamp, let stored = try readBatch(at: location, segments: segments, refreshable: true) {
                 do {
-                    let batch = try RecordBatch(storedBytes: iterator.value)
+                    let batch = try RecordBatch(storedBytes: stored)
                     for (position, record) in try batch.records().enumerated() {
                         let recordTimestamp = batch.usesLogAppendTime ? batch.maxTimestamp : batch.baseTimestamp + record.timestampDelta
                         let offset = batch.baseOffset + Int64(position)
                         if recordTimestamp >= timestamp && offset < limit { return (offset, recordTimestamp) }
                     }
                 } catch {
-                    throw LogStoreError(.corrupt, "stored batch \(topicName)/\(index)@\(header.baseOffset) fails its checks: \(error)")
+                    throw LogStoreError(.corrupt, "stored batch \(topicName)/\(index)@\(location.lastOffset) fails its checks: \(error)")
                 }
             }
             iterator.next()
@@ -629,67 +902,145 @@ public final class PartitionLog: Sendable {
             guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
             guard offset < state.logEndOffset else { return state.logEndOffset }
             let target = max(offset, state.logStartOffset)
-            let families = context.families
-            let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
+            let iterator = context.database.makeIterator(in: context.families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
             iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: target))
-            if !iterator.isValid || StoredBatchHeader(iterator.valueView).lastOffset < target {
+            if !iterator.isValid || (BatchLocation(iterator.valueView)?.lastOffset ?? -1) < target {
                 iterator.seek(Keys.batch(prefix: prefix, baseOffset: target))
             }
             guard iterator.isValid else { return state.logEndOffset }
-            let cut = StoredBatchHeader(iterator.valueView).baseOffset
-            var droppedBytes: Int64 = 0
-            var droppedBatches: Int64 = 0
-            var conversations = Set<[UInt8]>()
+            let cut = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
+            var dropped: [BatchLocation] = []
             while iterator.isValid {
-                droppedBytes += Int64(iterator.valueView.count)
-                droppedBatches += 1
-                if configuration.conversationIndex {
+                guard let location = BatchLocation(iterator.valueView) else {
+                    throw LogStoreError(.corrupt, "a batch location of \(topicName)/\(index) is unreadable")
+                }
+                dropped.append(location)
+                iterator.next()
+            }
+            try storage { try iterator.checkError() }
+            // The conversations whose index entries go; nil (a scan of the
+            // whole index) when a dropped batch cannot be read.
+            var conversations: Set<[UInt8]>? = nil
+            if configuration.conversationIndex {
+                var found = Set<[UInt8]>()
+                for location in dropped {
+                    guard let stored = try readBatch(at: location, segments: state.segments) else {
+                        conversations = nil
+                        break
+                    }
                     do {
-                        let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
-                        conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
+                        let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
+                        found.formUnion(try PartitionLog.conversationKeys(of: batch))
+                        conversations = found
                     } catch {
                         throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during truncation: \(error)")
                     }
                 }
-                iterator.next()
             }
-            try storage { try iterator.checkError() }
-
-            let write = WriteBatch()
-            write.deleteRange(from: Keys.batch(prefix: prefix, baseOffset: cut), to: Keys.end(of: prefix), in: families.log)
-            for conversation in conversations {
-                try deleteIndexEntries(of: conversation, where: { $0 >= cut }, fromNewest: true, into: write)
-            }
-            var next = state
-            next.logEndOffset = cut
-            next.highWatermark = min(next.highWatermark, cut)
-            next.sizeBytes -= droppedBytes
-            next.batchCount -= droppedBatches
-            for conversation in conversations { next.nextSequences[conversation] = nil }
-            while let last = next.epochs.last, last.startOffset >= cut {
-                write.delete(Keys.epoch(prefix: prefix, epoch: last.epoch), in: families.epochs)
-                next.epochs.removeLast()
-            }
-            for (producerID, entry) in next.producers {
-                let kept = entry.batches.filter { $0.lastOffset < cut }
-                guard kept != entry.batches else { continue }
-                let key = Keys.producer(prefix: prefix, producerID: producerID)
-                if kept.isEmpty {
-                    // With no batch left the producer is unknown again, and an
-                    // unknown producer may continue at any sequence.
-                    next.producers[producerID] = nil
-                    write.delete(key, in: families.producers)
-                } else {
-                    let updated = ProducerEntry(epoch: entry.epoch, batches: kept)
-                    next.producers[producerID] = updated
-                    write.put(key, updated.encoded(), in: families.producers)
-                }
-            }
-            write.put(prefix, next.encoded(), in: families.partitionState)
-            try storage { try context.database.write(write, sync: true) }
-            state = next
+            // Segments first: a crash between the two leaves RocksDB ahead of
+            // the segments, which opening repairs; the other order could let
+            // recovery's replay bring the truncated batches back.
+            try cutSegments(at: dropped[0], state: &state)
+            try applyTruncation(cut: cut, conversations: conversations, state: &state)
             return cut
         }
+    }
+
+    /// Cuts the segments back to where the batch at `location` began: that
+    /// segment is shortened and synced, later ones removed.
+    private func cutSegments(at location: BatchLocation, state: inout State) throws(LogStoreError) {
+        guard let position = state.segments.firstIndex(where: { $0.baseOffset == location.segmentBase }) else {
+            throw LogStoreError(.corrupt, "\(topicName)/\(index) has no segment \(location.segmentBase)")
+        }
+        let segment = state.segments[position]
+        try segment.truncate(to: location.position)
+        try segment.sync()
+        let later = state.segments[(position + 1)...]
+        if !later.isEmpty {
+            later.forEach { $0.unlink() }
+            try SegmentFile.syncDirectory(directory)
+            state.segments.removeSubrange((position + 1)...)
+        }
+        state.activeSize = location.position
+    }
+
+    /// Removes from RocksDB and `state` everything at or after `cut`: batch
+    /// locations, the index entries of `conversations` (of every
+    /// conversation, by a scan of the index, when nil), leader epochs,
+    /// producer sequences; synced, because the segments were cut already.
+    private func applyTruncation(cut: Int64, conversations: Set<[UInt8]>?, state: inout State) throws(LogStoreError) {
+        let families = context.families
+        var droppedBytes: Int64 = 0
+        var droppedBatches: Int64 = 0
+        let iterator = context.database.makeIterator(
+            in: families.log, lowerBound: Keys.batch(prefix: prefix, baseOffset: cut), upperBound: Keys.end(of: prefix))
+        iterator.seekToFirst()
+        while iterator.isValid {
+            droppedBytes += Int64(BatchLocation(iterator.valueView)?.sizeBytes ?? 0)
+            droppedBatches += 1
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
+
+        let write = WriteBatch()
+        write.deleteRange(from: Keys.batch(prefix: prefix, baseOffset: cut), to: Keys.end(of: prefix), in: families.log)
+        if configuration.conversationIndex {
+            if let conversations {
+                for conversation in conversations {
+                    try deleteIndexEntries(of: conversation, where: { $0 >= cut }, fromNewest: true, into: write)
+                }
+            } else {
+                try deleteAllIndexEntries(where: { $0 >= cut }, into: write)
+            }
+        }
+        var next = state
+        next.logEndOffset = cut
+        next.highWatermark = min(next.highWatermark, cut)
+        next.sizeBytes -= droppedBytes
+        next.batchCount -= droppedBatches
+        if let conversations {
+            for conversation in conversations { next.nextSequences[conversation] = nil }
+        } else {
+            next.nextSequences.removeAll()
+        }
+        while let last = next.epochs.last, last.startOffset >= cut {
+            write.delete(Keys.epoch(prefix: prefix, epoch: last.epoch), in: families.epochs)
+            next.epochs.removeLast()
+        }
+        for (producerID, entry) in next.producers {
+            let kept = entry.batches.filter { $0.lastOffset < cut }
+            guard kept != entry.batches else { continue }
+            let key = Keys.producer(prefix: prefix, producerID: producerID)
+            if kept.isEmpty {
+                // With no batch left the producer is unknown again, and an
+                // unknown producer may continue at any sequence.
+                next.producers[producerID] = nil
+                write.delete(key, in: families.producers)
+            } else {
+                let updated = ProducerEntry(epoch: entry.epoch, batches: kept)
+                next.producers[producerID] = updated
+                write.put(key, updated.encoded(), in: families.producers)
+            }
+        }
+        write.put(prefix, next.encoded(), in: families.partitionState)
+        try storage { try context.database.write(write, sync: true) }
+        state = next
+    }
+
+    /// Deletes every index entry of this partition whose offset matches: a
+    /// scan of the partition's whole index, for recovery, which cannot read
+    /// the batches whose entries it removes.
+    private func deleteAllIndexEntries(where matches: (Int64) -> Bool, into write: WriteBatch) throws(LogStoreError) {
+        let iterator = context.database.makeIterator(
+            in: context.families.conversationIndex, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
+        iterator.seekToFirst()
+        while iterator.isValid {
+            if matches(Int64(bitPattern: Keys.readUInt64(iterator.valueView, at: 0))) {
+                write.delete(iterator.key, in: context.families.conversationIndex)
+            }
+            iterator.next()
+        }
+        try storage { try iterator.checkError() }
     }
 
     /// Drops the oldest whole batches that retention allows: those whose
@@ -717,21 +1068,23 @@ public final class PartitionLog: Sendable {
             var newStart = state.logStartOffset
             var conversations = Set<[UInt8]>()
             while iterator.isValid {
-                let header = StoredBatchHeader(iterator.valueView)
-                let tooOld = cutoff.map { header.maxTimestamp < $0 } ?? false
+                guard let location = BatchLocation(iterator.valueView) else {
+                    throw LogStoreError(.corrupt, "a batch location of \(topicName)/\(index) is unreadable")
+                }
+                let tooOld = cutoff.map { location.maxTimestamp < $0 } ?? false
                 let tooBig = retentionBytes.map { state.sizeBytes - droppedBytes > $0 } ?? false
-                guard (tooOld || tooBig) && header.lastOffset < state.highWatermark else { break }
-                if configuration.conversationIndex {
+                guard (tooOld || tooBig) && location.lastOffset < state.highWatermark else { break }
+                if configuration.conversationIndex, let stored = try readBatch(at: location, segments: state.segments) {
                     do {
-                        let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
+                        let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
                         conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
                     } catch {
                         throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during retention: \(error)")
                     }
                 }
-                droppedBytes += Int64(header.sizeBytes)
+                droppedBytes += Int64(location.sizeBytes)
                 droppedBatches += 1
-                newStart = header.lastOffset + 1
+                newStart = location.lastOffset + 1
                 iterator.next()
             }
             try storage { try iterator.checkError() }
@@ -746,7 +1099,20 @@ public final class PartitionLog: Sendable {
             next.sizeBytes -= droppedBytes
             next.batchCount -= Int64(droppedBatches)
             write.put(prefix, next.encoded(), in: families.partitionState)
-            try storage { try context.database.write(write, sync: false) }
+            // Synced before any segment goes: the locations must never point
+            // into a removed file after a machine crash.
+            try storage { try context.database.write(write, sync: true) }
+            // A segment goes once the next one starts at or below the new log
+            // start: all of its batches are dropped. The active one stays.
+            var removable = 0
+            while removable + 1 < next.segments.count && next.segments[removable + 1].baseOffset <= newStart {
+                removable += 1
+            }
+            if removable > 0 {
+                next.segments[..<removable].forEach { $0.unlink() }
+                next.segments.removeFirst(removable)
+                try? SegmentFile.syncDirectory(directory)
+            }
             state = next
             return droppedBatches
         }
@@ -769,9 +1135,24 @@ public final class PartitionLog: Sendable {
         try storage { try iterator.checkError() }
     }
 
+    /// Marks the partition deleted and removes its segment files (readers
+    /// that hold one keep reading it until they let go).
     func markDeleted() {
-        state.withLock { $0.isDeleted = true }
+        state.withLock { state in
+            state.isDeleted = true
+            state.segments.removeAll()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
     }
+
+    /// Syncs every segment (a clean close, whatever the durability mode).
+    func syncSegments() throws(LogStoreError) {
+        let segments = state.withLock { $0.segments }
+        for segment in segments { try segment.sync() }
+    }
+
+    /// The paths of the partition's segment files, oldest first (for operators and tests).
+    public var segmentPaths: [String] { state.withLock { $0.segments.map(\.path) } }
 
     // MARK: Verification
 
@@ -780,7 +1161,7 @@ public final class PartitionLog: Sendable {
     /// every conversation index entry points at a record of its conversation.
     public func verify(checkIndex: Bool = true) throws(LogStoreError) -> [Damage] {
         var damage: [Damage] = []
-        let (start, end) = state.withLock { ($0.logStartOffset, $0.logEndOffset) }
+        let (start, end, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
         let families = context.families
         let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
         iterator.seekToFirst()
@@ -789,7 +1170,16 @@ public final class PartitionLog: Sendable {
         while iterator.isValid {
             let keyOffset = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
             do {
-                let batch = try RecordBatch(validating: iterator.value, bytesMax: Limits.batchBytesConfigurableMax)
+                guard let location = BatchLocation(iterator.valueView) else {
+                    throw LogStoreError(.corrupt, "its location is unreadable")
+                }
+                guard let stored = try readBatch(at: location, segments: segments, refreshable: true) else {
+                    throw LogStoreError(.corrupt, "segment \(location.segmentBase) lacks its \(location.sizeBytes) bytes at \(location.position)")
+                }
+                let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
+                if batch.lastOffset != location.lastOffset || batch.maxTimestamp != location.maxTimestamp {
+                    damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "its location disagrees with the batch's header"))
+                }
                 if batch.baseOffset != keyOffset {
                     damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "batch says base offset \(batch.baseOffset)"))
                 }

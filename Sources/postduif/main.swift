@@ -215,11 +215,15 @@ struct Serve: AsyncParsableCommand {
             throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
         }
 
+        raiseOpenFilesLimit()
         let store: LogStore
         do {
             store = try LogStore(path: data, options: LogStoreOptions(durability: durabilityMode))
         } catch {
             throw OperatorError("cannot open the data directory \(data): \(error)")
+        }
+        for note in store.recoveryNotes {
+            logger.warning("store repaired after a crash", metadata: ["repair": "\(note)"])
         }
         let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
         let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
@@ -533,3 +537,17 @@ struct OperationsService: Service {
         }
     }
 }
+
+/// Raises the soft limit of open files to the hard one: each partition
+/// keeps its segment files open, besides the clients' connections, and a
+/// shell's default soft limit (1,024) is low for a broker. The systemd unit
+/// sets the limit itself (`LimitNOFILE`).
+func raiseOpenFilesLimit() {
+    var limit = rlimit()
+    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
+}
+
+/// `RLIMIT_NOFILE` as Glibc's Swift overlay spells it (an enum case there).
+private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)

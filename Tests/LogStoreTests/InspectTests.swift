@@ -34,9 +34,11 @@ func runToEnd(_ executable: URL, _ arguments: [String]) throws -> (status: Int32
 
 @Suite struct InspectTests {
     /// A store with two topics, then one stored batch's payload flipped
-    /// directly in RocksDB, as a bad disk sector would.
+    /// in its segment file, as a bad disk sector would.
     func damagedStore() async throws -> (path: String, damagedOffset: Int64) {
         let path = NSTemporaryDirectory() + "postduif-inspect-\(UUID().uuidString)"
+        let segmentPath: String
+        var lastAudit: AppendResult? = nil
         do {
             let store = try LogStore(path: path)
             defer { store.close() }
@@ -44,22 +46,20 @@ func runToEnd(_ executable: URL, _ arguments: [String]) throws -> (status: Int32
             try store.createTopic("audit", configuration: TopicConfiguration())
             for index in 0..<6 {
                 _ = try await store.partition(topic: "conversations", index: Int32(index % 2)).append(makeBatch(count: 3, conversations: ["x", "y"]))
-                _ = try await store.partition(topic: "audit", index: 0).append(makeBatch(count: 2))
+                lastAudit = try await store.partition(topic: "audit", index: 0).append(makeBatch(count: 2))
             }
+            segmentPath = try #require(try store.partition(topic: "audit", index: 0).segmentPaths.last)
         }
-        let database = try Database(path: path, columnFamilies: [])
-        defer { database.close() }
-        let log = try #require(database.columnFamily("log"))
-        let iterator = database.makeIterator(in: log)
-        iterator.seekToLast()  // the audit topic was created second: its keys sort last
-        var key = iterator.key
-        var value = iterator.value
-        _ = consume iterator
-        value[value.count - 2] ^= 0x40
-        try database.put(key, value, in: log, sync: true)
-        key = Array(key.suffix(8))
-        let offset = key.reduce(Int64(0)) { $0 << 8 | Int64($1) }
-        return (path, offset)
+        // The last batch ends the segment: flip a byte of its last record.
+        let handle = try #require(FileHandle(forUpdatingAtPath: segmentPath))
+        defer { try? handle.close() }
+        let end = try handle.seekToEnd()
+        try handle.seek(toOffset: end - 2)
+        var byte = try #require(try handle.read(upToCount: 1))
+        byte[0] ^= 0x40
+        try handle.seek(toOffset: end - 2)
+        try handle.write(contentsOf: byte)
+        return (path, try #require(lastAudit).baseOffset)
     }
 
     @Test func verifyReportsAFlippedByteWithItsTopicPartitionAndOffset() async throws {

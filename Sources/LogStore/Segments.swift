@@ -1,0 +1,219 @@
+import CFileSync
+import Foundation
+import KafkaWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One segment file of a partition: stored batches back to back, each
+/// exactly as Fetch returns it (the layout of Kafka's own `.log` files), so
+/// the file describes itself and recovery can walk it. It is named by the
+/// base offset its first batch has (Docs/adr/0013).
+///
+/// Readers hold the object while they read, so a segment that retention or
+/// truncation removes stays readable until the last reader lets go: the
+/// descriptor is closed in `deinit`, never while someone may use it.
+final class SegmentFile: Sendable {
+    let baseOffset: Int64
+    let path: String
+    private let descriptor: Int32
+
+    static let suffix = ".log"
+
+    static func name(baseOffset: Int64) -> String {
+        let digits = String(baseOffset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
+    }
+
+    /// The base offset a segment file's name holds, or nil for other files.
+    static func baseOffset(ofName name: String) -> Int64? {
+        guard name.hasSuffix(suffix), name.count == 20 + suffix.count else { return nil }
+        return Int64(name.dropLast(suffix.count))
+    }
+
+    /// Opens a segment file; `create` makes it, empty (an existing file of
+    /// the same name holds nothing recovery kept, so it is emptied).
+    init(directory: String, baseOffset: Int64, create: Bool) throws(LogStoreError) {
+        precondition(baseOffset >= 0, "negative segment base offset \(baseOffset)")
+        self.baseOffset = baseOffset
+        path = directory + "/" + SegmentFile.name(baseOffset: baseOffset)
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0)
+        let opened = open(path, flags, 0o644)
+        guard opened >= 0 else { throw SegmentFile.failure("open", path) }
+        descriptor = opened
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    static func failure(_ operation: String, _ path: String, code: Int32 = errno) -> LogStoreError {
+        LogStoreError(.io(code), "\(operation) \(path): \(String(cString: strerror(code)))")
+    }
+
+    /// The file's size in bytes.
+    func size() throws(LogStoreError) -> Int64 {
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw SegmentFile.failure("stat", path) }
+        return Int64(status.st_size)
+    }
+
+    /// Writes a stored batch at `position`: its first `head.count` bytes from
+    /// `head` (the stamped offsets and epoch), the rest from `whole`. One
+    /// system call in the usual case. All or nothing: after a failure (a full
+    /// disk) the file is cut back to `position`, so no partial batch stays
+    /// in the middle of a segment.
+    func write(head: [UInt8], rest whole: [UInt8], at position: Int64) throws(LogStoreError) {
+        precondition(head.count <= whole.count, "a batch's head is longer than the batch")
+        let failed: Int32? = head.withUnsafeBytes { headBytes in
+            whole.withUnsafeBytes { wholeBytes -> Int32? in
+                let rest = UnsafeRawBufferPointer(rebasing: wholeBytes[head.count...])
+                let total = headBytes.count + rest.count
+                var done = 0
+                while done < total {
+                    let written: Int
+                    if done < headBytes.count {
+                        var vectors = [
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: headBytes.baseAddress! + done), iov_len: headBytes.count - done),
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: rest.baseAddress), iov_len: rest.count),
+                        ]
+                        written = pwritev(descriptor, &vectors, 2, off_t(position) + off_t(done))
+                    } else {
+                        let skip = done - headBytes.count
+                        written = pwrite(descriptor, rest.baseAddress! + skip, rest.count - skip, off_t(position) + off_t(done))
+                    }
+                    if written < 0 {
+                        if errno == EINTR { continue }
+                        return errno
+                    }
+                    if written == 0 { return EIO }
+                    done += written
+                }
+                return nil
+            }
+        }
+        if let failed {
+            _ = ftruncate(descriptor, off_t(position))
+            throw SegmentFile.failure("write", path, code: failed)
+        }
+    }
+
+    /// Reads `count` bytes at `position`; fewer when the file ends first.
+    func read(at position: Int64, count: Int) throws(LogStoreError) -> [UInt8] {
+        precondition(count >= 0, "negative read length")
+        var failure: Int32? = nil
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var done = 0
+            while done < count {
+                let got = pread(descriptor, buffer.baseAddress! + done, count - done, off_t(position) + off_t(done))
+                if got < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    break
+                }
+                if got == 0 { break }
+                done += got
+            }
+            initialized = done
+        }
+        if let failure { throw SegmentFile.failure("read", path, code: failure) }
+        return bytes
+    }
+
+    /// Makes every byte written so far durable (`fdatasync`).
+    func sync() throws(LogStoreError) {
+        while fdatasync(descriptor) != 0 {
+            guard errno == EINTR else { throw SegmentFile.failure("fdatasync", path) }
+        }
+    }
+
+    /// Asks the kernel to start writing the file's dirty pages now, without
+    /// waiting: a group commit starts every segment's writeback before it
+    /// waits on any, so their journal commits overlap.
+    func startWriteback() {
+        _ = postduif_start_writeback(descriptor)
+    }
+
+    /// Cuts the file to `size` bytes.
+    func truncate(to size: Int64) throws(LogStoreError) {
+        while ftruncate(descriptor, off_t(size)) != 0 {
+            guard errno == EINTR else { throw SegmentFile.failure("truncate", path) }
+        }
+    }
+
+    /// Removes the file's name; open readers keep reading it until they let go.
+    func unlink() {
+        _ = Glibc.unlink(path)
+    }
+
+    /// Syncs a directory, so the files made or removed in it stay made or
+    /// removed after a machine crash.
+    static func syncDirectory(_ path: String) throws(LogStoreError) {
+        let opened = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard opened >= 0 else { throw failure("open directory", path) }
+        defer { close(opened) }
+        guard fsync(opened) == 0 else { throw failure("fsync directory", path) }
+    }
+}
+
+/// Where a stored batch lives, the value of its key in the `log` column
+/// family: its segment and position, and the header fields that reads,
+/// retention and truncation need without reading the batch itself.
+struct BatchLocation: Equatable {
+    var segmentBase: Int64
+    var position: Int64
+    var sizeBytes: Int
+    var lastOffset: Int64
+    var maxTimestamp: Int64
+
+    static let encodedCount = 1 + 8 + 8 + 4 + 8 + 8
+    static let formatVersion: UInt8 = 1
+
+    init(segmentBase: Int64, position: Int64, sizeBytes: Int, lastOffset: Int64, maxTimestamp: Int64) {
+        self.segmentBase = segmentBase
+        self.position = position
+        self.sizeBytes = sizeBytes
+        self.lastOffset = lastOffset
+        self.maxTimestamp = maxTimestamp
+    }
+
+    /// Decodes a stored location; nil when the bytes are not one (a store
+    /// written by an older layout, or damage).
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count == BatchLocation.encodedCount, bytes[0] == BatchLocation.formatVersion else { return nil }
+        segmentBase = Int64(bitPattern: Keys.readUInt64(bytes, at: 1))
+        position = Int64(bitPattern: Keys.readUInt64(bytes, at: 9))
+        sizeBytes = Int(Keys.readUInt32(bytes, at: 17))
+        lastOffset = Int64(bitPattern: Keys.readUInt64(bytes, at: 21))
+        maxTimestamp = Int64(bitPattern: Keys.readUInt64(bytes, at: 29))
+    }
+
+    func encoded() -> [UInt8] {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(BatchLocation.encodedCount)
+        bytes.append(BatchLocation.formatVersion)
+        Keys.append(&bytes, segmentBase)
+        Keys.append(&bytes, position)
+        Keys.append(&bytes, UInt32(sizeBytes))
+        Keys.append(&bytes, lastOffset)
+        Keys.append(&bytes, maxTimestamp)
+        return bytes
+    }
+
+    /// The end of the batch in its segment.
+    var end: Int64 { position + Int64(sizeBytes) }
+}
+
+extension [SegmentFile] {
+    /// The segment whose base offset is `base` (segments are sorted by it).
+    func segment(base: Int64) -> SegmentFile? {
+        var low = startIndex
+        var high = endIndex
+        while low < high {
+            let middle = (low + high) / 2
+            if self[middle].baseOffset < base { low = middle + 1 } else { high = middle }
+        }
+        return low < endIndex && self[low].baseOffset == base ? self[low] : nil
+    }
+}
