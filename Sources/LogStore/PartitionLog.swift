@@ -136,6 +136,9 @@ public final class PartitionLog: Sendable {
         var segments: [SegmentFile] = []
         /// Where the next batch goes in the last segment.
         var activeSize: Int64 = 0
+        /// Bytes appended since this partition last asked for writeback
+        /// (modes that do not sync: `GroupCommit.requestWriteback`).
+        var bytesSinceWriteback: Int64 = 0
 
         func encoded() -> [UInt8] {
             var writer = ByteWriter(capacity: 33)
@@ -222,6 +225,10 @@ public final class PartitionLog: Sendable {
         }
         return state
     }
+
+    /// How many bytes a partition appends, in modes that do not sync,
+    /// before it asks for its segment's writeback to start.
+    static let writebackBytes: Int64 = 4 << 20
 
     // MARK: Recovery
 
@@ -549,9 +556,16 @@ public final class PartitionLog: Sendable {
                 try? segment.truncate(to: position)
                 throw error
             }
+            if context.durability != .fsync {
+                next.bytesSinceWriteback += Int64(batch.sizeBytes)
+                if next.bytesSinceWriteback >= PartitionLog.writebackBytes {
+                    next.bytesSinceWriteback = 0
+                    context.groupCommit.requestWriteback(segment)
+                }
+            }
             state = next
             let result = AppendResult(baseOffset: baseOffset, lastOffset: location.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
-            return (result, context.groupCommit.noteWrite(segment))
+            return (result, context.groupCommit.noteWrite(context.durability == .fsync ? segment : nil))
         }
     }
 
