@@ -167,7 +167,7 @@ let package = Package(
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.
         .target(name: "TestSupport", dependencies: ["Coordination"], path: "Tests/TestSupport", swiftSettings: strictSettings),
-        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "TestSupport"], swiftSettings: strictSettings),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "TestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client")], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "Broker", "LogStore", "KafkaWire", "KafkaNIO", "Coordination", "TestSupport", .product(name: "Logging", package: "swift-log")],

@@ -74,21 +74,39 @@ public final class ClusterNode: Sendable {
     // MARK: The view and the roles
 
     /// Reads everything under the cluster's root, then follows its changes.
+    /// A watch that breaks (etcd restarted, a connection dropped) is not the
+    /// end of the node: it reads everything again and follows from there.
+    /// Only the lease's end stops the node (`keepAlive` throws), because
+    /// only then may others have taken over its partitions.
     func follow() async throws {
-        let (keyValues, revision) = try await coordination.list(prefix: membership.root)
-        for keyValue in keyValues { observe(keyValue, deleted: false) }
-        applyRoles()
-        for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
-            observe(event.keyValue, deleted: event.kind == .delete)
+        while !Task.isCancelled {
+            let (keyValues, revision) = try await coordination.list(prefix: membership.root)
+            var fresh = ClusterView.Snapshot()
+            for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, to: &fresh) }
+            view.update { $0 = fresh }
             applyRoles()
+            do {
+                for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
+                    observe(event.keyValue, deleted: event.kind == .delete)
+                    applyRoles()
+                }
+                logger.warning("the cluster watch ended; reading the cluster again")
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("the cluster watch broke; reading the cluster again", metadata: ["error": "\(error)"])
+            }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        throw CoordinationError.unavailable("the cluster watch ended")
     }
 
     private func observe(_ keyValue: KeyValue, deleted: Bool) {
         let root = membership.root
+        view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, to: &$0) }
+    }
+
+    private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, to snapshot: inout ClusterView.Snapshot) {
         let key = String(keyValue.key.dropFirst(root.count))
-        view.update { snapshot in
+        do {
             if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
                 snapshot.brokers[id] = deleted ? nil : String(decoding: keyValue.value, as: UTF8.self)
             } else if key == "controller" {
@@ -188,15 +206,27 @@ public final class ClusterNode: Sendable {
         while !Task.isCancelled {
             if try await membership.campaign(lease: lease) {
                 logger.info("controller", metadata: ["broker": "\(myID)"])
-                let driver = ControllerDriver(membership: membership, uncleanElection: false)
-                let revision = try await driver.load()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await driver.follow(fromRevision: revision + 1) }
-                    group.addTask { try await driver.followRecords(fromRevision: revision + 1) }
-                    try await group.next()
-                    group.cancelAll()
-                }
-                throw CoordinationError.unavailable("the controller's watch ended")
+                // The role lasts as long as the lease; a watch that breaks
+                // meanwhile (etcd restarted, a connection dropped) is not its
+                // end: the driver loads the cluster again and follows on.
+                repeat {
+                    do {
+                        let driver = ControllerDriver(membership: membership, uncleanElection: false)
+                        let revision = try await driver.load()
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            group.addTask { try await driver.follow(fromRevision: revision + 1) }
+                            group.addTask { try await driver.followRecords(fromRevision: revision + 1) }
+                            try await group.next()
+                            group.cancelAll()
+                        }
+                        logger.warning("the controller's watch ended; loading the cluster again")
+                    } catch {
+                        guard !Task.isCancelled else { return }
+                        logger.warning("the controller's watch broke; loading the cluster again", metadata: ["error": "\(error)"])
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                } while try await membership.controller() == myID
+                logger.warning("no longer the controller", metadata: ["broker": "\(myID)"])
             }
             // Someone else controls: ask again soon (the role frees when its
             // holder's lease ends; failover waits on this).

@@ -21,6 +21,16 @@ public final class EtcdClient: Coordination {
         self.client = client
     }
 
+    /// The client watches use: no read timeout. A watch on a quiet prefix
+    /// (the brokers of a stable cluster) receives nothing for as long as
+    /// nothing changes; `HTTPClient.shared` gives up after 90 s without a
+    /// byte, which ended the controller's watch, and with it the broker,
+    /// 90 s after the last registration. Lives as long as the process, so
+    /// it is never shut down.
+    static let watching = HTTPClient(
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+        configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(5), read: nil)))
+
     // MARK: Calls
 
     /// POSTs `body` to `path` on the first endpoint that answers; returns the decoded JSON object.
@@ -144,7 +154,8 @@ public final class EtcdClient: Coordination {
 
     public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self, throwing: (any Error).self)
-        let task = Task { [endpoints, client] in
+        let task = Task { [endpoints] in
+            let client = EtcdClient.watching
             let body: [String: Any] = ["create_request": [
                 "key": Self.base64(prefix), "range_end": Self.base64(prefixEnd(prefix)), "start_revision": String(fromRevision),
             ]]

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import TestSupport
 import Testing
@@ -83,6 +84,48 @@ func contract(_ store: any Coordination, expire: (Int64) async throws -> Void) a
             gone = try await store.get("/expiring") == nil
         }
         #expect(gone, "a key under an unrenewed lease outlived it")
+    }
+
+    /// A watch on a quiet prefix must outlive any read timeout of the
+    /// client the other calls use: a stable cluster's broker list changes
+    /// for hours at a time never, and a watch that timed out used to stop
+    /// the controller's broker 90 s after the last registration.
+    @Test func aWatchOutlivesTheCallsReadTimeoutOnAQuietPrefix() async throws {
+        let etcd = try EtcdProcess()
+        try await etcd.waitReady()
+        let impatient = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+            configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(1), read: .seconds(1))))
+        let store = EtcdClient(endpoints: [etcd.endpoint], client: impatient)
+        let revision = try await store.put("/quiet/first", [1])
+        let watch = Task {
+            var seen: [String] = []
+            for try await event in store.watch(prefix: "/quiet/", fromRevision: revision + 1) {
+                seen.append(event.keyValue.key)
+                if seen.count == 1 { break }
+            }
+            return seen
+        }
+        try await Task.sleep(for: .seconds(3))  // three read timeouts of quiet
+        _ = try await store.put("/quiet/second", [2])
+        let outcome: Result<[String], any Error>
+        do {
+            outcome = .success(try await withThrowingTaskGroup(of: [String].self) { group in
+                group.addTask { try await watch.value }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(10))
+                    watch.cancel()
+                    return ["timed out"]
+                }
+                let first = try await group.next() ?? []
+                group.cancelAll()
+                return first
+            })
+        } catch {
+            outcome = .failure(error)
+        }
+        try await impatient.shutdown()
+        #expect(try outcome.get() == ["/quiet/second"])
     }
 
     @Test func anUnreachableEtcdIsAClearError() async throws {

@@ -145,9 +145,10 @@ final class UncheckedBox<Value>: @unchecked Sendable {
     init(_ value: Value) { self.value = value }
 }
 
-/// The 10-million-message conversation store, built once and reused.
+/// The 10-million-message conversation store, built once and reused (v3:
+/// the segment-file layout of ADR 0013; stores of earlier layouts are refused).
 func historyStore(messagesCount: Int) throws -> LogStore {
-    let path = benchDirectory + "/postduif-bench-history-v2-\(messagesCount)"
+    let path = benchDirectory + "/postduif-bench-history-v3-\(messagesCount)"
     let marker = path + "/complete"
     if !FileManager.default.fileExists(atPath: marker) {
         try? FileManager.default.removeItem(atPath: path)
