@@ -55,11 +55,15 @@ class ServerProcess:
 
 
 class BrokerProcess(ServerProcess):
-    def __init__(self, data_dir=None, extra_args=()):
+    """`command_prefix` runs the broker through another command first
+    (`nsenter` into a mount namespace the test made, for example)."""
+
+    def __init__(self, data_dir=None, extra_args=(), command_prefix=()):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="postduif-compat-")
         self.port = free_port()
         self.http_port = free_port()
         self.extra_args = list(extra_args)
+        self.command_prefix = list(command_prefix)
         self.process = None
         self.log_path = os.path.join(self.data_dir + "-log.txt")
 
@@ -70,7 +74,7 @@ class BrokerProcess(ServerProcess):
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.http_port),
+            self.command_prefix + [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.http_port),
              "--data", self.data_dir,
              "--log-level", os.environ.get("POSTDUIF_TEST_LOG_LEVEL", "debug")] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)

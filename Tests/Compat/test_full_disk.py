@@ -1,0 +1,151 @@
+"""A full disk (the project's rules: "full disks ... keep every acknowledged
+record"). The broker's data directory is a 48 MiB tmpfs inside a mount
+namespace this test makes (`unshare --mount`), with an 8 MiB ballast file
+in it; a producer writes until the disk is full. The broker must refuse
+what it cannot store with a Kafka error, say why in its log, keep serving,
+and, restarted after the ballast is removed (an operator freeing space),
+hold every acknowledged message exactly once and take new ones.
+
+Mounting needs root; without it the test is reported as skipped, never as
+passed."""
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import BINARY, BrokerProcess
+
+TOPIC = "fill"
+
+
+def mount_namespace_allowed():
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+class SmallDisk:
+    """A tmpfs of `size` in a mount namespace held by a sleeping process;
+    it disappears with that process."""
+
+    def __init__(self, size="48m"):
+        self.path = tempfile.mkdtemp(prefix="postduif-full-disk-")
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
+        deadline = time.monotonic() + 10
+        # Wait until the holder runs in its own namespace.
+        while os.readlink("/proc/%d/ns/mnt" % self.holder.pid) == os.readlink("/proc/self/ns/mnt"):
+            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
+            time.sleep(0.02)
+        self.run("mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", self.path)
+
+    @property
+    def enter(self):
+        return ["nsenter", "--target", str(self.holder.pid), "--mount", "--"]
+
+    def run(self, *command):
+        return subprocess.run(self.enter + list(command), check=True, capture_output=True)
+
+    def remove(self):
+        self.holder.kill()
+        self.holder.wait()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture
+def small_disk():
+    if not mount_namespace_allowed():
+        pytest.skip("a tmpfs in a private mount namespace needs root, unshare and nsenter")
+    disk = SmallDisk()
+    try:
+        yield disk
+    finally:
+        disk.remove()
+
+
+def produce(address, values, timeout=60):
+    """Produces `values` (acks=all); returns the values acknowledged and the errors seen."""
+    acknowledged, errors = [], []
+    producer = Producer({"bootstrap.servers": address, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": 8000})
+
+    def on_delivery(error, message):
+        if error is None:
+            acknowledged.append(message.value().decode()[:12])
+        else:
+            errors.append(error.name())
+
+    for value in values:
+        while True:
+            try:
+                producer.produce(TOPIC, value=value.encode() + b"." * 1000, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(timeout) == 0, "deliveries still pending after %d s" % timeout
+    return acknowledged, errors
+
+
+def consume_all(address):
+    consumer = Consumer({"bootstrap.servers": address, "group.id": "full-disk-check", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    end = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)[1]
+    consumer.assign([TopicPartition(TOPIC, 0, 0)])
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(seen) < end and time.monotonic() < deadline:
+        for message in consumer.consume(num_messages=5000, timeout=1.0):
+            if message.error() is None:
+                seen.append(message.value().decode()[:12])
+    consumer.close()
+    return seen, end
+
+
+def test_a_full_disk_refuses_with_an_error_and_keeps_every_acknowledged_message(small_disk):
+    assert os.path.exists(BINARY), "build the broker first (swift build): %s" % BINARY
+    small_disk.run("dd", "if=/dev/zero", "of=%s/ballast" % small_disk.path, "bs=1M", "count=8")
+    broker = BrokerProcess(data_dir=small_disk.path + "/data", command_prefix=small_disk.enter)
+    broker.log_path = small_disk.path + "-log.txt"
+    try:
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.address})
+        for future in admin.create_topics([NewTopic(TOPIC, 1, 1)]).values():
+            future.result(10)
+
+        # 60,000 messages of 1 KiB: more than the 40 MiB left.
+        values = ["m%011d" % n for n in range(60_000)]
+        acknowledged, errors = produce(broker.address, values)
+        assert errors, "the disk never filled up"
+        assert len(acknowledged) > 10_000, "far too little was stored before the disk filled up"
+        assert broker.alive(), "the broker died of a full disk: " + broker.read_log()
+        log = broker.read_log()
+        assert "No space left on device" in log, log
+        # Still serving: metadata, and reads of what it holds.
+        assert TOPIC in admin.list_topics(timeout=10).topics
+        seen, _ = consume_all(broker.address)
+        assert set(acknowledged) <= set(seen)
+        broker.stop()
+
+        # An operator frees space; the broker comes back with everything.
+        small_disk.run("rm", small_disk.path + "/ballast")
+        broker.start()
+        seen, end = consume_all(broker.address)
+        assert len(seen) == end
+        assert len(seen) == len(set(seen)), "a message was stored twice"
+        assert seen == sorted(seen), "messages out of order"
+        missing = set(acknowledged) - set(seen)
+        assert not missing, "%d acknowledged messages lost, e.g. %s" % (len(missing), sorted(missing)[:3])
+        more, errors = produce(broker.address, ["n%011d" % n for n in range(1000)])
+        assert not errors and len(more) == 1000, errors[:3]
+    finally:
+        if broker.alive():
+            broker.stop()
+        try:
+            os.unlink(broker.log_path)
+        except OSError:
+            pass
