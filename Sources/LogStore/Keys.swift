@@ -18,7 +18,7 @@ enum Keys {
         return bytes
     }
 
-    /// Log column family: prefix + base offset → the stored batch.
+    /// Log column family: prefix + base offset → the batch's location (`BatchLocation`).
     static func batch(prefix: [UInt8], baseOffset: Int64) -> [UInt8] {
         precondition(baseOffset >= 0, "negative base offset \(baseOffset)")
         var bytes = prefix
@@ -113,26 +113,5 @@ enum Keys {
         var value: UInt32 = 0
         for offset in 0..<4 { value = value << 8 | UInt32(bytes[index + offset]) }
         return value
-    }
-}
-
-/// Offsets and sizes read straight from a stored batch's header, without
-/// a full parse (the batch was validated when it was appended).
-struct StoredBatchHeader {
-    var baseOffset: Int64
-    var lastOffset: Int64
-    var maxTimestamp: Int64
-    var sizeBytes: Int
-
-    init(_ bytes: UnsafeRawBufferPointer) {
-        precondition(bytes.count >= 61, "stored batch shorter than a batch header")
-        baseOffset = Int64(bitPattern: Keys.readUInt64(bytes, at: 0))
-        lastOffset = baseOffset + Int64(Int32(bitPattern: Keys.readUInt32(bytes, at: 23)))
-        maxTimestamp = Int64(bitPattern: Keys.readUInt64(bytes, at: 35))
-        sizeBytes = bytes.count
-    }
-
-    init(_ bytes: [UInt8]) {
-        self = bytes.withUnsafeBytes { StoredBatchHeader($0) }
     }
 }

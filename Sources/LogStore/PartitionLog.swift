@@ -97,12 +97,14 @@ public struct PartitionSummary: Sendable {
     public var producerCount: Int
 }
 
-/// One partition's log: batches keyed by base offset, its conversation
-/// index, leader-epoch cache and producer state, in the store's RocksDB.
+/// One partition's log: its batches in segment files, and in the store's
+/// RocksDB their locations keyed by base offset, its conversation index,
+/// leader-epoch cache and producer state (Docs/adr/0013).
 ///
 /// Appends to one partition are serialised by a mutex (offsets must be
 /// handed out in order, and the conversation sequences with them); reads
-/// take the mutex only to copy the offsets and then read RocksDB directly.
+/// take the mutex only to copy the offsets and the segment list, then read
+/// RocksDB and the segments directly.
 public final class PartitionLog: Sendable {
     public let topicName: String
     public let topicID: UInt32
@@ -430,8 +432,9 @@ public final class PartitionLog: Sendable {
     // MARK: Append
 
     /// Appends a batch a producer sent: validates it, gives it the next
-    /// offsets, stamps the leader epoch, indexes its conversations and records
-    /// the producer's sequence, all in one RocksDB write. Returns once the
+    /// offsets, stamps the leader epoch, writes it to the active segment, and
+    /// records its location, its conversations' index entries and the
+    /// producer's sequence in one RocksDB write. Returns once the
     /// write is durable under the store's durability mode.
     ///
     /// A retry of one of an idempotent producer's last five batches writes
