@@ -359,7 +359,7 @@ public final class Broker: Sendable {
     /// or an ISR change): record it and wake the fetches waiting for data.
     func committed(_ log: PartitionLog, upTo committed: Int64) {
         try? log.advanceHighWatermark(to: committed)
-        notifier.notify()
+        notifier.notify(PartitionID(topic: log.topicName, index: log.index))
     }
 
     /// In a cluster, only the leader takes produces and consumer fetches.
@@ -475,7 +475,7 @@ public final class Broker: Sendable {
                     try partition.advanceHighWatermark(to: committed)
                 }
                 // Followers long-polling at the old log end have something to copy.
-                notifier.notify()
+                notifier.notify(id)
                 if acks == -1 {
                     guard await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout) else {
                         return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
@@ -487,7 +487,7 @@ public final class Broker: Sendable {
             } else {
                 // A single node commits what is durable under its durability mode.
                 try partition.advanceHighWatermark(to: result.lastOffset + 1)
-                notifier.notify()
+                notifier.notify(PartitionID(topic: topic, index: index))
             }
             metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
@@ -535,14 +535,15 @@ public final class Broker: Sendable {
         let wait = min(Duration.milliseconds(max(0, Int64(request.maxWaitMilliseconds))), configuration.fetchWaitMax)
         let clock = ContinuousClock()
         let deadline = clock.now + wait
+        let partitions = request.topics.flatMap { topic in topic.partitions.map { PartitionID(topic: topic.name, index: $0.index) } }
         while true {
-            let generation = notifier.generation
+            let generation = notifier.generation(of: partitions)
             let (response, bytesCount, failed) = readFetch(request, version: version)
             let now = clock.now
             if bytesCount >= Int(request.minBytes) || failed || now >= deadline || Task.isCancelled {
                 return response
             }
-            await notifier.wait(afterGeneration: generation, timeout: deadline - now)
+            await notifier.wait(on: partitions, afterGeneration: generation, timeout: deadline - now)
         }
     }
 

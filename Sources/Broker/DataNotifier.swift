@@ -1,42 +1,73 @@
+import Cluster
 import Synchronization
 
-/// Wakes long-polling fetches when new data commits. A generation counter
-/// moves on every commit; a fetch that saw generation g waits until it moves
-/// past g or its deadline passes.
+/// Wakes long-polling fetches (and fan-out workers) when a partition they
+/// read gets new data. Each partition has a generation counter that moves
+/// when it is appended to or its high watermark moves; a waiter reads the
+/// sum of its partitions' counters, and waits until that sum moves or its
+/// deadline passes.
+///
+/// Per partition, because one counter for the whole broker woke every
+/// waiting fetch on every append anywhere: in a three-broker cluster at
+/// 17,000 messages a second each parked consumer and follower fetch re-read
+/// all its partitions thousands of times a second for nothing.
 final class DataNotifier: Sendable {
+    private struct Waiter {
+        var continuation: CheckedContinuation<Void, Never>
+        var partitions: [PartitionID]
+    }
+
     private struct State {
-        var generation: UInt64 = 0
-        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var generations: [PartitionID: UInt64] = [:]
+        var waiters: [UInt64: Waiter] = [:]
+        var waitersByPartition: [PartitionID: Set<UInt64>] = [:]
         var nextWaiterID: UInt64 = 0
+
+        func generation(of partitions: [PartitionID]) -> UInt64 {
+            partitions.reduce(0) { $0 &+ (generations[$1] ?? 0) }
+        }
+
+        /// Removes a waiter from every partition it waits on.
+        mutating func take(_ id: UInt64) -> CheckedContinuation<Void, Never>? {
+            guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+            for partition in waiter.partitions {
+                waitersByPartition[partition]?.remove(id)
+                if waitersByPartition[partition]?.isEmpty == true { waitersByPartition[partition] = nil }
+            }
+            return waiter.continuation
+        }
     }
 
     private let state = Mutex(State())
 
-    var generation: UInt64 { state.withLock { $0.generation } }
-
-    /// Data committed somewhere: every waiter re-checks.
-    func notify() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.generation &+= 1
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters.values)
-        }
-        waiters.forEach { $0.resume() }
+    /// The sum of the partitions' generations: it moves when any of them does.
+    func generation(of partitions: [PartitionID]) -> UInt64 {
+        state.withLock { $0.generation(of: partitions) }
     }
 
-    /// Returns when the generation moves past `seen`, the timeout passes, or
-    /// the task is cancelled.
-    func wait(afterGeneration seen: UInt64, timeout: Duration) async {
+    /// A partition has new data: its waiters re-check.
+    func notify(_ partition: PartitionID) {
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.generations[partition, default: 0] &+= 1
+            guard let ids = state.waitersByPartition[partition] else { return [] }
+            return ids.compactMap { state.take($0) }
+        }
+        ready.forEach { $0.resume() }
+    }
+
+    /// Returns when the partitions' generation moves past `seen`, the
+    /// timeout passes, or the task is cancelled.
+    func wait(on partitions: [PartitionID], afterGeneration seen: UInt64, timeout: Duration) async {
         guard timeout > .zero else { return }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitForChange(after: seen) }
+            group.addTask { await self.waitForChange(on: partitions, after: seen) }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
         }
     }
 
-    private func waitForChange(after seen: UInt64) async {
+    private func waitForChange(on partitions: [PartitionID], after seen: UInt64) async {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiterID &+= 1
             return state.nextWaiterID
@@ -46,14 +77,15 @@ final class DataNotifier: Sendable {
                 let resumeNow = state.withLock { state -> Bool in
                     // Re-checked under the lock: a commit between the caller's
                     // read and this registration must not be missed.
-                    if state.generation != seen || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
+                    if state.generation(of: partitions) != seen || Task.isCancelled { return true }
+                    state.waiters[id] = Waiter(continuation: continuation, partitions: partitions)
+                    for partition in partitions { state.waitersByPartition[partition, default: []].insert(id) }
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            let continuation = state.withLock { $0.waiters.removeValue(forKey: id) }
+            let continuation = state.withLock { $0.take(id) }
             continuation?.resume()
         }
     }

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import KafkaWire
 import LogStore
@@ -196,11 +197,12 @@ public final class FanOut: Sendable {
         state.withLock { $0.workers[partition] = (id, position) }
         logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(position)"])
         var sequences: [[UInt8]: UInt64] = [:]
+        let watched = [PartitionID(topic: FanOutTopics.conversations, index: partition)]
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
-            let generation = broker.notifier.generation
+            let generation = broker.notifier.generation(of: watched)
             let highWatermark = log.highWatermark
             guard position < highWatermark else {
-                await broker.notifier.wait(afterGeneration: generation, timeout: .milliseconds(500))
+                await broker.notifier.wait(on: watched, afterGeneration: generation, timeout: .milliseconds(500))
                 continue
             }
             logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(position)", "highWatermark": "\(highWatermark)"])

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import KafkaWire
 import LogStore
@@ -150,7 +151,7 @@ final class TestBroker {
         let partition = try test.store.partition(topic: "t", index: 0)
         _ = try await partition.append(batch)
         try partition.advanceHighWatermark(to: 1)
-        broker.notifier.notify()
+        broker.notifier.notify(PartitionID(topic: "t", index: 0))
         let response = try #require(try await fetched)
         #expect(clock.now - started < .seconds(25), "the fetch ended because of the produce, not its timeout")
         var reader = ByteReader(response)
@@ -159,6 +160,24 @@ final class TestBroker {
         let decoded = try FetchResponse.decode(&reader, version: 11)
         #expect(decoded.topics.first?.partitions.first?.highWatermark == 1)
         #expect(decoded.topics.first?.partitions.first?.batches.isEmpty == false)
+    }
+
+    /// A partition's news wakes only its own waiters: one counter for the
+    /// whole broker woke every parked fetch on every append anywhere.
+    @Test func dataNotificationsArePerPartition() async throws {
+        let notifier = DataNotifier()
+        let mine = [PartitionID(topic: "t", index: 0), PartitionID(topic: "t", index: 1)]
+        let before = notifier.generation(of: mine)
+        notifier.notify(PartitionID(topic: "t", index: 2))
+        notifier.notify(PartitionID(topic: "u", index: 0))
+        #expect(notifier.generation(of: mine) == before)
+        async let woken: Void = notifier.wait(on: mine, afterGeneration: before, timeout: .seconds(60))
+        notifier.notify(PartitionID(topic: "t", index: 1))
+        let clock = ContinuousClock()
+        let started = clock.now
+        await woken
+        #expect(clock.now - started < .seconds(30), "woken by its partition's news, not by the timeout")
+        #expect(notifier.generation(of: mine) != before)
     }
 
     @Test func fetchSessionsAreDeclined() async throws {
