@@ -743,7 +743,12 @@ public final class PartitionLog: Sendable {
             var cursor = 0
             for location in locations[runStart..<runEnd] {
                 guard cursor + location.sizeBytes <= bytes.count else { return batches }
-                batches.append(runEnd - runStart == 1 ? bytes : Array(bytes[cursor..<(cursor + location.sizeBytes)]))
+                let batch = runEnd - runStart == 1 ? bytes : Array(bytes[cursor..<(cursor + location.sizeBytes)])
+                // A follower's truncation may have cut and rewritten this
+                // place since the location was read: hand out only the
+                // batch the location speaks of.
+                guard PartitionLog.lastOffset(of: batch) == location.lastOffset else { return batches }
+                batches.append(batch)
                 cursor += location.sizeBytes
             }
             runStart = runEnd
@@ -755,10 +760,23 @@ public final class PartitionLog: Sendable {
     /// or too short (see `readBatches`).
     /// `refreshable`: the caller does not hold the state's lock, and a
     /// segment missing from its snapshot (rolled since) is looked up again.
-    private func readBatch(at location: BatchLocation, segments: [SegmentFile], refreshable: Bool = false) throws(LogStoreError) -> [UInt8]? {
+    /// `checked`: only the batch the location speaks of (its header names
+    /// the location's last offset); `verify` reads unchecked, to report
+    /// what is wrong with the bytes there.
+    private func readBatch(at location: BatchLocation, segments: [SegmentFile], refreshable: Bool = false, checked: Bool = true) throws(LogStoreError) -> [UInt8]? {
         guard let segment = segment(base: location.segmentBase, in: segments, refreshable: refreshable) else { return nil }
         let bytes = try segment.read(at: location.position, count: location.sizeBytes)
-        return bytes.count == location.sizeBytes ? bytes : nil
+        guard bytes.count == location.sizeBytes else { return nil }
+        return !checked || PartitionLog.lastOffset(of: bytes) == location.lastOffset ? bytes : nil
+    }
+
+    /// The last offset a stored batch's header names (base offset plus
+    /// last offset delta), or nil when the bytes are too short for a header.
+    static func lastOffset(of batch: [UInt8]) -> Int64? {
+        guard batch.count >= RecordBatch.headerBytesCount else { return nil }
+        return batch.withUnsafeBytes { bytes in
+            Int64(bitPattern: Keys.readUInt64(bytes, at: 0)) + Int64(Int32(bitPattern: Keys.readUInt32(bytes, at: 23)))
+        }
     }
 
     // MARK: Conversation history
@@ -1204,7 +1222,7 @@ public final class PartitionLog: Sendable {
                 guard let location = BatchLocation(iterator.valueView) else {
                     throw LogStoreError(.corrupt, "its location is unreadable")
                 }
-                guard let stored = try readBatch(at: location, segments: segments, refreshable: true) else {
+                guard let stored = try readBatch(at: location, segments: segments, refreshable: true, checked: false) else {
                     throw LogStoreError(.corrupt, "segment \(location.segmentBase) lacks its \(location.sizeBytes) bytes at \(location.position)")
                 }
                 let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
