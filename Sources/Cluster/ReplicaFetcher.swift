@@ -99,6 +99,10 @@ public final class ReplicaFetcher: Sendable {
         let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         var appended = 0
         var refused = 0
+        // Every batch of the answer is written first and made durable once
+        // (in `fsync` mode a sync covers all of them): the log end this
+        // follower reports in its next fetch is durable by then.
+        var pending: [(log: PartitionLog, append: PendingAppend, highWatermark: Int64)] = []
         for topic in response.topics {
             for answer in topic.partitions {
                 guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
@@ -108,15 +112,25 @@ public final class ReplicaFetcher: Sendable {
                     refused += 1
                     continue
                 }
+                var last: PendingAppend? = nil
                 for blob in answer.batches {
                     for batch in try RecordBatch.split(stored: blob) where batch.baseOffset >= log.logEndOffset {
-                        _ = try await log.appendReplica(batch.bytes, fence: fences[position])
+                        last = try log.writeReplica(batch.bytes, fence: fences[position])
                         appended += 1
                     }
                 }
-                let committed = min(answer.highWatermark, log.logEndOffset)
-                if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
+                if let last {
+                    pending.append((log, last, answer.highWatermark))
+                } else {
+                    let committed = min(answer.highWatermark, log.logEndOffset)
+                    if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
+                }
             }
+        }
+        for (log, append, highWatermark) in pending {
+            _ = try await append.durable()
+            let committed = min(highWatermark, log.logEndOffset)
+            if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
         }
         if refused > 0 && appended == 0 {
             // A broker that no longer leads answers at once: do not spin on it

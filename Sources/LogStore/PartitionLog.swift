@@ -486,6 +486,13 @@ public final class PartitionLog: Sendable {
     }
 
     public func appendReplica(_ bytes: [UInt8], fence: UInt64? = nil) async throws -> AppendResult {
+        try await writeReplica(bytes, fence: fence).durable()
+    }
+
+    /// `appendReplica` without waiting for durability: a follower writes
+    /// every batch of a fetch answer and then waits once, for the last, so
+    /// catching up costs a sync per fetch rather than per batch.
+    public func writeReplica(_ bytes: [UInt8], fence: UInt64? = nil) throws -> PendingAppend {
         let batch: RecordBatch
         var conversations: [[UInt8]] = []
         do {
@@ -497,7 +504,7 @@ public final class PartitionLog: Sendable {
             throw LogStoreError(.batchRefused(error), "replicated batch refused for \(topicName)/\(index): \(error)")
         }
         let (result, ticket) = try appendLocked(batch, conversations: conversations, leaderEpoch: batch.partitionLeaderEpoch, replica: true, fence: fence)
-        return try await PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil).durable()
+        return PendingAppend(result: result, ticket: ticket, groupCommit: context.durability == .fsync ? context.groupCommit : nil)
     }
 
     static func conversationKeys(of batch: RecordBatch) throws(RecordBatchError) -> [[UInt8]] {
