@@ -305,7 +305,9 @@ public final class PartitionLog: Sendable {
             var segmentIndex: Int
             var position: Int64
             if let lastGood {
-                segmentIndex = segments.firstIndex { $0.baseOffset == lastGood.segmentBase }!
+                // Missing only when a cleanly closed store lost a segment
+                // file (damage, for `verify`): nothing is scanned or cut then.
+                segmentIndex = segments.firstIndex { $0.baseOffset == lastGood.segmentBase } ?? segments.count
                 position = lastGood.end
             } else {
                 // No location: the log is empty (or emptied by retention) in
@@ -364,6 +366,9 @@ public final class PartitionLog: Sendable {
                     repairs.append("removed \(later.count) segment files after a gap")
                 }
                 state.activeSize = position
+            } else if let last = segments.last {
+                // Appends go after whatever the last segment holds, never over it.
+                state.activeSize = try last.size()
             }
             if replayed > 0 {
                 try storage { try context.database.flushWAL(sync: true) }

@@ -124,6 +124,34 @@ import Testing
         #expect(partition.summary.sizeBytes == Int64(try partition.read(from: 0, bytesMax: Int.max).bytesCount))
     }
 
+    @Test func aCleanlyClosedStoreMissingASegmentFileOpensReportsItAndAppendsAfterTheRest() async throws {
+        let path = NSTemporaryDirectory() + "postduif-missing-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var options = LogStoreOptions()
+        options.segmentBytes = 4096
+        var store = try LogStore(path: path, options: options)
+        try store.createTopic("t", configuration: TopicConfiguration())
+        var partition = try store.partition(topic: "t", index: 0)
+        for round in 0..<6 {
+            _ = try await partition.append(makeBatch(count: 1, valuePrefix: "b\(round)-", valueBytes: 1000))
+        }
+        let segments = partition.segmentPaths
+        #expect(segments.count >= 2)
+        store.close()
+        // A lost file: the newest segment, and with it the newest locations' batches.
+        try FileManager.default.removeItem(atPath: try #require(segments.last))
+        let remaining = try size(segments[segments.count - 2])
+
+        store = try LogStore(path: path, options: options)
+        defer { store.close() }
+        partition = try store.partition(topic: "t", index: 0)
+        #expect(try !partition.verify().isEmpty, "the lost batches are reported as damage")
+        _ = try await partition.append(makeBatch(count: 1, valuePrefix: "after-"))
+        // Nothing the remaining segment held was written over.
+        #expect(try size(segments[segments.count - 2]) >= remaining)
+        #expect(try partition.read(from: 0, bytesMax: Int.max).parsed.first?.baseOffset == 0)
+    }
+
     @Test func segmentsRollAndRetentionRemovesWholeSegments() async throws {
         let path = NSTemporaryDirectory() + "postduif-segments-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: path) }
