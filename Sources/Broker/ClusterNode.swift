@@ -106,22 +106,20 @@ public final class ClusterNode: Sendable {
 
     private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, to snapshot: inout ClusterView.Snapshot) {
         let key = String(keyValue.key.dropFirst(root.count))
-        do {
-            if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
-                snapshot.brokers[id] = deleted ? nil : String(decoding: keyValue.value, as: UTF8.self)
-            } else if key == "controller" {
-                snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
-            } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
-                snapshot.assignments[assignment.name] = assignment
-            } else if key.hasPrefix("partitions/") {
-                let rest = key.dropFirst("partitions/".count)
-                guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { return }
-                let id = PartitionID(topic: String(rest[..<slash]), index: index)
-                if deleted {
-                    snapshot.records[id] = nil
-                } else if let record = try? JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value)) {
-                    snapshot.records[id] = (record, keyValue.modRevision)
-                }
+        if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
+            snapshot.brokers[id] = deleted ? nil : String(decoding: keyValue.value, as: UTF8.self)
+        } else if key == "controller" {
+            snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
+        } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
+            snapshot.assignments[assignment.name] = assignment
+        } else if key.hasPrefix("partitions/") {
+            let rest = key.dropFirst("partitions/".count)
+            guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { return }
+            let id = PartitionID(topic: String(rest[..<slash]), index: index)
+            if deleted {
+                snapshot.records[id] = nil
+            } else if let record = try? JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value)) {
+                snapshot.records[id] = (record, keyValue.modRevision)
             }
         }
     }

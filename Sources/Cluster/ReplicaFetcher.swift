@@ -102,7 +102,7 @@ public final class ReplicaFetcher: Sendable {
         // Every batch of the answer is written first and made durable once
         // (in `fsync` mode a sync covers all of them): the log end this
         // follower reports in its next fetch is durable by then.
-        var pending: [(log: PartitionLog, append: PendingAppend, highWatermark: Int64)] = []
+        var copied: [(log: PartitionLog, last: PendingAppend?, highWatermark: Int64)] = []
         for topic in response.topics {
             for answer in topic.partitions {
                 guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
@@ -119,16 +119,11 @@ public final class ReplicaFetcher: Sendable {
                         appended += 1
                     }
                 }
-                if let last {
-                    pending.append((log, last, answer.highWatermark))
-                } else {
-                    let committed = min(answer.highWatermark, log.logEndOffset)
-                    if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
-                }
+                copied.append((log, last, answer.highWatermark))
             }
         }
-        for (log, append, highWatermark) in pending {
-            _ = try await append.durable()
+        for (log, last, highWatermark) in copied {
+            if let last { _ = try await last.durable() }
             let committed = min(highWatermark, log.logEndOffset)
             if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
         }

@@ -279,15 +279,17 @@ public final class PartitionLog: Sendable {
             var cut: Int64? = nil
             while iterator.isValid {
                 let base = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
-                if let location = BatchLocation(iterator.valueView), let stored = try readBatch(at: location, segments: segments),
-                   let batch = try? RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax), batch.baseOffset == base
-                {
+                let location = BatchLocation(iterator.valueView)
+                // After a clean close nothing was being written: the last
+                // location stands unread, and a batch failing its check is
+                // damage, which `verify` reports, never a torn write to cut.
+                if let location, context.closedCleanly {
                     lastGood = location
                     break
                 }
-                if context.closedCleanly, let location = BatchLocation(iterator.valueView) {
-                    // Nothing was being written: this is damage, which
-                    // `verify` reports, never a torn write to cut away.
+                if let location, let stored = try readBatch(at: location, segments: segments),
+                   let batch = try? RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax), batch.baseOffset == base
+                {
                     lastGood = location
                     break
                 }
