@@ -138,8 +138,6 @@ public final class PartitionLog: Sendable {
         var segments: [SegmentFile] = []
         /// Where the next batch goes in the last segment.
         var activeSize: Int64 = 0
-        /// When the high watermark was last written on its own.
-        var highWatermarkPersisted = ContinuousClock.now
         /// Bytes appended since this partition last asked for writeback
         /// (modes that do not sync: `GroupCommit.requestWriteback`).
         var bytesSinceWriteback: Int64 = 0
@@ -409,23 +407,14 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    /// Moves the high watermark forward (never back, never past the log end).
-    /// The owner decides when: after a sync on a single node, when the
-    /// in-sync replicas have the data in a cluster.
-    ///
-    /// It is persisted with the next append's partition state, or on its own
-    /// at most once a second, and at a clean close: a put per advance was
-    /// a RocksDB write per follower fetch. A high watermark found behind after
-    /// a crash is harmless: a single node sets it to the log end at start,
-    /// and a cluster's leader moves it on from its followers' positions.
+    /// Moves the high watermark forward (never back, never past the log end)
+    /// and persists it. The owner decides when: after a sync on a single node,
+    /// when the in-sync replicas have the data in a cluster.
     public func advanceHighWatermark(to offset: Int64) throws(LogStoreError) {
-        let now = ContinuousClock.now
         let record: [UInt8]? = state.withLock { state in
             let target = min(offset, state.logEndOffset)
             guard target > state.highWatermark else { return nil }
             state.highWatermark = target
-            guard now - state.highWatermarkPersisted >= .seconds(1) else { return nil }
-            state.highWatermarkPersisted = now
             return state.encoded()
         }
         guard let record else { return }
@@ -1205,13 +1194,10 @@ public final class PartitionLog: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Syncs every segment and writes the partition state with the newest
-    /// high watermark (a clean close, whatever the durability mode).
+    /// Syncs every segment (a clean close, whatever the durability mode).
     func syncSegments() throws(LogStoreError) {
-        let (segments, record, deleted) = state.withLock { ($0.segments, $0.encoded(), $0.isDeleted) }
+        let segments = state.withLock { $0.segments }
         for segment in segments { try segment.sync() }
-        guard !deleted else { return }
-        try storage { try context.database.put(prefix, record, in: context.families.partitionState) }
     }
 
     /// The paths of the partition's segment files, oldest first (for operators and tests).
