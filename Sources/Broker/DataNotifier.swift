@@ -1,4 +1,5 @@
 import Cluster
+import NIOCore
 import Synchronization
 
 /// Wakes long-polling fetches (and fan-out workers) when a partition they
@@ -15,6 +16,7 @@ final class DataNotifier: Sendable {
     private struct Waiter {
         var continuation: CheckedContinuation<Void, Never>
         var partitions: [PartitionID]
+        var timer: UInt64? = nil
     }
 
     private struct State {
@@ -28,17 +30,19 @@ final class DataNotifier: Sendable {
         }
 
         /// Removes a waiter from every partition it waits on.
-        mutating func take(_ id: UInt64) -> CheckedContinuation<Void, Never>? {
+        mutating func take(_ id: UInt64) -> Waiter? {
             guard let waiter = waiters.removeValue(forKey: id) else { return nil }
             for partition in waiter.partitions {
                 waitersByPartition[partition]?.remove(id)
                 if waitersByPartition[partition]?.isEmpty == true { waitersByPartition[partition] = nil }
             }
-            return waiter.continuation
+            return waiter
         }
     }
 
     private let state = Mutex(State())
+    /// Fetch waits are 500 ms by default; 5 ms is within Kafka's own precision.
+    let timeouts = ParkedTimeouts(tick: .milliseconds(5))
 
     /// The sum of the partitions' generations: it moves when any of them does.
     func generation(of partitions: [PartitionID]) -> UInt64 {
@@ -47,27 +51,25 @@ final class DataNotifier: Sendable {
 
     /// A partition has new data: its waiters re-check.
     func notify(_ partition: PartitionID) {
-        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let ready = state.withLock { state -> [Waiter] in
             state.generations[partition, default: 0] &+= 1
             guard let ids = state.waitersByPartition[partition] else { return [] }
             return ids.compactMap { state.take($0) }
         }
-        ready.forEach { $0.resume() }
+        for waiter in ready {
+            if let timer = waiter.timer { timeouts.remove(timer) }
+            waiter.continuation.resume()
+        }
     }
 
     /// Returns when the partitions' generation moves past `seen`, the
     /// timeout passes, or the task is cancelled.
+    ///
+    /// One continuation per park, its timeout in `ParkedTimeouts`: a broker
+    /// parks thousands of fetches a second, and a task group with a sleeping
+    /// child per park cost two tasks and a timer each.
     func wait(on partitions: [PartitionID], afterGeneration seen: UInt64, timeout: Duration) async {
         guard timeout > .zero else { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitForChange(on: partitions, after: seen) }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func waitForChange(on partitions: [PartitionID], after seen: UInt64) async {
         let id = state.withLock { state -> UInt64 in
             state.nextWaiterID &+= 1
             return state.nextWaiterID
@@ -82,11 +84,25 @@ final class DataNotifier: Sendable {
                     for partition in partitions { state.waitersByPartition[partition, default: []].insert(id) }
                     return false
                 }
-                if resumeNow { continuation.resume() }
+                if resumeNow {
+                    continuation.resume()
+                    return
+                }
+                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+                    state.withLock { $0.take(id) }?.continuation.resume()
+                }
+                // A notification may have taken the waiter meanwhile.
+                let stillWaiting = state.withLock { state -> Bool in
+                    guard state.waiters[id] != nil else { return false }
+                    state.waiters[id]?.timer = timer
+                    return true
+                }
+                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
-            let continuation = state.withLock { $0.take(id) }
-            continuation?.resume()
+            guard let waiter = state.withLock({ $0.take(id) }) else { return }
+            if let timer = waiter.timer { timeouts.remove(timer) }
+            waiter.continuation.resume()
         }
     }
 }

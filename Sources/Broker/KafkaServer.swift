@@ -56,6 +56,13 @@ public struct KafkaServer: Sendable {
         }
     }
 
+    /// An answer in request order: ready, or a Produce's waiting for its
+    /// sync (a task only for those: most answers are ready at once).
+    private enum Answer: Sendable {
+        case ready([UInt8]?)
+        case pending(Task<[UInt8]?, Never>)
+    }
+
     /// How many Produce answers one connection may have waiting for their
     /// sync; past it the connection reads no more until the oldest is durable.
     static let pipelineDepthMax = 16
@@ -73,11 +80,16 @@ public struct KafkaServer: Sendable {
                 // reader goes on to write the next Produce meanwhile (they
                 // share a sync); any other request first waits until every
                 // earlier Produce is durable, so it sees what they wrote.
-                let (answers, answerQueue) = AsyncStream.makeStream(of: Task<[UInt8]?, Never>.self)
+                let (answers, answerQueue) = AsyncStream.makeStream(of: Answer.self)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await answer in answers {
-                            if let response = await answer.value {
+                            let response: [UInt8]?
+                            switch answer {
+                            case .ready(let bytes): response = bytes
+                            case .pending(let task): response = await task.value
+                            }
+                            if let response {
                                 metrics.bytesOut.increment(by: Int64(response.count))
                                 try await outbound.write(ByteBuffer(bytes: response))
                             }
@@ -100,10 +112,10 @@ public struct KafkaServer: Sendable {
                             do throws(CloseConnection) {
                                 switch try await broker.stage(frame: bytes, session: &session) {
                                 case .ready(let response):
-                                    answerQueue.yield(Task { response })
+                                    answerQueue.yield(.ready(response))
                                 case .pending(let finish):
                                     let task = Task { await finish() }
-                                    answerQueue.yield(task)
+                                    answerQueue.yield(.pending(task))
                                     waiting.append(task)
                                     if waiting.count >= Self.pipelineDepthMax {
                                         _ = await waiting.removeFirst().value

@@ -1,5 +1,6 @@
 import Cluster
 import Foundation
+import NIOCore
 import LogStore
 import Synchronization
 
@@ -12,18 +13,22 @@ public final class ReplicationState: Sendable {
     struct Waiter {
         let offset: Int64
         let continuation: CheckedContinuation<Bool, Never>
+        var timer: UInt64? = nil
     }
 
     struct State {
         var trackers: [PartitionID: ReplicaTracker] = [:]
         var epochs: [PartitionID: Int32] = [:]
-        var waiters: [PartitionID: [UUID: Waiter]] = [:]
+        var waiters: [PartitionID: [UInt64: Waiter]] = [:]
+        var nextWaiterKey: UInt64 = 0
     }
 
     /// Kafka's min.insync.replicas: fewer in-sync replicas refuse acks=all.
     public let minInsyncReplicas: Int
     private let state = Mutex(State())
     private let clockStart = ContinuousClock.now
+    /// Produce timeouts are seconds long; 50 ms is precise enough.
+    let timeouts = ParkedTimeouts(tick: .milliseconds(50))
 
     public init(minInsyncReplicas: Int = 1) {
         self.minInsyncReplicas = minInsyncReplicas
@@ -53,7 +58,10 @@ public final class ReplicationState: Sendable {
             state.epochs[id] = nil
             return Array((state.waiters.removeValue(forKey: id) ?? [:]).values)
         }
-        for waiter in waiting { waiter.continuation.resume(returning: false) }
+        for waiter in waiting {
+            if let timer = waiter.timer { timeouts.remove(timer) }
+            waiter.continuation.resume(returning: false)
+        }
     }
 
     /// The epoch this node leads the partition at, or nil when it does not lead it.
@@ -95,28 +103,37 @@ public final class ReplicationState: Sendable {
     }
 
     private func update(_ id: PartitionID, _ change: (inout ReplicaTracker) -> Bool) -> Int64? {
-        let (moved, ready) = state.withLock { state -> (Int64?, [CheckedContinuation<Bool, Never>]) in
+        let (moved, ready) = state.withLock { state -> (Int64?, [Waiter]) in
             guard var tracker = state.trackers[id] else { return (nil, []) }
             let moved = change(&tracker)
             state.trackers[id] = tracker
             guard moved else { return (nil, []) }
-            var ready: [CheckedContinuation<Bool, Never>] = []
+            var ready: [Waiter] = []
             if var waiting = state.waiters[id] {
                 for (key, waiter) in waiting where waiter.offset <= tracker.highWatermark {
-                    ready.append(waiter.continuation)
+                    ready.append(waiter)
                     waiting.removeValue(forKey: key)
                 }
                 state.waiters[id] = waiting
             }
             return (tracker.highWatermark, ready)
         }
-        for continuation in ready { continuation.resume(returning: true) }
+        for waiter in ready {
+            if let timer = waiter.timer { timeouts.remove(timer) }
+            waiter.continuation.resume(returning: true)
+        }
         return moved
     }
 
     /// Waits until the high watermark reaches `offset`; false after `timeout`.
     func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
-        let key = UUID()
+        // A counter, not a UUID (Foundation reads /dev/urandom for each), and
+        // the timeout in `ParkedTimeouts` rather than a sleeping task per
+        // wait: an acks=all Produce parks here for every batch.
+        let key = state.withLock { state -> UInt64 in
+            state.nextWaiterKey &+= 1
+            return state.nextWaiterKey
+        }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                 let done = state.withLock { state -> Bool in
@@ -128,18 +145,25 @@ public final class ReplicationState: Sendable {
                     continuation.resume(returning: true)
                     return
                 }
-                Task { [weak self] in
-                    try? await Task.sleep(for: timeout)
+                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [weak self] in
                     self?.expire(id, key)
                 }
+                // The high watermark may have passed the offset meanwhile.
+                let stillWaiting = state.withLock { state -> Bool in
+                    guard state.waiters[id]?[key] != nil else { return false }
+                    state.waiters[id]?[key]?.timer = timer
+                    return true
+                }
+                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
             expire(id, key)
         }
     }
 
-    private func expire(_ id: PartitionID, _ key: UUID) {
-        let waiter = state.withLock { $0.waiters[id]?.removeValue(forKey: key) }
-        waiter?.continuation.resume(returning: false)
+    private func expire(_ id: PartitionID, _ key: UInt64) {
+        guard let waiter = state.withLock({ $0.waiters[id]?.removeValue(forKey: key) }) else { return }
+        if let timer = waiter.timer { timeouts.remove(timer) }
+        waiter.continuation.resume(returning: false)
     }
 }

@@ -1,0 +1,87 @@
+import Cluster
+import Foundation
+import LogStore
+import Synchronization
+import Testing
+
+@testable import Broker
+
+/// Parked waits (fetches, acks=all produces) end by news or by their
+/// deadline, and an ended wait leaves no timer behind: a burst once left
+/// tens of thousands of timers that fired during the next workload.
+@Suite struct ParkedTimeoutsTests {
+    @Test func aDeadlineExpiresOnceAndARemovedWaitNever() async throws {
+        let timeouts = ParkedTimeouts(tick: .milliseconds(5))
+        let fired = Mutex<[String]>([])
+        _ = timeouts.add(timeout: .milliseconds(20)) { fired.withLock { $0.append("expired") } }
+        let removed = timeouts.add(timeout: .milliseconds(20)) { fired.withLock { $0.append("removed") } }
+        timeouts.remove(removed)
+        #expect(timeouts.count == 1)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while timeouts.count > 0 && clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(fired.withLock { $0 } == ["expired"])
+        #expect(timeouts.count == 0)
+    }
+
+    @Test func aFetchWokenByNewsLeavesNoTimerBehind() async throws {
+        let notifier = DataNotifier()
+        let partition = PartitionID(topic: "t", index: 0)
+        for _ in 0..<50 {
+            let seen = notifier.generation(of: [partition])
+            async let woken: Void = notifier.wait(on: [partition], afterGeneration: seen, timeout: .seconds(60))
+            // Until the wait is parked, a notification would only make it return at once.
+            while notifier.timeouts.count == 0 { await Task.yield() }
+            notifier.notify(partition)
+            await woken
+        }
+        #expect(notifier.timeouts.count == 0)
+    }
+
+    @Test func aFetchWithNoNewsReturnsAtItsDeadline() async throws {
+        let notifier = DataNotifier()
+        let partition = PartitionID(topic: "t", index: 0)
+        let clock = ContinuousClock()
+        let started = clock.now
+        await notifier.wait(on: [partition], afterGeneration: notifier.generation(of: [partition]), timeout: .milliseconds(50))
+        #expect(clock.now - started >= .milliseconds(50))
+        #expect(notifier.timeouts.count == 0)
+    }
+
+    @Test func aCancelledFetchEndsAndLeavesNoTimer() async throws {
+        let notifier = DataNotifier()
+        let partition = PartitionID(topic: "t", index: 0)
+        let seen = notifier.generation(of: [partition])
+        let waiting = Task { await notifier.wait(on: [partition], afterGeneration: seen, timeout: .seconds(60)) }
+        while notifier.timeouts.count == 0 { await Task.yield() }
+        waiting.cancel()
+        await waiting.value
+        #expect(notifier.timeouts.count == 0)
+    }
+
+    @Test func anAcksAllWaitEndsByTheHighWatermarkOrItsTimeout() async throws {
+        let path = NSTemporaryDirectory() + "postduif-parked-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))
+        defer { store.close() }
+        _ = try store.createTopic("t", configuration: TopicConfiguration(partitionCount: 1))
+        let log = try store.partition(topic: "t", index: 0)
+        let id = PartitionID(topic: "t", index: 0)
+        let replication = ReplicationState(minInsyncReplicas: 2)
+        replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: log)
+        _ = replication.leaderAppended(id, logEnd: 5)
+
+        // Passed by the follower's fetch: true, and no timer left.
+        async let reached = replication.waitForHighWatermark(id, offset: 5, timeout: .seconds(60))
+        while replication.timeouts.count == 0 { await Task.yield() }
+        _ = replication.followerFetched(id, replica: 2, offset: 5)
+        #expect(await reached)
+        #expect(replication.timeouts.count == 0)
+
+        // No follower: false after the timeout.
+        _ = replication.leaderAppended(id, logEnd: 9)
+        #expect(await replication.waitForHighWatermark(id, offset: 9, timeout: .milliseconds(100)) == false)
+        #expect(replication.timeouts.count == 0)
+    }
+}
