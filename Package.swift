@@ -162,7 +162,7 @@ let package = Package(
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire"], resources: [.copy("Fixtures")], swiftSettings: strictSettings),
         .testTarget(
             name: "BrokerTests",
-            dependencies: ["Broker", "Cluster", "LogStore", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Broker", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.

@@ -1,4 +1,5 @@
 import Cluster
+import KafkaNIO
 import NIOCore
 import Synchronization
 

@@ -1,8 +1,10 @@
 import Cluster
 import Foundation
+import KafkaNIO
 import KafkaWire
 import LogStore
 import Logging
+import NIOCore
 import Synchronization
 
 /// The chat topics the fan-out reads. The gateway writes them (Docs/chat.md).
@@ -83,7 +85,15 @@ public final class FanOut: Sendable {
         var router = FanOutRouter()
         /// Per partition: the worker's id and the next offset it handles.
         var workers: [Int32: (id: String, position: Int64)] = [:]
-        var waiters: [String: CheckedContinuation<Void, Never>] = [:]
+        var waiters: [String: Waiter] = [:]
+        var nextWaitID: UInt64 = 0
+    }
+
+    /// A gateway's poll waiting for deliveries.
+    struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Void, Never>
+        var timer: UInt64?
     }
 
     let broker: Broker
@@ -92,6 +102,8 @@ public final class FanOut: Sendable {
     private let state = Mutex(State())
     private let tasks = Mutex<[Int32: Task<Void, Never>]>([:])
     private let clockStart = ContinuousClock.now
+    /// Gateway polls wait seconds; 20 ms is precise enough.
+    let timeouts = ParkedTimeouts(tick: .milliseconds(20))
 
     init(broker: Broker, logger: Logger) {
         self.broker = broker
@@ -137,26 +149,44 @@ public final class FanOut: Sendable {
 
     private func waitForDeliveries(_ gateway: String, timeout: Duration) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { state -> Bool in
-                if state.router.hasPending(gateway) { return true }
-                state.waiters.removeValue(forKey: gateway)?.resume()
-                state.waiters[gateway] = continuation
-                return false
+            let (id, replaced) = state.withLock { state -> (UInt64?, Waiter?) in
+                if state.router.hasPending(gateway) { return (nil, nil) }
+                state.nextWaitID &+= 1
+                let replaced = state.waiters.removeValue(forKey: gateway)
+                state.waiters[gateway] = Waiter(id: state.nextWaitID, continuation: continuation, timer: nil)
+                return (state.nextWaitID, replaced)
             }
-            if ready {
+            if let replaced {
+                if let timer = replaced.timer { timeouts.remove(timer) }
+                replaced.continuation.resume()
+            }
+            guard let id else {
                 continuation.resume()
                 return
             }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.wake([gateway])
+            // The timeout ends this wait only, not a later one of the same gateway.
+            let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+                let expired = state.withLock { state -> Waiter? in
+                    guard state.waiters[gateway]?.id == id else { return nil }
+                    return state.waiters.removeValue(forKey: gateway)
+                }
+                expired?.continuation.resume()
             }
+            let stillWaiting = state.withLock { state -> Bool in
+                guard state.waiters[gateway]?.id == id else { return false }
+                state.waiters[gateway]?.timer = timer
+                return true
+            }
+            if !stillWaiting { timeouts.remove(timer) }
         }
     }
 
     private func wake(_ gateways: [String]) {
         let ready = state.withLock { state in gateways.compactMap { state.waiters.removeValue(forKey: $0) } }
-        for continuation in ready { continuation.resume() }
+        for waiter in ready {
+            if let timer = waiter.timer { timeouts.remove(timer) }
+            waiter.continuation.resume()
+        }
     }
 
     // MARK: Workers

@@ -1,5 +1,7 @@
 import Foundation
+import KafkaNIO
 import KafkaWire
+import NIOCore
 import Synchronization
 
 /// The topics the chat lives in. The gateway keeps no chat state of its
@@ -106,12 +108,7 @@ final class ChatState: Sendable {
     /// timer is cancelled, so thousands of long polls leave no sleeping tasks.
     struct Waiter {
         var continuation: CheckedContinuation<Void, Never>
-        var timer: Task<Void, Never>? = nil
-
-        func resume() {
-            timer?.cancel()
-            continuation.resume()
-        }
+        var timer: UInt64? = nil
     }
 
     struct Inner {
@@ -127,8 +124,10 @@ final class ChatState: Sendable {
         /// Offsets applied per topic and partition (for read-your-writes).
         var applied: [String: [Int32: Int64]] = [:]
         var transactions: [String: String] = [:]
-        var userWaiters: [String: [UUID: Waiter]] = [:]
-        var appliedWaiters: [UUID: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var userWaiters: [String: [UInt64: Waiter]] = [:]
+        /// Keys of parked waits: a counter (a UUID reads /dev/urandom each time).
+        var nextWaitKey: UInt64 = 0
+        var appliedWaiters: [UInt64: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
         /// Per room, each member's read markers (`m.fully_read`, `m.read`)
         /// and where in `chat-read-markers` they were written.
         var readMarkers: [String: [String: (markers: [String: String], offset: Int64, timestamp: Int64)]] = [:]
@@ -146,13 +145,16 @@ final class ChatState: Sendable {
         /// fan-out has confirmed routing the user here.
         var pollAddresses: Set<String> = []
         var registeredAt: [String: Set<String>] = [:]
-        var registrationWaiters: [UUID: (user: String, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var registrationWaiters: [UInt64: (user: String, continuation: CheckedContinuation<Void, Never>)] = [:]
     }
 
     static let timelineCacheMax = 200
     let serverName: String
     let timelinePartitions: Int32
     private let inner: Mutex<Inner>
+    /// Deadlines of parked `/sync`s and of waits for the gateway's own
+    /// writes: one timer for all, rather than a sleeping task per request.
+    let timeouts = ParkedTimeouts(tick: .milliseconds(10))
 
     init(serverName: String, timelinePartitions: Int32) {
         self.serverName = serverName
@@ -311,7 +313,7 @@ final class ChatState: Sendable {
     /// Waits until every broker's fan-out routes `user` here, so nothing
     /// sent from now on passes this gateway by; gives up after `timeout`.
     func waitRegistered(_ user: String, timeout: Duration) async {
-        let key = UUID()
+        let key = nextWaitKey()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = inner.withLock { inner -> Bool in
                 if Self.isRegistered(inner, user) { return true }
@@ -322,10 +324,8 @@ final class ChatState: Sendable {
                 continuation.resume()
                 return
             }
-            Task {
-                try? await Task.sleep(for: timeout)
-                let waiter = self.inner.withLock { $0.registrationWaiters.removeValue(forKey: key) }
-                waiter?.continuation.resume()
+            _ = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+                inner.withLock { $0.registrationWaiters.removeValue(forKey: key) }?.continuation.resume()
             }
         }
     }
@@ -418,7 +418,7 @@ final class ChatState: Sendable {
     /// what woke them, so their next look finds it).
     func wake(users: Set<String>) {
         let woken = inner.withLock { inner in users.flatMap { Self.takeWaiters(&inner, user: $0) } }
-        for continuation in woken { continuation.resume() }
+        for waiter in woken { resume(waiter) }
     }
 
     /// A state record: the room's current state and membership indexes.
@@ -453,7 +453,7 @@ final class ChatState: Sendable {
             inner.rooms[roomID] = room
             return wake.flatMap { Self.takeWaiters(&inner, user: $0) }
         }
-        for continuation in woken { continuation.resume() }
+        for waiter in woken { resume(waiter) }
     }
 
     /// A read-markers record: the user's markers in a room; wakes the
@@ -473,7 +473,7 @@ final class ChatState: Sendable {
             let members = (inner.rooms[roomID]?.members ?? [:]).filter { $0.value.membership == "join" }.map(\.key)
             return members.flatMap { Self.takeWaiters(&inner, user: $0) }
         }
-        for waiter in woken { waiter.resume() }
+        for waiter in woken { resume(waiter) }
     }
 
     /// A room's read markers written at or after `offset` (all with nil).
@@ -505,7 +505,7 @@ final class ChatState: Sendable {
     /// Waits until this gateway's tail has read past `offset` (its own write,
     /// typically), so the next request sees it; gives up after `timeout`.
     func waitApplied(topic: String, partition: Int32, offset: Int64, timeout: Duration = .seconds(10)) async {
-        let key = UUID()
+        let key = nextWaitKey()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = inner.withLock { inner -> Bool in
                 if (inner.applied[topic]?[partition] ?? 0) > offset { return true }
@@ -516,10 +516,8 @@ final class ChatState: Sendable {
                 continuation.resume()
                 return
             }
-            Task {
-                try? await Task.sleep(for: timeout)
-                let waiter = self.inner.withLock { $0.appliedWaiters.removeValue(forKey: key) }
-                waiter?.continuation.resume()
+            _ = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+                inner.withLock { $0.appliedWaiters.removeValue(forKey: key) }?.continuation.resume()
             }
         }
     }
@@ -531,7 +529,7 @@ final class ChatState: Sendable {
     /// Parks a `/sync` of `userID` until something for it arrives or
     /// `timeout` passes; at once if something arrived since `generation`.
     func waitForUser(_ userID: String, after generation: UInt64, timeout: Duration) async {
-        let key = UUID()
+        let key = nextWaitKey()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let moved = inner.withLock { inner -> Bool in
@@ -543,20 +541,35 @@ final class ChatState: Sendable {
                     continuation.resume()
                     return
                 }
-                let timer = Task {
-                    try? await Task.sleep(for: timeout)
-                    if !Task.isCancelled { self.wake(userID, key) }
+                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) }
+                let stillWaiting = inner.withLock { inner -> Bool in
+                    guard inner.userWaiters[userID]?[key] != nil else { return false }
+                    inner.userWaiters[userID]?[key]?.timer = timer
+                    return true
                 }
-                inner.withLock { $0.userWaiters[userID]?[key]?.timer = timer }
+                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
             wake(userID, key)
         }
     }
 
-    private func wake(_ userID: String, _ key: UUID) {
-        let waiter = inner.withLock { $0.userWaiters[userID]?.removeValue(forKey: key) }
-        waiter?.resume()
+    private func wake(_ userID: String, _ key: UInt64) {
+        guard let waiter = inner.withLock({ $0.userWaiters[userID]?.removeValue(forKey: key) }) else { return }
+        resume(waiter)
+    }
+
+    /// Ends a parked `/sync`, and its timeout with it.
+    func resume(_ waiter: Waiter) {
+        if let timer = waiter.timer { timeouts.remove(timer) }
+        waiter.continuation.resume()
+    }
+
+    private func nextWaitKey() -> UInt64 {
+        inner.withLock { inner in
+            inner.nextWaitKey &+= 1
+            return inner.nextWaitKey
+        }
     }
 
     private static func takeWaiters(_ inner: inout Inner, user: String) -> [Waiter] {

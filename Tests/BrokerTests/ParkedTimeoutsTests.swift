@@ -4,6 +4,7 @@ import LogStore
 import Synchronization
 import Testing
 
+import KafkaNIO
 @testable import Broker
 
 /// Parked waits (fetches, acks=all produces) end by news or by their

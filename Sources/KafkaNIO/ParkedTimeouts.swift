@@ -3,7 +3,7 @@ import NIOPosix
 import Synchronization
 
 /// The deadlines of parked waits (long-polling fetches, acks=all produces
-/// waiting for the high watermark), checked by one event-loop timer that is
+/// waiting for the high watermark, the gateway's long-polling `/sync`), checked by one event-loop timer that is
 /// armed only while something waits.
 ///
 /// A timer per park fired even when the wait had long ended: an acks=all
@@ -11,7 +11,7 @@ import Synchronization
 /// during the next workload. Here an ended wait is removed from the table,
 /// and a tick expires the waits whose deadline passed. A deadline is kept to
 /// within one tick.
-final class ParkedTimeouts: Sendable {
+public final class ParkedTimeouts: Sendable {
     private struct Entry {
         var deadline: NIODeadline
         var expire: @Sendable () -> Void
@@ -27,14 +27,14 @@ final class ParkedTimeouts: Sendable {
     private let tick: TimeAmount
     private let loop: any EventLoop
 
-    init(tick: TimeAmount, loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
+    public init(tick: TimeAmount, loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
         self.tick = tick
         self.loop = loop
     }
 
     /// Calls `expire` once `timeout` has passed, unless `remove` came first.
     /// Returns the handle for `remove`.
-    func add(timeout: TimeAmount, expire: @escaping @Sendable () -> Void) -> UInt64 {
+    public func add(timeout: TimeAmount, expire: @escaping @Sendable () -> Void) -> UInt64 {
         let deadline = NIODeadline.now() + timeout
         let (id, arm) = state.withLock { state -> (UInt64, Bool) in
             state.nextID &+= 1
@@ -48,12 +48,12 @@ final class ParkedTimeouts: Sendable {
     }
 
     /// The wait ended before its deadline.
-    func remove(_ id: UInt64) {
+    public func remove(_ id: UInt64) {
         state.withLock { _ = $0.entries.removeValue(forKey: id) }
     }
 
     /// How many waits are parked (for tests).
-    var count: Int {
+    public var count: Int {
         state.withLock { $0.entries.count }
     }
 
