@@ -3,14 +3,15 @@ import NIOPosix
 import Synchronization
 
 /// The deadlines of parked waits (long-polling fetches, acks=all produces
-/// waiting for the high watermark, the gateway's long-polling `/sync`), checked by one event-loop timer that is
-/// armed only while something waits.
+/// waiting for the high watermark, the gateway's long-polling `/sync`),
+/// kept in one table with one event-loop timer armed for the earliest.
 ///
 /// A timer per park fired even when the wait had long ended: an acks=all
 /// burst left tens of thousands of 30-second timers behind that all fired
 /// during the next workload. Here an ended wait is removed from the table,
-/// and a tick expires the waits whose deadline passed. A deadline is kept to
-/// within one tick.
+/// and the timer expires the waits whose deadline passed, then re-arms for
+/// the earliest left. Deadlines less than `tick` apart share a firing, so a
+/// wait may end up to one tick late; with nothing parked nothing fires.
 public final class ParkedTimeouts: Sendable {
     private struct Entry {
         var deadline: NIODeadline
@@ -20,7 +21,10 @@ public final class ParkedTimeouts: Sendable {
     private struct State {
         var entries: [UInt64: Entry] = [:]
         var nextID: UInt64 = 0
-        var armed = false
+        /// When the current timer fires, and its token (older timers still
+        /// scheduled only sweep).
+        var armedAt: NIODeadline?
+        var armedToken: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -36,14 +40,18 @@ public final class ParkedTimeouts: Sendable {
     /// Returns the handle for `remove`.
     public func add(timeout: TimeAmount, expire: @escaping @Sendable () -> Void) -> UInt64 {
         let deadline = NIODeadline.now() + timeout
-        let (id, arm) = state.withLock { state -> (UInt64, Bool) in
+        let (id, arm) = state.withLock { state -> (UInt64, (NIODeadline, UInt64)?) in
             state.nextID &+= 1
             state.entries[state.nextID] = Entry(deadline: deadline, expire: expire)
-            let arm = !state.armed
-            state.armed = true
-            return (state.nextID, arm)
+            // The armed timer serves this one unless it fires more than a tick later.
+            if let armedAt = state.armedAt, deadline + tick >= armedAt {
+                return (state.nextID, nil)
+            }
+            state.armedAt = deadline
+            state.armedToken &+= 1
+            return (state.nextID, (deadline, state.armedToken))
         }
-        if arm { schedule() }
+        if let (at, token) = arm { schedule(at: at, token: token) }
         return id
     }
 
@@ -57,21 +65,34 @@ public final class ParkedTimeouts: Sendable {
         state.withLock { $0.entries.count }
     }
 
-    private func schedule() {
-        loop.scheduleTask(in: tick) { [weak self] in self?.sweep() }
+    private func schedule(at deadline: NIODeadline, token: UInt64) {
+        loop.scheduleTask(deadline: deadline) { [weak self] in self?.sweep(token: token) }
     }
 
-    private func sweep() {
+    private func sweep(token: UInt64) {
         let now = NIODeadline.now()
-        let (due, rearm) = state.withLock { state -> ([@Sendable () -> Void], Bool) in
+        let (due, arm) = state.withLock { state -> ([@Sendable () -> Void], (NIODeadline, UInt64)?) in
             var due: [@Sendable () -> Void] = []
-            for id in state.entries.compactMap({ $0.value.deadline <= now ? $0.key : nil }) {
-                if let entry = state.entries.removeValue(forKey: id) { due.append(entry.expire) }
+            var earliest: NIODeadline?
+            for (id, entry) in state.entries {
+                if entry.deadline <= now {
+                    due.append(entry.expire)
+                    state.entries[id] = nil
+                } else if earliest == nil || entry.deadline < earliest! {
+                    earliest = entry.deadline
+                }
             }
-            state.armed = !state.entries.isEmpty
-            return (due, state.armed)
+            guard token == state.armedToken else { return (due, nil) }
+            guard let earliest else {
+                state.armedAt = nil
+                return (due, nil)
+            }
+            let at = max(earliest, now + tick)
+            state.armedAt = at
+            state.armedToken &+= 1
+            return (due, (at, state.armedToken))
         }
         for expire in due { expire() }
-        if rearm { schedule() }
+        if let (at, token) = arm { schedule(at: at, token: token) }
     }
 }

@@ -26,6 +26,22 @@ import KafkaNIO
         #expect(timeouts.count == 0)
     }
 
+    @Test func anEarlierDeadlineAddedLaterIsNotHeldBackByTheArmedOne() async throws {
+        let timeouts = ParkedTimeouts(tick: .milliseconds(5))
+        let clock = ContinuousClock()
+        let started = clock.now
+        let late = timeouts.add(timeout: .seconds(30)) {}
+        let expired = Mutex<Duration?>(nil)
+        _ = timeouts.add(timeout: .milliseconds(20)) { expired.withLock { $0 = clock.now - started } }
+        let deadline = clock.now + .seconds(10)
+        while expired.withLock({ $0 }) == nil && clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let after = try #require(expired.withLock { $0 })
+        #expect(after >= .milliseconds(20) && after < .seconds(10))
+        #expect(timeouts.count == 1)
+        timeouts.remove(late)
+        #expect(timeouts.count == 0)
+    }
+
     @Test func aFetchWokenByNewsLeavesNoTimerBehind() async throws {
         let notifier = DataNotifier()
         let partition = PartitionID(topic: "t", index: 0)
