@@ -82,16 +82,23 @@ print(int(statistics.median(nats) / 2))
 PY
 )
 fi
+# The produce phase leaves gigabytes of both servers' data in the page cache;
+# the kernel writing it back took CPU from whichever e2e run came next.
+# Each later workload starts once that data is on disk.
+settle() { sync; }
 if [[ " $WORKLOADS " == *" e2e "* ]]; then
+    settle
     echo "== e2e at $E2E_RATE msgs/s (half of NATS JetStream's median peak), latency from intended send to receipt"
     .build/release/postduif-bench compare e2e "${common[@]}" --rate "$E2E_RATE" --json "$OUT/e2e.json" --html "$OUT/e2e.html"
 fi
 if [[ " $WORKLOADS " == *" consume "* ]]; then
+    settle
     echo "== consume from the start of a topic filled with ${CONSUME_COUNT:-1000000} messages"
     .build/release/postduif-bench compare consume "${common[@]}" --count "${CONSUME_COUNT:-1000000}" --stream consume \
         --json "$OUT/consume.json" --html "$OUT/consume.html"
 fi
 if [[ " $WORKLOADS " == *" chat "* ]]; then
+    settle
     echo "== chat: ${CHAT_RATE:-5000} messages/s over 10,000 rooms (Zipf sizes up to 500, 20% online)"
     .build/release/postduif-bench compare chat "${common[@]}" --rate "${CHAT_RATE:-5000}" --stream conversations \
         --json "$OUT/chat.json" --html "$OUT/chat.html"
