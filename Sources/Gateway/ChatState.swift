@@ -87,6 +87,8 @@ final class ChatState: Sendable {
 
     struct Room: Sendable {
         var state: [String: RoomEvent] = [:]
+        /// Moves with every change of `state`: the key of its serialised form.
+        var stateVersion: UInt64 = 0
         var members: [String: Member] = [:]
         /// The newest events, oldest first, at most `timelineCacheMax`.
         var recent: [RoomEvent] = []
@@ -104,8 +106,8 @@ final class ChatState: Sendable {
         }
     }
 
-    /// A parked `/sync` and the timer that ends its wait; woken early, the
-    /// timer is cancelled, so thousands of long polls leave no sleeping tasks.
+    /// A parked `/sync` and the handle of its deadline in `timeouts`; woken
+    /// early, the deadline is removed, so long polls leave no timers behind.
     struct Waiter {
         var continuation: CheckedContinuation<Void, Never>
         var timer: UInt64? = nil
@@ -125,6 +127,8 @@ final class ChatState: Sendable {
         var applied: [String: [Int32: Int64]] = [:]
         var transactions: [String: String] = [:]
         var userWaiters: [String: [UInt64: Waiter]] = [:]
+        /// Per room: its serialised state events and the state version they are of.
+        var stateJSON: [String: (version: UInt64, json: String)] = [:]
         /// Keys of parked waits: a counter (a UUID reads /dev/urandom each time).
         var nextWaitKey: UInt64 = 0
         var appliedWaiters: [UInt64: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
@@ -228,6 +232,23 @@ final class ChatState: Sendable {
     }
 
     func sharedDelta(_ key: String) -> String? { inner.withLock { $0.deltas[key] } }
+
+    /// A room's state events as the inside of a JSON array, serialised once
+    /// per state version and shared by every member's first sync: sorting
+    /// and joining a 1,000-member room's state for each of its members made
+    /// their first syncs quadratic.
+    func stateEventsJSON(roomID: String, _ room: Room) -> String {
+        if let cached = inner.withLock({ $0.stateJSON[roomID] }), cached.version == room.stateVersion {
+            return cached.json
+        }
+        let json = room.state.values.sorted { $0.eventID < $1.eventID }.map(\.json).joined(separator: ",")
+        inner.withLock { inner in
+            if (inner.stateJSON[roomID]?.version ?? 0) <= room.stateVersion {
+                inner.stateJSON[roomID] = (room.stateVersion, json)
+            }
+        }
+        return json
+    }
 
     func storeDelta(_ key: String, _ json: String) {
         inner.withLock { inner in
@@ -437,6 +458,7 @@ final class ChatState: Sendable {
             inner.position.state = max(inner.position.state, record.offset + 1)
             var room = inner.rooms[roomID] ?? Room()
             room.state[type + "\u{0}" + stateKey] = event
+            room.stateVersion &+= 1
             var wake: [String] = []
             if let membership {
                 room.members[stateKey] = Member(membership: membership, stateOffset: record.offset)

@@ -538,7 +538,7 @@ struct MatrixAPI: Sendable {
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
     func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool)) async throws -> String {
-        let stateEvents = room.state.values.sorted { $0.eventID < $1.eventID }.map(\.json)
+        let stateEvents = state.stateEventsJSON(roomID: roomID, room)
         var events: [RoomEvent]
         var limited = false
         if let cached = state.recentEvents(roomID: roomID, upTo: end, limit: Self.timelineLimit) {
@@ -553,7 +553,7 @@ struct MatrixAPI: Sendable {
         }
         let prev = "o\(events.first?.offset ?? end)"
         return "\(JSONText.string(roomID)):{\"timeline\":{\"events\":[\(events.map(\.json).joined(separator: ","))],\"limited\":\(limited),\"prev_batch\":\"\(prev)\"},"
-            + "\"state\":{\"events\":[\(stateEvents.joined(separator: ","))]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
+            + "\"state\":{\"events\":[\(stateEvents)]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
     }
 
     /// The room's newest events below `end`, oldest first, from the index.

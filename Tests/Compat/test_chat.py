@@ -167,7 +167,25 @@ async def ministers(url):
     eve_sync = await eve.sync(timeout=0)
     assert room not in eve_sync.rooms.join and room not in eve_sync.rooms.invite
 
-    for client in (alice, bob, eve):
+    # A first sync on a new device carries the room's current state: a
+    # member who joined after the earlier first syncs is in it (the gateway
+    # serialises a room's state once per change and shares it).
+    carol = await registered(url, "carol")
+    assert isinstance(await alice.room_invite(room, "@carol:gov.test"), RoomInviteResponse)
+    await carol.sync(timeout=0)
+    assert isinstance(await carol.join(room), JoinResponse)
+    # More messages than a first sync's timeline holds: Carol's join is then
+    # only in the state part.
+    for i in range(25):
+        assert isinstance(await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "punt %d" % i}), RoomSendResponse)
+    laptop = AsyncClient(url, "@bob:gov.test")
+    assert isinstance(await laptop.login("correct horse bob", device_name="laptop"), LoginResponse)
+    fresh = await laptop.sync(timeout=0)
+    assert isinstance(fresh, SyncResponse), fresh
+    assert set(laptop.rooms[room].users) == {"@alice:gov.test", "@bob:gov.test", "@carol:gov.test"}
+    assert laptop.rooms[room].name == "Ministerraad"
+
+    for client in (alice, bob, eve, carol, laptop):
         await client.close()
 
 
