@@ -76,6 +76,19 @@ class Cluster:
     def restart(self, broker):
         self.run("restart", self.dir, str(broker))
 
+    def wait_exited(self, broker, timeout=30):
+        """Seconds until the broker's process is gone (it is not our child: polled)."""
+        pid = self.pid(broker)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise AssertionError("broker %d (pid %d) still runs %d s after SIGTERM; its log ends:\n%s"
+                             % (broker, pid, timeout, self.log(broker)[-3000:]))
+
     def log(self, broker):
         with open(os.path.join(self.dir, "broker-%d" % broker, "log.txt"), errors="replace") as f:
             return f.read()
@@ -194,7 +207,9 @@ def test_leader_killed_twice_loses_and_duplicates_nothing(cluster):
         raise AssertionError("the ISR did not return to all three brokers: %s" % {p: v.isrs for p, v in partitions.items()})
     for broker in (1, 2, 3):
         cluster.signal(broker, signal.SIGTERM)
-    time.sleep(3)
+    # A clean stop closes the store (and its lock) before the process ends.
+    stopped = [cluster.wait_exited(broker) for broker in (1, 2, 3)]
+    print("brokers stopped after", ["%.2f s" % seconds for seconds in stopped])
     reports = []
     for broker in (1, 2, 3):
         data = os.path.join(cluster.dir, "broker-%d" % broker, "data")
