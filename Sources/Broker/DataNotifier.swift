@@ -89,16 +89,16 @@ final class DataNotifier: Sendable {
                     continuation.resume()
                     return
                 }
-                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+                timeouts.add(timeout: TimeAmount(timeout)) { [self] in
                     state.withLock { $0.take(id) }?.continuation.resume()
+                } attach: { timer in
+                    // A notification may have taken the waiter meanwhile.
+                    state.withLock { state in
+                        guard state.waiters[id] != nil else { return false }
+                        state.waiters[id]?.timer = timer
+                        return true
+                    }
                 }
-                // A notification may have taken the waiter meanwhile.
-                let stillWaiting = state.withLock { state -> Bool in
-                    guard state.waiters[id] != nil else { return false }
-                    state.waiters[id]?.timer = timer
-                    return true
-                }
-                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
             guard let waiter = state.withLock({ $0.take(id) }) else { return }

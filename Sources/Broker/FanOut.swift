@@ -165,19 +165,19 @@ public final class FanOut: Sendable {
                 return
             }
             // The timeout ends this wait only, not a later one of the same gateway.
-            let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
                 let expired = state.withLock { state -> Waiter? in
                     guard state.waiters[gateway]?.id == id else { return nil }
                     return state.waiters.removeValue(forKey: gateway)
                 }
                 expired?.continuation.resume()
+            } attach: { timer in
+                state.withLock { state in
+                    guard state.waiters[gateway]?.id == id else { return false }
+                    state.waiters[gateway]?.timer = timer
+                    return true
+                }
             }
-            let stillWaiting = state.withLock { state -> Bool in
-                guard state.waiters[gateway]?.id == id else { return false }
-                state.waiters[gateway]?.timer = timer
-                return true
-            }
-            if !stillWaiting { timeouts.remove(timer) }
         }
     }
 

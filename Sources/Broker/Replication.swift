@@ -1,8 +1,8 @@
 import Cluster
-import KafkaNIO
 import Foundation
-import NIOCore
+import KafkaNIO
 import LogStore
+import NIOCore
 import Synchronization
 
 /// The partitions this node leads with followers, each with its
@@ -146,16 +146,16 @@ public final class ReplicationState: Sendable {
                     continuation.resume(returning: true)
                     return
                 }
-                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [weak self] in
+                timeouts.add(timeout: TimeAmount(timeout)) { [weak self] in
                     self?.expire(id, key)
+                } attach: { timer in
+                    // The high watermark may have passed the offset meanwhile.
+                    state.withLock { state in
+                        guard state.waiters[id]?[key] != nil else { return false }
+                        state.waiters[id]?[key]?.timer = timer
+                        return true
+                    }
                 }
-                // The high watermark may have passed the offset meanwhile.
-                let stillWaiting = state.withLock { state -> Bool in
-                    guard state.waiters[id]?[key] != nil else { return false }
-                    state.waiters[id]?[key]?.timer = timer
-                    return true
-                }
-                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
             expire(id, key)

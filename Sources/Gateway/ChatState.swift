@@ -131,7 +131,7 @@ final class ChatState: Sendable {
         var stateJSON: [String: (version: UInt64, json: String)] = [:]
         /// Keys of parked waits: a counter (a UUID reads /dev/urandom each time).
         var nextWaitKey: UInt64 = 0
-        var appliedWaiters: [UInt64: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var appliedWaiters: [UInt64: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = [:]
         /// Per room, each member's read markers (`m.fully_read`, `m.read`)
         /// and where in `chat-read-markers` they were written.
         var readMarkers: [String: [String: (markers: [String: String], offset: Int64, timestamp: Int64)]] = [:]
@@ -149,7 +149,7 @@ final class ChatState: Sendable {
         /// fan-out has confirmed routing the user here.
         var pollAddresses: Set<String> = []
         var registeredAt: [String: Set<String>] = [:]
-        var registrationWaiters: [UInt64: (user: String, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var registrationWaiters: [UInt64: (user: String, continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = [:]
     }
 
     static let timelineCacheMax = 200
@@ -306,7 +306,7 @@ final class ChatState: Sendable {
     /// yet covered by the cache is covered from there: their next syncs
     /// read the cache instead of the index.
     func confirmRegistered(_ added: Set<String>, at address: String, fannedOutUpTo: [Int32: Int64]) {
-        let ready = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+        let ready = inner.withLock { inner -> [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] in
             for user in added {
                 inner.registeredAt[user, default: []].insert(address)
                 for roomID in inner.roomsOfUser[user] ?? [] where inner.rooms[roomID]?.coveredFrom == nil {
@@ -317,14 +317,14 @@ final class ChatState: Sendable {
                 }
             }
             guard !inner.registrationWaiters.isEmpty else { return [] }
-            var ready: [CheckedContinuation<Void, Never>] = []
+            var ready: [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = []
             for (key, waiter) in inner.registrationWaiters where Self.isRegistered(inner, waiter.user) {
-                ready.append(waiter.continuation)
+                ready.append((waiter.continuation, waiter.timer))
                 inner.registrationWaiters[key] = nil
             }
             return ready
         }
-        for continuation in ready { continuation.resume() }
+        for waiter in ready { resume(waiter.continuation, timer: waiter.timer) }
     }
 
     private static func isRegistered(_ inner: Inner, _ user: String) -> Bool {
@@ -338,15 +338,21 @@ final class ChatState: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = inner.withLock { inner -> Bool in
                 if Self.isRegistered(inner, user) { return true }
-                inner.registrationWaiters[key] = (user, continuation)
+                inner.registrationWaiters[key] = (user, continuation, nil)
                 return false
             }
             if done {
                 continuation.resume()
                 return
             }
-            _ = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
                 inner.withLock { $0.registrationWaiters.removeValue(forKey: key) }?.continuation.resume()
+            } attach: { timer in
+                inner.withLock { inner in
+                    guard inner.registrationWaiters[key] != nil else { return false }
+                    inner.registrationWaiters[key]?.timer = timer
+                    return true
+                }
             }
         }
     }
@@ -512,16 +518,16 @@ final class ChatState: Sendable {
 
     /// Records that a tail applied everything before `next`; wakes whoever waits for it.
     func applied(topic: String, partition: Int32, next: Int64) {
-        let ready = inner.withLock { inner -> [CheckedContinuation<Void, Never>] in
+        let ready = inner.withLock { inner -> [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] in
             inner.applied[topic, default: [:]][partition] = next
-            var ready: [CheckedContinuation<Void, Never>] = []
+            var ready: [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = []
             for (key, waiter) in inner.appliedWaiters where waiter.topic == topic && waiter.partition == partition && waiter.offset < next {
-                ready.append(waiter.continuation)
+                ready.append((waiter.continuation, waiter.timer))
                 inner.appliedWaiters.removeValue(forKey: key)
             }
             return ready
         }
-        for continuation in ready { continuation.resume() }
+        for waiter in ready { resume(waiter.continuation, timer: waiter.timer) }
     }
 
     /// Waits until this gateway's tail has read past `offset` (its own write,
@@ -531,15 +537,21 @@ final class ChatState: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = inner.withLock { inner -> Bool in
                 if (inner.applied[topic]?[partition] ?? 0) > offset { return true }
-                inner.appliedWaiters[key] = (topic, partition, offset, continuation)
+                inner.appliedWaiters[key] = (topic, partition, offset, continuation, nil)
                 return false
             }
             if done {
                 continuation.resume()
                 return
             }
-            _ = timeouts.add(timeout: TimeAmount(timeout)) { [self] in
+            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
                 inner.withLock { $0.appliedWaiters.removeValue(forKey: key) }?.continuation.resume()
+            } attach: { timer in
+                inner.withLock { inner in
+                    guard inner.appliedWaiters[key] != nil else { return false }
+                    inner.appliedWaiters[key]?.timer = timer
+                    return true
+                }
             }
         }
     }
@@ -563,13 +575,13 @@ final class ChatState: Sendable {
                     continuation.resume()
                     return
                 }
-                let timer = timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) }
-                let stillWaiting = inner.withLock { inner -> Bool in
-                    guard inner.userWaiters[userID]?[key] != nil else { return false }
-                    inner.userWaiters[userID]?[key]?.timer = timer
-                    return true
+                timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) } attach: { timer in
+                    inner.withLock { inner in
+                        guard inner.userWaiters[userID]?[key] != nil else { return false }
+                        inner.userWaiters[userID]?[key]?.timer = timer
+                        return true
+                    }
                 }
-                if !stillWaiting { timeouts.remove(timer) }
             }
         } onCancel: {
             wake(userID, key)
@@ -583,8 +595,15 @@ final class ChatState: Sendable {
 
     /// Ends a parked `/sync`, and its timeout with it.
     func resume(_ waiter: Waiter) {
-        if let timer = waiter.timer { timeouts.remove(timer) }
-        waiter.continuation.resume()
+        resume(waiter.continuation, timer: waiter.timer)
+    }
+
+    /// Ends a wait woken before its deadline, and the deadline with it: a
+    /// send's wait for its own write is 10 s long, and left in the table it
+    /// would be swept thousands of times over.
+    private func resume(_ continuation: CheckedContinuation<Void, Never>, timer: UInt64?) {
+        if let timer { timeouts.remove(timer) }
+        continuation.resume()
     }
 
     private func nextWaitKey() -> UInt64 {

@@ -55,6 +55,14 @@ public final class ParkedTimeouts: Sendable {
         return id
     }
 
+    /// `add`, then `attach` stores the handle with its wait (under the
+    /// wait's own lock) and says whether the wait still stands; if it ended
+    /// meanwhile, the deadline is removed again.
+    public func add(timeout: TimeAmount, expire: @escaping @Sendable () -> Void, attach: (UInt64) -> Bool) {
+        let id = add(timeout: timeout, expire: expire)
+        if !attach(id) { remove(id) }
+    }
+
     /// The wait ended before its deadline.
     public func remove(_ id: UInt64) {
         state.withLock { _ = $0.entries.removeValue(forKey: id) }
@@ -73,15 +81,18 @@ public final class ParkedTimeouts: Sendable {
         let now = NIODeadline.now()
         let (due, arm) = state.withLock { state -> ([@Sendable () -> Void], (NIODeadline, UInt64)?) in
             var due: [@Sendable () -> Void] = []
+            var dueIDs: [UInt64] = []
             var earliest: NIODeadline?
             for (id, entry) in state.entries {
                 if entry.deadline <= now {
                     due.append(entry.expire)
-                    state.entries[id] = nil
+                    dueIDs.append(id)
                 } else if earliest == nil || entry.deadline < earliest! {
                     earliest = entry.deadline
                 }
             }
+            // Removed after the loop: removing while iterating copied the table.
+            for id in dueIDs { state.entries[id] = nil }
             guard token == state.armedToken else { return (due, nil) }
             guard let earliest else {
                 state.armedAt = nil
