@@ -106,7 +106,8 @@ class Cluster:
             except Exception:
                 pass
             time.sleep(0.1)
-        raise AssertionError("no leader for %s/%d within %ds" % (topic, partition, timeout))
+        tails = "".join("\n--- broker %d log ends:\n%s" % (b, self.log(b)[-1500:]) for b in (1, 2, 3))
+        raise AssertionError("no leader for %s/%d within %ds%s" % (topic, partition, timeout, tails))
 
     def create_topic(self, name, partitions=2, replication=3):
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
