@@ -38,7 +38,7 @@ public final class ClusterNode: Sendable {
     public let view: ClusterView
     let replication: ReplicationState
     let logger: Logger
-    private let fetchers = Mutex<[PartitionID: (leader: Int32, task: Task<Void, Never>)]>([:])
+    private let following = Mutex(Following())
     private let producerIDs = Mutex<(next: Int64, end: Int64)>((0, 0))
     static let producerIDBlock: Int64 = 1000
     private let creatingOffsetsTopic = Mutex(false)
@@ -58,7 +58,7 @@ public final class ClusterNode: Sendable {
         let lease = try await membership.register()
         logger.info("registered in the cluster", metadata: ["broker": "\(myID)", "address": "\(membership.address)", "lease": "\(lease)"])
         defer {
-            for (_, fetcher) in fetchers.withLock({ $0 }) { fetcher.task.cancel() }
+            for fetcher in following.withLock({ $0.fetchers.values }) { fetcher.task.cancel() }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.membership.keepAlive(lease: lease) }
@@ -126,6 +126,7 @@ public final class ClusterNode: Sendable {
 
     /// Makes this node's roles match the partition records.
     private func applyRoles() {
+        defer { restartFetchers() }
         let snapshot = view.snapshot
         for (id, entry) in snapshot.records {
             guard let assignment = snapshot.assignments[id.topic], Int(id.index) < assignment.replicas.count else { continue }
@@ -180,20 +181,50 @@ public final class ClusterNode: Sendable {
         return try? store.partition(topic: id.topic, index: id.index)
     }
 
+    /// What this broker copies: each followed partition's leader, and one
+    /// `ReplicaFetcher` per leader over all of them. One per partition (as
+    /// before) answered a Produce to three partitions with three Fetch
+    /// answers to each follower, three appends and three new Fetches.
+    private struct Following {
+        var partitions: [PartitionID: (leader: Int32, address: String, log: PartitionLog)] = [:]
+        var fetchers: [Int32: (address: String, partitions: Set<PartitionID>, task: Task<Void, Never>)] = [:]
+    }
+
     private func startFetching(_ id: PartitionID, from leader: Int32, at address: String, log: PartitionLog) {
-        let parts = address.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { return }
-        fetchers.withLock { fetchers in
-            if let current = fetchers[id], current.leader == leader { return }
-            fetchers[id]?.task.cancel()
-            let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: [log], logger: logger)
-            fetchers[id] = (leader, Task { await fetcher.run(maxWaitMilliseconds: 500) })
+        let changed = following.withLock { following in
+            if let current = following.partitions[id], current.leader == leader, current.address == address { return false }
+            following.partitions[id] = (leader, address, log)
+            return true
         }
-        logger.info("following", metadata: ["partition": "\(id)", "leader": "\(leader)", "address": "\(address)"])
+        if changed { logger.info("following", metadata: ["partition": "\(id)", "leader": "\(leader)", "address": "\(address)"]) }
     }
 
     private func stopFetching(_ id: PartitionID) {
-        fetchers.withLock { $0.removeValue(forKey: id)?.task.cancel() }
+        following.withLock { _ = $0.partitions.removeValue(forKey: id) }
+    }
+
+    /// Starts a fetcher anew for each leader whose followed partitions (or
+    /// address) changed, once per pass over the records. The new fetcher
+    /// fences its partitions when made, so nothing the old one still
+    /// receives lands; the old one closes its connection when cancelled.
+    private func restartFetchers() {
+        let myID = self.myID
+        let logger = self.logger
+        following.withLock { following in
+            let byLeader = Dictionary(grouping: following.partitions, by: \.value.leader)
+            for leader in Set(byLeader.keys).union(following.fetchers.keys) {
+                let entries = byLeader[leader] ?? []
+                let ids = Set(entries.map(\.key))
+                let address = entries.first?.value.address ?? ""
+                if let current = following.fetchers[leader], current.partitions == ids, current.address == address { continue }
+                following.fetchers.removeValue(forKey: leader)?.task.cancel()
+                let parts = address.split(separator: ":")
+                guard !entries.isEmpty, parts.count == 2, let port = Int(parts[1]) else { continue }
+                let logs = entries.sorted { $0.key < $1.key }.map(\.value.log)
+                let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: logs, logger: logger)
+                following.fetchers[leader] = (address, ids, Task { await fetcher.run(maxWaitMilliseconds: 500) })
+            }
+        }
     }
 
     // MARK: Controller

@@ -7,7 +7,9 @@ import Logging
 /// this broker's replica id from the follower's log end offset, append what
 /// comes back with `appendReplica` (byte for byte), and take the leader's
 /// high watermark (never past the local log end). The leader learns each
-/// follower's log end from the offset it fetches at.
+/// follower's log end from the offset it fetches at. A broker runs one per
+/// leader, over every partition it follows there, as Kafka's replica
+/// fetcher threads do: one Fetch answers a Produce to several partitions.
 ///
 /// Before copying, a follower truncates to the leader's history
 /// (`reconcile`): its log may end in batches of an epoch the leader never
@@ -40,9 +42,15 @@ public final class ReplicaFetcher: Sendable {
             do {
                 let connection = try await KafkaClientConnection.connect(host: leaderHost, port: leaderPort, clientID: "postduif-replica-\(replicaID)")
                 defer { Task { await connection.close() } }
-                try await reconcile(on: connection)
-                while !Task.isCancelled {
-                    try await fetchOnce(on: connection, maxWaitMilliseconds: maxWaitMilliseconds)
+                // A cancelled fetcher (its partitions moved to a new one) must
+                // not hold a long-polling fetch open for up to its wait.
+                try await withTaskCancellationHandler {
+                    try await reconcile(on: connection)
+                    while !Task.isCancelled {
+                        try await fetchOnce(on: connection, maxWaitMilliseconds: maxWaitMilliseconds)
+                    }
+                } onCancel: {
+                    connection.closeNow()
                 }
             } catch let error as LogStoreError where error.code == .replicaFenced {
                 logger.info("replica fetch stopped: the log has a new role", metadata: ["leader": "\(leaderHost):\(leaderPort)"])

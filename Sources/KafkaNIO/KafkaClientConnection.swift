@@ -92,6 +92,12 @@ public final class KafkaClientConnection: Sendable {
     public func close() async {
         try? await channel.close()
     }
+
+    /// Closes without waiting (for cancellation handlers): requests waiting
+    /// for an answer fail with `connectionClosed` at once.
+    public func closeNow() {
+        channel.close(promise: nil)
+    }
 }
 
 /// Assigns correlation ids in write order and completes each request's

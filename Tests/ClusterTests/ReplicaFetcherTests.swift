@@ -113,6 +113,56 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
         await leader.stop()
     }
 
+    /// One fetcher copies every partition it follows on one leader, in one
+    /// Fetch each time; cancelled while its fetch is parked it ends without
+    /// waiting the fetch out; a fetcher made later fences an earlier one.
+    @Test func oneFetcherCopiesSeveralPartitionsAndEndsAtOnceWhenCancelled() async throws {
+        let leader = try await LeaderNode()
+        let follower = try FollowerStore()
+        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 3))
+        try follower.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 3))
+        let leaderLogs = try (0..<3).map { try leader.store.partition(topic: "conversations", index: $0) }
+        let followerLogs = try (0..<3).map { try follower.store.partition(topic: "conversations", index: $0) }
+        for (index, log) in leaderLogs.enumerated() {
+            for round in 0..<(index + 2) { _ = try await log.append(chatBatch(round * 5), leaderEpoch: 1) }
+            try log.advanceHighWatermark(to: log.logEndOffset)
+        }
+        // It follows partitions 0 and 2 there; 1 is someone else's business.
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLogs[0], followerLogs[2]])
+        // Long enough that a test waiting for the parked fetch would show it.
+        let copying = Task { await fetcher.run(maxWaitMilliseconds: 25_000) }
+        #expect(try await waitUntil { followerLogs[0].logEndOffset == 10 && followerLogs[2].logEndOffset == 20 })
+        #expect(followerLogs[1].logEndOffset == 0)
+        // Produced through the broker (which wakes parked fetches), both
+        // partitions' new batches arrive through the same long poll.
+        let producer = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        let request = ProduceRequest(acks: 1, timeoutMilliseconds: 10_000, topics: [.init(topic: "conversations", partitions: [
+            .init(index: 0, batch: chatBatch(100)), .init(index: 2, batch: chatBatch(200)),
+        ])])
+        var reader = try await producer.request(.produce, version: 8) { request.encode(&$0, version: 8) }
+        #expect(try ProduceResponse.decode(&reader, version: 8).topics[0].partitions.allSatisfy { $0.errorCode == 0 })
+        await producer.close()
+        #expect(try await waitUntil { followerLogs[0].logEndOffset == 15 && followerLogs[2].logEndOffset == 25 })
+
+        // Parked now (nothing new): cancelling ends it long before the 25 s wait.
+        try await Task.sleep(for: .milliseconds(200))
+        let cancelled = ContinuousClock.now
+        copying.cancel()
+        await copying.value
+        #expect(ContinuousClock.now - cancelled < .seconds(10))
+
+        // A fetcher made later fences the earlier one's copies of the same partitions.
+        let replaced = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLogs[0]])
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        _ = try await leaderLogs[0].append(chatBatch(300), leaderEpoch: 1)
+        await #expect(throws: LogStoreError.self) { try await fetcher.fetchOnce(on: connection) }
+        #expect(followerLogs[0].logEndOffset == 15)
+        #expect(try await replaced.fetchOnce(on: connection) == 1)
+        #expect(followerLogs[0].logEndOffset == 20)
+        await connection.close()
+        await leader.stop()
+    }
+
     @Test func aReplicaFetchReadsPastTheHighWatermarkAndAConsumerDoesNot() async throws {
         let leader = try await LeaderNode()
         let leaderLog = try conversationsLog(leader.store)
