@@ -140,7 +140,8 @@ actor KafkaPublisher: Publisher {
     private var waitingForRoom: [CheckedContinuation<Void, Never>] = []
     private var waitingForIdle: [CheckedContinuation<Void, Never>] = []
     private var failure: (any Error)?
-    private var lingerTask: Task<Void, Never>?
+    /// The deadline the linger timer is armed for, if it is.
+    private var lingerDue: UInt64?
 
     init(routes: [Int32: KafkaClientConnection], topic: String, partitionCount: Int32, recorder: Recorder, settings: PublishSettings) {
         self.routes = routes
@@ -150,19 +151,27 @@ actor KafkaPublisher: Publisher {
         self.settings = settings
     }
 
-    private func startLingerTimer() {
-        guard lingerTask == nil else { return }
-        let period = max(settings.lingerMilliseconds, 1)
-        lingerTask = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(period))
-                await self?.sendIfDue()
-            }
+    /// Arms a one-shot timer for the moment the oldest pending message has
+    /// lingered its time. A periodic check every linger period (as before)
+    /// sent a batch between one and two periods after its first message.
+    private func armLinger() {
+        let due = oldestPending + UInt64(settings.lingerMilliseconds) * 1_000_000
+        if let armed = lingerDue, armed <= due { return }
+        lingerDue = due
+        let now = monotonicNanoseconds()
+        let delay = due > now ? due - now : 0
+        Task { [weak self] in
+            try? await Task.sleep(nanoseconds: delay)
+            await self?.lingered(due)
         }
     }
 
+    private func lingered(_ due: UInt64) {
+        if lingerDue == due { lingerDue = nil }
+        sendIfDue()
+    }
+
     func publish(_ messages: [OutgoingMessage]) async throws {
-        startLingerTimer()
         if let failure { throw failure }
         while pendingBytes >= settings.bufferBytesMax {
             await withCheckedContinuation { waitingForRoom.append($0) }
@@ -191,7 +200,10 @@ actor KafkaPublisher: Publisher {
     func sendIfDue(force: Bool = false) {
         while pendingBytes > 0 && inFlight < settings.inFlightMax {
             let lingered = monotonicNanoseconds() - oldestPending >= UInt64(settings.lingerMilliseconds) * 1_000_000
-            guard force || lingered || fullBatches > 0 else { return }
+            guard force || lingered || fullBatches > 0 else {
+                armLinger()
+                return
+            }
             sendOne()
         }
     }
@@ -304,7 +316,6 @@ actor KafkaPublisher: Publisher {
     }
 
     func close() async {
-        lingerTask?.cancel()
         var unique: [ObjectIdentifier: KafkaClientConnection] = [:]
         for connection in routes.values { unique[ObjectIdentifier(connection)] = connection }
         for connection in unique.values { await connection.close() }
