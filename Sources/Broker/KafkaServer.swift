@@ -80,19 +80,27 @@ public struct KafkaServer: Sendable {
                 // reader goes on to write the next Produce meanwhile (they
                 // share a sync); any other request first waits until every
                 // earlier Produce is durable, so it sees what they wrote.
+                //
+                // A ready answer with nothing queued before it is written by
+                // the reader itself: handing it to the writer task cost a
+                // wake-up of that task per answer, most of a connection's.
                 let (answers, answerQueue) = AsyncStream.makeStream(of: Answer.self)
+                // Answers handed to the writer and not yet written; only the
+                // reader adds, so at 0 the writer is idle.
+                let queued = QueuedAnswers()
+                @Sendable func write(_ response: [UInt8]?) async throws {
+                    guard let response else { return }
+                    metrics.bytesOut.increment(by: Int64(response.count))
+                    try await outbound.write(ByteBuffer(bytes: response))
+                }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await answer in answers {
-                            let response: [UInt8]?
                             switch answer {
-                            case .ready(let bytes): response = bytes
-                            case .pending(let task): response = await task.value
+                            case .ready(let bytes): try await write(bytes)
+                            case .pending(let task): try await write(await task.value)
                             }
-                            if let response {
-                                metrics.bytesOut.increment(by: Int64(response.count))
-                                try await outbound.write(ByteBuffer(bytes: response))
-                            }
+                            queued.count.subtract(1, ordering: .releasing)
                         }
                     }
                     defer { answerQueue.finish() }
@@ -109,23 +117,31 @@ public struct KafkaServer: Sendable {
                             metrics.bytesIn.increment(by: Int64(bytes.count + 4))
                             let isProduce = bytes.count >= 2 && bytes[0] == 0 && bytes[1] == UInt8(ApiKey.produce.rawValue)
                             if !isProduce { await drain() }
+                            let staged: Reply
                             do throws(CloseConnection) {
-                                switch try await broker.stage(frame: bytes, session: &session) {
-                                case .ready(let response):
-                                    answerQueue.yield(.ready(response))
-                                case .pending(let finish):
-                                    let task = Task { await finish() }
-                                    answerQueue.yield(.pending(task))
-                                    waiting.append(task)
-                                    if waiting.count >= Self.pipelineDepthMax {
-                                        _ = await waiting.removeFirst().value
-                                    }
-                                }
-                                if session.closeAfterResponse { break }
+                                staged = try await broker.stage(frame: bytes, session: &session)
                             } catch {
                                 logger.warning("closing connection", metadata: ["client": "\(client)", "reason": "\(error.reason)"])
                                 break
                             }
+                            switch staged {
+                            case .ready(let response):
+                                if queued.count.load(ordering: .acquiring) == 0 {
+                                    try await write(response)
+                                } else {
+                                    queued.count.add(1, ordering: .relaxed)
+                                    answerQueue.yield(.ready(response))
+                                }
+                            case .pending(let finish):
+                                let task = Task { await finish() }
+                                queued.count.add(1, ordering: .relaxed)
+                                answerQueue.yield(.pending(task))
+                                waiting.append(task)
+                                if waiting.count >= Self.pipelineDepthMax {
+                                    _ = await waiting.removeFirst().value
+                                }
+                            }
+                            if session.closeAfterResponse { break }
                         }
                     } catch {
                         ended = error
@@ -150,4 +166,9 @@ public struct KafkaServer: Sendable {
             logger.debug("connection ended", metadata: ["client": "\(client)", "error": "\(error)"])
         }
     }
+}
+
+/// A connection's count of answers handed to its writer and not yet written.
+private final class QueuedAnswers: Sendable {
+    let count = Atomic<Int>(0)
 }
