@@ -32,7 +32,7 @@ public struct KafkaServer: Sendable {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    return AcceptedConnection(try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel))
                 }
             }
         let port = server.channel.localAddress?.port ?? configuration.port
@@ -49,7 +49,8 @@ public struct KafkaServer: Sendable {
                 }
             }
             try await server.executeThenClose { connections in
-                for try await connection in connections {
+                for try await accepted in connections {
+                    guard let connection = accepted.take() else { continue }
                     group.addTask { await serve(connection) }
                 }
             }
@@ -171,4 +172,28 @@ public struct KafkaServer: Sendable {
 /// A connection's count of answers handed to its writer and not yet written.
 private final class QueuedAnswers: Sendable {
     let count = Atomic<Int>(0)
+}
+
+/// A connection the listener accepted, until the accept loop takes it to
+/// serve. SwiftNIO traps when a connection's `NIOAsyncChannel` is released
+/// before `executeThenClose` ran on it, and a listener that stops drops the
+/// connections accepted but not yet handed over (swift-nio#2637): a broker
+/// stopping on a lost lease while clients reconnected crashed that way. A
+/// connection dropped so is closed here instead.
+final class AcceptedConnection: Sendable {
+    private let connection: Mutex<NIOAsyncChannel<ByteBuffer, ByteBuffer>?>
+
+    init(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) {
+        self.connection = Mutex(connection)
+    }
+
+    func take() -> NIOAsyncChannel<ByteBuffer, ByteBuffer>? {
+        connection.withLock { $0.take() }
+    }
+
+    deinit {
+        if let unserved = connection.withLock({ $0.take() }) {
+            Task { try? await unserved.executeThenClose { _, _ in } }
+        }
+    }
 }

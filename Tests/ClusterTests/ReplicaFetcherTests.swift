@@ -273,3 +273,30 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
         await leader.stop()
     }
 }
+
+/// A broker whose node stops (a lost lease) cancels its Kafka listener
+/// while clients may be reconnecting. Connections accepted but not yet
+/// handed to the accept loop must still be served and closed: SwiftNIO
+/// traps when such a connection is released unserved, which took a whole
+/// broker down in the paused-leader cluster test.
+@Suite struct ListenerStopTests {
+    @Test func aListenerCancelledWhileConnectionsArriveStopsWithoutTrapping() async throws {
+        for _ in 0..<5 {
+            let leader = try await LeaderNode()
+            // A burst of connections, then the stop at once.
+            let connecting = Task {
+                await withTaskGroup(of: KafkaClientConnection?.self) { group in
+                    for _ in 0..<64 {
+                        group.addTask { try? await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port) }
+                    }
+                    var connections: [KafkaClientConnection] = []
+                    for await connection in group { if let connection { connections.append(connection) } }
+                    return connections
+                }
+            }
+            try await Task.sleep(for: .milliseconds(2))
+            await leader.stop()
+            for connection in await connecting.value { await connection.close() }
+        }
+    }
+}
