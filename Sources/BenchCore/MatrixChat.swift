@@ -185,7 +185,10 @@ public final class MatrixChatBench: Sendable {
                     while true {
                         let now = monotonicNanoseconds()
                         if now >= measureEnd { break }
-                        if let interval {
+                        if interval != nil {
+                            // A message due at the window's end is not in it:
+                            // it would count as sent and never as delivered.
+                            if next >= measureEnd { break }
                             if now < next { try await Task.sleep(for: .nanoseconds(Int64(next - now))) }
                         } else if now < measureStart {
                             try await Task.sleep(for: .nanoseconds(Int64(measureStart - now)))
@@ -245,27 +248,36 @@ public final class MatrixChatBench: Sendable {
     /// A member's long-poll loop: each bench message counts once, with its
     /// latency from the intended send time when sent inside the window.
     func follow(token: String, since start: String, room: String, recorder: Recorder, window: Range<UInt64>, stop: Shared<Bool>) async throws {
+        guard let url = URL(string: settings.baseURL), let host = url.host else { throw MatrixError(description: "bad URL \(settings.baseURL)") }
+        let port = url.port ?? 80
         var since = start
         var seen = Set<Int>()
+        var connection: SyncConnection?
+        defer { connection?.close() }
         while !stop.withLock({ $0 }) {
-            let (status, body) = try await call(.GET, "/sync?timeout=\(settings.syncTimeoutMilliseconds)&since=\(since)", token: token,
-                                                timeout: .milliseconds(Int64(settings.syncTimeoutMilliseconds) + 30_000))
-            let now = monotonicNanoseconds()
-            guard status == 200 else {
+            let answer: (status: Int, body: ByteBuffer)
+            do {
+                if connection == nil { connection = try await SyncConnection.connect(host: host, port: port) }
+                answer = try await connection!.get("/_matrix/client/v3/sync?timeout=\(settings.syncTimeoutMilliseconds)&since=\(since)", token: token)
+            } catch {
+                // A closed connection (the server's keep-alive ended, or the
+                // run's end cancelled the poll): a new one, unless stopping.
+                connection?.close()
+                connection = nil
+                if stop.withLock({ $0 }) || Task.isCancelled { return }
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            if let next = body["next_batch"] as? String { since = next }
-            guard let rooms = body["rooms"] as? [String: Any], let joined = rooms["join"] as? [String: Any],
-                  let entry = joined[room] as? [String: Any], let timeline = entry["timeline"] as? [String: Any],
-                  let events = timeline["events"] as? [[String: Any]] else { continue }
+            let now = monotonicNanoseconds()
+            guard answer.status == 200 else {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0) }
+            if let next = scan.nextBatch { since = next }
             var intended: [UInt64] = []
-            for event in events where (event["type"] as? String) == "m.room.message" {
-                guard let text = (event["content"] as? [String: Any])?["body"] as? String else { continue }
-                let parts = text.split(separator: " ")
-                guard parts.count == 3, parts[0] == "bench", let id = Int(parts[1]), let sent = UInt64(parts[2]) else { continue }
-                guard seen.insert(id).inserted else { continue }
-                if window.contains(sent) { intended.append(sent) }
+            for message in scan.messages where seen.insert(message.id).inserted {
+                if window.contains(message.intended) { intended.append(message.intended) }
             }
             recorder.count(.deliveries, intended.count, at: now)
             recorder.recordLatencies(from: intended, to: now)

@@ -188,3 +188,34 @@ import Testing
         #expect(!html.contains("id=\"comparison\""))
     }
 }
+
+/// The chat workload reads `/sync` answers without decoding their JSON: it
+/// must find `next_batch` and exactly the bench messages, whatever the
+/// server's spacing, and nothing shaped otherwise.
+@Suite struct SyncAnswerScanTests {
+    func scan(_ text: String) -> SyncAnswerScan {
+        Array(text.utf8).withUnsafeBytes { SyncAnswerScan($0) }
+    }
+
+    @Test func findsNextBatchAndBenchMessagesInCompactAndSpacedJSON() {
+        let compact = #"{"next_batch":"s72_4483_1","rooms":{"join":{"!r:localhost":{"timeline":{"events":[{"type":"m.room.message","content":{"msgtype":"m.text","body":"bench 17 123456789"}},{"type":"m.room.message","content":{"body":"bench 18 123456999"}}]}}}}}"#
+        let result = scan(compact)
+        #expect(result.nextBatch == "s72_4483_1")
+        #expect(result.messages.map(\.id) == [17, 18])
+        #expect(result.messages.map(\.intended) == [123_456_789, 123_456_999])
+
+        let spaced = #"{ "rooms": {"join": {"!r:localhost": {"timeline": {"events": [{"content": {"body": "bench 3 99"}}]}}}}, "next_batch" : "t9" }"#
+        let other = scan(spaced)
+        #expect(other.nextBatch == "t9")
+        #expect(other.messages.map(\.id) == [3] && other.messages.map(\.intended) == [99])
+    }
+
+    @Test func otherStringsStartingWithBenchAreNotMessages() {
+        // A room named "bench 3", user ids of the run's prefix, a body cut short.
+        let text = #"{"next_batch":"n","state":[{"content":{"name":"bench 3"}},{"sender":"@bencha1r0m0:localhost"}],"x":"bench 5 ","y":"bench 5 6 7","z":"bench x 1"}"#
+        let result = scan(text)
+        #expect(result.nextBatch == "n")
+        #expect(result.messages.isEmpty)
+        #expect(scan("{}").nextBatch == nil)
+    }
+}

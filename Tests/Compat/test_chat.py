@@ -368,3 +368,20 @@ def test_the_gateway_authenticates_to_a_sasl_broker():
     assert "refused the gateway's credentials" in wrong.read_log()
     wrong.stop()
     broker.stop()
+
+
+def test_the_matrix_load_tool_counts_every_copy(chat):
+    """`postduif-bench matrix` (its own long-poll client, which reads the
+    bench messages out of /sync answers without decoding the JSON) counts
+    each message once for each member, open and closed loop."""
+    bench = os.path.join(os.path.dirname(BINARY), "postduif-bench")
+    for extra in (["--rate", "20"], []):
+        out = tempfile.mktemp(prefix="postduif-matrix-", suffix=".json")
+        result = subprocess.run([bench, "matrix", "--url", chat.url, "--server-name", "gov.test", "--members", "4", "--seconds", "2",
+                                 "--json", out] + extra, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        with open(out) as f:
+            report = json.load(f)
+        os.unlink(out)
+        assert report["sent"] > 0 and report["sendErrors"] == 0, report
+        assert report["deliveries"] == report["expectedDeliveries"] == report["sent"] * 4, report
