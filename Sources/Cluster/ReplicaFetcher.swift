@@ -2,6 +2,7 @@ import KafkaNIO
 import KafkaWire
 import LogStore
 import Logging
+import Synchronization
 
 /// A follower's copy loop for the partitions one leader leads: Fetch with
 /// this broker's replica id from the follower's log end offset, append what
@@ -23,6 +24,12 @@ public final class ReplicaFetcher: Sendable {
     /// Each log's fence, taken when this fetcher was made: a later role
     /// (leading, or following someone else) refuses this fetcher's copies.
     let fences: [UInt64]
+    /// Partitions the leader refused, left out of the fetches until the
+    /// instant given: a refusal is answered at once, and asking again at
+    /// once would spin, while waiting before the next Fetch held back the
+    /// other partitions' copies with it.
+    let resting = Mutex<[Int: ContinuousClock.Instant]>([:])
+    static let restAfterRefusal: Duration = .milliseconds(100)
     static let fetchVersion: Int16 = 11
 
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog], logger: Logger = Logger(label: "postduif.replica")) {
@@ -96,7 +103,18 @@ public final class ReplicaFetcher: Sendable {
     /// One Fetch round trip; returns the number of batches appended.
     @discardableResult
     public func fetchOnce(on connection: KafkaClientConnection, maxWaitMilliseconds: Int32 = 0) async throws -> Int {
-        let byTopic = Dictionary(grouping: partitions, by: \.topicName)
+        let now = ContinuousClock.now
+        let rested = resting.withLock { resting in
+            resting = resting.filter { $0.value > now }
+            return resting
+        }
+        let asked = partitions.indices.filter { rested[$0] == nil }.map { partitions[$0] }
+        guard !asked.isEmpty else {
+            // Every partition was refused a moment ago: wait for the first to rest out.
+            if let next = rested.values.min() { try await Task.sleep(until: next, clock: .continuous) }
+            return 0
+        }
+        let byTopic = Dictionary(grouping: asked, by: \.topicName)
         var request = FetchRequest(
             maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 32 << 20,
             topics: byTopic.keys.sorted().map { topic in
@@ -106,7 +124,6 @@ public final class ReplicaFetcher: Sendable {
         var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
         let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         var appended = 0
-        var refused = 0
         // Every batch of the answer is written first and made durable once
         // (in `fsync` mode a sync covers all of them): the log end this
         // follower reports in its next fetch is durable by then.
@@ -116,8 +133,10 @@ public final class ReplicaFetcher: Sendable {
                 guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
                 let log = partitions[position]
                 guard answer.errorCode == 0 else {
+                    // A broker that no longer leads it answers at once: the
+                    // partition rests while the new leader's record is on its way.
                     logger.warning("leader refused a replica fetch", metadata: ["partition": "\(topic.name)/\(answer.index)", "error": "\(answer.errorCode)"])
-                    refused += 1
+                    resting.withLock { $0[position] = ContinuousClock.now + Self.restAfterRefusal }
                     continue
                 }
                 var last: PendingAppend? = nil
@@ -134,11 +153,6 @@ public final class ReplicaFetcher: Sendable {
             if let last { _ = try await last.durable() }
             let committed = min(highWatermark, log.logEndOffset)
             if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
-        }
-        if refused > 0 && appended == 0 {
-            // A broker that no longer leads answers at once: do not spin on it
-            // while the new leader's record is on its way.
-            try await Task.sleep(for: .milliseconds(100))
         }
         return appended
     }

@@ -163,6 +163,37 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
         await leader.stop()
     }
 
+    /// A partition the leader refuses rests out of the fetches for a while
+    /// instead of making every Fetch return at once (a spin, or a pause that
+    /// held the other partitions back): the others keep long-polling.
+    @Test func aRefusedPartitionRestsWhileTheOthersLongPoll() async throws {
+        let leader = try await LeaderNode()
+        let follower = try FollowerStore()
+        _ = try conversationsLog(leader.store)  // the leader has partition 0 only
+        try follower.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 2))
+        let followerLogs = try (0..<2).map { try follower.store.partition(topic: "conversations", index: $0) }
+        let refusals = Counter()
+        var logger = Logger(label: "test-replica") { _ in CountingLogHandler(counter: refusals, counted: "leader refused a replica fetch") }
+        logger.logLevel = .info
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: followerLogs, logger: logger)
+        let copying = Task { await fetcher.run(maxWaitMilliseconds: 25_000) }
+        try await Task.sleep(for: .milliseconds(300))
+        let producer = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        let request = ProduceRequest(acks: 1, timeoutMilliseconds: 10_000, topics: [.init(topic: "conversations", partitions: [.init(index: 0, batch: chatBatch(0))])])
+        var reader = try await producer.request(.produce, version: 8) { request.encode(&$0, version: 8) }
+        #expect(try ProduceResponse.decode(&reader, version: 8).topics[0].partitions[0].errorCode == 0)
+        await producer.close()
+        #expect(try await waitUntil { followerLogs[0].logEndOffset == 5 })
+        try await Task.sleep(for: .milliseconds(1200))
+        // Refused at the first fetch and once after the produce woke the
+        // long poll; a fetcher pausing 100 ms per refusal logs one per pause.
+        #expect(refusals.value.load(ordering: .relaxed) <= 3)
+        #expect(followerLogs[1].logEndOffset == 0)
+        copying.cancel()
+        await copying.value
+        await leader.stop()
+    }
+
     @Test func aReplicaFetchReadsPastTheHighWatermarkAndAConsumerDoesNot() async throws {
         let leader = try await LeaderNode()
         let leaderLog = try conversationsLog(leader.store)
@@ -298,5 +329,26 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
             await leader.stop()
             for connection in await connecting.value { await connection.close() }
         }
+    }
+}
+
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+/// Counts the log messages with one text, for tests of what a component logs.
+struct CountingLogHandler: LogHandler {
+    let counter: Counter
+    let counted: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        if message.description == counted { counter.value.add(1, ordering: .relaxed) }
     }
 }
