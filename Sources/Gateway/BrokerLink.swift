@@ -182,6 +182,25 @@ actor BrokerLink {
         throw BrokerRefusal(description: "history of \(topic): no leader answered")
     }
 
+    /// A partition's first offset (`earliest`) or next one, from its leader,
+    /// asked again while leadership settles: a topic just made has leaders
+    /// on record that do not lead it yet and refuse (a gateway starting with
+    /// a new cluster exited on that).
+    func offset(topic: String, partition: Int32, earliest: Bool) async throws -> Int64 {
+        var lastError: any Error = BrokerRefusal(description: "no leader for \(topic)/\(partition)")
+        for attempt in 0..<20 {
+            do {
+                let connection = try await open(try await leader(topic: topic, partition: partition, refresh: attempt > 0))
+                defer { Task { await connection.close() } }
+                return try await PartitionTail(topic: topic, partition: partition, connection: connection).offset(earliest: earliest)
+            } catch {
+                lastError = error
+            }
+            try await Task.sleep(for: .milliseconds(100 * (attempt + 1)))
+        }
+        throw lastError
+    }
+
     /// The leader's address for a partition, for a tail's own connection.
     func leader(topic: String, partition: Int32, refresh: Bool) async throws -> String {
         guard let address = try await layout(topic, refresh: refresh)[partition] else {
@@ -202,8 +221,11 @@ struct PartitionTail {
         var reader = try await connection.request(.listOffsets, version: 2) { writer in
             ListOffsetsRequest(topics: [.init(name: topic, partitions: [.init(index: partition, timestamp: earliest ? -2 : -1)])]).encode(&writer, version: 2)
         }
-        guard let answer = try ListOffsetsResponse.decode(&reader, version: 2).topics.first?.partitions.first, answer.errorCode == 0 else {
+        guard let answer = try ListOffsetsResponse.decode(&reader, version: 2).topics.first?.partitions.first else {
             throw BrokerRefusal(description: "no offsets for \(topic)/\(partition)")
+        }
+        guard answer.errorCode == 0 else {
+            throw BrokerRefusal(description: "no offsets for \(topic)/\(partition): error \(answer.errorCode)")
         }
         return answer.offset
     }

@@ -33,11 +33,11 @@ public enum ChatAccounts {
     public static func list(broker: String, credentials: (user: String, password: String)? = nil) async throws -> [String] {
         let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
+        let end = try await link.offset(topic: ChatTopics.accounts, partition: 0, earliest: false)
+        var next = try await link.offset(topic: ChatTopics.accounts, partition: 0, earliest: true)
         let connection = try await link.open(try await link.leader(topic: ChatTopics.accounts, partition: 0, refresh: false))
         defer { Task { await connection.close() } }
         let tail = PartitionTail(topic: ChatTopics.accounts, partition: 0, connection: connection)
-        let end = try await tail.offset(earliest: false)
-        var next = try await tail.offset(earliest: true)
         let state = ChatState(serverName: "", timelinePartitions: 1)
         while next < end {
             let (records, after, _) = try await tail.fetch(from: next, maxWaitMilliseconds: 100)

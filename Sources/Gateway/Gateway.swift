@@ -111,10 +111,7 @@ public final class ChatGateway: Sendable {
     }
 
     private func tailStart(topic: String, partition: Int32, earliest: Bool) async throws -> Int64 {
-        let address = try await link.leader(topic: topic, partition: partition, refresh: false)
-        let connection = try await link.open(address)
-        defer { Task { await connection.close() } }
-        return try await PartitionTail(topic: topic, partition: partition, connection: connection).offset(earliest: earliest)
+        try await link.offset(topic: topic, partition: partition, earliest: earliest)
     }
 
     /// Takes the fan-out's deliveries from every broker leading a partition
