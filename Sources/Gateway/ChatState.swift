@@ -108,8 +108,10 @@ final class ChatState: Sendable {
 
     /// A parked `/sync` and the handle of its deadline in `timeouts`; woken
     /// early, the deadline is removed, so long polls leave no timers behind.
+    /// `resume` ends a task's wait (the router's path) or schedules the
+    /// answer on the connection's event loop (the sync fast path).
     struct Waiter {
-        var continuation: CheckedContinuation<Void, Never>
+        var resume: @Sendable () -> Void
         var timer: UInt64? = nil
     }
 
@@ -326,6 +328,9 @@ final class ChatState: Sendable {
         }
         for waiter in ready { resume(waiter.continuation, timer: waiter.timer) }
     }
+
+    /// Whether every broker's fan-out routes `user` here already.
+    func isRegistered(_ user: String) -> Bool { inner.withLock { Self.isRegistered($0, user) } }
 
     private static func isRegistered(_ inner: Inner, _ user: String) -> Bool {
         !inner.pollAddresses.isEmpty && inner.pollAddresses.isSubset(of: inner.registeredAt[user] ?? [])
@@ -566,26 +571,44 @@ final class ChatState: Sendable {
         let key = nextWaitKey()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let moved = inner.withLock { inner -> Bool in
-                    if (inner.userGenerations[userID] ?? 0) != generation { return true }
-                    inner.userWaiters[userID, default: [:]][key] = Waiter(continuation: continuation)
-                    return false
-                }
-                if moved {
+                if !park(userID, key: key, after: generation, timeout: timeout, resume: { continuation.resume() }) {
                     continuation.resume()
-                    return
-                }
-                timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) } attach: { timer in
-                    inner.withLock { inner in
-                        guard inner.userWaiters[userID]?[key] != nil else { return false }
-                        inner.userWaiters[userID]?[key]?.timer = timer
-                        return true
-                    }
                 }
             }
         } onCancel: {
             wake(userID, key)
         }
+    }
+
+    /// Parks a `/sync` of `userID` as `park` does, calling `resume` once when
+    /// woken or at `timeout`; nil (and no call) if something arrived since
+    /// `generation`. The key is for `unpark`.
+    func park(_ userID: String, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> UInt64? {
+        let key = nextWaitKey()
+        return park(userID, key: key, after: generation, timeout: timeout, resume: resume) ? key : nil
+    }
+
+    /// Drops a parked `/sync` whose connection closed, without calling it.
+    func unpark(_ userID: String, key: UInt64) {
+        guard let waiter = inner.withLock({ $0.userWaiters[userID]?.removeValue(forKey: key) }) else { return }
+        if let timer = waiter.timer { timeouts.remove(timer) }
+    }
+
+    private func park(_ userID: String, key: UInt64, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> Bool {
+        let parked = inner.withLock { inner -> Bool in
+            if (inner.userGenerations[userID] ?? 0) != generation { return false }
+            inner.userWaiters[userID, default: [:]][key] = Waiter(resume: resume)
+            return true
+        }
+        guard parked else { return false }
+        timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) } attach: { timer in
+            inner.withLock { inner in
+                guard inner.userWaiters[userID]?[key] != nil else { return false }
+                inner.userWaiters[userID]?[key]?.timer = timer
+                return true
+            }
+        }
+        return true
     }
 
     private func wake(_ userID: String, _ key: UInt64) {
@@ -595,7 +618,8 @@ final class ChatState: Sendable {
 
     /// Ends a parked `/sync`, and its timeout with it.
     func resume(_ waiter: Waiter) {
-        resume(waiter.continuation, timer: waiter.timer)
+        if let timer = waiter.timer { timeouts.remove(timer) }
+        waiter.resume()
     }
 
     /// Ends a wait woken before its deadline, and the deadline with it: a

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import KafkaNIO
 import KafkaWire
 import Logging
@@ -98,6 +99,7 @@ public final class ChatGateway: Sendable {
             let router = api.router()
             let app = Application(
                 router: router,
+                server: HTTPServerBuilder { responder in MatrixHTTP1Channel(api: api, responder: responder) },
                 configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-gateway"),
                 onServerRunning: { channel in
                     self.serving.withLock { $0 = true }

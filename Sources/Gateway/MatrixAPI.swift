@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import KafkaWire
 import Logging
 import Metrics
@@ -123,10 +124,16 @@ struct MatrixAPI: Sendable {
     }
 
     func authenticate(_ request: Request) throws -> Session {
+        try authenticate(authorization: request.headers[.authorization], query: request.uri)
+    }
+
+    /// The session of a request's bearer token (header, or `access_token`
+    /// in the query).
+    func authenticate(authorization: String?, query uri: URI) throws -> Session {
         var token: String?
-        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
+        if let header = authorization, header.hasPrefix("Bearer ") {
             token = String(header.dropFirst("Bearer ".count))
-        } else if let query = request.uri.queryParameters.get("access_token") {
+        } else if let query = uri.queryParameters.get("access_token") {
             token = query
         }
         guard let token else { throw MatrixError(.unauthorized, "M_MISSING_TOKEN", "no access token") }
@@ -437,39 +444,83 @@ struct MatrixAPI: Sendable {
 
     // MARK: Sync
 
-    func sync(_ request: Request) async throws -> Response {
-        let session = try authenticate(request)
-        state.touch(user: session.userID)
-        // A user new here waits until the fan-out routes their rooms here:
-        // from then on every message wakes this sync.
-        await state.waitRegistered(session.userID, timeout: .seconds(3))
-        let query = request.uri.queryParameters
-        let partitions = Int(state.timelinePartitions)
+    /// A parsed `/sync` request.
+    struct SyncQuery: Sendable {
+        var session: Session
+        var since: SyncPosition?
+        var fullState: Bool
+        var deadline: ContinuousClock.Instant
+    }
+
+    /// What a `/sync` does next: answer with this body, or wait for the
+    /// user's generation to move past this one.
+    enum SyncStep {
+        case answer(String)
+        case wait(generation: UInt64)
+    }
+
+    /// A sync body needs a room's events below `end` that the cache does
+    /// not hold: they come from the broker's index, then the sync is tried again.
+    struct NeedHistory: Error {
+        var roomID: String
+        var end: Int64
+        var key: String { "\(roomID)|\(end)" }
+    }
+
+    func syncQuery(authorization: String?, uri: URI) throws -> SyncQuery {
+        let session = try authenticate(authorization: authorization, query: uri)
+        let query = uri.queryParameters
         var since: SyncPosition?
         if let token = query.get("since") {
-            guard let parsed = SyncPosition(token: String(token), partitions: partitions) else {
+            guard let parsed = SyncPosition(token: String(token), partitions: Int(state.timelinePartitions)) else {
                 throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown since token")
             }
             since = parsed
         }
-        let fullState = query.get("full_state") == "true"
         // An absent timeout means answer now.
-        let timeout = Duration.milliseconds(min(Int64(query.get("timeout") ?? "") ?? 0, configuration.syncWaitMax.milliseconds))
-        let deadline = ContinuousClock.now + timeout
+        let timeout = Duration.milliseconds(min(max(Int64(query.get("timeout") ?? "") ?? 0, 0), configuration.syncWaitMax.milliseconds))
+        return SyncQuery(session: session, since: since, fullState: query.get("full_state") == "true", deadline: ContinuousClock.now + timeout)
+    }
+
+    /// One look at what `query` should get, from what the gateway holds:
+    /// no awaiting, so the event loop's fast path runs it as well.
+    /// Throws `NeedHistory` when a room's events are neither cached nor in `fetched`.
+    func syncStep(_ query: SyncQuery, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
+        let generation = state.generation(of: query.session.userID)
+        let position = state.position
+        let (body, changed) = try syncBody(query.session, since: query.fullState ? nil : query.since, position: position, fetched: fetched)
+        if changed || query.since == nil || ContinuousClock.now >= query.deadline {
+            return .answer(body)
+        }
+        return .wait(generation: generation)
+    }
+
+    /// `/sync` through the router: a user new here, a room not cached, a
+    /// request the fast path (SyncFastPath) left alone.
+    func sync(_ request: Request) async throws -> Response {
+        let query = try syncQuery(authorization: request.headers[.authorization], uri: request.uri)
+        state.touch(user: query.session.userID)
+        // A user new here waits until the fan-out routes their rooms here:
+        // from then on every message wakes this sync.
+        await state.waitRegistered(query.session.userID, timeout: .seconds(3))
+        var fetched: [String: [RoomEvent]] = [:]
         while true {
-            let generation = state.generation(of: session.userID)
-            let position = state.position
-            let (body, changed) = try await syncBody(session, since: fullState ? nil : since, position: position)
-            if changed || since == nil || ContinuousClock.now >= deadline {
-                return Self.ok(body)
+            do {
+                switch try syncStep(query, fetched: fetched) {
+                case .answer(let body):
+                    return Self.ok(body)
+                case .wait(let generation):
+                    Self.longPolls.increment()
+                    await state.waitForUser(query.session.userID, after: generation, timeout: query.deadline - ContinuousClock.now)
+                    Self.longPolls.decrement()
+                }
+            } catch let need as NeedHistory {
+                fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: Self.timelineLimit)
             }
-            Self.longPolls.increment()
-            await state.waitForUser(session.userID, after: generation, timeout: deadline - ContinuousClock.now)
-            Self.longPolls.decrement()
         }
     }
 
-    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition) async throws -> (String, Bool) {
+    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
         var joined: [String] = []
         var invited: [String] = []
         var left: [String] = []
@@ -482,9 +533,9 @@ struct MatrixAPI: Sendable {
             case "join":
                 if membershipChanged {
                     let markers = markerSections(session, roomID, since: nil)
-                    joined.append(try await fullRoom(roomID, room, end: position.timeline[partition], markers: markers))
+                    joined.append(try fullRoom(roomID, room, end: position.timeline[partition], markers: markers, fetched: fetched))
                 } else if let since {
-                    let timeline = try await timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition])
+                    let timeline = try timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition], fetched: fetched)
                     let markers = markerSections(session, roomID, since: since.markers)
                     if timeline != nil || markers.changed {
                         let events = timeline ?? "{\"events\":[],\"limited\":false}"
@@ -537,14 +588,16 @@ struct MatrixAPI: Sendable {
 
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
-    func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool)) async throws -> String {
+    func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool), fetched: [String: [RoomEvent]]) throws -> String {
         let stateEvents = state.stateEventsJSON(roomID: roomID, room)
         var events: [RoomEvent]
         var limited = false
         if let cached = state.recentEvents(roomID: roomID, upTo: end, limit: Self.timelineLimit) {
             (events, limited) = cached
         } else {
-            events = try await history(roomID, upTo: end, limit: Self.timelineLimit)
+            let need = NeedHistory(roomID: roomID, end: end)
+            guard let page = fetched[need.key] else { throw need }
+            events = page
             limited = events.count == Self.timelineLimit
         }
         if events.count > Self.timelineLimit {
@@ -566,7 +619,7 @@ struct MatrixAPI: Sendable {
     /// The room's events in [from, to), as a serialised timeline object;
     /// nil when there are none. Shared by every member syncing from the same
     /// position: serialised once.
-    func timelineDelta(_ roomID: String, from: Int64, to: Int64) async throws -> String? {
+    func timelineDelta(_ roomID: String, from: Int64, to: Int64, fetched: [String: [RoomEvent]]) throws -> String? {
         guard from < to else { return nil }
         let key = "\(roomID)|\(from)|\(to)"
         if let shared = state.sharedDelta(key) { return shared.isEmpty ? nil : shared }
@@ -575,7 +628,9 @@ struct MatrixAPI: Sendable {
         if let cached = state.cachedEvents(roomID: roomID, after: from, upTo: to), cached.complete {
             events = cached.events
         } else {
-            events = try await history(roomID, upTo: to, limit: Self.timelineLimit).filter { $0.offset >= from }
+            let need = NeedHistory(roomID: roomID, end: to)
+            guard let page = fetched[need.key] else { throw need }
+            events = page.filter { $0.offset >= from }
             limited = events.count == Self.timelineLimit
         }
         if events.count > Self.timelineLimit {

@@ -385,3 +385,123 @@ def test_the_matrix_load_tool_counts_every_copy(chat):
         os.unlink(out)
         assert report["sent"] > 0 and report["sendErrors"] == 0, report
         assert report["deliveries"] == report["expectedDeliveries"] == report["sent"] * 4, report
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection, written to as bytes, so that a
+    test controls what arrives together (requests pipelined in one write)."""
+
+    def __init__(self, chat):
+        self.socket = socket.create_connection(("127.0.0.1", chat.port), timeout=30)
+        self.reader = self.socket.makefile("rb")
+
+    def request(self, method, path, token=None, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        head = "%s /_matrix/client/v3%s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
+        if token:
+            head += "Authorization: Bearer %s\r\n" % token
+        if body is not None:
+            head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(data)
+        return head.encode() + b"\r\n" + data
+
+    def send(self, *requests):
+        self.socket.sendall(b"".join(requests))
+
+    def response(self):
+        status = self.reader.readline()
+        assert status.startswith(b"HTTP/1.1 "), status
+        length = None
+        while True:
+            line = self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        assert length is not None, "no content-length"
+        return int(status.split()[1]), json.loads(self.reader.read(length))
+
+    def close(self):
+        self.reader.close()
+        self.socket.close()
+
+
+def metric(chat, name):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % chat.http_port, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def long_polls(chat):
+    return metric(chat, "postduif_gateway_long_polls")
+
+
+def test_one_connection_keeps_its_order_and_a_closed_long_poll_leaves_nothing(chat):
+    """A plain keep-alive /sync is answered on the gateway's event loop,
+    other requests by the router: answers on one connection still come in
+    the order of the requests, whichever path each takes, errors are Matrix
+    JSON, and a long poll whose connection closes is dropped at once."""
+    status, body = call(chat, "POST", "/register", {"username": "griffier", "password": "pw-griffier"})
+    assert status == 200, body
+    token = body["access_token"]
+    status, created = call(chat, "POST", "/createRoom", {"name": "Agenda"}, token=token)
+    room = urllib.request.quote(created["room_id"])
+    fast_before = metric(chat, "postduif_gateway_fast_syncs_total")
+    connection = RawConnection(chat)
+    try:
+        connection.send(connection.request("GET", "/sync?timeout=0", token))
+        status, first = connection.response()
+        assert status == 200 and created["room_id"] in first["rooms"]["join"], first
+        since = first["next_batch"]
+
+        # A parked sync, a request behind it, then the message that wakes it.
+        connection.send(connection.request("GET", "/sync?timeout=20000&since=" + since, token),
+                        connection.request("GET", "/joined_rooms", token))
+        time.sleep(0.3)
+        started = time.monotonic()
+        status, sent = call(chat, "PUT", "/rooms/%s/send/m.room.message/o1" % room, {"msgtype": "m.text", "body": "punt een"}, token=token)
+        assert status == 200, sent
+        status, woken = connection.response()
+        assert status == 200 and time.monotonic() - started < 10, woken
+        events = woken["rooms"]["join"][created["room_id"]]["timeline"]["events"]
+        assert [e["event_id"] for e in events] == [sent["event_id"]], events
+        status, joined = connection.response()
+        assert status == 200 and joined == {"joined_rooms": [created["room_id"]]}, joined
+        since = woken["next_batch"]
+
+        # A send and, in the same write, the sync that should see it.
+        connection.send(connection.request("PUT", "/rooms/%s/send/m.room.message/o2" % room, token, {"msgtype": "m.text", "body": "punt twee"}),
+                        connection.request("GET", "/sync?timeout=20000&since=" + since, token))
+        status, second = connection.response()
+        assert status == 200 and "event_id" in second, second
+        status, seen = connection.response()
+        events = seen["rooms"]["join"][created["room_id"]]["timeline"]["events"]
+        assert status == 200 and [e["event_id"] for e in events] == [second["event_id"]], seen
+        since = seen["next_batch"]
+
+        # Errors on the fast path are Matrix JSON and keep the connection.
+        connection.send(connection.request("GET", "/sync?timeout=0", "pdt_forged"),
+                        connection.request("GET", "/sync?since=bogus", token),
+                        connection.request("GET", "/sync?timeout=0&since=" + since, token))
+        assert connection.response() == (401, {"errcode": "M_UNKNOWN_TOKEN", "error": "unknown or revoked access token"})
+        status, answer = connection.response()
+        assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+        status, quiet = connection.response()
+        assert status == 200 and quiet["rooms"]["join"] == {}, quiet
+        # The event loop answered some of these (the first sync of a user new
+        # here and a sync behind an open request go through the router).
+        assert metric(chat, "postduif_gateway_fast_syncs_total") >= fast_before + 3
+
+        connection.send(connection.request("GET", "/sync?timeout=30000&since=" + since, token))
+        deadline = time.monotonic() + 5
+        while long_polls(chat) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert long_polls(chat) >= 1
+    finally:
+        connection.close()
+    deadline = time.monotonic() + 5
+    while long_polls(chat) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert long_polls(chat) == 0

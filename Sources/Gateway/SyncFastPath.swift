@@ -1,0 +1,250 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import Metrics
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+
+/// The gateway's HTTP/1.1 connections: Hummingbird's own pipeline with the
+/// sync fast path in front of its request handling.
+///
+/// A delivered copy of a message is one answer to a parked `/sync` and the
+/// member's next `/sync`. Through the router each of those is a request
+/// value, a task hop from the event loop to the connection's task and back,
+/// the middleware chain and a continuation per wait; in rooms of 1,000 that
+/// path, not the gateway's own work, was most of its CPU. Here a plain
+/// keep-alive `GET /sync` is answered on the connection's event loop and
+/// parks there; everything else (and a sync the cache cannot answer, or of
+/// a user the fan-out does not route here yet) goes to the router unchanged.
+struct MatrixHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+
+    let api: MatrixAPI
+    let responder: HTTPChannelHandler.Responder
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            // As HTTP1Channel sets up its pipeline, with the fast path between
+            // the HTTP/1 decoder and the conversion to HTTP types.
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: .init())
+            try channel.pipeline.syncOperations.addHandler(SyncFastPath(api: api))
+            try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+            return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+        }
+    }
+
+    func handle(value asyncChannel: Value, logger: Logger) async {
+        await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+    }
+}
+
+/// Answers `GET /_matrix/client/v3/sync` on the event loop (see
+/// `MatrixHTTP1Channel`), passing every other request on to the router.
+///
+/// Order on the connection is kept: a sync is taken only when every request
+/// passed on before it has been answered (its response's end went out
+/// through here; otherwise the router gets it too), and requests arriving
+/// while a sync is parked wait behind it.
+final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let path = MatrixAPI.prefix + "/sync"
+    static let answered = Counter(label: "postduif_gateway_fast_syncs_total")
+
+    let api: MatrixAPI
+    private var context: ChannelHandlerContext?
+    /// Where answers are written as bytes: the context of the HTTP/1
+    /// encoder, so they go straight to the socket.
+    private var rawOutput: ChannelHandlerContext?
+    /// Requests passed on whose response has not ended.
+    private var outstanding = 0
+    /// A request is being passed on part by part.
+    private var passing = false
+    /// A sync whose head came and whose end has not.
+    private var held: HTTPRequestHead?
+    /// The sync parked here, and its key in `ChatState`.
+    private var parked: (head: HTTPRequestHead, query: MatrixAPI.SyncQuery, key: UInt64)?
+    /// Parts that came while a sync was held or parked.
+    private var queued: [HTTPServerRequestPart] = []
+
+    init(api: MatrixAPI) {
+        self.api = api
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        rawOutput = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        unpark()
+        self.context = nil
+        rawOutput = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        unpark()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if parked != nil || !queued.isEmpty {
+            queued.append(part)
+            return
+        }
+        take(part, context: context)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            outstanding -= 1
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            if outstanding == 0 && !passing && Self.isPlainSync(head) {
+                held = head
+                return
+            }
+            outstanding += 1
+            passing = true
+            context.fireChannelRead(wrapInboundOut(part))
+        case .body:
+            // A sync has no body; one that brings one goes to the router.
+            if let head = held {
+                held = nil
+                outstanding += 1
+                passing = true
+                context.fireChannelRead(wrapInboundOut(.head(head)))
+            }
+            context.fireChannelRead(wrapInboundOut(part))
+        case .end:
+            if let head = held {
+                held = nil
+                start(head)
+            } else {
+                passing = false
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        }
+    }
+
+    /// Takes the parts that came while a sync was parked, once it is answered.
+    private func drain() {
+        guard let context else { return }
+        var passed = false
+        while parked == nil, !queued.isEmpty {
+            take(queued.removeFirst(), context: context)
+            passed = true
+        }
+        // The router's channel reads what it was passed at a read's end.
+        if passed { context.fireChannelReadComplete() }
+    }
+
+    /// A keep-alive HTTP/1.1 `GET /sync` without a body.
+    static func isPlainSync(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .GET, head.version == .http1_1, head.uri.hasPrefix(path) else { return false }
+        let rest = head.uri.utf8.dropFirst(path.utf8.count)
+        guard rest.isEmpty || rest.first == UInt8(ascii: "?") else { return false }
+        if head.headers.contains(name: "transfer-encoding") { return false }
+        if let length = head.headers.first(name: "content-length"), length != "0" { return false }
+        return !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
+    }
+
+    private func start(_ head: HTTPRequestHead) {
+        let query: MatrixAPI.SyncQuery
+        do {
+            query = try api.syncQuery(authorization: head.headers.first(name: "authorization"), uri: URI(head.uri))
+        } catch let error as MatrixError {
+            answer(status: error.status.code, body: "{\"errcode\":\(JSONText.string(error.code)),\"error\":\(JSONText.string(error.message))}")
+            return
+        } catch {
+            passOn(head)
+            return
+        }
+        api.state.touch(user: query.session.userID)
+        // A user new here waits, in the router, for the fan-out to route them here.
+        guard api.state.isRegistered(query.session.userID) else {
+            passOn(head)
+            return
+        }
+        step(head, query)
+    }
+
+    private func step(_ head: HTTPRequestHead, _ query: MatrixAPI.SyncQuery) {
+        while true {
+            let next: MatrixAPI.SyncStep
+            do {
+                next = try api.syncStep(query)
+            } catch {
+                // A room not cached: the router reads it from the broker.
+                passOn(head)
+                return
+            }
+            switch next {
+            case .answer(let body):
+                answer(status: 200, body: body)
+                return
+            case .wait(let generation):
+                guard let context else { return }
+                let loop = context.eventLoop
+                let bound = NIOLoopBound(self, eventLoop: loop)
+                let user = query.session.userID
+                // The key is known only once parked; the wake finds it in `parked`.
+                guard let key = api.state.park(user, after: generation, timeout: query.deadline - ContinuousClock.now, resume: {
+                    loop.execute { bound.value.woken() }
+                }) else { continue }
+                MatrixAPI.longPolls.increment()
+                parked = (head, query, key)
+                return
+            }
+        }
+    }
+
+    private func woken() {
+        guard let (head, query, _) = parked else { return }
+        parked = nil
+        MatrixAPI.longPolls.decrement()
+        step(head, query)
+        if parked == nil && !queued.isEmpty { drain() }
+    }
+
+    private func unpark() {
+        guard let (_, query, key) = parked else { return }
+        parked = nil
+        MatrixAPI.longPolls.decrement()
+        api.state.unpark(query.session.userID, key: key)
+    }
+
+    /// Hands a sync the fast path will not answer to the router, as it came.
+    private func passOn(_ head: HTTPRequestHead) {
+        guard let context else { return }
+        outstanding += 1
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+        context.fireChannelReadComplete()
+    }
+
+    /// Writes a whole JSON response as bytes, in one write.
+    private func answer(status: Int, body: String) {
+        guard let context, let rawOutput, context.channel.isActive else { return }
+        let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count + 128)
+        buffer.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+        buffer.writeString(body)
+        rawOutput.writeAndFlush(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
+        Self.answered.increment()
+    }
+}
