@@ -141,21 +141,21 @@ public final class MatrixChatBench: Sendable {
             sinceTokens.withLock { $0[name] = next }
         }
         let since = sinceTokens.withLock { $0 }
+        let cpuBefore = Shared(0.0)
 
         let sends = Recorder()
         let deliveries = Recorder()
         let stop = Shared(false)
-        // Warm-up before the window: every member's long poll opens its own
-        // connection when the follow tasks start, and a thousand connections
-        // at once took longer than half a second, so the first message waited
-        // behind them. Half a second, or a millisecond per session if longer.
         let sessions = names.reduce(0) { $0 + $1.count }
-        let measureStart = monotonicNanoseconds() + UInt64(max(500, sessions)) * 1_000_000
-        let measureEnd = measureStart + UInt64(settings.seconds * 1e9)
+        // The window opens once every member's long poll is in place: a
+        // warm-up message per room, not counted, has reached every member.
+        // A fixed warm-up (a millisecond per session) left a fifth of a
+        // 1,000-member room still connecting when the first message went,
+        // and their copies set the run's p99.
+        let window = Shared<Range<UInt64>>(UInt64.max..<UInt64.max)
+        let warmedUp = Shared(0)
         let sentIDs = Shared(0)
         let memoryMax = Shared(0.0)
-        let cpuBefore = Self.cpuSeconds(settings.serverPIDs)
-        progress("measuring for \(settings.seconds) s")
         let roomIDs = made
 
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -163,10 +163,31 @@ public final class MatrixChatBench: Sendable {
                 for name in members {
                     group.addTask {
                         try await self.follow(token: token[name]!, since: since[name]!, room: roomIDs[room], recorder: deliveries,
-                                              window: measureStart..<measureEnd, stop: stop)
+                                              window: window, warmedUp: warmedUp, stop: stop)
                     }
                 }
             }
+            progress("warming up: a message to every member")
+            for room in 0..<settings.rooms {
+                let (status, body) = try await call(.PUT, "/rooms/\(roomIDs[room])/send/m.room.message/warm-up-\(room)", token: token[names[room][0]],
+                                                    body: ["msgtype": "m.text", "body": "warm-up \(room)"], timeout: .seconds(120))
+                guard status == 200 else { throw MatrixError(description: "warm-up send: \(status) \(body)") }
+            }
+            let warmUpDeadline = ContinuousClock.now + .seconds(120)
+            while warmedUp.withLock({ $0 }) < sessions {
+                guard ContinuousClock.now < warmUpDeadline else {
+                    stop.withLock { $0 = true }
+                    throw MatrixError(description: "\(warmedUp.withLock { $0 }) of \(sessions) members received the warm-up message within 120 s")
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // Each member has its answer; let their next long polls arrive.
+            try await Task.sleep(for: .milliseconds(max(200, sessions / 5)))
+            let measureStart = monotonicNanoseconds()
+            let measureEnd = measureStart + UInt64(settings.seconds * 1e9)
+            window.withLock { $0 = measureStart..<measureEnd }
+            cpuBefore.withLock { $0 = Self.cpuSeconds(settings.serverPIDs) }
+            progress("measuring for \(settings.seconds) s")
             // Memory, sampled each half second.
             group.addTask {
                 while !stop.withLock({ $0 }) {
@@ -226,9 +247,9 @@ public final class MatrixChatBench: Sendable {
             }
         }
         let cpuAfter = Self.cpuSeconds(settings.serverPIDs)
+        let cpu = cpuAfter - cpuBefore.withLock { $0 }
         let sent = sends.total(.acknowledged)
         let delivered = deliveries.total(.deliveries)
-        let cpu = cpuAfter - cpuBefore
         func percentiles(_ recorder: Recorder) -> [String: Double] {
             var out: [String: Double] = [:]
             for (label, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0)] {
@@ -247,11 +268,13 @@ public final class MatrixChatBench: Sendable {
 
     /// A member's long-poll loop: each bench message counts once, with its
     /// latency from the intended send time when sent inside the window.
-    func follow(token: String, since start: String, room: String, recorder: Recorder, window: Range<UInt64>, stop: Shared<Bool>) async throws {
+    func follow(token: String, since start: String, room: String, recorder: Recorder, window: Shared<Range<UInt64>>, warmedUp: Shared<Int>,
+                stop: Shared<Bool>) async throws {
         guard let url = URL(string: settings.baseURL), let host = url.host else { throw MatrixError(description: "bad URL \(settings.baseURL)") }
         let port = url.port ?? 80
         var since = start
         var seen = Set<Int>()
+        var warm = false
         var connection: SyncConnection?
         defer { connection?.close() }
         while !stop.withLock({ $0 }) {
@@ -275,9 +298,14 @@ public final class MatrixChatBench: Sendable {
             }
             let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0) }
             if let next = scan.nextBatch { since = next }
+            if scan.warmUp && !warm {
+                warm = true
+                warmedUp.withLock { $0 += 1 }
+            }
+            let measured = window.withLock { $0 }
             var intended: [UInt64] = []
             for message in scan.messages where seen.insert(message.id).inserted {
-                if window.contains(message.intended) { intended.append(message.intended) }
+                if measured.contains(message.intended) { intended.append(message.intended) }
             }
             recorder.count(.deliveries, intended.count, at: now)
             recorder.recordLatencies(from: intended, to: now)

@@ -131,9 +131,12 @@ struct SyncConnectionClosed: Error, CustomStringConvertible {
 struct SyncAnswerScan {
     var nextBatch: String?
     var messages: [(id: Int, intended: UInt64)] = []
+    /// The answer carries a warm-up message (sent before the window).
+    var warmUp = false
 
     private static let nextBatchKey = Array(#""next_batch""#.utf8)
     private static let benchPrefix = Array(#""bench "#.utf8)
+    private static let warmUpPrefix = Array(#""warm-up "#.utf8)
 
     init(_ bytes: UnsafeRawBufferPointer) {
         let quote = UInt8(ascii: "\"")
@@ -147,6 +150,7 @@ struct SyncAnswerScan {
                 if end < bytes.count { nextBatch = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self) }
             }
         }
+        warmUp = Self.find(Self.warmUpPrefix, in: bytes, from: 0) != nil
         var from = 0
         while let found = Self.find(Self.benchPrefix, in: bytes, from: from) {
             var at = found + Self.benchPrefix.count

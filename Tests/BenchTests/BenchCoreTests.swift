@@ -218,4 +218,14 @@ import Testing
         #expect(result.messages.isEmpty)
         #expect(scan("{}").nextBatch == nil)
     }
+
+    @Test func theWarmUpMessageIsSeenAndNotCounted() {
+        let text = #"{"next_batch":"w","rooms":{"join":{"!r:localhost":{"timeline":{"events":[{"content":{"body":"warm-up 0"}}]}}}}}"#
+        let result = scan(text)
+        #expect(result.warmUp)
+        #expect(result.messages.isEmpty)
+        // A room named like it is not the message.
+        #expect(!scan(#"{"name":"warm-up"}"#).warmUp)
+        #expect(!scan(#"{"next_batch":"n","rooms":{}}"#).warmUp)
+    }
 }
