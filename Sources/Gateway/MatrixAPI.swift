@@ -468,7 +468,10 @@ struct MatrixAPI: Sendable {
     }
 
     func syncQuery(authorization: String?, uri: URI) throws -> SyncQuery {
-        let session = try authenticate(authorization: authorization, query: uri)
+        try syncQuery(session: authenticate(authorization: authorization, query: uri), uri: uri)
+    }
+
+    func syncQuery(session: Session, uri: URI) throws -> SyncQuery {
         let query = uri.queryParameters
         var since: SyncPosition?
         if let token = query.get("since") {
@@ -487,8 +490,8 @@ struct MatrixAPI: Sendable {
     /// Throws `NeedHistory` when a room's events are neither cached nor in `fetched`.
     func syncStep(_ query: SyncQuery, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
         let generation = state.generation(of: query.session.userID)
-        let position = state.position
-        let (body, changed) = try syncBody(query.session, since: query.fullState ? nil : query.since, position: position, fetched: fetched)
+        let (position, token) = state.positionWithToken
+        let (body, changed) = try syncBody(query.session, since: query.fullState ? nil : query.since, position: position, token: token, fetched: fetched)
         if changed || query.since == nil || ContinuousClock.now >= query.deadline {
             return .answer(body)
         }
@@ -520,7 +523,7 @@ struct MatrixAPI: Sendable {
         }
     }
 
-    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
+    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
         var joined: [String] = []
         var invited: [String] = []
         var left: [String] = []
@@ -555,7 +558,7 @@ struct MatrixAPI: Sendable {
             }
         }
         let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty
-        let body = "{\"next_batch\":\(JSONText.string(position.token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
+        let body = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
             + "\"account_data\":{\"events\":[]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[]},\"device_lists\":{\"changed\":[],\"left\":[]},\"device_one_time_keys_count\":{}}"
         return (body, changed)
     }

@@ -494,6 +494,16 @@ def test_one_connection_keeps_its_order_and_a_closed_long_poll_leaves_nothing(ch
         # here and a sync behind an open request go through the router).
         assert metric(chat, "postduif_gateway_fast_syncs_total") >= fast_before + 3
 
+        # A token logged out elsewhere stops working on this connection too.
+        status, second_login = login(chat, "griffier", "pw-griffier")
+        assert status == 200, second_login
+        connection.send(connection.request("GET", "/sync?timeout=0&since=" + since, token))
+        assert connection.response()[0] == 200
+        assert call(chat, "POST", "/logout", {}, token=token)[0] == 200
+        connection.send(connection.request("GET", "/sync?timeout=0&since=" + since, token))
+        assert connection.response() == (401, {"errcode": "M_UNKNOWN_TOKEN", "error": "unknown or revoked access token"})
+        token = second_login["access_token"]
+
         connection.send(connection.request("GET", "/sync?timeout=30000&since=" + since, token))
         deadline = time.monotonic() + 5
         while long_polls(chat) < 1 and time.monotonic() < deadline:
