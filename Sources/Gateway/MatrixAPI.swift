@@ -491,6 +491,11 @@ struct MatrixAPI: Sendable {
     func syncStep(_ query: SyncQuery, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
         let generation = state.generation(of: query.session.userID)
         let (position, token) = state.positionWithToken
+        // Nothing was written anywhere since the token: nothing to assemble.
+        // (Most long polls arrive so, right after the answer they follow.)
+        if let since = query.since, !query.fullState, since == position, ContinuousClock.now < query.deadline {
+            return .wait(generation: generation)
+        }
         let (body, changed) = try syncBody(query.session, since: query.fullState ? nil : query.since, position: position, token: token, fetched: fetched)
         if changed || query.since == nil || ContinuousClock.now >= query.deadline {
             return .answer(body)
