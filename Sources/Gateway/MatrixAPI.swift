@@ -107,20 +107,25 @@ struct MatrixAPI: Sendable {
     // MARK: Helpers
 
     func body(_ request: Request, _ context: BasicRequestContext) async throws -> [String: Any] {
+        try await bodyWithText(request, context).object
+    }
+
+    /// The body as a JSON object, and its text (`{}` when empty).
+    func bodyWithText(_ request: Request, _ context: BasicRequestContext) async throws -> (object: [String: Any], text: String) {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: configuration.bodyBytesMax)
         } catch {
             throw MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(configuration.bodyBytesMax) bytes")
         }
-        if buffer.readableBytes == 0 { return [:] }
+        if buffer.readableBytes == 0 { return ([:], "{}") }
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) else {
             throw MatrixError(.badRequest, "M_NOT_JSON", "the body is not JSON")
         }
         guard let dictionary = object as? [String: Any] else {
             throw MatrixError(.badRequest, "M_BAD_JSON", "the body must be a JSON object")
         }
-        return dictionary
+        return (dictionary, String(buffer: buffer))
     }
 
     func authenticate(_ request: Request) throws -> Session {
@@ -226,10 +231,19 @@ struct MatrixAPI: Sendable {
     /// room's state, read back before returning (so the next request sees
     /// the membership). Messages reach syncs through the fan-out.
     @discardableResult
-    func append(roomID: String, type: String, sender: String, content: [String: Any], stateKey: String? = nil, transaction: String? = nil) async throws -> String {
+    func append(roomID: String, type: String, sender: String, content: [String: Any], contentText: String? = nil, stateKey: String? = nil,
+                transaction: String? = nil) async throws -> String {
         var stored: [String: Any] = ["type": type, "sender": sender, "content": content]
         if let stateKey { stored["state_key"] = stateKey }
-        let value = JSONText.serialize(stored)
+        // A message's content is stored as the client sent it (already checked
+        // to be a JSON object), in the same key order as a serialised event:
+        // serialising it again was a fourteenth of the gateway's work in rooms of 2.
+        let value: String
+        if let contentText, stateKey == nil {
+            value = "{\"content\":\(contentText),\"sender\":\(JSONText.string(sender)),\"type\":\(JSONText.string(type))}"
+        } else {
+            value = JSONText.serialize(stored)
+        }
         let timestamp = Self.now
         var headers: [RecordHeader] = []
         if let transaction { headers.append(RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))) }
@@ -346,7 +360,7 @@ struct MatrixAPI: Sendable {
         let eventType = parameter(context, "eventType")
         let txnID = parameter(context, "txnId")
         try requireJoined(session, roomID)
-        let content = try await body(request, context)
+        let (content, contentText) = try await bodyWithText(request, context)
         guard !eventType.isEmpty, eventType.utf8.count <= 255, !txnID.isEmpty else {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "an event type and a transaction id are required")
         }
@@ -355,7 +369,7 @@ struct MatrixAPI: Sendable {
         if let eventID = state.transaction(transaction) {
             return Self.ok("{\"event_id\":\(JSONText.string(eventID))}")
         }
-        let eventID = try await append(roomID: roomID, type: eventType, sender: session.userID, content: content, transaction: transaction)
+        let eventID = try await append(roomID: roomID, type: eventType, sender: session.userID, content: content, contentText: contentText, transaction: transaction)
         state.remember(transaction: transaction, eventID: eventID)
         return Self.ok("{\"event_id\":\(JSONText.string(eventID))}")
     }
