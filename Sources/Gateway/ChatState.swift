@@ -172,6 +172,9 @@ final class ChatState: Sendable {
         var registeredAt: [String: Set<String>] = [:]
         var registrationWaiters: [UInt64: (user: String, continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = [:]
         var positionToken: (position: SyncPosition, token: String)?
+        /// Whole sync bodies shared by the members of a room syncing from
+        /// the same position (see `MatrixAPI.syncBody`).
+        var answers: [String: (body: String, changed: Bool)] = [:]
     }
 
     static let timelineCacheMax = 200
@@ -284,6 +287,15 @@ final class ChatState: Sendable {
             }
         }
         return json
+    }
+
+    func sharedAnswer(_ key: String) -> (body: String, changed: Bool)? { inner.withLock { $0.answers[key] } }
+
+    func storeAnswer(_ key: String, _ answer: (body: String, changed: Bool)) {
+        inner.withLock { inner in
+            if inner.answers.count > 10_000 { inner.answers.removeAll(keepingCapacity: true) }
+            inner.answers[key] = answer
+        }
     }
 
     func storeDelta(_ key: String, _ json: String) {

@@ -469,7 +469,9 @@ struct MatrixAPI: Sendable {
     /// What a `/sync` does next: answer with this body, or wait for the
     /// user's generation to move past this one.
     enum SyncStep {
-        case answer(String)
+        /// The body, and a key naming it when other members get the very
+        /// same body (the fast path shares the bytes too).
+        case answer(String, shared: String?)
         case wait(generation: UInt64)
     }
 
@@ -510,9 +512,17 @@ struct MatrixAPI: Sendable {
         if let since = query.since, !query.fullState, since == position, ContinuousClock.now < query.deadline {
             return .wait(generation: generation)
         }
-        let (body, changed) = try syncBody(query.session, since: query.fullState ? nil : query.since, position: position, token: token, fetched: fetched)
+        let since = query.fullState ? nil : query.since
+        let shared = since.flatMap { sharedAnswerKey(query.session, since: $0, position: position, token: token) }
+        let (body, changed): (String, Bool)
+        if let shared, let answer = state.sharedAnswer(shared) {
+            (body, changed) = answer
+        } else {
+            (body, changed) = try syncBody(query.session, since: since, position: position, token: token, fetched: fetched)
+            if let shared { state.storeAnswer(shared, (body, changed)) }
+        }
         if changed || query.since == nil || ContinuousClock.now >= query.deadline {
-            return .answer(body)
+            return .answer(body, shared: shared)
         }
         return .wait(generation: generation)
     }
@@ -529,7 +539,7 @@ struct MatrixAPI: Sendable {
         while true {
             do {
                 switch try syncStep(query, fetched: fetched) {
-                case .answer(let body):
+                case .answer(let body, _):
                     return Self.ok(body)
                 case .wait(let generation):
                     Self.longPolls.increment()
@@ -540,6 +550,19 @@ struct MatrixAPI: Sendable {
                 fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: Self.timelineLimit)
             }
         }
+    }
+
+    /// The key of a sync body that every member of the user's room gets
+    /// alike: the user is in that one room, joined before `since`, and no
+    /// read marker was written since (markers differ per user). The members
+    /// of a large room answered for one message all sync again from the
+    /// same position, and get the same bytes for the next; nil otherwise.
+    func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String) -> String? {
+        guard since.markers == position.markers else { return nil }
+        let rooms = state.rooms(of: session.userID)
+        guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
+        let partition = Int(state.partition(ofRoom: only.roomID))
+        return "\(only.roomID)|\(since.timeline[partition])|\(token)"
     }
 
     func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {

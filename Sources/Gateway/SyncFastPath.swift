@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import Synchronization
 
 /// The gateway's HTTP/1.1 connections: Hummingbird's own pipeline with the
 /// sync fast path in front of its request handling.
@@ -208,8 +209,8 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             switch next {
-            case .answer(let body):
-                answer(status: 200, body: body)
+            case .answer(let body, let shared):
+                answer(status: 200, body: body, shared: shared)
                 return
             case .wait(let generation):
                 guard let context else { return }
@@ -251,14 +252,30 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Writes a whole JSON response as bytes, in one write.
-    private func answer(status: Int, body: String) {
+    /// Writes a whole JSON response as bytes, in one write. A shared body's
+    /// response is made once and the same buffer written to every member.
+    private func answer(status: Int, body: String, shared: String? = nil) {
         guard let context, let rawOutput, context.channel.isActive else { return }
-        let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
-        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count + 128)
-        buffer.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
-        buffer.writeString(body)
+        let buffer: ByteBuffer
+        if let shared, let made = Self.sharedResponses.withLock({ $0[shared] }) {
+            buffer = made
+        } else {
+            let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
+            var made = context.channel.allocator.buffer(capacity: body.utf8.count + 128)
+            made.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+            made.writeString(body)
+            if let shared {
+                Self.sharedResponses.withLock { responses in
+                    if responses.count > 1_000 { responses.removeAll(keepingCapacity: true) }
+                    responses[shared] = made
+                }
+            }
+            buffer = made
+        }
         rawOutput.writeAndFlush(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
         Self.answered.increment()
     }
+
+    /// Responses of shared sync bodies, by their key (`MatrixAPI.sharedAnswerKey`).
+    static let sharedResponses = Mutex<[String: ByteBuffer]>([:])
 }
