@@ -175,6 +175,9 @@ final class ChatState: Sendable {
         /// Whole sync bodies shared by the members of a room syncing from
         /// the same position (see `MatrixAPI.syncBody`).
         var answers: [String: (body: String, changed: Bool)] = [:]
+        /// Moves when a partition's cache restarts: shared answers made
+        /// before (and their bytes, kept by key elsewhere) no longer count.
+        var cacheEpoch: UInt64 = 0
     }
 
     static let timelineCacheMax = 200
@@ -290,6 +293,8 @@ final class ChatState: Sendable {
     }
 
     func sharedAnswer(_ key: String) -> (body: String, changed: Bool)? { inner.withLock { $0.answers[key] } }
+
+    var cacheEpoch: UInt64 { inner.withLock { $0.cacheEpoch } }
 
     func storeAnswer(_ key: String, _ answer: (body: String, changed: Bool)) {
         inner.withLock { inner in
@@ -428,6 +433,8 @@ final class ChatState: Sendable {
                     inner.rooms[id]!.recent = []
                 }
                 inner.deltas.removeAll()
+                inner.answers.removeAll()
+                inner.cacheEpoch &+= 1
             }
             inner.position.timeline[index] = max(inner.position.timeline[index], upTo)
         }

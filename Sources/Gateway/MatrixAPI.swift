@@ -562,7 +562,7 @@ struct MatrixAPI: Sendable {
         let rooms = state.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
-        return "\(only.roomID)|\(since.timeline[partition])|\(token)"
+        return "\(state.cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(token)"
     }
 
     func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
