@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -256,18 +257,21 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// response is made once and the same buffer written to every member.
     private func answer(status: Int, body: String, shared: String? = nil) {
         guard let context, let rawOutput, context.channel.isActive else { return }
+        let date = Self.httpDate()
+        // The shared bytes carry a Date header: kept per key and second.
+        let sharedKey = shared.map { $0 + "|" + date }
         let buffer: ByteBuffer
-        if let shared, let made = Self.sharedResponses.withLock({ $0[shared] }) {
+        if let sharedKey, let made = Self.sharedResponses.withLock({ $0[sharedKey] }) {
             buffer = made
         } else {
             let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
-            var made = context.channel.allocator.buffer(capacity: body.utf8.count + 128)
-            made.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+            var made = context.channel.allocator.buffer(capacity: body.utf8.count + 160)
+            made.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nDate: \(date)\r\nServer: postduif-gateway\r\n\r\n")
             made.writeString(body)
-            if let shared {
+            if let sharedKey {
                 Self.sharedResponses.withLock { responses in
                     if responses.count > 1_000 { responses.removeAll(keepingCapacity: true) }
-                    responses[shared] = made
+                    responses[sharedKey] = made
                 }
             }
             buffer = made
@@ -276,6 +280,23 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         Self.answered.increment()
     }
 
-    /// Responses of shared sync bodies, by their key (`MatrixAPI.sharedAnswerKey`).
+    /// The `Date` header's value (RFC 9110 IMF-fixdate), made once a second.
+    static func httpDate() -> String {
+        var now = time(nil)
+        if let cached = dateCache.withLock({ $0 }), cached.second == now { return cached.text }
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let text = "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+        dateCache.withLock { $0 = (now, text) }
+        return text
+    }
+
+    private static let dateCache = Mutex<(second: time_t, text: String)?>(nil)
+
+    /// Responses of shared sync bodies, by their key (`MatrixAPI.sharedAnswerKey`) and second.
     static let sharedResponses = Mutex<[String: ByteBuffer]>([:])
 }

@@ -6,6 +6,7 @@ rooms and members; a third user, not a member, is refused. Then bad input:
 malformed JSON, oversized bodies, unknown rooms, wrong tokens and replayed
 transaction ids get Matrix errors, and nothing is stored twice."""
 import asyncio
+import email.utils
 import json
 import os
 import socket
@@ -411,11 +412,13 @@ class RawConnection:
         status = self.reader.readline()
         assert status.startswith(b"HTTP/1.1 "), status
         length = None
+        self.headers = {}
         while True:
             line = self.reader.readline()
             if line in (b"\r\n", b""):
                 break
             name, _, value = line.decode().partition(":")
+            self.headers[name.lower()] = value.strip()
             if name.lower() == "content-length":
                 length = int(value)
         assert length is not None, "no content-length"
@@ -465,6 +468,8 @@ def test_one_connection_keeps_its_order_and_a_closed_long_poll_leaves_nothing(ch
         assert status == 200, sent
         status, woken = connection.response()
         assert status == 200 and time.monotonic() - started < 10, woken
+        assert connection.headers["content-type"] == "application/json", connection.headers
+        assert abs(email.utils.parsedate_to_datetime(connection.headers["date"]).timestamp() - time.time()) < 60, connection.headers
         events = woken["rooms"]["join"][created["room_id"]]["timeline"]["events"]
         assert [e["event_id"] for e in events] == [sent["event_id"]], events
         status, joined = connection.response()
