@@ -488,11 +488,15 @@ def test_one_connection_keeps_its_order_and_a_closed_long_poll_leaves_nothing(ch
 
         # Errors on the fast path are Matrix JSON and keep the connection.
         connection.send(connection.request("GET", "/sync?timeout=0", "pdt_forged"),
-                        connection.request("GET", "/sync?since=bogus", token),
-                        connection.request("GET", "/sync?timeout=0&since=" + since, token))
+                        connection.request("GET", "/sync?since=bogus", token))
         assert connection.response() == (401, {"errcode": "M_UNKNOWN_TOKEN", "error": "unknown or revoked access token"})
         status, answer = connection.response()
         assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+        for bogus in ("s1__0_0", "s1_0_0", "s1_0_0_0_0", "s99999999999999999999_0_0_0", "t1_0_0_0", "s1_0_0_0_"):
+            connection.send(connection.request("GET", "/sync?timeout=0&since=" + bogus, token))
+            status, answer = connection.response()
+            assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), bogus
+        connection.send(connection.request("GET", "/sync?timeout=0&since=" + since, token))
         status, quiet = connection.response()
         assert status == 200 and quiet["rooms"]["join"] == {}, quiet
         # The event loop answered some of these (the first sync of a user new
