@@ -109,7 +109,7 @@ final class ChatState: Sendable {
         /// Moves with every change of `state`: the key of its serialised form.
         var stateVersion: UInt64 = 0
         var members: [String: Member] = [:]
-        /// The newest events, oldest first, at most `timelineCacheMax`.
+        /// The newest events, oldest first: `timelineCacheMax` and up to 31 more.
         var recent: [RoomEvent] = []
         /// The cache holds every event of the room from this offset on: the
         /// first delivered since the fan-out began sending this room here.
@@ -488,16 +488,19 @@ final class ChatState: Sendable {
             return []
         }
         return inner.withLock { inner -> [String] in
-            var room = inner.rooms[roomID] ?? Room()
+            // Taken out of the table while it changes: a copy left in it made
+            // every append copy the room's recent events.
+            var room = inner.rooms.removeValue(forKey: roomID) ?? Room()
+            defer { inner.rooms[roomID] = room }
             if let last = room.recent.last, last.offset >= event.offset { return [] }
             if room.coveredFrom == nil { room.coveredFrom = event.offset }
             room.recent.append(event)
-            if room.recent.count > Self.timelineCacheMax { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
+            // Trimmed in steps, not by one event per message.
+            if room.recent.count >= Self.timelineCacheMax + 32 { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
             if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
                 if inner.transactions.count >= Self.transactionsMax { inner.transactions.removeAll(keepingCapacity: true) }
                 inner.transactions[transaction] = event.eventID
             }
-            inner.rooms[roomID] = room
             return room.members.filter { $0.value.membership == "join" || $0.value.membership == "invite" }.map(\.key)
         }
     }
@@ -523,7 +526,7 @@ final class ChatState: Sendable {
                               partition: partition(ofRoom: roomID), offset: -1, json: json)
         let woken = inner.withLock { inner -> [Waiter] in
             inner.position.state = max(inner.position.state, record.offset + 1)
-            var room = inner.rooms[roomID] ?? Room()
+            var room = inner.rooms.removeValue(forKey: roomID) ?? Room()
             room.state[type + "\u{0}" + stateKey] = event
             room.stateVersion &+= 1
             var wake: [String] = []
