@@ -35,7 +35,9 @@ struct FanOutRouter {
 
     /// A gateway polled: renew its lease and change its users.
     mutating func register(_ id: String, replace: Bool, users: [String], removed: [String], leaseEnd: Int64) {
-        var gateway = gateways[id] ?? Gateway()
+        // Each gateway is taken out of the table while it changes: a copy
+        // left in it made every change copy the gateway's queue.
+        var gateway = gateways.removeValue(forKey: id) ?? Gateway()
         if replace {
             for user in gateway.users { unroute(user, id) }
             gateway.users = []
@@ -80,7 +82,7 @@ struct FanOutRouter {
         let size = delivery.key.count + (delivery.value?.count ?? 0) + 64
         var queued: [String] = []
         for id in ids {
-            guard var gateway = gateways[id] else { continue }
+            guard var gateway = gateways.removeValue(forKey: id) else { continue }
             if gateway.overflow[delivery.partition] != nil {
                 // Already resyncing this partition: the gap covers this message.
             } else if gateway.queue.count - gateway.head >= queueCountMax || gateway.queuedBytes + size > queueBytesMax {
@@ -99,7 +101,7 @@ struct FanOutRouter {
     /// partitions it must resync, and per partition the first offset still
     /// queued (so the caller never claims past an undelivered message).
     mutating func drain(_ id: String, max: Int) -> (deliveries: [GatewayPollResponse.Delivery], resync: [Int32: Int64], stillQueued: [Int32: Int64]) {
-        guard var gateway = gateways[id] else { return ([], [:], [:]) }
+        guard var gateway = gateways.removeValue(forKey: id) else { return ([], [:], [:]) }
         let end = min(gateway.queue.count, gateway.head + Swift.max(max, 0))
         let taken = Array(gateway.queue[gateway.head..<end])
         gateway.head = end
