@@ -180,7 +180,9 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 session = known.session
             } else {
                 session = try api.authenticate(authorization: header, query: uri)
-                authenticated = header.map { ($0, session, revision) }
+                // Only a bearer header names the token by itself (otherwise it
+                // came from the query, which may differ next time).
+                authenticated = header.flatMap { $0.hasPrefix("Bearer ") ? ($0, session, revision) : nil }
             }
             query = try api.syncQuery(session: session, uri: uri)
         } catch let error as MatrixError {
