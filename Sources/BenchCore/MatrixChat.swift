@@ -141,7 +141,7 @@ public final class MatrixChatBench: Sendable {
             sinceTokens.withLock { $0[name] = next }
         }
         let since = sinceTokens.withLock { $0 }
-        let cpuBefore = Shared(0.0)
+        var cpuBefore = 0.0
 
         let sends = Recorder()
         let deliveries = Recorder()
@@ -186,7 +186,7 @@ public final class MatrixChatBench: Sendable {
             let measureStart = monotonicNanoseconds()
             let measureEnd = measureStart + UInt64(settings.seconds * 1e9)
             window.withLock { $0 = measureStart..<measureEnd }
-            cpuBefore.withLock { $0 = Self.cpuSeconds(settings.serverPIDs) }
+            cpuBefore = Self.cpuSeconds(settings.serverPIDs)
             progress("measuring for \(settings.seconds) s")
             // Memory, sampled each half second.
             group.addTask {
@@ -247,7 +247,7 @@ public final class MatrixChatBench: Sendable {
             }
         }
         let cpuAfter = Self.cpuSeconds(settings.serverPIDs)
-        let cpu = cpuAfter - cpuBefore.withLock { $0 }
+        let cpu = cpuAfter - cpuBefore
         let sent = sends.total(.acknowledged)
         let delivered = deliveries.total(.deliveries)
         func percentiles(_ recorder: Recorder) -> [String: Double] {

@@ -206,14 +206,16 @@ final class ChatState: Sendable {
 
     var position: SyncPosition { inner.withLock { $0.position } }
 
-    /// The position and its sync token, made once per position rather than
-    /// once per answer.
-    var positionWithToken: (position: SyncPosition, token: String) {
+    /// The position, its sync token (made once per position rather than
+    /// once per answer) and the cache's epoch, read together.
+    var positionWithToken: (position: SyncPosition, token: String, cacheEpoch: UInt64) {
         inner.withLock { inner in
-            if let cached = inner.positionToken, cached.position == inner.position { return cached }
+            if let cached = inner.positionToken, cached.position == inner.position {
+                return (cached.position, cached.token, inner.cacheEpoch)
+            }
             let made = (inner.position, inner.position.token)
             inner.positionToken = made
-            return made
+            return (made.0, made.1, inner.cacheEpoch)
         }
     }
 
@@ -293,8 +295,6 @@ final class ChatState: Sendable {
     }
 
     func sharedAnswer(_ key: String) -> (body: String, changed: Bool)? { inner.withLock { $0.answers[key] } }
-
-    var cacheEpoch: UInt64 { inner.withLock { $0.cacheEpoch } }
 
     func storeAnswer(_ key: String, _ answer: (body: String, changed: Bool)) {
         inner.withLock { inner in
@@ -639,7 +639,7 @@ final class ChatState: Sendable {
         }
     }
 
-    /// Parks a `/sync` of `userID` as `park` does, calling `resume` once when
+    /// Parks a `/sync` of `userID` as `waitForUser` does, calling `resume` once when
     /// woken or at `timeout`; nil (and no call) if something arrived since
     /// `generation`. The key is for `unpark`.
     func park(_ userID: String, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> UInt64? {
@@ -649,8 +649,12 @@ final class ChatState: Sendable {
 
     /// Drops a parked `/sync` whose connection closed, without calling it.
     func unpark(_ userID: String, key: UInt64) {
-        guard let waiter = inner.withLock({ $0.userWaiters[userID]?.removeValue(forKey: key) }) else { return }
+        guard let waiter = takeWaiter(userID, key) else { return }
         if let timer = waiter.timer { timeouts.remove(timer) }
+    }
+
+    private func takeWaiter(_ userID: String, _ key: UInt64) -> Waiter? {
+        inner.withLock { $0.userWaiters[userID]?.removeValue(forKey: key) }
     }
 
     private func park(_ userID: String, key: UInt64, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> Bool {
@@ -671,7 +675,7 @@ final class ChatState: Sendable {
     }
 
     private func wake(_ userID: String, _ key: UInt64) {
-        guard let waiter = inner.withLock({ $0.userWaiters[userID]?.removeValue(forKey: key) }) else { return }
+        guard let waiter = takeWaiter(userID, key) else { return }
         resume(waiter)
     }
 

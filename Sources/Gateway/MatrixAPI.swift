@@ -506,14 +506,14 @@ struct MatrixAPI: Sendable {
     /// Throws `NeedHistory` when a room's events are neither cached nor in `fetched`.
     func syncStep(_ query: SyncQuery, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
         let generation = state.generation(of: query.session.userID)
-        let (position, token) = state.positionWithToken
+        let (position, token, cacheEpoch) = state.positionWithToken
         // Nothing was written anywhere since the token: nothing to assemble.
         // (Most long polls arrive so, right after the answer they follow.)
         if let since = query.since, !query.fullState, since == position, ContinuousClock.now < query.deadline {
             return .wait(generation: generation)
         }
         let since = query.fullState ? nil : query.since
-        let shared = since.flatMap { sharedAnswerKey(query.session, since: $0, position: position, token: token) }
+        let shared = since.flatMap { sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch) }
         let (body, changed): (String, Bool)
         if let shared, let answer = state.sharedAnswer(shared) {
             (body, changed) = answer
@@ -557,12 +557,12 @@ struct MatrixAPI: Sendable {
     /// read marker was written since (markers differ per user). The members
     /// of a large room answered for one message all sync again from the
     /// same position, and get the same bytes for the next; nil otherwise.
-    func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String) -> String? {
+    func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64) -> String? {
         guard since.markers == position.markers else { return nil }
         let rooms = state.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
-        return "\(state.cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(token)"
+        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(token)"
     }
 
     func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
