@@ -2,7 +2,8 @@
 # `make bench-chat-compare`: the Matrix chat workload (postduif-bench
 # matrix: every member long-polls /sync, one sender per room) against
 # Postduif (broker + gateway, fsync durability) and Synapse (PyPI, SQLite,
-# rate limits off), in turns, for rooms of each size in SIZES. Per size:
+# rate limits off), in turns, for rooms of each size in SIZES, ROOMS rooms
+# at once (default 1; each room has its own sender). Per size:
 #
 #   1. closed loop (the sender sends its next message once the last is
 #      acknowledged) against Synapse, then Postduif: peak messages/s,
@@ -12,12 +13,18 @@
 #
 #   SIZES="2 10 100 1000" SECONDS_PER_RUN=10 OUT=bench-results BENCH_DIR=/tmp Benchmarks/chat-compare.sh
 #
+# One room with one sender in a closed loop leaves Postduif waiting on its
+# own round trips (a message's path crosses ~10 threads, each woken from
+# idle); ROOMS=20 keeps both servers busy, which is what a server's peak
+# deliveries per CPU-second means. The message rate is over all rooms.
+#
 # Starts every server itself on free loopback ports and stops exactly those
 # processes. Synapse's virtual environment is kept in $BENCH_DIR/synapse-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-2 10 100 1000}
+ROOMS=${ROOMS:-1}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 OUT=${OUT:-bench-results}
 BENCH_DIR=${BENCH_DIR:-/tmp}
@@ -62,14 +69,14 @@ trap 'stop_postduif; [ -n "${synapse_dir:-}" ] && stop_synapse || true' EXIT
 
 bench() {  # label url pids members [rate]
     local label=$1 url=$2 pids=$3 members=$4 rate=${5:-}
-    local args=(matrix --url "$url" --members "$members" --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/chat-$label-$members${rate:+-rate}.json")
+    local args=(matrix --url "$url" --rooms "$ROOMS" --members "$members" --setup-concurrency 32 --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/chat-$label-$members${rate:+-rate}.json")
     [ -n "$rate" ] && args+=(--rate "$rate")
     for pid in $pids; do args+=(--server-pid "$pid"); done
     "$BIN/postduif-bench" "${args[@]}" 2> /dev/null
 }
 
 for members in $SIZES; do
-    echo "== rooms of $members members"
+    echo "== rooms of $members members, $ROOMS at once"
     start_synapse
     bench synapse "$synapse_url" "$synapse_pid" "$members"
     stop_synapse

@@ -2,6 +2,7 @@ import Foundation
 import KafkaNIO
 import KafkaWire
 import Logging
+import Metrics
 
 /// One record as the gateway reads it back.
 struct StoredRecord: Sendable {
@@ -126,7 +127,141 @@ actor BrokerLink {
     /// Appends one record, acknowledged by every in-sync replica; returns
     /// where it landed. Keyed records go where Kafka's default partitioner
     /// puts them, so a Kafka client keying by conversation agrees.
+    ///
+    /// Records for a broker that already has `producesInFlightMax` Produce
+    /// requests unanswered wait and go together in the next one, as a Kafka
+    /// producer batches: one request, one store write and one answer for
+    /// many sends instead of one each (with twenty rooms sending at once the
+    /// broker's per-request work was most of its CPU). A record waits no
+    /// longer than an answer's round trip, which under that load it would
+    /// spend waiting for the broker's next sync anyway; a lone sender's
+    /// record goes at once. Whatever such a request could not place (a
+    /// broken connection, a moved leader) is retried alone below.
     func produce(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
+        if let leaders = layouts[topic], !leaders.isEmpty {
+            let partition = KafkaPartitioner.partition(forKey: key, partitionCount: Int32(leaders.count))
+            if let address = leaders[partition], connections[address] != nil {
+                let record = QueuedRecord(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp)
+                if let offset = try await coalesced(record, to: address) { return (partition, offset) }
+            }
+        }
+        return try await produceAlone(topic: topic, key: key, value: value, headers: headers, timestamp: timestamp)
+    }
+
+    /// Unanswered Produce requests per broker, past which records wait.
+    static let producesInFlightMax = 2
+    /// At most this many records, or bytes of values, in one coalesced request.
+    static let coalescedRecordsMax = 500
+    static let coalescedBytesMax = 1 << 20
+
+    private struct QueuedRecord: Sendable {
+        var topic: String
+        var partition: Int32
+        var key: [UInt8]
+        var value: [UInt8]?
+        var headers: [RecordHeader]
+        var timestamp: Int64
+    }
+
+    /// One broker's Produce requests in flight and the records waiting for the next.
+    private struct ProduceQueue {
+        var inFlight = 0
+        /// Each waiting record and who waits for its offset (nil: retry alone).
+        var waiting: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, any Error>)] = []
+    }
+
+    private var produceQueues: [String: ProduceQueue] = [:]
+
+    /// The record's offset through a (possibly shared) request to `address`;
+    /// nil when it should be retried alone.
+    private func coalesced(_ record: QueuedRecord, to address: String) async throws -> Int64? {
+        if produceQueues[address, default: ProduceQueue()].inFlight >= Self.producesInFlightMax {
+            return try await withCheckedThrowingContinuation { answer in
+                produceQueues[address, default: ProduceQueue()].waiting.append((record, answer))
+            }
+        }
+        produceQueues[address, default: ProduceQueue()].inFlight += 1
+        let result = await sendTogether([record], to: address)[0]
+        finishedRequest(to: address)
+        return try result.get()
+    }
+
+    /// A request to `address` was answered: what waits goes next, from a
+    /// task of its own so the caller's answer is not held up by it.
+    private func finishedRequest(to address: String) {
+        produceQueues[address]?.inFlight -= 1
+        guard let queue = produceQueues[address], !queue.waiting.isEmpty, queue.inFlight < Self.producesInFlightMax else { return }
+        produceQueues[address]!.inFlight += 1
+        Task { await self.flushWaiting(to: address) }
+    }
+
+    private func flushWaiting(to address: String) async {
+        while true {
+            var taken: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, any Error>)] = []
+            var bytes = 0
+            while let next = produceQueues[address]?.waiting.first, taken.count < Self.coalescedRecordsMax,
+                  taken.isEmpty || bytes + (next.record.value?.count ?? 0) <= Self.coalescedBytesMax {
+                bytes += next.record.value?.count ?? 0
+                taken.append(produceQueues[address]!.waiting.removeFirst())
+            }
+            if taken.isEmpty { break }
+            let results = await sendTogether(taken.map(\.record), to: address)
+            for (waiter, result) in zip(taken, results) { waiter.answer.resume(with: result) }
+        }
+        produceQueues[address]?.inFlight -= 1
+    }
+
+    /// One Produce request carrying `records` (one batch per partition, in
+    /// the order given); each record's offset, nil where it should be
+    /// retried alone, or the broker's refusal.
+    private func sendTogether(_ records: [QueuedRecord], to address: String) async -> [Result<Int64?, any Error>] {
+        // Records per (topic, partition), with their place in that batch.
+        var groups: [String: [Int32: (builder: RecordBatchBuilder, members: [Int])]] = [:]
+        var indexInBatch = [Int](repeating: 0, count: records.count)
+        for (position, record) in records.enumerated() {
+            var group = groups[record.topic, default: [:]][record.partition] ?? (RecordBatchBuilder(), [])
+            indexInBatch[position] = group.members.count
+            group.builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp)
+            group.members.append(position)
+            groups[record.topic, default: [:]][record.partition] = group
+        }
+        let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: groups.map { topic, partitions in
+            .init(topic: topic, partitions: partitions.map { partition, group in .init(index: partition, batch: group.builder.build()) })
+        })
+        let response: ProduceResponse
+        do {
+            guard let connection = connections[address] else { return records.map { _ in .success(nil) } }
+            Self.produceRequests.increment()
+            Self.producedRecords.increment(by: records.count)
+            var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
+            response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
+        } catch {
+            forget(address)
+            return records.map { _ in .success(nil) }
+        }
+        var answers: [String: [Int32: ProduceResponse.PartitionResponse]] = [:]
+        for topic in response.topics {
+            for partition in topic.partitions { answers[topic.name, default: [:]][partition.index] = partition }
+        }
+        return records.enumerated().map { position, record in
+            guard let answer = answers[record.topic]?[record.partition] else { return .success(nil) }
+            if answer.errorCode == 0 { return .success(answer.baseOffset + Int64(indexInBatch[position])) }
+            // Leadership moved or replicas are catching up: the slow path asks again.
+            if Self.retriableProduceErrors.contains(where: { $0.rawValue == answer.errorCode }) { return .success(nil) }
+            return .failure(BrokerRefusal(description: "producing to \(record.topic): error \(answer.errorCode) \(answer.errorMessage ?? "")"))
+        }
+    }
+
+    /// Produce requests sent and records they carried: their ratio is how
+    /// many sends one request carries.
+    static let produceRequests = Counter(label: "postduif_gateway_produce_requests_total")
+    static let producedRecords = Counter(label: "postduif_gateway_produced_records_total")
+
+    static let retriableProduceErrors: [ErrorCode] = [.notLeaderOrFollower, .leaderNotAvailable, .notEnoughReplicas, .requestTimedOut, .unknownTopicOrPartition]
+
+    /// One record in a request of its own, asked again while leadership
+    /// settles or after a broken connection.
+    private func produceAlone(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
         var builder = RecordBatchBuilder()
         builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
         let batch = builder.build()
@@ -138,14 +273,15 @@ actor BrokerLink {
             do {
                 let connection = try await connection(address)
                 let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: [.init(topic: topic, partitions: [.init(index: partition, batch: batch)])])
+                Self.produceRequests.increment()
+                Self.producedRecords.increment()
                 var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
                 let response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
                 guard let answer = response.topics.first?.partitions.first else { throw BrokerRefusal(description: "empty produce answer") }
                 if answer.errorCode == 0 { return (partition, answer.baseOffset) }
                 lastError = "error \(answer.errorCode) \(answer.errorMessage ?? "")"
                 // Leadership moved or replicas are catching up: ask again.
-                guard [ErrorCode.notLeaderOrFollower, .leaderNotAvailable, .notEnoughReplicas, .requestTimedOut, .unknownTopicOrPartition]
-                    .contains(where: { $0.rawValue == answer.errorCode }) else { break }
+                guard Self.retriableProduceErrors.contains(where: { $0.rawValue == answer.errorCode }) else { break }
             } catch let refusal as BrokerRefusal {
                 throw refusal
             } catch {

@@ -315,6 +315,57 @@ def test_read_markers_come_back_as_receipts_and_fully_read(chat):
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
 
 
+def test_concurrent_sends_share_produce_requests_and_each_gets_its_own_event(chat):
+    """While earlier Produce requests are unanswered the gateway sends the
+    records that arrive in one request (as a Kafka producer batches); each
+    send must still get the event id of its own record, and every record
+    must be stored once."""
+    import concurrent.futures
+    status, owner = call(chat, "POST", "/register", {"username": "batcher", "password": "pw-batcher"})
+    assert status == 200, owner
+    token = owner["access_token"]
+    rooms = []
+    for name in ("Batch A", "Batch B"):
+        status, created = call(chat, "POST", "/createRoom", {"name": name}, token=token)
+        assert status == 200, created
+        rooms.append(created["room_id"])
+    requests_before = metric(chat, "postduif_gateway_produce_requests_total")
+    records_before = metric(chat, "postduif_gateway_produced_records_total")
+
+    def send(number):
+        room = rooms[number % 2]
+        body = "bericht %d" % number
+        path = "/rooms/%s/send/m.room.message/batch-%d" % (urllib.request.quote(room), number)
+        status, answer = call(chat, "PUT", path, {"msgtype": "m.text", "body": body}, token=token)
+        assert status == 200, answer
+        return room, answer["event_id"], body
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        sent = list(pool.map(send, range(640)))
+    assert len({event_id for _, event_id, _ in sent}) == 640
+
+    requests = metric(chat, "postduif_gateway_produce_requests_total") - requests_before
+    records = metric(chat, "postduif_gateway_produced_records_total") - records_before
+    assert records == 640, (records, requests)
+    assert requests < records, "no request carried more than one send: %d requests for %d records" % (requests, records)
+
+    for room in rooms:
+        stored = {}
+        start = ""
+        while True:
+            status, page = call(chat, "GET", "/rooms/%s/messages?dir=f&limit=100%s" % (urllib.request.quote(room), start), token=token)
+            assert status == 200, page
+            for event in page["chunk"]:
+                if event["type"] == "m.room.message":
+                    assert event["event_id"] not in stored, "stored twice: " + event["event_id"]
+                    stored[event["event_id"]] = event["content"]["body"]
+            if "end" not in page or not page["chunk"]:
+                break
+            start = "&from=" + urllib.request.quote(page["end"])
+        expected = {event_id: body for sent_room, event_id, body in sent if sent_room == room}
+        assert stored == expected
+
+
 def test_the_gateway_reports_metrics_and_readiness(chat):
     with urllib.request.urlopen("http://127.0.0.1:%d/ready" % chat.http_port, timeout=5) as response:
         assert response.status == 200
