@@ -150,9 +150,10 @@ actor BrokerLink {
 
     /// Unanswered Produce requests per broker, past which records wait.
     static let producesInFlightMax = 2
-    /// At most this many records, or bytes of values, in one coalesced request.
+    /// At most this many records, or bytes of keys, values and headers, in
+    /// one coalesced request: well inside a topic's 1 MiB batch limit.
     static let coalescedRecordsMax = 500
-    static let coalescedBytesMax = 1 << 20
+    static let coalescedBytesMax = 512 << 10
 
     private struct QueuedRecord: Sendable {
         var topic: String
@@ -161,6 +162,11 @@ actor BrokerLink {
         var value: [UInt8]?
         var headers: [RecordHeader]
         var timestamp: Int64
+
+        /// What the record adds to a batch, near enough (a record's own framing is a few bytes more).
+        var bytesCount: Int {
+            key.count + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } + 32
+        }
     }
 
     /// One broker's Produce requests in flight and the records waiting for the next.
@@ -200,8 +206,8 @@ actor BrokerLink {
             var taken: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, any Error>)] = []
             var bytes = 0
             while let next = produceQueues[address]?.waiting.first, taken.count < Self.coalescedRecordsMax,
-                  taken.isEmpty || bytes + (next.record.value?.count ?? 0) <= Self.coalescedBytesMax {
-                bytes += next.record.value?.count ?? 0
+                  taken.isEmpty || bytes + next.record.bytesCount <= Self.coalescedBytesMax {
+                bytes += next.record.bytesCount
                 taken.append(produceQueues[address]!.waiting.removeFirst())
             }
             if taken.isEmpty { break }
@@ -243,12 +249,13 @@ actor BrokerLink {
         for topic in response.topics {
             for partition in topic.partitions { answers[topic.name, default: [:]][partition.index] = partition }
         }
+        // Any refusal sends the record again alone: leadership may have moved
+        // (the slow path asks again), and a refusal of the shared batch (its
+        // size, say) must not fail a record the broker takes by itself; one
+        // it refuses alone too gets that refusal from the slow path.
         return records.enumerated().map { position, record in
-            guard let answer = answers[record.topic]?[record.partition] else { return .success(nil) }
-            if answer.errorCode == 0 { return .success(answer.baseOffset + Int64(indexInBatch[position])) }
-            // Leadership moved or replicas are catching up: the slow path asks again.
-            if Self.retriableProduceErrors.contains(where: { $0.rawValue == answer.errorCode }) { return .success(nil) }
-            return .failure(BrokerRefusal(description: "producing to \(record.topic): error \(answer.errorCode) \(answer.errorMessage ?? "")"))
+            guard let answer = answers[record.topic]?[record.partition], answer.errorCode == 0 else { return .success(nil) }
+            return .success(answer.baseOffset + Int64(indexInBatch[position]))
         }
     }
 
