@@ -136,13 +136,14 @@ actor BrokerLink {
     /// longer than an answer's round trip, which under that load it would
     /// spend waiting for the broker's next sync anyway; a lone sender's
     /// record goes at once. Whatever such a request could not place (a
-    /// broken connection, a moved leader) is retried alone below.
+    /// broken connection, a moved leader, any refusal) is sent again alone
+    /// below.
     func produce(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
         if let leaders = layouts[topic], !leaders.isEmpty {
             let partition = KafkaPartitioner.partition(forKey: key, partitionCount: Int32(leaders.count))
             if let address = leaders[partition], connections[address] != nil {
                 let record = QueuedRecord(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp)
-                if let offset = try await coalesced(record, to: address) { return (partition, offset) }
+                if let offset = await coalesced(record, to: address) { return (partition, offset) }
             }
         }
         return try await produceAlone(topic: topic, key: key, value: value, headers: headers, timestamp: timestamp)
@@ -173,23 +174,23 @@ actor BrokerLink {
     private struct ProduceQueue {
         var inFlight = 0
         /// Each waiting record and who waits for its offset (nil: retry alone).
-        var waiting: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, any Error>)] = []
+        var waiting: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, Never>)] = []
     }
 
     private var produceQueues: [String: ProduceQueue] = [:]
 
     /// The record's offset through a (possibly shared) request to `address`;
     /// nil when it should be retried alone.
-    private func coalesced(_ record: QueuedRecord, to address: String) async throws -> Int64? {
+    private func coalesced(_ record: QueuedRecord, to address: String) async -> Int64? {
         if produceQueues[address, default: ProduceQueue()].inFlight >= Self.producesInFlightMax {
-            return try await withCheckedThrowingContinuation { answer in
+            return await withCheckedContinuation { answer in
                 produceQueues[address, default: ProduceQueue()].waiting.append((record, answer))
             }
         }
         produceQueues[address, default: ProduceQueue()].inFlight += 1
-        let result = await sendTogether([record], to: address)[0]
+        let offset = await sendTogether([record], to: address)[0]
         finishedRequest(to: address)
-        return try result.get()
+        return offset
     }
 
     /// A request to `address` was answered: what waits goes next, from a
@@ -203,7 +204,7 @@ actor BrokerLink {
 
     private func flushWaiting(to address: String) async {
         while true {
-            var taken: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, any Error>)] = []
+            var taken: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, Never>)] = []
             var bytes = 0
             while let next = produceQueues[address]?.waiting.first, taken.count < Self.coalescedRecordsMax,
                   taken.isEmpty || bytes + next.record.bytesCount <= Self.coalescedBytesMax {
@@ -211,16 +212,16 @@ actor BrokerLink {
                 taken.append(produceQueues[address]!.waiting.removeFirst())
             }
             if taken.isEmpty { break }
-            let results = await sendTogether(taken.map(\.record), to: address)
-            for (waiter, result) in zip(taken, results) { waiter.answer.resume(with: result) }
+            let offsets = await sendTogether(taken.map(\.record), to: address)
+            for (waiter, offset) in zip(taken, offsets) { waiter.answer.resume(returning: offset) }
         }
         produceQueues[address]?.inFlight -= 1
     }
 
     /// One Produce request carrying `records` (one batch per partition, in
-    /// the order given); each record's offset, nil where it should be
-    /// retried alone, or the broker's refusal.
-    private func sendTogether(_ records: [QueuedRecord], to address: String) async -> [Result<Int64?, any Error>] {
+    /// the order given); each record's offset, or nil where it should be
+    /// sent again alone.
+    private func sendTogether(_ records: [QueuedRecord], to address: String) async -> [Int64?] {
         // Records per (topic, partition), with their place in that batch.
         var groups: [String: [Int32: (builder: RecordBatchBuilder, members: [Int])]] = [:]
         var indexInBatch = [Int](repeating: 0, count: records.count)
@@ -236,14 +237,14 @@ actor BrokerLink {
         })
         let response: ProduceResponse
         do {
-            guard let connection = connections[address] else { return records.map { _ in .success(nil) } }
+            guard let connection = connections[address] else { return records.map { _ in nil } }
             Self.produceRequests.increment()
             Self.producedRecords.increment(by: records.count)
             var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
             response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
         } catch {
             forget(address)
-            return records.map { _ in .success(nil) }
+            return records.map { _ in nil }
         }
         var answers: [String: [Int32: ProduceResponse.PartitionResponse]] = [:]
         for topic in response.topics {
@@ -254,8 +255,8 @@ actor BrokerLink {
         // size, say) must not fail a record the broker takes by itself; one
         // it refuses alone too gets that refusal from the slow path.
         return records.enumerated().map { position, record in
-            guard let answer = answers[record.topic]?[record.partition], answer.errorCode == 0 else { return .success(nil) }
-            return .success(answer.baseOffset + Int64(indexInBatch[position]))
+            guard let answer = answers[record.topic]?[record.partition], answer.errorCode == 0 else { return nil }
+            return answer.baseOffset + Int64(indexInBatch[position])
         }
     }
 
