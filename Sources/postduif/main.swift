@@ -479,7 +479,7 @@ struct FanOutService: Service {
     func run() async throws {
         // The workers hold nothing that needs finishing: gateways resync
         // whatever a stopped worker had not delivered.
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await fanOut.run()
         }
     }
