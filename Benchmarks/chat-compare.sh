@@ -13,6 +13,11 @@
 #
 #   SIZES="2 10 100 1000" SECONDS_PER_RUN=10 OUT=bench-results BENCH_DIR=/tmp Benchmarks/chat-compare.sh
 #
+# RUNS=3 repeats each closed-loop pair (Synapse, then Postduif) three
+# times and reports the median of each server's deliveries per CPU-second
+# and the ratio of the medians: on a small shared machine one run moves by
+# a fifth. Synapse's peak rate is then the median of its runs.
+#
 # One room with one sender in a closed loop leaves Postduif waiting on its
 # own round trips (a message's path crosses ~10 threads, each woken from
 # idle); ROOMS=20 keeps both servers busy, which is what a server's peak
@@ -25,6 +30,7 @@ cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-2 10 100 1000}
 ROOMS=${ROOMS:-1}
+RUNS=${RUNS:-1}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 OUT=${OUT:-bench-results}
 BENCH_DIR=${BENCH_DIR:-/tmp}
@@ -67,9 +73,11 @@ start_synapse() {
 stop_synapse() { Benchmarks/peers/synapse/synapse.sh stop "$synapse_dir"; }
 trap 'stop_postduif; [ -n "${synapse_dir:-}" ] && stop_synapse || true' EXIT
 
-bench() {  # label url pids members [rate]
-    local label=$1 url=$2 pids=$3 members=$4 rate=${5:-}
-    local args=(matrix --url "$url" --rooms "$ROOMS" --members "$members" --setup-concurrency 32 --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/chat-$label-$members${rate:+-rate}.json")
+bench() {  # label url pids members rate-or-empty [run]
+    local label=$1 url=$2 pids=$3 members=$4 rate=${5:-} run=${6:-1}
+    local name="chat-$label-$members${rate:+-rate}"
+    [ "$run" -gt 1 ] && name="$name-run$run"
+    local args=(matrix --url "$url" --rooms "$ROOMS" --members "$members" --setup-concurrency 32 --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/$name.json")
     [ -n "$rate" ] && args+=(--rate "$rate")
     for pid in $pids; do args+=(--server-pid "$pid"); done
     "$BIN/postduif-bench" "${args[@]}" 2> /dev/null
@@ -77,13 +85,21 @@ bench() {  # label url pids members [rate]
 
 for members in $SIZES; do
     echo "== rooms of $members members, $ROOMS at once"
-    start_synapse
-    bench synapse "$synapse_url" "$synapse_pid" "$members"
-    stop_synapse
-    start_postduif
-    bench postduif "$postduif_url" "$postduif_pids" "$members"
-    stop_postduif
-    peak=$(python3 -c "import json; print(max(json.load(open('$OUT/chat-synapse-$members.json'))['sendsPerSecond'], 0.5))")
+    for run in $(seq 1 "$RUNS"); do
+        start_synapse
+        bench synapse "$synapse_url" "$synapse_pid" "$members" "" "$run"
+        stop_synapse
+        start_postduif
+        bench postduif "$postduif_url" "$postduif_pids" "$members" "" "$run"
+        stop_postduif
+    done
+    peak=$(python3 - "$OUT" "$members" "$RUNS" <<'PY'
+import json, statistics, sys
+out, members, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = ["%s/chat-synapse-%s%s.json" % (out, members, "" if run == 1 else "-run%d" % run) for run in range(1, runs + 1)]
+print(max(statistics.median(json.load(open(name))["sendsPerSecond"] for name in names), 0.5))
+PY
+)
     echo "   at Synapse's peak rate, $peak messages/s:"
     start_postduif
     bench postduif "$postduif_url" "$postduif_pids" "$members" "$peak"
@@ -91,16 +107,21 @@ for members in $SIZES; do
     start_synapse
     bench synapse "$synapse_url" "$synapse_pid" "$members" "$peak"
     stop_synapse
-    python3 - "$OUT" "$members" <<'PY'
-import json, sys
-out, members = sys.argv[1], sys.argv[2]
-s = json.load(open("%s/chat-synapse-%s.json" % (out, members)))
-p = json.load(open("%s/chat-postduif-%s.json" % (out, members)))
+    python3 - "$OUT" "$members" "$RUNS" <<'PY'
+import json, statistics, sys
+out, members, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def runs_of(label):
+    return [json.load(open("%s/chat-%s-%s%s.json" % (out, label, members, "" if run == 1 else "-run%d" % run))) for run in range(1, runs + 1)]
+s, p = runs_of("synapse"), runs_of("postduif")
 ps = json.load(open("%s/chat-postduif-%s-rate.json" % (out, members)))
 ss = json.load(open("%s/chat-synapse-%s-rate.json" % (out, members)))
 def per_cpu(r): return r["deliveriesPerCPUSecond"] or 0
-print("   deliveries per CPU-second: Postduif %.0f, Synapse %.0f: %.1fx" % (per_cpu(p), per_cpu(s), per_cpu(p) / max(per_cpu(s), 1e-9)))
-print("   peak deliveries/s: Postduif %.0f, Synapse %.0f" % (p["deliveriesPerSecond"], s["deliveriesPerSecond"]))
+p_cpu, s_cpu = statistics.median(map(per_cpu, p)), statistics.median(map(per_cpu, s))
+line = "   deliveries per CPU-second: Postduif %.0f, Synapse %.0f: %.1fx" % (p_cpu, s_cpu, p_cpu / max(s_cpu, 1e-9))
+if runs > 1:
+    line += " (medians of %d runs; run by run: %s)" % (runs, ", ".join("%.1fx" % (per_cpu(a) / max(per_cpu(b), 1e-9)) for a, b in zip(p, s)))
+print(line)
+print("   peak deliveries/s: Postduif %.0f, Synapse %.0f" % (statistics.median(r["deliveriesPerSecond"] for r in p), statistics.median(r["deliveriesPerSecond"] for r in s)))
 print("   p99 send-to-delivery at Synapse's peak rate: Postduif %.1f ms, Synapse %.1f ms" % (ps["deliveryLatencyMilliseconds"]["p99"], ss["deliveryLatencyMilliseconds"]["p99"]))
 PY
 done
