@@ -296,7 +296,7 @@ public final class MatrixChatBench: Sendable {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0) }
+            let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0, lookForWarmUp: !warm) }
             if let next = scan.nextBatch { since = next }
             if scan.warmUp && !warm {
                 warm = true

@@ -138,7 +138,9 @@ struct SyncAnswerScan {
     private static let benchPrefix = Array(#""bench "#.utf8)
     private static let warmUpPrefix = Array(#""warm-up "#.utf8)
 
-    init(_ bytes: UnsafeRawBufferPointer) {
+    /// `lookForWarmUp`: false once the member has seen the warm-up message,
+    /// so later answers are not scanned for it a second time.
+    init(_ bytes: UnsafeRawBufferPointer, lookForWarmUp: Bool = true) {
         let quote = UInt8(ascii: "\"")
         if let key = Self.find(Self.nextBatchKey, in: bytes, from: 0) {
             var at = key + Self.nextBatchKey.count
@@ -150,7 +152,7 @@ struct SyncAnswerScan {
                 if end < bytes.count { nextBatch = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self) }
             }
         }
-        warmUp = Self.find(Self.warmUpPrefix, in: bytes, from: 0) != nil
+        warmUp = lookForWarmUp && Self.find(Self.warmUpPrefix, in: bytes, from: 0) != nil
         var from = 0
         while let found = Self.find(Self.benchPrefix, in: bytes, from: from) {
             var at = found + Self.benchPrefix.count

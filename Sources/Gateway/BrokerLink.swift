@@ -222,18 +222,17 @@ actor BrokerLink {
     /// the order given); each record's offset, or nil where it should be
     /// sent again alone.
     private func sendTogether(_ records: [QueuedRecord], to address: String) async -> [Int64?] {
-        // Records per (topic, partition), with their place in that batch.
-        var groups: [String: [Int32: (builder: RecordBatchBuilder, members: [Int])]] = [:]
+        // A batch per (topic, partition), and each record's place in its batch.
+        var batches: [String: [Int32: RecordBatchBuilder]] = [:]
         var indexInBatch = [Int](repeating: 0, count: records.count)
         for (position, record) in records.enumerated() {
-            var group = groups[record.topic, default: [:]][record.partition] ?? (RecordBatchBuilder(), [])
-            indexInBatch[position] = group.members.count
-            group.builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp)
-            group.members.append(position)
-            groups[record.topic, default: [:]][record.partition] = group
+            var builder = batches[record.topic, default: [:]].removeValue(forKey: record.partition) ?? RecordBatchBuilder()
+            indexInBatch[position] = builder.recordsCount
+            builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp)
+            batches[record.topic, default: [:]][record.partition] = builder
         }
-        let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: groups.map { topic, partitions in
-            .init(topic: topic, partitions: partitions.map { partition, group in .init(index: partition, batch: group.builder.build()) })
+        let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: batches.map { topic, partitions in
+            .init(topic: topic, partitions: partitions.map { partition, builder in .init(index: partition, batch: builder.build()) })
         })
         let response: ProduceResponse
         do {
