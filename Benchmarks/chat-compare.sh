@@ -23,6 +23,11 @@
 # idle); ROOMS=20 keeps both servers busy, which is what a server's peak
 # deliveries per CPU-second means. The message rate is over all rooms.
 #
+# GATEWAY=embedded (the default, as `make run` starts it) runs the gateway
+# inside the broker's process (`postduif serve --with-gateway`, ADR 0016);
+# GATEWAY=process runs it as a process of its own beside the broker, as a
+# deployment with several gateways does. Server CPU counts both processes.
+#
 # Starts every server itself on free loopback ports and stops exactly those
 # processes. Synapse's virtual environment is kept in $BENCH_DIR/synapse-venv.
 set -euo pipefail
@@ -31,6 +36,7 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-2 10 100 1000}
 ROOMS=${ROOMS:-1}
 RUNS=${RUNS:-1}
+GATEWAY=${GATEWAY:-embedded}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 OUT=${OUT:-bench-results}
 BENCH_DIR=${BENCH_DIR:-/tmp}
@@ -47,6 +53,15 @@ start_postduif() {
     postduif_dir=$(mktemp -d "$BENCH_DIR/postduif-chat-XXXXXX")
     local kafka http
     kafka=$(free_port); http=$(free_port); gateway_port=$(free_port)
+    if [ "$GATEWAY" = embedded ]; then
+        # The load registers thousands of users: a cheaper password hash for the setup only.
+        "$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning \
+            --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 > "$postduif_dir/broker.log" 2>&1 &
+        postduif_pids=$!
+        wait_port "$gateway_port"
+        postduif_url="http://127.0.0.1:$gateway_port"
+        return
+    fi
     "$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning > "$postduif_dir/broker.log" 2>&1 &
     local broker=$!
     wait_port "$kafka"

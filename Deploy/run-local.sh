@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
 # `make run`: a single broker on the embedded default (127.0.0.1:9092, data
 # in $DATA, fsync, no etcd) and the chat gateway in front of it
-# (http://127.0.0.1:8008). Ctrl-C or SIGTERM stops both, gateway first.
+# (http://127.0.0.1:8008), in the broker's process. Ctrl-C or SIGTERM stops
+# it, gateway first.
 set -euo pipefail
 binary=${BINARY:-.build/release/postduif}
 data=${DATA:-./data}
 gateway_port=${GATEWAY_PORT:-8008}
 
-"$binary" serve --data "$data" &
+# One process: the gateway runs inside the broker (ADR 0016).
+"$binary" serve --data "$data" --with-gateway true --gateway-port "$gateway_port" &
 broker=$!
-gateway=""
 stop() {
-    [ -n "$gateway" ] && kill -TERM "$gateway" 2>/dev/null && wait "$gateway" 2>/dev/null || true
     kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
 for _ in $(seq 1 300); do
-    (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break
+    (exec 3<>/dev/tcp/127.0.0.1/"$gateway_port") 2>/dev/null && break
     kill -0 "$broker" 2>/dev/null || { echo "the broker did not start" >&2; exit 1; }
     sleep 0.1
 done
-"$binary" gateway --port "$gateway_port" --broker 127.0.0.1:9092 &
-gateway=$!
 
 cat <<TEXT
 Postduif on 127.0.0.1:9092 (data in $data); chat gateway on http://127.0.0.1:$gateway_port
@@ -32,4 +30,4 @@ Postduif on 127.0.0.1:9092 (data in $data); chat gateway on http://127.0.0.1:$ga
           or: curl -XPOST http://127.0.0.1:$gateway_port/_matrix/client/v3/register -d '{"username":"minister","password":"..."}'
 Stop with Ctrl-C.
 TEXT
-wait -n "$broker" "$gateway"
+wait "$broker"

@@ -37,8 +37,12 @@ actor BrokerLink {
     /// SASL PLAIN credentials for a broker that requires SASL (`--sasl`).
     nonisolated let credentials: (user: String, password: String)?
 
-    init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil) {
+    /// The broker of this process, if the gateway runs inside one.
+    nonisolated let local: (any KafkaLocalBroker)?
+
+    init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil, local: (any KafkaLocalBroker)? = nil) {
         self.credentials = credentials
+        self.local = local
         let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         bootstraps = listed.isEmpty ? [bootstrap] : listed
         self.logger = logger
@@ -47,6 +51,7 @@ actor BrokerLink {
     /// A new connection to a broker, authenticated with SASL PLAIN when
     /// credentials are set (the broker's user file holds the user).
     nonisolated func open(_ address: String) async throws -> KafkaClientConnection {
+        if let local, local.isSelf(address) { return KafkaClientConnection(local: local, clientID: "postduif-gateway") }
         let parts = address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw BrokerRefusal(description: "bad broker address \(address)") }
         let connection = try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway")

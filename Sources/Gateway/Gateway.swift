@@ -33,6 +33,9 @@ public struct GatewayConfiguration: Sendable {
     /// SASL PLAIN user and password for a broker started with `--sasl`.
     public var brokerUser: String? = nil
     public var brokerPassword: String? = nil
+    /// The broker of this process, when the gateway runs inside it
+    /// (`postduif serve --with-gateway`): requests to it skip the socket.
+    public var localBroker: (any KafkaLocalBroker)? = nil
 
     var brokerCredentials: (user: String, password: String)? {
         guard let brokerUser, let brokerPassword else { return nil }
@@ -61,7 +64,7 @@ public final class ChatGateway: Sendable {
     public init(configuration: GatewayConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        link = BrokerLink(bootstrap: configuration.broker, logger: logger, credentials: configuration.brokerCredentials)
+        link = BrokerLink(bootstrap: configuration.broker, logger: logger, credentials: configuration.brokerCredentials, local: configuration.localBroker)
     }
 
     /// Makes the chat topics, reads them up to now, then serves until

@@ -1,6 +1,7 @@
 import KafkaWire
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Why a request got no answer.
 public enum KafkaClientError: Error, CustomStringConvertible {
@@ -19,17 +20,44 @@ public enum KafkaClientError: Error, CustomStringConvertible {
     }
 }
 
-/// A client connection to a Kafka broker, for the load tool and (later)
-/// replica fetchers. Requests are pipelined: a caller may send many before
-/// the first answer arrives; brokers answer a connection's requests in
-/// order, so answers are matched to requests first in, first out, and the
-/// correlation id checks it.
+/// A broker in the client's own process, answering request frames handed
+/// to it without a socket (the chat gateway run inside the broker, ADR 0016).
+public protocol KafkaLocalBroker: Sendable {
+    /// The answer to one request frame (without its size prefix), framed as
+    /// on the wire (size, correlation id, header, body); nil when the
+    /// request gets none (Produce with acks=0). Throws where a broker on a
+    /// socket would close the connection.
+    func answer(_ frame: [UInt8]) async throws -> [UInt8]?
+    /// Whether `address` (host:port, as Metadata gives it) is this broker.
+    func isSelf(_ address: String) -> Bool
+}
+
+/// A client connection to a Kafka broker, for the load tool, replica
+/// fetchers and the gateway. Requests are pipelined: a caller may send many
+/// before the first answer arrives; brokers answer a connection's requests
+/// in order, so answers are matched to requests first in, first out, and
+/// the correlation id checks it.
+///
+/// A connection to a `KafkaLocalBroker` carries the same frames as calls:
+/// each request is answered on its own (no socket, no event loop), so
+/// requests sent together may be answered in any order; every caller here
+/// awaits its own answer.
 public final class KafkaClientConnection: Sendable {
-    let channel: any Channel
+    let channel: (any Channel)?
+    let local: (any KafkaLocalBroker)?
+    private let localClosed = Atomic<Bool>(false)
     public let clientID: String
 
     init(channel: any Channel, clientID: String) {
         self.channel = channel
+        self.local = nil
+        self.clientID = clientID
+    }
+
+    /// A connection to a broker in this process.
+    public init(local: any KafkaLocalBroker, clientID: String) {
+        self.channel = nil
+        self.local = local
         self.clientID = clientID
     }
 
@@ -61,16 +89,22 @@ public final class KafkaClientConnection: Sendable {
             .encode(&writer, flexible: version >= api.firstFlexibleVersion)
         encode(&writer)
         writer.patchUInt32(UInt32(writer.bytes.count - 4), at: 0)
+        // ApiVersions answers with a v0 header whatever its version (KIP-511).
+        let flexibleResponseHeader = version >= api.firstFlexibleVersion && api != .apiVersions
+        guard let channel = self.channel else {
+            let promise = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: ByteReader?.self)
+            let frame = writer.bytes
+            promise.completeWithTask { try await self.exchangeLocally(frame, expectsResponse: expectsResponse, flexibleResponseHeader: flexibleResponseHeader) }
+            return promise.futureResult
+        }
         let promise = channel.eventLoop.makePromise(of: ByteReader?.self)
         let request = KafkaClientHandler.Request(
             frame: writer.bytes, expectsResponse: expectsResponse,
-            // ApiVersions answers with a v0 header whatever its version (KIP-511).
-            flexibleResponseHeader: version >= api.firstFlexibleVersion && api != .apiVersions,
+            flexibleResponseHeader: flexibleResponseHeader,
             promise: promise)
         // Checked and written on the channel's event loop, where a close is
         // processed too: a request to a closed connection fails at once
         // instead of waiting for an answer that cannot come.
-        let channel = self.channel
         channel.eventLoop.execute {
             guard channel.isActive else {
                 promise.fail(KafkaClientError.connectionClosed)
@@ -83,19 +117,61 @@ public final class KafkaClientConnection: Sendable {
 
     /// `send`, awaited.
     public func request(_ api: ApiKey, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader {
+        if local != nil {
+            // Straight to the broker: no promise, no event loop.
+            var writer = ByteWriter(capacity: 256)
+            RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: 1, clientID: clientID)
+                .encode(&writer, flexible: version >= api.firstFlexibleVersion)
+            encode(&writer)
+            guard let reader = try await exchangeLocally(writer.bytes, sized: false, expectsResponse: true,
+                                                         flexibleResponseHeader: version >= api.firstFlexibleVersion && api != .apiVersions) else {
+                throw KafkaClientError.malformedResponse("no answer")
+            }
+            return reader
+        }
         guard let reader = try await send(api, version: version, encode).get() else {
             throw KafkaClientError.malformedResponse("no answer")
         }
         return reader
     }
 
+    /// One request to the broker in this process. `frame` starts with its
+    /// size unless `sized` is false.
+    private func exchangeLocally(_ frame: [UInt8], sized: Bool = true, expectsResponse: Bool, flexibleResponseHeader: Bool) async throws -> ByteReader? {
+        guard let local, !localClosed.load(ordering: .acquiring) else { throw KafkaClientError.connectionClosed }
+        let answer: [UInt8]?
+        do {
+            answer = try await local.answer(sized ? Array(frame[4...]) : frame)
+        } catch {
+            // Where a socket's broker would close the connection.
+            localClosed.store(true, ordering: .releasing)
+            throw KafkaClientError.malformedResponse("the broker refused the request: \(error)")
+        }
+        guard expectsResponse else { return nil }
+        guard let answer else { throw KafkaClientError.malformedResponse("no answer") }
+        var reader = ByteReader(answer)
+        _ = try reader.readInt32()  // size
+        _ = try reader.readInt32()  // correlation id: one request, one answer
+        if flexibleResponseHeader { try reader.skipTaggedFields() }
+        return reader
+    }
+
     public func close() async {
+        guard let channel else {
+            localClosed.store(true, ordering: .releasing)
+            return
+        }
         try? await channel.close()
     }
 
     /// Closes without waiting (for cancellation handlers): requests waiting
-    /// for an answer fail with `connectionClosed` at once.
+    /// for an answer fail with `connectionClosed` at once (on a socket; a
+    /// local request already with the broker finishes).
     public func closeNow() {
+        guard let channel else {
+            localClosed.store(true, ordering: .releasing)
+            return
+        }
         channel.close(promise: nil)
     }
 }

@@ -171,6 +171,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Partitions of __consumer_offsets, made on the first group request; fixed once made (POSTDUIF_OFFSETS_TOPIC_PARTITIONS).")
     var offsetsTopicPartitions: Int32 = Int32(Environment.integer("OFFSETS_TOPIC_PARTITIONS") ?? Int(BrokerConfiguration().offsetsTopicPartitions))
 
+    @Option(help: "Also run the chat gateway in this process (ADR 0016): true or false (POSTDUIF_WITH_GATEWAY).")
+    var withGateway: Bool = Environment.string("WITH_GATEWAY").flatMap(Bool.init) ?? false
+
+    @Option(help: "With --with-gateway: the address the gateway binds to (POSTDUIF_GATEWAY_HOST).")
+    var gatewayHost: String = Environment.string("GATEWAY_HOST") ?? GatewayConfiguration().host
+
+    @Option(help: "With --with-gateway: the HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
+    var gatewayPort: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
+
+    @OptionGroup(title: "With --with-gateway") var chat: ChatOptions
+
     func run() async throws {
         // `replicated` is the cluster's name for acknowledging on receipt:
         // every in-sync replica has written the batch, none waits for a sync.
@@ -214,6 +225,20 @@ struct Serve: AsyncParsableCommand {
         if configuration.isClustered && port == 0 {
             throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
         }
+        var gatewayConfiguration: GatewayConfiguration? = nil
+        if withGateway {
+            var made = GatewayConfiguration()
+            try chat.apply(to: &made)
+            made.host = gatewayHost
+            made.port = gatewayPort
+            // Brokers of a cluster other than this one are reached on their
+            // sockets, with the gateway's SASL user where they require one.
+            if let user = Environment.string("GATEWAY_BROKER_USER"), let password = Environment.string("GATEWAY_BROKER_PASSWORD") {
+                made.brokerUser = user
+                made.brokerPassword = password
+            }
+            gatewayConfiguration = made
+        }
 
         raiseOpenFilesLimit()
         let store: LogStore
@@ -228,10 +253,16 @@ struct Serve: AsyncParsableCommand {
         let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
         let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
         let kafka = KafkaService(server: KafkaServer(broker: broker), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
+        let gateway = gatewayConfiguration.map { gatewayConfiguration in
+            var gatewayConfiguration = gatewayConfiguration
+            gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
+            gatewayConfiguration.localBroker = broker.localClient(name: "embedded gateway")
+            return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
+        }
         let operations = OperationsService(server: OperationsServer(
             host: host, port: httpPort, logger: logger,
             metricsText: { registry.emitToString() },
-            isReady: { broker.isListening }))
+            isReady: { broker.isListening && gateway?.isReady != false }))
         var services: [any Service] = [FanOutService(fanOut: broker.makeFanOut()), kafka, operations]
         if let replication {
             let membership = Membership(
@@ -240,6 +271,11 @@ struct Serve: AsyncParsableCommand {
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
             broker.attach(node)
             services.append(ClusterService(node: node))
+        }
+        if let gateway {
+            // Last: a graceful shutdown stops the services in reverse, so
+            // the gateway stops before the listener and the store it uses.
+            services.append(EmbeddedGatewayService(gateway: gateway, logger: logger, announce: "postduif gateway serving Matrix clients on http://\(gatewayHost):%d (server name \(chat.serverName)), in the broker's process"))
         }
         // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
         // shutdown (stop accepting, let in-flight requests finish), then the
@@ -253,6 +289,31 @@ struct Serve: AsyncParsableCommand {
         }
         store.close()
         logger.info("stopped; log synced and closed")
+    }
+}
+
+/// The chat settings shared by `postduif gateway` and the gateway that
+/// `postduif serve --with-gateway` runs in the broker's process.
+struct ChatOptions: ParsableArguments {
+    @Option(help: "The Matrix server name in user and room ids (POSTDUIF_SERVER_NAME).")
+    var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
+
+    @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
+    var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
+
+    @Option(help: "open: anyone may register; closed: accounts come only from `postduif user add --chat` (POSTDUIF_REGISTRATION).")
+    var registration: String = Environment.string("REGISTRATION") ?? "open"
+
+    @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
+    var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
+
+    func apply(to configuration: inout GatewayConfiguration) throws {
+        guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
+        guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
+        configuration.serverName = serverName
+        configuration.conversationPartitions = conversationPartitions
+        configuration.passwordHashLogN = passwordHashLogN
+        configuration.openRegistration = registration == "open"
     }
 }
 
@@ -273,44 +334,29 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Brokers of the cluster, host:port, comma-separated (POSTDUIF_GATEWAY_BROKER).")
     var broker: String = Environment.string("GATEWAY_BROKER") ?? GatewayConfiguration().broker
 
-    @Option(help: "The Matrix server name in user and room ids (POSTDUIF_SERVER_NAME).")
-    var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
-
-    @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
-    var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
+    @OptionGroup var chat: ChatOptions
 
     @Option(help: "SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER); the password comes from POSTDUIF_GATEWAY_BROKER_PASSWORD.")
     var brokerUser: String? = Environment.string("GATEWAY_BROKER_USER")
 
-    @Option(help: "open: anyone may register; closed: accounts come only from `postduif user add --chat` (POSTDUIF_REGISTRATION).")
-    var registration: String = Environment.string("REGISTRATION") ?? "open"
-
     @Option(help: "HTTP port for /metrics, /health and /ready (POSTDUIF_GATEWAY_HTTP_PORT).")
     var httpPort: Int = Environment.integer("GATEWAY_HTTP_PORT") ?? 9645
-
-    @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
-    var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
 
     @Option(help: "Log level (POSTDUIF_LOG_LEVEL).")
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw OperatorError("--log-level \(logLevel) is not a log level") }
-        guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
-        guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
+        var configuration = GatewayConfiguration()
+        try chat.apply(to: &configuration)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
-        var configuration = GatewayConfiguration()
         configuration.host = host
         configuration.port = port
         configuration.broker = broker
-        configuration.serverName = serverName
-        configuration.conversationPartitions = conversationPartitions
-        configuration.passwordHashLogN = passwordHashLogN
-        configuration.openRegistration = registration == "open"
         if let brokerUser {
             guard let password = Environment.string("GATEWAY_BROKER_PASSWORD") else {
                 throw OperatorError("--broker-user needs the password in POSTDUIF_GATEWAY_BROKER_PASSWORD")
@@ -323,7 +369,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let logger = Logger(label: "postduif.gateway")
         let gateway = ChatGateway(configuration: configuration, logger: logger)
         let operations = OperationsServer(host: host, port: httpPort, logger: logger, metricsText: { registry.emitToString() }, isReady: { gateway.isReady })
-        let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(serverName)), broker \(broker)"
+        let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(chat.serverName)), broker \(broker)"
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await operations.run() }
             group.addTask {
@@ -481,6 +527,33 @@ struct FanOutService: Service {
         // whatever a stopped worker had not delivered.
         await cancelWhenGracefulShutdown {
             await fanOut.run()
+        }
+    }
+}
+
+/// The chat gateway inside the broker's process (`--with-gateway`). A
+/// gateway that fails (a cluster still electing leaders for its topics, say)
+/// starts again after a pause instead of stopping the broker with it.
+struct EmbeddedGatewayService: Service {
+    let gateway: ChatGateway
+    let logger: Logger
+    /// The line printed once listening; `%d` becomes the bound port.
+    let announce: String
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await gateway.run { port in
+                        FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                    }
+                    return
+                } catch {
+                    guard !Task.isCancelled else { return }
+                    logger.error("the chat gateway stopped; starting it again in a second", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
         }
     }
 }

@@ -4,7 +4,11 @@ and log in, one creates a room and invites, the other joins, both send and
 receive through long-poll /sync, page back through history, list joined
 rooms and members; a third user, not a member, is refused. Then bad input:
 malformed JSON, oversized bodies, unknown rooms, wrong tokens and replayed
-transaction ids get Matrix errors, and nothing is stored twice."""
+transaction ids get Matrix errors, and nothing is stored twice.
+
+Every test that takes the `chat` fixture runs twice: against a gateway
+process beside a broker process, and against the gateway run inside the
+broker's process (`postduif serve --with-gateway`, ADR 0016)."""
 import asyncio
 import email.utils
 import json
@@ -44,19 +48,61 @@ class GatewayProcess(ServerProcess):
             [BINARY, "gateway", "--port", str(self.port), "--http-port", str(self.http_port), "--broker", self.broker.address, "--server-name", "gov.test",
              "--conversation-partitions", "2"] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "gateway exited: " + self.read_log()
-            try:
-                with urllib.request.urlopen(self.url + "/_matrix/client/versions", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("gateway did not answer within 60 s: " + self.read_log())
+        return wait_for_matrix(self)
 
 
-@pytest.fixture(scope="module")
-def chat():
+def wait_for_matrix(server):
+    """Waits until `server` answers Matrix clients at its `url`; fails if
+    its process exits or 60 s pass."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, "the gateway's process exited: " + server.read_log()
+        try:
+            with urllib.request.urlopen(server.url + "/_matrix/client/versions", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the gateway did not answer within 60 s: " + server.read_log())
+
+
+class EmbeddedGateway(BrokerProcess):
+    """`postduif serve --with-gateway`: broker and gateway in one process.
+    It stands in for a GatewayProcess: `port` and `url` are the gateway's,
+    `http_port` the process's operations port (both sides' metrics), and
+    `broker` the process itself, for tools that speak Kafka to it."""
+
+    def __init__(self, extra_args=()):
+        self.gateway_port = free_port()
+        super().__init__(extra_args=["--with-gateway", "true", "--gateway-port", str(self.gateway_port), "--server-name", "gov.test",
+                                     "--conversation-partitions", "2"] + list(extra_args))
+
+    @property
+    def broker(self):
+        return self
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.kafka_port
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.gateway_port
+
+    def start(self):
+        super().start()
+        # From here on `port` is the gateway's, as a GatewayProcess's is.
+        self.kafka_port, self.port = self.port, self.gateway_port
+        return wait_for_matrix(self)
+
+
+@pytest.fixture(scope="module", params=["processes", "embedded"])
+def chat(request):
+    if request.param == "embedded":
+        embedded = EmbeddedGateway(extra_args=["--durability", "none"]).start()
+        yield embedded
+        code = embedded.stop()
+        assert code == 0, "broker with gateway did not stop cleanly on SIGTERM: " + embedded.read_log()
+        return
     broker = BrokerProcess(extra_args=["--durability", "none"]).start()
     gateway = GatewayProcess(broker).start()
     yield gateway

@@ -1,0 +1,81 @@
+import Foundation
+import KafkaNIO
+import KafkaWire
+import LogStore
+import Logging
+import Testing
+
+@testable import Broker
+
+/// The in-process connection the embedded gateway uses (ADR 0016): the same
+/// frames as a socket's, answered by the same handlers.
+@Suite struct LocalClientTests {
+    @Test func produceAndFetchGoThroughTheSameHandlersAsASocket() async throws {
+        let test = try TestBroker(durability: .fsync)
+        try test.store.createTopic("t", configuration: TopicConfiguration(partitionCount: 1))
+        let connection = KafkaClientConnection(local: test.broker.localClient(name: "test"), clientID: "test")
+        var offsets: [Int64] = []
+        // Two at once, as the gateway's Produce requests overlap.
+        try await withThrowingTaskGroup(of: Int64.self) { group in
+            for value in ["a", "b"] {
+                group.addTask {
+                    var builder = RecordBatchBuilder()
+                    builder.append(key: Array("k".utf8), value: Array(value.utf8), timestamp: 1)
+                    let batch = builder.build()
+                    var reader = try await connection.request(.produce, version: 7) {
+                        ProduceRequest(acks: -1, timeoutMilliseconds: 1000, topics: [.init(topic: "t", partitions: [.init(index: 0, batch: batch)])]).encode(&$0, version: 7)
+                    }
+                    let answer = try #require(try ProduceResponse.decode(&reader, version: 7).topics.first?.partitions.first)
+                    #expect(answer.errorCode == 0)
+                    return answer.baseOffset
+                }
+            }
+            for try await offset in group { offsets.append(offset) }
+        }
+        #expect(offsets.sorted() == [0, 1])
+        // Through `send` too (the future-based path the load tool pipelines on).
+        let future = connection.send(.fetch, version: 11) {
+            FetchRequest(maxWaitMilliseconds: 0, minBytes: 1, maxBytes: 1 << 20, topics: [.init(name: "t", partitions: [.init(index: 0, fetchOffset: 0, partitionBytesMax: 1 << 20)])]).encode(&$0, version: 11)
+        }
+        var reader = try #require(try await future.get())
+        let fetched = try #require(try FetchResponse.decode(&reader, version: 11).topics.first?.partitions.first)
+        #expect(fetched.errorCode == 0 && fetched.highWatermark == 2)
+        var values: [String] = []
+        for blob in fetched.batches {
+            for batch in try RecordBatch.split(stored: blob) {
+                for record in try batch.records() { values.append(String(decoding: record.value ?? [], as: UTF8.self)) }
+            }
+        }
+        #expect(values.sorted() == ["a", "b"])
+    }
+
+    @Test func aBrokerRequiringSaslStillAnswersItsOwnProcess() async throws {
+        let path = NSTemporaryDirectory() + "postduif-local-\(UUID().uuidString)"
+        let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))
+        defer {
+            store.close()
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        var configuration = BrokerConfiguration()
+        configuration.saslEnabled = true
+        configuration.usersFile = path + "-users.json"
+        let broker = Broker(store: store, configuration: configuration, logger: Logger(label: "test"))
+        let connection = KafkaClientConnection(local: broker.localClient(name: "test"), clientID: "test")
+        var reader = try await connection.request(.createTopics, version: 4) {
+            CreateTopicsRequest(topics: [.init(name: "c", partitionCount: 1, replicationFactor: -1, configs: [])]).encode(&$0, version: 4)
+        }
+        #expect(try CreateTopicsResponse.decode(&reader, version: 4).topics.first?.errorCode == 0)
+    }
+
+    @Test func aRequestTheBrokerCannotReadClosesThatConnectionOnly() async throws {
+        let test = try TestBroker()
+        let local = test.broker.localClient(name: "test")
+        let broken = KafkaClientConnection(local: local, clientID: "test")
+        // Metadata v12 is not supported: a socket's connection would close.
+        await #expect(throws: KafkaClientError.self) { _ = try await broken.request(.metadata, version: 12) { _ in } }
+        await #expect(throws: KafkaClientError.self) { _ = try await broken.request(.apiVersions, version: 3) { ApiVersionsRequest(clientSoftwareName: "t", clientSoftwareVersion: "1").encode(&$0, version: 3) } }
+        let other = KafkaClientConnection(local: local, clientID: "test")
+        var reader = try await other.request(.apiVersions, version: 3) { ApiVersionsRequest(clientSoftwareName: "t", clientSoftwareVersion: "1").encode(&$0, version: 3) }
+        #expect(try ApiVersionsResponse.decode(&reader, version: 3).errorCode == 0)
+    }
+}
