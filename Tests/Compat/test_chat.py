@@ -280,6 +280,11 @@ def test_bad_input_gets_matrix_errors_and_nothing_is_stored_twice(chat):
     assert status == 200, first
     status, again = call(chat, "PUT", path + "txn-1", {"msgtype": "m.text", "body": "een keer"}, token=token)
     assert status == 200 and again["event_id"] == first["event_id"]
+    # Path parameters are percent-decoded: "txn%2D1" is the transaction "txn-1".
+    status, encoded = call(chat, "PUT", path + "txn%2D1", {"msgtype": "m.text", "body": "een keer"}, token=token)
+    assert status == 200 and encoded["event_id"] == first["event_id"]
+    status, answer = call(chat, "PUT", "/rooms/%ZZ/send/m.room.message/t", {"msgtype": "m.text", "body": "?"}, token=token)
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     status, answer = call(chat, "PUT", "/rooms/%s/send/m.room.message/t" % urllib.request.quote("!unknown:gov.test"), {"msgtype": "m.text", "body": "?"}, token=token)
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
 
