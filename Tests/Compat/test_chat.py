@@ -75,6 +75,7 @@ class EmbeddedGateway(BrokerProcess):
         self.gateway_port = free_port()
         super().__init__(extra_args=["--with-gateway", "true", "--gateway-port", str(self.gateway_port), "--server-name", "gov.test",
                                      "--conversation-partitions", "2"] + list(extra_args))
+        self.kafka_port = self.port
 
     @property
     def broker(self):
@@ -89,9 +90,11 @@ class EmbeddedGateway(BrokerProcess):
         return "http://127.0.0.1:%d" % self.gateway_port
 
     def start(self):
+        # BrokerProcess starts the broker on `port`; from then on `port` is
+        # the gateway's, as a GatewayProcess's is (again at every restart).
+        self.port = self.kafka_port
         super().start()
-        # From here on `port` is the gateway's, as a GatewayProcess's is.
-        self.kafka_port, self.port = self.port, self.gateway_port
+        self.port = self.gateway_port
         return wait_for_matrix(self)
 
 

@@ -1,6 +1,10 @@
 """Delivery under faults: a 100-member room served by three gateways over
 one broker. While one member sends, a gateway is killed (SIGKILL) and
-restarted, then the broker is restarted. Every member long-polls /sync the
+restarted, then the broker is restarted. The second test runs the same
+with the first gateway inside the broker's process (`serve
+--with-gateway`, as `make run` starts it), and that one process is killed
+with SIGKILL instead: a third of the members lose their gateway and every
+member the broker. Every member long-polls /sync the
 way a Matrix client does (following `limited` timelines back with
 /messages) and keeps what it sees by `unsigned.postduif.seq`; afterwards
 each member has seen every acknowledged message exactly once after
@@ -14,7 +18,7 @@ import aiohttp
 import pytest
 
 from conftest import BrokerProcess
-from test_chat import GatewayProcess
+from test_chat import EmbeddedGateway, GatewayProcess
 
 MEMBERS = 100
 MESSAGES = 240
@@ -100,7 +104,7 @@ async def follow(session, member, room, stop):
         since = body["next_batch"]
 
 
-async def scenario(broker, gateways):
+async def scenario(broker, gateways, broker_signal=signal.SIGTERM):
     # One connection per long-polling member, plus the sender's: no pool limit.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         members = [Member("member%03d" % i, gateways[i % 3]) for i in range(MEMBERS)]
@@ -142,7 +146,7 @@ async def scenario(broker, gateways):
                 await loop.run_in_executor(None, gateways[2].start)
             if i == 160:
                 # The broker restarts; the gateways find it again.
-                await loop.run_in_executor(None, broker.stop)
+                await loop.run_in_executor(None, broker.stop, broker_signal)
                 await asyncio.sleep(0.5)
                 await loop.run_in_executor(None, broker.start)
             # Retried with the same transaction id through any outage: one event.
@@ -180,5 +184,18 @@ def test_every_member_sees_every_message_once_in_order_through_faults():
         print("duplicates dropped by sequence: %d, sync errors retried: %d" % (duplicates, errors))
     finally:
         for gateway in gateways:
+            gateway.stop()
+        broker.stop()
+
+
+def test_killing_the_broker_with_its_gateway_inside_loses_nothing():
+    broker = EmbeddedGateway().start()
+    gateways = []
+    try:
+        gateways = [broker] + [GatewayProcess(broker).start() for _ in range(2)]
+        duplicates, errors = asyncio.run(asyncio.wait_for(scenario(broker, gateways, broker_signal=signal.SIGKILL), 300))
+        print("duplicates dropped by sequence: %d, sync errors retried: %d" % (duplicates, errors))
+    finally:
+        for gateway in gateways[1:]:
             gateway.stop()
         broker.stop()
