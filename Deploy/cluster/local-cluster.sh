@@ -11,6 +11,8 @@
 # Ports: etcd 2379 (peer 2380), brokers 9092, 9093, 9094 (operations 9644,
 # 9645, 9646); ETCD_PORT, KAFKA_PORT_BASE and HTTP_PORT_BASE override them.
 # BINARY (default .build/release/postduif) picks the broker build.
+# GATEWAY_PORT_BASE (unset by default) runs the chat gateway inside each
+# broker (ADR 0016), broker N's on GATEWAY_PORT_BASE + N - 1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,6 +22,12 @@ etcd_port=${ETCD_PORT:-2379}
 kafka_base=${KAFKA_PORT_BASE:-9092}
 http_base=${HTTP_PORT_BASE:-9644}
 binary=${BINARY:-.build/release/postduif}
+
+# Broker N's own arguments: its embedded gateway, when asked for.
+gateway_args() {
+    [ -n "${GATEWAY_PORT_BASE:-}" ] || return 0
+    echo "--with-gateway true --gateway-port $((GATEWAY_PORT_BASE + $1 - 1))"
+}
 
 wait_port() {
     for _ in $(seq 1 150); do
@@ -53,7 +61,7 @@ start)
         port=$((kafka_base + id - 1))
         "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
             --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
-            ${BROKER_ARGS:-} > "$dir/broker-$id/log.txt" 2>&1 &
+            ${BROKER_ARGS:-} $(gateway_args "$id") > "$dir/broker-$id/log.txt" 2>&1 &
         echo $! > "$dir/broker-$id/pid"
         brokers="$brokers${brokers:+,}127.0.0.1:$port"
     done
@@ -70,7 +78,7 @@ restart)
     port=$((kafka_base + id - 1))
     "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
         --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
-        ${BROKER_ARGS:-} >> "$dir/broker-$id/log.txt" 2>&1 &
+        ${BROKER_ARGS:-} $(gateway_args "$id") >> "$dir/broker-$id/log.txt" 2>&1 &
     echo $! > "$dir/broker-$id/pid"
     wait_port "$port"
     ;;

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -44,13 +45,19 @@ def free_block(count):
 
 
 class Cluster:
-    def __init__(self, broker_args=""):
+    def __init__(self, broker_args="", gateways=False):
         self.dir = tempfile.mkdtemp(prefix="postduif-cluster-test-")
         os.rmdir(self.dir)
         self.env = dict(os.environ, ETCD_PORT=str(free_block(2)), KAFKA_PORT_BASE=str(free_block(3)),
                         HTTP_PORT_BASE=str(free_block(3)), BINARY=BINARY,
                         BROKER_ARGS="--log-level info --default-partitions 2 " + broker_args)
+        if gateways:
+            # A chat gateway inside each broker (ADR 0016).
+            self.env["GATEWAY_PORT_BASE"] = str(free_block(3))
         self.base = int(self.env["KAFKA_PORT_BASE"])
+
+    def gateway_url(self, broker):
+        return "http://127.0.0.1:%d" % (int(self.env["GATEWAY_PORT_BASE"]) + broker - 1)
 
     def run(self, *args):
         subprocess.run([SCRIPT, *args], check=True, env=self.env, timeout=120, capture_output=True)
@@ -402,6 +409,70 @@ def test_the_chat_gateway_works_over_the_cluster_and_through_a_leader_failover(c
         asyncio.run(asyncio.wait_for(after_failover(), 180))
     finally:
         gateway.stop()
+
+
+def test_gateways_inside_the_brokers_of_a_cluster_serve_one_room_together():
+    """Each broker runs a gateway in its process: it reaches the partitions
+    it leads as calls and the others' over their sockets. Two ministers on
+    the gateways of different brokers share a room; what one sends reaches
+    the other, whichever broker leads the room's partition."""
+    import asyncio
+
+    from nio import RoomSendResponse, SyncResponse
+
+    from test_chat import registered
+
+    made = Cluster(broker_args="--server-name gov.test --conversation-partitions 2", gateways=True).start()
+    try:
+        for broker in (1, 2):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(made.gateway_url(broker) + "/_matrix/client/versions", timeout=1):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, "broker %d's gateway did not answer; its log ends:\n%s" % (broker, made.log(broker)[-3000:])
+                    time.sleep(0.2)
+
+        async def talk():
+            ann = await registered(made.gateway_url(1), "ann")
+            ben = await registered(made.gateway_url(2), "ben")
+            deadline = time.monotonic() + 60
+            rooms = []
+            for name in ("Kabinet", "Raad", "Overleg"):
+                # Each gateway learns the other's accounts and rooms from the
+                # topics it tails: retried until it has.
+                created = await ann.room_create(name=name, invite=["@ben:gov.test"])
+                while not hasattr(created, "room_id") and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                    created = await ann.room_create(name=name, invite=["@ben:gov.test"])
+                assert hasattr(created, "room_id"), created
+                room = created.room_id
+                rooms.append(room)
+                joined = await ben.join(room)
+                while not hasattr(joined, "room_id") and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                    joined = await ben.join(room)
+                assert hasattr(joined, "room_id"), joined
+            await ben.sync(timeout=0)
+            for room in rooms:
+                sent = await ann.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "over " + room}, tx_id="t-" + room)
+                assert isinstance(sent, RoomSendResponse), sent
+            got = set()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(got) < len(rooms):
+                response = await ben.sync(timeout=5000, since=ben.next_batch)
+                if isinstance(response, SyncResponse):
+                    for room in rooms:
+                        if room in response.rooms.join:
+                            got |= {getattr(e, "body", None) for e in response.rooms.join[room].timeline.events if getattr(e, "body", "").startswith("over ")}
+            assert got == {"over " + room for room in rooms}, got
+            await ann.close()
+            await ben.close()
+
+        asyncio.run(asyncio.wait_for(talk(), 180))
+    finally:
+        made.stop()
 
 
 def test_with_etcd_gone_brokers_stop_saying_why_and_keep_every_acknowledged_write(cluster):
