@@ -439,7 +439,18 @@ def test_gateways_inside_the_brokers_of_a_cluster_serve_one_room_together():
             ben = await registered(made.gateway_url(2), "ben")
             deadline = time.monotonic() + 60
             rooms = []
-            for name in ("Kabinet", "Raad", "Overleg"):
+            # Rooms until both partitions of `conversations` hold one: with
+            # their two leaders different, each of the two gateways reaches
+            # a leader of a room outside its own process, and at least one
+            # reaches one inside it.
+            from confluent_kafka.admin import AdminClient
+            from kafka.partitioner.default import murmur2
+            partitions = AdminClient({"bootstrap.servers": made.bootstrap}).list_topics("conversations", timeout=10).topics["conversations"].partitions
+            assert len(partitions) == 2 and partitions[0].leader != partitions[1].leader, partitions
+            covered = set()
+            for name in ("Kamer %d" % i for i in range(40)):
+                if covered == {0, 1}:
+                    break
                 # Each gateway learns the other's accounts and rooms from the
                 # topics it tails: retried until it has.
                 created = await ann.room_create(name=name, invite=["@ben:gov.test"])
@@ -449,11 +460,13 @@ def test_gateways_inside_the_brokers_of_a_cluster_serve_one_room_together():
                 assert hasattr(created, "room_id"), created
                 room = created.room_id
                 rooms.append(room)
+                covered.add((murmur2(room.encode()) & 0x7FFFFFFF) % 2)
                 joined = await ben.join(room)
                 while not hasattr(joined, "room_id") and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
                     joined = await ben.join(room)
                 assert hasattr(joined, "room_id"), joined
+            assert covered == {0, 1}, "forty rooms, all in one partition"
             await ben.sync(timeout=0)
             for room in rooms:
                 sent = await ann.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "over " + room}, tx_id="t-" + room)
