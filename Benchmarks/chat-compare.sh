@@ -53,16 +53,16 @@ start_postduif() {
     postduif_dir=$(mktemp -d "$BENCH_DIR/postduif-chat-XXXXXX")
     local kafka http
     kafka=$(free_port); http=$(free_port); gateway_port=$(free_port)
+    local serve=("$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning)
     if [ "$GATEWAY" = embedded ]; then
         # The load registers thousands of users: a cheaper password hash for the setup only.
-        "$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning \
-            --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 > "$postduif_dir/broker.log" 2>&1 &
+        "${serve[@]}" --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 > "$postduif_dir/broker.log" 2>&1 &
         postduif_pids=$!
         wait_port "$gateway_port"
         postduif_url="http://127.0.0.1:$gateway_port"
         return
     fi
-    "$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning > "$postduif_dir/broker.log" 2>&1 &
+    "${serve[@]}" > "$postduif_dir/broker.log" 2>&1 &
     local broker=$!
     wait_port "$kafka"
     # The load registers thousands of users: a cheaper password hash for the setup only.

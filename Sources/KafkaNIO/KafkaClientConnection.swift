@@ -78,28 +78,36 @@ public final class KafkaClientConnection: Sendable {
         return KafkaClientConnection(channel: channel, clientID: clientID)
     }
 
+    /// One request's bytes: the size prefix where it goes on a socket
+    /// (`sized`), the header (correlation id 0: on a socket the handler
+    /// writes it, since it owns the order of the wire; a local request has
+    /// one answer and needs none), the body. Also whether the answer's
+    /// header is flexible: ApiVersions answers with a v0 header whatever
+    /// its version (KIP-511).
+    private func frame(_ api: ApiKey, version: Int16, sized: Bool, _ encode: (inout ByteWriter) -> Void) -> (bytes: [UInt8], flexibleResponseHeader: Bool) {
+        var writer = ByteWriter(capacity: 256)
+        if sized { writer.writeInt32(0) }  // frame size, patched below
+        RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: 0, clientID: clientID)
+            .encode(&writer, flexible: version >= api.firstFlexibleVersion)
+        encode(&writer)
+        if sized { writer.patchUInt32(UInt32(writer.bytes.count - 4), at: 0) }
+        return (writer.bytes, version >= api.firstFlexibleVersion && api != .apiVersions)
+    }
+
     /// Sends one request. The future holds the answer's body (after the
     /// response header), or nil at once when `expectsResponse` is false
     /// (Produce with acks=0).
     public func send(_ api: ApiKey, version: Int16, expectsResponse: Bool = true, _ encode: (inout ByteWriter) -> Void) -> EventLoopFuture<ByteReader?> {
-        var writer = ByteWriter(capacity: 256)
-        writer.writeInt32(0)  // frame size, patched below
-        // The handler writes the correlation id: it owns the order of the wire.
-        RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: 0, clientID: clientID)
-            .encode(&writer, flexible: version >= api.firstFlexibleVersion)
-        encode(&writer)
-        writer.patchUInt32(UInt32(writer.bytes.count - 4), at: 0)
-        // ApiVersions answers with a v0 header whatever its version (KIP-511).
-        let flexibleResponseHeader = version >= api.firstFlexibleVersion && api != .apiVersions
         guard let channel = self.channel else {
+            let (bytes, flexibleResponseHeader) = frame(api, version: version, sized: false, encode)
             let promise = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: ByteReader?.self)
-            let frame = writer.bytes
-            promise.completeWithTask { try await self.exchangeLocally(frame, expectsResponse: expectsResponse, flexibleResponseHeader: flexibleResponseHeader) }
+            promise.completeWithTask { try await self.exchangeLocally(bytes, expectsResponse: expectsResponse, flexibleResponseHeader: flexibleResponseHeader) }
             return promise.futureResult
         }
+        let (bytes, flexibleResponseHeader) = frame(api, version: version, sized: true, encode)
         let promise = channel.eventLoop.makePromise(of: ByteReader?.self)
         let request = KafkaClientHandler.Request(
-            frame: writer.bytes, expectsResponse: expectsResponse,
+            frame: bytes, expectsResponse: expectsResponse,
             flexibleResponseHeader: flexibleResponseHeader,
             promise: promise)
         // Checked and written on the channel's event loop, where a close is
@@ -117,31 +125,24 @@ public final class KafkaClientConnection: Sendable {
 
     /// `send`, awaited.
     public func request(_ api: ApiKey, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader {
+        let answer: ByteReader?
         if local != nil {
             // Straight to the broker: no promise, no event loop.
-            var writer = ByteWriter(capacity: 256)
-            RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: 1, clientID: clientID)
-                .encode(&writer, flexible: version >= api.firstFlexibleVersion)
-            encode(&writer)
-            guard let reader = try await exchangeLocally(writer.bytes, sized: false, expectsResponse: true,
-                                                         flexibleResponseHeader: version >= api.firstFlexibleVersion && api != .apiVersions) else {
-                throw KafkaClientError.malformedResponse("no answer")
-            }
-            return reader
+            let (bytes, flexibleResponseHeader) = frame(api, version: version, sized: false, encode)
+            answer = try await exchangeLocally(bytes, expectsResponse: true, flexibleResponseHeader: flexibleResponseHeader)
+        } else {
+            answer = try await send(api, version: version, encode).get()
         }
-        guard let reader = try await send(api, version: version, encode).get() else {
-            throw KafkaClientError.malformedResponse("no answer")
-        }
-        return reader
+        guard let answer else { throw KafkaClientError.malformedResponse("no answer") }
+        return answer
     }
 
-    /// One request to the broker in this process. `frame` starts with its
-    /// size unless `sized` is false.
-    private func exchangeLocally(_ frame: [UInt8], sized: Bool = true, expectsResponse: Bool, flexibleResponseHeader: Bool) async throws -> ByteReader? {
+    /// One request (without its size prefix) to the broker in this process.
+    private func exchangeLocally(_ frame: [UInt8], expectsResponse: Bool, flexibleResponseHeader: Bool) async throws -> ByteReader? {
         guard let local, !localClosed.load(ordering: .acquiring) else { throw KafkaClientError.connectionClosed }
         let answer: [UInt8]?
         do {
-            answer = try await local.answer(sized ? Array(frame[4...]) : frame)
+            answer = try await local.answer(frame)
         } catch {
             // Where a socket's broker would close the connection.
             localClosed.store(true, ordering: .releasing)
