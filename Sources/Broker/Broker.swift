@@ -390,6 +390,16 @@ public final class Broker: Sendable {
             })
             return { response }
         }
+        // One partition (the common case: a producer's linger batch for one
+        // key, the chat gateway's coalesced records) is written right here;
+        // a child task would cost a hand-off to another thread and back.
+        if request.topics.count == 1, let topic = request.topics.first, topic.partitions.count == 1 {
+            let staged = writeOne(topic: topic.name, topic.partitions[0], version: version, acks: request.acks)
+            return { [self] in
+                let answer = await finishOne(topic: topic.name, staged, acks: request.acks, timeout: .milliseconds(Int64(max(request.timeoutMilliseconds, 0))))
+                return ProduceResponse(topics: [.init(name: topic.name, partitions: [answer])])
+            }
+        }
         let written = await withTaskGroup(of: (Int, Int, StagedAppend).self) { group in
             for (topicPosition, topic) in request.topics.enumerated() {
                 for (partitionPosition, partition) in topic.partitions.enumerated() {
@@ -485,9 +495,8 @@ public final class Broker: Sendable {
                     }
                 }
             } else {
-                // A single node commits what is durable under its durability mode.
-                try partition.advanceHighWatermark(to: result.lastOffset + 1)
-                notifier.notify(PartitionID(topic: topic, index: index))
+                try commitAlone(topic: topic, partition, index: index, result)
+                return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
             }
             metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
@@ -496,7 +505,16 @@ public final class Broker: Sendable {
         }
     }
 
-    private func appendFailure(topic: String, index: Int32, _ error: any Error) -> ProduceResponse.PartitionResponse {
+    /// A partition without followers commits what is durable under the
+    /// store's durability mode: its high watermark moves up to the append,
+    /// and whoever waits for it (fetches, the fan-out) is told.
+    func commitAlone(topic: String, _ partition: PartitionLog, index: Int32, _ result: AppendResult) throws(LogStoreError) {
+        try partition.advanceHighWatermark(to: result.lastOffset + 1)
+        notifier.notify(PartitionID(topic: topic, index: index))
+        metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+    }
+
+    func appendFailure(topic: String, index: Int32, _ error: any Error) -> ProduceResponse.PartitionResponse {
         guard let error = error as? LogStoreError else {
             return refusal(topic: topic, index: index, .unknownServerError, "\(error)")
         }

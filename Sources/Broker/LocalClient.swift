@@ -1,4 +1,5 @@
 import KafkaNIO
+import KafkaWire
 
 /// This broker as a `KafkaLocalBroker`: the chat gateway run inside the
 /// broker's process (`postduif serve --with-gateway`, ADR 0016) hands its
@@ -20,6 +21,13 @@ struct LocalClient: KafkaLocalBroker {
         }
     }
 
+    var appendsDirectly: Bool { broker.replication == nil }
+
+    func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
+                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool {
+        broker.appendDirect(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp, done: done)
+    }
+
     func isSelf(_ address: String) -> Bool {
         // A single node is every address its clients were given; in a
         // cluster, only the one it advertises.
@@ -33,5 +41,35 @@ extension Broker {
     /// A client for code in this process (the embedded gateway).
     public func localClient(name: String) -> any KafkaLocalBroker {
         LocalClient(broker: self, name: name)
+    }
+
+    /// Appends one record for a caller in this process (the chat gateway's
+    /// message sends, ADR 0016) without a Produce frame: the same checks and
+    /// write as a Produce of one partition, then `done` from whichever
+    /// thread makes the append durable (no task waits for it). False when
+    /// partitions here have followers, whose commit waits for them: the
+    /// caller sends a Produce instead.
+    func appendDirect(topic: String, partition index: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
+                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool {
+        guard replication == nil else { return false }
+        var builder = RecordBatchBuilder()
+        builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
+        let data = ProduceRequest.PartitionData(index: index, batch: builder.build())
+        switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1) {
+        case .refused(let answer):
+            done(.failure(LocalAppendRefusal(errorCode: answer.errorCode, message: answer.errorMessage ?? "")))
+        case .written(let partition, let pending, let index):
+            pending.whenDurable { [self] outcome in
+                do {
+                    let result = try outcome.get()
+                    try commitAlone(topic: topic, partition, index: index, result)
+                    done(.success(result.baseOffset))
+                } catch {
+                    let answer = appendFailure(topic: topic, index: index, error)
+                    done(.failure(LocalAppendRefusal(errorCode: answer.errorCode, message: answer.errorMessage ?? "")))
+                }
+            }
+        }
+        return true
     }
 }

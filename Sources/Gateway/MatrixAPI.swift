@@ -112,12 +112,23 @@ struct MatrixAPI: Sendable {
 
     /// The body as a JSON object, and its text (`{}` when empty).
     func bodyWithText(_ request: Request, _ context: BasicRequestContext) async throws -> (object: [String: Any], text: String) {
-        let buffer: ByteBuffer
+        try Self.jsonObject(try await collectBody(request))
+    }
+
+    func collectBody(_ request: Request) async throws -> ByteBuffer {
         do {
-            buffer = try await request.body.collect(upTo: configuration.bodyBytesMax)
+            return try await request.body.collect(upTo: configuration.bodyBytesMax)
         } catch {
-            throw MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(configuration.bodyBytesMax) bytes")
+            throw tooLarge
         }
+    }
+
+    var tooLarge: MatrixError {
+        MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(configuration.bodyBytesMax) bytes")
+    }
+
+    /// A body as a JSON object, and its text (`{}` when empty).
+    static func jsonObject(_ buffer: ByteBuffer) throws -> (object: [String: Any], text: String) {
         if buffer.readableBytes == 0 { return ([:], "{}") }
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) else {
             throw MatrixError(.badRequest, "M_NOT_JSON", "the body is not JSON")
@@ -269,13 +280,12 @@ struct MatrixAPI: Sendable {
         // serialising it again was a fourteenth of the gateway's work in rooms of 2.
         let value: String
         if let contentText, stateKey == nil {
-            value = "{\"content\":\(contentText),\"sender\":\(JSONText.string(sender)),\"type\":\(JSONText.string(type))}"
+            value = Self.messageValue(type: type, sender: sender, contentText: contentText)
         } else {
             value = JSONText.serialize(stored)
         }
         let timestamp = Self.now
-        var headers: [RecordHeader] = []
-        if let transaction { headers.append(RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))) }
+        let headers = transaction.map(Self.transactionHeaders) ?? []
         if type == "m.room.member", let stateKey, let membership = content["membership"] as? String {
             // The fan-out routes by this topic: written first, so the member
             // receives what follows their join.
@@ -294,6 +304,18 @@ struct MatrixAPI: Sendable {
             await state.waitApplied(topic: ChatTopics.state, partition: statePartition, offset: stateOffset)
         }
         return eventID
+    }
+
+    /// A message's record in `conversations`: its content as the client
+    /// sent it (already checked to be a JSON object), in the key order of a
+    /// serialised event.
+    static func messageValue(type: String, sender: String, contentText: String) -> String {
+        "{\"content\":\(contentText),\"sender\":\(JSONText.string(sender)),\"type\":\(JSONText.string(type))}"
+    }
+
+    /// The header that makes a send idempotent across a gateway's restart.
+    static func transactionHeaders(_ transaction: String) -> [RecordHeader] {
+        [RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))]
     }
 
     func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -389,19 +411,48 @@ struct MatrixAPI: Sendable {
         let eventType = parameter(context, "eventType")
         let txnID = parameter(context, "txnId")
         try requireJoined(session, roomID)
-        let (content, contentText) = try await bodyWithText(request, context)
+        switch try planSend(session: session, roomID: roomID, eventType: eventType, txnID: txnID, body: try await collectBody(request)) {
+        case .answered(let answer):
+            return Self.ok(answer)
+        case .append(let message):
+            let eventID = try await append(roomID: roomID, type: eventType, sender: session.userID, content: message.content, contentText: message.contentText,
+                                           transaction: message.transaction)
+            state.remember(transaction: message.transaction, eventID: eventID)
+            return Self.ok(Self.sendAnswer(eventID))
+        }
+    }
+
+    /// A message to append, checked.
+    struct OutgoingMessage: @unchecked Sendable {
+        var content: [String: Any]
+        var contentText: String
+        /// user|device|txnId: the same is the same event.
+        var transaction: String
+    }
+
+    enum SendPlan {
+        /// A retry of a send already made: its answer.
+        case answered(String)
+        case append(OutgoingMessage)
+    }
+
+    /// Checks a message send of a joined member (after its body was read,
+    /// here and in the event loop's fast path): the body, the path's
+    /// parameters, and whether this transaction was sent before.
+    func planSend(session: Session, roomID: String, eventType: String, txnID: String, body: ByteBuffer) throws -> SendPlan {
+        let (content, contentText) = try Self.jsonObject(body)
         guard !eventType.isEmpty, eventType.utf8.count <= 255, !txnID.isEmpty else {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "an event type and a transaction id are required")
         }
         // The same (device, txnId) is the same event: a retried PUT gets the first answer.
         let transaction = "\(session.userID)|\(session.deviceID)|\(txnID)"
         if let eventID = state.transaction(transaction) {
-            return Self.ok("{\"event_id\":\(JSONText.string(eventID))}")
+            return .answered(Self.sendAnswer(eventID))
         }
-        let eventID = try await append(roomID: roomID, type: eventType, sender: session.userID, content: content, contentText: contentText, transaction: transaction)
-        state.remember(transaction: transaction, eventID: eventID)
-        return Self.ok("{\"event_id\":\(JSONText.string(eventID))}")
+        return .append(OutgoingMessage(content: content, contentText: contentText, transaction: transaction))
     }
+
+    static func sendAnswer(_ eventID: String) -> String { "{\"event_id\":\(JSONText.string(eventID))}" }
 
     func joinedMembers(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try authenticate(request)

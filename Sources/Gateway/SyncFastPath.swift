@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import KafkaNIO
+import KafkaWire
 import Logging
 import Metrics
 import NIOCore
@@ -60,6 +62,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     static let path = MatrixAPI.prefix + "/sync"
     static let answered = Counter(label: "postduif_gateway_fast_syncs_total")
+    static let sent = Counter(label: "postduif_gateway_fast_sends_total")
 
     let api: MatrixAPI
     private var context: ChannelHandlerContext?
@@ -74,8 +77,13 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var held: HTTPRequestHead?
     /// The sync parked here, and its key in `ChatState`.
     private var parked: (head: HTTPRequestHead, query: MatrixAPI.SyncQuery, key: UInt64)?
-    /// Parts that came while a sync was held or parked.
+    /// Parts that came while a sync was held or parked, or a send appended.
     private var queued: [HTTPServerRequestPart] = []
+    /// A message send whose head came and whose end has not, and its body
+    /// so far (nil once over the gateway's limit).
+    private var sending: (head: HTTPRequestHead, path: SendPath, body: ByteBuffer?)?
+    /// A send appended to the broker in this process, waiting for its commit.
+    private var appending = false
     /// The last `Authorization` header authenticated here, its session and
     /// the credentials revision then: a client sends the same token with
     /// every sync, and hashing it each time was a tenth of a sync's work.
@@ -103,7 +111,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if parked != nil || !queued.isEmpty {
+        if parked != nil || appending || !queued.isEmpty {
             queued.append(part)
             return
         }
@@ -124,10 +132,22 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 held = head
                 return
             }
+            if outstanding == 0 && !passing, api.configuration.localBroker?.appendsDirectly == true, let path = Self.sendPath(head) {
+                sending = (head, path, context.channel.allocator.buffer(capacity: 256))
+                return
+            }
             outstanding += 1
             passing = true
             context.fireChannelRead(wrapInboundOut(part))
-        case .body:
+        case .body(let bytes):
+            if sending != nil {
+                if let count = sending!.body?.readableBytes, count + bytes.readableBytes > api.configuration.bodyBytesMax {
+                    sending!.body = nil
+                } else {
+                    sending!.body?.writeImmutableBuffer(bytes)
+                }
+                return
+            }
             // A sync has no body; one that brings one goes to the router.
             if let head = held {
                 held = nil
@@ -137,7 +157,10 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.fireChannelRead(wrapInboundOut(part))
         case .end:
-            if let head = held {
+            if let send = sending {
+                sending = nil
+                startSend(send.head, send.path, send.body)
+            } else if let head = held {
                 held = nil
                 start(head)
             } else {
@@ -151,7 +174,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func drain() {
         guard let context else { return }
         var passed = false
-        while parked == nil, !queued.isEmpty {
+        while parked == nil, !appending, !queued.isEmpty {
             take(queued.removeFirst(), context: context)
             passed = true
         }
@@ -172,19 +195,8 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(_ head: HTTPRequestHead) {
         let query: MatrixAPI.SyncQuery
         do {
-            let header = head.headers.first(name: "authorization")
             let uri = URI(head.uri)
-            let revision = api.state.credentialsRevision.load(ordering: .acquiring)
-            let session: Session
-            if let header, let known = authenticated, known.header == header, known.revision == revision {
-                session = known.session
-            } else {
-                session = try api.authenticate(authorization: header, query: uri)
-                // Only a bearer header names the token by itself (otherwise it
-                // came from the query, which may differ next time).
-                authenticated = header.flatMap { $0.hasPrefix("Bearer ") ? ($0, session, revision) : nil }
-            }
-            query = try api.syncQuery(session: session, uri: uri)
+            query = try api.syncQuery(session: try session(head, uri: uri), uri: uri)
         } catch let error as MatrixError {
             answer(status: error.status.code, body: "{\"errcode\":\(JSONText.string(error.code)),\"error\":\(JSONText.string(error.message))}")
             return
@@ -200,6 +212,111 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         step(head, query)
     }
+
+    /// The session of a request's token, remembered for the connection's next request.
+    private func session(_ head: HTTPRequestHead, uri: URI) throws -> Session {
+        let header = head.headers.first(name: "authorization")
+        let revision = api.state.credentialsRevision.load(ordering: .acquiring)
+        if let header, let known = authenticated, known.header == header, known.revision == revision {
+            return known.session
+        }
+        let session = try api.authenticate(authorization: header, query: uri)
+        // Only a bearer header names the token by itself (otherwise it
+        // came from the query, which may differ next time).
+        authenticated = header.flatMap { $0.hasPrefix("Bearer ") ? ($0, session, revision) : nil }
+        return session
+    }
+
+    // MARK: Sends
+
+    /// The room, event type and transaction id of a message send's path.
+    struct SendPath {
+        var roomID: String
+        var eventType: String
+        var txnID: String
+    }
+
+    /// A keep-alive HTTP/1.1 `PUT /rooms/{roomId}/send/{eventType}/{txnId}`
+    /// with every part present (anything else is the router's).
+    static func sendPath(_ head: HTTPRequestHead) -> SendPath? {
+        guard head.method == .PUT, head.version == .http1_1, head.uri.hasPrefix(roomsPath) else { return nil }
+        if head.headers.contains(name: "expect") { return nil }
+        if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) { return nil }
+        let path = head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)[0]
+        let parts = path.dropFirst(roomsPath.utf8.count).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[1].elementsEqual("send".utf8), parts.allSatisfy({ !$0.isEmpty }) else { return nil }
+        // As the router's parameters: percent-decoded where that works.
+        func parameter(_ part: Substring.UTF8View.SubSequence) -> String {
+            let raw = String(Substring(part))
+            return MatrixAPI.percentDecoded(raw) ?? raw
+        }
+        return SendPath(roomID: parameter(parts[0]), eventType: parameter(parts[2]), txnID: parameter(parts[3]))
+    }
+
+    static let roomsPath = MatrixAPI.prefix + "/rooms/"
+
+    /// A message send of a member, answered here: its record is appended to
+    /// the broker in this process without a Produce frame or a task, and
+    /// answered on this event loop once committed (ADR 0017). The checks
+    /// and errors are the router's (`MatrixAPI.planSend`).
+    private func startSend(_ head: HTTPRequestHead, _ path: SendPath, _ body: ByteBuffer?) {
+        let session: Session
+        let plan: MatrixAPI.SendPlan
+        do {
+            session = try self.session(head, uri: URI(head.uri))
+            try api.requireJoined(session, path.roomID)
+            guard let body else { throw api.tooLarge }
+            plan = try api.planSend(session: session, roomID: path.roomID, eventType: path.eventType, txnID: path.txnID, body: body)
+        } catch {
+            let error = error as? MatrixError ?? MatrixError(.internalServerError, "M_UNKNOWN", "internal error")
+            answer(status: error.status.code, body: "{\"errcode\":\(JSONText.string(error.code)),\"error\":\(JSONText.string(error.message))}", kind: Self.sent)
+            return
+        }
+        guard case .append(let message) = plan else {
+            if case .answered(let text) = plan { answer(status: 200, body: text, kind: Self.sent) }
+            return
+        }
+        guard let context, let local = api.configuration.localBroker else { return }
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let state = api.state
+        let key = Array(path.roomID.utf8)
+        let partition = KafkaPartitioner.partition(forKey: key, partitionCount: state.timelinePartitions)
+        let value = MatrixAPI.messageValue(type: path.eventType, sender: session.userID, contentText: message.contentText)
+        appending = true
+        let taken = local.appendDirect(
+            topic: ChatTopics.conversations, partition: partition, key: key, value: Array(value.utf8),
+            headers: MatrixAPI.transactionHeaders(message.transaction), timestamp: MatrixAPI.now
+        ) { result in
+            // Remembered before the answer, so a retry on any connection finds it.
+            let outcome = result.map { offset in
+                let eventID = ChatState.eventID(partition: partition, offset: offset)
+                state.remember(transaction: message.transaction, eventID: eventID)
+                return eventID
+            }
+            loop.execute { bound.value.appended(outcome) }
+        }
+        if !taken {
+            appending = false
+            passOn(head, body: body)
+        }
+    }
+
+    private func appended(_ outcome: Result<String, LocalAppendRefusal>) {
+        appending = false
+        switch outcome {
+        case .success(let eventID):
+            BrokerLink.producedRecords.increment()
+            answer(status: 200, body: MatrixAPI.sendAnswer(eventID), kind: Self.sent)
+        case .failure(let refusal):
+            // As the router answers a refused write.
+            api.logger.error("broker refused a chat write", metadata: ["error": "\(refusal)"])
+            answer(status: 503, body: "{\"errcode\":\"M_UNKNOWN\",\"error\":\"the message store is unavailable; retry\"}", kind: Self.sent)
+        }
+        if !queued.isEmpty { drain() }
+    }
+
+    // MARK: Syncs
 
     private func step(_ head: HTTPRequestHead, _ query: MatrixAPI.SyncQuery) {
         while true {
@@ -246,18 +363,19 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         api.state.unpark(query.session.userID, key: key)
     }
 
-    /// Hands a sync the fast path will not answer to the router, as it came.
-    private func passOn(_ head: HTTPRequestHead) {
+    /// Hands a request the fast path will not answer to the router, as it came.
+    private func passOn(_ head: HTTPRequestHead, body: ByteBuffer? = nil) {
         guard let context else { return }
         outstanding += 1
         context.fireChannelRead(wrapInboundOut(.head(head)))
+        if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
         context.fireChannelRead(wrapInboundOut(.end(nil)))
         context.fireChannelReadComplete()
     }
 
     /// Writes a whole JSON response as bytes, in one write. A shared body's
     /// response is made once and the same buffer written to every member.
-    private func answer(status: Int, body: String, shared: String? = nil) {
+    private func answer(status: Int, body: String, shared: String? = nil, kind: Counter = SyncFastPath.answered) {
         guard let context, let rawOutput, context.channel.isActive else { return }
         let date = Self.httpDate()
         // The shared bytes carry a Date header: kept per key and second.
@@ -279,7 +397,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             buffer = made
         }
         rawOutput.writeAndFlush(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
-        Self.answered.increment()
+        kind.increment()
     }
 
     /// The `Date` header's value (RFC 9110 IMF-fixdate), made once a second.

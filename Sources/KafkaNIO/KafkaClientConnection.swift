@@ -30,6 +30,29 @@ public protocol KafkaLocalBroker: Sendable {
     func answer(_ frame: [UInt8]) async throws -> [UInt8]?
     /// Whether `address` (host:port, as Metadata gives it) is this broker.
     func isSelf(_ address: String) -> Bool
+    /// Whether `appendDirect` takes appends (it does not in a cluster).
+    var appendsDirectly: Bool { get }
+    /// Appends one record to a partition of this broker without a request
+    /// frame, and calls `done` with its offset once committed (from
+    /// whichever thread committed it) or with the Kafka error. False, and
+    /// `done` is not called, when this broker cannot take appends this way
+    /// (partitions with followers): the caller sends a Produce.
+    func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
+                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool
+}
+
+/// Why a broker in this process refused a direct append: the Kafka error
+/// code and message a Produce would have answered.
+public struct LocalAppendRefusal: Error, Sendable, CustomStringConvertible {
+    public var errorCode: Int16
+    public var message: String
+
+    public init(errorCode: Int16, message: String) {
+        self.errorCode = errorCode
+        self.message = message
+    }
+
+    public var description: String { "Kafka error \(errorCode): \(message)" }
 }
 
 /// A client connection to a Kafka broker, for the load tool, replica

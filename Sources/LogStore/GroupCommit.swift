@@ -26,7 +26,9 @@ final class GroupCommit: @unchecked Sendable {
     private var walDirty = false
     private var ticketWritten: UInt64 = 0
     private var ticketSynced: UInt64 = 0
-    private var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    /// Who waits for which ticket: a task's continuation, or a callback
+    /// (`whenDurable`), both called with nil or the sync's failure.
+    private var waiters: [(ticket: UInt64, done: @Sendable (LogStoreError?) -> Void)] = []
     /// Segments written since the last round began, by identity.
     private var dirty: [ObjectIdentifier: SegmentFile] = [:]
     /// Segments whose writeback should start, in modes that do not sync.
@@ -62,22 +64,35 @@ final class GroupCommit: @unchecked Sendable {
     /// Returns once every write up to `ticket` is fsynced.
     func waitDurable(_ ticket: UInt64) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            condition.lock()
-            if let failure {
-                condition.unlock()
-                continuation.resume(throwing: LogStoreError(.storageFailed, "an earlier segment sync failed: \(failure)"))
-                return
+            whenDurable(ticket) { failure in
+                if let failure {
+                    continuation.resume(throwing: failure)
+                } else {
+                    continuation.resume()
+                }
             }
-            if ticket <= ticketSynced {
-                condition.unlock()
-                continuation.resume()
-                return
-            }
-            precondition(!stopped, "waiting for durability after the store closed")
-            waiters.append((ticket, continuation))
-            condition.signal()
-            condition.unlock()
         }
+    }
+
+    /// Calls `done` once every write up to `ticket` is fsynced (nil), or
+    /// with why not: at once when it already is, else on this thread after
+    /// its round of syncs, so `done` should be short.
+    func whenDurable(_ ticket: UInt64, _ done: @escaping @Sendable (LogStoreError?) -> Void) {
+        condition.lock()
+        if let failure {
+            condition.unlock()
+            done(LogStoreError(.storageFailed, "an earlier segment sync failed: \(failure)"))
+            return
+        }
+        if ticket <= ticketSynced {
+            condition.unlock()
+            done(nil)
+            return
+        }
+        precondition(!stopped, "waiting for durability after the store closed")
+        waiters.append((ticket, done))
+        condition.signal()
+        condition.unlock()
     }
 
     /// Asks the thread to start writing a segment's dirty pages to the disk
@@ -159,29 +174,24 @@ final class GroupCommit: @unchecked Sendable {
 
             condition.lock()
             syncCount += 1
-            var ready: [CheckedContinuation<Void, any Error>] = []
+            var ready: [@Sendable (LogStoreError?) -> Void] = []
             if let syncError {
                 // What reached the disk is unknown after a failed fsync, so every
                 // waiter fails and later appends are refused.
                 failure = syncError
-                ready = waiters.map(\.continuation)
+                ready = waiters.map(\.done)
                 waiters.removeAll()
             } else {
                 ticketSynced = target
                 waiters.removeAll { waiter in
                     guard waiter.ticket <= target else { return false }
-                    ready.append(waiter.continuation)
+                    ready.append(waiter.done)
                     return true
                 }
             }
             condition.unlock()
-            for continuation in ready {
-                if let syncError {
-                    continuation.resume(throwing: LogStoreError(.storageFailed, "segment sync failed: \(syncError)"))
-                } else {
-                    continuation.resume()
-                }
-            }
+            let outcome = syncError.map { LogStoreError(.storageFailed, "segment sync failed: \($0)") }
+            for done in ready { done(outcome) }
         }
     }
 }

@@ -19,6 +19,16 @@ public struct PendingAppend: Sendable {
         }
         return result
     }
+
+    /// Calls `done` with the append's result once it is durable (at once
+    /// when the mode acknowledges on write, else from the group-commit
+    /// thread), or with the sync's failure.
+    public func whenDurable(_ done: @escaping @Sendable (Result<AppendResult, LogStoreError>) -> Void) {
+        guard let groupCommit else { return done(.success(result)) }
+        groupCommit.whenDurable(ticket) { [result] failure in
+            done(failure.map { .failure($0) } ?? .success(result))
+        }
+    }
 }
 
 public struct AppendResult: Sendable, Equatable {

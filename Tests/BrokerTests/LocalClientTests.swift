@@ -49,6 +49,45 @@ import Testing
         #expect(values.sorted() == ["a", "b"])
     }
 
+    /// The embedded gateway's message sends (ADR 0017): one record, no frame;
+    /// `done` once it is committed, with the high watermark past it.
+    @Test func directAppendsCommitAndRefuseAsAProduceWould() async throws {
+        let test = try TestBroker(durability: .fsync)
+        try test.store.createTopic("t", configuration: TopicConfiguration(partitionCount: 2))
+        let local = test.broker.localClient(name: "test")
+        #expect(local.appendsDirectly)
+        func append(partition: Int32, topic: String = "t", _ value: String) async -> Result<Int64, LocalAppendRefusal> {
+            await withCheckedContinuation { continuation in
+                let taken = local.appendDirect(topic: topic, partition: partition, key: Array("k".utf8), value: Array(value.utf8),
+                                               headers: [RecordHeader(key: Array("txn".utf8), value: Array("x".utf8))], timestamp: 1) { continuation.resume(returning: $0) }
+                if !taken { continuation.resume(returning: .failure(LocalAppendRefusal(errorCode: -1, message: "not taken"))) }
+            }
+        }
+        let offsets = await withTaskGroup(of: Int64?.self) { group in
+            for value in ["a", "b", "c"] { group.addTask { try? await append(partition: 1, value).get() } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(offsets.compactMap { $0 }.sorted() == [0, 1, 2])
+        let partition = try test.store.partition(topic: "t", index: 1)
+        #expect(partition.highWatermark == 3)
+        let read = try partition.read(from: 0, bytesMax: 1 << 20)
+        var values: [String] = []
+        for blob in read.batches {
+            for batch in try RecordBatch.split(stored: blob) {
+                for record in try batch.records() {
+                    values.append(String(decoding: record.value ?? [], as: UTF8.self))
+                    #expect(record.headers.first?.key == Array("txn".utf8))
+                }
+            }
+        }
+        #expect(values.sorted() == ["a", "b", "c"])
+        // What a Produce would be told: no such partition, no such topic.
+        guard case .failure(let refusal) = await append(partition: 7, "d") else { Issue.record("appended to a partition that does not exist"); return }
+        #expect(refusal.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
+        guard case .failure(let missing) = await append(partition: 0, topic: "missing", "e") else { Issue.record("appended to a topic that does not exist"); return }
+        #expect(missing.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
+    }
+
     @Test func aBrokerRequiringSaslStillAnswersItsOwnProcess() async throws {
         let path = NSTemporaryDirectory() + "postduif-local-\(UUID().uuidString)"
         let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))
