@@ -390,13 +390,14 @@ public final class Broker: Sendable {
             })
             return { response }
         }
+        let timeout = Duration.milliseconds(Int64(max(request.timeoutMilliseconds, 0)))
         // One partition (the common case: a producer's linger batch for one
         // key, the chat gateway's coalesced records) is written right here;
         // a child task would cost a hand-off to another thread and back.
         if request.topics.count == 1, let topic = request.topics.first, topic.partitions.count == 1 {
             let staged = writeOne(topic: topic.name, topic.partitions[0], version: version, acks: request.acks)
             return { [self] in
-                let answer = await finishOne(topic: topic.name, staged, acks: request.acks, timeout: .milliseconds(Int64(max(request.timeoutMilliseconds, 0))))
+                let answer = await finishOne(topic: topic.name, staged, acks: request.acks, timeout: timeout)
                 return ProduceResponse(topics: [.init(name: topic.name, partitions: [answer])])
             }
         }
@@ -422,7 +423,7 @@ public final class Broker: Sendable {
             for topic in topics {
                 var partitions: [ProduceResponse.PartitionResponse] = []
                 for staged in topic.partitions {
-                    partitions.append(await finishOne(topic: topic.name, staged, acks: request.acks, timeout: .milliseconds(Int64(max(request.timeoutMilliseconds, 0)))))
+                    partitions.append(await finishOne(topic: topic.name, staged, acks: request.acks, timeout: timeout))
                 }
                 response.topics.append(.init(name: topic.name, partitions: partitions))
             }
@@ -494,11 +495,10 @@ public final class Broker: Sendable {
                         return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(replication.minInsyncReplicas) after the append")
                     }
                 }
+                metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             } else {
                 try commitAlone(topic: topic, partition, index: index, result)
-                return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
             }
-            metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
             return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
         } catch {
             return appendFailure(topic: topic, index: index, error)

@@ -57,7 +57,7 @@ extension Broker {
         let data = ProduceRequest.PartitionData(index: index, batch: builder.build())
         switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1) {
         case .refused(let answer):
-            done(.failure(LocalAppendRefusal(errorCode: answer.errorCode, message: answer.errorMessage ?? "")))
+            done(.failure(LocalAppendRefusal(answer)))
         case .written(let partition, let pending, let index):
             pending.whenDurable { [self] outcome in
                 do {
@@ -65,11 +65,17 @@ extension Broker {
                     try commitAlone(topic: topic, partition, index: index, result)
                     done(.success(result.baseOffset))
                 } catch {
-                    let answer = appendFailure(topic: topic, index: index, error)
-                    done(.failure(LocalAppendRefusal(errorCode: answer.errorCode, message: answer.errorMessage ?? "")))
+                    done(.failure(LocalAppendRefusal(appendFailure(topic: topic, index: index, error))))
                 }
             }
         }
         return true
+    }
+}
+
+extension LocalAppendRefusal {
+    /// The refusal a Produce of the record would have answered.
+    init(_ answer: ProduceResponse.PartitionResponse) {
+        self.init(errorCode: answer.errorCode, message: answer.errorMessage ?? "")
     }
 }

@@ -19,8 +19,14 @@ struct MatrixError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        MatrixAPI.json(status, "{\"errcode\":\(JSONText.string(code)),\"error\":\(JSONText.string(message))}")
+        MatrixAPI.json(status, body)
     }
+
+    /// The JSON every Matrix error answers with.
+    var body: String { "{\"errcode\":\(JSONText.string(code)),\"error\":\(JSONText.string(message))}" }
+
+    /// A write the broker refused (logged where it happened).
+    static let storeUnavailable = MatrixError(.serviceUnavailable, "M_UNKNOWN", "the message store is unavailable; retry")
 
     static func forbidden(_ message: String = "You are not a member of this room") -> MatrixError {
         MatrixError(.forbidden, "M_FORBIDDEN", message)
@@ -41,7 +47,7 @@ struct MatrixErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return MatrixAPI.json(error.status, "{\"errcode\":\"\(code)\",\"error\":\(JSONText.string(error.body ?? "\(error.status)"))}")
         } catch let error as BrokerRefusal {
             logger.error("broker refused a chat write", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return MatrixAPI.json(.serviceUnavailable, "{\"errcode\":\"M_UNKNOWN\",\"error\":\"the message store is unavailable; retry\"}")
+            return try MatrixError.storeUnavailable.response(from: request, context: context)
         } catch {
             logger.error("chat request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return MatrixAPI.json(.internalServerError, "{\"errcode\":\"M_UNKNOWN\",\"error\":\"internal error\"}")
@@ -161,8 +167,12 @@ struct MatrixAPI: Sendable {
     }
 
     func parameter(_ context: BasicRequestContext, _ name: String) -> String {
-        let raw = context.parameters.get(name) ?? ""
-        return Self.percentDecoded(raw) ?? raw
+        Self.pathParameter(context.parameters.get(name) ?? "")
+    }
+
+    /// A path parameter as handlers see it: percent-decoded where that works.
+    static func pathParameter(_ raw: String) -> String {
+        percentDecoded(raw) ?? raw
     }
 
     /// `text` with its `%XX` escapes decoded; nil where an escape is

@@ -198,7 +198,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             let uri = URI(head.uri)
             query = try api.syncQuery(session: try session(head, uri: uri), uri: uri)
         } catch let error as MatrixError {
-            answer(status: error.status.code, body: "{\"errcode\":\(JSONText.string(error.code)),\"error\":\(JSONText.string(error.message))}")
+            answer(status: error.status.code, body: error.body)
             return
         } catch {
             passOn(head)
@@ -245,11 +245,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let path = head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)[0]
         let parts = path.dropFirst(roomsPath.utf8.count).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         guard parts.count == 4, parts[1].elementsEqual("send".utf8), parts.allSatisfy({ !$0.isEmpty }) else { return nil }
-        // As the router's parameters: percent-decoded where that works.
-        func parameter(_ part: Substring.UTF8View.SubSequence) -> String {
-            let raw = String(Substring(part))
-            return MatrixAPI.percentDecoded(raw) ?? raw
-        }
+        func parameter(_ part: Substring.UTF8View) -> String { MatrixAPI.pathParameter(String(Substring(part))) }
         return SendPath(roomID: parameter(parts[0]), eventType: parameter(parts[2]), txnID: parameter(parts[3]))
     }
 
@@ -269,7 +265,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             plan = try api.planSend(session: session, roomID: path.roomID, eventType: path.eventType, txnID: path.txnID, body: body)
         } catch {
             let error = error as? MatrixError ?? MatrixError(.internalServerError, "M_UNKNOWN", "internal error")
-            answer(status: error.status.code, body: "{\"errcode\":\(JSONText.string(error.code)),\"error\":\(JSONText.string(error.message))}", kind: Self.sent)
+            answer(status: error.status.code, body: error.body, kind: Self.sent)
             return
         }
         guard case .append(let message) = plan else {
@@ -311,7 +307,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .failure(let refusal):
             // As the router answers a refused write.
             api.logger.error("broker refused a chat write", metadata: ["error": "\(refusal)"])
-            answer(status: 503, body: "{\"errcode\":\"M_UNKNOWN\",\"error\":\"the message store is unavailable; retry\"}", kind: Self.sent)
+            answer(status: MatrixError.storeUnavailable.status.code, body: MatrixError.storeUnavailable.body, kind: Self.sent)
         }
         if !queued.isEmpty { drain() }
     }
