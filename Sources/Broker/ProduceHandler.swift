@@ -1,0 +1,166 @@
+import Cluster
+import Coordination
+import Foundation
+import KafkaWire
+import LogStore
+import Logging
+import Metrics
+import Synchronization
+
+// Produce: validate, write, wait for durability (or replication), answer.
+extension Broker {
+    /// Writes a Produce request's batches (every partition at once) and
+    /// returns what waits for their durability and builds the answer; all
+    /// partitions of the request share one group-commit sync.
+    func produce(_ request: ProduceRequest, version: Int16) async -> @Sendable () async -> ProduceResponse {
+        let refusal: ErrorCode?
+        if SupportedAPIs.produceRefusedVersions.contains(version) {
+            refusal = .unsupportedVersion
+        } else if ![0, 1, -1].contains(request.acks) {
+            refusal = .invalidRequiredAcks
+        } else if request.transactionalID != nil {
+            refusal = .invalidTransactionState
+        } else {
+            refusal = nil
+        }
+        if let refusal {
+            let response = ProduceResponse(topics: request.topics.map { topic in
+                .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: refusal.rawValue, baseOffset: -1) })
+            })
+            return { response }
+        }
+        let timeout = Duration.milliseconds(Int64(max(request.timeoutMilliseconds, 0)))
+        // One partition (the common case: a producer's linger batch for one
+        // key, the chat gateway's coalesced records) is written right here;
+        // a child task would cost a hand-off to another thread and back.
+        if request.topics.count == 1, let topic = request.topics.first, topic.partitions.count == 1 {
+            let staged = writeOne(topic: topic.name, topic.partitions[0], version: version, acks: request.acks)
+            return { [self] in
+                let answer = await finishOne(topic: topic.name, staged, acks: request.acks, timeout: timeout)
+                return ProduceResponse(topics: [.init(name: topic.name, partitions: [answer])])
+            }
+        }
+        let written = await withTaskGroup(of: (Int, Int, StagedAppend).self) { group in
+            for (topicPosition, topic) in request.topics.enumerated() {
+                for (partitionPosition, partition) in topic.partitions.enumerated() {
+                    group.addTask {
+                        (topicPosition, partitionPosition, self.writeOne(topic: topic.name, partition, version: version, acks: request.acks))
+                    }
+                }
+            }
+            var written: [Int: [Int: StagedAppend]] = [:]
+            for await (topicPosition, partitionPosition, staged) in group {
+                written[topicPosition, default: [:]][partitionPosition] = staged
+            }
+            return written
+        }
+        let topics = request.topics.enumerated().map { topicPosition, topic in
+            (name: topic.name, partitions: topic.partitions.indices.map { written[topicPosition]![$0]! })
+        }
+        return { [self] in
+            var response = ProduceResponse(topics: [])
+            for topic in topics {
+                var partitions: [ProduceResponse.PartitionResponse] = []
+                for staged in topic.partitions {
+                    partitions.append(await finishOne(topic: topic.name, staged, acks: request.acks, timeout: timeout))
+                }
+                response.topics.append(.init(name: topic.name, partitions: partitions))
+            }
+            return response
+        }
+    }
+
+    /// One partition of a Produce after its write: refused, or written and
+    /// waiting for durability.
+    enum StagedAppend: Sendable {
+        case refused(ProduceResponse.PartitionResponse)
+        case written(PartitionLog, PendingAppend, index: Int32)
+    }
+
+    private func refusal(topic: String, index: Int32, _ code: ErrorCode, _ message: String) -> ProduceResponse.PartitionResponse {
+        logger.debug("produce refused", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(code)", "reason": "\(message)"])
+        return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
+    }
+
+    func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16) -> StagedAppend {
+        func failure(_ code: ErrorCode, _ message: String) -> StagedAppend {
+            .refused(refusal(topic: topic, index: data.index, code, message))
+        }
+        guard let records = data.records, !records.isEmpty else { return failure(.corruptMessage, "no records") }
+        let partition: PartitionLog
+        do {
+            partition = try store.partition(topic: topic, index: data.index)
+        } catch {
+            return failure(.unknownTopicOrPartition, error.message)
+        }
+        // zstd needs Produce v7 or later (KIP-110).
+        if version < 7 && records.count > 22 && records[22] & 0x07 == UInt8(CompressionCodec.zstd.rawValue) {
+            return failure(.unsupportedCompressionType, "zstd needs Produce v7 or later")
+        }
+        if !leads(topic: topic, index: data.index) {
+            return failure(.notLeaderOrFollower, "this broker does not lead \(topic)/\(data.index)")
+        }
+        if acks == -1, let replication, !replication.acceptsAcksAll(PartitionID(topic: topic, index: data.index)) {
+            return failure(.notEnoughReplicas, "fewer in-sync replicas than min.insync.replicas=\(replication.minInsyncReplicas)")
+        }
+        do {
+            let epoch = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index)) ?? partition.currentLeaderEpoch ?? leaderEpoch
+            return .written(partition, try partition.write(records, leaderEpoch: epoch), index: data.index)
+        } catch {
+            return .refused(appendFailure(topic: topic, index: data.index, error))
+        }
+    }
+
+    func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
+        guard case .written(let partition, let pending, let index) = staged else {
+            if case .refused(let response) = staged { return response }
+            preconditionFailure("unreachable")
+        }
+        do {
+            let result = try await pending.durable()
+            let id = PartitionID(topic: topic, index: index)
+            if let replication, replication.isReplicated(id) {
+                // With followers, the high watermark is the ISR's smallest log end.
+                if let committed = replication.leaderAppended(id, logEnd: result.lastOffset + 1) {
+                    try partition.advanceHighWatermark(to: committed)
+                }
+                // Followers long-polling at the old log end have something to copy.
+                notifier.notify(id)
+                if acks == -1 {
+                    guard await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout) else {
+                        return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
+                    }
+                    if !replication.acceptsAcksAll(id) {
+                        return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(replication.minInsyncReplicas) after the append")
+                    }
+                }
+                metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+            } else {
+                try commitAlone(topic: topic, partition, index: index, result)
+            }
+            return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
+        } catch {
+            return appendFailure(topic: topic, index: index, error)
+        }
+    }
+
+    /// A partition without followers commits what is durable under the
+    /// store's durability mode: its high watermark moves up to the append,
+    /// and whoever waits for it (fetches, the fan-out) is told.
+    func commitAlone(topic: String, _ partition: PartitionLog, index: Int32, _ result: AppendResult) throws(LogStoreError) {
+        try partition.advanceHighWatermark(to: result.lastOffset + 1)
+        notifier.notify(PartitionID(topic: topic, index: index))
+        metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+    }
+
+    func appendFailure(topic: String, index: Int32, _ error: any Error) -> ProduceResponse.PartitionResponse {
+        guard let error = error as? LogStoreError else {
+            return refusal(topic: topic, index: index, .unknownServerError, "\(error)")
+        }
+        let code = Self.errorCode(for: error)
+        if code == .kafkaStorageError {
+            logger.error("append failed", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(error)"])
+        }
+        return refusal(topic: topic, index: index, code, error.message)
+    }
+}

@@ -1,0 +1,185 @@
+import Cluster
+import Coordination
+import Foundation
+import KafkaWire
+import LogStore
+import Logging
+import Metrics
+import Synchronization
+
+/// Why a connection must close: the bytes cannot be answered in Kafka's
+/// protocol (an unknown API key, an unsupported version, a malformed
+/// request). Kafka brokers close the connection in these cases too.
+struct CloseConnection: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
+}
+
+/// A request's answer: ready now, or (a Produce) finished once its writes
+/// are durable. Framed; nil when the request gets no answer (acks=0).
+enum Reply: Sendable {
+    case ready([UInt8]?)
+    case pending(@Sendable () async -> [UInt8]?)
+}
+
+/// What one connection has established: its peer and, with SASL, who it is.
+struct ClientSession {
+    var client: String
+    var authenticatedUser: String? = nil
+    var sasl: SaslServer? = nil
+    /// Set when the response must be the connection's last (a failed SASL exchange).
+    var closeAfterResponse = false
+
+    init(client: String) {
+        self.client = client
+    }
+}
+
+extension Broker {
+    /// Answers one request frame (without its size prefix). Returns the
+    /// framed response, or nil when the request gets none (Produce acks=0).
+    func handle(frame: [UInt8], client: String) async throws(CloseConnection) -> [UInt8]? {
+        var session = ClientSession(client: client)
+        return try await handle(frame: frame, session: &session)
+    }
+
+    func handle(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> [UInt8]? {
+        switch try await stage(frame: frame, session: &session) {
+        case .ready(let response): response
+        case .pending(let finish): await finish()
+        }
+    }
+
+    /// Answers one request frame, or, for a Produce, writes its batches and
+    /// returns what finishes the answer once they are durable. The caller
+    /// may stage the next Produce of the connection before finishing this
+    /// one; it must send the answers in the order of the requests.
+    func stage(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> Reply {
+        let client = session.client
+        var reader = ByteReader(frame)
+        let header: RequestHeader
+        do {
+            header = try RequestHeader.decode(&reader)
+        } catch {
+            throw CloseConnection(reason: "malformed request header: \(error)")
+        }
+        guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
+            throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
+        }
+        if configuration.saslEnabled && session.authenticatedUser == nil && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {
+            throw CloseConnection(reason: "\(api) before SASL authentication")
+        }
+        let version = header.apiVersion
+        let started = ContinuousClock.now
+        // A staged Produce records its time when its answer is finished.
+        var timed = true
+        defer { if timed { metrics.recordRequest(api, duration: ContinuousClock.now - started) } }
+        if api == .apiVersions && !SupportedAPIs.supports(api, version: version) {
+            // KIP-511: answer an unknown ApiVersions version with error 35 in
+            // a v0 body listing ApiVersions, so the client retries lower.
+            var writer = ByteWriter()
+            ApiVersionsResponse(errorCode: ErrorCode.unsupportedVersion.rawValue, apiKeys: [ApiVersionRange(apiKey: ApiKey.apiVersions.rawValue, minVersion: 0, maxVersion: SupportedAPIs.ranges[.apiVersions]!.upperBound)]).encode(&writer, version: 0)
+            return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes))
+        }
+        guard supportedAPIs[api]?.contains(version) == true else {
+            throw CloseConnection(reason: "\(api) version \(version) is not supported")
+        }
+        let flexible = version >= api.firstFlexibleVersion
+        var body = ByteWriter(capacity: 256)
+        do {
+            if flexible { try reader.skipTaggedFields() }
+            switch api {
+            case .apiVersions:
+                _ = try ApiVersionsRequest.decode(&reader, version: version)
+                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised(sasl: configuration.saslEnabled)).encode(&body, version: version)
+            case .saslHandshake:
+                let request = try SaslHandshakeRequest.decode(&reader, version: version)
+                session.sasl = SaslServer(mechanism: request.mechanism, users: users)
+                let code: ErrorCode = session.authenticatedUser != nil ? .illegalSaslState : (session.sasl == nil ? .unsupportedSaslMechanism : .none)
+                SaslHandshakeResponse(errorCode: code.rawValue, mechanisms: SaslServer.mechanisms).encode(&body, version: version)
+            case .saslAuthenticate:
+                let request = try SaslAuthenticateRequest.decode(&reader, version: version)
+                authenticate(request, session: &session).encode(&body, version: version)
+            case .metadata:
+                await metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .produce:
+                let request = try ProduceRequest.decode(&reader, version: version)
+                let finish = await produce(request, version: version)
+                let correlationID = header.correlationID
+                timed = false
+                return .pending { [self] in
+                    let response = await finish()
+                    metrics.recordRequest(api, duration: ContinuousClock.now - started)
+                    // acks=0 gets no answer, but its batches still count once durable.
+                    guard request.acks != 0 else { return nil }
+                    var body = ByteWriter(capacity: 64)
+                    response.encode(&body, version: version)
+                    return frameResponse(correlationID: correlationID, flexibleHeader: flexible, body: body.bytes)
+                }
+            case .fetch:
+                await fetch(try FetchRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+            case .listOffsets:
+                listOffsets(try ListOffsetsRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+            case .createTopics:
+                await createTopics(try CreateTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .deleteTopics:
+                deleteTopics(try DeleteTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .initProducerId:
+                await initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .findCoordinator:
+                findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .offsetForLeaderEpoch:
+                offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .joinGroup:
+                let request = try JoinGroupRequest.decode(&reader, version: version)
+                if let refused = coordinatorRefusal(request.groupID) {
+                    JoinGroupResponse(errorCode: refused.rawValue, memberID: request.memberID).encode(&body, version: version)
+                } else {
+                    await groups.join(request, clientID: header.clientID ?? "", clientHost: client).encode(&body, version: version)
+                }
+            case .syncGroup:
+                let request = try SyncGroupRequest.decode(&reader, version: version)
+                if let refused = coordinatorRefusal(request.groupID) {
+                    SyncGroupResponse(errorCode: refused.rawValue, assignment: []).encode(&body, version: version)
+                } else {
+                    await groups.sync(request).encode(&body, version: version)
+                }
+            case .heartbeat:
+                let request = try HeartbeatRequest.decode(&reader, version: version)
+                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.heartbeat(request) }
+                ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
+            case .leaveGroup:
+                let request = try LeaveGroupRequest.decode(&reader, version: version)
+                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.leave(request) }
+                ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
+            case .offsetCommit:
+                await offsetCommit(try OffsetCommitRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .offsetFetch:
+                offsetFetch(try OffsetFetchRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .describeGroups:
+                let request = try DescribeGroupsRequest.decode(&reader, version: version)
+                var described = await groups.describe(request.groups)
+                for position in described.indices {
+                    if let refused = coordinatorRefusal(described[position].groupID) { described[position].errorCode = refused.rawValue }
+                }
+                DescribeGroupsResponse(groups: described).encode(&body, version: version)
+            case .describeConfigs:
+                describeConfigs(try DescribeConfigsRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .listGroups:
+                ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
+            case .conversationHistory:
+                conversationHistory(try ConversationHistoryRequest.decode(&reader, version: version)).encode(&body, version: version)
+            case .gatewayPoll:
+                let request = try GatewayPollRequest.decode(&reader, version: version)
+                if let fanOut = fanOutSlot.withLock({ $0 }) {
+                    await fanOut.poll(request).encode(&body, version: version)
+                } else {
+                    GatewayPollResponse(errorCode: ErrorCode.invalidRequest.rawValue, partitions: [], deliveries: []).encode(&body, version: version)
+                }
+            }
+        } catch {
+            throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
+        }
+        return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: flexible && api != .apiVersions, body: body.bytes))
+    }
+}

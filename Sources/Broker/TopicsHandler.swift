@@ -1,0 +1,119 @@
+import Cluster
+import Coordination
+import Foundation
+import KafkaWire
+import LogStore
+import Logging
+import Metrics
+import Synchronization
+
+// CreateTopics and DeleteTopics, and how topic configs become a TopicConfiguration.
+extension Broker {
+    func createTopics(_ request: CreateTopicsRequest) async -> CreateTopicsResponse {
+        if let cluster {
+            var results: [CreateTopicsResponse.Result] = []
+            for topic in request.topics {
+                do {
+                    let local = try topicConfiguration(name: topic.name, partitionCount: topic.partitionCount == -1 ? configuration.defaultPartitionCount : topic.partitionCount,
+                                                       configs: topic.configs)
+                    guard topic.assignmentsCount == 0 else { throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported") }
+                    if !request.validateOnly {
+                        var configs: [String: String] = [:]
+                        for (name, value) in topic.configs { if let value { configs[name] = value } }
+                        _ = try await cluster.createTopic(topic.name, partitionCount: Int(local.partitionCount), replicationFactor: Int(topic.replicationFactor), configs: configs)
+                    }
+                    results.append(.init(name: topic.name, errorCode: 0, errorMessage: nil))
+                } catch let error as TopicRequestError {
+                    results.append(.init(name: topic.name, errorCode: error.code.rawValue, errorMessage: error.message))
+                } catch let error as ControllerError {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.invalidReplicationFactor.rawValue, errorMessage: error.description))
+                } catch CoordinationError.refused(let message) where message.contains("already exists") {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.topicAlreadyExists.rawValue, errorMessage: message))
+                } catch {
+                    results.append(.init(name: topic.name, errorCode: ErrorCode.unknownServerError.rawValue, errorMessage: "\(error)"))
+                }
+            }
+            return CreateTopicsResponse(topics: results)
+        }
+        return CreateTopicsResponse(topics: request.topics.map { topic in
+            do {
+                let configuration = try topicConfiguration(topic)
+                if request.validateOnly {
+                    if store.topic(named: topic.name) != nil { return .init(name: topic.name, errorCode: ErrorCode.topicAlreadyExists.rawValue, errorMessage: "topic \(topic.name) already exists") }
+                } else {
+                    try store.createTopic(topic.name, configuration: configuration)
+                    logger.info("created topic", metadata: ["topic": "\(topic.name)", "partitions": "\(configuration.partitionCount)", "conversationIndex": "\(configuration.conversationIndex)"])
+                }
+                return .init(name: topic.name, errorCode: 0, errorMessage: nil)
+            } catch let error as LogStoreError {
+                return .init(name: topic.name, errorCode: Self.errorCode(for: error).rawValue, errorMessage: error.message)
+            } catch let error as TopicRequestError {
+                return .init(name: topic.name, errorCode: error.code.rawValue, errorMessage: error.message)
+            } catch {
+                return .init(name: topic.name, errorCode: ErrorCode.unknownServerError.rawValue, errorMessage: "\(error)")
+            }
+        })
+    }
+
+    struct TopicRequestError: Error {
+        var code: ErrorCode
+        var message: String
+    }
+
+    /// A topic's configuration from CreateTopics: the count (-1 for the
+    /// default), a replication factor a single node can honour, and the
+    /// topic configs Postduif understands. Anything else is refused rather
+    /// than ignored.
+    func topicConfiguration(_ topic: CreateTopicsRequest.Topic) throws -> TopicConfiguration {
+        let count = topic.partitionCount == -1 ? configuration.defaultPartitionCount : topic.partitionCount
+        guard topic.replicationFactor == 1 || topic.replicationFactor == -1 else {
+            throw TopicRequestError(code: .invalidReplicationFactor, message: "replication factor \(topic.replicationFactor): this single node holds one replica")
+        }
+        guard topic.assignmentsCount == 0 else { throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported") }
+        return try topicConfiguration(name: topic.name, partitionCount: count, configs: topic.configs)
+    }
+
+    /// A topic's local configuration from its partition count and configs
+    /// (also how each broker of a cluster makes its replica of a topic).
+    func topicConfiguration(name: String, partitionCount count: Int32, configs: [(String, String?)]) throws -> TopicConfiguration {
+        guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(count) must be positive") }
+        var result = TopicConfiguration.defaults(forTopicNamed: name, partitionCount: count)
+        for (name, value) in configs {
+            guard let value else { continue }
+            func bad() -> TopicRequestError { TopicRequestError(code: .invalidConfig, message: "invalid value '\(value)' for \(name)") }
+            switch name {
+            case "postduif.conversation.index":
+                guard let flag = Bool(value) else { throw bad() }
+                result.conversationIndex = flag
+            case "retention.ms":
+                guard let milliseconds = Int64(value) else { throw bad() }
+                result.retentionTime = milliseconds < 0 ? nil : .milliseconds(milliseconds)
+            case "retention.bytes":
+                guard let bytes = Int64(value) else { throw bad() }
+                result.retentionBytes = bytes < 0 ? nil : bytes
+            case "max.message.bytes":
+                guard let bytes = Int(value) else { throw bad() }
+                result.batchBytesMax = bytes
+            case "cleanup.policy":
+                guard value == "delete" else { throw TopicRequestError(code: .invalidConfig, message: "cleanup.policy=\(value) is not supported; only delete") }
+            default:
+                throw TopicRequestError(code: .invalidConfig, message: "unknown topic config \(name)")
+            }
+        }
+        return result
+    }
+
+    func deleteTopics(_ request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        DeleteTopicsResponse(results: request.topicNames.map { name in
+            do {
+                try store.deleteTopic(name)
+                logger.info("deleted topic", metadata: ["topic": "\(name)"])
+                return (name, 0)
+            } catch let error as LogStoreError {
+                return (name, Self.errorCode(for: error).rawValue)
+            } catch {
+                return (name, ErrorCode.unknownServerError.rawValue)
+            }
+        })
+    }
+}

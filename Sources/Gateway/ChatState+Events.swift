@@ -1,0 +1,33 @@
+import Foundation
+import KafkaNIO
+import KafkaWire
+import NIOCore
+import Synchronization
+
+// How stored records become Matrix client events.
+extension ChatState {
+    static func eventID(partition: Int32, offset: Int64) -> String {
+        "$\(partition)_\(offset)"
+    }
+
+    /// A stored timeline value (`type`, `sender`, `content`, `state_key`)
+    /// in client format: the event id, room id and time are put in front.
+    /// A message from the fan-out or a history page, with its sequence.
+    static func clientEvent(roomID: String, partition: Int32, record: ConversationRecord) -> RoomEvent? {
+        record.value.flatMap { clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: $0, sequence: record.sequence) }
+    }
+
+    static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(stored)) as? [String: Any],
+              let type = object["type"] as? String, let sender = object["sender"] as? String,
+              stored.first == UInt8(ascii: "{"), stored.count > 2 else { return nil }
+        let eventID = eventID(partition: partition, offset: offset)
+        let unsigned = sequence.map { ",\"unsigned\":{\"postduif.seq\":\($0)}" } ?? ""
+        let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID))\(unsigned),"
+        let json = prefix + String(decoding: stored.dropFirst(), as: UTF8.self)
+        let stateKey = object["state_key"] as? String
+        let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
+        return RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
+                         partition: partition, offset: offset, sequence: sequence, json: json)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import KafkaWire
+import Logging
+import Metrics
+import NIOCore
+
+// register, login, logout: accounts and the sessions of their devices.
+extension MatrixAPI {
+    func register(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard configuration.openRegistration else {
+            throw MatrixError(.forbidden, "M_FORBIDDEN", "registration is closed: ask an administrator for an account")
+        }
+        let body = try await body(request, context)
+        guard let username = body["username"] as? String, let password = body["password"] as? String else {
+            throw MatrixError(.badRequest, "M_MISSING_PARAM", "username and password are required")
+        }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789._=-/")
+        guard !username.isEmpty, username.count <= 64, username.allSatisfy({ allowed.contains($0) }) else {
+            throw MatrixError(.badRequest, "M_INVALID_USERNAME", "a username is 1 to 64 of a-z, 0-9, . _ = - /")
+        }
+        guard !password.isEmpty, password.utf8.count <= 1024 else {
+            throw MatrixError(.badRequest, "M_WEAK_PASSWORD", "a password is 1 to 1024 bytes")
+        }
+        let user = userID(localpart: username)
+        guard state.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
+        let hash = Secrets.hashPassword(password, n: 1 << UInt64(min(max(configuration.passwordHashLogN, 10), 20)))
+        let value = JSONText.serialize(["password_hash": hash, "created_ts": Self.now])
+        let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: Self.now)
+        await state.waitApplied(topic: ChatTopics.accounts, partition: partition, offset: offset)
+        // Two gateways may register one name at once: the first record wins.
+        guard state.account(user)?.offset == offset else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
+        return try await newSession(user: user, deviceID: body["device_id"] as? String)
+    }
+
+    func login(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let body = try await body(request, context)
+        guard (body["type"] as? String) == "m.login.password" else {
+            throw MatrixError(.badRequest, "M_UNKNOWN", "only m.login.password is supported")
+        }
+        let identifier = body["identifier"] as? [String: Any]
+        guard let name = (identifier?["user"] as? String) ?? (body["user"] as? String), let password = body["password"] as? String else {
+            throw MatrixError(.badRequest, "M_MISSING_PARAM", "identifier.user and password are required")
+        }
+        let user = userID(from: name)
+        guard let hash = state.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
+            throw MatrixError(.forbidden, "M_FORBIDDEN", "invalid username or password")
+        }
+        return try await newSession(user: user, deviceID: body["device_id"] as? String)
+    }
+
+    func newSession(user: String, deviceID: String?) async throws -> Response {
+        let device = deviceID.flatMap { $0.isEmpty ? nil : $0 } ?? Secrets.opaque(10)
+        let token = Secrets.newToken()
+        let value = JSONText.serialize(["user_id": user, "device_id": device, "created_ts": Self.now])
+        let (partition, offset) = try await link.produce(topic: ChatTopics.sessions, key: Array(Secrets.tokenDigest(token).utf8), value: Array(value.utf8), timestamp: Self.now)
+        await state.waitApplied(topic: ChatTopics.sessions, partition: partition, offset: offset)
+        return Self.ok(JSONText.serialize(["user_id": user, "device_id": device, "access_token": token, "home_server": server]))
+    }
+
+    func logout(_ request: Request) async throws -> Response {
+        _ = try authenticate(request)
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return Self.ok("{}") }
+        let digest = Secrets.tokenDigest(String(header.dropFirst("Bearer ".count)))
+        let (partition, offset) = try await link.produce(topic: ChatTopics.sessions, key: Array(digest.utf8), value: nil, timestamp: Self.now)
+        await state.waitApplied(topic: ChatTopics.sessions, partition: partition, offset: offset)
+        return Self.ok("{}")
+    }
+
+    static var now: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}

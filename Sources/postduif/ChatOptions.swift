@@ -1,0 +1,37 @@
+import ArgumentParser
+import Broker
+import Cluster
+import Coordination
+import Gateway
+import Operations
+import Foundation
+import LogStore
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// The chat settings shared by `postduif gateway` and the gateway that
+/// `postduif serve --with-gateway` runs in the broker's process.
+struct ChatOptions: ParsableArguments {
+    @Option(help: "The Matrix server name in user and room ids (POSTDUIF_SERVER_NAME).")
+    var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
+
+    @Option(help: "Partitions of the conversations topic, if the gateway creates it (POSTDUIF_CONVERSATION_PARTITIONS).")
+    var conversationPartitions: Int32 = Int32(Environment.integer("CONVERSATION_PARTITIONS") ?? Int(GatewayConfiguration().conversationPartitions))
+
+    @Option(help: "open: anyone may register; closed: accounts come only from `postduif user add --chat` (POSTDUIF_REGISTRATION).")
+    var registration: String = Environment.string("REGISTRATION") ?? "open"
+
+    @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
+    var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
+
+    func apply(to configuration: inout GatewayConfiguration) throws {
+        guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
+        guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
+        configuration.serverName = serverName
+        configuration.conversationPartitions = conversationPartitions
+        configuration.passwordHashLogN = passwordHashLogN
+        configuration.openRegistration = registration == "open"
+    }
+}

@@ -1,0 +1,21 @@
+import ArgumentParser
+import Broker
+import Cluster
+import Coordination
+import Gateway
+import Operations
+import Foundation
+import LogStore
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+@main
+struct Postduif: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "postduif",
+        abstract: "A replicated append-only log for government chat that speaks the Kafka protocol.",
+        subcommands: [Serve.self, GatewayCommand.self, User.self, Inspect.self]
+    )
+}

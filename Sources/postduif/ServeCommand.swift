@@ -1,0 +1,206 @@
+import ArgumentParser
+import Broker
+import Cluster
+import Coordination
+import Gateway
+import Operations
+import Foundation
+import LogStore
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// `postduif serve`: one broker node on the embedded single-node default.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Kafka-compatible broker node.",
+        discussion: """
+            Every option can also come from an environment variable \
+            (POSTDUIF_<OPTION>, for example POSTDUIF_PORT=9093); a flag wins \
+            over the environment, the environment over the built-in default. \
+            SIGTERM or SIGINT stops the node: it stops accepting connections, \
+            syncs the log and exits 0.
+            """
+    )
+
+    @Option(help: "A config file of POSTDUIF_<NAME>=value lines, like Deploy/config/postduif.env (POSTDUIF_CONFIG).")
+    var config: String?
+
+    @Option(help: "Address to listen on (POSTDUIF_HOST).")
+    var host: String = Environment.string("HOST") ?? BrokerConfiguration().host
+
+    @Option(help: "Kafka port (POSTDUIF_PORT).")
+    var port: Int = Environment.integer("PORT") ?? BrokerConfiguration().port
+
+    @Option(help: "Host clients are told to connect to; defaults to --host (POSTDUIF_ADVERTISED_HOST).")
+    var advertisedHost: String?
+
+    @Option(help: "Port clients are told to connect to; defaults to --port (POSTDUIF_ADVERTISED_PORT).")
+    var advertisedPort: Int?
+
+    @Option(name: [.customLong("node-id"), .customLong("broker-id")], help: "This broker's id in the cluster (POSTDUIF_NODE_ID).")
+    var nodeID: Int32 = Int32(Environment.integer("NODE_ID") ?? Int(BrokerConfiguration().nodeID))
+
+    @Option(help: "Data directory (POSTDUIF_DATA).")
+    var data: String = Environment.string("DATA") ?? BrokerConfiguration().dataDirectory
+
+    @Option(help: "fsync (acknowledge once synced, the default), none, or in a cluster replicated (acknowledge once every in-sync replica wrote it) (POSTDUIF_DURABILITY).")
+    var durability: String = Environment.string("DURABILITY") ?? BrokerConfiguration().durability.rawValue
+
+    @Option(help: "Partitions of auto-created topics (POSTDUIF_DEFAULT_PARTITIONS).")
+    var defaultPartitions: Int32 = Int32(Environment.integer("DEFAULT_PARTITIONS") ?? Int(BrokerConfiguration().defaultPartitionCount))
+
+    @Option(help: "Create unknown topics named in Metadata requests: true or false (POSTDUIF_AUTO_CREATE_TOPICS).")
+    var autoCreateTopics: Bool = Environment.string("AUTO_CREATE_TOPICS").flatMap(Bool.init) ?? BrokerConfiguration().autoCreateTopics
+
+    @Option(help: "Require SASL authentication (PLAIN, SCRAM-SHA-256/512): true or false (POSTDUIF_SASL).")
+    var sasl: Bool = Environment.string("SASL").flatMap(Bool.init) ?? BrokerConfiguration().saslEnabled
+
+    @Option(help: "The SASL user file; defaults to users.json in the data directory (POSTDUIF_USERS_FILE).")
+    var usersFile: String?
+
+    @Option(help: "Port of /metrics, /health and /ready; 0 picks a free one (POSTDUIF_HTTP_PORT).")
+    var httpPort: Int = Environment.integer("HTTP_PORT") ?? 9644
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error (POSTDUIF_LOG_LEVEL).")
+    var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
+
+    @Option(help: "etcd client URLs, comma-separated; joins a cluster instead of running alone (POSTDUIF_ETCD_ENDPOINTS).")
+    var etcdEndpoints: String?
+
+    @Option(help: "The cluster's name, its key prefix in etcd (POSTDUIF_CLUSTER_NAME).")
+    var clusterName: String = Environment.string("CLUSTER_NAME") ?? BrokerConfiguration().clusterName
+
+    @Option(help: "Replicas of a topic created without a factor, at most the live brokers (POSTDUIF_DEFAULT_REPLICATION_FACTOR).")
+    var defaultReplicationFactor: Int16 = Int16(Environment.integer("DEFAULT_REPLICATION_FACTOR") ?? Int(BrokerConfiguration().defaultReplicationFactor))
+
+    @Option(help: "Fewer in-sync replicas refuse acks=all (POSTDUIF_MIN_INSYNC_REPLICAS).")
+    var minInsyncReplicas: Int = Environment.integer("MIN_INSYNC_REPLICAS") ?? BrokerConfiguration().minInsyncReplicas
+
+    @Option(help: "A follower not caught up for this many milliseconds leaves the ISR (POSTDUIF_REPLICA_LAG_MAX_MS).")
+    var replicaLagMaxMs: Int = Environment.integer("REPLICA_LAG_MAX_MS") ?? Int(BrokerConfiguration().replicaLagMax.components.seconds * 1000)
+
+    @Option(help: "Partitions of __consumer_offsets, made on the first group request; fixed once made (POSTDUIF_OFFSETS_TOPIC_PARTITIONS).")
+    var offsetsTopicPartitions: Int32 = Int32(Environment.integer("OFFSETS_TOPIC_PARTITIONS") ?? Int(BrokerConfiguration().offsetsTopicPartitions))
+
+    @Option(help: "Also run the chat gateway in this process (ADR 0016): true or false (POSTDUIF_WITH_GATEWAY).")
+    var withGateway: Bool = Environment.string("WITH_GATEWAY").flatMap(Bool.init) ?? false
+
+    @Option(help: "With --with-gateway: the address the gateway binds to (POSTDUIF_GATEWAY_HOST).")
+    var gatewayHost: String = Environment.string("GATEWAY_HOST") ?? GatewayConfiguration().host
+
+    @Option(help: "With --with-gateway: the HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
+    var gatewayPort: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
+
+    @OptionGroup(title: "With --with-gateway") var chat: ChatOptions
+
+    func run() async throws {
+        // `replicated` is the cluster's name for acknowledging on receipt:
+        // every in-sync replica has written the batch, none waits for a sync.
+        let clustered = !(etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "").isEmpty
+        if durability == "replicated" && !clustered {
+            throw OperatorError("--durability replicated needs a cluster (--etcd-endpoints); a single node has fsync or none")
+        }
+        guard let durabilityMode = durability == "replicated" ? Durability.none : Durability(rawValue: durability) else {
+            throw OperatorError("--durability must be fsync, none or (in a cluster) replicated, not \(durability)")
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw OperatorError("--log-level \(logLevel) is not a log level")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "postduif")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var configuration = BrokerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.advertisedHost = advertisedHost ?? Environment.string("ADVERTISED_HOST")
+        configuration.advertisedPort = advertisedPort ?? Environment.integer("ADVERTISED_PORT")
+        configuration.nodeID = nodeID
+        configuration.dataDirectory = data
+        configuration.durability = durabilityMode
+        configuration.defaultPartitionCount = defaultPartitions
+        configuration.autoCreateTopics = autoCreateTopics
+        configuration.saslEnabled = sasl
+        configuration.usersFile = usersFile ?? Environment.string("USERS_FILE")
+        configuration.etcdEndpoints = (etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        configuration.clusterName = clusterName
+        configuration.defaultReplicationFactor = defaultReplicationFactor
+        configuration.minInsyncReplicas = minInsyncReplicas
+        configuration.replicaLagMax = .milliseconds(replicaLagMaxMs)
+        configuration.offsetsTopicPartitions = offsetsTopicPartitions
+        if configuration.isClustered && port == 0 {
+            throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
+        }
+        var gatewayConfiguration: GatewayConfiguration? = nil
+        if withGateway {
+            var made = GatewayConfiguration()
+            try chat.apply(to: &made)
+            made.host = gatewayHost
+            made.port = gatewayPort
+            // Brokers of a cluster other than this one are reached on their
+            // sockets, with the gateway's SASL user where they require one.
+            if let user = Environment.string("GATEWAY_BROKER_USER"), let password = Environment.string("GATEWAY_BROKER_PASSWORD") {
+                made.brokerUser = user
+                made.brokerPassword = password
+            }
+            gatewayConfiguration = made
+        }
+
+        raiseOpenFilesLimit()
+        let store: LogStore
+        do {
+            store = try LogStore(path: data, options: LogStoreOptions(durability: durabilityMode))
+        } catch {
+            throw OperatorError("cannot open the data directory \(data): \(error)")
+        }
+        for note in store.recoveryNotes {
+            logger.warning("store repaired after a crash", metadata: ["repair": "\(note)"])
+        }
+        let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
+        let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
+        let kafka = KafkaService(server: KafkaServer(broker: broker), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
+        let gateway = gatewayConfiguration.map { gatewayConfiguration in
+            var gatewayConfiguration = gatewayConfiguration
+            gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
+            gatewayConfiguration.localBroker = broker.localClient(name: "embedded gateway")
+            return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
+        }
+        let operations = OperationsService(server: OperationsServer(
+            host: host, port: httpPort, logger: logger,
+            metricsText: { registry.emitToString() },
+            isReady: { broker.isListening && gateway?.isReady != false }))
+        var services: [any Service] = [FanOutService(fanOut: broker.makeFanOut()), kafka, operations]
+        if let replication {
+            let membership = Membership(
+                coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,
+                address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)")
+            let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
+            broker.attach(node)
+            services.append(ClusterService(node: node))
+        }
+        if let gateway {
+            // Last: a graceful shutdown stops the services in reverse, so
+            // the gateway stops before the listener and the store it uses.
+            services.append(EmbeddedGatewayService(gateway: gateway, logger: logger, announce: "postduif gateway serving Matrix clients on http://\(gatewayHost):%d (server name \(chat.serverName)), in the broker's process"))
+        }
+        // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
+        // shutdown (stop accepting, let in-flight requests finish), then the
+        // log is synced and closed below.
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            store.close()
+            throw OperatorError("the node stopped: \(error)")
+        }
+        store.close()
+        logger.info("stopped; log synced and closed")
+    }
+}

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Broker
+import Cluster
+import Coordination
+import Gateway
+import Operations
+import Foundation
+import LogStore
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// The chat fan-out workers as a service of the node's ServiceGroup.
+struct FanOutService: Service {
+    let fanOut: FanOut
+
+    func run() async throws {
+        // The workers hold nothing that needs finishing: gateways resync
+        // whatever a stopped worker had not delivered.
+        await cancelWhenGracefulShutdown {
+            await fanOut.run()
+        }
+    }
+}
+
+/// The chat gateway inside the broker's process (`--with-gateway`). A
+/// gateway that fails (a cluster still electing leaders for its topics, say)
+/// starts again after a pause instead of stopping the broker with it.
+struct EmbeddedGatewayService: Service {
+    let gateway: ChatGateway
+    let logger: Logger
+    /// The line printed once listening; `%d` becomes the bound port.
+    let announce: String
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await gateway.run { port in
+                        FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                    }
+                    return
+                } catch {
+                    guard !Task.isCancelled else { return }
+                    logger.error("the chat gateway stopped; starting it again in a second", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
+    }
+}
+
+/// The Kafka listener as a service of the node's ServiceGroup.
+struct KafkaService: Service {
+    let server: KafkaServer
+    /// The line printed once listening; `%d` becomes the bound port.
+    let announce: String
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await server.run { port in
+                    FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                }
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // The listener ends by cancellation when the node shuts down: a normal end.
+        }
+    }
+}
+
+/// The node's cluster side (registration, controller, roles) as a service:
+/// when its lease is lost it ends with an error, and the node stops, since
+/// other brokers may have taken over its partitions.
+struct ClusterService: Service {
+    let node: ClusterNode
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await node.run()
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // Shutting down: the lease ends with the process.
+        }
+    }
+}
+
+/// The operations HTTP port as a service of the node's ServiceGroup.
+struct OperationsService: Service {
+    let server: OperationsServer
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await server.run { port in
+                    FileHandle.standardOutput.write(Data("postduif operations endpoints on http://\(server.host):\(port)/metrics, /health, /ready\n".utf8))
+                }
+            }
+        } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+            // Ends by cancellation when the node shuts down: a normal end.
+        }
+    }
+}
