@@ -45,22 +45,29 @@ let package = Package(
         // sync_file_range, which Swift's Glibc module does not export.
         .target(name: "CFileSync"),
 
+        // What every layer shares: the clock state machines are given, the
+        // table of parked waiters with deadlines. No I/O.
+        .target(name: "Core", swiftSettings: strictSettings),
         .target(name: "RocksDB", dependencies: ["CRocksDB"], swiftSettings: strictSettings),
         .target(
             name: "KafkaWire",
-            dependencies: ["CCRC32C", "CLZ4", "CZlib", "CSnappy", "CZstd"],
+            dependencies: ["Core", "CCRC32C", "CLZ4", "CZlib", "CSnappy", "CZstd"],
             swiftSettings: strictSettings
         ),
         .target(
             name: "LogStore",
-            dependencies: ["RocksDB", "KafkaWire", "CFileSync", .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: ["Core", "RocksDB", "KafkaWire", "CFileSync", .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strictSettings
         ),
+        // Postduif's chat on the wire: the chat topics' names and the two
+        // extension APIs (ConversationHistory, GatewayPoll). Nothing below
+        // it knows chat.
+        .target(name: "ChatWire", dependencies: ["KafkaWire"], swiftSettings: strictSettings),
         // Kafka framing over SwiftNIO and a pipelined client connection.
         .target(
             name: "KafkaNIO",
             dependencies: [
-                "KafkaWire",
+                "Core", "KafkaWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -94,6 +101,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The chat fan-out: workers taking committed conversation records
+        // to the gateways of their members; reads the broker through its
+        // CommittedLog protocol and plugs the chat APIs into its router.
+        .target(
+            name: "Fanout",
+            dependencies: [
+                "Core", "Broker", "ChatWire", "KafkaWire", "KafkaNIO", "LogStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The operators' HTTP port (/metrics, /health, /ready) of the broker and the gateway.
         .target(
             name: "Operations",
@@ -111,7 +130,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "KafkaWire", "KafkaNIO", "COpenSSL",
+                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "COpenSSL",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -126,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "Broker", "Cluster", "Coordination", "Gateway", "Operations",
+                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "Operations",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -165,11 +184,13 @@ let package = Package(
             path: "Tests/CrashWriter",
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "CoreTests", dependencies: ["Core"], swiftSettings: strictSettings),
         .testTarget(name: "RocksDBTests", dependencies: ["RocksDB"], swiftSettings: strictSettings),
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire"], resources: [.copy("Fixtures")], swiftSettings: strictSettings),
+        .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "KafkaWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "BrokerTests",
-            dependencies: ["Broker", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.
@@ -187,7 +208,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogStoreTests",
-            dependencies: ["LogStore", "KafkaWire", "RocksDB"],
+            dependencies: ["Core", "LogStore", "KafkaWire", "RocksDB"],
             swiftSettings: strictSettings
         ),
     ]

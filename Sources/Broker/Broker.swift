@@ -28,15 +28,8 @@ public final class Broker: Sendable {
     /// The node's cluster side, once attached (`attach`); nil on a single node.
     let clusterNode = Mutex<ClusterNode?>(nil)
     var cluster: ClusterNode? { clusterNode.withLock { $0 } }
-    /// The chat fan-out, once made (`makeFanOut`); GatewayPoll needs it.
-    let fanOutSlot = Mutex<FanOut?>(nil)
-
-    /// Makes this node's fan-out; its `run` must be started by the caller.
-    public func makeFanOut() -> FanOut {
-        let made = FanOut(broker: self, logger: logger)
-        fanOutSlot.withLock { $0 = made }
-        return made
-    }
+    /// APIs of the broker's own, registered by services above it (`register`).
+    let extensions = Mutex<[Int16: RegisteredExtension]>([:])
 
     /// Joins a cluster: Metadata, leadership checks, topic creation and
     /// producer ids go through `node` from now on.
@@ -66,7 +59,7 @@ public final class Broker: Sendable {
 
     /// The APIs this node advertises: SASL's only when SASL is on.
     var supportedAPIs: [ApiKey: ClosedRange<Int16>] {
-        SupportedAPIs.ranges(sasl: configuration.saslEnabled).merging(SupportedAPIs.extensionRanges) { first, _ in first }
+        SupportedAPIs.ranges(sasl: configuration.saslEnabled)
     }
 
     var users: UserStore { UserStore(path: configuration.effectiveUsersFile) }
@@ -79,7 +72,7 @@ public final class Broker: Sendable {
     }
 
     /// In a cluster, only the leader takes produces and consumer fetches.
-    func leads(topic: String, index: Int32) -> Bool {
+    public func leads(topic: String, index: Int32) -> Bool {
         guard cluster != nil else { return true }
         return replication?.leaderEpoch(PartitionID(topic: topic, index: index)) != nil
     }

@@ -20,7 +20,7 @@ extension Broker {
                     return .init(errorCode: ErrorCode.unknownTopicOrPartition.rawValue, errorMessage: "topic \(resource.name) does not exist", resourceType: 2, resourceName: resource.name, configs: [])
                 }
                 let settings = topic.configuration
-                let defaults = TopicConfiguration.defaults(forTopicNamed: topic.name, partitionCount: settings.partitionCount)
+                let defaults = topicDefaults(name: topic.name, partitionCount: settings.partitionCount)
                 func milliseconds(_ duration: Duration?) -> String {
                     guard let duration else { return "-1" }
                     let (seconds, attoseconds) = duration.components

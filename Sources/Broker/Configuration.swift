@@ -19,6 +19,11 @@ public struct BrokerConfiguration: Sendable {
     /// Create a topic when a client's Metadata request names an unknown one
     /// and allows it (Kafka's `auto.create.topics.enable`).
     public var autoCreateTopics = true
+    /// Topics that keep the conversation index (`postduif.conversation.index`)
+    /// unless their creation says otherwise; the composition root names the
+    /// chat's conversations topic here, so neither the broker nor the log
+    /// store decides by a topic's name.
+    public var conversationIndexedTopics: Set<String> = []
     /// The largest request frame accepted; bigger frames close the connection.
     public var requestBytesMax = 100 << 20
     /// The longest a Fetch may wait for data, whatever the client asks.

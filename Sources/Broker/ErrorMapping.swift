@@ -10,7 +10,7 @@ import Synchronization
 // The one place log store errors become Kafka error codes.
 extension Broker {
     /// The Kafka error code for a log store error: mapped once, here.
-    static func errorCode(for error: LogStoreError) -> ErrorCode {
+    public static func errorCode(for error: LogStoreError) -> ErrorCode {
         switch error.code {
         case .batchRefused(let reason): ErrorCode(rawValue: reason.kafkaErrorCode) ?? .invalidRecord
         case .outOfOrderSequence: .outOfOrderSequenceNumber

@@ -21,13 +21,6 @@ struct LocalClient: KafkaLocalBroker {
         }
     }
 
-    var appendsDirectly: Bool { broker.replication == nil }
-
-    func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
-                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool {
-        broker.appendDirect(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp, done: done)
-    }
-
     func isSelf(_ address: String) -> Bool {
         // A single node is every address its clients were given; in a
         // cluster, only the one it advertises.
@@ -43,21 +36,25 @@ extension Broker {
         LocalClient(broker: self, name: name)
     }
 
+    /// Whether `appendOne` takes appends: not while partitions here have
+    /// followers, whose commit waits for them.
+    public var appendsOneDirectly: Bool { replication == nil }
+
     /// Appends one record for a caller in this process (the chat gateway's
-    /// message sends, ADR 0016) without a Produce frame: the same checks and
+    /// message sends, ADR 0017) without a Produce frame: the same checks and
     /// write as a Produce of one partition, then `done` from whichever
     /// thread makes the append durable (no task waits for it). False when
     /// partitions here have followers, whose commit waits for them: the
     /// caller sends a Produce instead.
-    func appendDirect(topic: String, partition index: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
-                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool {
+    public func appendOne(topic: String, partition index: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
+                          done: @escaping @Sendable (Result<Int64, AppendRefusal>) -> Void) -> Bool {
         guard replication == nil else { return false }
         var builder = RecordBatchBuilder()
         builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
         let data = ProduceRequest.PartitionData(index: index, batch: builder.build())
         switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1) {
         case .refused(let answer):
-            done(.failure(LocalAppendRefusal(answer)))
+            done(.failure(AppendRefusal(answer)))
         case .written(let partition, let pending, let index):
             pending.whenDurable { [self] outcome in
                 do {
@@ -65,7 +62,7 @@ extension Broker {
                     try commitAlone(topic: topic, partition, index: index, result)
                     done(.success(result.baseOffset))
                 } catch {
-                    done(.failure(LocalAppendRefusal(appendFailure(topic: topic, index: index, error))))
+                    done(.failure(AppendRefusal(appendFailure(topic: topic, index: index, error))))
                 }
             }
         }
@@ -73,9 +70,16 @@ extension Broker {
     }
 }
 
-extension LocalAppendRefusal {
-    /// The refusal a Produce of the record would have answered.
+/// Why `Broker.appendOne` refused a record: the Kafka error code and
+/// message a Produce of it would have answered.
+public struct AppendRefusal: Error, Sendable, CustomStringConvertible {
+    public var errorCode: Int16
+    public var message: String
+
     init(_ answer: ProduceResponse.PartitionResponse) {
-        self.init(errorCode: answer.errorCode, message: answer.errorMessage ?? "")
+        errorCode = answer.errorCode
+        message = answer.errorMessage ?? ""
     }
+
+    public var description: String { "Kafka error \(errorCode): \(message)" }
 }

@@ -64,7 +64,13 @@ extension Broker {
             throw CloseConnection(reason: "malformed request header: \(error)")
         }
         guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
-            throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
+            guard let registered = extensions.withLock({ $0[header.apiKey] }) else {
+                throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
+            }
+            if configuration.saslEnabled && session.authenticatedUser == nil {
+                throw CloseConnection(reason: "\(registered.api.name) before SASL authentication")
+            }
+            return try await stageExtension(registered, header: header, reader: &reader)
         }
         if configuration.saslEnabled && session.authenticatedUser == nil && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {
             throw CloseConnection(reason: "\(api) before SASL authentication")
@@ -167,15 +173,6 @@ extension Broker {
                 describeConfigs(try DescribeConfigsRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .listGroups:
                 ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
-            case .conversationHistory:
-                conversationHistory(try ConversationHistoryRequest.decode(&reader, version: version)).encode(&body, version: version)
-            case .gatewayPoll:
-                let request = try GatewayPollRequest.decode(&reader, version: version)
-                if let fanOut = fanOutSlot.withLock({ $0 }) {
-                    await fanOut.poll(request).encode(&body, version: version)
-                } else {
-                    GatewayPollResponse(errorCode: ErrorCode.invalidRequest.rawValue, partitions: [], deliveries: []).encode(&body, version: version)
-                }
             }
         } catch {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")

@@ -37,10 +37,6 @@ enum SupportedAPIs {
         sasl ? ranges.merging(saslRanges) { first, _ in first } : ranges
     }
 
-    /// Postduif's own APIs (KafkaWire's Extensions.swift): answered, never
-    /// advertised, so Kafka clients never see them.
-    static let extensionRanges: [ApiKey: ClosedRange<Int16>] = [.conversationHistory: 0...0, .gatewayPoll: 0...0]
-
     /// Produce versions listed for old clients' feature detection but refused.
     static let produceRefusedVersions: ClosedRange<Int16> = 0...2
 

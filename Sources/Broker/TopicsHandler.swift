@@ -77,7 +77,7 @@ extension Broker {
     /// (also how each broker of a cluster makes its replica of a topic).
     func topicConfiguration(name: String, partitionCount count: Int32, configs: [(String, String?)]) throws -> TopicConfiguration {
         guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(count) must be positive") }
-        var result = TopicConfiguration.defaults(forTopicNamed: name, partitionCount: count)
+        var result = topicDefaults(name: name, partitionCount: count)
         for (name, value) in configs {
             guard let value else { continue }
             func bad() -> TopicRequestError { TopicRequestError(code: .invalidConfig, message: "invalid value '\(value)' for \(name)") }
@@ -115,5 +115,11 @@ extension Broker {
                 return (name, ErrorCode.unknownServerError.rawValue)
             }
         })
+    }
+
+    /// A new topic's configuration before its own configs: the conversation
+    /// index where this node's settings name the topic.
+    func topicDefaults(name: String, partitionCount: Int32) -> TopicConfiguration {
+        TopicConfiguration(partitionCount: partitionCount, conversationIndex: configuration.conversationIndexedTopics.contains(name))
     }
 }

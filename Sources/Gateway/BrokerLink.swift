@@ -1,3 +1,4 @@
+import ChatWire
 import Foundation
 import KafkaNIO
 import KafkaWire
@@ -314,7 +315,7 @@ actor BrokerLink {
             do {
                 let connection = try await connection(address)
                 let request = ConversationHistoryRequest(topic: topic, partition: partition, conversation: conversation, position: position, limit: limit, maxOffset: maxOffset)
-                var reader = try await connection.request(.conversationHistory, version: 0) { request.encode(&$0, version: 0) }
+                var reader = try await connection.request(extensionKey: ChatApiKey.conversationHistory.rawValue, version: 0) { request.encode(&$0, version: 0) }
                 let response = try ConversationHistoryResponse.decode(&reader, version: 0)
                 if response.errorCode == 0 { return response }
                 guard response.errorCode == ErrorCode.notLeaderOrFollower.rawValue else {

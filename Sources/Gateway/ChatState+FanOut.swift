@@ -44,7 +44,7 @@ extension ChatState {
     /// yet covered by the cache is covered from there: their next syncs
     /// read the cache instead of the index.
     func confirmRegistered(_ added: Set<String>, at address: String, fannedOutUpTo: [Int32: Int64]) {
-        let ready = inner.withLock { inner -> [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] in
+        let registered = inner.withLock { inner -> [String] in
             for user in added {
                 inner.registeredAt[user, default: []].insert(address)
                 for roomID in inner.roomsOfUser[user] ?? [] where inner.rooms[roomID]?.coveredFrom == nil {
@@ -54,15 +54,10 @@ extension ChatState {
                     }
                 }
             }
-            guard !inner.registrationWaiters.isEmpty else { return [] }
-            var ready: [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = []
-            for (key, waiter) in inner.registrationWaiters where Self.isRegistered(inner, waiter.user) {
-                ready.append((waiter.continuation, waiter.timer))
-                inner.registrationWaiters[key] = nil
-            }
-            return ready
+            // Only these users' registration moved.
+            return added.filter { Self.isRegistered(inner, $0) }
         }
-        for waiter in ready { resume(waiter.continuation, timer: waiter.timer) }
+        for user in registered { registrationWaiters.wake(user, with: ()) }
     }
 
     /// Whether every broker's fan-out routes `user` here already.
@@ -75,27 +70,7 @@ extension ChatState {
     /// Waits until every broker's fan-out routes `user` here, so nothing
     /// sent from now on passes this gateway by; gives up after `timeout`.
     func waitRegistered(_ user: String, timeout: Duration) async {
-        let key = nextWaitKey()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = inner.withLock { inner -> Bool in
-                if Self.isRegistered(inner, user) { return true }
-                inner.registrationWaiters[key] = (user, continuation, nil)
-                return false
-            }
-            if done {
-                continuation.resume()
-                return
-            }
-            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
-                inner.withLock { $0.registrationWaiters.removeValue(forKey: key) }?.continuation.resume()
-            } attach: { timer in
-                inner.withLock { inner in
-                    guard inner.registrationWaiters[key] != nil else { return false }
-                    inner.registrationWaiters[key]?.timer = timer
-                    return true
-                }
-            }
-        }
+        await registrationWaiters.wait(user, timeout: timeout) { isRegistered(user) ? () : nil }
     }
 
     func generation(of user: String) -> UInt64 {

@@ -17,13 +17,14 @@ extension ChatState {
         let user = String(key[..<separator])
         let roomID = String(key[key.index(after: separator)...])
         let markers = object.compactMapValues { $0 as? String }
-        let woken = inner.withLock { inner -> [Waiter] in
+        let woken = inner.withLock { inner -> [String] in
             inner.position.markers = max(inner.position.markers, record.offset + 1)
             inner.readMarkers[roomID, default: [:]][user] = (markers, record.offset, record.timestamp)
             let members = (inner.rooms[roomID]?.members ?? [:]).filter { $0.value.membership == "join" }.map(\.key)
-            return members.flatMap { Self.takeWaiters(&inner, user: $0) }
+            Self.bumpGenerations(&inner, users: members)
+            return members
         }
-        for waiter in woken { resume(waiter) }
+        for user in woken { syncWaiters.wake(user, with: ()) }
     }
 
     /// A room's read markers written at or after `offset` (all with nil).

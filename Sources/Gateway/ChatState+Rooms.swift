@@ -47,7 +47,7 @@ extension ChatState {
         let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
         let event = RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
                               partition: partition(ofRoom: roomID), offset: -1, json: json)
-        let woken = inner.withLock { inner -> [Waiter] in
+        let woken = inner.withLock { inner -> [String] in
             inner.position.state = max(inner.position.state, record.offset + 1)
             var room = inner.rooms.removeValue(forKey: roomID) ?? Room()
             room.state[type + "\u{0}" + stateKey] = event
@@ -66,8 +66,9 @@ extension ChatState {
                 }
             }
             inner.rooms[roomID] = room
-            return wake.flatMap { Self.takeWaiters(&inner, user: $0) }
+            Self.bumpGenerations(&inner, users: wake)
+            return wake
         }
-        for waiter in woken { resume(waiter) }
+        for user in woken { syncWaiters.wake(user, with: ()) }
     }
 }

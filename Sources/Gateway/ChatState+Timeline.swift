@@ -1,3 +1,5 @@
+import Core
+import ChatWire
 import Foundation
 import KafkaNIO
 import KafkaWire
@@ -10,7 +12,7 @@ extension ChatState {
 
     /// Transaction ids are remembered for the last 200,000 sends: enough
     /// for any client's retries, bounded for the gateway's memory.
-    static let transactionsMax = 200_000
+    static let transactionsMax = Limits.transactionsRememberedMax
 
     func remember(transaction key: String, eventID: String) {
         inner.withLock { inner in

@@ -1,55 +1,35 @@
+import Core
 import Foundation
-import KafkaNIO
-import KafkaWire
-import NIOCore
 import Synchronization
 
-// Parked syncs and waits for the gateway's own writes, with their deadlines.
+/// Where a wait for the gateway's own write is parked: a tail's topic and partition.
+struct AppliedKey: Hashable, Sendable {
+    var topic: String
+    var partition: Int32
+}
+
+// Parked syncs and waits for the gateway's own writes, each in a
+// `ParkedWaiters` table with its deadlines in `timeouts`.
 extension ChatState {
     /// Wakes the waiting syncs of `users` (after the position moved past
     /// what woke them, so their next look finds it).
     func wake(users: Set<String>) {
-        let woken = inner.withLock { inner in users.flatMap { Self.takeWaiters(&inner, user: $0) } }
-        for waiter in woken { resume(waiter) }
+        inner.withLock { inner in Self.bumpGenerations(&inner, users: users) }
+        for user in users { syncWaiters.wake(user, with: ()) }
     }
 
     /// Records that a tail applied everything before `next`; wakes whoever waits for it.
     func applied(topic: String, partition: Int32, next: Int64) {
-        let ready = inner.withLock { inner -> [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] in
-            inner.applied[topic, default: [:]][partition] = next
-            var ready: [(continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = []
-            for (key, waiter) in inner.appliedWaiters where waiter.topic == topic && waiter.partition == partition && waiter.offset < next {
-                ready.append((waiter.continuation, waiter.timer))
-                inner.appliedWaiters.removeValue(forKey: key)
-            }
-            return ready
-        }
-        for waiter in ready { resume(waiter.continuation, timer: waiter.timer) }
+        inner.withLock { $0.applied[topic, default: [:]][partition] = next }
+        appliedWaiters.wake(AppliedKey(topic: topic, partition: partition), reaching: next, with: ())
     }
 
     /// Waits until this gateway's tail has read past `offset` (its own write,
     /// typically), so the next request sees it; gives up after `timeout`.
     func waitApplied(topic: String, partition: Int32, offset: Int64, timeout: Duration = .seconds(10)) async {
-        let key = nextWaitKey()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = inner.withLock { inner -> Bool in
-                if (inner.applied[topic]?[partition] ?? 0) > offset { return true }
-                inner.appliedWaiters[key] = (topic, partition, offset, continuation, nil)
-                return false
-            }
-            if done {
-                continuation.resume()
-                return
-            }
-            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
-                inner.withLock { $0.appliedWaiters.removeValue(forKey: key) }?.continuation.resume()
-            } attach: { timer in
-                inner.withLock { inner in
-                    guard inner.appliedWaiters[key] != nil else { return false }
-                    inner.appliedWaiters[key]?.timer = timer
-                    return true
-                }
-            }
+        // Position offset + 1: woken once the tail's next offset passes the write.
+        await appliedWaiters.wait(AppliedKey(topic: topic, partition: partition), position: offset + 1, timeout: timeout) {
+            appliedOffset(topic: topic, partition: partition) > offset ? () : nil
         }
     }
 
@@ -60,15 +40,8 @@ extension ChatState {
     /// Parks a `/sync` of `userID` until something for it arrives or
     /// `timeout` passes; at once if something arrived since `generation`.
     func waitForUser(_ userID: String, after generation: UInt64, timeout: Duration) async {
-        let key = nextWaitKey()
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                if !park(userID, key: key, after: generation, timeout: timeout, resume: { continuation.resume() }) {
-                    continuation.resume()
-                }
-            }
-        } onCancel: {
-            wake(userID, key)
+        await syncWaiters.wait(userID, timeout: timeout) {
+            self.generation(of: userID) != generation ? () : nil
         }
     }
 
@@ -76,66 +49,23 @@ extension ChatState {
     /// woken or at `timeout`; nil (and no call) if something arrived since
     /// `generation`. The key is for `unpark`.
     func park(_ userID: String, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> UInt64? {
-        let key = nextWaitKey()
-        return park(userID, key: key, after: generation, timeout: timeout, resume: resume) ? key : nil
+        // Asked under the table's lock: a wake bumps the generation first and
+        // takes that lock after, so it either shows here or finds the wait.
+        var changed = false
+        let token = syncWaiters.park(userID, timeout: timeout, ready: {
+            changed = self.generation(of: userID) != generation
+            return changed ? () : nil
+        }, resume: { _ in resume() })
+        return changed ? nil : token
     }
 
     /// Drops a parked `/sync` whose connection closed, without calling it.
     func unpark(_ userID: String, key: UInt64) {
-        guard let waiter = takeWaiter(userID, key) else { return }
-        if let timer = waiter.timer { timeouts.remove(timer) }
+        syncWaiters.discard(userID, key)
     }
 
-    func takeWaiter(_ userID: String, _ key: UInt64) -> Waiter? {
-        inner.withLock { $0.userWaiters[userID]?.removeValue(forKey: key) }
-    }
-
-    func park(_ userID: String, key: UInt64, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> Bool {
-        let parked = inner.withLock { inner -> Bool in
-            if (inner.userGenerations[userID] ?? 0) != generation { return false }
-            inner.userWaiters[userID, default: [:]][key] = Waiter(resume: resume)
-            return true
-        }
-        guard parked else { return false }
-        timeouts.add(timeout: TimeAmount(timeout)) { [self] in wake(userID, key) } attach: { timer in
-            inner.withLock { inner in
-                guard inner.userWaiters[userID]?[key] != nil else { return false }
-                inner.userWaiters[userID]?[key]?.timer = timer
-                return true
-            }
-        }
-        return true
-    }
-
-    func wake(_ userID: String, _ key: UInt64) {
-        guard let waiter = takeWaiter(userID, key) else { return }
-        resume(waiter)
-    }
-
-    /// Ends a parked `/sync`, and its timeout with it.
-    func resume(_ waiter: Waiter) {
-        if let timer = waiter.timer { timeouts.remove(timer) }
-        waiter.resume()
-    }
-
-    /// Ends a wait woken before its deadline, and the deadline with it: a
-    /// send's wait for its own write is 10 s long, and left in the table it
-    /// would be swept thousands of times over.
-    func resume(_ continuation: CheckedContinuation<Void, Never>, timer: UInt64?) {
-        if let timer { timeouts.remove(timer) }
-        continuation.resume()
-    }
-
-    func nextWaitKey() -> UInt64 {
-        inner.withLock { inner in
-            inner.nextWaitKey &+= 1
-            return inner.nextWaitKey
-        }
-    }
-
-    static func takeWaiters(_ inner: inout Inner, user: String) -> [Waiter] {
-        inner.userGenerations[user, default: 0] &+= 1
-        guard let waiting = inner.userWaiters.removeValue(forKey: user) else { return [] }
-        return Array(waiting.values)
+    /// Moves each user's generation: a sync that read the old one parks no more.
+    static func bumpGenerations(_ inner: inout Inner, users: some Sequence<String>) {
+        for user in users { inner.userGenerations[user, default: 0] &+= 1 }
     }
 }

@@ -1,3 +1,5 @@
+import ChatWire
+import Core
 import Foundation
 import KafkaNIO
 import KafkaWire
@@ -125,15 +127,6 @@ final class ChatState: Sendable {
         }
     }
 
-    /// A parked `/sync` and the handle of its deadline in `timeouts`; woken
-    /// early, the deadline is removed, so long polls leave no timers behind.
-    /// `resume` ends a task's wait (the router's path) or schedules the
-    /// answer on the connection's event loop (the sync fast path).
-    struct Waiter {
-        var resume: @Sendable () -> Void
-        var timer: UInt64? = nil
-    }
-
     struct Inner {
         /// A nil hash: the account was removed; its name stays taken.
         var accounts: [String: (hash: String?, offset: Int64)] = [:]
@@ -147,12 +140,8 @@ final class ChatState: Sendable {
         /// Offsets applied per topic and partition (for read-your-writes).
         var applied: [String: [Int32: Int64]] = [:]
         var transactions: [String: String] = [:]
-        var userWaiters: [String: [UInt64: Waiter]] = [:]
         /// Per room: its serialised state events and the state version they are of.
         var stateJSON: [String: (version: UInt64, json: String)] = [:]
-        /// Keys of parked waits: a counter (a UUID reads /dev/urandom each time).
-        var nextWaitKey: UInt64 = 0
-        var appliedWaiters: [UInt64: (topic: String, partition: Int32, offset: Int64, continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = [:]
         /// Per room, each member's read markers (`m.fully_read`, `m.read`)
         /// and where in `chat-read-markers` they were written.
         var readMarkers: [String: [String: (markers: [String: String], offset: Int64, timestamp: Int64)]] = [:]
@@ -170,7 +159,6 @@ final class ChatState: Sendable {
         /// fan-out has confirmed routing the user here.
         var pollAddresses: Set<String> = []
         var registeredAt: [String: Set<String>] = [:]
-        var registrationWaiters: [UInt64: (user: String, continuation: CheckedContinuation<Void, Never>, timer: UInt64?)] = [:]
         var positionToken: (position: SyncPosition, token: String)?
         /// Whole sync bodies shared by the members of a room syncing from
         /// the same position (see `MatrixAPI.syncBody`).
@@ -180,7 +168,7 @@ final class ChatState: Sendable {
         var cacheEpoch: UInt64 = 0
     }
 
-    static let timelineCacheMax = 200
+    static let timelineCacheMax = Limits.roomTimelineCacheCountMax
     let serverName: String
     /// Moves with every change to sessions or accounts: a connection that
     /// authenticated a token keeps the session while this stands still.
@@ -190,6 +178,14 @@ final class ChatState: Sendable {
     /// Deadlines of parked `/sync`s and of waits for the gateway's own
     /// writes: one timer for all, rather than a sleeping task per request.
     let timeouts = ParkedTimeouts(tick: .milliseconds(10))
+    /// Parked `/sync`s by user: a task's wait (the router's path) or a
+    /// callback that schedules the answer on the connection's event loop
+    /// (the sync fast path).
+    let syncWaiters: ParkedWaiters<String, Void>
+    /// Requests waiting for this gateway's tail to read their own write.
+    let appliedWaiters: ParkedWaiters<AppliedKey, Void>
+    /// First syncs waiting for every broker's fan-out to route their user here.
+    let registrationWaiters: ParkedWaiters<String, Void>
     /// Uptime's origin: the fan-out registration counts idle time from it.
     let clockStart = ContinuousClock.now
 
@@ -198,6 +194,9 @@ final class ChatState: Sendable {
         self.timelinePartitions = timelinePartitions
         let zeros = [Int64](repeating: 0, count: Int(timelinePartitions))
         inner = Mutex(Inner(position: SyncPosition(timeline: zeros, state: 0), cacheStart: zeros))
+        syncWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
+        appliedWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
+        registrationWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
     }
 
     func partition(ofRoom roomID: String) -> Int32 {

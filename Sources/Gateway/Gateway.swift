@@ -1,3 +1,4 @@
+import ChatWire
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -36,6 +37,8 @@ public struct GatewayConfiguration: Sendable {
     /// The broker of this process, when the gateway runs inside it
     /// (`postduif serve --with-gateway`): requests to it skip the socket.
     public var localBroker: (any KafkaLocalBroker)? = nil
+    /// The same broker's one-record appends, for sends taken on the event loop.
+    public var directAppends: (any DirectAppendPort)? = nil
 
     var brokerCredentials: (user: String, password: String)? {
         guard let brokerUser, let brokerPassword else { return nil }
@@ -70,7 +73,8 @@ public final class ChatGateway: Sendable {
     /// Makes the chat topics, reads them up to now, then serves until
     /// cancelled. `onListening` gets the bound port.
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
-        try await link.ensureTopic(ChatTopics.conversations, partitions: configuration.conversationPartitions)
+        try await link.ensureTopic(ChatTopics.conversations, partitions: configuration.conversationPartitions,
+                                   configs: [("postduif.conversation.index", "true")])
         // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
         try await link.ensureTopic(ChatTopics.members, partitions: try await link.partitionCount(ChatTopics.conversations))
         for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers] {
@@ -164,7 +168,7 @@ public final class ChatGateway: Sendable {
                 users: Array(added), removedUsers: Array(sent.map { $0.subtracting(users) } ?? []),
                 // Short, so a new user's registration leaves within a quarter second.
                 maxWaitMilliseconds: 250, maxDeliveries: 5000)
-            var reader = try await connection.request(.gatewayPoll, version: 0) { request.encode(&$0, version: 0) }
+            var reader = try await connection.request(extensionKey: ChatApiKey.gatewayPoll.rawValue, version: 0) { request.encode(&$0, version: 0) }
             let response = try GatewayPollResponse.decode(&reader, version: 0)
             guard response.errorCode == 0 else { throw BrokerRefusal(description: "GatewayPoll to \(address): error \(response.errorCode)") }
             sent = users

@@ -132,7 +132,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 held = head
                 return
             }
-            if outstanding == 0 && !passing, api.configuration.localBroker?.appendsDirectly == true, let path = Self.sendPath(head) {
+            if outstanding == 0 && !passing, api.configuration.directAppends?.appendsDirectly == true, let path = Self.sendPath(head) {
                 sending = (head, path, context.channel.allocator.buffer(capacity: 256))
                 return
             }
@@ -272,7 +272,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             if case .answered(let text) = plan { answer(status: 200, body: text, kind: Self.sent) }
             return
         }
-        guard let context, let local = api.configuration.localBroker else { return }
+        guard let context, let local = api.configuration.directAppends else { return }
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let state = api.state
@@ -298,7 +298,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func appended(_ outcome: Result<String, LocalAppendRefusal>) {
+    private func appended(_ outcome: Result<String, DirectAppendRefusal>) {
         appending = false
         switch outcome {
         case .success(let eventID):

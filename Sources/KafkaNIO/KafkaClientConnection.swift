@@ -30,29 +30,6 @@ public protocol KafkaLocalBroker: Sendable {
     func answer(_ frame: [UInt8]) async throws -> [UInt8]?
     /// Whether `address` (host:port, as Metadata gives it) is this broker.
     func isSelf(_ address: String) -> Bool
-    /// Whether `appendDirect` takes appends (it does not in a cluster).
-    var appendsDirectly: Bool { get }
-    /// Appends one record to a partition of this broker without a request
-    /// frame, and calls `done` with its offset once committed (from
-    /// whichever thread committed it) or with the Kafka error. False, and
-    /// `done` is not called, when this broker cannot take appends this way
-    /// (partitions with followers): the caller sends a Produce.
-    func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
-                      done: @escaping @Sendable (Result<Int64, LocalAppendRefusal>) -> Void) -> Bool
-}
-
-/// Why a broker in this process refused a direct append: the Kafka error
-/// code and message a Produce would have answered.
-public struct LocalAppendRefusal: Error, Sendable, CustomStringConvertible {
-    public var errorCode: Int16
-    public var message: String
-
-    public init(errorCode: Int16, message: String) {
-        self.errorCode = errorCode
-        self.message = message
-    }
-
-    public var description: String { "Kafka error \(errorCode): \(message)" }
 }
 
 /// A client connection to a Kafka broker, for the load tool, replica
@@ -107,20 +84,24 @@ public final class KafkaClientConnection: Sendable {
     /// one answer and needs none), the body. Also whether the answer's
     /// header is flexible: ApiVersions answers with a v0 header whatever
     /// its version (KIP-511).
-    private func frame(_ api: ApiKey, version: Int16, sized: Bool, _ encode: (inout ByteWriter) -> Void) -> (bytes: [UInt8], flexibleResponseHeader: Bool) {
+    private func frame(_ api: RequestAPI, version: Int16, sized: Bool, _ encode: (inout ByteWriter) -> Void) -> (bytes: [UInt8], flexibleResponseHeader: Bool) {
         var writer = ByteWriter(capacity: 256)
         if sized { writer.writeInt32(0) }  // frame size, patched below
-        RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: 0, clientID: clientID)
+        RequestHeader(apiKey: api.key, apiVersion: version, correlationID: 0, clientID: clientID)
             .encode(&writer, flexible: version >= api.firstFlexibleVersion)
         encode(&writer)
         if sized { writer.patchUInt32(UInt32(writer.bytes.count - 4), at: 0) }
-        return (writer.bytes, version >= api.firstFlexibleVersion && api != .apiVersions)
+        return (writer.bytes, version >= api.firstFlexibleVersion && api.key != ApiKey.apiVersions.rawValue)
     }
 
     /// Sends one request. The future holds the answer's body (after the
     /// response header), or nil at once when `expectsResponse` is false
     /// (Produce with acks=0).
     public func send(_ api: ApiKey, version: Int16, expectsResponse: Bool = true, _ encode: (inout ByteWriter) -> Void) -> EventLoopFuture<ByteReader?> {
+        send(RequestAPI(api), version: version, expectsResponse: expectsResponse, encode)
+    }
+
+    private func send(_ api: RequestAPI, version: Int16, expectsResponse: Bool = true, _ encode: (inout ByteWriter) -> Void) -> EventLoopFuture<ByteReader?> {
         guard let channel = self.channel else {
             let (bytes, flexibleResponseHeader) = frame(api, version: version, sized: false, encode)
             let promise = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: ByteReader?.self)
@@ -148,6 +129,17 @@ public final class KafkaClientConnection: Sendable {
 
     /// `send`, awaited.
     public func request(_ api: ApiKey, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader {
+        try await request(RequestAPI(api), version: version, encode)
+    }
+
+    /// A request of an API that is not Kafka's (a broker's own extension,
+    /// such as Postduif's chat APIs), by its key; such APIs have no flexible
+    /// versions.
+    public func request(extensionKey key: Int16, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader {
+        try await request(RequestAPI(key: key, firstFlexibleVersion: Int16.max), version: version, encode)
+    }
+
+    private func request(_ api: RequestAPI, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader {
         let answer: ByteReader?
         if local != nil {
             // Straight to the broker: no promise, no event loop.
@@ -197,6 +189,22 @@ public final class KafkaClientConnection: Sendable {
             return
         }
         channel.close(promise: nil)
+    }
+}
+
+/// What framing a request needs of its API: the key and the first
+/// version with flexible (tagged-field) headers.
+struct RequestAPI {
+    var key: Int16
+    var firstFlexibleVersion: Int16
+
+    init(key: Int16, firstFlexibleVersion: Int16) {
+        self.key = key
+        self.firstFlexibleVersion = firstFlexibleVersion
+    }
+
+    init(_ api: ApiKey) {
+        self.init(key: api.rawValue, firstFlexibleVersion: api.firstFlexibleVersion)
     }
 }
 

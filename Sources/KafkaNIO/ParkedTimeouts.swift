@@ -1,3 +1,4 @@
+import Core
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -105,5 +106,11 @@ public final class ParkedTimeouts: Sendable {
         }
         for expire in due { expire() }
         if let (at, token) = arm { schedule(at: at, token: token) }
+    }
+}
+
+extension ParkedTimeouts: DeadlineScheduler {
+    public func add(timeout: Duration, expire: @escaping @Sendable () -> Void) -> UInt64 {
+        add(timeout: TimeAmount(timeout), expire: expire)
     }
 }

@@ -1,3 +1,7 @@
+// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
+#if canImport(Core)
+import Core
+#endif
 import CLZ4
 import CSnappy
 import CZlib

@@ -1,3 +1,8 @@
+// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
+#if canImport(Core)
+import Core
+#endif
+
 /// Why a record batch was refused. Each case maps to one Kafka error code at
 /// the server boundary (see `kafkaErrorCode`).
 public enum RecordBatchError: Error, Equatable, Sendable, CustomStringConvertible {

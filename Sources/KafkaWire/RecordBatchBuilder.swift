@@ -1,3 +1,8 @@
+// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
+#if canImport(Core)
+import Core
+#endif
+
 /// Builds a record batch v2, as a Kafka producer would: for tests, the chat
 /// gateway and the load tool.
 ///

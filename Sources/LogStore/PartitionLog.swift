@@ -68,9 +68,26 @@ public enum HistoryPosition: Sendable, Equatable {
     case after(sequence: UInt64)
 }
 
-/// One message of a conversation, found through the conversation index:
-/// the record the extension APIs carry as is.
-public typealias ConversationMessage = ConversationRecord
+/// One record of a conversation, found through the conversation index:
+/// its sequence in the conversation (ADR 0004), where it is, and the record.
+public struct ConversationMessage: Sendable, Equatable {
+    /// The record's position in its conversation, from 1.
+    public var sequence: UInt64
+    public var offset: Int64
+    public var timestamp: Int64
+    public var key: [UInt8]
+    public var value: [UInt8]?
+    public var headers: [RecordHeader]
+
+    public init(sequence: UInt64, offset: Int64, timestamp: Int64, key: [UInt8], value: [UInt8]?, headers: [RecordHeader]) {
+        self.sequence = sequence
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
 
 /// A leader epoch and the offset its first batch got.
 public struct EpochEntry: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Core
 import KafkaWire
 
 /// What an idempotent producer's batch does to the log: be appended, or be

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 
@@ -37,14 +38,6 @@ public struct TopicConfiguration: Codable, Sendable, Equatable {
         self.retentionTime = retentionTime
         self.retentionBytes = retentionBytes
         self.batchBytesMax = batchBytesMax
-    }
-
-    /// The topic whose name makes it a conversation topic by default.
-    public static let conversationsTopicName = ChatTopicNames.conversations
-
-    /// Defaults for a new topic: a topic named `conversations` keeps the conversation index.
-    public static func defaults(forTopicNamed name: String, partitionCount: Int32 = 1) -> TopicConfiguration {
-        TopicConfiguration(partitionCount: partitionCount, conversationIndex: name == conversationsTopicName)
     }
 
     func validate() throws(LogStoreError) {

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Broker
+import ChatWire
 import Cluster
 import Coordination
+import Fanout
 import Gateway
 import Operations
 import Foundation
@@ -135,6 +137,9 @@ struct Serve: AsyncParsableCommand {
         configuration.minInsyncReplicas = minInsyncReplicas
         configuration.replicaLagMax = .milliseconds(replicaLagMaxMs)
         configuration.offsetsTopicPartitions = offsetsTopicPartitions
+        // The chat's conversations topic keeps the conversation index however
+        // it is created (by the gateway, a Kafka client or auto-creation).
+        configuration.conversationIndexedTopics = [ChatTopicNames.conversations]
         if configuration.isClustered && port == 0 {
             throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
         }
@@ -170,13 +175,16 @@ struct Serve: AsyncParsableCommand {
             var gatewayConfiguration = gatewayConfiguration
             gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
             gatewayConfiguration.localBroker = broker.localClient(name: "embedded gateway")
+            gatewayConfiguration.directAppends = BrokerDirectAppends(broker: broker)
             return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
         }
         let operations = OperationsService(server: OperationsServer(
             host: host, port: httpPort, logger: logger,
             metricsText: { registry.emitToString() },
             isReady: { broker.isListening && gateway?.isReady != false }))
-        var services: [any Service] = [FanOutService(fanOut: broker.makeFanOut()), kafka, operations]
+        let fanOut = FanOut(broker: broker, logger: logger)
+        for api in fanOut.extensionAPIs { broker.register(api) }
+        var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations]
         if let replication {
             let membership = Membership(
                 coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,

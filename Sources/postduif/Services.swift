@@ -2,7 +2,9 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
+import Fanout
 import Gateway
+import KafkaWire
 import Operations
 import Foundation
 import LogStore
@@ -100,6 +102,21 @@ struct OperationsService: Service {
             }
         } catch where Task.isShuttingDownGracefully || Task.isCancelled {
             // Ends by cancellation when the node shuts down: a normal end.
+        }
+    }
+}
+
+/// The gateway's `DirectAppendPort` on this process's broker: the composition
+/// root joins the two, so neither knows the other's insides.
+struct BrokerDirectAppends: DirectAppendPort {
+    let broker: Broker
+
+    var appendsDirectly: Bool { broker.appendsOneDirectly }
+
+    func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
+                      done: @escaping @Sendable (Result<Int64, DirectAppendRefusal>) -> Void) -> Bool {
+        broker.appendOne(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp) { result in
+            done(result.mapError { DirectAppendRefusal(errorCode: $0.errorCode, message: $0.message) })
         }
     }
 }

@@ -15,10 +15,11 @@ final class TestBroker {
     let broker: Broker
     var correlation: Int32 = 0
 
-    init(durability: Durability = .none) throws {
+    init(durability: Durability = .none, conversationIndexedTopics: Set<String> = []) throws {
         store = try LogStore(path: path, options: LogStoreOptions(durability: durability))
         var configuration = BrokerConfiguration()
         configuration.port = 9999
+        configuration.conversationIndexedTopics = conversationIndexedTopics
         broker = Broker(store: store, configuration: configuration, logger: Logger(label: "test"))
     }
 
@@ -29,9 +30,14 @@ final class TestBroker {
 
     /// Sends a request and returns the response body after the correlation id.
     func call(_ api: ApiKey, version: Int16, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader? {
+        try await call(key: api.rawValue, version: version, flexible: version >= api.firstFlexibleVersion, encode)
+    }
+
+    /// The same for an API by its key (the broker's own extension APIs).
+    func call(key: Int16, version: Int16, flexible: Bool = false, _ encode: (inout ByteWriter) -> Void) async throws -> ByteReader? {
         correlation += 1
         var writer = ByteWriter()
-        RequestHeader(apiKey: api.rawValue, apiVersion: version, correlationID: correlation, clientID: "test").encode(&writer, flexible: version >= api.firstFlexibleVersion)
+        RequestHeader(apiKey: key, apiVersion: version, correlationID: correlation, clientID: "test").encode(&writer, flexible: flexible)
         encode(&writer)
         guard let response = try await broker.handle(frame: writer.bytes, client: "test") else { return nil }
         var reader = ByteReader(response)
@@ -189,8 +195,8 @@ final class TestBroker {
     }
 
     @Test func metadataAutoCreatesAndReportsThisNodeAsControllerAndLeader() async throws {
-        let test = try TestBroker()
-        var reader = try #require(try await test.call(.metadata, version: 8) { MetadataRequest(topics: ["conversations", "bad name!"]).encode(&$0, version: 8) })
+        let test = try TestBroker(conversationIndexedTopics: ["indexed"])
+        var reader = try #require(try await test.call(.metadata, version: 8) { MetadataRequest(topics: ["indexed", "plain", "bad name!"]).encode(&$0, version: 8) })
         _ = try reader.readInt32()  // throttle
         let brokersCount = try reader.readInt32()
         #expect(brokersCount == 1)
@@ -200,7 +206,9 @@ final class TestBroker {
         _ = try reader.readNullableString()  // rack
         #expect(try reader.readNullableString() == test.store.clusterID)
         #expect(try reader.readInt32() == 1)  // controller: this node
-        #expect(test.store.topic(named: "conversations")?.configuration.conversationIndex == true)
+        // The index comes from the node's settings, never from a topic's name.
+        #expect(test.store.topic(named: "indexed")?.configuration.conversationIndex == true)
+        #expect(test.store.topic(named: "plain")?.configuration.conversationIndex == false)
         #expect(test.store.topic(named: "bad name!") == nil)
     }
 }

@@ -1,7 +1,10 @@
+import ChatWire
 import KafkaWire
+import Logging
 import Testing
 
 @testable import Broker
+@testable import Fanout
 
 @Suite("Fan-out routing and queues")
 struct FanOutRouterTests {
@@ -73,11 +76,12 @@ struct GatewayPollTests {
     @Test("a gateway the broker does not know must name all its users: changes alone are refused")
     func unknownGatewayMustReplace() async throws {
         let test = try TestBroker()
-        _ = test.broker.makeFanOut()
+        let fanOut = FanOut(broker: test.broker, logger: Logger(label: "test"))
+        for api in fanOut.extensionAPIs { test.broker.register(api) }
         func poll(replace: Bool) async throws -> GatewayPollResponse {
             let request = GatewayPollRequest(gatewayID: "g1", topic: "conversations", leaseMilliseconds: 10_000, replaceUsers: replace,
                                              users: ["@a:s"], removedUsers: [], maxWaitMilliseconds: 0, maxDeliveries: 10)
-            var reader = try #require(try await test.call(.gatewayPoll, version: 0) { request.encode(&$0, version: 0) })
+            var reader = try #require(try await test.call(key: ChatApiKey.gatewayPoll.rawValue, version: 0) { request.encode(&$0, version: 0) })
             return try GatewayPollResponse.decode(&reader, version: 0)
         }
         #expect(try await poll(replace: false).errorCode == ErrorCode.unknownMemberId.rawValue)

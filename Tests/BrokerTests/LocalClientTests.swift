@@ -54,13 +54,13 @@ import Testing
     @Test func directAppendsCommitAndRefuseAsAProduceWould() async throws {
         let test = try TestBroker(durability: .fsync)
         try test.store.createTopic("t", configuration: TopicConfiguration(partitionCount: 2))
-        let local = test.broker.localClient(name: "test")
-        #expect(local.appendsDirectly)
-        func append(partition: Int32, topic: String = "t", _ value: String) async -> Result<Int64, LocalAppendRefusal> {
+        let broker = test.broker
+        #expect(broker.appendsOneDirectly)
+        func append(partition: Int32, topic: String = "t", _ value: String) async -> Result<Int64, any Error> {
             await withCheckedContinuation { continuation in
-                let taken = local.appendDirect(topic: topic, partition: partition, key: Array("k".utf8), value: Array(value.utf8),
-                                               headers: [RecordHeader(key: Array("txn".utf8), value: Array("x".utf8))], timestamp: 1) { continuation.resume(returning: $0) }
-                if !taken { continuation.resume(returning: .failure(LocalAppendRefusal(errorCode: -1, message: "not taken"))) }
+                let taken = broker.appendOne(topic: topic, partition: partition, key: Array("k".utf8), value: Array(value.utf8),
+                                               headers: [RecordHeader(key: Array("txn".utf8), value: Array("x".utf8))], timestamp: 1) { continuation.resume(returning: $0.mapError { $0 as any Error }) }
+                if !taken { continuation.resume(returning: .failure(NotTaken())) }
             }
         }
         let offsets = await withTaskGroup(of: Int64?.self) { group in
@@ -83,9 +83,9 @@ import Testing
         #expect(values.sorted() == ["a", "b", "c"])
         // What a Produce would be told: no such partition, no such topic.
         guard case .failure(let refusal) = await append(partition: 7, "d") else { Issue.record("appended to a partition that does not exist"); return }
-        #expect(refusal.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
+        #expect((refusal as? AppendRefusal)?.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
         guard case .failure(let missing) = await append(partition: 0, topic: "missing", "e") else { Issue.record("appended to a topic that does not exist"); return }
-        #expect(missing.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
+        #expect((missing as? AppendRefusal)?.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
     }
 
     @Test func aBrokerRequiringSaslStillAnswersItsOwnProcess() async throws {
@@ -118,3 +118,6 @@ import Testing
         #expect(try ApiVersionsResponse.decode(&reader, version: 3).errorCode == 0)
     }
 }
+
+/// `appendOne` declined the record (it would have to wait for followers).
+private struct NotTaken: Error {}

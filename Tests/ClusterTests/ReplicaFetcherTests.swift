@@ -54,7 +54,7 @@ final class FollowerStore {
 
 /// The one-partition conversations topic, created in `store`.
 func conversationsLog(_ store: LogStore) throws -> PartitionLog {
-    try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+    try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 1, conversationIndex: true))
     return try store.partition(topic: "conversations", index: 0)
 }
 
@@ -119,8 +119,8 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
     @Test func oneFetcherCopiesSeveralPartitionsAndEndsAtOnceWhenCancelled() async throws {
         let leader = try await LeaderNode()
         let follower = try FollowerStore()
-        try leader.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 3))
-        try follower.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 3))
+        try leader.store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 3, conversationIndex: true))
+        try follower.store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 3, conversationIndex: true))
         let leaderLogs = try (0..<3).map { try leader.store.partition(topic: "conversations", index: $0) }
         let followerLogs = try (0..<3).map { try follower.store.partition(topic: "conversations", index: $0) }
         for (index, log) in leaderLogs.enumerated() {
@@ -170,7 +170,7 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
         let leader = try await LeaderNode()
         let follower = try FollowerStore()
         _ = try conversationsLog(leader.store)  // the leader has partition 0 only
-        try follower.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 2))
+        try follower.store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 2, conversationIndex: true))
         let followerLogs = try (0..<2).map { try follower.store.partition(topic: "conversations", index: $0) }
         let refusals = Counter()
         var logger = Logger(label: "test-replica") { _ in CountingLogHandler(counter: refusals, counted: "leader refused a replica fetch") }

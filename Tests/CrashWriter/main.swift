@@ -31,7 +31,7 @@ struct SeededGenerator: RandomNumberGenerator {
 
 let store = try LogStore(path: directory, options: LogStoreOptions(durability: .fsync))
 if store.topic(named: "conversations") == nil {
-    try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 2))
+    try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 2, conversationIndex: true))
 }
 let partitions = [try store.partition(topic: "conversations", index: 0), try store.partition(topic: "conversations", index: 1)]
 var generator = SeededGenerator(state: seed)

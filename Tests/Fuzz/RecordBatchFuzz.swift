@@ -1,3 +1,8 @@
+// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
+#if canImport(Core)
+import Core
+#endif
+
 // libFuzzer target for the record batch decoder and the decompressors.
 //
 // Fault model: any bytes at all arrive as a produced batch. The decoder

@@ -21,7 +21,7 @@ module CCRC32C {
 MAP
 build() {  # target name, source, module name
     swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name "$3" \
-        Sources/KafkaWire/*.swift Sources/KafkaWire/Protocol/*.swift "$2" \
+        Sources/Core/*.swift Sources/KafkaWire/*.swift Sources/KafkaWire/Protocol/*.swift "$2" \
         -I "$out/modules" -I Sources/CLZ4 -I Sources/CZlib -I Sources/CSnappy -I Sources/CZstd \
         "$out/crc32c.o" -llz4 -lz -lsnappy -lzstd \
         -o "$out/$1-fuzzer" 2> >(grep -v "Cannot export local symbol" >&2)

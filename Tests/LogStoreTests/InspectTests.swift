@@ -42,7 +42,7 @@ func runToEnd(_ executable: URL, _ arguments: [String]) throws -> (status: Int32
         do {
             let store = try LogStore(path: path)
             defer { store.close() }
-            try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 2))
+            try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 2, conversationIndex: true))
             try store.createTopic("audit", configuration: TopicConfiguration())
             for index in 0..<6 {
                 _ = try await store.partition(topic: "conversations", index: Int32(index % 2)).append(makeBatch(count: 3, conversations: ["x", "y"]))
@@ -91,7 +91,7 @@ func runToEnd(_ executable: URL, _ arguments: [String]) throws -> (status: Int32
         do {
             let store = try LogStore(path: path)
             defer { store.close() }
-            try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+            try store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
             _ = try await store.partition(topic: "conversations", index: 0).append(makeBatch(count: 9, conversations: ["a", "b", "c"]))
         }
         let (status, output) = try runToEnd(postduif, ["inspect", "--data", path])

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 import LogStore
@@ -94,7 +95,7 @@ import Testing
 @Suite struct BadInputTests {
     func storeWithData() async throws -> (TemporaryStore, PartitionLog, [UInt8]) {
         let temporary = try TemporaryStore()
-        try temporary.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         let partition = try temporary.store.partition(topic: "conversations", index: 0)
         let good = makeBatch(count: 3, conversations: ["room"])
         _ = try await partition.append(good)
@@ -186,13 +187,13 @@ import Testing
 
     @Test func deletedTopicLeavesNothingBehindAndARecreatedOneStartsEmpty() async throws {
         let temporary = try TemporaryStore()
-        try temporary.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         let old = try temporary.store.partition(topic: "conversations", index: 0)
         _ = try await old.append(makeBatch(count: 4))
         let oldID = try #require(temporary.store.topic(named: "conversations")).id
         try temporary.store.deleteTopic("conversations")
         await #expect { _ = try await old.append(makeBatch()) } throws: { ($0 as? LogStoreError)?.code == .unknownTopic }
-        let recreated = try temporary.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        let recreated = try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         #expect(recreated.id != oldID)
         #expect(recreated.configuration.conversationIndex)
         let partition = try temporary.store.partition(topic: "conversations", index: 0)

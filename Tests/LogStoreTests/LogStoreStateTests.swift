@@ -8,7 +8,7 @@ import Testing
     /// and room a's message n sits at offset 2(n - 1).
     func conversationStore() async throws -> (TemporaryStore, PartitionLog) {
         let temporary = try TemporaryStore(durability: .none)
-        try temporary.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         let partition = try temporary.store.partition(topic: "conversations", index: 0)
         for batch in 0..<15 {
             _ = try await partition.append(makeBatch(count: 2, conversations: ["a", "b"], valuePrefix: "b\(batch)-", compression: batch % 2 == 0 ? .zstd : .none))
@@ -90,7 +90,7 @@ import Testing
 @Suite struct RetentionTests {
     @Test func retentionBySizeDropsTheOldestWholeBatchesBelowTheHighWatermark() async throws {
         let temporary = try TemporaryStore(durability: .none)
-        var configuration = TopicConfiguration.defaults(forTopicNamed: "conversations")
+        var configuration = TopicConfiguration(conversationIndex: true)
         configuration.retentionBytes = 3000
         try temporary.store.createTopic("conversations", configuration: configuration)
         let partition = try temporary.store.partition(topic: "conversations", index: 0)
@@ -143,7 +143,7 @@ import Testing
 @Suite struct TruncationAndEpochTests {
     @Test func truncateDropsWholeBatchesAndTheIndexFollows() async throws {
         let temporary = try TemporaryStore(durability: .none)
-        try temporary.store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         let partition = try temporary.store.partition(topic: "conversations", index: 0)
         _ = try await partition.append(makeBatch(count: 4, conversations: ["a", "b"]), leaderEpoch: 0)
         _ = try await partition.append(makeBatch(count: 4, conversations: ["a", "b"]), leaderEpoch: 1)

@@ -11,7 +11,7 @@ import Testing
 /// clean-close marker removed, and its files cut or swapped.
 @Suite struct SegmentRecoveryTests {
     func conversationTopic(_ store: LogStore) throws -> PartitionLog {
-        try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations", partitionCount: 1))
+        try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 1, conversationIndex: true))
         return try store.partition(topic: "conversations", index: 0)
     }
 

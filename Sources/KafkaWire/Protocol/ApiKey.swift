@@ -22,12 +22,6 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case offsetForLeaderEpoch = 23
     case describeConfigs = 32
     case saslAuthenticate = 36
-    /// Postduif's own: a page of one conversation from the conversation
-    /// index (Extensions.swift). Never advertised to Kafka clients.
-    case conversationHistory = 32000
-    /// Postduif's own: a chat gateway registers the users it serves and
-    /// takes the fan-out's deliveries for them (Extensions.swift).
-    case gatewayPoll = 32001
 
     public var description: String {
         switch self {
@@ -52,8 +46,6 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetForLeaderEpoch: "OffsetForLeaderEpoch"
         case .describeConfigs: "DescribeConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
-        case .conversationHistory: "ConversationHistory"
-        case .gatewayPoll: "GatewayPoll"
         }
     }
 
@@ -82,8 +74,6 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetForLeaderEpoch: 4
         case .describeConfigs: 4
         case .saslAuthenticate: 2
-        case .conversationHistory: Int16.max
-        case .gatewayPoll: Int16.max
         }
     }
 }

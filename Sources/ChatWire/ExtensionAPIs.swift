@@ -1,3 +1,5 @@
+import KafkaWire
+
 /// Postduif's extension to the Kafka protocol, for its own chat services:
 /// same framing and request header, an API key far above Kafka's, never
 /// listed in ApiVersions (a Kafka client never sees it).
@@ -64,15 +66,6 @@ public struct ConversationHistoryRequest: Sendable, Equatable {
         writer.writeInt32(limit)
         writer.writeInt64(maxOffset)
     }
-}
-
-/// The topics Postduif's chat lives in, named once for the broker's
-/// fan-out, the gateway and the log store.
-public enum ChatTopicNames {
-    /// Room events keyed by conversation id, with the conversation index.
-    public static let conversations = "conversations"
-    /// Membership changes keyed by conversation id, `{"member", "membership"}`.
-    public static let members = "conversation-members"
 }
 
 /// One message of a conversation as Postduif's extension APIs carry it:

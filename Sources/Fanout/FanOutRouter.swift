@@ -1,3 +1,5 @@
+import Core
+import ChatWire
 import KafkaWire
 
 /// The fan-out's routing table and per-gateway queues, as a value: which
@@ -28,7 +30,7 @@ struct FanOutRouter {
     let queueCountMax: Int
     let queueBytesMax: Int
 
-    init(queueCountMax: Int = 10_000, queueBytesMax: Int = 16 << 20) {
+    init(queueCountMax: Int = Limits.fanOutQueueCountMax, queueBytesMax: Int = Limits.fanOutQueueBytesMax) {
         self.queueCountMax = queueCountMax
         self.queueBytesMax = queueBytesMax
     }

@@ -1,6 +1,7 @@
 import Testing
 
-@testable import KafkaWire
+@testable import ChatWire
+import KafkaWire
 
 @Suite("Postduif's extension APIs on the wire")
 struct ExtensionTests {

@@ -1,4 +1,6 @@
-import Cluster
+import Core
+import Broker
+import ChatWire
 import Foundation
 import KafkaNIO
 import KafkaWire
@@ -29,20 +31,20 @@ final class MembershipIndex: Sendable {
     private let state = Mutex(State())
 
     /// Reads what was committed since the last call.
-    func refresh(_ store: LogStore) {
-        guard let topic = store.topic(named: FanOutTopics.members) else { return }
-        for index in 0..<topic.configuration.partitionCount {
-            guard let log = try? store.partition(topic: FanOutTopics.members, index: index) else { continue }
+    func refresh(_ committed: any CommittedLog) {
+        guard let partitionCount = committed.partitionCount(topic: FanOutTopics.members) else { return }
+        for index in 0..<partitionCount {
+            guard let log = committed.committedPartition(topic: FanOutTopics.members, index: index) else { continue }
             let highWatermark = log.highWatermark
             var from = state.withLock { $0.applied[index] ?? 0 }
             if log.logEndOffset < from {
                 // Truncated below what was applied: start over.
                 state.withLock { $0 = State() }
-                refresh(store)
+                refresh(committed)
                 return
             }
             while from < highWatermark {
-                guard let read = try? log.read(from: from, bytesMax: 1 << 20, maxOffset: highWatermark), !read.batches.isEmpty else { break }
+                guard let read = try? log.read(from: from, bytesMax: 1 << 20, upTo: highWatermark), !read.batches.isEmpty else { break }
                 var changes: [(conversation: [UInt8], member: String, membership: String)] = []
                 for bytes in read.batches {
                     guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else { continue }
@@ -96,7 +98,7 @@ public final class FanOut: Sendable {
         var timer: UInt64?
     }
 
-    let broker: Broker
+    let broker: any CommittedLog
     let members = MembershipIndex()
     let logger: Logger
     private let state = Mutex(State())
@@ -105,7 +107,7 @@ public final class FanOut: Sendable {
     /// Gateway polls wait seconds; 20 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(20))
 
-    init(broker: Broker, logger: Logger) {
+    public init(broker: any CommittedLog, logger: Logger) {
         self.broker = broker
         self.logger = logger
     }
@@ -200,8 +202,8 @@ public final class FanOut: Sendable {
                 logger.info("gateways expired", metadata: ["gateways": "\(expired)"])
                 wake(expired)
             }
-            if let topic = broker.store.topic(named: FanOutTopics.conversations) {
-                for index in 0..<topic.configuration.partitionCount where broker.leads(topic: FanOutTopics.conversations, index: index) {
+            if let partitionCount = broker.partitionCount(topic: FanOutTopics.conversations) {
+                for index in 0..<partitionCount where broker.leads(topic: FanOutTopics.conversations, index: index) {
                     tasks.withLock { tasks in
                         if tasks[index] == nil {
                             tasks[index] = Task { await self.work(partition: index) }
@@ -221,24 +223,23 @@ public final class FanOut: Sendable {
             _ = tasks.withLock { $0.removeValue(forKey: partition) }
             _ = state.withLock { $0.workers.removeValue(forKey: partition) }
         }
-        guard let log = try? broker.store.partition(topic: FanOutTopics.conversations, index: partition) else { return }
-        let id = "\(broker.configuration.nodeID)-\(partition)-\(UUID().uuidString.prefix(8))"
+        guard let log = broker.committedPartition(topic: FanOutTopics.conversations, index: partition) else { return }
+        let id = "\(broker.nodeID)-\(partition)-\(UUID().uuidString.prefix(8))"
         var position = log.highWatermark
         state.withLock { $0.workers[partition] = (id, position) }
         logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(position)"])
         var sequences: [[UInt8]: UInt64] = [:]
-        let watched = [PartitionID(topic: FanOutTopics.conversations, index: partition)]
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
-            let generation = broker.notifier.generation(of: watched)
+            let generation = broker.dataGeneration(topic: FanOutTopics.conversations, index: partition)
             let highWatermark = log.highWatermark
             guard position < highWatermark else {
-                await broker.notifier.wait(on: watched, afterGeneration: generation, timeout: .milliseconds(500))
+                await broker.waitForData(topic: FanOutTopics.conversations, index: partition, afterGeneration: generation, timeout: .milliseconds(500))
                 continue
             }
             logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(position)", "highWatermark": "\(highWatermark)"])
             let read: LogRead
             do {
-                read = try log.read(from: position, bytesMax: 1 << 20, maxOffset: highWatermark)
+                read = try log.read(from: position, bytesMax: 1 << 20, upTo: highWatermark)
             } catch {
                 logger.error("fan-out read failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(200))
@@ -265,7 +266,7 @@ public final class FanOut: Sendable {
                     // Membership as of now, not as of the read: a gateway told
                     // "everything from here reaches you" must not miss a member
                     // whose join committed since.
-                    members.refresh(broker.store)
+                    members.refresh(broker)
                     let recipients = members.joinedMembers(key)
                     woken += state.withLock { state -> [String] in
                         let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))
@@ -285,14 +286,19 @@ public final class FanOut: Sendable {
     /// The conversation sequence of the message at `offset`: one more than
     /// the last before it. The index is asked once per conversation; after
     /// that the worker counts, as the store numbers in offset order.
-    private func nextSequence(_ conversation: [UInt8], at offset: Int64, log: PartitionLog, cache: inout [[UInt8]: UInt64]) -> UInt64 {
+    private func nextSequence(_ conversation: [UInt8], at offset: Int64, log: CommittedPartition, cache: inout [[UInt8]: UInt64]) -> UInt64 {
         if let known = cache[conversation] {
             cache[conversation] = known + 1
             return known
         }
         let previous = (try? log.history(conversation: conversation, from: .latest, limit: 1, maxOffset: offset))?.last?.sequence ?? 0
-        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+        if cache.count > Limits.fanOutSequenceCacheCountMax { cache.removeAll(keepingCapacity: true) }
         cache[conversation] = previous + 2
         return previous + 1
     }
+}
+
+extension Duration {
+    /// Whole milliseconds, for the leases and waits GatewayPoll counts in.
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

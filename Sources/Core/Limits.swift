@@ -1,0 +1,55 @@
+/// Every bound Postduif enforces, in one place (STYLE.md rule 4): on input
+/// from the wire, in the log store, and on every queue, cache and table of
+/// parked waits above them. Values are checked where input arrives and
+/// asserted inside.
+public enum Limits {
+    // MARK: The wire
+
+    /// The largest record batch accepted by default (Kafka's
+    /// `max.message.bytes` default is 1 MiB plus overhead; we allow 1 MiB).
+    public static let batchBytesDefaultMax = 1 << 20
+    /// The largest `max.message.bytes` a topic may configure.
+    public static let batchBytesConfigurableMax = 16 << 20
+    /// The most bytes one compressed batch may inflate to. A batch that
+    /// expands further is refused as a decompression bomb.
+    public static let decompressedBatchBytesMax = 64 << 20
+    /// The most records in one batch (Kafka stores the count in an int32; a
+    /// count above this is refused before any allocation).
+    public static let recordsPerBatchMax = 1 << 20
+    /// The most headers one record may carry.
+    public static let headersPerRecordMax = 1 << 10
+
+    // MARK: The log store
+
+    /// Batches remembered per producer for duplicate detection (Kafka: 5).
+    public static let producerBatchesRemembered = 5
+    /// The most partitions one topic may have.
+    public static let partitionsPerTopicMax = 10_000
+    /// The longest topic name (Kafka's own limit).
+    public static let topicNameBytesMax = 249
+    /// The longest conversation id (record key) indexed for a conversation topic.
+    public static let conversationIDBytesMax = 255
+    /// The most messages one history call returns.
+    public static let historyMessagesMax = 1000
+    /// Conversations whose next sequence the log store keeps in memory per partition.
+    public static let conversationSequenceCacheCountMax = 100_000
+
+    // MARK: The fan-out
+
+    /// Deliveries queued for one gateway; beyond, the gateway resyncs.
+    public static let fanOutQueueCountMax = 10_000
+    /// Bytes queued for one gateway; beyond, the gateway resyncs.
+    public static let fanOutQueueBytesMax = 16 << 20
+    /// Conversations whose next sequence a fan-out worker remembers.
+    public static let fanOutSequenceCacheCountMax = 100_000
+
+    // MARK: The gateway
+
+    /// Events cached per room (and up to 32 more before trimming).
+    public static let roomTimelineCacheCountMax = 200
+    /// Client transaction ids remembered for idempotent sends.
+    public static let transactionsRememberedMax = 200_000
+    /// Parked `/sync`s (and waits for the gateway's own writes) at once;
+    /// beyond, a wait ends at once as if its deadline had passed.
+    public static let parkedSyncsMax = 1 << 20
+}
