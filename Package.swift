@@ -93,7 +93,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL",
+                "Core", "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

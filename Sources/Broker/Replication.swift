@@ -1,4 +1,5 @@
 import Cluster
+import Core
 import Foundation
 import KafkaNIO
 import LogStore
@@ -11,17 +12,9 @@ import Synchronization
 /// Partitions without a tracker keep the single-node rule (the high
 /// watermark follows durability).
 public final class ReplicationState: Sendable {
-    struct Waiter {
-        let offset: Int64
-        let continuation: CheckedContinuation<Bool, Never>
-        var timer: UInt64? = nil
-    }
-
     struct State {
         var trackers: [PartitionID: ReplicaTracker] = [:]
         var epochs: [PartitionID: Int32] = [:]
-        var waiters: [PartitionID: [UInt64: Waiter]] = [:]
-        var nextWaiterKey: UInt64 = 0
     }
 
     /// Kafka's min.insync.replicas: fewer in-sync replicas refuse acks=all.
@@ -30,9 +23,14 @@ public final class ReplicationState: Sendable {
     private let clockStart = ContinuousClock.now
     /// Produce timeouts are seconds long; 50 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(50))
+    /// acks=all Produce requests waiting for the high watermark to pass
+    /// their batch: true once it has, false at the deadline or when this
+    /// node stops leading.
+    let acksWaiters: ParkedWaiters<PartitionID, Bool>
 
     public init(minInsyncReplicas: Int = 1) {
         self.minInsyncReplicas = minInsyncReplicas
+        acksWaiters = ParkedWaiters(deadlines: timeouts, expired: false, waitersMax: Limits.parkedAcksMax)
     }
 
     /// Milliseconds on the trackers' clock.
@@ -54,15 +52,11 @@ public final class ReplicationState: Sendable {
     /// Gives up leadership (another broker leads now): waiting acks=all
     /// produces fail rather than wait for a high watermark that will not move here.
     public func stopLeading(_ id: PartitionID) {
-        let waiting = state.withLock { state -> [Waiter] in
+        state.withLock { state in
             state.trackers[id] = nil
             state.epochs[id] = nil
-            return Array((state.waiters.removeValue(forKey: id) ?? [:]).values)
         }
-        for waiter in waiting {
-            if let timer = waiter.timer { timeouts.remove(timer) }
-            waiter.continuation.resume(returning: false)
-        }
+        acksWaiters.wake(id, with: false)
     }
 
     /// The epoch this node leads the partition at, or nil when it does not lead it.
@@ -104,67 +98,26 @@ public final class ReplicationState: Sendable {
     }
 
     private func update(_ id: PartitionID, _ change: (inout ReplicaTracker) -> Bool) -> Int64? {
-        let (moved, ready) = state.withLock { state -> (Int64?, [Waiter]) in
-            guard var tracker = state.trackers[id] else { return (nil, []) }
+        let moved = state.withLock { state -> Int64? in
+            guard var tracker = state.trackers[id] else { return nil }
             let moved = change(&tracker)
             state.trackers[id] = tracker
-            guard moved else { return (nil, []) }
-            var ready: [Waiter] = []
-            if var waiting = state.waiters[id] {
-                for (key, waiter) in waiting where waiter.offset <= tracker.highWatermark {
-                    ready.append(waiter)
-                    waiting.removeValue(forKey: key)
-                }
-                state.waiters[id] = waiting
-            }
-            return (tracker.highWatermark, ready)
+            return moved ? tracker.highWatermark : nil
         }
-        for waiter in ready {
-            if let timer = waiter.timer { timeouts.remove(timer) }
-            waiter.continuation.resume(returning: true)
-        }
+        // After the lock: a waiter that read the old high watermark had
+        // parked before this wake could take the table's lock.
+        if let moved { acksWaiters.wake(id, reaching: moved, with: true) }
         return moved
     }
 
     /// Waits until the high watermark reaches `offset`; false after `timeout`.
     func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
-        // A counter, not a UUID (Foundation reads /dev/urandom for each), and
-        // the timeout in `ParkedTimeouts` rather than a sleeping task per
-        // wait: an acks=all Produce parks here for every batch.
-        let key = state.withLock { state -> UInt64 in
-            state.nextWaiterKey &+= 1
-            return state.nextWaiterKey
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let done = state.withLock { state -> Bool in
-                    guard let tracker = state.trackers[id], tracker.highWatermark < offset else { return true }
-                    state.waiters[id, default: [:]][key] = Waiter(offset: offset, continuation: continuation)
-                    return false
-                }
-                if done {
-                    continuation.resume(returning: true)
-                    return
-                }
-                timeouts.add(timeout: TimeAmount(timeout)) { [weak self] in
-                    self?.expire(id, key)
-                } attach: { timer in
-                    // The high watermark may have passed the offset meanwhile.
-                    state.withLock { state in
-                        guard state.waiters[id]?[key] != nil else { return false }
-                        state.waiters[id]?[key]?.timer = timer
-                        return true
-                    }
-                }
+        await acksWaiters.wait(id, position: offset, timeout: timeout) {
+            // No tracker (no longer led, or never): nothing to wait for here.
+            state.withLock { state in
+                guard let tracker = state.trackers[id], tracker.highWatermark < offset else { return true }
+                return nil
             }
-        } onCancel: {
-            expire(id, key)
         }
-    }
-
-    private func expire(_ id: PartitionID, _ key: UInt64) {
-        guard let waiter = state.withLock({ $0.waiters[id]?.removeValue(forKey: key) }) else { return }
-        if let timer = waiter.timer { timeouts.remove(timer) }
-        waiter.continuation.resume(returning: false)
     }
 }

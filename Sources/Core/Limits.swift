@@ -34,12 +34,19 @@ public enum Limits {
     /// Conversations whose next sequence the log store keeps in memory per partition.
     public static let conversationSequenceCacheCountMax = 100_000
 
+    // MARK: Replication
+
+    /// acks=all Produce requests parked at once waiting for the high watermark.
+    public static let parkedAcksMax = 1 << 20
+
     // MARK: The fan-out
 
     /// Deliveries queued for one gateway; beyond, the gateway resyncs.
     public static let fanOutQueueCountMax = 10_000
     /// Bytes queued for one gateway; beyond, the gateway resyncs.
     public static let fanOutQueueBytesMax = 16 << 20
+    /// Gateways' polls parked at once on one broker.
+    public static let parkedPollsMax = 10_000
     /// Conversations whose next sequence a fan-out worker remembers.
     public static let fanOutSequenceCacheCountMax = 100_000
 

@@ -87,15 +87,6 @@ public final class FanOut: Sendable {
         var router = FanOutRouter()
         /// Per partition: the worker's id and the next offset it handles.
         var workers: [Int32: (id: String, position: Int64)] = [:]
-        var waiters: [String: Waiter] = [:]
-        var nextWaitID: UInt64 = 0
-    }
-
-    /// A gateway's poll waiting for deliveries.
-    struct Waiter {
-        var id: UInt64
-        var continuation: CheckedContinuation<Void, Never>
-        var timer: UInt64?
     }
 
     let broker: any CommittedLog
@@ -106,10 +97,13 @@ public final class FanOut: Sendable {
     private let clockStart = ContinuousClock.now
     /// Gateway polls wait seconds; 20 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(20))
+    /// Gateways' polls waiting for deliveries, by gateway.
+    let pollWaiters: ParkedWaiters<String, Void>
 
     public init(broker: any CommittedLog, logger: Logger) {
         self.broker = broker
         self.logger = logger
+        pollWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedPollsMax)
     }
 
     var now: Int64 { (ContinuousClock.now - clockStart).milliseconds }
@@ -150,45 +144,15 @@ public final class FanOut: Sendable {
     }
 
     private func waitForDeliveries(_ gateway: String, timeout: Duration) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let (id, replaced) = state.withLock { state -> (UInt64?, Waiter?) in
-                if state.router.hasPending(gateway) { return (nil, nil) }
-                state.nextWaitID &+= 1
-                let replaced = state.waiters.removeValue(forKey: gateway)
-                state.waiters[gateway] = Waiter(id: state.nextWaitID, continuation: continuation, timer: nil)
-                return (state.nextWaitID, replaced)
-            }
-            if let replaced {
-                if let timer = replaced.timer { timeouts.remove(timer) }
-                replaced.continuation.resume()
-            }
-            guard let id else {
-                continuation.resume()
-                return
-            }
-            // The timeout ends this wait only, not a later one of the same gateway.
-            timeouts.add(timeout: TimeAmount(timeout)) { [self] in
-                let expired = state.withLock { state -> Waiter? in
-                    guard state.waiters[gateway]?.id == id else { return nil }
-                    return state.waiters.removeValue(forKey: gateway)
-                }
-                expired?.continuation.resume()
-            } attach: { timer in
-                state.withLock { state in
-                    guard state.waiters[gateway]?.id == id else { return false }
-                    state.waiters[gateway]?.timer = timer
-                    return true
-                }
-            }
+        // A newer poll of the same gateway ends the one before it.
+        pollWaiters.wake(gateway, with: ())
+        await pollWaiters.wait(gateway, timeout: timeout) {
+            state.withLock { $0.router.hasPending(gateway) } ? () : nil
         }
     }
 
     private func wake(_ gateways: [String]) {
-        let ready = state.withLock { state in gateways.compactMap { state.waiters.removeValue(forKey: $0) } }
-        for waiter in ready {
-            if let timer = waiter.timer { timeouts.remove(timer) }
-            waiter.continuation.resume()
-        }
+        for gateway in gateways { pollWaiters.wake(gateway, with: ()) }
     }
 
     // MARK: Workers
