@@ -87,7 +87,7 @@ let package = Package(
         // drivers that apply it through Coordination.
         .target(
             name: "Cluster",
-            dependencies: ["Coordination", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Core", "Coordination", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .target(

@@ -1,6 +1,7 @@
 import Cluster
 import Coordination
 import Foundation
+import KafkaNIO
 import KafkaWire
 import LogStore
 import Logging
@@ -25,6 +26,8 @@ public final class Broker: Sendable {
     let listening = Mutex(false)
     /// Partitions led with followers; nil on a single node.
     public let replication: ReplicationState?
+    /// The one owner of every partition's high watermark on this node.
+    public let highWatermarks: HighWatermarks
     /// The node's cluster side, once attached (`attach`); nil on a single node.
     let clusterNode = Mutex<ClusterNode?>(nil)
     var cluster: ClusterNode? { clusterNode.withLock { $0 } }
@@ -47,13 +50,18 @@ public final class Broker: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay, logger: logger)
+        // Group deadlines are seconds apart; 20 ms is precise enough.
+        groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay,
+                                  deadlines: ParkedTimeouts(tick: .milliseconds(20)), logger: logger)
         offsets = OffsetsTopic(partitionCount: configuration.offsetsTopicPartitions)
+        highWatermarks = replication?.highWatermarks ?? HighWatermarks()
+        // Fetches and the fan-out waiting for committed data.
+        highWatermarks.observe { [notifier] id, _ in notifier.notify(id) }
         // On a single node everything the log holds at start survived as
         // written: acknowledged batches were synced, and a batch written but
         // not yet acknowledged when the process died is kept, as Kafka keeps it.
         for partition in store.allPartitions {
-            try? partition.advanceHighWatermark(to: partition.logEndOffset)
+            _ = try? highWatermarks.handle(.appendedDurably(logEndOffset: partition.logEndOffset), for: partition)
         }
     }
 
@@ -63,13 +71,6 @@ public final class Broker: Sendable {
     }
 
     var users: UserStore { UserStore(path: configuration.effectiveUsersFile) }
-
-    /// A partition's high watermark moved to `committed` (a follower's fetch
-    /// or an ISR change): record it and wake the fetches waiting for data.
-    func committed(_ log: PartitionLog, upTo committed: Int64) {
-        try? log.advanceHighWatermark(to: committed)
-        notifier.notify(PartitionID(topic: log.topicName, index: log.index))
-    }
 
     /// In a cluster, only the leader takes produces and consumer fetches.
     public func leads(topic: String, index: Int32) -> Bool {

@@ -144,9 +144,7 @@ public final class ClusterNode: Sendable {
                     logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])
                 } else if let tracker = replication.tracker(id), tracker.isr != Set(record.isr) {
                     // The controller changed the ISR (a broker's lease ended): act on etcd's word.
-                    if let committed = replication.isrChanged(id, to: Set(record.isr)) {
-                        broker.committed(log, upTo: committed)
-                    }
+                    _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr)), for: log)
                 }
             } else {
                 if replication.leaderEpoch(id) != nil {
@@ -221,7 +219,8 @@ public final class ClusterNode: Sendable {
                 let parts = address.split(separator: ":")
                 guard !entries.isEmpty, parts.count == 2, let port = Int(parts[1]) else { continue }
                 let logs = entries.sorted { $0.key < $1.key }.map(\.value.log)
-                let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: logs, logger: logger)
+                let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: logs,
+                                             highWatermarks: broker.highWatermarks, logger: logger)
                 following.fetchers[leader] = (address, ids, Task { await fetcher.run(maxWaitMilliseconds: 500) })
             }
         }
@@ -271,7 +270,7 @@ public final class ClusterNode: Sendable {
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
             for id in replication.ledPartitions {
-                guard let tracker = replication.tracker(id), let proposed = tracker.proposedISR(now: replication.now),
+                guard replication.tracker(id) != nil, let proposed = broker.highWatermarks.proposedISR(id),
                       let entry = view.snapshot.records[id], entry.state.leader == myID,
                       entry.state.leaderEpoch == replication.leaderEpoch(id) else { continue }
                 var next = entry.state
@@ -280,8 +279,8 @@ public final class ClusterNode: Sendable {
                 let key = membership.root + "partitions/\(id.topic)/\(id.index)"
                 if try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next))) != nil {
                     logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
-                    if let committed = replication.isrChanged(id, to: proposed), let log = try? broker.store.partition(topic: id.topic, index: id.index) {
-                        broker.committed(log, upTo: committed)
+                    if let log = try? broker.store.partition(topic: id.topic, index: id.index) {
+                        _ = try? broker.highWatermarks.handle(.isrChanged(proposed), for: log)
                     }
                 }
             }

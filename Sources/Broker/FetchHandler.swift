@@ -60,11 +60,9 @@ extension Broker {
         if !leads(topic: topic, index: requested.index) {
             return failure(.notLeaderOrFollower)
         }
-        if replica, let replication {
+        if replica, replication != nil {
             // The follower's fetch offset is its log end: it may move the high watermark.
-            if let committed = replication.followerFetched(PartitionID(topic: topic, index: requested.index), replica: replicaID, offset: requested.fetchOffset) {
-                self.committed(partition, upTo: committed)
-            }
+            _ = try? highWatermarks.handle(.followerFetched(replica: replicaID, offset: requested.fetchOffset), for: partition)
         }
         let highWatermark = partition.highWatermark
         let logStart = partition.logStartOffset

@@ -41,13 +41,6 @@ public struct KafkaServer: Sendable {
         defer { broker.listening.withLock { $0 = false } }
         onListening(port)
         try await withThrowingDiscardingTaskGroup { group in
-            // Group timers: session expiry and join rounds whose deadline passed.
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    await broker.groups.tick()
-                }
-            }
             try await server.executeThenClose { connections in
                 for try await accepted in connections {
                     guard let connection = accepted.take() else { continue }

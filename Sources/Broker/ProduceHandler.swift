@@ -121,9 +121,7 @@ extension Broker {
             let id = PartitionID(topic: topic, index: index)
             if let replication, replication.isReplicated(id) {
                 // With followers, the high watermark is the ISR's smallest log end.
-                if let committed = replication.leaderAppended(id, logEnd: result.lastOffset + 1) {
-                    try partition.advanceHighWatermark(to: committed)
-                }
+                try highWatermarks.handle(.appendedDurably(logEndOffset: result.lastOffset + 1), for: partition)
                 // Followers long-polling at the old log end have something to copy.
                 notifier.notify(id)
                 if acks == -1 {
@@ -148,8 +146,7 @@ extension Broker {
     /// store's durability mode: its high watermark moves up to the append,
     /// and whoever waits for it (fetches, the fan-out) is told.
     func commitAlone(topic: String, _ partition: PartitionLog, index: Int32, _ result: AppendResult) throws(LogStoreError) {
-        try partition.advanceHighWatermark(to: result.lastOffset + 1)
-        notifier.notify(PartitionID(topic: topic, index: index))
+        try highWatermarks.handle(.appendedDurably(logEndOffset: result.lastOffset + 1), for: partition)
         metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
     }
 

@@ -6,21 +6,17 @@ import LogStore
 import NIOCore
 import Synchronization
 
-/// The partitions this node leads with followers, each with its
-/// `ReplicaTracker`: follower fetches move the high watermark, and an
-/// acks=all Produce waits here until the high watermark passes its batch.
-/// Partitions without a tracker keep the single-node rule (the high
-/// watermark follows durability).
+/// The partitions this node leads in a cluster: the leader epoch of each,
+/// and the acks=all Produce requests waiting for the high watermark to pass
+/// their batch. The high watermark itself, with each partition's
+/// `ReplicaTracker`, is `HighWatermarks`' (the one owner); this class
+/// feeds it the leader's events and wakes produces when it moves.
 public final class ReplicationState: Sendable {
-    struct State {
-        var trackers: [PartitionID: ReplicaTracker] = [:]
-        var epochs: [PartitionID: Int32] = [:]
-    }
-
     /// Kafka's min.insync.replicas: fewer in-sync replicas refuse acks=all.
     public let minInsyncReplicas: Int
-    private let state = Mutex(State())
-    private let clockStart = ContinuousClock.now
+    /// Every partition's high watermark on this node.
+    public let highWatermarks: HighWatermarks
+    private let epochs = Mutex<[PartitionID: Int32]>([:])
     /// Produce timeouts are seconds long; 50 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(50))
     /// acks=all Produce requests waiting for the high watermark to pass
@@ -28,96 +24,66 @@ public final class ReplicationState: Sendable {
     /// node stops leading.
     let acksWaiters: ParkedWaiters<PartitionID, Bool>
 
-    public init(minInsyncReplicas: Int = 1) {
+    public init(minInsyncReplicas: Int = 1, highWatermarks: HighWatermarks = HighWatermarks()) {
         self.minInsyncReplicas = minInsyncReplicas
+        self.highWatermarks = highWatermarks
         acksWaiters = ParkedWaiters(deadlines: timeouts, expired: false, waitersMax: Limits.parkedAcksMax)
+        // Produces it passed are answered.
+        highWatermarks.observe { [acksWaiters] id, highWatermark in
+            acksWaiters.wake(id, reaching: highWatermark, with: true)
+        }
     }
 
     /// Milliseconds on the trackers' clock.
-    public var now: Int64 {
-        (ContinuousClock.now - clockStart).milliseconds
-    }
+    public var now: Int64 { highWatermarks.clock.now.milliseconds }
 
     /// Takes up leadership of a partition with these replicas and ISR, at
     /// `epoch` (stamped on every batch it appends).
     public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, leaderID: Int32, log: PartitionLog, epoch: Int32 = 0, lagMaxMilliseconds: Int64 = 30_000) {
-        let tracker = ReplicaTracker(leader: leaderID, replicas: replicas, isr: isr, leaderLogEnd: log.logEndOffset,
-                                     highWatermark: log.highWatermark, now: now, lagMaxMilliseconds: lagMaxMilliseconds)
-        state.withLock {
-            $0.trackers[id] = tracker
-            $0.epochs[id] = epoch
-        }
+        // Becoming leader moves no high watermark, so nothing is persisted here.
+        _ = try? highWatermarks.handle(.becameLeader(leader: leaderID, replicas: replicas, isr: isr, logEndOffset: log.logEndOffset,
+                                                     replicaLagMax: .milliseconds(lagMaxMilliseconds)), for: log)
+        epochs.withLock { $0[id] = epoch }
     }
 
     /// Gives up leadership (another broker leads now): waiting acks=all
     /// produces fail rather than wait for a high watermark that will not move here.
     public func stopLeading(_ id: PartitionID) {
-        state.withLock { state in
-            state.trackers[id] = nil
-            state.epochs[id] = nil
-        }
+        epochs.withLock { $0[id] = nil }
+        highWatermarks.stopLeading(id)
         acksWaiters.wake(id, with: false)
     }
 
     /// The epoch this node leads the partition at, or nil when it does not lead it.
     public func leaderEpoch(_ id: PartitionID) -> Int32? {
-        state.withLock { $0.epochs[id] }
+        epochs.withLock { $0[id] }
     }
 
     /// Every partition this node leads.
     public var ledPartitions: [PartitionID] {
-        state.withLock { Array($0.trackers.keys) }
+        epochs.withLock { Array($0.keys) }
     }
 
     public func tracker(_ id: PartitionID) -> ReplicaTracker? {
-        state.withLock { $0.trackers[id] }
+        guard leaderEpoch(id) != nil else { return nil }
+        return highWatermarks.tracker(id)
     }
 
     func isReplicated(_ id: PartitionID) -> Bool {
-        state.withLock { $0.trackers[id] != nil }
+        tracker(id) != nil
     }
 
     func acceptsAcksAll(_ id: PartitionID) -> Bool {
-        state.withLock { $0.trackers[id]?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true }
-    }
-
-    /// The leader's append became durable; returns the new high watermark if it moved.
-    func leaderAppended(_ id: PartitionID, logEnd: Int64) -> Int64? {
-        update(id) { $0.leaderAppended(logEndOffset: logEnd) }
-    }
-
-    /// A follower fetched; returns the new high watermark if it moved.
-    func followerFetched(_ id: PartitionID, replica: Int32, offset: Int64) -> Int64? {
-        let now = self.now
-        return update(id) { $0.followerFetched(replica, offset: offset, now: now) }
-    }
-
-    /// The ISR as etcd now holds it.
-    public func isrChanged(_ id: PartitionID, to isr: Set<Int32>) -> Int64? {
-        update(id) { $0.isrChanged(to: isr) }
-    }
-
-    private func update(_ id: PartitionID, _ change: (inout ReplicaTracker) -> Bool) -> Int64? {
-        let moved = state.withLock { state -> Int64? in
-            guard var tracker = state.trackers[id] else { return nil }
-            let moved = change(&tracker)
-            state.trackers[id] = tracker
-            return moved ? tracker.highWatermark : nil
-        }
-        // After the lock: a waiter that read the old high watermark had
-        // parked before this wake could take the table's lock.
-        if let moved { acksWaiters.wake(id, reaching: moved, with: true) }
-        return moved
+        tracker(id)?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true
     }
 
     /// Waits until the high watermark reaches `offset`; false after `timeout`.
     func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
         await acksWaiters.wait(id, position: offset, timeout: timeout) {
-            // No tracker (no longer led, or never): nothing to wait for here.
-            state.withLock { state in
-                guard let tracker = state.trackers[id], tracker.highWatermark < offset else { return true }
-                return nil
-            }
+            // Not led here (any more, or ever): nothing to wait for here.
+            guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil,
+                  commit.highWatermark < offset else { return true }
+            return nil
         }
     }
 }

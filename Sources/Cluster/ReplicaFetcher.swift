@@ -1,3 +1,4 @@
+import Core
 import KafkaNIO
 import KafkaWire
 import LogStore
@@ -20,6 +21,8 @@ public final class ReplicaFetcher: Sendable {
     public let leaderHost: String
     public let leaderPort: Int
     public let partitions: [PartitionLog]
+    /// The owner of the high watermarks: told of each copy and of the leader's word.
+    let highWatermarks: HighWatermarks
     let logger: Logger
     /// Each log's fence, taken when this fetcher was made: a later role
     /// (leading, or following someone else) refuses this fetcher's copies.
@@ -32,14 +35,18 @@ public final class ReplicaFetcher: Sendable {
     static let restAfterRefusal: Duration = .milliseconds(100)
     static let fetchVersion: Int16 = 11
 
-    public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog], logger: Logger = Logger(label: "postduif.replica")) {
+    public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog],
+                highWatermarks: HighWatermarks = HighWatermarks(), logger: Logger = Logger(label: "postduif.replica")) {
         precondition(replicaID >= 0, "a replica id is a broker id, not negative")
         self.replicaID = replicaID
         self.leaderHost = leaderHost
         self.leaderPort = leaderPort
         self.partitions = partitions
+        self.highWatermarks = highWatermarks
         self.logger = logger
         fences = partitions.map { $0.fenceReplicas() }
+        // Following moves no high watermark, so nothing is persisted here.
+        for log in partitions { _ = try? highWatermarks.handle(.becameFollower(logEndOffset: log.logEndOffset), for: log) }
     }
 
     /// Copies until the task is cancelled; reconnects after a failure, and
@@ -90,6 +97,7 @@ public final class ReplicaFetcher: Sendable {
                 guard answer.endOffset >= 0, answer.endOffset < log.logEndOffset else { break }
                 let before = log.logEndOffset
                 _ = try log.truncate(to: answer.endOffset)
+                try highWatermarks.handle(.truncated(logEndOffset: log.logEndOffset), for: log)
                 dropped += before - log.logEndOffset
                 logger.info("truncated to the leader's history", metadata: [
                     "partition": "\(log.topicName)/\(log.index)", "epoch": "\(epoch)", "leaderEpoch": "\(answer.leaderEpoch)", "offset": "\(answer.endOffset)"])
@@ -150,9 +158,11 @@ public final class ReplicaFetcher: Sendable {
             }
         }
         for (log, last, highWatermark) in copied {
-            if let last { _ = try await last.durable() }
-            let committed = min(highWatermark, log.logEndOffset)
-            if committed > log.highWatermark { try log.advanceHighWatermark(to: committed) }
+            if let last {
+                let durable = try await last.durable()
+                try highWatermarks.handle(.appendedDurably(logEndOffset: durable.lastOffset + 1), for: log)
+            }
+            try highWatermarks.handle(.leaderReported(highWatermark: highWatermark), for: log)
         }
         return appended
     }

@@ -87,17 +87,17 @@ import KafkaNIO
         let id = PartitionID(topic: "t", index: 0)
         let replication = ReplicationState(minInsyncReplicas: 2)
         replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: log)
-        _ = replication.leaderAppended(id, logEnd: 5)
+        try replication.highWatermarks.handle(.appendedDurably(logEndOffset: 5), for: log)
 
         // Passed by the follower's fetch: true, and no timer left.
         async let reached = replication.waitForHighWatermark(id, offset: 5, timeout: .seconds(60))
         while replication.timeouts.count == 0 { await Task.yield() }
-        _ = replication.followerFetched(id, replica: 2, offset: 5)
+        try replication.highWatermarks.handle(.followerFetched(replica: 2, offset: 5), for: log)
         #expect(await reached)
         #expect(replication.timeouts.count == 0)
 
         // No follower: false after the timeout.
-        _ = replication.leaderAppended(id, logEnd: 9)
+        try replication.highWatermarks.handle(.appendedDurably(logEndOffset: 9), for: log)
         #expect(await replication.waitForHighWatermark(id, offset: 9, timeout: .milliseconds(100)) == false)
         #expect(replication.timeouts.count == 0)
     }

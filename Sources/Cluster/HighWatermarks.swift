@@ -1,0 +1,91 @@
+import Core
+import LogStore
+import Synchronization
+
+/// The owner of every partition's high watermark on this node: the only
+/// code that moves one (Docs/architecture.md, "Who owns what"). The Produce
+/// path, the direct append, follower fetches, ISR changes and the replica
+/// fetcher send it events; it runs each partition's `PartitionCommit` under
+/// one lock and carries out the actions: it persists the new high watermark
+/// in the log and tells `observer` (which wakes fetches, the fan-out and
+/// acks=all produces).
+///
+/// Actions run after the lock: two threads may persist out of order, which
+/// is harmless because the log keeps only a higher value.
+public final class HighWatermarks: Sendable {
+    /// With the topic's permanent id: a topic deleted and made again under
+    /// its name starts from a fresh state, not the old topic's.
+    private let commits = Mutex<[PartitionID: (topicID: UInt32, commit: PartitionCommit)]>([:])
+    private let observers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
+    public let clock: any MonotonicClock
+
+    public init(clock: any MonotonicClock = SystemClock()) {
+        self.clock = clock
+    }
+
+    /// Adds who hears of every high watermark that moved (the broker's
+    /// notifier; the acks=all waits of `ReplicationState`).
+    public func observe(_ committed: @escaping @Sendable (PartitionID, Int64) -> Void) {
+        observers.withLock { $0.append(committed) }
+    }
+
+    /// Feeds `event` for `log`'s partition and carries out what it decides.
+    /// Returns the new high watermark when it moved.
+    @discardableResult
+    public func handle(_ event: PartitionCommit.Event, for log: PartitionLog) throws(LogStoreError) -> Int64? {
+        let id = PartitionID(topic: log.topicName, index: log.index)
+        let now = clock.now
+        let actions = commits.withLock { commits in
+            var commit = PartitionCommit(highWatermark: log.highWatermark, logEndOffset: log.highWatermark)
+            if let known = commits[id], known.topicID == log.topicID { commit = known.commit }
+            let actions = commit.handle(event, now: now)
+            commits[id] = (log.topicID, commit)
+            return actions
+        }
+        var moved: Int64? = nil
+        for action in actions {
+            switch action {
+            case .advanceHighWatermark(let target):
+                try log.advanceHighWatermark(to: target)
+                moved = target
+            }
+        }
+        if let moved {
+            for observer in observers.withLock({ $0 }) { observer(id, moved) }
+        }
+        return moved
+    }
+
+    /// The partition's commit state (nil before its first event).
+    public func commit(_ id: PartitionID) -> PartitionCommit? {
+        commits.withLock { $0[id]?.commit }
+    }
+
+    /// The leader's view of its followers, when this node leads the partition.
+    public func tracker(_ id: PartitionID) -> ReplicaTracker? {
+        commits.withLock { $0[id]?.commit.tracker }
+    }
+
+    /// The ISR to propose now for a partition led here, or nil.
+    public func proposedISR(_ id: PartitionID) -> Set<Int32>? {
+        let now = clock.now
+        return commits.withLock { $0[id]?.commit.proposedISR(now: now) }
+    }
+
+    /// This node stopped leading the partition: its commits now come from
+    /// the leader (no action follows, so no log is needed).
+    public func stopLeading(_ id: PartitionID) {
+        let now = clock.now
+        commits.withLock { commits in
+            guard var known = commits[id] else { return }
+            let actions = known.commit.handle(.becameFollower(logEndOffset: known.commit.logEndOffset), now: now)
+            precondition(actions.isEmpty, "becoming a follower moves no high watermark")
+            commits[id] = known
+        }
+    }
+
+    /// Forgets a partition (its topic was deleted).
+    public func forget(_ id: PartitionID) {
+        _ = commits.withLock { $0.removeValue(forKey: id) }
+    }
+}
