@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare cluster cluster-stop clean
+.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -35,9 +35,14 @@ $(VENV)/.installed: Tests/Compat/requirements.txt
 	$(VENV)/bin/pip install -q -r Tests/Compat/requirements.txt
 	touch $@
 
-# Unit, contract and crash tests (Swift Testing), a short fuzz run, then the
-# compatibility suite against the freshly built broker.
-test: deps $(VENV)/.installed
+# swift-format's rules (.swift-format); Tests/Lint/lint.sh says which fail.
+lint:
+	Tests/Lint/lint.sh
+
+# The lint, unit, contract and crash tests (Swift Testing; project targets
+# build with warnings as errors), a short fuzz run, then the compatibility
+# suite against the freshly built broker.
+test: deps $(VENV)/.installed lint
 	$(SWIFT) build --build-tests
 	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 	$(SWIFT) test --skip-build

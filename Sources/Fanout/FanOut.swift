@@ -1,6 +1,6 @@
-import Core
 import Broker
 import ChatWire
+import Core
 import Foundation
 import KafkaNIO
 import KafkaWire

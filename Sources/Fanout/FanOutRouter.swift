@@ -1,5 +1,5 @@
-import Core
 import ChatWire
+import Core
 import KafkaWire
 
 /// The fan-out's routing table and per-gateway queues, as a value: which

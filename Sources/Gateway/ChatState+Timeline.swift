@@ -1,5 +1,5 @@
-import Core
 import ChatWire
+import Core
 import Foundation
 import KafkaNIO
 import KafkaWire

@@ -1,11 +1,11 @@
-// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
-#if canImport(Core)
-import Core
-#endif
 import CLZ4
 import CSnappy
 import CZlib
 import CZstd
+// The fuzz build compiles Core into the same module (Tests/Fuzz/run.sh).
+#if canImport(Core)
+import Core
+#endif
 
 /// The compression codecs of record batch attributes bits 0–2.
 public enum CompressionCodec: Int16, Sendable, CaseIterable, CustomStringConvertible {

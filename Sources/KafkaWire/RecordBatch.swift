@@ -3,6 +3,7 @@
 import Core
 #endif
 
+
 /// Why a record batch was refused. Each case maps to one Kafka error code at
 /// the server boundary (see `kafkaErrorCode`).
 public enum RecordBatchError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -3,6 +3,7 @@
 import Core
 #endif
 
+
 /// Builds a record batch v2, as a Kafka producer would: for tests, the chat
 /// gateway and the load tool.
 ///

@@ -1,10 +1,11 @@
 import CRocksDB
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
 
 /// A column family of an open database. Valid until the database closes.
 public final class ColumnFamily: @unchecked Sendable {

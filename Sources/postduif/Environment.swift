@@ -2,12 +2,12 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
-import Gateway
-import Operations
 import Foundation
+import Gateway
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 
@@ -67,10 +67,10 @@ enum Environment {
 /// sets the limit itself (`LimitNOFILE`).
 func raiseOpenFilesLimit() {
     var limit = rlimit()
-    guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    guard getrlimit(openFilesResource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
     limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
+    _ = setrlimit(openFilesResource, &limit)
 }
 
 /// `RLIMIT_NOFILE` as Glibc's Swift overlay spells it (an enum case there).
-private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+private let openFilesResource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)

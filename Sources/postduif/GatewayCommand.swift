@@ -2,12 +2,12 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
-import Gateway
-import Operations
 import Foundation
+import Gateway
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 
@@ -31,7 +31,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @OptionGroup var chat: ChatOptions
 
     @Option(help: "SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER); the password comes from POSTDUIF_GATEWAY_BROKER_PASSWORD.")
-    var brokerUser: String? = Environment.string("GATEWAY_BROKER_USER")
+    var brokerUser: String?
 
     @Option(help: "HTTP port for /metrics, /health and /ready (POSTDUIF_GATEWAY_HTTP_PORT).")
     var httpPort: Int = Environment.integer("GATEWAY_HTTP_PORT") ?? 9645
@@ -51,7 +51,7 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.broker = broker
-        if let brokerUser {
+        if let brokerUser = brokerUser ?? Environment.string("GATEWAY_BROKER_USER") {
             guard let password = Environment.string("GATEWAY_BROKER_PASSWORD") else {
                 throw OperatorError("--broker-user needs the password in POSTDUIF_GATEWAY_BROKER_PASSWORD")
             }

@@ -2,12 +2,12 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
-import Gateway
-import Operations
 import Foundation
+import Gateway
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 

@@ -4,12 +4,12 @@ import ChatWire
 import Cluster
 import Coordination
 import Fanout
-import Gateway
-import Operations
 import Foundation
+import Gateway
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 

@@ -3,13 +3,13 @@ import Broker
 import Cluster
 import Coordination
 import Fanout
+import Foundation
 import Gateway
 import KafkaWire
-import Operations
-import Foundation
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 

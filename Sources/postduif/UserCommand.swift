@@ -2,12 +2,12 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
-import Gateway
-import Operations
 import Foundation
+import Gateway
 import LogStore
 import Logging
 import Metrics
+import Operations
 import Prometheus
 import ServiceLifecycle
 
@@ -37,10 +37,10 @@ struct User: AsyncParsableCommand {
         var serverName: String = Environment.string("SERVER_NAME") ?? GatewayConfiguration().serverName
 
         @Option(help: "With --chat: SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER; password in POSTDUIF_GATEWAY_BROKER_PASSWORD).")
-        var brokerUser: String? = Environment.string("GATEWAY_BROKER_USER")
+        var brokerUser: String?
 
         var credentials: (user: String, password: String)? {
-            guard let brokerUser, let password = Environment.string("GATEWAY_BROKER_PASSWORD") else { return nil }
+            guard let brokerUser = brokerUser ?? Environment.string("GATEWAY_BROKER_USER"), let password = Environment.string("GATEWAY_BROKER_PASSWORD") else { return nil }
             return (brokerUser, password)
         }
 

@@ -39,11 +39,11 @@ import Testing
 
     @Test func murmur2MatchesKafkasDefaultPartitioner() {
         // Values from Kafka's own partitioner tests (Utils.murmur2).
-        #expect(KafkaPartitioner.murmur2(Array("21".utf8)) == -973932308)
-        #expect(KafkaPartitioner.murmur2(Array("foobar".utf8)) == -790332482)
-        #expect(KafkaPartitioner.murmur2(Array("a-little-bit-long-string".utf8)) == -985981536)
-        #expect(KafkaPartitioner.murmur2(Array("a-little-bit-longer-string".utf8)) == -1486304829)
-        #expect(KafkaPartitioner.murmur2(Array("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8".utf8)) == -58897971)
+        #expect(KafkaPartitioner.murmur2(Array("21".utf8)) == -973_932_308)
+        #expect(KafkaPartitioner.murmur2(Array("foobar".utf8)) == -790_332_482)
+        #expect(KafkaPartitioner.murmur2(Array("a-little-bit-long-string".utf8)) == -985_981_536)
+        #expect(KafkaPartitioner.murmur2(Array("a-little-bit-longer-string".utf8)) == -1_486_304_829)
+        #expect(KafkaPartitioner.murmur2(Array("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8".utf8)) == -58_897_971)
         #expect(KafkaPartitioner.murmur2([0x62, 0x63, 0x64]) == KafkaPartitioner.murmur2(Array("bcd".utf8)))
         for key in ["room-1", "conversation-42", "x"] {
             let partition = KafkaPartitioner.partition(forKey: Array(key.utf8), partitionCount: 8)

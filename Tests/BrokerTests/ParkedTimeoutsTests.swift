@@ -1,10 +1,10 @@
 import Cluster
 import Foundation
+import KafkaNIO
 import LogStore
 import Synchronization
 import Testing
 
-import KafkaNIO
 @testable import Broker
 
 /// Parked waits (fetches, acks=all produces) end by news or by their

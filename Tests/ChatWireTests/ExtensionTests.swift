@@ -1,7 +1,7 @@
+import KafkaWire
 import Testing
 
 @testable import ChatWire
-import KafkaWire
 
 @Suite("Postduif's extension APIs on the wire")
 struct ExtensionTests {

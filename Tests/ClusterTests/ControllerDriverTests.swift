@@ -38,7 +38,8 @@ import Testing
         #expect(moved == PartitionState(leader: 3, leaderEpoch: 1, isr: [3, 1], version: 1))
         // The other partitions only lost 2 from their ISR; their leaders and
         // epochs stay. The driver writes them one after another, after p1.
-        let p0ID = PartitionID(topic: "chat", index: 0), p2ID = PartitionID(topic: "chat", index: 2)
+        let p0ID = PartitionID(topic: "chat", index: 0)
+        let p2ID = PartitionID(topic: "chat", index: 2)
         var p0: PartitionState?
         for _ in 0..<200 {
             p0 = try await driver.record(p0ID)

@@ -348,7 +348,7 @@ struct CountingLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        if message.description == counted { counter.value.add(1, ordering: .relaxed) }
+    func log(event: LogEvent) {
+        if event.message.description == counted { counter.value.add(1, ordering: .relaxed) }
     }
 }

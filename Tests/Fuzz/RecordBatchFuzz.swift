@@ -3,6 +3,7 @@
 import Core
 #endif
 
+
 // libFuzzer target for the record batch decoder and the decompressors.
 //
 // Fault model: any bytes at all arrive as a produced batch. The decoder

@@ -46,7 +46,7 @@ import Testing
         // The producer's sequences too: once it leads, a retry of the last batch is a duplicate.
         let retry = try await follower.append(makeBatch(count: 2, conversations: ["room-a"], producerID: 7, producerEpoch: 0, baseSequence: 0), leaderEpoch: 4)
         #expect(retry.isDuplicate && retry.baseOffset == 3)
-        try await #require(follower.verify().isEmpty)
+        try #require(follower.verify().isEmpty)
     }
 
     @Test func aBatchThatDoesNotFollowTheLogEndIsRefused() async throws {

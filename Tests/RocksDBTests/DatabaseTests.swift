@@ -44,7 +44,8 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let path = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let database = try Database(path: path, columnFamilies: ["a", "b"])
-        let a = database.columnFamily("a")!, b = database.columnFamily("b")!
+        let a = database.columnFamily("a")!
+        let b = database.columnFamily("b")!
         let batch = WriteBatch()
         batch.put(bytes("x"), bytes("1"), in: a)
         batch.put(bytes("y"), bytes("2"), in: b)
@@ -195,7 +196,8 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         defer { try? FileManager.default.removeItem(atPath: path) }
         let database = try Database(path: path, columnFamilies: ["f"])
         let family = database.columnFamily("f")!
-        let head = bytes("head-"), body = bytes("and-body")
+        let head = bytes("head-")
+        let body = bytes("and-body")
         let batch = WriteBatch()
         head.withUnsafeBytes { h in
             body.withUnsafeBytes { b in
