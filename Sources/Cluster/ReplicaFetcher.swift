@@ -27,22 +27,22 @@ public final class ReplicaFetcher: Sendable {
     /// Each log's fence, taken when this fetcher was made: a later role
     /// (leading, or following someone else) refuses this fetcher's copies.
     let fences: [UInt64]
-    /// Partitions the leader refused, left out of the fetches until the
-    /// instant given: a refusal is answered at once, and asking again at
-    /// once would spin, while waiting before the next Fetch held back the
-    /// other partitions' copies with it.
-    let resting = Mutex<[Int: ContinuousClock.Instant]>([:])
-    static let restAfterRefusal: Duration = .milliseconds(100)
+    /// Partitions the leader refused rest out of the fetches for a while (`FetchRests`).
+    let rests = Mutex(FetchRests(restAfterRefusal: .milliseconds(100)))
+    /// The fetcher's time, for its rests.
+    let clock: any MonotonicClock
     static let fetchVersion: Int16 = 11
 
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog],
-                highWatermarks: HighWatermarks = HighWatermarks(), logger: Logger = Logger(label: "postduif.replica")) {
+                highWatermarks: HighWatermarks = HighWatermarks(), clock: any MonotonicClock = SystemClock(),
+                logger: Logger = Logger(label: "postduif.replica")) {
         precondition(replicaID >= 0, "a replica id is a broker id, not negative")
         self.replicaID = replicaID
         self.leaderHost = leaderHost
         self.leaderPort = leaderPort
         self.partitions = partitions
         self.highWatermarks = highWatermarks
+        self.clock = clock
         self.logger = logger
         fences = partitions.map { $0.fenceReplicas() }
         // Following moves no high watermark, so nothing is persisted here.
@@ -111,17 +111,17 @@ public final class ReplicaFetcher: Sendable {
     /// One Fetch round trip; returns the number of batches appended.
     @discardableResult
     public func fetchOnce(on connection: KafkaClientConnection, maxWaitMilliseconds: Int32 = 0) async throws -> Int {
-        let now = ContinuousClock.now
-        let rested = resting.withLock { resting in
-            resting = resting.filter { $0.value > now }
-            return resting
-        }
-        let asked = partitions.indices.filter { rested[$0] == nil }.map { partitions[$0] }
-        guard !asked.isEmpty else {
+        let plan = rests.withLock { [count = partitions.count, now = clock.now] in $0.plan(count: count, now: now) }
+        let asked: [PartitionLog]
+        switch plan {
+        case .fetch(let positions):
+            asked = positions.map { partitions[$0] }
+        case .waitUntil(let moment):
             // Every partition was refused a moment ago: wait for the first to rest out.
-            if let next = rested.values.min() { try await Task.sleep(until: next, clock: .continuous) }
+            try await Task.sleep(for: max(moment - clock.now, .zero))
             return 0
         }
+        guard !asked.isEmpty else { return 0 }
         let byTopic = Dictionary(grouping: asked, by: \.topicName)
         var request = FetchRequest(
             maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 32 << 20,
@@ -144,7 +144,7 @@ public final class ReplicaFetcher: Sendable {
                     // A broker that no longer leads it answers at once: the
                     // partition rests while the new leader's record is on its way.
                     logger.warning("leader refused a replica fetch", metadata: ["partition": "\(topic.name)/\(answer.index)", "error": "\(answer.errorCode)"])
-                    resting.withLock { $0[position] = ContinuousClock.now + Self.restAfterRefusal }
+                    rests.withLock { [now = clock.now] in $0.refused(position, now: now) }
                     continue
                 }
                 var last: PendingAppend? = nil

@@ -88,6 +88,22 @@ public final class ParkedWaiters<Key: Hashable & Sendable, Value: Sendable>: Sen
         }
     }
 
+    /// Parks `resume` under `key` as `park` does, unless `moot`, asked under
+    /// the table's lock, says there is nothing to wait for: then nothing is
+    /// called and nil is returned (the caller looks again itself).
+    public func parkUnless(_ key: Key, timeout: Duration, moot: () -> Bool, resume: @escaping @Sendable (Value) -> Void) -> UInt64? {
+        let skipped = Mutex(false)
+        let token = park(key, timeout: timeout, ready: {
+            guard moot() else { return nil }
+            skipped.withLock { $0 = true }
+            return expired
+        }, resume: { value in
+            // Called at once, under no lock, only when `moot` held: dropped.
+            if !skipped.withLock({ $0 }) { resume(value) }
+        })
+        return skipped.withLock { $0 } ? nil : token
+    }
+
     /// `park` for a task: returns the value it was woken with, or `expired`.
     public func wait(_ key: Key, position: Int64 = 0, timeout: Duration, ready: () -> Value? = { nil }) async -> Value {
         let token = Mutex<UInt64?>(nil)

@@ -51,12 +51,7 @@ extension ChatState {
     func park(_ userID: String, after generation: UInt64, timeout: Duration, resume: @escaping @Sendable () -> Void) -> UInt64? {
         // Asked under the table's lock: a wake bumps the generation first and
         // takes that lock after, so it either shows here or finds the wait.
-        var changed = false
-        let token = syncWaiters.park(userID, timeout: timeout, ready: {
-            changed = self.generation(of: userID) != generation
-            return changed ? () : nil
-        }, resume: { _ in resume() })
-        return changed ? nil : token
+        syncWaiters.parkUnless(userID, timeout: timeout, moot: { self.generation(of: userID) != generation }) { _ in resume() }
     }
 
     /// Drops a parked `/sync` whose connection closed, without calling it.

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -13,7 +14,8 @@ extension MatrixAPI {
         var session: Session
         var since: SyncPosition?
         var fullState: Bool
-        var deadline: ContinuousClock.Instant
+        /// When a long poll ends, on the gateway's clock (`MatrixAPI.clock`).
+        var deadline: Duration
     }
 
     /// What a `/sync` does next: answer with this body, or wait for the
@@ -48,18 +50,21 @@ extension MatrixAPI {
         }
         // An absent timeout means answer now.
         let timeout = Duration.milliseconds(min(max(Int64(query.get("timeout") ?? "") ?? 0, 0), configuration.syncWaitMax.milliseconds))
-        return SyncQuery(session: session, since: since, fullState: query.get("full_state") == "true", deadline: ContinuousClock.now + timeout)
+        return SyncQuery(session: session, since: since, fullState: query.get("full_state") == "true", deadline: clock.now + timeout)
     }
 
-    /// One look at what `query` should get, from what the gateway holds:
-    /// no awaiting, so the event loop's fast path runs it as well.
-    /// Throws `NeedHistory` when a room's events are neither cached nor in `fetched`.
-    func syncStep(_ query: SyncQuery, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
+    /// The long-poll planner: one look at what `query` should get at `now`,
+    /// from what the gateway holds: answer now, or wait for the user's
+    /// generation to move (until the query's deadline). No awaiting and no
+    /// clock of its own, so the event loop's fast path runs it as well and
+    /// tests give it the time. Throws `NeedHistory` when a room's events are
+    /// neither cached nor in `fetched`.
+    func syncStep(_ query: SyncQuery, now: Duration, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
         let generation = state.generation(of: query.session.userID)
         let (position, token, cacheEpoch) = state.positionWithToken
         // Nothing was written anywhere since the token: nothing to assemble.
         // (Most long polls arrive so, right after the answer they follow.)
-        if let since = query.since, !query.fullState, since == position, ContinuousClock.now < query.deadline {
+        if let since = query.since, !query.fullState, since == position, now < query.deadline {
             return .wait(generation: generation)
         }
         let since = query.fullState ? nil : query.since
@@ -71,7 +76,7 @@ extension MatrixAPI {
             (body, changed) = try syncBody(query.session, since: since, position: position, token: token, fetched: fetched)
             if let shared { state.storeAnswer(shared, (body, changed)) }
         }
-        if changed || query.since == nil || ContinuousClock.now >= query.deadline {
+        if changed || query.since == nil || now >= query.deadline {
             return .answer(body, shared: shared)
         }
         return .wait(generation: generation)
@@ -88,12 +93,12 @@ extension MatrixAPI {
         var fetched: [String: [RoomEvent]] = [:]
         while true {
             do {
-                switch try syncStep(query, fetched: fetched) {
+                switch try syncStep(query, now: clock.now, fetched: fetched) {
                 case .answer(let body, _):
                     return Self.ok(body)
                 case .wait(let generation):
                     Self.longPolls.increment()
-                    await state.waitForUser(query.session.userID, after: generation, timeout: query.deadline - ContinuousClock.now)
+                    await state.waitForUser(query.session.userID, after: generation, timeout: query.deadline - clock.now)
                     Self.longPolls.decrement()
                 }
             } catch let need as NeedHistory {

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -61,6 +62,8 @@ struct MatrixAPI: Sendable {
     let link: BrokerLink
     let configuration: GatewayConfiguration
     let logger: Logger
+    /// The long polls' time (a manual clock in tests).
+    var clock: any MonotonicClock = SystemClock()
     static let prefix = "/_matrix/client/v3"
     static let timelineLimit = 20
     /// `/sync` requests parked, waiting for something new.

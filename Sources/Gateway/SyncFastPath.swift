@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -318,7 +319,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         while true {
             let next: MatrixAPI.SyncStep
             do {
-                next = try api.syncStep(query)
+                next = try api.syncStep(query, now: api.clock.now)
             } catch {
                 // A room not cached: the router reads it from the broker.
                 passOn(head)
@@ -334,7 +335,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 let bound = NIOLoopBound(self, eventLoop: loop)
                 let user = query.session.userID
                 // The key is known only once parked; the wake finds it in `parked`.
-                guard let key = api.state.park(user, after: generation, timeout: query.deadline - ContinuousClock.now, resume: {
+                guard let key = api.state.park(user, after: generation, timeout: query.deadline - api.clock.now, resume: {
                     loop.execute { bound.value.woken() }
                 }) else { continue }
                 MatrixAPI.longPolls.increment()

@@ -113,3 +113,24 @@ import Testing
         #expect(owner.proposedISR(id) == [1])
     }
 }
+
+/// The replica fetcher's rests, with time given by hand.
+@Suite struct FetchRestsTests {
+    @Test func aRefusedPartitionRestsWhileTheOthersAreAsked() {
+        var rests = FetchRests(restAfterRefusal: .milliseconds(100))
+        #expect(rests.plan(count: 3, now: .zero) == .fetch([0, 1, 2]))
+        rests.refused(1, now: .milliseconds(10))
+        #expect(rests.plan(count: 3, now: .milliseconds(50)) == .fetch([0, 2]))
+        #expect(rests.plan(count: 3, now: .milliseconds(109)) == .fetch([0, 2]))
+        #expect(rests.plan(count: 3, now: .milliseconds(110)) == .fetch([0, 1, 2]))
+    }
+
+    @Test func whenEveryPartitionRestsTheFetcherWaitsForTheFirstToEnd() {
+        var rests = FetchRests(restAfterRefusal: .milliseconds(100))
+        rests.refused(0, now: .milliseconds(30))
+        rests.refused(1, now: .milliseconds(20))
+        #expect(rests.plan(count: 2, now: .milliseconds(40)) == .waitUntil(.milliseconds(120)))
+        #expect(rests.plan(count: 2, now: .milliseconds(120)) == .fetch([1]))
+        #expect(rests.plan(count: 0, now: .milliseconds(500)) == .fetch([]))
+    }
+}

@@ -100,3 +100,17 @@ func eventually(_ condition: () -> Bool) async -> Bool {
     }
     return condition()
 }
+
+@Suite("Parked waiters, unless moot")
+struct ParkUnlessTests {
+    @Test func aMootWaitCallsNothingAndAStandingOneParks() {
+        let clock = ManualClock()
+        let table = ParkedWaiters<String, Int>(deadlines: ManualDeadlines(clock: clock), expired: -1, waitersMax: 10)
+        let calls = Mutex(0)
+        #expect(table.parkUnless("a", timeout: .seconds(1), moot: { true }) { _ in calls.withLock { $0 += 1 } } == nil)
+        #expect(calls.withLock { $0 } == 0 && table.count == 0)
+        #expect(table.parkUnless("a", timeout: .seconds(1), moot: { false }) { _ in calls.withLock { $0 += 1 } } != nil)
+        table.wake("a", with: 1)
+        #expect(calls.withLock { $0 } == 1)
+    }
+}
