@@ -634,9 +634,14 @@ def test_one_connection_keeps_its_order_and_a_closed_long_poll_leaves_nothing(ch
         since = first["next_batch"]
 
         # A parked sync, a request behind it, then the message that wakes it.
+        polls_before = long_polls(chat)
         connection.send(connection.request("GET", "/sync?timeout=20000&since=" + since, token),
                         connection.request("GET", "/joined_rooms", token))
-        time.sleep(0.3)
+        # Parked once the gauge counts it: then the send must wake it.
+        deadline = time.monotonic() + 5
+        while long_polls(chat) <= polls_before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert long_polls(chat) > polls_before, "the sync never parked"
         started = time.monotonic()
         status, sent = call(chat, "PUT", "/rooms/%s/send/m.room.message/o1" % room, {"msgtype": "m.text", "body": "punt een"}, token=token)
         assert status == 200, sent

@@ -58,17 +58,29 @@ func contract(_ store: any Coordination, expire: (Int64) async throws -> Void) a
     await #expect(throws: CoordinationError.leaseNotFound(lease)) { try await store.put(prefix + "late", [1], lease: lease) }
 }
 
-@Suite struct CoordinationContractTests {
-    @Test func inMemoryKeepsTheContract() async throws {
-        let store = InMemoryCoordination()
-        try await contract(store) { store.expire(lease: $0) }
-    }
+/// The two implementations of `Coordination`: the one for unit tests and
+/// a single node, and etcd, the one clusters run on.
+enum CoordinationBackend: String, CaseIterable, CustomTestStringConvertible {
+    case inMemory
+    case etcd
 
-    @Test func etcdKeepsTheContract() async throws {
-        let etcd = try EtcdProcess()
-        try await etcd.waitReady()
-        let store = EtcdClient(endpoints: [etcd.endpoint])
-        try await contract(store) { try await store.revokeLease($0) }
+    var testDescription: String { rawValue }
+}
+
+@Suite struct CoordinationContractTests {
+    /// One contract, both backends: the in-memory one must not pass where etcd would not.
+    @Test(arguments: CoordinationBackend.allCases)
+    func everyBackendKeepsTheContract(_ backend: CoordinationBackend) async throws {
+        switch backend {
+        case .inMemory:
+            let store = InMemoryCoordination()
+            try await contract(store) { store.expire(lease: $0) }
+        case .etcd:
+            let etcd = try EtcdProcess()
+            try await etcd.waitReady()
+            let store = EtcdClient(endpoints: [etcd.endpoint])
+            try await contract(store) { try await store.revokeLease($0) }
+        }
     }
 
     @Test func aLeaseExpiresWithoutKeepAlive() async throws {
