@@ -45,7 +45,7 @@ extension Broker {
     }
 
     /// Answers one request of a registered extension API.
-    func stageExtension(_ registered: RegisteredExtension, header: RequestHeader, reader: inout ByteReader) async throws(CloseConnection) -> Reply {
+    func stageExtension(_ registered: RegisteredExtension, header: RequestHeader, reader: inout ByteReader) async throws(CloseConnection) -> StagedAnswer {
         let api = registered.api
         guard api.versions.contains(header.apiVersion) else {
             throw CloseConnection(reason: "\(api.name) version \(header.apiVersion) is not supported")

@@ -111,7 +111,7 @@ public struct KafkaServer: Sendable {
                             metrics.bytesIn.increment(by: Int64(bytes.count + 4))
                             let isProduce = bytes.count >= 2 && bytes[0] == 0 && bytes[1] == UInt8(ApiKey.produce.rawValue)
                             if !isProduce { await drain() }
-                            let staged: Reply
+                            let staged: StagedAnswer
                             do throws(CloseConnection) {
                                 staged = try await broker.stage(frame: bytes, session: &session)
                             } catch {

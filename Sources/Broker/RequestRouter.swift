@@ -17,7 +17,7 @@ struct CloseConnection: Error, CustomStringConvertible {
 
 /// A request's answer: ready now, or (a Produce) finished once its writes
 /// are durable. Framed; nil when the request gets no answer (acks=0).
-enum Reply: Sendable {
+enum StagedAnswer: Sendable {
     case ready([UInt8]?)
     case pending(@Sendable () async -> [UInt8]?)
 }
@@ -54,7 +54,7 @@ extension Broker {
     /// returns what finishes the answer once they are durable. The caller
     /// may stage the next Produce of the connection before finishing this
     /// one; it must send the answers in the order of the requests.
-    func stage(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> Reply {
+    func stage(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> StagedAnswer {
         let client = session.client
         var reader = ByteReader(frame)
         let header: RequestHeader

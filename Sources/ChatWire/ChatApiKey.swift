@@ -1,4 +1,7 @@
+// The request fuzzer compiles KafkaWire into the same module (Tests/Fuzz/run.sh).
+#if canImport(KafkaWire)
 import KafkaWire
+#endif
 
 /// Postduif's own APIs for its chat services (ExtensionAPIs.swift): Kafka's
 /// framing and request header with API keys far above Kafka's. The broker

@@ -1,4 +1,7 @@
+// The request fuzzer compiles KafkaWire into the same module (Tests/Fuzz/run.sh).
+#if canImport(KafkaWire)
 import KafkaWire
+#endif
 
 /// Postduif's extension to the Kafka protocol, for its own chat services:
 /// same framing and request header, an API key far above Kafka's, never

@@ -35,15 +35,23 @@ public final class HighWatermarks: Sendable {
     public func handle(_ event: PartitionCommit.Event, for log: PartitionLog) throws(LogStoreError) -> Int64? {
         let id = PartitionID(topic: log.topicName, index: log.index)
         let now = clock.now
-        let actions = commits.withLock { commits in
-            var commit = PartitionCommit(highWatermark: log.highWatermark, logEndOffset: log.highWatermark)
-            if let known = commits[id], known.topicID == log.topicID { commit = known.commit }
-            let actions = commit.handle(event, now: now)
-            commits[id] = (log.topicID, commit)
-            return actions
+        // In place, and without touching the log under this lock: reading the
+        // log's high watermark takes the partition's own mutex, which an
+        // append holds while it writes, and every partition's events pass here.
+        var actions = commits.withLock { commits -> [PartitionCommit.Action]? in
+            guard commits[id]?.topicID == log.topicID else { return nil }
+            return commits[id]!.commit.handle(event, now: now)
+        }
+        if actions == nil {
+            // The partition's first event (or its topic was made again).
+            let fresh = PartitionCommit(highWatermark: log.highWatermark, logEndOffset: log.highWatermark)
+            actions = commits.withLock { commits in
+                if commits[id]?.topicID != log.topicID { commits[id] = (log.topicID, fresh) }
+                return commits[id]!.commit.handle(event, now: now)
+            }
         }
         var moved: Int64? = nil
-        for action in actions {
+        for action in actions ?? [] {
             switch action {
             case .advanceHighWatermark(let target):
                 try log.advanceHighWatermark(to: target)

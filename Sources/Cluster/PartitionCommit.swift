@@ -67,23 +67,20 @@ public struct PartitionCommit: Sendable, Equatable {
             logEndOffset = max(logEndOffset, end)
             switch role {
             case .alone: return advance(to: logEndOffset)
-            case .leader(var tracker):
-                _ = tracker.leaderAppended(logEndOffset: end)
-                role = .leader(tracker)
+            case .leader:
+                let tracker = updateTracker { _ = $0.leaderAppended(logEndOffset: end) }
                 return advance(to: tracker.highWatermark)
             case .follower:
                 // A follower's copies commit at the leader's word, not on their own.
                 return []
             }
         case .followerFetched(let replica, let offset):
-            guard case .leader(var tracker) = role else { return [] }
-            _ = tracker.followerFetched(replica, offset: offset, now: nowMilliseconds)
-            role = .leader(tracker)
+            guard case .leader = role else { return [] }
+            let tracker = updateTracker { _ = $0.followerFetched(replica, offset: offset, now: nowMilliseconds) }
             return advance(to: tracker.highWatermark)
         case .isrChanged(let isr):
-            guard case .leader(var tracker) = role else { return [] }
-            _ = tracker.isrChanged(to: isr)
-            role = .leader(tracker)
+            guard case .leader = role else { return [] }
+            let tracker = updateTracker { _ = $0.isrChanged(to: isr) }
             return advance(to: tracker.highWatermark)
         case .becameLeader(let leader, let replicas, let isr, let end, let lagMax):
             logEndOffset = end
@@ -108,6 +105,16 @@ public struct PartitionCommit: Sendable, Equatable {
     /// that lagged past the limit leave; caught-up ones join).
     public func proposedISR(now: Duration) -> Set<Int32>? {
         tracker?.proposedISR(now: now.milliseconds)
+    }
+
+    /// Changes the leader's tracker in place: the role's own reference is
+    /// dropped first, so its tables are not copied on every event.
+    private mutating func updateTracker(_ change: (inout ReplicaTracker) -> Void) -> ReplicaTracker {
+        guard case .leader(var tracker) = role else { preconditionFailure("only a leader has a tracker") }
+        role = .alone
+        change(&tracker)
+        role = .leader(tracker)
+        return tracker
     }
 
     /// Never back, never past the durable log end.

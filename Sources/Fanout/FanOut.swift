@@ -192,7 +192,7 @@ public final class FanOut: Sendable {
         var position = log.highWatermark
         state.withLock { $0.workers[partition] = (id, position) }
         logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(position)"])
-        var sequences: [[UInt8]: UInt64] = [:]
+        var sequences = RecencyCache<[UInt8], UInt64>(countMax: Limits.fanOutSequenceCacheCountMax)
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
             let generation = broker.dataGeneration(topic: FanOutTopics.conversations, index: partition)
             let highWatermark = log.highWatermark
@@ -250,14 +250,13 @@ public final class FanOut: Sendable {
     /// The conversation sequence of the message at `offset`: one more than
     /// the last before it. The index is asked once per conversation; after
     /// that the worker counts, as the store numbers in offset order.
-    private func nextSequence(_ conversation: [UInt8], at offset: Int64, log: CommittedPartition, cache: inout [[UInt8]: UInt64]) -> UInt64 {
-        if let known = cache[conversation] {
-            cache[conversation] = known + 1
+    private func nextSequence(_ conversation: [UInt8], at offset: Int64, log: CommittedPartition, cache: inout RecencyCache<[UInt8], UInt64>) -> UInt64 {
+        if let known = cache.get(conversation) {
+            cache.set(known + 1, for: conversation)
             return known
         }
         let previous = (try? log.history(conversation: conversation, from: .latest, limit: 1, maxOffset: offset))?.last?.sequence ?? 0
-        if cache.count > Limits.fanOutSequenceCacheCountMax { cache.removeAll(keepingCapacity: true) }
-        cache[conversation] = previous + 2
+        cache.set(previous + 2, for: conversation)
         return previous + 1
     }
 }

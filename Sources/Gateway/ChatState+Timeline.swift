@@ -8,16 +8,14 @@ import Synchronization
 
 // The timeline cache per room, and sync answers shared by the members of a room.
 extension ChatState {
-    func transaction(_ key: String) -> String? { inner.withLock { $0.transactions[key] } }
+    func transaction(_ key: String) -> String? { inner.withLock { $0.transactions.get(key) } }
 
-    /// Transaction ids are remembered for the last 200,000 sends: enough
-    /// for any client's retries, bounded for the gateway's memory.
-    static let transactionsMax = Limits.transactionsRememberedMax
-
+    /// Transaction ids are remembered for about the last 200,000 sends (the
+    /// least recently used go first): enough for any client's retries,
+    /// bounded for the gateway's memory.
     func remember(transaction key: String, eventID: String) {
         inner.withLock { inner in
-            if inner.transactions.count >= Self.transactionsMax { inner.transactions.removeAll(keepingCapacity: true) }
-            inner.transactions[key] = eventID
+            inner.transactions.set(eventID, for: key)
         }
     }
 
@@ -90,8 +88,7 @@ extension ChatState {
             // Trimmed in steps, not by one event per message.
             if room.recent.count >= Self.timelineCacheMax + 32 { room.recent.removeFirst(room.recent.count - Self.timelineCacheMax) }
             if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
-                if inner.transactions.count >= Self.transactionsMax { inner.transactions.removeAll(keepingCapacity: true) }
-                inner.transactions[transaction] = event.eventID
+                inner.transactions.set(event.eventID, for: transaction)
             }
             return room.members.filter { $0.value.membership == "join" || $0.value.membership == "invite" }.map(\.key)
         }

@@ -139,7 +139,8 @@ final class ChatState: Sendable {
         var cacheStart: [Int64]
         /// Offsets applied per topic and partition (for read-your-writes).
         var applied: [String: [Int32: Int64]] = [:]
-        var transactions: [String: String] = [:]
+        /// Client transaction ids and their events; the least recently used go first.
+        var transactions = RecencyCache<String, String>(countMax: Limits.transactionsRememberedMax)
         /// Per room: its serialised state events and the state version they are of.
         var stateJSON: [String: (version: UInt64, json: String)] = [:]
         /// Per room, each member's read markers (`m.fully_read`, `m.read`)

@@ -235,16 +235,13 @@ extension PartitionLog {
             state.producers[batch.producerID] = entry
             write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
         }
-        if state.nextSequences.count + assigned.count > Limits.conversationSequenceCacheCountMax {
-            state.nextSequences.removeAll(keepingCapacity: true)
-        }
-        state.nextSequences.merge(assigned) { _, new in new }
+        for (conversation, next) in assigned { state.nextSequences.set(next, for: conversation) }
     }
 
     /// The next sequence of a conversation: from the cache, or one past the
     /// last index entry.
     func nextSequence(for conversation: [UInt8], state: inout State) throws(LogStoreError) -> UInt64 {
-        if let cached = state.nextSequences[conversation] { return cached }
+        if let cached = state.nextSequences.get(conversation) { return cached }
         let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
         let iterator = context.database.makeIterator(
             in: context.families.conversationIndex, lowerBound: conversationPrefix, upperBound: Keys.end(of: conversationPrefix))

@@ -113,7 +113,7 @@ extension PartitionLog {
         next.sizeBytes -= droppedBytes
         next.batchCount -= droppedBatches
         if let conversations {
-            for conversation in conversations { next.nextSequences[conversation] = nil }
+            for conversation in conversations { next.nextSequences.remove(conversation) }
         } else {
             next.nextSequences.removeAll()
         }

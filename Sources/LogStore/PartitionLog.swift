@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 import RocksDB
@@ -156,7 +157,7 @@ public final class PartitionLog: Sendable {
         var epochs: [EpochEntry] = []
         var producers: [Int64: ProducerEntry] = [:]
         /// Next sequence per conversation; a bounded cache over the index.
-        var nextSequences: [[UInt8]: UInt64] = [:]
+        var nextSequences = RecencyCache<[UInt8], UInt64>(countMax: Limits.conversationSequenceCacheCountMax)
         var isDeleted = false
         /// Bumped when the log's role changes; a follower's copy made under
         /// an older value is refused (`fenceReplicas`).

@@ -3,12 +3,20 @@
 // an error; never a crash, a hang or an allocation the input cannot pay for
 // (array counts are checked against the bytes that remain).
 //
-// Compiled together with Sources/KafkaWire/*.swift (see run.sh).
+// Compiled together with Sources/Core, Sources/KafkaWire and Sources/ChatWire
+// (see run.sh).
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var reader = ByteReader(Array(UnsafeBufferPointer(start: data, count: size)))
-    guard let header = try? RequestHeader.decode(&reader), let api = ApiKey(rawValue: header.apiKey) else { return 0 }
+    guard let header = try? RequestHeader.decode(&reader) else { return 0 }
+    // Postduif's chat APIs (ChatWire, compiled in for this target): no flexible versions.
+    switch ChatApiKey(rawValue: header.apiKey) {
+    case .conversationHistory: _ = try? ConversationHistoryRequest.decode(&reader, version: header.apiVersion)
+    case .gatewayPoll: _ = try? GatewayPollRequest.decode(&reader, version: header.apiVersion)
+    case nil: break
+    }
+    guard let api = ApiKey(rawValue: header.apiKey) else { return 0 }
     let version = header.apiVersion
     guard version >= 0 && version < 20 else { return 0 }
     if version >= api.firstFlexibleVersion {

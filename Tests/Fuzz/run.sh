@@ -19,21 +19,22 @@ module CCRC32C {
     export *
 }
 MAP
-build() {  # target name, source, module name
+build() {  # target name, source, module name, more sources
     swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name "$3" \
-        Sources/Core/*.swift Sources/KafkaWire/*.swift Sources/KafkaWire/Protocol/*.swift "$2" \
+        Sources/Core/*.swift Sources/KafkaWire/*.swift Sources/KafkaWire/Protocol/*.swift ${4:-} "$2" \
         -I "$out/modules" -I Sources/CLZ4 -I Sources/CZlib -I Sources/CSnappy -I Sources/CZstd \
         "$out/crc32c.o" -llz4 -lz -lsnappy -lzstd \
         -o "$out/$1-fuzzer" 2> >(grep -v "Cannot export local symbol" >&2)
 }
 build record-batch Tests/Fuzz/RecordBatchFuzz.swift FuzzRecordBatch
-build request Tests/Fuzz/RequestFuzz.swift FuzzRequest
+build request Tests/Fuzz/RequestFuzz.swift FuzzRequest "$(echo Sources/ChatWire/*.swift)"
 cp Tests/KafkaWireTests/Fixtures/*.bin "$out/corpus-record-batch/"
 # Request seeds: a header for each API at a supported version, then a few body bytes.
 python3 - "$out/corpus-request" <<'PY'
 import struct, sys
 for key, version in [(0, 8), (1, 11), (2, 5), (3, 8), (8, 7), (9, 5), (10, 2), (11, 5), (12, 3), (13, 2),
-                     (14, 3), (15, 4), (17, 1), (18, 3), (19, 4), (20, 3), (22, 1), (23, 3), (36, 1)]:
+                     (14, 3), (15, 4), (17, 1), (18, 3), (19, 4), (20, 3), (22, 1), (23, 3), (36, 1),
+                     (32000, 0), (32001, 0)]:
     body = struct.pack(">hhih", key, version, 1, 4) + b"seed" + b"\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x00"
     open("%s/api-%d-v%d" % (sys.argv[1], key, version), "wb").write(body)
 PY
