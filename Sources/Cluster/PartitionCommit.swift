@@ -33,8 +33,9 @@ public struct PartitionCommit: Sendable, Equatable {
         /// This node copies the partition from a leader from now on; its
         /// log ends at `logEndOffset`.
         case becameFollower(logEndOffset: Int64)
-        /// The leader's high watermark, as a follower's fetch reported it.
-        case leaderReported(highWatermark: Int64)
+        /// The leader's high watermark, as a follower's fetch reported it,
+        /// with the follower's own log end once its copies are durable.
+        case leaderReported(highWatermark: Int64, durableLogEnd: Int64)
         /// The log was cut back to this log end (a follower reconciling).
         case truncated(logEndOffset: Int64)
     }
@@ -91,8 +92,9 @@ public struct PartitionCommit: Sendable, Equatable {
             logEndOffset = end
             role = .follower
             return []
-        case .leaderReported(let reported):
+        case .leaderReported(let reported, let end):
             guard case .follower = role else { return [] }
+            logEndOffset = max(logEndOffset, end)
             return advance(to: min(reported, logEndOffset))
         case .truncated(let end):
             logEndOffset = end

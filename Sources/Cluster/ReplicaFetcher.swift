@@ -158,11 +158,12 @@ public final class ReplicaFetcher: Sendable {
             }
         }
         for (log, last, highWatermark) in copied {
-            if let last {
-                let durable = try await last.durable()
-                try highWatermarks.handle(.appendedDurably(logEndOffset: durable.lastOffset + 1), for: log)
-            }
-            try highWatermarks.handle(.leaderReported(highWatermark: highWatermark), for: log)
+            if let last { _ = try await last.durable() }
+            // Every copy of this answer is durable now. Most answers move
+            // nothing (a long poll woken for another partition): asked first.
+            let end = log.logEndOffset
+            guard min(highWatermark, end) > log.highWatermark else { continue }
+            try highWatermarks.handle(.leaderReported(highWatermark: highWatermark, durableLogEnd: end), for: log)
         }
         return appended
     }

@@ -19,7 +19,7 @@ import Testing
         #expect(commit.highWatermark == 7)
         // Events of other roles do nothing here.
         #expect(commit.handle(.followerFetched(replica: 2, offset: 9), now: .zero) == [])
-        #expect(commit.handle(.leaderReported(highWatermark: 9), now: .zero) == [])
+        #expect(commit.handle(.leaderReported(highWatermark: 9, durableLogEnd: 9), now: .zero) == [])
         #expect(commit.highWatermark == 7)
     }
 
@@ -54,8 +54,9 @@ import Testing
         // Its own copies commit nothing by themselves.
         #expect(commit.handle(.appendedDurably(logEndOffset: 8), now: .zero) == [])
         // The leader's high watermark, capped at what this replica holds.
-        #expect(commit.handle(.leaderReported(highWatermark: 20), now: .zero) == [.advanceHighWatermark(to: 8)])
-        #expect(commit.handle(.leaderReported(highWatermark: 6), now: .zero) == [])
+        #expect(commit.handle(.leaderReported(highWatermark: 20, durableLogEnd: 8), now: .zero) == [.advanceHighWatermark(to: 8)])
+        #expect(commit.handle(.leaderReported(highWatermark: 6, durableLogEnd: 8), now: .zero) == [])
+        #expect(commit.handle(.leaderReported(highWatermark: 20, durableLogEnd: 12), now: .zero) == [.advanceHighWatermark(to: 12)])
         // Truncated back to the leader's history: the high watermark goes no further than the log.
         _ = commit.handle(.truncated(logEndOffset: 6), now: .zero)
         #expect(commit.highWatermark == 6 && commit.logEndOffset == 6)
