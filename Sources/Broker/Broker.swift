@@ -56,7 +56,7 @@ public final class Broker: Sendable {
         offsets = OffsetsTopic(partitionCount: configuration.offsetsTopicPartitions)
         highWatermarks = replication?.highWatermarks ?? HighWatermarks()
         // Fetches and the fan-out waiting for committed data.
-        highWatermarks.observe { [notifier] id, _ in notifier.notify(id) }
+        highWatermarks.observe(readsLog: true) { [notifier] id, _ in notifier.notify(id) }
         // On a single node everything the log holds at start survived as
         // written: acknowledged batches were synced, and a batch written but
         // not yet acknowledged when the process died is kept, as Kafka keeps it.

@@ -29,7 +29,7 @@ public final class ReplicationState: Sendable {
         self.highWatermarks = highWatermarks
         acksWaiters = ParkedWaiters(deadlines: timeouts, expired: false, waitersMax: Limits.parkedAcksMax)
         // Produces it passed are answered.
-        highWatermarks.observe { [acksWaiters] id, highWatermark in
+        highWatermarks.observe(readsLog: false) { [acksWaiters] id, highWatermark in
             acksWaiters.wake(id, reaching: highWatermark, with: true)
         }
     }

@@ -6,9 +6,11 @@ import Synchronization
 /// code that moves one (Docs/architecture.md, "Who owns what"). The Produce
 /// path, the direct append, follower fetches, ISR changes and the replica
 /// fetcher send it events; it runs each partition's `PartitionCommit` under
-/// one lock and carries out the actions: it persists the new high watermark
-/// in the log and tells `observer` (which wakes fetches, the fan-out and
-/// acks=all produces).
+/// one lock and carries out the actions: it tells the acks=all waits, then
+/// persists the new high watermark in the log, then tells the readers (the
+/// fetch notifier, which wakes fetches and the fan-out): the order the
+/// broker had before this owner, so an acknowledgement waits for no
+/// RocksDB write.
 ///
 /// Actions run after the lock: two threads may persist out of order, which
 /// is harmless because the log keeps only a higher value.
@@ -16,17 +18,28 @@ public final class HighWatermarks: Sendable {
     /// With the topic's permanent id: a topic deleted and made again under
     /// its name starts from a fresh state, not the old topic's.
     private let commits = Mutex<[PartitionID: (topicID: UInt32, commit: PartitionCommit)]>([:])
-    private let observers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
+    /// Told before the new value is persisted: they do not read the log.
+    private let commitObservers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
+    /// Told after: they read the log up to its high watermark.
+    private let readerObservers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
     public let clock: any MonotonicClock
 
     public init(clock: any MonotonicClock = SystemClock()) {
         self.clock = clock
     }
 
-    /// Adds who hears of every high watermark that moved (the broker's
-    /// notifier; the acks=all waits of `ReplicationState`).
-    public func observe(_ committed: @escaping @Sendable (PartitionID, Int64) -> Void) {
-        observers.withLock { $0.append(committed) }
+    /// Adds who hears of every high watermark that moved. With
+    /// `readsLog` false (the acks=all waits of `ReplicationState`, which
+    /// compare with this owner's value) it is told before the value is
+    /// persisted, so an acknowledgement does not wait for a RocksDB write;
+    /// with `readsLog` true (the broker's notifier, whose fetches read the
+    /// log) after the log holds it.
+    public func observe(readsLog: Bool, _ committed: @escaping @Sendable (PartitionID, Int64) -> Void) {
+        if readsLog {
+            readerObservers.withLock { $0.append(committed) }
+        } else {
+            commitObservers.withLock { $0.append(committed) }
+        }
     }
 
     /// Feeds `event` for `log`'s partition and carries out what it decides.
@@ -53,14 +66,13 @@ public final class HighWatermarks: Sendable {
         var moved: Int64? = nil
         for action in actions ?? [] {
             switch action {
-            case .advanceHighWatermark(let target):
-                try log.advanceHighWatermark(to: target)
-                moved = target
+            case .advanceHighWatermark(let target): moved = target
             }
         }
-        if let moved {
-            for observer in observers.withLock({ $0 }) { observer(id, moved) }
-        }
+        guard let moved else { return nil }
+        for observer in commitObservers.withLock({ $0 }) { observer(id, moved) }
+        try log.advanceHighWatermark(to: moved)
+        for observer in readerObservers.withLock({ $0 }) { observer(id, moved) }
         return moved
     }
 

@@ -94,7 +94,7 @@ import Testing
         let clock = ManualClock()
         let owner = HighWatermarks(clock: clock)
         let seen = Seen()
-        owner.observe { _, highWatermark in seen.values.withLock { $0.append(highWatermark) } }
+        owner.observe(readsLog: true) { _, highWatermark in seen.values.withLock { $0.append(highWatermark) } }
         let id = PartitionID(topic: "t", index: 0)
 
         try owner.handle(.becameLeader(leader: 1, replicas: [1, 2], isr: [1, 2], logEndOffset: 0, replicaLagMax: .seconds(10)), for: log)
