@@ -187,7 +187,7 @@ let package = Package(
             path: "Tests/CrashWriter",
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core"], swiftSettings: strictSettings),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "GatewayTests",
             dependencies: ["Gateway", "Core", .product(name: "Logging", package: "swift-log")],
@@ -208,7 +208,7 @@ let package = Package(
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "KafkaWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "BrokerTests",
-            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.

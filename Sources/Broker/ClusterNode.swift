@@ -1,5 +1,6 @@
 import Cluster
 import Coordination
+import Core
 import Foundation
 import LogStore
 import Logging
@@ -342,11 +343,5 @@ public final class ClusterNode: Sendable {
                 return start
             }
         }
-    }
-}
-
-extension Duration {
-    var milliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 }

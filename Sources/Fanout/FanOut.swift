@@ -260,8 +260,3 @@ public final class FanOut: Sendable {
         return previous + 1
     }
 }
-
-extension Duration {
-    /// Whole milliseconds, for the leases and waits GatewayPoll counts in.
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}

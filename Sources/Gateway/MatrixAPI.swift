@@ -214,7 +214,3 @@ struct MatrixAPI: Sendable {
         text.hasPrefix("@") ? text : userID(localpart: text)
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}

@@ -1,6 +1,7 @@
 import Core
 import KafkaWire
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Broker
@@ -163,14 +164,4 @@ import Testing
         #expect(await eventually { await coordinator.describe(["g"]).first?.state == "Empty" })
         #expect(deadlines.count == 0)
     }
-}
-
-/// Yields until `condition` holds, a bounded number of times (the actor
-/// and the tasks it resumes run on the cooperative pool).
-func eventually(_ condition: () async -> Bool) async -> Bool {
-    for _ in 0..<100_000 {
-        if await condition() { return true }
-        await Task.yield()
-    }
-    return await condition()
 }

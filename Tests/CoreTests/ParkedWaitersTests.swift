@@ -1,5 +1,6 @@
 import Core
 import Synchronization
+import TestSupport
 import Testing
 
 /// The waiter table under a manual clock: deadlines expire only when the
@@ -90,16 +91,6 @@ struct ParkedWaitersTests {
     }
 }
 
-/// Yields until `condition` holds, a bounded number of times: the task
-/// under test runs on the cooperative pool, so yielding lets it reach its
-/// wait without sleeping for a guessed time.
-func eventually(_ condition: () -> Bool) async -> Bool {
-    for _ in 0..<100_000 {
-        if condition() { return true }
-        await Task.yield()
-    }
-    return condition()
-}
 
 @Suite("Parked waiters, unless moot")
 struct ParkUnlessTests {
