@@ -50,9 +50,8 @@ final class MembershipIndex: Sendable {
                     guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else { continue }
                     for record in records where batch.baseOffset + Int64(record.offsetDelta) >= from {
                         guard let key = record.key, let value = record.value,
-                              let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-                              let member = object["member"] as? String, let membership = object["membership"] as? String else { continue }
-                        changes.append((key, member, membership))
+                              let change = try? JSONDecoder().decode(MembershipChange.self, from: Data(value)) else { continue }
+                        changes.append((key, change.member, change.membership))
                     }
                     from = max(from, batch.nextOffset)
                 }

@@ -14,8 +14,8 @@ public enum ChatAccounts {
         let user = userID(name, serverName: serverName)
         let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
-        let value = JSONText.serialize(["password_hash": Secrets.hashPassword(password), "set_by": "operator", "created_ts": MatrixAPI.now])
-        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: MatrixAPI.now)
+        let record = AccountRecord(passwordHash: Secrets.hashPassword(password), createdMs: MatrixAPI.now, setBy: "operator")
+        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: MatrixJSON.encodeBytes(record), timestamp: MatrixAPI.now)
         return user
     }
 

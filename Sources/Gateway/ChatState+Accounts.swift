@@ -23,9 +23,9 @@ extension ChatState {
             inner.withLock { inner in inner.accounts[userID] = (nil, inner.accounts[userID]?.offset ?? record.offset) }
             return
         }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-              let hash = object["password_hash"] as? String else { return }
-        let byOperator = (object["set_by"] as? String) == "operator"
+        guard let account = MatrixJSON.decodeRecord(AccountRecord.self, from: value) else { return }
+        let hash = account.passwordHash
+        let byOperator = account.setBy == "operator"
         inner.withLock { inner in
             if byOperator {
                 inner.accounts[userID] = (hash, inner.accounts[userID]?.offset ?? record.offset)
@@ -37,13 +37,12 @@ extension ChatState {
 
     func applySession(_ record: StoredRecord) {
         guard let digest = String(bytes: record.key, encoding: .utf8) else { return }
-        guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-              let userID = object["user_id"] as? String, let deviceID = object["device_id"] as? String else {
+        guard let value = record.value, let stored = MatrixJSON.decodeRecord(SessionRecord.self, from: value) else {
             _ = inner.withLock { $0.sessions.removeValue(forKey: digest) }
             credentialsRevision.add(1, ordering: .releasing)
             return
         }
-        inner.withLock { $0.sessions[digest] = Session(userID: userID, deviceID: deviceID) }
+        inner.withLock { $0.sessions[digest] = Session(userID: stored.userID, deviceID: stored.deviceID) }
         credentialsRevision.add(1, ordering: .releasing)
     }
 }

@@ -19,16 +19,12 @@ extension ChatState {
     }
 
     static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(stored)) as? [String: Any],
-              let type = object["type"] as? String, let sender = object["sender"] as? String,
-              stored.first == UInt8(ascii: "{"), stored.count > 2 else { return nil }
+        guard stored.first == UInt8(ascii: "{"), stored.count > 2, let head = MatrixJSON.decodeRecord(StoredEventHead.self, from: stored) else { return nil }
         let eventID = eventID(partition: partition, offset: offset)
         let unsigned = sequence.map { ",\"unsigned\":{\"postduif.seq\":\($0)}" } ?? ""
         let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID))\(unsigned),"
         let json = prefix + String(decoding: stored.dropFirst(), as: UTF8.self)
-        let stateKey = object["state_key"] as? String
-        let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
-        return RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
+        return RoomEvent(roomID: roomID, eventID: eventID, type: head.type, sender: head.sender, stateKey: head.stateKey, membership: head.membership,
                          partition: partition, offset: offset, sequence: sequence, json: json)
     }
 }

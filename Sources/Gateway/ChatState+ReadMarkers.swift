@@ -10,13 +10,13 @@ extension ChatState {
     /// room's members (they see each other's read receipts).
     func applyReadMarkers(_ record: StoredRecord) {
         guard let key = String(bytes: record.key, encoding: .utf8), let separator = key.firstIndex(of: "\u{0}"),
-              let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any] else {
+              let value = record.value, let object = MatrixJSON.decodeRecord([String: JSONValue].self, from: value) else {
             inner.withLock { $0.position.markers = max($0.position.markers, record.offset + 1) }
             return
         }
         let user = String(key[..<separator])
         let roomID = String(key[key.index(after: separator)...])
-        let markers = object.compactMapValues { $0 as? String }
+        let markers = object.compactMapValues(\.string)
         let woken = inner.withLock { inner -> [String] in
             inner.position.markers = max(inner.position.markers, record.offset + 1)
             inner.readMarkers[roomID, default: [:]][user] = (markers, record.offset, record.timestamp)

@@ -37,15 +37,15 @@ extension ChatState {
 
     /// A state record: the room's current state and membership indexes.
     func applyState(_ record: StoredRecord) {
-        guard let value = record.value, let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
-              let roomID = object["room_id"] as? String, let type = object["type"] as? String,
-              let stateKey = object["state_key"] as? String, let eventID = object["event_id"] as? String,
-              let sender = object["sender"] as? String, let json = String(bytes: value, encoding: .utf8) else {
+        guard let value = record.value, let stored = MatrixJSON.decodeRecord(StoredEvent.self, from: value),
+              let roomID = stored.roomID, let stateKey = stored.stateKey, let eventID = stored.eventID,
+              let json = String(validating: value, as: UTF8.self) else {
             inner.withLock { $0.position.state = max($0.position.state, record.offset + 1) }
             return
         }
-        let membership = type == "m.room.member" ? (object["content"] as? [String: Any])?["membership"] as? String : nil
-        let event = RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: sender, stateKey: stateKey, membership: membership,
+        let type = stored.type
+        let membership = type == "m.room.member" ? stored.content["membership"]?.string : nil
+        let event = RoomEvent(roomID: roomID, eventID: eventID, type: type, sender: stored.sender, stateKey: stateKey, membership: membership,
                               partition: partition(ofRoom: roomID), offset: -1, json: json)
         let woken = inner.withLock { inner -> [String] in
             inner.position.state = max(inner.position.state, record.offset + 1)

@@ -12,8 +12,8 @@ extension MatrixAPI {
         guard configuration.openRegistration else {
             throw MatrixError(.forbidden, "M_FORBIDDEN", "registration is closed: ask an administrator for an account")
         }
-        let body = try await body(request, context)
-        guard let username = body["username"] as? String, let password = body["password"] as? String else {
+        let body = try await body(RegisterRequest.self, request)
+        guard let username = body.username, let password = body.password else {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "username and password are required")
         }
         let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789._=-/")
@@ -26,37 +26,36 @@ extension MatrixAPI {
         let user = userID(localpart: username)
         guard state.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
         let hash = Secrets.hashPassword(password, n: 1 << UInt64(min(max(configuration.passwordHashLogN, 10), 20)))
-        let value = JSONText.serialize(["password_hash": hash, "created_ts": Self.now])
-        let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: Array(value.utf8), timestamp: Self.now)
+        let record = AccountRecord(passwordHash: hash, createdMs: Self.now)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: MatrixJSON.encodeBytes(record), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.accounts, partition: partition, offset: offset)
         // Two gateways may register one name at once: the first record wins.
         guard state.account(user)?.offset == offset else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
-        return try await newSession(user: user, deviceID: body["device_id"] as? String)
+        return try await newSession(user: user, deviceID: body.deviceID)
     }
 
     func login(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let body = try await body(request, context)
-        guard (body["type"] as? String) == "m.login.password" else {
+        let body = try await body(LoginRequest.self, request)
+        guard body.type == "m.login.password" else {
             throw MatrixError(.badRequest, "M_UNKNOWN", "only m.login.password is supported")
         }
-        let identifier = body["identifier"] as? [String: Any]
-        guard let name = (identifier?["user"] as? String) ?? (body["user"] as? String), let password = body["password"] as? String else {
+        guard let name = body.identifier?.user ?? body.user, let password = body.password else {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "identifier.user and password are required")
         }
         let user = userID(from: name)
         guard let hash = state.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
             throw MatrixError(.forbidden, "M_FORBIDDEN", "invalid username or password")
         }
-        return try await newSession(user: user, deviceID: body["device_id"] as? String)
+        return try await newSession(user: user, deviceID: body.deviceID)
     }
 
     func newSession(user: String, deviceID: String?) async throws -> Response {
         let device = deviceID.flatMap { $0.isEmpty ? nil : $0 } ?? Secrets.opaque(10)
         let token = Secrets.newToken()
-        let value = JSONText.serialize(["user_id": user, "device_id": device, "created_ts": Self.now])
-        let (partition, offset) = try await link.produce(topic: ChatTopics.sessions, key: Array(Secrets.tokenDigest(token).utf8), value: Array(value.utf8), timestamp: Self.now)
+        let record = SessionRecord(userID: user, deviceID: device, createdMs: Self.now)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.sessions, key: Array(Secrets.tokenDigest(token).utf8), value: MatrixJSON.encodeBytes(record), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.sessions, partition: partition, offset: offset)
-        return Self.ok(JSONText.serialize(["user_id": user, "device_id": device, "access_token": token, "home_server": server]))
+        return Self.ok(LoginAnswer(userID: user, deviceID: device, accessToken: token, homeServer: server))
     }
 
     func logout(_ request: Request) async throws -> Response {

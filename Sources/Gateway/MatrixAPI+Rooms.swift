@@ -1,3 +1,4 @@
+import ChatWire
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -8,43 +9,40 @@ import NIOCore
 
 // createRoom, invite, join, leave, send, members and read markers.
 extension MatrixAPI {
-    /// Appends an event to the room's timeline; a state event also to the
-    /// room's state, read back before returning (so the next request sees
-    /// the membership). Messages reach syncs through the fan-out.
+    /// Appends a state event to the room's timeline and to the room's
+    /// state, read back before returning (so the next request sees the
+    /// membership). A membership change goes to the fan-out's topic first.
     @discardableResult
-    func append(roomID: String, type: String, sender: String, content: [String: Any], contentText: String? = nil, stateKey: String? = nil,
-                transaction: String? = nil) async throws -> String {
-        var stored: [String: Any] = ["type": type, "sender": sender, "content": content]
-        if let stateKey { stored["state_key"] = stateKey }
-        // A message's content is stored as the client sent it (already checked
-        // to be a JSON object), in the same key order as a serialised event:
-        // serialising it again was a fourteenth of the gateway's work in rooms of 2.
-        let value: String
-        if let contentText, stateKey == nil {
-            value = Self.messageValue(type: type, sender: sender, contentText: contentText)
-        } else {
-            value = JSONText.serialize(stored)
-        }
+    func appendState(roomID: String, type: String, sender: String, content: JSONValue, stateKey: String) async throws -> String {
+        var event = StoredEvent(type: type, sender: sender, content: content, stateKey: stateKey)
         let timestamp = Self.now
-        let headers = transaction.map(Self.transactionHeaders) ?? []
-        if type == "m.room.member", let stateKey, let membership = content["membership"] as? String {
+        if type == "m.room.member", let membership = content["membership"]?.string {
             // The fan-out routes by this topic: written first, so the member
             // receives what follows their join.
-            let change = JSONText.serialize(["member": stateKey, "membership": membership])
-            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: Array(change.utf8), timestamp: timestamp)
+            let change = MembershipChange(member: stateKey, membership: membership)
+            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(change), timestamp: timestamp)
         }
-        let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: Array(value.utf8), headers: headers, timestamp: timestamp)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(event), timestamp: timestamp)
         let eventID = ChatState.eventID(partition: partition, offset: offset)
-        if let stateKey {
-            var event = stored
-            event["event_id"] = eventID
-            event["room_id"] = roomID
-            event["origin_server_ts"] = timestamp
-            let key = roomID + "\u{0}" + type + "\u{0}" + stateKey
-            let (statePartition, stateOffset) = try await link.produce(topic: ChatTopics.state, key: Array(key.utf8), value: Array(JSONText.serialize(event).utf8), timestamp: timestamp)
-            await state.waitApplied(topic: ChatTopics.state, partition: statePartition, offset: stateOffset)
-        }
+        event.eventID = eventID
+        event.roomID = roomID
+        event.originServerMs = timestamp
+        let key = roomID + "\u{0}" + type + "\u{0}" + stateKey
+        let (statePartition, stateOffset) = try await link.produce(topic: ChatTopics.state, key: Array(key.utf8), value: MatrixJSON.encodeBytes(event), timestamp: timestamp)
+        await state.waitApplied(topic: ChatTopics.state, partition: statePartition, offset: stateOffset)
         return eventID
+    }
+
+    /// Appends a message to the room's timeline, its content as the client
+    /// sent it. Messages reach syncs through the fan-out.
+    func appendMessage(roomID: String, type: String, sender: String, contentText: String, transaction: String) async throws -> String {
+        // Stored as the client sent it (already checked to be a JSON object),
+        // in the same key order as a serialised event: serialising it again
+        // was a fourteenth of the gateway's work in rooms of 2.
+        let value = Self.messageValue(type: type, sender: sender, contentText: contentText)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: Array(value.utf8),
+                                                         headers: Self.transactionHeaders(transaction), timestamp: Self.now)
+        return ChatState.eventID(partition: partition, offset: offset)
     }
 
     /// A message's record in `conversations`: its content as the client
@@ -61,45 +59,48 @@ extension MatrixAPI {
 
     func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try authenticate(request)
-        let body = try await body(request, context)
-        let version = (body["room_version"] as? String) ?? "10"
+        let body = try await body(CreateRoomRequest.self, request)
+        let version = body.roomVersion ?? "10"
         guard ["10", "11"].contains(version) else {
             throw MatrixError(.badRequest, "M_UNSUPPORTED_ROOM_VERSION", "room versions 10 and 11 are supported")
         }
-        let invites = (body["invite"] as? [String]) ?? []
+        let invites = body.invite ?? []
         for invitee in invites where state.account(userID(from: invitee))?.hash == nil {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown user \(invitee)")
         }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
         let creator = session.userID
-        var create: [String: Any] = ["room_version": version, "m.federate": ((body["creation_content"] as? [String: Any])?["m.federate"] as? Bool) ?? true]
-        if version == "10" { create["creator"] = creator }
-        try await append(roomID: roomID, type: "m.room.create", sender: creator, content: create, stateKey: "")
-        try await append(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "join", "displayname": creator.dropFirst().split(separator: ":").first.map(String.init) ?? creator], stateKey: creator)
-        let preset = (body["preset"] as? String) ?? ((body["visibility"] as? String) == "public" ? "public_chat" : "private_chat")
-        var powerLevels: [String: Any] = [
-            "users": [creator: 100], "users_default": 0, "events_default": 0, "state_default": 50,
+        var create: [String: JSONValue] = ["room_version": .string(version), "m.federate": .bool(body.creationContent?["m.federate"]?.bool ?? true)]
+        if version == "10" { create["creator"] = .string(creator) }
+        try await appendState(roomID: roomID, type: "m.room.create", sender: creator, content: .object(create), stateKey: "")
+        try await appendState(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "join", "displayname": .string(Self.localpart(of: creator))], stateKey: creator)
+        let preset = body.preset ?? (body.visibility == "public" ? "public_chat" : "private_chat")
+        var powerLevels: [String: JSONValue] = [
+            "users": .object([creator: 100]), "users_default": 0, "events_default": 0, "state_default": 50,
             "invite": preset == "public_chat" ? 50 : 0, "kick": 50, "ban": 50, "redact": 50,
             "events": ["m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100, "m.room.canonical_alias": 50, "m.room.avatar": 50],
             "notifications": ["room": 50],
         ]
-        if let override = body["power_level_content_override"] as? [String: Any] {
-            for (key, value) in override { powerLevels[key] = value }
+        for (key, value) in body.powerLevelContentOverride ?? [:] { powerLevels[key] = value }
+        try await appendState(roomID: roomID, type: "m.room.power_levels", sender: creator, content: .object(powerLevels), stateKey: "")
+        try await appendState(roomID: roomID, type: "m.room.join_rules", sender: creator, content: ["join_rule": preset == "public_chat" ? "public" : "invite"], stateKey: "")
+        try await appendState(roomID: roomID, type: "m.room.history_visibility", sender: creator, content: ["history_visibility": "shared"], stateKey: "")
+        try await appendState(roomID: roomID, type: "m.room.guest_access", sender: creator, content: ["guest_access": "forbidden"], stateKey: "")
+        if let name = body.name {
+            try await appendState(roomID: roomID, type: "m.room.name", sender: creator, content: ["name": .string(name)], stateKey: "")
         }
-        try await append(roomID: roomID, type: "m.room.power_levels", sender: creator, content: powerLevels, stateKey: "")
-        try await append(roomID: roomID, type: "m.room.join_rules", sender: creator, content: ["join_rule": preset == "public_chat" ? "public" : "invite"], stateKey: "")
-        try await append(roomID: roomID, type: "m.room.history_visibility", sender: creator, content: ["history_visibility": "shared"], stateKey: "")
-        try await append(roomID: roomID, type: "m.room.guest_access", sender: creator, content: ["guest_access": "forbidden"], stateKey: "")
-        if let name = body["name"] as? String {
-            try await append(roomID: roomID, type: "m.room.name", sender: creator, content: ["name": name], stateKey: "")
-        }
-        if let topic = body["topic"] as? String {
-            try await append(roomID: roomID, type: "m.room.topic", sender: creator, content: ["topic": topic], stateKey: "")
+        if let topic = body.topic {
+            try await appendState(roomID: roomID, type: "m.room.topic", sender: creator, content: ["topic": .string(topic)], stateKey: "")
         }
         for invitee in invites {
-            try await append(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "invite"], stateKey: userID(from: invitee))
+            try await appendState(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "invite"], stateKey: userID(from: invitee))
         }
-        return Self.ok("{\"room_id\":\(JSONText.string(roomID))}")
+        return Self.ok(RoomIDAnswer(roomID: roomID))
+    }
+
+    /// A user id's localpart (`alice` of `@alice:gov.example`): the display name until profiles exist.
+    static func localpart(of userID: String) -> String {
+        userID.dropFirst().split(separator: ":").first.map(String.init) ?? userID
     }
 
     /// The caller must be joined; anyone else learns nothing about the room.
@@ -111,8 +112,7 @@ extension MatrixAPI {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
-        let body = try await body(request, context)
-        guard let invitee = body["user_id"] as? String else { throw MatrixError(.badRequest, "M_MISSING_PARAM", "user_id is required") }
+        guard let invitee = try await body(InviteRequest.self, request).userID else { throw MatrixError(.badRequest, "M_MISSING_PARAM", "user_id is required") }
         guard state.account(invitee)?.hash != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "unknown user \(invitee)") }
         switch state.membership(of: invitee, in: roomID) {
         case "join": throw MatrixError(.forbidden, "M_FORBIDDEN", "\(invitee) is already in the room")
@@ -120,7 +120,7 @@ extension MatrixAPI {
         case "invite": return Self.ok("{}")
         default: break
         }
-        try await append(roomID: roomID, type: "m.room.member", sender: session.userID, content: ["membership": "invite"], stateKey: invitee)
+        try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID, content: ["membership": "invite"], stateKey: invitee)
         return Self.ok("{}")
     }
 
@@ -129,12 +129,12 @@ extension MatrixAPI {
         let roomID = parameter(context, "roomId")
         let current = state.membership(of: session.userID, in: roomID)
         if current != "join" {
-            let rule = state.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"] as? String }
+            let rule = state.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"]?.string }
             guard current == "invite" || (rule == "public" && current != "ban") else { throw MatrixError.forbidden("You are not invited to this room") }
-            try await append(roomID: roomID, type: "m.room.member", sender: session.userID,
-                             content: ["membership": "join", "displayname": String(session.userID.dropFirst().split(separator: ":").first ?? "")], stateKey: session.userID)
+            try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID,
+                                  content: ["membership": "join", "displayname": .string(Self.localpart(of: session.userID))], stateKey: session.userID)
         }
-        return Self.ok("{\"room_id\":\(JSONText.string(roomID))}")
+        return Self.ok(RoomIDAnswer(roomID: roomID))
     }
 
     func leave(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -142,7 +142,7 @@ extension MatrixAPI {
         let roomID = parameter(context, "roomId")
         let current = state.membership(of: session.userID, in: roomID)
         guard current == "join" || current == "invite" else { throw MatrixError.forbidden() }
-        try await append(roomID: roomID, type: "m.room.member", sender: session.userID, content: ["membership": "leave"], stateKey: session.userID)
+        try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID, content: ["membership": "leave"], stateKey: session.userID)
         return Self.ok("{}")
     }
 
@@ -156,16 +156,16 @@ extension MatrixAPI {
         case .answered(let answer):
             return Self.ok(answer)
         case .append(let message):
-            let eventID = try await append(roomID: roomID, type: eventType, sender: session.userID, content: message.content, contentText: message.contentText,
-                                           transaction: message.transaction)
+            let eventID = try await appendMessage(roomID: roomID, type: eventType, sender: session.userID, contentText: message.contentText,
+                                                  transaction: message.transaction)
             state.remember(transaction: message.transaction, eventID: eventID)
             return Self.ok(Self.sendAnswer(eventID))
         }
     }
 
     /// A message to append, checked.
-    struct OutgoingMessage: @unchecked Sendable {
-        var content: [String: Any]
+    struct OutgoingMessage: Sendable {
+        /// The content as the client sent it, checked to be a JSON object.
         var contentText: String
         /// user|device|txnId: the same is the same event.
         var transaction: String
@@ -181,7 +181,7 @@ extension MatrixAPI {
     /// here and in the event loop's fast path): the body, the path's
     /// parameters, and whether this transaction was sent before.
     func planSend(session: Session, roomID: String, eventType: String, txnID: String, body: ByteBuffer) throws -> SendPlan {
-        let (content, contentText) = try Self.jsonObject(body)
+        let contentText = try Self.contentText(body)
         guard !eventType.isEmpty, eventType.utf8.count <= 255, !txnID.isEmpty else {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "an event type and a transaction id are required")
         }
@@ -190,7 +190,7 @@ extension MatrixAPI {
         if let eventID = state.transaction(transaction) {
             return .answered(Self.sendAnswer(eventID))
         }
-        return .append(OutgoingMessage(content: content, contentText: contentText, transaction: transaction))
+        return .append(OutgoingMessage(contentText: contentText, transaction: transaction))
     }
 
     static func sendAnswer(_ eventID: String) -> String { "{\"event_id\":\(JSONText.string(eventID))}" }
@@ -200,15 +200,14 @@ extension MatrixAPI {
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
         let members = (state.room(roomID)?.members ?? [:]).filter { $0.value.membership == "join" }.keys.sorted()
-        let entries = members.map { "\(JSONText.string($0)):{\"display_name\":null,\"avatar_url\":null}" }
-        return Self.ok("{\"joined\":{\(entries.joined(separator: ","))}}")
+        return Self.ok(JoinedMembersAnswer(joined: Dictionary(uniqueKeysWithValues: members.map { ($0, JoinedMembersAnswer.Profile()) })))
     }
 
     func readMarkers(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
-        let body = try await body(request, context)
+        let body = try await body(ReadMarkersRequest.self, request)
         // The markers kept: the fully-read marker and the public read receipt.
         var markers = state.ownReadMarkers(user: session.userID, roomID: roomID)
         if let eventID = context.parameters.get("eventId") {
@@ -218,17 +217,17 @@ extension MatrixAPI {
             }
             markers[type == "m.read.private" ? "m.read" : type] = Self.percentDecoded(eventID) ?? eventID
         } else {
-            for type in ["m.fully_read", "m.read"] {
-                if let eventID = body[type] as? String { markers[type] = eventID }
-            }
+            if let eventID = body.fullyRead { markers["m.fully_read"] = eventID }
+            if let eventID = body.read { markers["m.read"] = eventID }
         }
         let key = session.userID + "\u{0}" + roomID
-        let (partition, offset) = try await link.produce(topic: ChatTopics.readMarkers, key: Array(key.utf8), value: Array(JSONText.serialize(markers).utf8), timestamp: Self.now)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.readMarkers, key: Array(key.utf8), value: MatrixJSON.encodeBytes(markers), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.readMarkers, partition: partition, offset: offset)
         return Self.ok("{}")
     }
 
-    static func content(_ json: String) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["content"] as? [String: Any]
+    /// A serialised event's content.
+    static func content(_ json: String) -> JSONValue? {
+        MatrixJSON.decodeRecord(StoredContent.self, from: Array(json.utf8))?.content
     }
 }

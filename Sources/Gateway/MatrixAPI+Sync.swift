@@ -166,24 +166,23 @@ extension MatrixAPI {
     /// user's own fully-read marker, written since `since` (all with nil).
     func markerSections(_ session: Session, _ roomID: String, since: Int64?) -> (ephemeral: String, accountData: String, changed: Bool) {
         let changed = state.readMarkers(roomID: roomID, since: since)
-        var receipts: [String: [String: [String: Any]]] = [:]
+        var receipts: [String: ReceiptEvent.Receipts] = [:]
         for entry in changed {
             guard let eventID = entry.markers["m.read"] else { continue }
-            receipts[eventID, default: [:]][entry.user] = ["ts": entry.timestamp]
+            receipts[eventID, default: ReceiptEvent.Receipts(read: [:])].read[entry.user] = ReceiptEvent.Read(ts: entry.timestamp)
         }
-        let ephemeral = receipts.isEmpty ? "{\"events\":[]}"
-            : "{\"events\":[\(JSONText.serialize(["type": "m.receipt", "content": receipts.mapValues { ["m.read": $0] }]))]}"
+        let ephemeral = receipts.isEmpty ? "{\"events\":[]}" : "{\"events\":[\(MatrixJSON.encode(ReceiptEvent(content: receipts)))]}"
         var accountData = "{\"events\":[]}"
         let fullyRead = changed.first(where: { $0.user == session.userID })?.markers["m.fully_read"]
         if let fullyRead {
-            accountData = "{\"events\":[\(JSONText.serialize(["type": "m.fully_read", "content": ["event_id": fullyRead]]))]}"
+            accountData = "{\"events\":[\(MatrixJSON.encode(FullyReadEvent(content: .init(eventID: fullyRead))))]}"
         }
         return (ephemeral, accountData, !receipts.isEmpty || fullyRead != nil)
     }
 
     static func stripped(_ event: RoomEvent) -> String? {
         guard let content = content(event.json) else { return nil }
-        return JSONText.serialize(["type": event.type, "state_key": event.stateKey ?? "", "sender": event.sender, "content": content])
+        return MatrixJSON.encode(StrippedStateEvent(type: event.type, stateKey: event.stateKey ?? "", sender: event.sender, content: content))
     }
 
     /// A room the user has just joined (or any room on a first sync): its

@@ -24,7 +24,7 @@ struct MatrixError: HTTPResponseError {
     }
 
     /// The JSON every Matrix error answers with.
-    var body: String { "{\"errcode\":\(JSONText.string(code)),\"error\":\(JSONText.string(message))}" }
+    var body: String { MatrixJSON.encode(ErrorAnswer(errcode: code, error: message)) }
 
     /// A write the broker refused (logged where it happened).
     static let storeUnavailable = MatrixError(.serviceUnavailable, "M_UNKNOWN", "the message store is unavailable; retry")
@@ -45,13 +45,13 @@ struct MatrixErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try error.response(from: request, context: context)
         } catch let error as HTTPError {
             let code = error.status == .notFound || error.status == .methodNotAllowed ? "M_UNRECOGNIZED" : (error.status == .contentTooLarge ? "M_TOO_LARGE" : "M_UNKNOWN")
-            return MatrixAPI.json(error.status, "{\"errcode\":\"\(code)\",\"error\":\(JSONText.string(error.body ?? "\(error.status)"))}")
+            return MatrixAPI.json(error.status, MatrixError(error.status, code, error.body ?? "\(error.status)").body)
         } catch let error as BrokerRefusal {
             logger.error("broker refused a chat write", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return try MatrixError.storeUnavailable.response(from: request, context: context)
         } catch {
             logger.error("chat request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return MatrixAPI.json(.internalServerError, "{\"errcode\":\"M_UNKNOWN\",\"error\":\"internal error\"}")
+            return MatrixAPI.json(.internalServerError, MatrixError(.internalServerError, "M_UNKNOWN", "internal error").body)
         }
     }
 }
@@ -77,6 +77,11 @@ struct MatrixAPI: Sendable {
 
     static func ok(_ text: String) -> Response { json(.ok, text) }
 
+    static func ok(_ answer: some Encodable) -> Response { json(.ok, MatrixJSON.encode(answer)) }
+
+    /// The versions of the specification this gateway serves.
+    static let versions = VersionsAnswer(versions: (1...11).map { "v1.\($0)" }, unstableFeatures: [:])
+
     func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         // Requests and durations per route (swift-metrics), then Matrix errors.
@@ -84,15 +89,15 @@ struct MatrixAPI: Sendable {
         router.add(middleware: MatrixErrorMiddleware(logger: logger))
         let v3 = router.group(RouterPath(Self.prefix))
         router.get("/_matrix/client/versions") { _, _ in
-            Self.ok("{\"versions\":[\"v1.1\",\"v1.2\",\"v1.3\",\"v1.4\",\"v1.5\",\"v1.6\",\"v1.7\",\"v1.8\",\"v1.9\",\"v1.10\",\"v1.11\"],\"unstable_features\":{}}")
+            Self.ok(Self.versions)
         }
-        v3.get("login") { _, _ in Self.ok("{\"flows\":[{\"type\":\"m.login.password\"}]}") }
+        v3.get("login") { _, _ in Self.ok(LoginFlowsAnswer(flows: [.init(type: "m.login.password")])) }
         v3.post("register") { request, context in try await register(request, context) }
         v3.post("login") { request, context in try await login(request, context) }
         v3.post("logout") { request, _ in try await logout(request) }
         v3.get("account/whoami") { request, _ in
             let session = try authenticate(request)
-            return Self.ok("{\"user_id\":\(JSONText.string(session.userID)),\"device_id\":\(JSONText.string(session.deviceID))}")
+            return Self.ok(WhoAmIAnswer(userID: session.userID, deviceID: session.deviceID))
         }
         v3.post("createRoom") { request, context in try await createRoom(request, context) }
         v3.post("rooms/:roomId/invite") { request, context in try await invite(request, context) }
@@ -104,8 +109,8 @@ struct MatrixAPI: Sendable {
         v3.get("rooms/:roomId/messages") { request, context in try await messages(request, context) }
         v3.get("joined_rooms") { request, _ in
             let session = try authenticate(request)
-            let rooms = state.rooms(of: session.userID).filter { $0.member.membership == "join" }.map { JSONText.string($0.roomID) }
-            return Self.ok("{\"joined_rooms\":[\(rooms.sorted().joined(separator: ","))]}")
+            let rooms = state.rooms(of: session.userID).filter { $0.member.membership == "join" }.map(\.roomID)
+            return Self.ok(JoinedRoomsAnswer(joinedRooms: rooms.sorted()))
         }
         v3.get("rooms/:roomId/joined_members") { request, context in try await joinedMembers(request, context) }
         v3.post("rooms/:roomId/read_markers") { request, context in try await readMarkers(request, context) }
@@ -115,13 +120,9 @@ struct MatrixAPI: Sendable {
 
     // MARK: Helpers
 
-    func body(_ request: Request, _ context: BasicRequestContext) async throws -> [String: Any] {
-        try await bodyWithText(request, context).object
-    }
-
-    /// The body as a JSON object, and its text (`{}` when empty).
-    func bodyWithText(_ request: Request, _ context: BasicRequestContext) async throws -> (object: [String: Any], text: String) {
-        try Self.jsonObject(try await collectBody(request))
+    /// The request's body as `type` (see `MatrixJSON.decodeBody`).
+    func body<Body: Decodable>(_ type: Body.Type, _ request: Request) async throws -> Body {
+        try MatrixJSON.decodeBody(type, from: try await collectBody(request))
     }
 
     func collectBody(_ request: Request) async throws -> ByteBuffer {
@@ -136,16 +137,12 @@ struct MatrixAPI: Sendable {
         MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(configuration.bodyBytesMax) bytes")
     }
 
-    /// A body as a JSON object, and its text (`{}` when empty).
-    static func jsonObject(_ buffer: ByteBuffer) throws -> (object: [String: Any], text: String) {
-        if buffer.readableBytes == 0 { return ([:], "{}") }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) else {
-            throw MatrixError(.badRequest, "M_NOT_JSON", "the body is not JSON")
-        }
-        guard let dictionary = object as? [String: Any] else {
-            throw MatrixError(.badRequest, "M_BAD_JSON", "the body must be a JSON object")
-        }
-        return (dictionary, String(buffer: buffer))
+    /// A message's content: checked to be a JSON object, kept as its text
+    /// (`{}` when empty).
+    static func contentText(_ buffer: ByteBuffer) throws -> String {
+        if buffer.readableBytes == 0 { return "{}" }
+        _ = try MatrixJSON.decodeBody(JSONObjectShape.self, from: buffer)
+        return String(buffer: buffer)
     }
 
     func authenticate(_ request: Request) throws -> Session {
