@@ -41,10 +41,10 @@ public enum ChatAccounts {
         let state = ChatState(serverName: "", timelinePartitions: 1)
         while next < end {
             let (records, after, _) = try await tail.fetch(from: next, maxWaitMilliseconds: 100)
-            records.forEach(state.applyAccount)
+            records.forEach(state.credentials.applyAccount)
             guard after > next else { break }
             next = after
         }
-        return state.activeAccounts
+        return state.credentials.activeAccounts
     }
 }

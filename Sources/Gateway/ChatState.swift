@@ -96,86 +96,24 @@ struct Session: Sendable {
 }
 
 /// What the gateway has read from the chat topics, kept current by its
-/// tails, with the recent timeline of each room as a cache. Waiting
-/// `/sync` requests park here and are woken per user.
+/// tails and the fan-out poll, in parts that each own their table behind a
+/// lock of their own (Docs/architecture.md, "Who owns what"); no lock is
+/// taken while another is held. The operations here are the ones that
+/// touch more than one part, in an order that keeps a sync from missing
+/// what woke it: tables first, then the position, then the generations,
+/// then the wake.
 final class ChatState: Sendable {
-    struct Member: Sendable {
-        var membership: String
-        /// Where in `chat-state` this membership was written: a sync token
-        /// older than this has not seen it.
-        var stateOffset: Int64
-    }
-
-    struct Room: Sendable {
-        var state: [String: RoomEvent] = [:]
-        /// Moves with every change of `state`: the key of its serialised form.
-        var stateVersion: UInt64 = 0
-        var members: [String: Member] = [:]
-        /// The newest events, oldest first: `timelineCacheMax` and up to 31 more.
-        var recent: [RoomEvent] = []
-        /// The cache holds every event of the room from this offset on: the
-        /// first delivered since the fan-out began sending this room here.
-        var coveredFrom: Int64? = nil
-        /// The sync summary, serialised when membership changes (not per sync).
-        var summary = "\"summary\":{\"m.heroes\":[],\"m.joined_member_count\":0,\"m.invited_member_count\":0}"
-
-        mutating func summarize() {
-            let joined = members.filter { $0.value.membership == "join" }.keys.sorted()
-            let invited = members.filter { $0.value.membership == "invite" }.count
-            let heroes = joined.prefix(5).map { JSONText.string($0) }.joined(separator: ",")
-            summary = "\"summary\":{\"m.heroes\":[\(heroes)],\"m.joined_member_count\":\(joined.count),\"m.invited_member_count\":\(invited)}"
-        }
-    }
-
-    struct Inner {
-        /// A nil hash: the account was removed; its name stays taken.
-        var accounts: [String: (hash: String?, offset: Int64)] = [:]
-        var sessions: [String: Session] = [:]
-        var rooms: [String: Room] = [:]
-        var roomsOfUser: [String: Set<String>] = [:]
-        var position: SyncPosition
-        /// Where the timeline cache of each partition begins: every event
-        /// at or after it is in `recent` (up to the per-room bound).
-        var cacheStart: [Int64]
-        /// Offsets applied per topic and partition (for read-your-writes).
-        var applied: [String: [Int32: Int64]] = [:]
-        /// Client transaction ids and their events; the least recently used go first.
-        var transactions = RecencyCache<String, String>(countMax: Limits.transactionsRememberedMax)
-        /// Per room: its serialised state events and the state version they are of.
-        var stateJSON: [String: (version: UInt64, json: String)] = [:]
-        /// Per room, each member's read markers (`m.fully_read`, `m.read`)
-        /// and where in `chat-read-markers` they were written.
-        var readMarkers: [String: [String: (markers: [String: String], offset: Int64, timestamp: Int64)]] = [:]
-        /// Serialised timeline deltas shared by every member syncing a room
-        /// from the same position.
-        var deltas: [String: String] = [:]
-        /// Users with a session syncing here, and when they last synced
-        /// (monotonic seconds): the fan-out routes their rooms to this gateway.
-        var localUsers: [String: Int64] = [:]
-        /// Moves each time a user's waiting syncs are woken.
-        var userGenerations: [String: UInt64] = [:]
-        /// Per partition, the fan-out worker this gateway last heard from.
-        var workers: [Int32: String] = [:]
-        /// The brokers this gateway polls, and per user the brokers whose
-        /// fan-out has confirmed routing the user here.
-        var pollAddresses: Set<String> = []
-        var registeredAt: [String: Set<String>] = [:]
-        var positionToken: (position: SyncPosition, token: String)?
-        /// Whole sync bodies shared by the members of a room syncing from
-        /// the same position (see `MatrixAPI.syncBody`).
-        var answers: [String: (body: String, changed: Bool)] = [:]
-        /// Moves when a partition's cache restarts: shared answers made
-        /// before (and their bytes, kept by key elsewhere) no longer count.
-        var cacheEpoch: UInt64 = 0
-    }
-
-    static let timelineCacheMax = Limits.roomTimelineCacheCountMax
     let serverName: String
-    /// Moves with every change to sessions or accounts: a connection that
-    /// authenticated a token keeps the session while this stands still.
-    let credentialsRevision = Atomic<UInt64>(0)
     let timelinePartitions: Int32
-    let inner: Mutex<Inner>
+    let credentials = ChatCredentials()
+    let directory = RoomDirectory()
+    let cache: TimelineCache
+    let markers = ReadMarkerTable()
+    let shared = SharedAnswers()
+    let transactions = TransactionMemory()
+    let registration = FanOutRegistration()
+    let generations = UserGenerations()
+    let applied = AppliedOffsets()
     /// Deadlines of parked `/sync`s and of waits for the gateway's own
     /// writes: one timer for all, rather than a sleeping task per request.
     let timeouts = ParkedTimeouts(tick: .milliseconds(10))
@@ -187,39 +125,17 @@ final class ChatState: Sendable {
     let appliedWaiters: ParkedWaiters<AppliedKey, Void>
     /// First syncs waiting for every broker's fan-out to route their user here.
     let registrationWaiters: ParkedWaiters<String, Void>
-    /// Uptime's origin: the fan-out registration counts idle time from it.
-    let clockStart = ContinuousClock.now
 
     init(serverName: String, timelinePartitions: Int32) {
         self.serverName = serverName
         self.timelinePartitions = timelinePartitions
-        let zeros = [Int64](repeating: 0, count: Int(timelinePartitions))
-        inner = Mutex(Inner(position: SyncPosition(timeline: zeros, state: 0), cacheStart: zeros))
+        cache = TimelineCache(partitions: timelinePartitions)
         syncWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
         appliedWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
         registrationWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
     }
 
-    func partition(ofRoom roomID: String) -> Int32 {
-        KafkaPartitioner.partition(forKey: Array(roomID.utf8), partitionCount: timelinePartitions)
-    }
-
-    // MARK: Reading
-
-    var position: SyncPosition { inner.withLock { $0.position } }
-
-    /// The position, its sync token (made once per position rather than
-    /// once per answer) and the cache's epoch, read together.
-    var positionWithToken: (position: SyncPosition, token: String, cacheEpoch: UInt64) {
-        inner.withLock { inner in
-            if let cached = inner.positionToken, cached.position == inner.position {
-                return (cached.position, cached.token, inner.cacheEpoch)
-            }
-            let made = (inner.position, inner.position.token)
-            inner.positionToken = made
-            return (made.0, made.1, inner.cacheEpoch)
-        }
-    }
+    func partition(ofRoom roomID: String) -> Int32 { cache.partition(ofRoom: roomID) }
 }
 
 /// Bits of JSON text, for answers assembled from already serialised events.

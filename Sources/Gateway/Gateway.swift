@@ -89,7 +89,7 @@ public final class ChatGateway: Sendable {
             // the broker's fan-out from now on (older ones from its conversation
             // index, on demand).
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
-            for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.applyAccount), (ChatTopics.sessions, state.applySession),
+            for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.credentials.applyAccount), (ChatTopics.sessions, state.credentials.applySession),
                                    (ChatTopics.readMarkers, state.applyReadMarkers)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
@@ -97,7 +97,7 @@ public final class ChatGateway: Sendable {
             }
             for partition in 0..<timelinePartitions {
                 let end = try await tailStart(topic: ChatTopics.conversations, partition: partition, earliest: false)
-                state.startTimeline(partition: partition, at: end)
+                state.cache.start(partition: partition, at: end)
             }
             group.addTask { await self.deliveries(state: state) }
             for (topic, partition, end) in catchUp where end > 0 {
@@ -151,15 +151,15 @@ public final class ChatGateway: Sendable {
     /// syncing here, later ones the changes.
     func poll(_ address: String, state: ChatState) async throws {
         let connection = try await link.open(address)
-        state.polling(address, active: true)
+        state.registration.polling(address, active: true)
         defer {
-            state.polling(address, active: false)
+            state.registration.polling(address, active: false)
             Task { await connection.close() }
         }
         var sent: Set<String>? = nil
         var quietSince = ContinuousClock.now
         while !Task.isCancelled {
-            let users = state.localUsers(idle: 300)
+            let users = state.registration.localUsers(idle: 300)
             localUsersGauge.record(users.count)
             let added = sent.map { users.subtracting($0) } ?? users
             let reconnected = sent == nil
@@ -179,7 +179,7 @@ public final class ChatGateway: Sendable {
             // A new poll loop counts as a gap too: whatever was queued for an
             // earlier registration of this gateway (a lease that ended while it
             // was away) is gone.
-            for partition in response.partitions where reconnected || state.knowsWorker(partition: partition.partition) != partition.workerID || partition.resyncFrom >= 0 {
+            for partition in response.partitions where reconnected || state.registration.worker(partition: partition.partition) != partition.workerID || partition.resyncFrom >= 0 {
                 logger.info("fan-out restarted or skipped; the cache of the partition starts again", metadata: [
                     "broker": "\(address)", "partition": "\(partition.partition)", "worker": "\(partition.workerID)", "resyncFrom": "\(partition.resyncFrom)"])
                 state.fannedOut(partition: partition.partition, worker: partition.workerID, upTo: partition.fannedOutUpTo, gap: true)

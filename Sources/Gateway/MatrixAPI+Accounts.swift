@@ -24,13 +24,13 @@ extension MatrixAPI {
             throw MatrixError(.badRequest, "M_WEAK_PASSWORD", "a password is 1 to 1024 bytes")
         }
         let user = userID(localpart: username)
-        guard state.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
+        guard state.credentials.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
         let hash = Secrets.hashPassword(password, n: 1 << UInt64(min(max(configuration.passwordHashLogN, 10), 20)))
         let record = AccountRecord(passwordHash: hash, createdMs: Self.now)
         let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: MatrixJSON.encodeBytes(record), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.accounts, partition: partition, offset: offset)
         // Two gateways may register one name at once: the first record wins.
-        guard state.account(user)?.offset == offset else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
+        guard state.credentials.account(user)?.offset == offset else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
         return try await newSession(user: user, deviceID: body.deviceID)
     }
 
@@ -43,7 +43,7 @@ extension MatrixAPI {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "identifier.user and password are required")
         }
         let user = userID(from: name)
-        guard let hash = state.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
+        guard let hash = state.credentials.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
             throw MatrixError(.forbidden, "M_FORBIDDEN", "invalid username or password")
         }
         return try await newSession(user: user, deviceID: body.deviceID)

@@ -65,7 +65,7 @@ extension MatrixAPI {
             throw MatrixError(.badRequest, "M_UNSUPPORTED_ROOM_VERSION", "room versions 10 and 11 are supported")
         }
         let invites = body.invite ?? []
-        for invitee in invites where state.account(userID(from: invitee))?.hash == nil {
+        for invitee in invites where state.credentials.account(userID(from: invitee))?.hash == nil {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown user \(invitee)")
         }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
@@ -105,7 +105,7 @@ extension MatrixAPI {
 
     /// The caller must be joined; anyone else learns nothing about the room.
     func requireJoined(_ session: Session, _ roomID: String) throws {
-        guard state.membership(of: session.userID, in: roomID) == "join" else { throw MatrixError.forbidden() }
+        guard state.directory.membership(of: session.userID, in: roomID) == "join" else { throw MatrixError.forbidden() }
     }
 
     func invite(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -113,8 +113,8 @@ extension MatrixAPI {
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
         guard let invitee = try await body(InviteRequest.self, request).userID else { throw MatrixError(.badRequest, "M_MISSING_PARAM", "user_id is required") }
-        guard state.account(invitee)?.hash != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "unknown user \(invitee)") }
-        switch state.membership(of: invitee, in: roomID) {
+        guard state.credentials.account(invitee)?.hash != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "unknown user \(invitee)") }
+        switch state.directory.membership(of: invitee, in: roomID) {
         case "join": throw MatrixError(.forbidden, "M_FORBIDDEN", "\(invitee) is already in the room")
         case "ban": throw MatrixError(.forbidden, "M_FORBIDDEN", "\(invitee) is banned from the room")
         case "invite": return Self.ok("{}")
@@ -127,9 +127,9 @@ extension MatrixAPI {
     func join(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
-        let current = state.membership(of: session.userID, in: roomID)
+        let current = state.directory.membership(of: session.userID, in: roomID)
         if current != "join" {
-            let rule = state.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"]?.string }
+            let rule = state.directory.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"]?.string }
             guard current == "invite" || (rule == "public" && current != "ban") else { throw MatrixError.forbidden("You are not invited to this room") }
             try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID,
                                   content: ["membership": "join", "displayname": .string(Self.localpart(of: session.userID))], stateKey: session.userID)
@@ -140,7 +140,7 @@ extension MatrixAPI {
     func leave(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
-        let current = state.membership(of: session.userID, in: roomID)
+        let current = state.directory.membership(of: session.userID, in: roomID)
         guard current == "join" || current == "invite" else { throw MatrixError.forbidden() }
         try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID, content: ["membership": "leave"], stateKey: session.userID)
         return Self.ok("{}")
@@ -158,7 +158,7 @@ extension MatrixAPI {
         case .append(let message):
             let eventID = try await appendMessage(roomID: roomID, type: eventType, sender: session.userID, contentText: message.contentText,
                                                   transaction: message.transaction)
-            state.remember(transaction: message.transaction, eventID: eventID)
+            state.transactions.remember(message.transaction, eventID: eventID)
             return Self.ok(Self.sendAnswer(eventID))
         }
     }
@@ -187,7 +187,7 @@ extension MatrixAPI {
         }
         // The same (device, txnId) is the same event: a retried PUT gets the first answer.
         let transaction = "\(session.userID)|\(session.deviceID)|\(txnID)"
-        if let eventID = state.transaction(transaction) {
+        if let eventID = state.transactions.eventID(for: transaction) {
             return .answered(Self.sendAnswer(eventID))
         }
         return .append(OutgoingMessage(contentText: contentText, transaction: transaction))
@@ -199,7 +199,7 @@ extension MatrixAPI {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
-        let members = (state.room(roomID)?.members ?? [:]).filter { $0.value.membership == "join" }.keys.sorted()
+        let members = (state.directory.room(roomID)?.members ?? [:]).filter { $0.value.membership == "join" }.keys.sorted()
         return Self.ok(JoinedMembersAnswer(joined: Dictionary(uniqueKeysWithValues: members.map { ($0, JoinedMembersAnswer.Profile()) })))
     }
 
@@ -209,7 +209,7 @@ extension MatrixAPI {
         try requireJoined(session, roomID)
         let body = try await body(ReadMarkersRequest.self, request)
         // The markers kept: the fully-read marker and the public read receipt.
-        var markers = state.ownReadMarkers(user: session.userID, roomID: roomID)
+        var markers = state.markers.own(user: session.userID, roomID: roomID)
         if let eventID = context.parameters.get("eventId") {
             let type = parameter(context, "receiptType")
             guard ["m.read", "m.read.private", "m.fully_read"].contains(type) else {

@@ -60,8 +60,8 @@ extension MatrixAPI {
     /// tests give it the time. Throws `NeedHistory` when a room's events are
     /// neither cached nor in `fetched`.
     func syncStep(_ query: SyncQuery, now: Duration, fetched: [String: [RoomEvent]] = [:]) throws -> SyncStep {
-        let generation = state.generation(of: query.session.userID)
-        let (position, token, cacheEpoch) = state.positionWithToken
+        let generation = state.generations.of(query.session.userID)
+        let (position, token, cacheEpoch) = state.cache.positionWithToken
         // Nothing was written anywhere since the token: nothing to assemble.
         // (Most long polls arrive so, right after the answer they follow.)
         if let since = query.since, !query.fullState, since == position, now < query.deadline {
@@ -70,11 +70,11 @@ extension MatrixAPI {
         let since = query.fullState ? nil : query.since
         let shared = since.flatMap { sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch) }
         let (body, changed): (String, Bool)
-        if let shared, let answer = state.sharedAnswer(shared) {
+        if let shared, let answer = state.shared.answer(shared) {
             (body, changed) = answer
         } else {
-            (body, changed) = try syncBody(query.session, since: since, position: position, token: token, fetched: fetched)
-            if let shared { state.storeAnswer(shared, (body, changed)) }
+            (body, changed) = try syncBody(query.session, since: since, position: position, token: token, cacheEpoch: cacheEpoch, fetched: fetched)
+            if let shared { state.shared.storeAnswer(shared, (body, changed)) }
         }
         if changed || query.since == nil || now >= query.deadline {
             return .answer(body, shared: shared)
@@ -86,7 +86,7 @@ extension MatrixAPI {
     /// request the fast path (SyncFastPath) left alone.
     func sync(_ request: Request) async throws -> Response {
         let query = try syncQuery(authorization: request.headers[.authorization], uri: request.uri)
-        state.touch(user: query.session.userID)
+        state.registration.touch(user: query.session.userID)
         // A user new here waits until the fan-out routes their rooms here:
         // from then on every message wakes this sync.
         await state.waitRegistered(query.session.userID, timeout: .seconds(3))
@@ -114,18 +114,18 @@ extension MatrixAPI {
     /// same position, and get the same bytes for the next; nil otherwise.
     func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64) -> String? {
         guard since.markers == position.markers else { return nil }
-        let rooms = state.rooms(of: session.userID)
+        let rooms = state.directory.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
         return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(token)"
     }
 
-    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
+    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
         var joined: [String] = []
         var invited: [String] = []
         var left: [String] = []
-        for (roomID, member) in state.rooms(of: session.userID).sorted(by: { $0.roomID < $1.roomID }) {
-            guard let room = state.room(roomID) else { continue }
+        for (roomID, member) in state.directory.rooms(of: session.userID).sorted(by: { $0.roomID < $1.roomID }) {
+            guard let room = state.directory.room(roomID) else { continue }
             // Seen by the token when written before its state offset.
             let membershipChanged = since.map { member.stateOffset >= $0.state } ?? true
             let partition = Int(state.partition(ofRoom: roomID))
@@ -135,7 +135,7 @@ extension MatrixAPI {
                     let markers = markerSections(session, roomID, since: nil)
                     joined.append(try fullRoom(roomID, room, end: position.timeline[partition], markers: markers, fetched: fetched))
                 } else if let since {
-                    let timeline = try timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition], fetched: fetched)
+                    let timeline = try timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition], cacheEpoch: cacheEpoch, fetched: fetched)
                     let markers = markerSections(session, roomID, since: since.markers)
                     if timeline != nil || markers.changed {
                         let events = timeline ?? "{\"events\":[],\"limited\":false}"
@@ -160,12 +160,12 @@ extension MatrixAPI {
         return (body, changed)
     }
 
-    func summary(_ room: ChatState.Room) -> String { room.summary }
+    func summary(_ room: RoomDirectory.Room) -> String { room.summary }
 
     /// The room's read receipts (`m.receipt`, everyone's `m.read`) and the
     /// user's own fully-read marker, written since `since` (all with nil).
     func markerSections(_ session: Session, _ roomID: String, since: Int64?) -> (ephemeral: String, accountData: String, changed: Bool) {
-        let changed = state.readMarkers(roomID: roomID, since: since)
+        let changed = state.markers.since(roomID: roomID, offset: since)
         var receipts: [String: ReceiptEvent.Receipts] = [:]
         for entry in changed {
             guard let eventID = entry.markers["m.read"] else { continue }
@@ -187,11 +187,11 @@ extension MatrixAPI {
 
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
-    func fullRoom(_ roomID: String, _ room: ChatState.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool), fetched: [String: [RoomEvent]]) throws -> String {
-        let stateEvents = state.stateEventsJSON(roomID: roomID, room)
+    func fullRoom(_ roomID: String, _ room: RoomDirectory.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool), fetched: [String: [RoomEvent]]) throws -> String {
+        let stateEvents = state.directory.stateEventsJSON(roomID: roomID, room)
         var events: [RoomEvent]
         var limited = false
-        if let cached = state.recentEvents(roomID: roomID, upTo: end, limit: Self.timelineLimit) {
+        if let cached = state.cache.newest(roomID: roomID, upTo: end, limit: Self.timelineLimit) {
             (events, limited) = cached
         } else {
             let need = NeedHistory(roomID: roomID, end: end)
@@ -217,14 +217,15 @@ extension MatrixAPI {
 
     /// The room's events in [from, to), as a serialised timeline object;
     /// nil when there are none. Shared by every member syncing from the same
-    /// position: serialised once.
-    func timelineDelta(_ roomID: String, from: Int64, to: Int64, fetched: [String: [RoomEvent]]) throws -> String? {
+    /// position: serialised once. The key carries the cache's epoch: a delta
+    /// made from a cache that has since restarted is never served.
+    func timelineDelta(_ roomID: String, from: Int64, to: Int64, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> String? {
         guard from < to else { return nil }
-        let key = "\(roomID)|\(from)|\(to)"
-        if let shared = state.sharedDelta(key) { return shared.isEmpty ? nil : shared }
+        let key = "\(cacheEpoch)|\(roomID)|\(from)|\(to)"
+        if let shared = state.shared.delta(key) { return shared.isEmpty ? nil : shared }
         var events: [RoomEvent]
         var limited = false
-        if let cached = state.cachedEvents(roomID: roomID, after: from, upTo: to), cached.complete {
+        if let cached = state.cache.events(roomID: roomID, after: from, upTo: to), cached.complete {
             events = cached.events
         } else {
             let need = NeedHistory(roomID: roomID, end: to)
@@ -237,7 +238,7 @@ extension MatrixAPI {
             limited = true
         }
         let json = events.isEmpty ? "" : "{\"events\":[\(events.map(\.json).joined(separator: ","))],\"limited\":\(limited),\"prev_batch\":\"o\(events.first!.offset)\"}"
-        state.storeDelta(key, json)
+        state.shared.storeDelta(key, json)
         return json.isEmpty ? nil : json
     }
 }

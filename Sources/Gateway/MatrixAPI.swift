@@ -109,7 +109,7 @@ struct MatrixAPI: Sendable {
         v3.get("rooms/:roomId/messages") { request, context in try await messages(request, context) }
         v3.get("joined_rooms") { request, _ in
             let session = try authenticate(request)
-            let rooms = state.rooms(of: session.userID).filter { $0.member.membership == "join" }.map(\.roomID)
+            let rooms = state.directory.rooms(of: session.userID).filter { $0.member.membership == "join" }.map(\.roomID)
             return Self.ok(JoinedRoomsAnswer(joinedRooms: rooms.sorted()))
         }
         v3.get("rooms/:roomId/joined_members") { request, context in try await joinedMembers(request, context) }
@@ -160,7 +160,7 @@ struct MatrixAPI: Sendable {
         }
         guard let token else { throw MatrixError(.unauthorized, "M_MISSING_TOKEN", "no access token") }
         // A removed account's tokens stop working with it.
-        guard let session = state.session(forDigest: Secrets.tokenDigest(token)), state.account(session.userID)?.hash != nil else {
+        guard let session = state.credentials.session(forDigest: Secrets.tokenDigest(token)), state.credentials.account(session.userID)?.hash != nil else {
             throw MatrixError(.unauthorized, "M_UNKNOWN_TOKEN", "unknown or revoked access token")
         }
         return session

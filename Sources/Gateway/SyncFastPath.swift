@@ -205,9 +205,9 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             passOn(head)
             return
         }
-        api.state.touch(user: query.session.userID)
+        api.state.registration.touch(user: query.session.userID)
         // A user new here waits, in the router, for the fan-out to route them here.
-        guard api.state.isRegistered(query.session.userID) else {
+        guard api.state.registration.isRegistered(query.session.userID) else {
             passOn(head)
             return
         }
@@ -217,7 +217,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The session of a request's token, remembered for the connection's next request.
     private func session(_ head: HTTPRequestHead, uri: URI) throws -> Session {
         let header = head.headers.first(name: "authorization")
-        let revision = api.state.credentialsRevision.load(ordering: .acquiring)
+        let revision = api.state.credentials.revision.load(ordering: .acquiring)
         if let header, let known = authenticated, known.header == header, known.revision == revision {
             return known.session
         }
@@ -288,7 +288,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             // Remembered before the answer, so a retry on any connection finds it.
             let outcome = result.map { offset in
                 let eventID = ChatState.eventID(partition: partition, offset: offset)
-                state.remember(transaction: message.transaction, eventID: eventID)
+                state.transactions.remember(message.transaction, eventID: eventID)
                 return eventID
             }
             loop.execute { bound.value.appended(outcome) }

@@ -34,8 +34,6 @@ struct SourceRulesTests {
         // Gateway
         "Sources/Gateway/BrokerLink.swift": "connections to brokers: retries while leaders are elected",
         "Sources/Gateway/ChatAccounts.swift": "closing a connection from a defer",
-        "Sources/Gateway/ChatState.swift": "the origin of the gateway's uptime",
-        "Sources/Gateway/ChatState+FanOut.swift": "idle time of local users",
         "Sources/Gateway/Gateway.swift": "the gateway's tails and poll loops",
         "Sources/Gateway/MatrixAPI+Accounts.swift": "event timestamps (wall clock, as Matrix wants)",
         // KafkaNIO

@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func aLongPollWithNothingNewWaitsUntilItsDeadlineThenAnswers() throws {
-        let position = state.position
+        let position = state.cache.position
         let waiting = query(since: position, timeout: .seconds(30))
         guard case .wait = try api.syncStep(waiting, now: clock.now) else {
             Issue.record("a sync with nothing new answered before its deadline")
@@ -53,7 +53,7 @@ import Testing
 
     @Test func aParkedSyncIsWokenWhenItsUserIsAndNotBefore() {
         let woken = Mutex(0)
-        let generation = state.generation(of: "@minister:gov.example")
+        let generation = state.generations.of("@minister:gov.example")
         let key = state.park("@minister:gov.example", after: generation, timeout: .seconds(30)) { woken.withLock { $0 += 1 } }
         #expect(key != nil)
         state.wake(users: ["@someone-else:gov.example"])
@@ -68,7 +68,7 @@ import Testing
     @Test func anUnparkedSyncIsNeverCalled() {
         let woken = Mutex(0)
         let user = "@minister:gov.example"
-        let key = state.park(user, after: state.generation(of: user), timeout: .seconds(30)) { woken.withLock { $0 += 1 } }
+        let key = state.park(user, after: state.generations.of(user), timeout: .seconds(30)) { woken.withLock { $0 += 1 } }
         state.unpark(user, key: try! #require(key))
         state.wake(users: [user])
         #expect(woken.withLock { $0 } == 0)
