@@ -61,7 +61,6 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    static let path = MatrixAPI.prefix + "/sync"
     static let answered = Counter(label: "postduif_gateway_fast_syncs_total")
     static let sent = Counter(label: "postduif_gateway_fast_sends_total")
 
@@ -70,21 +69,10 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Where answers are written as bytes: the context of the HTTP/1
     /// encoder, so they go straight to the socket.
     private var rawOutput: ChannelHandlerContext?
-    /// Requests passed on whose response has not ended.
-    private var outstanding = 0
-    /// A request is being passed on part by part.
-    private var passing = false
-    /// A sync whose head came and whose end has not.
-    private var held: HTTPRequestHead?
+    /// Which requests are taken here, which go to the router, which wait.
+    private var order: FastPathOrder
     /// The sync parked here, and its key in `ChatState`.
     private var parked: (head: HTTPRequestHead, query: MatrixAPI.SyncQuery, key: UInt64)?
-    /// Parts that came while a sync was held or parked, or a send appended.
-    private var queued: [HTTPServerRequestPart] = []
-    /// A message send whose head came and whose end has not, and its body
-    /// so far (nil once over the gateway's limit).
-    private var sending: (head: HTTPRequestHead, path: SendPath, body: ByteBuffer?)?
-    /// A send appended to the broker in this process, waiting for its commit.
-    private var appending = false
     /// The last `Authorization` header authenticated here, its session and
     /// the credentials revision then: a client sends the same token with
     /// every sync, and hashing it each time was a tenth of a sync's work.
@@ -92,6 +80,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(api: MatrixAPI) {
         self.api = api
+        order = FastPathOrder(bodyBytesMax: api.configuration.bodyBytesMax, takesSends: api.configuration.directAppends?.appendsDirectly == true)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -111,86 +100,34 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if parked != nil || appending || !queued.isEmpty {
-            queued.append(part)
-            return
-        }
-        take(part, context: context)
+        for action in order.receive(unwrapInboundIn(data)) { perform(action, context: context) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
-            outstanding -= 1
+            order.responseEnded()
         }
         context.write(data, promise: promise)
     }
 
-    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-        switch part {
-        case .head(let head):
-            if outstanding == 0 && !passing && Self.isPlainSync(head) {
-                held = head
-                return
-            }
-            if outstanding == 0 && !passing, api.configuration.directAppends?.appendsDirectly == true, let path = Self.sendPath(head) {
-                sending = (head, path, context.channel.allocator.buffer(capacity: 256))
-                return
-            }
-            outstanding += 1
-            passing = true
-            context.fireChannelRead(wrapInboundOut(part))
-        case .body(let bytes):
-            if sending != nil {
-                if let count = sending!.body?.readableBytes, count + bytes.readableBytes > api.configuration.bodyBytesMax {
-                    sending!.body = nil
-                } else {
-                    sending!.body?.writeImmutableBuffer(bytes)
-                }
-                return
-            }
-            // A sync has no body; one that brings one goes to the router.
-            if let head = held {
-                held = nil
-                outstanding += 1
-                passing = true
-                context.fireChannelRead(wrapInboundOut(.head(head)))
-            }
-            context.fireChannelRead(wrapInboundOut(part))
-        case .end:
-            if let send = sending {
-                sending = nil
-                startSend(send.head, send.path, send.body)
-            } else if let head = held {
-                held = nil
-                start(head)
-            } else {
-                passing = false
-                context.fireChannelRead(wrapInboundOut(part))
-            }
+    private func perform(_ action: FastPathOrder.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .forward(let part): context.fireChannelRead(wrapInboundOut(part))
+        case .sync(let head): start(head)
+        case .send(let head, let path, let body): startSend(head, path, body)
         }
     }
 
-    /// Takes the parts that came while a sync was parked, once it is answered.
+    /// Takes the parts that came while a sync was parked or a send appended, once it is answered.
     private func drain() {
         guard let context else { return }
         var passed = false
-        while parked == nil, !appending, !queued.isEmpty {
-            take(queued.removeFirst(), context: context)
+        while let part = order.nextQueued() {
+            for action in order.take(part) { perform(action, context: context) }
             passed = true
         }
         // The router's channel reads what it was passed at a read's end.
         if passed { context.fireChannelReadComplete() }
-    }
-
-    /// A keep-alive HTTP/1.1 `GET /sync` without a body.
-    static func isPlainSync(_ head: HTTPRequestHead) -> Bool {
-        guard head.method == .GET, head.version == .http1_1, head.uri.hasPrefix(path) else { return false }
-        let rest = head.uri.utf8.dropFirst(path.utf8.count)
-        guard rest.isEmpty || rest.first == UInt8(ascii: "?") else { return false }
-        if head.headers.contains(name: "transfer-encoding") { return false }
-        if let length = head.headers.first(name: "content-length"), length != "0" { return false }
-        return !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
     }
 
     private func start(_ head: HTTPRequestHead) {
@@ -230,33 +167,11 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Sends
 
-    /// The room, event type and transaction id of a message send's path.
-    struct SendPath {
-        var roomID: String
-        var eventType: String
-        var txnID: String
-    }
-
-    /// A keep-alive HTTP/1.1 `PUT /rooms/{roomId}/send/{eventType}/{txnId}`
-    /// with every part present (anything else is the router's).
-    static func sendPath(_ head: HTTPRequestHead) -> SendPath? {
-        guard head.method == .PUT, head.version == .http1_1, head.uri.hasPrefix(roomsPath) else { return nil }
-        if head.headers.contains(name: "expect") { return nil }
-        if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) { return nil }
-        let path = head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)[0]
-        let parts = path.dropFirst(roomsPath.utf8.count).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[1].elementsEqual("send".utf8), parts.allSatisfy({ !$0.isEmpty }) else { return nil }
-        func parameter(_ part: Substring.UTF8View) -> String { MatrixAPI.pathParameter(String(Substring(part))) }
-        return SendPath(roomID: parameter(parts[0]), eventType: parameter(parts[2]), txnID: parameter(parts[3]))
-    }
-
-    static let roomsPath = MatrixAPI.prefix + "/rooms/"
-
     /// A message send of a member, answered here: its record is appended to
     /// the broker in this process without a Produce frame or a task, and
     /// answered on this event loop once committed (ADR 0017). The checks
     /// and errors are the router's (`MatrixAPI.planSend`).
-    private func startSend(_ head: HTTPRequestHead, _ path: SendPath, _ body: ByteBuffer?) {
+    private func startSend(_ head: HTTPRequestHead, _ path: FastPathOrder.SendPath, _ body: ByteBuffer?) {
         let session: Session
         let plan: MatrixAPI.SendPlan
         do {
@@ -280,7 +195,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let key = Array(path.roomID.utf8)
         let partition = KafkaPartitioner.partition(forKey: key, partitionCount: state.timelinePartitions)
         let value = MatrixAPI.messageValue(type: path.eventType, sender: session.userID, contentText: message.contentText)
-        appending = true
+        order.busy = .appending
         let taken = local.appendDirect(
             topic: ChatTopics.conversations, partition: partition, key: key, value: Array(value.utf8),
             headers: MatrixAPI.transactionHeaders(message.transaction), timestamp: MatrixAPI.now
@@ -294,13 +209,13 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             loop.execute { bound.value.appended(outcome) }
         }
         if !taken {
-            appending = false
+            order.busy = .none
             passOn(head, body: body)
         }
     }
 
     private func appended(_ outcome: Result<String, DirectAppendRefusal>) {
-        appending = false
+        order.busy = .none
         switch outcome {
         case .success(let eventID):
             BrokerLink.producedRecords.increment()
@@ -310,7 +225,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             api.logger.error("broker refused a chat write", metadata: ["error": "\(refusal)"])
             answer(status: MatrixError.storeUnavailable.status.code, body: MatrixError.storeUnavailable.body, kind: Self.sent)
         }
-        if !queued.isEmpty { drain() }
+        drain()
     }
 
     // MARK: Syncs
@@ -340,6 +255,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 }) else { continue }
                 MatrixAPI.longPolls.increment()
                 parked = (head, query, key)
+                order.busy = .parked
                 return
             }
         }
@@ -348,14 +264,16 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func woken() {
         guard let (head, query, _) = parked else { return }
         parked = nil
+        order.busy = .none
         MatrixAPI.longPolls.decrement()
         step(head, query)
-        if parked == nil && !queued.isEmpty { drain() }
+        drain()
     }
 
     private func unpark() {
         guard let (_, query, key) = parked else { return }
         parked = nil
+        order.busy = .none
         MatrixAPI.longPolls.decrement()
         api.state.unpark(query.session.userID, key: key)
     }
@@ -363,7 +281,7 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Hands a request the fast path will not answer to the router, as it came.
     private func passOn(_ head: HTTPRequestHead, body: ByteBuffer? = nil) {
         guard let context else { return }
-        outstanding += 1
+        order.passedOn()
         context.fireChannelRead(wrapInboundOut(.head(head)))
         if let body, body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
         context.fireChannelRead(wrapInboundOut(.end(nil)))
