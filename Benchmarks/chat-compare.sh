@@ -28,6 +28,11 @@
 # GATEWAY=process runs it as a process of its own beside the broker, as a
 # deployment with several gateways does. Server CPU counts both processes.
 #
+# BASELINE_BIN=/path/to/other/.build/release compares Postduif with
+# another build of itself instead of Synapse (a change's before and after,
+# in one sitting, run for run in turns): the baseline takes Synapse's
+# place, labelled "before", and the open loop runs at the baseline's peak.
+#
 # Starts every server itself on free loopback ports and stops exactly those
 # processes. Synapse's virtual environment is kept in $BENCH_DIR/synapse-venv.
 set -euo pipefail
@@ -40,7 +45,8 @@ GATEWAY=${GATEWAY:-embedded}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 OUT=${OUT:-bench-results}
 BENCH_DIR=${BENCH_DIR:-/tmp}
-BIN=.build/release
+BIN=${BIN:-.build/release}
+BASELINE_BIN=${BASELINE_BIN:-}
 export SYNAPSE_VENV=${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}
 mkdir -p "$OUT"
 
@@ -49,11 +55,12 @@ wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 
 postduif_pids=""
 postduif_dir=""
-start_postduif() {
+start_postduif() {  # [bin]
+    local bin=${1:-$BIN}
     postduif_dir=$(mktemp -d "$BENCH_DIR/postduif-chat-XXXXXX")
     local kafka http
     kafka=$(free_port); http=$(free_port); gateway_port=$(free_port)
-    local serve=("$BIN/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning)
+    local serve=("$bin/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning)
     if [ "$GATEWAY" = embedded ]; then
         # The load registers thousands of users: a cheaper password hash for the setup only.
         "${serve[@]}" --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 > "$postduif_dir/broker.log" 2>&1 &
@@ -66,7 +73,7 @@ start_postduif() {
     local broker=$!
     wait_port "$kafka"
     # The load registers thousands of users: a cheaper password hash for the setup only.
-    "$BIN/postduif" gateway --port "$gateway_port" --http-port 0 --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
+    "$bin/postduif" gateway --port "$gateway_port" --http-port 0 --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
     local gateway=$!
     wait_port "$gateway_port"
     postduif_pids="$broker $gateway"
@@ -79,13 +86,23 @@ stop_postduif() {
     postduif_pids=""
 }
 start_synapse() {
+    if [ -n "$BASELINE_BIN" ]; then
+        start_postduif "$BASELINE_BIN"
+        synapse_url=$postduif_url synapse_pid=$postduif_pids synapse_dir=""
+        return
+    fi
     synapse_port=$(free_port)
     synapse_dir="$BENCH_DIR/synapse-chat-$synapse_port"
     Benchmarks/peers/synapse/synapse.sh start "$synapse_dir" "$synapse_port" localhost > /dev/null
     synapse_url="http://127.0.0.1:$synapse_port"
     synapse_pid=$(cat "$synapse_dir/pid")
 }
-stop_synapse() { Benchmarks/peers/synapse/synapse.sh stop "$synapse_dir"; }
+stop_synapse() {
+    if [ -n "$BASELINE_BIN" ]; then stop_postduif; return; fi
+    Benchmarks/peers/synapse/synapse.sh stop "$synapse_dir"
+}
+peer=synapse
+[ -n "$BASELINE_BIN" ] && peer=before
 trap 'stop_postduif; [ -n "${synapse_dir:-}" ] && stop_synapse || true' EXIT
 
 bench() {  # label url pids members rate-or-empty [run]
@@ -102,41 +119,42 @@ for members in $SIZES; do
     echo "== rooms of $members members, $ROOMS at once"
     for run in $(seq 1 "$RUNS"); do
         start_synapse
-        bench synapse "$synapse_url" "$synapse_pid" "$members" "" "$run"
+        bench "$peer" "$synapse_url" "$synapse_pid" "$members" "" "$run"
         stop_synapse
         start_postduif
         bench postduif "$postduif_url" "$postduif_pids" "$members" "" "$run"
         stop_postduif
     done
-    peak=$(python3 - "$OUT" "$members" "$RUNS" <<'PY'
+    peak=$(python3 - "$OUT" "$members" "$RUNS" "$peer" <<'PY'
 import json, statistics, sys
 out, members, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = ["%s/chat-synapse-%s%s.json" % (out, members, "" if run == 1 else "-run%d" % run) for run in range(1, runs + 1)]
+names = ["%s/chat-%s-%s%s.json" % (out, sys.argv[4], members, "" if run == 1 else "-run%d" % run) for run in range(1, runs + 1)]
 print(max(statistics.median(json.load(open(name))["sendsPerSecond"] for name in names), 0.5))
 PY
 )
-    echo "   at Synapse's peak rate, $peak messages/s:"
+    echo "   at $peer's peak rate, $peak messages/s:"
     start_postduif
     bench postduif "$postduif_url" "$postduif_pids" "$members" "$peak"
     stop_postduif
     start_synapse
-    bench synapse "$synapse_url" "$synapse_pid" "$members" "$peak"
+    bench "$peer" "$synapse_url" "$synapse_pid" "$members" "$peak"
     stop_synapse
-    python3 - "$OUT" "$members" "$RUNS" <<'PY'
+    python3 - "$OUT" "$members" "$RUNS" "$peer" <<'PY'
 import json, statistics, sys
-out, members, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, members, runs, peer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+name = "Synapse" if peer == "synapse" else "before"
 def runs_of(label):
     return [json.load(open("%s/chat-%s-%s%s.json" % (out, label, members, "" if run == 1 else "-run%d" % run))) for run in range(1, runs + 1)]
-s, p = runs_of("synapse"), runs_of("postduif")
+s, p = runs_of(peer), runs_of("postduif")
 ps = json.load(open("%s/chat-postduif-%s-rate.json" % (out, members)))
-ss = json.load(open("%s/chat-synapse-%s-rate.json" % (out, members)))
+ss = json.load(open("%s/chat-%s-%s-rate.json" % (out, peer, members)))
 def per_cpu(r): return r["deliveriesPerCPUSecond"] or 0
 p_cpu, s_cpu = statistics.median(map(per_cpu, p)), statistics.median(map(per_cpu, s))
-line = "   deliveries per CPU-second: Postduif %.0f, Synapse %.0f: %.1fx" % (p_cpu, s_cpu, p_cpu / max(s_cpu, 1e-9))
+line = "   deliveries per CPU-second: Postduif %.0f, %s %.0f: %.2fx" % (p_cpu, name, s_cpu, p_cpu / max(s_cpu, 1e-9))
 if runs > 1:
-    line += " (medians of %d runs; run by run: %s)" % (runs, ", ".join("%.1fx" % (per_cpu(a) / max(per_cpu(b), 1e-9)) for a, b in zip(p, s)))
+    line += " (medians of %d runs; run by run: %s)" % (runs, ", ".join("%.2fx" % (per_cpu(a) / max(per_cpu(b), 1e-9)) for a, b in zip(p, s)))
 print(line)
-print("   peak deliveries/s: Postduif %.0f, Synapse %.0f" % (statistics.median(r["deliveriesPerSecond"] for r in p), statistics.median(r["deliveriesPerSecond"] for r in s)))
-print("   p99 send-to-delivery at Synapse's peak rate: Postduif %.1f ms, Synapse %.1f ms" % (ps["deliveryLatencyMilliseconds"]["p99"], ss["deliveryLatencyMilliseconds"]["p99"]))
+print("   peak deliveries/s: Postduif %.0f, %s %.0f" % (statistics.median(r["deliveriesPerSecond"] for r in p), name, statistics.median(r["deliveriesPerSecond"] for r in s)))
+print("   p50 / p99 send-to-delivery at %s's peak rate: Postduif %.1f / %.1f ms, %s %.1f / %.1f ms" % (name, ps["deliveryLatencyMilliseconds"]["p50"], ps["deliveryLatencyMilliseconds"]["p99"], name, ss["deliveryLatencyMilliseconds"]["p50"], ss["deliveryLatencyMilliseconds"]["p99"]))
 PY
 done
