@@ -30,6 +30,10 @@ public final class ParkedWaiters<Key: Hashable & Sendable, Value: Sendable>: Sen
     private enum ParkOutcome {
         case parked(UInt64)
         case now(Value)
+        /// `parkUnless`'s `moot` held: nothing to wait for, nothing called.
+        case moot
+        /// `waitersMax` waits are parked: this one gets `expired` at once.
+        case full
     }
 
     private struct State {
@@ -65,18 +69,45 @@ public final class ParkedWaiters<Key: Hashable & Sendable, Value: Sendable>: Sen
     public func park(_ key: Key, position: Int64 = 0, timeout: Duration, ready: () -> Value? = { nil }, resume: @escaping @Sendable (Value) -> Void) -> UInt64? {
         let outcome = state.withLock { state -> ParkOutcome in
             if let value = ready() { return .now(value) }
-            guard state.count < waitersMax else { return .now(expired) }
-            state.nextToken &+= 1
-            state.waiters[key, default: [:]][state.nextToken] = Waiter(resume: resume, timer: nil, position: position)
-            state.count += 1
-            return .parked(state.nextToken)
+            return Self.insert(&state, key, Waiter(resume: resume, timer: nil, position: position), waitersMax: waitersMax)
         }
+        return settle(outcome, key, timeout: timeout, resume: resume)
+    }
+
+    /// Parks `resume` under `key` as `park` does, unless `moot`, asked under
+    /// the table's lock, says there is nothing to wait for: then nothing is
+    /// called and nil is returned (the caller looks again itself).
+    public func parkUnless(_ key: Key, timeout: Duration, moot: () -> Bool, resume: @escaping @Sendable (Value) -> Void) -> UInt64? {
+        let outcome = state.withLock { state -> ParkOutcome in
+            if moot() { return .moot }
+            return Self.insert(&state, key, Waiter(resume: resume, timer: nil, position: 0), waitersMax: waitersMax)
+        }
+        return settle(outcome, key, timeout: timeout, resume: resume)
+    }
+
+    private static func insert(_ state: inout State, _ key: Key, _ waiter: Waiter, waitersMax: Int) -> ParkOutcome {
+        guard state.count < waitersMax else { return .full }
+        state.nextToken &+= 1
+        state.waiters[key, default: [:]][state.nextToken] = waiter
+        state.count += 1
+        return .parked(state.nextToken)
+    }
+
+    /// After the table's lock: a wait that ended at once is answered, a
+    /// parked one gets its deadline.
+    private func settle(_ outcome: ParkOutcome, _ key: Key, timeout: Duration, resume: @Sendable (Value) -> Void) -> UInt64? {
         switch outcome {
+        case .moot:
+            return nil
+        case .full:
+            resume(expired)
+            return nil
         case .now(let value):
             resume(value)
             return nil
         case .parked(let token):
-            let timer = deadlines.add(timeout: timeout) { [weak self] in self?.end(key, token, with: nil) }
+            // The table outlives its deadlines: an ended wait removes its own.
+            let timer = deadlines.add(timeout: timeout) { self.end(key, token, with: nil) }
             let stands = state.withLock { state -> Bool in
                 guard state.waiters[key]?[token] != nil else { return false }
                 state.waiters[key]?[token]?.timer = timer
@@ -86,22 +117,6 @@ public final class ParkedWaiters<Key: Hashable & Sendable, Value: Sendable>: Sen
             if !stands { deadlines.remove(timer) }
             return token
         }
-    }
-
-    /// Parks `resume` under `key` as `park` does, unless `moot`, asked under
-    /// the table's lock, says there is nothing to wait for: then nothing is
-    /// called and nil is returned (the caller looks again itself).
-    public func parkUnless(_ key: Key, timeout: Duration, moot: () -> Bool, resume: @escaping @Sendable (Value) -> Void) -> UInt64? {
-        let skipped = Mutex(false)
-        let token = park(key, timeout: timeout, ready: {
-            guard moot() else { return nil }
-            skipped.withLock { $0 = true }
-            return expired
-        }, resume: { value in
-            // Called at once, under no lock, only when `moot` held: dropped.
-            if !skipped.withLock({ $0 }) { resume(value) }
-        })
-        return skipped.withLock { $0 } ? nil : token
     }
 
     /// `park` for a task: returns the value it was woken with, or `expired`.
@@ -126,6 +141,23 @@ public final class ParkedWaiters<Key: Hashable & Sendable, Value: Sendable>: Sen
             guard let waiting = state.waiters.removeValue(forKey: key) else { return [] }
             state.count -= waiting.count
             return Array(waiting.values)
+        }
+        finish(woken, with: value)
+        return woken.count
+    }
+
+    /// Wakes every wait under each of `keys` with `value`, in one pass over
+    /// the table (a message wakes every member of its room); returns how many.
+    @discardableResult
+    public func wake(each keys: some Sequence<Key>, with value: Value) -> Int {
+        let woken = state.withLock { state -> [Waiter] in
+            var woken: [Waiter] = []
+            for key in keys {
+                guard let waiting = state.waiters.removeValue(forKey: key) else { continue }
+                woken.append(contentsOf: waiting.values)
+            }
+            state.count -= woken.count
+            return woken
         }
         finish(woken, with: value)
         return woken.count

@@ -151,7 +151,7 @@ public final class FanOut: Sendable {
     }
 
     private func wake(_ gateways: [String]) {
-        for gateway in gateways { pollWaiters.wake(gateway, with: ()) }
+        pollWaiters.wake(each: gateways, with: ())
     }
 
     // MARK: Workers

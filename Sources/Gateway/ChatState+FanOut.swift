@@ -13,7 +13,7 @@ extension ChatState {
         for user in added {
             cache.cover(directory.roomIDs(of: user), from: fannedOutUpTo)
         }
-        for user in registration.confirm(added, at: address) { registrationWaiters.wake(user, with: ()) }
+        registrationWaiters.wake(each: registration.confirm(added, at: address), with: ())
     }
 
     /// Waits until every broker's fan-out routes `user` here, so nothing

@@ -8,7 +8,7 @@ extension ChatState {
     /// what woke them, so their next look finds it).
     func wake(users: Set<String>) {
         generations.bump(users)
-        for user in users { syncWaiters.wake(user, with: ()) }
+        syncWaiters.wake(each: users, with: ())
     }
 
     /// Records that a tail applied everything before `next`; wakes whoever waits for it.

@@ -71,6 +71,25 @@ struct ParkedWaitersTests {
         #expect(outcomes.all == [1, 2] && table.count == 0 && deadlines.count == 0)
     }
 
+    @Test func wakingSeveralKeysAtOnceWakesTheirsOnlyAndLeavesNoDeadlines() {
+        let outcomes = Outcomes()
+        table.park("a", timeout: .seconds(5), resume: outcomes.record)
+        table.park("b", timeout: .seconds(5), resume: outcomes.record)
+        table.park("c", timeout: .seconds(5), resume: outcomes.record)
+        #expect(table.wake(each: ["a", "c", "x"], with: 4) == 2)
+        #expect(outcomes.all == [4, 4] && table.count == 1 && table.isWaiting("b"))
+        #expect(deadlines.count == 1)
+    }
+
+    @Test func aFullTableAnswersAParkUnlessAsExpiredUnlessItIsMoot() {
+        let outcomes = Outcomes()
+        for key in ["a", "b", "c"] { table.park(key, timeout: .seconds(5), resume: outcomes.record) }
+        #expect(table.parkUnless("d", timeout: .seconds(5), moot: { true }, resume: outcomes.record) == nil)
+        #expect(outcomes.all.isEmpty)
+        #expect(table.parkUnless("d", timeout: .seconds(5), moot: { false }, resume: outcomes.record) == nil)
+        #expect(outcomes.all == [-1] && table.count == 3)
+    }
+
     @Test func aCancelledTaskEndsItsWaitAsExpired() async {
         let started = Mutex(false)
         let task = Task { [table] in
