@@ -3,7 +3,7 @@
 # they are absent).
 SHELL := /bin/bash
 SWIFT ?= swift
-DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server
+DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc
 VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
@@ -86,8 +86,11 @@ bench-tool: deps
 
 # Postduif against NATS JetStream, in turns, at matched durability
 # (Benchmarks/compare.sh says how; PAIRS, SECONDS_PER_RUN, E2E_RATE, OUT).
+# Postduif against JetStream: first with postduif-bench (throughput, e2e),
+# then as librdkafka and the NATS C client see it (Benchmarks/client-latency.sh).
 bench-compare: bench-tool
 	Benchmarks/compare.sh
+	Benchmarks/client-latency.sh
 
 clean:
 	rm -rf .build
