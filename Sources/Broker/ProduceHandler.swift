@@ -13,21 +13,8 @@ extension Broker {
     /// returns what waits for their durability and builds the answer; all
     /// partitions of the request share one group-commit sync.
     func produce(_ request: ProduceRequest, version: Int16) async -> @Sendable () async -> ProduceResponse {
-        let refusal: ErrorCode?
-        if SupportedAPIs.produceRefusedVersions.contains(version) {
-            refusal = .unsupportedVersion
-        } else if ![0, 1, -1].contains(request.acks) {
-            refusal = .invalidRequiredAcks
-        } else if request.transactionalID != nil {
-            refusal = .invalidTransactionState
-        } else {
-            refusal = nil
-        }
-        if let refusal {
-            let response = ProduceResponse(topics: request.topics.map { topic in
-                .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: refusal.rawValue, baseOffset: -1) })
-            })
-            return { response }
+        if let refused = refusal(of: request, version: version) {
+            return { refused }
         }
         let timeout = Duration.milliseconds(Int64(max(request.timeoutMilliseconds, 0)))
         // One partition (the common case: a producer's linger batch for one
@@ -67,6 +54,72 @@ extension Broker {
                 response.topics.append(.init(name: topic.name, partitions: partitions))
             }
             return response
+        }
+    }
+
+    /// The answer to a Produce refused whole (its version, acks or a
+    /// transaction), or nil.
+    func refusal(of request: ProduceRequest, version: Int16) -> ProduceResponse? {
+        let refusal: ErrorCode
+        if SupportedAPIs.produceRefusedVersions.contains(version) {
+            refusal = .unsupportedVersion
+        } else if ![0, 1, -1].contains(request.acks) {
+            refusal = .invalidRequiredAcks
+        } else if request.transactionalID != nil {
+            refusal = .invalidTransactionState
+        } else {
+            return nil
+        }
+        return ProduceResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: refusal.rawValue, baseOffset: -1) })
+        })
+    }
+
+    /// A single node's Produce without a task: every partition is written
+    /// here, on the caller's thread (a connection's event loop), and `done`
+    /// gets the answer once all are durable: at once when the durability
+    /// mode acknowledges on write, else from the group-commit thread.
+    /// A cluster's Produce waits for its followers: `produce` serves it.
+    func produceDirect(_ request: ProduceRequest, version: Int16, done: @escaping @Sendable (ProduceResponse) -> Void) {
+        precondition(replication == nil, "a replicated Produce waits for its followers in a task")
+        if let refused = refusal(of: request, version: version) {
+            return done(refused)
+        }
+        // The common case, one partition, without the gathering below.
+        if request.topics.count == 1, let topic = request.topics.first, topic.partitions.count == 1 {
+            let staged = writeOne(topic: topic.name, topic.partitions[0], version: version, acks: request.acks)
+            return finishAlone(topic: topic.name, staged) { answer in
+                done(ProduceResponse(topics: [.init(name: topic.name, partitions: [answer])]))
+            }
+        }
+        guard request.topics.contains(where: { !$0.partitions.isEmpty }) else {
+            return done(ProduceResponse(topics: request.topics.map { .init(name: $0.name, partitions: []) }))
+        }
+        let answers = ProduceAnswers(request)
+        for (topicPosition, topic) in request.topics.enumerated() {
+            for (partitionPosition, partition) in topic.partitions.enumerated() {
+                let staged = writeOne(topic: topic.name, partition, version: version, acks: request.acks)
+                finishAlone(topic: topic.name, staged) { answer in
+                    if let response = answers.set(answer, topic: topicPosition, partition: partitionPosition) { done(response) }
+                }
+            }
+        }
+    }
+
+    /// `finishOne` for a partition without followers, through a callback.
+    private func finishAlone(topic: String, _ staged: StagedAppend, done: @escaping @Sendable (ProduceResponse.PartitionResponse) -> Void) {
+        guard case .written(let partition, let pending, let index) = staged else {
+            if case .refused(let response) = staged { done(response) }
+            return
+        }
+        pending.whenDurable { [self] outcome in
+            do {
+                let result = try outcome.get()
+                try commitAlone(topic: topic, partition, index: index, result)
+                done(.init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset))
+            } catch {
+                done(appendFailure(topic: topic, index: index, error))
+            }
         }
     }
 
@@ -159,5 +212,33 @@ extension Broker {
             logger.error("append failed", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(error)"])
         }
         return refusal(topic: topic, index: index, code, error.message)
+    }
+}
+
+/// A multi-partition Produce's answers as they become durable (each
+/// partition's sync may finish on another thread); the whole response once
+/// the last is in.
+private final class ProduceAnswers: Sendable {
+    private struct Gathered {
+        var response: ProduceResponse
+        var missing: Int
+    }
+
+    private let gathered: Mutex<Gathered>
+
+    init(_ request: ProduceRequest) {
+        let response = ProduceResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { .init(index: $0.index, errorCode: 0, baseOffset: -1) })
+        })
+        gathered = Mutex(Gathered(response: response, missing: request.topics.reduce(0) { $0 + $1.partitions.count }))
+    }
+
+    /// Records one partition's answer; returns the response when it was the last.
+    func set(_ answer: ProduceResponse.PartitionResponse, topic: Int, partition: Int) -> ProduceResponse? {
+        gathered.withLock { gathered in
+            gathered.response.topics[topic].partitions[partition] = answer
+            gathered.missing -= 1
+            return gathered.missing == 0 ? gathered.response : nil
+        }
     }
 }

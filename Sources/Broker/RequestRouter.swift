@@ -23,7 +23,7 @@ enum StagedAnswer: Sendable {
 }
 
 /// What one connection has established: its peer and, with SASL, who it is.
-struct ClientSession {
+struct ClientSession: Sendable {
     var client: String
     var authenticatedUser: String? = nil
     var sasl: SaslServer? = nil
@@ -48,6 +48,47 @@ extension Broker {
         case .ready(let response): response
         case .pending(let finish): await finish()
         }
+    }
+
+    /// A single node's Produce, staged without a task: checked and written
+    /// on the caller's thread (a connection's event loop), its framed answer
+    /// (nil for acks=0) through `done` once durable. False when the frame is
+    /// anything else, or the node has followers to wait for: `stage` it.
+    func stageProduceDirect(frame: [UInt8], session: ClientSession, done: @escaping @Sendable ([UInt8]?) -> Void) throws(CloseConnection) -> Bool {
+        guard replication == nil, frame.count >= 2, frame[0] == 0, frame[1] == UInt8(ApiKey.produce.rawValue) else { return false }
+        var reader = ByteReader(frame)
+        let header: RequestHeader
+        do {
+            header = try RequestHeader.decode(&reader)
+        } catch {
+            throw CloseConnection(reason: "malformed request header: \(error)")
+        }
+        if configuration.saslEnabled && session.authenticatedUser == nil {
+            throw CloseConnection(reason: "\(ApiKey.produce) before SASL authentication")
+        }
+        let version = header.apiVersion
+        guard supportedAPIs[.produce]?.contains(version) == true else {
+            throw CloseConnection(reason: "\(ApiKey.produce) version \(version) is not supported")
+        }
+        let flexible = version >= ApiKey.produce.firstFlexibleVersion
+        let request: ProduceRequest
+        do {
+            if flexible { try reader.skipTaggedFields() }
+            request = try ProduceRequest.decode(&reader, version: version)
+        } catch {
+            throw CloseConnection(reason: "malformed \(ApiKey.produce) v\(version) request: \(error)")
+        }
+        let started = ContinuousClock.now
+        let correlationID = header.correlationID
+        produceDirect(request, version: version) { [self] response in
+            metrics.recordRequest(.produce, duration: ContinuousClock.now - started)
+            // acks=0 gets no answer, but its batches still count once durable.
+            guard request.acks != 0 else { return done(nil) }
+            var body = ByteWriter(capacity: 64)
+            response.encode(&body, version: version)
+            done(frameResponse(correlationID: correlationID, flexibleHeader: flexible, body: body.bytes))
+        }
+        return true
     }
 
     /// Answers one request frame, or, for a Produce, writes its batches and

@@ -3,7 +3,7 @@ import Foundation
 /// One connection's SASL exchange: PLAIN (one message) or SCRAM (RFC 5802,
 /// two round trips). A pure state machine over messages; the user file is
 /// consulted, sockets are not.
-struct SaslServer {
+struct SaslServer: Sendable {
     static let mechanisms = ["PLAIN", ScramHash.sha256.rawValue, ScramHash.sha512.rawValue]
 
     enum Step {
@@ -23,10 +23,10 @@ struct SaslServer {
     let mechanism: String
     let users: UserStore
     /// The server's part of the SCRAM nonce; random, injectable for test vectors.
-    let makeNonce: () -> String
+    let makeNonce: @Sendable () -> String
     private var state = State.start
 
-    init?(mechanism: String, users: UserStore, makeNonce: @escaping () -> String = { randomBytes(18).base64EncodedString().replacingOccurrences(of: ",", with: "_") }) {
+    init?(mechanism: String, users: UserStore, makeNonce: @escaping @Sendable () -> String = { randomBytes(18).base64EncodedString().replacingOccurrences(of: ",", with: "_") }) {
         guard Self.mechanisms.contains(mechanism) else { return nil }
         self.mechanism = mechanism
         self.users = users

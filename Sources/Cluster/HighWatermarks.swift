@@ -51,27 +51,33 @@ public final class HighWatermarks: Sendable {
         // In place, and without touching the log under this lock: reading the
         // log's high watermark takes the partition's own mutex, which an
         // append holds while it writes, and every partition's events pass here.
-        var actions = commits.withLock { commits -> [PartitionCommit.Action]? in
+        var decided = commits.withLock { commits -> (actions: [PartitionCommit.Action], role: PartitionCommit.Role)? in
             guard commits[id]?.topicID == log.topicID else { return nil }
-            return commits[id]!.commit.handle(event, now: now)
+            return (commits[id]!.commit.handle(event, now: now), commits[id]!.commit.role)
         }
-        if actions == nil {
+        if decided == nil {
             // The partition's first event (or its topic was made again).
             let fresh = PartitionCommit(highWatermark: log.highWatermark, logEndOffset: log.highWatermark)
-            actions = commits.withLock { commits in
+            decided = commits.withLock { commits in
                 if commits[id]?.topicID != log.topicID { commits[id] = (log.topicID, fresh) }
-                return commits[id]!.commit.handle(event, now: now)
+                return (commits[id]!.commit.handle(event, now: now), commits[id]!.commit.role)
             }
         }
+        let (actions, role) = decided!
         var moved: Int64? = nil
-        for action in actions ?? [] {
+        for action in actions {
             switch action {
             case .advanceHighWatermark(let target): moved = target
             }
         }
         guard let moved else { return nil }
         for observer in commitObservers.withLock({ $0 }) { observer(id, moved) }
-        try log.advanceHighWatermark(to: moved)
+        // A partition alone commits what its log holds: at start the node
+        // takes its high watermark from the log end (Broker.init), so the
+        // mark is not written per append (the next append's state record
+        // carries it). With replicas, the written mark is where a restarted
+        // node starts from.
+        try log.advanceHighWatermark(to: moved, persist: role != .alone)
         for observer in readerObservers.withLock({ $0 }) { observer(id, moved) }
         return moved
     }

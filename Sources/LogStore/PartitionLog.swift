@@ -276,14 +276,16 @@ public final class PartitionLog: Sendable {
     }
 
     /// Moves the high watermark forward (never back, never past the log end)
-    /// and persists it. The owner decides when: after a sync on a single node,
-    /// when the in-sync replicas have the data in a cluster.
-    public func advanceHighWatermark(to offset: Int64) throws(LogStoreError) {
+    /// and, with `persist`, writes it. The owner decides when: after a sync on
+    /// a single node, when the in-sync replicas have the data in a cluster;
+    /// and whether it is written: a partition without replicas takes its
+    /// mark from its log at start, so it only carries it in its next state record.
+    public func advanceHighWatermark(to offset: Int64, persist: Bool = true) throws(LogStoreError) {
         let record: [UInt8]? = state.withLock { state in
             let target = min(offset, state.logEndOffset)
             guard target > state.highWatermark else { return nil }
             state.highWatermark = target
-            return state.encoded()
+            return persist ? state.encoded() : nil
         }
         guard let record else { return }
         do {

@@ -21,7 +21,8 @@ import Testing
         let salt = try #require(Data(base64Encoded: "W22ZaJ0SNY7soEsUEjb6gQ=="))
         let store = try userStore(sha256: ScramHash.sha256.credential(password: "pencil", salt: salt, iterations: 4096), password: "pencil")
         defer { try? FileManager.default.removeItem(atPath: store.path) }
-        var server = try #require(SaslServer(mechanism: "SCRAM-SHA-256", users: store, makeNonce: { "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0" }))
+        let nonce: @Sendable () -> String = { "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0" }
+        var server = try #require(SaslServer(mechanism: "SCRAM-SHA-256", users: store, makeNonce: nonce))
         guard case .challenge(let first) = server.receive(Array("n,,n=user,r=rOprNGfwEbeRWgbNEkqO".utf8)) else {
             Issue.record("no server-first message")
             return
@@ -40,7 +41,8 @@ import Testing
         let salt = try #require(Data(base64Encoded: "W22ZaJ0SNY7soEsUEjb6gQ=="))
         let store = try userStore(sha256: ScramHash.sha256.credential(password: "pencil", salt: salt, iterations: 4096), password: "pencil")
         defer { try? FileManager.default.removeItem(atPath: store.path) }
-        var server = try #require(SaslServer(mechanism: "SCRAM-SHA-256", users: store, makeNonce: { "server" }))
+        let nonce: @Sendable () -> String = { "server" }
+        var server = try #require(SaslServer(mechanism: "SCRAM-SHA-256", users: store, makeNonce: nonce))
         _ = server.receive(Array("n,,n=user,r=client".utf8))
         let wrong = "c=biws,r=clientserver,p=" + Data(repeating: 7, count: 32).base64EncodedString()
         guard case .failure = server.receive(Array(wrong.utf8)) else {

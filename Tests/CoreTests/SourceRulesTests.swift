@@ -21,7 +21,7 @@ struct SourceRulesTests {
         "Sources/Broker/GroupOffsetsHandler.swift": "the commit timestamp written with group offsets",
         "Sources/Broker/MetadataHandler.swift": "waits briefly for a controller right after start",
         "Sources/Broker/GroupCoordinator.swift": "the group machine's shell: hops from its timer into the actor",
-        "Sources/Broker/KafkaServer.swift": "the listener: connections' tasks",
+        "Sources/Broker/KafkaConnection.swift": "a connection: the tasks that stage its requests other than a single node's Produce",
         // Cluster
         "Sources/Cluster/Membership.swift": "lease keep-alive loop",
         "Sources/Cluster/ReplicaFetcher.swift": "the follower's fetch loop: reconnect backoff and resting partitions",

@@ -1,0 +1,293 @@
+import KafkaNIO
+import KafkaWire
+import Logging
+import NIOCore
+import Synchronization
+
+/// One Kafka connection, on its event loop. Requests are taken one at a
+/// time, in order, as Kafka brokers do (which keeps an idempotent
+/// producer's batches in order), and answered in the order they came; only
+/// the wait for a Produce's sync overlaps the next request.
+///
+/// A single node's Produce is written right here and answered from here
+/// once durable (at once under `none`, from the group-commit thread under
+/// `fsync`): no task, no hop. librdkafka at linger.ms 0 sends a Produce
+/// for every few records, and the hops of the task-per-connection path
+/// (the event loop to the connection's task, a task per answer, the writer
+/// task, back to the event loop) were 17 context switches and about 200 µs
+/// of CPU per Produce (ADR 0021). Every other request, and a cluster's
+/// Produce (which waits for its followers), is staged by a task, one at a
+/// time, after every earlier Produce is durable, so it sees what they wrote.
+final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Requests taken but not answered, plus frames waiting to be taken,
+    /// past which the connection stops reading until answers go out.
+    static let backlogMax = 16
+
+    private let broker: Broker
+    private let inFlight: InFlightWork
+    private var context: ChannelHandlerContext?
+    private var session: ClientSession
+    /// Frames read and not yet taken.
+    private var frames = CircularBuffer<[UInt8]>()
+    /// Answers in request order: nil while awaited; `.some(nil)` for a
+    /// request that gets none (acks=0).
+    private var answers = CircularBuffer<[UInt8]??>()
+    /// The position in the connection's requests of `answers.first`.
+    private var firstAnswer = 0
+    /// A task is staging a request: nothing else is taken meanwhile.
+    private var staging = false
+    /// Produces taken whose answer has not come.
+    private var producesAwaited = 0
+    /// Why the connection closes once every earlier request is answered.
+    private var closing: String?
+    private var reading = true
+    /// `take` is on the stack: an answer given meanwhile (a Produce durable
+    /// at once) leaves the taking to it.
+    private var taking = false
+    /// Inside a read: answers are flushed once at its end, so a burst of
+    /// pipelined requests is answered with one write to the socket.
+    private var inRead = false
+    private var unflushed = false
+
+    init(broker: Broker, client: String, inFlight: InFlightWork) {
+        self.broker = broker
+        self.inFlight = inFlight
+        session = ClientSession(client: client)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        broker.metrics.connectionOpened()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        broker.metrics.connectionClosed()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        broker.metrics.bytesIn.increment(by: Int64(buffer.readableBytes + 4))
+        guard closing == nil else { return }
+        frames.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        inRead = true
+        take()
+        throttle()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inRead = false
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The frame decoder's refusals (a frame over the limit, a negative
+        // size) end the connection, as a malformed request does.
+        if error is FrameError {
+            broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "\(error)"])
+        } else {
+            broker.logger.debug("connection ended", metadata: ["client": "\(session.client)", "error": "\(error)"])
+        }
+        context.close(promise: nil)
+    }
+
+    /// Takes frames in order while nothing stands in the way: a request
+    /// being staged by a task, or (for anything but a Produce) an earlier
+    /// Produce not yet durable.
+    private func take() {
+        guard !taking else { return }
+        taking = true
+        defer { taking = false }
+        while !staging, closing == nil, let frame = frames.first {
+            let isProduce = frame.count >= 2 && frame[0] == 0 && frame[1] == UInt8(ApiKey.produce.rawValue)
+            if !isProduce && producesAwaited > 0 { return }
+            frames.removeFirst()
+            let position = firstAnswer + answers.count
+            answers.append(nil)
+            if isProduce && takeProduceHere(frame, position: position) { continue }
+            stageInTask(frame, position: position)
+        }
+    }
+
+    /// A single node's Produce, written on this event loop. False when it
+    /// must go to a task (a cluster's, or the connection is closing).
+    private func takeProduceHere(_ frame: [UInt8], position: Int) -> Bool {
+        guard let context else { return true }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let inFlight = self.inFlight
+        inFlight.begin()
+        producesAwaited += 1
+        do {
+            let taken = try broker.stageProduceDirect(frame: frame, session: session) { response in
+                // At once under `none` (still on this loop), else from the group-commit thread.
+                if loop.inEventLoop {
+                    bound.value.answered(position, response, produce: true)
+                } else {
+                    loop.execute { bound.value.answered(position, response, produce: true) }
+                }
+                inFlight.end()
+            }
+            if !taken {
+                producesAwaited -= 1
+                inFlight.end()
+            }
+            return taken
+        } catch {
+            producesAwaited -= 1
+            inFlight.end()
+            close(because: error.reason, position: position)
+            return true
+        }
+    }
+
+    /// Any other request (or a cluster's Produce) is staged by a task; its
+    /// answer, or what finishes it once durable, comes back to this loop.
+    private func stageInTask(_ frame: [UInt8], position: Int) {
+        guard let context else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let broker = self.broker
+        let inFlight = self.inFlight
+        var session = self.session
+        staging = true
+        inFlight.begin()
+        Task {
+            let staged: Result<StagedAnswer, CloseConnection>
+            do throws(CloseConnection) {
+                staged = .success(try await broker.stage(frame: frame, session: &session))
+            } catch {
+                staged = .failure(error)
+            }
+            loop.execute { [session] in bound.value.staged(position, staged, session: session) }
+            inFlight.end()
+        }
+    }
+
+    private func staged(_ position: Int, _ staged: Result<StagedAnswer, CloseConnection>, session: ClientSession) {
+        staging = false
+        self.session = session
+        switch staged {
+        case .failure(let error):
+            close(because: error.reason, position: position)
+        case .success(.ready(let response)):
+            if session.closeAfterResponse { closing = "the SASL exchange failed" }
+            answered(position, response, produce: false)
+        case .success(.pending(let finish)):
+            // A cluster's Produce: the next request is taken while it waits for its followers.
+            guard let context else { return }
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            let inFlight = self.inFlight
+            producesAwaited += 1
+            inFlight.begin()
+            Task {
+                let response = await finish()
+                loop.execute { bound.value.answered(position, response, produce: true) }
+                inFlight.end()
+            }
+            take()
+        }
+    }
+
+    /// A request's answer is in: every answer from the oldest on that is in
+    /// goes out, in order.
+    private func answered(_ position: Int, _ response: [UInt8]?, produce: Bool) {
+        if produce { producesAwaited -= 1 }
+        let index = position - firstAnswer
+        guard index >= 0, index < answers.count else { return }
+        answers[answers.index(answers.startIndex, offsetBy: index)] = .some(response)
+        guard let context, context.channel.isActive else { return }
+        while let first = answers.first, let answer = first {
+            answers.removeFirst()
+            firstAnswer += 1
+            if let answer {
+                broker.metrics.bytesOut.increment(by: Int64(answer.count))
+                context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer)), promise: nil)
+                unflushed = true
+            }
+        }
+        if unflushed && !inRead {
+            unflushed = false
+            context.flush()
+        }
+        if closing != nil && answers.isEmpty && !staging {
+            if unflushed {
+                unflushed = false
+                context.flush()
+            }
+            context.close(promise: nil)
+            return
+        }
+        take()
+        throttle()
+    }
+
+    /// A request that cannot be answered in Kafka's protocol: earlier
+    /// requests still get their answers, then the connection closes.
+    private func close(because reason: String, position: Int) {
+        broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "\(reason)"])
+        closing = reason
+        frames.removeAll()
+        // The refused request's own slot gets no answer.
+        answered(position, nil, produce: false)
+    }
+
+    /// Stops reading while the backlog is full; reads again once it drains.
+    private func throttle() {
+        guard let context else { return }
+        let backlog = frames.count + answers.count
+        if reading && backlog >= Self.backlogMax {
+            reading = false
+            try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        } else if !reading && backlog < Self.backlogMax / 2 {
+            reading = true
+            try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+        }
+    }
+}
+
+/// Work a connection started that must end before the node closes its
+/// store (a Produce waiting for its sync, a request staged by a task): the
+/// listener waits for none to be left once every connection is closed.
+final class InFlightWork: Sendable {
+    private struct State {
+        var count = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func begin() {
+        state.withLock { $0.count += 1 }
+    }
+
+    func end() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.count -= 1
+            guard state.count == 0 else { return [] }
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once no work is in flight.
+    func drained() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.count == 0 { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
