@@ -18,7 +18,7 @@
 #
 # MODE=r3: a local 3-broker cluster (`replicated` durability, replication
 # factor 3) against a 3-node JetStream cluster with an R3 stream, paced at
-# 10,000 msgs/s, linger 0 and 5, and the peak.
+# 10,000 msgs/s, linger 0 and 5, after the peak.
 #
 # DURABILITIES, RATES, LINGERS override the phases (RATES may say `half`).
 # Starts every server itself on free loopback ports, stops exactly those.
@@ -137,7 +137,12 @@ print(int(statistics.median(r["sendsPerSecond"] for r in runs) / 2) if runs else
 PY
 )
 echo "   JetStream's median peak: $((half * 2)) msgs/s; half: $half"
+# The peak phase leaves gigabytes in the page cache; the kernel writing
+# them back disturbed whichever paced run came next (both servers' p99 went
+# to tens of milliseconds). Each later phase starts once they are on disk.
+settle() { sync; }
 for durability in $DURABILITIES; do
+    settle
     start_postduif "$durability"
     for rate in $RATES; do
         [ "$rate" = half ] && rate=$half
@@ -145,8 +150,10 @@ for durability in $DURABILITIES; do
             phase "$durability-$rate-linger$linger" "$rate" "$linger"
         done
     done
-    if [ "$MODE" = r3 ]; then phase "peak-$durability-linger5" 0 5; fi
+    # Each durability's own peak (the first's was taken above).
+    if [ "$durability" != "$first" ]; then phase "peak-$durability-linger5" 0 5; fi
 done
+settle
 start_postduif "$first"
 phase "e2e-$first-$half-linger5" "$half" 5 --e2e
 stop_postduif
