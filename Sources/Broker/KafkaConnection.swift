@@ -51,6 +51,9 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// pipelined requests is answered with one write to the socket.
     private var inRead = false
     private var unflushed = false
+    /// The client closed its side: once every request it sent is answered,
+    /// the connection closes.
+    private var inputEnded = false
 
     init(broker: Broker, client: String, inFlight: InFlightWork) {
         self.broker = broker
@@ -87,6 +90,14 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            inputEnded = true
+            closeIfDone()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // The frame decoder's refusals (a frame over the limit, a negative
         // size) end the connection, as a malformed request does.
@@ -117,7 +128,7 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// A single node's Produce, written on this event loop. False when it
-    /// must go to a task (a cluster's, or the connection is closing).
+    /// must go to a task (a cluster's Produce waits for its followers).
     private func takeProduceHere(_ frame: [UInt8], position: Int) -> Bool {
         guard let context else { return true }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -218,16 +229,20 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
             unflushed = false
             context.flush()
         }
-        if closing != nil && answers.isEmpty && !staging {
-            if unflushed {
-                unflushed = false
-                context.flush()
-            }
-            context.close(promise: nil)
-            return
-        }
         take()
         throttle()
+        closeIfDone()
+    }
+
+    /// Closes once nothing is left to answer, when a request could not be
+    /// answered in the protocol or the client closed its side.
+    private func closeIfDone() {
+        guard let context, closing != nil || (inputEnded && frames.isEmpty), answers.isEmpty, !staging else { return }
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.close(promise: nil)
     }
 
     /// A request that cannot be answered in Kafka's protocol: earlier

@@ -98,3 +98,30 @@ def test_a_thousand_connections_opened_and_dropped(broker):
     assert_still_serving(broker, topic)
     metadata = kcat("-b", broker.address, "-L")
     assert metadata.returncode == 0
+
+
+def test_a_client_that_closes_its_side_gets_every_answer_then_the_close(broker):
+    # Three pipelined ApiVersions requests, then the client's FIN: the broker
+    # answers all three in order and closes the connection itself (the read
+    # ends with EOF, not with the socket's timeout).
+    requests = b"".join(frame(header(18, 0, correlation=c)) for c in (1, 2, 3))
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(requests)
+        s.shutdown(socket.SHUT_WR)
+        data, closed = b"", False
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    correlations = []
+    while len(data) >= 8:
+        size, correlation = struct.unpack(">ii", data[:8])
+        correlations.append(correlation)
+        data = data[4 + size:]
+    assert correlations == [1, 2, 3]
+    assert closed, "the broker kept the connection open after answering a half-closed client"
