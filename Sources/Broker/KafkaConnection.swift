@@ -1,3 +1,4 @@
+import Core
 import KafkaNIO
 import KafkaWire
 import Logging
@@ -24,7 +25,7 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Requests taken but not answered, plus frames waiting to be taken,
     /// past which the connection stops reading until answers go out.
-    static let backlogMax = 16
+    static let backlogMax = Limits.connectionRequestsBacklogMax
 
     private let broker: Broker
     private let inFlight: InFlightWork

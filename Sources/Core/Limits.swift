@@ -34,6 +34,12 @@ public enum Limits {
     /// Conversations whose next sequence the log store keeps in memory per partition.
     public static let conversationSequenceCacheCountMax = 100_000
 
+    // MARK: Connections
+
+    /// Requests a Kafka connection holds (read and not yet taken, or taken
+    /// and not yet answered) before it stops reading from its socket.
+    public static let connectionRequestsBacklogMax = 16
+
     // MARK: Replication
 
     /// acks=all Produce requests parked at once waiting for the high watermark.
