@@ -31,19 +31,8 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     private let inFlight: InFlightWork
     private var context: ChannelHandlerContext?
     private var session: ClientSession
-    /// Frames read and not yet taken.
-    private var frames = CircularBuffer<[UInt8]>()
-    /// Answers in request order: nil while awaited; `.some(nil)` for a
-    /// request that gets none (acks=0).
-    private var answers = CircularBuffer<[UInt8]??>()
-    /// The position in the connection's requests of `answers.first`.
-    private var firstAnswer = 0
-    /// A task is staging a request: nothing else is taken meanwhile.
-    private var staging = false
-    /// Produces taken whose answer has not come.
-    private var producesAwaited = 0
-    /// Why the connection closes once every earlier request is answered.
-    private var closing: String?
+    /// Which request is taken when, and which answers may go out.
+    private var order = KafkaConnectionOrder()
     private var reading = true
     /// `take` is on the stack: an answer given meanwhile (a Produce durable
     /// at once) leaves the taking to it.
@@ -52,9 +41,6 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// pipelined requests is answered with one write to the socket.
     private var inRead = false
     private var unflushed = false
-    /// The client closed its side: once every request it sent is answered,
-    /// the connection closes.
-    private var inputEnded = false
 
     init(broker: Broker, client: String, inFlight: InFlightWork) {
         self.broker = broker
@@ -75,8 +61,7 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         broker.metrics.bytesIn.increment(by: Int64(buffer.readableBytes + 4))
-        guard closing == nil else { return }
-        frames.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        order.received(buffer.readBytes(length: buffer.readableBytes) ?? [])
         inRead = true
         take()
         throttle()
@@ -93,7 +78,7 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
-            inputEnded = true
+            order.inputClosed()
             closeIfDone()
         }
         context.fireUserInboundEventTriggered(event)
@@ -110,21 +95,21 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    /// Takes frames in order while nothing stands in the way: a request
-    /// being staged by a task, or (for anything but a Produce) an earlier
-    /// Produce not yet durable.
+    /// Takes every request the order rules allow now.
     private func take() {
         guard !taking else { return }
         taking = true
         defer { taking = false }
-        while !staging, closing == nil, let frame = frames.first {
-            let isProduce = frame.count >= 2 && frame[0] == 0 && frame[1] == UInt8(ApiKey.produce.rawValue)
-            if !isProduce && producesAwaited > 0 { return }
-            frames.removeFirst()
-            let position = firstAnswer + answers.count
-            answers.append(nil)
-            if isProduce && takeProduceHere(frame, position: position) { continue }
-            stageInTask(frame, position: position)
+        while let next = order.take() {
+            switch next {
+            case .produce(let frame, let position):
+                if !takeProduceHere(frame, position: position) {
+                    order.produceStaged()
+                    stageInTask(frame, position: position)
+                }
+            case .stage(let frame, let position):
+                stageInTask(frame, position: position)
+            }
         }
     }
 
@@ -136,7 +121,6 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         let loop = context.eventLoop
         let inFlight = self.inFlight
         inFlight.begin()
-        producesAwaited += 1
         do {
             let taken = try broker.stageProduceDirect(frame: frame, session: session) { response in
                 // At once under `none` (still on this loop), else from the group-commit thread.
@@ -147,15 +131,11 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 inFlight.end()
             }
-            if !taken {
-                producesAwaited -= 1
-                inFlight.end()
-            }
+            if !taken { inFlight.end() }
             return taken
         } catch {
-            producesAwaited -= 1
             inFlight.end()
-            close(because: error.reason, position: position)
+            refuse(position, because: error.reason, produce: true)
             return true
         }
     }
@@ -169,7 +149,6 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         let broker = self.broker
         let inFlight = self.inFlight
         var session = self.session
-        staging = true
         inFlight.begin()
         Task {
             let staged: Result<StagedAnswer, CloseConnection>
@@ -184,21 +163,22 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func staged(_ position: Int, _ staged: Result<StagedAnswer, CloseConnection>, session: ClientSession) {
-        staging = false
         self.session = session
         switch staged {
         case .failure(let error):
-            close(because: error.reason, position: position)
+            order.staged(awaitingDurability: false)
+            refuse(position, because: error.reason, produce: false)
         case .success(.ready(let response)):
-            if session.closeAfterResponse { closing = "the SASL exchange failed" }
+            order.staged(awaitingDurability: false)
+            if session.closeAfterResponse { order.closeAfterAnswers(because: "the SASL exchange failed") }
             answered(position, response, produce: false)
         case .success(.pending(let finish)):
             // A cluster's Produce: the next request is taken while it waits for its followers.
+            order.staged(awaitingDurability: true)
             guard let context else { return }
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let loop = context.eventLoop
             let inFlight = self.inFlight
-            producesAwaited += 1
             inFlight.begin()
             Task {
                 let response = await finish()
@@ -212,19 +192,22 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// A request's answer is in: every answer from the oldest on that is in
     /// goes out, in order.
     private func answered(_ position: Int, _ response: [UInt8]?, produce: Bool) {
-        if produce { producesAwaited -= 1 }
-        let index = position - firstAnswer
-        guard index >= 0, index < answers.count else { return }
-        answers[answers.index(answers.startIndex, offsetBy: index)] = .some(response)
+        write(order.answered(position, response, produce: produce))
+    }
+
+    /// A request that cannot be answered in Kafka's protocol: earlier
+    /// requests still get their answers, then the connection closes.
+    private func refuse(_ position: Int, because reason: String, produce: Bool) {
+        broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "\(reason)"])
+        write(order.refuse(position, because: reason, produce: produce))
+    }
+
+    private func write(_ ready: [[UInt8]]) {
         guard let context, context.channel.isActive else { return }
-        while let first = answers.first, let answer = first {
-            answers.removeFirst()
-            firstAnswer += 1
-            if let answer {
-                broker.metrics.bytesOut.increment(by: Int64(answer.count))
-                context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer)), promise: nil)
-                unflushed = true
-            }
+        for answer in ready {
+            broker.metrics.bytesOut.increment(by: Int64(answer.count))
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer)), promise: nil)
+            unflushed = true
         }
         if unflushed && !inRead {
             unflushed = false
@@ -238,7 +221,7 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     /// Closes once nothing is left to answer, when a request could not be
     /// answered in the protocol or the client closed its side.
     private func closeIfDone() {
-        guard let context, closing != nil || (inputEnded && frames.isEmpty), answers.isEmpty, !staging else { return }
+        guard let context, order.shouldClose else { return }
         if unflushed {
             unflushed = false
             context.flush()
@@ -246,20 +229,10 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    /// A request that cannot be answered in Kafka's protocol: earlier
-    /// requests still get their answers, then the connection closes.
-    private func close(because reason: String, position: Int) {
-        broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "\(reason)"])
-        closing = reason
-        frames.removeAll()
-        // The refused request's own slot gets no answer.
-        answered(position, nil, produce: false)
-    }
-
     /// Stops reading while the backlog is full; reads again once it drains.
     private func throttle() {
         guard let context else { return }
-        let backlog = frames.count + answers.count
+        let backlog = order.backlog
         if reading && backlog >= Self.backlogMax {
             reading = false
             try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
