@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-common.h"
+
 static const char *url = "nats://127.0.0.1:4222";
 static const char *stream = "natsbench";
 static const char *json_path = NULL;
@@ -38,12 +40,6 @@ static int max_pending = 256;
 static int e2e = 0;
 static int server_pids[8];
 static int server_pid_count = 0;
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static uint32_t *ack_us, *e2e_us;
 static atomic_long acked, failed, received;
@@ -80,47 +76,6 @@ static void on_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     record(e2e_us, natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
     atomic_fetch_add(&received, 1);
     natsMsg_Destroy(msg);
-}
-
-static int compare_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void percentiles(uint32_t *values, long n, double out[4]) {
-    long m = 0;
-    for (long i = 0; i < n; i++)
-        if (values[i] != 0) values[m++] = values[i];
-    memset(out, 0, 4 * sizeof(double));
-    if (m == 0) return;
-    qsort(values, m, sizeof(uint32_t), compare_u32);
-    double qs[3] = {0.50, 0.99, 0.999};
-    for (int i = 0; i < 3; i++) {
-        long at = (long)(qs[i] * (double)m);
-        if (at >= m) at = m - 1;
-        out[i] = values[at] / 1000.0;
-    }
-    out[3] = values[m - 1] / 1000.0;
-}
-
-static double server_cpu(void) {
-    double total = 0;
-    long ticks = sysconf(_SC_CLK_TCK);
-    for (int i = 0; i < server_pid_count; i++) {
-        char path[64], buffer[4096];
-        snprintf(path, sizeof path, "/proc/%d/stat", server_pids[i]);
-        FILE *file = fopen(path, "r");
-        if (!file) continue;
-        size_t length = fread(buffer, 1, sizeof buffer - 1, file);
-        fclose(file);
-        buffer[length] = 0;
-        char *field = strrchr(buffer, ')');
-        if (!field) continue;
-        unsigned long utime = 0, stime = 0;
-        if (sscanf(field + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) == 2)
-            total += (double)(utime + stime) / (double)ticks;
-    }
-    return total;
 }
 
 static void check(natsStatus status, const char *what) {
@@ -214,20 +169,13 @@ int main(int argc, char **argv) {
     atomic_store(&acked, 0);
     atomic_store(&received, 0);
 
-    double cpu_before = server_cpu();
+    double cpu_before = server_cpu(server_pids, server_pid_count);
     int64_t start = now_ns(), end = start + (int64_t)(seconds * 1e9);
     long sent = 0;
     unsigned seed = 42;
     while (sent < count_max) {
-        int64_t now = now_ns();
-        if (now >= end) break;
-        if (rate > 0) {
-            int64_t due = start + (int64_t)((double)sent * 1e9 / rate);
-            if (due > now) {
-                struct timespec ts = {due / 1000000000, due % 1000000000};
-                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-            }
-        }
+        if (now_ns() >= end) break;
+        pace(start, sent, rate);
         snprintf(subject, sizeof subject, "%s.conversation-%d", stream, (int)(rand_r(&seed) % keys));
         int64_t at = now_ns();
         memcpy(value, &at, 8);
@@ -243,7 +191,7 @@ int main(int argc, char **argv) {
     }
     int64_t sending_ended = now_ns();
     js_PublishAsyncComplete(js, &complete);
-    double cpu = server_cpu() - cpu_before;
+    double cpu = server_cpu(server_pids, server_pid_count) - cpu_before;
     if (e2e) {
         int64_t give_up = now_ns() + 10 * 1000000000LL;
         while (atomic_load(&received) < sent && now_ns() < give_up) {

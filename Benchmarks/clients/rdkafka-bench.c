@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-common.h"
+
 static const char *brokers = "127.0.0.1:9092";
 static const char *topic = "rdkafka-bench";
 static const char *json_path = NULL;
@@ -45,12 +47,6 @@ static int replicas = 1;
 static int e2e = 0;
 static int server_pids[8];
 static int server_pid_count = 0;
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Latencies in microseconds, one slot per message sent. */
 static uint32_t *ack_us, *e2e_us;
@@ -109,50 +105,6 @@ static void *consume(void *arg) {
         rd_kafka_message_destroy(message);
     }
     return NULL;
-}
-
-static int compare_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Percentiles of the non-zero slots, in milliseconds. */
-static void percentiles(uint32_t *values, long n, double out[4]) {
-    long m = 0;
-    for (long i = 0; i < n; i++)
-        if (values[i] != 0) values[m++] = values[i];
-    memset(out, 0, 4 * sizeof(double));
-    if (m == 0) return;
-    qsort(values, m, sizeof(uint32_t), compare_u32);
-    double qs[3] = {0.50, 0.99, 0.999};
-    for (int i = 0; i < 3; i++) {
-        long at = (long)(qs[i] * (double)m);
-        if (at >= m) at = m - 1;
-        out[i] = values[at] / 1000.0;
-    }
-    out[3] = values[m - 1] / 1000.0;
-}
-
-/* CPU seconds (user + system) of the servers so far. */
-static double server_cpu(void) {
-    double total = 0;
-    long ticks = sysconf(_SC_CLK_TCK);
-    for (int i = 0; i < server_pid_count; i++) {
-        char path[64], buffer[4096];
-        snprintf(path, sizeof path, "/proc/%d/stat", server_pids[i]);
-        FILE *file = fopen(path, "r");
-        if (!file) continue;
-        size_t length = fread(buffer, 1, sizeof buffer - 1, file);
-        fclose(file);
-        buffer[length] = 0;
-        char *field = strrchr(buffer, ')');
-        if (!field) continue;
-        unsigned long utime = 0, stime = 0;
-        /* After the name: state is field 3; utime and stime are 14 and 15. */
-        if (sscanf(field + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) == 2)
-            total += (double)(utime + stime) / (double)ticks;
-    }
-    return total;
 }
 
 static void set(rd_kafka_conf_t *conf, const char *name, const char *value) {
@@ -277,21 +229,14 @@ int main(int argc, char **argv) {
 
     pthread_t reports;
     pthread_create(&reports, NULL, serve_reports, NULL);
-    double cpu_before = server_cpu();
+    double cpu_before = server_cpu(server_pids, server_pid_count);
     int64_t start = now_ns(), end = start + (int64_t)(seconds * 1e9);
     long sent = 0;
     char key[32];
     unsigned seed = 42;
     while (sent < count_max) {
-        int64_t now = now_ns();
-        if (now >= end) break;
-        if (rate > 0) {
-            int64_t due = start + (int64_t)((double)sent * 1e9 / rate);
-            if (due > now) {
-                struct timespec ts = {due / 1000000000, due % 1000000000};
-                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-            }
-        }
+        if (now_ns() >= end) break;
+        pace(start, sent, rate);
         int key_length = snprintf(key, sizeof key, "conversation-%d", (int)(rand_r(&seed) % keys));
         sent_at[sent] = now_ns();
         memcpy(value, &sent_at[sent], 8);
@@ -313,7 +258,7 @@ int main(int argc, char **argv) {
     rd_kafka_flush(producer, 10000);
     atomic_store(&sending_done, 1);
     pthread_join(reports, NULL);
-    double cpu = server_cpu() - cpu_before;
+    double cpu = server_cpu(server_pids, server_pid_count) - cpu_before;
     if (e2e) {
         pthread_join(consumer_thread, NULL);
         rd_kafka_consumer_close(consumer);

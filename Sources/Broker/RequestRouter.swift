@@ -50,6 +50,15 @@ extension Broker {
         }
     }
 
+    /// A frame's request header; a malformed one closes the connection.
+    static func requestHeader(_ reader: inout ByteReader) throws(CloseConnection) -> RequestHeader {
+        do {
+            return try RequestHeader.decode(&reader)
+        } catch {
+            throw CloseConnection(reason: "malformed request header: \(error)")
+        }
+    }
+
     /// A single node's Produce, staged without a task: checked and written
     /// on the caller's thread (a connection's event loop), its framed answer
     /// (nil for acks=0) through `done` once durable. False when the frame is
@@ -57,12 +66,7 @@ extension Broker {
     func stageProduceDirect(frame: [UInt8], session: ClientSession, done: @escaping @Sendable ([UInt8]?) -> Void) throws(CloseConnection) -> Bool {
         guard replication == nil, frame.count >= 2, frame[0] == 0, frame[1] == UInt8(ApiKey.produce.rawValue) else { return false }
         var reader = ByteReader(frame)
-        let header: RequestHeader
-        do {
-            header = try RequestHeader.decode(&reader)
-        } catch {
-            throw CloseConnection(reason: "malformed request header: \(error)")
-        }
+        let header = try Self.requestHeader(&reader)
         if configuration.saslEnabled && session.authenticatedUser == nil {
             throw CloseConnection(reason: "\(ApiKey.produce) before SASL authentication")
         }
@@ -98,12 +102,7 @@ extension Broker {
     func stage(frame: [UInt8], session: inout ClientSession) async throws(CloseConnection) -> StagedAnswer {
         let client = session.client
         var reader = ByteReader(frame)
-        let header: RequestHeader
-        do {
-            header = try RequestHeader.decode(&reader)
-        } catch {
-            throw CloseConnection(reason: "malformed request header: \(error)")
-        }
+        let header = try Self.requestHeader(&reader)
         guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
             guard let registered = extensions.withLock({ $0[header.apiKey] }) else {
                 throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
