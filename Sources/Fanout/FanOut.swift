@@ -21,11 +21,47 @@ public enum FanOutTopics {
 /// replicas of the membership topic up to their high watermark. Kept in
 /// memory and rebuilt from the log when the log shrinks under it (a
 /// follower truncated).
+///
+/// When another broker leads the membership partition, this broker's
+/// replica lags it by a fetch, while a message sent right after a join may
+/// already be committed in the conversation's partition. So the workers
+/// also apply the change each member event carries (`observed`), in the
+/// conversation's own order; such a change is "ahead" of the topic until
+/// the topic shows the same membership, and wins until then.
 final class MembershipIndex: Sendable {
     struct State {
         var members: [[UInt8]: [String: String]] = [:]
         var conversations: [String: Set<[UInt8]>] = [:]
         var applied: [Int32: Int64] = [:]
+        /// Per conversation, changes seen in its partition that the
+        /// membership topic has not shown yet.
+        var ahead: [[UInt8]: [String: String]] = [:]
+
+        mutating func apply(conversation: [UInt8], member: String, membership: String) {
+            members[conversation, default: [:]][member] = membership
+            conversations[member, default: []].insert(conversation)
+            if ahead[conversation]?[member] == membership { settle(conversation, member) }
+        }
+
+        mutating func observe(_ change: MembershipChange, in conversation: [UInt8]) {
+            if members[conversation]?[change.member] == change.membership {
+                settle(conversation, change.member)
+            } else {
+                ahead[conversation, default: [:]][change.member] = change.membership
+                conversations[change.member, default: []].insert(conversation)
+            }
+        }
+
+        mutating func settle(_ conversation: [UInt8], _ member: String) {
+            ahead[conversation]?[member] = nil
+            if ahead[conversation]?.isEmpty == true { ahead[conversation] = nil }
+        }
+
+        func joined(_ conversation: [UInt8]) -> [String] {
+            var members = self.members[conversation] ?? [:]
+            if let ahead = ahead[conversation] { members.merge(ahead) { $1 } }
+            return members.filter { $0.value == "join" }.map(\.key)
+        }
     }
 
     private let state = Mutex(State())
@@ -38,28 +74,27 @@ final class MembershipIndex: Sendable {
             let highWatermark = log.highWatermark
             var from = state.withLock { $0.applied[index] ?? 0 }
             if log.logEndOffset < from {
-                // Truncated below what was applied: start over.
-                state.withLock { $0 = State() }
+                // Truncated below what was applied: start over. Changes seen
+                // ahead stay: they are committed in their conversations.
+                state.withLock { $0 = State(ahead: $0.ahead) }
                 refresh(committed)
                 return
             }
             while from < highWatermark {
                 guard let read = try? log.read(from: from, bytesMax: 1 << 20, upTo: highWatermark), !read.batches.isEmpty else { break }
-                var changes: [(conversation: [UInt8], member: String, membership: String)] = []
+                var changes: [(conversation: [UInt8], change: MembershipChange)] = []
                 for bytes in read.batches {
                     guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else { continue }
                     for record in records where batch.baseOffset + Int64(record.offsetDelta) >= from {
-                        guard let key = record.key, let value = record.value,
-                              let change = try? JSONDecoder().decode(MembershipChange.self, from: Data(value)) else { continue }
-                        changes.append((key, change.member, change.membership))
+                        guard let key = record.key, let change = record.value.flatMap(Self.change) else { continue }
+                        changes.append((key, change))
                     }
                     from = max(from, batch.nextOffset)
                 }
                 let applied = from
                 state.withLock { state in
-                    for change in changes {
-                        state.members[change.conversation, default: [:]][change.member] = change.membership
-                        state.conversations[change.member, default: []].insert(change.conversation)
+                    for (conversation, change) in changes {
+                        state.apply(conversation: conversation, member: change.member, membership: change.membership)
                     }
                     state.applied[index] = applied
                 }
@@ -67,9 +102,24 @@ final class MembershipIndex: Sendable {
         }
     }
 
+    /// A change carried by a member event of `conversation`, committed in
+    /// its partition: it holds from here on in that conversation's order.
+    func observed(_ change: MembershipChange, in conversation: [UInt8]) {
+        state.withLock { $0.observe(change, in: conversation) }
+    }
+
+    /// The change a record's `membership` header carries, if any.
+    static func carried(_ headers: [RecordHeader]) -> MembershipChange? {
+        headers.first { $0.key == MembershipChange.headerKey }?.value.flatMap(change)
+    }
+
+    private static func change(_ value: [UInt8]) -> MembershipChange? {
+        try? JSONDecoder().decode(MembershipChange.self, from: Data(value))
+    }
+
     /// The members of a conversation who receive its messages (joined).
     func joinedMembers(_ conversation: [UInt8]) -> [String] {
-        state.withLock { ($0.members[conversation] ?? [:]).filter { $0.value == "join" }.map(\.key) }
+        state.withLock { $0.joined(conversation) }
     }
 
     func conversations(of user: String) -> [[UInt8]] {
@@ -230,6 +280,7 @@ public final class FanOut: Sendable {
                     // "everything from here reaches you" must not miss a member
                     // whose join committed since.
                     members.refresh(broker)
+                    if let change = MembershipIndex.carried(record.headers) { members.observed(change, in: key) }
                     let recipients = members.joinedMembers(key)
                     woken += state.withLock { state -> [String] in
                         let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))

@@ -16,13 +16,18 @@ extension MatrixAPI {
     func appendState(roomID: String, type: String, sender: String, content: JSONValue, stateKey: String) async throws -> String {
         var event = StoredEvent(type: type, sender: sender, content: content, stateKey: stateKey)
         let timestamp = Self.now
+        var headers: [RecordHeader] = []
         if type == "m.room.member", let membership = content["membership"]?.string {
             // The fan-out routes by this topic: written first, so the member
-            // receives what follows their join.
-            let change = MembershipChange(member: stateKey, membership: membership)
-            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(change), timestamp: timestamp)
+            // receives what follows their join. The event carries the change
+            // too: the fan-out's replica of this topic may lag the
+            // conversation's partition when another broker leads it.
+            let change = MatrixJSON.encodeBytes(MembershipChange(member: stateKey, membership: membership))
+            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: change, timestamp: timestamp)
+            headers.append(RecordHeader(key: MembershipChange.headerKey, value: change))
         }
-        let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(event), timestamp: timestamp)
+        let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(event),
+                                                         headers: headers, timestamp: timestamp)
         let eventID = ChatState.eventID(partition: partition, offset: offset)
         event.eventID = eventID
         event.roomID = roomID
