@@ -3,7 +3,7 @@
 # they are absent).
 SHELL := /bin/bash
 SWIFT ?= swift
-DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc
+DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc openssl
 VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data

@@ -33,6 +33,10 @@ let package = Package(
         // HTTP/1 and its conversion to HTTP types, which Hummingbird builds on:
         // the gateway's sync fast path sits between them.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
+        // TLS on every listener and connection (swift-nio-ssl's BoringSSL),
+        // certificate subjects read with swift-certificates.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
     ],
     targets: [
         // System libraries from Debian's -dev packages, found through pkg-config.
@@ -80,6 +84,16 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Who a connection is and what it may do: TLS contexts from an
+        // operator's files, principals from SASL or certificates, ACLs.
+        .target(
+            name: "Security",
+            dependencies: [
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The coordination protocol and etcd behind it (ADR 0009).
         .target(
             name: "Coordination",
@@ -100,8 +114,10 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "Core", "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL",
+                "Core", "LogStore", "KafkaWire", "KafkaNIO", "Cluster", "Coordination", "COpenSSL", "Security",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -152,7 +168,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "Operations",
+                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "Operations", "Security",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -211,8 +227,13 @@ let package = Package(
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire"], resources: [.copy("Fixtures")], swiftSettings: strictSettings),
         .testTarget(name: "ChatWireTests", dependencies: ["ChatWire", "KafkaWire"], swiftSettings: strictSettings),
         .testTarget(
+            name: "SecurityTests",
+            dependencies: ["Security"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "BrokerTests",
-            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", "Security", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.

@@ -65,9 +65,9 @@ public final class Broker: Sendable {
         }
     }
 
-    /// The APIs this node advertises: SASL's only when SASL is on.
-    var supportedAPIs: [ApiKey: ClosedRange<Int16>] {
-        SupportedAPIs.ranges(sasl: configuration.saslEnabled)
+    /// The APIs a listener advertises: SASL's only where SASL is asked for.
+    func supportedAPIs(_ session: ClientSession) -> [ApiKey: ClosedRange<Int16>] {
+        SupportedAPIs.ranges(sasl: session.requiresSASL)
     }
 
     var users: UserStore { UserStore(path: configuration.effectiveUsersFile) }

@@ -10,7 +10,10 @@ import Synchronization
 /// watches: the Metadata answer and the leader checks read it.
 public final class ClusterView: Sendable {
     public struct Snapshot: Sendable {
+        /// Live brokers' inter-broker addresses.
         public var brokers: [Int32: String] = [:]
+        /// Live brokers' addresses by listener.
+        public var endpoints: [Int32: BrokerEndpoints] = [:]
         public var controller: Int32?
         public var assignments: [String: TopicAssignment] = [:]
         public var records: [PartitionID: (state: PartitionState, revision: Int64)] = [:]
@@ -108,7 +111,9 @@ public final class ClusterNode: Sendable {
     private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, to snapshot: inout ClusterView.Snapshot) {
         let key = String(keyValue.key.dropFirst(root.count))
         if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
-            snapshot.brokers[id] = deleted ? nil : String(decoding: keyValue.value, as: UTF8.self)
+            let endpoints = deleted ? nil : BrokerEndpoints(registration: keyValue.value)
+            snapshot.endpoints[id] = endpoints
+            snapshot.brokers[id] = endpoints?.address
         } else if key == "controller" {
             snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
         } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {

@@ -1,5 +1,6 @@
 import Foundation
 import LogStore
+import Security
 
 /// A broker's settings. The defaults here are the one source of truth:
 /// flags, environment variables and the config file only override them
@@ -54,10 +55,47 @@ public struct BrokerConfiguration: Sendable {
     /// The user file `postduif user` manages; defaults to `users.json` in the data directory.
     public var usersFile: String? = nil
 
+    /// Named listeners (`--listeners`); nil: one listener on `host`:`port`,
+    /// PLAINTEXT, or SASL_PLAINTEXT with `saslEnabled`, as before listeners.
+    public var listeners: [Listener]? = nil
+    /// The listener other brokers and the embedded gateway use.
+    public var interBrokerListener: String? = nil
+    /// The certificate, key and CAs of TLS listeners.
+    public var tls: TLSFiles? = nil
+    /// How a client certificate's subject becomes a user name.
+    public var principalMapping = PrincipalMapping.standard
+    /// A TLS handshake not done by then closes the connection.
+    public var tlsHandshakeTimeout: Duration = .seconds(10)
+
     public init() {}
+
+    /// Every listener the broker serves.
+    public var effectiveListeners: [Listener] {
+        listeners ?? [Listener(name: saslEnabled ? SecurityProtocol.saslPlaintext.rawValue : SecurityProtocol.plaintext.rawValue,
+                               securityProtocol: saslEnabled ? .saslPlaintext : .plaintext, host: host, port: port,
+                               advertisedHost: advertisedHost, advertisedPort: advertisedPort)]
+    }
+
+    /// The listener brokers reach each other on: the one named, else the first.
+    public var effectiveInterBrokerListener: Listener {
+        let all = effectiveListeners
+        return all.first { $0.name == interBrokerListener } ?? all[0]
+    }
+
+    /// Refuses settings the listeners cannot run with.
+    public func checkListeners() throws(ListenerError) {
+        let all = effectiveListeners
+        if let interBrokerListener, !all.contains(where: { $0.name == interBrokerListener }) {
+            throw ListenerError(description: "--inter-broker-listener \(interBrokerListener) is not among the listeners (\(all.map(\.name).joined(separator: ", ")))")
+        }
+        if all.contains(where: \.securityProtocol.usesTLS) && tls == nil {
+            throw ListenerError(description: "an SSL or SASL_SSL listener needs --tls-cert-file and --tls-key-file")
+        }
+    }
 
     public var effectiveUsersFile: String { usersFile ?? (dataDirectory as NSString).appendingPathComponent("users.json") }
 
-    public var effectiveAdvertisedHost: String { advertisedHost ?? (host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host) }
-    public var effectiveAdvertisedPort: Int { advertisedPort ?? port }
+    /// Where the embedded gateway and other brokers reach this one.
+    public var effectiveAdvertisedHost: String { effectiveInterBrokerListener.advertisedHost }
+    public var effectiveAdvertisedPort: Int { effectiveInterBrokerListener.advertisedPort }
 }

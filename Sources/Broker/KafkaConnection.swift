@@ -3,6 +3,9 @@ import KafkaNIO
 import KafkaWire
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
+import Security
 import Synchronization
 
 /// One Kafka connection, on its event loop. Requests are taken one at a
@@ -42,10 +45,10 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     private var inRead = false
     private var unflushed = false
 
-    init(broker: Broker, client: String, inFlight: InFlightWork) {
+    init(broker: Broker, client: String, listener: Listener, inFlight: InFlightWork) {
         self.broker = broker
         self.inFlight = inFlight
-        session = ClientSession(client: client)
+        session = ClientSession(client: client, listener: listener)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -81,6 +84,19 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
             order.inputClosed()
             closeIfDone()
         }
+        if case TLSUserEvent.handshakeCompleted = event {
+            // No request can come before the handshake ends: the principal
+            // a client certificate names is known before the first.
+            if let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate(), let subject = Principal.subject(of: certificate) {
+                guard let user = broker.configuration.principalMapping.name(for: subject) else {
+                    broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "no principal mapping rule matches the certificate subject \(subject)"])
+                    context.close(promise: nil)
+                    return
+                }
+                session.certificateUser = user
+                broker.logger.debug("TLS client certificate", metadata: ["client": "\(session.client)", "subject": "\(subject)", "principal": "\(session.principal)"])
+            }
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -89,6 +105,10 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         // size) end the connection, as a malformed request does.
         if error is FrameError {
             broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "\(error)"])
+        } else if error is NIOSSLError || error is BoringSSLError {
+            // A plaintext client on a TLS listener, a certificate from
+            // another CA, an expired one: the handshake says which.
+            broker.logger.warning("closing connection", metadata: ["client": "\(session.client)", "reason": "TLS: \(error)"])
         } else {
             broker.logger.debug("connection ended", metadata: ["client": "\(session.client)", "error": "\(error)"])
         }

@@ -3,30 +3,80 @@ import KafkaWire
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
+import Security
 import Synchronization
 
-/// The Kafka listener: NIO frames the byte stream (`KafkaFrameDecoder`) and
-/// each connection is a `KafkaConnection` on its event loop, which takes
-/// its requests one at a time, in order, and answers them in order.
+/// The Kafka listeners: one socket per listener (`--listeners`); TLS
+/// first where the listener's protocol asks for it, then NIO frames the
+/// byte stream (`KafkaFrameDecoder`) and each connection is a
+/// `KafkaConnection` on its event loop, which takes its requests one at a
+/// time, in order, and answers them in order.
 public struct KafkaServer: Sendable {
     public let broker: Broker
     let group: any EventLoopGroup
+    /// The TLS listeners' certificate, replaced on reload.
+    let tls: ReloadableTLSContext?
 
-    public init(broker: Broker, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(broker: Broker, tls: ReloadableTLSContext? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.broker = broker
+        self.tls = tls
         self.group = group
     }
 
-    /// Binds, calls `onListening` with the bound port, and serves until the
-    /// task is cancelled; then closes every connection and returns once no
-    /// Produce is left waiting for its sync (the node closes its store next).
-    public func run(onListening: @Sendable (Int) -> Void = { _ in }) async throws {
+    /// Binds every listener, calls `onListening` with the first one's bound
+    /// port (`onListeners` with each by name), and serves until the task is
+    /// cancelled; then closes every connection and returns once no Produce
+    /// is left waiting for its sync (the node closes its store next).
+    public func run(onListening: @Sendable (Int) -> Void = { _ in }, onListeners: @Sendable ([String: Int]) -> Void = { _ in }) async throws {
+        let configuration = broker.configuration
+        try configuration.checkListeners()
+        let listeners = configuration.effectiveListeners
+        if listeners.contains(where: \.securityProtocol.usesTLS) && tls == nil {
+            throw ListenerError(description: "a TLS listener without a certificate")
+        }
+        let connections = OpenConnections()
+        let inFlight = InFlightWork()
+        var servers: [any Channel] = []
+        var ports: [String: Int] = [:]
+        do {
+            for listener in listeners {
+                let server = try await bind(listener, connections: connections, inFlight: inFlight)
+                servers.append(server)
+                let port = server.localAddress?.port ?? listener.port
+                ports[listener.name] = port
+                broker.logger.info("listening for Kafka clients", metadata: [
+                    "listener": "\(listener.name)", "protocol": "\(listener.securityProtocol.rawValue)",
+                    "host": "\(listener.host)", "port": "\(port)", "advertised": "\(listener.advertisedAddress)"])
+            }
+        } catch {
+            for server in servers { server.close(promise: nil) }
+            throw error
+        }
+        let bound = servers
+        broker.listening.withLock { $0 = true }
+        onListening(ports[listeners[0].name] ?? listeners[0].port)
+        onListeners(ports)
+        await withTaskCancellationHandler {
+            for server in bound { try? await server.closeFuture.get() }
+        } onCancel: {
+            for server in bound { server.close(promise: nil) }
+        }
+        broker.listening.withLock { $0 = false }
+        connections.closeAll()
+        await inFlight.drained()
+        try Task.checkCancellation()
+    }
+
+    private func bind(_ listener: Listener, connections: OpenConnections, inFlight: InFlightWork) async throws -> any Channel {
         let configuration = broker.configuration
         let frameBytesMax = configuration.requestBytesMax
         let broker = self.broker
-        let connections = OpenConnections()
-        let inFlight = InFlightWork()
-        let server = try await ServerBootstrap(group: group)
+        let tls = listener.securityProtocol.usesTLS ? self.tls : nil
+        let handshakeTimeout = TimeAmount.nanoseconds(Int64(configuration.tlsHandshakeTimeout.components.seconds) * 1_000_000_000
+            + configuration.tlsHandshakeTimeout.components.attoseconds / 1_000_000_000)
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -35,25 +85,57 @@ public struct KafkaServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let client = channel.remoteAddress?.description ?? "unknown"
+                    if let tls {
+                        // The context current when the connection opens: a
+                        // reload changes later connections only.
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeDeadline(timeout: handshakeTimeout, client: client, logger: broker.logger))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(KafkaConnection(broker: broker, client: client, inFlight: inFlight))
+                    try channel.pipeline.syncOperations.addHandler(KafkaConnection(broker: broker, client: client, listener: listener, inFlight: inFlight))
                     connections.add(channel)
                 }
             }
-            .bind(host: configuration.host, port: configuration.port).get()
-        let port = server.localAddress?.port ?? configuration.port
-        broker.logger.info("listening for Kafka clients", metadata: ["host": "\(configuration.host)", "port": "\(port)", "advertised": "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"])
-        broker.listening.withLock { $0 = true }
-        onListening(port)
-        await withTaskCancellationHandler {
-            try? await server.closeFuture.get()
-        } onCancel: {
-            server.close(promise: nil)
+            .bind(host: listener.host, port: listener.port).get()
+    }
+}
+
+/// Closes a TLS connection whose handshake is not done in time: a client
+/// that opens connections and never finishes would otherwise hold them.
+final class TLSHandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    let timeout: TimeAmount
+    let client: String
+    let logger: Logger
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount, client: String, logger: Logger) {
+        self.timeout = timeout
+        self.client = client
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let (client, logger, timeout) = (self.client, self.logger, self.timeout)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            logger.warning("closing connection", metadata: ["client": "\(client)", "reason": "TLS handshake not finished within \(timeout.nanoseconds / 1_000_000) ms"])
+            bound.value.close(promise: nil)
         }
-        broker.listening.withLock { $0 = false }
-        connections.closeAll()
-        await inFlight.drained()
-        try Task.checkCancellation()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        if case TLSUserEvent.handshakeCompleted = event {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
     }
 }
 

@@ -9,8 +9,9 @@ import Synchronization
 
 // Metadata: where each partition is led, on a single node and in a cluster.
 extension Broker {
-    func metadata(_ request: MetadataRequest) async -> MetadataResponse {
-        if let cluster { return await clusterMetadata(request, cluster) }
+    /// `listener`: the one the client came in on, whose addresses it is told.
+    func metadata(_ request: MetadataRequest, listener: Listener) async -> MetadataResponse {
+        if let cluster { return await clusterMetadata(request, cluster, listener: listener) }
         let names = request.topics ?? store.topicDescriptors.map(\.name)
         var topics: [MetadataResponse.Topic] = []
         for name in names {
@@ -42,13 +43,13 @@ extension Broker {
             }
             topics.append(.init(errorCode: 0, name: name, partitions: partitions))
         }
-        let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
+        let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: listener.advertisedHost, port: Int32(listener.advertisedPort))
         return MetadataResponse(brokers: [broker], clusterID: store.clusterID, controllerID: configuration.nodeID, topics: topics)
     }
 
     /// Metadata from the cluster's view: every live broker, each
     /// partition's leader, replicas and ISR as etcd holds them.
-    func clusterMetadata(_ request: MetadataRequest, _ cluster: ClusterNode) async -> MetadataResponse {
+    func clusterMetadata(_ request: MetadataRequest, _ cluster: ClusterNode, listener: Listener) async -> MetadataResponse {
         // Right after start the election may not have happened yet; clients
         // (librdkafka's admin) wait long for a controller they were told is
         // missing, so give the election a moment first.
@@ -67,10 +68,10 @@ extension Broker {
             }
             snapshot = cluster.view.snapshot
         }
-        let brokers = snapshot.brokers.keys.sorted().compactMap { id -> MetadataResponse.Broker? in
-            let parts = snapshot.brokers[id]!.split(separator: ":")
-            guard parts.count == 2, let port = Int32(parts[1]) else { return nil }
-            return MetadataResponse.Broker(nodeID: id, host: String(parts[0]), port: port)
+        // A broker without this listener is left out, as Kafka leaves it.
+        let brokers = snapshot.endpoints.keys.sorted().compactMap { id -> MetadataResponse.Broker? in
+            guard let (host, port) = snapshot.endpoints[id]?.address(for: listener.name).flatMap(Self.hostAndPort) else { return nil }
+            return MetadataResponse.Broker(nodeID: id, host: host, port: port)
         }
         let names = request.topics ?? snapshot.assignments.keys.sorted()
         let topics = names.map { name -> MetadataResponse.Topic in
@@ -93,5 +94,13 @@ extension Broker {
             return topic
         }
         return MetadataResponse(brokers: brokers, clusterID: configuration.clusterName, controllerID: snapshot.controller ?? -1, topics: topics)
+    }
+
+    /// `host:port` (the host may hold colons: IPv6) as Metadata writes it.
+    static func hostAndPort(_ address: String) -> (String, Int32)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int32(address[address.index(after: colon)...]) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
     }
 }

@@ -30,7 +30,7 @@ extension Broker {
         }
     }
 
-    func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    func findCoordinator(_ request: FindCoordinatorRequest, listener: Listener) -> FindCoordinatorResponse {
         guard request.keyType == 0 else {
             return FindCoordinatorResponse(errorCode: ErrorCode.coordinatorNotAvailable.rawValue, errorMessage: "transactions are not supported", nodeID: -1, host: "", port: -1)
         }
@@ -45,13 +45,13 @@ extension Broker {
                 return unavailable("\(OffsetsTopic.name) is being created")
             }
             let id = PartitionID(topic: OffsetsTopic.name, index: offsets.partition(for: request.key))
-            guard let leader = snapshot.records[id]?.state.leader, leader >= 0, let address = snapshot.brokers[leader] else {
+            guard let leader = snapshot.records[id]?.state.leader, leader >= 0, let address = snapshot.endpoints[leader]?.address(for: listener.name) else {
                 return unavailable("\(id) has no leader")
             }
-            let parts = address.split(separator: ":")
-            return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: leader, host: String(parts.first ?? ""), port: Int32(parts.last ?? "") ?? -1)
+            let (host, port) = Self.hostAndPort(address) ?? ("", -1)
+            return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: leader, host: host, port: port)
         }
-        return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: configuration.nodeID, host: configuration.effectiveAdvertisedHost, port: Int32(configuration.effectiveAdvertisedPort))
+        return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: configuration.nodeID, host: listener.advertisedHost, port: Int32(listener.advertisedPort))
     }
 
     func offsetForLeaderEpoch(_ request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {

@@ -5,6 +5,7 @@ import KafkaWire
 import LogStore
 import Logging
 import Metrics
+import Security
 import Synchronization
 
 /// Why a connection must close: the bytes cannot be answered in Kafka's
@@ -22,16 +23,34 @@ enum StagedAnswer: Sendable {
     case pending(@Sendable () async -> [UInt8]?)
 }
 
-/// What one connection has established: its peer and, with SASL, who it is.
+/// What one connection has established: its peer, the listener it came
+/// in on and who it is (from SASL or its certificate).
 struct ClientSession: Sendable {
     var client: String
+    var listener: Listener
+    /// The user SASL authenticated.
     var authenticatedUser: String? = nil
+    /// The user its client certificate names, once TLS's handshake is done.
+    var certificateUser: String? = nil
     var sasl: SaslServer? = nil
     /// Set when the response must be the connection's last (a failed SASL exchange).
     var closeAfterResponse = false
 
-    init(client: String) {
+    init(client: String, listener: Listener) {
         self.client = client
+        self.listener = listener
+    }
+
+    var requiresSASL: Bool { listener.securityProtocol.requiresSASL }
+
+    /// Whether requests other than the SASL exchange may be answered.
+    var isAuthenticated: Bool { !requiresSASL || authenticatedUser != nil }
+
+    /// Who the connection acts as: SASL's user first, then the
+    /// certificate's, else anonymous.
+    var principal: Principal {
+        if let user = authenticatedUser ?? certificateUser { return Principal(name: user) }
+        return .anonymous
     }
 }
 
@@ -39,7 +58,7 @@ extension Broker {
     /// Answers one request frame (without its size prefix). Returns the
     /// framed response, or nil when the request gets none (Produce acks=0).
     func handle(frame: [UInt8], client: String) async throws(CloseConnection) -> [UInt8]? {
-        var session = ClientSession(client: client)
+        var session = ClientSession(client: client, listener: configuration.effectiveInterBrokerListener)
         return try await handle(frame: frame, session: &session)
     }
 
@@ -67,11 +86,11 @@ extension Broker {
         guard replication == nil, frame.count >= 2, frame[0] == 0, frame[1] == UInt8(ApiKey.produce.rawValue) else { return false }
         var reader = ByteReader(frame)
         let header = try Self.requestHeader(&reader)
-        if configuration.saslEnabled && session.authenticatedUser == nil {
+        if !session.isAuthenticated {
             throw CloseConnection(reason: "\(ApiKey.produce) before SASL authentication")
         }
         let version = header.apiVersion
-        guard supportedAPIs[.produce]?.contains(version) == true else {
+        guard supportedAPIs(session)[.produce]?.contains(version) == true else {
             throw CloseConnection(reason: "\(ApiKey.produce) version \(version) is not supported")
         }
         let flexible = version >= ApiKey.produce.firstFlexibleVersion
@@ -103,16 +122,17 @@ extension Broker {
         let client = session.client
         var reader = ByteReader(frame)
         let header = try Self.requestHeader(&reader)
+        let supportedAPIs = supportedAPIs(session)
         guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
             guard let registered = extensions.withLock({ $0[header.apiKey] }) else {
                 throw CloseConnection(reason: "unknown or unsupported API key \(header.apiKey)")
             }
-            if configuration.saslEnabled && session.authenticatedUser == nil {
+            if !session.isAuthenticated {
                 throw CloseConnection(reason: "\(registered.api.name) before SASL authentication")
             }
             return try await stageExtension(registered, header: header, reader: &reader)
         }
-        if configuration.saslEnabled && session.authenticatedUser == nil && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {
+        if !session.isAuthenticated && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {
             throw CloseConnection(reason: "\(api) before SASL authentication")
         }
         let version = header.apiVersion
@@ -137,7 +157,7 @@ extension Broker {
             switch api {
             case .apiVersions:
                 _ = try ApiVersionsRequest.decode(&reader, version: version)
-                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised(sasl: configuration.saslEnabled)).encode(&body, version: version)
+                ApiVersionsResponse(errorCode: 0, apiKeys: SupportedAPIs.advertised(sasl: session.requiresSASL)).encode(&body, version: version)
             case .saslHandshake:
                 let request = try SaslHandshakeRequest.decode(&reader, version: version)
                 session.sasl = SaslServer(mechanism: request.mechanism, users: users)
@@ -147,7 +167,7 @@ extension Broker {
                 let request = try SaslAuthenticateRequest.decode(&reader, version: version)
                 authenticate(request, session: &session).encode(&body, version: version)
             case .metadata:
-                await metadata(try MetadataRequest.decode(&reader, version: version)).encode(&body, version: version)
+                await metadata(try MetadataRequest.decode(&reader, version: version), listener: session.listener).encode(&body, version: version)
             case .produce:
                 let request = try ProduceRequest.decode(&reader, version: version)
                 let finish = await produce(request, version: version)
@@ -173,7 +193,7 @@ extension Broker {
             case .initProducerId:
                 await initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .findCoordinator:
-                findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version)).encode(&body, version: version)
+                findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version), listener: session.listener).encode(&body, version: version)
             case .offsetForLeaderEpoch:
                 offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
             case .joinGroup:

@@ -33,8 +33,10 @@ enum SupportedAPIs {
     /// v0 is listed because librdkafka 2.0.2 requires it in the range.
     static let saslRanges: [ApiKey: ClosedRange<Int16>] = [.saslHandshake: 0...1, .saslAuthenticate: 0...1]
 
+    static let rangesWithSASL = ranges.merging(saslRanges) { first, _ in first }
+
     static func ranges(sasl: Bool) -> [ApiKey: ClosedRange<Int16>] {
-        sasl ? ranges.merging(saslRanges) { first, _ in first } : ranges
+        sasl ? rangesWithSASL : ranges
     }
 
     /// Produce versions listed for old clients' feature detection but refused.

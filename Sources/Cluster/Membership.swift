@@ -13,15 +13,18 @@ public struct Membership: Sendable {
     public let brokerID: Int32
     /// host:port clients and followers reach this broker at.
     public let address: String
+    /// What the registration holds: the address and each listener's.
+    public let registration: String
     public let leaseSeconds: Int64
 
     /// `leaseSeconds`: how long a silent broker counts as alive; failover
     /// takes about this long (etcd's shortest is about 1.5 s).
-    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, leaseSeconds: Int64 = 2) {
+    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, listeners: [String: String] = [:], leaseSeconds: Int64 = 2) {
         self.coordination = coordination
         root = "/postduif/\(cluster)/"
         self.brokerID = brokerID
         self.address = address
+        registration = BrokerEndpoints(address: address, listeners: listeners).registration
         self.leaseSeconds = leaseSeconds
     }
 
@@ -38,12 +41,12 @@ public struct Membership: Sendable {
         let deadline = ContinuousClock.now + (patience ?? .seconds(leaseSeconds * 3 + 1))
         while true {
             let lease = try await coordination.grantLease(ttlSeconds: leaseSeconds)
-            if try await coordination.compareAndSwap(key, expected: 0, value: Array(address.utf8), lease: lease) != nil {
+            if try await coordination.compareAndSwap(key, expected: 0, value: Array(registration.utf8), lease: lease) != nil {
                 return lease
             }
             try? await coordination.revokeLease(lease)
             let holder = try await coordination.get(key).map { String(decoding: $0.value, as: UTF8.self) }
-            guard holder == nil || holder == address, ContinuousClock.now < deadline else {
+            guard holder == nil || holder == registration, ContinuousClock.now < deadline else {
                 throw CoordinationError.refused("broker id \(brokerID) is already registered by \(holder ?? "?")")
             }
             try await Task.sleep(for: .milliseconds(200))
@@ -76,7 +79,7 @@ public struct Membership: Sendable {
         var brokers: [Int32: String] = [:]
         for keyValue in keyValues {
             guard let id = Int32(keyValue.key.dropFirst(brokersPrefix.count)) else { continue }
-            brokers[id] = String(decoding: keyValue.value, as: UTF8.self)
+            brokers[id] = BrokerEndpoints(registration: keyValue.value).address
         }
         return (brokers, revision)
     }

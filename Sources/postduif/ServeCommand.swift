@@ -11,6 +11,7 @@ import Logging
 import Metrics
 import Operations
 import Prometheus
+import Security
 import ServiceLifecycle
 
 /// `postduif serve`: one broker node on the embedded single-node default.
@@ -95,6 +96,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "With --with-gateway: the HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
     var gatewayPort: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
 
+    @OptionGroup(title: "Listeners and TLS") var security: SecurityOptions
+
     @OptionGroup(title: "With --with-gateway") var chat: ChatOptions
 
     func run() async throws {
@@ -140,7 +143,14 @@ struct Serve: AsyncParsableCommand {
         // The chat's conversations topic keeps the conversation index however
         // it is created (by the gateway, a Kafka client or auto-creation).
         configuration.conversationIndexedTopics = [ChatTopicNames.conversations]
-        if configuration.isClustered && port == 0 {
+        try security.apply(to: &configuration)
+        let tls: ReloadableTLSContext?
+        do {
+            tls = try configuration.tls.map(ReloadableTLSContext.init)
+        } catch {
+            throw OperatorError("\(error)")
+        }
+        if configuration.isClustered && configuration.effectiveListeners.contains(where: { $0.port == 0 }) {
             throw OperatorError("a broker in a cluster needs a fixed --port: the others reach it there")
         }
         var gatewayConfiguration: GatewayConfiguration? = nil
@@ -170,7 +180,7 @@ struct Serve: AsyncParsableCommand {
         }
         let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
         let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
-        let kafka = KafkaService(server: KafkaServer(broker: broker), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
+        let kafka = KafkaService(server: KafkaServer(broker: broker, tls: tls), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
         let gateway = gatewayConfiguration.map { gatewayConfiguration in
             var gatewayConfiguration = gatewayConfiguration
             gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
@@ -188,7 +198,8 @@ struct Serve: AsyncParsableCommand {
         if let replication {
             let membership = Membership(
                 coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,
-                address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)")
+                address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)",
+                listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }))
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
             broker.attach(node)
             services.append(ClusterService(node: node))
@@ -201,6 +212,8 @@ struct Serve: AsyncParsableCommand {
         // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
         // shutdown (stop accepting, let in-flight requests finish), then the
         // log is synced and closed below.
+        let reloader = tls.map { CertificateReloader(contexts: [$0], logger: logger) }
+        defer { withExtendedLifetime(reloader) {} }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()

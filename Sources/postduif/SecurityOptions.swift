@@ -1,0 +1,104 @@
+import ArgumentParser
+import Broker
+import Dispatch
+import Foundation
+import Logging
+import Security
+
+/// The listeners and TLS settings of `postduif serve` (Docs/security.md).
+struct SecurityOptions: ParsableArguments {
+    @Option(help: "Named listeners, NAME://host:port comma-separated, e.g. SASL_SSL://0.0.0.0:9093,PLAINTEXT://127.0.0.1:9092; replaces --host, --port and --sasl (POSTDUIF_LISTENERS).")
+    var listeners: String?
+
+    @Option(help: "Addresses clients of each listener are told, NAME://host:port (POSTDUIF_ADVERTISED_LISTENERS).")
+    var advertisedListeners: String?
+
+    @Option(help: "NAME:PROTOCOL pairs for listeners not named after their protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) (POSTDUIF_LISTENER_SECURITY_PROTOCOL_MAP).")
+    var listenerSecurityProtocolMap: String?
+
+    @Option(help: "The listener brokers reach each other on; the first when not given (POSTDUIF_INTER_BROKER_LISTENER).")
+    var interBrokerListener: String?
+
+    @Option(help: "PEM certificate chain of TLS listeners (POSTDUIF_TLS_CERT_FILE).")
+    var tlsCertFile: String?
+
+    @Option(help: "PEM private key of TLS listeners, readable by its owner only (POSTDUIF_TLS_KEY_FILE).")
+    var tlsKeyFile: String?
+
+    @Option(help: "PEM CAs whose certificates peers may show (POSTDUIF_TLS_CA_FILE).")
+    var tlsCaFile: String?
+
+    @Option(help: "Client certificates: none, requested or required (POSTDUIF_TLS_CLIENT_AUTH).")
+    var tlsClientAuth: String?
+
+    @Option(help: "How a client certificate's subject becomes a user: RULE:pattern/replacement/[LU] entries and DEFAULT, as Kafka's ssl.principal.mapping.rules (POSTDUIF_SSL_PRINCIPAL_MAPPING_RULES).")
+    var sslPrincipalMappingRules: String?
+
+    @Option(help: "A TLS handshake not finished within this many milliseconds closes the connection (POSTDUIF_TLS_HANDSHAKE_TIMEOUT_MS).")
+    var tlsHandshakeTimeoutMs: Int = Environment.integer("TLS_HANDSHAKE_TIMEOUT_MS") ?? 10_000
+
+    func apply(to configuration: inout BrokerConfiguration) throws {
+        guard tlsHandshakeTimeoutMs > 0 else { throw OperatorError("--tls-handshake-timeout-ms must be positive") }
+        configuration.tlsHandshakeTimeout = .milliseconds(tlsHandshakeTimeoutMs)
+        if let text = listeners ?? Environment.string("LISTENERS") {
+            do {
+                configuration.listeners = try ListenerSpec.resolve(
+                    listeners: text, advertised: advertisedListeners ?? Environment.string("ADVERTISED_LISTENERS"),
+                    protocols: listenerSecurityProtocolMap ?? Environment.string("LISTENER_SECURITY_PROTOCOL_MAP"))
+            } catch {
+                throw OperatorError("--listeners: \(error)")
+            }
+        } else if advertisedListeners ?? Environment.string("ADVERTISED_LISTENERS") != nil {
+            throw OperatorError("--advertised-listeners needs --listeners")
+        }
+        configuration.interBrokerListener = (interBrokerListener ?? Environment.string("INTER_BROKER_LISTENER"))?.uppercased()
+        configuration.tls = try tlsFiles()
+        if let rules = sslPrincipalMappingRules ?? Environment.string("SSL_PRINCIPAL_MAPPING_RULES") {
+            do {
+                configuration.principalMapping = try PrincipalMapping(parsing: rules)
+            } catch {
+                throw OperatorError("--ssl-principal-mapping-rules: \(error)")
+            }
+        }
+        do {
+            try configuration.checkListeners()
+        } catch {
+            throw OperatorError("\(error)")
+        }
+    }
+
+    func tlsFiles() throws -> TLSFiles? {
+        let certificate = tlsCertFile ?? Environment.string("TLS_CERT_FILE")
+        let key = tlsKeyFile ?? Environment.string("TLS_KEY_FILE")
+        guard certificate != nil || key != nil else { return nil }
+        guard let certificate, let key else { throw OperatorError("--tls-cert-file and --tls-key-file go together") }
+        let authText = tlsClientAuth ?? Environment.string("TLS_CLIENT_AUTH") ?? "none"
+        guard let auth = ClientAuth(rawValue: authText) else {
+            throw OperatorError("--tls-client-auth must be none, requested or required, not \(authText)")
+        }
+        return TLSFiles(certificateFile: certificate, keyFile: key, caFile: tlsCaFile ?? Environment.string("TLS_CA_FILE"), clientAuth: auth)
+    }
+}
+
+/// Reloads the TLS certificates on SIGHUP: connections opened afterwards
+/// use the new ones, open connections are left as they are. A reload that
+/// fails keeps the old certificate and says why.
+final class CertificateReloader {
+    private let source: any DispatchSourceSignal
+
+    init(contexts: [ReloadableTLSContext], logger: Logger) {
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            for context in contexts {
+                do {
+                    try context.reload()
+                    logger.notice("TLS certificate reloaded", metadata: ["certificate": "\(context.files.certificateFile)"])
+                } catch {
+                    logger.error("TLS certificate not reloaded; the previous one stays", metadata: ["reason": "\(error)"])
+                }
+            }
+        }
+        source.resume()
+    }
+}

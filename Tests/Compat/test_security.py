@@ -1,0 +1,300 @@
+"""TLS on Kafka listeners (Docs/security.md), with the clients people use:
+kcat, confluent-kafka, kafka-python and aiokafka over SSL, SASL_SSL with
+SCRAM-SHA-512, and client certificates. Certificates are made here with
+the openssl command line; no private key is committed. Bad input gets a
+clear log line and a live broker: plaintext on a TLS port and the reverse,
+an expired certificate, one from another CA, a handshake never finished,
+a private key others may read."""
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from conftest import BINARY, BrokerProcess, free_port, kcat, unique
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class Certificates:
+    """A CA, a broker certificate for 127.0.0.1, client certificates, an
+    expired one and one from a second CA."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="postduif-tls-")
+        for ca in ("ca", "other-ca"):
+            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca + ".key", "-out", ca + ".pem",
+                    "-days", "2", "-subj", "/CN=Postduif test " + ca, cwd=self.dir)
+        with open(os.path.join(self.dir, "san.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        self.issue("broker", "/CN=localhost", extfile="san.cnf")
+        self.issue("alice", "/O=Ministerie/CN=alice")
+        self.issue("stranger", "/CN=stranger", ca="other-ca")
+        self.issue("expired", "/CN=expired", days=-1)
+        for name in os.listdir(self.dir):
+            if name.endswith(".key"):
+                os.chmod(self.path(name), 0o600)
+
+    def issue(self, name, subject, ca="ca", extfile=None, days=2):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr", "-subj", subject, cwd=self.dir)
+        args = ["x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key", "-CAcreateserial", "-out", name + ".pem"]
+        # -days -1: its validity ended a day before it began, so it is expired.
+        args += ["-days", str(days)]
+        if extfile:
+            args += ["-extfile", extfile]
+        openssl(*args, cwd=self.dir)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+
+@pytest.fixture(scope="module")
+def certificates():
+    made = Certificates()
+    yield made
+    shutil.rmtree(made.dir, ignore_errors=True)
+
+
+def tls_broker(certificates, client_auth="requested", extra=()):
+    process = BrokerProcess()
+    process.ssl_port = free_port()
+    process.sasl_ssl_port = free_port()
+    process.extra_args = [
+        "--listeners", "PLAINTEXT://127.0.0.1:%d,SSL://127.0.0.1:%d,SASL_SSL://127.0.0.1:%d" % (process.port, process.ssl_port, process.sasl_ssl_port),
+        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
+        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", client_auth,
+        "--ssl-principal-mapping-rules", "RULE:^CN=([^,]*),O=.*$/$1/L,DEFAULT",
+        "--tls-handshake-timeout-ms", "1500", *extra]
+    added = subprocess.run([BINARY, "user", "add", "alice", "--password-stdin", "--data", process.data_dir],
+                           input=b"wonderland\n", capture_output=True)
+    assert added.returncode == 0, added.stderr
+    return process.start()
+
+
+@pytest.fixture(scope="module")
+def broker_tls(certificates):
+    process = tls_broker(certificates)
+    yield process
+    assert process.stop() == 0, process.read_log()
+    shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def ssl_settings(certificates, port, client=None):
+    settings = {"bootstrap.servers": "127.0.0.1:%d" % port, "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem")}
+    if client:
+        settings.update({"ssl.certificate.location": certificates.path(client + ".pem"), "ssl.key.location": certificates.path(client + ".key")})
+    return settings
+
+
+def kcat_settings(settings):
+    args = []
+    for key, value in settings.items():
+        args += ["-b", value] if key == "bootstrap.servers" else ["-X", "%s=%s" % (key, value)]
+    return args
+
+
+def test_kcat_over_ssl_is_told_the_ssl_address_and_round_trips(broker_tls, certificates):
+    settings = kcat_settings(ssl_settings(certificates, broker_tls.ssl_port))
+    listed = kcat(*settings, "-L")
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert ("broker 1 at 127.0.0.1:%d" % broker_tls.ssl_port).encode() in listed.stdout
+    plain = kcat("-b", broker_tls.address, "-L")
+    assert ("broker 1 at 127.0.0.1:%d" % broker_tls.port).encode() in plain.stdout
+    topic = unique("tls-kcat")
+    produced = kcat(*settings, "-P", "-t", topic, "-p", "0", input=b"one\ntwo\n")
+    assert produced.returncode == 0, produced.stderr.decode()
+    consumed = kcat(*settings, "-C", "-t", topic, "-o", "beginning", "-e", "-f", "%s\\n")
+    assert consumed.stdout.decode().split() == ["one", "two"]
+
+
+def test_confluent_kafka_with_a_client_certificate(broker_tls, certificates):
+    topic = unique("tls-ck")
+    producer = Producer(dict(ssl_settings(certificates, broker_tls.ssl_port, client="alice"), **{"enable.idempotence": True}))
+    for i in range(100):
+        producer.produce(topic, b"m%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer(dict(ssl_settings(certificates, broker_tls.ssl_port, client="alice"), **{"group.id": unique("g"), "auto.offset.reset": "earliest"}))
+    consumer.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 100 and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None and message.error() is None:
+            got.append(message.value())
+    consumer.close()
+    assert got == [b"m%d" % i for i in range(100)]
+    # The certificate's subject, mapped by the rule, names the connection.
+    with open(broker_tls.log_path, errors="replace") as log:
+        assert "principal=User:alice" in log.read()
+
+
+def test_kafka_python_over_ssl(broker_tls, certificates):
+    topic = unique("tls-kp")
+    options = dict(bootstrap_servers="127.0.0.1:%d" % broker_tls.ssl_port, security_protocol="SSL", ssl_cafile=certificates.path("ca.pem"))
+    producer = KafkaProducer(**options)
+    producer.send(topic, b"over tls", partition=0).get(30)
+    producer.close()
+    consumer = KafkaConsumer(auto_offset_reset="earliest", consumer_timeout_ms=5000, **options)
+    consumer.assign([TopicPartition(topic, 0)])
+    assert [m.value for m in consumer] == [b"over tls"]
+    consumer.close()
+
+
+def test_aiokafka_over_sasl_ssl_with_scram_sha_512(broker_tls, certificates):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.helpers import create_ssl_context
+
+    topic = unique("tls-aio")
+
+    async def run():
+        context = create_ssl_context(cafile=certificates.path("ca.pem"))
+        options = dict(bootstrap_servers="127.0.0.1:%d" % broker_tls.sasl_ssl_port, security_protocol="SASL_SSL", ssl_context=context,
+                       sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice", sasl_plain_password="wonderland")
+        producer = AIOKafkaProducer(**options)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"over sasl_ssl", partition=0)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", **options)
+        await consumer.start()
+        try:
+            message = await asyncio.wait_for(consumer.getone(), 30)
+        finally:
+            await consumer.stop()
+        return message.value
+
+    assert asyncio.run(run()) == b"over sasl_ssl"
+
+
+def test_sasl_ssl_refuses_requests_before_authentication_and_wrong_passwords(broker_tls, certificates):
+    settings = kcat_settings(ssl_settings(certificates, broker_tls.sasl_ssl_port))
+    good = kcat(*settings, "-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+                "-X", "sasl.username=alice", "-X", "sasl.password=wonderland", "-L")
+    assert good.returncode == 0, good.stderr.decode()
+    assert ("broker 1 at 127.0.0.1:%d" % broker_tls.sasl_ssl_port).encode() in good.stdout
+    bad = kcat(*settings, "-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+               "-X", "sasl.username=alice", "-X", "sasl.password=looking-glass", "-L", "-m", "3")
+    assert bad.returncode != 0
+    # TLS alone is not enough on a SASL_SSL listener.
+    unauthenticated = kcat(*settings, "-L", "-m", "3")
+    assert unauthenticated.returncode != 0
+    assert "before SASL authentication" in broker_tls.read_log()
+
+
+def handshake(port, certificates, client=None, ca="ca.pem"):
+    context = ssl.create_default_context(cafile=certificates.path(ca))
+    if client:
+        context.load_cert_chain(certificates.path(client + ".pem"), certificates.path(client + ".key"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as wrapped:
+            # An ApiVersions v0 request: the answer proves the session works.
+            wrapped.sendall(b"\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x07\x00\x00")
+            return wrapped.recv(4)
+
+
+def test_bad_tls_input_gets_a_clear_error_and_the_broker_lives(broker_tls, certificates):
+    # A plaintext client on the TLS port.
+    plain = kcat("-b", "127.0.0.1:%d" % broker_tls.ssl_port, "-L", "-m", "3")
+    assert plain.returncode != 0
+    assert "TLS: handshakeFailed" in broker_tls.read_log()
+    # A TLS client on the plaintext port: its hello is no Kafka frame.
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        handshake(broker_tls.port, certificates)
+    # An expired client certificate, and one from another CA.
+    for client in ("expired", "stranger"):
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            handshake(broker_tls.ssl_port, certificates, client=client)
+    # A connection that never finishes its handshake is closed by the deadline.
+    with socket.create_connection(("127.0.0.1", broker_tls.ssl_port), timeout=10) as idle:
+        started = time.monotonic()
+        assert idle.recv(1) == b""
+        assert time.monotonic() - started < 8
+    assert "TLS handshake not finished within 1500 ms" in broker_tls.read_log()
+    # And the broker still serves.
+    assert len(handshake(broker_tls.ssl_port, certificates, client="alice")) == 4
+
+
+def test_required_client_certificates_refuse_clients_without_one(certificates):
+    process = tls_broker(certificates, client_auth="required")
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            handshake(process.ssl_port, certificates)
+        assert len(handshake(process.ssl_port, certificates, client="alice")) == 4
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def test_a_private_key_others_may_read_is_refused(certificates):
+    loose = certificates.path("loose.key")
+    shutil.copy(certificates.path("broker.key"), loose)
+    os.chmod(loose, 0o644)
+    data = tempfile.mkdtemp(prefix="postduif-tls-loose-")
+    try:
+        result = subprocess.run([BINARY, "serve", "--data", data, "--http-port", "0",
+                                 "--listeners", "SSL://127.0.0.1:%d" % free_port(),
+                                 "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", loose],
+                                capture_output=True, timeout=30)
+        assert result.returncode != 0
+        assert b"may be read by others than its owner" in result.stderr + result.stdout
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_sighup_reloads_the_certificate_without_dropping_connections(certificates):
+    # The broker reads its certificate from a copy the test then replaces.
+    work = tempfile.mkdtemp(prefix="postduif-tls-reload-")
+    for name in ("broker.pem", "broker.key"):
+        shutil.copy(certificates.path(name), os.path.join(work, name))
+    os.chmod(os.path.join(work, "broker.key"), 0o600)
+    process = BrokerProcess()
+    process.ssl_port = free_port()
+    process.extra_args = ["--listeners", "PLAINTEXT://127.0.0.1:%d,SSL://127.0.0.1:%d" % (process.port, process.ssl_port),
+                          "--tls-cert-file", os.path.join(work, "broker.pem"), "--tls-key-file", os.path.join(work, "broker.key")]
+    process.start()
+    try:
+        def served_serial():
+            with socket.create_connection(("127.0.0.1", process.ssl_port), timeout=10) as raw:
+                context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+                context.load_verify_locations(certificates.path("other-ca.pem"))
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as wrapped:
+                    return wrapped.getpeercert()["serialNumber"]
+
+        before = served_serial()
+        # An open connection across the reload keeps working.
+        settings = ssl_settings(certificates, process.ssl_port)
+        settings["ssl.ca.location"] = certificates.path("ca.pem")
+        producer = Producer(settings)
+        producer.produce(unique("reload"), b"before")
+        assert producer.flush(30) == 0
+        # The new certificate: from the other CA, for 127.0.0.1.
+        made = Certificates.__new__(Certificates)
+        made.dir = certificates.dir
+        made.issue("renewed", "/CN=localhost", ca="other-ca", extfile="san.cnf")
+        shutil.copy(certificates.path("renewed.pem"), os.path.join(work, "broker.pem"))
+        shutil.copy(certificates.path("renewed.key"), os.path.join(work, "broker.key"))
+        os.chmod(os.path.join(work, "broker.key"), 0o600)
+        process.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "TLS certificate reloaded" not in process.read_log():
+            assert time.monotonic() < deadline, process.read_log()
+            time.sleep(0.1)
+        assert served_serial() != before
+        producer.produce(unique("reload"), b"after")
+        assert producer.flush(30) == 0
+        assert process.alive()
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
