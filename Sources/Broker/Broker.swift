@@ -6,6 +6,7 @@ import KafkaWire
 import LogStore
 import Logging
 import Metrics
+import Security
 import Synchronization
 
 // Broker.swift holds the node's state; each API family answers in its
@@ -33,6 +34,8 @@ public final class Broker: Sendable {
     var cluster: ClusterNode? { clusterNode.withLock { $0 } }
     /// APIs of the broker's own, registered by services above it (`register`).
     let extensions = Mutex<[Int16: RegisteredExtension]>([:])
+    /// A single node's ACLs, as its store keeps them (a cluster's are in etcd).
+    let localAcls: Mutex<[AclBinding]>
 
     /// Joins a cluster: Metadata, leadership checks, topic creation and
     /// producer ids go through `node` from now on.
@@ -50,6 +53,7 @@ public final class Broker: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        localAcls = Mutex(Self.loadAcls(store, logger: logger))
         // Group deadlines are seconds apart; 20 ms is precise enough.
         groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay,
                                   deadlines: ParkedTimeouts(tick: .milliseconds(20)), logger: logger)

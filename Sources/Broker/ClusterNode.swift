@@ -4,6 +4,7 @@ import Core
 import Foundation
 import LogStore
 import Logging
+import Security
 import Synchronization
 
 /// What a broker in a cluster knows of it, kept current from etcd's
@@ -17,6 +18,8 @@ public final class ClusterView: Sendable {
         public var controller: Int32?
         public var assignments: [String: TopicAssignment] = [:]
         public var records: [PartitionID: (state: PartitionState, revision: Int64)] = [:]
+        /// The cluster's ACLs (`acls` in etcd).
+        public var acls: [AclBinding] = []
     }
 
     private let state = Mutex(Snapshot())
@@ -114,6 +117,8 @@ public final class ClusterNode: Sendable {
             let endpoints = deleted ? nil : BrokerEndpoints(registration: keyValue.value)
             snapshot.endpoints[id] = endpoints
             snapshot.brokers[id] = endpoints?.address
+        } else if key == ClusterNode.aclsKey {
+            snapshot.acls = deleted ? [] : (try? JSONDecoder().decode([AclBinding].self, from: Data(keyValue.value))) ?? snapshot.acls
         } else if key == "controller" {
             snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
         } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
@@ -325,6 +330,27 @@ public final class ClusterNode: Sendable {
                 // Another broker made it first.
             } catch {
                 logger.warning("cannot create the group offsets topic yet", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// The etcd key, under the cluster's root, of the cluster's ACLs.
+    static let aclsKey = "acls"
+
+    /// Changes the cluster's ACLs by compare-and-swap, so concurrent
+    /// changes from several brokers all land; every broker's watch applies
+    /// the result (this one's at once). Returns what `change` returned.
+    func changeAcls<Outcome: Sendable>(_ change: @Sendable (inout [AclBinding]) -> Outcome) async throws -> Outcome {
+        let key = membership.root + Self.aclsKey
+        while true {
+            let current = try await coordination.get(key)
+            var acls = current.flatMap { try? JSONDecoder().decode([AclBinding].self, from: Data($0.value)) } ?? []
+            let outcome = change(&acls)
+            let encoded = try JSONEncoder().encode(acls)
+            if try await coordination.compareAndSwap(key, expected: current?.modRevision ?? 0, value: Array(encoded)) != nil {
+                let applied = acls
+                view.update { $0.acls = applied }
+                return outcome
             }
         }
     }

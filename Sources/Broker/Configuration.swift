@@ -64,6 +64,12 @@ public struct BrokerConfiguration: Sendable {
     public var tls: TLSFiles? = nil
     /// How a client certificate's subject becomes a user name.
     public var principalMapping = PrincipalMapping.standard
+    /// Decide every request by the ACLs (`--authorizer`); off, everyone
+    /// who connects (and authenticates, where asked) may do anything.
+    public var authorizerEnabled = false
+    /// Principals the authorizer always permits (`User:admin`), the
+    /// brokers' own among them.
+    public var superUsers: Set<String> = []
     /// A TLS handshake not done by then closes the connection.
     public var tlsHandshakeTimeout: Duration = .seconds(10)
 

@@ -10,16 +10,21 @@ public struct ExtensionAPI: Sendable {
     /// The name in logs and in `postduif_requests_total{api=...}`.
     public var name: String
     public var versions: ClosedRange<Int16>
+    /// The topic whose records the API hands out: with the authorizer on,
+    /// a principal without Read on it is refused (its connection closed,
+    /// since the broker cannot write this API's error body).
+    public var readsTopic: String?
     /// Decodes a request body and writes the answer's body; a thrown error
     /// (malformed bytes) closes the connection, as for Kafka's own APIs.
     public var answer: @Sendable (_ request: inout ByteReader, _ version: Int16, _ body: inout ByteWriter) async throws -> Void
 
-    public init(key: Int16, name: String, versions: ClosedRange<Int16>,
+    public init(key: Int16, name: String, versions: ClosedRange<Int16>, readsTopic: String? = nil,
                 answer: @escaping @Sendable (_ request: inout ByteReader, _ version: Int16, _ body: inout ByteWriter) async throws -> Void) {
         precondition(ApiKey(rawValue: key) == nil, "extension API key \(key) is one of Kafka's")
         self.key = key
         self.name = name
         self.versions = versions
+        self.readsTopic = readsTopic
         self.answer = answer
     }
 }

@@ -15,6 +15,7 @@ struct LocalClient: KafkaLocalBroker {
         // counts as signed in, as the gateway's SASL user would be.
         var session = ClientSession(client: name, listener: broker.configuration.effectiveInterBrokerListener)
         session.authenticatedUser = "in-process:\(name)"
+        session.inProcess = true
         switch try await broker.stage(frame: frame, session: &session) {
         case .ready(let response): return response
         case .pending(let finish): return await finish()

@@ -32,6 +32,9 @@ struct ClientSession: Sendable {
     var authenticatedUser: String? = nil
     /// The user its client certificate names, once TLS's handshake is done.
     var certificateUser: String? = nil
+    /// Code in the broker's own process (the embedded gateway): there is no
+    /// one to authenticate, and the authorizer permits it as the broker.
+    var inProcess = false
     var sasl: SaslServer? = nil
     /// Set when the response must be the connection's last (a failed SASL exchange).
     var closeAfterResponse = false
@@ -94,19 +97,23 @@ extension Broker {
             throw CloseConnection(reason: "\(ApiKey.produce) version \(version) is not supported")
         }
         let flexible = version >= ApiKey.produce.firstFlexibleVersion
-        let request: ProduceRequest
+        var request: ProduceRequest
         do {
             if flexible { try reader.skipTaggedFields() }
             request = try ProduceRequest.decode(&reader, version: version)
         } catch {
             throw CloseConnection(reason: "malformed \(ApiKey.produce) v\(version) request: \(error)")
         }
+        let refused = authorizeProduce(&request, session)
         let started = ContinuousClock.now
         let correlationID = header.correlationID
+        let acks = request.acks
         produceDirect(request, version: version) { [self] response in
+            var response = response
+            response.topics += refused
             metrics.recordRequest(.produce, duration: ContinuousClock.now - started)
             // acks=0 gets no answer, but its batches still count once durable.
-            guard request.acks != 0 else { return done(nil) }
+            guard acks != 0 else { return done(nil) }
             var body = ByteWriter(capacity: 64)
             response.encode(&body, version: version)
             done(frameResponse(correlationID: correlationID, flexibleHeader: flexible, body: body.bytes))
@@ -129,6 +136,9 @@ extension Broker {
             }
             if !session.isAuthenticated {
                 throw CloseConnection(reason: "\(registered.api.name) before SASL authentication")
+            }
+            if let topic = registered.api.readsTopic, !permits(session, .read, .topic, topic) {
+                throw CloseConnection(reason: "\(registered.api.name) refused: \(session.principal) may not Read topic \(topic)")
             }
             return try await stageExtension(registered, header: header, reader: &reader)
         }
@@ -167,72 +177,153 @@ extension Broker {
                 let request = try SaslAuthenticateRequest.decode(&reader, version: version)
                 authenticate(request, session: &session).encode(&body, version: version)
             case .metadata:
-                await metadata(try MetadataRequest.decode(&reader, version: version), listener: session.listener).encode(&body, version: version)
+                var request = try MetadataRequest.decode(&reader, version: version)
+                let (refused, hidden) = authorizeMetadata(&request, session)
+                var response = await metadata(request, listener: session.listener)
+                response.topics.removeAll { hidden($0.name) }
+                response.topics += refused.map { .init(errorCode: ErrorCode.topicAuthorizationFailed.rawValue, name: $0, partitions: []) }
+                response.encode(&body, version: version)
             case .produce:
-                let request = try ProduceRequest.decode(&reader, version: version)
+                var request = try ProduceRequest.decode(&reader, version: version)
+                let refused = authorizeProduce(&request, session)
                 let finish = await produce(request, version: version)
+                let acks = request.acks
                 let correlationID = header.correlationID
                 timed = false
                 return .pending { [self] in
-                    let response = await finish()
+                    var response = await finish()
+                    response.topics += refused
                     metrics.recordRequest(api, duration: ContinuousClock.now - started)
                     // acks=0 gets no answer, but its batches still count once durable.
-                    guard request.acks != 0 else { return nil }
+                    guard acks != 0 else { return nil }
                     var body = ByteWriter(capacity: 64)
                     response.encode(&body, version: version)
                     return frameResponse(correlationID: correlationID, flexibleHeader: flexible, body: body.bytes)
                 }
             case .fetch:
-                await fetch(try FetchRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+                var request = try FetchRequest.decode(&reader, version: version)
+                let refused = authorizeFetch(&request, session)
+                var response = await fetch(request, version: version)
+                response.topics += refused
+                response.encode(&body, version: version)
             case .listOffsets:
-                listOffsets(try ListOffsetsRequest.decode(&reader, version: version), version: version).encode(&body, version: version)
+                var request = try ListOffsetsRequest.decode(&reader, version: version)
+                let refused = authorizeListOffsets(&request, session)
+                var response = listOffsets(request, version: version)
+                response.topics += refused
+                response.encode(&body, version: version)
             case .createTopics:
-                await createTopics(try CreateTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+                var request = try CreateTopicsRequest.decode(&reader, version: version)
+                let refused = refusedCreations(&request, session)
+                var response = await createTopics(request)
+                response.topics += refused
+                response.encode(&body, version: version)
             case .deleteTopics:
-                deleteTopics(try DeleteTopicsRequest.decode(&reader, version: version)).encode(&body, version: version)
+                var request = try DeleteTopicsRequest.decode(&reader, version: version)
+                let refused = refusedDeletions(&request, session)
+                var response = deleteTopics(request)
+                response.results += refused
+                response.encode(&body, version: version)
             case .initProducerId:
-                await initProducerID(try InitProducerIdRequest.decode(&reader, version: version)).encode(&body, version: version)
+                let request = try InitProducerIdRequest.decode(&reader, version: version)
+                let allowed = if let transactionalID = request.transactionalID { permits(session, .write, .transactionalId, transactionalID) } else { permitsIdempotence(session) }
+                if allowed {
+                    await initProducerID(request).encode(&body, version: version)
+                } else {
+                    let code: ErrorCode = request.transactionalID == nil ? .clusterAuthorizationFailed : .transactionalIdAuthorizationFailed
+                    InitProducerIdResponse(errorCode: code.rawValue, producerID: -1, producerEpoch: -1).encode(&body, version: version)
+                }
             case .findCoordinator:
-                findCoordinator(try FindCoordinatorRequest.decode(&reader, version: version), listener: session.listener).encode(&body, version: version)
+                let request = try FindCoordinatorRequest.decode(&reader, version: version)
+                let type: ResourceType = request.keyType == 1 ? .transactionalId : .group
+                if permits(session, .describe, type, request.key) {
+                    findCoordinator(request, listener: session.listener).encode(&body, version: version)
+                } else {
+                    let code: ErrorCode = type == .group ? .groupAuthorizationFailed : .transactionalIdAuthorizationFailed
+                    FindCoordinatorResponse(errorCode: code.rawValue, errorMessage: "not authorized", nodeID: -1, host: "", port: -1).encode(&body, version: version)
+                }
             case .offsetForLeaderEpoch:
-                offsetForLeaderEpoch(try OffsetForLeaderEpochRequest.decode(&reader, version: version)).encode(&body, version: version)
+                var request = try OffsetForLeaderEpochRequest.decode(&reader, version: version)
+                let refused = authorizeOffsetForLeaderEpoch(&request, session)
+                var response = offsetForLeaderEpoch(request)
+                response.topics += refused
+                response.encode(&body, version: version)
+            case .createAcls:
+                await createAcls(try CreateAclsRequest.decode(&reader, version: version), session).encode(&body, version: version)
+            case .describeAcls:
+                describeAcls(try DescribeAclsRequest.decode(&reader, version: version), session).encode(&body, version: version)
+            case .deleteAcls:
+                await deleteAcls(try DeleteAclsRequest.decode(&reader, version: version), session).encode(&body, version: version)
             case .joinGroup:
                 let request = try JoinGroupRequest.decode(&reader, version: version)
-                if let refused = coordinatorRefusal(request.groupID) {
+                if let refused = groupRefusal(request.groupID, session) ?? coordinatorRefusal(request.groupID) {
                     JoinGroupResponse(errorCode: refused.rawValue, memberID: request.memberID).encode(&body, version: version)
                 } else {
                     await groups.join(request, clientID: header.clientID ?? "", clientHost: client).encode(&body, version: version)
                 }
             case .syncGroup:
                 let request = try SyncGroupRequest.decode(&reader, version: version)
-                if let refused = coordinatorRefusal(request.groupID) {
+                if let refused = groupRefusal(request.groupID, session) ?? coordinatorRefusal(request.groupID) {
                     SyncGroupResponse(errorCode: refused.rawValue, assignment: []).encode(&body, version: version)
                 } else {
                     await groups.sync(request).encode(&body, version: version)
                 }
             case .heartbeat:
                 let request = try HeartbeatRequest.decode(&reader, version: version)
-                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.heartbeat(request) }
+                let code = if let refused = groupRefusal(request.groupID, session) ?? coordinatorRefusal(request.groupID) { refused } else { await groups.heartbeat(request) }
                 ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
             case .leaveGroup:
                 let request = try LeaveGroupRequest.decode(&reader, version: version)
-                let code = if let refused = coordinatorRefusal(request.groupID) { refused } else { await groups.leave(request) }
+                let code = if let refused = groupRefusal(request.groupID, session) ?? coordinatorRefusal(request.groupID) { refused } else { await groups.leave(request) }
                 ErrorOnlyResponse(errorCode: code.rawValue).encode(&body, version: version)
             case .offsetCommit:
-                await offsetCommit(try OffsetCommitRequest.decode(&reader, version: version)).encode(&body, version: version)
+                var request = try OffsetCommitRequest.decode(&reader, version: version)
+                let refused = authorizeOffsetCommit(&request, session)
+                var response = await offsetCommit(request)
+                response.topics += refused
+                response.encode(&body, version: version)
             case .offsetFetch:
-                offsetFetch(try OffsetFetchRequest.decode(&reader, version: version)).encode(&body, version: version)
+                let request = try OffsetFetchRequest.decode(&reader, version: version)
+                if let refused = groupRefusal(request.groupID, session, .describe) {
+                    var response = offsetFetch(OffsetFetchRequest(groupID: request.groupID, topics: []))
+                    response.errorCode = refused.rawValue
+                    response.encode(&body, version: version)
+                } else {
+                    var response = offsetFetch(request)
+                    // Offsets of topics the principal may not describe are not told.
+                    for position in response.topics.indices where !permits(session, .describe, .topic, response.topics[position].name) {
+                        for index in response.topics[position].partitions.indices {
+                            response.topics[position].partitions[index] = .init(
+                                index: response.topics[position].partitions[index].index, offset: -1, leaderEpoch: -1, metadata: nil,
+                                errorCode: ErrorCode.topicAuthorizationFailed.rawValue)
+                        }
+                    }
+                    response.encode(&body, version: version)
+                }
             case .describeGroups:
                 let request = try DescribeGroupsRequest.decode(&reader, version: version)
                 var described = await groups.describe(request.groups)
                 for position in described.indices {
-                    if let refused = coordinatorRefusal(described[position].groupID) { described[position].errorCode = refused.rawValue }
+                    if let refused = groupRefusal(described[position].groupID, session, .describe) ?? coordinatorRefusal(described[position].groupID) {
+                        described[position].errorCode = refused.rawValue
+                    }
                 }
                 DescribeGroupsResponse(groups: described).encode(&body, version: version)
             case .describeConfigs:
-                describeConfigs(try DescribeConfigsRequest.decode(&reader, version: version)).encode(&body, version: version)
+                var request = try DescribeConfigsRequest.decode(&reader, version: version)
+                // Topics (2) need DescribeConfigs on the topic, brokers (4) on the cluster.
+                let refused = request.resources.filter { resource in
+                    resource.type == 2 ? !permits(session, .describeConfigs, .topic, resource.name) : !permitsCluster(session, .describeConfigs)
+                }
+                request.resources.removeAll { refused.contains($0) }
+                var response = describeConfigs(request)
+                let code: (Int8) -> ErrorCode = { $0 == 2 ? .topicAuthorizationFailed : .clusterAuthorizationFailed }
+                response.results += refused.map { DescribeConfigsResponse.Result(errorCode: code($0.type).rawValue, errorMessage: "not authorized", resourceType: $0.type, resourceName: $0.name, configs: []) }
+                response.encode(&body, version: version)
             case .listGroups:
-                ListGroupsResponse(errorCode: 0, groups: await groups.list()).encode(&body, version: version)
+                // Kafka lists the groups the principal may describe (all with Describe on the cluster).
+                let listed = await groups.list().filter { permitsCluster(session, .describe) || permits(session, .describe, .group, $0.groupID) }
+                ListGroupsResponse(errorCode: 0, groups: listed).encode(&body, version: version)
             }
         } catch {
             throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")

@@ -27,6 +27,9 @@ enum SupportedAPIs {
         .describeGroups: 0...4,
         .listGroups: 0...2,
         .describeConfigs: 0...2,
+        .describeAcls: 0...3,
+        .createAcls: 0...3,
+        .deleteAcls: 0...3,
     ]
 
     /// SaslHandshake v1 then SaslAuthenticate is what every client uses;

@@ -9,12 +9,14 @@ extension FanOut {
     /// conversation index of the partitions this broker leads.
     public var extensionAPIs: [ExtensionAPI] {
         [
-            ExtensionAPI(key: ChatApiKey.gatewayPoll.rawValue, name: ChatApiKey.gatewayPoll.description, versions: ChatApiKey.gatewayPoll.versions) {
+            ExtensionAPI(key: ChatApiKey.gatewayPoll.rawValue, name: ChatApiKey.gatewayPoll.description, versions: ChatApiKey.gatewayPoll.versions,
+                         readsTopic: FanOutTopics.conversations) {
                 [self] reader, version, body in
                 let request = try GatewayPollRequest.decode(&reader, version: version)
                 await poll(request).encode(&body, version: version)
             },
-            ExtensionAPI(key: ChatApiKey.conversationHistory.rawValue, name: ChatApiKey.conversationHistory.description, versions: ChatApiKey.conversationHistory.versions) {
+            ExtensionAPI(key: ChatApiKey.conversationHistory.rawValue, name: ChatApiKey.conversationHistory.description, versions: ChatApiKey.conversationHistory.versions,
+                         readsTopic: FanOutTopics.conversations) {
                 [broker] reader, version, body in
                 let request = try ConversationHistoryRequest.decode(&reader, version: version)
                 Self.conversationHistory(request, broker).encode(&body, version: version)

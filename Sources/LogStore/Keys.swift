@@ -75,6 +75,8 @@ enum Keys {
     static let nextProducerIDKey: [UInt8] = Array("next-producer-id".utf8)
     static let clusterIDKey: [UInt8] = Array("cluster-id".utf8)
     /// Written by a clean close, removed when the store opens.
+    /// Broker-wide records (`LogStore.brokerRecord`): "broker/<name>".
+    static func brokerRecord(name: String) -> [UInt8] { Array("broker/\(name)".utf8) }
     static let closedCleanlyKey: [UInt8] = Array("closed-cleanly".utf8)
 
     static func topicRecord(name: String) -> [UInt8] {

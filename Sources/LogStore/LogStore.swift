@@ -164,6 +164,17 @@ public final class LogStore: Sendable {
         }
     }
 
+    /// A small broker-wide record a single node keeps with its log (its
+    /// ACLs); nil when never written.
+    public func brokerRecord(_ name: String) throws(LogStoreError) -> [UInt8]? {
+        try storage { try context.database.get(Keys.brokerRecord(name: name), in: context.families.topics) }
+    }
+
+    /// Writes a broker-wide record, synced before it returns.
+    public func setBrokerRecord(_ name: String, _ value: [UInt8]) throws(LogStoreError) {
+        try storage { try context.database.put(Keys.brokerRecord(name: name), value, in: context.families.topics, sync: true) }
+    }
+
     /// Syncs the WAL, stops the group-commit thread and closes RocksDB.
     /// Appends must have finished. Safe to call more than once.
     public func close() {

@@ -34,6 +34,12 @@ struct SecurityOptions: ParsableArguments {
     @Option(help: "How a client certificate's subject becomes a user: RULE:pattern/replacement/[LU] entries and DEFAULT, as Kafka's ssl.principal.mapping.rules (POSTDUIF_SSL_PRINCIPAL_MAPPING_RULES).")
     var sslPrincipalMappingRules: String?
 
+    @Option(help: "Decide every request by the ACLs: true or false (POSTDUIF_AUTHORIZER).")
+    var authorizer: Bool = Environment.string("AUTHORIZER").flatMap(Bool.init) ?? false
+
+    @Option(help: "Principals always permitted, ';'-separated, e.g. User:admin;User:broker (POSTDUIF_SUPER_USERS).")
+    var superUsers: String?
+
     @Option(help: "A TLS handshake not finished within this many milliseconds closes the connection (POSTDUIF_TLS_HANDSHAKE_TIMEOUT_MS).")
     var tlsHandshakeTimeoutMs: Int = Environment.integer("TLS_HANDSHAKE_TIMEOUT_MS") ?? 10_000
 
@@ -51,6 +57,9 @@ struct SecurityOptions: ParsableArguments {
         } else if advertisedListeners ?? Environment.string("ADVERTISED_LISTENERS") != nil {
             throw OperatorError("--advertised-listeners needs --listeners")
         }
+        configuration.authorizerEnabled = authorizer
+        configuration.superUsers = Set((superUsers ?? Environment.string("SUPER_USERS") ?? "").split(separator: ";")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { $0.contains(":") ? $0 : "User:" + $0 })
         configuration.interBrokerListener = (interBrokerListener ?? Environment.string("INTER_BROKER_LISTENER"))?.uppercased()
         configuration.tls = try tlsFiles()
         if let rules = sslPrincipalMappingRules ?? Environment.string("SSL_PRINCIPAL_MAPPING_RULES") {

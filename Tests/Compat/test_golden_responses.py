@@ -9,8 +9,8 @@ import socket
 import struct
 
 import pytest
-from kafka.protocol.admin import (CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-                                  DescribeGroupsRequest, ListGroupsRequest)
+from kafka.protocol.admin import (CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest,
+                                  DescribeConfigsRequest, DescribeGroupsRequest, ListGroupsRequest)
 from kafka.protocol.consumer import (FetchRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
                                      OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest)
 from kafka.protocol.metadata import ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest
@@ -89,6 +89,13 @@ def requests(version_of):
         ("DescribeConfigs", DescribeConfigsRequest, lambda v: DescribeConfigsRequest[v](
             resources=[DC.DescribeConfigsResource(resource_type=2, resource_name=TOPIC, configuration_keys=None)],
             include_synonyms=False, include_documentation=False)),
+        # Without --authorizer these answer SECURITY_DISABLED (test_acls.py runs them with one).
+        ("CreateAcls", CreateAclsRequest, lambda v: CreateAclsRequest[v](creations=[CreateAclsRequest[v].AclCreation(
+            resource_type=2, resource_name=TOPIC, resource_pattern_type=3, principal="User:golden", host="*", operation=3, permission_type=3)])),
+        ("DescribeAcls", DescribeAclsRequest, lambda v: DescribeAclsRequest[v](
+            resource_type_filter=1, resource_name_filter=None, pattern_type_filter=1, principal_filter=None, host_filter=None, operation=1, permission_type=1)),
+        ("DeleteAcls", DeleteAclsRequest, lambda v: DeleteAclsRequest[v](filters=[DeleteAclsRequest[v].DeleteAclsFilter(
+            resource_type_filter=2, resource_name_filter=TOPIC, pattern_type_filter=3, principal_filter=None, host_filter=None, operation=1, permission_type=1)])),
     ]
 
 

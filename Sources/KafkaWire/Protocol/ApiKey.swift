@@ -20,6 +20,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case deleteTopics = 20
     case initProducerId = 22
     case offsetForLeaderEpoch = 23
+    case describeAcls = 29
+    case createAcls = 30
+    case deleteAcls = 31
     case describeConfigs = 32
     case saslAuthenticate = 36
 
@@ -44,6 +47,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .deleteTopics: "DeleteTopics"
         case .initProducerId: "InitProducerId"
         case .offsetForLeaderEpoch: "OffsetForLeaderEpoch"
+        case .describeAcls: "DescribeAcls"
+        case .createAcls: "CreateAcls"
+        case .deleteAcls: "DeleteAcls"
         case .describeConfigs: "DescribeConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
         }
@@ -72,6 +78,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .deleteTopics: 4
         case .initProducerId: 2
         case .offsetForLeaderEpoch: 4
+        case .describeAcls, .createAcls, .deleteAcls: 2
         case .describeConfigs: 4
         case .saslAuthenticate: 2
         }
@@ -124,6 +131,8 @@ public enum ErrorCode: Int16, Sendable, Error {
     case duplicateSequenceNumber = 46
     case invalidProducerEpoch = 47
     case invalidTransactionState = 48
+    case transactionalIdAuthorizationFailed = 53
+    case securityDisabled = 54
     case kafkaStorageError = 56
     case saslAuthenticationFailed = 58
     case unknownProducerId = 59

@@ -1,0 +1,198 @@
+import KafkaWire
+import Security
+
+// Every API asks here whether the connection's principal may do what the
+// request asks (ADR 0022). With the authorizer off (the embedded default
+// of `make run`), everything is permitted. Refusals are Kafka's: a
+// per-topic TOPIC_AUTHORIZATION_FAILED where a request names topics,
+// GROUP_ or CLUSTER_AUTHORIZATION_FAILED for the whole request otherwise,
+// and Metadata leaves out topics the principal may not describe.
+extension Broker {
+    /// The ACLs in force: etcd's in a cluster, the store's on a single node.
+    var currentAcls: [AclBinding] {
+        if let cluster { return cluster.view.snapshot.acls }
+        return localAcls.withLock { $0 }
+    }
+
+    var authorizer: Authorizer {
+        Authorizer(bindings: currentAcls, superUsers: configuration.superUsers)
+    }
+
+    /// The host part of a client address as ACLs name hosts.
+    static func host(of client: String) -> String {
+        // "[IPv4]127.0.0.1/127.0.0.1:50000" (NIO's form) or "127.0.0.1:50000".
+        var text = Substring(client)
+        if let slash = text.lastIndex(of: "/") { text = text[text.index(after: slash)...] }
+        if let colon = text.lastIndex(of: ":") { text = text[..<colon] }
+        return String(text)
+    }
+
+    func permits(_ session: ClientSession, _ operation: AclOperation, _ type: ResourceType, _ name: String) -> Bool {
+        guard configuration.authorizerEnabled, !session.inProcess else { return true }
+        let allowed = authorizer.authorize(session.principal, host: Self.host(of: session.client), operation, type, name)
+        if !allowed {
+            logger.info("refused by the authorizer", metadata: [
+                "principal": "\(session.principal)", "client": "\(session.client)", "operation": "\(operation)", "resource": "\(type):\(name)"])
+        }
+        return allowed
+    }
+
+    func permitsCluster(_ session: ClientSession, _ operation: AclOperation) -> Bool {
+        permits(session, operation, .cluster, ResourceType.clusterName)
+    }
+
+    /// An idempotent producer: IdempotentWrite on the cluster, or Write on
+    /// any topic (Kafka 2.8's rule).
+    func permitsIdempotence(_ session: ClientSession) -> Bool {
+        guard configuration.authorizerEnabled, !session.inProcess else { return true }
+        let authorizer = self.authorizer
+        let host = Self.host(of: session.client)
+        let allowed = authorizer.authorizeAny(session.principal, host: host, .idempotentWrite, .cluster)
+            || authorizer.authorizeAny(session.principal, host: host, .write, .topic)
+        if !allowed {
+            logger.info("refused by the authorizer", metadata: [
+                "principal": "\(session.principal)", "client": "\(session.client)", "operation": "idempotentWrite", "resource": "cluster (or Write on any topic)"])
+        }
+        return allowed
+    }
+
+    /// Splits the topics a request names into those the principal may act
+    /// on and those it may not.
+    func partition(_ names: [String], _ session: ClientSession, _ operation: AclOperation) -> (allowed: Set<String>, refused: Set<String>) {
+        guard configuration.authorizerEnabled, !session.inProcess else { return (Set(names), []) }
+        var allowed = Set<String>()
+        var refused = Set<String>()
+        for name in Set(names) {
+            if permits(session, operation, .topic, name) { allowed.insert(name) } else { refused.insert(name) }
+        }
+        return (allowed, refused)
+    }
+
+    // MARK: Per API
+
+    /// Produce: Write on each topic; the refused topics' partitions answer
+    /// TOPIC_AUTHORIZATION_FAILED and are not written.
+    func authorizeProduce(_ request: inout ProduceRequest, _ session: ClientSession) -> [ProduceResponse.TopicResponse] {
+        guard configuration.authorizerEnabled else { return [] }
+        if let transactionalID = request.transactionalID, !permits(session, .write, .transactionalId, transactionalID) {
+            let refused = request.topics.map { topic in
+                ProduceResponse.TopicResponse(name: topic.name, partitions: topic.partitions.map {
+                    .init(index: $0.index, errorCode: ErrorCode.transactionalIdAuthorizationFailed.rawValue, baseOffset: -1)
+                })
+            }
+            request.topics = []
+            return refused
+        }
+        let (_, refused) = partition(request.topics.map(\.name), session, .write)
+        guard !refused.isEmpty else { return [] }
+        let answers = request.topics.filter { refused.contains($0.name) }.map { topic in
+            ProduceResponse.TopicResponse(name: topic.name, partitions: topic.partitions.map {
+                .init(index: $0.index, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, baseOffset: -1)
+            })
+        }
+        request.topics.removeAll { refused.contains($0.name) }
+        return answers
+    }
+
+    /// Fetch: a follower needs ClusterAction, a consumer Read on each topic.
+    func authorizeFetch(_ request: inout FetchRequest, _ session: ClientSession) -> [FetchResponse.Topic] {
+        guard configuration.authorizerEnabled else { return [] }
+        if request.replicaID >= 0 && !permitsCluster(session, .clusterAction) {
+            defer { request.topics = [] }
+            return refusedFetch(request.topics)
+        }
+        let (_, refused) = partition(request.topics.map(\.name), session, .read)
+        guard !refused.isEmpty else { return [] }
+        defer { request.topics.removeAll { refused.contains($0.name) } }
+        return refusedFetch(request.topics.filter { refused.contains($0.name) })
+    }
+
+    private func refusedFetch(_ topics: [FetchRequest.Topic]) -> [FetchResponse.Topic] {
+        topics.map { topic in
+            FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map {
+                .init(index: $0.index, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, highWatermark: -1, lastStableOffset: -1, logStartOffset: -1, batches: [])
+            })
+        }
+    }
+
+    /// ListOffsets: Describe on each topic.
+    func authorizeListOffsets(_ request: inout ListOffsetsRequest, _ session: ClientSession) -> [ListOffsetsResponse.Topic] {
+        guard configuration.authorizerEnabled else { return [] }
+        let (_, refused) = partition(request.topics.map(\.name), session, .describe)
+        guard !refused.isEmpty else { return [] }
+        defer { request.topics.removeAll { refused.contains($0.name) } }
+        return request.topics.filter { refused.contains($0.name) }.map { topic in
+            ListOffsetsResponse.Topic(name: topic.name, partitions: topic.partitions.map {
+                .init(index: $0.index, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, timestamp: -1, offset: -1, leaderEpoch: -1)
+            })
+        }
+    }
+
+    /// OffsetForLeaderEpoch: ClusterAction from a follower, Describe on
+    /// each topic from a consumer.
+    func authorizeOffsetForLeaderEpoch(_ request: inout OffsetForLeaderEpochRequest, _ session: ClientSession) -> [OffsetForLeaderEpochResponse.Topic] {
+        guard configuration.authorizerEnabled else { return [] }
+        let refused: Set<String> = request.replicaID >= 0
+            ? (permitsCluster(session, .clusterAction) ? [] : Set(request.topics.map(\.name)))
+            : partition(request.topics.map(\.name), session, .describe).refused
+        guard !refused.isEmpty else { return [] }
+        defer { request.topics.removeAll { refused.contains($0.name) } }
+        return request.topics.filter { refused.contains($0.name) }.map { topic in
+            OffsetForLeaderEpochResponse.Topic(name: topic.name, partitions: topic.partitions.map {
+                .init(errorCode: ErrorCode.topicAuthorizationFailed.rawValue, index: $0.index, leaderEpoch: -1, endOffset: -1)
+            })
+        }
+    }
+
+    /// Metadata: topics the principal may not describe are left out of a
+    /// listing of all and refused when named; naming an unknown topic
+    /// creates it only with Create on the cluster or the topic.
+    func authorizeMetadata(_ request: inout MetadataRequest, _ session: ClientSession) -> (refused: [String], hidden: @Sendable (String) -> Bool) {
+        guard configuration.authorizerEnabled, !session.inProcess else { return ([], { _ in false }) }
+        let authorizer = self.authorizer
+        let principal = session.principal
+        let host = Self.host(of: session.client)
+        let hidden: @Sendable (String) -> Bool = { !authorizer.authorize(principal, host: host, .describe, .topic, $0) }
+        guard let names = request.topics else { return ([], hidden) }
+        let refused = names.filter(hidden)
+        request.topics = names.filter { !hidden($0) }
+        if request.allowAutoTopicCreation && !permitsCluster(session, .create) {
+            // Creation by naming needs Create; without it, unknown topics stay unknown.
+            request.allowAutoTopicCreation = request.topics?.allSatisfy { permits(session, .create, .topic, $0) } ?? false
+        }
+        return (refused, hidden)
+    }
+
+    /// CreateTopics: Create on the cluster or on each topic.
+    func refusedCreations(_ request: inout CreateTopicsRequest, _ session: ClientSession) -> [CreateTopicsResponse.Result] {
+        guard configuration.authorizerEnabled, !permitsCluster(session, .create) else { return [] }
+        let refused = Set(request.topics.map(\.name).filter { !permits(session, .create, .topic, $0) })
+        request.topics.removeAll { refused.contains($0.name) }
+        return refused.sorted().map { .init(name: $0, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, errorMessage: "not authorized to create \($0)") }
+    }
+
+    /// DeleteTopics: Delete on each topic.
+    func refusedDeletions(_ request: inout DeleteTopicsRequest, _ session: ClientSession) -> [(name: String, errorCode: Int16)] {
+        guard configuration.authorizerEnabled else { return [] }
+        let (_, refused) = partition(request.topicNames, session, .delete)
+        request.topicNames.removeAll { refused.contains($0) }
+        return refused.sorted().map { ($0, ErrorCode.topicAuthorizationFailed.rawValue) }
+    }
+
+    /// OffsetCommit: Read on the group, then Read on each topic.
+    func authorizeOffsetCommit(_ request: inout OffsetCommitRequest, _ session: ClientSession) -> [(name: String, partitions: [(index: Int32, errorCode: Int16)])] {
+        guard configuration.authorizerEnabled else { return [] }
+        let groupAllowed = permits(session, .read, .group, request.groupID)
+        let refused = groupAllowed ? partition(request.topics.map(\.name), session, .read).refused : Set(request.topics.map(\.name))
+        let code = groupAllowed ? ErrorCode.topicAuthorizationFailed : .groupAuthorizationFailed
+        defer { request.topics.removeAll { refused.contains($0.name) } }
+        return request.topics.filter { refused.contains($0.name) }.map { topic in
+            (topic.name, topic.partitions.map { ($0.index, code.rawValue) })
+        }
+    }
+
+    /// The groups a principal may read (join, sync, heartbeat, leave) or describe.
+    func groupRefusal(_ group: String, _ session: ClientSession, _ operation: AclOperation = .read) -> ErrorCode? {
+        permits(session, operation, .group, group) ? nil : .groupAuthorizationFailed
+    }
+}

@@ -1,0 +1,228 @@
+"""Authorization like Kafka's (--authorizer): ACLs made with confluent-kafka's
+and kafka-python's admin clients, then every API a client uses walked by a
+principal the ACLs allow (alice) and one they do not (mallory), each refusal
+with Kafka's error. The ACLs survive a restart of the single node."""
+import shutil
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, ConfigResource,
+                                   NewTopic, ResourcePatternType, ResourceType)
+
+from conftest import BINARY, BrokerProcess, unique
+
+USERS = {"admin": "admin-secret", "alice": "alice-secret", "mallory": "mallory-secret"}
+
+
+@pytest.fixture(scope="module")
+def acl_broker():
+    process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
+    for user, password in USERS.items():
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+    process.start()
+    yield process
+    assert process.stop() == 0, process.read_log()
+    shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def settings(broker, user, **more):
+    base = {"bootstrap.servers": broker.address, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": user, "sasl.password": USERS[user]}
+    base.update(more)
+    return base
+
+
+def wait(futures):
+    return {key: future.result(timeout=30) for key, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def granted(acl_broker):
+    """Alice may write and read topics prefixed `ministry-`, use groups
+    prefixed `ministry-`, and describe the configs of her topics."""
+    admin = AdminClient(settings(acl_broker, "admin"))
+    topic = "ministry-" + unique("t")
+    wait(admin.create_topics([NewTopic(topic, 2, 1)]))
+    bindings = [AclBinding(ResourceType.TOPIC, "ministry-", ResourcePatternType.PREFIXED, "User:alice", "*", operation, AclPermissionType.ALLOW)
+                for operation in (AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS, AclOperation.CREATE, AclOperation.DELETE)]
+    bindings.append(AclBinding(ResourceType.GROUP, "ministry-", ResourcePatternType.PREFIXED, "User:alice", "*", AclOperation.READ, AclPermissionType.ALLOW))
+    # A deny wins over the allow above, for one topic.
+    bindings.append(AclBinding(ResourceType.TOPIC, "ministry-secret", ResourcePatternType.LITERAL, "User:alice", "*", AclOperation.ALL, AclPermissionType.DENY))
+    results = wait(admin.create_acls(bindings))
+    assert all(result is None for result in results.values())
+    return topic
+
+
+def test_acls_are_listed_and_refused_to_those_without_alter(acl_broker, granted):
+    admin = AdminClient(settings(acl_broker, "admin"))
+    described = admin.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
+    assert {(b.name, b.principal, b.operation) for b in described} >= {("ministry-", "User:alice", AclOperation.WRITE), ("ministry-secret", "User:alice", AclOperation.ALL)}
+    matching = admin.describe_acls(AclBindingFilter(ResourceType.TOPIC, "ministry-anything", ResourcePatternType.MATCH, None, None, AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
+    assert {b.name for b in matching} == {"ministry-"}
+    # kafka-python's admin sees the same.
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient, ResourcePatternFilter
+    from kafka.admin import ResourceType as KResourceType
+    kadmin = KafkaAdminClient(bootstrap_servers=acl_broker.address, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+                              sasl_plain_username="admin", sasl_plain_password=USERS["admin"])
+    acls, error = kadmin.describe_acls(ACLFilter(principal="User:alice", host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+                                                 resource_pattern=ResourcePatternFilter(KResourceType.GROUP, None, ACLResourcePatternType.ANY)))
+    assert [a.resource_pattern.resource_name for a in acls] == ["ministry-"]
+    kadmin.close()
+    alice = AdminClient(settings(acl_broker, "alice"))
+    wanted = AclBinding(ResourceType.TOPIC, "x", ResourcePatternType.LITERAL, "User:alice", "*", AclOperation.ALL, AclPermissionType.ALLOW)
+    with pytest.raises(KafkaException) as refused:
+        alice.create_acls([wanted])[wanted].result(timeout=30)
+    assert refused.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+
+
+def test_metadata_shows_only_topics_the_principal_may_describe(acl_broker, granted):
+    alice = AdminClient(settings(acl_broker, "alice")).list_topics(timeout=10)
+    assert granted in alice.topics
+    mallory = AdminClient(settings(acl_broker, "mallory")).list_topics(timeout=10)
+    assert granted not in mallory.topics
+    named = AdminClient(settings(acl_broker, "mallory")).list_topics(granted, timeout=10)
+    assert named.topics[granted].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_produce_fetch_and_list_offsets(acl_broker, granted):
+    producer = Producer(settings(acl_broker, "alice", **{"enable.idempotence": True}))
+    producer.produce(granted, b"allowed", partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer(settings(acl_broker, "alice", **{"group.id": "ministry-" + unique("g"), "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    low, high = consumer.get_watermark_offsets(TopicPartition(granted, 0), timeout=10)
+    assert (low, high) == (0, 1)
+    consumer.assign([TopicPartition(granted, 0, 0)])
+    message = None
+    deadline = time.monotonic() + 20
+    while message is None and time.monotonic() < deadline:
+        message = consumer.poll(1)
+    assert message is not None and message.error() is None and message.value() == b"allowed"
+    consumer.commit(message=message, asynchronous=False)
+    assert consumer.committed([TopicPartition(granted, 0)], timeout=10)[0].offset == 1
+    consumer.close()
+
+    # Mallory: the idempotent producer cannot get an id; a plain one is refused the topic.
+    errors = []
+    refused = Producer(settings(acl_broker, "mallory", **{"enable.idempotence": False, "message.timeout.ms": 5000, "error_cb": errors.append}))
+    delivered = []
+    refused.produce(granted, b"refused", partition=0, on_delivery=lambda error, message: delivered.append(error))
+    refused.flush(15)
+    assert delivered and delivered[0] is not None and delivered[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    mallory = Consumer(settings(acl_broker, "mallory", **{"group.id": "ministry-" + unique("g"), "auto.offset.reset": "earliest"}))
+    with pytest.raises(KafkaException) as offsets:
+        mallory.get_watermark_offsets(TopicPartition(granted, 0), timeout=10)
+    # librdkafka asks Metadata first, which hides the topic from Mallory:
+    # the client refuses itself before any ListOffsets or Fetch is sent.
+    assert offsets.value.args[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._UNKNOWN_PARTITION)
+    mallory.assign([TopicPartition(granted, 0, 0)])
+    seen = None
+    records = []
+    deadline = time.monotonic() + 20
+    while seen is None and time.monotonic() < deadline:
+        polled = mallory.poll(1)
+        if polled is not None and polled.error() is not None:
+            seen = polled.error().code()
+        elif polled is not None:
+            records.append(polled.value())
+    mallory.close()
+    assert records == []
+    # Her group (which she may not read) is refused first, or the topic.
+    assert seen in (KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
+    # Nothing of Mallory's was written.
+    assert Consumer(settings(acl_broker, "alice", **{"group.id": "ministry-x"})).get_watermark_offsets(TopicPartition(granted, 0), timeout=10)[1] == 1
+
+
+def test_idempotence_needs_write_somewhere(acl_broker, granted):
+    errors = []
+    producer = Producer(settings(acl_broker, "mallory", **{"enable.idempotence": True, "message.timeout.ms": 5000, "error_cb": errors.append}))
+    producer.produce(granted, b"x")
+    deadline = time.monotonic() + 15
+    while not errors and time.monotonic() < deadline:
+        try:
+            producer.poll(0.5)
+        except KafkaException as fatal:
+            errors.append(fatal.args[0])
+    # librdkafka raises the refused InitProducerId as a fatal error.
+    assert errors, "no error reported"
+    fatal = producer.fatal_error() if hasattr(producer, "fatal_error") else None
+    codes = {e.code() for e in errors} | ({fatal.code()} if fatal else set())
+    assert KafkaError.CLUSTER_AUTHORIZATION_FAILED in codes or KafkaError._FATAL in codes, errors
+    assert "operation=idempotentWrite principal=User:mallory" in acl_broker.read_log()
+
+
+def test_groups_need_read_on_the_group(acl_broker, granted):
+    group = "elsewhere-" + unique("g")
+    errors = []
+    consumer = Consumer(settings(acl_broker, "alice", **{"group.id": group, "auto.offset.reset": "earliest", "error_cb": errors.append}))
+    consumer.subscribe([granted])
+    seen = None
+    deadline = time.monotonic() + 20
+    while seen is None and time.monotonic() < deadline:
+        polled = consumer.poll(1)
+        if polled is not None and polled.error() is not None:
+            seen = polled.error().code()
+        elif errors:
+            seen = errors[0].code()
+    consumer.close()
+    assert seen == KafkaError.GROUP_AUTHORIZATION_FAILED
+    admin = AdminClient(settings(acl_broker, "alice"))
+    listed = admin.list_consumer_groups().result(timeout=30)
+    assert all(g.group_id.startswith("ministry-") for g in listed.valid)
+
+
+def test_topics_created_deleted_and_configs_described_by_acl(acl_broker, granted):
+    alice = AdminClient(settings(acl_broker, "alice"))
+    mine = "ministry-" + unique("new")
+    wait(alice.create_topics([NewTopic(mine, 1, 1)]))
+    with pytest.raises(KafkaException) as refused:
+        wait(alice.create_topics([NewTopic("elsewhere-" + unique("t"), 1, 1)]))
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    configs = wait(alice.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, mine)]))
+    assert configs
+    mallory = AdminClient(settings(acl_broker, "mallory"))
+    with pytest.raises(KafkaException) as hidden:
+        wait(mallory.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, mine)]))
+    assert hidden.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    with pytest.raises(KafkaException) as undeletable:
+        wait(mallory.delete_topics([mine]))
+    assert undeletable.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    wait(alice.delete_topics([mine]))
+
+
+def test_a_deny_wins_over_an_allow(acl_broker, granted):
+    admin = AdminClient(settings(acl_broker, "admin"))
+    wait(admin.create_topics([NewTopic("ministry-secret", 1, 1)]))
+    delivered = []
+    producer = Producer(settings(acl_broker, "alice", **{"message.timeout.ms": 5000}))
+    producer.produce("ministry-secret", b"x", on_delivery=lambda error, message: delivered.append(error))
+    producer.flush(15)
+    assert delivered and delivered[0] is not None and delivered[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_deleted_acls_stop_applying_and_acls_survive_a_restart(acl_broker, granted):
+    admin = AdminClient(settings(acl_broker, "admin"))
+    extra = AclBinding(ResourceType.TOPIC, granted, ResourcePatternType.LITERAL, "User:mallory", "*", AclOperation.DESCRIBE, AclPermissionType.ALLOW)
+    wait(admin.create_acls([extra]))
+    assert granted in AdminClient(settings(acl_broker, "mallory")).list_topics(timeout=10).topics
+    deleted = wait(admin.delete_acls([AclBindingFilter(ResourceType.TOPIC, granted, ResourcePatternType.LITERAL, "User:mallory", None, AclOperation.ANY, AclPermissionType.ANY)]))
+    assert [len(v) for v in deleted.values()] == [1]
+    assert granted not in AdminClient(settings(acl_broker, "mallory")).list_topics(timeout=10).topics
+    # A restart keeps every ACL.
+    before = admin.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
+    assert acl_broker.stop() == 0
+    acl_broker.start()
+    restarted = AdminClient(settings(acl_broker, "admin"))
+    after = restarted.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
+    assert sorted(map(str, before)) == sorted(map(str, after))
+
+
+def test_without_the_authorizer_acl_apis_say_security_is_disabled(broker):
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    binding = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, "User:a", "*", AclOperation.READ, AclPermissionType.ALLOW)
+    with pytest.raises(KafkaException) as disabled:
+        admin.create_acls([binding])[binding].result(timeout=30)
+    assert disabled.value.args[0].code() == KafkaError.SECURITY_DISABLED
