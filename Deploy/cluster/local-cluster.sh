@@ -13,6 +13,9 @@
 # BINARY (default .build/release/postduif) picks the broker build.
 # GATEWAY_PORT_BASE (unset by default) runs the chat gateway inside each
 # broker (ADR 0016), broker N's on GATEWAY_PORT_BASE + N - 1.
+# SECURE_PORT_BASE (unset by default) adds a SASL_SSL listener, broker N's
+# on SECURE_PORT_BASE + N - 1, which the brokers replicate over; the
+# certificate, users and authorizer come in BROKER_ARGS (Docs/security.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,6 +30,17 @@ binary=${BINARY:-.build/release/postduif}
 gateway_args() {
     [ -n "${GATEWAY_PORT_BASE:-}" ] || return 0
     echo "--with-gateway true --gateway-port $((GATEWAY_PORT_BASE + $1 - 1))"
+}
+
+# Broker N's listeners: the plaintext port alone, or with SECURE_PORT_BASE
+# a SASL_SSL listener beside it that replication uses.
+listener_args() {
+    local port=$((kafka_base + $1 - 1))
+    if [ -n "${SECURE_PORT_BASE:-}" ]; then
+        echo "--listeners PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$((SECURE_PORT_BASE + $1 - 1)) --inter-broker-listener SASL_SSL"
+    else
+        echo "--port $port"
+    fi
 }
 
 wait_port() {
@@ -59,7 +73,7 @@ start)
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
         port=$((kafka_base + id - 1))
-        "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
+        "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
             --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
             ${BROKER_ARGS:-} $(gateway_args "$id") > "$dir/broker-$id/log.txt" 2>&1 &
         echo $! > "$dir/broker-$id/pid"
@@ -76,7 +90,7 @@ restart)
     # Starts broker N of a running cluster again (after it was killed).
     id=${3:?broker id}
     port=$((kafka_base + id - 1))
-    "$binary" serve --node-id "$id" --port "$port" --http-port $((http_base + id - 1)) \
+    "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
         --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
         ${BROKER_ARGS:-} $(gateway_args "$id") >> "$dir/broker-$id/log.txt" 2>&1 &
     echo $! > "$dir/broker-$id/pid"

@@ -2,6 +2,7 @@ import Cluster
 import Coordination
 import Core
 import Foundation
+import KafkaNIO
 import LogStore
 import Logging
 import Security
@@ -231,7 +232,7 @@ public final class ClusterNode: Sendable {
                 guard !entries.isEmpty, parts.count == 2, let port = Int(parts[1]) else { continue }
                 let logs = entries.sorted { $0.key < $1.key }.map(\.value.log)
                 let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: logs,
-                                             highWatermarks: broker.highWatermarks, logger: logger)
+                                             highWatermarks: broker.highWatermarks, security: broker.configuration.interBrokerClient, logger: logger)
                 following.fetchers[leader] = (address, ids, Task { await fetcher.run(maxWaitMilliseconds: 500) })
             }
         }

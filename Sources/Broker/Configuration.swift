@@ -1,4 +1,5 @@
 import Foundation
+import KafkaNIO
 import LogStore
 import Security
 
@@ -70,6 +71,9 @@ public struct BrokerConfiguration: Sendable {
     /// Principals the authorizer always permits (`User:admin`), the
     /// brokers' own among them.
     public var superUsers: Set<String> = []
+    /// How this broker proves itself to others' inter-broker listener
+    /// (followers to leaders, the embedded gateway to other brokers).
+    public var interBrokerClient = KafkaClientSecurity.none
     /// A TLS handshake not done by then closes the connection.
     public var tlsHandshakeTimeout: Duration = .seconds(10)
 

@@ -33,11 +33,15 @@ public final class ReplicaFetcher: Sendable {
     let clock: any MonotonicClock
     static let fetchVersion: Int16 = 11
 
+    /// TLS and SASL to the leader's inter-broker listener.
+    let security: KafkaClientSecurity
+
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog],
                 highWatermarks: HighWatermarks = HighWatermarks(), clock: any MonotonicClock = SystemClock(),
-                logger: Logger = Logger(label: "postduif.replica")) {
+                security: KafkaClientSecurity = .none, logger: Logger = Logger(label: "postduif.replica")) {
         precondition(replicaID >= 0, "a replica id is a broker id, not negative")
         self.replicaID = replicaID
+        self.security = security
         self.leaderHost = leaderHost
         self.leaderPort = leaderPort
         self.partitions = partitions
@@ -54,7 +58,7 @@ public final class ReplicaFetcher: Sendable {
     public func run(maxWaitMilliseconds: Int32 = 500) async {
         while !Task.isCancelled {
             do {
-                let connection = try await KafkaClientConnection.connect(host: leaderHost, port: leaderPort, clientID: "postduif-replica-\(replicaID)")
+                let connection = try await KafkaClientConnection.connect(host: leaderHost, port: leaderPort, clientID: "postduif-replica-\(replicaID)", security: security)
                 defer { Task { await connection.close() } }
                 // A cancelled fetcher (its partitions moved to a new one) must
                 // not hold a long-polling fetch open for up to its wait.

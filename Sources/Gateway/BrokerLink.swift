@@ -4,6 +4,7 @@ import KafkaNIO
 import KafkaWire
 import Logging
 import Metrics
+import NIOSSL
 
 /// One record as the gateway reads it back.
 struct StoredRecord: Sendable {
@@ -38,11 +39,15 @@ actor BrokerLink {
     /// SASL PLAIN credentials for a broker that requires SASL (`--sasl`).
     nonisolated let credentials: (user: String, password: String)?
 
+    /// TLS to brokers whose listener asks for it.
+    nonisolated let tls: NIOSSLContext?
+
     /// The broker of this process, if the gateway runs inside one.
     nonisolated let local: (any KafkaLocalBroker)?
 
-    init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil, local: (any KafkaLocalBroker)? = nil) {
+    init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil, tls: NIOSSLContext? = nil, local: (any KafkaLocalBroker)? = nil) {
         self.credentials = credentials
+        self.tls = tls
         self.local = local
         let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         bootstraps = listed.isEmpty ? [bootstrap] : listed
@@ -55,21 +60,8 @@ actor BrokerLink {
         if let local, local.isSelf(address) { return KafkaClientConnection(local: local, clientID: "postduif-gateway") }
         let parts = address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw BrokerRefusal(description: "bad broker address \(address)") }
-        let connection = try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway")
-        guard let credentials else { return connection }
-        do {
-            var reader = try await connection.request(.saslHandshake, version: 1) { SaslHandshakeRequest(mechanism: "PLAIN").encode(&$0, version: 1) }
-            let handshake = try SaslHandshakeResponse.decode(&reader, version: 1)
-            guard handshake.errorCode == 0 else { throw BrokerRefusal(description: "\(address) refused SASL PLAIN (error \(handshake.errorCode), offers \(handshake.mechanisms))") }
-            let token = [0] + Array(credentials.user.utf8) + [0] + Array(credentials.password.utf8)
-            reader = try await connection.request(.saslAuthenticate, version: 1) { SaslAuthenticateRequest(authBytes: token).encode(&$0, version: 1) }
-            let answer = try SaslAuthenticateResponse.decode(&reader, version: 1)
-            guard answer.errorCode == 0 else { throw BrokerRefusal(description: "\(address) refused the gateway's credentials: \(answer.errorMessage ?? "error \(answer.errorCode)")") }
-            return connection
-        } catch {
-            await connection.close()
-            throw error
-        }
+        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway",
+                                                       security: KafkaClientSecurity(tls: tls, sasl: credentials.map { SaslCredentials(user: $0.user, password: $0.password) }))
     }
 
     private func connection(_ address: String) async throws -> KafkaClientConnection {

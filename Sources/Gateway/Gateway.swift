@@ -6,6 +6,7 @@ import KafkaNIO
 import KafkaWire
 import Logging
 import Metrics
+import NIOSSL
 import Synchronization
 
 /// The gateway's settings; the defaults here are the one source of truth
@@ -34,6 +35,9 @@ public struct GatewayConfiguration: Sendable {
     /// SASL PLAIN user and password for a broker started with `--sasl`.
     public var brokerUser: String? = nil
     public var brokerPassword: String? = nil
+    /// TLS to brokers whose listener asks for it (a cluster's inter-broker
+    /// listener, for the gateway inside a broker).
+    public var brokerTLS: NIOSSLContext? = nil
     /// The broker of this process, when the gateway runs inside it
     /// (`postduif serve --with-gateway`): requests to it skip the socket.
     public var localBroker: (any KafkaLocalBroker)? = nil
@@ -67,7 +71,7 @@ public final class ChatGateway: Sendable {
     public init(configuration: GatewayConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        link = BrokerLink(bootstrap: configuration.broker, logger: logger, credentials: configuration.brokerCredentials, local: configuration.localBroker)
+        link = BrokerLink(bootstrap: configuration.broker, logger: logger, credentials: configuration.brokerCredentials, tls: configuration.brokerTLS, local: configuration.localBroker)
     }
 
     /// Makes the chat topics, reads them up to now, then serves until

@@ -1,6 +1,7 @@
 import KafkaWire
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Why a request got no answer.
@@ -9,15 +10,42 @@ public enum KafkaClientError: Error, CustomStringConvertible {
     case correlationMismatch(expected: Int32, got: Int32)
     case malformedResponse(String)
     case broker(errorCode: Int16, String)
+    case refused(String)
 
     public var description: String {
         switch self {
+        case .refused(let why): why
         case .connectionClosed: "the connection closed before the answer arrived"
         case .correlationMismatch(let expected, let got): "answer with correlation id \(got), expected \(expected)"
         case .malformedResponse(let reason): "malformed answer: \(reason)"
         case .broker(let code, let what): "\(what): broker error \(code)"
         }
     }
+}
+
+/// A user and password for SASL PLAIN.
+public struct SaslCredentials: Sendable, Equatable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+}
+
+/// How a client connection proves itself: TLS (with a client certificate
+/// in the context when the broker asks for one) and SASL PLAIN over it.
+public struct KafkaClientSecurity: Sendable {
+    public var tls: NIOSSLContext?
+    public var sasl: SaslCredentials?
+
+    public init(tls: NIOSSLContext? = nil, sasl: SaslCredentials? = nil) {
+        self.tls = tls
+        self.sasl = sasl
+    }
+
+    public static let none = KafkaClientSecurity()
 }
 
 /// A broker in the client's own process, answering request frames handed
@@ -63,6 +91,7 @@ public final class KafkaClientConnection: Sendable {
 
     public static func connect(
         host: String, port: Int, clientID: String = "postduif-client",
+        security: KafkaClientSecurity = .none,
         frameBytesMax: Int = 256 << 20,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> KafkaClientConnection {
@@ -70,12 +99,42 @@ public final class KafkaClientConnection: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = security.tls {
+                        // SNI only for names: an address (brokers often
+                        // advertise one) is not a server name.
+                        let isName = host.contains(where: \.isLetter) && !host.contains(":")
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isName ? host : nil))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
                     try channel.pipeline.syncOperations.addHandler(KafkaClientHandler())
                 }
             }
             .connect(host: host, port: port).get()
-        return KafkaClientConnection(channel: channel, clientID: clientID)
+        let connection = KafkaClientConnection(channel: channel, clientID: clientID)
+        if let credentials = security.sasl {
+            do {
+                try await connection.authenticate(credentials, broker: "\(host):\(port)")
+            } catch {
+                await connection.close()
+                throw error
+            }
+        }
+        return connection
+    }
+
+    /// SASL PLAIN, the exchange every Kafka broker with SASL offers.
+    func authenticate(_ credentials: SaslCredentials, broker: String) async throws {
+        var reader = try await request(.saslHandshake, version: 1) { SaslHandshakeRequest(mechanism: "PLAIN").encode(&$0, version: 1) }
+        let handshake = try SaslHandshakeResponse.decode(&reader, version: 1)
+        guard handshake.errorCode == 0 else {
+            throw KafkaClientError.refused("\(broker) refused SASL PLAIN (error \(handshake.errorCode), offers \(handshake.mechanisms))")
+        }
+        let token = [0] + Array(credentials.user.utf8) + [0] + Array(credentials.password.utf8)
+        reader = try await request(.saslAuthenticate, version: 1) { SaslAuthenticateRequest(authBytes: token).encode(&$0, version: 1) }
+        let answer = try SaslAuthenticateResponse.decode(&reader, version: 1)
+        guard answer.errorCode == 0 else {
+            throw KafkaClientError.refused("\(broker) refused the credentials of \(credentials.user): \(answer.errorMessage ?? "error \(answer.errorCode)")")
+        }
     }
 
     /// One request's bytes: the size prefix where it goes on a socket

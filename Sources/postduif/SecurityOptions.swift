@@ -2,6 +2,7 @@ import ArgumentParser
 import Broker
 import Dispatch
 import Foundation
+import KafkaNIO
 import Logging
 import Security
 
@@ -33,6 +34,12 @@ struct SecurityOptions: ParsableArguments {
 
     @Option(help: "How a client certificate's subject becomes a user: RULE:pattern/replacement/[LU] entries and DEFAULT, as Kafka's ssl.principal.mapping.rules (POSTDUIF_SSL_PRINCIPAL_MAPPING_RULES).")
     var sslPrincipalMappingRules: String?
+
+    @Option(help: "The SASL user this broker signs in as on other brokers' inter-broker listener; its password in POSTDUIF_INTER_BROKER_SASL_PASSWORD or --inter-broker-sasl-password-file (POSTDUIF_INTER_BROKER_SASL_USER).")
+    var interBrokerSaslUser: String?
+
+    @Option(help: "A file holding the inter-broker SASL password, readable by its owner only (POSTDUIF_INTER_BROKER_SASL_PASSWORD_FILE).")
+    var interBrokerSaslPasswordFile: String?
 
     @Option(help: "Decide every request by the ACLs: true or false (POSTDUIF_AUTHORIZER).")
     var authorizer: Bool = Environment.string("AUTHORIZER").flatMap(Bool.init) ?? false
@@ -74,6 +81,47 @@ struct SecurityOptions: ParsableArguments {
         } catch {
             throw OperatorError("\(error)")
         }
+        configuration.interBrokerClient = try interBrokerClient(configuration)
+    }
+
+    /// How this broker connects to the others' inter-broker listener: TLS
+    /// with the broker's own certificate (for listeners that ask for one)
+    /// trusting the CA file, and SASL PLAIN where the listener requires it.
+    func interBrokerClient(_ configuration: BrokerConfiguration) throws -> KafkaClientSecurity {
+        let listener = configuration.effectiveInterBrokerListener
+        var security = KafkaClientSecurity()
+        if listener.securityProtocol.usesTLS, let files = configuration.tls {
+            do {
+                security.tls = try TLSClientFiles(caFile: files.caFile, certificateFile: files.certificateFile, keyFile: files.keyFile).clientContext()
+            } catch {
+                throw OperatorError("inter-broker TLS: \(error)")
+            }
+        }
+        let user = interBrokerSaslUser ?? Environment.string("INTER_BROKER_SASL_USER")
+        // A single node has no other broker to sign in to.
+        if listener.securityProtocol.requiresSASL && (configuration.isClustered || user != nil) {
+            guard let user else {
+                throw OperatorError("the inter-broker listener \(listener.name) requires SASL: name the brokers' user with --inter-broker-sasl-user")
+            }
+            security.sasl = SaslCredentials(user: user, password: try interBrokerPassword())
+        }
+        return security
+    }
+
+    private func interBrokerPassword() throws -> String {
+        if let file = interBrokerSaslPasswordFile ?? Environment.string("INTER_BROKER_SASL_PASSWORD_FILE") {
+            do {
+                try TLSFiles.checkPrivate(file)
+            } catch {
+                throw OperatorError("\(error)".replacingOccurrences(of: "private key", with: "password file"))
+            }
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw OperatorError("cannot read \(file)") }
+            return text.trimmingCharacters(in: .newlines)
+        }
+        guard let password = Environment.string("INTER_BROKER_SASL_PASSWORD") else {
+            throw OperatorError("the inter-broker SASL password is missing: POSTDUIF_INTER_BROKER_SASL_PASSWORD or --inter-broker-sasl-password-file")
+        }
+        return password
     }
 
     func tlsFiles() throws -> TLSFiles? {

@@ -164,7 +164,12 @@ struct Serve: AsyncParsableCommand {
             if let user = Environment.string("GATEWAY_BROKER_USER"), let password = Environment.string("GATEWAY_BROKER_PASSWORD") {
                 made.brokerUser = user
                 made.brokerPassword = password
+            } else if let sasl = configuration.interBrokerClient.sasl {
+                // Otherwise as the broker it runs in, on the same listener.
+                made.brokerUser = sasl.user
+                made.brokerPassword = sasl.password
             }
+            made.brokerTLS = configuration.interBrokerClient.tls
             gatewayConfiguration = made
         }
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import BINARY, BrokerProcess, free_port, kcat, unique
@@ -298,3 +299,96 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(certificate
         assert process.stop() == 0
         shutil.rmtree(process.data_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_cluster_with_tls_sasl_and_acls_everywhere_survives_a_leader_sigkill(certificates):
+    """Three brokers on etcd whose clients and replication all go over
+    SASL_SSL with the authorizer on: the brokers sign in to each other as
+    User:broker (a super user), and an idempotent acks=all producer loses
+    nothing when the leader is killed."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from test_cluster import Cluster
+
+    users = os.path.join(certificates.dir, "cluster-users.json")
+    for user, password in (("broker", "broker-secret"), ("alice", "alice-secret")):
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--users-file", users],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+    made = Cluster(broker_args=" ".join([
+        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
+        "--tls-ca-file", certificates.path("ca.pem"), "--users-file", users,
+        "--authorizer", "true", "--super-users", "User:broker;User:alice", "--inter-broker-sasl-user", "broker"]))
+    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
+    made.env["POSTDUIF_INTER_BROKER_SASL_PASSWORD"] = "broker-secret"
+    secure = ",".join("127.0.0.1:%d" % (int(made.env["SECURE_PORT_BASE"]) + i) for i in range(3))
+    client = {"bootstrap.servers": secure, "security.protocol": "SASL_SSL", "ssl.ca.location": certificates.path("ca.pem"),
+              "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "alice", "sasl.password": "alice-secret"}
+    made.start()
+    try:
+        admin = AdminClient(client)
+        topic = "secure-failover"
+        for future in admin.create_topics([NewTopic(topic, 2, 3)]).values():
+            future.result(timeout=60)
+
+        def leader(avoid=None):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                partition = admin.list_topics(topic, timeout=10).topics[topic].partitions[0]
+                if partition.leader > 0 and partition.leader != avoid and sorted(partition.isrs) == [1, 2, 3]:
+                    return partition.leader
+                time.sleep(0.2)
+            raise AssertionError("no leader with a full ISR")
+
+        # Replication over SASL_SSL works: every replica is in sync.
+        victim = leader()
+        producer = Producer(dict(client, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                            "message.timeout.ms": 120000, "retry.backoff.ms": 100}))
+        acknowledged = set()
+        failed = []
+
+        def delivered(error, message):
+            (failed.append(error) if error else acknowledged.add(message.value()))
+
+        total = 20000
+        for i in range(total):
+            while True:
+                try:
+                    producer.produce(topic, key=b"conversation-%d" % (i % 100), value=b"%08d" % i, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if i == total // 2:
+                made.signal(victim, signal.SIGKILL)
+        assert producer.flush(120) == 0
+        assert failed == []
+        assert len(acknowledged) == total
+        seen = consume_all_secure(client, topic, 2, total)
+        assert set(seen) == acknowledged and len(seen) == total
+        # A plaintext client on the same brokers is nobody and may do nothing.
+        plain = AdminClient({"bootstrap.servers": made.bootstrap}).list_topics(timeout=10)
+        assert topic not in plain.topics
+        # No broker was ever refused by another.
+        for broker in (1, 2, 3):
+            refusals = [line for line in made.log(broker).splitlines() if "refused by the authorizer" in line and "principal=User:broker" in line]
+            assert refusals == [], refusals[:3]
+    finally:
+        made.stop()
+
+
+def free_port_block(count):
+    from test_cluster import free_block
+    return free_block(count)
+
+
+def consume_all_secure(settings, topic, partitions, expected, timeout=60):
+    consumer = Consumer(dict(settings, **{"group.id": "verify-%d" % time.time(), "enable.auto.commit": False}))
+    consumer.assign([ConfluentPartition(topic, p, 0) for p in range(partitions)])
+    values = []
+    deadline = time.monotonic() + timeout
+    while len(values) < expected and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+    consumer.close()
+    return values
