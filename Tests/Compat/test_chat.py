@@ -493,7 +493,7 @@ def test_the_gateway_authenticates_to_a_sasl_broker():
     wrong = GatewayProcess(broker, env=dict(env, POSTDUIF_GATEWAY_BROKER_PASSWORD="wrong"))
     with pytest.raises(AssertionError):
         wrong.start()
-    assert "refused the gateway's credentials" in wrong.read_log()
+    assert "refused the credentials of" in wrong.read_log()
     wrong.stop()
     broker.stop()
 
