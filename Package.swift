@@ -154,7 +154,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "COpenSSL",
+                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "COpenSSL", "Security",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -7,6 +7,7 @@ import KafkaWire
 import Logging
 import Metrics
 import NIOSSL
+import Security
 import Synchronization
 
 /// The gateway's settings; the defaults here are the one source of truth
@@ -38,6 +39,9 @@ public struct GatewayConfiguration: Sendable {
     /// TLS to brokers whose listener asks for it (a cluster's inter-broker
     /// listener, for the gateway inside a broker).
     public var brokerTLS: NIOSSLContext? = nil
+    /// HTTPS for Matrix clients: the certificate, replaced on reload; nil
+    /// serves plain HTTP (behind a proxy that ends TLS, or on loopback).
+    public var tls: ReloadableTLSContext? = nil
     /// The broker of this process, when the gateway runs inside it
     /// (`postduif serve --with-gateway`): requests to it skip the socket.
     public var localBroker: (any KafkaLocalBroker)? = nil
@@ -110,7 +114,7 @@ public final class ChatGateway: Sendable {
             let router = api.router()
             let app = Application(
                 router: router,
-                server: HTTPServerBuilder { responder in MatrixHTTP1Channel(api: api, responder: responder) },
+                server: HTTPServerBuilder { [tls = configuration.tls] responder in MatrixHTTP1Channel(api: api, responder: responder, tls: tls) },
                 configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-gateway"),
                 onServerRunning: { channel in
                     self.serving.withLock { $0 = true }

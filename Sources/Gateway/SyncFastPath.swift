@@ -10,6 +10,8 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import NIOSSL
+import Security
 import Synchronization
 
 /// The gateway's HTTP/1.1 connections: Hummingbird's own pipeline with the
@@ -28,16 +30,21 @@ struct MatrixHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
 
     let api: MatrixAPI
     let responder: HTTPChannelHandler.Responder
+    /// HTTPS: TLS first, with the certificate current when the connection opens.
+    let tls: ReloadableTLSContext?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            if let tls {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current))
+            }
             // As HTTP1Channel sets up its pipeline, with the fast path between
             // the HTTP/1 decoder and the conversion to HTTP types.
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                 withEncoderConfiguration: .init(), withDecoderLimitConfiguration: .init())
             try channel.pipeline.syncOperations.addHandler(SyncFastPath(api: api))
-            try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: tls != nil))
             try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
             return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
         }

@@ -9,6 +9,7 @@ import Logging
 import Metrics
 import Operations
 import Prometheus
+import Security
 import ServiceLifecycle
 
 /// The chat settings shared by `postduif gateway` and the gateway that
@@ -26,7 +27,23 @@ struct ChatOptions: ParsableArguments {
     @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
     var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
 
+    @Option(help: "PEM certificate chain for HTTPS to Matrix clients; plain HTTP without it (POSTDUIF_GATEWAY_TLS_CERT_FILE).")
+    var gatewayTlsCertFile: String?
+
+    @Option(help: "PEM private key for HTTPS, readable by its owner only (POSTDUIF_GATEWAY_TLS_KEY_FILE).")
+    var gatewayTlsKeyFile: String?
+
     func apply(to configuration: inout GatewayConfiguration) throws {
+        let certificate = gatewayTlsCertFile ?? Environment.string("GATEWAY_TLS_CERT_FILE")
+        let key = gatewayTlsKeyFile ?? Environment.string("GATEWAY_TLS_KEY_FILE")
+        if certificate != nil || key != nil {
+            guard let certificate, let key else { throw OperatorError("--gateway-tls-cert-file and --gateway-tls-key-file go together") }
+            do {
+                configuration.tls = try ReloadableTLSContext(TLSFiles(certificateFile: certificate, keyFile: key))
+            } catch {
+                throw OperatorError("gateway HTTPS: \(error)")
+            }
+        }
         guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
         guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
         configuration.serverName = serverName

@@ -63,7 +63,9 @@ struct GatewayCommand: AsyncParsableCommand {
         let logger = Logger(label: "postduif.gateway")
         let gateway = ChatGateway(configuration: configuration, logger: logger)
         let operations = OperationsServer(host: host, port: httpPort, logger: logger, metricsText: { registry.emitToString() }, isReady: { gateway.isReady })
-        let announce = "postduif gateway serving Matrix clients on http://\(host):%d (server name \(chat.serverName)), broker \(broker)"
+        let reloader = configuration.tls.map { CertificateReloader(contexts: [$0], logger: logger) }
+        defer { withExtendedLifetime(reloader) {} }
+        let announce = "postduif gateway serving Matrix clients on \(configuration.tls == nil ? "http" : "https")://\(host):%d (server name \(chat.serverName)), broker \(broker)"
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await operations.run() }
             group.addTask {

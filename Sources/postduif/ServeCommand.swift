@@ -212,12 +212,13 @@ struct Serve: AsyncParsableCommand {
         if let gateway {
             // Last: a graceful shutdown stops the services in reverse, so
             // the gateway stops before the listener and the store it uses.
-            services.append(EmbeddedGatewayService(gateway: gateway, logger: logger, announce: "postduif gateway serving Matrix clients on http://\(gatewayHost):%d (server name \(chat.serverName)), in the broker's process"))
+            services.append(EmbeddedGatewayService(gateway: gateway, logger: logger, announce: "postduif gateway serving Matrix clients on \(gatewayConfiguration?.tls == nil ? "http" : "https")://\(gatewayHost):%d (server name \(chat.serverName)), in the broker's process"))
         }
         // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
         // shutdown (stop accepting, let in-flight requests finish), then the
         // log is synced and closed below.
-        let reloader = tls.map { CertificateReloader(contexts: [$0], logger: logger) }
+        let contexts = [tls, gatewayConfiguration?.tls].compactMap { $0 }
+        let reloader = contexts.isEmpty ? nil : CertificateReloader(contexts: contexts, logger: logger)
         defer { withExtendedLifetime(reloader) {} }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {

@@ -392,3 +392,46 @@ def consume_all_secure(settings, topic, partitions, expected, timeout=60):
             values.append(message.value())
     consumer.close()
     return values
+
+
+def test_matrix_nio_over_https_to_the_embedded_gateway(certificates):
+    """The gateway inside the broker serves HTTPS with the operator's
+    certificate: matrix-nio registers, makes a room and sends over it, and
+    a plain HTTP request on the HTTPS port gets no Matrix answer."""
+    from nio import AsyncClient, AsyncClientConfig, RegisterResponse, RoomSendResponse
+
+    process = BrokerProcess()
+    gateway_port = free_port()
+    process.extra_args = ["--with-gateway", "true", "--gateway-port", str(gateway_port), "--server-name", "gov.test",
+                          "--gateway-tls-cert-file", certificates.path("broker.pem"), "--gateway-tls-key-file", certificates.path("broker.key")]
+    process.start()
+    url = "https://127.0.0.1:%d" % gateway_port
+    context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                import urllib.request
+                with urllib.request.urlopen(url + "/_matrix/client/versions", timeout=2, context=context) as answer:
+                    assert b"versions" in answer.read()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, process.read_log()
+                time.sleep(0.2)
+
+        async def talk():
+            client = AsyncClient(url, "@ann:gov.test", config=AsyncClientConfig(), ssl=context)
+            registered = await client.register("ann", "correct horse ann")
+            assert isinstance(registered, RegisterResponse), registered
+            room = await client.room_create(name="Beveiligd")
+            sent = await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.text", "body": "over https"})
+            assert isinstance(sent, RoomSendResponse), sent
+            await client.close()
+
+        asyncio.run(asyncio.wait_for(talk(), 60))
+        with socket.create_connection(("127.0.0.1", gateway_port), timeout=10) as plain:
+            plain.sendall(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"versions" not in plain.recv(4096)
+    finally:
+        assert process.stop() == 0, process.read_log()
+        shutil.rmtree(process.data_dir, ignore_errors=True)
