@@ -2,6 +2,7 @@
 and kafka-python's admin clients, then every API a client uses walked by a
 principal the ACLs allow (alice) and one they do not (mallory), each refusal
 with Kafka's error. The ACLs survive a restart of the single node."""
+import os
 import shutil
 import subprocess
 import time
@@ -226,3 +227,23 @@ def test_without_the_authorizer_acl_apis_say_security_is_disabled(broker):
     with pytest.raises(KafkaException) as disabled:
         admin.create_acls([binding])[binding].result(timeout=30)
     assert disabled.value.args[0].code() == KafkaError.SECURITY_DISABLED
+
+
+def test_operators_manage_acls_with_postduif_acl(acl_broker, granted):
+    def acl(*args, user="admin"):
+        env = dict(os.environ, POSTDUIF_ACL_PASSWORD=USERS[user])
+        return subprocess.run([BINARY, "acl", *args, "--broker", acl_broker.address, "--user", user], capture_output=True, env=env, timeout=30)
+
+    topic = "ministry-" + unique("cli")
+    added = acl("add", "--principal", "User:mallory", "--operation", "describe", "--topic", topic)
+    assert added.returncode == 0, added.stderr.decode()
+    assert b"allow\tUser:mallory\t*\tdescribe\ttopic\t" + topic.encode() in added.stdout
+    listed = acl("list", "--principal", "User:mallory")
+    assert topic.encode() in listed.stdout
+    refused = acl("add", "--principal", "User:mallory", "--operation", "all", "--cluster", user="alice")
+    assert refused.returncode != 0 and b"Kafka error 31" in refused.stderr
+    removed = acl("remove", "--principal", "User:mallory", "--topic", topic)
+    assert removed.returncode == 0 and b"removed:" in removed.stdout
+    assert topic.encode() not in acl("list", "--principal", "User:mallory").stdout
+    everything = acl("remove")
+    assert everything.returncode != 0 and b"never removes every ACL" in everything.stderr
