@@ -64,7 +64,7 @@ start_postduif() {  # [bin]
     local serve=("$bin/postduif" serve --port "$kafka" --http-port "$http" --data "$postduif_dir/data" --log-level warning)
     if [ "$GATEWAY" = embedded ]; then
         # The load registers thousands of users: a cheaper password hash for the setup only.
-        "${serve[@]}" --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 > "$postduif_dir/broker.log" 2>&1 &
+        "${serve[@]}" --with-gateway true --gateway-port "$gateway_port" --password-hash-log-n 10 --registrations-per-minute 0 > "$postduif_dir/broker.log" 2>&1 &
         postduif_pids=$!
         wait_port "$gateway_port"
         postduif_url="http://127.0.0.1:$gateway_port"
@@ -74,7 +74,7 @@ start_postduif() {  # [bin]
     local broker=$!
     wait_port "$kafka"
     # The load registers thousands of users: a cheaper password hash for the setup only.
-    "$bin/postduif" gateway --port "$gateway_port" --http-port 0 --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
+    "$bin/postduif" gateway --port "$gateway_port" --http-port 0 --broker "127.0.0.1:$kafka" --password-hash-log-n 10 --registrations-per-minute 0 --log-level warning > "$postduif_dir/gateway.log" 2>&1 &
     local gateway=$!
     wait_port "$gateway_port"
     postduif_pids="$broker $gateway"

@@ -1,4 +1,5 @@
 import Cluster
+import Core
 import Coordination
 import Foundation
 import KafkaNIO
@@ -34,6 +35,9 @@ public final class Broker: Sendable {
     var cluster: ClusterNode? { clusterNode.withLock { $0 } }
     /// APIs of the broker's own, registered by services above it (`register`).
     let extensions = Mutex<[Int16: RegisteredExtension]>([:])
+    /// Failed SASL exchanges by client address, in the last minute.
+    let saslFailures = Mutex(AttemptLimiter(limit: Limits.saslFailuresPerMinute, windowMilliseconds: 60_000))
+    let clockOrigin = ContinuousClock.now
     /// A single node's ACLs, as its store keeps them (a cluster's are in etcd).
     let localAcls: Mutex<[AclBinding]>
 

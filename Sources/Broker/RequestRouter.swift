@@ -175,7 +175,7 @@ extension Broker {
                 SaslHandshakeResponse(errorCode: code.rawValue, mechanisms: SaslServer.mechanisms).encode(&body, version: version)
             case .saslAuthenticate:
                 let request = try SaslAuthenticateRequest.decode(&reader, version: version)
-                authenticate(request, session: &session).encode(&body, version: version)
+                await authenticate(request, session: &session).encode(&body, version: version)
             case .metadata:
                 var request = try MetadataRequest.decode(&reader, version: version)
                 let (refused, hidden) = authorizeMetadata(&request, session)

@@ -1,15 +1,31 @@
 import Cluster
+import Core
 import Coordination
 import Foundation
 import KafkaWire
 import LogStore
 import Logging
 import Metrics
+import Security
 import Synchronization
 
 // SaslHandshake and SaslAuthenticate: a connection proves who it is.
+// Failures from one address are limited (`Limits.saslFailuresPerMinute`):
+// past the limit its exchanges fail at once, whatever the password, until
+// the minute is over; and every failure is answered after a pause, as
+// Kafka's connection.failed.authentication.delay.ms does.
 extension Broker {
-    func authenticate(_ request: SaslAuthenticateRequest, session: inout ClientSession) -> SaslAuthenticateResponse {
+    func authenticate(_ request: SaslAuthenticateRequest, session: inout ClientSession) async -> SaslAuthenticateResponse {
+        let host = Self.host(of: session.client)
+        let now = ContinuousClock.now
+        let milliseconds = Int64((now - clockOrigin).components.seconds * 1000)
+        if let wait = saslFailures.withLock({ $0.wait(for: host, now: milliseconds) }) {
+            session.closeAfterResponse = true
+            logger.warning("authentication refused: too many failures from this address", metadata: ["client": "\(session.client)", "retryAfterMs": "\(wait)"])
+            try? await Task.sleep(for: Limits.saslFailureDelay)
+            return SaslAuthenticateResponse(errorCode: ErrorCode.saslAuthenticationFailed.rawValue,
+                                            errorMessage: "too many failed authentications from \(host); retry in \(wait / 1000 + 1) s", authBytes: [])
+        }
         guard session.authenticatedUser == nil, var sasl = session.sasl else {
             session.closeAfterResponse = true
             return SaslAuthenticateResponse(errorCode: ErrorCode.illegalSaslState.rawValue, errorMessage: "SaslAuthenticate without a SaslHandshake", authBytes: [])
@@ -26,6 +42,8 @@ extension Broker {
             return SaslAuthenticateResponse(errorCode: 0, errorMessage: nil, authBytes: final)
         case .failure(let reason):
             session.closeAfterResponse = true
+            saslFailures.withLock { $0.record(host, now: milliseconds) }
+            try? await Task.sleep(for: Limits.saslFailureDelay)
             logger.warning("authentication failed", metadata: ["client": "\(session.client)", "mechanism": "\(sasl.mechanism)", "reason": "\(reason)"])
             return SaslAuthenticateResponse(errorCode: ErrorCode.saslAuthenticationFailed.rawValue, errorMessage: "authentication failed", authBytes: [])
         }

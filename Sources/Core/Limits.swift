@@ -56,6 +56,19 @@ public enum Limits {
     /// Conversations whose next sequence a fan-out worker remembers.
     public static let fanOutSequenceCacheCountMax = 100_000
 
+    // MARK: Authentication
+
+    /// Failed SASL exchanges from one address per minute; beyond, its
+    /// exchanges fail at once until the minute is over.
+    public static let saslFailuresPerMinute = 20
+    /// The pause before a failed authentication's answer (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    public static let saslFailureDelay: Duration = .milliseconds(100)
+    /// Failed logins per user name, and per client address, per minute at
+    /// the gateway; beyond, M_LIMIT_EXCEEDED until the minute is over.
+    public static let chatLoginsPerMinutePerUser = 10
+    public static let chatLoginsPerMinutePerAddress = 30
+
     // MARK: The gateway
 
     /// Events cached per room (and up to 32 more before trimming).

@@ -4,6 +4,7 @@ import Foundation
 import KafkaNIO
 import KafkaWire
 import NIOCore
+import Security
 import Synchronization
 
 /// The topics the chat lives in. The gateway keeps no chat state of its
@@ -114,6 +115,11 @@ final class ChatState: Sendable {
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()
+    /// Failed logins in the last minute, by user name and by client
+    /// address, and registrations by address (MatrixAPI+Accounts).
+    let loginsByUser = Mutex(AttemptLimiter(limit: Limits.chatLoginsPerMinutePerUser, windowMilliseconds: 60_000))
+    let loginsByAddress = Mutex(AttemptLimiter(limit: Limits.chatLoginsPerMinutePerAddress, windowMilliseconds: 60_000))
+    let registrationsByAddress: Mutex<AttemptLimiter>
     /// Deadlines of parked `/sync`s and of waits for the gateway's own
     /// writes: one timer for all, rather than a sleeping task per request.
     let timeouts = ParkedTimeouts(tick: .milliseconds(10))
@@ -126,10 +132,11 @@ final class ChatState: Sendable {
     /// First syncs waiting for every broker's fan-out to route their user here.
     let registrationWaiters: ParkedWaiters<String, Void>
 
-    init(serverName: String, timelinePartitions: Int32) {
+    init(serverName: String, timelinePartitions: Int32, registrationsPerMinute: Int = 0) {
         self.serverName = serverName
         self.timelinePartitions = timelinePartitions
         cache = TimelineCache(partitions: timelinePartitions)
+        registrationsByAddress = Mutex(AttemptLimiter(limit: max(registrationsPerMinute, 1), windowMilliseconds: 60_000))
         syncWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
         appliedWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)
         registrationWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedSyncsMax)

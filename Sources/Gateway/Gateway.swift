@@ -33,6 +33,9 @@ public struct GatewayConfiguration: Sendable {
     /// Whether anyone may register (`POST /register`); closed, accounts come
     /// only from `postduif user add --chat`.
     public var openRegistration = true
+    /// Registrations per client address per minute; 0 for no limit (load
+    /// tests that register thousands of users from one machine).
+    public var registrationsPerMinute = 60
     /// SASL PLAIN user and password for a broker started with `--sasl`.
     public var brokerUser: String? = nil
     public var brokerPassword: String? = nil
@@ -89,7 +92,7 @@ public final class ChatGateway: Sendable {
             try await link.ensureTopic(topic, partitions: 1)
         }
         let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
-        let state = ChatState(serverName: configuration.serverName, timelinePartitions: timelinePartitions)
+        let state = ChatState(serverName: configuration.serverName, timelinePartitions: timelinePartitions, registrationsPerMinute: configuration.registrationsPerMinute)
         let api = MatrixAPI(state: state, link: link, configuration: configuration, logger: logger)
 
         try await withThrowingTaskGroup(of: Void.self) { group in

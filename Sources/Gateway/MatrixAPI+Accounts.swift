@@ -7,12 +7,53 @@ import Metrics
 import NIOCore
 
 // register, login, logout: accounts and the sessions of their devices.
+// Passwords cannot be guessed at speed: failed logins are limited per user
+// name and per client address, registrations per address
+// (`configuration.registrationsPerMinute`); beyond a limit the answer is
+// 429 M_LIMIT_EXCEEDED with retry_after_ms.
 extension MatrixAPI {
-    func register(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    var milliseconds: Int64 {
+        Int64(clock.now.components.seconds * 1000 + clock.now.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// Throws M_LIMIT_EXCEEDED while `user` or the context's address has
+    /// used up its failed logins of the minute.
+    func checkLoginLimit(user: String, _ context: GatewayRequestContext) throws {
+        let now = milliseconds
+        let waits = [state.loginsByUser.withLock { $0.wait(for: user, now: now) }, state.loginsByAddress.withLock { $0.wait(for: context.clientAddress, now: now) }]
+        if let wait = waits.compactMap({ $0 }).max() { throw refusedAttempt(user: user, context, wait: wait) }
+    }
+
+    func recordFailedLogin(user: String, _ context: GatewayRequestContext) {
+        let now = milliseconds
+        state.loginsByUser.withLock { $0.record(user, now: now) }
+        state.loginsByAddress.withLock { $0.record(context.clientAddress, now: now) }
+    }
+
+    /// Counts a registration from the context's address; throws
+    /// M_LIMIT_EXCEEDED past the minute's limit.
+    func limitRegistration(_ context: GatewayRequestContext) throws {
+        guard configuration.registrationsPerMinute > 0 else { return }
+        let now = milliseconds
+        let wait = state.registrationsByAddress.withLock { limiter -> Int64? in
+            if let wait = limiter.wait(for: context.clientAddress, now: now) { return wait }
+            limiter.record(context.clientAddress, now: now)
+            return nil
+        }
+        if let wait { throw refusedAttempt(user: "(registration)", context, wait: wait) }
+    }
+
+    private func refusedAttempt(user: String, _ context: GatewayRequestContext, wait: Int64) -> MatrixError {
+        logger.warning("login or registration refused: too many attempts", metadata: ["user": "\(user)", "client": "\(context.clientAddress)", "retryAfterMs": "\(wait)"])
+        return MatrixError.limitExceeded(retryAfterMilliseconds: wait)
+    }
+
+    func register(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         guard configuration.openRegistration else {
             throw MatrixError(.forbidden, "M_FORBIDDEN", "registration is closed: ask an administrator for an account")
         }
         let body = try await body(RegisterRequest.self, request)
+        try limitRegistration(context)
         guard let username = body.username, let password = body.password else {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "username and password are required")
         }
@@ -34,7 +75,7 @@ extension MatrixAPI {
         return try await newSession(user: user, deviceID: body.deviceID)
     }
 
-    func login(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func login(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let body = try await body(LoginRequest.self, request)
         guard body.type == "m.login.password" else {
             throw MatrixError(.badRequest, "M_UNKNOWN", "only m.login.password is supported")
@@ -43,7 +84,9 @@ extension MatrixAPI {
             throw MatrixError(.badRequest, "M_MISSING_PARAM", "identifier.user and password are required")
         }
         let user = userID(from: name)
+        try checkLoginLimit(user: user, context)
         guard let hash = state.credentials.account(user)?.hash, Secrets.verifyPassword(password, against: hash) else {
+            recordFailedLogin(user: user, context)
             throw MatrixError(.forbidden, "M_FORBIDDEN", "invalid username or password")
         }
         return try await newSession(user: user, deviceID: body.deviceID)

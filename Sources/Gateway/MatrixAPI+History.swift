@@ -12,7 +12,7 @@ extension MatrixAPI {
     /// `/messages`: pages through the broker's conversation index. Tokens:
     /// `q<sequence>` (a conversation sequence) or `o<offset>` (a timeline
     /// offset, from /sync's prev_batch).
-    func messages(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func messages(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)

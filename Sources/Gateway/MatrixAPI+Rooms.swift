@@ -62,7 +62,7 @@ extension MatrixAPI {
         [RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))]
     }
 
-    func createRoom(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func createRoom(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let body = try await body(CreateRoomRequest.self, request)
         let version = body.roomVersion ?? "10"
@@ -113,7 +113,7 @@ extension MatrixAPI {
         guard state.directory.membership(of: session.userID, in: roomID) == "join" else { throw MatrixError.forbidden() }
     }
 
-    func invite(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func invite(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
@@ -129,7 +129,7 @@ extension MatrixAPI {
         return Self.ok("{}")
     }
 
-    func join(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func join(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         let current = state.directory.membership(of: session.userID, in: roomID)
@@ -142,7 +142,7 @@ extension MatrixAPI {
         return Self.ok(RoomIDAnswer(roomID: roomID))
     }
 
-    func leave(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func leave(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         let current = state.directory.membership(of: session.userID, in: roomID)
@@ -151,7 +151,7 @@ extension MatrixAPI {
         return Self.ok("{}")
     }
 
-    func send(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func send(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         let eventType = parameter(context, "eventType")
@@ -200,7 +200,7 @@ extension MatrixAPI {
 
     static func sendAnswer(_ eventID: String) -> String { "{\"event_id\":\(JSONText.string(eventID))}" }
 
-    func joinedMembers(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func joinedMembers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)
@@ -208,7 +208,7 @@ extension MatrixAPI {
         return Self.ok(JoinedMembersAnswer(joined: Dictionary(uniqueKeysWithValues: members.map { ($0, JoinedMembersAnswer.Profile()) })))
     }
 
-    func readMarkers(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func readMarkers(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let roomID = parameter(context, "roomId")
         try requireJoined(session, roomID)

@@ -12,6 +12,7 @@ struct MatrixError: HTTPResponseError {
     var status: HTTPResponse.Status
     var code: String
     var message: String
+    var retryAfterMilliseconds: Int64? = nil
 
     init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -24,10 +25,17 @@ struct MatrixError: HTTPResponseError {
     }
 
     /// The JSON every Matrix error answers with.
-    var body: String { MatrixJSON.encode(ErrorAnswer(errcode: code, error: message)) }
+    var body: String { MatrixJSON.encode(ErrorAnswer(errcode: code, error: message, retryAfterMs: retryAfterMilliseconds)) }
 
     /// A write the broker refused (logged where it happened).
     static let storeUnavailable = MatrixError(.serviceUnavailable, "M_UNKNOWN", "the message store is unavailable; retry")
+
+    /// Too many attempts: the client waits `retryAfterMilliseconds`.
+    static func limitExceeded(retryAfterMilliseconds: Int64) -> MatrixError {
+        var error = MatrixError(.tooManyRequests, "M_LIMIT_EXCEEDED", "too many attempts; retry later")
+        error.retryAfterMilliseconds = retryAfterMilliseconds
+        return error
+    }
 
     static func forbidden(_ message: String = "You are not a member of this room") -> MatrixError {
         MatrixError(.forbidden, "M_FORBIDDEN", message)
@@ -82,8 +90,8 @@ struct MatrixAPI: Sendable {
     /// The versions of the specification this gateway serves.
     static let versions = VersionsAnswer(versions: (1...11).map { "v1.\($0)" }, unstableFeatures: [:])
 
-    func router() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    func router() -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
         // Requests and durations per route (swift-metrics), then Matrix errors.
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: MatrixErrorMiddleware(logger: logger))
@@ -166,7 +174,7 @@ struct MatrixAPI: Sendable {
         return session
     }
 
-    func parameter(_ context: BasicRequestContext, _ name: String) -> String {
+    func parameter(_ context: GatewayRequestContext, _ name: String) -> String {
         Self.pathParameter(context.parameters.get(name) ?? "")
     }
 

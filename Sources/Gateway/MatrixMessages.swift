@@ -87,6 +87,12 @@ struct ReadMarkersRequest: Decodable {
 struct ErrorAnswer: Encodable {
     var errcode: String
     var error: String
+    var retryAfterMs: Int64? = nil
+
+    enum CodingKeys: String, CodingKey {
+        case errcode, error
+        case retryAfterMs = "retry_after_ms"
+    }
 }
 
 struct VersionsAnswer: Encodable {

@@ -27,6 +27,9 @@ struct ChatOptions: ParsableArguments {
     @Option(help: "scrypt cost of new passwords, log2 of N, 10 to 20; lower only for load tests (POSTDUIF_PASSWORD_HASH_LOG_N).")
     var passwordHashLogN: Int = Environment.integer("PASSWORD_HASH_LOG_N") ?? GatewayConfiguration().passwordHashLogN
 
+    @Option(help: "Registrations per client address per minute, beyond which M_LIMIT_EXCEEDED; 0 for no limit, for load tests (POSTDUIF_REGISTRATIONS_PER_MINUTE).")
+    var registrationsPerMinute: Int = Environment.integer("REGISTRATIONS_PER_MINUTE") ?? GatewayConfiguration().registrationsPerMinute
+
     @Option(help: "PEM certificate chain for HTTPS to Matrix clients; plain HTTP without it (POSTDUIF_GATEWAY_TLS_CERT_FILE).")
     var gatewayTlsCertFile: String?
 
@@ -50,5 +53,7 @@ struct ChatOptions: ParsableArguments {
         configuration.conversationPartitions = conversationPartitions
         configuration.passwordHashLogN = passwordHashLogN
         configuration.openRegistration = registration == "open"
+        guard registrationsPerMinute >= 0 else { throw OperatorError("--registrations-per-minute must be 0 or more") }
+        configuration.registrationsPerMinute = registrationsPerMinute
     }
 }

@@ -78,3 +78,51 @@ def test_requests_before_authentication_close_the_connection(sasl_broker):
     plain = kcat("-b", sasl_broker.address, "-L", "-m", "2", timeout=30)
     assert plain.returncode != 0
     assert "before SASL authentication" in sasl_broker.read_log()
+
+
+def sasl_plain_attempt(port, user, password):
+    """One SASL PLAIN exchange on a fresh connection, in raw bytes:
+    (error code, error message) of the SaslAuthenticate answer."""
+    import socket
+    import struct
+
+    def request(sock, api, version, correlation, body):
+        header = struct.pack(">hhih", api, version, correlation, 5) + b"flood"
+        frame = header + body
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        return sock.recv(size, socket.MSG_WAITALL)[4:]
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        handshake = request(sock, 17, 1, 1, struct.pack(">h", 5) + b"PLAIN")
+        assert struct.unpack(">h", handshake[:2])[0] == 0
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        answer = request(sock, 36, 1, 2, struct.pack(">i", len(token)) + token)
+        code = struct.unpack(">h", answer[:2])[0]
+        length = struct.unpack(">h", answer[2:4])[0]
+        return code, answer[4:4 + length].decode() if length >= 0 else None
+
+
+def test_a_flood_of_failed_sasl_attempts_is_slowed_then_refused_and_the_broker_lives():
+    process = BrokerProcess(extra_args=["--sasl", "true"])
+    added = subprocess.run([BINARY, "user", "add", "alice", "--password-stdin", "--data", process.data_dir],
+                           input=b"wonderland\n", capture_output=True)
+    assert added.returncode == 0, added.stderr
+    process.start()
+    try:
+        import time
+        started = time.monotonic()
+        answers = [sasl_plain_attempt(process.port, "alice", "guess-%d" % i) for i in range(25)]
+        # Each failure waits before its answer: 25 guesses take seconds, not milliseconds.
+        assert time.monotonic() - started >= 2.0
+        assert all(code == 58 for code, _ in answers)
+        assert answers[0][1] == "authentication failed"
+        assert "too many failed authentications" in answers[-1][1]
+        # Past the limit even the right password waits out the minute.
+        code, message = sasl_plain_attempt(process.port, "alice", "wonderland")
+        assert code == 58 and "too many failed authentications" in message
+        assert "too many failures from this address" in process.read_log()
+        assert process.alive()
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)

@@ -435,3 +435,31 @@ def test_matrix_nio_over_https_to_the_embedded_gateway(certificates):
     finally:
         assert process.stop() == 0, process.read_log()
         shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def test_logins_and_registrations_are_limited_so_passwords_cannot_be_guessed_at_speed():
+    from test_chat import GatewayProcess, call
+
+    broker = BrokerProcess(extra_args=["--durability", "none"]).start()
+    gateway = GatewayProcess(broker, ["--registrations-per-minute", "3"]).start()
+    try:
+        for name in ("minister", "staf", "griffie"):
+            status, body = call(gateway, "POST", "/register", {"username": name, "password": "pw-" + name})
+            assert status == 200, body
+        status, body = call(gateway, "POST", "/register", {"username": "vierde", "password": "pw"})
+        assert status == 429 and body["errcode"] == "M_LIMIT_EXCEEDED" and 0 < body["retry_after_ms"] <= 60000, body
+
+        def login(password):
+            return call(gateway, "POST", "/login", {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "minister"}, "password": password})
+
+        assert login("pw-minister")[0] == 200
+        answers = [login("guess-%d" % i) for i in range(11)]
+        assert [status for status, _ in answers[:10]] == [403] * 10
+        assert answers[10][0] == 429 and answers[10][1]["errcode"] == "M_LIMIT_EXCEEDED"
+        # The right password waits out the minute too; another user does not.
+        assert login("pw-minister")[0] == 429
+        assert call(gateway, "POST", "/login", {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "staf"}, "password": "pw-staf"})[0] == 200
+        assert "too many attempts" in gateway.read_log()
+    finally:
+        assert gateway.stop() == 0
+        broker.stop()
