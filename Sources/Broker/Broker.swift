@@ -1,6 +1,6 @@
 import Cluster
-import Core
 import Coordination
+import Core
 import Foundation
 import KafkaNIO
 import KafkaWire
