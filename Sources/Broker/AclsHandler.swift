@@ -57,6 +57,17 @@ extension Broker {
                          host: entry.host, operation: operation, permission: permission)
     }
 
+    /// Adds the bindings that are missing (the gateway's on the chat
+    /// topics, at start); retried by the caller while etcd is away.
+    public func ensureAcls(_ bindings: [AclBinding]) async throws {
+        let added = try await changeAcls { acls -> [AclBinding] in
+            let missing = bindings.filter { !acls.contains($0) }
+            acls += missing
+            return missing
+        }
+        if !added.isEmpty { logger.notice("ACLs added at start", metadata: ["acls": "\(added.map(\.description))"]) }
+    }
+
     func createAcls(_ request: CreateAclsRequest, _ session: ClientSession) async -> CreateAclsResponse {
         func all(_ code: ErrorCode, _ message: String) -> CreateAclsResponse {
             CreateAclsResponse(results: request.creations.map { _ in .init(errorCode: code.rawValue, errorMessage: message) })

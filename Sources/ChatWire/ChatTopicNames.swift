@@ -5,4 +5,16 @@ public enum ChatTopicNames {
     public static let conversations = "conversations"
     /// Membership changes keyed by conversation id, `{"member", "membership"}`.
     public static let members = "conversation-members"
+    /// Rooms' current state, keyed by room, event type and state key.
+    public static let state = "chat-state"
+    /// Accounts (password hashes), keyed by user id.
+    public static let accounts = "chat-accounts"
+    /// Access tokens by their SHA-256.
+    public static let sessions = "chat-sessions"
+    /// Read markers per user and room.
+    public static let readMarkers = "chat-read-markers"
+
+    /// Every chat topic: with the authorizer on, the gateway's principal
+    /// alone may use them unless an operator grants more (Docs/security.md).
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers]
 }

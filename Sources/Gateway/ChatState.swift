@@ -16,13 +16,13 @@ enum ChatTopics {
     static let conversations = ChatTopicNames.conversations
     /// A room's current state, keyed by room, event type and state key
     /// (the latest record per key wins): members, name, power levels.
-    static let state = "chat-state"
+    static let state = ChatTopicNames.state
     /// Accounts, keyed by user id; the first record for a user wins.
-    static let accounts = "chat-accounts"
+    static let accounts = ChatTopicNames.accounts
     /// Access tokens by their SHA-256; a null value revokes one.
-    static let sessions = "chat-sessions"
+    static let sessions = ChatTopicNames.sessions
     /// Per user and room, the read markers the client set.
-    static let readMarkers = "chat-read-markers"
+    static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
     /// the broker's fan-out routes by (written before the member event).
     static let members = ChatTopicNames.members

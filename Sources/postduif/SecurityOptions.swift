@@ -1,5 +1,6 @@
 import ArgumentParser
 import Broker
+import ChatWire
 import Dispatch
 import Foundation
 import KafkaNIO
@@ -46,6 +47,15 @@ struct SecurityOptions: ParsableArguments {
 
     @Option(help: "Principals always permitted, ';'-separated, e.g. User:admin;User:broker (POSTDUIF_SUPER_USERS).")
     var superUsers: String?
+
+    @Option(help: "With --authorizer: the principal of the chat gateway, which alone may use the chat topics unless ACLs grant more (POSTDUIF_GATEWAY_PRINCIPAL).")
+    var gatewayPrincipal: String = Environment.string("GATEWAY_PRINCIPAL") ?? "User:postduif-gateway"
+
+    /// The gateway's ACLs: everything on each chat topic, nothing else.
+    var gatewayBindings: [AclBinding] {
+        let principal = gatewayPrincipal.contains(":") ? gatewayPrincipal : "User:" + gatewayPrincipal
+        return ChatTopicNames.all.map { AclBinding(resourceType: .topic, resourceName: $0, principal: principal, operation: .all) }
+    }
 
     @Option(help: "A TLS handshake not finished within this many milliseconds closes the connection (POSTDUIF_TLS_HANDSHAKE_TIMEOUT_MS).")
     var tlsHandshakeTimeoutMs: Int = Environment.integer("TLS_HANDSHAKE_TIMEOUT_MS") ?? 10_000

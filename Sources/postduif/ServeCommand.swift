@@ -217,6 +217,22 @@ struct Serve: AsyncParsableCommand {
         // One ServiceGroup for the node: SIGTERM or SIGINT starts a graceful
         // shutdown (stop accepting, let in-flight requests finish), then the
         // log is synced and closed below.
+        if configuration.authorizerEnabled {
+            // The chat topics are the gateway's: its ACLs exist from the start
+            // (in etcd once the cluster is reachable), so nobody else needs any.
+            let bindings = security.gatewayBindings
+            Task {
+                for attempt in 0..<600 {
+                    do {
+                        try await broker.ensureAcls(bindings)
+                        return
+                    } catch {
+                        if attempt % 30 == 0 { logger.warning("the gateway's ACLs are not stored yet; retrying", metadata: ["error": "\(error)"]) }
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
         let contexts = [tls, gatewayConfiguration?.tls].compactMap { $0 }
         let reloader = contexts.isEmpty ? nil : CertificateReloader(contexts: contexts, logger: logger)
         defer { withExtendedLifetime(reloader) {} }

@@ -247,3 +247,52 @@ def test_operators_manage_acls_with_postduif_acl(acl_broker, granted):
     assert topic.encode() not in acl("list", "--principal", "User:mallory").stdout
     everything = acl("remove")
     assert everything.returncode != 0 and b"never removes every ACL" in everything.stderr
+
+
+def test_chat_topics_are_the_gateways_alone_unless_an_operator_grants_more():
+    """With the authorizer on, the broker gives the gateway's principal the
+    chat topics at start and nobody else anything: a service must be
+    granted Read on conversations explicitly, and chat-accounts (password
+    hashes) stays the gateway's."""
+    from test_chat import GatewayProcess, call
+
+    process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin", "--durability", "none"])
+    for user, password in (("postduif-gateway", "gateway-secret"), ("admin", USERS["admin"]), ("archive", "archive-secret")):
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+    process.start()
+    gateway = GatewayProcess(process, env=dict(os.environ, POSTDUIF_GATEWAY_BROKER_USER="postduif-gateway", POSTDUIF_GATEWAY_BROKER_PASSWORD="gateway-secret"))
+    try:
+        gateway.start()
+        status, body = call(gateway, "POST", "/register", {"username": "minister", "password": "pw-minister"})
+        assert status == 200, body
+        status, room = call(gateway, "POST", "/createRoom", {"name": "Overleg"}, token=body["access_token"])
+        assert status == 200, room
+        status, _ = call(gateway, "PUT", "/rooms/%s/send/m.room.message/t1" % room["room_id"], {"msgtype": "m.text", "body": "vertrouwelijk"}, token=body["access_token"])
+        assert status == 200
+
+        archive = {"bootstrap.servers": process.address, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-256",
+                   "sasl.username": "archive", "sasl.password": "archive-secret"}
+        listed = AdminClient(archive).list_topics(timeout=10)
+        assert not set(listed.topics) & {"conversations", "chat-accounts"}
+
+        env = dict(os.environ, POSTDUIF_ACL_PASSWORD=USERS["admin"])
+        granted = subprocess.run([BINARY, "acl", "add", "--broker", process.address, "--user", "admin", "--principal", "User:archive",
+                                  "--operation", "read", "--topic", "conversations"], capture_output=True, env=env, timeout=30)
+        assert granted.returncode == 0, granted.stderr
+        consumer = Consumer(dict(archive, **{"group.id": "unused", "enable.auto.commit": False}))
+        consumer.assign([TopicPartition("conversations", p, 0) for p in range(2)])
+        bodies = []
+        deadline = time.monotonic() + 20
+        while not any(b"vertrouwelijk" in b for b in bodies) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                bodies.append(message.value())
+        consumer.close()
+        assert any(b"vertrouwelijk" in b for b in bodies)
+        assert "chat-accounts" not in AdminClient(archive).list_topics(timeout=10).topics
+    finally:
+        gateway.stop()
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)
