@@ -133,9 +133,26 @@ static void create_topic(void) {
     rd_kafka_NewTopic_destroy(new_topic);
 }
 
+/* Client settings from -X name=value (security.protocol, sasl.*, ssl.*),
+   for the producer and the consumer alike. */
+static const char *extra[32];
+static int extra_count = 0;
+
+static void set_extra(rd_kafka_conf_t *conf) {
+    for (int i = 0; i < extra_count; i++) {
+        char name[256];
+        const char *equals = strchr(extra[i], '=');
+        if (!equals || equals - extra[i] >= (long)sizeof name) { fprintf(stderr, "-X %s: not name=value\n", extra[i]); exit(2); }
+        memcpy(name, extra[i], equals - extra[i]);
+        name[equals - extra[i]] = 0;
+        set(conf, name, equals + 1);
+    }
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: rdkafka-bench --brokers HOST:PORT --topic NAME [--rate N] [--seconds S] [--count N] [--linger-ms N]\n"
-                    "       [--size BYTES] [--keys N] [--partitions N] [--replicas N] [--e2e] [--server-pid PID]... [--label L] [--json FILE]\n");
+                    "       [--size BYTES] [--keys N] [--partitions N] [--replicas N] [--e2e] [--server-pid PID]... [--label L] [--json FILE]\n"
+                    "       [-X name=value]...\n");
     exit(2);
 }
 
@@ -158,6 +175,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--label")) label = v;
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--server-pid") && server_pid_count < 8) server_pids[server_pid_count++] = atoi(v);
+        else if (!strcmp(a, "-X") && extra_count < 32) extra[extra_count++] = v;
         else usage();
         i++;
     }
@@ -175,6 +193,7 @@ int main(int argc, char **argv) {
     snprintf(text, sizeof text, "%d", linger_ms);
     set(conf, "linger.ms", text);
     set(conf, "queue.buffering.max.messages", "1000000");
+    set_extra(conf);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof error);
     if (!producer) { fprintf(stderr, "producer: %s\n", error); return 1; }
@@ -192,6 +211,7 @@ int main(int argc, char **argv) {
         /* Deliver at once rather than waiting to fill a fetch. */
         set(cconf, "fetch.wait.max.ms", "100");
         set(cconf, "fetch.min.bytes", "1");
+        set_extra(cconf);
         consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, error, sizeof error);
         if (!consumer) { fprintf(stderr, "consumer: %s\n", error); return 1; }
         rd_kafka_poll_set_consumer(consumer);
