@@ -27,11 +27,12 @@ extension Broker {
     /// Applies `change` to the ACLs where they live.
     func changeAcls<Outcome: Sendable>(_ change: @Sendable (inout [AclBinding]) -> Outcome) async throws -> Outcome {
         if let cluster { return try await cluster.changeAcls(change) }
-        return try localAcls.withLock { acls throws -> Outcome in
-            var changed = acls
+        // One change at a time: read, change, store, then publish.
+        return try aclWrites.withLock { _ throws -> Outcome in
+            var changed = currentAcls
             let outcome = change(&changed)
             try store.setBrokerRecord(Self.aclsRecord, Array(try JSONEncoder().encode(changed)))
-            acls = changed
+            aclState.replace(changed)
             return outcome
         }
     }

@@ -1,5 +1,6 @@
 import KafkaWire
 import Security
+import Synchronization
 
 // Every API asks here whether the connection's principal may do what the
 // request asks (ADR 0022). With the authorizer off (the embedded default
@@ -7,16 +8,55 @@ import Security
 // per-topic TOPIC_AUTHORIZATION_FAILED where a request names topics,
 // GROUP_ or CLUSTER_AUTHORIZATION_FAILED for the whole request otherwise,
 // and Metadata leaves out topics the principal may not describe.
-extension Broker {
-    /// The ACLs in force: etcd's in a cluster, the store's on a single node.
-    var currentAcls: [AclBinding] {
-        if let cluster { return cluster.view.snapshot.acls }
-        return localAcls.withLock { $0 }
+/// The ACLs in force and their version: etcd's in a cluster (set by the
+/// cluster node's watch), the store's on a single node. Each change makes
+/// a new version, which empties every connection's cache of decisions.
+final class AclState: Sendable {
+    private let state: Mutex<(authorizer: Authorizer, version: UInt64)>
+
+    init(_ bindings: [AclBinding], superUsers: Set<String>) {
+        state = Mutex((Authorizer(bindings: bindings, superUsers: superUsers), 1))
     }
 
-    var authorizer: Authorizer {
-        Authorizer(bindings: currentAcls, superUsers: configuration.superUsers)
+    var current: (authorizer: Authorizer, version: UInt64) { state.withLock { $0 } }
+
+    func replace(_ bindings: [AclBinding]) {
+        state.withLock { state in
+            guard state.authorizer.bindings != bindings else { return }
+            state = (Authorizer(bindings: bindings, superUsers: state.authorizer.superUsers), state.version + 1)
+        }
     }
+}
+
+/// One connection's decisions for the ACL version they were made under: a
+/// Produce to the same topics asks the authorizer once, not per request.
+final class AuthorizationCache: Sendable {
+    struct Key: Hashable {
+        var operation: AclOperation
+        var type: ResourceType
+        var name: String
+    }
+
+    private let state = Mutex<(version: UInt64, decisions: [Key: Bool])>((0, [:]))
+    static let entriesMax = 1024
+
+    func decision(_ key: Key, version: UInt64) -> Bool? {
+        state.withLock { $0.version == version ? $0.decisions[key] : nil }
+    }
+
+    func remember(_ key: Key, _ allowed: Bool, version: UInt64) {
+        state.withLock { state in
+            if state.version != version || state.decisions.count >= Self.entriesMax { state = (version, [:]) }
+            state.decisions[key] = allowed
+        }
+    }
+}
+
+extension Broker {
+    /// The ACLs in force.
+    var currentAcls: [AclBinding] { aclState.current.authorizer.bindings }
+
+    var authorizer: Authorizer { aclState.current.authorizer }
 
     /// The host part of a client address as ACLs name hosts.
     static func host(of client: String) -> String {
@@ -29,7 +69,11 @@ extension Broker {
 
     func permits(_ session: ClientSession, _ operation: AclOperation, _ type: ResourceType, _ name: String) -> Bool {
         guard configuration.authorizerEnabled, !session.inProcess else { return true }
+        let (authorizer, version) = aclState.current
+        let key = AuthorizationCache.Key(operation: operation, type: type, name: name)
+        if let known = session.decisions.decision(key, version: version) { return known }
         let allowed = authorizer.authorize(session.principal, host: Self.host(of: session.client), operation, type, name)
+        session.decisions.remember(key, allowed, version: version)
         if !allowed {
             logger.info("refused by the authorizer", metadata: [
                 "principal": "\(session.principal)", "client": "\(session.client)", "operation": "\(operation)", "resource": "\(type):\(name)"])

@@ -38,8 +38,10 @@ public final class Broker: Sendable {
     /// Failed SASL exchanges by client address, in the last minute.
     let saslFailures = Mutex(AttemptLimiter(limit: Limits.saslFailuresPerMinute, windowMilliseconds: 60_000))
     let clockOrigin = ContinuousClock.now
-    /// A single node's ACLs, as its store keeps them (a cluster's are in etcd).
-    let localAcls: Mutex<[AclBinding]>
+    /// The ACLs in force (a single node's from its store, a cluster's from etcd).
+    let aclState: AclState
+    /// Serialises a single node's ACL changes.
+    let aclWrites = Mutex(())
 
     /// Joins a cluster: Metadata, leadership checks, topic creation and
     /// producer ids go through `node` from now on.
@@ -57,7 +59,7 @@ public final class Broker: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        localAcls = Mutex(Self.loadAcls(store, logger: logger))
+        aclState = AclState(Self.loadAcls(store, logger: logger), superUsers: configuration.superUsers)
         // Group deadlines are seconds apart; 20 ms is precise enough.
         groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay,
                                   deadlines: ParkedTimeouts(tick: .milliseconds(20)), logger: logger)

@@ -92,6 +92,7 @@ public final class ClusterNode: Sendable {
             var fresh = ClusterView.Snapshot()
             for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, to: &fresh) }
             view.update { $0 = fresh }
+            broker.aclState.replace(fresh.acls)
             applyRoles()
             do {
                 for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
@@ -110,6 +111,7 @@ public final class ClusterNode: Sendable {
     private func observe(_ keyValue: KeyValue, deleted: Bool) {
         let root = membership.root
         view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, to: &$0) }
+        if keyValue.key == root + Self.aclsKey { broker.aclState.replace(view.snapshot.acls) }
     }
 
     private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, to snapshot: inout ClusterView.Snapshot) {
@@ -351,6 +353,7 @@ public final class ClusterNode: Sendable {
             if try await coordination.compareAndSwap(key, expected: current?.modRevision ?? 0, value: Array(encoded)) != nil {
                 let applied = acls
                 view.update { $0.acls = applied }
+                broker.aclState.replace(applied)
                 return outcome
             }
         }

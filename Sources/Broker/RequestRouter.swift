@@ -35,6 +35,8 @@ struct ClientSession: Sendable {
     /// Code in the broker's own process (the embedded gateway): there is no
     /// one to authenticate, and the authorizer permits it as the broker.
     var inProcess = false
+    /// The authorizer's answers for this connection (Authorization.swift).
+    let decisions = AuthorizationCache()
     var sasl: SaslServer? = nil
     /// Set when the response must be the connection's last (a failed SASL exchange).
     var closeAfterResponse = false
