@@ -37,7 +37,8 @@ public final class Broker: Sendable {
     let extensions = Mutex<[Int16: RegisteredExtension]>([:])
     /// Failed SASL exchanges by client address, in the last minute.
     let saslFailures = Mutex(AttemptLimiter(limit: Limits.saslFailuresPerMinute, windowMilliseconds: 60_000))
-    let clockOrigin = ContinuousClock.now
+    /// The time the SASL failure limits count by.
+    let clock: any MonotonicClock = SystemClock()
     /// The ACLs in force (a single node's from its store, a cluster's from etcd).
     let aclState: AclState
     /// Serialises a single node's ACL changes.

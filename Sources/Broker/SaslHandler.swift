@@ -17,8 +17,8 @@ import Synchronization
 extension Broker {
     func authenticate(_ request: SaslAuthenticateRequest, session: inout ClientSession) async -> SaslAuthenticateResponse {
         let host = Self.host(of: session.client)
-        let now = ContinuousClock.now
-        let milliseconds = Int64((now - clockOrigin).components.seconds * 1000)
+        let elapsed = clock.now.components
+        let milliseconds = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
         if let wait = saslFailures.withLock({ $0.wait(for: host, now: milliseconds) }) {
             session.closeAfterResponse = true
             logger.warning("authentication refused: too many failures from this address", metadata: ["client": "\(session.client)", "retryAfterMs": "\(wait)"])

@@ -17,6 +17,7 @@ struct SourceRulesTests {
         "Sources/Broker/ClusterNode.swift": "the cluster shell: lease renewal, watch loops, the ISR proposal timer",
         "Sources/Broker/ExtensionAPIs.swift": "request duration metrics",
         "Sources/Broker/RequestRouter.swift": "request duration metrics",
+        "Sources/Broker/SaslHandler.swift": "the pause before a failed authentication's answer",
         "Sources/Broker/FetchHandler.swift": "a fetch's own long-poll deadline",
         "Sources/Broker/GroupOffsetsHandler.swift": "the commit timestamp written with group offsets",
         "Sources/Broker/MetadataHandler.swift": "waits briefly for a controller right after start",
