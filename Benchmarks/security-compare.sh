@@ -4,6 +4,7 @@
 # one release broker, each figure the median of PAIRS turns:
 #
 #   PAIRS=3 SECONDS_PER_RUN=8 OUT=bench-results BENCH_DIR=/tmp Benchmarks/security-compare.sh
+#   (PARTS="tls" or PARTS="authorizer" runs one part)
 #
 # 1. Peak produce (closed loop, linger 5) and ack latency at 20,000 msgs/s
 #    (linger 0): PLAINTEXT against SASL_SSL (TLS 1.3, SCRAM-SHA-512), on one
@@ -69,6 +70,8 @@ bench() {  # label port rate linger [-X ...]
         --seconds "$SECONDS_PER_RUN" --server-pid "$pid" --label "$label" --json "$OUT/security-$label-$run.json" "$@" || true
 }
 
+PARTS=${PARTS:-tls authorizer}
+if [[ " $PARTS " == *" tls "* ]]; then
 echo "== PLAINTEXT against SASL_SSL"
 start
 for _ in $(seq 1 "$PAIRS"); do
@@ -79,7 +82,9 @@ for _ in $(seq 1 "$PAIRS"); do
     bench 20k-plaintext "$plain_port" 20000 0
     bench 20k-sasl-ssl "$secure_port" 20000 0 "${secure[@]}"
 done
+fi
 
+if [[ " $PARTS " == *" authorizer "* ]]; then
 echo "== the authorizer off and on (PLAINTEXT, 20,000 msgs/s)"
 for _ in $(seq 1 "$PAIRS"); do
     start
@@ -93,6 +98,7 @@ for _ in $(seq 1 "$PAIRS"); do
     }
     bench 20k-authorizer-on "$plain_port" 20000 0
 done
+fi
 stop
 
 python3 - "$OUT" <<'PY'

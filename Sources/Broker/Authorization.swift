@@ -13,17 +13,21 @@ import Synchronization
 /// a new version, which empties every connection's cache of decisions.
 final class AclState: Sendable {
     private let state: Mutex<(authorizer: Authorizer, version: UInt64)>
+    /// The version alone, read without the lock on every decision.
+    private let published = Atomic<UInt64>(1)
 
     init(_ bindings: [AclBinding], superUsers: Set<String>) {
         state = Mutex((Authorizer(bindings: bindings, superUsers: superUsers), 1))
     }
 
     var current: (authorizer: Authorizer, version: UInt64) { state.withLock { $0 } }
+    var version: UInt64 { published.load(ordering: .acquiring) }
 
     func replace(_ bindings: [AclBinding]) {
         state.withLock { state in
             guard state.authorizer.bindings != bindings else { return }
             state = (Authorizer(bindings: bindings, superUsers: state.authorizer.superUsers), state.version + 1)
+            published.store(state.version, ordering: .releasing)
         }
     }
 }
@@ -69,9 +73,9 @@ extension Broker {
 
     func permits(_ session: ClientSession, _ operation: AclOperation, _ type: ResourceType, _ name: String) -> Bool {
         guard configuration.authorizerEnabled, !session.inProcess else { return true }
-        let (authorizer, version) = aclState.current
         let key = AuthorizationCache.Key(operation: operation, type: type, name: name)
-        if let known = session.decisions.decision(key, version: version) { return known }
+        if let known = session.decisions.decision(key, version: aclState.version) { return known }
+        let (authorizer, version) = aclState.current
         let allowed = authorizer.authorize(session.principal, host: Self.host(of: session.client), operation, type, name)
         session.decisions.remember(key, allowed, version: version)
         if !allowed {
@@ -127,7 +131,9 @@ extension Broker {
             request.topics = []
             return refused
         }
-        let (_, refused) = partition(request.topics.map(\.name), session, .write)
+        // Most Produce requests name one topic: no sets unless one is refused.
+        var refused: Set<String> = []
+        for topic in request.topics where !permits(session, .write, .topic, topic.name) { refused.insert(topic.name) }
         guard !refused.isEmpty else { return [] }
         let answers = request.topics.filter { refused.contains($0.name) }.map { topic in
             ProduceResponse.TopicResponse(name: topic.name, partitions: topic.partitions.map {

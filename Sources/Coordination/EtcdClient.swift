@@ -2,23 +2,65 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOFoundationCompat
+import NIOSSL
+import Synchronization
 
 /// etcd v3 through its JSON gateway (grpc-gateway: POST /v3/..., keys and
 /// values base64, 64-bit integers as strings), over AsyncHTTPClient. ADR
 /// 0009 says why the gateway rather than gRPC.
 ///
+/// How the client reaches a secured etcd: TLS (its CA, and a client
+/// certificate when etcd runs with --client-cert-auth) and etcd's own user
+/// authentication.
+public struct EtcdSecurity: Sendable {
+    public var tls: TLSConfiguration?
+    public var user: String?
+    public var password: String?
+
+    public init(tls: TLSConfiguration? = nil, user: String? = nil, password: String? = nil) {
+        self.tls = tls
+        self.user = user
+        self.password = password
+    }
+}
+
 /// Several endpoints may be given: a call goes to the first that answers,
 /// and a transport failure moves on to the next.
 public final class EtcdClient: Coordination {
     public let endpoints: [String]
     let client: HTTPClient
+    let watchClient: HTTPClient
     let timeout: TimeAmount
+    let security: EtcdSecurity
+    /// etcd's auth token while `security` names a user; renewed when etcd
+    /// says it is no longer valid.
+    private let token = Mutex<String?>(nil)
 
-    public init(endpoints: [String], timeout: TimeAmount = .seconds(5), client: HTTPClient = .shared) {
+    public init(endpoints: [String], timeout: TimeAmount = .seconds(5), security: EtcdSecurity = EtcdSecurity(), client: HTTPClient = .shared) {
         precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.timeout = timeout
-        self.client = client
+        self.security = security
+        if let tls = security.tls {
+            // Clients of their own for etcd's TLS; they live as long as the
+            // process, like the shared one.
+            self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+            watchClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                     configuration: HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .seconds(5), read: nil)))
+        } else {
+            self.client = client
+            watchClient = Self.watching
+        }
+    }
+
+    /// Signs in with etcd's user authentication and returns the token.
+    private func authToken() async throws -> String? {
+        guard let user = security.user else { return nil }
+        if let known = token.withLock({ $0 }) { return known }
+        let answer = try await call("/v3/auth/authenticate", ["name": user, "password": security.password ?? ""], authenticated: false)
+        guard let fresh = answer["token"] as? String else { throw CoordinationError.refused("etcd gave no token to \(user)") }
+        token.withLock { $0 = fresh }
+        return fresh
     }
 
     /// The client watches use: no read timeout. A watch on a quiet prefix
@@ -33,14 +75,27 @@ public final class EtcdClient: Coordination {
 
     // MARK: Calls
 
-    /// POSTs `body` to `path` on the first endpoint that answers; returns the decoded JSON object.
-    func call(_ path: String, _ body: [String: Any]) async throws -> [String: Any] {
+    /// POSTs `body` to `path` on the first endpoint that answers; returns
+    /// the decoded JSON object. With etcd's user authentication, a token
+    /// etcd no longer takes is renewed once.
+    func call(_ path: String, _ body: [String: Any], authenticated: Bool = true) async throws -> [String: Any] {
+        guard authenticated, security.user != nil else { return try await send(path, body, token: nil) }
+        do {
+            return try await send(path, body, token: try await authToken())
+        } catch CoordinationError.refused(let message) where message.contains("invalid auth token") || message.contains("auth token") {
+            token.withLock { $0 = nil }
+            return try await send(path, body, token: try await authToken())
+        }
+    }
+
+    private func send(_ path: String, _ body: [String: Any], token: String?) async throws -> [String: Any] {
         let payload = try JSONSerialization.data(withJSONObject: body)
         var failures: [String] = []
         for endpoint in endpoints {
             var request = HTTPClientRequest(url: endpoint + path)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
+            if let token { request.headers.add(name: "Authorization", value: token) }
             request.body = .bytes(ByteBuffer(data: payload))
             let response: HTTPClientResponse
             let bytes: ByteBuffer
@@ -154,8 +209,9 @@ public final class EtcdClient: Coordination {
 
     public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self, throwing: (any Error).self)
-        let task = Task { [endpoints] in
-            let client = EtcdClient.watching
+        let task = Task { [endpoints, watchClient] in
+            let client = watchClient
+            let token = try? await self.authToken()
             let body: [String: Any] = ["create_request": [
                 "key": Self.base64(prefix), "range_end": Self.base64(prefixEnd(prefix)), "start_revision": String(fromRevision),
             ]]
@@ -164,6 +220,7 @@ public final class EtcdClient: Coordination {
                 var request = HTTPClientRequest(url: endpoints[0] + "/v3/watch")
                 request.method = .POST
                 request.headers.add(name: "Content-Type", value: "application/json")
+                if let token { request.headers.add(name: "Authorization", value: token) }
                 request.body = .bytes(ByteBuffer(data: payload))
                 // No deadline: a watch lasts until it is cancelled.
                 let response = try await client.execute(request, deadline: .distantFuture)

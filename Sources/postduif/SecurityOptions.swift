@@ -1,10 +1,12 @@
 import ArgumentParser
 import Broker
 import ChatWire
+import Coordination
 import Dispatch
 import Foundation
 import KafkaNIO
 import Logging
+import NIOSSL
 import Security
 
 /// The listeners and TLS settings of `postduif serve` (Docs/security.md).
@@ -41,6 +43,50 @@ struct SecurityOptions: ParsableArguments {
 
     @Option(help: "A file holding the inter-broker SASL password, readable by its owner only (POSTDUIF_INTER_BROKER_SASL_PASSWORD_FILE).")
     var interBrokerSaslPasswordFile: String?
+
+    @Option(help: "PEM CAs of etcd's server certificate, for https:// etcd endpoints (POSTDUIF_ETCD_CA_FILE).")
+    var etcdCaFile: String?
+
+    @Option(help: "PEM client certificate for etcd started with --client-cert-auth (POSTDUIF_ETCD_CERT_FILE).")
+    var etcdCertFile: String?
+
+    @Option(help: "Its private key, readable by its owner only (POSTDUIF_ETCD_KEY_FILE).")
+    var etcdKeyFile: String?
+
+    @Option(help: "etcd's user authentication: the user; its password in POSTDUIF_ETCD_PASSWORD (POSTDUIF_ETCD_USER).")
+    var etcdUser: String?
+
+    /// How the broker reaches etcd: TLS with its CA and client certificate,
+    /// and etcd's own users.
+    func etcdSecurity() throws -> EtcdSecurity {
+        var security = EtcdSecurity()
+        let ca = etcdCaFile ?? Environment.string("ETCD_CA_FILE")
+        let certificate = etcdCertFile ?? Environment.string("ETCD_CERT_FILE")
+        let key = etcdKeyFile ?? Environment.string("ETCD_KEY_FILE")
+        if ca != nil || certificate != nil {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.minimumTLSVersion = .tlsv12
+            if let ca { tls.trustRoots = .file(ca) }
+            if let certificate, let key {
+                do {
+                    try TLSFiles.checkPrivate(key)
+                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                } catch {
+                    throw OperatorError("etcd client certificate: \(error)")
+                }
+            } else if certificate != nil || key != nil {
+                throw OperatorError("--etcd-cert-file and --etcd-key-file go together")
+            }
+            security.tls = tls
+        }
+        if let user = etcdUser ?? Environment.string("ETCD_USER") {
+            guard let password = Environment.string("ETCD_PASSWORD") else { throw OperatorError("--etcd-user needs POSTDUIF_ETCD_PASSWORD") }
+            security.user = user
+            security.password = password
+        }
+        return security
+    }
 
     @Option(help: "Decide every request by the ACLs: true or false (POSTDUIF_AUTHORIZER).")
     var authorizer: Bool = Environment.string("AUTHORIZER").flatMap(Bool.init) ?? false

@@ -202,7 +202,7 @@ struct Serve: AsyncParsableCommand {
         var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations]
         if let replication {
             let membership = Membership(
-                coordination: EtcdClient(endpoints: configuration.etcdEndpoints), cluster: configuration.clusterName, brokerID: nodeID,
+                coordination: EtcdClient(endpoints: configuration.etcdEndpoints, security: try security.etcdSecurity()), cluster: configuration.clusterName, brokerID: nodeID,
                 address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)",
                 listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }))
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)

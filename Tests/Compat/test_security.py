@@ -463,3 +463,91 @@ def test_logins_and_registrations_are_limited_so_passwords_cannot_be_guessed_at_
     finally:
         assert gateway.stop() == 0
         broker.stop()
+
+
+@pytest.mark.parametrize("etcd_auth", ["client-certificates", "users"])
+def test_a_broker_reaches_etcd_over_tls(certificates, etcd_auth):
+    """etcd over TLS, either requiring client certificates (--client-cert-auth)
+    or with its user authentication on (etcd's JSON gateway ignores a
+    certificate's name when users are on, and says so): a broker with etcd's
+    CA and the right credential registers, is elected and serves; one
+    without is refused by etcd and stops, saying why."""
+    import base64
+    import json as jsonlib
+    import urllib.request
+    from test_cluster import free_block
+
+    base = free_block(2)
+    data = tempfile.mkdtemp(prefix="postduif-etcd-tls-")
+    arguments = ["etcd", "--name", "s", "--data-dir", os.path.join(data, "etcd"),
+                 "--listen-client-urls", "https://127.0.0.1:%d" % base, "--advertise-client-urls", "https://127.0.0.1:%d" % base,
+                 "--listen-peer-urls", "http://127.0.0.1:%d" % (base + 1), "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (base + 1),
+                 "--initial-cluster", "s=http://127.0.0.1:%d" % (base + 1),
+                 "--cert-file", certificates.path("broker.pem"), "--key-file", certificates.path("broker.key")]
+    if etcd_auth == "client-certificates":
+        arguments += ["--trusted-ca-file", certificates.path("ca.pem"), "--client-cert-auth"]
+    etcd = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "etcd.log"), "wb"))
+    context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+    context.load_cert_chain(certificates.path("alice.pem"), certificates.path("alice.key"))
+
+    def etcd_call(path, body):
+        request = urllib.request.Request("https://127.0.0.1:%d%s" % (base, path), data=jsonlib.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            return jsonlib.loads(answer.read())
+
+    def serve(extra):
+        return BrokerProcess(extra_args=["--node-id", "1", "--etcd-endpoints", "https://127.0.0.1:%d" % base,
+                                         "--etcd-ca-file", certificates.path("ca.pem"), "--default-replication-factor", "1"] + extra)
+
+    broker = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                etcd_call("/v3/kv/range", {"key": base64.b64encode(b"x").decode()})
+                break
+            except OSError:
+                assert time.monotonic() < deadline, open(os.path.join(data, "etcd.log")).read()[-2000:]
+                time.sleep(0.2)
+        if etcd_auth == "users":
+            # root (needed to turn users on) and the brokers' own, limited to /postduif/.
+            b64 = lambda text: base64.b64encode(text.encode()).decode()
+            etcd_call("/v3/auth/user/add", {"name": "root", "password": "root-secret"})
+            etcd_call("/v3/auth/role/add", {"name": "root"})
+            etcd_call("/v3/auth/user/grant", {"user": "root", "role": "root"})
+            etcd_call("/v3/auth/user/add", {"name": "postduif", "password": "etcd-secret"})
+            etcd_call("/v3/auth/role/add", {"name": "brokers"})
+            etcd_call("/v3/auth/role/grant", {"name": "brokers", "perm": {"permType": "READWRITE", "key": b64("/postduif/"), "range_end": b64("/postduif0")}})
+            etcd_call("/v3/auth/user/grant", {"user": "postduif", "role": "brokers"})
+            etcd_call("/v3/auth/enable", {})
+            credential = ["--etcd-user", "postduif"]
+        else:
+            credential = ["--etcd-cert-file", certificates.path("alice.pem"), "--etcd-key-file", certificates.path("alice.key")]
+
+        # Without the credential etcd refuses the broker, which stops and says why.
+        refused = serve([])
+        result = subprocess.run([BINARY, "serve", "--port", str(refused.port), "--http-port", "0", "--data", refused.data_dir] + refused.extra_args,
+                                capture_output=True, timeout=60)
+        shutil.rmtree(refused.data_dir, ignore_errors=True)
+        said = (result.stderr + result.stdout).lower()
+        assert result.returncode != 0 and b"the node stopped" in said, said[-2000:]
+
+        broker = serve(credential)
+        os.environ["POSTDUIF_ETCD_PASSWORD"] = "etcd-secret"
+        try:
+            broker.start()
+        finally:
+            del os.environ["POSTDUIF_ETCD_PASSWORD"]
+        topic = unique("etcd-tls")
+        produced = kcat("-b", broker.address, "-P", "-t", topic, "-p", "0", input=b"over etcd tls\n")
+        assert produced.returncode == 0, produced.stderr.decode() + broker.read_log()
+        consumed = kcat("-b", broker.address, "-C", "-t", topic, "-o", "beginning", "-e", "-f", "%s\\n")
+        assert consumed.stdout.decode().split("\n")[0] == "over etcd tls", broker.read_log()
+        with open(broker.log_path, errors="replace") as log:
+            assert "registered in the cluster" in log.read()
+    finally:
+        if broker is not None and broker.alive():
+            broker.stop()
+        etcd.terminate()
+        etcd.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
