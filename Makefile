@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare cluster cluster-stop clean
+.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -91,6 +91,12 @@ bench-tool: deps
 bench-compare: bench-tool
 	Benchmarks/compare.sh
 	Benchmarks/client-latency.sh
+
+# What TLS (SASL_SSL), SASL and the authorizer cost as librdkafka sees it
+# (Benchmarks/security-compare.sh; PAIRS, SECONDS_PER_RUN, PARTS, OUT).
+bench-security: deps
+	$(SWIFT) build -c release --product postduif
+	Benchmarks/security-compare.sh
 
 clean:
 	rm -rf .build
