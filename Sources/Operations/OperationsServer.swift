@@ -2,20 +2,26 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import Security
 
 /// The operators' HTTP port: `/metrics` (Prometheus text), `/health` (the
 /// process answers) and `/ready` (the Kafka listener is bound and the log
-/// store open). Plain HTTP/1.1 on NIO, nothing else on this port.
+/// store open). HTTP/1.1 on NIO, over TLS with `tls` (`--http-tls`),
+/// nothing else on this port.
 public struct OperationsServer: Sendable {
     public let host: String
     public let port: Int
     let metricsText: @Sendable () -> String
     let isReady: @Sendable () -> Bool
     let logger: Logger
+    let tls: ReloadableTLSContext?
 
-    public init(host: String, port: Int, logger: Logger, metricsText: @escaping @Sendable () -> String, isReady: @escaping @Sendable () -> Bool) {
+    public init(host: String, port: Int, logger: Logger, tls: ReloadableTLSContext? = nil,
+                metricsText: @escaping @Sendable () -> String, isReady: @escaping @Sendable () -> Bool) {
         self.host = host
         self.port = port
+        self.tls = tls
         self.logger = logger
         self.metricsText = metricsText
         self.isReady = isReady
@@ -25,11 +31,14 @@ public struct OperationsServer: Sendable {
     public func run(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, onListening: @Sendable (Int) -> Void = { _ in }) async throws {
         let metricsText = self.metricsText
         let isReady = self.isReady
+        let tls = self.tls
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(OperationsHandler(metricsText: metricsText, isReady: isReady))
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current)) }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(OperationsHandler(metricsText: metricsText, isReady: isReady))
                 }
             }
             .bind(host: host, port: port).get()

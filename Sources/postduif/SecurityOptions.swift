@@ -88,6 +88,9 @@ struct SecurityOptions: ParsableArguments {
         return security
     }
 
+    @Option(help: "Serve /metrics, /health and /ready over TLS with the broker's certificate: true or false (POSTDUIF_HTTP_TLS).")
+    var httpTls: Bool = Environment.string("HTTP_TLS").flatMap(Bool.init) ?? false
+
     @Option(help: "Decide every request by the ACLs: true or false (POSTDUIF_AUTHORIZER).")
     var authorizer: Bool = Environment.string("AUTHORIZER").flatMap(Bool.init) ?? false
 

@@ -193,8 +193,9 @@ struct Serve: AsyncParsableCommand {
             gatewayConfiguration.directAppends = BrokerDirectAppends(broker: broker)
             return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
         }
+        if security.httpTls && tls == nil { throw OperatorError("--http-tls needs --tls-cert-file and --tls-key-file") }
         let operations = OperationsService(server: OperationsServer(
-            host: host, port: httpPort, logger: logger,
+            host: host, port: httpPort, logger: logger, tls: security.httpTls ? tls : nil,
             metricsText: { registry.emitToString() },
             isReady: { broker.isListening && gateway?.isReady != false }))
         let fanOut = FanOut(broker: broker, logger: logger)

@@ -296,3 +296,84 @@ def test_chat_topics_are_the_gateways_alone_unless_an_operator_grants_more():
         gateway.stop()
         assert process.stop() == 0
         shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def test_every_api_asks_the_authorizer_with_an_allowed_and_a_refused_principal():
+    """The golden test's request for every advertised API, sent on raw
+    connections (SASL PLAIN first) by alice, whom ACLs allow the golden
+    topics, groups and the cluster, and by mallory, whom nothing allows:
+    alice's answers carry no authorization error, mallory's carry Kafka's
+    (29, 30, 31 or 53), and ListGroups leaves her groups out."""
+    import socket
+    import struct
+
+    import test_golden_responses as golden
+
+    process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
+    for user, password in (("admin", USERS["admin"]), ("alice", USERS["alice"]), ("mallory", USERS["mallory"])):
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+    process.start()
+    try:
+        env = dict(os.environ, POSTDUIF_ACL_PASSWORD=USERS["admin"])
+        for grant in (["--topic", "golden", "--prefixed"], ["--group", "golden", "--prefixed"], ["--cluster"]):
+            made = subprocess.run([BINARY, "acl", "add", "--broker", process.address, "--user", "admin", "--principal", "User:alice",
+                                   "--operation", "all"] + grant, capture_output=True, env=env, timeout=30)
+            assert made.returncode == 0, made.stderr
+
+        def connect(user):
+            sock = socket.create_connection(("127.0.0.1", process.port), timeout=10)
+
+            def request(api, version, correlation, body):
+                header = struct.pack(">hhih", api, version, correlation, 6) + b"walker"
+                sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+                size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+                return sock.recv(size, socket.MSG_WAITALL)[4:]
+
+            assert struct.unpack(">h", request(17, 1, 1, struct.pack(">h", 5) + b"PLAIN")[:2])[0] == 0
+            token = b"\0" + user.encode() + b"\0" + USERS[user].encode()
+            assert struct.unpack(">h", request(36, 1, 2, struct.pack(">i", len(token)) + token)[:2])[0] == 0
+            return sock
+
+        def exchange(sock, message, version):
+            message.with_header(correlation_id=42, client_id="walker")
+            sock.sendall(message.encode(version=version, header=True, framed=True))
+            size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+            data = struct.pack(">i", size) + sock.recv(size, socket.MSG_WAITALL)
+            return golden.response_class(type(message), version).decode(data, header=True, framed=True).to_dict()
+
+        def codes(value):
+            if isinstance(value, dict):
+                return [c for k, v in value.items() for c in ([v] if k == "error_code" else codes(v))]
+            if isinstance(value, list):
+                return [c for v in value for c in codes(v)]
+            return []
+
+        refusals = {29, 30, 31, 53}
+        alice, mallory = connect("alice"), connect("mallory")
+        walked = []
+        for name, cls, build in golden.requests(None):
+            if name == "ApiVersions":
+                continue
+            version = cls.max_version if hasattr(cls, "max_version") else 0
+            version = min(version, {"Produce": 8, "Fetch": 11, "Metadata": 8, "ListOffsets": 5, "FindCoordinator": 2, "CreateTopics": 4,
+                                    "DeleteTopics": 3, "InitProducerId": 1, "OffsetForLeaderEpoch": 3, "JoinGroup": 5, "SyncGroup": 3,
+                                    "Heartbeat": 3, "LeaveGroup": 2, "OffsetCommit": 7, "OffsetFetch": 5, "DescribeGroups": 4,
+                                    "ListGroups": 2, "DescribeConfigs": 2, "CreateAcls": 3, "DescribeAcls": 3, "DeleteAcls": 3}[name])
+            allowed = exchange(alice, build(version), version)
+            assert not set(codes(allowed)) & refusals, (name, allowed)
+            refused = exchange(mallory, build(version), version)
+            if name == "ListGroups":
+                assert refused["groups"] == [] and codes(refused) == [0], refused
+            else:
+                assert set(codes(refused)) & refusals, (name, refused)
+            walked.append(name)
+        alice.close()
+        mallory.close()
+        assert len(walked) == len(golden.CASES) - 1
+        with open(process.log_path, errors="replace") as log:
+            assert "principal=User:mallory" in log.read()
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)

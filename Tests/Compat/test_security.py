@@ -139,9 +139,10 @@ def test_confluent_kafka_with_a_client_certificate(broker_tls, certificates):
         assert "principal=User:alice" in log.read()
 
 
-def test_kafka_python_over_ssl(broker_tls, certificates):
+def test_kafka_python_over_ssl_with_a_client_certificate(broker_tls, certificates):
     topic = unique("tls-kp")
-    options = dict(bootstrap_servers="127.0.0.1:%d" % broker_tls.ssl_port, security_protocol="SSL", ssl_cafile=certificates.path("ca.pem"))
+    options = dict(bootstrap_servers="127.0.0.1:%d" % broker_tls.ssl_port, security_protocol="SSL", ssl_cafile=certificates.path("ca.pem"),
+                   ssl_certfile=certificates.path("alice.pem"), ssl_keyfile=certificates.path("alice.key"))
     producer = KafkaProducer(**options)
     producer.send(topic, b"over tls", partition=0).get(30)
     producer.close()
@@ -158,7 +159,8 @@ def test_aiokafka_over_sasl_ssl_with_scram_sha_512(broker_tls, certificates):
     topic = unique("tls-aio")
 
     async def run():
-        context = create_ssl_context(cafile=certificates.path("ca.pem"))
+        # With a client certificate too: SASL's user wins as the principal.
+        context = create_ssl_context(cafile=certificates.path("ca.pem"), certfile=certificates.path("alice.pem"), keyfile=certificates.path("alice.key"))
         options = dict(bootstrap_servers="127.0.0.1:%d" % broker_tls.sasl_ssl_port, security_protocol="SASL_SSL", ssl_context=context,
                        sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice", sasl_plain_password="wonderland")
         producer = AIOKafkaProducer(**options)
@@ -551,3 +553,20 @@ def test_a_broker_reaches_etcd_over_tls(certificates, etcd_auth):
         etcd.terminate()
         etcd.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_the_operations_port_over_tls(certificates):
+    import urllib.request
+
+    process = tls_broker(certificates, extra=["--http-tls", "true"])
+    try:
+        context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+        with urllib.request.urlopen("https://127.0.0.1:%d/ready" % process.http_port, context=context, timeout=10) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen("https://127.0.0.1:%d/metrics" % process.http_port, context=context, timeout=10) as answer:
+            assert b"postduif_" in answer.read()
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/health" % process.http_port, timeout=5).read()
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)

@@ -23,6 +23,31 @@ public struct AclEntry: Sendable, Hashable {
         self.operation = operation
         self.permission = permission
     }
+
+    /// The fields of an ACL in CreateAcls' creations and DeleteAcls'
+    /// matches, which write them alike.
+    static func decodeFields(_ reader: inout ByteReader, version: Int16) throws(WireError) -> AclEntry {
+        let flexible = version >= 2
+        let type = try reader.readInt8("resource type")
+        let name = try reader.readString(compact: flexible, "resource name")
+        let pattern = version >= 1 ? try reader.readInt8("pattern type") : 3
+        let principal = try reader.readString(compact: flexible, "principal")
+        let host = try reader.readString(compact: flexible, "host")
+        let operation = try reader.readInt8("operation")
+        let permission = try reader.readInt8("permission")
+        return AclEntry(resourceType: type, resourceName: name, patternType: pattern, principal: principal, host: host, operation: operation, permission: permission)
+    }
+
+    func encodeFields(_ writer: inout ByteWriter, version: Int16) {
+        let flexible = version >= 2
+        writer.writeInt8(resourceType)
+        writer.writeString(resourceName, compact: flexible)
+        if version >= 1 { writer.writeInt8(patternType) }
+        writer.writeString(principal, compact: flexible)
+        writer.writeString(host, compact: flexible)
+        writer.writeInt8(operation)
+        writer.writeInt8(permission)
+    }
 }
 
 /// A filter over ACLs: a nil string matches any value.
@@ -79,15 +104,9 @@ public struct CreateAclsRequest: Sendable, Equatable {
     public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> CreateAclsRequest {
         let flexible = version >= 2
         let creations = try reader.readArray(compact: flexible, elementBytesMin: 10, "creations") { (reader: inout ByteReader) throws(WireError) -> AclEntry in
-            let type = try reader.readInt8("resource type")
-            let name = try reader.readString(compact: flexible, "resource name")
-            let pattern = version >= 1 ? try reader.readInt8("pattern type") : 3
-            let principal = try reader.readString(compact: flexible, "principal")
-            let host = try reader.readString(compact: flexible, "host")
-            let operation = try reader.readInt8("operation")
-            let permission = try reader.readInt8("permission")
+            let entry = try AclEntry.decodeFields(&reader, version: version)
             if flexible { try reader.skipTaggedFields() }
-            return AclEntry(resourceType: type, resourceName: name, patternType: pattern, principal: principal, host: host, operation: operation, permission: permission)
+            return entry
         } ?? []
         if flexible { try reader.skipTaggedFields() }
         return CreateAclsRequest(creations: creations)
@@ -96,13 +115,7 @@ public struct CreateAclsRequest: Sendable, Equatable {
     public func encode(_ writer: inout ByteWriter, version: Int16) {
         let flexible = version >= 2
         writer.writeArray(creations, compact: flexible) { writer, entry in
-            writer.writeInt8(entry.resourceType)
-            writer.writeString(entry.resourceName, compact: flexible)
-            if version >= 1 { writer.writeInt8(entry.patternType) }
-            writer.writeString(entry.principal, compact: flexible)
-            writer.writeString(entry.host, compact: flexible)
-            writer.writeInt8(entry.operation)
-            writer.writeInt8(entry.permission)
+            entry.encodeFields(&writer, version: version)
             if flexible { writer.writeEmptyTaggedFields() }
         }
         if flexible { writer.writeEmptyTaggedFields() }
@@ -297,13 +310,7 @@ public struct DeleteAclsResponse: Sendable, Equatable {
             writer.writeArray(result.deleted, compact: flexible) { writer, entry in
                 writer.writeInt16(0)
                 writer.writeString(nil, compact: flexible)
-                writer.writeInt8(entry.resourceType)
-                writer.writeString(entry.resourceName, compact: flexible)
-                if version >= 1 { writer.writeInt8(entry.patternType) }
-                writer.writeString(entry.principal, compact: flexible)
-                writer.writeString(entry.host, compact: flexible)
-                writer.writeInt8(entry.operation)
-                writer.writeInt8(entry.permission)
+                entry.encodeFields(&writer, version: version)
                 if flexible { writer.writeEmptyTaggedFields() }
             }
             if flexible { writer.writeEmptyTaggedFields() }
@@ -320,15 +327,9 @@ public struct DeleteAclsResponse: Sendable, Equatable {
             let deleted = try reader.readArray(compact: flexible, elementBytesMin: 10, "matching acls") { (reader: inout ByteReader) throws(WireError) -> AclEntry in
                 _ = try reader.readInt16("error code")
                 _ = try reader.readNullableString(compact: flexible, "error message")
-                let type = try reader.readInt8("resource type")
-                let name = try reader.readString(compact: flexible, "resource name")
-                let pattern = version >= 1 ? try reader.readInt8("pattern type") : 3
-                let principal = try reader.readString(compact: flexible, "principal")
-                let host = try reader.readString(compact: flexible, "host")
-                let operation = try reader.readInt8("operation")
-                let permission = try reader.readInt8("permission")
+                let entry = try AclEntry.decodeFields(&reader, version: version)
                 if flexible { try reader.skipTaggedFields() }
-                return AclEntry(resourceType: type, resourceName: name, patternType: pattern, principal: principal, host: host, operation: operation, permission: permission)
+                return entry
             } ?? []
             if flexible { try reader.skipTaggedFields() }
             return FilterResult(errorCode: code, errorMessage: message, deleted: deleted)
