@@ -70,7 +70,7 @@ bench() {  # label port rate linger [-X ...]
         --seconds "$SECONDS_PER_RUN" --server-pid "$pid" --label "$label" --json "$OUT/security-$label-$run.json" "$@" || true
 }
 
-PARTS=${PARTS:-tls authorizer}
+PARTS=${PARTS:-tls tool authorizer}
 if [[ " $PARTS " == *" tls "* ]]; then
 echo "== PLAINTEXT against SASL_SSL"
 start
@@ -81,6 +81,20 @@ done
 for _ in $(seq 1 "$PAIRS"); do
     bench 20k-plaintext "$plain_port" 20000 0
     bench 20k-sasl-ssl "$secure_port" 20000 0 "${secure[@]}"
+done
+fi
+
+if [[ " $PARTS " == *" tool "* ]]; then
+echo "== postduif-bench produce, closed loop, PLAINTEXT against SASL_SSL (SASL PLAIN, the tool's one mechanism)"
+start
+for _ in $(seq 1 "$PAIRS"); do
+    run=$((run + 1))
+    "$BIN/postduif-bench" run produce --target "kafka://127.0.0.1:$plain_port" --stream "tool-$run" --partitions 4 --producers 2 \
+        --seconds "$SECONDS_PER_RUN" --label tool-plaintext --json "$OUT/security-tool-plaintext-$run.json" > /dev/null || true
+    run=$((run + 1))
+    POSTDUIF_BENCH_TLS_CA_FILE="$work/ca.pem" POSTDUIF_BENCH_SASL_USER=bench POSTDUIF_BENCH_SASL_PASSWORD=bench-secret \
+        "$BIN/postduif-bench" run produce --target "kafka://127.0.0.1:$secure_port" --stream "tool-$run" --partitions 4 --producers 2 \
+        --seconds "$SECONDS_PER_RUN" --label tool-sasl-ssl --json "$OUT/security-tool-sasl-ssl-$run.json" > /dev/null || true
 done
 fi
 
@@ -118,6 +132,19 @@ for q in ("p50", "p99"):
     print("| 20,000 msgs/s ack %s ms | %.2f | %.2f | +%.2f ms |" % (q, p, s, s - p))
 p, s = median("20k-plaintext", "serverCPUMicrosecondsPerMessage"), median("20k-sasl-ssl", "serverCPUMicrosecondsPerMessage")
 print("| 20,000 msgs/s server CPU us/msg | %.2f | %.2f | %.2f |" % (p, s, s / p))
+def tool(label):
+    # postduif-bench's report: acknowledged messages over the run's seconds.
+    values = []
+    for f in glob.glob("%s/security-%s-*.json" % (out, label)):
+        for result in json.load(open(f)).get("results", []):
+            figures = result["figures"]
+            if figures["seconds"] > 0:
+                values.append(figures["totals"].get("acknowledged", 0) / figures["seconds"])
+    return statistics.median(values) if values else float("nan")
+p, s = tool("tool-plaintext"), tool("tool-sasl-ssl")
+print("\n| postduif-bench produce, closed loop | PLAINTEXT | SASL_SSL | ratio |")
+print("|---|---|---|---|")
+print("| msgs/s | %.0f | %.0f | %.2f |" % (p, s, s / p if p == p and p else float("nan")))
 off, on = median("20k-authorizer-off", "serverCPUMicrosecondsPerMessage"), median("20k-authorizer-on", "serverCPUMicrosecondsPerMessage")
 print("\n| 20,000 msgs/s, PLAINTEXT | authorizer off | authorizer on | change |")
 print("|---|---|---|---|")

@@ -2,6 +2,7 @@ import Foundation
 import KafkaNIO
 import KafkaWire
 import NIOCore
+import NIOSSL
 
 /// A Kafka broker (Postduif or any other) through the tool's own client.
 public struct KafkaTarget: Target {
@@ -79,7 +80,26 @@ public struct KafkaTarget: Target {
     static func connect(_ address: String) async throws -> KafkaClientConnection {
         let parts = address.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw TargetError.refused("bad broker address \(address)") }
-        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-bench")
+        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-bench", security: try security.get())
+    }
+
+    /// TLS and SASL PLAIN for a secured listener, from the environment
+    /// (the same for every connection of a run): POSTDUIF_BENCH_TLS_CA_FILE
+    /// turns TLS on with that CA; POSTDUIF_BENCH_SASL_USER and
+    /// POSTDUIF_BENCH_SASL_PASSWORD sign in.
+    static let security: Result<KafkaClientSecurity, any Error> = Result {
+        let environment = ProcessInfo.processInfo.environment
+        var security = KafkaClientSecurity()
+        if let ca = environment["POSTDUIF_BENCH_TLS_CA_FILE"] {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .file(ca)
+            configuration.certificateVerification = .noHostnameVerification
+            security.tls = try NIOSSLContext(configuration: configuration)
+        }
+        if let user = environment["POSTDUIF_BENCH_SASL_USER"] {
+            security.sasl = SaslCredentials(user: user, password: environment["POSTDUIF_BENCH_SASL_PASSWORD"] ?? "")
+        }
+        return security
     }
 
     /// One connection per leading broker, and which partitions each leads.
