@@ -62,21 +62,18 @@ extension Broker {
 
     var authorizer: Authorizer { aclState.current.authorizer }
 
-    /// The host part of a client address as ACLs name hosts.
-    static func host(of client: String) -> String {
-        // "[IPv4]127.0.0.1/127.0.0.1:50000" (NIO's form) or "127.0.0.1:50000".
-        var text = Substring(client)
-        if let slash = text.lastIndex(of: "/") { text = text[text.index(after: slash)...] }
-        if let colon = text.lastIndex(of: ":") { text = text[..<colon] }
-        return String(text)
+    /// Whether the authorizer decides this session's requests: not with
+    /// the authorizer off, nor for the broker's own process.
+    func isChecked(_ session: ClientSession) -> Bool {
+        configuration.authorizerEnabled && !session.inProcess
     }
 
     func permits(_ session: ClientSession, _ operation: AclOperation, _ type: ResourceType, _ name: String) -> Bool {
-        guard configuration.authorizerEnabled, !session.inProcess else { return true }
+        guard isChecked(session) else { return true }
         let key = AuthorizationCache.Key(operation: operation, type: type, name: name)
         if let known = session.decisions.decision(key, version: aclState.version) { return known }
         let (authorizer, version) = aclState.current
-        let allowed = authorizer.authorize(session.principal, host: Self.host(of: session.client), operation, type, name)
+        let allowed = authorizer.authorize(session.principal, host: session.host, operation, type, name)
         session.decisions.remember(key, allowed, version: version)
         if !allowed {
             logger.info("refused by the authorizer", metadata: [
@@ -92,9 +89,9 @@ extension Broker {
     /// An idempotent producer: IdempotentWrite on the cluster, or Write on
     /// any topic (Kafka 2.8's rule).
     func permitsIdempotence(_ session: ClientSession) -> Bool {
-        guard configuration.authorizerEnabled, !session.inProcess else { return true }
+        guard isChecked(session) else { return true }
         let authorizer = self.authorizer
-        let host = Self.host(of: session.client)
+        let host = session.host
         let allowed = authorizer.authorizeAny(session.principal, host: host, .idempotentWrite, .cluster)
             || authorizer.authorizeAny(session.principal, host: host, .write, .topic)
         if !allowed {
@@ -104,16 +101,10 @@ extension Broker {
         return allowed
     }
 
-    /// Splits the topics a request names into those the principal may act
-    /// on and those it may not.
-    func partition(_ names: [String], _ session: ClientSession, _ operation: AclOperation) -> (allowed: Set<String>, refused: Set<String>) {
-        guard configuration.authorizerEnabled, !session.inProcess else { return (Set(names), []) }
-        var allowed = Set<String>()
-        var refused = Set<String>()
-        for name in Set(names) {
-            if permits(session, operation, .topic, name) { allowed.insert(name) } else { refused.insert(name) }
-        }
-        return (allowed, refused)
+    /// The topics a request names that the principal may not act on.
+    func refusedTopics(_ names: [String], _ session: ClientSession, _ operation: AclOperation) -> Set<String> {
+        guard isChecked(session) else { return [] }
+        return Set(names.filter { !permits(session, operation, .topic, $0) })
     }
 
     // MARK: Per API
@@ -151,7 +142,7 @@ extension Broker {
             defer { request.topics = [] }
             return refusedFetch(request.topics)
         }
-        let (_, refused) = partition(request.topics.map(\.name), session, .read)
+        let refused = refusedTopics(request.topics.map(\.name), session, .read)
         guard !refused.isEmpty else { return [] }
         defer { request.topics.removeAll { refused.contains($0.name) } }
         return refusedFetch(request.topics.filter { refused.contains($0.name) })
@@ -168,7 +159,7 @@ extension Broker {
     /// ListOffsets: Describe on each topic.
     func authorizeListOffsets(_ request: inout ListOffsetsRequest, _ session: ClientSession) -> [ListOffsetsResponse.Topic] {
         guard configuration.authorizerEnabled else { return [] }
-        let (_, refused) = partition(request.topics.map(\.name), session, .describe)
+        let refused = refusedTopics(request.topics.map(\.name), session, .describe)
         guard !refused.isEmpty else { return [] }
         defer { request.topics.removeAll { refused.contains($0.name) } }
         return request.topics.filter { refused.contains($0.name) }.map { topic in
@@ -184,7 +175,7 @@ extension Broker {
         guard configuration.authorizerEnabled else { return [] }
         let refused: Set<String> = request.replicaID >= 0
             ? (permitsCluster(session, .clusterAction) ? [] : Set(request.topics.map(\.name)))
-            : partition(request.topics.map(\.name), session, .describe).refused
+            : refusedTopics(request.topics.map(\.name), session, .describe)
         guard !refused.isEmpty else { return [] }
         defer { request.topics.removeAll { refused.contains($0.name) } }
         return request.topics.filter { refused.contains($0.name) }.map { topic in
@@ -198,10 +189,10 @@ extension Broker {
     /// listing of all and refused when named; naming an unknown topic
     /// creates it only with Create on the cluster or the topic.
     func authorizeMetadata(_ request: inout MetadataRequest, _ session: ClientSession) -> (refused: [String], hidden: @Sendable (String) -> Bool) {
-        guard configuration.authorizerEnabled, !session.inProcess else { return ([], { _ in false }) }
+        guard isChecked(session) else { return ([], { _ in false }) }
         let authorizer = self.authorizer
         let principal = session.principal
-        let host = Self.host(of: session.client)
+        let host = session.host
         let hidden: @Sendable (String) -> Bool = { !authorizer.authorize(principal, host: host, .describe, .topic, $0) }
         guard let names = request.topics else { return ([], hidden) }
         let refused = names.filter(hidden)
@@ -224,7 +215,7 @@ extension Broker {
     /// DeleteTopics: Delete on each topic.
     func refusedDeletions(_ request: inout DeleteTopicsRequest, _ session: ClientSession) -> [(name: String, errorCode: Int16)] {
         guard configuration.authorizerEnabled else { return [] }
-        let (_, refused) = partition(request.topicNames, session, .delete)
+        let refused = refusedTopics(request.topicNames, session, .delete)
         request.topicNames.removeAll { refused.contains($0) }
         return refused.sorted().map { ($0, ErrorCode.topicAuthorizationFailed.rawValue) }
     }
@@ -233,7 +224,7 @@ extension Broker {
     func authorizeOffsetCommit(_ request: inout OffsetCommitRequest, _ session: ClientSession) -> [(name: String, partitions: [(index: Int32, errorCode: Int16)])] {
         guard configuration.authorizerEnabled else { return [] }
         let groupAllowed = permits(session, .read, .group, request.groupID)
-        let refused = groupAllowed ? partition(request.topics.map(\.name), session, .read).refused : Set(request.topics.map(\.name))
+        let refused = groupAllowed ? refusedTopics(request.topics.map(\.name), session, .read) : Set(request.topics.map(\.name))
         let code = groupAllowed ? ErrorCode.topicAuthorizationFailed : .groupAuthorizationFailed
         defer { request.topics.removeAll { refused.contains($0.name) } }
         return request.topics.filter { refused.contains($0.name) }.map { topic in

@@ -45,10 +45,10 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     private var inRead = false
     private var unflushed = false
 
-    init(broker: Broker, client: String, listener: Listener, inFlight: InFlightWork) {
+    init(broker: Broker, client: String, host: String, listener: Listener, inFlight: InFlightWork) {
         self.broker = broker
         self.inFlight = inFlight
-        session = ClientSession(client: client, listener: listener)
+        session = ClientSession(client: client, host: host, listener: listener)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -74,8 +74,7 @@ public struct KafkaServer: Sendable {
         let frameBytesMax = configuration.requestBytesMax
         let broker = self.broker
         let tls = listener.securityProtocol.usesTLS ? self.tls : nil
-        let handshakeTimeout = TimeAmount.nanoseconds(Int64(configuration.tlsHandshakeTimeout.components.seconds) * 1_000_000_000
-            + configuration.tlsHandshakeTimeout.components.attoseconds / 1_000_000_000)
+        let handshakeTimeout = TimeAmount(configuration.tlsHandshakeTimeout)
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -85,6 +84,7 @@ public struct KafkaServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let client = channel.remoteAddress?.description ?? "unknown"
+                    let host = channel.remoteAddress?.ipAddress ?? "unknown"
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(QuickAcknowledgement())
                         // The context current when the connection opens: a
@@ -93,7 +93,7 @@ public struct KafkaServer: Sendable {
                         try channel.pipeline.syncOperations.addHandler(TLSHandshakeDeadline(timeout: handshakeTimeout, client: client, logger: broker.logger))
                     }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(KafkaConnection(broker: broker, client: client, listener: listener, inFlight: inFlight))
+                    try channel.pipeline.syncOperations.addHandler(KafkaConnection(broker: broker, client: client, host: host, listener: listener, inFlight: inFlight))
                     connections.add(channel)
                 }
             }
@@ -111,7 +111,7 @@ public struct KafkaServer: Sendable {
 final class QuickAcknowledgement: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
-    static let option = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 12))  // TCP_QUICKACK
+    static let option = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: TCP_QUICKACK))
 
     func channelActive(context: ChannelHandlerContext) {
         try? context.channel.syncOptions?.setOption(Self.option, value: 1)

@@ -13,7 +13,7 @@ struct LocalClient: KafkaLocalBroker {
     func answer(_ frame: [UInt8]) async throws -> [UInt8]? {
         // In the same process there is no one to authenticate: the session
         // counts as signed in, as the gateway's SASL user would be.
-        var session = ClientSession(client: name, listener: broker.configuration.effectiveInterBrokerListener)
+        var session = ClientSession(client: name, host: name, listener: broker.configuration.effectiveInterBrokerListener)
         session.authenticatedUser = "in-process:\(name)"
         session.inProcess = true
         switch try await broker.stage(frame: frame, session: &session) {

@@ -27,6 +27,8 @@ enum StagedAnswer: Sendable {
 /// in on and who it is (from SASL or its certificate).
 struct ClientSession: Sendable {
     var client: String
+    /// The client's IP address, as ACLs and the SASL limits name hosts.
+    var host: String
     var listener: Listener
     /// The user SASL authenticated.
     var authenticatedUser: String? = nil
@@ -41,8 +43,9 @@ struct ClientSession: Sendable {
     /// Set when the response must be the connection's last (a failed SASL exchange).
     var closeAfterResponse = false
 
-    init(client: String, listener: Listener) {
+    init(client: String, host: String, listener: Listener) {
         self.client = client
+        self.host = host
         self.listener = listener
     }
 
@@ -63,7 +66,7 @@ extension Broker {
     /// Answers one request frame (without its size prefix). Returns the
     /// framed response, or nil when the request gets none (Produce acks=0).
     func handle(frame: [UInt8], client: String) async throws(CloseConnection) -> [UInt8]? {
-        var session = ClientSession(client: client, listener: configuration.effectiveInterBrokerListener)
+        var session = ClientSession(client: client, host: client, listener: configuration.effectiveInterBrokerListener)
         return try await handle(frame: frame, session: &session)
     }
 

@@ -16,9 +16,8 @@ import Synchronization
 // Kafka's connection.failed.authentication.delay.ms does.
 extension Broker {
     func authenticate(_ request: SaslAuthenticateRequest, session: inout ClientSession) async -> SaslAuthenticateResponse {
-        let host = Self.host(of: session.client)
-        let elapsed = clock.now.components
-        let milliseconds = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
+        let host = session.host
+        let milliseconds = clock.now.milliseconds
         if let wait = saslFailures.withLock({ $0.wait(for: host, now: milliseconds) }) {
             session.closeAfterResponse = true
             logger.warning("authentication refused: too many failures from this address", metadata: ["client": "\(session.client)", "retryAfterMs": "\(wait)"])

@@ -12,20 +12,16 @@ import NIOCore
 // (`configuration.registrationsPerMinute`); beyond a limit the answer is
 // 429 M_LIMIT_EXCEEDED with retry_after_ms.
 extension MatrixAPI {
-    var milliseconds: Int64 {
-        Int64(clock.now.components.seconds * 1000 + clock.now.components.attoseconds / 1_000_000_000_000_000)
-    }
-
     /// Throws M_LIMIT_EXCEEDED while `user` or the context's address has
     /// used up its failed logins of the minute.
     func checkLoginLimit(user: String, _ context: GatewayRequestContext) throws {
-        let now = milliseconds
+        let now = clock.now.milliseconds
         let waits = [state.loginsByUser.withLock { $0.wait(for: user, now: now) }, state.loginsByAddress.withLock { $0.wait(for: context.clientAddress, now: now) }]
         if let wait = waits.compactMap({ $0 }).max() { throw refusedAttempt(user: user, context, wait: wait) }
     }
 
     func recordFailedLogin(user: String, _ context: GatewayRequestContext) {
-        let now = milliseconds
+        let now = clock.now.milliseconds
         state.loginsByUser.withLock { $0.record(user, now: now) }
         state.loginsByAddress.withLock { $0.record(context.clientAddress, now: now) }
     }
@@ -34,7 +30,7 @@ extension MatrixAPI {
     /// M_LIMIT_EXCEEDED past the minute's limit.
     func limitRegistration(_ context: GatewayRequestContext) throws {
         guard configuration.registrationsPerMinute > 0 else { return }
-        let now = milliseconds
+        let now = clock.now.milliseconds
         let wait = state.registrationsByAddress.withLock { limiter -> Int64? in
             if let wait = limiter.wait(for: context.clientAddress, now: now) { return wait }
             limiter.record(context.clientAddress, now: now)
