@@ -25,6 +25,8 @@ public enum Limits {
     public static let producerBatchesRemembered = 5
     /// The most partitions one topic may have.
     public static let partitionsPerTopicMax = 10_000
+    /// The smallest segment file a topic may configure (Kafka's `segment.bytes` minimum is 14).
+    public static let segmentBytesMin: Int64 = 4096
     /// The longest topic name (Kafka's own limit).
     public static let topicNameBytesMax = 249
     /// The longest conversation id (record key) indexed for a conversation topic.

@@ -313,14 +313,40 @@ public final class LogStore: Sendable {
         }
     }
 
-    /// Applies every topic's retention; returns the number of batches dropped.
+    /// Applies every topic's retention (closing segments older than their
+    /// topic's `segment.ms` first); returns what it removed.
     @discardableResult
-    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> Int {
-        var dropped = 0
+    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> RetentionOutcome {
+        var removed = RetentionOutcome()
         for partition in allPartitions {
-            dropped += try partition.enforceRetention(nowMilliseconds: nowMilliseconds)
+            try partition.closeActiveSegment(nowMilliseconds: nowMilliseconds)
+            removed = removed + (try partition.enforceRetention(nowMilliseconds: nowMilliseconds))
         }
-        return dropped
+        return removed
+    }
+
+    /// Changes a topic's settings while it runs, durably. The partition
+    /// count and the conversation index cannot change this way.
+    public func reconfigureTopic(_ name: String, to configuration: TopicConfiguration) throws(LogStoreError) {
+        try configuration.validate()
+        try topics.withLock { topics throws(LogStoreError) in
+            guard var entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
+            guard configuration.partitionCount == entry.descriptor.configuration.partitionCount else {
+                throw LogStoreError(.invalidConfiguration, "a topic's partition count changes only by adding partitions")
+            }
+            guard configuration.conversationIndex == entry.descriptor.configuration.conversationIndex else {
+                throw LogStoreError(.invalidConfiguration, "the conversation index is set when a topic is created")
+            }
+            guard configuration != entry.descriptor.configuration else { return }
+            entry.descriptor.configuration = configuration
+            let encoded: Data
+            do { encoded = try JSONEncoder().encode(entry.descriptor) } catch {
+                preconditionFailure("a topic descriptor always encodes: \(error)")
+            }
+            try storage { try context.database.put(Keys.topicRecord(name: name), [UInt8](encoded), in: context.families.topics, sync: true) }
+            entry.partitions.forEach { partition in partition.settings.withLock { $0 = configuration } }
+            topics[name] = entry
+        }
     }
 
     /// What opening the store repaired after a crash, one line per repair.

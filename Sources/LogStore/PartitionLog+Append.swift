@@ -26,10 +26,11 @@ extension PartitionLog {
     public func write(_ bytes: [UInt8], leaderEpoch: Int32 = 0) throws -> PendingAppend {
         let batch: RecordBatch
         var conversations: [[UInt8]] = []
+        let configuration = configuration
         do {
             batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
             try batch.validateForProduce()
-            if configuration.conversationIndex {
+            if conversationIndex {
                 conversations = try PartitionLog.conversationKeys(of: batch)
             }
         } catch {
@@ -72,7 +73,7 @@ extension PartitionLog {
         var conversations: [[UInt8]] = []
         do {
             batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
-            if configuration.conversationIndex {
+            if conversationIndex {
                 conversations = try PartitionLog.conversationKeys(of: batch)
             }
         } catch {
@@ -169,7 +170,8 @@ extension PartitionLog {
     /// `baseOffset`: the end of the active segment, or a new segment once the
     /// active one is full (a batch never spans two segments).
     func segmentForAppend(at baseOffset: Int64, sizeBytes: Int, state: inout State) throws(LogStoreError) -> (SegmentFile, Int64) {
-        if let active = state.segments.last, state.activeSize == 0 || state.activeSize + Int64(sizeBytes) <= context.segmentBytes {
+        let segmentBytes = configuration.segmentBytes ?? context.segmentBytes
+        if let active = state.segments.last, !state.activeClosed, state.activeSize == 0 || state.activeSize + Int64(sizeBytes) <= segmentBytes {
             return (active, state.activeSize)
         }
         if state.segments.isEmpty {
@@ -185,6 +187,8 @@ extension PartitionLog {
         if context.durability == .fsync { try SegmentFile.syncDirectory(directory) }
         state.segments.append(segment)
         state.activeSize = 0
+        state.activeClosed = false
+        state.activeFirstTimestamp = nil
         return (segment, 0)
     }
 
@@ -220,6 +224,7 @@ extension PartitionLog {
         state.logEndOffset = location.lastOffset + 1
         state.sizeBytes += Int64(location.sizeBytes)
         state.batchCount += 1
+        if state.activeSize == 0 || state.activeFirstTimestamp == nil { state.activeFirstTimestamp = location.maxTimestamp }
         state.activeSize = location.end
         write.put(prefix, state.encoded(), in: families.partitionState)
         if state.epochs.last?.epoch != leaderEpoch {

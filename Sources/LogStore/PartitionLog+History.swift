@@ -10,7 +10,7 @@ extension PartitionLog {
     /// conversation index without scanning the partition. Only messages
     /// below `maxOffset` are returned (a reader passes the high watermark).
     public func history(conversation: [UInt8], from position: HistoryPosition = .latest, limit: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> [ConversationMessage] {
-        guard configuration.conversationIndex else {
+        guard conversationIndex else {
             throw LogStoreError(.invalidConfiguration, "topic \(topicName) keeps no conversation index")
         }
         guard !conversation.isEmpty && conversation.count <= Limits.conversationIDBytesMax else { return [] }

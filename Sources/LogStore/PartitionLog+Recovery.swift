@@ -101,7 +101,7 @@ extension PartitionLog {
                     guard batch.baseOffset == state.logEndOffset else { break scan }
                     let conversations: [[UInt8]]
                     do {
-                        conversations = configuration.conversationIndex ? try PartitionLog.conversationKeys(of: batch) : []
+                        conversations = conversationIndex ? try PartitionLog.conversationKeys(of: batch) : []
                     } catch {
                         break scan
                     }

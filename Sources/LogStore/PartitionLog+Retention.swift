@@ -4,63 +4,138 @@ import KafkaWire
 import RocksDB
 import Synchronization
 
-// Retention: whole batches past the retention time or size are dropped.
+/// What one pass of retention (or a DeleteRecords) removed from a partition.
+public struct RetentionOutcome: Sendable, Equatable {
+    public var batches = 0
+    public var bytes: Int64 = 0
+    /// Segment files removed: the disk space actually freed.
+    public var segments = 0
+
+    public init() {}
+
+    public static func + (a: RetentionOutcome, b: RetentionOutcome) -> RetentionOutcome {
+        var sum = a
+        sum.batches += b.batches
+        sum.bytes += b.bytes
+        sum.segments += b.segments
+        return sum
+    }
+}
+
+// Retention: the oldest batches go, by age, by size, or below an offset
+// (DeleteRecords), and the log start offset moves past them.
 extension PartitionLog {
     /// Drops the oldest whole batches that retention allows: those whose
     /// newest timestamp is older than the retention time, and, oldest first,
     /// those beyond the retention size. Only batches below the high watermark
-    /// are dropped. The log start offset moves to the first kept batch.
-    /// Returns the number of batches dropped.
+    /// are dropped, and only when the topic's cleanup policy includes
+    /// `delete`. The log start offset moves to the first kept batch.
     @discardableResult
-    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> Int {
-        let retentionTime = configuration.retentionTime
+    public func enforceRetention(nowMilliseconds: Int64) throws(LogStoreError) -> RetentionOutcome {
+        let configuration = configuration
+        guard configuration.cleanupPolicy.contains(.delete) else { return RetentionOutcome() }
         let retentionBytes = configuration.retentionBytes
-        guard retentionTime != nil || retentionBytes != nil else { return 0 }
-        let cutoff: Int64? = retentionTime.map { time in
-            let (seconds, attoseconds) = time.components
-            return nowMilliseconds - (seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        guard configuration.retentionTime != nil || retentionBytes != nil else { return RetentionOutcome() }
+        let cutoff: Int64? = configuration.retentionTime.map { nowMilliseconds - $0.milliseconds }
+        return try dropOldest { location, keptBytes in
+            let tooOld = cutoff.map { location.maxTimestamp < $0 } ?? false
+            let tooBig = retentionBytes.map { keptBytes > $0 } ?? false
+            return tooOld || tooBig
         }
-        return try state.withLock { state throws(LogStoreError) -> Int in
-            guard !state.isDeleted else { return 0 }
+    }
+
+    /// Kafka's DeleteRecords: every record below `offset` goes. The log
+    /// start offset becomes `offset` exactly (the batch holding it stays
+    /// whole, as in Kafka, and readers skip its earlier records). `offset`
+    /// must not pass the high watermark; -1 means the high watermark.
+    /// A follower calls it with its leader's log start offset. Returns the
+    /// new log start offset.
+    @discardableResult
+    public func deleteRecords(before offset: Int64) throws(LogStoreError) -> Int64 {
+        let highWatermark = self.highWatermark
+        let target = offset == -1 ? highWatermark : offset
+        guard target >= 0 && target <= highWatermark else {
+            throw LogStoreError(.offsetOutOfRange, "offset \(offset) is beyond the high watermark \(highWatermark) of \(topicName)/\(index)")
+        }
+        try dropOldest(startAtLeast: target) { location, _ in location.lastOffset < target }
+        return logStartOffset
+    }
+
+    /// Closes the active segment when its first batch is older than the
+    /// topic's `segment.ms` at `nowMilliseconds`, so the next batch begins a
+    /// new one and retention can free the old file. True when it closed one.
+    @discardableResult
+    public func closeActiveSegment(nowMilliseconds: Int64) throws(LogStoreError) -> Bool {
+        guard let segmentTime = configuration.segmentTime else { return false }
+        return try state.withLock { state throws(LogStoreError) -> Bool in
+            guard !state.isDeleted, !state.activeClosed, state.activeSize > 0, let active = state.segments.last else { return false }
+            if state.activeFirstTimestamp == nil {
+                // Opened since the segment began: its first batch's location says.
+                let key = Keys.batch(prefix: prefix, baseOffset: active.baseOffset)
+                let stored = try storage { try context.database.get(key, in: context.families.log) }
+                state.activeFirstTimestamp = stored.flatMap { bytes in bytes.withUnsafeBytes { BatchLocation($0)?.maxTimestamp } }
+            }
+            guard let first = state.activeFirstTimestamp, nowMilliseconds - first >= segmentTime.milliseconds else { return false }
+            state.activeClosed = true
+            return true
+        }
+    }
+
+    /// Drops batches from the oldest while `drops(location, bytes kept
+    /// before dropping it)` says so, below the high watermark; then moves the
+    /// log start offset (to at least `startAtLeast`), removes the dropped
+    /// batches' index entries, and unlinks segment files left empty.
+    @discardableResult
+    func dropOldest(startAtLeast: Int64 = 0, _ drops: (BatchLocation, Int64) -> Bool) throws(LogStoreError) -> RetentionOutcome {
+        try state.withLock { state throws(LogStoreError) -> RetentionOutcome in
+            guard !state.isDeleted else { return RetentionOutcome() }
             let families = context.families
             let iterator = context.database.makeIterator(
                 in: families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: state.highWatermark))
             iterator.seekToFirst()
-            var droppedBytes: Int64 = 0
-            var droppedBatches = 0
-            var newStart = state.logStartOffset
+            var outcome = RetentionOutcome()
+            // Past the last dropped batch: the location keys below it go.
+            var droppedEnd = state.logStartOffset
             var conversations = Set<[UInt8]>()
+            func collectConversations(_ location: BatchLocation) throws(LogStoreError) {
+                guard conversationIndex, let stored = try readBatch(at: location, segments: state.segments) else { return }
+                do {
+                    let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
+                    conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
+                } catch {
+                    throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during retention: \(error)")
+                }
+            }
+            let startAtLeast = min(startAtLeast, state.highWatermark)
             while iterator.isValid {
                 guard let location = BatchLocation(iterator.valueView) else {
                     throw LogStoreError(.corrupt, "a batch location of \(topicName)/\(index) is unreadable")
                 }
-                let tooOld = cutoff.map { location.maxTimestamp < $0 } ?? false
-                let tooBig = retentionBytes.map { state.sizeBytes - droppedBytes > $0 } ?? false
-                guard (tooOld || tooBig) && location.lastOffset < state.highWatermark else { break }
-                if configuration.conversationIndex, let stored = try readBatch(at: location, segments: state.segments) {
-                    do {
-                        let batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
-                        conversations.formUnion(try PartitionLog.conversationKeys(of: batch))
-                    } catch {
-                        throw LogStoreError(.corrupt, "stored batch in \(topicName)/\(index) fails its checks during retention: \(error)")
-                    }
+                guard location.lastOffset < state.highWatermark, drops(location, state.sizeBytes - outcome.bytes) else {
+                    // A start inside this batch keeps it whole; its records
+                    // below the start leave the index all the same.
+                    let base = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
+                    if base < startAtLeast { try collectConversations(location) }
+                    break
                 }
-                droppedBytes += Int64(location.sizeBytes)
-                droppedBatches += 1
-                newStart = location.lastOffset + 1
+                try collectConversations(location)
+                outcome.bytes += Int64(location.sizeBytes)
+                outcome.batches += 1
+                droppedEnd = max(droppedEnd, location.lastOffset + 1)
                 iterator.next()
             }
             try storage { try iterator.checkError() }
-            guard droppedBatches > 0 else { return 0 }
+            let newStart = max(droppedEnd, startAtLeast)
+            guard newStart > state.logStartOffset else { return outcome }
             let write = WriteBatch()
-            write.deleteRange(from: prefix, to: Keys.batch(prefix: prefix, baseOffset: newStart), in: families.log)
+            write.deleteRange(from: prefix, to: Keys.batch(prefix: prefix, baseOffset: droppedEnd), in: families.log)
             for conversation in conversations {
                 try deleteIndexEntries(of: conversation, where: { $0 < newStart }, fromNewest: false, into: write)
             }
             var next = state
             next.logStartOffset = newStart
-            next.sizeBytes -= droppedBytes
-            next.batchCount -= Int64(droppedBatches)
+            next.sizeBytes -= outcome.bytes
+            next.batchCount -= Int64(outcome.batches)
             write.put(prefix, next.encoded(), in: families.partitionState)
             // Synced before any segment goes: the locations must never point
             // into a removed file after a machine crash.
@@ -71,13 +146,20 @@ extension PartitionLog {
             while removable + 1 < next.segments.count && next.segments[removable + 1].baseOffset <= newStart {
                 removable += 1
             }
+            // The active segment goes too when every batch it held is dropped
+            // and it takes no more: the next append begins a new one.
+            if removable + 1 == next.segments.count, next.activeClosed, newStart >= next.logEndOffset {
+                removable += 1
+                next.activeSize = 0
+            }
             if removable > 0 {
                 next.segments[..<removable].forEach { $0.unlink() }
                 next.segments.removeFirst(removable)
+                outcome.segments = removable
                 try? SegmentFile.syncDirectory(directory)
             }
             state = next
-            return droppedBatches
+            return outcome
         }
     }
 }

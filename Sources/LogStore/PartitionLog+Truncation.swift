@@ -35,7 +35,7 @@ extension PartitionLog {
             // The conversations whose index entries go; nil (a scan of the
             // whole index) when a dropped batch cannot be read.
             var conversations: Set<[UInt8]>? = nil
-            if configuration.conversationIndex {
+            if conversationIndex {
                 var found = Set<[UInt8]>()
                 for location in dropped {
                     guard let stored = try readBatch(at: location, segments: state.segments) else {
@@ -76,6 +76,8 @@ extension PartitionLog {
             state.segments.removeSubrange((position + 1)...)
         }
         state.activeSize = location.position
+        state.activeClosed = false
+        state.activeFirstTimestamp = nil
     }
 
     /// Removes from RocksDB and `state` everything at or after `cut`: batch
@@ -98,7 +100,7 @@ extension PartitionLog {
 
         let write = WriteBatch()
         write.deleteRange(from: Keys.batch(prefix: prefix, baseOffset: cut), to: Keys.end(of: prefix), in: families.log)
-        if configuration.conversationIndex {
+        if conversationIndex {
             if let conversations {
                 for conversation in conversations {
                     try deleteIndexEntries(of: conversation, where: { $0 >= cut }, fromNewest: true, into: write)

@@ -38,7 +38,7 @@ extension PartitionLog {
                 } else if expected == nil && keyOffset != start {
                     damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "first batch does not start at the log start offset \(start)"))
                 }
-                if checkIndex && configuration.conversationIndex {
+                if checkIndex && conversationIndex {
                     for (position, record) in try batch.records().enumerated() {
                         keysByOffset[keyOffset + Int64(position)] = record.key
                     }
@@ -54,7 +54,7 @@ extension PartitionLog {
         if let expected, expected != end {
             damage.append(Damage(topic: topicName, partition: index, offset: expected, problem: "log end offset is \(end) but the last batch ends at \(expected)"))
         }
-        guard checkIndex && configuration.conversationIndex else { return damage }
+        guard checkIndex && conversationIndex else { return damage }
         let indexIterator = context.database.makeIterator(in: families.conversationIndex, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
         indexIterator.seekToFirst()
         var previous: (conversation: [UInt8], sequence: UInt64, offset: Int64)? = nil

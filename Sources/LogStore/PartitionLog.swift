@@ -137,7 +137,12 @@ public final class PartitionLog: Sendable {
     public let topicName: String
     public let topicID: UInt32
     public let index: Int32
-    public let configuration: TopicConfiguration
+    /// The topic's settings; the broker changes them while the log runs
+    /// (AlterConfigs), except the partition count and the conversation index.
+    let settings: Mutex<TopicConfiguration>
+    public var configuration: TopicConfiguration { settings.withLock { $0 } }
+    /// Fixed for the log's life (copied out of `settings` for the append path).
+    let conversationIndex: Bool
     let prefix: [UInt8]
     let context: StoreContext
     let state: Mutex<State>
@@ -166,6 +171,12 @@ public final class PartitionLog: Sendable {
         var segments: [SegmentFile] = []
         /// Where the next batch goes in the last segment.
         var activeSize: Int64 = 0
+        /// The active segment takes no more batches: the next one begins a
+        /// new segment (`closeActiveSegment`, for `segment.ms`).
+        var activeClosed = false
+        /// The newest timestamp of the active segment's first batch (Kafka
+        /// rolls a segment by it); nil while the segment is empty.
+        var activeFirstTimestamp: Int64? = nil
         /// Bytes appended since this partition last asked for writeback
         /// (modes that do not sync: `GroupCommit.requestWriteback`).
         var bytesSinceWriteback: Int64 = 0
@@ -185,7 +196,8 @@ public final class PartitionLog: Sendable {
         topicName = topic.name
         topicID = topic.id
         self.index = index
-        configuration = topic.configuration
+        settings = Mutex(topic.configuration)
+        conversationIndex = topic.configuration.conversationIndex
         prefix = Keys.partitionPrefix(topicID: topic.id, partition: index)
         self.context = context
         directory = context.segmentsPath + "/\(topic.id)-\(index)"

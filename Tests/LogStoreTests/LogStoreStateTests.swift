@@ -96,9 +96,9 @@ import Testing
         let partition = try temporary.store.partition(topic: "conversations", index: 0)
         for _ in 0..<10 { _ = try await partition.append(makeBatch(count: 2, conversations: ["a"], valueBytes: 500)) }
         let batchBytes = Int64(try partition.read(from: 0, bytesMax: 1).batches[0].count)
-        #expect(try partition.enforceRetention(nowMilliseconds: 0) == 0, "nothing is committed yet")
+        #expect(try partition.enforceRetention(nowMilliseconds: 0).batches == 0, "nothing is committed yet")
         try partition.advanceHighWatermark(to: 20)
-        let dropped = try partition.enforceRetention(nowMilliseconds: 0)
+        let dropped = try partition.enforceRetention(nowMilliseconds: 0).batches
         #expect(dropped == Int(10 - 3000 / batchBytes))
         #expect(partition.sizeBytes <= 3000)
         #expect(partition.logStartOffset == Int64(dropped * 2))
@@ -121,7 +121,7 @@ import Testing
         _ = try await partition.append(makeBatch(count: 2, timestamp: now - 61_000))
         _ = try await partition.append(makeBatch(count: 2, timestamp: now - 30_000))
         try partition.advanceHighWatermark(to: partition.logEndOffset)
-        #expect(try temporary.store.enforceRetention(nowMilliseconds: now) == 2)
+        #expect(try temporary.store.enforceRetention(nowMilliseconds: now).batches == 2)
         #expect(partition.logStartOffset == 4)
         #expect(try partition.read(from: 4, bytesMax: 1 << 20).parsed.map(\.baseOffset) == [4])
     }
@@ -132,7 +132,7 @@ import Testing
         let partition = try temporary.store.partition(topic: "t", index: 0)
         _ = try await partition.append(makeBatch(count: 3))
         try partition.advanceHighWatermark(to: 3)
-        #expect(try partition.enforceRetention(nowMilliseconds: 0) == 1)
+        #expect(try partition.enforceRetention(nowMilliseconds: 0).batches == 1)
         try temporary.reopen(durability: .none)
         let reopened = try temporary.store.partition(topic: "t", index: 0)
         #expect(reopened.logStartOffset == 3 && reopened.logEndOffset == 3)
@@ -233,5 +233,80 @@ import Testing
             ($0 as? LogStoreError)?.code == .outOfOrderSequence
         }
         #expect(try await partition.append(producerBatch(sequence: 14)).baseOffset == 14)
+    }
+}
+
+@Suite struct DeleteRecordsAndSegmentAgeTests {
+    @Test func deleteRecordsMovesTheStartInsideABatchAndKeepsThatBatchWhole() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        try temporary.store.createTopic("rooms", configuration: TopicConfiguration(conversationIndex: true))
+        let partition = try temporary.store.partition(topic: "rooms", index: 0)
+        for _ in 0..<3 { _ = try await partition.append(makeBatch(count: 4, conversations: ["a", "b"])) }
+        #expect { try partition.deleteRecords(before: 5) } throws: { ($0 as? LogStoreError)?.code == .offsetOutOfRange }
+        try partition.advanceHighWatermark(to: 12)
+        #expect(try partition.deleteRecords(before: 6) == 6)
+        #expect(partition.logStartOffset == 6)
+        // The batch of offsets 4-7 stays whole; reading from the start returns it.
+        #expect(try partition.read(from: 6, bytesMax: 1 << 20).parsed.map(\.baseOffset) == [4, 8])
+        #expect { try partition.read(from: 3, bytesMax: 100) } throws: { ($0 as? LogStoreError)?.code == .offsetOutOfRange }
+        // Index entries below the new start are gone, in both conversations.
+        let a = try partition.history(conversation: Array("a".utf8), from: .after(sequence: 0), limit: 100)
+        let b = try partition.history(conversation: Array("b".utf8), from: .after(sequence: 0), limit: 100)
+        #expect(a.map(\.offset) == [6, 8, 10] && b.map(\.offset) == [7, 9, 11])
+        #expect(try partition.deleteRecords(before: 2) == 6, "a start never moves back")
+        #expect(try partition.deleteRecords(before: -1) == 12, "-1 is the high watermark")
+        #expect(try partition.verify().isEmpty)
+        try temporary.reopen(durability: .none)
+        #expect(try temporary.store.partition(topic: "rooms", index: 0).logStartOffset == 12)
+    }
+
+    @Test func aSegmentOlderThanSegmentMsClosesAndRetentionThenFreesIt() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        let configuration = TopicConfiguration(retentionTime: .seconds(60), segmentTime: .seconds(10))
+        try temporary.store.createTopic("t", configuration: configuration)
+        let partition = try temporary.store.partition(topic: "t", index: 0)
+        let start: Int64 = 1_795_000_000_000
+        _ = try await partition.append(makeBatch(count: 2, timestamp: start))
+        _ = try await partition.append(makeBatch(count: 2, timestamp: start + 1_000))
+        try partition.advanceHighWatermark(to: 4)
+        #expect(try partition.closeActiveSegment(nowMilliseconds: start + 5_000) == false, "younger than segment.ms")
+        #expect(try partition.closeActiveSegment(nowMilliseconds: start + 10_001))
+        _ = try await partition.append(makeBatch(count: 2, timestamp: start + 11_000))
+        #expect(partition.segmentPaths.count == 2, "the append after the close began a new segment")
+        try partition.advanceHighWatermark(to: 6)
+        let removed = try temporary.store.enforceRetention(nowMilliseconds: start + 61_500)
+        #expect(removed.batches == 2 && removed.segments == 1)
+        #expect(partition.logStartOffset == 4 && partition.segmentPaths.count == 1)
+        // The pass closed the active segment as well (its first batch was
+        // 50 s old); once everything in it is old, it goes too, and appends go on.
+        #expect(try partition.closeActiveSegment(nowMilliseconds: start + 200_000) == false, "closed already")
+        #expect(try temporary.store.enforceRetention(nowMilliseconds: start + 200_000).segments == 1)
+        #expect(partition.segmentPaths.isEmpty && partition.logStartOffset == 6)
+        #expect(try await partition.append(makeBatch(timestamp: start + 200_000)).baseOffset == 6)
+        try temporary.reopen(durability: .none)
+        let reopened = try temporary.store.partition(topic: "t", index: 0)
+        #expect(reopened.logStartOffset == 6 && reopened.logEndOffset == 7)
+        #expect(try reopened.verify().isEmpty)
+    }
+
+    @Test func reconfiguringATopicAppliesAtOnceAndSurvivesARestart() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        try temporary.store.createTopic("t", configuration: TopicConfiguration(partitionCount: 2))
+        let partition = try temporary.store.partition(topic: "t", index: 1)
+        for _ in 0..<4 { _ = try await partition.append(makeBatch(count: 1, valueBytes: 100)) }
+        try partition.advanceHighWatermark(to: 4)
+        #expect(try partition.enforceRetention(nowMilliseconds: 0).batches == 0, "no retention set")
+        var changed = try #require(temporary.store.topic(named: "t")).configuration
+        changed.retentionBytes = 0
+        changed.overrides = ["retention.bytes": "0"]
+        try temporary.store.reconfigureTopic("t", to: changed)
+        #expect(partition.configuration.retentionBytes == 0)
+        #expect(try partition.enforceRetention(nowMilliseconds: 0).batches == 4)
+        var indexed = changed
+        indexed.conversationIndex = true
+        #expect { try temporary.store.reconfigureTopic("t", to: indexed) } throws: { ($0 as? LogStoreError)?.code == .invalidConfiguration }
+        try temporary.reopen(durability: .none)
+        #expect(temporary.store.topic(named: "t")?.configuration.overrides == ["retention.bytes": "0"])
+        #expect(try temporary.store.partition(topic: "t", index: 0).configuration.retentionBytes == 0)
     }
 }
