@@ -43,6 +43,11 @@ public final class Broker: Sendable {
     let aclState: AclState
     /// Serialises a single node's ACL changes.
     let aclWrites = Mutex(())
+    /// Dynamic broker configs (AlterConfigs on a broker), by Kafka's broker
+    /// names: a single node's from its store, a cluster's from etcd.
+    let dynamicConfigs: Mutex<DynamicConfigs>
+    /// Serialises a single node's changes of its dynamic defaults.
+    let brokerConfigWrites = Mutex(())
 
     /// Joins a cluster: Metadata, leadership checks, topic creation and
     /// producer ids go through `node` from now on.
@@ -61,6 +66,9 @@ public final class Broker: Sendable {
         self.configuration = configuration
         self.logger = logger
         aclState = AclState(Self.loadAcls(store, logger: logger), superUsers: configuration.superUsers)
+        dynamicConfigs = Mutex(DynamicConfigs(
+            broker: Self.loadBrokerConfigs(store, record: Self.ownConfigsRecord, logger: logger),
+            cluster: Self.loadBrokerConfigs(store, record: Self.defaultConfigsRecord, logger: logger)))
         // Group deadlines are seconds apart; 20 ms is precise enough.
         groups = GroupCoordinator(initialRebalanceDelay: configuration.initialRebalanceDelay,
                                   deadlines: ParkedTimeouts(tick: .milliseconds(20)), logger: logger)
@@ -74,6 +82,9 @@ public final class Broker: Sendable {
         for partition in store.allPartitions {
             _ = try? highWatermarks.handle(.appendedDurably(logEndOffset: partition.logEndOffset), for: partition)
         }
+        // Defaults may have changed since the topics were stored (flags); a
+        // cluster's node does this with etcd's configs once it reads them.
+        if !configuration.isClustered { reconfigureTopics() }
     }
 
     /// The APIs a listener advertises: SASL's only where SASL is asked for.

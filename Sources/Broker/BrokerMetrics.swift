@@ -14,6 +14,10 @@ final class BrokerMetrics: Sendable {
     let bytesIn = Counter(label: "postduif_bytes_in_total")
     let bytesOut = Counter(label: "postduif_bytes_out_total")
     private let connections = Gauge(label: "postduif_connections")
+    /// What retention removed: batches, their bytes, and segment files.
+    let retentionBatches = Counter(label: "postduif_retention_removed_batches_total")
+    let retentionBytes = Counter(label: "postduif_retention_removed_bytes_total")
+    let retentionSegments = Counter(label: "postduif_retention_removed_segments_total")
     private let connectionsCount = Mutex(0)
 
     init() {

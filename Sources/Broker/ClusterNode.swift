@@ -21,6 +21,10 @@ public final class ClusterView: Sendable {
         public var records: [PartitionID: (state: PartitionState, revision: Int64)] = [:]
         /// The cluster's ACLs (`acls` in etcd).
         public var acls: [AclBinding] = []
+        /// The cluster's dynamic default configs (`configs/brokers` in etcd).
+        public var defaultConfigs: [String: String] = [:]
+        /// This broker's own dynamic configs (`configs/brokers/<id>`).
+        public var ownConfigs: [String: String] = [:]
     }
 
     private let state = Mutex(Snapshot())
@@ -90,9 +94,10 @@ public final class ClusterNode: Sendable {
         while !Task.isCancelled {
             let (keyValues, revision) = try await coordination.list(prefix: membership.root)
             var fresh = ClusterView.Snapshot()
-            for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, to: &fresh) }
+            for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, myID: myID, to: &fresh) }
             view.update { $0 = fresh }
             broker.aclState.replace(fresh.acls)
+            broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: fresh.ownConfigs, cluster: fresh.defaultConfigs) }, assignments: fresh.assignments)
             applyRoles()
             do {
                 for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
@@ -110,11 +115,18 @@ public final class ClusterNode: Sendable {
 
     private func observe(_ keyValue: KeyValue, deleted: Bool) {
         let root = membership.root
-        view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, to: &$0) }
+        view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, myID: myID, to: &$0) }
         if keyValue.key == root + Self.aclsKey { broker.aclState.replace(view.snapshot.acls) }
+        // A config change applies on every replica as its watch sees it.
+        if keyValue.key == root + Self.defaultConfigsKey || keyValue.key == root + ownConfigsKey {
+            let snapshot = view.snapshot
+            broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: snapshot.ownConfigs, cluster: snapshot.defaultConfigs) }, assignments: snapshot.assignments)
+        } else if keyValue.key.hasPrefix(root + "topics/"), !deleted {
+            broker.reconfigureTopics(assignments: view.snapshot.assignments)
+        }
     }
 
-    private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, to snapshot: inout ClusterView.Snapshot) {
+    private static func apply(_ keyValue: KeyValue, deleted: Bool, root: String, myID: Int32, to snapshot: inout ClusterView.Snapshot) {
         let key = String(keyValue.key.dropFirst(root.count))
         if key.hasPrefix("brokers/"), let id = Int32(key.dropFirst("brokers/".count)) {
             let endpoints = deleted ? nil : BrokerEndpoints(registration: keyValue.value)
@@ -122,6 +134,10 @@ public final class ClusterNode: Sendable {
             snapshot.brokers[id] = endpoints?.address
         } else if key == ClusterNode.aclsKey {
             snapshot.acls = deleted ? [] : (try? JSONDecoder().decode([AclBinding].self, from: Data(keyValue.value))) ?? snapshot.acls
+        } else if key == ClusterNode.defaultConfigsKey {
+            snapshot.defaultConfigs = deleted ? [:] : (try? JSONDecoder().decode([String: String].self, from: Data(keyValue.value))) ?? snapshot.defaultConfigs
+        } else if key == ClusterNode.defaultConfigsKey + "/\(myID)" {
+            snapshot.ownConfigs = deleted ? [:] : (try? JSONDecoder().decode([String: String].self, from: Data(keyValue.value))) ?? snapshot.ownConfigs
         } else if key == "controller" {
             snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
         } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
@@ -355,6 +371,43 @@ public final class ClusterNode: Sendable {
                 view.update { $0.acls = applied }
                 broker.aclState.replace(applied)
                 return outcome
+            }
+        }
+    }
+
+    /// The etcd key, under the cluster's root, of the cluster's default configs.
+    static let defaultConfigsKey = "configs/brokers"
+
+    /// Sets a topic's own configs in its etcd record, by compare-and-swap;
+    /// every replica's watch applies them.
+    func changeTopicConfigs(_ name: String, to configs: [String: String]) async throws {
+        let key = membership.root + "topics/" + name
+        while true {
+            guard let current = try await coordination.get(key) else {
+                throw Broker.TopicRequestError(code: .unknownTopicOrPartition, message: "topic \(name) does not exist in the cluster")
+            }
+            var assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(current.value))
+            assignment.configs = configs
+            if try await coordination.compareAndSwap(key, expected: current.modRevision, value: Array(try JSONEncoder().encode(assignment))) != nil {
+                let applied = assignment
+                view.update { $0.assignments[name] = applied }
+                return
+            }
+        }
+    }
+
+    /// This broker's own dynamic configs' key.
+    var ownConfigsKey: String { membership.root + Self.defaultConfigsKey + "/\(myID)" }
+
+    /// Replaces the cluster's default configs, or this broker's own, in
+    /// etcd by compare-and-swap.
+    func changeBrokerConfigs(ownOnly: Bool, to configs: [String: String]) async throws {
+        let key = ownOnly ? ownConfigsKey : membership.root + Self.defaultConfigsKey
+        while true {
+            let current = try await coordination.get(key)
+            if try await coordination.compareAndSwap(key, expected: current?.modRevision ?? 0, value: Array(try JSONEncoder().encode(configs))) != nil {
+                view.update { if ownOnly { $0.ownConfigs = configs } else { $0.defaultConfigs = configs } }
+                return
             }
         }
     }

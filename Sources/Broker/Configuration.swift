@@ -49,6 +49,22 @@ public struct BrokerConfiguration: Sendable {
     /// fewer here, since each replicated partition costs a fetcher).
     public var offsetsTopicPartitions: Int32 = 10
 
+    /// Topic defaults from this broker's flags, by Kafka's broker names
+    /// (`log.retention.ms`, `log.cleanup.policy`, ...): the static layer
+    /// under the cluster's dynamic defaults (Docs/operations.md).
+    public var topicDefaults: [String: String] = [:]
+    /// The static topic defaults with `minInsyncReplicas` among them.
+    public var staticTopicDefaults: [String: String] {
+        var defaults = topicDefaults
+        if minInsyncReplicas != 1, defaults["min.insync.replicas"] == nil { defaults["min.insync.replicas"] = String(minInsyncReplicas) }
+        return defaults
+    }
+    /// How often retention and compaction look at every partition.
+    public var retentionCheckInterval: Duration = .seconds(10)
+    /// Compaction reads and writes at most this many bytes a second (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`), so produce latency holds.
+    public var cleanerBytesPerSecond: Double = 32 * 1_048_576
+
     public var isClustered: Bool { !etcdEndpoints.isEmpty }
 
     /// Require SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) before any other request.

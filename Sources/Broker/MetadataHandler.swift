@@ -21,7 +21,7 @@ extension Broker {
                     continue
                 }
                 do {
-                    try store.createTopic(name, configuration: topicDefaults(name: name, partitionCount: configuration.defaultPartitionCount))
+                    try store.createTopic(name, configuration: defaultConfiguration(name: name, partitionCount: configuration.defaultPartitionCount))
                     logger.info("auto-created topic", metadata: ["topic": "\(name)", "partitions": "\(configuration.defaultPartitionCount)"])
                 } catch let error where error.code == .topicAlreadyExists {
                     // Another connection created it first: fine.

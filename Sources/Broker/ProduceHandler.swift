@@ -153,8 +153,11 @@ extension Broker {
         if !leads(topic: topic, index: data.index) {
             return failure(.notLeaderOrFollower, "this broker does not lead \(topic)/\(data.index)")
         }
-        if acks == -1, let replication, !replication.acceptsAcksAll(PartitionID(topic: topic, index: data.index)) {
-            return failure(.notEnoughReplicas, "fewer in-sync replicas than min.insync.replicas=\(replication.minInsyncReplicas)")
+        if acks == -1, let replication {
+            let required = partition.configuration.minInsyncReplicas ?? replication.minInsyncReplicas
+            if !replication.acceptsAcksAll(PartitionID(topic: topic, index: data.index), minInsyncReplicas: required) {
+                return failure(.notEnoughReplicas, "fewer in-sync replicas than min.insync.replicas=\(required)")
+            }
         }
         do {
             let epoch = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index)) ?? partition.currentLeaderEpoch ?? leaderEpoch
@@ -181,8 +184,9 @@ extension Broker {
                     guard await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout) else {
                         return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
                     }
-                    if !replication.acceptsAcksAll(id) {
-                        return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(replication.minInsyncReplicas) after the append")
+                    let required = partition.configuration.minInsyncReplicas ?? replication.minInsyncReplicas
+                    if !replication.acceptsAcksAll(id, minInsyncReplicas: required) {
+                        return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(required) after the append")
                     }
                 }
                 metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)

@@ -73,7 +73,8 @@ public final class ReplicationState: Sendable {
         tracker(id) != nil
     }
 
-    func acceptsAcksAll(_ id: PartitionID) -> Bool {
+    /// `minInsyncReplicas`: the partition's topic's setting.
+    func acceptsAcksAll(_ id: PartitionID, minInsyncReplicas: Int) -> Bool {
         tracker(id)?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true
     }
 

@@ -325,6 +325,20 @@ extension Broker {
                 let code: (Int8) -> ErrorCode = { $0 == 2 ? .topicAuthorizationFailed : .clusterAuthorizationFailed }
                 response.results += refused.map { DescribeConfigsResponse.Result(errorCode: code($0.type).rawValue, errorMessage: "not authorized", resourceType: $0.type, resourceName: $0.name, configs: []) }
                 response.encode(&body, version: version)
+            case .alterConfigs, .incrementalAlterConfigs:
+                let incremental = api == .incrementalAlterConfigs
+                var request = try AlterConfigsRequest.decode(&reader, version: version, incremental: incremental)
+                // Topics need AlterConfigs on the topic, brokers on the cluster.
+                let refused = request.resources.filter { resource in
+                    resource.type == Self.resourceTopic ? !permits(session, .alterConfigs, .topic, resource.name) : !permitsCluster(session, .alterConfigs)
+                }
+                request.resources.removeAll { refused.contains($0) }
+                var response = await alterConfigs(request)
+                response.results += refused.map { resource in
+                    let code: ErrorCode = resource.type == Self.resourceTopic ? .topicAuthorizationFailed : .clusterAuthorizationFailed
+                    return .init(errorCode: code.rawValue, errorMessage: "not authorized", resourceType: resource.type, resourceName: resource.name)
+                }
+                response.encode(&body, version: version, incremental: incremental)
             case .listGroups:
                 // Kafka lists the groups the principal may describe (all with Describe on the cluster).
                 let listed = await groups.list().filter { permitsCluster(session, .describe) || permits(session, .describe, .group, $0.groupID) }

@@ -75,32 +75,13 @@ extension Broker {
 
     /// A topic's local configuration from its partition count and configs
     /// (also how each broker of a cluster makes its replica of a topic).
+    /// Anything unknown or invalid is refused with INVALID_CONFIG.
     func topicConfiguration(name: String, partitionCount count: Int32, configs: [(String, String?)]) throws -> TopicConfiguration {
         guard count >= 1 else { throw TopicRequestError(code: .invalidPartitions, message: "partition count \(count) must be positive") }
-        var result = topicDefaults(name: name, partitionCount: count)
-        for (name, value) in configs {
-            guard let value else { continue }
-            func bad() -> TopicRequestError { TopicRequestError(code: .invalidConfig, message: "invalid value '\(value)' for \(name)") }
-            switch name {
-            case "postduif.conversation.index":
-                guard let flag = Bool(value) else { throw bad() }
-                result.conversationIndex = flag
-            case "retention.ms":
-                guard let milliseconds = Int64(value) else { throw bad() }
-                result.retentionTime = milliseconds < 0 ? nil : .milliseconds(milliseconds)
-            case "retention.bytes":
-                guard let bytes = Int64(value) else { throw bad() }
-                result.retentionBytes = bytes < 0 ? nil : bytes
-            case "max.message.bytes":
-                guard let bytes = Int(value) else { throw bad() }
-                result.batchBytesMax = bytes
-            case "cleanup.policy":
-                guard value == "delete" else { throw TopicRequestError(code: .invalidConfig, message: "cleanup.policy=\(value) is not supported; only delete") }
-            default:
-                throw TopicRequestError(code: .invalidConfig, message: "unknown topic config \(name)")
-            }
-        }
-        return result
+        var overrides: [String: String] = [:]
+        for (name, value) in configs { if let value { overrides[name] = value } }
+        return try topicDefaults.configuration(name: name, partitionCount: count, overrides: overrides,
+                                               conversationIndexed: configuration.conversationIndexedTopics.contains(name))
     }
 
     func deleteTopics(_ request: DeleteTopicsRequest) -> DeleteTopicsResponse {
@@ -117,9 +98,11 @@ extension Broker {
         })
     }
 
-    /// A new topic's configuration before its own configs: the conversation
-    /// index where this node's settings name the topic.
-    func topicDefaults(name: String, partitionCount: Int32) -> TopicConfiguration {
-        TopicConfiguration(partitionCount: partitionCount, conversationIndex: configuration.conversationIndexedTopics.contains(name))
+    /// A new topic's configuration with no configs of its own (auto-creation).
+    func defaultConfiguration(name: String, partitionCount: Int32) -> TopicConfiguration {
+        // The defaults were checked when they were set; should they fail
+        // anyway, the built-in settings are the safe ones.
+        (try? topicConfiguration(name: name, partitionCount: partitionCount, configs: []))
+            ?? TopicConfiguration(partitionCount: partitionCount, conversationIndex: configuration.conversationIndexedTopics.contains(name))
     }
 }

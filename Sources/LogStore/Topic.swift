@@ -64,7 +64,8 @@ public struct TopicConfiguration: Codable, Sendable, Equatable {
     public var tombstoneRetention: Duration
     /// The topic's own configs, in Kafka's names and as they were set; what
     /// the typed fields above were made from (with the broker's defaults).
-    public var overrides: [String: String]
+    /// Nil for a topic stored before they were kept: its typed fields say.
+    public var overrides: [String: String]?
 
     public init(
         partitionCount: Int32 = 1,
@@ -80,7 +81,7 @@ public struct TopicConfiguration: Codable, Sendable, Equatable {
         compactionLagMin: Duration = .zero,
         cleanableDirtyRatioMin: Double = 0.5,
         tombstoneRetention: Duration = .seconds(86_400),
-        overrides: [String: String] = [:]
+        overrides: [String: String]? = [:]
     ) {
         self.partitionCount = partitionCount
         self.conversationIndex = conversationIndex
@@ -115,7 +116,7 @@ public struct TopicConfiguration: Codable, Sendable, Equatable {
         compactionLagMin = try container.decodeIfPresent(Duration.self, forKey: .compactionLagMin) ?? defaults.compactionLagMin
         cleanableDirtyRatioMin = try container.decodeIfPresent(Double.self, forKey: .cleanableDirtyRatioMin) ?? defaults.cleanableDirtyRatioMin
         tombstoneRetention = try container.decodeIfPresent(Duration.self, forKey: .tombstoneRetention) ?? defaults.tombstoneRetention
-        overrides = try container.decodeIfPresent([String: String].self, forKey: .overrides) ?? [:]
+        overrides = try container.decodeIfPresent([String: String].self, forKey: .overrides)
     }
 
     func validate() throws(LogStoreError) {

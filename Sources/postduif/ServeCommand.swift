@@ -98,6 +98,8 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup(title: "Listeners and TLS") var security: SecurityOptions
 
+    @OptionGroup(title: "Topic defaults, retention and compaction") var topics: TopicOptions
+
     @OptionGroup(title: "With --with-gateway") var chat: ChatOptions
 
     func run() async throws {
@@ -144,6 +146,7 @@ struct Serve: AsyncParsableCommand {
         // it is created (by the gateway, a Kafka client or auto-creation).
         configuration.conversationIndexedTopics = [ChatTopicNames.conversations]
         try security.apply(to: &configuration)
+        try topics.apply(to: &configuration)
         let tls: ReloadableTLSContext?
         do {
             tls = try configuration.tls.map(ReloadableTLSContext.init)
@@ -200,7 +203,8 @@ struct Serve: AsyncParsableCommand {
             isReady: { broker.isListening && gateway?.isReady != false }))
         let fanOut = FanOut(broker: broker, logger: logger)
         for api in fanOut.extensionAPIs { broker.register(api) }
-        var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations]
+        var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations,
+                                       LogCleanerService(broker: broker, interval: configuration.retentionCheckInterval)]
         if let replication {
             let membership = Membership(
                 coordination: EtcdClient(endpoints: configuration.etcdEndpoints, security: try security.etcdSecurity()), cluster: configuration.clusterName, brokerID: nodeID,

@@ -120,3 +120,28 @@ struct BrokerDirectAppends: DirectAppendPort {
         }
     }
 }
+
+/// Retention and compaction on a timer: every interval, one pass of
+/// `Broker.cleanLogs` at the wall clock's time (retention compares it with
+/// record timestamps, which are wall-clock times).
+struct LogCleanerService: Service {
+    let broker: Broker
+    let interval: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                // A pass reads and writes the store: off the cooperative pool's
+                // request path, on its own thread.
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    Thread.detachNewThread {
+                        broker.cleanLogs(nowMilliseconds: now)
+                        done.resume()
+                    }
+                }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+}

@@ -360,7 +360,8 @@ def test_every_api_asks_the_authorizer_with_an_allowed_and_a_refused_principal()
             version = min(version, {"Produce": 8, "Fetch": 11, "Metadata": 8, "ListOffsets": 5, "FindCoordinator": 2, "CreateTopics": 4,
                                     "DeleteTopics": 3, "InitProducerId": 1, "OffsetForLeaderEpoch": 3, "JoinGroup": 5, "SyncGroup": 3,
                                     "Heartbeat": 3, "LeaveGroup": 2, "OffsetCommit": 7, "OffsetFetch": 5, "DescribeGroups": 4,
-                                    "ListGroups": 2, "DescribeConfigs": 2, "CreateAcls": 3, "DescribeAcls": 3, "DeleteAcls": 3}[name])
+                                    "ListGroups": 2, "DescribeConfigs": 4, "AlterConfigs": 1,
+                                    "IncrementalAlterConfigs": 1, "CreateAcls": 3, "DescribeAcls": 3, "DeleteAcls": 3}[name])
             allowed = exchange(alice, build(version), version)
             assert not set(codes(allowed)) & refusals, (name, allowed)
             refused = exchange(mallory, build(version), version)

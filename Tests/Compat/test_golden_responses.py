@@ -9,8 +9,9 @@ import socket
 import struct
 
 import pytest
-from kafka.protocol.admin import (CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest,
-                                  DescribeConfigsRequest, DescribeGroupsRequest, ListGroupsRequest)
+from kafka.protocol.admin import (AlterConfigsRequest, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
+                                  DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest, IncrementalAlterConfigsRequest,
+                                  ListGroupsRequest)
 from kafka.protocol.consumer import (FetchRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
                                      OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest)
 from kafka.protocol.metadata import ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest
@@ -88,7 +89,16 @@ def requests(version_of):
         ("ListGroups", ListGroupsRequest, lambda v: ListGroupsRequest[v]()),
         ("DescribeConfigs", DescribeConfigsRequest, lambda v: DescribeConfigsRequest[v](
             resources=[DC.DescribeConfigsResource(resource_type=2, resource_name=TOPIC, configuration_keys=None)],
-            include_synonyms=False, include_documentation=False)),
+            include_synonyms=True, include_documentation=True)),
+        ("AlterConfigs", AlterConfigsRequest, lambda v: AlterConfigsRequest[v](
+            resources=[AlterConfigsRequest.AlterConfigsResource(resource_type=2, resource_name=TOPIC, configs=[
+                AlterConfigsRequest.AlterConfigsResource.AlterableConfig(name="retention.ms", value="86400000")])],
+            validate_only=False)),
+        ("IncrementalAlterConfigs", IncrementalAlterConfigsRequest, lambda v: IncrementalAlterConfigsRequest[v](
+            resources=[IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type=2, resource_name=TOPIC, configs=[
+                IncrementalAlterConfigsRequest.AlterConfigsResource.AlterableConfig(name="retention.ms", config_operation=0, value="86400000"),
+                IncrementalAlterConfigsRequest.AlterConfigsResource.AlterableConfig(name="no.such.config", config_operation=0, value="1")])],
+            validate_only=False)),
         # Without --authorizer these answer SECURITY_DISABLED (test_acls.py runs them with one).
         ("CreateAcls", CreateAclsRequest, lambda v: CreateAclsRequest[v](creations=[CreateAclsRequest[v].AclCreation(
             resource_type=2, resource_name=TOPIC, resource_pattern_type=3, principal="User:golden", host="*", operation=3, permission_type=3)])),

@@ -24,7 +24,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case createAcls = 30
     case deleteAcls = 31
     case describeConfigs = 32
+    case alterConfigs = 33
     case saslAuthenticate = 36
+    case incrementalAlterConfigs = 44
 
     public var description: String {
         switch self {
@@ -51,7 +53,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .createAcls: "CreateAcls"
         case .deleteAcls: "DeleteAcls"
         case .describeConfigs: "DescribeConfigs"
+        case .alterConfigs: "AlterConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
+        case .incrementalAlterConfigs: "IncrementalAlterConfigs"
         }
     }
 
@@ -80,6 +84,8 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetForLeaderEpoch: 4
         case .describeAcls, .createAcls, .deleteAcls: 2
         case .describeConfigs: 4
+        case .alterConfigs: 2
+        case .incrementalAlterConfigs: 1
         case .saslAuthenticate: 2
         }
     }
