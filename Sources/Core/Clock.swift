@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// Where time comes from, for code that decides by it: the real monotonic
@@ -44,5 +47,37 @@ extension Duration {
     /// that count in them.
     public var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// Wall-clock time in milliseconds since 1970, for what is compared with
+/// record timestamps (retention, a topic's LogAppendTime).
+public protocol WallClock: Sendable {
+    var nowMilliseconds: Int64 { get }
+}
+
+/// The operating system's wall clock.
+public struct SystemWallClock: WallClock {
+    public init() {}
+
+    public var nowMilliseconds: Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
+
+/// A wall clock set by hand in tests.
+public final class ManualWallClock: WallClock {
+    private let current: Mutex<Int64>
+
+    public init(at start: Int64) {
+        current = Mutex(start)
+    }
+
+    public var nowMilliseconds: Int64 { current.withLock { $0 } }
+
+    public func set(_ milliseconds: Int64) {
+        current.withLock { $0 = milliseconds }
     }
 }

@@ -242,6 +242,22 @@ public struct RecordBatch: Sendable, Equatable {
         return writer.bytes
     }
 
+    /// The batch's bytes stamped with the broker's clock (a topic's
+    /// `message.timestamp.type=LogAppendTime`): the timestamp-type attribute
+    /// set, the max timestamp made `time`, the CRC computed again. Readers
+    /// then take `time` as every record's timestamp, as Kafka's do.
+    public func withLogAppendTime(_ time: Int64) -> [UInt8] {
+        var stamped = bytes
+        let attributes = UInt16(bitPattern: self.attributes) | 0x08
+        stamped[21] = UInt8(attributes >> 8)
+        stamped[22] = UInt8(attributes & 0xff)
+        let maxTimestamp = UInt64(bitPattern: time)
+        for index in 0..<8 { stamped[35 + index] = UInt8((maxTimestamp >> (56 - 8 * UInt64(index))) & 0xff) }
+        let crc = CRC32C.checksum(stamped, from: Self.crcStart)
+        for index in 0..<4 { stamped[17 + index] = UInt8((crc >> (24 - 8 * UInt32(index))) & 0xff) }
+        return stamped
+    }
+
     /// The records payload, decompressed when the batch is compressed.
     public func recordsPayload(outputBytesMax: Int = Limits.decompressedBatchBytesMax) throws(RecordBatchError) -> [UInt8] {
         guard let codec = compression else { throw .unknownCompression(attributes & 0x07) }

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 import RocksDB
@@ -62,6 +63,8 @@ struct StoreContext: Sendable {
     let segmentsPath: String
     /// A segment is closed and a new one begun once it holds this many bytes.
     let segmentBytes: Int64
+    /// The time LogAppendTime topics stamp on their batches.
+    let wallClock: any WallClock
     /// Whether the store was closed cleanly last time: then a batch that
     /// fails its check at open is damage to report, not a torn write to
     /// cut off (`PartitionLog.recoverSegments`).
@@ -75,6 +78,8 @@ public struct LogStoreOptions: Sendable {
     /// A partition's active segment file is closed and a new one begun once
     /// it holds this many bytes; retention frees space a whole segment at a time.
     public var segmentBytes: Int64 = 128 << 20
+    /// The time LogAppendTime topics stamp on their batches.
+    public var wallClock: any WallClock = SystemWallClock()
 
     public init(durability: Durability = .fsync) {
         self.durability = durability
@@ -119,7 +124,7 @@ public final class LogStore: Sendable {
         }
         context = StoreContext(
             database: database, families: families, groupCommit: GroupCommit(database: database), durability: options.durability,
-            segmentsPath: segmentsPath, segmentBytes: max(options.segmentBytes, 4096), closedCleanly: closedCleanly)
+            segmentsPath: segmentsPath, segmentBytes: max(options.segmentBytes, 4096), wallClock: options.wallClock, closedCleanly: closedCleanly)
         var loaded: [String: (TopicDescriptor, [PartitionLog])] = [:]
         let iterator = database.makeIterator(in: families.topics, lowerBound: Keys.topicRecordPrefix, upperBound: Keys.end(of: Keys.topicRecordPrefix))
         iterator.seekToFirst()

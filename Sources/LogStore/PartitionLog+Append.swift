@@ -24,12 +24,15 @@ extension PartitionLog {
     /// its next request while the previous one waits for its sync, so
     /// consecutive requests share syncs and keep their order.
     public func write(_ bytes: [UInt8], leaderEpoch: Int32 = 0) throws -> PendingAppend {
-        let batch: RecordBatch
+        var batch: RecordBatch
         var conversations: [[UInt8]] = []
         let configuration = configuration
         do {
             batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
             try batch.validateForProduce()
+            if configuration.timestampType == .logAppendTime {
+                batch = try RecordBatch(validating: batch.withLogAppendTime(context.wallClock.nowMilliseconds), bytesMax: configuration.batchBytesMax)
+            }
             if conversationIndex {
                 conversations = try PartitionLog.conversationKeys(of: batch)
             }

@@ -202,3 +202,28 @@ def test_retention_moves_the_log_start_and_a_consumer_from_the_start_reads_only_
     assert values == [b"new-%d" % i for i in range(10)]
     with open(node.log_path, errors="replace") as log:
         assert "retention removed old records" in log.read()
+
+
+def test_log_append_time_stamps_the_brokers_clock_for_consumers(node):
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    admin = AdminClient({"bootstrap.servers": node.address})
+    topic = unique("append-time")
+    wait(admin.create_topics([NewTopic(topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})]))
+    producer = Producer({"bootstrap.servers": node.address})
+    before = int(time.time() * 1000)
+    producer.produce(topic, value=b"stamped", timestamp=1_000_000_000_000)
+    producer.flush(30)
+    after = int(time.time() * 1000)
+    consumer = Consumer({"bootstrap.servers": node.address, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    message = None
+    while message is None and time.monotonic() < deadline:
+        polled = consumer.poll(0.5)
+        if polled is not None and polled.error() is None:
+            message = polled
+    consumer.close()
+    kind, stamp = message.timestamp()
+    assert kind == TIMESTAMP_LOG_APPEND_TIME
+    assert before <= stamp <= after, (before, stamp, after)

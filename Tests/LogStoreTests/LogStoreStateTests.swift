@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 import LogStore
@@ -308,5 +309,28 @@ import Testing
         try temporary.reopen(durability: .none)
         #expect(temporary.store.topic(named: "t")?.configuration.overrides == ["retention.bytes": "0"])
         #expect(try temporary.store.partition(topic: "t", index: 0).configuration.retentionBytes == 0)
+    }
+}
+
+@Suite struct LogAppendTimeTests {
+    @Test func aLogAppendTimeTopicStampsTheBrokersClockAndKeepsTheBatchValid() async throws {
+        let path = NSTemporaryDirectory() + "postduif-logstore-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var options = LogStoreOptions(durability: .none)
+        let clock = ManualWallClock(at: 1_800_000_000_123)
+        options.wallClock = clock
+        let store = try LogStore(path: path, options: options)
+        defer { store.close() }
+        try store.createTopic("stamped", configuration: TopicConfiguration(timestampType: .logAppendTime))
+        try store.createTopic("as-sent", configuration: TopicConfiguration())
+        let sent = makeBatch(count: 3, timestamp: 1_700_000_000_000)
+        _ = try await store.partition(topic: "stamped", index: 0).append(sent)
+        _ = try await store.partition(topic: "as-sent", index: 0).append(sent)
+        let stamped = try #require(try store.partition(topic: "stamped", index: 0).read(from: 0, bytesMax: 1 << 20).parsed.first)
+        #expect(stamped.usesLogAppendTime && stamped.maxTimestamp == 1_800_000_000_123)
+        #expect(stamped.baseTimestamp == 1_700_000_000_000, "the records keep their own deltas")
+        let kept = try #require(try store.partition(topic: "as-sent", index: 0).read(from: 0, bytesMax: 1 << 20).parsed.first)
+        #expect(!kept.usesLogAppendTime && kept.maxTimestamp == 1_700_000_000_002)
+        #expect(try store.partition(topic: "stamped", index: 0).verify().isEmpty)
     }
 }
