@@ -18,6 +18,10 @@ final class BrokerMetrics: Sendable {
     let retentionBatches = Counter(label: "postduif_retention_removed_batches_total")
     let retentionBytes = Counter(label: "postduif_retention_removed_bytes_total")
     let retentionSegments = Counter(label: "postduif_retention_removed_segments_total")
+    /// What compaction read, wrote and removed.
+    let compactionBytesRead = Counter(label: "postduif_compaction_read_bytes_total")
+    let compactionBytesWritten = Counter(label: "postduif_compaction_written_bytes_total")
+    let compactionRecordsRemoved = Counter(label: "postduif_compaction_removed_records_total")
     private let connectionsCount = Mutex(0)
 
     init() {

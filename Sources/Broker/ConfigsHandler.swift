@@ -20,7 +20,7 @@ extension Broker {
     /// The defaults a topic's settings resolve against now.
     var topicDefaults: TopicDefaults {
         let (broker, dynamic) = dynamicConfigs.withLock { ($0.broker, $0.cluster) }
-        return TopicDefaults(broker: broker, dynamic: dynamic, flags: configuration.staticTopicDefaults)
+        return TopicDefaults(broker: broker, dynamic: dynamic, flags: configuration.staticTopicDefaults, compactedTopics: configuration.compactedTopics)
     }
 
     static func loadBrokerConfigs(_ store: LogStore, record: String, logger: Logger) -> [String: String] {

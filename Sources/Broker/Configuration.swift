@@ -26,6 +26,11 @@ public struct BrokerConfiguration: Sendable {
     /// chat's conversations topic here, so neither the broker nor the log
     /// store decides by a topic's name.
     public var conversationIndexedTopics: Set<String> = []
+    /// Topics whose records are state by key, compacted unless their own
+    /// `cleanup.policy` says otherwise (`__consumer_offsets` always; the
+    /// composition root adds the chat's accounts, sessions, state and read
+    /// markers).
+    public var compactedTopics: Set<String> = [OffsetsTopic.name]
     /// The largest request frame accepted; bigger frames close the connection.
     public var requestBytesMax = 100 << 20
     /// The longest a Fetch may wait for data, whatever the client asks.

@@ -12,12 +12,26 @@ extension Broker {
     /// `segment.ms` close, and retention drops what its topic's settings
     /// allow. A partition that fails (a full disk) is logged and skipped;
     /// the next pass tries again.
+    ///
+    /// Compacted topics are compacted in the same pass; `throttle` is called
+    /// with the bytes a partition's compaction has read and written so far
+    /// and the limit in bytes a second, and sleeps to hold it.
     @discardableResult
-    public func cleanLogs(nowMilliseconds: Int64) -> RetentionOutcome {
+    public func cleanLogs(nowMilliseconds: Int64, throttle: (_ bytes: Int64, _ bytesPerSecond: Double) -> Void = { _, _ in }) -> (RetentionOutcome, CompactionOutcome) {
         var removed = RetentionOutcome()
+        var compacted = CompactionOutcome()
+        let limit = cleanerBytesPerSecond
         for partition in store.allPartitions {
             do {
                 try partition.closeActiveSegment(nowMilliseconds: nowMilliseconds)
+                let cleaned = try partition.compact(nowMilliseconds: nowMilliseconds) { throttle($0, limit) }
+                if cleaned.didWork {
+                    logger.info("compacted", metadata: [
+                        "partition": "\(partition.topicName)/\(partition.index)", "segments": "\(cleaned.segmentsCleaned)",
+                        "recordsRemoved": "\(cleaned.recordsRemoved)", "tombstonesRemoved": "\(cleaned.tombstonesRemoved)",
+                        "bytesRead": "\(cleaned.bytesRead)", "bytesWritten": "\(cleaned.bytesWritten)"])
+                    compacted = compacted + cleaned
+                }
                 let outcome = try partition.enforceRetention(nowMilliseconds: nowMilliseconds)
                 if outcome.batches > 0 {
                     logger.info("retention removed old records", metadata: [
@@ -26,11 +40,12 @@ extension Broker {
                 }
                 removed = removed + outcome
             } catch {
-                logger.error("retention failed for a partition", metadata: ["partition": "\(partition.topicName)/\(partition.index)", "error": "\(error)"])
+                logger.error("retention or compaction failed for a partition", metadata: ["partition": "\(partition.topicName)/\(partition.index)", "error": "\(error)"])
             }
         }
         metrics.recordRetention(removed)
-        return removed
+        metrics.recordCompaction(compacted)
+        return (removed, compacted)
     }
 }
 
@@ -40,5 +55,14 @@ extension BrokerMetrics {
         retentionBatches.increment(by: outcome.batches)
         retentionBytes.increment(by: Int(outcome.bytes))
         retentionSegments.increment(by: outcome.segments)
+    }
+}
+
+extension BrokerMetrics {
+    func recordCompaction(_ outcome: CompactionOutcome) {
+        guard outcome.didWork else { return }
+        compactionBytesRead.increment(by: Int(outcome.bytesRead))
+        compactionBytesWritten.increment(by: Int(outcome.bytesWritten))
+        compactionRecordsRemoved.increment(by: outcome.recordsRemoved + outcome.tombstonesRemoved)
     }
 }

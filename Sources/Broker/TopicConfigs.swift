@@ -136,6 +136,9 @@ struct TopicDefaults: Sendable, Equatable {
     /// The cluster's dynamic defaults (AlterConfigs on broker "").
     var dynamic: [String: String] = [:]
     var flags: [String: String] = [:]
+    /// Topics compacted unless their own configs say otherwise: the
+    /// composition root names those whose records are state by key.
+    var compactedTopics: Set<String> = []
 
     /// A broker setting's chain: this broker's, the cluster's, the flag, the built-in value.
     func chain(brokerName: String, builtIn: String) -> [DescribeConfigsResponse.Synonym] {
@@ -154,6 +157,12 @@ struct TopicDefaults: Sendable, Equatable {
         if let own = overrides[key.name] { chain.append(.init(name: key.name, value: own, source: .topic)) }
         // The composition root names the topics indexed by default.
         let builtIn = key.name == TopicConfigs.conversationIndexName ? String(conversationIndexed) : key.builtIn
+        if key.name == "cleanup.policy" && compactedTopics.contains(topicName) {
+            // State by key (group offsets, the chat's accounts and sessions):
+            // compacted whatever the broker's default policy.
+            chain.append(.init(name: key.name, value: "compact", source: .defaultValue))
+            return (chain[0].value ?? "compact", chain[0].source, chain)
+        }
         chain += self.chain(brokerName: key.brokerName ?? key.name, builtIn: builtIn)
         return (chain[0].value ?? builtIn, chain[0].source, chain)
     }
@@ -181,7 +190,7 @@ extension BrokerConfiguration {
     /// Refuses topic defaults that would give a topic an invalid setting.
     public func checkTopicDefaults() throws {
         do {
-            _ = try TopicDefaults(flags: staticTopicDefaults).configuration(name: "", partitionCount: 1, overrides: [:], conversationIndexed: false)
+            _ = try TopicDefaults(flags: staticTopicDefaults, compactedTopics: []).configuration(name: "", partitionCount: 1, overrides: [:], conversationIndexed: false)
         } catch {
             throw TopicDefaultsError(description: error.message)
         }

@@ -17,4 +17,8 @@ public enum ChatTopicNames {
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
     public static let all = [conversations, members, state, accounts, sessions, readMarkers]
+
+    /// The topics whose records are state by key (the newest per key is all
+    /// that matters): compacted.
+    public static let compacted: Set<String> = [state, accounts, sessions, readMarkers]
 }

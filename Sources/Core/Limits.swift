@@ -27,6 +27,9 @@ public enum Limits {
     public static let partitionsPerTopicMax = 10_000
     /// The smallest segment file a topic may configure (Kafka's `segment.bytes` minimum is 14).
     public static let segmentBytesMin: Int64 = 4096
+    /// Keys one compaction pass of a partition remembers (Kafka's offset
+    /// map); a partition with more is compacted over several passes.
+    public static let compactionKeysMax = 4_000_000
     /// The longest topic name (Kafka's own limit).
     public static let topicNameBytesMax = 249
     /// The longest conversation id (record key) indexed for a conversation topic.

@@ -106,6 +106,8 @@ public struct Record: Equatable, Sendable {
 public struct RecordBatch: Sendable, Equatable {
     public static let headerBytesCount = 61
     static let lengthFieldEnd = 12
+    /// The bytes up to the length field's end, which the length does not count.
+    public static let lengthFieldEndCount = lengthFieldEnd
     static let crcStart = 21
 
     public private(set) var bytes: [UInt8]
@@ -184,7 +186,9 @@ public struct RecordBatch: Sendable, Equatable {
             let computed = CRC32C.checksum(bytes, from: Self.crcStart)
             guard computed == crc else { throw .checksumMismatch(stored: crc, computed: computed) }
         }
-        guard recordsCount > 0, lastOffsetDelta >= 0, Int64(recordsCount) == Int64(lastOffsetDelta) + 1 else {
+        // Fewer records than offsets: a compacted batch keeps its offsets
+        // (a producer's batch must have one per offset: validateForProduce).
+        guard recordsCount > 0, lastOffsetDelta >= 0, Int64(recordsCount) <= Int64(lastOffsetDelta) + 1 else {
             throw .recordCountMismatch(recordsCount: recordsCount, lastOffsetDelta: lastOffsetDelta)
         }
         guard recordsCount <= Limits.recordsPerBatchMax else {
@@ -213,6 +217,9 @@ public struct RecordBatch: Sendable, Equatable {
     }
 
     public func validateForProduce() throws(RecordBatchError) {
+        guard Int64(recordsCount) == Int64(lastOffsetDelta) + 1 else {
+            throw .recordCountMismatch(recordsCount: recordsCount, lastOffsetDelta: lastOffsetDelta)
+        }
         if isControl { throw .controlBatchFromClient }
         if isTransactional { throw .transactional }
         if producerID >= 0 && baseSequence < 0 { throw .producerWithoutSequence }
@@ -290,18 +297,26 @@ public struct RecordBatch: Sendable, Equatable {
         return keys
     }
 
-    /// The records at the given positions (0-based, ascending), decoding
-    /// only those: the others are walked over without copying. A history
-    /// page needs one record from each of many batches.
-    public func records(at positions: [Int]) throws(RecordBatchError) -> [Record] {
-        precondition(zip(positions, positions.dropFirst()).allSatisfy { $0 < $1 }, "positions must ascend")
-        guard let last = positions.last else { return [] }
-        guard positions.first! >= 0 && last < Int(recordsCount) else {
-            throw .invalidRecord("record \(last) asked of a batch of \(recordsCount)")
+    /// The records at the given offset deltas (ascending), decoding only
+    /// those: the others are walked over without copying. A history page
+    /// needs one record from each of many batches. In a whole batch a
+    /// record's delta is its position; a compacted batch has fewer records
+    /// and is walked whole. A delta no record has (compacted away) is left out.
+    public func records(at deltas: [Int]) throws(RecordBatchError) -> [Record] {
+        precondition(zip(deltas, deltas.dropFirst()).allSatisfy { $0 < $1 }, "offset deltas must ascend")
+        guard let last = deltas.last else { return [] }
+        guard deltas.first! >= 0 && last <= Int(lastOffsetDelta) else {
+            throw .invalidRecord("record \(last) asked of a batch of \(Int(lastOffsetDelta) + 1) offsets")
         }
-        let wanted = Set(positions)
+        let wanted = Set(deltas)
         var found: [Record] = []
-        found.reserveCapacity(positions.count)
+        found.reserveCapacity(deltas.count)
+        guard Int64(recordsCount) == Int64(lastOffsetDelta) + 1 else {
+            try walkRecords(decodeFully: { _ in true }) { _, record in
+                if wanted.contains(Int(record.offsetDelta)) { found.append(record) }
+            }
+            return found
+        }
         try walkRecords(throughPosition: last, decodeFully: { wanted.contains($0) }) { position, record in
             if wanted.contains(position) { found.append(record) }
         }
@@ -325,6 +340,10 @@ public struct RecordBatch: Sendable, Equatable {
             reader = ByteReader(try recordsPayload())
         }
         let end = lastPosition ?? Int(recordsCount) - 1
+        // Whole batches number their records 0, 1, 2, ...; a compacted one
+        // keeps the deltas of those left, rising, within the batch's range.
+        let whole = Int64(recordsCount) == Int64(lastOffsetDelta) + 1
+        var previousDelta: Int32 = -1
         for index in 0...end {
             let record: Record
             do {
@@ -332,9 +351,10 @@ public struct RecordBatch: Sendable, Equatable {
             } catch {
                 throw .invalidRecord("record \(index): \(error)")
             }
-            guard record.offsetDelta == Int32(index) else {
+            guard whole ? record.offsetDelta == Int32(index) : record.offsetDelta > previousDelta && record.offsetDelta <= lastOffsetDelta else {
                 throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
             }
+            previousDelta = record.offsetDelta
             visit(index, record)
         }
         if lastPosition == nil && !reader.isAtEnd {

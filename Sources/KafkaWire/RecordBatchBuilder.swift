@@ -24,6 +24,12 @@ public struct RecordBatchBuilder: Sendable {
     public var isTransactional = false
     public var isControl = false
     public private(set) var recordsCount = 0
+    /// Set to keep a batch's own last offset delta when records are left
+    /// out (compaction keeps every record's offset); nil: the last record's.
+    public var lastOffsetDelta: Int32? = nil
+    /// Set for a batch stamped with the broker's clock: the attribute, and
+    /// this as its max timestamp.
+    public var logAppendTime: Int64? = nil
     private var baseTimestamp: Int64 = 0
     private var maxTimestamp: Int64 = 0
     /// The encoded records (uncompressed).
@@ -41,7 +47,8 @@ public struct RecordBatchBuilder: Sendable {
     /// Encoded bytes so far, before compression and the 61-byte header.
     public var payloadBytesCount: Int { payload.count }
 
-    public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) {
+    /// `offsetDelta`: the record's offset within the batch; nil for the next.
+    public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil) {
         precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
         if recordsCount == 0 {
             baseTimestamp = timestamp
@@ -52,7 +59,7 @@ public struct RecordBatchBuilder: Sendable {
         body.bytes.removeAll(keepingCapacity: true)
         body.writeInt8(0)
         body.writeVarlong(timestamp - baseTimestamp)
-        body.writeVarint(Int32(recordsCount))
+        body.writeVarint(offsetDelta ?? Int32(recordsCount))
         var length = body.count + Self.nullableLength(key) + Self.nullableLength(value)
         var headerBytes = ByteWriter()
         headerBytes.writeVarint(Int32(headers.count))
@@ -76,6 +83,7 @@ public struct RecordBatchBuilder: Sendable {
         var attributes = compression.rawValue
         if isTransactional { attributes |= 0x10 }
         if isControl { attributes |= 0x20 }
+        if logAppendTime != nil { attributes |= 0x08 }
         var writer = ByteWriter(capacity: RecordBatch.headerBytesCount + records.count)
         writer.writeInt64(baseOffset)
         writer.writeInt32(0)  // batchLength, patched below
@@ -83,9 +91,9 @@ public struct RecordBatchBuilder: Sendable {
         writer.writeInt8(2)
         writer.writeUInt32(0)  // crc, patched below
         writer.writeInt16(attributes)
-        writer.writeInt32(Int32(recordsCount - 1))
+        writer.writeInt32(lastOffsetDelta ?? Int32(recordsCount - 1))
         writer.writeInt64(baseTimestamp)
-        writer.writeInt64(maxTimestamp)
+        writer.writeInt64(logAppendTime ?? maxTimestamp)
         writer.writeInt64(producerID)
         writer.writeInt16(producerEpoch)
         writer.writeInt32(baseSequence)

@@ -56,6 +56,13 @@ enum Keys {
     }
 
     /// Epoch cache: prefix + leader epoch → start offset.
+    /// A partition's compaction checkpoint (in the partition-state family,
+    /// beside the state itself): the offset compaction has cleaned up to.
+    static func cleanerCheckpoint(prefix: [UInt8]) -> [UInt8] { prefix + Array("/cleaned".utf8) }
+
+    /// A compaction's swap in progress (see `PartitionLog.compact`).
+    static func cleanerSwap(prefix: [UInt8]) -> [UInt8] { prefix + Array("/swap".utf8) }
+
     static func epoch(prefix: [UInt8], epoch: Int32) -> [UInt8] {
         precondition(epoch >= 0, "negative leader epoch \(epoch)")
         var bytes = prefix

@@ -78,7 +78,7 @@ extension PartitionLog {
                 // A follower's truncation may have cut and rewritten this
                 // place since the location was read: hand out only the
                 // batch the location speaks of.
-                guard PartitionLog.lastOffset(of: batch) == location.lastOffset else { return batches }
+                guard PartitionLog.holds(batch, location) else { return batches }
                 batches.append(batch)
                 cursor += location.sizeBytes
             }
@@ -98,7 +98,17 @@ extension PartitionLog {
         guard let segment = segment(base: location.segmentBase, in: segments, refreshable: refreshable) else { return nil }
         let bytes = try segment.read(at: location.position, count: location.sizeBytes)
         guard bytes.count == location.sizeBytes else { return nil }
-        return !checked || PartitionLog.lastOffset(of: bytes) == location.lastOffset ? bytes : nil
+        return !checked || PartitionLog.holds(bytes, location) ? bytes : nil
+    }
+
+    /// Whether bytes read at a location are the batch it speaks of: the
+    /// header names its last offset and its length. (A compaction's swap can
+    /// put a shorter batch of the same offsets where a reader with an older
+    /// segment list looks: the length tells them apart.)
+    static func holds(_ batch: [UInt8], _ location: BatchLocation) -> Bool {
+        guard lastOffset(of: batch) == location.lastOffset else { return false }
+        let length = batch.withUnsafeBytes { Int(Int32(bitPattern: Keys.readUInt32($0, at: 8))) }
+        return length + RecordBatch.lengthFieldEndCount == location.sizeBytes
     }
 
     /// The last offset a stored batch's header names (base offset plus

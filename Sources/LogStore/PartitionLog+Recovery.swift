@@ -22,6 +22,7 @@ extension PartitionLog {
     ///   recorded them. The first that fails ends the log: a torn write is
     ///   cut off, and later segments removed.
     func recoverSegments() throws(LogStoreError) {
+        try recoverCompaction()
         let names: [String]
         do {
             names = FileManager.default.fileExists(atPath: directory) ? try FileManager.default.contentsOfDirectory(atPath: directory) : []

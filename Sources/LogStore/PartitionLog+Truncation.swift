@@ -54,6 +54,7 @@ extension PartitionLog {
             // Segments first: a crash between the two leaves RocksDB ahead of
             // the segments, which opening repairs; the other order could let
             // recovery's replay bring the truncated batches back.
+            state.truncations &+= 1
             try cutSegments(at: dropped[0], state: &state)
             try applyTruncation(cut: cut, conversations: conversations, state: &state)
             return cut

@@ -17,6 +17,10 @@ extension PartitionLog {
         iterator.seekToFirst()
         var expected: Int64? = nil
         var keysByOffset: [Int64: [UInt8]] = [:]
+        // Below the compaction checkpoint, batches compaction emptied leave
+        // gaps, as in Kafka: offsets are kept, records are not.
+        let cleanedEnd = try storage { try context.database.get(Keys.cleanerCheckpoint(prefix: prefix), in: families.partitionState) }
+            .map { Int64(bitPattern: Keys.readUInt64($0, at: 0)) } ?? 0
         while iterator.isValid {
             let keyOffset = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
             do {
@@ -33,14 +37,14 @@ extension PartitionLog {
                 if batch.baseOffset != keyOffset {
                     damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "batch says base offset \(batch.baseOffset)"))
                 }
-                if let expected, expected != keyOffset {
+                if let expected, expected != keyOffset, !(keyOffset > expected && keyOffset <= cleanedEnd) {
                     damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "gap: previous batch ended before \(expected)"))
-                } else if expected == nil && keyOffset != start {
+                } else if expected == nil && keyOffset != start && !(keyOffset > start && keyOffset <= cleanedEnd) {
                     damage.append(Damage(topic: topicName, partition: index, offset: keyOffset, problem: "first batch does not start at the log start offset \(start)"))
                 }
                 if checkIndex && conversationIndex {
-                    for (position, record) in try batch.records().enumerated() {
-                        keysByOffset[keyOffset + Int64(position)] = record.key
+                    for record in try batch.records() {
+                        keysByOffset[keyOffset + Int64(record.offsetDelta)] = record.key
                     }
                 }
                 expected = batch.nextOffset

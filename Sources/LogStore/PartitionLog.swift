@@ -171,6 +171,9 @@ public final class PartitionLog: Sendable {
         var segments: [SegmentFile] = []
         /// Where the next batch goes in the last segment.
         var activeSize: Int64 = 0
+        /// Bumped by every truncation: a compaction that began before one
+        /// does not swap its work in.
+        var truncations: UInt64 = 0
         /// The active segment takes no more batches: the next one begins a
         /// new segment (`closeActiveSegment`, for `segment.ms`).
         var activeClosed = false

@@ -34,10 +34,15 @@ final class SegmentFile: Sendable {
 
     /// Opens a segment file; `create` makes it, empty (an existing file of
     /// the same name holds nothing recovery kept, so it is emptied).
-    init(directory: String, baseOffset: Int64, create: Bool) throws(LogStoreError) {
+    convenience init(directory: String, baseOffset: Int64, create: Bool) throws(LogStoreError) {
+        try self.init(path: directory + "/" + SegmentFile.name(baseOffset: baseOffset), baseOffset: baseOffset, create: create)
+    }
+
+    /// A segment file at `path` (compaction writes one under another name first).
+    init(path: String, baseOffset: Int64, create: Bool) throws(LogStoreError) {
         precondition(baseOffset >= 0, "negative segment base offset \(baseOffset)")
         self.baseOffset = baseOffset
-        path = directory + "/" + SegmentFile.name(baseOffset: baseOffset)
+        self.path = path
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0)
         let opened = open(path, flags, 0o644)
         guard opened >= 0 else { throw SegmentFile.failure("open", path) }

@@ -12,6 +12,7 @@ import Metrics
 import Operations
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// The chat fan-out workers as a service of the node's ServiceGroup.
 struct FanOutService: Service {
@@ -136,12 +137,29 @@ struct LogCleanerService: Service {
                 // request path, on its own thread.
                 await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                     Thread.detachNewThread {
-                        broker.cleanLogs(nowMilliseconds: now)
+                        broker.cleanLogs(nowMilliseconds: now, throttle: Self.throttle())
                         done.resume()
                     }
                 }
                 try? await Task.sleep(for: interval)
             }
+        }
+    }
+
+    /// A partition's compaction I/O held to the limit: it sleeps whenever
+    /// its bytes so far are ahead of the time the limit allows them. (The
+    /// count starts again at each partition: then the clock does too.)
+    static func throttle() -> (Int64, Double) -> Void {
+        let started = Mutex<(start: ContinuousClock.Instant, bytes: Int64)?>(nil)
+        return { bytes, bytesPerSecond in
+            let now = ContinuousClock.now
+            let start = started.withLock { state in
+                if state == nil || bytes < state!.bytes { state = (now, 0) }
+                state!.bytes = bytes
+                return state!.start
+            }
+            let due = start + .seconds(Double(bytes) / bytesPerSecond)
+            if due > now { Thread.sleep(forTimeInterval: Double((due - now).milliseconds) / 1000) }
         }
     }
 }
