@@ -113,7 +113,10 @@ extension PartitionLog {
             if let last = state.epochs.last, leaderEpoch < last.epoch {
                 throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
             }
-            if replica && incoming.baseOffset != state.logEndOffset {
+            // A compacted topic's leader may have no batch at the follower's
+            // log end (compaction emptied it): the copy begins after the gap.
+            let gapAllowed = replica && incoming.baseOffset > state.logEndOffset && configuration.cleanupPolicy.contains(.compact)
+            if replica && incoming.baseOffset != state.logEndOffset && !gapAllowed {
                 throw LogStoreError(.offsetOutOfRange, "replicated batch at offset \(incoming.baseOffset) does not follow the log end offset \(state.logEndOffset) of \(topicName)/\(index)")
             }
             var producerEntry: ProducerEntry? = nil

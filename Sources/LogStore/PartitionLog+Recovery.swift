@@ -99,7 +99,9 @@ extension PartitionLog {
                         position += Int64(batch.sizeBytes)
                         continue
                     }
-                    guard batch.baseOffset == state.logEndOffset else { break scan }
+                    // A compacted topic's follower copies its leader's gaps.
+                    let gapsAllowed = configuration.cleanupPolicy.contains(.compact)
+                    guard batch.baseOffset == state.logEndOffset || (gapsAllowed && batch.baseOffset > state.logEndOffset) else { break scan }
                     let conversations: [[UInt8]]
                     do {
                         conversations = conversationIndex ? try PartitionLog.conversationKeys(of: batch) : []
@@ -117,7 +119,10 @@ extension PartitionLog {
                     replayed += 1
                     position = location.end
                 }
-                guard segmentIndex + 1 < segments.count, segments[segmentIndex + 1].baseOffset == state.logEndOffset else { break }
+                guard segmentIndex + 1 < segments.count,
+                      segments[segmentIndex + 1].baseOffset == state.logEndOffset
+                        || (configuration.cleanupPolicy.contains(.compact) && segments[segmentIndex + 1].baseOffset > state.logEndOffset)
+                else { break }
                 segmentIndex += 1
                 position = 0
             }

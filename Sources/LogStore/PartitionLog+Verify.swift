@@ -19,8 +19,10 @@ extension PartitionLog {
         var keysByOffset: [Int64: [UInt8]] = [:]
         // Below the compaction checkpoint, batches compaction emptied leave
         // gaps, as in Kafka: offsets are kept, records are not.
-        let cleanedEnd = try storage { try context.database.get(Keys.cleanerCheckpoint(prefix: prefix), in: families.partitionState) }
-            .map { Int64(bitPattern: Keys.readUInt64($0, at: 0)) } ?? 0
+        // A compacted topic's follower copies its leader's gaps anywhere.
+        let cleanedEnd = configuration.cleanupPolicy.contains(.compact) ? Int64.max
+            : try storage { try context.database.get(Keys.cleanerCheckpoint(prefix: prefix), in: families.partitionState) }
+                .map { Int64(bitPattern: Keys.readUInt64($0, at: 0)) } ?? 0
         while iterator.isValid {
             let keyOffset = Int64(bitPattern: Keys.readUInt64(iterator.keyView, at: prefix.count))
             do {
