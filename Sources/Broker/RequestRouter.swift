@@ -163,7 +163,15 @@ extension Broker {
             return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes))
         }
         guard supportedAPIs[api]?.contains(version) == true else {
-            throw CloseConnection(reason: "\(api) version \(version) is not supported")
+            // An old version Kafka defined is answered in its own schema with
+            // UNSUPPORTED_VERSION; one the broker cannot read closes.
+            let old: [UInt8]?
+            do { old = try OldVersionAnswer.body(api, version: version, request: &reader) } catch {
+                throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
+            }
+            guard let old else { throw CloseConnection(reason: "\(api) version \(version) is not supported") }
+            logger.info("answered an unsupported version with UNSUPPORTED_VERSION", metadata: ["client": "\(client)", "api": "\(api)", "version": "\(version)"])
+            return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: old))
         }
         let flexible = version >= api.firstFlexibleVersion
         var body = ByteWriter(capacity: 256)

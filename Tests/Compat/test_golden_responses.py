@@ -176,3 +176,46 @@ def test_refused_produce_versions_answer_in_their_own_schema(broker):
 def test_every_advertised_api_has_a_golden_case(broker):
     # SASL's two APIs are advertised only with --sasl (test_sasl.py runs them with real clients).
     assert set(advertised(broker)) == {cls.API_KEY for _, cls, _ in CASES}
+
+
+@pytest.mark.parametrize("name,versions", [("Fetch", range(0, 4)), ("ListOffsets", range(0, 1)), ("OffsetForLeaderEpoch", range(0, 2))])
+def test_old_versions_are_answered_in_their_own_schema_with_unsupported_version(broker, name, versions):
+    """Versions below the advertised range get UNSUPPORTED_VERSION per
+    partition in a response their client decodes byte for byte, not a
+    closed connection."""
+    cls, build = next((c, b) for n, c, b in CASES if n == name)
+
+    def codes(value):
+        if isinstance(value, dict):
+            return [c for k, v in value.items() for c in ([v] if k == "error_code" else codes(v))]
+        if isinstance(value, list):
+            return [c for v in value for c in codes(v)]
+        return []
+
+    for version in versions:
+        data = raw_exchange(broker, build(version), version)
+        decoded = response_class(cls, version).decode(data, header=True, framed=True)
+        decoded.with_header(correlation_id=42)
+        assert bytes(decoded.encode(header=True, framed=True)) == data, (name, version)
+        assert set(codes(decoded.to_dict())) == {35}, (name, version, decoded)
+
+
+def test_offset_commit_v0_and_v1_round_trip_as_sarama_sends_them(broker):
+    """Go services on sarama's defaults commit with OffsetCommit v1 (v0 for
+    the oldest settings) outside any group generation, and read back with
+    OffsetFetch v0/v1: the offsets are kept and read back, and Kafka clients
+    of today see them too (OffsetFetch v5)."""
+    OC, OF = OffsetCommitRequest, OffsetFetchRequest
+    group = unique("sarama-group")
+    exchange(broker, MetadataRequest[4](topics=[MetadataRequest.MetadataRequestTopic(name=TOPIC)], allow_auto_topic_creation=True), 4)
+    for version, offset in ((1, 17), (0, 23)):
+        request = OC[version](group_id=group, generation_id_or_member_epoch=-1, member_id="", group_instance_id=None, retention_time_ms=-1,
+                              topics=[OC.OffsetCommitRequestTopic(name=TOPIC, partitions=[OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
+                                  partition_index=0, committed_offset=offset, committed_leader_epoch=-1, commit_timestamp=-1, committed_metadata="v%d" % version)])])
+        response = exchange(broker, request, version)
+        assert [p.error_code for t in response.topics for p in t.partitions] == [0]
+        for fetch_version in (0, 1, 5):
+            fetched = exchange(broker, OF[fetch_version](group_id=group, require_stable=False,
+                                                         topics=[OF.OffsetFetchRequestTopic(name=TOPIC, partition_indexes=[0])]), fetch_version)
+            partition = fetched.topics[0].partitions[0]
+            assert (partition.committed_offset, partition.metadata, partition.error_code) == (offset, "v%d" % version, 0), (version, fetch_version, fetched)

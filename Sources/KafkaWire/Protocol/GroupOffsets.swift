@@ -1,5 +1,7 @@
-// Committed offsets of consumer groups: OffsetCommit 2-7, OffsetFetch 1-5
-// (none of them flexible).
+// Committed offsets of consumer groups: OffsetCommit 0-7, OffsetFetch 0-5
+// (none of them flexible). OffsetCommit v0 names no generation or member
+// (a commit outside any group generation); v1 carries a commit timestamp
+// per partition, which the broker ignores as Kafka does since 2.1.
 
 public struct OffsetCommitRequest: Sendable, Equatable {
     public struct Partition: Sendable, Equatable {
@@ -35,8 +37,8 @@ public struct OffsetCommitRequest: Sendable, Equatable {
 
     public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> OffsetCommitRequest {
         let groupID = try reader.readString("group id")
-        let generation = try reader.readInt32("generation id")
-        let memberID = try reader.readString("member id")
+        let generation = version >= 1 ? try reader.readInt32("generation id") : -1
+        let memberID = version >= 1 ? try reader.readString("member id") : ""
         if version >= 7 { _ = try reader.readNullableString("group instance id") }
         if version >= 2 && version <= 4 { _ = try reader.readInt64("retention time") }
         let topics = try reader.readArray(elementBytesMin: 6, "topics") { (reader: inout ByteReader) throws(WireError) -> (name: String, partitions: [Partition]) in
@@ -45,6 +47,7 @@ public struct OffsetCommitRequest: Sendable, Equatable {
                 let index = try reader.readInt32("partition")
                 let offset = try reader.readInt64("offset")
                 let epoch = version >= 6 ? try reader.readInt32("leader epoch") : -1
+                if version == 1 { _ = try reader.readInt64("commit timestamp") }
                 return Partition(index: index, offset: offset, leaderEpoch: epoch, metadata: try reader.readNullableString("metadata"))
             } ?? []
             return (name, partitions)
@@ -54,8 +57,10 @@ public struct OffsetCommitRequest: Sendable, Equatable {
 
     public func encode(_ writer: inout ByteWriter, version: Int16) {
         writer.writeString(groupID)
-        writer.writeInt32(generationID)
-        writer.writeString(memberID)
+        if version >= 1 {
+            writer.writeInt32(generationID)
+            writer.writeString(memberID)
+        }
         if version >= 7 { writer.writeString(nil) }
         if version >= 2 && version <= 4 { writer.writeInt64(-1) }
         writer.writeArray(topics) { writer, topic in
@@ -64,6 +69,7 @@ public struct OffsetCommitRequest: Sendable, Equatable {
                 writer.writeInt32(partition.index)
                 writer.writeInt64(partition.offset)
                 if version >= 6 { writer.writeInt32(partition.leaderEpoch) }
+                if version == 1 { writer.writeInt64(-1) }
                 writer.writeString(partition.metadata)
             }
         }
