@@ -339,6 +339,30 @@ struct ClassicGroups {
         return group.state == .completingRebalance ? .rebalanceInProgress : .none
     }
 
+    /// Forgets a group that has no members.
+    mutating func forget(_ groupID: String) {
+        guard groups[groupID]?.members.isEmpty ?? false else { return }
+        groups[groupID] = nil
+    }
+
+    /// The topics a consumer group's members subscribe to, from their
+    /// protocol metadata (Kafka's ConsumerProtocolSubscription: a version,
+    /// then the topic names); empty for other protocol types.
+    func subscribedTopics(_ groupID: String) -> Set<String> {
+        guard let group = groups[groupID], group.protocolType == "consumer" else { return [] }
+        var topics = Set<String>()
+        for member in group.members.values {
+            for (_, metadata) in member.protocols {
+                var reader = ByteReader(metadata)
+                guard (try? reader.readInt16()) != nil,
+                      let names = try? reader.readArray(elementBytesMin: 2, "topics", { (reader: inout ByteReader) throws(WireError) -> String in try reader.readString() })
+                else { continue }
+                topics.formUnion(names)
+            }
+        }
+        return topics
+    }
+
     func describe(_ groupIDs: [String]) -> [DescribeGroupsResponse.Group] {
         groupIDs.map { id in
             guard let group = groups[id] else {

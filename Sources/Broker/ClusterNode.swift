@@ -194,6 +194,14 @@ public final class ClusterNode: Sendable {
     /// This broker's replica of a partition, creating the topic locally first.
     private func localLog(_ id: PartitionID, assignment: TopicAssignment) -> PartitionLog? {
         let store = broker.store
+        if let local = store.topic(named: id.topic), local.configuration.partitionCount < Int32(assignment.replicas.count) {
+            // The topic grew (CreatePartitions): this replica grows with it.
+            do {
+                try store.addPartitions(id.topic, count: Int32(assignment.replicas.count))
+            } catch {
+                logger.error("cannot add partitions to a local replica", metadata: ["topic": "\(id.topic)", "error": "\(error)"])
+            }
+        }
         if store.topic(named: id.topic) == nil {
             do {
                 let configuration = try broker.topicConfiguration(name: id.topic, partitionCount: Int32(assignment.replicas.count),
@@ -331,6 +339,20 @@ public final class ClusterNode: Sendable {
         try await driver.load(correct: false)
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
         return try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+    }
+
+    /// Grows a topic in the cluster (CreatePartitions, any broker may).
+    func addPartitions(_ name: String, count: Int32, validateOnly: Bool) async throws {
+        let driver = ControllerDriver(membership: membership)
+        try await driver.load(correct: false)
+        do {
+            _ = try await driver.addPartitions(name, count: Int(count), validateOnly: validateOnly)
+        } catch let error as ControllerError {
+            if case .invalidPartitionCount(let reason) = error { throw Broker.TopicRequestError(code: .invalidPartitions, message: reason) }
+            throw Broker.TopicRequestError(code: .invalidReplicationFactor, message: error.description)
+        } catch CoordinationError.refused(let reason) {
+            throw Broker.TopicRequestError(code: .unknownTopicOrPartition, message: reason)
+        }
     }
 
     /// Creates `__consumer_offsets` in the background, once, on the first

@@ -67,6 +67,26 @@ actor GroupCoordinator {
         return code
     }
 
+    /// Whether the group has no members (or is unknown).
+    func isEmpty(_ groupID: String) -> Bool {
+        groups.groups[groupID]?.members.isEmpty ?? true
+    }
+
+    /// Whether the coordinator knows the group (it has had members since start).
+    func knows(_ groupID: String) -> Bool {
+        groups.groups[groupID] != nil
+    }
+
+    /// Forgets an empty group (DeleteGroups).
+    func forget(_ groupID: String) {
+        groups.forget(groupID)
+    }
+
+    /// The topics the group's consumers subscribe to (OffsetDelete refuses those).
+    func subscribedTopics(_ groupID: String) -> Set<String> {
+        groups.subscribedTopics(groupID)
+    }
+
     func validateCommit(groupID: String, generation: Int32, memberID: String) -> ErrorCode {
         groups.validateCommit(groupID: groupID, generation: generation, memberID: memberID)
     }

@@ -129,4 +129,24 @@ extension Broker {
             return .coordinatorNotAvailable
         }
     }
+
+    /// Appends tombstones for a group's offsets of `partitions` to its
+    /// partition of `__consumer_offsets`, replicated as a commit is.
+    func deleteReplicated(group: String, _ partitions: [(topic: String, partition: Int32)]) async -> ErrorCode? {
+        let view: (partition: Int32, epoch: Int32, log: PartitionLog)
+        let records: [UInt8]
+        do {
+            guard let found = try offsetsView(group: group) else { return .notCoordinator }
+            view = found
+            records = try OffsetsTopic.tombstones(group: group, partitions, timestamp: Int64(Date().timeIntervalSince1970 * 1000))
+        } catch {
+            logger.error("cannot read the committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])
+            return .coordinatorNotAvailable
+        }
+        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, batch: records), version: 8, acks: -1)
+        let answer = await finishOne(topic: OffsetsTopic.name, staged, acks: -1, timeout: .seconds(5))
+        guard answer.errorCode == 0 else { return answer.errorCode == ErrorCode.notLeaderOrFollower.rawValue ? .notCoordinator : .coordinatorNotAvailable }
+        offsets.remove(partition: view.partition, epoch: view.epoch, group: group, partitions, baseOffset: answer.baseOffset)
+        return nil
+    }
 }

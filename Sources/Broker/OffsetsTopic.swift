@@ -68,6 +68,29 @@ final class OffsetsTopic: Sendable {
         return builder.build()
     }
 
+    /// Tombstones for a group's offsets of some partitions, as one batch.
+    static func tombstones(group: String, _ partitions: [(topic: String, partition: Int32)], timestamp: Int64) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var builder = RecordBatchBuilder()
+        for (topic, partition) in partitions {
+            builder.append(key: Array(try encoder.encode(Key(group: group, topic: topic, partition: partition))), value: nil, timestamp: timestamp)
+        }
+        return builder.build()
+    }
+
+    /// Tombstones appended at log offsets `baseOffset...`: the offsets go from the view.
+    func remove(partition: Int32, epoch: Int32, group: String, _ partitions: [(topic: String, partition: Int32)], baseOffset: Int64) {
+        views.withLock { views in
+            guard views[partition]?.epoch == epoch else { return }
+            for (position, entry) in partitions.enumerated() {
+                let key = Key(group: group, topic: entry.topic, partition: entry.partition)
+                if let current = views[partition]!.entries[key], current.logOffset > baseOffset + Int64(position) { continue }
+                views[partition]!.entries[key] = nil
+            }
+        }
+    }
+
     /// Makes sure the view of `partition` matches leader epoch `epoch`,
     /// reading the whole partition when it does not (this broker has just
     /// become its leader). Reads under the lock, so no commit applied

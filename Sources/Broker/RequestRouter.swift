@@ -347,6 +347,79 @@ extension Broker {
                     return .init(errorCode: code.rawValue, errorMessage: "not authorized", resourceType: resource.type, resourceName: resource.name)
                 }
                 response.encode(&body, version: version, incremental: incremental)
+            case .deleteRecords:
+                var request = try DeleteRecordsRequest.decode(&reader, version: version)
+                // Delete on each topic, as Kafka asks.
+                let refused = Set(request.topics.map(\.name).filter { !permits(session, .delete, .topic, $0) })
+                let answered = request.topics.filter { refused.contains($0.name) }.map { topic in
+                    TopicPartitions(name: topic.name, partitions: topic.partitions.map {
+                        DeleteRecordsResponse.Partition(index: $0.index, lowWatermark: -1, errorCode: ErrorCode.topicAuthorizationFailed.rawValue)
+                    })
+                }
+                request.topics.removeAll { refused.contains($0.name) }
+                var response = deleteRecords(request)
+                response.topics += answered
+                response.encode(&body, version: version)
+            case .createPartitions:
+                var request = try CreatePartitionsRequest.decode(&reader, version: version)
+                // Alter on each topic.
+                let refused = Set(request.topics.map(\.name).filter { !permits(session, .alter, .topic, $0) })
+                request.topics.removeAll { refused.contains($0.name) }
+                var response = await createPartitions(request)
+                response.results += refused.sorted().map { .init(name: $0, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, errorMessage: "not authorized") }
+                response.encode(&body, version: version, withMessages: true)
+            case .deleteGroups:
+                var request = try DeleteGroupsRequest.decode(&reader, version: version)
+                // Delete on each group.
+                let refused = Set(request.groupIDs.filter { !permits(session, .delete, .group, $0) })
+                request.groupIDs.removeAll { refused.contains($0) }
+                var response = await deleteGroups(request)
+                response.results += refused.sorted().map { .init(name: $0, errorCode: ErrorCode.groupAuthorizationFailed.rawValue) }
+                response.encode(&body, version: version, withMessages: false)
+            case .offsetDelete:
+                let request = try OffsetDeleteRequest.decode(&reader, version: version)
+                // Delete on the group, then Read on each topic.
+                if !permits(session, .delete, .group, request.groupID) {
+                    OffsetDeleteResponse(errorCode: ErrorCode.groupAuthorizationFailed.rawValue, topics: []).encode(&body, version: version)
+                } else {
+                    var allowed = request
+                    let refused = Set(request.topics.map(\.name).filter { !permits(session, .read, .topic, $0) })
+                    allowed.topics.removeAll { refused.contains($0.name) }
+                    var response = await offsetDelete(allowed)
+                    response.topics += request.topics.filter { refused.contains($0.name) }.map { topic in
+                        TopicPartitions(name: topic.name, partitions: topic.partitions.map { .init(index: $0, errorCode: ErrorCode.topicAuthorizationFailed.rawValue) })
+                    }
+                    response.encode(&body, version: version)
+                }
+            case .describeLogDirs:
+                let request = try DescribeLogDirsRequest.decode(&reader, version: version)
+                // Describe on the cluster, as Kafka asks.
+                if permitsCluster(session, .describe) {
+                    describeLogDirs(request).encode(&body, version: version)
+                } else {
+                    DescribeLogDirsResponse(errorCode: ErrorCode.clusterAuthorizationFailed.rawValue, logDirs: []).encode(&body, version: version)
+                }
+            case .describeCluster:
+                let request = try DescribeClusterRequest.decode(&reader, version: version)
+                var response = await describeCluster(listener: session.listener)
+                response.endpointType = request.endpointType
+                if request.endpointType != 1 {
+                    response.errorCode = ErrorCode.invalidRequest.rawValue
+                    response.errorMessage = "only broker endpoints are served"
+                    response.brokers = []
+                }
+                response.encode(&body, version: version)
+            case .describeProducers:
+                var request = try DescribeProducersRequest.decode(&reader, version: version)
+                // Read on each topic.
+                let refused = Set(request.topics.map(\.name).filter { !permits(session, .read, .topic, $0) })
+                let refusedTopics = request.topics.filter { refused.contains($0.name) }
+                request.topics.removeAll { refused.contains($0.name) }
+                var response = describeProducers(request)
+                response.topics += refusedTopics.map { topic in
+                    TopicPartitions(name: topic.name, partitions: topic.partitions.map { .init(index: $0, errorCode: ErrorCode.topicAuthorizationFailed.rawValue, producers: []) })
+                }
+                response.encode(&body, version: version)
             case .listGroups:
                 // Kafka lists the groups the principal may describe (all with Describe on the cluster).
                 let listed = await groups.list().filter { permitsCluster(session, .describe) || permits(session, .describe, .group, $0.groupID) }

@@ -65,9 +65,11 @@ public struct PartitionID: Hashable, Sendable, Comparable, CustomStringConvertib
 public enum ControllerError: Error, Equatable, CustomStringConvertible {
     case notEnoughBrokers(needed: Int, alive: Int)
     case invalidReplicationFactor(Int)
+    case invalidPartitionCount(String)
 
     public var description: String {
         switch self {
+        case .invalidPartitionCount(let reason): reason
         case .notEnoughBrokers(let needed, let alive): "replication factor \(needed) needs \(needed) live brokers, \(alive) alive"
         case .invalidReplicationFactor(let factor): "replication factor \(factor) is not positive"
         }

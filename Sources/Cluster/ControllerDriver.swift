@@ -65,6 +65,33 @@ public actor ControllerDriver {
         return assignment
     }
 
+    /// Grows a topic to `count` partitions (CreatePartitions): the new
+    /// partitions' replicas are chosen as a new topic's would be, with the
+    /// topic's replication factor, written by compare-and-swap on the
+    /// topic's record; then their first partition records.
+    public func addPartitions(_ name: String, count: Int, validateOnly: Bool = false) async throws -> TopicAssignment {
+        while true {
+            guard let stored = try await coordination.get(topicsPrefix + name) else {
+                throw CoordinationError.refused("topic \(name) does not exist")
+            }
+            let current = try JSONDecoder().decode(TopicAssignment.self, from: Data(stored.value))
+            guard count > current.replicas.count else {
+                throw ControllerError.invalidPartitionCount("topic \(name) has \(current.replicas.count) partitions; a topic only grows")
+            }
+            let factor = current.replicas.first?.count ?? 1
+            let grown = try controller.assign(topic: name, partitionCount: count, replicationFactor: factor)
+            var updated = current
+            updated.replicas += grown.replicas[current.replicas.count...]
+            if validateOnly { return updated }
+            guard try await coordination.compareAndSwap(topicsPrefix + name, expected: stored.modRevision, value: Array(try JSONEncoder().encode(updated))) != nil else {
+                continue
+            }
+            _ = controller.handle(.topicObserved(updated))
+            try await apply(controller.initialStates(for: updated).suffix(count - current.replicas.count))
+            return updated
+        }
+    }
+
     /// Takes in one event and applies what it calls for.
     public func handle(_ event: Controller.Event) async throws {
         try await apply(controller.handle(event))

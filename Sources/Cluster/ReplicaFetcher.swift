@@ -139,11 +139,29 @@ public final class ReplicaFetcher: Sendable {
         // Every batch of the answer is written first and made durable once
         // (in `fsync` mode a sync covers all of them): the log end this
         // follower reports in its next fetch is durable by then.
-        var copied: [(log: PartitionLog, last: PendingAppend?, highWatermark: Int64)] = []
+        var copied: [(log: PartitionLog, last: PendingAppend?, highWatermark: Int64, logStartOffset: Int64)] = []
         for topic in response.topics {
             for answer in topic.partitions {
                 guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
                 let log = partitions[position]
+                if answer.errorCode == ErrorCode.offsetOutOfRange.rawValue && answer.logStartOffset > log.logEndOffset {
+                    // The leader's retention (or a DeleteRecords) removed
+                    // everything this replica still lacks: it starts over at
+                    // the leader's log start, as a Kafka follower does.
+                    try log.startOver(at: answer.logStartOffset)
+                    logger.warning("behind the leader's log start; starting over there", metadata: [
+                        "partition": "\(topic.name)/\(answer.index)", "logStartOffset": "\(answer.logStartOffset)"])
+                    continue
+                }
+                if answer.errorCode == ErrorCode.offsetOutOfRange.rawValue && answer.logStartOffset > log.logEndOffset {
+                    // The leader's retention (or a DeleteRecords) removed
+                    // everything this replica still lacks: it starts over at
+                    // the leader's log start, as a Kafka follower does.
+                    try log.startOver(at: answer.logStartOffset)
+                    logger.warning("behind the leader's log start; starting over there", metadata: [
+                        "partition": "\(topic.name)/\(answer.index)", "logStartOffset": "\(answer.logStartOffset)"])
+                    continue
+                }
                 guard answer.errorCode == 0 else {
                     // A broker that no longer leads it answers at once: the
                     // partition rests while the new leader's record is on its way.
@@ -158,16 +176,22 @@ public final class ReplicaFetcher: Sendable {
                         appended += 1
                     }
                 }
-                copied.append((log, last, answer.highWatermark))
+                copied.append((log, last, answer.highWatermark, answer.logStartOffset))
             }
         }
-        for (log, last, highWatermark) in copied {
+        for (log, last, highWatermark, leaderStart) in copied {
             if let last { _ = try await last.durable() }
             // Every copy of this answer is durable now. Most answers move
             // nothing (a long poll woken for another partition): asked first.
             let end = log.logEndOffset
-            guard min(highWatermark, end) > log.highWatermark else { continue }
-            try highWatermarks.handle(.leaderReported(highWatermark: highWatermark, durableLogEnd: end), for: log)
+            if min(highWatermark, end) > log.highWatermark {
+                try highWatermarks.handle(.leaderReported(highWatermark: highWatermark, durableLogEnd: end), for: log)
+            }
+            // The leader's log start (its retention, a DeleteRecords) moves
+            // this replica's too, as far as this replica's high watermark.
+            if leaderStart > log.logStartOffset && log.highWatermark > log.logStartOffset {
+                try log.deleteRecords(before: min(leaderStart, log.highWatermark))
+            }
         }
         return appended
     }

@@ -101,4 +101,19 @@ extension LogStore {
         try storage { try iterator.checkError() }
         return entries
     }
+
+    /// Deletes a group's committed offsets: those of `partitions`, or all
+    /// when nil (DeleteGroups, OffsetDelete). Synced before it returns.
+    public func deleteCommittedOffsets(group: String, partitions: [(topic: String, partition: Int32)]?) throws(LogStoreError) {
+        let write = WriteBatch()
+        if let partitions {
+            for (topic, partition) in partitions {
+                write.delete(Self.groupOffsetKey(group: group, topic: topic, partition: partition), in: families.groupOffsets)
+            }
+        } else {
+            let prefix = Self.groupPrefix(group)
+            write.deleteRange(from: prefix, to: Keys.end(of: prefix), in: families.groupOffsets)
+        }
+        try storage { try database.write(write, sync: true) }
+    }
 }

@@ -330,6 +330,32 @@ public final class LogStore: Sendable {
         return removed
     }
 
+    /// Adds partitions to a topic until it has `count` (CreatePartitions),
+    /// durably; the existing ones keep every record.
+    public func addPartitions(_ name: String, count: Int32) throws(LogStoreError) {
+        try topics.withLock { topics throws(LogStoreError) in
+            guard var entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
+            let current = entry.descriptor.configuration.partitionCount
+            guard count > current else {
+                throw LogStoreError(.invalidConfiguration, "topic \(name) has \(current) partitions; a topic only grows")
+            }
+            var configuration = entry.descriptor.configuration
+            configuration.partitionCount = count
+            try configuration.validate()
+            entry.descriptor.configuration = configuration
+            let encoded: Data
+            do { encoded = try JSONEncoder().encode(entry.descriptor) } catch {
+                preconditionFailure("a topic descriptor always encodes: \(error)")
+            }
+            try storage { try context.database.put(Keys.topicRecord(name: name), [UInt8](encoded), in: context.families.topics, sync: true) }
+            for index in current..<count {
+                entry.partitions.append(try PartitionLog(topic: entry.descriptor, index: index, context: context, recover: false))
+            }
+            entry.partitions.forEach { partition in partition.settings.withLock { $0.partitionCount = count } }
+            topics[name] = entry
+        }
+    }
+
     /// Changes a topic's settings while it runs, durably. The partition
     /// count and the conversation index cannot change this way.
     public func reconfigureTopic(_ name: String, to configuration: TopicConfiguration) throws(LogStoreError) {

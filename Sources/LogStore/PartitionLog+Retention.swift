@@ -61,6 +61,33 @@ extension PartitionLog {
         return logStartOffset
     }
 
+    /// A follower so far behind that its leader no longer has what it lacks:
+    /// every batch goes and the log begins again, empty, at `offset` (the
+    /// leader's log start), where the follower's copying resumes.
+    public func startOver(at offset: Int64) throws(LogStoreError) {
+        guard offset > logEndOffset else { return }
+        _ = try truncate(to: logStartOffset)
+        try state.withLock { state throws(LogStoreError) in
+            guard !state.isDeleted else { return }
+            var next = state
+            next.logStartOffset = offset
+            next.logEndOffset = offset
+            next.highWatermark = offset
+            next.sizeBytes = 0
+            next.batchCount = 0
+            // The old segments hold nothing the log still names: they go, and
+            // the next copy begins a segment of its own.
+            next.segments.forEach { $0.unlink() }
+            next.segments = []
+            next.activeSize = 0
+            let write = WriteBatch()
+            write.put(prefix, next.encoded(), in: context.families.partitionState)
+            try storage { try context.database.write(write, sync: true) }
+            try? SegmentFile.syncDirectory(directory)
+            state = next
+        }
+    }
+
     /// Closes the active segment when its first batch is older than the
     /// topic's `segment.ms` at `nowMilliseconds`, so the next batch begins a
     /// new one and retention can free the old file. True when it closed one.

@@ -313,6 +313,14 @@ public final class PartitionLog: Sendable {
     /// The newest leader epoch recorded, or nil before the first append.
     public var currentLeaderEpoch: Int32? { state.withLock { $0.epochs.last?.epoch } }
 
+    /// The idempotent producers this partition remembers: id, epoch and the
+    /// last sequence written (DescribeProducers).
+    public var producers: [(producerID: Int64, epoch: Int16, lastSequence: Int32)] {
+        state.withLock { state in
+            state.producers.sorted { $0.key < $1.key }.map { ($0.key, $0.value.epoch, $0.value.batches.last?.lastSequence ?? -1) }
+        }
+    }
+
     /// The epoch of the batch holding `offset` (the last epoch that started at or before it).
     public func leaderEpoch(containing offset: Int64) -> Int32? {
         state.withLock { state in state.epochs.last(where: { $0.startOffset <= offset })?.epoch }

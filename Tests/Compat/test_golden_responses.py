@@ -9,11 +9,13 @@ import socket
 import struct
 
 import pytest
-from kafka.protocol.admin import (AlterConfigsRequest, CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
-                                  DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest, IncrementalAlterConfigsRequest,
-                                  ListGroupsRequest)
+from kafka.protocol.admin import (AlterConfigsRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
+                                  DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
+                                  DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
+                                  IncrementalAlterConfigsRequest, ListGroupsRequest)
 from kafka.protocol.consumer import (FetchRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
-                                     OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest)
+                                     OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
+                                     SyncGroupRequest)
 from kafka.protocol.metadata import ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
 from kafka.protocol.api_header import ResponseClassRegistry
@@ -99,6 +101,20 @@ def requests(version_of):
                 IncrementalAlterConfigsRequest.AlterConfigsResource.AlterableConfig(name="retention.ms", config_operation=0, value="86400000"),
                 IncrementalAlterConfigsRequest.AlterConfigsResource.AlterableConfig(name="no.such.config", config_operation=0, value="1")])],
             validate_only=False)),
+        ("DeleteRecords", DeleteRecordsRequest, lambda v: DeleteRecordsRequest[v](
+            topics=[DeleteRecordsRequest.DeleteRecordsTopic(name=TOPIC, partitions=[
+                DeleteRecordsRequest.DeleteRecordsTopic.DeleteRecordsPartition(partition_index=0, offset=0),
+                DeleteRecordsRequest.DeleteRecordsTopic.DeleteRecordsPartition(partition_index=7, offset=0)])], timeout_ms=5000)),
+        # A topic grown once (v0), then asked again for what it has: INVALID_PARTITIONS with a message.
+        ("CreatePartitions", CreatePartitionsRequest, lambda v: CreatePartitionsRequest[v](
+            topics=[CreatePartitionsRequest.CreatePartitionsTopic(name=TOPIC, count=2, assignments=None)], timeout_ms=5000, validate_only=False)),
+        ("DeleteGroups", DeleteGroupsRequest, lambda v: DeleteGroupsRequest[v](groups_names=["golden-no-such-group"])),
+        ("OffsetDelete", OffsetDeleteRequest, lambda v: OffsetDeleteRequest[v](group_id="golden-group", topics=[
+            OffsetDeleteRequest.OffsetDeleteRequestTopic(name=TOPIC, partitions=[OffsetDeleteRequest.OffsetDeleteRequestTopic.OffsetDeleteRequestPartition(partition_index=0)])])),
+        ("DescribeLogDirs", DescribeLogDirsRequest, lambda v: DescribeLogDirsRequest[v](topics=None)),
+        ("DescribeCluster", DescribeClusterRequest, lambda v: DescribeClusterRequest[v](include_cluster_authorized_operations=False, endpoint_type=1)),
+        ("DescribeProducers", DescribeProducersRequest, lambda v: DescribeProducersRequest[v](
+            topics=[DescribeProducersRequest.TopicRequest(name=TOPIC, partition_indexes=[0])])),
         # Without --authorizer these answer SECURITY_DISABLED (test_acls.py runs them with one).
         ("CreateAcls", CreateAclsRequest, lambda v: CreateAclsRequest[v](creations=[CreateAclsRequest[v].AclCreation(
             resource_type=2, resource_name=TOPIC, resource_pattern_type=3, principal="User:golden", host="*", operation=3, permission_type=3)])),

@@ -18,6 +18,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case apiVersions = 18
     case createTopics = 19
     case deleteTopics = 20
+    case deleteRecords = 21
     case initProducerId = 22
     case offsetForLeaderEpoch = 23
     case describeAcls = 29
@@ -25,8 +26,14 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case deleteAcls = 31
     case describeConfigs = 32
     case alterConfigs = 33
+    case describeLogDirs = 35
     case saslAuthenticate = 36
+    case createPartitions = 37
+    case deleteGroups = 42
     case incrementalAlterConfigs = 44
+    case offsetDelete = 47
+    case describeCluster = 60
+    case describeProducers = 61
 
     public var description: String {
         switch self {
@@ -47,6 +54,7 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .apiVersions: "ApiVersions"
         case .createTopics: "CreateTopics"
         case .deleteTopics: "DeleteTopics"
+        case .deleteRecords: "DeleteRecords"
         case .initProducerId: "InitProducerId"
         case .offsetForLeaderEpoch: "OffsetForLeaderEpoch"
         case .describeAcls: "DescribeAcls"
@@ -56,6 +64,12 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .alterConfigs: "AlterConfigs"
         case .saslAuthenticate: "SaslAuthenticate"
         case .incrementalAlterConfigs: "IncrementalAlterConfigs"
+        case .describeLogDirs: "DescribeLogDirs"
+        case .createPartitions: "CreatePartitions"
+        case .deleteGroups: "DeleteGroups"
+        case .offsetDelete: "OffsetDelete"
+        case .describeCluster: "DescribeCluster"
+        case .describeProducers: "DescribeProducers"
         }
     }
 
@@ -86,6 +100,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .describeConfigs: 4
         case .alterConfigs: 2
         case .incrementalAlterConfigs: 1
+        case .deleteRecords, .describeLogDirs, .createPartitions, .deleteGroups: 2
+        case .offsetDelete: Int16.max
+        case .describeCluster, .describeProducers: 0
         case .saslAuthenticate: 2
         }
     }
@@ -149,4 +166,6 @@ public enum ErrorCode: Int16, Sendable, Error {
     case memberIdRequired = 79
     case groupIdNotFound = 69
     case invalidRecord = 87
+    case nonEmptyGroup = 68
+    case groupSubscribedToTopic = 86
 }
