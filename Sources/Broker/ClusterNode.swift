@@ -25,6 +25,8 @@ public final class ClusterView: Sendable {
         public var defaultConfigs: [String: String] = [:]
         /// This broker's own dynamic configs (`configs/brokers/<id>`).
         public var ownConfigs: [String: String] = [:]
+        /// Topics deleted from the cluster, by the key of their record.
+        public var deletedTopics: [String: DeletedTopic] = [:]
     }
 
     private let state = Mutex(Snapshot())
@@ -98,6 +100,7 @@ public final class ClusterNode: Sendable {
             view.update { $0 = fresh }
             broker.aclState.replace(fresh.acls)
             broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: fresh.ownConfigs, cluster: fresh.defaultConfigs) }, assignments: fresh.assignments)
+            removeStaleReplicas(fresh)
             applyRoles()
             do {
                 for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
@@ -123,6 +126,8 @@ public final class ClusterNode: Sendable {
             broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: snapshot.ownConfigs, cluster: snapshot.defaultConfigs) }, assignments: snapshot.assignments)
         } else if keyValue.key.hasPrefix(root + "topics/"), !deleted {
             broker.reconfigureTopics(assignments: view.snapshot.assignments)
+        } else if keyValue.key.hasPrefix(root + "topics/") || keyValue.key.hasPrefix(root + "deleted-topics/") {
+            removeStaleReplicas(view.snapshot)
         }
     }
 
@@ -140,8 +145,12 @@ public final class ClusterNode: Sendable {
             snapshot.ownConfigs = deleted ? [:] : (try? JSONDecoder().decode([String: String].self, from: Data(keyValue.value))) ?? snapshot.ownConfigs
         } else if key == "controller" {
             snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
-        } else if key.hasPrefix("topics/"), !deleted, let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
+        } else if key.hasPrefix("topics/"), deleted {
+            snapshot.assignments[String(key.dropFirst("topics/".count))] = nil
+        } else if key.hasPrefix("topics/"), let assignment = try? JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value)) {
             snapshot.assignments[assignment.name] = assignment
+        } else if key.hasPrefix("deleted-topics/") {
+            snapshot.deletedTopics[key] = deleted ? nil : try? JSONDecoder().decode(DeletedTopic.self, from: Data(keyValue.value))
         } else if key.hasPrefix("partitions/") {
             let rest = key.dropFirst("partitions/".count)
             guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { return }
@@ -191,6 +200,50 @@ public final class ClusterNode: Sendable {
         }
     }
 
+    /// Deletes the local replicas of topics the cluster deleted (their ids
+    /// are in `deleted-topics/`) or made again under the same name (the
+    /// cluster's id differs): a broker that was down when it happened
+    /// catches up here. A local topic the cluster knows nothing about is
+    /// kept, with a warning: etcd alone never makes a broker drop data.
+    private func removeStaleReplicas(_ snapshot: ClusterView.Snapshot) {
+        let deletedIDs = Set(snapshot.deletedTopics.values.compactMap(\.topicID))
+        let deletedNames = Set(snapshot.deletedTopics.values.filter { $0.topicID == nil }.map(\.name))
+        for descriptor in broker.store.topicDescriptors {
+            let assignment = snapshot.assignments[descriptor.name]
+            let stale: String?
+            if let id = descriptor.clusterTopicID, deletedIDs.contains(id), assignment?.topicID != id {
+                stale = "deleted from the cluster"
+            } else if let id = descriptor.clusterTopicID, let current = assignment?.topicID, current != id {
+                stale = "made again under the same name"
+            } else if descriptor.clusterTopicID == nil, deletedNames.contains(descriptor.name), assignment?.topicID != nil || assignment == nil {
+                stale = "deleted from the cluster"
+            } else {
+                if assignment == nil && !snapshot.assignments.isEmpty {
+                    logger.warning("a local topic the cluster does not know; kept", metadata: ["topic": "\(descriptor.name)"])
+                }
+                stale = nil
+            }
+            guard let stale else { continue }
+            forgetLocal(descriptor.name, partitionCount: descriptor.configuration.partitionCount)
+            do {
+                try broker.store.deleteTopic(descriptor.name)
+                logger.info("deleted a local replica", metadata: ["topic": "\(descriptor.name)", "why": "\(stale)"])
+            } catch {
+                logger.error("cannot delete a local replica", metadata: ["topic": "\(descriptor.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Stops following and leading a topic's partitions here.
+    private func forgetLocal(_ topic: String, partitionCount: Int32) {
+        for index in 0..<partitionCount {
+            let id = PartitionID(topic: topic, index: index)
+            stopFetching(id)
+            if replication.leaderEpoch(id) != nil { replication.stopLeading(id) }
+        }
+        restartFetchers()
+    }
+
     /// This broker's replica of a partition, creating the topic locally first.
     private func localLog(_ id: PartitionID, assignment: TopicAssignment) -> PartitionLog? {
         let store = broker.store
@@ -206,7 +259,7 @@ public final class ClusterNode: Sendable {
             do {
                 let configuration = try broker.topicConfiguration(name: id.topic, partitionCount: Int32(assignment.replicas.count),
                                                                    configs: assignment.configs.map { ($0.key, $0.value) })
-                try store.createTopic(id.topic, configuration: configuration)
+                try store.createTopic(id.topic, configuration: configuration, clusterTopicID: assignment.topicID)
             } catch let error as LogStoreError where error.code == .topicAlreadyExists {
                 // Made meanwhile: fine.
             } catch {
@@ -339,6 +392,12 @@ public final class ClusterNode: Sendable {
         try await driver.load(correct: false)
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
         return try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+    }
+
+    /// Deletes a topic from the cluster (DeleteTopics, any broker may).
+    func deleteTopic(_ name: String) async throws {
+        let driver = ControllerDriver(membership: membership)
+        try await driver.deleteTopic(name)
     }
 
     /// Grows a topic in the cluster (CreatePartitions, any broker may).

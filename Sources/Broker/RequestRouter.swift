@@ -234,7 +234,7 @@ extension Broker {
             case .deleteTopics:
                 var request = try DeleteTopicsRequest.decode(&reader, version: version)
                 let refused = refusedDeletions(&request, session)
-                var response = deleteTopics(request)
+                var response = await deleteTopics(request)
                 response.results += refused
                 response.encode(&body, version: version)
             case .initProducerId:

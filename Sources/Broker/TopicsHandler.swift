@@ -84,8 +84,25 @@ extension Broker {
                                                conversationIndexed: configuration.conversationIndexedTopics.contains(name))
     }
 
-    func deleteTopics(_ request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-        DeleteTopicsResponse(results: request.topicNames.map { name in
+    func deleteTopics(_ request: DeleteTopicsRequest) async -> DeleteTopicsResponse {
+        if let cluster {
+            // The cluster's records go; every broker's watch deletes its replica.
+            var results: [(name: String, errorCode: Int16)] = []
+            for name in request.topicNames {
+                do {
+                    try await cluster.deleteTopic(name)
+                    logger.info("deleted topic from the cluster", metadata: ["topic": "\(name)"])
+                    results.append((name, 0))
+                } catch CoordinationError.refused(let reason) where reason.contains("does not exist") {
+                    results.append((name, ErrorCode.unknownTopicOrPartition.rawValue))
+                } catch {
+                    logger.warning("cannot delete a topic", metadata: ["topic": "\(name)", "error": "\(error)"])
+                    results.append((name, ErrorCode.requestTimedOut.rawValue))
+                }
+            }
+            return DeleteTopicsResponse(results: results)
+        }
+        return DeleteTopicsResponse(results: request.topicNames.map { name in
             do {
                 try store.deleteTopic(name)
                 logger.info("deleted topic", metadata: ["topic": "\(name)"])

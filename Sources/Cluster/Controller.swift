@@ -31,11 +31,17 @@ public struct TopicAssignment: Codable, Sendable, Equatable {
     /// The topic configs it was created with (CreateTopics' names and
     /// values), so every broker makes its replica of the topic alike.
     public var configs: [String: String]
+    /// The topic's id (a UUID, as KIP-516's): a topic deleted and made
+    /// again under the same name gets another, so a replica of the old one
+    /// on a broker that was down is known for what it is. Nil for topics
+    /// made before ids.
+    public var topicID: String?
 
-    public init(name: String, replicas: [[Int32]], configs: [String: String] = [:]) {
+    public init(name: String, replicas: [[Int32]], configs: [String: String] = [:], topicID: String? = nil) {
         self.name = name
         self.replicas = replicas
         self.configs = configs
+        self.topicID = topicID
     }
 
     public init(from decoder: any Decoder) throws {
@@ -43,6 +49,7 @@ public struct TopicAssignment: Codable, Sendable, Equatable {
         name = try container.decode(String.self, forKey: .name)
         replicas = try container.decode([[Int32]].self, forKey: .replicas)
         configs = try container.decodeIfPresent([String: String].self, forKey: .configs) ?? [:]
+        topicID = try container.decodeIfPresent(String.self, forKey: .topicID)
     }
 }
 
@@ -86,6 +93,8 @@ public struct Controller: Sendable {
         case partitionObserved(PartitionID, PartitionState)
         /// A topic's assignment as read from etcd.
         case topicObserved(TopicAssignment)
+        /// A topic's record was deleted (DeleteTopics): its partitions are forgotten.
+        case topicDeleted(String)
     }
 
     public enum Action: Sendable, Equatable {
@@ -166,6 +175,10 @@ public struct Controller: Sendable {
             return []
         case .topicObserved(let assignment):
             assignments[assignment.name] = assignment
+            return []
+        case .topicDeleted(let name):
+            assignments[name] = nil
+            partitions = partitions.filter { $0.key.topic != name }
             return []
         }
     }

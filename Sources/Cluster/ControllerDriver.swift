@@ -1,6 +1,17 @@
 import Coordination
 import Foundation
 
+/// A deleted topic's record (`deleted-topics/<id>`): its name and id.
+public struct DeletedTopic: Codable, Sendable, Equatable {
+    public var name: String
+    public var topicID: String?
+
+    public init(name: String, topicID: String?) {
+        self.name = name
+        self.topicID = topicID
+    }
+}
+
 /// Runs the `Controller` state machine against the coordination store:
 /// feeds it what etcd holds and how it changes, and applies its actions as
 /// compare-and-swap writes. A write that loses a race (another writer
@@ -56,6 +67,7 @@ public actor ControllerDriver {
     public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int, configs: [String: String] = [:]) async throws -> TopicAssignment {
         var assignment = try controller.assign(topic: name, partitionCount: partitionCount, replicationFactor: replicationFactor)
         assignment.configs = configs
+        assignment.topicID = UUID().uuidString
         let encoded = try JSONEncoder().encode(assignment)
         guard try await coordination.compareAndSwap(topicsPrefix + name, expected: 0, value: Array(encoded)) != nil else {
             throw CoordinationError.refused("topic \(name) already exists")
@@ -92,6 +104,29 @@ public actor ControllerDriver {
         }
     }
 
+    /// Deletes a topic from the cluster (DeleteTopics): first a record in
+    /// `deleted-topics/` naming its id, so a broker that was down deletes
+    /// its replica when it returns; then the topic's record and its
+    /// partitions' records. Every broker's watch deletes its replica.
+    public func deleteTopic(_ name: String) async throws {
+        guard let stored = try await coordination.get(topicsPrefix + name) else {
+            throw CoordinationError.refused("topic \(name) does not exist")
+        }
+        let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(stored.value))
+        let tombstone = DeletedTopic(name: name, topicID: assignment.topicID)
+        _ = try await coordination.put(membership.root + "deleted-topics/" + (assignment.topicID ?? "name-" + name), Array(try JSONEncoder().encode(tombstone)))
+        guard try await coordination.compareAndDelete(topicsPrefix + name, expected: stored.modRevision) else {
+            throw CoordinationError.refused("topic \(name) changed while being deleted; try again")
+        }
+        for index in 0..<assignment.replicas.count {
+            let key = partitionsPrefix + name + "/" + String(index)
+            while let record = try await coordination.get(key) {
+                if try await coordination.compareAndDelete(key, expected: record.modRevision) { break }
+            }
+        }
+        _ = controller.handle(.topicDeleted(name))
+    }
+
     /// Takes in one event and applies what it calls for.
     public func handle(_ event: Controller.Event) async throws {
         try await apply(controller.handle(event))
@@ -109,8 +144,12 @@ public actor ControllerDriver {
     /// Follows topic and partition records written by others (topics
     /// created on other brokers, leaders' ISR changes) from `revision`.
     public func followRecords(fromRevision revision: Int64) async throws {
-        for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) where event.kind == .put {
+        for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) {
             let key = event.keyValue.key
+            if event.kind == .delete {
+                if key.hasPrefix(topicsPrefix) { try await handle(.topicDeleted(String(key.dropFirst(topicsPrefix.count)))) }
+                continue
+            }
             if key.hasPrefix(topicsPrefix) {
                 let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(event.keyValue.value))
                 try await handle(.topicObserved(assignment))

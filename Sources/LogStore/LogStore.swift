@@ -254,7 +254,7 @@ public final class LogStore: Sendable {
 
     /// Creates a topic with its partitions, durably, before returning.
     @discardableResult
-    public func createTopic(_ name: String, configuration: TopicConfiguration) throws(LogStoreError) -> TopicDescriptor {
+    public func createTopic(_ name: String, configuration: TopicConfiguration, clusterTopicID: String? = nil) throws(LogStoreError) -> TopicDescriptor {
         try TopicDescriptor.validate(name: name)
         try configuration.validate()
         return try topics.withLock { topics throws(LogStoreError) -> TopicDescriptor in
@@ -263,7 +263,7 @@ public final class LogStore: Sendable {
             let nextID: UInt32
             let stored = try storage { try context.database.get(Keys.nextTopicIDKey, in: families.topics) }
             nextID = stored.map { $0.withUnsafeBytes { Keys.readUInt32($0, at: 0) } } ?? 1
-            let descriptor = TopicDescriptor(id: nextID, name: name, configuration: configuration)
+            let descriptor = TopicDescriptor(id: nextID, name: name, configuration: configuration, clusterTopicID: clusterTopicID)
             let write = WriteBatch()
             var idBytes = [UInt8]()
             Keys.append(&idBytes, nextID + 1)

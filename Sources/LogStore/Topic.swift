@@ -157,6 +157,10 @@ public struct TopicDescriptor: Codable, Sendable, Equatable {
     public var id: UInt32
     public var name: String
     public var configuration: TopicConfiguration
+    /// In a cluster, the topic's id there (a UUID, as KIP-516's topic ids):
+    /// a replica of an older topic of the same name never passes for the
+    /// new one. Nil on a single node and for topics made before ids.
+    public var clusterTopicID: String?
 
     /// Kafka's topic-name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
     static func validate(name: String) throws(LogStoreError) {

@@ -1,0 +1,119 @@
+"""Topic upkeep in a three-broker cluster on real etcd, with
+confluent-kafka: a topic's own min.insync.replicas refusing acks=all,
+configs and DeleteRecords reaching every replica (seen after the leader
+dies), CreatePartitions through the controller, and a topic deleted while
+a replica is down and made again under the same name: the returning
+replica holds none of the old data."""
+import signal
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
+
+from test_cluster import Cluster
+
+
+def produce(bootstrap, topic, values, partition=0, **settings):
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0, **settings})
+    errors = []
+    for value in values:
+        producer.produce(topic, value=value, partition=partition, on_delivery=lambda e, m: errors.append(e))
+        producer.flush(30)
+    return errors
+
+
+def earliest(address, topic, partition=0):
+    consumer = Consumer({"bootstrap.servers": address, "group.id": "watermarks"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    finally:
+        consumer.close()
+
+
+def read_from_start(bootstrap, topic, count, partition=0, timeout=30):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-%f" % time.time(), "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, partition, -2)])
+    values = []
+    deadline = time.monotonic() + timeout
+    while len(values) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+    consumer.close()
+    return values
+
+
+def test_min_insync_configs_delete_records_and_create_partitions_in_a_cluster():
+    cluster = Cluster().start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        topic = "upkeep-conf"
+        cluster.create_topic(topic, partitions=1)
+        assert produce(cluster.bootstrap, topic, [b"m%d" % i for i in range(10)]) == [None] * 10
+
+        # DeleteRecords on the leader; the followers take the new start from their fetches.
+        deleted = list(admin.delete_records([TopicPartition(topic, 0, 6)]).values())[0].result(timeout=30)
+        assert deleted.low_watermark == 6
+        # A topic's own min.insync.replicas of 3, set live.
+        admin.incremental_alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+            ConfigEntry("min.insync.replicas", "3", incremental_operation=AlterConfigOpType.SET)])])[
+            ConfigResource(ConfigResource.Type.TOPIC, topic)].result(timeout=30)
+        time.sleep(1.5)  # the followers' next fetches carry the leader's log start; configs apply within a second
+        leader = cluster.leader(topic, 0)
+        cluster.signal(leader, signal.SIGKILL)
+        survivor = cluster.leader(topic, 0, avoid=leader)
+        address = "127.0.0.1:%d" % (cluster.base + survivor - 1)
+        assert earliest(address, topic) == (6, 10), "the new leader's log starts where the old leader's was moved"
+        assert read_from_start(address, topic, 4) == [b"m%d" % i for i in range(6, 10)]
+        # Two replicas in sync, the topic asks three: acks=all is refused.
+        deadline = time.monotonic() + 30
+        while len(AdminClient({"bootstrap.servers": address}).list_topics(topic, timeout=5).topics[topic].partitions[0].isrs) > 2:
+            assert time.monotonic() < deadline, "the dead broker stayed in the ISR"
+            time.sleep(0.2)
+        errors = produce(address, topic, [b"refused"], **{"message.timeout.ms": 8000, "retries": 0, "enable.idempotence": False})
+        assert len(errors) == 1 and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+        cluster.restart(leader)
+
+        # CreatePartitions through the controller: the new partition gets a leader and takes writes.
+        grown = "upkeep-grow"
+        cluster.create_topic(grown, partitions=1)
+        admin.create_partitions([NewPartitions(grown, 3)])[grown].result(timeout=30)
+        for partition in (1, 2):
+            cluster.leader(grown, partition)
+        assert produce(cluster.bootstrap, grown, [b"new"], partition=2) == [None]
+        assert read_from_start(cluster.bootstrap, grown, 1, partition=2) == [b"new"]
+    finally:
+        cluster.stop()
+
+
+def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with_the_old_data():
+    cluster = Cluster().start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        topic = "upkeep-again"
+        cluster.create_topic(topic, partitions=1)
+        assert produce(cluster.bootstrap, topic, [b"old-%d" % i for i in range(20)]) == [None] * 20
+        down = 3
+        cluster.signal(down, signal.SIGKILL)
+        cluster.wait_exited(down)
+        others = ",".join("127.0.0.1:%d" % (cluster.base + b - 1) for b in (1, 2))
+        admin = AdminClient({"bootstrap.servers": others})
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        deadline = time.monotonic() + 30
+        while topic in admin.list_topics(timeout=5).topics:
+            assert time.monotonic() < deadline, "the deleted topic is still listed"
+            time.sleep(0.2)
+        admin.create_topics([NewTopic(topic, 1, 2)])[topic].result(timeout=30)
+        cluster.leader(topic, 0)
+        assert produce(others, topic, [b"new-%d" % i for i in range(3)]) == [None] * 3
+        cluster.restart(down)
+        deadline = time.monotonic() + 30
+        while "deleted a local replica" not in cluster.log(down):
+            assert time.monotonic() < deadline, "the returning broker kept the deleted topic's replica:\n" + cluster.log(down)[-3000:]
+            time.sleep(0.2)
+        # The new topic lives on brokers 1 and 2 only; the old replica on 3 is gone,
+        # and what everyone reads is the new data alone.
+        assert read_from_start(cluster.bootstrap, topic, 3) == [b"new-%d" % i for i in range(3)]
+        assert earliest(cluster.bootstrap, topic) == (0, 3)
+    finally:
+        cluster.stop()
