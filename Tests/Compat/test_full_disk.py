@@ -69,7 +69,7 @@ def small_disk():
         disk.remove()
 
 
-def produce(address, values, timeout=60):
+def produce(address, values, timeout=60, topic=TOPIC):
     """Produces `values` (acks=all); returns the values acknowledged and the errors seen."""
     acknowledged, errors = [], []
     producer = Producer({"bootstrap.servers": address, "acks": "all", "enable.idempotence": True,
@@ -84,7 +84,7 @@ def produce(address, values, timeout=60):
     for value in values:
         while True:
             try:
-                producer.produce(TOPIC, value=value.encode() + b"." * 1000, on_delivery=on_delivery)
+                producer.produce(topic, value=value.encode() + b"." * 1000, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -92,11 +92,12 @@ def produce(address, values, timeout=60):
     return acknowledged, errors
 
 
-def consume_all(address):
+def consume_all(address, topic=TOPIC):
     consumer = Consumer({"bootstrap.servers": address, "group.id": "full-disk-check", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
-    end = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10)[1]
-    consumer.assign([TopicPartition(TOPIC, 0, 0)])
+    start, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.assign([TopicPartition(topic, 0, start)])
+    end -= start
     seen = []
     deadline = time.monotonic() + 60
     while len(seen) < end and time.monotonic() < deadline:
@@ -147,6 +148,54 @@ def test_a_full_disk_refuses_with_an_error_and_keeps_every_acknowledged_message(
         assert not missing, "%d acknowledged messages lost, e.g. %s" % (len(missing), sorted(missing)[:3])
         more, errors = produce(broker.address, ["n%011d" % n for n in range(1000)])
         assert not errors and len(more) == 1000, errors[:3]
+    finally:
+        if broker.alive():
+            broker.stop()
+        try:
+            os.unlink(broker.log_path)
+        except OSError:
+            pass
+
+
+def test_retention_frees_a_full_disk_and_writes_resume_by_themselves(small_disk):
+    """The disk fills with a topic whose records live twenty seconds; produce
+    is refused with a Kafka error meanwhile, reads go on, and once
+    retention has removed the expired segments, writes succeed again with
+    nobody touching the disk (the space is measured: full before, freed
+    after). Afterwards `postduif inspect` finds the store clean. (That
+    nothing acknowledged is lost on a full disk is the test above.)"""
+    topic = "expiring"
+    small_disk.run("dd", "if=/dev/zero", "of=%s/ballast" % small_disk.path, "bs=1M", "count=16")
+    broker = BrokerProcess(data_dir=small_disk.path + "/data", command_prefix=small_disk.enter,
+                           extra_args=["--log-retention-check-interval-ms", "200"])
+    broker.log_path = small_disk.path + "-log.txt"
+    try:
+        broker.start()
+        admin = AdminClient({"bootstrap.servers": broker.address})
+        admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "20000", "segment.ms": "1000", "segment.bytes": "4194304"})])[topic].result(10)
+        acknowledged, errors = produce(broker.address, ["m%011d" % n for n in range(60_000)], topic=topic)
+        assert errors, "the disk never filled up"
+        assert set(errors) <= {"KAFKA_STORAGE_ERROR", "_MSG_TIMED_OUT", "NOT_ENOUGH_REPLICAS"}, set(errors)
+        assert broker.alive(), "the broker died of a full disk: " + broker.read_log()
+        seen, _ = consume_all(broker.address, topic)
+        assert seen, "reads stopped with the disk full"
+        def available():
+            return int(small_disk.run("df", "-B1", "--output=avail", small_disk.path).stdout.split()[-1])
+
+        assert available() < 4 << 20, "the disk is not full: %d bytes free" % available()
+        # Nobody frees space: retention does, once the records are 20 s old.
+        deadline = time.monotonic() + 90
+        while "retention removed old records" not in broker.read_log():
+            assert time.monotonic() < deadline, "retention never ran:\n" + broker.read_log()[-3000:]
+            time.sleep(0.5)
+        assert available() > 8 << 20, "retention freed too little: %d bytes free" % available()
+        resumed, errors = produce(broker.address, ["r%011d" % n for n in range(5000)], topic=topic)
+        assert not errors and len(resumed) == 5000, errors[:3]
+        seen, _ = consume_all(broker.address, topic)
+        assert seen[-5000:] == resumed
+        assert broker.stop() == 0, broker.read_log()
+        inspected = subprocess.run(small_disk.enter + [BINARY, "inspect", "--data", small_disk.path + "/data"], capture_output=True, timeout=60)
+        assert inspected.returncode == 0, inspected.stdout.decode() + inspected.stderr.decode()
     finally:
         if broker.alive():
             broker.stop()
