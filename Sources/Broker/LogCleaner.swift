@@ -15,13 +15,15 @@ extension Broker {
     ///
     /// Compacted topics are compacted in the same pass; `throttle` is called
     /// with the bytes a partition's compaction has read and written so far
-    /// and the limit in bytes a second, and sleeps to hold it.
+    /// and the limit in bytes a second, and sleeps to hold it; it returns
+    /// false when the node is stopping, and the pass ends there.
     @discardableResult
-    public func cleanLogs(nowMilliseconds: Int64, throttle: (_ bytes: Int64, _ bytesPerSecond: Double) -> Void = { _, _ in }) -> (RetentionOutcome, CompactionOutcome) {
+    public func cleanLogs(nowMilliseconds: Int64, throttle: (_ bytes: Int64, _ bytesPerSecond: Double) -> Bool = { _, _ in true }) -> (RetentionOutcome, CompactionOutcome) {
         var removed = RetentionOutcome()
         var compacted = CompactionOutcome()
         let limit = cleanerBytesPerSecond
         for partition in store.allPartitions {
+            guard throttle(0, limit) else { break }
             do {
                 try partition.closeActiveSegment(nowMilliseconds: nowMilliseconds)
                 let cleaned = try partition.compact(nowMilliseconds: nowMilliseconds) { throttle($0, limit) }

@@ -38,6 +38,12 @@ extension Broker {
                 guard topic.assignments == nil else {
                     throw TopicRequestError(code: .invalidReplicaAssignment, message: "manual replica assignment is not supported")
                 }
+                // A conversation lives in the partition its key hashes to: with
+                // more partitions its new records would land elsewhere and its
+                // history split. Such topics keep their count (Docs/chat.md).
+                if configuredTopic(topic.name)?.conversationIndexed == true || configuration.conversationIndexedTopics.contains(topic.name) {
+                    throw TopicRequestError(code: .policyViolation, message: "\(topic.name) keeps the conversation index: a conversation's records would split across partitions; its partition count is fixed")
+                }
                 if let cluster {
                     try await cluster.addPartitions(topic.name, count: topic.count, validateOnly: request.validateOnly)
                 } else {

@@ -19,6 +19,8 @@ public enum ChatTopicNames {
     public static let all = [conversations, members, state, accounts, sessions, readMarkers]
 
     /// The topics whose records are state by key (the newest per key is all
-    /// that matters): compacted.
-    public static let compacted: Set<String> = [state, accounts, sessions, readMarkers]
+    /// that matters): compacted. Not `accounts`, where the first record of
+    /// a user wins a registration race and compaction would keep the last;
+    /// not `members`, keyed by room.
+    public static let compacted: Set<String> = [state, sessions, readMarkers]
 }

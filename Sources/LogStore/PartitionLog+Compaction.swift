@@ -48,9 +48,10 @@ extension PartitionLog {
     /// goes. Opening the store finishes a swap a crash interrupted.
     ///
     /// `throttle` is called with the bytes read or written so far in the
-    /// pass; the caller sleeps there to hold an I/O rate.
+    /// pass; the caller sleeps there to hold an I/O rate, and returns false
+    /// to abandon the pass (the node is stopping): nothing changes then.
     @discardableResult
-    public func compact(nowMilliseconds: Int64, keysMax: Int = Limits.compactionKeysMax, throttle: (Int64) -> Void = { _ in }) throws(LogStoreError) -> CompactionOutcome {
+    public func compact(nowMilliseconds: Int64, keysMax: Int = Limits.compactionKeysMax, throttle: (Int64) -> Bool = { _ in true }) throws(LogStoreError) -> CompactionOutcome {
         let configuration = configuration
         guard configuration.cleanupPolicy.contains(.compact) else { return CompactionOutcome() }
         let (segments, highWatermark, logStart) = state.withLock { ($0.segments, $0.highWatermark, $0.logStartOffset) }
@@ -100,7 +101,7 @@ extension PartitionLog {
                 latest[key] = base + Int64(deltas?[position] ?? Int32(position))
             }
             bytesSeen += Int64(location.sizeBytes)
-            throttle(bytesSeen)
+            guard throttle(bytesSeen) else { return CompactionOutcome() }
             locations.append((base, location))
             totalBytes += Int64(location.sizeBytes)
             if location.lastOffset >= checkpoint { dirtyBytes += Int64(location.sizeBytes) }
@@ -181,7 +182,10 @@ extension PartitionLog {
             newLocations.append((base, BatchLocation(segmentBase: target.baseOffset, position: position, sizeBytes: bytes.count, lastOffset: last, maxTimestamp: maxTimestamp)))
             position += Int64(bytes.count)
             outcome.bytesWritten += Int64(bytes.count)
-            throttle(outcome.bytesRead + outcome.bytesWritten)
+            guard throttle(outcome.bytesRead + outcome.bytesWritten) else {
+                cleaned.unlink()
+                return CompactionOutcome()
+            }
         }
         try cleaned.sync()
         outcome.segmentsCleaned = lastSegment - firstSegment + 1
@@ -219,7 +223,7 @@ extension PartitionLog {
             var swap = [UInt8]()
             for base in merged { Keys.append(&swap, base) }
             write.put(Keys.cleanerSwap(prefix: prefix), swap, in: families.partitionState)
-            try storage { try context.database.write(write, sync: true) }
+            try writeDurably(write)
             try finishSwap(merged, state: &next)
             state = next
             return outcome
@@ -244,7 +248,9 @@ extension PartitionLog {
             state.segments.removeAll { merged.dropFirst().contains($0.baseOffset) }
             state.segments[first] = replacement
         }
-        try storage { try context.database.delete(Keys.cleanerSwap(prefix: prefix), in: context.families.partitionState, sync: true) }
+        // Unsynced: a marker that survives a crash only makes opening redo the
+        // (finished, so harmless) swap.
+        try storage { try context.database.delete(Keys.cleanerSwap(prefix: prefix), in: context.families.partitionState, sync: false) }
     }
 
     /// Opening: finishes a compaction's swap a crash interrupted (its marker

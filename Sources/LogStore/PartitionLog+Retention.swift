@@ -82,7 +82,7 @@ extension PartitionLog {
             next.activeSize = 0
             let write = WriteBatch()
             write.put(prefix, next.encoded(), in: context.families.partitionState)
-            try storage { try context.database.write(write, sync: true) }
+            try writeDurably(write)
             try? SegmentFile.syncDirectory(directory)
             state = next
         }
@@ -106,6 +106,23 @@ extension PartitionLog {
             state.activeClosed = true
             return true
         }
+    }
+
+    /// Writes to RocksDB and returns once the write is durable: written
+    /// unsynced, its WAL synced by the group-commit thread. A synced write
+    /// (`sync: true`) would hold RocksDB's write group for the fsync and
+    /// stall every partition's appends behind the cleaner's bookkeeping.
+    func writeDurably(_ write: WriteBatch) throws(LogStoreError) {
+        try storage { try context.database.write(write, sync: false) }
+        let ticket = context.groupCommit.noteWrite(nil, wal: true)
+        let done = DispatchSemaphore(value: 0)
+        let failure = Mutex<LogStoreError?>(nil)
+        context.groupCommit.whenDurable(ticket) { error in
+            failure.withLock { $0 = error }
+            done.signal()
+        }
+        done.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     /// Drops batches from the oldest while `drops(location, bytes kept
@@ -164,9 +181,9 @@ extension PartitionLog {
             next.sizeBytes -= outcome.bytes
             next.batchCount -= Int64(outcome.batches)
             write.put(prefix, next.encoded(), in: families.partitionState)
-            // Synced before any segment goes: the locations must never point
+            // Durable before any segment goes: the locations must never point
             // into a removed file after a machine crash.
-            try storage { try context.database.write(write, sync: true) }
+            try writeDurably(write)
             // A segment goes once the next one starts at or below the new log
             // start: all of its batches are dropped. The active one stays.
             var removable = 0

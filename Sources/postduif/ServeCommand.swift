@@ -145,9 +145,8 @@ struct Serve: AsyncParsableCommand {
         // The chat's conversations topic keeps the conversation index however
         // it is created (by the gateway, a Kafka client or auto-creation).
         configuration.conversationIndexedTopics = [ChatTopicNames.conversations]
-        // The chat's state topics hold the newest record per key; the members
-        // topic is keyed by room (co-partitioned with the conversations), so
-        // compaction would keep one member per room: it is not compacted.
+        // The chat's state topics hold the newest record per key (which are:
+        // ChatTopicNames.compacted).
         configuration.compactedTopics.formUnion(ChatTopicNames.compacted)
         try security.apply(to: &configuration)
         try topics.apply(to: &configuration)

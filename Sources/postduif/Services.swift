@@ -124,25 +124,48 @@ struct BrokerDirectAppends: DirectAppendPort {
 
 /// Retention and compaction on a timer: every interval, one pass of
 /// `Broker.cleanLogs` at the wall clock's time (retention compares it with
-/// record timestamps, which are wall-clock times).
+/// record timestamps, which are wall-clock times). A graceful shutdown
+/// ends a pass early, so the store closes without waiting for a long
+/// compaction.
 struct LogCleanerService: Service {
     let broker: Broker
     let interval: Duration
 
     func run() async throws {
+        let stopping = StopFlag()
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let now = Int64(Date().timeIntervalSince1970 * 1000)
-                // A pass reads and writes the store: off the cooperative pool's
-                // request path, on its own thread.
-                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                    Thread.detachNewThread {
-                        broker.cleanLogs(nowMilliseconds: now, throttle: Self.throttle())
-                        done.resume()
-                    }
-                }
-                try? await Task.sleep(for: interval)
+            await withTaskCancellationHandler {
+                await loop(stopping)
+            } onCancel: {
+                stopping.stop()
             }
+        }
+    }
+
+    /// Set once the node stops; the cleaner's thread reads it between steps.
+    final class StopFlag: Sendable {
+        private let flag = Mutex(false)
+        var isSet: Bool { flag.withLock { $0 } }
+        func stop() { flag.withLock { $0 = true } }
+    }
+
+    private func loop(_ stopping: StopFlag) async {
+        while !Task.isCancelled && !stopping.isSet {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            // A pass reads and writes the store: off the cooperative pool, on
+            // its own thread. The service returns only once it is done.
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    let throttle = Self.throttle()
+                    broker.cleanLogs(nowMilliseconds: now) { bytes, limit in
+                        guard !stopping.isSet else { return false }
+                        throttle(bytes, limit)
+                        return true
+                    }
+                    done.resume()
+                }
+            }
+            try? await Task.sleep(for: interval)
         }
     }
 

@@ -87,6 +87,13 @@ def test_create_partitions_grows_a_topic_and_keeps_its_records(node):
     with pytest.raises(Exception) as refused:
         admin.create_partitions([NewPartitions(topic, 2)])[topic].result(timeout=30)
     assert "INVALID_PARTITIONS" in str(refused.value)
+    # A topic with the conversation index keeps its count: a conversation's
+    # records would split across partitions.
+    indexed = unique("rooms")
+    admin.create_topics([NewTopic(indexed, 2, 1, config={"postduif.conversation.index": "true"})])[indexed].result(timeout=30)
+    with pytest.raises(Exception) as refused:
+        admin.create_partitions([NewPartitions(indexed, 4)])[indexed].result(timeout=30)
+    assert "POLICY_VIOLATION" in str(refused.value)
 
 
 def test_delete_groups_and_offset_delete(node):
