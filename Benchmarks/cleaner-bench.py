@@ -55,6 +55,8 @@ def main():
     parser.add_argument("--fill-seconds", type=float, default=3)
     parser.add_argument("--rate", type=int, default=0, help="paced rate; 0 for half the measured peak")
     parser.add_argument("--linger", type=int, default=5, help="linger.ms of the paced runs")
+    parser.add_argument("--only", choices=["compaction", "retention"], help="set only one of the two to work")
+    parser.add_argument("--cleaner-mb-per-s", type=float, help="the cleaner's I/O limit for the paced runs (the broker's default otherwise)")
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "postduif"))
     parser.add_argument("--work", default=tempfile.gettempdir())
@@ -98,6 +100,10 @@ def main():
                 ConfigEntry(k.replace("_", "."), str(v), incremental_operation=AlterConfigOpType.SET) for k, v in configs.items()])
             admin.incremental_alter_configs([resource])[ConfigResource(ConfigResource.Type.TOPIC, topic)].result(30)
 
+        if args.cleaner_mb_per_s:
+            limit = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
+                ConfigEntry("log.cleaner.io.max.bytes.per.second", str(args.cleaner_mb_per_s * 1_048_576), incremental_operation=AlterConfigOpType.SET)])
+            admin.incremental_alter_configs([limit])[ConfigResource(ConfigResource.Type.BROKER, "1")].result(30)
         if args.rate:
             half = args.rate
         else:
@@ -116,8 +122,9 @@ def main():
                 rdkafka("fill-%s" % expiring, expiring, fill_rate, args.fill_seconds, 5)
                 time.sleep(2)
                 before = open(log_path, errors="replace").read()
-                if mode == "cleaning":
+                if mode == "cleaning" and args.only != "retention":
                     alter(compacted, cleanup_policy="compact", segment_ms=1000, min_cleanable_dirty_ratio=0.1)
+                if mode == "cleaning" and args.only != "compaction":
                     alter(expiring, retention_ms=1500, segment_ms=1000)
                 run = rdkafka("%s-%d" % (mode, pair), "paced-%s-%d" % (mode, pair), half, args.seconds, args.linger)
                 during = open(log_path, errors="replace").read()[len(before):]

@@ -146,6 +146,19 @@ extension PartitionLog {
             let records: [Record]
             do {
                 batch = try RecordBatch(validating: stored, bytesMax: Limits.batchBytesConfigurableMax)
+                // Most batches of a compacted log keep nothing: their keys tell
+                // so without copying a single value.
+                if Int64(batch.recordsCount) == Int64(batch.lastOffsetDelta) + 1 {
+                    let keys = try batch.recordKeys()
+                    let keeps = keys.enumerated().contains { position, key in key.map { latest[$0] == base + Int64(position) } ?? true }
+                    if !keeps {
+                        outcome.recordsRemoved += keys.count
+                        if conversationIndex {
+                            for (position, key) in keys.enumerated() { if let key { removed.append((key, base + Int64(position))) } }
+                        }
+                        continue
+                    }
+                }
                 records = try batch.records()
             } catch {
                 cleaned.unlink()
@@ -182,6 +195,12 @@ extension PartitionLog {
             newLocations.append((base, BatchLocation(segmentBase: target.baseOffset, position: position, sizeBytes: bytes.count, lastOffset: last, maxTimestamp: maxTimestamp)))
             position += Int64(bytes.count)
             outcome.bytesWritten += Int64(bytes.count)
+            // Writeback started as the file grows, so the sync at the end
+            // is short: a long one commits the file system's journal while
+            // appends to other partitions wait on it.
+            if position / PartitionLog.writebackBytes != (position - Int64(bytes.count)) / PartitionLog.writebackBytes {
+                cleaned.startWriteback()
+            }
             guard throttle(outcome.bytesRead + outcome.bytesWritten) else {
                 cleaned.unlink()
                 return CompactionOutcome()
