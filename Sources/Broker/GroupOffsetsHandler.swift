@@ -105,48 +105,48 @@ extension Broker {
     /// committed, else the error for every partition of the request.
     func commitReplicated(group: String, _ entries: [GroupOffsetEntry]) async -> ErrorCode? {
         guard !entries.isEmpty else { return nil }
-        let view: (partition: Int32, epoch: Int32, log: PartitionLog)
-        let records: [UInt8]
-        do {
-            guard let found = try offsetsView(group: group) else { return .notCoordinator }
-            view = found
-            records = try OffsetsTopic.batch(group: group, entries, timestamp: Int64(Date().timeIntervalSince1970 * 1000))
-        } catch {
-            logger.error("cannot read the committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])
-            return .coordinatorNotAvailable
-        }
-        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, batch: records), version: 8, acks: -1)
-        let answer = await finishOne(topic: OffsetsTopic.name, staged, acks: -1, timeout: .seconds(5))
-        switch ErrorCode(rawValue: answer.errorCode) {
-        case ErrorCode.none?:
-            offsets.apply(partition: view.partition, epoch: view.epoch, group: group, entries, baseOffset: answer.baseOffset)
-            return nil
-        case .notLeaderOrFollower?, .fencedLeaderEpoch?:
-            return .notCoordinator
-        default:
-            // As Kafka maps them: too few replicas or a timeout leave the coordinator unavailable for now.
-            logger.warning("a commit was not replicated", metadata: ["group": "\(group)", "error": "\(answer.errorCode)", "reason": "\(answer.errorMessage ?? "")"])
-            return .coordinatorNotAvailable
+        return await appendReplicated(group: group, records: { try OffsetsTopic.batch(group: group, entries, timestamp: $0) }) { view, baseOffset in
+            offsets.apply(partition: view.partition, epoch: view.epoch, group: group, entries, baseOffset: baseOffset)
         }
     }
 
     /// Appends tombstones for a group's offsets of `partitions` to its
     /// partition of `__consumer_offsets`, replicated as a commit is.
     func deleteReplicated(group: String, _ partitions: [(topic: String, partition: Int32)]) async -> ErrorCode? {
+        await appendReplicated(group: group, records: { try OffsetsTopic.tombstones(group: group, partitions, timestamp: $0) }) { view, baseOffset in
+            offsets.remove(partition: view.partition, epoch: view.epoch, group: group, partitions, baseOffset: baseOffset)
+        }
+    }
+
+    /// One batch (made by `records` at the wall clock's time) appended to
+    /// the group's partition of `__consumer_offsets` as acks=all appends;
+    /// `applied` updates the coordinator's view once it is committed.
+    private func appendReplicated(
+        group: String, records: (Int64) throws -> [UInt8], applied: ((partition: Int32, epoch: Int32, log: PartitionLog), Int64) -> Void
+    ) async -> ErrorCode? {
         let view: (partition: Int32, epoch: Int32, log: PartitionLog)
-        let records: [UInt8]
+        let batch: [UInt8]
         do {
             guard let found = try offsetsView(group: group) else { return .notCoordinator }
             view = found
-            records = try OffsetsTopic.tombstones(group: group, partitions, timestamp: Int64(Date().timeIntervalSince1970 * 1000))
+            batch = try records(Int64(Date().timeIntervalSince1970 * 1000))
         } catch {
             logger.error("cannot read the committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])
             return .coordinatorNotAvailable
         }
-        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, batch: records), version: 8, acks: -1)
+        let staged = writeOne(topic: OffsetsTopic.name, ProduceRequest.PartitionData(index: view.partition, batch: batch), version: 8, acks: -1)
         let answer = await finishOne(topic: OffsetsTopic.name, staged, acks: -1, timeout: .seconds(5))
-        guard answer.errorCode == 0 else { return answer.errorCode == ErrorCode.notLeaderOrFollower.rawValue ? .notCoordinator : .coordinatorNotAvailable }
-        offsets.remove(partition: view.partition, epoch: view.epoch, group: group, partitions, baseOffset: answer.baseOffset)
-        return nil
+        switch ErrorCode(rawValue: answer.errorCode) {
+        case ErrorCode.none?:
+            applied(view, answer.baseOffset)
+            return nil
+        case .notLeaderOrFollower?, .fencedLeaderEpoch?:
+            return .notCoordinator
+        default:
+            // As Kafka maps them: too few replicas or a timeout leave the coordinator unavailable for now.
+            logger.warning("a write to the group offsets was not replicated", metadata: [
+                "group": "\(group)", "error": "\(answer.errorCode)", "reason": "\(answer.errorMessage ?? "")"])
+            return .coordinatorNotAvailable
+        }
     }
 }

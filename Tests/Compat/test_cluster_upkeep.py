@@ -10,7 +10,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
-from test_cluster import Cluster
+from test_cluster import Cluster, java_hash
 
 
 def produce(bootstrap, topic, values, partition=0, **settings):
@@ -115,5 +115,50 @@ def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with
         # and what everyone reads is the new data alone.
         assert read_from_start(cluster.bootstrap, topic, 3) == [b"new-%d" % i for i in range(3)]
         assert earliest(cluster.bootstrap, topic) == (0, 3)
+    finally:
+        cluster.stop()
+
+
+def test_a_group_deleted_in_a_cluster_loses_its_offsets_on_every_coordinator():
+    """DeleteGroups in a cluster writes tombstones to __consumer_offsets: the
+    offsets are gone, and stay gone when another broker becomes the
+    group's coordinator (it reads the partition again)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    cluster = Cluster().start()
+    try:
+        topic, group = "upkeep-groups", "upkeep-group"
+        cluster.create_topic(topic, partitions=1)
+        assert produce(cluster.bootstrap, topic, [b"m%d" % i for i in range(5)]) == [None] * 5
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topic])
+        seen, deadline = 0, time.monotonic() + 60
+        while seen < 5 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                seen += 1
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+        def committed():
+            request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
+            return list(admin.list_consumer_group_offsets(request).values())[0].result(timeout=30).topic_partitions[0].offset
+
+        assert committed() == 5
+        list(admin.delete_consumer_groups([group]).values())[0].result(timeout=30)
+        assert committed() < 0
+        # The coordinator's broker dies; the next one reads the tombstones too.
+        coordinator = cluster.leader("__consumer_offsets", (java_hash(group) & 0x7FFFFFFF) % 10)
+        cluster.signal(coordinator, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                offset = committed()
+                break
+            except Exception:  # no coordinator yet: the group's partition is changing leaders
+                assert time.monotonic() < deadline, "no coordinator answered"
+                time.sleep(0.5)
+        assert offset < 0, "the deleted group's offsets came back on the new coordinator"
     finally:
         cluster.stop()
