@@ -93,10 +93,19 @@ def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with
         topic = "upkeep-again"
         cluster.create_topic(topic, partitions=1)
         assert produce(cluster.bootstrap, topic, [b"old-%d" % i for i in range(20)]) == [None] * 20
-        down = 3
+        # The replica that goes down is the controller's broker: the hardest
+        # case (the deletion waits for a new controller), every run.
+        down = admin.list_topics(timeout=10).controller_id
+        assert down in (1, 2, 3)
         cluster.signal(down, signal.SIGKILL)
         cluster.wait_exited(down)
-        others = ",".join("127.0.0.1:%d" % (cluster.base + b - 1) for b in (1, 2))
+        others = ",".join("127.0.0.1:%d" % (cluster.base + b - 1) for b in (1, 2, 3) if b != down)
+        # librdkafka sends DeleteTopics to the controller Metadata names and
+        # does not look again while it waits: ask once the controller is alive.
+        deadline = time.monotonic() + 30
+        while AdminClient({"bootstrap.servers": others}).list_topics(timeout=5).controller_id in (down, -1):
+            assert time.monotonic() < deadline, "no controller took over from the stopped broker"
+            time.sleep(0.2)
         admin = AdminClient({"bootstrap.servers": others})
         admin.delete_topics([topic])[topic].result(timeout=30)
         deadline = time.monotonic() + 30
@@ -111,7 +120,7 @@ def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with
         while "deleted a local replica" not in cluster.log(down):
             assert time.monotonic() < deadline, "the returning broker kept the deleted topic's replica:\n" + cluster.log(down)[-3000:]
             time.sleep(0.2)
-        # The new topic lives on brokers 1 and 2 only; the old replica on 3 is gone,
+        # The new topic lives on the two others only; the old replica is gone,
         # and what everyone reads is the new data alone.
         assert read_from_start(cluster.bootstrap, topic, 3) == [b"new-%d" % i for i in range(3)]
         assert earliest(cluster.bootstrap, topic) == (0, 3)
