@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security cluster cluster-stop clean
+.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -97,6 +97,11 @@ bench-compare: bench-tool
 bench-security: deps
 	$(SWIFT) build -c release --product postduif
 	Benchmarks/security-compare.sh
+
+# Retention and compaction while producing (Docs/benchmarks.md); RATE and LINGER as there.
+bench-cleaner: deps $(VENV)/.installed
+	$(SWIFT) build -c release --product postduif
+	$(VENV)/bin/python Benchmarks/cleaner-bench.py --rate $${RATE:-50000} --linger $${LINGER:-5} --pairs $${PAIRS:-3}
 
 clean:
 	rm -rf .build
