@@ -45,11 +45,32 @@ def read_all(address, topic, expect_at_least=1, timeout=30):
     return latest, count, high
 
 
-def roll(producer, topic, delay=0.6):
-    """Waits past segment.ms and writes one record: the segment before closes."""
-    time.sleep(delay)
-    producer.produce(topic, key=b"roll", value=b"%f" % time.time())
-    producer.flush(30)
+class Roller:
+    """Writes a record under its own key: once segment.ms has closed the
+    active segment (the broker's clock decides when), the next record
+    begins a new one, and the closed one can be compacted. Counted, so the
+    end offset can be checked."""
+
+    def __init__(self, producer, topic):
+        self.producer, self.topic, self.count = producer, topic, 0
+
+    def __call__(self):
+        self.producer.produce(self.topic, key=b"roll", value=b"%d" % self.count)
+        self.producer.flush(30)
+        self.count += 1
+
+
+def read_until(address, topic, roll, done, what, timeout=60):
+    """Reads the topic from the start until `done(latest, count, high)`,
+    writing a roll record before each read; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        roll()
+        latest, count, high = read_all(address, topic)
+        if done(latest, count, high):
+            return latest, count, high
+        assert time.monotonic() < deadline, "%s: %d records after %d s" % (what, count, timeout)
+        time.sleep(0.3)  # poll pacing
 
 
 def test_compaction_keeps_the_newest_record_of_each_key_and_tombstones_go_after_their_delay(node):
@@ -64,16 +85,11 @@ def test_compaction_keeps_the_newest_record_of_each_key_and_tombstones_go_after_
         if update % 10_000 == 0:
             producer.poll(0)
     producer.flush(60)
-    roll(producer, topic)
+    roll = Roller(producer, topic)
 
-    deadline = time.monotonic() + 60
-    while True:
-        latest, count, high = read_all(node.address, topic)
-        if count <= KEYS + 10 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    latest, count, high = read_until(node.address, topic, roll, lambda latest, count, high: count <= KEYS + 10, "compaction")
     assert count <= KEYS + 10, "still %d records after compaction" % count
-    assert high == UPDATES + 1, "offsets are kept: the end offset does not move"
+    assert high == UPDATES + roll.count, "offsets are kept: the end offset does not move"
     for key in range(KEYS):
         offset, value = latest[b"k%d" % key]
         newest = UPDATES - KEYS + key
@@ -83,23 +99,12 @@ def test_compaction_keeps_the_newest_record_of_each_key_and_tombstones_go_after_
     for key in range(0, KEYS, 10):
         producer.produce(topic, key=b"k%d" % key, value=None)
     producer.flush(30)
-    roll(producer, topic)
-    deadline = time.monotonic() + 30
-    while True:
-        latest, count, _ = read_all(node.address, topic)
-        if all(latest.get(b"k%d" % key, (0, b""))[1] is None for key in range(0, KEYS, 10)) or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    latest, count, _ = read_until(node.address, topic, roll, lambda latest, count, high: all(
+        latest.get(b"k%d" % key, (0, b""))[1] is None for key in range(0, KEYS, 10)), "tombstones", timeout=30)
     assert all(latest[b"k%d" % key][1] is None for key in range(0, KEYS, 10)), "the tombstones replace the keys' values"
     # Past delete.retention.ms (and one more closed segment), they go.
-    time.sleep(2.2)
-    roll(producer, topic)
-    deadline = time.monotonic() + 30
-    while True:
-        latest, count, _ = read_all(node.address, topic)
-        if all(b"k%d" % key not in latest for key in range(0, KEYS, 10)) or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    latest, count, _ = read_until(node.address, topic, roll, lambda latest, count, high: all(
+        b"k%d" % key not in latest for key in range(0, KEYS, 10)), "tombstones older than delete.retention.ms", timeout=30)
     assert all(b"k%d" % key not in latest for key in range(0, KEYS, 10)), "tombstones older than delete.retention.ms are gone"
     assert all(latest[b"k%d" % key][1] == b"v%d" % (UPDATES - KEYS + key) for key in range(KEYS) if key % 10)
     with open(node.log_path, errors="replace") as log:
