@@ -2,6 +2,7 @@ import ArgumentParser
 import Broker
 import Cluster
 import Coordination
+import Core
 import Fanout
 import Foundation
 import Gateway
@@ -151,7 +152,7 @@ struct LogCleanerService: Service {
 
     private func loop(_ stopping: StopFlag) async {
         while !Task.isCancelled && !stopping.isSet {
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let now = SystemWallClock().nowMilliseconds
             // A pass reads and writes the store: off the cooperative pool, on
             // its own thread. The service returns only once it is done.
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
