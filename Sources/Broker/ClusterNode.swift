@@ -56,6 +56,8 @@ public final class ClusterNode: Sendable {
     private let producerIDs = Mutex<(next: Int64, end: Int64)>((0, 0))
     static let producerIDBlock: Int64 = 1000
     private let creatingOffsetsTopic = Mutex(false)
+    /// The lease this node registered under, once registered.
+    private let lease = Mutex<Int64?>(nil)
 
     public init(broker: Broker, membership: Membership, view: ClusterView, replication: ReplicationState, logger: Logger) {
         self.broker = broker
@@ -70,6 +72,7 @@ public final class ClusterNode: Sendable {
 
     public func run() async throws {
         let lease = try await membership.register()
+        self.lease.withLock { $0 = lease }
         logger.info("registered in the cluster", metadata: ["broker": "\(myID)", "address": "\(membership.address)", "lease": "\(lease)"])
         defer {
             for fetcher in following.withLock({ $0.fetchers.values }) { fetcher.task.cancel() }
@@ -167,11 +170,15 @@ public final class ClusterNode: Sendable {
     private func applyRoles() {
         defer { restartFetchers() }
         let snapshot = view.snapshot
+        var leftTopics: Set<String> = []
         for (id, entry) in snapshot.records {
             guard let assignment = snapshot.assignments[id.topic], Int(id.index) < assignment.replicas.count else { continue }
             let replicas = assignment.replicas[Int(id.index)]
-            guard replicas.contains(myID) else { continue }
             let record = entry.state
+            guard replicas.contains(myID) else {
+                if leaveReplica(id, record: record) { leftTopics.insert(id.topic) }
+                continue
+            }
             guard let log = localLog(id, assignment: assignment) else { continue }
             if record.leader == myID {
                 stopFetching(id)
@@ -181,9 +188,15 @@ public final class ClusterNode: Sendable {
                     replication.lead(id, replicas: replicas, isr: Set(record.isr), leaderID: myID, log: log, epoch: record.leaderEpoch,
                                      lagMaxMilliseconds: broker.configuration.replicaLagMax.milliseconds)
                     logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])
-                } else if let tracker = replication.tracker(id), tracker.isr != Set(record.isr) {
-                    // The controller changed the ISR (a broker's lease ended): act on etcd's word.
-                    _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr)), for: log)
+                } else if let tracker = replication.tracker(id) {
+                    if tracker.replicas != replicas {
+                        // A reassignment began or ended: added replicas may join the ISR.
+                        _ = try? broker.highWatermarks.handle(.replicasChanged(replicas), for: log)
+                    }
+                    if tracker.isr != Set(record.isr) {
+                        // The controller changed the ISR (a broker's lease ended): act on etcd's word.
+                        _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr)), for: log)
+                    }
                 }
             } else {
                 if replication.leaderEpoch(id) != nil {
@@ -192,11 +205,52 @@ public final class ClusterNode: Sendable {
                     logger.info("no longer leading", metadata: ["partition": "\(id)", "leader": "\(record.leader)"])
                 }
                 if record.leader >= 0, let address = snapshot.brokers[record.leader] {
-                    startFetching(id, from: record.leader, at: address, log: log)
+                    // A replica a reassignment adds copies under the throttle until it is in sync.
+                    let throttled = assignment.move(of: id.index) != nil && !record.isr.contains(myID)
+                    startFetching(id, from: record.leader, at: address, log: log, throttled: throttled)
                 } else {
                     stopFetching(id)
                 }
             }
+        }
+        for topic in leftTopics { removeLeftTopic(topic, snapshot: snapshot) }
+    }
+
+    /// A partition this broker is no longer a replica of (a reassignment
+    /// moved it away): it stops leading and copying it, and once the record
+    /// no longer counts it in sync, its copy goes. True when it had one.
+    private func leaveReplica(_ id: PartitionID, record: PartitionState) -> Bool {
+        stopFetching(id)
+        if replication.leaderEpoch(id) != nil {
+            replication.stopLeading(id)
+            if id.topic == OffsetsTopic.name { broker.offsets.forget(partition: id.index) }
+            logger.info("no longer leading", metadata: ["partition": "\(id)", "why": "moved to other replicas"])
+        }
+        guard record.leader != myID, !record.isr.contains(myID), let log = try? broker.store.partition(topic: id.topic, index: id.index) else { return false }
+        if log.logEndOffset > log.logStartOffset {
+            do {
+                _ = log.fenceReplicas()
+                _ = try log.truncate(to: log.logStartOffset)
+                broker.highWatermarks.forget(id)
+                logger.info("removed a replica moved to other brokers", metadata: ["partition": "\(id)"])
+            } catch {
+                logger.error("cannot remove a replica moved to other brokers", metadata: ["partition": "\(id)", "error": "\(error)"])
+            }
+        }
+        return true
+    }
+
+    /// A topic none of whose partitions is on this broker any more: its
+    /// local copy goes altogether.
+    private func removeLeftTopic(_ topic: String, snapshot: ClusterView.Snapshot) {
+        guard let assignment = snapshot.assignments[topic], !assignment.replicas.contains(where: { $0.contains(myID) }),
+              let descriptor = broker.store.topic(named: topic) else { return }
+        forgetLocal(topic, partitionCount: descriptor.configuration.partitionCount)
+        do {
+            try broker.store.deleteTopic(topic)
+            logger.info("deleted a local replica", metadata: ["topic": "\(topic)", "why": "every partition moved to other brokers"])
+        } catch {
+            logger.error("cannot delete a local replica", metadata: ["topic": "\(topic)", "error": "\(error)"])
         }
     }
 
@@ -275,14 +329,22 @@ public final class ClusterNode: Sendable {
     /// before) answered a Produce to three partitions with three Fetch
     /// answers to each follower, three appends and three new Fetches.
     private struct Following {
-        var partitions: [PartitionID: (leader: Int32, address: String, log: PartitionLog)] = [:]
-        var fetchers: [Int32: (address: String, partitions: Set<PartitionID>, task: Task<Void, Never>)] = [:]
+        var partitions: [PartitionID: (fetcher: FetcherKey, address: String, log: PartitionLog)] = [:]
+        var fetchers: [FetcherKey: (address: String, partitions: Set<PartitionID>, task: Task<Void, Never>)] = [:]
     }
 
-    private func startFetching(_ id: PartitionID, from leader: Int32, at address: String, log: PartitionLog) {
+    /// One fetcher per leader, and another for the replicas a reassignment
+    /// adds there (throttled, so the catch-up cannot starve the rest).
+    private struct FetcherKey: Hashable {
+        var leader: Int32
+        var throttled: Bool
+    }
+
+    private func startFetching(_ id: PartitionID, from leader: Int32, at address: String, log: PartitionLog, throttled: Bool = false) {
+        let key = FetcherKey(leader: leader, throttled: throttled && broker.configuration.reassignmentThrottleBytesPerSecond != nil)
         let changed = following.withLock { following in
-            if let current = following.partitions[id], current.leader == leader, current.address == address { return false }
-            following.partitions[id] = (leader, address, log)
+            if let current = following.partitions[id], current.fetcher == key, current.address == address { return false }
+            following.partitions[id] = (key, address, log)
             return true
         }
         if changed { logger.info("following", metadata: ["partition": "\(id)", "leader": "\(leader)", "address": "\(address)"]) }
@@ -300,19 +362,20 @@ public final class ClusterNode: Sendable {
         let myID = self.myID
         let logger = self.logger
         following.withLock { following in
-            let byLeader = Dictionary(grouping: following.partitions, by: \.value.leader)
-            for leader in Set(byLeader.keys).union(following.fetchers.keys) {
-                let entries = byLeader[leader] ?? []
+            let byFetcher = Dictionary(grouping: following.partitions, by: \.value.fetcher)
+            for key in Set(byFetcher.keys).union(following.fetchers.keys) {
+                let entries = byFetcher[key] ?? []
                 let ids = Set(entries.map(\.key))
                 let address = entries.first?.value.address ?? ""
-                if let current = following.fetchers[leader], current.partitions == ids, current.address == address { continue }
-                following.fetchers.removeValue(forKey: leader)?.task.cancel()
+                if let current = following.fetchers[key], current.partitions == ids, current.address == address { continue }
+                following.fetchers.removeValue(forKey: key)?.task.cancel()
                 let parts = address.split(separator: ":")
                 guard !entries.isEmpty, parts.count == 2, let port = Int(parts[1]) else { continue }
                 let logs = entries.sorted { $0.key < $1.key }.map(\.value.log)
                 let fetcher = ReplicaFetcher(replicaID: myID, leaderHost: String(parts[0]), leaderPort: port, partitions: logs,
-                                             highWatermarks: broker.highWatermarks, security: broker.configuration.interBrokerClient, logger: logger)
-                following.fetchers[leader] = (address, ids, Task { await fetcher.run(maxWaitMilliseconds: 500) })
+                                             highWatermarks: broker.highWatermarks, security: broker.configuration.interBrokerClient,
+                                             bytesPerSecond: key.throttled ? broker.configuration.reassignmentThrottleBytesPerSecond : nil, logger: logger)
+                following.fetchers[key] = (address, ids, Task { await fetcher.run(maxWaitMilliseconds: 500) })
             }
         }
     }
@@ -332,9 +395,20 @@ public final class ClusterNode: Sendable {
                     do {
                         let driver = ControllerDriver(membership: membership, uncleanElection: false)
                         let revision = try await driver.load()
+                        let rebalanceInterval = broker.configuration.leaderRebalanceInterval
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await driver.follow(fromRevision: revision + 1) }
                             group.addTask { try await driver.followRecords(fromRevision: revision + 1) }
+                            if let rebalanceInterval {
+                                // Kafka's automatic leader rebalance: a broker that
+                                // returned leads its preferred partitions again.
+                                group.addTask {
+                                    while !Task.isCancelled {
+                                        try await Task.sleep(for: rebalanceInterval)
+                                        try await driver.rebalanceLeaders()
+                                    }
+                                }
+                            }
                             try await group.next()
                             group.cancelAll()
                         }
@@ -376,6 +450,51 @@ public final class ClusterNode: Sendable {
                 }
             }
         }
+    }
+
+    // MARK: Controlled shutdown
+
+    /// Before a broker stops (SIGTERM): it announces its shutdown, the
+    /// controller moves each partition it leads to an in-sync follower,
+    /// and it waits (at most `timeout`) until no record names it leader,
+    /// serving meanwhile; then it ends its lease, so the controller takes
+    /// it out of every ISR at once rather than after the lease's time.
+    public func controlledShutdown(timeout: Duration) async {
+        guard let lease = lease.withLock({ $0 }) else { return }
+        let started = ContinuousClock.now
+        do {
+            try await membership.announceShutdown(lease: lease)
+            logger.info("controlled shutdown: handing over leaderships", metadata: ["broker": "\(myID)"])
+            while ContinuousClock.now - started < timeout {
+                let led = view.snapshot.records.filter { $0.value.state.leader == myID && ($0.value.state.isr.count > 1) }
+                if led.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let kept = view.snapshot.records.filter { $0.value.state.leader == myID }.map(\.key).sorted()
+            logger.info("controlled shutdown: leaderships handed over", metadata: [
+                "broker": "\(myID)", "milliseconds": "\((ContinuousClock.now - started).milliseconds)",
+                "kept": "\(kept.isEmpty ? "none" : kept.map(\.description).joined(separator: ","))"])
+            try await coordination.revokeLease(lease)
+        } catch {
+            logger.warning("controlled shutdown incomplete; the lease ends on its own", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Reassignment and elections
+
+    /// AlterPartitionReassignments (any broker may): per partition, the
+    /// error that refused it.
+    func reassign(_ requested: [PartitionID: [Int32]?]) async throws -> [PartitionID: ControllerError] {
+        let driver = ControllerDriver(membership: membership)
+        try await driver.load(correct: false)
+        return try await driver.reassign(requested)
+    }
+
+    /// ElectLeaders (any broker may): per partition, the refusal or nil.
+    func electLeaders(_ ids: [PartitionID], type: Controller.ElectionType) async throws -> [PartitionID: Controller.ElectionRefusal?] {
+        let driver = ControllerDriver(membership: membership)
+        try await driver.load(correct: false)
+        return try await driver.electLeaders(ids, type: type)
     }
 
     // MARK: Services for the broker

@@ -49,6 +49,17 @@ public struct BrokerConfiguration: Sendable {
     public var minInsyncReplicas = 1
     /// A follower not caught up for this long leaves the ISR (replica.lag.time.max.ms).
     public var replicaLagMax: Duration = .seconds(30)
+    /// Bytes per second a replica being added by a reassignment copies at
+    /// most (Kafka's follower.replication.throttled.rate); nil: no limit.
+    public var reassignmentThrottleBytesPerSecond: Int64?
+    /// This broker's rack (Kafka's broker.rack): replicas spread across racks.
+    public var rack: String?
+    /// How often the controller gives leadership back to preferred replicas
+    /// in sync (Kafka's leader.imbalance.check.interval.seconds); nil: never.
+    public var leaderRebalanceInterval: Duration? = .seconds(10)
+    /// On SIGTERM, how long a broker waits for its leaderships to move to
+    /// in-sync followers before it stops anyway (controlled shutdown).
+    public var controlledShutdownTimeout: Duration = .seconds(10)
     /// Partitions of `__consumer_offsets`, which holds groups' committed
     /// offsets in a cluster (Kafka's offsets.topic.num.partitions, 50 there;
     /// fewer here, since each replicated partition costs a fetcher).

@@ -43,7 +43,7 @@ extension Broker {
             }
             topics.append(.init(errorCode: 0, name: name, partitions: partitions))
         }
-        let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: listener.advertisedHost, port: Int32(listener.advertisedPort))
+        let broker = MetadataResponse.Broker(nodeID: configuration.nodeID, host: listener.advertisedHost, port: Int32(listener.advertisedPort), rack: configuration.rack)
         return MetadataResponse(brokers: [broker], clusterID: store.clusterID, controllerID: configuration.nodeID, topics: topics)
     }
 
@@ -71,7 +71,7 @@ extension Broker {
         // A broker without this listener is left out, as Kafka leaves it.
         let brokers = snapshot.endpoints.keys.sorted().compactMap { id -> MetadataResponse.Broker? in
             guard let (host, port) = snapshot.endpoints[id]?.address(for: listener.name).flatMap(Self.hostAndPort) else { return nil }
-            return MetadataResponse.Broker(nodeID: id, host: host, port: port)
+            return MetadataResponse.Broker(nodeID: id, host: host, port: port, rack: snapshot.endpoints[id]?.rack)
         }
         let names = request.topics ?? snapshot.assignments.keys.sorted()
         let topics = names.map { name -> MetadataResponse.Topic in

@@ -409,6 +409,34 @@ extension Broker {
                     response.brokers = []
                 }
                 response.encode(&body, version: version)
+            case .electLeaders:
+                let request = try ElectLeadersRequest.decode(&reader, version: version)
+                // Alter on the cluster, as Kafka asks.
+                if permitsCluster(session, .alter) {
+                    await electLeaders(request, version: version).encode(&body, version: version)
+                } else {
+                    // v0 has no top-level code: the refusal goes in every partition.
+                    let refused = (request.topics ?? []).map { topic in
+                        TopicPartitions(name: topic.name, partitions: topic.partitions.map { PartitionOutcome(index: $0, errorCode: ErrorCode.clusterAuthorizationFailed.rawValue) })
+                    }
+                    ElectLeadersResponse(errorCode: ErrorCode.clusterAuthorizationFailed.rawValue, topics: version >= 1 ? [] : refused).encode(&body, version: version)
+                }
+            case .alterPartitionReassignments:
+                let request = try AlterPartitionReassignmentsRequest.decode(&reader, version: version)
+                // Alter on the cluster.
+                if permitsCluster(session, .alter) {
+                    await alterPartitionReassignments(request).encode(&body, version: version)
+                } else {
+                    AlterPartitionReassignmentsResponse(errorCode: ErrorCode.clusterAuthorizationFailed.rawValue, errorMessage: "not authorized", topics: []).encode(&body, version: version)
+                }
+            case .listPartitionReassignments:
+                let request = try ListPartitionReassignmentsRequest.decode(&reader, version: version)
+                // Describe on the cluster.
+                if permitsCluster(session, .describe) {
+                    listPartitionReassignments(request).encode(&body, version: version)
+                } else {
+                    ListPartitionReassignmentsResponse(errorCode: ErrorCode.clusterAuthorizationFailed.rawValue, errorMessage: "not authorized", topics: []).encode(&body, version: version)
+                }
             case .describeProducers:
                 var request = try DescribeProducersRequest.decode(&reader, version: version)
                 // Read on each topic.

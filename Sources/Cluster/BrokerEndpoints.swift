@@ -8,10 +8,13 @@ import Foundation
 public struct BrokerEndpoints: Sendable, Equatable, Codable {
     public var address: String
     public var listeners: [String: String]
+    /// The broker's rack (`--rack`), told in Metadata and used to spread replicas.
+    public var rack: String?
 
-    public init(address: String, listeners: [String: String] = [:]) {
+    public init(address: String, listeners: [String: String] = [:], rack: String? = nil) {
         self.address = address
         self.listeners = listeners
+        self.rack = rack
     }
 
     public init(registration value: [UInt8]) {
@@ -23,7 +26,7 @@ public struct BrokerEndpoints: Sendable, Equatable, Codable {
     }
 
     public var registration: String {
-        guard listeners.count > 1 else { return address }
+        guard listeners.count > 1 || rack != nil else { return address }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return String(decoding: (try? encoder.encode(self)) ?? Data(address.utf8), as: UTF8.self)

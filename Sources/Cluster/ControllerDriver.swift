@@ -22,6 +22,8 @@ public actor ControllerDriver {
     private var controller: Controller
     /// The modRevision of each partition record as last read or written.
     private var revisions: [PartitionID: Int64] = [:]
+    /// The modRevision of each topic record as last read or written.
+    private var topicRevisions: [String: Int64] = [:]
 
     public init(membership: Membership, uncleanElection: Bool = false) {
         self.membership = membership
@@ -31,6 +33,7 @@ public actor ControllerDriver {
     var coordination: any Coordination { membership.coordination }
     var topicsPrefix: String { membership.root + "topics/" }
     var partitionsPrefix: String { membership.root + "partitions/" }
+    var shuttingDownPrefix: String { membership.shuttingDownPrefix }
 
     func partitionKey(_ id: PartitionID) -> String { partitionsPrefix + "\(id.topic)/\(id.index)" }
 
@@ -42,10 +45,19 @@ public actor ControllerDriver {
     @discardableResult
     public func load(correct: Bool = true) async throws -> Int64 {
         let (brokers, revision) = try await membership.liveBrokers()
+        for keyValue in try await coordination.list(prefix: membership.brokersPrefix).keyValues {
+            if let id = Int32(keyValue.key.dropFirst(membership.brokersPrefix.count)) { controller.racks[id] = BrokerEndpoints(registration: keyValue.value).rack }
+        }
         for broker in brokers.keys.sorted() { _ = controller.handle(.brokerRegistered(broker)) }
+        for keyValue in try await coordination.list(prefix: shuttingDownPrefix).keyValues {
+            if let id = Int32(keyValue.key.dropFirst(shuttingDownPrefix.count)) { _ = controller.handle(.brokerShuttingDown(id)) }
+        }
+        var topics: [TopicAssignment] = []
         for keyValue in try await coordination.list(prefix: topicsPrefix).keyValues {
             let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value))
+            topicRevisions[assignment.name] = keyValue.modRevision
             _ = controller.handle(.topicObserved(assignment))
+            topics.append(assignment)
         }
         for keyValue in try await coordination.list(prefix: partitionsPrefix).keyValues {
             guard let id = partitionID(keyValue.key) else { continue }
@@ -53,6 +65,10 @@ public actor ControllerDriver {
             revisions[id] = keyValue.modRevision
             let actions = controller.handle(.partitionObserved(id, record))
             if correct { try await apply(actions) }
+        }
+        // Moves that ended while no controller ran end now.
+        if correct {
+            for topic in topics { try await apply(controller.handle(.topicObserved(controller.assignments[topic.name] ?? topic))) }
         }
         return revision
     }
@@ -69,9 +85,10 @@ public actor ControllerDriver {
         assignment.configs = configs
         assignment.topicID = UUID().uuidString
         let encoded = try JSONEncoder().encode(assignment)
-        guard try await coordination.compareAndSwap(topicsPrefix + name, expected: 0, value: Array(encoded)) != nil else {
+        guard let revision = try await coordination.compareAndSwap(topicsPrefix + name, expected: 0, value: Array(encoded)) else {
             throw CoordinationError.refused("topic \(name) already exists")
         }
+        topicRevisions[name] = revision
         _ = controller.handle(.topicObserved(assignment))
         try await apply(controller.initialStates(for: assignment))
         return assignment
@@ -127,6 +144,68 @@ public actor ControllerDriver {
         _ = controller.handle(.topicDeleted(name))
     }
 
+    /// Begins, changes or cancels (nil target) partition moves
+    /// (AlterPartitionReassignments): the topic's record changes by
+    /// compare-and-swap; the controller, watching it, ends each move once
+    /// its target is in sync, here or after a failover. Per partition, the
+    /// error that refused it.
+    public func reassign(_ requested: [PartitionID: [Int32]?]) async throws -> [PartitionID: ControllerError] {
+        var refused: [PartitionID: ControllerError] = [:]
+        for (topic, entries) in Dictionary(grouping: requested, by: \.key.topic) {
+            while true {
+                guard let stored = try await coordination.get(topicsPrefix + topic) else {
+                    for entry in entries { refused[entry.key] = .unknownPartition(entry.key) }
+                    break
+                }
+                var assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(stored.value))
+                topicRevisions[topic] = stored.modRevision
+                _ = controller.handle(.topicObserved(assignment))
+                for (id, target) in entries.sorted(by: { $0.key < $1.key }) {
+                    do {
+                        assignment = try controller.reassign(id, to: target)
+                        _ = controller.handle(.topicObserved(assignment))
+                    } catch {
+                        refused[id] = error
+                    }
+                }
+                guard let revision = try await coordination.compareAndSwap(topicsPrefix + topic, expected: stored.modRevision, value: Array(try JSONEncoder().encode(assignment))) else {
+                    for entry in entries { refused[entry.key] = nil }
+                    continue
+                }
+                topicRevisions[topic] = revision
+                break
+            }
+        }
+        return refused
+    }
+
+    /// ElectLeaders: per partition, the refusal, or nil when elected.
+    public func electLeaders(_ ids: [PartitionID], type: Controller.ElectionType) async throws -> [PartitionID: Controller.ElectionRefusal?] {
+        var outcome: [PartitionID: Controller.ElectionRefusal?] = [:]
+        for id in ids {
+            switch controller.electLeader(id, type: type) {
+            case .failure(let refusal):
+                outcome[id] = .some(refusal)
+            case .success(let action):
+                guard case .writePartition(_, _, let next) = action else { continue }
+                if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: revisions[id] ?? 0, value: Array(try JSONEncoder().encode(next))) {
+                    revisions[id] = revision
+                    controller.applied(action)
+                    outcome[id] = .some(nil)
+                } else {
+                    // The record changed meanwhile (an ISR change): the client retries.
+                    outcome[id] = .some(.preferredLeaderNotAvailable)
+                }
+            }
+        }
+        return outcome
+    }
+
+    /// Kafka's automatic leader rebalance: preferred replicas back in sync lead again.
+    public func rebalanceLeaders() async throws {
+        try await apply(controller.preferredLeaderElections())
+    }
+
     /// Takes in one event and applies what it calls for.
     public func handle(_ event: Controller.Event) async throws {
         try await apply(controller.handle(event))
@@ -146,12 +225,22 @@ public actor ControllerDriver {
     public func followRecords(fromRevision revision: Int64) async throws {
         for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) {
             let key = event.keyValue.key
+            if key.hasPrefix(membership.brokersPrefix), event.kind == .put, let id = Int32(key.dropFirst(membership.brokersPrefix.count)) {
+                controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack
+                continue
+            }
+            if key.hasPrefix(shuttingDownPrefix), let id = Int32(key.dropFirst(shuttingDownPrefix.count)) {
+                try await handle(event.kind == .delete ? .brokerShutdownEnded(id) : .brokerShuttingDown(id))
+                continue
+            }
             if event.kind == .delete {
                 if key.hasPrefix(topicsPrefix) { try await handle(.topicDeleted(String(key.dropFirst(topicsPrefix.count)))) }
                 continue
             }
             if key.hasPrefix(topicsPrefix) {
                 let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(event.keyValue.value))
+                guard event.keyValue.modRevision > (topicRevisions[assignment.name] ?? 0) else { continue }
+                topicRevisions[assignment.name] = event.keyValue.modRevision
                 try await handle(.topicObserved(assignment))
             } else if key.hasPrefix(partitionsPrefix), let id = partitionID(key) {
                 guard event.keyValue.modRevision > (revisions[id] ?? 0) else { continue }
@@ -163,18 +252,35 @@ public actor ControllerDriver {
     }
 
     private func apply(_ actions: [Controller.Action]) async throws {
+        // A partition write that lost its race makes the rest of its batch
+        // stale: the topic write of an ending move waits for the new decision.
+        var lost: Set<String> = []
         for action in actions {
-            guard case .writePartition(let id, let previous, let next) = action else { continue }
-            let expected = previous == nil ? 0 : (revisions[id] ?? 0)
-            let value = try JSONEncoder().encode(next)
-            if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
-                revisions[id] = revision
-                controller.applied(action)
-            } else if let current = try await coordination.get(partitionKey(id)) {
-                // Lost a race (a leader changed its ISR first): decide again on what is there.
-                revisions[id] = current.modRevision
-                let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
-                try await apply(controller.handle(.partitionObserved(id, record)))
+            switch action {
+            case .writePartition(let id, let previous, let next):
+                let expected = previous == nil ? 0 : (revisions[id] ?? 0)
+                let value = try JSONEncoder().encode(next)
+                if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
+                    revisions[id] = revision
+                    controller.applied(action)
+                } else if let current = try await coordination.get(partitionKey(id)) {
+                    // Lost a race (a leader changed its ISR first): decide again on what is there.
+                    lost.insert(id.topic)
+                    revisions[id] = current.modRevision
+                    let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
+                    try await apply(controller.handle(.partitionObserved(id, record)))
+                }
+            case .writeTopic(let assignment):
+                guard !lost.contains(assignment.name) else { continue }
+                let key = topicsPrefix + assignment.name
+                if let revision = try await coordination.compareAndSwap(key, expected: topicRevisions[assignment.name] ?? 0, value: Array(try JSONEncoder().encode(assignment))) {
+                    topicRevisions[assignment.name] = revision
+                    controller.applied(action)
+                } else if let current = try await coordination.get(key) {
+                    // Changed meanwhile (its configs, another move): decide again.
+                    topicRevisions[assignment.name] = current.modRevision
+                    try await apply(controller.handle(.topicObserved(try JSONDecoder().decode(TopicAssignment.self, from: Data(current.value)))))
+                }
             }
         }
     }

@@ -19,17 +19,25 @@ public struct Membership: Sendable {
 
     /// `leaseSeconds`: how long a silent broker counts as alive; failover
     /// takes about this long (etcd's shortest is about 1.5 s).
-    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, listeners: [String: String] = [:], leaseSeconds: Int64 = 2) {
+    public init(coordination: any Coordination, cluster: String, brokerID: Int32, address: String, listeners: [String: String] = [:], rack: String? = nil, leaseSeconds: Int64 = 2) {
         self.coordination = coordination
         root = "/postduif/\(cluster)/"
         self.brokerID = brokerID
         self.address = address
-        registration = BrokerEndpoints(address: address, listeners: listeners).registration
+        registration = BrokerEndpoints(address: address, listeners: listeners, rack: rack).registration
         self.leaseSeconds = leaseSeconds
     }
 
     public var brokersPrefix: String { root + "brokers/" }
     public var controllerKey: String { root + "controller" }
+    /// Where brokers announce a controlled shutdown (under their lease).
+    public var shuttingDownPrefix: String { root + "shutting-down/" }
+
+    /// Announces this broker's controlled shutdown: the controller moves
+    /// its leaderships to in-sync followers. The key ends with the lease.
+    public func announceShutdown(lease: Int64) async throws {
+        _ = try await coordination.put(shuttingDownPrefix + String(brokerID), Array("1".utf8), lease: lease)
+    }
 
     /// Takes a lease and registers this broker under it. Two brokers with
     /// one id is a configuration error, reported rather than overwritten.

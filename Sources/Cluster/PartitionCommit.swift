@@ -27,6 +27,8 @@ public struct PartitionCommit: Sendable, Equatable {
         case followerFetched(replica: Int32, offset: Int64)
         /// The ISR as the coordination store now holds it.
         case isrChanged(Set<Int32>)
+        /// The leader's partition has other replicas (a reassignment).
+        case replicasChanged([Int32])
         /// This node leads the partition with these replicas from now on;
         /// its log ends at `logEndOffset`.
         case becameLeader(leader: Int32, replicas: [Int32], isr: Set<Int32>, logEndOffset: Int64, replicaLagMax: Duration)
@@ -83,6 +85,10 @@ public struct PartitionCommit: Sendable, Equatable {
             guard case .leader = role else { return [] }
             let tracker = updateTracker { _ = $0.isrChanged(to: isr) }
             return advance(to: tracker.highWatermark)
+        case .replicasChanged(let replicas):
+            guard case .leader = role else { return [] }
+            _ = updateTracker { $0.replicasChanged(to: replicas) }
+            return []
         case .becameLeader(let leader, let replicas, let isr, let end, let lagMax):
             logEndOffset = end
             role = .leader(ReplicaTracker(leader: leader, replicas: replicas, isr: isr, leaderLogEnd: logEndOffset,

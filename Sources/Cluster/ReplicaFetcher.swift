@@ -35,11 +35,16 @@ public final class ReplicaFetcher: Sendable {
 
     /// TLS and SASL to the leader's inter-broker listener.
     let security: KafkaClientSecurity
+    /// Bytes per second this fetcher copies at most (replicas catching up
+    /// in a reassignment), nil for no limit: it rests after each answer as
+    /// long as its bytes take at this rate.
+    let bytesPerSecond: Int64?
 
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog],
                 highWatermarks: HighWatermarks = HighWatermarks(), clock: any MonotonicClock = SystemClock(),
-                security: KafkaClientSecurity = .none, logger: Logger = Logger(label: "postduif.replica")) {
+                security: KafkaClientSecurity = .none, bytesPerSecond: Int64? = nil, logger: Logger = Logger(label: "postduif.replica")) {
         precondition(replicaID >= 0, "a replica id is a broker id, not negative")
+        self.bytesPerSecond = bytesPerSecond.map { max($0, 1) }
         self.replicaID = replicaID
         self.security = security
         self.leaderHost = leaderHost
@@ -130,12 +135,13 @@ public final class ReplicaFetcher: Sendable {
         var request = FetchRequest(
             maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 32 << 20,
             topics: byTopic.keys.sorted().map { topic in
-                .init(name: topic, partitions: byTopic[topic]!.map { .init(index: $0.index, fetchOffset: $0.logEndOffset, partitionBytesMax: 8 << 20) })
+                .init(name: topic, partitions: byTopic[topic]!.map { .init(index: $0.index, fetchOffset: $0.logEndOffset, partitionBytesMax: partitionBytesMax) })
             })
         request.replicaID = replicaID
         var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
         let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         var appended = 0
+        var copiedBytes = 0
         // Every batch of the answer is written first and made durable once
         // (in `fsync` mode a sync covers all of them): the log end this
         // follower reports in its next fetch is durable by then.
@@ -144,15 +150,6 @@ public final class ReplicaFetcher: Sendable {
             for answer in topic.partitions {
                 guard let position = partitions.firstIndex(where: { $0.topicName == topic.name && $0.index == answer.index }) else { continue }
                 let log = partitions[position]
-                if answer.errorCode == ErrorCode.offsetOutOfRange.rawValue && answer.logStartOffset > log.logEndOffset {
-                    // The leader's retention (or a DeleteRecords) removed
-                    // everything this replica still lacks: it starts over at
-                    // the leader's log start, as a Kafka follower does.
-                    try log.startOver(at: answer.logStartOffset)
-                    logger.warning("behind the leader's log start; starting over there", metadata: [
-                        "partition": "\(topic.name)/\(answer.index)", "logStartOffset": "\(answer.logStartOffset)"])
-                    continue
-                }
                 if answer.errorCode == ErrorCode.offsetOutOfRange.rawValue && answer.logStartOffset > log.logEndOffset {
                     // The leader's retention (or a DeleteRecords) removed
                     // everything this replica still lacks: it starts over at
@@ -171,6 +168,7 @@ public final class ReplicaFetcher: Sendable {
                 }
                 var last: PendingAppend? = nil
                 for blob in answer.batches {
+                    copiedBytes += blob.count
                     for batch in try RecordBatch.split(stored: blob) where batch.baseOffset >= log.logEndOffset {
                         last = try log.writeReplica(batch.bytes, fence: fences[position])
                         appended += 1
@@ -193,6 +191,16 @@ public final class ReplicaFetcher: Sendable {
                 try log.deleteRecords(before: min(leaderStart, log.highWatermark))
             }
         }
+        if let bytesPerSecond, copiedBytes > 0 {
+            try await Task.sleep(for: .milliseconds(Int64(copiedBytes) * 1000 / bytesPerSecond))
+        }
         return appended
+    }
+
+    /// Per partition and answer: 8 MiB, or under a rate limit a quarter
+    /// second of it (at least 64 KiB), so the rests stay short and even.
+    var partitionBytesMax: Int32 {
+        guard let bytesPerSecond else { return 8 << 20 }
+        return Int32(clamping: min(8 << 20, max(64 << 10, bytesPerSecond / 4)))
     }
 }

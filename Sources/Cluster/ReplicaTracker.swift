@@ -5,7 +5,7 @@
 /// compare-and-swap first, then tells the tracker (`isrChanged`).
 public struct ReplicaTracker: Sendable, Equatable {
     public let leader: Int32
-    public let replicas: [Int32]
+    public private(set) var replicas: [Int32]
     public private(set) var isr: Set<Int32>
     public private(set) var highWatermark: Int64
     /// A follower that has not caught up with the leader for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
@@ -60,6 +60,17 @@ public struct ReplicaTracker: Sendable, Equatable {
             }
         }
         return next == isr ? nil : next
+    }
+
+    /// The partition's replicas changed (a reassignment began, or ended):
+    /// a replica being added joins the ISR once it has been at the leader's
+    /// log end; one removed is forgotten (it leaves the ISR when etcd says).
+    public mutating func replicasChanged(to replicas: [Int32]) {
+        self.replicas = replicas
+        for gone in followerLogEnd.keys where !replicas.contains(gone) {
+            followerLogEnd[gone] = nil
+            caughtUp[gone] = nil
+        }
     }
 
     /// The ISR as etcd now holds it (after the leader's compare-and-swap).

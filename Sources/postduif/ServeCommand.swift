@@ -84,6 +84,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A follower not caught up for this many milliseconds leaves the ISR (POSTDUIF_REPLICA_LAG_MAX_MS).")
     var replicaLagMaxMs: Int = Environment.integer("REPLICA_LAG_MAX_MS") ?? Int(BrokerConfiguration().replicaLagMax.components.seconds * 1000)
 
+    @Option(help: "MB/s a replica added by a reassignment copies at most; 0 for no limit (POSTDUIF_REASSIGNMENT_THROTTLE_MB_PER_S).")
+    var reassignmentThrottleMbPerS: Double = Double(Environment.string("REASSIGNMENT_THROTTLE_MB_PER_S") ?? "") ?? 0
+
+    @Option(help: "This broker's rack or zone; replicas spread across racks (POSTDUIF_RACK).")
+    var rack: String = Environment.string("RACK") ?? ""
+
+    @Option(help: "Every this many ms the controller gives leadership back to preferred replicas in sync; 0 never (POSTDUIF_LEADER_REBALANCE_INTERVAL_MS).")
+    var leaderRebalanceIntervalMs: Int = Environment.integer("LEADER_REBALANCE_INTERVAL_MS") ?? 10_000
+
+    @Option(help: "On SIGTERM, ms to wait for leaderships to move to in-sync followers before stopping (POSTDUIF_CONTROLLED_SHUTDOWN_TIMEOUT_MS).")
+    var controlledShutdownTimeoutMs: Int = Environment.integer("CONTROLLED_SHUTDOWN_TIMEOUT_MS") ?? 10_000
+
     @Option(help: "Partitions of __consumer_offsets, made on the first group request; fixed once made (POSTDUIF_OFFSETS_TOPIC_PARTITIONS).")
     var offsetsTopicPartitions: Int32 = Int32(Environment.integer("OFFSETS_TOPIC_PARTITIONS") ?? Int(BrokerConfiguration().offsetsTopicPartitions))
 
@@ -141,6 +153,10 @@ struct Serve: AsyncParsableCommand {
         configuration.defaultReplicationFactor = defaultReplicationFactor
         configuration.minInsyncReplicas = minInsyncReplicas
         configuration.replicaLagMax = .milliseconds(replicaLagMaxMs)
+        configuration.reassignmentThrottleBytesPerSecond = reassignmentThrottleMbPerS > 0 ? Int64(reassignmentThrottleMbPerS * 1_000_000) : nil
+        configuration.rack = rack.isEmpty ? nil : rack
+        configuration.leaderRebalanceInterval = leaderRebalanceIntervalMs > 0 ? .milliseconds(leaderRebalanceIntervalMs) : nil
+        configuration.controlledShutdownTimeout = .milliseconds(max(0, controlledShutdownTimeoutMs))
         configuration.offsetsTopicPartitions = offsetsTopicPartitions
         // The chat's conversations topic keeps the conversation index however
         // it is created (by the gateway, a Kafka client or auto-creation).
@@ -212,10 +228,10 @@ struct Serve: AsyncParsableCommand {
             let membership = Membership(
                 coordination: EtcdClient(endpoints: configuration.etcdEndpoints, security: try security.etcdSecurity()), cluster: configuration.clusterName, brokerID: nodeID,
                 address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)",
-                listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }))
+                listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }), rack: configuration.rack)
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
             broker.attach(node)
-            services.append(ClusterService(node: node))
+            services.append(ClusterService(node: node, shutdownTimeout: configuration.controlledShutdownTimeout))
         }
         if let gateway {
             // Last: a graceful shutdown stops the services in reverse, so

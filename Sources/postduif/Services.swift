@@ -79,14 +79,25 @@ struct KafkaService: Service {
 /// other brokers may have taken over its partitions.
 struct ClusterService: Service {
     let node: ClusterNode
+    /// How long a controlled shutdown waits for its leaderships to move.
+    let shutdownTimeout: Duration
 
     func run() async throws {
         do {
-            try await cancelWhenGracefulShutdown {
-                try await node.run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await node.run() }
+                // On SIGTERM, the leaderships move before the node stops
+                // (the Kafka listener, stopped after this service, still
+                // serves meanwhile); then the node's tasks end.
+                group.addTask {
+                    do { try await gracefulShutdown() } catch { return }
+                    await node.controlledShutdown(timeout: shutdownTimeout)
+                }
+                try await group.next()
+                group.cancelAll()
             }
         } catch where Task.isShuttingDownGracefully || Task.isCancelled {
-            // Shutting down: the lease ends with the process.
+            // Shutting down: the lease was revoked, or ends with the process.
         }
     }
 }

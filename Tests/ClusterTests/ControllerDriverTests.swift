@@ -15,7 +15,8 @@ import Testing
         var leases: [Int32: Int64] = [:]
         var members: [Int32: Membership] = [:]
         for id: Int32 in [1, 2, 3] {
-            members[id] = Membership(coordination: store, cluster: cluster, brokerID: id, address: "127.0.0.1:\(9000 + id)")
+            // Leases end when the scenario revokes them, not by a slow machine.
+            members[id] = Membership(coordination: store, cluster: cluster, brokerID: id, address: "127.0.0.1:\(9000 + id)", leaseSeconds: 30)
             leases[id] = try await members[id]!.register()
         }
         #expect(try await members[1]!.campaign(lease: leases[1]!))

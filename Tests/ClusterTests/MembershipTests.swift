@@ -9,8 +9,8 @@ import Testing
     /// Registration, the controller election and takeover, on any Coordination.
     func electionScenario(_ store: any Coordination, expire: (Int64) async throws -> Void) async throws {
         let cluster = "test-\(UUID().uuidString)"
-        let one = Membership(coordination: store, cluster: cluster, brokerID: 1, address: "127.0.0.1:9001")
-        let two = Membership(coordination: store, cluster: cluster, brokerID: 2, address: "127.0.0.1:9002")
+        let one = Membership(coordination: store, cluster: cluster, brokerID: 1, address: "127.0.0.1:9001", leaseSeconds: 30)
+        let two = Membership(coordination: store, cluster: cluster, brokerID: 2, address: "127.0.0.1:9002", leaseSeconds: 30)
         let leaseOne = try await one.register()
         let leaseTwo = try await two.register()
         let (brokers, revision) = try await one.liveBrokers()

@@ -30,7 +30,10 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
     case saslAuthenticate = 36
     case createPartitions = 37
     case deleteGroups = 42
+    case electLeaders = 43
     case incrementalAlterConfigs = 44
+    case alterPartitionReassignments = 45
+    case listPartitionReassignments = 46
     case offsetDelete = 47
     case describeCluster = 60
     case describeProducers = 61
@@ -69,6 +72,9 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .deleteGroups: "DeleteGroups"
         case .offsetDelete: "OffsetDelete"
         case .describeCluster: "DescribeCluster"
+        case .electLeaders: "ElectLeaders"
+        case .alterPartitionReassignments: "AlterPartitionReassignments"
+        case .listPartitionReassignments: "ListPartitionReassignments"
         case .describeProducers: "DescribeProducers"
         }
     }
@@ -102,7 +108,8 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .incrementalAlterConfigs: 1
         case .deleteRecords, .describeLogDirs, .createPartitions, .deleteGroups: 2
         case .offsetDelete: Int16.max
-        case .describeCluster, .describeProducers: 0
+        case .describeCluster, .describeProducers, .alterPartitionReassignments, .listPartitionReassignments: 0
+        case .electLeaders: 2
         case .saslAuthenticate: 2
         }
     }
@@ -168,4 +175,8 @@ public enum ErrorCode: Int16, Sendable, Error {
     case invalidRecord = 87
     case nonEmptyGroup = 68
     case groupSubscribedToTopic = 86
+    case preferredLeaderNotAvailable = 80
+    case eligibleLeadersNotAvailable = 83
+    case electionNotNeeded = 84
+    case noReassignmentInProgress = 85
 }
