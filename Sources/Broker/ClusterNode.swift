@@ -27,6 +27,8 @@ public final class ClusterView: Sendable {
         public var ownConfigs: [String: String] = [:]
         /// Topics deleted from the cluster, by the key of their record.
         public var deletedTopics: [String: DeletedTopic] = [:]
+        /// Brokers in a controlled shutdown.
+        public var shuttingDown: Set<Int32> = []
     }
 
     private let state = Mutex(Snapshot())
@@ -146,6 +148,8 @@ public final class ClusterNode: Sendable {
             snapshot.defaultConfigs = deleted ? [:] : (try? JSONDecoder().decode([String: String].self, from: Data(keyValue.value))) ?? snapshot.defaultConfigs
         } else if key == ClusterNode.defaultConfigsKey + "/\(myID)" {
             snapshot.ownConfigs = deleted ? [:] : (try? JSONDecoder().decode([String: String].self, from: Data(keyValue.value))) ?? snapshot.ownConfigs
+        } else if key.hasPrefix("shutting-down/"), let id = Int32(key.dropFirst("shutting-down/".count)) {
+            if deleted { snapshot.shuttingDown.remove(id) } else { snapshot.shuttingDown.insert(id) }
         } else if key == "controller" {
             snapshot.controller = deleted ? nil : Int32(String(decoding: keyValue.value, as: UTF8.self))
         } else if key.hasPrefix("topics/"), deleted {
@@ -435,9 +439,16 @@ public final class ClusterNode: Sendable {
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
             for id in replication.ledPartitions {
-                guard replication.tracker(id) != nil, let proposed = broker.highWatermarks.proposedISR(id),
-                      let entry = view.snapshot.records[id], entry.state.leader == myID,
+                let snapshot = view.snapshot
+                guard replication.tracker(id) != nil, var proposed = broker.highWatermarks.proposedISR(id),
+                      let entry = snapshot.records[id], entry.state.leader == myID,
                       entry.state.leaderEpoch == replication.leaderEpoch(id) else { continue }
+                // Only live brokers that are not stopping join (Kafka's
+                // controller refuses the others too): a follower that just
+                // stopped still looks caught up to the tracker, and back in
+                // the ISR it would hold every acks=all produce until removed.
+                proposed = proposed.filter { entry.state.isr.contains($0) || (snapshot.brokers[$0] != nil && !snapshot.shuttingDown.contains($0)) }
+                guard proposed != Set(entry.state.isr) else { continue }
                 var next = entry.state
                 next.isr = proposed.sorted()
                 next.version += 1
@@ -465,9 +476,14 @@ public final class ClusterNode: Sendable {
         do {
             try await membership.announceShutdown(lease: lease)
             logger.info("controlled shutdown: handing over leaderships", metadata: ["broker": "\(myID)"])
+            // Waits while a partition it leads has someone to go to: an
+            // in-sync replica alive and not shutting down too.
             while ContinuousClock.now - started < timeout {
-                let led = view.snapshot.records.filter { $0.value.state.leader == myID && ($0.value.state.isr.count > 1) }
-                if led.isEmpty { break }
+                let snapshot = view.snapshot
+                let movable = snapshot.records.values.contains { entry in
+                    entry.state.leader == myID && entry.state.isr.contains { $0 != myID && snapshot.brokers[$0] != nil && !snapshot.shuttingDown.contains($0) }
+                }
+                if !movable { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             let kept = view.snapshot.records.filter { $0.value.state.leader == myID }.map(\.key).sorted()

@@ -56,7 +56,7 @@ extension Broker {
         switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1) {
         case .refused(let answer):
             done(.failure(AppendRefusal(answer)))
-        case .written(let partition, let pending, let index):
+        case .written(let partition, let pending, let index, _):
             pending.whenDurable { [self] outcome in
                 do {
                     let result = try outcome.get()

@@ -108,7 +108,7 @@ extension Broker {
 
     /// `finishOne` for a partition without followers, through a callback.
     private func finishAlone(topic: String, _ staged: StagedAppend, done: @escaping @Sendable (ProduceResponse.PartitionResponse) -> Void) {
-        guard case .written(let partition, let pending, let index) = staged else {
+        guard case .written(let partition, let pending, let index, _) = staged else {
             if case .refused(let response) = staged { done(response) }
             return
         }
@@ -127,11 +127,17 @@ extension Broker {
     /// waiting for durability.
     enum StagedAppend: Sendable {
         case refused(ProduceResponse.PartitionResponse)
-        case written(PartitionLog, PendingAppend, index: Int32)
+        /// `leaderEpoch`: the epoch this broker led the partition at when
+        /// it wrote (nil on a single node), so an acknowledgement can check
+        /// that it still leads at that epoch.
+        case written(PartitionLog, PendingAppend, index: Int32, leaderEpoch: Int32? = nil)
     }
 
     private func refusal(topic: String, index: Int32, _ code: ErrorCode, _ message: String) -> ProduceResponse.PartitionResponse {
-        logger.debug("produce refused", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(code)", "reason": "\(message)"])
+        // A sequence out of order means a producer's batch went missing
+        // between it and the log: worth an operator's eye, unlike the rest.
+        let level: Logger.Level = code == .outOfOrderSequenceNumber ? .warning : .debug
+        logger.log(level: level, "produce refused", metadata: ["topic": "\(topic)", "partition": "\(index)", "error": "\(code)", "reason": "\(message)"])
         return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
     }
 
@@ -160,28 +166,41 @@ extension Broker {
             }
         }
         do {
-            let epoch = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index)) ?? partition.currentLeaderEpoch ?? leaderEpoch
-            return .written(partition, try partition.write(records, leaderEpoch: epoch), index: data.index)
+            let ledAt = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index))
+            let epoch = ledAt ?? partition.currentLeaderEpoch ?? leaderEpoch
+            return .written(partition, try partition.write(records, leaderEpoch: epoch), index: data.index, leaderEpoch: ledAt)
         } catch {
             return .refused(appendFailure(topic: topic, index: data.index, error))
         }
     }
 
     func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
-        guard case .written(let partition, let pending, let index) = staged else {
+        guard case .written(let partition, let pending, let index, let ledAt) = staged else {
             if case .refused(let response) = staged { return response }
             preconditionFailure("unreachable")
         }
         do {
             let result = try await pending.durable()
             let id = PartitionID(topic: topic, index: index)
-            if let replication, replication.isReplicated(id) {
+            if let replication {
+                // Leadership may have moved since the write (a controlled
+                // shutdown, a failover): the batch is then nobody's to
+                // acknowledge here. The new leader may lack it, and this
+                // broker, now a follower, may cut it; the client retries
+                // there, and its sequence numbers keep the retry in order.
+                guard let ledAt, replication.leaderEpoch(id) == ledAt, replication.isReplicated(id) else {
+                    return refusal(topic: topic, index: index, .notLeaderOrFollower, "this broker stopped leading \(topic)/\(index) before the batch was committed")
+                }
                 // With followers, the high watermark is the ISR's smallest log end.
                 try highWatermarks.handle(.appendedDurably(logEndOffset: result.lastOffset + 1), for: partition)
                 // Followers long-polling at the old log end have something to copy.
                 notifier.notify(id)
                 if acks == -1 {
-                    guard await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout) else {
+                    let committed = await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout)
+                    guard replication.leaderEpoch(id) == ledAt else {
+                        return refusal(topic: topic, index: index, .notLeaderOrFollower, "this broker stopped leading \(topic)/\(index) before the batch was committed")
+                    }
+                    guard committed else {
                         return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
                     }
                     let required = partition.configuration.minInsyncReplicas ?? replication.minInsyncReplicas

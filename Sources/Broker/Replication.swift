@@ -78,13 +78,13 @@ public final class ReplicationState: Sendable {
         tracker(id)?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true
     }
 
-    /// Waits until the high watermark reaches `offset`; false after `timeout`.
+    /// Waits until the high watermark reaches `offset`; false after
+    /// `timeout`, or when this node does not (or no longer) lead the partition.
     func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
         await acksWaiters.wait(id, position: offset, timeout: timeout) {
-            // Not led here (any more, or ever): nothing to wait for here.
-            guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil,
-                  commit.highWatermark < offset else { return true }
-            return nil
+            // Not led here any more: it will not be committed here.
+            guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil else { return false }
+            return commit.highWatermark >= offset ? true : nil
         }
     }
 }

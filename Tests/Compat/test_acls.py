@@ -362,7 +362,8 @@ def test_every_api_asks_the_authorizer_with_an_allowed_and_a_refused_principal()
                                     "Heartbeat": 3, "LeaveGroup": 2, "OffsetCommit": 7, "OffsetFetch": 5, "DescribeGroups": 4,
                                     "ListGroups": 2, "DescribeConfigs": 4, "AlterConfigs": 1,
                                     "IncrementalAlterConfigs": 1, "DeleteRecords": 2, "CreatePartitions": 3, "DeleteGroups": 2,
-                                    "OffsetDelete": 0, "DescribeLogDirs": 4, "DescribeCluster": 1, "DescribeProducers": 0, "CreateAcls": 3, "DescribeAcls": 3, "DeleteAcls": 3}[name])
+                                    "OffsetDelete": 0, "DescribeLogDirs": 4, "DescribeCluster": 1, "DescribeProducers": 0, "CreateAcls": 3, "DescribeAcls": 3, "DeleteAcls": 3,
+                                    "ElectLeaders": 2, "AlterPartitionReassignments": 0, "ListPartitionReassignments": 0}[name])
             allowed = exchange(alice, build(version), version)
             assert not set(codes(allowed)) & refusals, (name, allowed)
             refused = exchange(mallory, build(version), version)

@@ -13,6 +13,7 @@ from kafka.protocol.admin import (AlterConfigsRequest, CreateAclsRequest, Create
                                   DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
                                   DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
                                   IncrementalAlterConfigsRequest, ListGroupsRequest)
+from kafka.protocol.admin import AlterPartitionReassignmentsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest
 from kafka.protocol.consumer import (FetchRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
                                      OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
                                      SyncGroupRequest)
@@ -115,6 +116,14 @@ def requests(version_of):
         ("DescribeCluster", DescribeClusterRequest, lambda v: DescribeClusterRequest[v](include_cluster_authorized_operations=False, endpoint_type=1)),
         ("DescribeProducers", DescribeProducersRequest, lambda v: DescribeProducersRequest[v](
             topics=[DescribeProducersRequest.TopicRequest(name=TOPIC, partition_indexes=[0])])),
+        # A single node leads every partition already (ELECTION_NOT_NEEDED),
+        # has nowhere to move one (INVALID_REPLICA_ASSIGNMENT) and no moves.
+        ("ElectLeaders", ElectLeadersRequest, lambda v: ElectLeadersRequest[v](
+            election_type=0, topic_partitions=[ElectLeadersRequest.TopicPartitions(topic=TOPIC, partitions=[0])], timeout_ms=5000)),
+        ("AlterPartitionReassignments", AlterPartitionReassignmentsRequest, lambda v: AlterPartitionReassignmentsRequest[v](
+            timeout_ms=5000, topics=[AlterPartitionReassignmentsRequest.ReassignableTopic(name=TOPIC, partitions=[
+                AlterPartitionReassignmentsRequest.ReassignableTopic.ReassignablePartition(partition_index=0, replicas=[1, 2])])])),
+        ("ListPartitionReassignments", ListPartitionReassignmentsRequest, lambda v: ListPartitionReassignmentsRequest[v](timeout_ms=5000, topics=None)),
         # Without --authorizer these answer SECURITY_DISABLED (test_acls.py runs them with one).
         ("CreateAcls", CreateAclsRequest, lambda v: CreateAclsRequest[v](creations=[CreateAclsRequest[v].AclCreation(
             resource_type=2, resource_name=TOPIC, resource_pattern_type=3, principal="User:golden", host="*", operation=3, permission_type=3)])),
