@@ -134,6 +134,7 @@ let package = Package(
             dependencies: [
                 "Core", "Broker", "ChatWire", "KafkaWire", "KafkaNIO", "LogStore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings

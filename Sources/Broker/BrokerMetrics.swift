@@ -7,6 +7,16 @@ import Logging
 import Metrics
 import Synchronization
 
+extension Broker {
+    /// Brings the gauges measured on demand up to date (the operations
+    /// port calls it before each scrape): consumer groups' lag.
+    public func refreshMetrics() {
+        metrics.refreshLag { topic, partition in
+            (try? store.partition(topic: topic, index: partition))?.highWatermark
+        }
+    }
+}
+
 /// The broker's metrics, through swift-metrics: whatever backend main
 /// bootstraps (Prometheus in `postduif serve`) receives them.
 final class BrokerMetrics: Sendable {
@@ -23,6 +33,27 @@ final class BrokerMetrics: Sendable {
     let compactionBytesWritten = Counter(label: "postduif_compaction_written_bytes_total")
     let compactionRecordsRemoved = Counter(label: "postduif_compaction_removed_records_total")
     private let connectionsCount = Mutex(0)
+    /// The cluster as this broker sees it (Docs/operations.md, "Alerts"):
+    /// ISR changes it wrote as a leader, controller changes it saw,
+    /// partitions it leads with fewer in-sync replicas than replicas, and
+    /// (on the controller only) partitions without a leader and moves
+    /// under way; on a leader, the bytes its added replicas still lack.
+    let isrShrinks = Counter(label: "postduif_isr_shrinks_total")
+    let isrExpands = Counter(label: "postduif_isr_expands_total")
+    let controllerChanges = Counter(label: "postduif_controller_changes_total")
+    let controllerActive = Gauge(label: "postduif_controller_active")
+    let underReplicatedPartitions = Gauge(label: "postduif_under_replicated_partitions")
+    let offlinePartitions = Gauge(label: "postduif_offline_partitions")
+    let reassigningPartitions = Gauge(label: "postduif_reassigning_partitions")
+    let reassignmentBytesLeft = Gauge(label: "postduif_reassignment_bytes_left")
+    /// Each group's last committed offset per partition, for the lag gauges.
+    private let committed = Mutex<[GroupPartition: (offset: Int64, gauge: Gauge)]>([:])
+
+    struct GroupPartition: Hashable {
+        var group: String
+        var topic: String
+        var partition: Int32
+    }
 
     init() {
         var requests: [ApiKey: (Counter, Metrics.Timer)] = [:]
@@ -46,6 +77,33 @@ final class BrokerMetrics: Sendable {
 
     func connectionClosed() {
         connections.record(connectionsCount.withLock { $0 -= 1; return $0 })
+    }
+
+    /// A group committed `offset` for a partition (its lag is measured from it).
+    func noteCommitted(group: String, topic: String, partition: Int32, offset: Int64) {
+        let key = GroupPartition(group: group, topic: topic, partition: partition)
+        committed.withLock { committed in
+            let gauge = committed[key]?.gauge ?? Gauge(label: "postduif_consumer_group_lag", dimensions: [("group", group), ("topic", topic), ("partition", String(partition))])
+            committed[key] = (offset, gauge)
+        }
+    }
+
+    /// Forgets a group's commits (DeleteGroups, OffsetDelete).
+    func forgetCommitted(group: String, partitions: [(topic: String, partition: Int32)]? = nil) {
+        committed.withLock { committed in
+            for key in committed.keys where key.group == group && (partitions?.contains { $0.topic == key.topic && $0.partition == key.partition } ?? true) {
+                committed.removeValue(forKey: key)?.gauge.destroy()
+            }
+        }
+    }
+
+    /// Sets every group's lag: the partition's high watermark (where this
+    /// broker holds the partition) less the group's committed offset.
+    func refreshLag(highWatermark: (String, Int32) -> Int64?) {
+        for (key, entry) in committed.withLock({ $0 }) {
+            guard let end = highWatermark(key.topic, key.partition) else { continue }
+            entry.gauge.record(max(0, end - entry.offset))
+        }
     }
 
     /// Each partition's two gauges, made once: produce is the hot path, and

@@ -125,6 +125,7 @@ public final class ClusterNode: Sendable {
         let root = membership.root
         view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, myID: myID, to: &$0) }
         if keyValue.key == root + Self.aclsKey { broker.aclState.replace(view.snapshot.acls) }
+        if keyValue.key == membership.controllerKey, !deleted { broker.metrics.controllerChanges.increment() }
         // A config change applies on every replica as its watch sees it.
         if keyValue.key == root + Self.defaultConfigsKey || keyValue.key == root + ownConfigsKey {
             let snapshot = view.snapshot
@@ -199,6 +200,8 @@ public final class ClusterNode: Sendable {
                     }
                     if tracker.isr != Set(record.isr) {
                         // The controller changed the ISR (a broker's lease ended): act on etcd's word.
+                        if !tracker.isr.isSubset(of: Set(record.isr)) { broker.metrics.isrShrinks.increment() }
+                        if !Set(record.isr).isSubset(of: tracker.isr) { broker.metrics.isrExpands.increment() }
                         _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr)), for: log)
                     }
                 }
@@ -438,6 +441,7 @@ public final class ClusterNode: Sendable {
     func writeISRChanges() async throws {
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
+            recordClusterGauges()
             for id in replication.ledPartitions {
                 let snapshot = view.snapshot
                 guard replication.tracker(id) != nil, var proposed = broker.highWatermarks.proposedISR(id),
@@ -455,12 +459,45 @@ public final class ClusterNode: Sendable {
                 let key = membership.root + "partitions/\(id.topic)/\(id.index)"
                 if try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next))) != nil {
                     logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
+                    if next.isr.contains(where: { !entry.state.isr.contains($0) }) { broker.metrics.isrExpands.increment() }
+                    if entry.state.isr.contains(where: { !next.isr.contains($0) }) { broker.metrics.isrShrinks.increment() }
                     if let log = try? broker.store.partition(topic: id.topic, index: id.index) {
                         _ = try? broker.highWatermarks.handle(.isrChanged(proposed), for: log)
                     }
                 }
             }
         }
+    }
+
+    /// The cluster gauges of BrokerMetrics, from the view and the trackers.
+    private func recordClusterGauges() {
+        let snapshot = view.snapshot
+        let metrics = broker.metrics
+        let controlling = snapshot.controller == myID
+        var underReplicated = 0, offline = 0, moving = 0
+        var bytesLeft: Int64 = 0
+        for (id, entry) in snapshot.records {
+            guard let assignment = snapshot.assignments[id.topic], Int(id.index) < assignment.replicas.count else { continue }
+            let move = assignment.move(of: id.index)
+            if entry.state.leader == -1 { offline += 1 }
+            if move != nil { moving += 1 }
+            guard entry.state.leader == myID else { continue }
+            let wanted = move?.target ?? assignment.replicas[Int(id.index)]
+            if !Set(wanted).isSubset(of: entry.state.isr) { underReplicated += 1 }
+            // What the added replicas lack, at the partition's mean batch size per offset.
+            if let move, let tracker = replication.tracker(id), let log = try? broker.store.partition(topic: id.topic, index: id.index) {
+                let offsets = max(1, log.logEndOffset - log.logStartOffset)
+                for replica in move.adding {
+                    let behind = log.logEndOffset - max(log.logStartOffset, tracker.logEnd(of: replica) ?? log.logStartOffset)
+                    bytesLeft += max(0, behind) * log.sizeBytes / offsets
+                }
+            }
+        }
+        metrics.underReplicatedPartitions.record(underReplicated)
+        metrics.offlinePartitions.record(controlling ? offline : 0)
+        metrics.reassigningPartitions.record(controlling ? moving : 0)
+        metrics.reassignmentBytesLeft.record(bytesLeft)
+        metrics.controllerActive.record(controlling ? 1 : 0)
     }
 
     // MARK: Controlled shutdown

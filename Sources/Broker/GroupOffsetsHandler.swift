@@ -41,13 +41,16 @@ extension Broker {
         }
         if cluster != nil {
             if let failed = await commitReplicated(group: request.groupID, entries) { return everyPartition(failed) }
-            return OffsetCommitResponse(topics: results)
+        } else {
+            do {
+                try await store.commitOffsets(group: request.groupID, entries)
+            } catch {
+                logger.error("cannot store committed offsets", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
+                return everyPartition(.kafkaStorageError)
+            }
         }
-        do {
-            try await store.commitOffsets(group: request.groupID, entries)
-        } catch {
-            logger.error("cannot store committed offsets", metadata: ["group": "\(request.groupID)", "error": "\(error)"])
-            return everyPartition(.kafkaStorageError)
+        for entry in entries {
+            metrics.noteCommitted(group: request.groupID, topic: entry.topic, partition: entry.partition, offset: entry.committed.offset)
         }
         return OffsetCommitResponse(topics: results)
     }

@@ -124,9 +124,14 @@ extension Broker {
     /// node, tombstones in `__consumer_offsets` in a cluster.
     private func deleteOffsets(group: String, _ partitions: [(topic: String, partition: Int32)]) async -> ErrorCode? {
         guard !partitions.isEmpty else { return nil }
-        if cluster != nil { return await deleteReplicated(group: group, partitions) }
+        if cluster != nil {
+            let failed = await deleteReplicated(group: group, partitions)
+            if failed == nil { metrics.forgetCommitted(group: group, partitions: partitions) }
+            return failed
+        }
         do {
             try store.deleteCommittedOffsets(group: group, partitions: partitions)
+            metrics.forgetCommitted(group: group, partitions: partitions)
             return nil
         } catch {
             logger.error("cannot delete committed offsets", metadata: ["group": "\(group)", "error": "\(error)"])

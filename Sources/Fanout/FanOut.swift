@@ -6,6 +6,7 @@ import KafkaNIO
 import KafkaWire
 import LogStore
 import Logging
+import Metrics
 import NIOCore
 import Synchronization
 
@@ -132,6 +133,8 @@ final class MembershipIndex: Sendable {
 /// each conversation's members and queues the message once for every
 /// gateway serving one of them. Gateways take their queue with GatewayPoll.
 public final class FanOut: Sendable {
+    /// Deliveries a gateway's full queue left out (it resyncs from the log).
+    static let droppedDeliveries = Counter(label: "postduif_fanout_dropped_deliveries_total")
     struct State {
         var router = FanOutRouter()
         /// Per partition: the worker's id and the next offset it handles.
@@ -282,11 +285,13 @@ public final class FanOut: Sendable {
                     members.refresh(broker)
                     if let change = MembershipIndex.carried(record.headers) { members.observed(change, in: key) }
                     let recipients = members.joinedMembers(key)
-                    woken += state.withLock { state -> [String] in
+                    let (queued, dropped) = state.withLock { state -> ([String], Int) in
                         let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))
                         state.workers[partition]?.position = offset + 1
-                        return queued
+                        return (queued, state.router.takeDropped())
                     }
+                    woken += queued
+                    if dropped > 0 { Self.droppedDeliveries.increment(by: dropped) }
                     position = offset + 1
                 }
                 position = max(position, min(batch.nextOffset, highWatermark))

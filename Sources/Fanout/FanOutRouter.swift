@@ -78,6 +78,16 @@ struct FanOutRouter {
         return found
     }
 
+    /// Deliveries left out of a full queue since `takeDropped` (the gateway
+    /// resyncs from the log instead: nothing is lost, only slower).
+    private(set) var dropped = 0
+
+    /// The drops counted since the last call.
+    mutating func takeDropped() -> Int {
+        defer { dropped = 0 }
+        return dropped
+    }
+
     /// Queues one message for each gateway in `ids`; returns the gateways
     /// that got it queued (to wake their polls).
     mutating func deliver(_ delivery: GatewayPollResponse.Delivery, to ids: Set<String>) -> [String] {
@@ -87,8 +97,10 @@ struct FanOutRouter {
             guard var gateway = gateways.removeValue(forKey: id) else { continue }
             if gateway.overflow[delivery.partition] != nil {
                 // Already resyncing this partition: the gap covers this message.
+                dropped += 1
             } else if gateway.queue.count - gateway.head >= queueCountMax || gateway.queuedBytes + size > queueBytesMax {
                 gateway.overflow[delivery.partition] = delivery.offset
+                dropped += 1
             } else {
                 gateway.queue.append(delivery)
                 gateway.queuedBytes += size

@@ -218,7 +218,10 @@ struct Serve: AsyncParsableCommand {
         if security.httpTls && tls == nil { throw OperatorError("--http-tls needs --tls-cert-file and --tls-key-file") }
         let operations = OperationsService(server: OperationsServer(
             host: host, port: httpPort, logger: logger, tls: security.httpTls ? tls : nil,
-            metricsText: { registry.emitToString() },
+            metricsText: {
+                broker.refreshMetrics()
+                return registry.emitToString()
+            },
             isReady: { broker.isListening && gateway?.isReady != false }))
         let fanOut = FanOut(broker: broker, logger: logger)
         for api in fanOut.extensionAPIs { broker.register(api) }

@@ -46,6 +46,9 @@ struct FanOutRouterTests {
         router.register("slow", replace: true, users: ["@a"], removed: [], leaseEnd: 100)
         for offset in 0..<10 { _ = router.deliver(delivery(Int64(offset)), to: ["slow"]) }
         #expect(router.gateways["slow"]!.pending.count == 3)
+        // The seven left out are counted once (the drops metric).
+        #expect(router.takeDropped() == 7)
+        #expect(router.takeDropped() == 0)
         // Only part drained: the gap is not reported before what precedes it is out.
         var taken = router.drain("slow", max: 2)
         #expect(taken.deliveries.map(\.offset) == [0, 1])

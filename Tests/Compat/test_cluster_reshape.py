@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -98,6 +99,14 @@ def wait_for(condition, what, timeout=60):
             pass
         time.sleep(0.2)
     raise AssertionError("%s: not within %d s" % (what, timeout))
+
+
+def scrape(cluster, broker, name):
+    """A metric's value on a broker's operations port (summed over labels)."""
+    from test_operations import metric
+    port = int(cluster.env["HTTP_PORT_BASE"]) + broker - 1
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as response:
+        return metric(response.read().decode(), name) or 0
 
 
 def cluster_tool(cluster, *args):
@@ -223,6 +232,9 @@ def test_a_rolling_restart_under_load_fails_no_delivery():
         for broker in (1, 2, 3):
             cluster.signal(broker, signal.SIGTERM)
             stops.append(cluster.wait_exited(broker))
+            # While it is down its partitions are under-replicated, on their leaders.
+            wait_for(lambda: sum(scrape(cluster, b, "postduif_under_replicated_partitions") for b in (1, 2, 3) if b != broker) == 3,
+                     "under-replicated partitions reported")
             cluster.restart(broker)
             wait_for(lambda: all(isr == [1, 2, 3] for _, _, isr in metadata(cluster, topic).values()), "broker %d back in sync" % broker, timeout=90)
         load.stop.set()
@@ -232,5 +244,10 @@ def test_a_rolling_restart_under_load_fails_no_delivery():
         load.check(cluster.bootstrap, 3)
         for broker in (1, 2, 3):
             assert "controlled shutdown: leaderships handed over" in cluster.log(broker)
+        wait_for(lambda: sum(scrape(cluster, b, "postduif_under_replicated_partitions") for b in (1, 2, 3)) == 0, "no under-replicated partitions")
+        assert sum(scrape(cluster, b, "postduif_controller_active") for b in (1, 2, 3)) == 1
+        # Counted on the leaders since their own last start.
+        assert sum(scrape(cluster, b, "postduif_isr_shrinks_total") for b in (1, 2, 3)) >= 1
+        assert sum(scrape(cluster, b, "postduif_isr_expands_total") for b in (1, 2, 3)) >= 1
     finally:
         cluster.stop()

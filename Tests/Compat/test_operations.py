@@ -50,3 +50,29 @@ def test_metrics_count_requests_bytes_connections_and_offsets(broker):
     assert metric(text, "postduif_partition_log_end_offset", topic=topic, partition="0") == 20
     assert metric(text, "postduif_partition_high_watermark", topic=topic, partition="0") == 20
     producer.close()
+
+
+def test_consumer_group_lag_follows_commits_and_new_records(broker):
+    """The lag an operator alerts on: the high watermark less the group's
+    committed offset, per partition, measured at each scrape (so a group
+    that stopped committing shows its lag growing)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic, group = unique("lagging"), unique("lag-group")
+    producer = KafkaProducer(bootstrap_servers=broker.address)
+    for i in range(30):
+        producer.send(topic, b"m%d" % i, partition=0)
+    producer.flush()
+    consumer = KafkaConsumer(bootstrap_servers=broker.address, group_id=group, enable_auto_commit=False)
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek(partition, 10)
+    consumer.commit({partition: __import__("kafka").OffsetAndMetadata(10, None, -1)})
+    assert metric(get(broker, "/metrics")[1], "postduif_consumer_group_lag", group=group, topic=topic, partition="0") == 20
+    # The group stops committing; new records grow its lag at the next scrape.
+    for i in range(5):
+        producer.send(topic, b"n%d" % i, partition=0)
+    producer.flush()
+    assert metric(get(broker, "/metrics")[1], "postduif_consumer_group_lag", group=group, topic=topic, partition="0") == 25
+    consumer.close()
+    producer.close()
