@@ -474,7 +474,9 @@ public final class ClusterNode: Sendable {
         let snapshot = view.snapshot
         let metrics = broker.metrics
         let controlling = snapshot.controller == myID
-        var underReplicated = 0, offline = 0, moving = 0
+        var underReplicated = 0
+        var offline = 0
+        var moving = 0
         var bytesLeft: Int64 = 0
         for (id, entry) in snapshot.records {
             guard let assignment = snapshot.assignments[id.topic], Int(id.index) < assignment.replicas.count else { continue }
