@@ -99,7 +99,7 @@ public final class ClusterNode: Sendable {
     /// only then may others have taken over its partitions.
     func follow() async throws {
         while !Task.isCancelled {
-            let (keyValues, revision) = try await coordination.list(prefix: membership.root)
+            let (keyValues, revision) = try await untilAnswered("reading the cluster") { try await self.coordination.list(prefix: self.membership.root) }
             var fresh = ClusterView.Snapshot()
             for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, myID: myID, to: &fresh) }
             view.update { $0 = fresh }
@@ -387,13 +387,30 @@ public final class ClusterNode: Sendable {
         }
     }
 
+    /// Runs an etcd call until it is answered: etcd electing a leader, or
+    /// one member stopped, is no reason for the node to stop (only the
+    /// lease's end is). Cancellation ends it.
+    private func untilAnswered<Answer>(_ what: String, _ call: () async throws -> Answer) async throws -> Answer {
+        var failures = 0
+        while true {
+            do {
+                return try await call()
+            } catch {
+                try Task.checkCancellation()
+                failures += 1
+                if failures % 10 == 1 { logger.warning("etcd did not answer; retrying", metadata: ["doing": "\(what)", "error": "\(error)"]) }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
     // MARK: Controller
 
     /// Bids for the controller role whenever nobody holds it; while it
     /// holds it, runs the controller.
     func campaign(lease: Int64) async throws {
         while !Task.isCancelled {
-            if try await membership.campaign(lease: lease) {
+            if try await untilAnswered("bidding for the controller role", { try await self.membership.campaign(lease: lease) }) {
                 logger.info("controller", metadata: ["broker": "\(myID)"])
                 // The role lasts as long as the lease; a watch that breaks
                 // meanwhile (etcd restarted, a connection dropped) is not its
@@ -425,7 +442,7 @@ public final class ClusterNode: Sendable {
                         logger.warning("the controller's watch broke; loading the cluster again", metadata: ["error": "\(error)"])
                     }
                     try await Task.sleep(for: .milliseconds(200))
-                } while try await membership.controller() == myID
+                } while try await untilAnswered("asking who controls", { try await self.membership.controller() }) == myID
                 logger.warning("no longer the controller", metadata: ["broker": "\(myID)"])
             }
             // Someone else controls: ask again soon (the role frees when its
@@ -457,7 +474,15 @@ public final class ClusterNode: Sendable {
                 next.isr = proposed.sorted()
                 next.version += 1
                 let key = membership.root + "partitions/\(id.topic)/\(id.index)"
-                if try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next))) != nil {
+                let written: Int64?
+                do {
+                    written = try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next)))
+                } catch {
+                    // etcd busy or electing: the tracker proposes it again in half a second.
+                    logger.warning("cannot write an ISR change yet", metadata: ["partition": "\(id)", "error": "\(error)"])
+                    continue
+                }
+                if written != nil {
                     logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
                     if next.isr.contains(where: { !entry.state.isr.contains($0) }) { broker.metrics.isrExpands.increment() }
                     if entry.state.isr.contains(where: { !next.isr.contains($0) }) { broker.metrics.isrShrinks.increment() }

@@ -62,11 +62,30 @@ public struct Membership: Sendable {
     }
 
     /// Renews the lease every third of its time to live until the task is
-    /// cancelled; throws when the lease is gone (this broker must then stop
-    /// acting as leader or controller: others may have taken over).
+    /// cancelled; throws when etcd says the lease is gone (this broker must
+    /// then stop acting as leader or controller: others may have taken
+    /// over), or when no member answered for three times the lease's time
+    /// to live (cut off from etcd). A renewal that fails (etcd electing a
+    /// new leader, a member stopped or cut off) is retried soon, on the next
+    /// member: etcd extends every lease when a new leader takes over, so an
+    /// election ends nothing. Waiting past the time to live is safe for
+    /// acknowledged writes: a leader whose lease ended cannot shrink its ISR
+    /// (a compare-and-swap on a record the controller changed) and its
+    /// followers have moved to the new leader, so no acks=all write of it
+    /// can be acknowledged meanwhile.
     public func keepAlive(lease: Int64) async throws {
+        var renewed = ContinuousClock.now
         while !Task.isCancelled {
-            try await coordination.keepAlive(lease: lease)
+            do {
+                try await coordination.keepAlive(lease: lease)
+                renewed = ContinuousClock.now
+            } catch CoordinationError.leaseNotFound(let lease) {
+                throw CoordinationError.leaseNotFound(lease)
+            } catch {
+                guard ContinuousClock.now - renewed < .seconds(leaseSeconds * 3) else { throw error }
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             try await Task.sleep(for: .milliseconds(leaseSeconds * 1000 / 3))
         }
     }

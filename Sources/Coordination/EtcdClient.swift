@@ -24,8 +24,13 @@ public struct EtcdSecurity: Sendable {
     }
 }
 
-/// Several endpoints may be given: a call goes to the first that answers,
-/// and a transport failure moves on to the next.
+/// Several endpoints may be given (an etcd cluster's members): a call goes
+/// to the member that answered last, and a transport failure moves on to
+/// the next, which then stays the first choice, so a dead or stopped member
+/// costs one timeout rather than one per call. Watches start on that member
+/// too, ask etcd to end them when it loses its leader (an isolated member
+/// would otherwise keep a watch open that never sees a change), and move
+/// on when they break.
 public final class EtcdClient: Coordination {
     public let endpoints: [String]
     let client: HTTPClient
@@ -35,6 +40,11 @@ public final class EtcdClient: Coordination {
     /// etcd's auth token while `security` names a user; renewed when etcd
     /// says it is no longer valid.
     private let token = Mutex<String?>(nil)
+    /// The member calls and watches go to first.
+    private let preferred = Mutex(0)
+    /// Lease renewals wait this long for a member: a renewal every third of
+    /// a 2-second lease cannot wait out the 5-second timeout on a stopped one.
+    static let keepAliveTimeout: TimeAmount = .milliseconds(600)
 
     public init(endpoints: [String], timeout: TimeAmount = .seconds(5), security: EtcdSecurity = EtcdSecurity(), client: HTTPClient = .shared) {
         precondition(!endpoints.isEmpty, "etcd needs at least one endpoint")
@@ -78,20 +88,26 @@ public final class EtcdClient: Coordination {
     /// POSTs `body` to `path` on the first endpoint that answers; returns
     /// the decoded JSON object. With etcd's user authentication, a token
     /// etcd no longer takes is renewed once.
-    func call(_ path: String, _ body: [String: Any], authenticated: Bool = true) async throws -> [String: Any] {
-        guard authenticated, security.user != nil else { return try await send(path, body, token: nil) }
+    func call(_ path: String, _ body: [String: Any], authenticated: Bool = true, timeout: TimeAmount? = nil) async throws -> [String: Any] {
+        guard authenticated, security.user != nil else { return try await send(path, body, token: nil, timeout: timeout) }
         do {
-            return try await send(path, body, token: try await authToken())
+            return try await send(path, body, token: try await authToken(), timeout: timeout)
         } catch CoordinationError.refused(let message) where message.contains("invalid auth token") || message.contains("auth token") {
             token.withLock { $0 = nil }
-            return try await send(path, body, token: try await authToken())
+            return try await send(path, body, token: try await authToken(), timeout: timeout)
         }
     }
 
-    private func send(_ path: String, _ body: [String: Any], token: String?) async throws -> [String: Any] {
+    /// The endpoints in the order to try: the preferred member first.
+    private var ordered: [(index: Int, endpoint: String)] {
+        let first = preferred.withLock { $0 }
+        return (0..<endpoints.count).map { ((first + $0) % endpoints.count, endpoints[(first + $0) % endpoints.count]) }
+    }
+
+    private func send(_ path: String, _ body: [String: Any], token: String?, timeout: TimeAmount? = nil) async throws -> [String: Any] {
         let payload = try JSONSerialization.data(withJSONObject: body)
         var failures: [String] = []
-        for endpoint in endpoints {
+        for (index, endpoint) in ordered {
             var request = HTTPClientRequest(url: endpoint + path)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -100,12 +116,13 @@ public final class EtcdClient: Coordination {
             let response: HTTPClientResponse
             let bytes: ByteBuffer
             do {
-                response = try await client.execute(request, timeout: timeout)
+                response = try await client.execute(request, timeout: timeout ?? self.timeout)
                 bytes = try await response.body.collect(upTo: 64 << 20)
             } catch {
                 failures.append("\(endpoint): \(error)")
                 continue
             }
+            if endpoints.count > 1 { preferred.withLock { $0 = index } }
             let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] ?? [:]
             guard response.status == .ok else {
                 let message = object["message"] as? String ?? object["error"] as? String ?? String(buffer: bytes)
@@ -193,7 +210,7 @@ public final class EtcdClient: Coordination {
 
     public func keepAlive(lease: Int64) async throws {
         // A streaming call on the gateway: one request, one result line.
-        let answer = try await call("/v3/lease/keepalive", ["ID": String(lease)])
+        let answer = try await call("/v3/lease/keepalive", ["ID": String(lease)], timeout: Self.keepAliveTimeout)
         let result = answer["result"] as? [String: Any] ?? answer
         // An expired or unknown lease comes back with no TTL (zero).
         guard Self.int64(result["TTL"]) > 0 else { throw CoordinationError.leaseNotFound(lease) }
@@ -209,7 +226,8 @@ public final class EtcdClient: Coordination {
 
     public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self, throwing: (any Error).self)
-        let task = Task { [endpoints, watchClient] in
+        let (index, endpoint) = ordered[0]
+        let task = Task { [watchClient] in
             let client = watchClient
             let token = try? await self.authToken()
             let body: [String: Any] = ["create_request": [
@@ -217,9 +235,12 @@ public final class EtcdClient: Coordination {
             ]]
             do {
                 let payload = try JSONSerialization.data(withJSONObject: body)
-                var request = HTTPClientRequest(url: endpoints[0] + "/v3/watch")
+                var request = HTTPClientRequest(url: endpoint + "/v3/watch")
                 request.method = .POST
                 request.headers.add(name: "Content-Type", value: "application/json")
+                // etcd's require-leader (the gateway passes it as gRPC
+                // metadata): the watch ends when its member loses the leader.
+                request.headers.add(name: "Grpc-Metadata-hasleader", value: "true")
                 if let token { request.headers.add(name: "Authorization", value: token) }
                 request.body = .bytes(ByteBuffer(data: payload))
                 // No deadline: a watch lasts until it is cancelled.
@@ -251,6 +272,11 @@ public final class EtcdClient: Coordination {
                 }
                 continuation.finish(throwing: CoordinationError.unavailable("the watch stream ended"))
             } catch {
+                // The next watch starts on the next member, unless a call
+                // has found a good one meanwhile.
+                if !(error is CancellationError), self.endpoints.count > 1 {
+                    self.preferred.withLock { if $0 == index { $0 = (index + 1) % self.endpoints.count } }
+                }
                 continuation.finish(throwing: error is CancellationError ? nil : error)
             }
         }

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""The fault campaign: a seeded nemesis over three brokers and a
+three-member etcd, each in a network namespace of its own on one bridge,
+while an idempotent acks=all producer writes over 1,000 conversations and
+a consumer group commits offsets. Each round makes a topic, injects one
+or two faults from the round's schedule (SIGKILL or SIGSTOP of a broker
+or an etcd member, a node's link cut, a broker cut from etcd but not from
+its clients, a rolling restart, a partition reassignment), heals them,
+waits for every replica to be back in sync and checks: every acknowledged
+record is read exactly once and in order per conversation; the group's
+committed offsets never moved back; every replica is back in sync. At the
+end the brokers stop and `postduif inspect` must find every replica's log
+intact and the same as the others' (start, end, batches, bytes). The schedule of round r comes from Random(seed * 1000003 + r):
+a failing seed replays the same faults (the timing of the system under
+test varies, not the schedule).
+
+    make chaos ROUNDS=N SEED=S     (outside make test; root for namespaces)
+    Tests/Chaos/chaos.py --rounds N --seed S
+
+Exit status 0: nothing lost; 1: a check failed (the round, seed and what
+was lost are printed); 2: the machine cannot make network namespaces."""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "Tests", "Compat"))
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from test_netcut import ip, namespaces_allowed, wait_port  # noqa: E402
+
+BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "postduif"))
+BROKERS = (1, 2, 3)
+MEMBERS = (1, 2, 3)
+
+
+class Lost(AssertionError):
+    """A check failed: something acknowledged went missing or moved back."""
+
+
+class ChaosCluster:
+    def __init__(self):
+        tag = "%04x" % random.SystemRandom().randrange(0x10000)
+        used = ip("-4", "addr").stdout + ip("-4", "route").stdout
+        for _ in range(100):
+            prefix = "10.%d.%d." % (random.SystemRandom().randint(200, 250), random.SystemRandom().randint(0, 250))
+            if prefix not in used:
+                break
+        self.prefix, self.tag = prefix, tag
+        self.hub = "pchub-" + tag
+        self.spaces = {("b", n): "pcb%d-%s" % (n, tag) for n in BROKERS}
+        self.spaces.update({("e", n): "pce%d-%s" % (n, tag) for n in MEMBERS})
+        self.root_link = "pcr-" + tag
+        self.dir = tempfile.mkdtemp(prefix="postduif-chaos-")
+        self.processes = {}
+        self.made = []
+
+    def address(self, node):
+        kind, n = node
+        return self.prefix + str((10 if kind == "b" else 20) + n)
+
+    def link(self, node):
+        return "pc%s%dh-%s" % (node[0], node[1], self.tag)
+
+    @property
+    def bootstrap(self):
+        return ",".join("%s:9092" % self.address(("b", n)) for n in BROKERS)
+
+    @property
+    def etcd_endpoints(self):
+        return ",".join("http://%s:2379" % self.address(("e", n)) for n in MEMBERS)
+
+    def build(self):
+        ip("netns", "add", self.hub)
+        self.made.append(self.hub)
+        ip("-n", self.hub, "link", "set", "lo", "up")
+        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        ip("-n", self.hub, "link", "set", "br0", "up")
+        for node, space in self.spaces.items():
+            ip("netns", "add", space)
+            self.made.append(space)
+            inner = "pc%s%da-%s" % (node[0], node[1], self.tag)
+            ip("-n", space, "link", "set", "lo", "up")
+            ip("link", "add", inner, "netns", space, "type", "veth", "peer", "name", self.link(node), "netns", self.hub)
+            ip("-n", space, "addr", "add", self.address(node) + "/24", "dev", inner)
+            ip("-n", space, "link", "set", inner, "up")
+            ip("-n", self.hub, "link", "set", self.link(node), "master", "br0", "up")
+        ip("link", "add", self.root_link, "type", "veth", "peer", "name", "pcrh-" + self.tag, "netns", self.hub)
+        ip("addr", "add", self.prefix + "254/24", "dev", self.root_link)
+        ip("link", "set", self.root_link, "up")
+        ip("-n", self.hub, "link", "set", "pcrh-" + self.tag, "master", "br0", "up")
+
+    def spawn(self, name, node, argv):
+        log = open(os.path.join(self.dir, name + ".log"), "ab")
+        self.processes[name] = subprocess.Popen(["ip", "netns", "exec", self.spaces[node], *argv], stdout=log, stderr=subprocess.STDOUT)
+
+    def start_member(self, n):
+        node = ("e", n)
+        cluster = ",".join("e%d=http://%s:2380" % (m, self.address(("e", m))) for m in MEMBERS)
+        self.spawn("etcd-%d" % n, node, [
+            "etcd", "--name", "e%d" % n, "--data-dir", os.path.join(self.dir, "etcd-%d" % n),
+            "--listen-client-urls", "http://%s:2379" % self.address(node), "--advertise-client-urls", "http://%s:2379" % self.address(node),
+            "--listen-peer-urls", "http://%s:2380" % self.address(node), "--initial-advertise-peer-urls", "http://%s:2380" % self.address(node),
+            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "chaos-" + self.tag,
+            # Pre-vote: a member back from a cut does not force an election
+            # (Docs/operations.md recommends it for every etcd cluster).
+            "--heartbeat-interval", "100", "--election-timeout", "1000", "--pre-vote"])
+
+    def start_broker(self, n, wait=True):
+        node = ("b", n)
+        self.spawn("broker-%d" % n, node, [
+            BINARY, "serve", "--node-id", str(n), "--host", self.address(node), "--port", "9092", "--http-port", "9644",
+            "--data", os.path.join(self.dir, "broker-%d" % n), "--etcd-endpoints", self.etcd_endpoints,
+            "--log-level", "info", "--default-partitions", "3", "--leader-rebalance-interval-ms", "3000"])
+        if wait:
+            wait_port(self.address(node), 9092, timeout=60)
+
+    def start(self):
+        self.build()
+        for n in MEMBERS:
+            self.start_member(n)
+        for n in MEMBERS:
+            wait_port(self.address(("e", n)), 2379)
+        for n in BROKERS:
+            self.start_broker(n)
+        return self
+
+    def pid(self, name):
+        return self.processes[name].pid
+
+    def alive(self, name):
+        return self.processes[name].poll() is None
+
+    def running_pid(self, name):
+        """The pid of the program itself (ip netns exec execs it in place)."""
+        return self.processes[name].pid
+
+    def signal(self, name, sig):
+        if self.alive(name):
+            os.kill(self.running_pid(name), sig)
+
+    def kill(self, name):
+        self.signal(name, signal.SIGKILL)
+        self.processes[name].wait(timeout=30)
+
+    def restart(self, name):
+        kind, n = name.split("-")
+        if self.alive(name):
+            return
+        if kind == "etcd":
+            self.start_member(int(n))
+        else:
+            # A broker that was killed while its lease lived waits it out at start.
+            self.start_broker(int(n), wait=False)
+
+    def supervise(self, log):
+        """Starts again every broker that stopped: a broker whose lease
+        ended stops by design, and its supervisor (systemd's Restart=,
+        Kubernetes) starts it again."""
+        for n in BROKERS:
+            name = "broker-%d" % n
+            if not self.alive(name):
+                log("  broker %d had stopped (%s); starting it" % (n, self.last_words(name)))
+                self.restart(name)
+
+    def last_words(self, name):
+        lines = [line for line in self.log(name).splitlines() if line.startswith("Error:")]
+        return lines[-1][:160] if lines else "no error printed"
+
+    def cut(self, node):
+        ip("-n", self.hub, "link", "set", self.link(node), "down")
+
+    def heal(self, node):
+        ip("-n", self.hub, "link", "set", self.link(node), "up")
+
+    def cut_from_etcd(self, broker):
+        space = self.spaces[("b", broker)]
+        for n in MEMBERS:
+            ip("-n", space, "route", "add", "blackhole", self.address(("e", n)) + "/32", check=False)
+
+    def rejoin_etcd(self, broker):
+        space = self.spaces[("b", broker)]
+        for n in MEMBERS:
+            ip("-n", space, "route", "del", "blackhole", self.address(("e", n)) + "/32", check=False)
+
+    def log(self, name):
+        with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
+            return f.read()
+
+    def stop_brokers(self):
+        for n in BROKERS:
+            self.signal("broker-%d" % n, signal.SIGCONT)
+            self.signal("broker-%d" % n, signal.SIGTERM)
+        for n in BROKERS:
+            process = self.processes["broker-%d" % n]
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def remove(self):
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        ip("link", "del", self.root_link, check=False)
+        for space in reversed(self.made):
+            ip("netns", "del", space, check=False)
+        if os.environ.get("CHAOS_KEEP") is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# MARK: the nemesis
+
+FAULTS = ["kill-broker", "pause-broker", "kill-etcd", "pause-etcd", "cut-broker", "cut-etcd", "broker-from-etcd",
+          "rolling-restart", "reassign"]
+
+
+def schedule(seed, round_number):
+    """The round's faults: one or two, each with when it starts and how
+    long it lasts (seconds), and its target. Pure: a seed replays."""
+    rng = random.Random(seed * 1000003 + round_number)
+    faults = []
+    for _ in range(rng.choice((1, 1, 2))):
+        kind = rng.choice(FAULTS)
+        faults.append({"fault": kind, "target": rng.choice(BROKERS if "etcd" not in kind or kind == "broker-from-etcd" else MEMBERS),
+                       "at": round(rng.uniform(0.5, 3.0), 2), "lasts": round(rng.uniform(1.0, 5.0), 2)})
+    return {"round": round_number, "replication": rng.choice((2, 3)), "faults": faults}
+
+
+class Nemesis:
+    def __init__(self, cluster, topic, log):
+        self.cluster, self.topic, self.log = cluster, topic, log
+        self.heals = []
+
+    def inject(self, fault):
+        c, kind, target = self.cluster, fault["fault"], fault["target"]
+        self.log("  %5.2fs inject %s %d" % (fault["at"], kind, target))
+        if kind == "kill-broker":
+            c.kill("broker-%d" % target)
+            self.heals.append(lambda: c.restart("broker-%d" % target))
+        elif kind == "pause-broker":
+            c.signal("broker-%d" % target, signal.SIGSTOP)
+            self.heals.append(lambda: c.signal("broker-%d" % target, signal.SIGCONT))
+        elif kind == "kill-etcd":
+            c.kill("etcd-%d" % target)
+            self.heals.append(lambda: c.restart("etcd-%d" % target))
+        elif kind == "pause-etcd":
+            c.signal("etcd-%d" % target, signal.SIGSTOP)
+            self.heals.append(lambda: c.signal("etcd-%d" % target, signal.SIGCONT))
+        elif kind == "cut-broker":
+            c.cut(("b", target))
+            self.heals.append(lambda: c.heal(("b", target)))
+        elif kind == "cut-etcd":
+            c.cut(("e", target))
+            self.heals.append(lambda: c.heal(("e", target)))
+        elif kind == "broker-from-etcd":
+            c.cut_from_etcd(target)
+            self.heals.append(lambda: c.rejoin_etcd(target))
+        elif kind == "rolling-restart":
+            for n in BROKERS:
+                name = "broker-%d" % n
+                if not c.alive(name):
+                    continue
+                c.signal(name, signal.SIGCONT)
+                c.signal(name, signal.SIGTERM)
+                try:
+                    c.processes[name].wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    c.kill(name)
+                c.restart(name)
+                wait_port(c.address(("b", n)), 9092, timeout=60)
+        elif kind == "reassign":
+            self.reassign(target)
+
+    def reassign(self, target):
+        """Moves partition 0 of the round's topic to another replica set
+        (the one without `target`, or with it when it had none)."""
+        from kafka import KafkaAdminClient, TopicPartition as KTopicPartition
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.cluster.bootstrap, request_timeout_ms=10000)
+            try:
+                current = AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=10).topics[self.topic].partitions[0].replicas
+                others = [b for b in BROKERS if b != target]
+                wanted = others if target in current else [target] + list(current)[:len(current) - 1]
+                answer = admin.alter_partition_reassignments({KTopicPartition(self.topic, 0): wanted[:len(current)]})
+                self.log("         reassign %s/0 %s -> %s: %s" % (self.topic, list(current), wanted[:len(current)], answer))
+            finally:
+                admin.close()
+        except Exception as error:  # a fault may make the request fail: that is allowed
+            self.log("         reassign refused: %s" % error)
+
+    def heal(self):
+        for heal in reversed(self.heals):
+            heal()
+        self.heals = []
+
+
+# MARK: the workload and the checks
+
+class Workload:
+    def __init__(self, bootstrap, topic, total, rate):
+        self.bootstrap, self.topic, self.total, self.rate = bootstrap, topic, total, rate
+        self.acknowledged, self.failed = {}, []
+        self.commits, self.backwards, self.commit_count = {}, [], 0
+        self.stop = threading.Event()
+
+    def produce(self):
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                             "message.timeout.ms": 60000, "retry.backoff.ms": 100, "socket.timeout.ms": 5000})
+
+        def delivered(error, message):
+            if error is None:
+                self.acknowledged[message.value()] = (message.partition(), message.offset())
+            else:
+                self.failed.append(str(error))
+
+        started = time.monotonic()
+        for i in range(self.total):
+            while True:
+                try:
+                    producer.produce(self.topic, key=b"conversation-%d" % (i % 1000), value=b"%08d" % i, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            ahead = (i + 1) / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.flush(90)
+
+    def consume_and_commit(self, group):
+        """A group member reading the topic and committing synchronously;
+        each committed offset it reads back must not be below the last."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False,
+                             "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+        consumer.subscribe([self.topic])
+        try:
+            while not self.stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                try:
+                    consumer.commit(message=message, asynchronous=False)
+                    partition = TopicPartition(self.topic, message.partition())
+                    committed = consumer.committed([partition], timeout=5)[0].offset
+                except KafkaException:
+                    continue  # a fault: the commit may not have happened
+                last = self.commits.get(message.partition(), -1)
+                if committed >= 0 and committed < last:
+                    self.backwards.append((message.partition(), last, committed))
+                self.commits[message.partition()] = max(last, committed)
+                self.commit_count += 1
+        finally:
+            consumer.close()
+
+
+def wait_until(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except Exception:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def in_sync(cluster, topic, log=lambda line: None):
+    cluster.supervise(log)
+    partitions = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(topic, timeout=5).topics[topic].partitions
+    return partitions and all(p.leader > 0 and sorted(p.isrs) == sorted(p.replicas) for p in partitions.values())
+
+
+def read_all(bootstrap, topic, expected, timeout=60):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-check-%f" % time.time(), "enable.auto.commit": False})
+    partitions = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    seen = []
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.3)
+        if message is None or message.error():
+            if len(seen) >= expected:
+                quiet_until = quiet_until or time.monotonic() + 2
+                if time.monotonic() > quiet_until:
+                    break
+            continue
+        seen.append((message.key(), message.value()))
+    consumer.close()
+    return seen
+
+
+def check(cluster, workload, topic, log):
+    if not wait_until(lambda: in_sync(cluster, topic, log), 120):
+        raise Lost("the replicas of %s did not return to sync within 120 s" % topic)
+    seen = read_all(cluster.bootstrap, topic, len(workload.acknowledged))
+    values = [value for _, value in seen]
+    duplicates = len(values) - len(set(values))
+    missing = set(workload.acknowledged) - set(values)
+    if missing:
+        raise Lost("%d acknowledged records missing, e.g. %s" % (len(missing), sorted(missing)[:5]))
+    if duplicates:
+        raise Lost("%d records read twice" % duplicates)
+    by_key = {}
+    for key, value in seen:
+        by_key.setdefault(key, []).append(int(value))
+    for key, numbers in by_key.items():
+        if numbers != sorted(numbers):
+            raise Lost("conversation %s out of order" % key)
+    if workload.backwards:
+        raise Lost("committed offsets moved back: %s" % workload.backwards[:5])
+    log("  checked: %d acknowledged, %d failed deliveries, all read once in order; %d commits never moved back"
+        % (len(workload.acknowledged), len(workload.failed), workload.commit_count))
+
+
+def inspect_identical(cluster, topics):
+    """With the brokers stopped: each partition's log (start, end, batches,
+    bytes) is the same on every broker holding it. The high watermarks may
+    differ: a follower learns the last one from a fetch it never made."""
+    rows = {}
+    for n in BROKERS:
+        result = subprocess.run([BINARY, "inspect", "--data", os.path.join(cluster.dir, "broker-%d" % n), "--skip-index"],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise Lost("postduif inspect found damage on broker %d:\n%s" % (n, result.stdout[-2000:]))
+        for line in result.stdout.splitlines():
+            fields = line.split()
+            if fields and fields[0] in topics and fields[5] != "0":
+                rows.setdefault((fields[0], fields[1]), set()).add((fields[2], fields[3], fields[5], fields[6]))
+    differing = {key: value for key, value in rows.items() if len(value) > 1}
+    if differing:
+        raise Lost("replicas differ: %s" % differing)
+
+
+def run(rounds, seed, log=print, first=1):
+    if not namespaces_allowed():
+        return None
+    cluster = ChaosCluster().start()
+    started = time.monotonic()
+    injected = 0
+    topics = []
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        for round_number in range(first, first + rounds):
+            cluster.supervise(log)
+            plan = schedule(seed, round_number)
+            topic = "chaos-%d-%d" % (seed, round_number)
+            topics.append(topic)
+            log("round %d (seed %d): %s" % (round_number, seed, json.dumps(plan["faults"])))
+            if not wait_until(lambda: admin.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20) is None
+                              or True, 60) or not wait_until(lambda: in_sync(cluster, topic), 60):
+                raise Lost("round %d: topic %s not made in sync within 60 s" % (round_number, topic))
+            workload = Workload(cluster.bootstrap, topic, total=3000, rate=600)
+            producer = threading.Thread(target=workload.produce)
+            consumer = threading.Thread(target=workload.consume_and_commit, args=("chaos-group-%d" % round_number,))
+            producer.start()
+            consumer.start()
+            nemesis = Nemesis(cluster, topic, log)
+            round_started = time.monotonic()
+            for fault in sorted(plan["faults"], key=lambda f: f["at"]):
+                time.sleep(max(0, fault["at"] - (time.monotonic() - round_started)))
+                nemesis.inject(fault)
+                injected += 1
+            time.sleep(max(f["lasts"] for f in plan["faults"]))
+            nemesis.heal()
+            producer.join(150)
+            workload.stop.set()
+            consumer.join(30)
+            if producer.is_alive():
+                raise Lost("round %d: the producer did not finish" % round_number)
+            check(cluster, workload, topic, log)
+        cluster.stop_brokers()
+        inspect_identical(cluster, set(topics))
+        elapsed = time.monotonic() - started
+        log("campaign: %d rounds, %d faults injected, 0 acknowledged records lost, %.0f rounds per hour"
+            % (rounds, injected, rounds * 3600 / elapsed))
+        return True
+    except Lost as lost:
+        log("LOST in the campaign with seed %d: %s\n  replay: Tests/Chaos/chaos.py --seed %d --rounds %d --first %d; logs kept in %s"
+            % (seed, lost, seed, rounds, first, cluster.dir))
+        os.environ["CHAOS_KEEP"] = "1"
+        return False
+    finally:
+        cluster.remove()
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Postduif's fault campaign (needs root for network namespaces).")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    parser.add_argument("--first", type=int, default=1, help="the first round's number (to replay one round)")
+    arguments = parser.parse_args()
+    outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first)
+    if outcome is None:
+        print("network namespaces need root and `ip netns`: the campaign cannot run here")
+        sys.exit(2)
+    sys.exit(0 if outcome else 1)
+
+
+if __name__ == "__main__":
+    main()
