@@ -8,7 +8,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner cluster cluster-stop clean
+.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner chaos cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -102,6 +102,12 @@ bench-security: deps
 bench-cleaner: deps $(VENV)/.installed
 	$(SWIFT) build -c release --product postduif
 	$(VENV)/bin/python Benchmarks/cleaner-bench.py --rate $${RATE:-50000} --linger $${LINGER:-5} --pairs $${PAIRS:-3}
+
+# The fault campaign (root, for network namespaces): ROUNDS rounds of the
+# schedule SEED gives; a failing seed replays with the same SEED.
+chaos: deps $(VENV)/.installed
+	$(SWIFT) build --product postduif
+	$(VENV)/bin/python Tests/Chaos/chaos.py --rounds $${ROUNDS:-100} --seed $${SEED:-$$(date +%s)}
 
 clean:
 	rm -rf .build

@@ -88,13 +88,14 @@ public final class EtcdClient: Coordination {
     /// POSTs `body` to `path` on the first endpoint that answers; returns
     /// the decoded JSON object. With etcd's user authentication, a token
     /// etcd no longer takes is renewed once.
-    func call(_ path: String, _ body: [String: Any], authenticated: Bool = true, timeout: TimeAmount? = nil) async throws -> [String: Any] {
-        guard authenticated, security.user != nil else { return try await send(path, body, token: nil, timeout: timeout) }
+    func call(_ path: String, _ body: [String: Any], authenticated: Bool = true, timeout: TimeAmount? = nil,
+              accept: ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
+        guard authenticated, security.user != nil else { return try await send(path, body, token: nil, timeout: timeout, accept: accept) }
         do {
-            return try await send(path, body, token: try await authToken(), timeout: timeout)
+            return try await send(path, body, token: try await authToken(), timeout: timeout, accept: accept)
         } catch CoordinationError.refused(let message) where message.contains("invalid auth token") || message.contains("auth token") {
             token.withLock { $0 = nil }
-            return try await send(path, body, token: try await authToken(), timeout: timeout)
+            return try await send(path, body, token: try await authToken(), timeout: timeout, accept: accept)
         }
     }
 
@@ -104,9 +105,14 @@ public final class EtcdClient: Coordination {
         return (0..<endpoints.count).map { ((first + $0) % endpoints.count, endpoints[(first + $0) % endpoints.count]) }
     }
 
-    private func send(_ path: String, _ body: [String: Any], token: String?, timeout: TimeAmount? = nil) async throws -> [String: Any] {
+    /// `accept`: whether an answer settles the call; one it does not
+    /// (a stale member's word) is passed over for the next member's, and
+    /// returned only when no member gives a better one.
+    private func send(_ path: String, _ body: [String: Any], token: String?, timeout: TimeAmount? = nil,
+                      accept: ([String: Any]) -> Bool = { _ in true }) async throws -> [String: Any] {
         let payload = try JSONSerialization.data(withJSONObject: body)
         var failures: [String] = []
+        var passedOver: [String: Any]? = nil
         for (index, endpoint) in ordered {
             var request = HTTPClientRequest(url: endpoint + path)
             request.method = .POST
@@ -122,14 +128,19 @@ public final class EtcdClient: Coordination {
                 failures.append("\(endpoint): \(error)")
                 continue
             }
-            if endpoints.count > 1 { preferred.withLock { $0 = index } }
             let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] ?? [:]
             guard response.status == .ok else {
                 let message = object["message"] as? String ?? object["error"] as? String ?? String(buffer: bytes)
                 throw CoordinationError.refused("\(path): HTTP \(response.status.code) \(message)")
             }
+            guard accept(object) else {
+                passedOver = passedOver ?? object
+                continue
+            }
+            if endpoints.count > 1 { preferred.withLock { $0 = index } }
             return object
         }
+        if let passedOver { return passedOver }
         throw CoordinationError.unavailable(failures.joined(separator: "; "))
     }
 
@@ -210,7 +221,12 @@ public final class EtcdClient: Coordination {
 
     public func keepAlive(lease: Int64) async throws {
         // A streaming call on the gateway: one request, one result line.
-        let answer = try await call("/v3/lease/keepalive", ["ID": String(lease)], timeout: Self.keepAliveTimeout)
+        // A leader that was paused answers "expired" for leases the new
+        // leader extended (its own clock ran on): another member's word is
+        // asked before a lease counts as gone.
+        let answer = try await call("/v3/lease/keepalive", ["ID": String(lease)], timeout: Self.keepAliveTimeout) { answer in
+            Self.int64((answer["result"] as? [String: Any] ?? answer)["TTL"]) > 0
+        }
         let result = answer["result"] as? [String: Any] ?? answer
         // An expired or unknown lease comes back with no TTL (zero).
         guard Self.int64(result["TTL"]) > 0 else { throw CoordinationError.leaseNotFound(lease) }

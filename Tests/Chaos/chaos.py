@@ -65,6 +65,10 @@ class ChaosCluster:
         self.dir = tempfile.mkdtemp(prefix="postduif-chaos-")
         self.processes = {}
         self.made = []
+        # Brokers the nemesis keeps down (killed until healed, or mid-restart):
+        # the supervisor leaves them alone.
+        self.held = set()
+        self.lock = threading.RLock()
 
     def address(self, node):
         kind, n = node
@@ -156,23 +160,26 @@ class ChaosCluster:
 
     def restart(self, name):
         kind, n = name.split("-")
-        if self.alive(name):
-            return
-        if kind == "etcd":
-            self.start_member(int(n))
-        else:
-            # A broker that was killed while its lease lived waits it out at start.
-            self.start_broker(int(n), wait=False)
+        with self.lock:
+            self.held.discard(name)
+            if self.alive(name):
+                return
+            if kind == "etcd":
+                self.start_member(int(n))
+            else:
+                # A broker that was killed while its lease lived waits it out at start.
+                self.start_broker(int(n), wait=False)
 
     def supervise(self, log):
         """Starts again every broker that stopped: a broker whose lease
         ended stops by design, and its supervisor (systemd's Restart=,
         Kubernetes) starts it again."""
-        for n in BROKERS:
-            name = "broker-%d" % n
-            if not self.alive(name):
-                log("  broker %d had stopped (%s); starting it" % (n, self.last_words(name)))
-                self.restart(name)
+        with self.lock:
+            for n in BROKERS:
+                name = "broker-%d" % n
+                if not self.alive(name) and name not in self.held:
+                    log("  broker %d had stopped (%s); starting it" % (n, self.last_words(name)))
+                    self.restart(name)
 
     def last_words(self, name):
         lines = [line for line in self.log(name).splitlines() if line.startswith("Error:")]
@@ -255,6 +262,7 @@ class Nemesis:
         c, kind, target = self.cluster, fault["fault"], fault["target"]
         self.log("  %5.2fs inject %s %d" % (fault["at"], kind, target))
         if kind == "kill-broker":
+            c.held.add("broker-%d" % target)
             c.kill("broker-%d" % target)
             self.heals.append(lambda: c.restart("broker-%d" % target))
         elif kind == "pause-broker":
@@ -280,6 +288,7 @@ class Nemesis:
                 name = "broker-%d" % n
                 if not c.alive(name):
                     continue
+                c.held.add(name)
                 c.signal(name, signal.SIGCONT)
                 c.signal(name, signal.SIGTERM)
                 try:
@@ -391,30 +400,53 @@ def in_sync(cluster, topic, log=lambda line: None):
     return partitions and all(p.leader > 0 and sorted(p.isrs) == sorted(p.replicas) for p in partitions.values())
 
 
-def read_all(bootstrap, topic, expected, timeout=60):
+class Unavailable(AssertionError):
+    """The cluster did not recover (no loss shown, but no progress either)."""
+
+
+def read_all(bootstrap, topic, timeout=120):
+    """Every record of the topic up to each partition's high watermark;
+    Unavailable when a partition cannot be read that far in time."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-check-%f" % time.time(), "enable.auto.commit": False})
-    partitions = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    seen = []
-    deadline = time.monotonic() + timeout
-    quiet_until = None
-    while time.monotonic() < deadline:
-        message = consumer.poll(0.3)
-        if message is None or message.error():
-            if len(seen) >= expected:
-                quiet_until = quiet_until or time.monotonic() + 2
-                if time.monotonic() > quiet_until:
-                    break
-            continue
-        seen.append((message.key(), message.value()))
-    consumer.close()
-    return seen
+    try:
+        partitions = sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout
+        ends = {}
+        while len(ends) < len(partitions):
+            for p in partitions:
+                try:
+                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise Unavailable("no high watermark of %s/%d within %d s" % (topic, p, timeout))
+                    time.sleep(0.5)
+        positions = {p: 0 for p in partitions}
+        seen = []
+        while any(positions[p] < ends[p] for p in partitions):
+            if time.monotonic() > deadline:
+                raise Unavailable("partitions %s of %s not readable to their high watermarks %s within %d s (read to %s)"
+                                  % ([p for p in partitions if positions[p] < ends[p]], topic, ends, timeout, positions))
+            message = consumer.poll(0.3)
+            if message is None or message.error():
+                continue
+            seen.append((message.key(), message.value()))
+            positions[message.partition()] = message.offset() + 1
+        # Anything past the high watermarks read at the start is read too.
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                seen.append((message.key(), message.value()))
+        return seen
+    finally:
+        consumer.close()
 
 
 def check(cluster, workload, topic, log):
     if not wait_until(lambda: in_sync(cluster, topic, log), 120):
-        raise Lost("the replicas of %s did not return to sync within 120 s" % topic)
-    seen = read_all(cluster.bootstrap, topic, len(workload.acknowledged))
+        raise Unavailable("the replicas of %s did not return to sync within 120 s" % topic)
+    seen = read_all(cluster.bootstrap, topic)
     values = [value for _, value in seen]
     duplicates = len(values) - len(set(values))
     missing = set(workload.acknowledged) - set(values)
@@ -457,6 +489,16 @@ def run(rounds, seed, log=print, first=1):
     if not namespaces_allowed():
         return None
     cluster = ChaosCluster().start()
+    stop_supervising = threading.Event()
+
+    def supervisor():
+        while not stop_supervising.wait(0.5):
+            try:
+                cluster.supervise(log)
+            except Exception as error:
+                log("  supervisor: %s" % error)
+
+    threading.Thread(target=supervisor, daemon=True).start()
     started = time.monotonic()
     injected = 0
     topics = []
@@ -470,7 +512,7 @@ def run(rounds, seed, log=print, first=1):
             log("round %d (seed %d): %s" % (round_number, seed, json.dumps(plan["faults"])))
             if not wait_until(lambda: admin.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20) is None
                               or True, 60) or not wait_until(lambda: in_sync(cluster, topic), 60):
-                raise Lost("round %d: topic %s not made in sync within 60 s" % (round_number, topic))
+                raise Unavailable("round %d: topic %s not made in sync within 60 s" % (round_number, topic))
             workload = Workload(cluster.bootstrap, topic, total=3000, rate=600)
             producer = threading.Thread(target=workload.produce)
             consumer = threading.Thread(target=workload.consume_and_commit, args=("chaos-group-%d" % round_number,))
@@ -488,20 +530,23 @@ def run(rounds, seed, log=print, first=1):
             workload.stop.set()
             consumer.join(30)
             if producer.is_alive():
-                raise Lost("round %d: the producer did not finish" % round_number)
+                raise Unavailable("round %d: the producer did not finish" % round_number)
             check(cluster, workload, topic, log)
+        stop_supervising.set()
         cluster.stop_brokers()
         inspect_identical(cluster, set(topics))
         elapsed = time.monotonic() - started
         log("campaign: %d rounds, %d faults injected, 0 acknowledged records lost, %.0f rounds per hour"
             % (rounds, injected, rounds * 3600 / elapsed))
         return True
-    except Lost as lost:
-        log("LOST in the campaign with seed %d: %s\n  replay: Tests/Chaos/chaos.py --seed %d --rounds %d --first %d; logs kept in %s"
-            % (seed, lost, seed, rounds, first, cluster.dir))
+    except (Lost, Unavailable) as lost:
+        what = "LOST" if isinstance(lost, Lost) else "STUCK (nothing shown lost)"
+        log("%s in the campaign with seed %d: %s\n  replay: Tests/Chaos/chaos.py --seed %d --rounds %d --first %d; logs kept in %s"
+            % (what, seed, lost, seed, rounds, first, cluster.dir))
         os.environ["CHAOS_KEEP"] = "1"
         return False
     finally:
+        stop_supervising.set()
         cluster.remove()
 
 
