@@ -41,6 +41,8 @@ def main():
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--throttle-mb-per-s", type=float, default=0, help="the reassignment throttle; 0 for none")
+    parser.add_argument("--rate", type=int, default=0, help="the paced rate; 0 for half the measured peak")
+    parser.add_argument("--skip-restart", action="store_true", help="measure the move only")
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "postduif"))
     parser.add_argument("--out", default="bench-results")
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main():
         fill = rdkafka("fill", "big", 0, 600, count=count, replicas=2, partitions=1)
         print("filled %.2f GiB at %.0f msgs/s" % (args.gib, fill["sendsPerSecond"]), flush=True)
         peak = rdkafka("peak", "load", 0, args.seconds)["sendsPerSecond"]
-        half = int(peak / 2)
+        half = args.rate or int(peak / 2)
         before = rdkafka("before", "load", half, args.seconds)
         replicas = list(partitions("big")[0].replicas)
         newcomer = ({1, 2, 3} - set(replicas)).pop()
@@ -125,11 +127,15 @@ def main():
                            "p99Before": before["ackMilliseconds"]["p99"], "p99During": during["ackMilliseconds"]["p99"],
                            "p50Before": before["ackMilliseconds"]["p50"], "p50During": during["ackMilliseconds"]["p50"],
                            "from": replicas, "to": target}
-        print("move of %.2f GiB %s -> %s: %.1f s, %.0f MB/s; paced at %d msgs/s (half the peak %.0f): ack p99 %.2f ms before, %.2f ms during"
+        print("move of %.2f GiB %s -> %s: %.1f s, %.0f MB/s; paced at %d msgs/s (peak %.0f): ack p99 %.2f ms before, %.2f ms during"
               " (the paced run lasted %g s of the move)" % (args.gib, replicas, target, moved["seconds"], rate, half, peak,
                                                              before["ackMilliseconds"]["p99"], during["ackMilliseconds"]["p99"], args.seconds), flush=True)
 
         # 2. The rolling restart.
+        if args.skip_restart:
+            with open(os.path.join(args.out, "reshape.json"), "w") as f:
+                json.dump(results, f, indent=2)
+            return
         restart = {}
 
         def roll():

@@ -235,17 +235,23 @@ public struct Controller: Sendable {
         case .brokerExpired(let broker):
             liveBrokers.remove(broker)
             shuttingDown.remove(broker)
-            return partitions.keys.sorted().compactMap { id in
+            // New leaders first: those partitions take no produce until
+            // written, while an ISR that still names the dead follower only
+            // delays acks=all (Docs/scale.md: a failover's writes go one by one).
+            let ids = partitions.keys.sorted()
+            let elections = ids.compactMap { id -> Action? in
                 let state = partitions[id]!
-                if state.leader == broker { return elect(id, state, removing: broker) }
-                if state.isr.contains(broker) && state.isr.count > 1 {
-                    var next = state
-                    next.isr.removeAll { $0 == broker }
-                    next.version += 1
-                    return .writePartition(id, previous: state, next: next)
-                }
-                return nil
+                return state.leader == broker ? elect(id, state, removing: broker) : nil
             }
+            let shrinks = ids.compactMap { id -> Action? in
+                let state = partitions[id]!
+                guard state.leader != broker, state.isr.contains(broker), state.isr.count > 1 else { return nil }
+                var next = state
+                next.isr.removeAll { $0 == broker }
+                next.version += 1
+                return .writePartition(id, previous: state, next: next)
+            }
+            return elections + shrinks
         case .brokerShuttingDown(let broker):
             shuttingDown.insert(broker)
             // Its leaderships go to in-sync followers now, while it still
