@@ -1,6 +1,6 @@
 import Coordination
-import TestSupport
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Cluster
