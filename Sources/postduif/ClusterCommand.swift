@@ -77,6 +77,25 @@ struct ClusterCommand: AsyncParsableCommand {
         }
     }
 
+    /// --execute, --wait and --timeout, for the commands that make a plan.
+    struct Execution: ParsableArguments {
+        @Flag(help: "Apply the plan (AlterPartitionReassignments).") var execute = false
+        @Flag(help: "With --execute: wait until every move finished.") var wait = false
+        @Option(help: "With --wait: give up after this many seconds.") var timeout = 600
+    }
+
+    /// AlterPartitionReassignments with these targets (nil: cancel).
+    static func alter(_ targets: [PartitionID: [Int32]?], on link: KafkaClientConnection) async throws -> AlterPartitionReassignmentsResponse {
+        let byTopic = Dictionary(grouping: targets.keys, by: \.topic)
+        let request = AlterPartitionReassignmentsRequest(topics: byTopic.keys.sorted().map { topic in
+            TopicPartitions(name: topic, partitions: byTopic[topic]!.sorted().map { .init(index: $0.index, replicas: targets[$0]!) })
+        })
+        var reader = try await link.request(.alterPartitionReassignments, version: 0) { request.encode(&$0, version: 0) }
+        let response = try AlterPartitionReassignmentsResponse.decode(&reader, version: 0)
+        guard response.errorCode == 0 else { throw Acl.refusal(response.errorCode, response.errorMessage) }
+        return response
+    }
+
     /// Applies a plan (AlterPartitionReassignments); with `wait`, polls
     /// until no partition of it is being moved.
     static func apply(_ plan: [PartitionID: [Int32]], on link: KafkaClientConnection, wait: Bool, timeoutSeconds: Int) async throws {
@@ -84,13 +103,7 @@ struct ClusterCommand: AsyncParsableCommand {
             print("nothing to move")
             return
         }
-        let byTopic = Dictionary(grouping: plan.keys, by: \.topic)
-        let request = AlterPartitionReassignmentsRequest(topics: byTopic.keys.sorted().map { topic in
-            TopicPartitions(name: topic, partitions: byTopic[topic]!.sorted().map { .init(index: $0.index, replicas: plan[$0]!) })
-        })
-        var reader = try await link.request(.alterPartitionReassignments, version: 0) { request.encode(&$0, version: 0) }
-        let response = try AlterPartitionReassignmentsResponse.decode(&reader, version: 0)
-        guard response.errorCode == 0 else { throw Acl.refusal(response.errorCode, response.errorMessage) }
+        let response = try await alter(plan.mapValues { Optional($0) }, on: link)
         var failed = 0
         for topic in response.topics {
             for partition in topic.partitions where partition.errorCode != 0 {
@@ -160,9 +173,7 @@ struct ClusterCommand: AsyncParsableCommand {
     struct Rebalance: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Spread replicas and preferred leaders evenly: prints the plan; --execute applies it.")
         @OptionGroup var connection: Acl.Connection
-        @Flag(help: "Apply the plan (AlterPartitionReassignments).") var execute = false
-        @Flag(help: "With --execute: wait until every move finished.") var wait = false
-        @Option(help: "With --wait: give up after this many seconds.") var timeout = 600
+        @OptionGroup var execution: Execution
 
         func run() async throws {
             let link = try await connection.open()
@@ -171,7 +182,7 @@ struct ClusterCommand: AsyncParsableCommand {
             guard picture.moving.isEmpty else { throw OperatorError("\(picture.moving.count) partitions are being moved; rebalance once they are done") }
             let plan = picture.planner.rebalance()
             print(PlanFile(plan).json)
-            if execute { try await ClusterCommand.apply(plan, on: link, wait: wait, timeoutSeconds: timeout) }
+            if execution.execute { try await ClusterCommand.apply(plan, on: link, wait: execution.wait, timeoutSeconds: execution.timeout) }
         }
     }
 
@@ -179,9 +190,7 @@ struct ClusterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Move every replica off a broker (to decommission it): prints the plan; --execute applies it.")
         @Argument(help: "The broker's id.") var broker: Int32
         @OptionGroup var connection: Acl.Connection
-        @Flag(help: "Apply the plan (AlterPartitionReassignments).") var execute = false
-        @Flag(help: "With --execute: wait until every move finished.") var wait = false
-        @Option(help: "With --wait: give up after this many seconds.") var timeout = 600
+        @OptionGroup var execution: Execution
 
         func run() async throws {
             let link = try await connection.open()
@@ -194,7 +203,7 @@ struct ClusterCommand: AsyncParsableCommand {
             if !stuck.isEmpty {
                 throw OperatorError("no broker can take \(stuck.map(\.description).joined(separator: ", ")): each already has every other broker")
             }
-            if execute { try await ClusterCommand.apply(plan, on: link, wait: wait, timeoutSeconds: timeout) }
+            if execution.execute { try await ClusterCommand.apply(plan, on: link, wait: execution.wait, timeoutSeconds: execution.timeout) }
         }
     }
 
@@ -216,13 +225,7 @@ struct ClusterCommand: AsyncParsableCommand {
             let link = try await connection.open()
             defer { Task { await link.close() } }
             guard cancel else { return try await ClusterCommand.apply(file.plan, on: link, wait: wait, timeoutSeconds: timeout) }
-            let byTopic = Dictionary(grouping: file.plan.keys, by: \.topic)
-            let request = AlterPartitionReassignmentsRequest(topics: byTopic.keys.sorted().map { topic in
-                TopicPartitions(name: topic, partitions: byTopic[topic]!.sorted().map { .init(index: $0.index, replicas: nil) })
-            })
-            var reader = try await link.request(.alterPartitionReassignments, version: 0) { request.encode(&$0, version: 0) }
-            let response = try AlterPartitionReassignmentsResponse.decode(&reader, version: 0)
-            guard response.errorCode == 0 else { throw Acl.refusal(response.errorCode, response.errorMessage) }
+            let response = try await ClusterCommand.alter(file.plan.mapValues { _ -> [Int32]? in nil }, on: link)
             for topic in response.topics {
                 for partition in topic.partitions {
                     print("\(topic.name)/\(partition.index): \(partition.errorCode == 0 ? "cancelled" : partition.errorMessage ?? "error \(partition.errorCode)")")

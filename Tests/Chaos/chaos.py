@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """The fault campaign: a seeded nemesis over three brokers and a
 three-member etcd, each in a network namespace of its own on one bridge,
-while an idempotent acks=all producer writes over 1,000 conversations and
-a consumer group commits offsets. Each round makes a topic, injects one
+while an idempotent acks=all producer writes over 1,000 conversations, a
+consumer group commits offsets and two members chat through a gateway. Each round makes a topic, injects one
 or two faults from the round's schedule (SIGKILL or SIGSTOP of a broker
 or an etcd member, a node's link cut, a broker cut from etcd but not from
 its clients, a rolling restart, a partition reassignment), heals them,
 waits for every replica to be back in sync and checks: every acknowledged
 record is read exactly once and in order per conversation; the group's
-committed offsets never moved back; every replica is back in sync. At the
+committed offsets never moved back; every chat message the gateway
+acknowledged is in the room's history; every replica is back in sync. At the
 end the brokers stop and `postduif inspect` must find every replica's log
 intact and the same as the others' (start, end, batches, bytes). The schedule of round r comes from Random(seed * 1000003 + r):
 a failing seed replays the same faults (the timing of the system under
@@ -20,6 +21,7 @@ test varies, not the schedule).
 Exit status 0: nothing lost; 1: a check failed (the round, seed and what
 was lost are printed); 2: the machine cannot make network namespaces."""
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -325,6 +327,106 @@ class Nemesis:
 
 # MARK: the workload and the checks
 
+class Chat:
+    """Chat through a gateway (outside the nemesis, in front of the three
+    brokers): per round Ann sends messages to a room she shares with Ben,
+    each retried with its transaction id until the gateway acknowledges it;
+    afterwards Ben must find every acknowledged message in the room's
+    history."""
+
+    def __init__(self, bootstrap, tag):
+        from test_chat import GatewayProcess
+
+        class Brokers:
+            address = bootstrap
+
+        self.gateway = GatewayProcess(Brokers()).start()
+        self.ann, self.ben = "ann%s" % tag, "ben%s" % tag
+        self.room = None
+
+    async def login(self, name):
+        from nio import AsyncClient, LoginResponse
+        client = AsyncClient(self.gateway.url, "@%s:gov.test" % name)
+        for _ in range(120):
+            if isinstance(await client.login("correct horse " + name), LoginResponse):
+                return client
+            await asyncio.sleep(0.5)
+        raise Unavailable("%s cannot log in at the gateway" % name)
+
+    def prepare(self):
+        from nio import AsyncClient, RegisterResponse, RoomCreateResponse
+
+        async def go():
+            for name in (self.ann, self.ben):
+                client = AsyncClient(self.gateway.url, "@%s:gov.test" % name)
+                registered = await client.register(name, "correct horse " + name)
+                assert isinstance(registered, RegisterResponse), registered
+                await client.close()
+            ann, ben = await self.login(self.ann), await self.login(self.ben)
+            made = await ann.room_create(name="Chaos", invite=["@%s:gov.test" % self.ben])
+            assert isinstance(made, RoomCreateResponse), made
+            self.room = made.room_id
+            await ben.join(self.room)
+            await ann.close()
+            await ben.close()
+
+        asyncio.run(go())
+
+    def send(self, round_number, count, acknowledged, stop):
+        from nio import RoomSendResponse
+
+        async def go():
+            ann = await self.login(self.ann)
+            try:
+                for i in range(count):
+                    body = "r%d-%d" % (round_number, i)
+                    deadline = time.monotonic() + 90
+                    while time.monotonic() < deadline:
+                        try:
+                            sent = await ann.room_send(self.room, "m.room.message", {"msgtype": "m.text", "body": body}, tx_id=body)
+                        except Exception:
+                            sent = None
+                        if isinstance(sent, RoomSendResponse):
+                            acknowledged.add(body)
+                            break
+                        await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.05)
+            finally:
+                await ann.close()
+
+        asyncio.run(go())
+
+    def seen(self, wanted, timeout=90):
+        """The wanted bodies Ben finds paging back through the room."""
+        from nio import RoomMessagesResponse
+
+        async def go():
+            ben = await self.login(self.ben)
+            found = set()
+            deadline = time.monotonic() + timeout
+            try:
+                while time.monotonic() < deadline and not wanted <= found:
+                    token = None
+                    for _ in range(200):
+                        page = await ben.room_messages(self.room, start=token or "", limit=100)
+                        if not isinstance(page, RoomMessagesResponse):
+                            break
+                        found |= {getattr(e, "body", None) for e in page.chunk} & wanted
+                        if wanted <= found or not page.end:
+                            break
+                        token = page.end
+                    if not wanted <= found:
+                        await asyncio.sleep(1)
+            finally:
+                await ben.close()
+            return found
+
+        return asyncio.run(go())
+
+    def stop(self):
+        self.gateway.stop()
+
+
 class Workload:
     def __init__(self, bootstrap, topic, total, rate):
         self.bootstrap, self.topic, self.total, self.rate = bootstrap, topic, total, rate
@@ -443,7 +545,7 @@ def read_all(bootstrap, topic, timeout=120):
         consumer.close()
 
 
-def check(cluster, workload, topic, log):
+def check(cluster, workload, topic, log, chat=None, chat_acknowledged=None):
     if not wait_until(lambda: in_sync(cluster, topic, log), 120):
         raise Unavailable("the replicas of %s did not return to sync within 120 s" % topic)
     seen = read_all(cluster.bootstrap, topic)
@@ -462,8 +564,13 @@ def check(cluster, workload, topic, log):
             raise Lost("conversation %s out of order" % key)
     if workload.backwards:
         raise Lost("committed offsets moved back: %s" % workload.backwards[:5])
-    log("  checked: %d acknowledged, %d failed deliveries, all read once in order; %d commits never moved back"
-        % (len(workload.acknowledged), len(workload.failed), workload.commit_count))
+    if chat is not None:
+        found = chat.seen(set(chat_acknowledged))
+        if found != set(chat_acknowledged):
+            raise Lost("chat messages acknowledged by the gateway but not in the room: %s" % sorted(set(chat_acknowledged) - found)[:5])
+    log("  checked: %d acknowledged, %d failed deliveries, all read once in order; %d commits never moved back%s"
+        % (len(workload.acknowledged), len(workload.failed), workload.commit_count,
+           "; %d chat messages acknowledged, all seen by the other member" % len(chat_acknowledged) if chat is not None else ""))
 
 
 def inspect_identical(cluster, topics):
@@ -485,7 +592,7 @@ def inspect_identical(cluster, topics):
         raise Lost("replicas differ: %s" % differing)
 
 
-def run(rounds, seed, log=print, first=1):
+def run(rounds, seed, log=print, first=1, chat=True):
     if not namespaces_allowed():
         return None
     cluster = ChaosCluster().start()
@@ -499,11 +606,15 @@ def run(rounds, seed, log=print, first=1):
                 log("  supervisor: %s" % error)
 
     threading.Thread(target=supervisor, daemon=True).start()
+    talk = None
     started = time.monotonic()
     injected = 0
     topics = []
     try:
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        if chat:
+            talk = Chat(cluster.bootstrap, "%d" % seed)
+            talk.prepare()
         for round_number in range(first, first + rounds):
             cluster.supervise(log)
             plan = schedule(seed, round_number)
@@ -516,8 +627,12 @@ def run(rounds, seed, log=print, first=1):
             workload = Workload(cluster.bootstrap, topic, total=3000, rate=600)
             producer = threading.Thread(target=workload.produce)
             consumer = threading.Thread(target=workload.consume_and_commit, args=("chaos-group-%d" % round_number,))
+            chat_acknowledged = set()
+            chatter = threading.Thread(target=talk.send, args=(round_number, 40, chat_acknowledged, workload.stop)) if talk else None
             producer.start()
             consumer.start()
+            if chatter:
+                chatter.start()
             nemesis = Nemesis(cluster, topic, log)
             round_started = time.monotonic()
             for fault in sorted(plan["faults"], key=lambda f: f["at"]):
@@ -527,11 +642,13 @@ def run(rounds, seed, log=print, first=1):
             time.sleep(max(f["lasts"] for f in plan["faults"]))
             nemesis.heal()
             producer.join(150)
+            if chatter:
+                chatter.join(200)
             workload.stop.set()
             consumer.join(30)
             if producer.is_alive():
                 raise Unavailable("round %d: the producer did not finish" % round_number)
-            check(cluster, workload, topic, log)
+            check(cluster, workload, topic, log, talk, chat_acknowledged)
         stop_supervising.set()
         cluster.stop_brokers()
         inspect_identical(cluster, set(topics))
@@ -547,6 +664,8 @@ def run(rounds, seed, log=print, first=1):
         return False
     finally:
         stop_supervising.set()
+        if talk:
+            talk.stop()
         cluster.remove()
 
 
@@ -555,8 +674,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--first", type=int, default=1, help="the first round's number (to replay one round)")
+    parser.add_argument("--no-chat", action="store_true", help="leave out the chat workload through a gateway")
     arguments = parser.parse_args()
-    outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first)
+    outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first, chat=not arguments.no_chat)
     if outcome is None:
         print("network namespaces need root and `ip netns`: the campaign cannot run here")
         sys.exit(2)
