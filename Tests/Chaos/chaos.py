@@ -142,9 +142,6 @@ class ChaosCluster:
             self.start_broker(n)
         return self
 
-    def pid(self, name):
-        return self.processes[name].pid
-
     def alive(self, name):
         return self.processes[name].poll() is None
 
@@ -372,7 +369,7 @@ class Chat:
 
         asyncio.run(go())
 
-    def send(self, round_number, count, acknowledged, stop):
+    def send(self, round_number, count, acknowledged):
         from nio import RoomSendResponse
 
         async def go():
@@ -625,22 +622,30 @@ def run(rounds, seed, log=print, first=1, chat=True):
                               or True, 60) or not wait_until(lambda: in_sync(cluster, topic), 60):
                 raise Unavailable("round %d: topic %s not made in sync within 60 s" % (round_number, topic))
             workload = Workload(cluster.bootstrap, topic, total=3000, rate=600)
-            producer = threading.Thread(target=workload.produce)
-            consumer = threading.Thread(target=workload.consume_and_commit, args=("chaos-group-%d" % round_number,))
+            # Daemons: a round that ends in an error must not leave the process unable to exit.
+            producer = threading.Thread(target=workload.produce, daemon=True)
+            consumer = threading.Thread(target=workload.consume_and_commit, args=("chaos-group-%d" % round_number,), daemon=True)
             chat_acknowledged = set()
-            chatter = threading.Thread(target=talk.send, args=(round_number, 40, chat_acknowledged, workload.stop)) if talk else None
+            chatter = threading.Thread(target=talk.send, args=(round_number, 40, chat_acknowledged), daemon=True) if talk else None
             producer.start()
             consumer.start()
             if chatter:
                 chatter.start()
             nemesis = Nemesis(cluster, topic, log)
             round_started = time.monotonic()
-            for fault in sorted(plan["faults"], key=lambda f: f["at"]):
-                time.sleep(max(0, fault["at"] - (time.monotonic() - round_started)))
-                nemesis.inject(fault)
-                injected += 1
-            time.sleep(max(f["lasts"] for f in plan["faults"]))
-            nemesis.heal()
+            try:
+                for fault in sorted(plan["faults"], key=lambda f: f["at"]):
+                    time.sleep(max(0, fault["at"] - (time.monotonic() - round_started)))
+                    nemesis.inject(fault)
+                    injected += 1
+                time.sleep(max(f["lasts"] for f in plan["faults"]))
+            except (AssertionError, subprocess.SubprocessError, OSError) as error:
+                # A fault that could not be carried out in full (a broker that
+                # did not come back within the rolling restart's wait): the
+                # round goes on and its checks decide.
+                log("  the nemesis could not finish: %s" % error)
+            finally:
+                nemesis.heal()
             producer.join(150)
             if chatter:
                 chatter.join(200)
@@ -656,7 +661,9 @@ def run(rounds, seed, log=print, first=1, chat=True):
         log("campaign: %d rounds, %d faults injected, 0 acknowledged records lost, %.0f rounds per hour"
             % (rounds, injected, rounds * 3600 / elapsed))
         return True
-    except (Lost, Unavailable) as lost:
+    except Exception as lost:
+        if not isinstance(lost, (Lost, Unavailable)):
+            lost = Unavailable("the campaign itself failed: %r" % lost)
         what = "LOST" if isinstance(lost, Lost) else "STUCK (nothing shown lost)"
         log("%s in the campaign with seed %d: %s\n  replay: Tests/Chaos/chaos.py --seed %d --rounds %d --first %d; logs kept in %s"
             % (what, seed, lost, seed, rounds, first, cluster.dir))
