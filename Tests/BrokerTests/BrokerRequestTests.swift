@@ -186,6 +186,35 @@ final class TestBroker {
         #expect(notifier.generation(of: mine) != before)
     }
 
+    /// Found by the fault campaign: a leader elected a moment ago learns the
+    /// high watermark a fetch late, and a consumer past it (between the high
+    /// watermark and the log end) was told OFFSET_OUT_OF_RANGE and reset to
+    /// the start. It is in range: the fetch answers nothing yet, no error.
+    @Test func aConsumerBetweenTheHighWatermarkAndTheLogEndWaitsWithoutAnError() async throws {
+        let test = try TestBroker()
+        try test.store.createTopic("gap", configuration: TopicConfiguration(partitionCount: 1))
+        let log = try test.store.partition(topic: "gap", index: 0)
+        var builder = RecordBatchBuilder()
+        builder.append(key: Array("room".utf8), value: Array("copied".utf8), timestamp: 1)
+        // A copy from a leader (its epoch, 0, stamped where the leader
+        // stamps it, outside the CRC): in the log, not yet under the high watermark.
+        var copied = builder.build()
+        copied.replaceSubrange(12..<16, with: [0, 0, 0, 0])
+        _ = try await log.writeReplica(copied).durable()
+        #expect(log.logEndOffset == 1 && log.highWatermark == 0)
+        func fetch(at offset: Int64) async throws -> FetchResponse.Partition? {
+            let request = FetchRequest(maxWaitMilliseconds: 0, minBytes: 1, maxBytes: 1 << 20, topics: [
+                .init(name: "gap", partitions: [.init(index: 0, fetchOffset: offset, partitionBytesMax: 1 << 20)]),
+            ])
+            var reader = try #require(try await test.call(.fetch, version: 11) { request.encode(&$0, version: 11) })
+            return try FetchResponse.decode(&reader, version: 11).topics.first?.partitions.first
+        }
+        let waiting = try #require(try await fetch(at: 1))
+        #expect(waiting.errorCode == 0 && waiting.batches.isEmpty && waiting.highWatermark == 0)
+        // Past the log end is still out of range.
+        #expect(try await fetch(at: 2)?.errorCode == ErrorCode.offsetOutOfRange.rawValue)
+    }
+
     @Test func fetchSessionsAreDeclined() async throws {
         let test = try TestBroker()
         var request = FetchRequest(maxWaitMilliseconds: 0, minBytes: 1, topics: [])
