@@ -13,14 +13,17 @@ public enum ChatTopicNames {
     public static let sessions = "chat-sessions"
     /// Read markers per user and room.
     public static let readMarkers = "chat-read-markers"
+    /// Each user's own records: account data, push rules, filters, profile,
+    /// device names (Gateway/UserDataTable.swift).
+    public static let userData = "chat-user-data"
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of
     /// a user wins a registration race and compaction would keep the last;
     /// not `members`, keyed by room.
-    public static let compacted: Set<String> = [state, sessions, readMarkers]
+    public static let compacted: Set<String> = [state, sessions, readMarkers, userData]
 }

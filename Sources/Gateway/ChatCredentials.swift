@@ -22,6 +22,16 @@ final class ChatCredentials: Sendable {
 
     func session(forDigest digest: String) -> Session? { tables.withLock { $0.sessions[digest] } }
 
+    /// The devices of `userID` that hold a session, sorted.
+    func devices(of userID: String) -> [String] {
+        tables.withLock { Set($0.sessions.values.filter { $0.userID == userID }.map(\.deviceID)).sorted() }
+    }
+
+    /// The digests of every access token of one device.
+    func tokenDigests(of userID: String, device: String) -> [String] {
+        tables.withLock { $0.sessions.filter { $0.value.userID == userID && $0.value.deviceID == device }.map(\.key).sorted() }
+    }
+
     var activeAccounts: [String] { tables.withLock { $0.accounts.filter { $0.value.hash != nil }.keys.sorted() } }
 
     /// A registration counts only for a name not yet taken (the first

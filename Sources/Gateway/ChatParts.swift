@@ -29,9 +29,17 @@ final class ReadMarkerTable: Sendable {
 /// from the same position: timeline deltas and whole bodies. Keys carry the
 /// timeline cache's epoch, so a piece made before a restart is never found.
 final class SharedAnswers: Sendable {
+    /// A shared piece, and the devices (`user|device|`) that sent one of
+    /// its events: those see their transaction ids, so not this piece.
+    struct Piece: Sendable {
+        var json: String
+        var changed = true
+        var senders: Set<String> = []
+    }
+
     private struct Tables {
-        var deltas: [String: String] = [:]
-        var answers: [String: (body: String, changed: Bool)] = [:]
+        var deltas: [String: Piece] = [:]
+        var answers: [String: Piece] = [:]
     }
 
     /// Bounds: cleared whole when reached (members of a room re-ask within
@@ -39,18 +47,18 @@ final class SharedAnswers: Sendable {
     static let entriesMax = 10_000
     private let tables = Mutex(Tables())
 
-    func delta(_ key: String) -> String? { tables.withLock { $0.deltas[key] } }
+    func delta(_ key: String) -> Piece? { tables.withLock { $0.deltas[key] } }
 
-    func storeDelta(_ key: String, _ json: String) {
+    func storeDelta(_ key: String, _ json: Piece) {
         tables.withLock { tables in
             if tables.deltas.count > Self.entriesMax { tables.deltas.removeAll(keepingCapacity: true) }
             tables.deltas[key] = json
         }
     }
 
-    func answer(_ key: String) -> (body: String, changed: Bool)? { tables.withLock { $0.answers[key] } }
+    func answer(_ key: String) -> Piece? { tables.withLock { $0.answers[key] } }
 
-    func storeAnswer(_ key: String, _ answer: (body: String, changed: Bool)) {
+    func storeAnswer(_ key: String, _ answer: Piece) {
         tables.withLock { tables in
             if tables.answers.count > Self.entriesMax { tables.answers.removeAll(keepingCapacity: true) }
             tables.answers[key] = answer
@@ -67,10 +75,22 @@ final class SharedAnswers: Sendable {
 /// retried send gets the first answer. About the last 200,000 sends are
 /// remembered, the least recently used going first: enough for any
 /// client's retries, bounded for the gateway's memory.
+///
+/// A gateway that starts again remembers nothing: before a room's first
+/// send here, the room's latest sends are read back from the broker's
+/// index (`MatrixAPI.recallTransactions`), so a retry of a send made before
+/// the restart is answered, not stored twice. From then on the fan-out's
+/// deliveries keep the memory current.
 final class TransactionMemory: Sendable {
     private let events = Mutex(RecencyCache<String, String>(countMax: Limits.transactionsRememberedMax))
+    /// Rooms whose latest sends were read back since this gateway started.
+    private let recalled = Mutex<Set<String>>([])
 
     func eventID(for transaction: String) -> String? { events.withLock { $0.get(transaction) } }
+
+    func isRecalled(_ roomID: String) -> Bool { recalled.withLock { $0.contains(roomID) } }
+
+    func markRecalled(_ roomID: String) { _ = recalled.withLock { $0.insert(roomID) } }
 
     func remember(_ transaction: String, eventID: String) {
         events.withLock { $0.set(eventID, for: transaction) }

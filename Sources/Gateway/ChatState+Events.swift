@@ -15,7 +15,17 @@ extension ChatState {
     /// in client format: the event id, room id and time are put in front.
     /// A message from the fan-out or a history page, with its sequence.
     static func clientEvent(roomID: String, partition: Int32, record: ConversationRecord) -> RoomEvent? {
-        record.value.flatMap { clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: $0, sequence: record.sequence) }
+        guard var event = record.value.flatMap({ clientEvent(roomID: roomID, partition: partition, offset: record.offset, timestamp: record.timestamp, stored: $0, sequence: record.sequence) }) else {
+            return nil
+        }
+        event.transaction = transaction(record.headers)
+        return event
+    }
+
+    /// The `txn` header of a send (`user|device|txnId`).
+    static func transaction(_ headers: [RecordHeader]) -> String? {
+        guard let header = headers.first(where: { $0.key.elementsEqual("txn".utf8) }), let value = header.value else { return nil }
+        return String(validating: value, as: UTF8.self)
     }
 
     static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {

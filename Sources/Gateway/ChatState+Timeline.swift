@@ -12,7 +12,7 @@ extension ChatState {
               cache.append(event) else {
             return []
         }
-        if let transaction = record.headers.first(where: { $0.key == Array("txn".utf8) })?.value.flatMap({ String(bytes: $0, encoding: .utf8) }) {
+        if let transaction = event.transaction {
             transactions.remember(transaction, eventID: event.eventID)
         }
         return directory.members(of: roomID, in: ["join", "invite"])

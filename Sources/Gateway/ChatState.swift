@@ -21,6 +21,8 @@ enum ChatTopics {
     static let accounts = ChatTopicNames.accounts
     /// Access tokens by their SHA-256; a null value revokes one.
     static let sessions = ChatTopicNames.sessions
+    /// Each user's account data, push rules, filters, profile and device names.
+    static let userData = ChatTopicNames.userData
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
@@ -44,6 +46,22 @@ struct RoomEvent: Sendable {
     var sequence: UInt64? = nil
     /// The client-format event, serialised once.
     var json: String
+    /// `user|device|txnId` of the send that stored it: the sending device
+    /// sees its transaction id in `unsigned`.
+    var transaction: String? = nil
+
+    /// The event as the device that sent it sees it: with
+    /// `unsigned.transaction_id` (nil for anyone else).
+    func json(forDevice prefix: String) -> String? {
+        guard let transaction, transaction.hasPrefix(prefix) else { return nil }
+        let id = JSONText.string(String(transaction.dropFirst(prefix.utf8.count)))
+        // With a sequence, the first "unsigned" is the one put in front of
+        // the stored value (`ChatState.clientEvent`).
+        if sequence != nil, let range = json.range(of: "\"unsigned\":{") {
+            return json.replacingCharacters(in: range, with: "\"unsigned\":{\"transaction_id\":\(id),")
+        }
+        return "{\"unsigned\":{\"transaction_id\":\(id)}," + json.dropFirst()
+    }
 }
 
 /// A position in the chat's topics: the sync token.
@@ -54,8 +72,12 @@ struct SyncPosition: Sendable, Equatable {
     var state: Int64
     /// Next offset of `chat-read-markers`.
     var markers: Int64 = 0
+    /// Next offset of `chat-user-data`.
+    var userData: Int64 = 0
+    /// This gateway's typing serial (`TypingTable`): not a log position.
+    var typing: Int64 = 0
 
-    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") + "_\(markers)" }
+    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") + "_\(markers)_\(userData)_\(typing)" }
 
     init(timeline: [Int64], state: Int64) {
         self.timeline = timeline
@@ -84,16 +106,31 @@ struct SyncPosition: Sendable, Equatable {
             digits = 0
             if byte == nil { break }
         }
-        guard numbers.count == partitions + 2 else { return nil }
+        // Tokens of before user data and typing (partitions + 2 numbers) still count.
+        guard numbers.count == partitions + 4 || numbers.count == partitions + 2 else { return nil }
         state = numbers[0]
         timeline = Array(numbers.dropFirst().prefix(partitions))
         markers = numbers[partitions + 1]
+        if numbers.count == partitions + 4 {
+            userData = numbers[partitions + 2]
+            typing = numbers[partitions + 3]
+        }
     }
 }
 
 struct Session: Sendable {
     var userID: String
     var deviceID: String
+
+    /// `user|device|`: how a send's transaction (`user|device|txnId`) names its device.
+    var devicePrefix: String { "\(userID)|\(deviceID)|" }
+
+    /// The `user|device|` of a transaction.
+    static func devicePrefix(ofTransaction transaction: String) -> String? {
+        // User ids hold no "|"; the device id ends at the next one.
+        guard let first = transaction.firstIndex(of: "|"), let second = transaction[transaction.index(after: first)...].firstIndex(of: "|") else { return nil }
+        return String(transaction[...second])
+    }
 }
 
 /// What the gateway has read from the chat topics, kept current by its
@@ -112,6 +149,8 @@ final class ChatState: Sendable {
     let markers = ReadMarkerTable()
     let shared = SharedAnswers()
     let transactions = TransactionMemory()
+    let userData = UserDataTable()
+    let typing = TypingTable()
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()

@@ -37,8 +37,8 @@ struct FastPathOrder {
         case appending
     }
 
-    static let syncPath = MatrixAPI.prefix + "/sync"
-    static let roomsPath = MatrixAPI.prefix + "/rooms/"
+    static let syncPaths = MatrixAPI.prefixes.map { $0 + "/sync" }
+    static let roomsPaths = MatrixAPI.prefixes.map { $0 + "/rooms/" }
 
     let bodyBytesMax: Int
     /// Whether message sends may be appended here (the broker is in this process).
@@ -134,7 +134,7 @@ struct FastPathOrder {
 
     /// A keep-alive HTTP/1.1 `GET /sync` without a body.
     static func isPlainSync(_ head: HTTPRequestHead) -> Bool {
-        guard head.method == .GET, head.version == .http1_1, head.uri.hasPrefix(syncPath) else { return false }
+        guard head.method == .GET, head.version == .http1_1, let syncPath = syncPaths.first(where: { head.uri.hasPrefix($0) }) else { return false }
         let rest = head.uri.utf8.dropFirst(syncPath.utf8.count)
         guard rest.isEmpty || rest.first == UInt8(ascii: "?") else { return false }
         if head.headers.contains(name: "transfer-encoding") { return false }
@@ -145,7 +145,7 @@ struct FastPathOrder {
     /// A keep-alive HTTP/1.1 `PUT /rooms/{roomId}/send/{eventType}/{txnId}`
     /// with every part present (anything else is the router's).
     static func sendPath(_ head: HTTPRequestHead) -> SendPath? {
-        guard head.method == .PUT, head.version == .http1_1, head.uri.hasPrefix(roomsPath) else { return nil }
+        guard head.method == .PUT, head.version == .http1_1, let roomsPath = roomsPaths.first(where: { head.uri.hasPrefix($0) }) else { return nil }
         if head.headers.contains(name: "expect") { return nil }
         if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) { return nil }
         let path = head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)[0]

@@ -24,6 +24,10 @@ public struct GatewayConfiguration: Sendable {
     /// The largest request body accepted (Matrix's m.room.message events are
     /// limited to 64 KiB too).
     public var bodyBytesMax = 65_536
+    /// The address clients reach the gateway at, for
+    /// `/.well-known/matrix/client` (`https://chat.gov.example`); nil
+    /// answers with the address the request came to.
+    public var publicBaseURL: String? = nil
     /// The longest a `/sync` may wait, whatever the client asks.
     public var syncWaitMax: Duration = .seconds(60)
     /// scrypt's cost for new passwords, as log2 of N (15: 32 MiB and tens of
@@ -88,7 +92,7 @@ public final class ChatGateway: Sendable {
                                    configs: [("postduif.conversation.index", "true")])
         // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
         try await link.ensureTopic(ChatTopics.members, partitions: try await link.partitionCount(ChatTopics.conversations))
-        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers] {
+        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData] {
             try await link.ensureTopic(topic, partitions: 1)
         }
         let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
@@ -101,7 +105,7 @@ public final class ChatGateway: Sendable {
             // index, on demand).
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
             for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.credentials.applyAccount), (ChatTopics.sessions, state.credentials.applySession),
-                                   (ChatTopics.readMarkers, state.applyReadMarkers)] as [(String, @Sendable (StoredRecord) -> Void)] {
+                                   (ChatTopics.readMarkers, state.applyReadMarkers), (ChatTopics.userData, state.applyUserData)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
                 group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }
@@ -111,6 +115,13 @@ public final class ChatGateway: Sendable {
                 state.cache.start(partition: partition, at: end)
             }
             group.addTask { await self.deliveries(state: state) }
+            // Typing that was not renewed ends, and the rooms see it end.
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    state.expireTyping(now: api.clock.now.milliseconds)
+                }
+            }
             for (topic, partition, end) in catchUp where end > 0 {
                 await state.waitApplied(topic: topic, partition: partition, offset: end - 1, timeout: .seconds(120))
             }

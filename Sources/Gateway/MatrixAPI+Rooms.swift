@@ -74,6 +74,8 @@ extension MatrixAPI {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown user \(invitee)")
         }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
+        // New here: no send of it was made before, nothing to recall.
+        state.transactions.markRecalled(roomID)
         let creator = session.userID
         var create: [String: JSONValue] = ["room_version": .string(version), "m.federate": .bool(body.creationContent?["m.federate"]?.bool ?? true)]
         if version == "10" { create["creator"] = .string(creator) }
@@ -157,9 +159,17 @@ extension MatrixAPI {
         let eventType = parameter(context, "eventType")
         let txnID = parameter(context, "txnId")
         try requireJoined(session, roomID)
-        switch try planSend(session: session, roomID: roomID, eventType: eventType, txnID: txnID, body: try await collectBody(request)) {
+        let body = try await collectBody(request)
+        var plan = try planSend(session: session, roomID: roomID, eventType: eventType, txnID: txnID, body: body)
+        if case .recall = plan {
+            try await recallTransactions(roomID)
+            plan = try planSend(session: session, roomID: roomID, eventType: eventType, txnID: txnID, body: body)
+        }
+        switch plan {
         case .answered(let answer):
             return Self.ok(answer)
+        case .recall:
+            throw MatrixError.storeUnavailable
         case .append(let message):
             let eventID = try await appendMessage(roomID: roomID, type: eventType, sender: session.userID, contentText: message.contentText,
                                                   transaction: message.transaction)
@@ -180,6 +190,24 @@ extension MatrixAPI {
         /// A retry of a send already made: its answer.
         case answered(String)
         case append(OutgoingMessage)
+        /// The room's latest sends are not known here yet (`TransactionMemory`).
+        case recall
+    }
+
+    /// The number of a room's latest events read back for their transaction ids.
+    static let recalledEventsMax: Int32 = 200
+
+    /// Reads the room's latest sends back from the broker's index and
+    /// remembers their transactions.
+    func recallTransactions(_ roomID: String) async throws {
+        let page = try await link.history(topic: ChatTopics.conversations, conversation: Array(roomID.utf8), position: .latest, limit: Self.recalledEventsMax)
+        let partition = state.partition(ofRoom: roomID)
+        for record in page.messages {
+            if let transaction = ChatState.transaction(record.headers) {
+                state.transactions.remember(transaction, eventID: ChatState.eventID(partition: partition, offset: record.offset))
+            }
+        }
+        state.transactions.markRecalled(roomID)
     }
 
     /// Checks a message send of a joined member (after its body was read,
@@ -195,6 +223,7 @@ extension MatrixAPI {
         if let eventID = state.transactions.eventID(for: transaction) {
             return .answered(Self.sendAnswer(eventID))
         }
+        guard state.transactions.isRecalled(roomID) else { return .recall }
         return .append(OutgoingMessage(contentText: contentText, transaction: transaction))
     }
 

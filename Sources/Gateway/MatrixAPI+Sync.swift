@@ -16,6 +16,15 @@ extension MatrixAPI {
         var fullState: Bool
         /// When a long poll ends, on the gateway's clock (`MatrixAPI.clock`).
         var deadline: Duration
+        /// The filter's `room.timeline.limit`.
+        var timelineLimit = MatrixAPI.timelineLimit
+        /// The filter's `room.state.lazy_load_members`: a room's first sync
+        /// carries only the members its timeline needs.
+        var lazyMembers = false
+
+        /// Whether the answer may be another member's (the shared path): the
+        /// filter asks for nothing of its own.
+        var plainFilter: Bool { timelineLimit == MatrixAPI.timelineLimit && !lazyMembers }
     }
 
     /// What a `/sync` does next: answer with this body, or wait for the
@@ -50,7 +59,36 @@ extension MatrixAPI {
         }
         // An absent timeout means answer now.
         let timeout = Duration.milliseconds(min(max(Int64(query.get("timeout") ?? "") ?? 0, 0), configuration.syncWaitMax.milliseconds))
-        return SyncQuery(session: session, since: since, fullState: query.get("full_state") == "true", deadline: clock.now + timeout)
+        var sync = SyncQuery(session: session, since: since, fullState: query.get("full_state") == "true", deadline: clock.now + timeout)
+        if let filter = query.get("filter") {
+            try applyFilter(String(filter), session: session, to: &sync)
+        }
+        return sync
+    }
+
+    /// A sync's `filter`: inline JSON or the id of an uploaded one. Only the
+    /// room timeline's limit and lazy loading of members change answers.
+    func applyFilter(_ filter: String, session: Session, to query: inout SyncQuery) throws {
+        let text: String
+        if filter.hasPrefix("{") {
+            text = filter
+        } else {
+            guard let stored = state.userData.filter(user: session.userID, id: filter) else {
+                throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown filter \(filter)")
+            }
+            text = stored
+        }
+        // A form-encoded query writes spaces as "+", which JSON never has outside strings.
+        guard let object = MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(text.utf8))
+            ?? MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(text.replacingOccurrences(of: "+", with: " ").utf8)) else {
+            throw MatrixError(.badRequest, "M_BAD_JSON", "the filter is not a JSON object")
+        }
+        if case .int(let limit)? = object["room"]?["timeline"]?["limit"] {
+            query.timelineLimit = Int(min(max(limit, 1), Int64(Self.timelineLimitMax)))
+        }
+        if case .bool(let lazy)? = object["room"]?["state"]?["lazy_load_members"] {
+            query.lazyMembers = lazy
+        }
     }
 
     /// The long-poll planner: one look at what `query` should get at `now`,
@@ -68,16 +106,19 @@ extension MatrixAPI {
             return .wait(generation: generation)
         }
         let since = query.fullState ? nil : query.since
-        let shared = since.flatMap { sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch) }
-        let (body, changed): (String, Bool)
-        if let shared, let answer = state.shared.answer(shared) {
-            (body, changed) = answer
+        var shared = since.flatMap { query.plainFilter ? sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch) : nil }
+        let body: SharedAnswers.Piece
+        if let shared, let answer = state.shared.answer(shared), !answer.senders.contains(query.session.devicePrefix) {
+            body = answer
         } else {
-            (body, changed) = try syncBody(query.session, since: since, position: position, token: token, cacheEpoch: cacheEpoch, fetched: fetched)
-            if let shared { state.shared.storeAnswer(shared, (body, changed)) }
+            body = try syncBody(query, since: since, position: position, token: token, cacheEpoch: cacheEpoch, fetched: fetched)
+            if let key = shared {
+                // The sender's own body carries its transaction ids: not shared.
+                if body.senders.contains(query.session.devicePrefix) { shared = nil } else { state.shared.storeAnswer(key, body) }
+            }
         }
-        if changed || query.since == nil || now >= query.deadline {
-            return .answer(body, shared: shared)
+        if body.changed || query.since == nil || now >= query.deadline {
+            return .answer(body.json, shared: shared)
         }
         return .wait(generation: generation)
     }
@@ -102,7 +143,7 @@ extension MatrixAPI {
                     Self.longPolls.decrement()
                 }
             } catch let need as NeedHistory {
-                fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: Self.timelineLimit)
+                fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: query.timelineLimit)
             }
         }
     }
@@ -113,17 +154,20 @@ extension MatrixAPI {
     /// of a large room answered for one message all sync again from the
     /// same position, and get the same bytes for the next; nil otherwise.
     func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64) -> String? {
-        guard since.markers == position.markers else { return nil }
+        guard since.markers == position.markers, !state.userData.changed(user: session.userID, since: since.userData) else { return nil }
         let rooms = state.directory.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
-        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(token)"
+        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(since.typing)|\(token)"
     }
 
-    func syncBody(_ session: Session, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> (String, Bool) {
+    func syncBody(_ query: SyncQuery, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> SharedAnswers.Piece {
+        let session = query.session
         var joined: [String] = []
         var invited: [String] = []
         var left: [String] = []
+        var senders: Set<String> = []
+        let now = clock.now.milliseconds
         for (roomID, member) in state.directory.rooms(of: session.userID).sorted(by: { $0.roomID < $1.roomID }) {
             guard let room = state.directory.room(roomID) else { continue }
             // Seen by the token when written before its state offset.
@@ -132,14 +176,14 @@ extension MatrixAPI {
             switch member.membership {
             case "join":
                 if membershipChanged {
-                    let markers = markerSections(session, roomID, since: nil)
-                    joined.append(try fullRoom(roomID, room, end: position.timeline[partition], markers: markers, fetched: fetched))
+                    let sections = roomSections(session, roomID, since: nil, now: now)
+                    joined.append(try fullRoom(query, roomID, room, end: position.timeline[partition], sections: sections, fetched: fetched, senders: &senders))
                 } else if let since {
-                    let timeline = try timelineDelta(roomID, from: since.timeline[partition], to: position.timeline[partition], cacheEpoch: cacheEpoch, fetched: fetched)
-                    let markers = markerSections(session, roomID, since: since.markers)
-                    if timeline != nil || markers.changed {
+                    let timeline = try timelineDelta(query, roomID, from: since.timeline[partition], to: position.timeline[partition], cacheEpoch: cacheEpoch, fetched: fetched, senders: &senders)
+                    let sections = roomSections(session, roomID, since: since, now: now)
+                    if timeline != nil || sections.changed {
                         let events = timeline ?? "{\"events\":[],\"limited\":false}"
-                        joined.append("\(JSONText.string(roomID)):{\"timeline\":\(events),\"state\":{\"events\":[]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}")
+                        joined.append("\(JSONText.string(roomID)):{\"timeline\":\(events),\"state\":{\"events\":[]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}")
                     }
                 }
             case "invite" where membershipChanged:
@@ -154,30 +198,47 @@ extension MatrixAPI {
                 break
             }
         }
-        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty
+        let accountData = globalAccountData(session, since: since?.userData)
+        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty
         let body = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
-            + "\"account_data\":{\"events\":[]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[]},\"device_lists\":{\"changed\":[],\"left\":[]},\"device_one_time_keys_count\":{}}"
-        return (body, changed)
+            + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[]},\"device_lists\":{\"changed\":[],\"left\":[]},\"device_one_time_keys_count\":{}}"
+        return SharedAnswers.Piece(json: body, changed: changed, senders: senders)
+    }
+
+    /// The user's global account data events written since `since` (all,
+    /// with the push rules, on a first sync).
+    func globalAccountData(_ session: Session, since: Int64?) -> [String] {
+        var entries = state.userData.accountData(user: session.userID, since: since)
+        if since == nil, entries[PushRules.accountDataType] == nil {
+            entries[PushRules.accountDataType] = UserDataTable.Entry(json: MatrixJSON.encode(pushRules(session).accountData), offset: 0)
+        }
+        return entries.sorted { $0.key < $1.key }.map { "{\"type\":\(JSONText.string($0.key)),\"content\":\($0.value.json)}" }
     }
 
     func summary(_ room: RoomDirectory.Room) -> String { room.summary }
 
-    /// The room's read receipts (`m.receipt`, everyone's `m.read`) and the
-    /// user's own fully-read marker, written since `since` (all with nil).
-    func markerSections(_ session: Session, _ roomID: String, since: Int64?) -> (ephemeral: String, accountData: String, changed: Bool) {
-        let changed = state.markers.since(roomID: roomID, offset: since)
+    /// A joined room's ephemeral events (read receipts, who is typing) and
+    /// the user's account data for it (their fully-read marker and what
+    /// they stored), changed since `since` (all with nil).
+    func roomSections(_ session: Session, _ roomID: String, since: SyncPosition?, now: Int64) -> (ephemeral: String, accountData: String, changed: Bool) {
+        let changed = state.markers.since(roomID: roomID, offset: since?.markers)
         var receipts: [String: ReceiptEvent.Receipts] = [:]
         for entry in changed {
             guard let eventID = entry.markers["m.read"] else { continue }
             receipts[eventID, default: ReceiptEvent.Receipts(read: [:])].read[entry.user] = ReceiptEvent.Read(ts: entry.timestamp)
         }
-        let ephemeral = receipts.isEmpty ? "{\"events\":[]}" : "{\"events\":[\(MatrixJSON.encode(ReceiptEvent(content: receipts)))]}"
-        var accountData = "{\"events\":[]}"
-        let fullyRead = changed.first(where: { $0.user == session.userID })?.markers["m.fully_read"]
-        if let fullyRead {
-            accountData = "{\"events\":[\(MatrixJSON.encode(FullyReadEvent(content: .init(eventID: fullyRead))))]}"
+        var ephemeral: [String] = receipts.isEmpty ? [] : [MatrixJSON.encode(ReceiptEvent(content: receipts))]
+        if let typing = state.typing.typing(room: roomID, since: since?.typing, now: now), since == nil ? !typing.isEmpty : true {
+            ephemeral.append("{\"type\":\"m.typing\",\"content\":{\"user_ids\":[\(typing.map(JSONText.string).joined(separator: ","))]}}")
         }
-        return (ephemeral, accountData, !receipts.isEmpty || fullyRead != nil)
+        var accountData: [String] = []
+        if let fullyRead = changed.first(where: { $0.user == session.userID })?.markers["m.fully_read"] {
+            accountData.append(MatrixJSON.encode(FullyReadEvent(content: .init(eventID: fullyRead))))
+        }
+        for (type, entry) in state.userData.roomAccountData(user: session.userID, room: roomID, since: since?.userData).sorted(by: { $0.key < $1.key }) {
+            accountData.append("{\"type\":\(JSONText.string(type)),\"content\":\(entry.json)}")
+        }
+        return ("{\"events\":[\(ephemeral.joined(separator: ","))]}", "{\"events\":[\(accountData.joined(separator: ","))]}", !ephemeral.isEmpty || !accountData.isEmpty)
     }
 
     static func stripped(_ event: RoomEvent) -> String? {
@@ -187,25 +248,43 @@ extension MatrixAPI {
 
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
-    func fullRoom(_ roomID: String, _ room: RoomDirectory.Room, end: Int64, markers: (ephemeral: String, accountData: String, changed: Bool), fetched: [String: [RoomEvent]]) throws -> String {
-        let stateEvents = state.directory.stateEventsJSON(roomID: roomID, room)
+    func fullRoom(_ query: SyncQuery, _ roomID: String, _ room: RoomDirectory.Room, end: Int64, sections: (ephemeral: String, accountData: String, changed: Bool),
+                  fetched: [String: [RoomEvent]], senders: inout Set<String>) throws -> String {
+        let limit = query.timelineLimit
         var events: [RoomEvent]
         var limited = false
-        if let cached = state.cache.newest(roomID: roomID, upTo: end, limit: Self.timelineLimit) {
+        if let cached = state.cache.newest(roomID: roomID, upTo: end, limit: limit) {
             (events, limited) = cached
         } else {
             let need = NeedHistory(roomID: roomID, end: end)
             guard let page = fetched[need.key] else { throw need }
             events = page
-            limited = events.count == Self.timelineLimit
+            limited = events.count >= limit
         }
-        if events.count > Self.timelineLimit {
-            events = Array(events.suffix(Self.timelineLimit))
+        if events.count > limit {
+            events = Array(events.suffix(limit))
             limited = true
         }
+        var stateEvents = state.directory.stateEventsJSON(roomID: roomID, room)
+        if query.lazyMembers {
+            // Only the members the timeline shows, and the user.
+            let needed = Set(events.map(\.sender)).union([query.session.userID])
+            stateEvents = room.state.values.filter { $0.type != "m.room.member" || needed.contains($0.stateKey ?? "") }
+                .sorted { $0.eventID < $1.eventID }.map(\.json).joined(separator: ",")
+        }
         let prev = "o\(events.first?.offset ?? end)"
-        return "\(JSONText.string(roomID)):{\"timeline\":{\"events\":[\(events.map(\.json).joined(separator: ","))],\"limited\":\(limited),\"prev_batch\":\"\(prev)\"},"
-            + "\"state\":{\"events\":[\(stateEvents)]},\"ephemeral\":\(markers.ephemeral),\"account_data\":\(markers.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
+        return "\(JSONText.string(roomID)):{\"timeline\":{\"events\":[\(timelineJSON(events, query.session, senders: &senders))],\"limited\":\(limited),\"prev_batch\":\"\(prev)\"},"
+            + "\"state\":{\"events\":[\(stateEvents)]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
+    }
+
+    /// Events as a timeline's inside, the session's own sends with their
+    /// transaction ids; `senders` collects the devices whose sends are in it.
+    func timelineJSON(_ events: [RoomEvent], _ session: Session, senders: inout Set<String>) -> String {
+        let own = session.devicePrefix
+        return events.map { event in
+            if let transaction = event.transaction, let device = Session.devicePrefix(ofTransaction: transaction) { senders.insert(device) }
+            return event.json(forDevice: own) ?? event.json
+        }.joined(separator: ",")
     }
 
     /// The room's newest events below `end`, oldest first, from the index.
@@ -217,12 +296,17 @@ extension MatrixAPI {
 
     /// The room's events in [from, to), as a serialised timeline object;
     /// nil when there are none. Shared by every member syncing from the same
-    /// position: serialised once. The key carries the cache's epoch: a delta
-    /// made from a cache that has since restarted is never served.
-    func timelineDelta(_ roomID: String, from: Int64, to: Int64, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> String? {
+    /// position: serialised once (but for the device that sent one of them,
+    /// which sees its transaction id). The key carries the cache's epoch: a
+    /// delta made from a cache that has since restarted is never served.
+    func timelineDelta(_ query: SyncQuery, _ roomID: String, from: Int64, to: Int64, cacheEpoch: UInt64, fetched: [String: [RoomEvent]], senders: inout Set<String>) throws -> String? {
         guard from < to else { return nil }
-        let key = "\(cacheEpoch)|\(roomID)|\(from)|\(to)"
-        if let shared = state.shared.delta(key) { return shared.isEmpty ? nil : shared }
+        let own = query.session.devicePrefix
+        let key = "\(cacheEpoch)|\(roomID)|\(from)|\(to)|\(query.timelineLimit)"
+        if let shared = state.shared.delta(key), !shared.senders.contains(own) {
+            senders.formUnion(shared.senders)
+            return shared.json.isEmpty ? nil : shared.json
+        }
         var events: [RoomEvent]
         var limited = false
         if let cached = state.cache.events(roomID: roomID, after: from, upTo: to), cached.complete {
@@ -231,14 +315,16 @@ extension MatrixAPI {
             let need = NeedHistory(roomID: roomID, end: to)
             guard let page = fetched[need.key] else { throw need }
             events = page.filter { $0.offset >= from }
-            limited = events.count == Self.timelineLimit
+            limited = events.count >= query.timelineLimit
         }
-        if events.count > Self.timelineLimit {
-            events = Array(events.suffix(Self.timelineLimit))
+        if events.count > query.timelineLimit {
+            events = Array(events.suffix(query.timelineLimit))
             limited = true
         }
-        let json = events.isEmpty ? "" : "{\"events\":[\(events.map(\.json).joined(separator: ","))],\"limited\":\(limited),\"prev_batch\":\"o\(events.first!.offset)\"}"
-        state.shared.storeDelta(key, json)
+        var inDelta: Set<String> = []
+        let json = events.isEmpty ? "" : "{\"events\":[\(timelineJSON(events, query.session, senders: &inDelta))],\"limited\":\(limited),\"prev_batch\":\"o\(events.first!.offset)\"}"
+        senders.formUnion(inDelta)
+        if !inDelta.contains(own) { state.shared.storeDelta(key, SharedAnswers.Piece(json: json, senders: inDelta)) }
         return json.isEmpty ? nil : json
     }
 }

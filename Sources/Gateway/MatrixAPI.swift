@@ -73,7 +73,11 @@ struct MatrixAPI: Sendable {
     /// The long polls' time (a manual clock in tests).
     var clock: any MonotonicClock = SystemClock()
     static let prefix = "/_matrix/client/v3"
+    /// The prefixes every client route is served under (the second for r0 clients).
+    static let prefixes = [prefix, "/_matrix/client/r0"]
     static let timelineLimit = 20
+    /// The most events a filter may ask one room's timeline for.
+    static let timelineLimitMax = 500
     /// `/sync` requests parked, waiting for something new.
     static let longPolls = Meter(label: "postduif_gateway_long_polls")
 
@@ -87,18 +91,33 @@ struct MatrixAPI: Sendable {
 
     static func ok(_ answer: some Encodable) -> Response { json(.ok, MatrixJSON.encode(answer)) }
 
-    /// The versions of the specification this gateway serves.
-    static let versions = VersionsAnswer(versions: (1...11).map { "v1.\($0)" }, unstableFeatures: [:])
+    /// The versions of the specification whose routes this gateway serves
+    /// (Docs/chat.md lists which endpoints of them are still missing).
+    static let versions = VersionsAnswer(versions: ["r0.5.0", "r0.6.0", "r0.6.1"] + (1...11).map { "v1.\($0)" }, unstableFeatures: [:])
 
     func router() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
-        // Requests and durations per route (swift-metrics), then Matrix errors.
+        // Requests and durations per route (swift-metrics), then CORS (browser
+        // clients: a preflight is answered before any route), then Matrix errors.
         router.add(middleware: MetricsMiddleware())
+        router.add(middleware: CORSMiddleware(
+            allowOrigin: .all, allowHeaders: [.init("X-Requested-With")!, .contentType, .authorization],
+            allowMethods: [.get, .head, .post, .put, .delete, .options]))
         router.add(middleware: MatrixErrorMiddleware(logger: logger))
-        let v3 = router.group(RouterPath(Self.prefix))
         router.get("/_matrix/client/versions") { _, _ in
             Self.ok(Self.versions)
         }
+        router.get("/.well-known/matrix/client") { request, _ in wellKnown(request) }
+        // Every route under both prefixes: r0 for clients of before v1.1 (libQuotient 0.6).
+        for prefix in Self.prefixes {
+            let routes = router.group(RouterPath(prefix))
+            addRoomRoutes(routes)
+            addClientRoutes(routes)
+        }
+        return router
+    }
+
+    func addRoomRoutes(_ v3: RouterGroup<GatewayRequestContext>) {
         v3.get("login") { _, _ in Self.ok(LoginFlowsAnswer(flows: [.init(type: "m.login.password")])) }
         v3.post("register") { request, context in try await register(request, context) }
         v3.post("login") { request, context in try await login(request, context) }
@@ -123,7 +142,6 @@ struct MatrixAPI: Sendable {
         v3.get("rooms/:roomId/joined_members") { request, context in try await joinedMembers(request, context) }
         v3.post("rooms/:roomId/read_markers") { request, context in try await readMarkers(request, context) }
         v3.post("rooms/:roomId/receipt/:receiptType/:eventId") { request, context in try await readMarkers(request, context) }
-        return router
     }
 
     // MARK: Helpers

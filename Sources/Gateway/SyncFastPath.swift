@@ -191,9 +191,17 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             answer(status: error.status.code, body: error.body, kind: Self.sent)
             return
         }
-        guard case .append(let message) = plan else {
-            if case .answered(let text) = plan { answer(status: 200, body: text, kind: Self.sent) }
+        let message: MatrixAPI.OutgoingMessage
+        switch plan {
+        case .answered(let text):
+            answer(status: 200, body: text, kind: Self.sent)
             return
+        case .recall:
+            // The router reads the room's latest sends first.
+            passOn(head, body: body)
+            return
+        case .append(let outgoing):
+            message = outgoing
         }
         guard let context, let local = api.configuration.directAppends else { return }
         let loop = context.eventLoop
@@ -308,7 +316,8 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
             var made = context.channel.allocator.buffer(capacity: body.utf8.count + 160)
-            made.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nDate: \(date)\r\nServer: postduif-gateway\r\n\r\n")
+            made.writeString("HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nDate: \(date)\r\nServer: postduif-gateway\r\n"
+                + "Access-Control-Allow-Origin: *\r\n\r\n")
             made.writeString(body)
             if let sharedKey {
                 Self.sharedResponses.withLock { responses in

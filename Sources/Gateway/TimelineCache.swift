@@ -150,4 +150,14 @@ final class TimelineCache: Sendable {
     func advance(markers offset: Int64) {
         tables.withLock { $0.position.markers = max($0.position.markers, offset) }
     }
+
+    /// The user-data tail has applied chat-user-data below `offset`.
+    func advance(userData offset: Int64) {
+        tables.withLock { $0.position.userData = max($0.position.userData, offset) }
+    }
+
+    /// Typing changed: its serial is now `serial`.
+    func advance(typing serial: Int64) {
+        tables.withLock { $0.position.typing = max($0.position.typing, serial) }
+    }
 }

@@ -33,7 +33,11 @@ import Testing
         cache.advance(partition: 1, to: 3)
         cache.advance(state: 7)
         cache.advance(markers: 2)
-        #expect(cache.position.token == "s7_0_5_2")
+        cache.advance(userData: 4)
+        cache.advance(userData: 1)
+        cache.advance(typing: 6)
+        cache.advance(typing: 5)
+        #expect(cache.position.token == "s7_0_5_2_4_6")
     }
 
     @Test func aUserIdleTooLongIsNoLongerLocalNorRegistered() {
