@@ -30,6 +30,9 @@ struct ChatOptions: ParsableArguments {
     @Option(help: "Registrations per client address per minute, beyond which M_LIMIT_EXCEEDED; 0 for no limit, for load tests (POSTDUIF_REGISTRATIONS_PER_MINUTE).")
     var registrationsPerMinute: Int = Environment.integer("REGISTRATIONS_PER_MINUTE") ?? GatewayConfiguration().registrationsPerMinute
 
+    @Option(help: "The address Matrix clients reach the gateway at, served at /.well-known/matrix/client, such as https://chat.gov.example; the request's own address without it (POSTDUIF_PUBLIC_BASE_URL).")
+    var publicBaseUrl: String?
+
     @Option(help: "PEM certificate chain for HTTPS to Matrix clients; plain HTTP without it (POSTDUIF_GATEWAY_TLS_CERT_FILE).")
     var gatewayTlsCertFile: String?
 
@@ -55,5 +58,11 @@ struct ChatOptions: ParsableArguments {
         configuration.openRegistration = registration == "open"
         guard registrationsPerMinute >= 0 else { throw OperatorError("--registrations-per-minute must be 0 or more") }
         configuration.registrationsPerMinute = registrationsPerMinute
+        if let publicBaseUrl = publicBaseUrl ?? Environment.string("PUBLIC_BASE_URL") {
+            guard let url = URL(string: publicBaseUrl), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw OperatorError("--public-base-url must be an http or https URL, not \(publicBaseUrl)")
+            }
+            configuration.publicBaseURL = publicBaseUrl.hasSuffix("/") ? String(publicBaseUrl.dropLast()) : publicBaseUrl
+        }
     }
 }
