@@ -16,14 +16,17 @@ public enum ChatTopicNames {
     /// Each user's own records: account data, push rules, filters, profile,
     /// device names (Gateway/UserDataTable.swift).
     public static let userData = "chat-user-data"
+    /// Messages to devices (end-to-end encryption's key sharing), keyed by
+    /// user and device id; kept for `retention.ms`, not compacted.
+    public static let toDevice = "chat-to-device"
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of
     /// a user wins a registration race and compaction would keep the last;
     /// not `members`, keyed by room.
-    public static let compacted: Set<String> = [state, sessions, readMarkers, userData]
+    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, toDevice]
 }

@@ -12,9 +12,38 @@ extension ChatState {
         }
         let json = record.value.flatMap { String(validating: $0, as: UTF8.self) }
         let shown = userData.apply(key, json: json, offset: record.offset)
+        let deviceListChanged = keys.apply(key, json: json, offset: record.offset)
         // The position first, then the wake: the woken sync finds it.
         cache.advance(userData: record.offset + 1)
-        if shown { wake(users: [key.user]) }
+        if deviceListChanged {
+            // Everyone who shares a room with the user is told (`device_lists`).
+            wake(users: sharingRooms(with: key.user))
+        } else if shown {
+            wake(users: [key.user])
+        }
+    }
+
+    /// `user` and the members of every room they are in.
+    func sharingRooms(with user: String) -> Set<String> {
+        var users: Set<String> = [user]
+        for roomID in directory.roomIDs(of: user) where directory.membership(of: user, in: roomID) == "join" {
+            users.formUnion(directory.members(of: roomID, in: ["join"]))
+        }
+        return users
+    }
+
+    /// A chat-to-device record (key `user\0device`): queued for the device,
+    /// which is woken.
+    func applyToDevice(_ record: StoredRecord) {
+        let parts = record.key.split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
+        if parts.count == 2, let value = record.value, let json = String(validating: value, as: UTF8.self) {
+            let user = String(decoding: parts[0], as: UTF8.self)
+            toDevice.append(user: user, device: String(decoding: parts[1], as: UTF8.self), offset: record.offset, json: json)
+            cache.advance(toDevice: record.offset + 1)
+            wake(users: [user])
+        } else {
+            cache.advance(toDevice: record.offset + 1)
+        }
     }
 
     /// `user` starts or stops typing in `room` (until `expiry`, in

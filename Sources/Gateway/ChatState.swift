@@ -21,8 +21,11 @@ enum ChatTopics {
     static let accounts = ChatTopicNames.accounts
     /// Access tokens by their SHA-256; a null value revokes one.
     static let sessions = ChatTopicNames.sessions
-    /// Each user's account data, push rules, filters, profile and device names.
+    /// Each user's account data, push rules, filters, profile, device names
+    /// and encryption keys.
     static let userData = ChatTopicNames.userData
+    /// Messages to devices, keyed by user and device id.
+    static let toDevice = ChatTopicNames.toDevice
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
@@ -76,8 +79,10 @@ struct SyncPosition: Sendable, Equatable {
     var userData: Int64 = 0
     /// This gateway's typing serial (`TypingTable`): not a log position.
     var typing: Int64 = 0
+    /// Next offset of `chat-to-device`.
+    var toDevice: Int64 = 0
 
-    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") + "_\(markers)_\(userData)_\(typing)" }
+    var token: String { "s\(state)_" + timeline.map(String.init).joined(separator: "_") + "_\(markers)_\(userData)_\(typing)_\(toDevice)" }
 
     init(timeline: [Int64], state: Int64) {
         self.timeline = timeline
@@ -106,14 +111,16 @@ struct SyncPosition: Sendable, Equatable {
             digits = 0
             if byte == nil { break }
         }
-        // Tokens of before user data and typing (partitions + 2 numbers) still count.
-        guard numbers.count == partitions + 4 || numbers.count == partitions + 2 else { return nil }
+        // Tokens of before user data, typing and to-device messages
+        // (partitions + 2 numbers) still count.
+        guard numbers.count == partitions + 5 || numbers.count == partitions + 2 else { return nil }
         state = numbers[0]
         timeline = Array(numbers.dropFirst().prefix(partitions))
         markers = numbers[partitions + 1]
-        if numbers.count == partitions + 4 {
+        if numbers.count == partitions + 5 {
             userData = numbers[partitions + 2]
             typing = numbers[partitions + 3]
+            toDevice = numbers[partitions + 4]
         }
     }
 }
@@ -151,6 +158,8 @@ final class ChatState: Sendable {
     let transactions = TransactionMemory()
     let userData = UserDataTable()
     let typing = TypingTable()
+    let keys = DeviceKeyTable()
+    let toDevice = ToDeviceTable()
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()

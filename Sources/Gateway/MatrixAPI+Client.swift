@@ -288,19 +288,18 @@ extension MatrixAPI {
         if let buffer { bodyBuffer = buffer } else { bodyBuffer = try await collectBody(request) }
         let auth = bodyBuffer.readableBytes == 0 ? nil : try MatrixJSON.decodeBody(UserInteractiveRequest.self, from: bodyBuffer).auth
         guard let auth else { return Self.json(.unauthorized, Self.passwordStage(error: nil)) }
-        let name = auth.identifier?.user ?? auth.user ?? session.userID
-        guard auth.type == "m.login.password", userID(from: name) == session.userID, let password = auth.password,
-              let hash = state.credentials.account(session.userID)?.hash, Secrets.verifyPassword(password, against: hash) else {
-            return Self.json(.unauthorized, Self.passwordStage(error: "invalid password"))
-        }
+        guard try checkPassword(auth, session) else { return Self.json(.unauthorized, Self.passwordStage(error: "invalid password")) }
         for id in ids {
             for digest in state.credentials.tokenDigests(of: session.userID, device: id) {
                 let (partition, offset) = try await link.produce(topic: ChatTopics.sessions, key: Array(digest.utf8), value: nil, timestamp: Self.now)
                 await state.waitApplied(topic: ChatTopics.sessions, partition: partition, offset: offset)
             }
-            if state.userData.deviceName(user: session.userID, id: id) != nil {
-                try await writeUserData(.device(user: session.userID, id: id), nil)
-            }
+            // Its name and identity keys go with it (the users sharing a
+            // room with it are told, through device_lists).
+            var records: [(UserDataKey, String?)] = []
+            if state.userData.deviceName(user: session.userID, id: id) != nil { records.append((.device(user: session.userID, id: id), nil)) }
+            if state.keys.deviceKeys(of: session.userID)[id] != nil { records.append((.deviceKeys(user: session.userID, device: id), nil)) }
+            try await writeUserData(records)
         }
         return Self.ok("{}")
     }

@@ -73,6 +73,12 @@ extension MatrixAPI {
         for invitee in invites where state.credentials.account(userID(from: invitee))?.hash == nil {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "unknown user \(invitee)")
         }
+        for event in body.initialState ?? [] {
+            // Membership and the room's creation are the server's to write.
+            guard !["m.room.member", "m.room.create", "m.room.power_levels"].contains(event.type), case .object = event.content else {
+                throw MatrixError(.badRequest, "M_INVALID_PARAM", "initial_state cannot set \(event.type), and its content is an object")
+            }
+        }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
         // New here: no send of it was made before, nothing to recall.
         state.transactions.markRecalled(roomID)
@@ -93,6 +99,9 @@ extension MatrixAPI {
         try await appendState(roomID: roomID, type: "m.room.join_rules", sender: creator, content: ["join_rule": preset == "public_chat" ? "public" : "invite"], stateKey: "")
         try await appendState(roomID: roomID, type: "m.room.history_visibility", sender: creator, content: ["history_visibility": "shared"], stateKey: "")
         try await appendState(roomID: roomID, type: "m.room.guest_access", sender: creator, content: ["guest_access": "forbidden"], stateKey: "")
+        for event in body.initialState ?? [] {
+            try await appendState(roomID: roomID, type: event.type, sender: creator, content: event.content, stateKey: event.stateKey ?? "")
+        }
         if let name = body.name {
             try await appendState(roomID: roomID, type: "m.room.name", sender: creator, content: ["name": .string(name)], stateKey: "")
         }

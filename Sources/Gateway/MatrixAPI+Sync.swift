@@ -155,6 +155,10 @@ extension MatrixAPI {
     /// same position, and get the same bytes for the next; nil otherwise.
     func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64) -> String? {
         guard since.markers == position.markers, !state.userData.changed(user: session.userID, since: since.userData) else { return nil }
+        // An encrypting device's answer is its own: one-time key counts,
+        // to-device messages, device list changes.
+        guard !state.keys.hasDeviceKeys(user: session.userID, device: session.deviceID), state.keys.keysChanged(since: since.userData).isEmpty,
+              !state.toDevice.hasPending(user: session.userID, device: session.deviceID, acknowledged: since.toDevice) else { return nil }
         let rooms = state.directory.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
@@ -199,10 +203,30 @@ extension MatrixAPI {
             }
         }
         let accountData = globalAccountData(session, since: since?.userData)
-        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty
+        // To-device messages below the token the device synced with are
+        // acknowledged (dropped); the rest up to this answer's position go out.
+        let toDevice = state.toDevice.take(user: session.userID, device: session.deviceID, acknowledged: query.since?.toDevice, upTo: position.toDevice)
+        let devicesChanged = since.map { deviceListChanges(session, since: $0) } ?? []
+        let counts = state.keys.oneTimeKeyCounts(user: session.userID, device: session.deviceID).sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)):\($0.value)" }
+        let fallback = state.keys.unusedFallbackTypes(user: session.userID, device: session.deviceID).map(JSONText.string)
+        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty || !toDevice.isEmpty || !devicesChanged.isEmpty
         let body = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
-            + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[]},\"device_lists\":{\"changed\":[],\"left\":[]},\"device_one_time_keys_count\":{}}"
+            + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[\(toDevice.joined(separator: ","))]},"
+            + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[]},\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},"
+            + "\"device_unused_fallback_key_types\":[\(fallback.joined(separator: ","))]}"
         return SharedAnswers.Piece(json: body, changed: changed, senders: senders)
+    }
+
+    /// Users sharing a room with the session's user whose devices changed
+    /// since the token, and the members of rooms joined since it (their
+    /// devices are new to this user), sorted.
+    func deviceListChanges(_ session: Session, since: SyncPosition) -> [String] {
+        var changed = state.keys.keysChanged(since: since.userData)
+        if !changed.isEmpty { changed.formIntersection(state.sharingRooms(with: session.userID)) }
+        for (roomID, member) in state.directory.rooms(of: session.userID) where member.membership == "join" && member.stateOffset >= since.state {
+            changed.formUnion(state.directory.members(of: roomID, in: ["join"]).filter { !state.keys.deviceKeys(of: $0).isEmpty })
+        }
+        return changed.sorted()
     }
 
     /// The user's global account data events written since `since` (all,

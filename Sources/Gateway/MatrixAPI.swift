@@ -13,6 +13,8 @@ struct MatrixError: HTTPResponseError {
     var code: String
     var message: String
     var retryAfterMilliseconds: Int64? = nil
+    /// M_WRONG_ROOM_KEYS_VERSION's newest backup version.
+    var currentVersion: String? = nil
 
     init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -25,7 +27,7 @@ struct MatrixError: HTTPResponseError {
     }
 
     /// The JSON every Matrix error answers with.
-    var body: String { MatrixJSON.encode(ErrorAnswer(errcode: code, error: message, retryAfterMs: retryAfterMilliseconds)) }
+    var body: String { MatrixJSON.encode(ErrorAnswer(errcode: code, error: message, retryAfterMs: retryAfterMilliseconds, currentVersion: currentVersion)) }
 
     /// A write the broker refused (logged where it happened).
     static let storeUnavailable = MatrixError(.serviceUnavailable, "M_UNKNOWN", "the message store is unavailable; retry")
@@ -113,6 +115,7 @@ struct MatrixAPI: Sendable {
             let routes = router.group(RouterPath(prefix))
             addRoomRoutes(routes)
             addClientRoutes(routes)
+            addKeyRoutes(routes)
         }
         return router
     }

@@ -51,8 +51,23 @@ struct CreateRoomRequest: Decodable {
     var name: String?
     var topic: String?
     var powerLevelContentOverride: [String: JSONValue]?
+    /// State events to set after the preset's (`m.room.encryption`, typically).
+    var initialState: [InitialStateEvent]?
+
+    struct InitialStateEvent: Decodable {
+        var type: String
+        var stateKey: String?
+        var content: JSONValue
+
+        enum CodingKeys: String, CodingKey {
+            case type
+            case stateKey = "state_key"
+            case content
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
+        case initialState = "initial_state"
         case roomVersion = "room_version"
         case invite
         case creationContent = "creation_content"
@@ -88,10 +103,12 @@ struct ErrorAnswer: Encodable {
     var errcode: String
     var error: String
     var retryAfterMs: Int64? = nil
+    var currentVersion: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case errcode, error
         case retryAfterMs = "retry_after_ms"
+        case currentVersion = "current_version"
     }
 }
 

@@ -156,6 +156,11 @@ final class TimelineCache: Sendable {
         tables.withLock { $0.position.userData = max($0.position.userData, offset) }
     }
 
+    /// The to-device tail has applied chat-to-device below `offset`.
+    func advance(toDevice offset: Int64) {
+        tables.withLock { $0.position.toDevice = max($0.position.toDevice, offset) }
+    }
+
     /// Typing changed: its serial is now `serial`.
     func advance(typing serial: Int64) {
         tables.withLock { $0.position.typing = max($0.position.typing, serial) }

@@ -13,10 +13,24 @@ enum UserDataKey: Equatable, Sendable {
     case profile(user: String)
     /// A device's display name.
     case device(user: String, id: String)
+    /// A device's identity keys (`keys/upload`'s `device_keys`).
+    case deviceKeys(user: String, device: String)
+    /// One one-time key (`algorithm:id`); a null claims it.
+    case oneTimeKey(user: String, device: String, id: String)
+    /// A device's fallback key for an algorithm.
+    case fallbackKey(user: String, device: String, algorithm: String)
+    /// A cross-signing key: `master`, `self_signing` or `user_signing`.
+    case crossSigning(user: String, usage: String)
+    /// A key backup version's algorithm and auth data.
+    case backupVersion(user: String, version: String)
+    /// One session's key in a backup.
+    case backupKey(user: String, version: String, room: String, session: String)
 
     var user: String {
         switch self {
-        case .accountData(let user, _, _), .filter(let user, _), .profile(let user), .device(let user, _): user
+        case .accountData(let user, _, _), .filter(let user, _), .profile(let user), .device(let user, _), .deviceKeys(let user, _),
+             .oneTimeKey(let user, _, _), .fallbackKey(let user, _, _), .crossSigning(let user, _), .backupVersion(let user, _),
+             .backupKey(let user, _, _, _): user
         }
     }
 
@@ -27,6 +41,12 @@ enum UserDataKey: Equatable, Sendable {
         case .filter(let user, let id): ["f", user, id]
         case .profile(let user): ["p", user]
         case .device(let user, let id): ["d", user, id]
+        case .deviceKeys(let user, let device): ["k", user, device]
+        case .oneTimeKey(let user, let device, let id): ["o", user, device, id]
+        case .fallbackKey(let user, let device, let algorithm): ["b", user, device, algorithm]
+        case .crossSigning(let user, let usage): ["x", user, usage]
+        case .backupVersion(let user, let version): ["v", user, version]
+        case .backupKey(let user, let version, let room, let session): ["r", user, version, room, session]
         }
         return Array(parts.joined(separator: "\u{0}").utf8)
     }
@@ -38,6 +58,12 @@ enum UserDataKey: Equatable, Sendable {
         case ("f", 3): self = .filter(user: parts[1], id: parts[2])
         case ("p", 2): self = .profile(user: parts[1])
         case ("d", 3): self = .device(user: parts[1], id: parts[2])
+        case ("k", 3): self = .deviceKeys(user: parts[1], device: parts[2])
+        case ("o", 4): self = .oneTimeKey(user: parts[1], device: parts[2], id: parts[3])
+        case ("b", 4): self = .fallbackKey(user: parts[1], device: parts[2], algorithm: parts[3])
+        case ("x", 3): self = .crossSigning(user: parts[1], usage: parts[2])
+        case ("v", 3): self = .backupVersion(user: parts[1], version: parts[2])
+        case ("r", 5): self = .backupKey(user: parts[1], version: parts[2], room: parts[3], session: parts[4])
         default: return nil
         }
     }
@@ -88,6 +114,9 @@ final class UserDataTable: Sendable {
                 data.profile = entry
             case .device(_, let id):
                 data.devices[id] = entry
+            default:
+                // Keys are DeviceKeyTable's.
+                break
             }
             return false
         }

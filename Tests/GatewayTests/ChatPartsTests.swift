@@ -37,7 +37,8 @@ import Testing
         cache.advance(userData: 1)
         cache.advance(typing: 6)
         cache.advance(typing: 5)
-        #expect(cache.position.token == "s7_0_5_2_4_6")
+        cache.advance(toDevice: 3)
+        #expect(cache.position.token == "s7_0_5_2_4_6_3")
     }
 
     @Test func aUserIdleTooLongIsNoLongerLocalNorRegistered() {

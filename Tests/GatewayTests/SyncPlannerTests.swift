@@ -82,14 +82,16 @@ import Testing
         position.markers = 3
         position.userData = 9
         position.typing = 2
-        #expect(position.token == "s40_12_0_7_3_9_2")
+        position.toDevice = 5
+        #expect(position.token == "s40_12_0_7_3_9_2_5")
         #expect(SyncPosition(token: position.token, partitions: 3) == position)
         // A token of before user data and typing: those start from nothing.
         var older = position
         older.userData = 0
         older.typing = 0
+        older.toDevice = 0
         #expect(SyncPosition(token: "s40_12_0_7_3", partitions: 3) == older)
-        for bad in ["", "s", "x40_1_2_3_4", "s40_12_0_7", "s40_12_0_7_3_9", "s40__0_7_3_9_2", "s40_12_0_7_3_9_2_", "s1234567890123456789_0_0_0_0_0_0"] {
+        for bad in ["", "s", "x40_1_2_3_4", "s40_12_0_7", "s40_12_0_7_3_9", "s40_12_0_7_3_9_2", "s40__0_7_3_9_2_5", "s40_12_0_7_3_9_2_5_", "s1234567890123456789_0_0_0_0_0_0_0"] {
             #expect(SyncPosition(token: bad, partitions: 3) == nil, "accepted \(bad)")
         }
     }

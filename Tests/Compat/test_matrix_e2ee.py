@@ -1,0 +1,206 @@
+"""End-to-end encryption through the gateway, with matrix-nio's own
+encryption (matrix-nio[e2e], vodozemac): the server stores and relays
+keys and to-device messages and never sees a message in the clear. Two
+users talk in an encrypted room, a third device of one of them is found
+and verified by key query, a to-device message arrives once, a user who
+is not a member gets nothing readable; one-time and fallback keys are
+claimed once each, key backups keep the best key per session, and bad
+key uploads are refused."""
+import asyncio
+import json
+import tempfile
+import urllib.parse
+
+import pytest
+from nio import (AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent, RegisterResponse, RoomMessageText,
+                 RoomSendResponse, ToDeviceMessage)
+
+from test_chat import EmbeddedGateway, run
+from test_matrix_clients import account, http, sync
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    embedded = EmbeddedGateway(extra_args=["--durability", "none"]).start()
+    yield embedded
+    assert embedded.stop() == 0, "broker with gateway did not stop cleanly: " + embedded.read_log()
+
+
+async def encrypting(url, name, register=True, device=None):
+    """A matrix-nio client with encryption on, its keys uploaded."""
+    config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+    client = AsyncClient(url, "@%s:gov.test" % name, device_id=device or "", store_path=tempfile.mkdtemp(prefix="nio-store-"), config=config)
+    if register:
+        response = await client.register(name, "pw " + name, device_name=device or name)
+        assert isinstance(response, RegisterResponse), response
+    else:
+        response = await client.login("pw " + name, device_name=device)
+        assert isinstance(response, LoginResponse), response
+    assert client.olm is not None, "matrix-nio's encryption is not available"
+    if client.should_upload_keys:
+        await client.keys_upload()
+    await client.sync(timeout=0, full_state=True)
+    return client
+
+
+async def until(client, found, rounds=20):
+    """Syncs `client` until `found()` is true."""
+    for _ in range(rounds):
+        await client.sync(timeout=1000)
+        if found():
+            return
+    raise AssertionError("not seen after %d syncs" % rounds)
+
+
+def timeline(client, room_id):
+    return client.rooms[room_id].timeline if hasattr(client.rooms[room_id], "timeline") else []
+
+
+async def encrypted_room(url):
+    alice = await encrypting(url, "e2e-alice")
+    bob = await encrypting(url, "e2e-bob")
+    created = await alice.room_create(name="Kabinet", invite=["@e2e-bob:gov.test"],
+                                      initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+    room = created.room_id
+    await until(bob, lambda: room in bob.invited_rooms)
+    await bob.join(room)
+    await until(alice, lambda: "@e2e-bob:gov.test" in alice.rooms[room].users)
+    await until(bob, lambda: room in bob.rooms and bob.rooms[room].encrypted)
+    assert alice.rooms[room].encrypted
+
+    received = {"bob": [], "alice": [], "undecrypted": []}
+
+    async def on_text(room_, event):
+        received["bob" if room_.own_user_id == "@e2e-bob:gov.test" else "alice"].append(event.body)
+
+    async def on_megolm(room_, event):
+        received["undecrypted"].append(event)
+
+    bob.add_event_callback(on_text, RoomMessageText)
+    alice.add_event_callback(on_text, RoomMessageText)
+    bob.add_event_callback(on_megolm, MegolmEvent)
+
+    # Alice's first message: nio queries Bob's devices, claims a one-time
+    # key, shares the room key to Bob's device over to-device, then sends
+    # the encrypted event.
+    sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "geheim overleg"}, ignore_unverified_devices=True)
+    assert isinstance(sent, RoomSendResponse), sent
+    await until(bob, lambda: "geheim overleg" in received["bob"])
+    assert not received["undecrypted"], "Bob got an event he could not decrypt"
+    sent = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "akkoord"}, ignore_unverified_devices=True)
+    assert isinstance(sent, RoomSendResponse), sent
+    await until(alice, lambda: "akkoord" in received["alice"])
+
+    # What the server stored is ciphertext.
+    status, _, page = http(type("S", (), {"url": url})(), "GET", "/rooms/%s/messages?dir=b&limit=50" % urllib.parse.quote(room), token=alice.access_token)
+    assert status == 200
+    stored = [e for e in page["chunk"] if e["type"] in ("m.room.message", "m.room.encrypted")]
+    assert stored and all(e["type"] == "m.room.encrypted" for e in stored), stored
+    assert "geheim" not in json.dumps(page) and "akkoord" not in json.dumps(page)
+
+    # A third device of Alice's: Bob finds it by key query, with the very
+    # identity key the device holds, and verifies it.
+    third = await encrypting(url, "e2e-alice", register=False, device="TABLET")
+    await until(bob, lambda: True, rounds=1)
+    await bob.keys_query()
+    devices = bob.device_store["@e2e-alice:gov.test"]
+    assert "TABLET" in devices, list(devices)
+    assert devices["TABLET"].ed25519 == third.olm.account.identity_keys["ed25519"]
+    assert devices["TABLET"].curve25519 == third.olm.account.identity_keys["curve25519"]
+    bob.verify_device(devices["TABLET"])
+    assert bob.device_store["@e2e-alice:gov.test"]["TABLET"].verified
+    # Bob's next message reaches the new device too, readable there.
+    third_seen = []
+    third.add_event_callback(lambda room_, event: third_seen.append(event.body), RoomMessageText)
+    await third.sync(timeout=0)
+    sent = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "ook voor de tablet"}, ignore_unverified_devices=True)
+    assert isinstance(sent, RoomSendResponse), sent
+    await until(third, lambda: "ook voor de tablet" in third_seen)
+
+    # A to-device message arrives once: in one sync, not in the next.
+    message = ToDeviceMessage("org.gov.test.ping", "@e2e-bob:gov.test", bob.device_id, {"n": 1})
+    await alice.to_device(message)
+    server = type("S", (), {"url": url})()
+    first = sync(server, bob.access_token, since=bob.next_batch, timeout=5000)
+    pings = [e for e in first["to_device"]["events"] if e["type"] == "org.gov.test.ping"]
+    assert pings == [{"type": "org.gov.test.ping", "sender": "@e2e-alice:gov.test", "content": {"n": 1}}]
+    second = sync(server, bob.access_token, since=first["next_batch"], timeout=0)
+    assert not [e for e in second["to_device"]["events"] if e["type"] == "org.gov.test.ping"]
+
+    # Someone who is not a member gets nothing readable: no room, no key,
+    # no history.
+    carol = await encrypting(url, "e2e-carol")
+    await carol.sync(timeout=0, full_state=True)
+    assert room not in carol.rooms
+    status, _, _ = http(server, "GET", "/rooms/%s/messages?dir=b" % urllib.parse.quote(room), token=carol.access_token)
+    assert status == 403
+    answer = sync(server, carol.access_token)
+    assert answer["to_device"]["events"] == [] and room not in answer["rooms"]["join"]
+    for client in (alice, bob, third, carol):
+        await client.close()
+
+
+def test_two_users_talk_in_an_encrypted_room(gateway):
+    run(encrypted_room(gateway.url))
+
+
+def test_one_time_keys_are_claimed_once_then_the_fallback_key(gateway):
+    owner = account(gateway, "otk-owner")
+    claimer = account(gateway, "otk-claimer")
+    device = http(gateway, "GET", "/account/whoami", token=owner)[2]["device_id"]
+    keys = {"device_keys": {"user_id": "@otk-owner:gov.test", "device_id": device, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                            "keys": {"curve25519:" + device: "c" * 43, "ed25519:" + device: "e" * 43}, "signatures": {}},
+            "one_time_keys": {"signed_curve25519:A": {"key": "a" * 43}, "signed_curve25519:B": {"key": "b" * 43}},
+            "fallback_keys": {"signed_curve25519:F": {"key": "f" * 43, "fallback": True}}}
+    status, _, counts = http(gateway, "POST", "/keys/upload", keys, owner)
+    assert status == 200 and counts == {"one_time_key_counts": {"signed_curve25519": 2}}
+    # The same upload again changes nothing; another key under a used id is refused.
+    assert http(gateway, "POST", "/keys/upload", keys, owner)[2] == {"one_time_key_counts": {"signed_curve25519": 2}}
+    status, _, refused = http(gateway, "POST", "/keys/upload", {"one_time_keys": {"signed_curve25519:A": {"key": "z" * 43}}}, owner)
+    assert status == 400 and refused["errcode"] == "M_INVALID_PARAM"
+    # Keys for another user's device are refused.
+    status, _, refused = http(gateway, "POST", "/keys/upload", {"device_keys": dict(keys["device_keys"], user_id="@otk-claimer:gov.test")}, owner)
+    assert status == 400 and refused["errcode"] == "M_INVALID_PARAM"
+    first = sync(gateway, owner)
+    assert first["device_one_time_keys_count"] == {"signed_curve25519": 2} and first["device_unused_fallback_key_types"] == ["signed_curve25519"]
+    claim = {"one_time_keys": {"@otk-owner:gov.test": {device: "signed_curve25519"}}}
+    handed = []
+    for _ in range(3):
+        status, _, claimed = http(gateway, "POST", "/keys/claim", claim, claimer)
+        assert status == 200
+        handed.append(claimed["one_time_keys"]["@otk-owner:gov.test"][device])
+    assert handed == [{"signed_curve25519:A": {"key": "a" * 43}}, {"signed_curve25519:B": {"key": "b" * 43}},
+                      {"signed_curve25519:F": {"key": "f" * 43, "fallback": True}}]
+    after = sync(gateway, owner)
+    assert after["device_one_time_keys_count"] == {} and after["device_unused_fallback_key_types"] == []
+    # The claimer's key query sees the device.
+    status, _, queried = http(gateway, "POST", "/keys/query", {"device_keys": {"@otk-owner:gov.test": []}}, claimer)
+    assert status == 200 and list(queried["device_keys"]["@otk-owner:gov.test"]) == [device]
+
+
+def test_key_backups_keep_the_best_key_and_refuse_an_old_version(gateway):
+    token = account(gateway, "backup")
+    assert http(gateway, "GET", "/room_keys/version", token=token)[2]["errcode"] == "M_NOT_FOUND"
+    auth = {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "p" * 43, "signatures": {}}}
+    status, _, made = http(gateway, "POST", "/room_keys/version", auth, token)
+    assert status == 200 and made == {"version": "1"}
+    key = {"first_message_index": 5, "forwarded_count": 0, "is_verified": False, "session_data": {"ciphertext": "x"}}
+    better = dict(key, first_message_index=1, session_data={"ciphertext": "y"})
+    assert http(gateway, "PUT", "/room_keys/keys/!r:gov.test/s1?version=1", key, token)[2]["count"] == 1
+    assert http(gateway, "PUT", "/room_keys/keys/!r:gov.test/s1?version=1", better, token)[0] == 200
+    assert http(gateway, "PUT", "/room_keys/keys/!r:gov.test/s1?version=1", key, token)[0] == 200
+    status, _, kept = http(gateway, "GET", "/room_keys/keys/!r:gov.test/s1?version=1", token=token)
+    assert status == 200 and kept["session_data"] == {"ciphertext": "y"}
+    status, _, everything = http(gateway, "GET", "/room_keys/keys?version=1", token=token)
+    assert everything == {"rooms": {"!r:gov.test": {"sessions": {"s1": better}}}}
+    status, _, version = http(gateway, "GET", "/room_keys/version", token=token)
+    assert version["version"] == "1" and version["count"] == 1 and version["algorithm"] == auth["algorithm"]
+    # A new version: writes to the old one are refused with the current version.
+    assert http(gateway, "POST", "/room_keys/version", auth, token)[2] == {"version": "2"}
+    status, _, refused = http(gateway, "PUT", "/room_keys/keys/!r:gov.test/s1?version=1", better, token)
+    assert status == 403 and refused["errcode"] == "M_WRONG_ROOM_KEYS_VERSION" and refused["current_version"] == "2"
+    assert http(gateway, "DELETE", "/room_keys/version/1", token=token)[0] == 200
+    assert http(gateway, "GET", "/room_keys/version/1", token=token)[0] == 404
+    # Another user sees none of it.
+    other = account(gateway, "backup-other")
+    assert http(gateway, "GET", "/room_keys/version", token=other)[0] == 404
