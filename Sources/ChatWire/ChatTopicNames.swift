@@ -19,14 +19,18 @@ public enum ChatTopicNames {
     /// Messages to devices (end-to-end encryption's key sharing), keyed by
     /// user and device id; kept for `retention.ms`, not compacted.
     public static let toDevice = "chat-to-device"
+    /// Redacted events by event id: the redaction event that removed
+    /// their content, which gateways serve in its place.
+    public static let redactions = "chat-redactions"
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of
     /// a user wins a registration race and compaction would keep the last;
-    /// not `members`, keyed by room.
-    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, toDevice]
+    /// not `members`, keyed by room; not `toDevice`, keyed by device, where
+    /// every message counts.
+    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions]
 }

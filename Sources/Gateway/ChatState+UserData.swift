@@ -62,3 +62,22 @@ extension ChatState {
         wake(users: Set(rooms.flatMap { directory.members(of: $0, in: ["join"]) }))
     }
 }
+
+// The redactions tail.
+extension ChatState {
+    /// A chat-redactions record (key: the redacted event's id; value: the
+    /// redaction event): from now on the event is served pruned, the
+    /// cached copy too, and shared answers made before are dropped.
+    func applyRedaction(_ record: StoredRecord) {
+        guard let eventID = String(validating: record.key, as: UTF8.self), let value = record.value, let redaction = String(validating: value, as: UTF8.self),
+              let roomID = MatrixJSON.decodeRecord(StoredEvent.self, from: value)?.roomID else { return }
+        redactions.set(eventID, redaction: redaction)
+        let parts = eventID.dropFirst().split(separator: "_")
+        if parts.count == 2, let offset = Int64(parts[1]), let cached = cache.event(roomID: roomID, offset: offset),
+           let pruned = MatrixAPI.pruned(cached.json, redactedBecause: redaction) {
+            cache.replace(roomID: roomID, offset: offset, json: pruned)
+            shared.removeAll()
+        }
+        wake(users: Set(directory.members(of: roomID, in: ["join"])))
+    }
+}

@@ -26,6 +26,8 @@ enum ChatTopics {
     static let userData = ChatTopicNames.userData
     /// Messages to devices, keyed by user and device id.
     static let toDevice = ChatTopicNames.toDevice
+    /// Redacted events by id: the redaction served in their place.
+    static let redactions = ChatTopicNames.redactions
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
@@ -160,6 +162,7 @@ final class ChatState: Sendable {
     let typing = TypingTable()
     let keys = DeviceKeyTable()
     let toDevice = ToDeviceTable()
+    let redactions = RedactionTable()
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()

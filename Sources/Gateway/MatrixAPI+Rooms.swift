@@ -86,7 +86,7 @@ extension MatrixAPI {
         var create: [String: JSONValue] = ["room_version": .string(version), "m.federate": .bool(body.creationContent?["m.federate"]?.bool ?? true)]
         if version == "10" { create["creator"] = .string(creator) }
         try await appendState(roomID: roomID, type: "m.room.create", sender: creator, content: .object(create), stateKey: "")
-        try await appendState(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "join", "displayname": .string(Self.localpart(of: creator))], stateKey: creator)
+        try await appendState(roomID: roomID, type: "m.room.member", sender: creator, content: memberContent(creator), stateKey: creator)
         let preset = body.preset ?? (body.visibility == "public" ? "public_chat" : "private_chat")
         var powerLevels: [String: JSONValue] = [
             "users": .object([creator: 100]), "users_default": 0, "events_default": 0, "state_default": 50,
@@ -147,8 +147,7 @@ extension MatrixAPI {
         if current != "join" {
             let rule = state.directory.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"]?.string }
             guard current == "invite" || (rule == "public" && current != "ban") else { throw MatrixError.forbidden("You are not invited to this room") }
-            try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID,
-                                  content: ["membership": "join", "displayname": .string(Self.localpart(of: session.userID))], stateKey: session.userID)
+            try await appendState(roomID: roomID, type: "m.room.member", sender: session.userID, content: memberContent(session.userID), stateKey: session.userID)
         }
         return Self.ok(RoomIDAnswer(roomID: roomID))
     }
@@ -231,6 +230,10 @@ extension MatrixAPI {
         let transaction = "\(session.userID)|\(session.deviceID)|\(txnID)"
         if let eventID = state.transactions.eventID(for: transaction) {
             return .answered(Self.sendAnswer(eventID))
+        }
+        if let levels = state.directory.levels(of: roomID) {
+            let needed = levels.required(eventType, state: false)
+            guard levels.level(of: session.userID) >= needed else { throw MatrixError.forbidden("\(eventType) needs power level \(needed)") }
         }
         guard state.transactions.isRecalled(roomID) else { return .recall }
         return .append(OutgoingMessage(contentText: contentText, transaction: transaction))

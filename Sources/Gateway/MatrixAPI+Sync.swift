@@ -315,7 +315,11 @@ extension MatrixAPI {
     func history(_ roomID: String, upTo end: Int64, limit: Int) async throws -> [RoomEvent] {
         let page = try await link.history(topic: ChatTopics.conversations, conversation: Array(roomID.utf8), position: .latest, limit: Int32(limit), maxOffset: end)
         let partition = state.partition(ofRoom: roomID)
-        return page.messages.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }
+        return page.messages.compactMap { record in
+            guard var event = ChatState.clientEvent(roomID: roomID, partition: partition, record: record) else { return nil }
+            event.json = served(event, roomID: roomID)
+            return event
+        }
     }
 
     /// The room's events in [from, to), as a serialised timeline object;

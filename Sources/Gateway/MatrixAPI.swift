@@ -116,6 +116,7 @@ struct MatrixAPI: Sendable {
             addRoomRoutes(routes)
             addClientRoutes(routes)
             addKeyRoutes(routes)
+            addStateRoutes(routes)
         }
         return router
     }

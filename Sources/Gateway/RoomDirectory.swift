@@ -17,6 +17,9 @@ final class RoomDirectory: Sendable {
         /// Moves with every change of `state`: the key of its serialised form.
         var stateVersion: UInt64 = 0
         var members: [String: Member] = [:]
+        /// The room's power levels, parsed when they change (not per request).
+        var powerLevels: PowerLevels?
+        var creator: String?
         /// The sync summary, serialised when membership changes (not per sync).
         var summary = "\"summary\":{\"m.heroes\":[],\"m.joined_member_count\":0,\"m.invited_member_count\":0}"
 
@@ -26,6 +29,12 @@ final class RoomDirectory: Sendable {
             let heroes = joined.prefix(5).map { JSONText.string($0) }.joined(separator: ",")
             summary = "\"summary\":{\"m.heroes\":[\(heroes)],\"m.joined_member_count\":\(joined.count),\"m.invited_member_count\":\(invited)}"
         }
+
+        /// The levels in force: the room's, or its creator's before it has any.
+        var levels: PowerLevels { powerLevels ?? .beforeAny(creator: creator) }
+
+        /// The current state event of a type and key.
+        func stateEvent(_ type: String, _ stateKey: String = "") -> RoomEvent? { state[type + "\u{0}" + stateKey] }
 
         /// Members with one of `memberships`.
         func members(in memberships: Set<String>) -> [String] {
@@ -43,6 +52,9 @@ final class RoomDirectory: Sendable {
     private let tables = Mutex(Tables())
 
     func room(_ roomID: String) -> Room? { tables.withLock { $0.rooms[roomID] } }
+
+    /// The power levels in force in a room.
+    func levels(of roomID: String) -> PowerLevels? { tables.withLock { $0.rooms[roomID]?.levels } }
 
     func membership(of userID: String, in roomID: String) -> String? {
         tables.withLock { $0.rooms[roomID]?.members[userID]?.membership }
@@ -86,6 +98,11 @@ final class RoomDirectory: Sendable {
             var room = tables.rooms.removeValue(forKey: event.roomID) ?? Room()
             room.state[event.type + "\u{0}" + stateKey] = event
             room.stateVersion &+= 1
+            if event.type == "m.room.power_levels", stateKey.isEmpty {
+                room.powerLevels = MatrixAPI.content(event.json).map(PowerLevels.init(content:))
+            } else if event.type == "m.room.create", stateKey.isEmpty {
+                room.creator = event.sender
+            }
             if let membership = event.membership {
                 room.members[stateKey] = Member(membership: membership, stateOffset: offset)
                 room.summarize()

@@ -99,6 +99,24 @@ final class TimelineCache: Sendable {
         }
     }
 
+    /// A redacted event's new form, where the cache holds it; shared
+    /// answers made before are dropped (the epoch moves).
+    func replace(roomID: String, offset: Int64, json: String) {
+        tables.withLock { tables in
+            guard var recent = tables.recent.removeValue(forKey: roomID) else { return }
+            defer { tables.recent[roomID] = recent }
+            if let index = recent.events.firstIndex(where: { $0.offset == offset }) {
+                recent.events[index].json = json
+                tables.epoch &+= 1
+            }
+        }
+    }
+
+    /// The cached event at `offset` of a room.
+    func event(roomID: String, offset: Int64) -> RoomEvent? {
+        tables.withLock { $0.recent[roomID]?.events.first { $0.offset == offset } }
+    }
+
     /// The fan-out sends these rooms here from `from` (per partition) on:
     /// a room not yet covered is covered from there.
     func cover(_ roomIDs: some Sequence<String>, from: [Int32: Int64]) {

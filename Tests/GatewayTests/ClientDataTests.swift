@@ -1,3 +1,4 @@
+import ChatWire
 import Core
 import Testing
 
@@ -14,6 +15,12 @@ import Testing
         ]
         for key in keys { #expect(UserDataKey(key.bytes) == key) }
         for bad in ["", "a\u{0}@a", "z\u{0}@a\u{0}b", "p\u{0}@a\u{0}extra"] { #expect(UserDataKey(Array(bad.utf8)) == nil, "accepted \(bad)") }
+    }
+
+    @Test func everyToDeviceMessageIsKeptWhereUserRecordsAreCompacted() {
+        #expect(ChatTopicNames.compacted.contains(ChatTopicNames.userData))
+        #expect(ChatTopicNames.compacted.contains(ChatTopicNames.redactions))
+        #expect(!ChatTopicNames.compacted.contains(ChatTopicNames.toDevice))
     }
 
     @Test func accountDataIsShownSinceItsOffsetAndOnlyToItsUser() {

@@ -1,0 +1,136 @@
+"""Rooms beyond messages, through the gateway: state events with power
+levels enforced (names, topics, power levels, join rules, history
+visibility), members, kick and ban, redactions (content gone from history,
+single events, context and later syncs), edits, reactions and threads
+found through /relations, and an event's context."""
+import urllib.parse
+
+import pytest
+
+from test_chat import EmbeddedGateway
+from test_matrix_clients import account, http, join, room_with, sync, wait_for
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    embedded = EmbeddedGateway(extra_args=["--durability", "none"]).start()
+    yield embedded
+    assert embedded.stop() == 0, "broker with gateway did not stop cleanly: " + embedded.read_log()
+
+
+def q(room):
+    return urllib.parse.quote(room)
+
+
+def send(gateway, token, room, txn, content, event_type="m.room.message"):
+    status, _, answer = http(gateway, "PUT", "/rooms/%s/send/%s/%s" % (q(room), event_type, txn), content, token)
+    assert status == 200, answer
+    return answer["event_id"]
+
+
+def test_state_events_follow_the_power_levels(gateway):
+    owner, member = account(gateway, "state-owner"), account(gateway, "state-member")
+    room = room_with(gateway, owner, "state-member")
+    join(gateway, member, room)
+    # The creator (100) names the room and sets its topic; a member (0) may not.
+    status, _, named = http(gateway, "PUT", "/rooms/%s/state/m.room.name" % q(room), {"name": "Ministerraad"}, owner)
+    assert status == 200 and named["event_id"].startswith("$")
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.topic/" % q(room), {"topic": "agenda"}, owner)[0] == 200
+    assert http(gateway, "GET", "/rooms/%s/state/m.room.name" % q(room), token=member)[2] == {"name": "Ministerraad"}
+    assert http(gateway, "GET", "/rooms/%s/state/m.room.topic/" % q(room), token=member)[2] == {"topic": "agenda"}
+    for event_type, content in [("m.room.name", {"name": "mine"}), ("m.room.power_levels", {"users": {"@state-member:gov.test": 100}}),
+                                ("m.room.join_rules", {"join_rule": "public"}), ("m.room.history_visibility", {"history_visibility": "world_readable"})]:
+        status, _, refused = http(gateway, "PUT", "/rooms/%s/state/%s" % (q(room), event_type), content, member)
+        assert status == 403 and refused["errcode"] == "M_FORBIDDEN", (event_type, refused)
+    # Raised to 50, the member may name the room, but not set history
+    # visibility (100), nor raise anyone past 50.
+    levels = http(gateway, "GET", "/rooms/%s/state/m.room.power_levels" % q(room), token=owner)[2]
+    levels["users"]["@state-member:gov.test"] = 50
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.power_levels" % q(room), levels, owner)[0] == 200
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.name" % q(room), {"name": "Raad"}, member)[0] == 200
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.history_visibility" % q(room), {"history_visibility": "joined"}, member)[0] == 403
+    greedy = dict(levels, users=dict(levels["users"], **{"@state-member:gov.test": 100}))
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.power_levels" % q(room), greedy, member)[0] == 403
+    demote_owner = dict(levels, users=dict(levels["users"], **{"@state-owner:gov.test": 0}))
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.power_levels" % q(room), demote_owner, member)[0] == 403
+    # Membership and creation are not set through state; a stranger sees nothing.
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.member/@state-member:gov.test" % q(room), {"membership": "leave"}, owner)[0] == 403
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.create" % q(room), {"room_version": "11"}, owner)[0] == 403
+    stranger = account(gateway, "state-stranger")
+    assert http(gateway, "GET", "/rooms/%s/state" % q(room), token=stranger)[0] == 403
+    state = http(gateway, "GET", "/rooms/%s/state" % q(room), token=member)[2]
+    assert {"m.room.create", "m.room.power_levels", "m.room.name", "m.room.topic", "m.room.member"} <= {e["type"] for e in state}
+    members = http(gateway, "GET", "/rooms/%s/members" % q(room), token=member)[2]["chunk"]
+    assert sorted(e["state_key"] for e in members) == ["@state-member:gov.test", "@state-owner:gov.test"]
+    # Sends follow events_default and per-type levels too.
+    quiet = dict(levels, events=dict(levels["events"], **{"m.room.message": 75}))
+    assert http(gateway, "PUT", "/rooms/%s/state/m.room.power_levels" % q(room), quiet, owner)[0] == 200
+    status, _, refused = http(gateway, "PUT", "/rooms/%s/send/m.room.message/quiet" % q(room), {"msgtype": "m.text", "body": "x"}, member)
+    assert status == 403 and refused["errcode"] == "M_FORBIDDEN"
+
+
+def test_kick_and_ban_need_their_levels(gateway):
+    owner, member, other = account(gateway, "mod-owner"), account(gateway, "mod-member"), account(gateway, "mod-other")
+    room = room_with(gateway, owner, "mod-member", "mod-other")
+    join(gateway, member, room)
+    join(gateway, other, room)
+    assert http(gateway, "POST", "/rooms/%s/kick" % q(room), {"user_id": "@mod-other:gov.test"}, member)[0] == 403
+    assert http(gateway, "POST", "/rooms/%s/kick" % q(room), {"user_id": "@mod-other:gov.test", "reason": "off topic"}, owner)[0] == 200
+    assert http(gateway, "GET", "/rooms/%s/state" % q(room), token=other)[0] == 403
+    assert http(gateway, "POST", "/rooms/%s/ban" % q(room), {"user_id": "@mod-member:gov.test"}, owner)[0] == 200
+    status, _, refused = http(gateway, "POST", "/join/%s" % q(room), {}, member)
+    assert status == 403
+    assert http(gateway, "POST", "/rooms/%s/unban" % q(room), {"user_id": "@mod-member:gov.test"}, owner)[0] == 200
+    members = {e["state_key"]: e["content"]["membership"] for e in http(gateway, "GET", "/rooms/%s/members" % q(room), token=owner)[2]["chunk"]}
+    assert members == {"@mod-owner:gov.test": "join", "@mod-member:gov.test": "leave", "@mod-other:gov.test": "leave"}
+
+
+def test_redactions_remove_content_everywhere_and_need_the_level(gateway):
+    owner, member = account(gateway, "redact-owner"), account(gateway, "redact-member")
+    room = room_with(gateway, owner, "redact-member")
+    join(gateway, member, room)
+    since = sync(gateway, member)["next_batch"]
+    secret = send(gateway, owner, room, "s1", {"msgtype": "m.text", "body": "staatsgeheim"})
+    own = send(gateway, member, room, "m1", {"msgtype": "m.text", "body": "typo"})
+    # A member may redact their own event, not another's (redact is 50).
+    status, _, refused = http(gateway, "PUT", "/rooms/%s/redact/%s/r1" % (q(room), q(secret)), {"reason": "no"}, member)
+    assert status == 403 and refused["errcode"] == "M_FORBIDDEN"
+    assert http(gateway, "PUT", "/rooms/%s/redact/%s/r2" % (q(room), q(own)), {}, member)[0] == 200
+    status, _, redaction = http(gateway, "PUT", "/rooms/%s/redact/%s/r3" % (q(room), q(secret)), {"reason": "classified"}, owner)
+    assert status == 200
+    # Gone from history, the event itself, its context and later syncs.
+    page = http(gateway, "GET", "/rooms/%s/messages?dir=b&limit=50" % q(room), token=member)[2]
+    redacted = [e for e in page["chunk"] if e["event_id"] == secret][0]
+    assert redacted["content"] == {} and redacted["unsigned"]["redacted_because"]["event_id"] == redaction["event_id"]
+    assert "staatsgeheim" not in str(page) and "typo" not in str(page)
+    assert http(gateway, "GET", "/rooms/%s/event/%s" % (q(room), q(secret)), token=member)[2]["content"] == {}
+    context = http(gateway, "GET", "/rooms/%s/context/%s?limit=4" % (q(room), q(own)), token=member)[2]
+    assert context["event"]["content"] == {} and [e["event_id"] for e in context["events_before"]][:1] == [secret]
+    assert "staatsgeheim" not in str(context)
+    later = sync(gateway, member, since)
+    timeline = later["rooms"]["join"][room]["timeline"]["events"]
+    assert "staatsgeheim" not in str(later)
+    assert [e["redacts"] for e in timeline if e["type"] == "m.room.redaction"] == [own, secret]
+    assert "staatsgeheim" not in str(sync(gateway, owner))
+    # Unknown events cannot be redacted.
+    assert http(gateway, "PUT", "/rooms/%s/redact/%s/r4" % (q(room), q("$0_999999")), {}, owner)[0] == 404
+
+
+def test_edits_reactions_and_threads_are_found_through_relations(gateway):
+    alice, bob = account(gateway, "rel-alice"), account(gateway, "rel-bob")
+    room = room_with(gateway, alice, "rel-bob")
+    join(gateway, bob, room)
+    root = send(gateway, alice, room, "root", {"msgtype": "m.text", "body": "voorstel"})
+    edit = send(gateway, alice, room, "edit", {"msgtype": "m.text", "body": "* voorstel 2", "m.new_content": {"msgtype": "m.text", "body": "voorstel 2"},
+                                               "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+    reaction = send(gateway, bob, room, "react", {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}}, "m.reaction")
+    reply = send(gateway, bob, room, "thread", {"msgtype": "m.text", "body": "eens", "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+    send(gateway, bob, room, "other", {"msgtype": "m.text", "body": "los"})
+    everything = http(gateway, "GET", "/rooms/%s/relations/%s" % (q(room), q(root)), token=bob)[2]["chunk"]
+    assert [e["event_id"] for e in everything] == [reply, reaction, edit]
+    assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.annotation" % (q(room), q(root)), token=bob)[2]["chunk"]] == [reaction]
+    assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.annotation/m.reaction" % (q(room), q(root)), token=bob)[2]["chunk"]] == [reaction]
+    assert http(gateway, "GET", "/rooms/%s/relations/%s/m.annotation/m.room.message" % (q(room), q(root)), token=bob)[2]["chunk"] == []
+    assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.thread" % (q(room), q(root)), token=alice)[2]["chunk"]] == [reply]
+    stranger = account(gateway, "rel-stranger")
+    assert http(gateway, "GET", "/rooms/%s/relations/%s" % (q(room), q(root)), token=stranger)[0] == 403
