@@ -22,10 +22,13 @@ public enum ChatTopicNames {
     /// Redacted events by event id: the redaction event that removed
     /// their content, which gateways serve in its place.
     public static let redactions = "chat-redactions"
+    /// Room aliases and the public room list; the first claim of an alias
+    /// wins, so not compacted.
+    public static let directory = "chat-directory"
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of

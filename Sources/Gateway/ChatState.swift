@@ -28,6 +28,8 @@ enum ChatTopics {
     static let toDevice = ChatTopicNames.toDevice
     /// Redacted events by id: the redaction served in their place.
     static let redactions = ChatTopicNames.redactions
+    /// Room aliases and the public room list.
+    static let directory = ChatTopicNames.directory
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
@@ -163,6 +165,7 @@ final class ChatState: Sendable {
     let keys = DeviceKeyTable()
     let toDevice = ToDeviceTable()
     let redactions = RedactionTable()
+    let aliases = DirectoryTable()
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()

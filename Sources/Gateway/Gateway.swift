@@ -92,7 +92,7 @@ public final class ChatGateway: Sendable {
                                    configs: [("postduif.conversation.index", "true")])
         // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
         try await link.ensureTopic(ChatTopics.members, partitions: try await link.partitionCount(ChatTopics.conversations))
-        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions] {
+        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.directory] {
             try await link.ensureTopic(topic, partitions: 1)
         }
         let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
@@ -106,7 +106,8 @@ public final class ChatGateway: Sendable {
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
             for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.credentials.applyAccount), (ChatTopics.sessions, state.credentials.applySession),
                                    (ChatTopics.readMarkers, state.applyReadMarkers), (ChatTopics.userData, state.applyUserData),
-                                   (ChatTopics.toDevice, state.applyToDevice), (ChatTopics.redactions, state.applyRedaction)] as [(String, @Sendable (StoredRecord) -> Void)] {
+                                   (ChatTopics.toDevice, state.applyToDevice), (ChatTopics.redactions, state.applyRedaction),
+                                   (ChatTopics.directory, state.aliases.apply)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
                 group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }

@@ -79,6 +79,9 @@ extension MatrixAPI {
                 throw MatrixError(.badRequest, "M_INVALID_PARAM", "initial_state cannot set \(event.type), and its content is an object")
             }
         }
+        // An alias asked for is checked before anything is written.
+        let alias = try body.roomAliasName.map { try checkedAlias("#\($0):\(server)") }
+        if let alias, state.aliases.alias(alias) != nil { throw MatrixError(.badRequest, "M_ROOM_IN_USE", "\(alias) is taken") }
         let roomID = "!\(Secrets.opaque(18)):\(server)"
         // New here: no send of it was made before, nothing to recall.
         state.transactions.markRecalled(roomID)
@@ -111,6 +114,13 @@ extension MatrixAPI {
         for invitee in invites {
             try await appendState(roomID: roomID, type: "m.room.member", sender: creator, content: ["membership": "invite"], stateKey: userID(from: invitee))
         }
+        if let alias {
+            try await claimAlias(alias, roomID: roomID, creator: creator)
+            try await appendState(roomID: roomID, type: "m.room.canonical_alias", sender: creator, content: ["alias": .string(alias)], stateKey: "")
+        }
+        if body.visibility == "public" {
+            try await writeDirectory("visibility\u{0}" + roomID, MatrixJSON.encode(["visibility": "public"] as JSONValue))
+        }
         return Self.ok(RoomIDAnswer(roomID: roomID))
     }
 
@@ -142,7 +152,11 @@ extension MatrixAPI {
 
     func join(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
-        let roomID = parameter(context, "roomId")
+        var roomID = parameter(context, "roomId")
+        if roomID.hasPrefix("#") {
+            guard let found = state.aliases.alias(roomID) else { throw MatrixError(.notFound, "M_NOT_FOUND", "no room has this alias") }
+            roomID = found.roomID
+        }
         let current = state.directory.membership(of: session.userID, in: roomID)
         if current != "join" {
             let rule = state.directory.room(roomID)?.state["m.room.join_rules\u{0}"].flatMap { Self.content($0.json)?["join_rule"]?.string }

@@ -117,6 +117,7 @@ struct MatrixAPI: Sendable {
             addClientRoutes(routes)
             addKeyRoutes(routes)
             addStateRoutes(routes)
+            addDirectoryRoutes(routes)
         }
         return router
     }

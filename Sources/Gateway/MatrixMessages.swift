@@ -53,6 +53,7 @@ struct CreateRoomRequest: Decodable {
     var powerLevelContentOverride: [String: JSONValue]?
     /// State events to set after the preset's (`m.room.encryption`, typically).
     var initialState: [InitialStateEvent]?
+    var roomAliasName: String?
 
     struct InitialStateEvent: Decodable {
         var type: String
@@ -68,6 +69,7 @@ struct CreateRoomRequest: Decodable {
 
     enum CodingKeys: String, CodingKey {
         case initialState = "initial_state"
+        case roomAliasName = "room_alias_name"
         case roomVersion = "room_version"
         case invite
         case creationContent = "creation_content"

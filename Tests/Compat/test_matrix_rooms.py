@@ -134,3 +134,40 @@ def test_edits_reactions_and_threads_are_found_through_relations(gateway):
     assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.thread" % (q(room), q(root)), token=alice)[2]["chunk"]] == [reply]
     stranger = account(gateway, "rel-stranger")
     assert http(gateway, "GET", "/rooms/%s/relations/%s" % (q(room), q(root)), token=stranger)[0] == 403
+
+
+def test_aliases_and_the_public_room_directory(gateway):
+    owner, member, other = account(gateway, "dir-owner"), account(gateway, "dir-member"), account(gateway, "dir-other")
+    status, _, created = http(gateway, "POST", "/createRoom", {"name": "Open kabinet", "topic": "voor iedereen", "room_alias_name": "kabinet",
+                                                              "visibility": "public", "preset": "public_chat"}, owner)
+    assert status == 200, created
+    room = created["room_id"]
+    alias = "#kabinet:gov.test"
+    assert http(gateway, "GET", "/directory/room/%s" % q(alias))[2] == {"room_id": room, "servers": ["gov.test"]}
+    assert http(gateway, "GET", "/rooms/%s/state/m.room.canonical_alias" % q(room), token=owner)[2] == {"alias": alias}
+    # Taken once; another server's alias is refused; a second alias is fine.
+    assert http(gateway, "POST", "/createRoom", {"room_alias_name": "kabinet"}, member)[2]["errcode"] == "M_ROOM_IN_USE"
+    assert http(gateway, "PUT", "/directory/room/%s" % q("#elders:other.example"), {"room_id": room}, owner)[0] == 400
+    assert http(gateway, "PUT", "/directory/room/%s" % q("#raad:gov.test"), {"room_id": room}, owner)[0] == 200
+    assert http(gateway, "PUT", "/directory/room/%s" % q("#raad:gov.test"), {"room_id": room}, owner)[0] == 409
+    # Joining by alias; the members see the room's aliases.
+    status, _, joined = http(gateway, "POST", "/join/%s" % q(alias), {}, member)
+    assert status == 200 and joined["room_id"] == room
+    assert http(gateway, "GET", "/rooms/%s/aliases" % q(room), token=member)[2] == {"aliases": ["#kabinet:gov.test", "#raad:gov.test"]}
+    # Only the creator or a moderator removes an alias.
+    assert http(gateway, "DELETE", "/directory/room/%s" % q("#raad:gov.test"), token=member)[0] == 403
+    assert http(gateway, "DELETE", "/directory/room/%s" % q("#raad:gov.test"), token=owner)[0] == 200
+    assert http(gateway, "GET", "/directory/room/%s" % q("#raad:gov.test"))[0] == 404
+    # The public list: name, topic, members; searchable; a private room is not in it.
+    private = room_with(gateway, other)
+    listed = http(gateway, "GET", "/publicRooms")[2]
+    entries = {e["room_id"]: e for e in listed["chunk"]}
+    assert room in entries and private not in entries
+    assert entries[room]["name"] == "Open kabinet" and entries[room]["num_joined_members"] == 2 and entries[room]["canonical_alias"] == alias
+    assert [e["room_id"] for e in http(gateway, "POST", "/publicRooms", {"filter": {"generic_search_term": "IEDEREEN"}}, other)[2]["chunk"]] == [room]
+    assert http(gateway, "POST", "/publicRooms", {"filter": {"generic_search_term": "geheim"}}, other)[2]["chunk"] == []
+    # Publishing needs the room's level; unpublished, it leaves the list.
+    assert http(gateway, "GET", "/directory/list/room/%s" % q(room))[2] == {"visibility": "public"}
+    assert http(gateway, "PUT", "/directory/list/room/%s" % q(room), {"visibility": "private"}, member)[0] == 403
+    assert http(gateway, "PUT", "/directory/list/room/%s" % q(room), {"visibility": "private"}, owner)[0] == 200
+    assert room not in [e["room_id"] for e in http(gateway, "GET", "/publicRooms")[2]["chunk"]]
