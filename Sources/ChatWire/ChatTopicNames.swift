@@ -25,15 +25,19 @@ public enum ChatTopicNames {
     /// Room aliases and the public room list; the first claim of an alias
     /// wins, so not compacted.
     public static let directory = "chat-directory"
+    /// Uploaded files in chunks, keyed by media id.
+    public static let media = "chat-media"
+    /// Each uploaded file's record: where its chunks lie, who uploaded it.
+    public static let mediaIndex = "chat-media-index"
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory, media, mediaIndex]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of
     /// a user wins a registration race and compaction would keep the last;
     /// not `members`, keyed by room; not `toDevice`, keyed by device, where
     /// every message counts.
-    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions]
+    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions, mediaIndex]
 }

@@ -342,6 +342,34 @@ actor BrokerLink {
         throw lastError
     }
 
+    /// The values of the records at these partitions and offsets of
+    /// `topic`, in order (nil where a record is no longer held), read from
+    /// each partition's leader on a connection of their own; one fetch
+    /// usually brings the next records too.
+    func values(topic: String, at positions: [(partition: Int32, offset: Int64)]) async throws -> [[UInt8]?] {
+        var connections: [Int32: KafkaClientConnection] = [:]
+        var fetched: [Int32: [Int64: [UInt8]]] = [:]
+        var answer: [[UInt8]?] = []
+        do {
+            for (partition, offset) in positions {
+                if fetched[partition]?[offset] == nil {
+                    if connections[partition] == nil {
+                        connections[partition] = try await open(try await leader(topic: topic, partition: partition, refresh: false))
+                    }
+                    let tail = PartitionTail(topic: topic, partition: partition, connection: connections[partition]!)
+                    let (records, _, _) = try await tail.fetch(from: offset, maxWaitMilliseconds: 0)
+                    for record in records { fetched[partition, default: [:]][record.offset] = record.value ?? [] }
+                }
+                answer.append(fetched[partition]?.removeValue(forKey: offset))
+            }
+        } catch {
+            for connection in connections.values { await connection.close() }
+            throw error
+        }
+        for connection in connections.values { await connection.close() }
+        return answer
+    }
+
     /// The leader's address for a partition, for a tail's own connection.
     func leader(topic: String, partition: Int32, refresh: Bool) async throws -> String {
         guard let address = try await layout(topic, refresh: refresh)[partition] else {

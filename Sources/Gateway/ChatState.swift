@@ -30,6 +30,9 @@ enum ChatTopics {
     static let redactions = ChatTopicNames.redactions
     /// Room aliases and the public room list.
     static let directory = ChatTopicNames.directory
+    /// Uploaded files, in chunks, and where each file's chunks lie.
+    static let media = ChatTopicNames.media
+    static let mediaIndex = ChatTopicNames.mediaIndex
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what
@@ -166,6 +169,7 @@ final class ChatState: Sendable {
     let toDevice = ToDeviceTable()
     let redactions = RedactionTable()
     let aliases = DirectoryTable()
+    let media = MediaTable()
     let registration = FanOutRegistration()
     let generations = UserGenerations()
     let applied = AppliedOffsets()

@@ -28,6 +28,8 @@ public struct GatewayConfiguration: Sendable {
     /// `/.well-known/matrix/client` (`https://chat.gov.example`); nil
     /// answers with the address the request came to.
     public var publicBaseURL: String? = nil
+    /// The largest file a client may upload (`m.upload.size`).
+    public var mediaBytesMax = 50 << 20
     /// The longest a `/sync` may wait, whatever the client asks.
     public var syncWaitMax: Duration = .seconds(60)
     /// scrypt's cost for new passwords, as log2 of N (15: 32 MiB and tens of
@@ -92,10 +94,15 @@ public final class ChatGateway: Sendable {
                                    configs: [("postduif.conversation.index", "true")])
         // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
         try await link.ensureTopic(ChatTopics.members, partitions: try await link.partitionCount(ChatTopics.conversations))
-        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.directory] {
+        // To-device messages wait at most 30 days for a device that stays
+        // away (and every gateway reads the topic whole at start).
+        try await link.ensureTopic(ChatTopics.toDevice, partitions: 1, configs: [("retention.ms", String(30 * 24 * 3_600_000))])
+        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.directory, ChatTopics.mediaIndex] {
             try await link.ensureTopic(topic, partitions: 1)
         }
         let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
+        // Files are keyed by their id: all of one file's chunks in one partition.
+        try await link.ensureTopic(ChatTopics.media, partitions: timelinePartitions)
         let state = ChatState(serverName: configuration.serverName, timelinePartitions: timelinePartitions, registrationsPerMinute: configuration.registrationsPerMinute)
         let api = MatrixAPI(state: state, link: link, configuration: configuration, logger: logger)
 
@@ -107,7 +114,7 @@ public final class ChatGateway: Sendable {
             for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.credentials.applyAccount), (ChatTopics.sessions, state.credentials.applySession),
                                    (ChatTopics.readMarkers, state.applyReadMarkers), (ChatTopics.userData, state.applyUserData),
                                    (ChatTopics.toDevice, state.applyToDevice), (ChatTopics.redactions, state.applyRedaction),
-                                   (ChatTopics.directory, state.aliases.apply)] as [(String, @Sendable (StoredRecord) -> Void)] {
+                                   (ChatTopics.directory, state.aliases.apply), (ChatTopics.mediaIndex, state.media.apply)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
                 group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }

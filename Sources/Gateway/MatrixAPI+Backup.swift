@@ -91,7 +91,7 @@ extension MatrixAPI {
 
     /// The sessions a request's path and body name: `{room: {session: key}}`.
     func backupSessions(_ request: Request, _ context: GatewayRequestContext) async throws -> [String: [String: JSONValue]] {
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         let room = context.parameters.get("roomId").map(Self.pathParameter)
         let sessionID = context.parameters.get("sessionId").map(Self.pathParameter)
         switch (room, sessionID) {

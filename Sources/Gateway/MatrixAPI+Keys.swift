@@ -42,7 +42,7 @@ extension MatrixAPI {
 
     func uploadKeys(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         var records: [(UserDataKey, String?)] = []
         if let deviceKeys = Self.object(body["device_keys"]) {
             guard deviceKeys["user_id"]?.string == session.userID, deviceKeys["device_id"]?.string == session.deviceID else {
@@ -101,7 +101,7 @@ extension MatrixAPI {
 
     func queryKeys(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         guard let wanted = Self.object(body["device_keys"]) else { throw MatrixError(.badRequest, "M_BAD_JSON", "device_keys is required") }
         var deviceKeys: [String: JSONValue] = [:]
         var master: [String: JSONValue] = [:]
@@ -126,7 +126,7 @@ extension MatrixAPI {
 
     func claimKeys(_ request: Request) async throws -> Response {
         _ = try authenticate(request)
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         guard let wanted = Self.object(body["one_time_keys"]) else { throw MatrixError(.badRequest, "M_BAD_JSON", "one_time_keys is required") }
         var claimed: [String: JSONValue] = [:]
         for (user, devices) in wanted {
@@ -183,7 +183,7 @@ extension MatrixAPI {
 
     func uploadCrossSigning(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
-        let buffer = try await collectBody(request)
+        let buffer = try await collectBody(request, limit: Self.keyBodyBytesMax)
         let body = try MatrixJSON.decodeBody([String: JSONValue].self, from: buffer)
         // Replacing cross-signing keys asks for the password again; the
         // first upload does not (as Synapse and MSC3967).
@@ -209,7 +209,7 @@ extension MatrixAPI {
     /// merged into the signed keys.
     func uploadSignatures(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         var records: [(UserDataKey, String?)] = []
         var failures: [String: JSONValue] = [:]
         for (user, signed) in body {
@@ -252,7 +252,7 @@ extension MatrixAPI {
         let eventType = parameter(context, "eventType")
         let transaction = "to-device|\(session.userID)|\(session.deviceID)|\(parameter(context, "txnId"))"
         if state.transactions.eventID(for: transaction) != nil { return Self.ok("{}") }
-        let body = try await body([String: JSONValue].self, request)
+        let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         guard let messages = Self.object(body["messages"]) else { throw MatrixError(.badRequest, "M_BAD_JSON", "messages is required") }
         var written: [(Int32, Int64)] = []
         for (user, devices) in messages where state.credentials.account(user)?.hash != nil {

@@ -110,6 +110,7 @@ struct MatrixAPI: Sendable {
             Self.ok(Self.versions)
         }
         router.get("/.well-known/matrix/client") { request, _ in wellKnown(request) }
+        addMediaRoutes(router)
         // Every route under both prefixes: r0 for clients of before v1.1 (libQuotient 0.6).
         for prefix in Self.prefixes {
             let routes = router.group(RouterPath(prefix))
@@ -152,17 +153,22 @@ struct MatrixAPI: Sendable {
     // MARK: Helpers
 
     /// The request's body as `type` (see `MatrixJSON.decodeBody`).
-    func body<Body: Decodable>(_ type: Body.Type, _ request: Request) async throws -> Body {
-        try MatrixJSON.decodeBody(type, from: try await collectBody(request))
+    func body<Body: Decodable>(_ type: Body.Type, _ request: Request, limit: Int? = nil) async throws -> Body {
+        try MatrixJSON.decodeBody(type, from: try await collectBody(request, limit: limit))
     }
 
-    func collectBody(_ request: Request) async throws -> ByteBuffer {
+    func collectBody(_ request: Request, limit: Int? = nil) async throws -> ByteBuffer {
         do {
-            return try await request.body.collect(upTo: configuration.bodyBytesMax)
+            return try await request.body.collect(upTo: limit ?? configuration.bodyBytesMax)
         } catch {
-            throw tooLarge
+            throw MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(limit ?? configuration.bodyBytesMax) bytes")
         }
     }
+
+    /// The largest body of the key routes (`keys/*`, `sendToDevice`): a
+    /// room key shared with every device of a room of 1,000 is one
+    /// to-device request of about 1.5 MB.
+    static let keyBodyBytesMax = 8 << 20
 
     var tooLarge: MatrixError {
         MatrixError(.contentTooLarge, "M_TOO_LARGE", "the request body is over \(configuration.bodyBytesMax) bytes")

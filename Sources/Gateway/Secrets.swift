@@ -57,9 +57,13 @@ enum Secrets {
     /// What the sessions topic keeps of a token: its SHA-256, so reading
     /// the topic does not give anyone a usable token.
     static func tokenDigest(_ token: String) -> String {
+        sha256Hex(Array(token.utf8))
+    }
+
+    /// SHA-256 of `bytes`, in lowercase hex.
+    static func sha256Hex(_ bytes: [UInt8]) -> String {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        let bytes = Array(token.utf8)
         _ = bytes.withUnsafeBufferPointer { input in
             digest.withUnsafeMutableBufferPointer { out in
                 EVP_Digest(input.baseAddress, input.count, out.baseAddress, &length, EVP_sha256(), nil)

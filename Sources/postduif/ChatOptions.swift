@@ -33,6 +33,9 @@ struct ChatOptions: ParsableArguments {
     @Option(help: "The address Matrix clients reach the gateway at, served at /.well-known/matrix/client, such as https://chat.gov.example; the request's own address without it (POSTDUIF_PUBLIC_BASE_URL).")
     var publicBaseUrl: String?
 
+    @Option(help: "The largest file a Matrix client may upload, in bytes (POSTDUIF_MEDIA_BYTES_MAX).")
+    var mediaBytesMax: Int = Environment.integer("MEDIA_BYTES_MAX") ?? GatewayConfiguration().mediaBytesMax
+
     @Option(help: "PEM certificate chain for HTTPS to Matrix clients; plain HTTP without it (POSTDUIF_GATEWAY_TLS_CERT_FILE).")
     var gatewayTlsCertFile: String?
 
@@ -58,6 +61,8 @@ struct ChatOptions: ParsableArguments {
         configuration.openRegistration = registration == "open"
         guard registrationsPerMinute >= 0 else { throw OperatorError("--registrations-per-minute must be 0 or more") }
         configuration.registrationsPerMinute = registrationsPerMinute
+        guard (1...(1 << 30)).contains(mediaBytesMax) else { throw OperatorError("--media-bytes-max must be 1 byte to 1 GiB") }
+        configuration.mediaBytesMax = mediaBytesMax
         if let publicBaseUrl = publicBaseUrl ?? Environment.string("PUBLIC_BASE_URL") {
             guard let url = URL(string: publicBaseUrl), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
                 throw OperatorError("--public-base-url must be an http or https URL, not \(publicBaseUrl)")

@@ -1,0 +1,91 @@
+"""Attachments through the gateway: a file uploaded is stored in the
+cluster's topics (chat-media, chat-media-index), not on the gateway's
+disk, so a gateway started afresh serves it; only the uploader and those
+who share a room with them may read it; the size limit and a media type
+that lies are refused; an image is its own thumbnail."""
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import BrokerProcess
+from test_chat import GatewayProcess
+from test_matrix_clients import account, http, join, room_with
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def raw(server, method, path, data=None, token=None, content_type=None):
+    request = urllib.request.Request(server.url + path, data=data, method=method)
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def upload(server, token, data, content_type, name="file.bin"):
+    status, _, body = raw(server, "POST", "/_matrix/media/v3/upload?filename=" + urllib.parse.quote(name), data, token, content_type)
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def chat():
+    broker = BrokerProcess(extra_args=["--durability", "none"]).start()
+    gateway = GatewayProcess(broker, extra_args=["--media-bytes-max", str(12 << 20)]).start()
+    yield broker, gateway
+    gateway.stop()
+    broker.stop()
+
+
+def test_files_are_stored_in_the_cluster_and_read_by_members_only(chat):
+    broker, gateway = chat
+    alice, bob, mallory = account(gateway, "media-alice"), account(gateway, "media-bob"), account(gateway, "media-mallory")
+    room = room_with(gateway, alice, "media-bob")
+    join(gateway, bob, room)
+    status, _, config = raw(gateway, "GET", "/_matrix/client/v1/media/config", token=alice)
+    assert status == 200 and json.loads(config)["m.upload.size"] == 12 << 20
+    document = os.urandom(10 << 20)
+    status, answer = upload(gateway, alice, document, "application/pdf", "nota.pdf")
+    assert status == 200, answer
+    uri = answer["content_uri"]
+    assert uri.startswith("mxc://gov.test/")
+    media_id = uri.rsplit("/", 1)[1]
+    path = "/_matrix/client/v1/media/download/gov.test/" + media_id
+    # The gateway is restarted: the file comes back from the broker.
+    assert gateway.stop() == 0
+    gateway.start()
+    status, headers, body = raw(gateway, "GET", path, token=bob)
+    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(document).digest()
+    assert headers["Content-Type"] == "application/pdf" and headers["Content-Disposition"].startswith("attachment")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    # The older path asks for a token too; a stranger and no token get nothing.
+    assert raw(gateway, "GET", "/_matrix/media/v3/download/gov.test/" + media_id, token=alice)[0] == 200
+    status, _, body = raw(gateway, "GET", path, token=mallory)
+    assert status == 404 and json.loads(body)["errcode"] == "M_NOT_FOUND"
+    assert raw(gateway, "GET", path)[0] == 401
+    assert raw(gateway, "GET", "/_matrix/client/v1/media/download/other.example/" + media_id, token=bob)[0] == 404
+    # Images: the type must be true; the image is its own thumbnail.
+    status, answer = upload(gateway, alice, PNG, "image/png", "dot.png")
+    assert status == 200, answer
+    image = answer["content_uri"].rsplit("/", 1)[1]
+    status, headers, body = raw(gateway, "GET", "/_matrix/client/v1/media/thumbnail/gov.test/%s?width=32&height=32&method=scale" % image, token=bob)
+    assert status == 200 and body == PNG and headers["Content-Type"] == "image/png"
+    assert raw(gateway, "GET", "/_matrix/client/v1/media/thumbnail/gov.test/%s?width=32&height=32" % media_id, token=bob)[0] == 400
+    status, answer = upload(gateway, alice, b"<html><script>alert(1)</script></html>", "image/png")
+    assert status == 400 and answer["errcode"] == "M_INVALID_PARAM"
+    status, answer = upload(gateway, alice, PNG, "image/jpeg")
+    assert status == 400 and answer["errcode"] == "M_INVALID_PARAM"
+    # Over the limit: refused, nothing stored.
+    status, answer = upload(gateway, alice, b"x" * ((12 << 20) + 1), "application/octet-stream")
+    assert status == 413 and answer["errcode"] == "M_TOO_LARGE"
+    assert raw(gateway, "POST", "/_matrix/media/v3/upload", PNG, None, "image/png")[0] == 401
