@@ -96,14 +96,21 @@ extension MatrixAPI {
         }
         let mediaID = Secrets.opaque(24)
         let bytes = Array(buffer: body)
-        var chunks: [[Int64]] = []
-        var start = 0
-        repeat {
-            let end = min(start + Self.mediaChunkBytes, bytes.count)
-            let (partition, offset) = try await link.produce(topic: ChatTopics.media, key: Array(mediaID.utf8), value: Array(bytes[start..<end]), timestamp: Self.now)
-            chunks.append([Int64(partition), offset])
-            start = end
-        } while start < bytes.count
+        // All chunks at once: the broker link puts them into as few Produce
+        // requests as its limits allow, so the file costs a few log writes,
+        // not one per chunk. The index records where each one landed.
+        let starts = Array(stride(from: 0, to: max(bytes.count, 1), by: Self.mediaChunkBytes))
+        let placed = try await withThrowingTaskGroup(of: (Int, Int32, Int64).self) { group in
+            for (index, start) in starts.enumerated() {
+                let chunk = Array(bytes[start..<min(start + Self.mediaChunkBytes, bytes.count)])
+                group.addTask {
+                    let (partition, offset) = try await link.produce(topic: ChatTopics.media, key: Array(mediaID.utf8), value: chunk, timestamp: Self.now)
+                    return (index, partition, offset)
+                }
+            }
+            return try await group.reduce(into: [(Int, Int32, Int64)]()) { $0.append($1) }
+        }
+        let chunks = placed.sorted { $0.0 < $1.0 }.map { [Int64($0.1), $0.2] }
         let fileName = request.uri.queryParameters.get("filename").map { Self.pathParameter(String($0)) }
         let media = MediaTable.Media(uploader: session.userID, contentType: declared.isEmpty ? "application/octet-stream" : declared, fileName: fileName,
                                      size: bytes.count, sha256: Secrets.sha256Hex(bytes), chunks: chunks, createdMs: Self.now)
