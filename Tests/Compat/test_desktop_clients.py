@@ -1,7 +1,8 @@
 """The Matrix desktop clients Debian ships, Quaternion 0.0.95 (libQuotient
 0.6, the r0 API) and nheko 0.11.3, driven under Xvfb with xdotool as a
 user would: each logs in, joins or opens a room, sends a message (stored
-once) and shows one it receives (read off the screen with tesseract).
+once) and shows one it receives (read off the screen with tesseract); nheko
+and matrix-nio then talk in an encrypted room, each reading the other.
 Every request a client makes passes a logging proxy (logging_proxy.py);
 none may be answered 5xx or 404 but the few 404s the specification asks
 for (no key backup yet). A screenshot of every step is kept in
@@ -282,3 +283,77 @@ def test_nheko_logs_in_sets_up_encryption_sends_once_and_receives(desktop):
     asked = {(method, path.split("/_matrix/client/v3/")[-1].split("/")[0]) for method, path, _ in requests}
     for route in [("GET", "devices"), ("POST", "keys"), ("GET", "voip"), ("GET", "sync")]:
         assert route in asked, (route, sorted(asked))
+
+
+def test_nheko_and_matrix_nio_read_each_other_in_an_encrypted_room(desktop):
+    """Encryption between two clients we did not write: nheko encrypts a
+    message to a matrix-nio device (vodozemac) that decrypts it, and reads
+    nio's encrypted answer; the server holds only ciphertext."""
+    import asyncio
+
+    from nio import RoomMessageText, RoomSendResponse
+
+    from test_matrix_e2ee import encrypting, until
+
+    gateway, proxy, display = desktop
+    loop = asyncio.new_event_loop()
+    nio = loop.run_until_complete(encrypting(gateway.url, "e2e-desk-nio"))
+    user = account(gateway, "e2e-desk-nheko")
+    created = loop.run_until_complete(nio.room_create(name="Versleuteld", invite=["@e2e-desk-nheko:gov.test"], initial_state=[
+        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]))
+    room = created.room_id
+    join(gateway, user, room)
+    received = []
+    nio.add_event_callback(lambda room_, event: received.append(event.body), RoomMessageText)
+    before = len(proxy.seen())
+    script = "eval \"$(printf 'postduif\\n' | gnome-keyring-daemon --unlock --components=secrets)\"; export GNOME_KEYRING_CONTROL; exec nheko"
+    client = Desktop(display, "nheko-e2e", ["dbus-run-session", "--", "sh", "-c", script], proxy)
+    try:
+        client.wait_for_log("starting nheko")
+        time.sleep(3)
+        client.click(614, 432)
+        time.sleep(1)
+        client.click(532, 275)
+        client.type("@e2e-desk-nheko:gov.test")
+        client.click(532, 332)
+        client.wait_for_log("Autodiscovery failed")
+        time.sleep(1)
+        client.click(532, 282)
+        client.type("pw e2e-desk-nheko")
+        client.click(532, 340)
+        client.type("nheko")
+        client.click(532, 397)
+        client.key("ctrl+a")
+        client.type(proxy.url)
+        client.wait_for_request("GET", "/_matrix/client/v3/login")
+        time.sleep(1)
+        client.click(533, 526)
+        client.wait_for_request("POST", "/_matrix/client/v3/keys/upload")
+        time.sleep(3)
+        client.click(913, 561)
+        client.wait_for_request("POST", "/_matrix/client/v3/room_keys/version")
+        time.sleep(2)
+        client.click(1011, 333)
+        client.click(130, 75)
+        time.sleep(2)
+        client.screenshot("encrypted-room")
+        client.click(600, 580)
+        client.type("versleuteld van nheko")
+        client.key("Return")
+        client.wait_for_request("PUT", "/send/m.room.encrypted/")
+        loop.run_until_complete(until(nio, lambda: "versleuteld van nheko" in received, rounds=30))
+        # nio learns nheko's device from the keys nheko uploaded, and shares
+        # its room key with it.
+        if nio.should_query_keys:
+            loop.run_until_complete(nio.keys_query())
+        sent = loop.run_until_complete(nio.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "antwoord van nio"}, ignore_unverified_devices=True))
+        assert isinstance(sent, RoomSendResponse), sent
+        client.wait_for_text("antwoord van nio", "decrypted", seconds=45)
+    finally:
+        client.stop()
+        loop.run_until_complete(nio.close())
+        loop.close()
+    status, _, page = http(gateway, "GET", "/rooms/%s/messages?dir=b&limit=50" % urllib.parse.quote(room), token=user)
+    assert status == 200 and "versleuteld van nheko" not in str(page) and "antwoord van nio" not in str(page)
+    assert [e for e in page["chunk"] if e["type"] == "m.room.encrypted"], page
+    assert not unexpected(proxy.seen()[before:]), unexpected(proxy.seen()[before:])
