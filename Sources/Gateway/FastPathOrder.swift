@@ -61,6 +61,10 @@ struct FastPathOrder {
         self.takesSends = takesSends
     }
 
+    /// Nothing is in flight on the connection: an interim answer written
+    /// now cannot land inside another response.
+    var isIdle: Bool { busy == .none && outstanding == 0 && !passing && held == nil && sending == nil && queued.isEmpty }
+
     /// A part read from the connection.
     mutating func receive(_ part: HTTPServerRequestPart) -> [Action] {
         if busy != .none || !queued.isEmpty {

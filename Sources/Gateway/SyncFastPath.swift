@@ -107,7 +107,15 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        for action in order.receive(unwrapInboundIn(data)) { perform(action, context: context) }
+        let part = unwrapInboundIn(data)
+        if case .head(let head) = part, head.version == .http1_1, order.isIdle, let rawOutput,
+           head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            // A client that asks waits for this before it sends the body
+            // (curl a whole second, for uploads); on a connection with
+            // nothing else in flight it cannot land inside another answer.
+            rawOutput.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))), promise: nil)
+        }
+        for action in order.receive(part) { perform(action, context: context) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -89,3 +89,30 @@ def test_files_are_stored_in_the_cluster_and_read_by_members_only(chat):
     status, answer = upload(gateway, alice, b"x" * ((12 << 20) + 1), "application/octet-stream")
     assert status == 413 and answer["errcode"] == "M_TOO_LARGE"
     assert raw(gateway, "POST", "/_matrix/media/v3/upload", PNG, None, "image/png")[0] == 401
+
+
+def test_an_upload_that_asks_to_continue_is_told_to_at_once(chat):
+    """curl and other HTTP clients send `Expect: 100-continue` with large
+    bodies and wait (curl a second) for the interim answer before sending."""
+    import socket
+    import time
+
+    _, gateway = chat
+    token = account(gateway, "media-expect")
+    body = os.urandom(300 << 10)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
+        connection.sendall(("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                            "Content-Type: application/octet-stream\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (token, len(body))).encode())
+        connection.settimeout(0.5)
+        started = time.monotonic()
+        interim = connection.recv(64)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        assert time.monotonic() - started < 0.5
+        connection.settimeout(30)
+        connection.sendall(body)
+        answer = b""
+        while b"content_uri" not in answer:
+            chunk = connection.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK", answer
