@@ -188,8 +188,7 @@ extension MatrixAPI {
     /// Writes a record of `chat-user-data` and waits until this gateway's
     /// tail has read it, so the next request sees it.
     func writeUserData(_ key: UserDataKey, _ json: String?) async throws {
-        let (partition, offset) = try await link.produce(topic: ChatTopics.userData, key: key.bytes, value: json.map { Array($0.utf8) }, timestamp: Self.now)
-        await state.waitApplied(topic: ChatTopics.userData, partition: partition, offset: offset)
+        try await writeUserData([(key, json)])
     }
 
     // MARK: Push rules

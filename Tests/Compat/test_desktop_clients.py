@@ -36,8 +36,11 @@ def desktop():
     proxy = LoggingProxy(gateway.port, free_port()).start()
     display = ":%d" % (90 + os.getpid() % 100)
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-    assert xvfb.poll() is None, "Xvfb did not start on " + display
+    # Up once a client of it can ask its geometry.
+    deadline = time.monotonic() + 20
+    while subprocess.run(["xdotool", "getdisplaygeometry"], env=dict(os.environ, DISPLAY=display), capture_output=True).returncode != 0:
+        assert xvfb.poll() is None and time.monotonic() < deadline, "Xvfb did not start on " + display
+        time.sleep(0.1)
     os.makedirs(SCREENSHOTS, exist_ok=True)
     print("desktop screenshots in", os.path.abspath(SCREENSHOTS))
     yield gateway, proxy, display
@@ -117,15 +120,16 @@ class Desktop:
             time.sleep(0.2)
         raise AssertionError("%s made no %s %s answered %d within %d s; it made %s" % (self.name, method, fragment, status, seconds, self.proxy.seen()[-20:]))
 
-    def wait_for_text(self, text, what, seconds=30):
+    def wait_for_text(self, text, what, seconds=30, gone=False):
+        """Until `text` shows on the screen (or, with `gone`, no longer does)."""
         deadline = time.monotonic() + seconds
         seen = ""
         while time.monotonic() < deadline:
             seen = self.screen_text(what)
-            if text in seen:
+            if (text in seen) != gone:
                 return seen
             time.sleep(1)
-        raise AssertionError("%r never showed on %s's screen; it read: %s" % (text, self.name, seen))
+        raise AssertionError("%r %s on %s's screen; it read: %s" % (text, "stayed" if gone else "never showed", self.name, seen))
 
     def wait_for_log(self, text, seconds=30):
         deadline = time.monotonic() + seconds
@@ -134,6 +138,49 @@ class Desktop:
                 return
             time.sleep(0.2)
         raise AssertionError("%s never logged %r: %s" % (self.name, text, self.client_log()))
+
+
+NHEKO = ["dbus-run-session", "--", "sh", "-c",
+         # nheko keeps its secrets in a Secret Service: a session bus of its
+         # own with an unlocked keyring.
+         "eval \"$(printf 'postduif\\n' | gnome-keyring-daemon --unlock --components=secrets)\"; export GNOME_KEYRING_CONTROL; exec nheko"]
+
+
+def nheko_logs_in(client, name, proxy):
+    """nheko's login as a user does it, then its encryption set-up
+    (cross-signing, secret storage, key backup) accepted."""
+    client.wait_for_log("starting nheko")
+    client.wait_for_text("LOGIN", "started")
+    client.click(614, 432)
+    client.wait_for_text("Matrix ID", "login-form")
+    client.click(532, 275)
+    client.type("@%s:gov.test" % name)
+    # Leaving the field looks the server up (.well-known of gov.test,
+    # which does not resolve here); then it asks for the address.
+    client.click(532, 332)
+    client.wait_for_log("Autodiscovery failed")
+    client.wait_for_text("Homeserver", "homeserver-asked")
+    client.click(532, 282)
+    client.type("pw " + name)
+    client.click(532, 340)
+    client.type("nheko")
+    client.click(532, 397)
+    client.key("ctrl+a")
+    client.type(proxy.url)
+    # It checks the address (versions, login flows) before it logs in; the
+    # button takes the answer a moment later.
+    client.wait_for_request("GET", "/_matrix/client/v3/login")
+    time.sleep(1)
+    client.screenshot("login-filled")
+    client.click(533, 526)
+    client.wait_for_request("POST", "/_matrix/client/v3/login")
+    client.wait_for_request("POST", "/_matrix/client/v3/keys/upload")
+    client.wait_for_text("Setup Encryption", "encryption-setup")
+    client.click(913, 561)
+    client.wait_for_request("POST", "/_matrix/client/v3/keys/device_signing/upload")
+    client.wait_for_request("POST", "/_matrix/client/v3/room_keys/version")
+    client.wait_for_text("recovery key", "recovery-key")
+    client.click(1011, 333)
 
 
 def unexpected(requests):
@@ -161,8 +208,7 @@ def test_quaternion_logs_in_over_r0_joins_sends_and_receives(desktop):
     client = Desktop(display, "quaternion", ["quaternion"], proxy)
     try:
         client.wait_for_log("Show time!")
-        time.sleep(1)
-        client.screenshot("started")
+        client.wait_for_text("Matrix ID", "started")
         # The login dialog: the server first (a bare user name then needs no
         # discovery), then name, password and device.
         client.click(477, 117)
@@ -180,18 +226,17 @@ def test_quaternion_logs_in_over_r0_joins_sends_and_receives(desktop):
         client.click(508, 177)
         client.wait_for_request("POST", "/_matrix/client/r0/login")
         client.wait_for_request("GET", "/_matrix/client/r0/sync")
-        time.sleep(2)
-        client.screenshot("logged-in")
+        client.wait_for_text("Invited", "logged-in")
         # Accept the invitation from the room list's menu.
         client.click(60, 50)
         client.key("Right")
         time.sleep(0.5)
         client.click(100, 67, button=3)
-        time.sleep(0.5)
-        client.screenshot("invite-menu")
+        client.wait_for_text("Join room", "invite-menu")
         client.click(158, 183)
         client.wait_for_request("POST", "/_matrix/client/r0/join/")
-        time.sleep(2)
+        # The room leaves the invitations for another group.
+        client.wait_for_text("Invited", "joined-group", gone=True)
         # The joined room is under another group now: open it there.
         client.click(60, 50)
         client.key("Right")
@@ -221,53 +266,15 @@ def test_nheko_logs_in_sets_up_encryption_sends_once_and_receives(desktop):
     join(gateway, user, room)
     assert http(gateway, "PUT", "/rooms/%s/send/m.room.message/h1" % urllib.parse.quote(room), {"msgtype": "m.text", "body": "welcome to nheko"}, host)[0] == 200
     before = len(proxy.seen())
-    # nheko keeps its secrets in a Secret Service: a session bus of its own
-    # with an unlocked keyring.
-    script = "eval \"$(printf 'postduif\\n' | gnome-keyring-daemon --unlock --components=secrets)\"; export GNOME_KEYRING_CONTROL; exec nheko"
-    client = Desktop(display, "nheko", ["dbus-run-session", "--", "sh", "-c", script], proxy)
+    client = Desktop(display, "nheko", NHEKO, proxy)
     try:
-        client.wait_for_log("starting nheko")
-        time.sleep(3)
-        client.screenshot("started")
-        client.click(614, 432)
-        time.sleep(1)
-        client.click(532, 275)
-        client.type("@nheko-user:gov.test")
-        # Leaving the field looks the server up (.well-known of gov.test,
-        # which does not resolve here); then it asks for the address.
-        client.click(532, 332)
-        client.wait_for_log("Autodiscovery failed")
-        time.sleep(1)
-        client.click(532, 282)
-        client.type("pw nheko-user")
-        client.click(532, 340)
-        client.type("nheko")
-        client.click(532, 397)
-        client.key("ctrl+a")
-        client.type(proxy.url)
-        # It checks the address (versions, login flows) before it logs in.
-        client.wait_for_request("GET", "/_matrix/client/v3/login")
-        time.sleep(1)
-        client.screenshot("login-filled")
-        client.click(533, 526)
-        client.wait_for_request("POST", "/_matrix/client/v3/login")
-        client.wait_for_request("POST", "/_matrix/client/v3/keys/upload")
-        time.sleep(3)
-        client.screenshot("encryption-setup")
-        # Setting up encryption: cross-signing, secret storage, key backup.
-        client.click(913, 561)
-        client.wait_for_request("POST", "/_matrix/client/v3/keys/device_signing/upload")
-        client.wait_for_request("POST", "/_matrix/client/v3/room_keys/version")
-        time.sleep(2)
-        client.screenshot("recovery-key")
-        client.click(1011, 333)
+        nheko_logs_in(client, "nheko-user", proxy)
         client.click(130, 75)
         client.wait_for_text("welcome to nheko", "room")
         client.click(600, 580)
         client.type("hello from nheko")
         client.key("Return")
         client.wait_for_request("PUT", "/send/m.room.message/")
-        time.sleep(3)
         # Its own message comes back with its transaction id: shown once,
         # not once sent and once pending.
         text = client.wait_for_text("hello from nheko", "sent")
@@ -320,37 +327,11 @@ def test_nheko_and_matrix_nio_read_each_other_in_an_encrypted_room(desktop):
             received.append(getattr(decrypted, "body", None))
         return text in received
     before = len(proxy.seen())
-    script = "eval \"$(printf 'postduif\\n' | gnome-keyring-daemon --unlock --components=secrets)\"; export GNOME_KEYRING_CONTROL; exec nheko"
-    client = Desktop(display, "nheko-e2e", ["dbus-run-session", "--", "sh", "-c", script], proxy)
+    client = Desktop(display, "nheko-e2e", NHEKO, proxy)
     try:
-        client.wait_for_log("starting nheko")
-        time.sleep(3)
-        client.click(614, 432)
-        time.sleep(1)
-        client.click(532, 275)
-        client.type("@e2e-desk-nheko:gov.test")
-        client.click(532, 332)
-        client.wait_for_log("Autodiscovery failed")
-        time.sleep(1)
-        client.click(532, 282)
-        client.type("pw e2e-desk-nheko")
-        client.click(532, 340)
-        client.type("nheko")
-        client.click(532, 397)
-        client.key("ctrl+a")
-        client.type(proxy.url)
-        client.wait_for_request("GET", "/_matrix/client/v3/login")
-        time.sleep(1)
-        client.click(533, 526)
-        client.wait_for_request("POST", "/_matrix/client/v3/keys/upload")
-        time.sleep(3)
-        client.click(913, 561)
-        client.wait_for_request("POST", "/_matrix/client/v3/room_keys/version")
-        time.sleep(2)
-        client.click(1011, 333)
+        nheko_logs_in(client, "e2e-desk-nheko", proxy)
         client.click(130, 75)
-        time.sleep(2)
-        client.screenshot("encrypted-room")
+        client.wait_for_text("Versleuteld", "encrypted-room")
         client.click(600, 580)
         client.type("versleuteld van nheko")
         client.key("Return")
