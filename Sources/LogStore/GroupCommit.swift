@@ -109,6 +109,23 @@ final class GroupCommit: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Syncs RocksDB's WAL on the calling thread, not this one's: for
+    /// writers that hold a partition's lock, which the completions this
+    /// thread calls may need. A failure counts as a round's does: later
+    /// appends are refused.
+    func syncWAL() throws(LogStoreError) {
+        if let failed { throw LogStoreError(.storageFailed, "an earlier sync failed: \(failed)") }
+        do {
+            try database.flushWAL(sync: true)
+        } catch {
+            let failure = LogStoreError.storage(error)
+            condition.lock()
+            self.failure = self.failure ?? failure
+            condition.unlock()
+            throw failure
+        }
+    }
+
     /// Whether a sync has failed (the store then refuses appends).
     var failed: LogStoreError? {
         condition.lock()

@@ -109,20 +109,19 @@ extension PartitionLog {
     }
 
     /// Writes to RocksDB and returns once the write is durable: written
-    /// unsynced, its WAL synced by the group-commit thread. A synced write
-    /// (`sync: true`) would hold RocksDB's write group for the fsync and
-    /// stall every partition's appends behind the cleaner's bookkeeping.
+    /// unsynced, then RocksDB's WAL synced on the calling thread. A synced
+    /// write (`sync: true`) would hold RocksDB's write group for the fsync
+    /// and stall every partition's appends behind the cleaner's
+    /// bookkeeping; a WAL sync does not.
+    ///
+    /// Callers hold the partition's lock, so this must not wait for the
+    /// group-commit thread: that thread calls the appends' completions,
+    /// which take the same lock to move the high watermark, and a cleaner
+    /// waiting behind one of them waited forever (the broker stopped
+    /// answering Produce mid-compaction).
     func writeDurably(_ write: WriteBatch) throws(LogStoreError) {
         try storage { try context.database.write(write, sync: false) }
-        let ticket = context.groupCommit.noteWrite(nil, wal: true)
-        let done = DispatchSemaphore(value: 0)
-        let failure = Mutex<LogStoreError?>(nil)
-        context.groupCommit.whenDurable(ticket) { error in
-            failure.withLock { $0 = error }
-            done.signal()
-        }
-        done.wait()
-        if let error = failure.withLock({ $0 }) { throw error }
+        try context.groupCommit.syncWAL()
     }
 
     /// Drops batches from the oldest while `drops(location, bytes kept

@@ -2,6 +2,7 @@ import Core
 import Foundation
 import KafkaWire
 import LogStore
+import Synchronization
 import Testing
 
 /// Compaction with a manual clock: no sleeps, the time is an argument.
@@ -139,5 +140,51 @@ import Testing
         #expect(try Self.records(again).map(\.offset) == before)
         #expect(try again.verify().isEmpty)
         #expect(try await again.append(Self.updates(from: 400, count: 1, keys: 4)).baseOffset == 400)
+    }
+
+    /// The cleaner holds a partition's lock while it makes its bookkeeping
+    /// durable; the group-commit thread calls the appends' completions,
+    /// which take that lock to move the high watermark. So the cleaner must
+    /// not wait for that thread: here a completion holds it (as one waiting
+    /// for the lock would), and compaction and DeleteRecords still finish.
+    /// (Before the fix the broker stopped answering Produce mid-compaction.)
+    @Test func theCleanerDoesNotWaitForTheGroupCommitThread() async throws {
+        let path = NSTemporaryDirectory() + "postduif-compaction-\(UUID().uuidString)"
+        var options = LogStoreOptions(durability: .fsync)
+        options.segmentBytes = 4096
+        let store = try LogStore(path: path, options: options)
+        defer { store.close(); try? FileManager.default.removeItem(atPath: path) }
+        try store.createTopic("state", configuration: TopicConfiguration(cleanupPolicy: .compact))
+        let partition = try store.partition(topic: "state", index: 0)
+        for batch in 0..<100 { _ = try await partition.append(Self.updates(from: Int64(batch * 10), count: 10, keys: 25)) }
+        try partition.advanceHighWatermark(to: 1000)
+
+        let entered = DispatchSemaphore(value: 0)
+        let gate = DispatchSemaphore(value: 0)
+        let pending = try partition.write(Self.updates(from: 1000, count: 1, keys: 25))
+        pending.whenDurable { _ in
+            entered.signal()
+            // A real completion would wait here for the partition's lock
+            // (and, before the fix, forever); the gate lets the test end.
+            gate.wait()
+        }
+        #expect(entered.wait(timeout: .now() + 10) == .success, "the append's completion ran")
+
+        let cleaned = DispatchSemaphore(value: 0)
+        let outcome = Mutex<(CompactionOutcome, Int64)?>(nil)
+        Thread.detachNewThread {
+            let compacted = (try? partition.compact(nowMilliseconds: Self.now)) ?? CompactionOutcome()
+            let start = (try? partition.deleteRecords(before: 100)) ?? -1
+            outcome.withLock { $0 = (compacted, start) }
+            cleaned.signal()
+        }
+        let finished = cleaned.wait(timeout: .now() + 10) == .success
+        gate.signal()
+        #expect(finished, "compaction and DeleteRecords finished while the group-commit thread was busy")
+        cleaned.wait()
+        let (compacted, start) = try #require(outcome.withLock { $0 })
+        #expect(compacted.didWork)
+        #expect(start == 100)
+        #expect(try partition.verify().isEmpty)
     }
 }
