@@ -1,5 +1,6 @@
 import KafkaWire
 import Metrics
+import Security
 
 /// An API of the broker's own, outside Kafka's, registered by a service
 /// above the broker (the chat fan-out registers Postduif's two chat APIs):
@@ -14,17 +15,21 @@ public struct ExtensionAPI: Sendable {
     /// a principal without Read on it is refused (its connection closed,
     /// since the broker cannot write this API's error body).
     public var readsTopic: String?
+    /// An operation on the cluster resource the principal must be allowed
+    /// (Alter for Backup); refused like `readsTopic`.
+    public var clusterOperation: AclOperation?
     /// Decodes a request body and writes the answer's body; a thrown error
     /// (malformed bytes) closes the connection, as for Kafka's own APIs.
     public var answer: @Sendable (_ request: inout ByteReader, _ version: Int16, _ body: inout ByteWriter) async throws -> Void
 
-    public init(key: Int16, name: String, versions: ClosedRange<Int16>, readsTopic: String? = nil,
+    public init(key: Int16, name: String, versions: ClosedRange<Int16>, readsTopic: String? = nil, clusterOperation: AclOperation? = nil,
                 answer: @escaping @Sendable (_ request: inout ByteReader, _ version: Int16, _ body: inout ByteWriter) async throws -> Void) {
         precondition(ApiKey(rawValue: key) == nil, "extension API key \(key) is one of Kafka's")
         self.key = key
         self.name = name
         self.versions = versions
         self.readsTopic = readsTopic
+        self.clusterOperation = clusterOperation
         self.answer = answer
     }
 }

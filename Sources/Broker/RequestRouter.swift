@@ -145,6 +145,9 @@ extension Broker {
             if let topic = registered.api.readsTopic, !permits(session, .read, .topic, topic) {
                 throw CloseConnection(reason: "\(registered.api.name) refused: \(session.principal) may not Read topic \(topic)")
             }
+            if let operation = registered.api.clusterOperation, !permitsCluster(session, operation) {
+                throw CloseConnection(reason: "\(registered.api.name) refused: \(session.principal) may not \(operation) the cluster")
+            }
             return try await stageExtension(registered, header: header, reader: &reader)
         }
         if !session.isAuthenticated && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api) {

@@ -69,6 +69,10 @@ struct StoreContext: Sendable {
     /// fails its check at open is damage to report, not a torn write to
     /// cut off (`PartitionLog.recoverSegments`).
     let closedCleanly: Bool
+    /// Held while segment files are cut, replaced or removed, and by a
+    /// backup while it copies them (`LogStore.backup`). Taken before a
+    /// partition's lock, never after.
+    let layout = SegmentLayoutLock()
 }
 
 /// Settings of a log store.
@@ -93,7 +97,7 @@ public struct LogStoreOptions: Sendable {
 public final class LogStore: Sendable {
     public let path: String
     public let durability: Durability
-    private let context: StoreContext
+    let context: StoreContext
     private let topics: Mutex<[String: (descriptor: TopicDescriptor, partitions: [PartitionLog])]>
     private let closed = Mutex(false)
     private let producerIDs = Mutex(())
@@ -257,7 +261,8 @@ public final class LogStore: Sendable {
     public func createTopic(_ name: String, configuration: TopicConfiguration, clusterTopicID: String? = nil) throws(LogStoreError) -> TopicDescriptor {
         try TopicDescriptor.validate(name: name)
         try configuration.validate()
-        return try topics.withLock { topics throws(LogStoreError) -> TopicDescriptor in
+        // The layout lock: a backup copies the topics its checkpoint holds, no more, no fewer.
+        return try context.layout.around { () throws(LogStoreError) -> TopicDescriptor in try topics.withLock { topics throws(LogStoreError) -> TopicDescriptor in
             guard topics[name] == nil else { throw LogStoreError(.topicAlreadyExists, "topic \(name) already exists") }
             let families = context.families
             let nextID: UInt32
@@ -280,12 +285,12 @@ public final class LogStore: Sendable {
             }
             topics[name] = (descriptor, partitions)
             return descriptor
-        }
+        } }
     }
 
     /// Deletes a topic and every key of its partitions, durably.
     public func deleteTopic(_ name: String) throws(LogStoreError) {
-        try topics.withLock { topics throws(LogStoreError) in
+        try context.layout.around { () throws(LogStoreError) in try topics.withLock { topics throws(LogStoreError) in
             guard let entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
             let families = context.families
             let prefix = Keys.topicPrefix(topicID: entry.descriptor.id)
@@ -297,7 +302,7 @@ public final class LogStore: Sendable {
             try storage { try context.database.write(write, sync: true) }
             entry.partitions.forEach { $0.markDeleted() }
             topics[name] = nil
-        }
+        } }
     }
 
     /// A partition of a topic.
@@ -333,7 +338,7 @@ public final class LogStore: Sendable {
     /// Adds partitions to a topic until it has `count` (CreatePartitions),
     /// durably; the existing ones keep every record.
     public func addPartitions(_ name: String, count: Int32) throws(LogStoreError) {
-        try topics.withLock { topics throws(LogStoreError) in
+        try context.layout.around { () throws(LogStoreError) in try topics.withLock { topics throws(LogStoreError) in
             guard var entry = topics[name] else { throw LogStoreError(.unknownTopic, "topic \(name) does not exist") }
             let current = entry.descriptor.configuration.partitionCount
             guard count > current else {
@@ -353,7 +358,7 @@ public final class LogStore: Sendable {
             }
             entry.partitions.forEach { partition in partition.settings.withLock { $0.partitionCount = count } }
             topics[name] = entry
-        }
+        } }
     }
 
     /// Changes a topic's settings while it runs, durably. The partition

@@ -212,7 +212,7 @@ extension PartitionLog {
         // The swap, under the lock, if the range is as it was.
         let firstBase = locations[0].base
         let merged = segments[firstSegment...lastSegment].map(\.baseOffset)
-        return try state.withLock { state throws(LogStoreError) -> CompactionOutcome in
+        return try context.layout.around { () throws(LogStoreError) -> CompactionOutcome in try state.withLock { state throws(LogStoreError) -> CompactionOutcome in
             guard !state.isDeleted, state.truncations == truncations, state.logStartOffset <= firstBase, state.logEndOffset >= rangeEnd,
                   state.segments.count > merged.count, Array(state.segments.prefix(merged.count).map(\.baseOffset)) == merged
             else {
@@ -246,7 +246,7 @@ extension PartitionLog {
             try finishSwap(merged, state: &next)
             state = next
             return outcome
-        }
+        } }
     }
 
     static let cleanedSuffix = ".cleaned"
@@ -274,7 +274,8 @@ extension PartitionLog {
 
     /// Opening: finishes a compaction's swap a crash interrupted (its marker
     /// is in RocksDB: the locations already speak of the cleaned file), or
-    /// removes a cleaned file whose swap never began.
+    /// removes a cleaned file whose swap never began, and a closed segment's
+    /// kept part a crash left half copied (`cutSegments`).
     func recoverCompaction() throws(LogStoreError) {
         let marker = try storage { try context.database.get(Keys.cleanerSwap(prefix: prefix), in: context.families.partitionState) }
         if let marker, marker.count >= 8, marker.count % 8 == 0 {
@@ -284,7 +285,7 @@ extension PartitionLog {
             notes.withLock { $0.append("\(topicName)/\(index): finished a compaction's swap of segments \(merged)") }
         }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasSuffix(Self.cleanedSuffix) {
+        for name in names where name.hasSuffix(Self.cleanedSuffix) || name.hasSuffix(Self.cutSuffix) {
             _ = unlink(directory + "/" + name)
         }
     }

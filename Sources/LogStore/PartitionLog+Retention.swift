@@ -67,7 +67,7 @@ extension PartitionLog {
     public func startOver(at offset: Int64) throws(LogStoreError) {
         guard offset > logEndOffset else { return }
         _ = try truncate(to: logStartOffset)
-        try state.withLock { state throws(LogStoreError) in
+        try context.layout.around { () throws(LogStoreError) in try state.withLock { state throws(LogStoreError) in
             guard !state.isDeleted else { return }
             var next = state
             next.logStartOffset = offset
@@ -85,7 +85,7 @@ extension PartitionLog {
             try writeDurably(write)
             try? SegmentFile.syncDirectory(directory)
             state = next
-        }
+        } }
     }
 
     /// Closes the active segment when its first batch is older than the
@@ -130,7 +130,7 @@ extension PartitionLog {
     /// batches' index entries, and unlinks segment files left empty.
     @discardableResult
     func dropOldest(startAtLeast: Int64 = 0, _ drops: (BatchLocation, Int64) -> Bool) throws(LogStoreError) -> RetentionOutcome {
-        try state.withLock { state throws(LogStoreError) -> RetentionOutcome in
+        try context.layout.around { () throws(LogStoreError) -> RetentionOutcome in try state.withLock { state throws(LogStoreError) -> RetentionOutcome in
             guard !state.isDeleted else { return RetentionOutcome() }
             let families = context.families
             let iterator = context.database.makeIterator(
@@ -203,6 +203,6 @@ extension PartitionLog {
             }
             state = next
             return outcome
-        }
+        } }
     }
 }

@@ -12,7 +12,7 @@ extension PartitionLog {
     /// returned. The index, epochs, producer state and high watermark follow.
     @discardableResult
     public func truncate(to offset: Int64) throws(LogStoreError) -> Int64 {
-        try state.withLock { state throws(LogStoreError) -> Int64 in
+        try context.layout.around { () throws(LogStoreError) -> Int64 in try state.withLock { state throws(LogStoreError) -> Int64 in
             guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
             guard offset < state.logEndOffset else { return state.logEndOffset }
             let target = max(offset, state.logStartOffset)
@@ -58,18 +58,31 @@ extension PartitionLog {
             try cutSegments(at: dropped[0], state: &state)
             try applyTruncation(cut: cut, conversations: conversations, state: &state)
             return cut
-        }
+        } }
     }
 
     /// Cuts the segments back to where the batch at `location` began: that
     /// segment is shortened and synced, later ones removed.
+    ///
+    /// A closed segment is never shortened in place: a backup may hold it
+    /// as a hard link (`LogStore.backup`), which must keep every byte. Its
+    /// kept part is copied to a new file that takes its name instead. The
+    /// active segment, which backups copy, is cut in place.
     func cutSegments(at location: BatchLocation, state: inout State) throws(LogStoreError) {
         guard let position = state.segments.firstIndex(where: { $0.baseOffset == location.segmentBase }) else {
             throw LogStoreError(.corrupt, "\(topicName)/\(index) has no segment \(location.segmentBase)")
         }
         let segment = state.segments[position]
-        try segment.truncate(to: location.position)
-        try segment.sync()
+        if position < state.segments.count - 1 {
+            let kept = segment.path + Self.cutSuffix
+            _ = try segment.copyPrefix(location.position, to: kept)
+            guard rename(kept, segment.path) == 0 else { throw SegmentFile.failure("rename", kept) }
+            try SegmentFile.syncDirectory(directory)
+            state.segments[position] = try SegmentFile(directory: directory, baseOffset: segment.baseOffset, create: false)
+        } else {
+            try segment.truncate(to: location.position)
+            try segment.sync()
+        }
         let later = state.segments[(position + 1)...]
         if !later.isEmpty {
             later.forEach { $0.unlink() }
@@ -80,6 +93,10 @@ extension PartitionLog {
         state.activeClosed = false
         state.activeFirstTimestamp = nil
     }
+
+    /// A closed segment's kept part while it is copied (`cutSegments`);
+    /// opening the store removes one a crash left.
+    static let cutSuffix = ".cut"
 
     /// Removes from RocksDB and `state` everything at or after `cut`: batch
     /// locations, the index entries of `conversations` (of every

@@ -343,6 +343,7 @@ public final class PartitionLog: Sendable {
 
     /// Marks the partition deleted and removes its segment files (readers
     /// that hold one keep reading it until they let go).
+    /// The caller holds the store's layout lock.
     func markDeleted() {
         state.withLock { state in
             state.isDeleted = true

@@ -104,6 +104,24 @@ final class SegmentFile: Sendable {
         }
     }
 
+    /// Copies the first `length` bytes (fewer when the file is shorter) to
+    /// a new file at `path` and syncs it; returns the bytes copied. For a
+    /// backup's copy of an active segment and a cut of a closed one, whose
+    /// file may be a backup's hard link and so must not change in place.
+    func copyPrefix(_ length: Int64, to path: String) throws(LogStoreError) -> Int64 {
+        let copy = try SegmentFile(path: path, baseOffset: baseOffset, create: true)
+        let end = min(length, try size())
+        var position: Int64 = 0
+        while position < end {
+            let bytes = try read(at: position, count: Int(min(Int64(4 << 20), end - position)))
+            guard !bytes.isEmpty else { break }
+            try copy.write(head: [], rest: bytes, at: position)
+            position += Int64(bytes.count)
+        }
+        try copy.sync()
+        return position
+    }
+
     /// Reads `count` bytes at `position`; fewer when the file ends first.
     func read(at position: Int64, count: Int) throws(LogStoreError) -> [UInt8] {
         precondition(count >= 0, "negative read length")

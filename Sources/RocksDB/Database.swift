@@ -227,6 +227,21 @@ public final class Database: @unchecked Sendable {
         }
     }
 
+    /// A checkpoint: a consistent copy of the database at `directory`
+    /// (which must not exist yet), its SST files hard-linked and the rest
+    /// copied, taken while writes go on. The memtables are not flushed
+    /// first: the WAL is copied instead, so the checkpoint costs the
+    /// writers nothing.
+    public func checkpoint(to directory: String) throws(RocksDBError) {
+        guard let checkpoint = try checked("checkpoint", { error in rocksdb_checkpoint_object_create(db, error) }) else {
+            throw RocksDBError(operation: "checkpoint", message: "no checkpoint object")
+        }
+        defer { rocksdb_checkpoint_object_destroy(checkpoint) }
+        try checked("checkpoint") { error in
+            rocksdb_checkpoint_create(checkpoint, directory, UInt64.max, error)
+        }
+    }
+
     /// Flushes a column family's memtable to an SST file.
     public func flush(_ family: ColumnFamily) throws(RocksDBError) {
         let options = rocksdb_flushoptions_create()

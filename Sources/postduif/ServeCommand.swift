@@ -134,7 +134,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "postduif")
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.nameAndLabelSanitizer = MetricHelp.prometheusName
+        MetricsSystem.bootstrap(factory)
         var configuration = BrokerConfiguration()
         configuration.host = host
         configuration.port = port
@@ -225,6 +227,7 @@ struct Serve: AsyncParsableCommand {
             isReady: { broker.isListening && gateway?.isReady != false }))
         let fanOut = FanOut(broker: broker, logger: logger)
         for api in fanOut.extensionAPIs { broker.register(api) }
+        broker.register(broker.backupAPI)
         var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations,
                                        LogCleanerService(broker: broker, interval: configuration.retentionCheckInterval)]
         if let replication {
