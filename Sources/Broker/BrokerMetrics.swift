@@ -14,6 +14,13 @@ extension Broker {
         metrics.refreshLag { topic, partition in
             (try? store.partition(topic: topic, index: partition))?.highWatermark
         }
+        // The data directory's file system, for the disk-filling alert:
+        // what is left to the broker (an unprivileged process's share).
+        var stats = statvfs()
+        if statvfs(store.path, &stats) == 0 {
+            metrics.dataFreeBytes.record(Double(stats.f_bavail) * Double(stats.f_frsize))
+            metrics.dataCapacityBytes.record(Double(stats.f_blocks) * Double(stats.f_frsize))
+        }
     }
 }
 
@@ -24,6 +31,9 @@ final class BrokerMetrics: Sendable {
     let bytesIn = Counter(label: "postduif_bytes_in_total")
     let bytesOut = Counter(label: "postduif_bytes_out_total")
     private let connections = Gauge(label: "postduif_connections")
+    /// The data directory's file system: bytes free to the broker, and its size.
+    let dataFreeBytes = Gauge(label: "postduif_data_free_bytes")
+    let dataCapacityBytes = Gauge(label: "postduif_data_capacity_bytes")
     /// What retention removed: batches, their bytes, and segment files.
     let retentionBatches = Counter(label: "postduif_retention_removed_batches_total")
     let retentionBytes = Counter(label: "postduif_retention_removed_bytes_total")

@@ -77,7 +77,7 @@ final class OperationsHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             let (status, body, type): (HTTPResponseStatus, String, String)
             switch path {
-            case "/metrics": (status, body, type) = (.ok, metricsText(), "text/plain; version=0.0.4; charset=utf-8")
+            case "/metrics": (status, body, type) = (.ok, MetricHelp.annotate(metricsText()), "text/plain; version=0.0.4; charset=utf-8")
             case "/health": (status, body, type) = (.ok, "ok\n", "text/plain")
             case "/ready": (status, body, type) = isReady() ? (.ok, "ready\n", "text/plain") : (.serviceUnavailable, "not ready\n", "text/plain")
             default: (status, body, type) = (.notFound, "not found: try /metrics, /health or /ready\n", "text/plain")

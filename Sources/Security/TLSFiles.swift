@@ -34,12 +34,16 @@ public struct TLSFiles: Sendable, Equatable {
     }
 
     /// A private key others may read is no secret: refused, as ssh does.
+    /// As PostgreSQL allows, a key owned by root may also be readable by its
+    /// group (mode 0640 or less): that is how Kubernetes mounts a Secret for
+    /// a pod's non-root user (root-owned, read through the pod's fsGroup).
     public static func checkPrivate(_ path: String) throws(TLSError) {
         var status = stat()
         guard stat(path, &status) == 0 else {
             throw TLSError("cannot read the private key \(path): \(String(cString: strerror(errno)))")
         }
-        if status.st_mode & 0o077 != 0 {
+        let forbidden: mode_t = status.st_uid == 0 ? 0o037 : 0o077
+        if status.st_mode & forbidden != 0 {
             throw TLSError("the private key \(path) may be read by others than its owner (mode \(String(status.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
         }
     }

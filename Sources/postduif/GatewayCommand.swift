@@ -59,7 +59,9 @@ struct GatewayCommand: AsyncParsableCommand {
             configuration.brokerPassword = password
         }
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.nameAndLabelSanitizer = MetricHelp.prometheusName
+        MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "postduif.gateway")
         let gateway = ChatGateway(configuration: configuration, logger: logger)
         let operations = OperationsServer(host: host, port: httpPort, logger: logger, metricsText: { registry.emitToString() }, isReady: { gateway.isReady })

@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import KafkaNIO
 import Logging
+import Metrics
 import NIOSSL
 import Security
 
@@ -203,12 +204,14 @@ final class CertificateReloader {
     private let source: any DispatchSourceSignal
 
     init(contexts: [ReloadableTLSContext], logger: Logger) {
+        for context in contexts { Self.recordExpiry(context.files.certificateFile) }
         signal(SIGHUP, SIG_IGN)
         source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         source.setEventHandler {
             for context in contexts {
                 do {
                     try context.reload()
+                    Self.recordExpiry(context.files.certificateFile)
                     logger.notice("TLS certificate reloaded", metadata: ["certificate": "\(context.files.certificateFile)"])
                 } catch {
                     logger.error("TLS certificate not reloaded; the previous one stays", metadata: ["reason": "\(error)"])
@@ -216,5 +219,13 @@ final class CertificateReloader {
             }
         }
         source.resume()
+    }
+
+    /// `postduif_tls_certificate_expiry_timestamp_seconds{certificate}`: when
+    /// the certificate in use stops being valid (its leaf's notAfter), for
+    /// the alert that fires weeks before (Deploy/monitoring).
+    static func recordExpiry(_ path: String) {
+        guard let leaf = try? NIOSSLCertificate.fromPEMFile(path).first else { return }
+        Gauge(label: "postduif_tls_certificate_expiry_timestamp_seconds", dimensions: [("certificate", path)]).record(Double(leaf.notValidAfter))
     }
 }

@@ -74,3 +74,49 @@ def test_a_config_file_sets_defaults_and_flags_win(fresh_broker, tmp_path):
     fresh_broker.start()
     listing = kcat("-b", fresh_broker.address, "-L", "-t", "from-flag")
     assert b'"from-flag" with 2 partitions' in listing.stdout, listing.stdout
+
+
+CLUSTER_UNIT = os.path.join(ROOT, "Deploy", "systemd", "postduif-cluster.service")
+CLUSTER_ENV = os.path.join(ROOT, "Deploy", "config", "postduif-cluster.env")
+ETCD_UNIT = os.path.join(ROOT, "Deploy", "systemd", "postduif-etcd.service")
+ETCD_ENV = os.path.join(ROOT, "Deploy", "config", "postduif-etcd.env")
+
+
+def test_the_cluster_member_unit_verifies(tmp_path):
+    with open(CLUSTER_UNIT) as f:
+        text = f.read()
+    result = verify(text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ExecStart=/usr/local/bin/postduif serve" in text and "EnvironmentFile=/etc/postduif/postduif-cluster.env" in text
+    assert "StateDirectory=postduif postduif-backup" in text and "KillSignal=SIGTERM" in text
+
+
+def test_the_etcd_unit_verifies(tmp_path):
+    with open(ETCD_UNIT) as f:
+        text = f.read()
+    path = tmp_path / "postduif-etcd.service"
+    path.write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ExecStart=/usr/bin/etcd" in text and "Conflicts=etcd.service" in text
+
+
+def test_every_setting_of_a_cluster_member_is_a_real_option():
+    with open(CLUSTER_ENV) as f:
+        names = set(re.findall(r"^#?(POSTDUIF_[A-Z_]+)=", f.read(), re.M))
+    help_text = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
+    assert len(names) >= 15
+    for name in names:
+        assert name in help_text, "%s is not documented by postduif serve --help" % name
+
+
+def test_every_setting_of_an_etcd_member_is_a_flag_of_debians_etcd():
+    with open(ETCD_ENV) as f:
+        names = set(re.findall(r"^(ETCD_[A-Z_]+)=", f.read(), re.M))
+    help_text = subprocess.run(["etcd", "--help"], capture_output=True, text=True).stdout + \
+        subprocess.run(["etcd", "--help"], capture_output=True, text=True).stderr
+    flags = set(re.findall(r"--([a-z0-9-]+)", help_text))
+    assert len(names) >= 15 and len(flags) > 50
+    for name in names:
+        flag = name[len("ETCD_"):].lower().replace("_", "-")
+        assert flag in flags, "%s: etcd has no --%s" % (name, flag)

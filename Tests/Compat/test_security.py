@@ -255,6 +255,31 @@ def test_a_private_key_others_may_read_is_refused(certificates):
         shutil.rmtree(data, ignore_errors=True)
 
 
+def test_a_root_owned_key_its_group_may_read_is_accepted_as_kubernetes_mounts_it(certificates):
+    # A Secret mounted for a non-root pod: owned by root, mode 0440 or 0640
+    # through the pod's fsGroup. Group write, or any world bit, is still refused.
+    assert os.getuid() == 0 or os.stat(certificates.path("broker.key")).st_uid == 0, "needs a root-owned file"
+    mounted = certificates.path("mounted.key")
+    shutil.copy(certificates.path("broker.key"), mounted)
+    os.chown(mounted, 0, os.getgid())
+    os.chmod(mounted, 0o640)
+    broker = BrokerProcess(extra_args=["--listeners", "SSL://127.0.0.1:%d" % free_port(),
+                                       "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", mounted])
+    broker.port = int(broker.extra_args[1].rsplit(":", 1)[1])
+    broker.start()
+    assert broker.stop() == 0, broker.read_log()
+    os.chmod(mounted, 0o660)
+    data = tempfile.mkdtemp(prefix="postduif-tls-group-")
+    try:
+        result = subprocess.run([BINARY, "serve", "--data", data, "--http-port", "0", "--listeners", "SSL://127.0.0.1:%d" % free_port(),
+                                 "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", mounted],
+                                capture_output=True, timeout=30)
+        assert result.returncode != 0 and b"may be read by others than its owner" in result.stderr + result.stdout
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(broker.data_dir, ignore_errors=True)
+
+
 def test_sighup_reloads_the_certificate_without_dropping_connections(certificates):
     # The broker reads its certificate from a copy the test then replaces.
     work = tempfile.mkdtemp(prefix="postduif-tls-reload-")
