@@ -9,6 +9,7 @@ import Logging
 import Metrics
 import Operations
 import Prometheus
+import Security
 import ServiceLifecycle
 
 /// `postduif gateway`: the chat gateway (Matrix client-server API) over a
@@ -33,6 +34,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "SASL PLAIN user at a broker started with --sasl (POSTDUIF_GATEWAY_BROKER_USER); the password comes from POSTDUIF_GATEWAY_BROKER_PASSWORD.")
     var brokerUser: String?
 
+    @Flag(help: "Reach the brokers over TLS: an SSL or SASL_SSL listener (POSTDUIF_GATEWAY_BROKER_TLS=true).")
+    var brokerTls = false
+
+    @Option(help: "PEM CAs that signed the brokers' certificates; the system's without it (POSTDUIF_GATEWAY_BROKER_TLS_CA_FILE).")
+    var brokerTlsCaFile: String?
+
     @Option(help: "HTTP port for /metrics, /health and /ready (POSTDUIF_GATEWAY_HTTP_PORT).")
     var httpPort: Int = Environment.integer("GATEWAY_HTTP_PORT") ?? 9645
 
@@ -51,6 +58,13 @@ struct GatewayCommand: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.broker = broker
+        if brokerTls || Environment.string("GATEWAY_BROKER_TLS").flatMap(Bool.init) == true {
+            do {
+                configuration.brokerTLS = try TLSClientFiles(caFile: brokerTlsCaFile ?? Environment.string("GATEWAY_BROKER_TLS_CA_FILE")).clientContext()
+            } catch {
+                throw OperatorError("\(error)")
+            }
+        }
         if let brokerUser = brokerUser ?? Environment.string("GATEWAY_BROKER_USER") {
             guard let password = Environment.string("GATEWAY_BROKER_PASSWORD") else {
                 throw OperatorError("--broker-user needs the password in POSTDUIF_GATEWAY_BROKER_PASSWORD")

@@ -466,6 +466,43 @@ def test_matrix_nio_over_https_to_the_embedded_gateway(certificates):
         shutil.rmtree(process.data_dir, ignore_errors=True)
 
 
+def test_a_gateway_reaches_its_broker_over_sasl_ssl(broker_tls, certificates):
+    """`postduif gateway --broker-tls` (Kubernetes runs gateways this way):
+    it signs in over the broker's SASL_SSL listener, checking the broker's
+    certificate against the CA, and matrix-nio chats through it."""
+    from nio import AsyncClient, RegisterResponse, RoomSendResponse, SyncResponse
+    from test_chat import GatewayProcess
+
+    class SecureBroker:
+        address = "127.0.0.1:%d" % broker_tls.sasl_ssl_port
+
+    environment = dict(os.environ, POSTDUIF_GATEWAY_BROKER_PASSWORD="wonderland")
+    gateway = GatewayProcess(SecureBroker(), extra_args=["--broker-tls", "--broker-tls-ca-file", certificates.path("ca.pem"),
+                                                          "--broker-user", "alice"], env=environment).start()
+    try:
+        async def talk():
+            client = AsyncClient(gateway.url, "@bea:gov.test")
+            registered = await client.register("bea", "correct horse bea")
+            assert isinstance(registered, RegisterResponse), registered
+            room = await client.room_create(name="Via TLS")
+            sent = await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.text", "body": "through SASL_SSL"})
+            assert isinstance(sent, RoomSendResponse), sent
+            synced = await client.sync(timeout=0)
+            assert isinstance(synced, SyncResponse), synced
+            bodies = [getattr(event, "body", None) for event in synced.rooms.join[room.room_id].timeline.events]
+            assert "through SASL_SSL" in bodies, bodies
+            await client.close()
+
+        asyncio.run(asyncio.wait_for(talk(), 60))
+    finally:
+        assert gateway.stop() == 0, gateway.read_log()
+    # Without the CA the broker's certificate is not trusted: the gateway does not get going.
+    untrusting = GatewayProcess(SecureBroker(), extra_args=["--broker-tls", "--broker-user", "alice"], env=environment)
+    with pytest.raises(AssertionError):
+        untrusting.start()
+    untrusting.stop()
+
+
 def test_logins_and_registrations_are_limited_so_passwords_cannot_be_guessed_at_speed():
     from test_chat import GatewayProcess, call
 
