@@ -161,7 +161,7 @@ final class NatsConnection: Sendable {
     static func connect(host: String, port: Int, onEvents: @escaping @Sendable ([NatsEvent]) -> Void = { _ in }) async throws -> NatsConnection {
         let handler = NatsHandler(onEvents: onEvents)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(NatsDecoder()))
