@@ -7,12 +7,13 @@ SWIFT ?= swift
 # desktop clients Debian ships, an X server, xdotool to drive them,
 # ImageMagick and tesseract to read their screens, a keyring for nheko.
 DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc openssl \
-	xvfb xdotool imagemagick tesseract-ocr nheko quaternion gnome-keyring dbus-daemon prometheus
+	xvfb xdotool imagemagick tesseract-ocr nheko quaternion gnome-keyring dbus-daemon prometheus \
+	mmdebstrap podman uidmap
 VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner chaos cluster cluster-stop clean
+.PHONY: deps build release image test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner chaos cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -33,6 +34,21 @@ build: deps
 
 release: deps
 	$(SWIFT) build -c release --product postduif
+
+# The OCI image (Docs/operations.md, "The image"): release binaries with the
+# Swift runtime linked in, on a root file system of Debian packages made
+# by mmdebstrap, imported with podman; also saved as an OCI archive.
+IMAGE ?= localhost/postduif:latest
+IMAGE_DIR := .build/image
+image: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product postduif
+	$(SWIFT) build -c release --static-swift-stdlib --product postduif-bench
+	mkdir -p $(IMAGE_DIR)
+	rm -f $(IMAGE_DIR)/rootfs.tar $(IMAGE_DIR)/postduif.oci.tar
+	Deploy/image/build-rootfs.sh .build/release $(IMAGE_DIR)/rootfs.tar
+	Deploy/image/import.sh $(IMAGE_DIR)/rootfs.tar $(IMAGE)
+	podman save --format oci-archive -o $(IMAGE_DIR)/postduif.oci.tar $(IMAGE)
+	@echo "image $(IMAGE); OCI archive $(IMAGE_DIR)/postduif.oci.tar"
 
 # Debug builds keep the suite fast to compile on two cores; the crash test
 # needs the CrashWriter executable, which --build-tests builds alongside.
