@@ -8,7 +8,7 @@ SWIFT ?= swift
 # ImageMagick and tesseract to read their screens, a keyring for nheko.
 DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc openssl \
 	xvfb xdotool imagemagick tesseract-ocr nheko quaternion gnome-keyring dbus-daemon prometheus \
-	mmdebstrap podman uidmap
+	mmdebstrap podman uidmap chromium chromium-driver
 VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data

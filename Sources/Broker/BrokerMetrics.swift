@@ -98,6 +98,12 @@ final class BrokerMetrics: Sendable {
         }
     }
 
+    /// Every group's committed offset per partition, as this broker (their
+    /// coordinator) holds them: for the operator console.
+    var committedOffsets: [(group: String, topic: String, partition: Int32, offset: Int64)] {
+        committed.withLock { committed in committed.map { ($0.key.group, $0.key.topic, $0.key.partition, $0.value.offset) } }
+    }
+
     /// Forgets a group's commits (DeleteGroups, OffsetDelete).
     func forgetCommitted(group: String, partitions: [(topic: String, partition: Int32)]? = nil) {
         committed.withLock { committed in

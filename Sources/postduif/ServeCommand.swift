@@ -127,10 +127,14 @@ struct Serve: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw OperatorError("--log-level \(logLevel) is not a log level")
         }
+        // The console's event log takes the same records at info and above.
+        let recentEvents = RecentEvents(capacity: 200)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            var recent = ConsoleLogHandler(events: recentEvents)
+            recent.logLevel = max(level, .info)
+            return MultiplexLogHandler([handler, recent])
         }
         let logger = Logger(label: "postduif")
         let registry = PrometheusCollectorRegistry()
@@ -218,8 +222,19 @@ struct Serve: AsyncParsableCommand {
             return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
         }
         if security.httpTls && tls == nil { throw OperatorError("--http-tls needs --tls-cert-file and --tls-key-file") }
+        // The console asks for a login where it can be kept secret: with
+        // TLS on the operations port and the authorizer on.
+        let consoleLogin = security.httpTls && configuration.authorizerEnabled
+        let consoleState: @Sendable () -> String = {
+            let data = (try? JSONEncoder().encode(broker.consoleState())) ?? Data("{}".utf8)
+            return String(decoding: data, as: UTF8.self)
+        }
+        let consoleLoginCheck: @Sendable (String, String, String) -> Bool = { user, password, host in
+            broker.consoleAllows(user: user, password: password, host: host)
+        }
+        let console = OperationsConsole(state: consoleState, events: recentEvents, authorize: consoleLogin ? consoleLoginCheck : nil)
         let operations = OperationsService(server: OperationsServer(
-            host: host, port: httpPort, logger: logger, tls: security.httpTls ? tls : nil,
+            host: host, port: httpPort, logger: logger, tls: security.httpTls ? tls : nil, console: console,
             metricsText: {
                 broker.refreshMetrics()
                 return registry.emitToString()

@@ -1,0 +1,146 @@
+"""The operator console at / of the operations port, in a real browser:
+Debian's headless Chromium driven by selenium. It loads with no console
+error and nothing from outside the broker, shows a topic just made, a
+consumer group's lag moving as records arrive and are committed, the
+throughput chart drawing, and the broker's recent events. With TLS on the
+operations port and the authorizer on, it asks for a login that only a
+principal allowed Describe on the cluster passes."""
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import BINARY, BrokerProcess, free_port, unique
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def table_rows(driver, table):
+    return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")] for row in driver.find_elements(By.CSS_SELECTOR, "#%s tbody tr" % table)]
+
+
+def wait_for(driver, condition, what, timeout=30):
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+    except Exception as error:
+        raise AssertionError("the console did not show %s: %s" % (what, error))
+
+
+def test_the_console_shows_a_new_topic_a_moving_lag_charts_and_events_without_errors(fresh_broker, browser):
+    fresh_broker.start()
+    topic = unique("console")
+    group = unique("console-group")
+    admin = AdminClient({"bootstrap.servers": fresh_broker.address})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=30)
+    producer = Producer({"bootstrap.servers": fresh_broker.address, "linger.ms": 1})
+    for number in range(100):
+        producer.produce(topic, key=b"k%d" % number, value=b"v%d" % number, partition=0)
+    producer.flush(30)
+    consumer = Consumer({"bootstrap.servers": fresh_broker.address, "group.id": group, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    read = 0
+    deadline = time.monotonic() + 30
+    while read < 40 and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None and message.error() is None:
+            read += 1
+    consumer.commit(offsets=[TopicPartition(topic, 0, 40)], asynchronous=False)
+
+    browser.get("http://127.0.0.1:%d/" % fresh_broker.http_port)
+    assert browser.title == "Postduif console"
+    # The topic just made, with its partitions and records.
+    row = wait_for(browser, lambda d: next((r for r in table_rows(d, "topics") if r and r[0] == topic), None), "the new topic")
+    assert row[1] == "2" and row[5] == "100", row
+    # The group's lag: 60 behind, then 160 after 100 more records, then 0 once it commits them all.
+    lag = lambda d: next((r[4] for r in table_rows(d, "groups") if r[:3] == [group, topic, "0"]), None)
+    wait_for(browser, lambda d: lag(d) == "60", "a lag of 60")
+    for number in range(100):
+        producer.produce(topic, value=b"more%d" % number, partition=0)
+    producer.flush(30)
+    wait_for(browser, lambda d: lag(d) == "160", "the lag growing to 160")
+    consumer.commit(offsets=[TopicPartition(topic, 0, 200)], asynchronous=False)
+    wait_for(browser, lambda d: lag(d) == "0", "the lag back to 0")
+    consumer.close()
+    # The throughput chart drew the bytes that came in.
+    wait_for(browser, lambda d: len(d.find_element(By.CSS_SELECTOR, "#chart-bytes polyline").get_attribute("points").split()) >= 2, "a chart")
+    # The cluster overview and the events of this broker's log.
+    assert [r[0] for r in table_rows(browser, "brokers")] == ["1"]
+    wait_for(browser, lambda d: "listening for Kafka clients" in d.find_element(By.ID, "events").text, "the broker's events")
+    # Nothing went wrong in the page, and nothing was loaded from elsewhere.
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, errors
+    origin = "http://127.0.0.1:%d/" % fresh_broker.http_port
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(name.startswith(origin) for name in loaded), loaded
+
+
+def request(url, context, credentials=None):
+    headers = {}
+    if credentials:
+        headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % credentials).encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10, context=context) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_with_tls_and_the_authorizer_the_console_wants_a_principal_allowed_describe_on_the_cluster():
+    from test_security import Certificates
+    certificates = Certificates()
+    process = BrokerProcess()
+    process.extra_args = ["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin", "--http-tls", "true",
+                          "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key")]
+    for user, password in (("admin", "admin-secret"), ("alice", "alice-secret")):
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+    process.start()
+    context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+    context.check_hostname = False
+    base = "https://127.0.0.1:%d" % process.http_port
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _ = request(base + "/health", context)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, process.read_log()
+                time.sleep(0.2)
+        assert status == 200
+        for path in ("/", "/console/state", "/console/events", "/console.js"):
+            assert request(base + path, context)[0] == 401, path
+        assert request(base + "/", context, ("admin", "wrong"))[0] == 401
+        assert request(base + "/console/state", context, ("alice", "alice-secret"))[0] == 401, "alice may not Describe the cluster"
+        status, body = request(base + "/console/state", context, ("admin", "admin-secret"))
+        assert status == 200 and '"nodeID"' in body, body
+        # Prometheus scrapes /metrics without a login, as before.
+        assert request(base + "/metrics", context)[0] == 200
+    finally:
+        assert process.stop() == 0, process.read_log()
+        shutil.rmtree(process.data_dir, ignore_errors=True)
+        shutil.rmtree(certificates.dir, ignore_errors=True)
