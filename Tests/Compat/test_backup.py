@@ -7,6 +7,7 @@ has. With the authorizer on, a principal without Alter on the cluster is
 refused."""
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -172,3 +173,55 @@ def test_a_backup_needs_alter_on_the_cluster():
         assert process.stop() == 0, process.read_log()
         shutil.rmtree(process.data_dir, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)
+
+
+def test_a_broker_restored_from_its_backup_catches_up_from_its_peers():
+    """In a cluster: broker 2's backup, taken while records arrive, is put
+    in place of its data after 1,000 more records; started again with its
+    own id, it copies what it lacks from the leaders, returns to every
+    ISR, and alone (the other two stopped) serves every record."""
+    from test_cluster import Cluster, consume_all
+
+    cluster = Cluster().start()
+    try:
+        topic = unique("restored")
+        cluster.create_topic(topic, partitions=2, replication=3)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        for number in range(1000):
+            producer.produce(topic, key=b"k%d" % (number % 20), value=b"before-%d" % number)
+        assert producer.flush(60) == 0
+        broker_two = "127.0.0.1:%d" % (cluster.base + 1)
+        backup = os.path.join(cluster.dir, "backup-2")
+        taken = subprocess.run([BINARY, "backup", "--broker", broker_two, "--to", backup], capture_output=True, text=True, timeout=120)
+        assert taken.returncode == 0, taken.stderr
+        for number in range(1000):
+            producer.produce(topic, key=b"k%d" % (number % 20), value=b"after-%d" % number)
+        assert producer.flush(60) == 0
+
+        cluster.signal(2, signal.SIGTERM)
+        cluster.wait_exited(2, timeout=60)
+        data = os.path.join(cluster.dir, "broker-2", "data")
+        shutil.rmtree(data)
+        restored = subprocess.run([BINARY, "restore", "--from", backup, "--data", data], capture_output=True, text=True, timeout=300)
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+        cluster.restart(2)
+
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            if all(2 in partition.isrs for partition in partitions.values()):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("broker 2 did not return to every ISR: %s" % cluster.log(2)[-3000:])
+
+        for other in (1, 3):
+            cluster.signal(other, signal.SIGTERM)
+            cluster.wait_exited(other, timeout=90)
+        seen = consume_all(broker_two, topic, 2, 2000, timeout=90)
+        values = sorted(value for _, value, _, _ in seen)
+        assert len(values) == 2000 and len(set(values)) == 2000, (len(values), len(set(values)))
+        assert set(values) == {b"before-%d" % n for n in range(1000)} | {b"after-%d" % n for n in range(1000)}
+    finally:
+        cluster.stop()
