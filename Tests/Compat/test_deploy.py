@@ -94,9 +94,7 @@ def test_the_cluster_member_unit_verifies(tmp_path):
 def test_the_etcd_unit_verifies(tmp_path):
     with open(ETCD_UNIT) as f:
         text = f.read()
-    path = tmp_path / "postduif-etcd.service"
-    path.write_text(text)
-    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    result = verify(text, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ExecStart=/usr/bin/etcd" in text and "Conflicts=etcd.service" in text
 
