@@ -40,12 +40,15 @@ release: deps
 # by mmdebstrap, imported with podman; also saved as an OCI archive.
 IMAGE ?= localhost/postduif:latest
 IMAGE_DIR := .build/image
+# Its own build folder: the static standard library's builds do not mix
+# with .build/release's.
+IMAGE_BUILD := .build-image
 image: deps
-	$(SWIFT) build -c release --static-swift-stdlib --product postduif
-	$(SWIFT) build -c release --static-swift-stdlib --product postduif-bench
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(IMAGE_BUILD) --product postduif
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(IMAGE_BUILD) --product postduif-bench
 	mkdir -p $(IMAGE_DIR)
 	rm -f $(IMAGE_DIR)/rootfs.tar $(IMAGE_DIR)/postduif.oci.tar
-	Deploy/image/build-rootfs.sh .build/release $(IMAGE_DIR)/rootfs.tar
+	Deploy/image/build-rootfs.sh $(IMAGE_BUILD)/release $(IMAGE_DIR)/rootfs.tar
 	Deploy/image/import.sh $(IMAGE_DIR)/rootfs.tar $(IMAGE)
 	podman save --format oci-archive -o $(IMAGE_DIR)/postduif.oci.tar $(IMAGE)
 	@echo "image $(IMAGE); OCI archive $(IMAGE_DIR)/postduif.oci.tar"
