@@ -46,9 +46,11 @@ IMAGE_BUILD := .build-image
 image: deps
 	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(IMAGE_BUILD) --product postduif
 	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(IMAGE_BUILD) --product postduif-bench
-	mkdir -p $(IMAGE_DIR)
+	mkdir -p $(IMAGE_DIR)/bin
 	rm -f $(IMAGE_DIR)/rootfs.tar $(IMAGE_DIR)/postduif.oci.tar
-	Deploy/image/build-rootfs.sh $(IMAGE_BUILD)/release $(IMAGE_DIR)/rootfs.tar
+	strip -o $(IMAGE_DIR)/bin/postduif $(IMAGE_BUILD)/release/postduif
+	strip -o $(IMAGE_DIR)/bin/postduif-bench $(IMAGE_BUILD)/release/postduif-bench
+	Deploy/image/build-rootfs.sh $(IMAGE_DIR)/bin $(IMAGE_DIR)/rootfs.tar
 	Deploy/image/import.sh $(IMAGE_DIR)/rootfs.tar $(IMAGE)
 	podman save --format oci-archive -o $(IMAGE_DIR)/postduif.oci.tar $(IMAGE)
 	@echo "image $(IMAGE); OCI archive $(IMAGE_DIR)/postduif.oci.tar"
