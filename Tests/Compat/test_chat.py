@@ -449,7 +449,7 @@ def test_the_gateway_reports_metrics_and_readiness(chat):
     call(chat, "GET", "/joined_rooms")
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % chat.http_port, timeout=5) as response:
         text = response.read().decode()
-    for name in ("postduif_gateway_deliveries_total", "postduif_gateway_local_users", "hb_requests"):
+    for name in ("postduif_gateway_deliveries_total", "postduif_gateway_local_users", "hb_requests_total"):
         assert name in text, name
 
 
