@@ -253,7 +253,7 @@ enum ConsoleAssets {
             renderState(state);
             renderEvents(events);
             renderMetrics(parseMetrics(metrics));
-            document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+            document.getElementById("updated").textContent = "updated " + new Date(Date.now()).toLocaleTimeString();
           } catch (error) {
             document.getElementById("updated").textContent = "not reachable: " + error.message;
           }
