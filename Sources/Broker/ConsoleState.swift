@@ -56,6 +56,10 @@ public struct ConsoleState: Codable, Sendable {
     public var brokers: [Broker]
     public var topics: [Topic]
     public var groups: [GroupLag]
+    /// The chat's rooms: conversations in the conversations topic's index,
+    /// over the partitions this broker holds (set by the process, which
+    /// counts them now and then: the count walks the index).
+    public var rooms: Int?
 }
 
 extension Broker {
@@ -115,7 +119,19 @@ extension Broker {
                                   lag: local(entry.topic, entry.partition).map { max(0, $0.highWatermark - entry.offset) })
         }.sorted { ($0.group, $0.topic, $0.partition) < ($1.group, $1.topic, $1.partition) }
         return ConsoleState(nodeID: nodeID, clusterID: store.clusterID, mode: cluster == nil ? "single node" : "cluster",
-                            controller: controller, brokers: brokers, topics: topics, groups: groups)
+                            controller: controller, brokers: brokers, topics: topics, groups: groups, rooms: nil)
+    }
+
+    /// Conversations in a conversation-indexed topic's partitions held
+    /// here; nil when the topic is absent or not indexed.
+    public func conversationCount(topic: String) -> Int? {
+        guard let descriptor = store.topic(named: topic), descriptor.configuration.conversationIndex else { return nil }
+        var count = 0
+        for index in 0..<descriptor.configuration.partitionCount {
+            guard let log = try? store.partition(topic: topic, index: index) else { continue }
+            count += (try? log.conversationCount()) ?? 0
+        }
+        return count
     }
 }
 

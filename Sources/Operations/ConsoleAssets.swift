@@ -75,6 +75,7 @@ enum ConsoleAssets {
         const history = { bytesIn: [], bytesOut: [], produce: [], latency: [] };
         const points = 60;
         let previous = null;
+        let latestRooms = null;
 
         function text(value) { return value === null || value === undefined ? "–" : String(value); }
         function bytes(value) {
@@ -119,6 +120,7 @@ enum ConsoleAssets {
         }
 
         function renderState(state) {
+          latestRooms = state.rooms === undefined ? null : state.rooms;
           document.getElementById("mode").textContent = state.mode + ", broker " + state.nodeID + ", cluster " + state.clusterID;
           const summary = document.getElementById("cluster-summary");
           summary.replaceChildren();
@@ -234,14 +236,19 @@ enum ConsoleAssets {
             draw("chart-requests", [history.produce], "legend-requests", (last) => text(last[0] === null ? null : last[0].toFixed(1)) + " per second");
             draw("chart-latency", [history.latency], "legend-latency", (last) => last[0] === null ? "no produce requests" : "≤ " + last[0].toFixed(1) + " ms");
           }
-          previous = now;
+          const deliveries = sum(families, "postduif_gateway_deliveries_total");
+          const perSecond = previous && previous.deliveries !== undefined ? (deliveries - previous.deliveries) / Math.max(0.001, (now.time - previous.time) / 1000) : null;
+          now.deliveries = deliveries;
           const chat = document.getElementById("chat");
           chat.replaceChildren();
-          card(chat, "users on this gateway", sum(families, "postduif_gateway_local_users"), false);
+          card(chat, "rooms", latestRooms, false);
+          card(chat, "sessions on this gateway", sum(families, "postduif_gateway_local_users"), false);
           card(chat, "syncs waiting", sum(families, "postduif_gateway_long_polls"), false);
-          card(chat, "messages delivered", sum(families, "postduif_gateway_deliveries_total"), false);
+          card(chat, "deliveries per second", perSecond === null ? null : perSecond.toFixed(1), false);
+          card(chat, "messages delivered", deliveries, false);
           card(chat, "deliveries dropped", sum(families, "postduif_fanout_dropped_deliveries_total"), sum(families, "postduif_fanout_dropped_deliveries_total") > 0);
           card(chat, "connections", sum(families, "postduif_connections"), false);
+          previous = now;
         }
 
         async function refresh() {

@@ -13,6 +13,7 @@ import Operations
 import Prometheus
 import Security
 import ServiceLifecycle
+import Synchronization
 
 /// `postduif serve`: one broker node on the embedded single-node default.
 struct Serve: AsyncParsableCommand {
@@ -225,8 +226,18 @@ struct Serve: AsyncParsableCommand {
         // The console asks for a login where it can be kept secret: with
         // TLS on the operations port and the authorizer on.
         let consoleLogin = security.httpTls && configuration.authorizerEnabled
+        // The room count walks the conversation index: counted at most every 30 s.
+        let roomCount = Mutex<(at: ContinuousClock.Instant, rooms: Int?)?>(nil)
         let consoleState: @Sendable () -> String = {
-            let data = (try? JSONEncoder().encode(broker.consoleState())) ?? Data("{}".utf8)
+            var state = broker.consoleState()
+            let now = ContinuousClock.now
+            state.rooms = roomCount.withLock { cached in
+                if let cached, now - cached.at < .seconds(30) { return cached.rooms }
+                let rooms = broker.conversationCount(topic: ChatTopicNames.conversations)
+                cached = (now, rooms)
+                return rooms
+            }
+            let data = (try? JSONEncoder().encode(state)) ?? Data("{}".utf8)
             return String(decoding: data, as: UTF8.self)
         }
         let consoleLoginCheck: @Sendable (String, String, String) -> Bool = { user, password, host in

@@ -2,7 +2,7 @@
 Debian's headless Chromium driven by selenium. It loads with no console
 error and nothing from outside the broker, shows a topic just made, a
 consumer group's lag moving as records arrive and are committed, the
-throughput chart drawing, and the broker's recent events. With TLS on the
+throughput chart drawing, the chat's rooms, and the broker's recent events. With TLS on the
 operations port and the authorizer on, it asks for a login that only a
 principal allowed Describe on the cluster passes."""
 import base64
@@ -49,8 +49,36 @@ def wait_for(driver, condition, what, timeout=30):
         raise AssertionError("the console did not show %s: %s" % (what, error))
 
 
+def card(driver, label):
+    """The value of the console card labelled `label`, or None."""
+    for element in driver.find_elements(By.CSS_SELECTOR, ".card"):
+        lines = element.text.splitlines()
+        if len(lines) == 2 and lines[1] == label:
+            return lines[0]
+    return None
+
+
+def make_rooms(url, count):
+    import asyncio
+    from nio import AsyncClient, RegisterResponse, RoomCreateResponse
+
+    async def go():
+        client = AsyncClient(url, "@beheerder:gov.test")
+        assert isinstance(await client.register("beheerder", "correct horse beheerder"), RegisterResponse)
+        for number in range(count):
+            room = await client.room_create(name="Kamer %d" % number)
+            assert isinstance(room, RoomCreateResponse), room
+            await client.room_send(room.room_id, "m.room.message", {"msgtype": "m.text", "body": "hallo %d" % number})
+        await client.close()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
 def test_the_console_shows_a_new_topic_a_moving_lag_charts_and_events_without_errors(fresh_broker, browser):
+    gateway_port = free_port()
+    fresh_broker.extra_args = ["--with-gateway", "true", "--gateway-port", str(gateway_port), "--server-name", "gov.test"]
     fresh_broker.start()
+    make_rooms("http://127.0.0.1:%d" % gateway_port, 2)
     topic = unique("console")
     group = unique("console-group")
     admin = AdminClient({"bootstrap.servers": fresh_broker.address})
@@ -86,6 +114,9 @@ def test_the_console_shows_a_new_topic_a_moving_lag_charts_and_events_without_er
     consumer.close()
     # The throughput chart drew the bytes that came in.
     wait_for(browser, lambda d: len(d.find_element(By.CSS_SELECTOR, "#chart-bytes polyline").get_attribute("points").split()) >= 2, "a chart")
+    # The chat: the two rooms made above, and the gateway's sessions and deliveries.
+    wait_for(browser, lambda d: card(d, "rooms") == "2", "two rooms")
+    assert card(browser, "sessions on this gateway") is not None and card(browser, "deliveries per second") is not None
     # The cluster overview and the events of this broker's log.
     assert [r[0] for r in table_rows(browser, "brokers")] == ["1"]
     wait_for(browser, lambda d: "listening for Kafka clients" in d.find_element(By.ID, "events").text, "the broker's events")
