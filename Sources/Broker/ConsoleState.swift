@@ -1,4 +1,5 @@
 import Cluster
+import Core
 import Foundation
 import LogStore
 import Security
@@ -74,7 +75,7 @@ extension Broker {
             var policies: [String] = []
             if configuration.cleanupPolicy.contains(.delete) { policies.append("delete") }
             if configuration.cleanupPolicy.contains(.compact) { policies.append("compact") }
-            return (configuration.retentionTime.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 },
+            return (configuration.retentionTime?.milliseconds,
                     configuration.retentionBytes, policies.joined(separator: ","))
         }
         func described(_ index: Int32, leader: Int32, replicas: [Int32], isr: [Int32], log: PartitionLog?) -> ConsoleState.Partition {

@@ -90,18 +90,12 @@ struct Restore: AsyncParsableCommand {
         }
         defer { store.close() }
         for note in store.recoveryNotes { print("replayed: \(note)") }
-        var damage: [Damage] = []
-        var rows: [[String]] = []
-        for partition in store.allPartitions {
-            let summary = partition.summary
-            rows.append([summary.topic, String(summary.partition), String(summary.logStartOffset), String(summary.logEndOffset), String(summary.batchCount)])
-            damage += try partition.verify(checkIndex: true)
-        }
-        print(Inspect.table(header: ["topic", "partition", "start", "end", "batches"], rows: rows))
+        let (table, partitions, damage) = try Inspect.report(store, checkIndex: true)
+        print(table)
         guard damage.isEmpty else {
             for problem in damage { print("  \(problem)") }
             throw OperatorError("the restored copy has \(damage.count) problems")
         }
-        print("restored \(rows.count) partitions to \(data): verified")
+        print("restored \(partitions) partitions to \(data): verified")
     }
 }

@@ -43,6 +43,23 @@ struct Inspect: AsyncParsableCommand {
             throw OperatorError("cannot open \(data): \(error)")
         }
         defer { store.close() }
+        let (table, partitions, damage) = try Self.report(store, checkIndex: !skipIndex)
+        print(table)
+        let topics = store.topicDescriptors
+        print("\(topics.count) topics, \(partitions) partitions in \(data)")
+        if damage.isEmpty {
+            print("verified: every batch's CRC-32C and layout, offsets without holes\(skipIndex ? "" : ", conversation index agrees with the log")")
+        } else {
+            print("DAMAGE: \(damage.count) problems")
+            for problem in damage { print("  \(problem)") }
+            throw ExitCode(1)
+        }
+    }
+
+    /// One line per partition (offsets, sizes, conversations, epoch,
+    /// producers) and every problem `verify` finds: what `inspect` prints,
+    /// and what `restore` checks a restored copy with.
+    static func report(_ store: LogStore, checkIndex: Bool) throws -> (table: String, partitions: Int, damage: [Damage]) {
         let header = ["topic", "partition", "start", "end", "hw", "batches", "bytes", "conversations", "epoch", "producers"]
         var rows: [[String]] = []
         var damage: [Damage] = []
@@ -54,18 +71,9 @@ struct Inspect: AsyncParsableCommand {
                 String(summary.highWatermark), String(summary.batchCount), String(summary.sizeBytes), conversations,
                 summary.leaderEpoch.map(String.init) ?? "-", String(summary.producerCount),
             ])
-            damage += try partition.verify(checkIndex: !skipIndex)
+            damage += try partition.verify(checkIndex: checkIndex)
         }
-        print(Self.table(header: header, rows: rows))
-        let topics = store.topicDescriptors
-        print("\(topics.count) topics, \(rows.count) partitions in \(data)")
-        if damage.isEmpty {
-            print("verified: every batch's CRC-32C and layout, offsets without holes\(skipIndex ? "" : ", conversation index agrees with the log")")
-        } else {
-            print("DAMAGE: \(damage.count) problems")
-            for problem in damage { print("  \(problem)") }
-            throw ExitCode(1)
-        }
+        return (table(header: header, rows: rows), rows.count, damage)
     }
 
     static func table(header: [String], rows: [[String]]) -> String {

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "Tests", "Compat"))
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from test_netcut import ip, namespaces_allowed, wait_port  # noqa: E402
+from test_netcut import build_bridge, ip, namespaces_allowed, remove_bridge, unused_prefix, wait_port  # noqa: E402
 
 BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "postduif"))
 BROKERS = (1, 2, 3)
@@ -54,12 +54,7 @@ class Lost(AssertionError):
 class ChaosCluster:
     def __init__(self):
         tag = "%04x" % random.SystemRandom().randrange(0x10000)
-        used = ip("-4", "addr").stdout + ip("-4", "route").stdout
-        for _ in range(100):
-            prefix = "10.%d.%d." % (random.SystemRandom().randint(200, 250), random.SystemRandom().randint(0, 250))
-            if prefix not in used:
-                break
-        self.prefix, self.tag = prefix, tag
+        self.prefix, self.tag = unused_prefix(), tag
         self.hub = "pchub-" + tag
         self.spaces = {("b", n): "pcb%d-%s" % (n, tag) for n in BROKERS}
         self.spaces.update({("e", n): "pce%d-%s" % (n, tag) for n in MEMBERS})
@@ -88,24 +83,9 @@ class ChaosCluster:
         return ",".join("http://%s:2379" % self.address(("e", n)) for n in MEMBERS)
 
     def build(self):
-        ip("netns", "add", self.hub)
-        self.made.append(self.hub)
-        ip("-n", self.hub, "link", "set", "lo", "up")
-        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.hub, "link", "set", "br0", "up")
-        for node, space in self.spaces.items():
-            ip("netns", "add", space)
-            self.made.append(space)
-            inner = "pc%s%da-%s" % (node[0], node[1], self.tag)
-            ip("-n", space, "link", "set", "lo", "up")
-            ip("link", "add", inner, "netns", space, "type", "veth", "peer", "name", self.link(node), "netns", self.hub)
-            ip("-n", space, "addr", "add", self.address(node) + "/24", "dev", inner)
-            ip("-n", space, "link", "set", inner, "up")
-            ip("-n", self.hub, "link", "set", self.link(node), "master", "br0", "up")
-        ip("link", "add", self.root_link, "type", "veth", "peer", "name", "pcrh-" + self.tag, "netns", self.hub)
-        ip("addr", "add", self.prefix + "254/24", "dev", self.root_link)
-        ip("link", "set", self.root_link, "up")
-        ip("-n", self.hub, "link", "set", "pcrh-" + self.tag, "master", "br0", "up")
+        build_bridge(self.made, self.hub, [(space, "pc%s%da-%s" % (node[0], node[1], self.tag), self.link(node), self.address(node))
+                                           for node, space in self.spaces.items()],
+                     self.root_link, "pcrh-" + self.tag, self.prefix)
 
     def spawn(self, name, node, argv):
         log = open(os.path.join(self.dir, name + ".log"), "ab")
@@ -227,9 +207,7 @@ class ChaosCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        ip("link", "del", self.root_link, check=False)
-        for space in reversed(self.made):
-            ip("netns", "del", space, check=False)
+        remove_bridge(self.made, self.root_link)
         if os.environ.get("CHAOS_KEEP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
 

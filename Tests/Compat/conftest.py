@@ -117,5 +117,13 @@ def kcat(*args, input=None, timeout=60):
     return result
 
 
+def add_users(data_dir, users):
+    """SASL users, {name: password}, in a broker's data directory (postduif user add)."""
+    for user, password in dict(users).items():
+        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", data_dir],
+                               input=(password + "\n").encode(), capture_output=True)
+        assert added.returncode == 0, added.stderr
+
+
 def unique(name):
     return "%s-%d" % (name, int(time.time() * 1000) % 10_000_000)

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, ConfigResource,
                                    NewTopic, ResourcePatternType, ResourceType)
 
-from conftest import BINARY, BrokerProcess, unique
+from conftest import BINARY, BrokerProcess, add_users, unique
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret", "mallory": "mallory-secret"}
 
@@ -20,10 +20,7 @@ USERS = {"admin": "admin-secret", "alice": "alice-secret", "mallory": "mallory-s
 @pytest.fixture(scope="module")
 def acl_broker():
     process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
-    for user, password in USERS.items():
-        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
-                               input=(password + "\n").encode(), capture_output=True)
-        assert added.returncode == 0, added.stderr
+    add_users(process.data_dir, USERS)
     process.start()
     yield process
     assert process.stop() == 0, process.read_log()
@@ -257,10 +254,7 @@ def test_chat_topics_are_the_gateways_alone_unless_an_operator_grants_more():
     from test_chat import GatewayProcess, call
 
     process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin", "--durability", "none"])
-    for user, password in (("postduif-gateway", "gateway-secret"), ("admin", USERS["admin"]), ("archive", "archive-secret")):
-        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
-                               input=(password + "\n").encode(), capture_output=True)
-        assert added.returncode == 0, added.stderr
+    add_users(process.data_dir, (("postduif-gateway", "gateway-secret"), ("admin", USERS["admin"]), ("archive", "archive-secret")))
     process.start()
     gateway = GatewayProcess(process, env=dict(os.environ, POSTDUIF_GATEWAY_BROKER_USER="postduif-gateway", POSTDUIF_GATEWAY_BROKER_PASSWORD="gateway-secret"))
     try:
@@ -310,10 +304,7 @@ def test_every_api_asks_the_authorizer_with_an_allowed_and_a_refused_principal()
     import test_golden_responses as golden
 
     process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
-    for user, password in (("admin", USERS["admin"]), ("alice", USERS["alice"]), ("mallory", USERS["mallory"])):
-        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
-                               input=(password + "\n").encode(), capture_output=True)
-        assert added.returncode == 0, added.stderr
+    add_users(process.data_dir, (("admin", USERS["admin"]), ("alice", USERS["alice"]), ("mallory", USERS["mallory"])))
     process.start()
     try:
         env = dict(os.environ, POSTDUIF_ACL_PASSWORD=USERS["admin"])

@@ -16,7 +16,8 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BINARY, BrokerProcess, unique
+from conftest import BINARY, BrokerProcess, add_users, unique
+from test_cluster_reshape import metadata, wait_for
 
 PARTITIONS = 3
 RECORDS_MAX = 200_000
@@ -93,9 +94,7 @@ def test_a_backup_of_a_broker_under_load_restores_every_record_acknowledged_befo
     restored = tempfile.mkdtemp(prefix="postduif-restored-") + "/data"
     second = None
     try:
-        deadline = time.monotonic() + 60
-        while len(load.snapshot()) < 20_000 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: len(load.snapshot()) >= 20_000, "the load acknowledged 20,000 records")
         before = load.snapshot()
         assert len(before) >= 20_000, "the load did not get going"
         result = subprocess.run([BINARY, "backup", "--broker", fresh_broker.address, "--to", backup], capture_output=True, text=True, timeout=120)
@@ -151,10 +150,7 @@ def test_a_backup_of_a_broker_under_load_restores_every_record_acknowledged_befo
 def test_a_backup_needs_alter_on_the_cluster():
     users = {"admin": "admin-secret", "alice": "alice-secret"}
     process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
-    for user, password in users.items():
-        added = subprocess.run([BINARY, "user", "add", user, "--password-stdin", "--data", process.data_dir],
-                               input=(password + "\n").encode(), capture_output=True)
-        assert added.returncode == 0, added.stderr
+    add_users(process.data_dir, users)
     process.start()
     target = tempfile.mkdtemp(prefix="postduif-backup-")
     try:
@@ -206,15 +202,7 @@ def test_a_broker_restored_from_its_backup_catches_up_from_its_peers():
         assert restored.returncode == 0, restored.stderr + restored.stdout
         cluster.restart(2)
 
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-            if all(2 in partition.isrs for partition in partitions.values()):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("broker 2 did not return to every ISR: %s" % cluster.log(2)[-3000:])
+        wait_for(lambda: all(2 in isr for _, _, isr in metadata(cluster, topic).values()), "broker 2 back in every ISR", timeout=90)
 
         for other in (1, 3):
             cluster.signal(other, signal.SIGTERM)

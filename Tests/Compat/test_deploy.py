@@ -19,29 +19,48 @@ def verify(unit_text, tmp_path):
     return subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
 
 
-def test_the_unit_verifies(tmp_path):
-    with open(UNIT) as f:
+def verified(unit, tmp_path):
+    """A unit file's text, once it passes `systemd-analyze verify`."""
+    with open(unit) as f:
         text = f.read()
     result = verify(text, tmp_path)
     assert result.returncode == 0, result.stderr
+    return text
+
+
+def settings(path, pattern=r"^#?(POSTDUIF_[A-Z_]+)="):
+    """The variable names an environment file sets (or shows commented)."""
+    with open(path) as f:
+        return set(re.findall(pattern, f.read(), re.M))
+
+
+def help_text(*commands):
+    """What `postduif COMMAND --help` prints, for each command given."""
+    return "".join(subprocess.run([BINARY, *command.split(), "--help"], capture_output=True, text=True).stdout for command in commands)
+
+
+def etcd_flags():
+    """The flags of Debian's etcd, from `etcd --help`."""
+    shown = subprocess.run(["etcd", "--help"], capture_output=True, text=True)
+    return set(re.findall(r"--([a-z0-9-]+)", shown.stdout + shown.stderr))
+
+
+def test_the_unit_verifies(tmp_path):
+    text = verified(UNIT, tmp_path)
     assert "KillSignal=SIGTERM" in text and "Restart=on-failure" in text and "StateDirectory=postduif" in text
 
 
 def test_the_gateway_unit_verifies(tmp_path):
-    with open(GATEWAY_UNIT) as f:
-        text = f.read()
-    result = verify(text, tmp_path)
-    assert result.returncode == 0, result.stderr
+    text = verified(GATEWAY_UNIT, tmp_path)
     assert "ExecStart=/usr/local/bin/postduif gateway" in text and "KillSignal=SIGTERM" in text
 
 
 def test_every_setting_in_the_gateway_config_is_a_real_option():
-    with open(GATEWAY_ENV) as f:
-        names = set(re.findall(r"^#?(POSTDUIF_[A-Z_]+)=", f.read(), re.M))
-    help_text = subprocess.run([BINARY, "gateway", "--help"], capture_output=True, text=True).stdout
+    names = settings(GATEWAY_ENV)
+    documented = help_text("gateway")
     assert len(names) >= 6
     for name in names:
-        assert name in help_text, "%s is not documented by postduif gateway --help" % name
+        assert name in documented, "%s is not documented by postduif gateway --help" % name
 
 
 def test_a_broken_unit_fails_verification(tmp_path):
@@ -52,13 +71,11 @@ def test_a_broken_unit_fails_verification(tmp_path):
 
 
 def test_every_setting_in_the_example_config_is_a_real_option():
-    with open(ENV) as f:
-        names = set(re.findall(r"^#?(POSTDUIF_[A-Z_]+)=", f.read(), re.M))
-    help_text = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
-    help_text += subprocess.run([BINARY, "user", "add", "--help"], capture_output=True, text=True).stdout
+    names = settings(ENV)
+    documented = help_text("serve", "user add")
     assert names, "no settings found"
     for name in names:
-        assert name in help_text, "%s is not documented by postduif serve --help" % name
+        assert name in documented, "%s is not documented by postduif serve --help" % name
 
 
 def test_a_config_file_sets_defaults_and_flags_win(fresh_broker, tmp_path):
@@ -83,37 +100,27 @@ ETCD_ENV = os.path.join(ROOT, "Deploy", "config", "postduif-etcd.env")
 
 
 def test_the_cluster_member_unit_verifies(tmp_path):
-    with open(CLUSTER_UNIT) as f:
-        text = f.read()
-    result = verify(text, tmp_path)
-    assert result.returncode == 0, result.stderr
+    text = verified(CLUSTER_UNIT, tmp_path)
     assert "ExecStart=/usr/local/bin/postduif serve" in text and "EnvironmentFile=/etc/postduif/postduif-cluster.env" in text
     assert "StateDirectory=postduif postduif-backup" in text and "KillSignal=SIGTERM" in text
 
 
 def test_the_etcd_unit_verifies(tmp_path):
-    with open(ETCD_UNIT) as f:
-        text = f.read()
-    result = verify(text, tmp_path)
-    assert result.returncode == 0, result.stderr
+    text = verified(ETCD_UNIT, tmp_path)
     assert "ExecStart=/usr/bin/etcd" in text and "Conflicts=etcd.service" in text
 
 
 def test_every_setting_of_a_cluster_member_is_a_real_option():
-    with open(CLUSTER_ENV) as f:
-        names = set(re.findall(r"^#?(POSTDUIF_[A-Z_]+)=", f.read(), re.M))
-    help_text = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
+    names = settings(CLUSTER_ENV)
+    documented = help_text("serve")
     assert len(names) >= 15
     for name in names:
-        assert name in help_text, "%s is not documented by postduif serve --help" % name
+        assert name in documented, "%s is not documented by postduif serve --help" % name
 
 
 def test_every_setting_of_an_etcd_member_is_a_flag_of_debians_etcd():
-    with open(ETCD_ENV) as f:
-        names = set(re.findall(r"^(ETCD_[A-Z_]+)=", f.read(), re.M))
-    help_text = subprocess.run(["etcd", "--help"], capture_output=True, text=True).stdout + \
-        subprocess.run(["etcd", "--help"], capture_output=True, text=True).stderr
-    flags = set(re.findall(r"--([a-z0-9-]+)", help_text))
+    names = settings(ETCD_ENV, r"^(ETCD_[A-Z_]+)=")
+    flags = etcd_flags()
     assert len(names) >= 15 and len(flags) > 50
     for name in names:
         flag = name[len("ETCD_"):].lower().replace("_", "-")

@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import BINARY, ROOT
-from test_netcut import ip, namespaces_allowed
+from test_netcut import build_bridge, namespaces_allowed, remove_bridge, unused_prefix
 
 RUNBOOK = os.path.join(ROOT, "Docs", "deploy-vms.md")
 VMS = (1, 2, 3)
@@ -41,11 +41,7 @@ class Machines:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="postduif-vms-")
         self.tag = "%04x" % (os.getpid() % 0x10000)
-        used = ip("-4", "addr").stdout + ip("-4", "route").stdout
-        for attempt in range(100):
-            self.prefix = "10.%d.%d." % (201 + (os.getpid() + attempt) % 40, (os.getpid() * 7 + attempt) % 250)
-            if self.prefix not in used:
-                break
+        self.prefix = unused_prefix()
         # Mount points this test makes on the host (and removes): the VMs' folders are bound onto them.
         self.mount_points = []
         self.hub = "pvhub-" + self.tag
@@ -64,30 +60,16 @@ class Machines:
         return self.prefix + str(10 + n)
 
     def build(self):
-        ip("netns", "add", self.hub)
-        self.made.append(self.hub)
-        ip("-n", self.hub, "link", "set", "lo", "up")
-        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.hub, "link", "set", "br0", "up")
-        for n, space in self.spaces.items():
-            ip("netns", "add", space)
-            self.made.append(space)
-            inner, outer = "pv%da-%s" % (n, self.tag), "pv%dh-%s" % (n, self.tag)
-            ip("-n", space, "link", "set", "lo", "up")
-            ip("link", "add", inner, "netns", space, "type", "veth", "peer", "name", outer, "netns", self.hub)
-            ip("-n", space, "addr", "add", self.address(n) + "/24", "dev", inner)
-            ip("-n", space, "link", "set", inner, "up")
-            ip("-n", self.hub, "link", "set", outer, "master", "br0", "up")
+        build_bridge(self.made, self.hub, [(space, "pv%da-%s" % (n, self.tag), "pv%dh-%s" % (n, self.tag), self.address(n))
+                                           for n, space in self.spaces.items()],
+                     self.root_link, "pvrh-" + self.tag, self.prefix)
+        for n in VMS:
             for path in BOUND:
                 os.makedirs(os.path.join(self.root(n), path), exist_ok=True)
                 if not os.path.exists("/" + path):
                     os.makedirs("/" + path)
                     self.mount_points.append("/" + path)
             os.makedirs(self.setup(n), exist_ok=True)
-        ip("link", "add", self.root_link, "type", "veth", "peer", "name", "pvrh-" + self.tag, "netns", self.hub)
-        ip("addr", "add", self.prefix + "254/24", "dev", self.root_link)
-        ip("link", "set", self.root_link, "up")
-        ip("-n", self.hub, "link", "set", "pvrh-" + self.tag, "master", "br0", "up")
         os.makedirs(self.admin(), exist_ok=True)
 
     def root(self, n):
@@ -238,9 +220,7 @@ class Machines:
                 except subprocess.TimeoutExpired:
                     unit["process"].kill()
                     unit["process"].wait()
-        ip("link", "del", self.root_link, check=False)
-        for space in reversed(self.made):
-            ip("netns", "del", space, check=False)
+        remove_bridge(self.made, self.root_link)
         for path in reversed(self.mount_points):
             try:
                 os.rmdir(path)

@@ -7,13 +7,13 @@ capabilities, RuntimeDefault seccomp, requests and limits, probes on
 policies that deny by default, TLS from cert-manager-shaped Secrets, the
 authorizer on, and only settings the programs have."""
 import os
-import re
 import subprocess
 
 import pytest
 import yaml
 
-from conftest import BINARY, ROOT
+from conftest import ROOT
+from test_deploy import etcd_flags, help_text
 
 KUBERNETES = os.path.join(ROOT, "Deploy", "kubernetes")
 OVERLAYS = ["single-node", "cluster"]
@@ -128,23 +128,20 @@ def test_tls_comes_from_cert_manager_shaped_secrets_and_the_authorizer_is_on(ren
 
 def test_every_setting_is_one_the_programs_have(rendered):
     _, _, documents = rendered
-    serve = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
-    gateway = subprocess.run([BINARY, "gateway", "--help"], capture_output=True, text=True).stdout
-    etcd = subprocess.run(["etcd", "--help"], capture_output=True, text=True)
-    etcd_flags = set(re.findall(r"--([a-z0-9-]+)", etcd.stdout + etcd.stderr))
+    serve, gateway, flags = help_text("serve"), help_text("gateway"), etcd_flags()
     for config in of_kind(documents, "ConfigMap"):
-        help_text = gateway if config["metadata"]["name"] == "postduif-gateway" else serve
+        documented = gateway if config["metadata"]["name"] == "postduif-gateway" else serve
         for name in config["data"]:
-            assert name in help_text, "%s (%s) is not an option" % (name, config["metadata"]["name"])
+            assert name in documented, "%s (%s) is not an option" % (name, config["metadata"]["name"])
     for workload in of_kind(documents, "StatefulSet", "Deployment"):
         container = workload["spec"]["template"]["spec"]["containers"][0]
-        help_text = gateway if workload["metadata"]["name"] == "postduif-gateway" else serve
+        documented = gateway if workload["metadata"]["name"] == "postduif-gateway" else serve
         for variable in container.get("env", []):
             name = variable["name"]
             if name.startswith("POSTDUIF_"):
-                assert name in help_text, name
+                assert name in documented, name
             elif name.startswith("ETCD_"):
-                assert name[5:].lower().replace("_", "-") in etcd_flags, name
+                assert name[5:].lower().replace("_", "-") in flags, name
 
 
 def test_the_cluster_overlay_makes_three_brokers_on_three_etcd_members():

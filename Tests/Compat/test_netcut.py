@@ -40,15 +40,53 @@ def wait_port(host, port, timeout=30):
     raise AssertionError("%s:%d did not open within %ds" % (host, port, timeout))
 
 
+def unused_prefix():
+    """A 10.x.y. /24 prefix that no address or route of this machine uses."""
+    used = ip("-4", "addr").stdout + ip("-4", "route").stdout
+    for _ in range(100):
+        prefix = "10.%d.%d." % (random.randint(200, 250), random.randint(0, 250))
+        if prefix not in used:
+            break
+    return prefix
+
+
+def build_bridge(made, hub, nodes, root_link, root_peer, prefix, hub_address=None):
+    """Namespaces on one bridge: `hub` holds br0 (with `hub_address` on it,
+    when given); each of `nodes`, (namespace, its link, the link's hub end,
+    address), is joined to it; this namespace joins it through `root_link`
+    (hub end `root_peer`) at prefix.254. Each namespace made is appended to
+    `made`, for `remove_bridge`."""
+    ip("netns", "add", hub)
+    made.append(hub)
+    ip("-n", hub, "link", "set", "lo", "up")
+    ip("-n", hub, "link", "add", "br0", "type", "bridge")
+    if hub_address:
+        ip("-n", hub, "addr", "add", hub_address + "/24", "dev", "br0")
+    ip("-n", hub, "link", "set", "br0", "up")
+    for space, inner, outer, address in nodes:
+        ip("netns", "add", space)
+        made.append(space)
+        ip("-n", space, "link", "set", "lo", "up")
+        ip("link", "add", inner, "netns", space, "type", "veth", "peer", "name", outer, "netns", hub)
+        ip("-n", space, "addr", "add", address + "/24", "dev", inner)
+        ip("-n", space, "link", "set", inner, "up")
+        ip("-n", hub, "link", "set", outer, "master", "br0", "up")
+    ip("link", "add", root_link, "type", "veth", "peer", "name", root_peer, "netns", hub)
+    ip("addr", "add", prefix + "254/24", "dev", root_link)
+    ip("link", "set", root_link, "up")
+    ip("-n", hub, "link", "set", root_peer, "master", "br0", "up")
+
+
+def remove_bridge(made, root_link):
+    ip("link", "del", root_link, check=False)
+    for space in reversed(made):
+        ip("netns", "del", space, check=False)
+
+
 class NetnsCluster:
     def __init__(self):
         tag = "%04x" % random.randrange(0x10000)
-        used = ip("-4", "addr").stdout + ip("-4", "route").stdout
-        for _ in range(100):
-            prefix = "10.%d.%d." % (random.randint(200, 250), random.randint(0, 250))
-            if prefix not in used:
-                break
-        self.prefix = prefix
+        self.prefix = unused_prefix()
         self.hub = "pdhub-" + tag
         self.spaces = {n: "pdb%d-%s" % (n, tag) for n in (1, 2, 3)}
         self.links = {n: "pb%dh-%s" % (n, tag) for n in (1, 2, 3)}
@@ -69,24 +107,9 @@ class NetnsCluster:
         return ",".join("%s:9092" % self.address(n) for n in (1, 2, 3))
 
     def build(self):
-        ip("netns", "add", self.hub)
-        self.made.append(self.hub)
-        ip("-n", self.hub, "link", "set", "lo", "up")
-        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.hub, "addr", "add", self.etcd + "/24", "dev", "br0")
-        ip("-n", self.hub, "link", "set", "br0", "up")
-        for n, space in self.spaces.items():
-            ip("netns", "add", space)
-            self.made.append(space)
-            ip("-n", space, "link", "set", "lo", "up")
-            ip("link", "add", "pb%da-%s" % (n, self.hub[-4:]), "netns", space, "type", "veth", "peer", "name", self.links[n], "netns", self.hub)
-            ip("-n", space, "addr", "add", self.address(n) + "/24", "dev", "pb%da-%s" % (n, self.hub[-4:]))
-            ip("-n", space, "link", "set", "pb%da-%s" % (n, self.hub[-4:]), "up")
-            ip("-n", self.hub, "link", "set", self.links[n], "master", "br0", "up")
-        ip("link", "add", self.root_link, "type", "veth", "peer", "name", "pdrh-" + self.hub[-4:], "netns", self.hub)
-        ip("addr", "add", self.prefix + "254/24", "dev", self.root_link)
-        ip("link", "set", self.root_link, "up")
-        ip("-n", self.hub, "link", "set", "pdrh-" + self.hub[-4:], "master", "br0", "up")
+        tag = self.hub[-4:]
+        build_bridge(self.made, self.hub, [(space, "pb%da-%s" % (n, tag), self.links[n], self.address(n)) for n, space in self.spaces.items()],
+                     self.root_link, "pdrh-" + tag, self.prefix, hub_address=self.etcd)
 
     def spawn(self, name, space, argv):
         log = open(os.path.join(self.dir, name + ".log"), "ab")
@@ -137,9 +160,7 @@ class NetnsCluster:
 
     def remove(self):
         self.stop()
-        ip("link", "del", self.root_link, check=False)
-        for space in reversed(self.made):
-            ip("netns", "del", space, check=False)
+        remove_bridge(self.made, self.root_link)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def leader(self, topic, avoid=None, timeout=30):
