@@ -19,6 +19,9 @@ let package = Package(
         .executable(name: "postduif-bench", targets: ["postduif-bench"]),
         .library(name: "LogStore", targets: ["LogStore"]),
         .library(name: "KafkaWire", targets: ["KafkaWire"]),
+        // Producer, group consumer and admin calls over SwiftNIO, for
+        // services in Swift (Docs/services.md).
+        .library(name: "PostduifClient", targets: ["PostduifClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -106,6 +109,26 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The Swift client library: a cluster's connections and metadata,
+        // an idempotent batching producer, a classic-protocol group
+        // consumer, admin calls.
+        .target(
+            name: "PostduifClient",
+            dependencies: ["KafkaWire", "KafkaNIO"],
+            swiftSettings: strictSettings
+        ),
+        // HTTP access to the streams: the REST Proxy v2 API and Server-Sent
+        // Events, in the broker's process, through PostduifClient.
+        .target(
+            name: "HTTPProxy",
+            dependencies: [
+                "KafkaWire", "KafkaNIO", "PostduifClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // Cluster control: the controller state machine (pure), and later the
         // drivers that apply it through Coordination.
         .target(
@@ -174,7 +197,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security",
+                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security", "HTTPProxy", "PostduifClient",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -24,6 +24,9 @@ dir=${2:-/tmp/postduif-cluster}
 etcd_port=${ETCD_PORT:-2379}
 kafka_base=${KAFKA_PORT_BASE:-9092}
 http_base=${HTTP_PORT_BASE:-9644}
+# The HTTP proxies: 8082, 8083, 8084 (POSTDUIF_HTTP_PROXY_PORT=0 in the
+# environment: free ports, as the tests ask).
+proxy_base=${HTTP_PROXY_PORT_BASE:-8082}
 binary=${BINARY:-.build/release/postduif}
 
 # Broker N's own arguments: its embedded gateway, when asked for.
@@ -52,6 +55,23 @@ wait_port() {
     return 1
 }
 
+# Until the broker's /ready says 200: registered in etcd and the cluster
+# read, so a topic created right after `start` counts all three.
+wait_ready() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>/dev/tcp/127.0.0.1/"$1" && printf 'GET /ready HTTP/1.0\r\n\r\n' >&3 && read -r status <&3 && [[ $status == *" 200 "* ]]) 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "the broker with operations port $1 is not ready after 30 s; see the logs in $dir" >&2
+    return 1
+}
+
+proxy_args() {
+    if [ "${POSTDUIF_HTTP_PROXY_PORT:-}" = 0 ]; then echo "--http-proxy-port 0"; else echo "--http-proxy-port $((proxy_base + $1 - 1))"; fi
+}
+
 start_etcd() {
     local peer=$((etcd_port + 1))
     etcd --name local --data-dir "$dir/etcd/data" \
@@ -73,13 +93,14 @@ start)
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
         port=$((kafka_base + id - 1))
-        "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
+        "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) $(proxy_args "$id") \
             --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
             ${BROKER_ARGS:-} $(gateway_args "$id") > "$dir/broker-$id/log.txt" 2>&1 &
         echo $! > "$dir/broker-$id/pid"
         brokers="$brokers${brokers:+,}127.0.0.1:$port"
     done
     for id in 1 2 3; do wait_port $((kafka_base + id - 1)); done
+    for id in 1 2 3; do wait_ready $((http_base + id - 1)); done
     echo "$brokers" > "$dir/bootstrap"
     echo "Postduif cluster: etcd on http://127.0.0.1:$etcd_port, brokers on $brokers"
     echo "  produce: echo 'room-1:hello' | kcat -P -b $brokers -t conversations -K : -X topic.request.required.acks=all"
@@ -90,7 +111,7 @@ restart)
     # Starts broker N of a running cluster again (after it was killed).
     id=${3:?broker id}
     port=$((kafka_base + id - 1))
-    "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
+    "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) $(proxy_args "$id") \
         --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
         ${BROKER_ARGS:-} $(gateway_args "$id") >> "$dir/broker-$id/log.txt" 2>&1 &
     echo $! > "$dir/broker-$id/pid"

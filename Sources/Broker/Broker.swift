@@ -57,6 +57,10 @@ public final class Broker: Sendable {
 
     /// True while the Kafka listener is bound (for `/ready`).
     public var isListening: Bool { listening.withLock { $0 } }
+    /// True once the Kafka listener is bound and, in a cluster, the broker
+    /// has registered and read the cluster (`/ready`): before that a
+    /// CreateTopics it answered would not count it among the live brokers.
+    public var isReady: Bool { isListening && cluster?.hasJoined != false }
     /// The leader epoch a single node stamps; a cluster's controller bumps it.
     let leaderEpoch: Int32 = 0
 

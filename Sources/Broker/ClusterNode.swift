@@ -60,6 +60,9 @@ public final class ClusterNode: Sendable {
     private let creatingOffsetsTopic = Mutex(false)
     /// The lease this node registered under, once registered.
     private let lease = Mutex<Int64?>(nil)
+    /// Set once the node is registered and has read the cluster: until
+    /// then it cannot place replicas or answer Metadata with its peers.
+    private let joined = Mutex(false)
 
     public init(broker: Broker, membership: Membership, view: ClusterView, replication: ReplicationState, logger: Logger) {
         self.broker = broker
@@ -70,6 +73,12 @@ public final class ClusterNode: Sendable {
     }
 
     var myID: Int32 { membership.brokerID }
+
+    /// Registered under its lease and the cluster read once (for `/ready`).
+    /// It stays true through later watch breaks and controller changes:
+    /// readiness that flapped with them would pull every broker out of its
+    /// Service at once.
+    public var hasJoined: Bool { joined.withLock { $0 } }
     var coordination: any Coordination { membership.coordination }
 
     public func run() async throws {
@@ -107,6 +116,7 @@ public final class ClusterNode: Sendable {
             broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: fresh.ownConfigs, cluster: fresh.defaultConfigs) }, assignments: fresh.assignments)
             removeStaleReplicas(fresh)
             applyRoles()
+            joined.withLock { $0 = true }
             do {
                 for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
                     observe(event.keyValue, deleted: event.kind == .delete)

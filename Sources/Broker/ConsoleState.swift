@@ -141,6 +141,17 @@ extension Broker {
     /// password checked as SASL PLAIN checks it (against the user's
     /// SCRAM-SHA-512 credential), and the principal allowed Describe on the
     /// cluster by the authorizer (super users are).
+    /// Whether `password` is `user`'s (its SCRAM credential), as SASL
+    /// PLAIN checks it: for the HTTP proxy's Basic authentication.
+    public func passwordMatches(user: String, password: String) -> Bool {
+        for hash in [ScramHash.sha512, .sha256] {
+            guard let credential = try? users.credential(user: user, hash: hash) else { continue }
+            let expected = hash.credential(password: password, salt: credential.salt, iterations: credential.iterations)
+            return constantTimeEqual(expected.storedKey, credential.storedKey)
+        }
+        return false
+    }
+
     public func consoleAllows(user: String, password: String, host: String) -> Bool {
         guard let credential = try? users.credential(user: user, hash: .sha512) else { return false }
         let expected = ScramHash.sha512.credential(password: password, salt: credential.salt, iterations: credential.iterations)

@@ -9,11 +9,24 @@ import KafkaWire
 struct LocalClient: KafkaLocalBroker {
     let broker: Broker
     let name: String
+    /// Who the requests act for, when not the broker itself: a user the
+    /// HTTP proxy authenticated (nil there: anonymous), from `host`.
+    var actingFor: (user: String?, host: String)? = nil
 
     func answer(_ frame: [UInt8]) async throws -> [UInt8]? {
+        var session = ClientSession(client: name, host: actingFor?.host ?? name, listener: broker.configuration.effectiveInterBrokerListener)
+        if let actingFor {
+            // The HTTP proxy checked the user's password: its requests are
+            // the user's, and the authorizer decides as on a Kafka port.
+            session.authenticatedUser = actingFor.user
+            let answer = try await broker.stage(frame: frame, session: &session)
+            switch answer {
+            case .ready(let response): return response
+            case .pending(let finish): return await finish()
+            }
+        }
         // In the same process there is no one to authenticate: the session
         // counts as signed in, as the gateway's SASL user would be.
-        var session = ClientSession(client: name, host: name, listener: broker.configuration.effectiveInterBrokerListener)
         session.authenticatedUser = "in-process:\(name)"
         session.inProcess = true
         switch try await broker.stage(frame: frame, session: &session) {
@@ -35,6 +48,13 @@ extension Broker {
     /// A client for code in this process (the embedded gateway).
     public func localClient(name: String) -> any KafkaLocalBroker {
         LocalClient(broker: self, name: name)
+    }
+
+    /// A client acting for `user` (nil: anonymous) connecting from `host`:
+    /// the HTTP proxy's requests, under the same ACLs as a Kafka port's.
+    /// An anonymous session on a listener that asks for SASL is refused.
+    public func localClient(name: String, actingFor user: String?, host: String) -> any KafkaLocalBroker {
+        LocalClient(broker: self, name: name, actingFor: (user, host))
     }
 
     /// Whether `appendOne` takes appends: not while partitions here have

@@ -6,6 +6,8 @@ import Coordination
 import Fanout
 import Foundation
 import Gateway
+import HTTPProxy
+import KafkaNIO
 import LogStore
 import Logging
 import Metrics
@@ -109,6 +111,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "With --with-gateway: the HTTP port for Matrix clients (POSTDUIF_GATEWAY_PORT).")
     var gatewayPort: Int = Environment.integer("GATEWAY_PORT") ?? GatewayConfiguration().port
 
+    @Option(help: "Serve HTTP access to the streams (the REST Proxy v2 API and Server-Sent Events, Docs/services.md): true or false (POSTDUIF_HTTP_PROXY).")
+    var httpProxy: Bool = Environment.string("HTTP_PROXY").flatMap(Bool.init) ?? true
+
+    @Option(help: "The HTTP proxy's port, on --host; 0 picks a free one (POSTDUIF_HTTP_PROXY_PORT).")
+    var httpProxyPort: Int = Environment.integer("HTTP_PROXY_PORT") ?? 8082
+
     @OptionGroup(title: "Listeners and TLS") var security: SecurityOptions
 
     @OptionGroup(title: "Topic defaults, retention and compaction") var topics: TopicOptions
@@ -116,6 +124,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "With --with-gateway") var chat: ChatOptions
 
     func run() async throws {
+        let processStart = ContinuousClock.now
         // `replicated` is the cluster's name for acknowledging on receipt:
         // every in-sync replica has written the batch, none waits for a sync.
         let clustered = !(etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "").isEmpty
@@ -250,7 +259,7 @@ struct Serve: AsyncParsableCommand {
                 broker.refreshMetrics()
                 return registry.emitToString()
             },
-            isReady: { broker.isListening && gateway?.isReady != false }))
+            isReady: { broker.isReady && gateway?.isReady != false }))
         let fanOut = FanOut(broker: broker, logger: logger)
         for api in fanOut.extensionAPIs { broker.register(api) }
         broker.register(broker.backupAPI)
@@ -264,6 +273,19 @@ struct Serve: AsyncParsableCommand {
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
             broker.attach(node)
             services.append(ClusterService(node: node, shutdownTimeout: configuration.controlledShutdownTimeout))
+        }
+        if httpProxy {
+            let interBroker = configuration.interBrokerClient
+            let proxy = HTTPProxy(configuration: HTTPProxyConfiguration(
+                host: host, port: httpProxyPort,
+                bootstrap: ["\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"],
+                requireAuthentication: configuration.effectiveListeners.contains { $0.securityProtocol.requiresSASL },
+                authenticate: { user, password in broker.passwordMatches(user: user, password: password) },
+                localBroker: { user, host in broker.localClient(name: "postduif-http-proxy", actingFor: user, host: host) },
+                remoteSecurity: { credentials in KafkaClientSecurity(tls: interBroker.tls, sasl: credentials) },
+                wallMilliseconds: { Int64(Date().timeIntervalSince1970 * 1000) },
+                monotonicMilliseconds: { Int64((ContinuousClock.now - processStart) / .milliseconds(1)) }), logger: logger)
+            services.append(HTTPProxyService(proxy: proxy, announce: "postduif HTTP proxy (REST Proxy v2, Server-Sent Events) on http://\(host):%d"))
         }
         if let gateway {
             // Last: a graceful shutdown stops the services in reverse, so

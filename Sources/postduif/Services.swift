@@ -6,6 +6,7 @@ import Core
 import Fanout
 import Foundation
 import Gateway
+import HTTPProxy
 import KafkaWire
 import LogStore
 import Logging
@@ -195,6 +196,21 @@ struct LogCleanerService: Service {
             }
             let due = start + .seconds(Double(bytes) / bytesPerSecond)
             if due > now { Thread.sleep(forTimeInterval: Double((due - now).milliseconds) / 1000) }
+        }
+    }
+}
+
+/// The HTTP proxy (REST Proxy v2 and Server-Sent Events) as a service.
+struct HTTPProxyService: Service {
+    let proxy: HTTPProxy
+    /// The line printed once listening; `%d` becomes the bound port.
+    let announce: String
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await proxy.run { port in
+                FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+            }
         }
     }
 }

@@ -18,6 +18,11 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "postduif"))
 
+# Every broker a test starts serves its HTTP proxy on a free port unless
+# the test names one: several brokers run at once, and 8082 (the
+# default) may be taken.
+os.environ.setdefault("POSTDUIF_HTTP_PROXY_PORT", "0")
+
 
 def free_port():
     with socket.socket() as s:
@@ -62,6 +67,7 @@ class BrokerProcess(ServerProcess):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="postduif-compat-")
         self.port = free_port()
         self.http_port = free_port()
+        self.proxy_port = free_port()
         self.extra_args = list(extra_args)
         self.command_prefix = list(command_prefix)
         self.process = None
@@ -71,11 +77,15 @@ class BrokerProcess(ServerProcess):
     def address(self):
         return "127.0.0.1:%d" % self.port
 
+    @property
+    def proxy_url(self):
+        return "http://127.0.0.1:%d" % self.proxy_port
+
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command_prefix + [BINARY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.http_port),
-             "--data", self.data_dir,
+             "--http-proxy-port", str(self.proxy_port), "--data", self.data_dir,
              "--log-level", os.environ.get("POSTDUIF_TEST_LOG_LEVEL", "debug")] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

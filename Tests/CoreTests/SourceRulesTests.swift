@@ -40,6 +40,10 @@ struct SourceRulesTests {
         // KafkaNIO
         "Sources/KafkaNIO/Leaders.swift": "retries while a new topic's leaders are elected",
         "Sources/KafkaNIO/ParkedTimeouts.swift": "the event-loop timer of every parked deadline",
+        // HTTPProxy
+        "Sources/HTTPProxy/HTTPProxy.swift": "consumer instances' heartbeats and idle expiry",
+        // PostduifClient
+        "Sources/PostduifClient/": "a client library: retries with backoff, heartbeats, a poll's rest while nothing is assigned",
         // LogStore
         "Sources/LogStore/GroupCommit.swift": "the group-commit thread's batching window",
         // The composition root.

@@ -100,6 +100,18 @@ public struct OffsetCommitResponse: Sendable, Equatable {
             }
         }
     }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> OffsetCommitResponse {
+        if version >= 3 { _ = try reader.readInt32() }
+        let topics = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> (name: String, partitions: [(index: Int32, errorCode: Int16)]) in
+            let name = try reader.readString()
+            let partitions = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> (index: Int32, errorCode: Int16) in
+                (try reader.readInt32(), try reader.readInt16())
+            } ?? []
+            return (name, partitions)
+        } ?? []
+        return OffsetCommitResponse(topics: topics)
+    }
 }
 
 public struct OffsetFetchRequest: Sendable, Equatable {

@@ -92,4 +92,13 @@ public struct FindCoordinatorResponse: Sendable, Equatable {
         writer.writeString(host)
         writer.writeInt32(port)
     }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> FindCoordinatorResponse {
+        let throttle = version >= 1 ? try reader.readInt32() : 0
+        let errorCode = try reader.readInt16()
+        let message = version >= 1 ? try reader.readNullableString() : nil
+        var response = FindCoordinatorResponse(errorCode: errorCode, errorMessage: message, nodeID: try reader.readInt32(), host: try reader.readString(), port: try reader.readInt32())
+        response.throttleTimeMilliseconds = throttle
+        return response
+    }
 }

@@ -157,4 +157,14 @@ public struct DeleteTopicsResponse: Sendable, Equatable {
             writer.writeInt16(result.errorCode)
         }
     }
+
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> DeleteTopicsResponse {
+        let throttle = version >= 1 ? try reader.readInt32() : 0
+        let results = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> (name: String, errorCode: Int16) in
+            (try reader.readString(), try reader.readInt16())
+        } ?? []
+        var response = DeleteTopicsResponse(results: results)
+        response.throttleTimeMilliseconds = throttle
+        return response
+    }
 }

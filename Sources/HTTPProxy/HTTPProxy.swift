@@ -1,0 +1,221 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KafkaNIO
+import KafkaWire
+import Logging
+import NIOCore
+import PostduifClient
+import Synchronization
+
+/// What the HTTP proxy needs of the broker it runs in.
+public struct HTTPProxyConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Brokers for addresses that are not this one (a cluster's others).
+    public var bootstrap: [String]
+    /// Whether every request must carry HTTP Basic credentials (the
+    /// broker's Kafka listeners ask for SASL).
+    public var requireAuthentication: Bool
+    /// Checks a user's password (the broker's SCRAM credentials).
+    public var authenticate: @Sendable (_ user: String, _ password: String) -> Bool
+    /// The broker in this process, acting for `user` (nil: anonymous):
+    /// its ACLs decide as on the Kafka port.
+    public var localBroker: @Sendable (_ user: String?, _ host: String) -> any KafkaLocalBroker
+    /// How connections to the other brokers of a cluster prove themselves
+    /// for a user: TLS where the inter-broker listener has it, SASL PLAIN
+    /// with the user's own password.
+    public var remoteSecurity: @Sendable (_ credentials: SaslCredentials?) -> KafkaClientSecurity
+    /// Wall clock and monotonic clock, in milliseconds.
+    public var wallMilliseconds: @Sendable () -> Int64
+    public var monotonicMilliseconds: @Sendable () -> Int64
+    /// An unused consumer instance is closed after this long.
+    public var instanceIdleMilliseconds: Int64 = 300_000
+
+    public init(host: String, port: Int, bootstrap: [String], requireAuthentication: Bool,
+                authenticate: @escaping @Sendable (String, String) -> Bool,
+                localBroker: @escaping @Sendable (String?, String) -> any KafkaLocalBroker,
+                remoteSecurity: @escaping @Sendable (SaslCredentials?) -> KafkaClientSecurity,
+                wallMilliseconds: @escaping @Sendable () -> Int64, monotonicMilliseconds: @escaping @Sendable () -> Int64) {
+        self.host = host
+        self.port = port
+        self.bootstrap = bootstrap
+        self.requireAuthentication = requireAuthentication
+        self.authenticate = authenticate
+        self.localBroker = localBroker
+        self.remoteSecurity = remoteSecurity
+        self.wallMilliseconds = wallMilliseconds
+        self.monotonicMilliseconds = monotonicMilliseconds
+    }
+}
+
+/// The request context: Hummingbird's basic one and the client's address.
+struct ProxyRequestContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    var clientAddress: String { remoteAddress?.ipAddress ?? "unknown" }
+}
+
+/// Who a request acts as, and the client that carries its requests.
+struct Caller: Sendable {
+    var principal: String
+    var client: KafkaClient
+}
+
+/// HTTP access to the broker's streams (Docs/services.md): the REST Proxy
+/// v2 API as Confluent's REST Proxy and Redpanda's HTTP Proxy serve it,
+/// and live subscriptions as Server-Sent Events. Every request goes to
+/// the brokers as Kafka requests of the caller's principal, so the same
+/// ACLs decide, and consumer instances are members of the same groups as
+/// Kafka clients.
+public final class HTTPProxy: Sendable {
+    let configuration: HTTPProxyConfiguration
+    let logger: Logger
+    let instances: ConsumerInstances
+    private let clients = Mutex<[String: KafkaClient]>([:])
+    private let serving = Mutex(false)
+
+    public init(configuration: HTTPProxyConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        instances = ConsumerInstances(idleMilliseconds: configuration.instanceIdleMilliseconds)
+    }
+
+    public var isServing: Bool { serving.withLock { $0 } }
+
+    /// Serves until cancelled; `onListening` gets the bound port.
+    public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
+        let app = Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-http-proxy"),
+            onServerRunning: { channel in
+                self.serving.withLock { $0 = true }
+                onListening(channel.localAddress?.port ?? 0)
+            },
+            logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.runService() }
+            // Consumer instances' heartbeats (an HTTP client polls when it
+            // likes; its membership must live between) and idle expiry.
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(500))
+                    await self.upkeep()
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        for instance in instances.all { await instance.consumer.close(commit: instance.autoCommit) }
+        for client in clients.withLock({ Array($0.values) }) { await client.close() }
+    }
+
+    func upkeep() async {
+        for instance in instances.expire(now: configuration.monotonicMilliseconds()) {
+            logger.info("closing an idle consumer instance", metadata: ["group": "\(instance.group)", "instance": "\(instance.name)"])
+            await instance.consumer.close(commit: instance.autoCommit)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for instance in instances.all {
+                group.addTask {
+                    do {
+                        try await instance.consumer.maintain()
+                    } catch {
+                        self.logger.debug("a consumer instance's heartbeat failed", metadata: ["group": "\(instance.group)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Callers
+
+    /// The caller's principal from HTTP Basic, checked like SASL PLAIN.
+    func caller(_ request: Request, _ context: ProxyRequestContext) throws(ProxyError) -> Caller {
+        var credentials: SaslCredentials?
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("basic ") {
+            guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+                  let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
+                throw .unauthenticated
+            }
+            let user = String(text[..<colon])
+            let password = String(text[text.index(after: colon)...])
+            guard configuration.authenticate(user, password) else {
+                throw ProxyError(code: 40101, message: "the user name or password is wrong")
+            }
+            credentials = SaslCredentials(user: user, password: password)
+        } else if configuration.requireAuthentication {
+            throw .unauthenticated
+        }
+        let key = credentials.map { $0.user + "\u{0}" + $0.password } ?? ""
+        let host = context.clientAddress
+        let client = clients.withLock { known in
+            if let client = known[key + "\u{0}" + host] { return client }
+            let made = KafkaClient(ClientConfiguration(
+                bootstrap: configuration.bootstrap, clientID: "postduif-http-proxy", security: configuration.remoteSecurity(credentials),
+                local: configuration.localBroker(credentials?.user, host)))
+            known[key + "\u{0}" + host] = made
+            return made
+        }
+        return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client)
+    }
+
+    /// Runs `body` for the request's caller; a refusal becomes its answer.
+    func answer(_ request: Request, _ context: ProxyRequestContext, _ body: (Caller) async throws -> Response) async -> Response {
+        do {
+            return try await body(try caller(request, context))
+        } catch let error as ProxyError {
+            return error.response
+        } catch {
+            return ProxyError.kafka(error).response
+        }
+    }
+
+    static func json(_ object: Any, status: HTTPResponse.Status = .ok, contentType: String = ProxyMedia.v2Json) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.fragmentsAllowed, .withoutEscapingSlashes])) ?? Data("null".utf8)
+        return Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static let noContent = Response(status: .noContent)
+
+    /// The request's JSON body (an object), up to `limit` bytes.
+    static func body(_ request: Request, limit: Int = 64 << 20) async throws -> [String: Any] {
+        let buffer = try await request.body.collect(upTo: limit)
+        guard buffer.readableBytes > 0 else { return [:] }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)), let body = object as? [String: Any] else {
+            throw ProxyError(code: 40001, message: "the request body is not a JSON object")
+        }
+        return body
+    }
+
+    static func partitionList(_ value: Any?) throws(ProxyError) -> [TopicPartition] {
+        guard let entries = value as? [[String: Any]] else { throw .unprocessable("expected a list of {\"topic\", \"partition\"}") }
+        var partitions: [TopicPartition] = []
+        for entry in entries {
+            guard let topic = entry["topic"] as? String, let partition = (entry["partition"] as? NSNumber)?.int32Value else {
+                throw .unprocessable("each entry needs a topic and a partition")
+            }
+            partitions.append(TopicPartition(topic, partition))
+        }
+        return partitions
+    }
+
+    static func offsetList(_ value: Any?) throws(ProxyError) -> [TopicPartition: Int64] {
+        guard let entries = value as? [[String: Any]] else { throw .unprocessable("expected a list of {\"topic\", \"partition\", \"offset\"}") }
+        var offsets: [TopicPartition: Int64] = [:]
+        for entry in entries {
+            guard let topic = entry["topic"] as? String, let partition = (entry["partition"] as? NSNumber)?.int32Value,
+                  let offset = (entry["offset"] as? NSNumber)?.int64Value else {
+                throw .unprocessable("each entry needs a topic, a partition and an offset")
+            }
+            offsets[TopicPartition(topic, partition)] = offset
+        }
+        return offsets
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KafkaWire
+import NIOCore
+import PostduifClient
+
+extension HTTPProxy {
+    func router() -> Router<ProxyRequestContext> {
+        let router = Router(context: ProxyRequestContext.self)
+        router.get("/") { _, _ in Self.json([String: Any]()) }
+        router.get("/brokers") { request, context in
+            await self.answer(request, context) { caller in
+                Self.json(["brokers": try await Admin(client: caller.client).brokers()])
+            }
+        }
+        router.get("/topics") { request, context in
+            await self.answer(request, context) { caller in
+                Self.json(try await Admin(client: caller.client).topics().map(\.name).filter { !$0.hasPrefix("__") })
+            }
+        }
+        router.get("/topics/:topic") { request, context in
+            await self.answer(request, context) { caller in
+                let topic = try context.parameters.require("topic")
+                let description = try await self.describe(topic, caller)
+                return Self.json(["name": topic, "partitions": description.partitions.map(Self.partitionJSON)])
+            }
+        }
+        router.get("/topics/:topic/partitions") { request, context in
+            await self.answer(request, context) { caller in
+                Self.json(try await self.describe(try context.parameters.require("topic"), caller).partitions.map(Self.partitionJSON))
+            }
+        }
+        router.get("/topics/:topic/partitions/:partition") { request, context in
+            await self.answer(request, context) { caller in
+                let partition = try context.parameters.require("partition", as: Int32.self)
+                guard let found = try await self.describe(try context.parameters.require("topic"), caller).partitions.first(where: { $0.index == partition }) else {
+                    throw ProxyError.partitionNotFound(partition)
+                }
+                return Self.json(Self.partitionJSON(found))
+            }
+        }
+        router.post("/topics/:topic") { request, context in
+            await self.answer(request, context) { caller in
+                try await self.produce(request, topic: try context.parameters.require("topic"), partition: nil, caller)
+            }
+        }
+        router.post("/topics/:topic/partitions/:partition") { request, context in
+            await self.answer(request, context) { caller in
+                try await self.produce(request, topic: try context.parameters.require("topic"),
+                                       partition: try context.parameters.require("partition", as: Int32.self), caller)
+            }
+        }
+        router.get("/topics/:topic/events") { request, context in
+            await self.answer(request, context) { caller in try await self.topicEvents(request, topic: try context.parameters.require("topic"), caller) }
+        }
+        consumerRoutes(router)
+        return router
+    }
+
+    func describe(_ topic: String, _ caller: Caller) async throws -> Admin.TopicDescription {
+        let found = try await Admin(client: caller.client).topics([topic])
+        guard let description = found.first(where: { $0.name == topic }) else { throw ProxyError.topicNotFound(topic) }
+        return description
+    }
+
+    static func partitionJSON(_ partition: Admin.TopicDescription.Partition) -> [String: Any] {
+        ["partition": partition.index, "leader": partition.leader,
+         "replicas": partition.replicas.map { ["broker": $0, "leader": $0 == partition.leader, "in_sync": partition.inSync.contains($0)] }]
+    }
+
+    // MARK: Produce
+
+    func produce(_ request: Request, topic: String, partition: Int32?, _ caller: Caller) async throws -> Response {
+        let contentType = request.headers[.contentType]
+        guard let format = ProxyMedia.format(contentType) else {
+            throw ProxyError(code: 41501, message: "Content-Type \(contentType ?? "(none)") is not served: use \(ProxyMedia.jsonV2) or \(ProxyMedia.binaryV2) (schemas are not served)")
+        }
+        let body = try await Self.body(request)
+        guard let entries = body["records"] as? [[String: Any]], !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
+        var records: [ProducerRecord] = []
+        for entry in entries {
+            let chosen = partition ?? (entry["partition"] as? NSNumber)?.int32Value
+            records.append(ProducerRecord(topic: topic, partition: chosen, key: try format.bytes(entry["key"]), value: try format.bytes(entry["value"])))
+        }
+        // The topic must exist: the REST Proxy answers 404 rather than
+        // one error per record.
+        do {
+            _ = try await caller.client.partitionCount(topic, autoCreate: true)
+        } catch let error as ClientError where error.errorCode == .unknownTopicOrPartition {
+            throw ProxyError.topicNotFound(topic)
+        }
+        let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
+        let results = await producer.send(records)
+        if let refused = results.compactMap({ result -> ClientError? in if case .failure(let error) = result { error } else { nil } }).first,
+           [.topicAuthorizationFailed, .clusterAuthorizationFailed].contains(refused.errorCode) {
+            throw ProxyError.kafka(refused)
+        }
+        let offsets: [[String: Any]] = results.map { result in
+            switch result {
+            case .success(let written): ["partition": written.partition, "offset": written.offset, "error_code": NSNull(), "error": NSNull()]
+            case .failure(let error): ["partition": NSNull(), "offset": NSNull(), "error_code": error.isRetriable ? 1 : 2, "error": error.description]
+            }
+        }
+        return Self.json(["key_schema_id": NSNull(), "value_schema_id": NSNull(), "offsets": offsets])
+    }
+}

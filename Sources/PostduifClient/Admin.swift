@@ -1,0 +1,89 @@
+import KafkaNIO
+import KafkaWire
+
+/// Topics and ACLs, as Kafka's admin clients manage them.
+public struct Admin: Sendable {
+    public let client: KafkaClient
+
+    public init(client: KafkaClient) {
+        self.client = client
+    }
+
+    static let createTopicsVersion: Int16 = 4
+    static let deleteTopicsVersion: Int16 = 3
+    static let aclsVersion: Int16 = 1
+
+    /// A topic and its partitions as Metadata gives them.
+    public struct TopicDescription: Sendable, Equatable {
+        public struct Partition: Sendable, Equatable {
+            public var index: Int32
+            public var leader: Int32
+            public var replicas: [Int32]
+            public var inSync: [Int32]
+        }
+
+        public var name: String
+        public var partitions: [Partition]
+    }
+
+    /// Creates a topic; replication factor -1 takes the broker's default.
+    /// A topic that exists already is an error (`.topicAlreadyExists`).
+    public func createTopic(_ name: String, partitions: Int32, replicationFactor: Int16 = -1, configs: [String: String] = [:]) async throws {
+        let request = CreateTopicsRequest(topics: [.init(name: name, partitionCount: partitions, replicationFactor: replicationFactor,
+                                                         configs: configs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })])
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .createTopics, version: Self.createTopicsVersion, { request.encode(&$0, version: Self.createTopicsVersion) },
+                                  decode: { try CreateTopicsResponse.decode(&$0, version: Self.createTopicsVersion) })
+        }
+        if let result = response.topics.first, result.errorCode != 0 {
+            throw ClientError(code: result.errorCode, "creating topic \(name)\(result.errorMessage.map { ": \($0)" } ?? "")")
+        }
+    }
+
+    public func deleteTopic(_ name: String) async throws {
+        let request = DeleteTopicsRequest(topicNames: [name])
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .deleteTopics, version: Self.deleteTopicsVersion, { request.encode(&$0, version: Self.deleteTopicsVersion) },
+                                  decode: { try DeleteTopicsResponse.decode(&$0, version: Self.deleteTopicsVersion) })
+        }
+        if let result = response.results.first, result.errorCode != 0 {
+            throw ClientError(code: result.errorCode, "deleting topic \(name)")
+        }
+    }
+
+    /// Every topic the caller may describe, with its partitions.
+    public func topics(_ names: [String]? = nil) async throws -> [TopicDescription] {
+        let response = try await client.metadata(names)
+        return response.topics.filter { $0.errorCode == 0 }.map { topic in
+            TopicDescription(name: topic.name, partitions: topic.partitions.sorted { $0.index < $1.index }.map {
+                .init(index: $0.index, leader: $0.leaderID, replicas: $0.replicaNodes, inSync: $0.isrNodes)
+            })
+        }.sorted { $0.name < $1.name }
+    }
+
+    /// The brokers' ids.
+    public func brokers() async throws -> [Int32] {
+        try await client.metadata([]).brokers.map(\.nodeID).sorted()
+    }
+
+    public func createAcls(_ entries: [AclEntry]) async throws {
+        let request = CreateAclsRequest(creations: entries)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .createAcls, version: Self.aclsVersion, { request.encode(&$0, version: Self.aclsVersion) },
+                                  decode: { try CreateAclsResponse.decode(&$0, version: Self.aclsVersion) })
+        }
+        if let refused = response.results.first(where: { $0.errorCode != 0 }) {
+            throw ClientError(code: refused.errorCode, "creating ACLs\(refused.errorMessage.map { ": \($0)" } ?? "")")
+        }
+    }
+
+    public func describeAcls(_ filter: AclEntryFilter) async throws -> [AclEntry] {
+        let request = DescribeAclsRequest(filter: filter)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .describeAcls, version: Self.aclsVersion, { request.encode(&$0, version: Self.aclsVersion) },
+                                  decode: { try DescribeAclsResponse.decode(&$0, version: Self.aclsVersion) })
+        }
+        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "describing ACLs") }
+        return response.acls
+    }
+}

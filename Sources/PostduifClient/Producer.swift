@@ -1,0 +1,230 @@
+import KafkaNIO
+import KafkaWire
+
+/// A record to send.
+public struct ProducerRecord: Sendable {
+    public var topic: String
+    /// Nil: by the key's hash (Kafka's murmur2, as the Java client and
+    /// librdkafka's `murmur2_random`), or spread when there is no key.
+    public var partition: Int32?
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [RecordHeader]
+    /// Milliseconds since 1970; nil: when the batch is built.
+    public var timestamp: Int64?
+
+    public init(topic: String, partition: Int32? = nil, key: [UInt8]? = nil, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64? = nil) {
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+    }
+}
+
+/// Where an acknowledged record was written.
+public struct RecordMetadata: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+}
+
+/// A producer: records sent to one partition while a request to it is
+/// unanswered wait and then go together in the next batch (batching
+/// without a linger timer); with idempotence on, each batch carries the
+/// producer id and its partition's sequence, so a batch sent again after
+/// a lost answer is stored once; retriable refusals (leadership moving, a
+/// topic just made) are sent again up to the client's `retries`.
+///
+/// No task of its own: the caller that finds a partition idle sends its
+/// batch; when it is answered, the first record that queued meanwhile
+/// is woken to send the next batch for all that queued.
+public actor Producer {
+    public let client: KafkaClient
+    public let acks: Int16
+    public let idempotent: Bool
+    /// The most a batch carries; more records wait for the next one.
+    public let batchBytesMax: Int
+    private let clock: @Sendable () -> Int64
+
+    private enum Turn {
+        case done(Result<RecordMetadata, any Error>)
+        case send
+    }
+
+    private struct Waiting {
+        var record: ProducerRecord
+        var continuation: CheckedContinuation<Turn, Never>
+    }
+
+    private struct PartitionQueue {
+        var waiting: [Waiting] = []
+        var sending = false
+        var nextSequence: Int32 = 0
+    }
+
+    private var queues: [TopicPartition: PartitionQueue] = [:]
+    private var producerID: (id: Int64, epoch: Int16)?
+    private var spread: [String: Int32] = [:]
+
+    static let produceVersion: Int16 = 7
+    static let initProducerIdVersion: Int16 = 1
+
+    /// `clock`: the wall clock in milliseconds, for record timestamps.
+    public init(client: KafkaClient, acks: Int16 = -1, idempotent: Bool = true, batchBytesMax: Int = 1 << 20, clock: @escaping @Sendable () -> Int64) {
+        self.client = client
+        self.acks = idempotent ? -1 : acks
+        self.idempotent = idempotent
+        self.batchBytesMax = batchBytesMax
+        self.clock = clock
+    }
+
+    /// Sends one record; returns once it is acknowledged.
+    public func send(_ record: ProducerRecord) async throws -> RecordMetadata {
+        let place = TopicPartition(record.topic, try await choosePartition(record))
+        if queues[place]?.sending == true {
+            let turn = await withCheckedContinuation { continuation in
+                queues[place, default: PartitionQueue()].waiting.append(Waiting(record: record, continuation: continuation))
+            }
+            if case .done(let result) = turn { return try result.get() }
+            // Woken to send: this record is first among those waiting.
+            var batch = takeBatch(place)
+            let results = await sendBatch(place, batch.map(\.record))
+            let mine = results[0]
+            // The first entry is this caller's own, already resumed.
+            batch.removeFirst()
+            finish(place, batch, results.dropFirst())
+            return try mine.get()
+        }
+        queues[place, default: PartitionQueue()].sending = true
+        let mine = await sendBatch(place, [record])[0]
+        finish(place, [], [])
+        return try mine.get()
+    }
+
+    /// Answers the rest of a sent batch, then wakes the next sender.
+    private func finish(_ place: TopicPartition, _ batch: [Waiting], _ results: ArraySlice<Result<RecordMetadata, any Error>>) {
+        for (entry, result) in zip(batch, results) { entry.continuation.resume(returning: .done(result)) }
+        if let next = queues[place]?.waiting.first {
+            next.continuation.resume(returning: .send)
+        } else {
+            queues[place]?.sending = false
+        }
+    }
+
+    /// Those waiting, up to `batchBytesMax`, the woken one first.
+    private func takeBatch(_ place: TopicPartition) -> [Waiting] {
+        guard var queue = queues[place] else { return [] }
+        var bytes = 0
+        var count = 0
+        for entry in queue.waiting {
+            let size = (entry.record.key?.count ?? 0) + (entry.record.value?.count ?? 0) + 32
+            if count > 0 && bytes + size > batchBytesMax { break }
+            bytes += size
+            count += 1
+        }
+        let batch = Array(queue.waiting.prefix(count))
+        queue.waiting.removeFirst(count)
+        queues[place] = queue
+        return batch
+    }
+
+    /// Sends many records at once; each one's result in order.
+    public func send(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
+        await withTaskGroup(of: (Int, Result<RecordMetadata, ClientError>).self) { group in
+            for (position, record) in records.enumerated() {
+                group.addTask {
+                    do {
+                        return (position, .success(try await self.send(record)))
+                    } catch let error as ClientError {
+                        return (position, .failure(error))
+                    } catch {
+                        return (position, .failure(ClientError("\(error)")))
+                    }
+                }
+            }
+            var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: records.count)
+            for await (position, result) in group { results[position] = result }
+            return results
+        }
+    }
+
+    private func choosePartition(_ record: ProducerRecord) async throws -> Int32 {
+        let count = try await client.partitionCount(record.topic, autoCreate: true)
+        if let partition = record.partition {
+            guard partition >= 0, partition < count else {
+                throw ClientError(code: ErrorCode.unknownTopicOrPartition.rawValue, "\(record.topic) has no partition \(partition)")
+            }
+            return partition
+        }
+        if let key = record.key { return KafkaPartitioner.partition(forKey: key, partitionCount: count) }
+        let next = spread[record.topic, default: 0]
+        spread[record.topic] = (next + 1) % count
+        return next % count
+    }
+
+    private func ensureProducerID() async throws -> (id: Int64, epoch: Int16) {
+        if let producerID { return producerID }
+        let request = InitProducerIdRequest(transactionalID: nil, transactionTimeoutMilliseconds: 60_000)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .initProducerId, version: Self.initProducerIdVersion, { request.encode(&$0, version: Self.initProducerIdVersion) },
+                                  decode: { try InitProducerIdResponse.decode(&$0, version: Self.initProducerIdVersion) })
+        }
+        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "InitProducerId") }
+        let made = (response.producerID, response.producerEpoch)
+        producerID = made
+        return made
+    }
+
+    /// One batch to its partition's leader, sent again on retriable
+    /// refusals with the same sequence.
+    private func sendBatch(_ place: TopicPartition, _ records: [ProducerRecord]) async -> [Result<RecordMetadata, any Error>] {
+        do {
+            var builder = RecordBatchBuilder()
+            if idempotent {
+                let (id, epoch) = try await ensureProducerID()
+                builder.producerID = id
+                builder.producerEpoch = epoch
+                builder.baseSequence = queues[place]?.nextSequence ?? 0
+                queues[place]?.nextSequence = (queues[place]?.nextSequence ?? 0) &+ Int32(records.count)
+            }
+            let now = clock()
+            for record in records {
+                builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now)
+            }
+            let batch = builder.build()
+            let request = ProduceRequest(acks: acks, timeoutMilliseconds: 30_000,
+                                         topics: [.init(topic: place.topic, partitions: [.init(index: place.partition, batch: batch)])])
+            var lastError = ClientError("not sent")
+            for attempt in 0...client.configuration.retries {
+                do {
+                    let address = try await client.leader(place, refresh: attempt > 0)
+                    let response = try await client.call(address, .produce, version: Self.produceVersion, { request.encode(&$0, version: Self.produceVersion) },
+                                                         decode: { try ProduceResponse.decode(&$0, version: Self.produceVersion) })
+                    guard let answer = response.topics.first?.partitions.first else { throw ClientError("an empty Produce answer") }
+                    if answer.errorCode == 0 || answer.errorCode == ErrorCode.duplicateSequenceNumber.rawValue {
+                        return records.indices.map { .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: answer.baseOffset + Int64($0))) }
+                    }
+                    throw ClientError(code: answer.errorCode, "producing to \(place)\(answer.errorMessage.map { ": \($0)" } ?? "")")
+                } catch let error as ClientError {
+                    lastError = error
+                    guard error.isRetriable else { break }
+                }
+                try await Task.sleep(for: .milliseconds(min(50 * (attempt + 1), 1_000)))
+            }
+            // A batch given up leaves a gap in the sequence: the next batch
+            // starts a new producer id, as a restarted producer would.
+            if idempotent { resetSequences() }
+            return records.map { _ in .failure(lastError) }
+        } catch {
+            if idempotent { resetSequences() }
+            return records.map { _ in .failure(error) }
+        }
+    }
+
+    private func resetSequences() {
+        producerID = nil
+        for place in queues.keys { queues[place]?.nextSequence = 0 }
+    }
+}
