@@ -264,7 +264,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BrokerTests",
-            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", "Security", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["Broker", "Fanout", "ChatWire", "Cluster", "LogStore", "KafkaWire", "KafkaNIO", "Security", "TestSupport", "PostduifClient", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Helpers shared by test targets: a real etcd on free loopback ports.

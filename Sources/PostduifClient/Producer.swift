@@ -186,8 +186,9 @@ public actor Producer {
                 let (id, epoch) = try await ensureProducerID()
                 builder.producerID = id
                 builder.producerEpoch = epoch
-                builder.baseSequence = queues[place]?.nextSequence ?? 0
-                queues[place]?.nextSequence = (queues[place]?.nextSequence ?? 0) &+ Int32(records.count)
+                let sequence = queues[place]?.nextSequence ?? 0
+                builder.baseSequence = sequence
+                queues[place]?.nextSequence = sequence &+ Int32(records.count)
             }
             let now = clock()
             for record in records {

@@ -207,9 +207,16 @@ struct HTTPProxyService: Service {
     let announce: String
 
     func run() async throws {
+        // A graceful shutdown cancels the proxy; what it throws then is
+        // the cancellation, not a failure of the node.
         try await cancelWhenGracefulShutdown {
-            try await proxy.run { port in
-                FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+            do {
+                try await proxy.run { port in
+                    FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
+                }
+            } catch {
+                guard !Task.isCancelled else { return }
+                throw error
             }
         }
     }

@@ -1,0 +1,106 @@
+import Foundation
+import KafkaWire
+import LogStore
+import PostduifClient
+import Synchronization
+import Testing
+
+@testable import Broker
+
+/// The Swift client library against a real broker (its request handlers,
+/// in-process): admin calls, the batching producer, and a group of two
+/// consumers through a rebalance, every record read once.
+@Suite struct PostduifClientTests {
+    static let start = ContinuousClock.now
+    static let monotonic: @Sendable () -> Int64 = { Int64((ContinuousClock.now - start) / .milliseconds(1)) }
+    static let wall: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    func client(_ test: TestBroker) -> KafkaClient {
+        KafkaClient(ClientConfiguration(bootstrap: ["127.0.0.1:9999"], local: test.broker.localClient(name: "library-test")))
+    }
+
+    @Test func adminProducerAndAGroupOfTwoThroughARebalance() async throws {
+        let test = try TestBroker()
+        let client = client(test)
+        let admin = Admin(client: client)
+        try await admin.createTopic("library", partitions: 4)
+        do {
+            try await admin.createTopic("library", partitions: 4)
+            Issue.record("a second create of one topic succeeded")
+        } catch let error as ClientError {
+            #expect(error.errorCode == .topicAlreadyExists)
+        }
+        let described = try #require(try await admin.topics(["library"]).first)
+        #expect(described.partitions.map(\.index) == [0, 1, 2, 3])
+
+        // Records sent at once share batches; each gets its own offset.
+        let producer = Producer(client: client, clock: Self.wall)
+        let records = (0..<100).map { ProducerRecord(topic: "library", partition: Int32($0 % 4), key: Array("k\($0)".utf8), value: Array("\($0)".utf8)) }
+        let results = await producer.send(records)
+        let written = try results.map { try $0.get() }
+        for partition in Int32(0)..<4 {
+            #expect(written.filter { $0.partition == partition }.map(\.offset).sorted() == Array(0..<25))
+        }
+
+        let events = Mutex<[String]>([])
+        var settings = GroupConsumer.Configuration(group: "library-group")
+        settings.offsetReset = .earliest
+        settings.heartbeatIntervalMilliseconds = 100
+        let first = GroupConsumer(client: client, configuration: settings, clock: Self.monotonic) { change in
+            events.withLock { $0.append(change == .revoked([]) ? "revoked none" : "\(change)") }
+        }
+        let second = GroupConsumer(client: client, configuration: settings, clock: Self.monotonic)
+        await first.subscribe(["library"])
+        var read: [String] = []
+        // The first member alone takes all four partitions and reads half
+        // of them, committing what it read.
+        while await first.assignment.count < 4 {
+            read += try await first.poll(maxWaitMilliseconds: 100).map { String(decoding: $0.value ?? [], as: UTF8.self) }
+        }
+        try await first.commit()
+        await second.subscribe(["library"])
+        // Each member polls in its own loop, as separate services would,
+        // until the group settles at two partitions each and every record
+        // is read.
+        let shared = ReadValues(read)
+        let deadline = ContinuousClock.now + .seconds(30)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for member in [first, second] {
+                group.addTask {
+                    while ContinuousClock.now < deadline {
+                        let firstHas = await first.assignment.count
+                        let secondHas = await second.assignment.count
+                        if firstHas == 2 && secondHas == 2 && shared.values.withLock({ $0.count }) >= 100 { return }
+                        let got = try await member.poll(maxWaitMilliseconds: 100)
+                        shared.values.withLock { $0 += got.map { String(decoding: $0.value ?? [], as: UTF8.self) } }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        read = shared.values.withLock { $0 }
+        let firstPartitions = await first.assignment
+        let secondPartitions = await second.assignment
+        #expect(firstPartitions.count == 2 && secondPartitions.count == 2)
+        #expect(Set(firstPartitions).isDisjoint(with: secondPartitions))
+        #expect(read.sorted() == (0..<100).map(String.init).sorted(), "every record once: \(read.count) read")
+        #expect(events.withLock { $0 }.contains { $0.hasPrefix("revoked") }, "the first member's partitions were revoked: \(events.withLock { $0 })")
+
+        // Committed offsets are what a member leaving hands over.
+        try await first.commit()
+        try await second.commit()
+        let committed = try await first.committedOffsets((0..<4).map { TopicPartition("library", $0) })
+        #expect(committed.values.sorted() == [25, 25, 25, 25])
+        await first.close()
+        await second.close()
+    }
+}
+
+/// Values read by members looping in tasks of their own.
+final class ReadValues: Sendable {
+    let values: Mutex<[String]>
+
+    init(_ start: [String]) {
+        values = Mutex(start)
+    }
+}
