@@ -122,13 +122,21 @@ let package = Package(
         .target(
             name: "HTTPProxy",
             dependencies: [
-                "KafkaWire", "KafkaNIO", "PostduifClient",
+                "KafkaWire", "KafkaNIO", "PostduifClient", "Security",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
+        // The archive's files: events per conversation and month, manifests,
+        // a hash chain, retention by a selection list (`postduif archive`).
+        .target(name: "Archive", dependencies: ["COpenSSL"], swiftSettings: strictSettings),
         // Cluster control: the controller state machine (pure), and later the
         // drivers that apply it through Coordination.
         .target(
@@ -197,7 +205,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security", "HTTPProxy", "PostduifClient",
+                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security", "HTTPProxy", "PostduifClient", "Archive",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

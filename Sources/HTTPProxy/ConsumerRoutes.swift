@@ -121,7 +121,8 @@ extension HTTPProxy {
                                         requestTimeoutMilliseconds: min(max(timeout, 0), 30_000), consumer: consumer, now: clock())
         guard instances.add(instance) else { throw ProxyError(code: 40902, message: "Consumer instance with the specified name already exists.") }
         let host = request.head.authority ?? "\(self.configuration.host):\(self.configuration.port)"
-        return Self.json(["instance_id": name, "base_uri": "http://\(host)/consumers/\(group)/instances/\(name)"])
+        let scheme = self.configuration.tls == nil ? "http" : "https"
+        return Self.json(["instance_id": name, "base_uri": "\(scheme)://\(host)/consumers/\(group)/instances/\(name)"])
     }
 
     /// Records since the last call: long-polls up to the timeout for some.

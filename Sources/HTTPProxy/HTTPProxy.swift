@@ -1,11 +1,13 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import KafkaNIO
 import KafkaWire
 import Logging
 import NIOCore
 import PostduifClient
+import Security
 import Synchronization
 
 /// What the HTTP proxy needs of the broker it runs in.
@@ -31,6 +33,8 @@ public struct HTTPProxyConfiguration: Sendable {
     public var monotonicMilliseconds: @Sendable () -> Int64
     /// An unused consumer instance is closed after this long.
     public var instanceIdleMilliseconds: Int64 = 300_000
+    /// HTTPS with the broker's certificate (nil: plain HTTP).
+    public var tls: ReloadableTLSContext?
 
     public init(host: String, port: Int, bootstrap: [String], requireAuthentication: Bool,
                 authenticate: @escaping @Sendable (String, String) -> Bool,
@@ -93,6 +97,7 @@ public final class HTTPProxy: Sendable {
     public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         let app = Application(
             router: router(),
+            server: HTTPServerBuilder { [tls = configuration.tls] responder in ProxyHTTP1Channel(responder: responder, tls: tls) },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-http-proxy"),
             onServerRunning: { channel in
                 self.serving.withLock { $0 = true }

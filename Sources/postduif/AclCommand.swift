@@ -38,6 +38,15 @@ struct Acl: AsyncParsableCommand {
         var tlsKeyFile: String?
 
         func open() async throws -> KafkaClientConnection {
+            let security = try self.security()
+            guard let colon = broker.lastIndex(of: ":"), let port = Int(broker[broker.index(after: colon)...]) else {
+                throw OperatorError("--broker \(broker) is not host:port")
+            }
+            return try await connect(host: String(broker[..<colon]), port: port, security: security)
+        }
+
+        /// TLS and SASL as the options say.
+        func security() throws -> KafkaClientSecurity {
             var security = KafkaClientSecurity()
             if tls || tlsCertFile != nil {
                 do {
@@ -57,11 +66,12 @@ struct Acl: AsyncParsableCommand {
                 }
                 security.sasl = SaslCredentials(user: user, password: password)
             }
-            guard let colon = broker.lastIndex(of: ":"), let port = Int(broker[broker.index(after: colon)...]) else {
-                throw OperatorError("--broker \(broker) is not host:port")
-            }
+            return security
+        }
+
+        private func connect(host: String, port: Int, security: KafkaClientSecurity) async throws -> KafkaClientConnection {
             do {
-                return try await KafkaClientConnection.connect(host: String(broker[..<colon]), port: port, clientID: "postduif-acl", security: security)
+                return try await KafkaClientConnection.connect(host: host, port: port, clientID: "postduif-acl", security: security)
             } catch {
                 throw OperatorError("cannot reach \(broker): \(error)")
             }

@@ -276,7 +276,7 @@ struct Serve: AsyncParsableCommand {
         }
         if httpProxy {
             let interBroker = configuration.interBrokerClient
-            let proxy = HTTPProxy(configuration: HTTPProxyConfiguration(
+            var proxyConfiguration = HTTPProxyConfiguration(
                 host: host, port: httpProxyPort,
                 bootstrap: ["\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"],
                 requireAuthentication: configuration.effectiveListeners.contains { $0.securityProtocol.requiresSASL },
@@ -284,8 +284,12 @@ struct Serve: AsyncParsableCommand {
                 localBroker: { user, host in broker.localClient(name: "postduif-http-proxy", actingFor: user, host: host) },
                 remoteSecurity: { credentials in KafkaClientSecurity(tls: interBroker.tls, sasl: credentials) },
                 wallMilliseconds: { Int64(Date().timeIntervalSince1970 * 1000) },
-                monotonicMilliseconds: { Int64((ContinuousClock.now - processStart) / .milliseconds(1)) }), logger: logger)
-            services.append(HTTPProxyService(proxy: proxy, announce: "postduif HTTP proxy (REST Proxy v2, Server-Sent Events) on http://\(host):%d"))
+                monotonicMilliseconds: { Int64((ContinuousClock.now - processStart) / .milliseconds(1)) })
+            // A broker with a certificate serves HTTPS only: Basic
+            // credentials are passwords.
+            proxyConfiguration.tls = tls
+            let proxy = HTTPProxy(configuration: proxyConfiguration, logger: logger)
+            services.append(HTTPProxyService(proxy: proxy, announce: "postduif HTTP proxy (REST Proxy v2, Server-Sent Events) on \(tls == nil ? "http" : "https")://\(host):%d"))
         }
         if let gateway {
             // Last: a graceful shutdown stops the services in reverse, so

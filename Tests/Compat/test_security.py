@@ -634,3 +634,30 @@ def test_the_operations_port_over_tls(certificates):
     finally:
         assert process.stop() == 0
         shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def test_the_http_proxy_serves_https_with_the_broker_certificate_and_asks_for_basic_credentials(certificates):
+    """With a certificate the HTTP proxy speaks HTTPS only, and a listener
+    asking for SASL makes it ask for the same users' passwords."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    process = tls_broker(certificates)
+    try:
+        context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+        url = "https://127.0.0.1:%d/topics/%s" % (process.proxy_port, unique("https"))
+        body = json.dumps({"records": [{"value": {"sealed": True}}]}).encode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/vnd.kafka.json.v2+json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, context=context, timeout=10)
+        assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"].startswith("Basic")
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"alice:wonderland").decode())
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            assert json.loads(answer.read())["offsets"][0]["error_code"] is None
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/topics" % process.proxy_port, timeout=5).read()
+    finally:
+        assert process.stop() == 0
+        shutil.rmtree(process.data_dir, ignore_errors=True)
