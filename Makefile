@@ -13,7 +13,7 @@ VENV := .venv
 PYTHON ?= python3
 DATA ?= ./data
 
-.PHONY: deps build release image test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner chaos cluster cluster-stop clean
+.PHONY: deps build release image test lint compat fuzz run inspect bench bench-tool bench-compare bench-chat-compare bench-security bench-cleaner bench-http chaos cluster cluster-stop clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -131,6 +131,13 @@ bench-security: deps
 bench-cleaner: deps $(VENV)/.installed
 	$(SWIFT) build -c release --product postduif
 	$(VENV)/bin/python Benchmarks/cleaner-bench.py --rate $${RATE:-50000} --linger $${LINGER:-5} --pairs $${PAIRS:-3}
+
+# HTTP (REST Proxy v2 produce with wrk, Server-Sent Events) against the
+# Kafka port in one sitting (Docs/benchmarks.md); PAIRS, BENCH_SECONDS.
+bench-http: deps $(VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; $$SUDO apt-get install -y -qq wrk; }
+	$(SWIFT) build -c release --product postduif
+	$(VENV)/bin/python Benchmarks/http-bench.py --pairs $${PAIRS:-3} --seconds $${BENCH_SECONDS:-10}
 
 # The fault campaign (root, for network namespaces): ROUNDS rounds of the
 # schedule SEED gives; a failing seed replays with the same SEED.

@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        // WebSocket subscriptions of the HTTP proxy.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
         // HTTP/1 and its conversion to HTTP types, which Hummingbird builds on:
         // the gateway's sync fast path sits between them.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
@@ -125,6 +127,7 @@ let package = Package(
                 "KafkaWire", "KafkaNIO", "PostduifClient", "Security",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

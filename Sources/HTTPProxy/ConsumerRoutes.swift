@@ -155,10 +155,20 @@ extension HTTPProxy {
     /// (committing what was sent); otherwise every partition (or
     /// `partition`) from `from` (earliest, latest or an offset).
     func topicEvents(_ request: Request, topic: String, _ caller: Caller) async throws -> Response {
-        let query = request.uri.queryParameters
-        guard let format = EmbeddedFormat(rawValue: query.get("format") ?? "binary") else { throw ProxyError.unprocessable("format is json or binary") }
-        let from = query.get("from") ?? "latest"
-        var settings = GroupConsumer.Configuration(group: query.get("group") ?? "postduif-sse-\(UInt64.random(in: 0...UInt64.max))")
+        var query: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters { query[String(name)] = String(value) }
+        guard let format = EmbeddedFormat(rawValue: query["format"] ?? "binary") else { throw ProxyError.unprocessable("format is json or binary") }
+        let (consumer, autoCommit) = try await subscription(topic: topic, query: query, caller)
+        return eventStream(consumer, format: format, autoCommit: autoCommit, closeAfter: true)
+    }
+
+    /// The reader of a live subscription (Server-Sent Events, WebSocket):
+    /// with `group`, a member of that group committing what was sent;
+    /// otherwise every partition (or `partition`) from `from` (earliest,
+    /// latest or an offset), without a group.
+    func subscription(topic: String, query: [String: String], _ caller: Caller) async throws -> (GroupConsumer, autoCommit: Bool) {
+        let from = query["from"] ?? "latest"
+        var settings = GroupConsumer.Configuration(group: query["group"] ?? "postduif-stream-\(UInt64.random(in: 0...UInt64.max))")
         settings.offsetReset = from == "earliest" ? .earliest : .latest
         let consumer = GroupConsumer(client: caller.client, configuration: settings, clock: configuration.monotonicMilliseconds)
         let count: Int32
@@ -167,15 +177,15 @@ extension HTTPProxy {
         } catch let error as ClientError where error.errorCode == .unknownTopicOrPartition {
             throw ProxyError.topicNotFound(topic)
         }
-        if query.get("group") != nil {
+        if query["group"] != nil {
             await consumer.subscribe([topic])
-        } else {
-            let partitions = query.get("partition", as: Int32.self).map { [$0] } ?? Array(0..<count)
-            if let bad = partitions.first(where: { $0 < 0 || $0 >= count }) { throw ProxyError.partitionNotFound(bad) }
-            let offset: Int64?? = Int64(from).map { .some($0) } ?? .some(nil)
-            try await consumer.assign(Dictionary(uniqueKeysWithValues: partitions.map { (TopicPartition(topic, $0), offset ?? nil) }))
+            return (consumer, true)
         }
-        return eventStream(consumer, format: format, autoCommit: query.get("group") != nil, closeAfter: true)
+        let partitions = query["partition"].flatMap { Int32($0) }.map { [$0] } ?? Array(0..<count)
+        if let bad = partitions.first(where: { $0 < 0 || $0 >= count }) { throw ProxyError.partitionNotFound(bad) }
+        let offset: Int64? = Int64(from)
+        try await consumer.assign(Dictionary(uniqueKeysWithValues: partitions.map { (TopicPartition(topic, $0), offset) }))
+        return (consumer, false)
     }
 
     /// Records as `text/event-stream`: an event per record (its id is

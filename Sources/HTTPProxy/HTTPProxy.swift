@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import HummingbirdWebSocket
 import KafkaNIO
 import KafkaWire
 import Logging
@@ -97,7 +98,11 @@ public final class HTTPProxy: Sendable {
     public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         let app = Application(
             router: router(),
-            server: HTTPServerBuilder { [tls = configuration.tls] responder in ProxyHTTP1Channel(responder: responder, tls: tls) },
+            server: HTTPServerBuilder { [tls = configuration.tls] responder in
+                TLSFirst(tls: tls, base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init()) { head, channel, _ in
+                    await self.webSocketUpgrade(head, remote: channel.remoteAddress?.ipAddress ?? "unknown")
+                })
+            },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-http-proxy"),
             onServerRunning: { channel in
                 self.serving.withLock { $0 = true }
@@ -143,8 +148,12 @@ public final class HTTPProxy: Sendable {
 
     /// The caller's principal from HTTP Basic, checked like SASL PLAIN.
     func caller(_ request: Request, _ context: ProxyRequestContext) throws(ProxyError) -> Caller {
+        try caller(authorization: request.headers[.authorization], host: context.clientAddress)
+    }
+
+    func caller(authorization: String?, host: String) throws(ProxyError) -> Caller {
         var credentials: SaslCredentials?
-        if let header = request.headers[.authorization], header.lowercased().hasPrefix("basic ") {
+        if let header = authorization, header.lowercased().hasPrefix("basic ") {
             guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
                   let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
                 throw .unauthenticated
@@ -159,7 +168,6 @@ public final class HTTPProxy: Sendable {
             throw .unauthenticated
         }
         let key = credentials.map { $0.user + "\u{0}" + $0.password } ?? ""
-        let host = context.clientAddress
         let client = clients.withLock { known in
             if let client = known[key + "\u{0}" + host] { return client }
             let made = KafkaClient(ClientConfiguration(

@@ -54,6 +54,16 @@ extension HTTPProxy {
         router.get("/topics/:topic/events") { request, context in
             await self.answer(request, context) { caller in try await self.topicEvents(request, topic: try context.parameters.require("topic"), caller) }
         }
+        // What reaches the router here was not upgraded: say why.
+        router.get("/topics/:topic/ws") { request, context in
+            await self.answer(request, context) { caller in
+                var query: [String: String] = [:]
+                for (name, value) in request.uri.queryParameters { query[String(name)] = String(value) }
+                let (consumer, _) = try await self.subscription(topic: try context.parameters.require("topic"), query: query, caller)
+                await consumer.close()
+                throw ProxyError(code: 42601, message: "a WebSocket upgrade is needed here (Connection: Upgrade, Upgrade: websocket)")
+            }
+        }
         consumerRoutes(router)
         return router
     }

@@ -301,7 +301,7 @@ def test_every_route_of_the_openapi_description_is_served(broker):
     for path, operations in description["paths"].items():
         url = broker.proxy_url + path.format(topic=topic, partition=0, group="doc-group", instance="absent-instance")
         for method in ("get", "post", "delete"):
-            if method not in operations or path.endswith("/events"):
+            if method not in operations or path.endswith("/events") or path.endswith("/ws"):
                 continue
             body = {} if method == "post" else None
             content_type = JSON_V2 if path.startswith("/topics/") else V2
@@ -309,3 +309,41 @@ def test_every_route_of_the_openapi_description_is_served(broker):
             assert status != 404 or (isinstance(answer, dict) and "error_code" in answer), (method, path, status, answer)
             checked += 1
     assert checked >= 20
+
+
+def test_a_websocket_subscription_receives_live_records_and_is_refused_without_authority(broker, acl_broker):
+    import asyncio
+    import aiohttp
+
+    topic = unique("http-ws")
+    make_topic(broker, topic, 2)
+    call("%s/topics/%s" % (broker.proxy_url, topic), "POST", {"records": [{"value": {"n": 0}, "partition": 0}]}, content_type=JSON_V2)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect("%s/topics/%s/ws?from=earliest&format=json" % (broker.proxy_url.replace("http", "ws"), topic)) as socket:
+                for n in (1, 2):
+                    status, _ = await asyncio.to_thread(call, "%s/topics/%s" % (broker.proxy_url, topic), "POST",
+                                                        {"records": [{"value": {"n": n}, "partition": n % 2}]}, JSON_V2)
+                    assert status == 200
+                got = []
+                while len(got) < 3:
+                    message = await asyncio.wait_for(socket.receive(), 30)
+                    assert message.type == aiohttp.WSMsgType.TEXT, message
+                    got.append(json.loads(message.data)["value"]["n"])
+                return sorted(got)
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+    # Without a WebSocket upgrade the route says what it needs.
+    assert call("%s/topics/%s/ws" % (broker.proxy_url, topic))[1]["error_code"] == 42601
+    # Where SASL is asked for, no credentials: the socket closes at once
+    # with a policy violation that carries the proxy's error.
+
+    async def refused():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect("%s/topics/%s/ws" % (acl_broker.proxy_url.replace("http", "ws"), "ministry-x")) as socket:
+                message = await asyncio.wait_for(socket.receive(), 30)
+                return message.type, socket.close_code, message.extra
+
+    kind, code, reason = asyncio.run(refused())
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 1008 and reason.startswith("40101"), (kind, code, reason)
