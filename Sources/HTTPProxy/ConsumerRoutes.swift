@@ -200,7 +200,7 @@ extension HTTPProxy {
             try await writer.write(ByteBuffer(string: ": postduif\n\n"))
             do {
                 while !Task.isCancelled {
-                    let records = try await consumer.poll(maxWaitMilliseconds: 1_000)
+                    let records = try await consumer.poll(maxWaitMilliseconds: 5_000)
                     if records.isEmpty {
                         if clock() - quietSince >= 15_000 {
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))

@@ -38,7 +38,9 @@ extension HTTPProxy {
                 group.addTask { for try await _ in inbound {} }
                 group.addTask {
                     while !Task.isCancelled {
-                        let records = try await consumer.poll(maxWaitMilliseconds: 1_000)
+                        // A long wait: an idle subscription costs a Fetch every
+                        // few seconds, not every second (10,000 of them idle).
+                        let records = try await consumer.poll(maxWaitMilliseconds: 5_000)
                         for record in records {
                             let data = try JSONSerialization.data(withJSONObject: try self.recordJSON(record, format), options: [.withoutEscapingSlashes])
                             // Awaited: a slow reader slows the reading.

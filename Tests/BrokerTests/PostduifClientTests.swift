@@ -1,7 +1,7 @@
 import Foundation
 import KafkaWire
 import LogStore
-import PostduifClient
+@testable import PostduifClient
 import Synchronization
 import Testing
 
@@ -93,6 +93,36 @@ import Testing
         #expect(committed.values.sorted() == [25, 25, 25, 25])
         await first.close()
         await second.close()
+    }
+}
+
+/// The consumer protocol's bytes and assignors, as Kafka clients write and
+/// compute them (a group mixes this library's members with theirs).
+@Suite struct ConsumerProtocolTests {
+    @Test func rangeGivesConsecutiveRangesAndTheFirstMembersOneMore() {
+        let plan = ConsumerProtocol.range(members: ["b": ["t"], "a": ["t"], "c": ["t", "u"]], partitionCounts: ["t": 7, "u": 2])
+        #expect(plan["a"] == [TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)])
+        #expect(plan["b"] == [TopicPartition("t", 3), TopicPartition("t", 4)])
+        #expect(Set(plan["c"] ?? []) == [TopicPartition("t", 5), TopicPartition("t", 6), TopicPartition("u", 0), TopicPartition("u", 1)])
+    }
+
+    @Test func roundRobinDealsEveryPartitionOnceToASubscriber() {
+        let plan = ConsumerProtocol.roundRobin(members: ["a": ["t"], "b": ["t", "u"]], partitionCounts: ["t": 3, "u": 2])
+        let all = plan.values.flatMap { $0 }
+        #expect(all.count == 5 && Set(all).count == 5)
+        #expect(plan["a"]?.allSatisfy { $0.topic == "t" } == true)
+    }
+
+    @Test func subscriptionsAndAssignmentsRoundTripAndLaterVersionsAreReadPast() {
+        #expect(ConsumerProtocol.topics(ofSubscription: ConsumerProtocol.subscription(topics: ["b", "a"])) == ["a", "b"])
+        let partitions = [TopicPartition("t", 1), TopicPartition("t", 0), TopicPartition("u", 3)]
+        #expect(Set(ConsumerProtocol.partitions(ofAssignment: ConsumerProtocol.assignment(partitions))) == Set(partitions))
+        // Version 1 adds owned partitions after the user data: still read.
+        var bytes = ConsumerProtocol.subscription(topics: ["t"])
+        bytes[1] = 1
+        bytes += [0, 0, 0, 0]
+        #expect(ConsumerProtocol.topics(ofSubscription: bytes) == ["t"])
+        #expect(ConsumerProtocol.partitions(ofAssignment: []) == [])
     }
 }
 
