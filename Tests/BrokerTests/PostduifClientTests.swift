@@ -1,11 +1,11 @@
 import Foundation
 import KafkaWire
 import LogStore
-@testable import PostduifClient
 import Synchronization
 import Testing
 
 @testable import Broker
+@testable import PostduifClient
 
 /// The Swift client library against a real broker (its request handlers,
 /// in-process): admin calls, the batching producer, and a group of two
