@@ -68,8 +68,11 @@ wait_ready() {
     return 1
 }
 
-proxy_args() {
-    if [ "${POSTDUIF_HTTP_PROXY_PORT:-}" = 0 ]; then echo "--http-proxy-port 0"; else echo "--http-proxy-port $((proxy_base + $1 - 1))"; fi
+# The HTTP proxy's port goes in the environment, not as a flag: a binary
+# from before the proxy (the rolling-upgrade test's previous release)
+# starts too.
+proxy_port() {
+    if [ "${POSTDUIF_HTTP_PROXY_PORT:-}" = 0 ]; then echo 0; else echo $((proxy_base + $1 - 1)); fi
 }
 
 start_etcd() {
@@ -93,7 +96,7 @@ start)
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
         port=$((kafka_base + id - 1))
-        "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) $(proxy_args "$id") \
+        POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
             --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
             ${BROKER_ARGS:-} $(gateway_args "$id") > "$dir/broker-$id/log.txt" 2>&1 &
         echo $! > "$dir/broker-$id/pid"
@@ -111,7 +114,7 @@ restart)
     # Starts broker N of a running cluster again (after it was killed).
     id=${3:?broker id}
     port=$((kafka_base + id - 1))
-    "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) $(proxy_args "$id") \
+    POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
         --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
         ${BROKER_ARGS:-} $(gateway_args "$id") >> "$dir/broker-$id/log.txt" 2>&1 &
     echo $! > "$dir/broker-$id/pid"

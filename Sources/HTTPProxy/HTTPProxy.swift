@@ -110,7 +110,9 @@ public final class HTTPProxy: Sendable {
             },
             logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
+            // No signals of its own: the node's ServiceGroup says when to stop
+            // (its own SIGTERM handler would stop it before its turn).
+            group.addTask { try await app.runService(gracefulShutdownSignals: []) }
             // Consumer instances' heartbeats (an HTTP client polls when it
             // likes; its membership must live between) and idle expiry.
             group.addTask {

@@ -23,7 +23,13 @@ extension HTTPProxy {
             await self.answer(request, context) { caller in
                 let topic = try context.parameters.require("topic")
                 let description = try await self.describe(topic, caller)
-                return Self.json(["name": topic, "partitions": description.partitions.map(Self.partitionJSON)])
+                var answer: [String: Any] = ["name": topic, "partitions": description.partitions.map(Self.partitionJSON)]
+                // Configs where the caller may describe them (DescribeConfigs
+                // on the topic); left out, not made up, where not.
+                if let configs = try? await Admin(client: caller.client).topicConfigs(topic) {
+                    answer["configs"] = configs.mapValues { $0.value as Any? ?? NSNull() }
+                }
+                return Self.json(answer)
             }
         }
         router.get("/topics/:topic/partitions") { request, context in

@@ -12,6 +12,8 @@ public struct Admin: Sendable {
     static let createTopicsVersion: Int16 = 4
     static let deleteTopicsVersion: Int16 = 3
     static let aclsVersion: Int16 = 1
+    static let describeConfigsVersion: Int16 = 3
+    static let alterConfigsVersion: Int16 = 0
 
     /// A topic and its partitions as Metadata gives them.
     public struct TopicDescription: Sendable, Equatable {
@@ -85,5 +87,44 @@ public struct Admin: Sendable {
         }
         guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "describing ACLs") }
         return response.acls
+    }
+
+    /// A topic's configs: value and where it comes from (the topic's own,
+    /// a broker setting, Kafka's default), sensitive ones without value.
+    public func topicConfigs(_ topic: String) async throws -> [String: (value: String?, source: ConfigSource)] {
+        let request = DescribeConfigsRequest(resources: [.init(type: 2, name: topic, keys: nil)])
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .describeConfigs, version: Self.describeConfigsVersion, { request.encode(&$0, version: Self.describeConfigsVersion) },
+                                  decode: { try DescribeConfigsResponse.decode(&$0, version: Self.describeConfigsVersion) })
+        }
+        guard let result = response.results.first else { throw ClientError("an empty DescribeConfigs answer") }
+        guard result.errorCode == 0 else { throw ClientError(code: result.errorCode, "describing the configs of \(topic)\(result.errorMessage.map { ": \($0)" } ?? "")") }
+        return Dictionary(result.configs.map { ($0.name, (value: $0.value, source: $0.source)) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Sets and removes configs of a topic (IncrementalAlterConfigs).
+    public func alterTopicConfigs(_ topic: String, set: [String: String] = [:], remove: [String] = []) async throws {
+        let changes = set.sorted { $0.key < $1.key }.map { AlterConfigsRequest.Change(name: $0.key, value: $0.value, operation: .set) }
+            + remove.map { AlterConfigsRequest.Change(name: $0, value: nil, operation: .delete) }
+        let request = AlterConfigsRequest(resources: [.init(type: 2, name: topic, changes: changes)], incremental: true)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .incrementalAlterConfigs, version: Self.alterConfigsVersion, { request.encode(&$0, version: Self.alterConfigsVersion) },
+                                  decode: { try AlterConfigsResponse.decode(&$0, version: Self.alterConfigsVersion) })
+        }
+        if let refused = response.results.first(where: { $0.errorCode != 0 }) {
+            throw ClientError(code: refused.errorCode, "altering the configs of \(topic)\(refused.errorMessage.map { ": \($0)" } ?? "")")
+        }
+    }
+
+    /// Removes the ACLs `filter` matches; returns those removed.
+    public func deleteAcls(_ filter: AclEntryFilter) async throws -> [AclEntry] {
+        let request = DeleteAclsRequest(filters: [filter])
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .deleteAcls, version: Self.aclsVersion, { request.encode(&$0, version: Self.aclsVersion) },
+                                  decode: { try DeleteAclsResponse.decode(&$0, version: Self.aclsVersion) })
+        }
+        guard let result = response.results.first else { return [] }
+        guard result.errorCode == 0 else { throw ClientError(code: result.errorCode, "deleting ACLs") }
+        return result.deleted
     }
 }

@@ -32,6 +32,10 @@ import Testing
         }
         let described = try #require(try await admin.topics(["library"]).first)
         #expect(described.partitions.map(\.index) == [0, 1, 2, 3])
+        try await admin.alterTopicConfigs("library", set: ["retention.ms": "86400000"])
+        let configs = try await admin.topicConfigs("library")
+        #expect(configs["retention.ms"]?.value == "86400000" && configs["retention.ms"]?.source == .topic)
+        #expect(configs["cleanup.policy"]?.value == "delete")
 
         // Records sent at once share batches; each gets its own offset.
         let producer = Producer(client: client, clock: Self.wall)

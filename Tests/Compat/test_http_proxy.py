@@ -77,6 +77,7 @@ def test_curl_produces_json_and_binary_records_that_kafka_clients_read(broker):
 
     status, described = call("%s/topics/%s" % (broker.proxy_url, topic))
     assert status == 200 and described["name"] == topic and [p["partition"] for p in described["partitions"]] == [0, 1]
+    assert described["configs"]["cleanup.policy"] == "delete", described
     status, topics = call("%s/topics" % broker.proxy_url)
     assert status == 200 and topic in topics
     assert call("%s/topics/%s" % (broker.proxy_url, unique("absent")))[0] == 404

@@ -170,6 +170,35 @@ public struct DescribeConfigsResponse: Sendable, Equatable {
         }
         if flexible { writer.writeEmptyTaggedFields() }
     }
+
+    /// Versions 1-3 (not flexible), for clients.
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> DescribeConfigsResponse {
+        _ = try reader.readInt32()
+        let results = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Result in
+            let code = try reader.readInt16()
+            let message = try reader.readNullableString()
+            let type = try reader.readInt8()
+            let name = try reader.readString()
+            let configs = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Config in
+                let configName = try reader.readString()
+                let value = try reader.readNullableString()
+                let readOnly = try reader.readBool()
+                let source = ConfigSource(rawValue: try reader.readInt8()) ?? .defaultValue
+                var config = Config(name: configName, value: value, readOnly: readOnly, source: source)
+                config.isSensitive = try reader.readBool()
+                config.synonyms = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Synonym in
+                    Synonym(name: try reader.readString(), value: try reader.readNullableString(), source: ConfigSource(rawValue: try reader.readInt8()) ?? .defaultValue)
+                } ?? []
+                if version >= 3 {
+                    config.type = ConfigType(rawValue: try reader.readInt8()) ?? .unknown
+                    config.documentation = try reader.readNullableString()
+                }
+                return config
+            } ?? []
+            return Result(errorCode: code, errorMessage: message, resourceType: type, resourceName: name, configs: configs)
+        } ?? []
+        return DescribeConfigsResponse(results: results)
+    }
 }
 
 /// AlterConfigs (every config of a resource replaced) and
@@ -297,5 +326,14 @@ public struct AlterConfigsResponse: Sendable, Equatable {
             if flexible { writer.writeEmptyTaggedFields() }
         }
         if flexible { writer.writeEmptyTaggedFields() }
+    }
+
+    /// AlterConfigs 0-1 and IncrementalAlterConfigs 0 (not flexible), for clients.
+    public static func decode(_ reader: inout ByteReader, version: Int16) throws(WireError) -> AlterConfigsResponse {
+        _ = try reader.readInt32()
+        let results = try reader.readArray { (reader: inout ByteReader) throws(WireError) -> Result in
+            Result(errorCode: try reader.readInt16(), errorMessage: try reader.readNullableString(), resourceType: try reader.readInt8(), resourceName: try reader.readString())
+        } ?? []
+        return AlterConfigsResponse(results: results)
     }
 }
