@@ -83,7 +83,17 @@ public final class HTTPProxy: Sendable {
     let configuration: HTTPProxyConfiguration
     let logger: Logger
     let instances: ConsumerInstances
-    private let clients = Mutex<[String: KafkaClient]>([:])
+    /// A client per caller (user, password and host: the ACLs name hosts),
+    /// with when it was last used; idle ones are dropped by `upkeep`.
+    private let clients = Mutex<[String: (client: KafkaClient, used: Int64)]>([:])
+    /// Passwords checked, by user and password, with when: PBKDF2 is slow on
+    /// purpose, so a password right a minute ago is not checked again.
+    private let verified = Mutex<[String: Int64]>([:])
+    static let verifiedFor: Int64 = 60_000
+    static let clientIdleFor: Int64 = 600_000
+    /// Every wrong password is answered after this pause, as a SASL
+    /// failure is on the Kafka port: guessing goes no faster over HTTP.
+    static let failurePause: Duration = .seconds(1)
     private let serving = Mutex(false)
 
     public init(configuration: HTTPProxyConfiguration, logger: Logger) {
@@ -125,10 +135,21 @@ public final class HTTPProxy: Sendable {
             group.cancelAll()
         }
         for instance in instances.all { await instance.consumer.close(commit: instance.autoCommit) }
-        for client in clients.withLock({ Array($0.values) }) { await client.close() }
+        for client in clients.withLock({ $0.values.map(\.client) }) { await client.close() }
     }
 
     func upkeep() async {
+        // Clients idle for ten minutes go (those of live consumer instances
+        // stay: the instances hold them), and passwords checked long ago.
+        let now = configuration.monotonicMilliseconds()
+        let inUse = Set(instances.all.map { ObjectIdentifier($0.consumer.client) })
+        let idle = clients.withLock { known in
+            let gone = known.filter { now - $0.value.used > Self.clientIdleFor && !inUse.contains(ObjectIdentifier($0.value.client)) }
+            for key in gone.keys { known.removeValue(forKey: key) }
+            return gone.values.map(\.client)
+        }
+        for client in idle { await client.close() }
+        verified.withLock { $0 = $0.filter { now - $0.value < Self.verifiedFor } }
         for instance in instances.expire(now: configuration.monotonicMilliseconds()) {
             logger.info("closing an idle consumer instance", metadata: ["group": "\(instance.group)", "instance": "\(instance.name)"])
             await instance.consumer.close(commit: instance.autoCommit)
@@ -148,6 +169,10 @@ public final class HTTPProxy: Sendable {
 
     // MARK: Callers
 
+    func pauseAfterRefusedLogin() async {
+        try? await Task.sleep(for: Self.failurePause)
+    }
+
     /// The caller's principal from HTTP Basic, checked like SASL PLAIN.
     func caller(_ request: Request, _ context: ProxyRequestContext) throws(ProxyError) -> Caller {
         try caller(authorization: request.headers[.authorization], host: context.clientAddress)
@@ -162,20 +187,30 @@ public final class HTTPProxy: Sendable {
             }
             let user = String(text[..<colon])
             let password = String(text[text.index(after: colon)...])
-            guard configuration.authenticate(user, password) else {
-                throw ProxyError(code: 40101, message: "the user name or password is wrong")
+            let now = configuration.monotonicMilliseconds()
+            let key = user + "\u{0}" + password
+            let recent = verified.withLock { $0[key].map { now - $0 < Self.verifiedFor } ?? false }
+            if !recent {
+                guard configuration.authenticate(user, password) else {
+                    throw ProxyError(code: 40101, message: "the user name or password is wrong")
+                }
+                verified.withLock { $0[key] = now }
             }
             credentials = SaslCredentials(user: user, password: password)
         } else if configuration.requireAuthentication {
             throw .unauthenticated
         }
-        let key = credentials.map { $0.user + "\u{0}" + $0.password } ?? ""
+        let key = (credentials.map { $0.user + "\u{0}" + $0.password } ?? "") + "\u{0}" + host
+        let now = configuration.monotonicMilliseconds()
         let client = clients.withLock { known in
-            if let client = known[key + "\u{0}" + host] { return client }
+            if let found = known[key] {
+                known[key]?.used = now
+                return found.client
+            }
             let made = KafkaClient(ClientConfiguration(
                 bootstrap: configuration.bootstrap, clientID: "postduif-http-proxy", security: configuration.remoteSecurity(credentials),
                 local: configuration.localBroker(credentials?.user, host)))
-            known[key + "\u{0}" + host] = made
+            known[key] = (made, now)
             return made
         }
         return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client)
@@ -186,6 +221,7 @@ public final class HTTPProxy: Sendable {
         do {
             return try await body(try caller(request, context))
         } catch let error as ProxyError {
+            if error.code == 40101 { await pauseAfterRefusedLogin() }
             return error.response
         } catch {
             return ProxyError.kafka(error).response

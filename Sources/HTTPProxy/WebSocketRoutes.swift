@@ -28,6 +28,7 @@ extension HTTPProxy {
             // (policy violation, the reason "40101 ..."), which browsers
             // show to the page.
             let refusal = (error as? ProxyError) ?? ProxyError.kafka(error)
+            if refusal.code == 40101 { await pauseAfterRefusedLogin() }
             return .upgrade([:]) { _, outbound, _ in
                 try await outbound.close(.policyViolation, reason: String("\(refusal.code) \(refusal.message)".prefix(120)))
             }

@@ -43,7 +43,7 @@ public actor GroupConsumer {
         case assigned([TopicPartition])
     }
 
-    public let client: KafkaClient
+    public nonisolated let client: KafkaClient
     public let configuration: Configuration
     private let onRebalance: (@Sendable (Rebalance) async -> Void)?
     private let clock: @Sendable () -> Int64
