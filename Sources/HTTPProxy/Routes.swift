@@ -92,13 +92,25 @@ extension HTTPProxy {
         guard let format = ProxyMedia.format(contentType) else {
             throw ProxyError(code: 41501, message: "Content-Type \(contentType ?? "(none)") is not served: use \(ProxyMedia.jsonV2) or \(ProxyMedia.binaryV2) (schemas are not served)")
         }
-        let body = try await Self.body(request)
-        guard let entries = body["records"] as? [[String: Any]], !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
         var records: [ProducerRecord] = []
-        for entry in entries {
-            let chosen = partition ?? (entry["partition"] as? NSNumber)?.int32Value
-            records.append(ProducerRecord(topic: topic, partition: chosen, key: try format.bytes(entry["key"]), value: try format.bytes(entry["value"])))
+        if format == .binary {
+            // Typed decoding: Foundation's untyped JSON costs a dynamic cast
+            // per value, the most of a batched request's time.
+            let buffer = try await request.body.collect(upTo: 64 << 20)
+            guard let body = try? JSONDecoder().decode(BinaryProduceBody.self, from: Data(buffer.readableBytesView)) else {
+                throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values")
+            }
+            for entry in body.records {
+                records.append(ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: try format.bytes(entry.key), value: try format.bytes(entry.value)))
+            }
+        } else {
+            let body = try await Self.body(request)
+            for entry in (body["records"] as? [[String: Any]]) ?? [] {
+                let chosen = partition ?? (entry["partition"] as? NSNumber)?.int32Value
+                records.append(ProducerRecord(topic: topic, partition: chosen, key: try format.bytes(entry["key"]), value: try format.bytes(entry["value"])))
+            }
         }
+        guard !records.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
         // The topic must exist: the REST Proxy answers 404 rather than
         // one error per record.
         do {
@@ -112,12 +124,30 @@ extension HTTPProxy {
            [.topicAuthorizationFailed, .clusterAuthorizationFailed].contains(refused.errorCode) {
             throw ProxyError.kafka(refused)
         }
-        let offsets: [[String: Any]] = results.map { result in
+        // Written by hand for the same reason as the typed decoding above.
+        var text = "{\"key_schema_id\":null,\"value_schema_id\":null,\"offsets\":["
+        for (position, result) in results.enumerated() {
+            if position > 0 { text += "," }
             switch result {
-            case .success(let written): ["partition": written.partition, "offset": written.offset, "error_code": NSNull(), "error": NSNull()]
-            case .failure(let error): ["partition": NSNull(), "offset": NSNull(), "error_code": error.isRetriable ? 1 : 2, "error": error.description]
+            case .success(let written):
+                text += "{\"partition\":\(written.partition),\"offset\":\(written.offset),\"error_code\":null,\"error\":null}"
+            case .failure(let error):
+                let message = (try? JSONSerialization.data(withJSONObject: error.description, options: [.fragmentsAllowed])).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+                text += "{\"partition\":null,\"offset\":null,\"error_code\":\(error.isRetriable ? 1 : 2),\"error\":\(message)}"
             }
         }
-        return Self.json(["key_schema_id": NSNull(), "value_schema_id": NSNull(), "offsets": offsets])
+        text += "]}"
+        return Response(status: .ok, headers: [.contentType: ProxyMedia.v2Json], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// A produce body in the binary format.
+struct BinaryProduceBody: Decodable {
+    struct Entry: Decodable {
+        var key: String?
+        var value: String?
+        var partition: Int32?
+    }
+
+    var records: [Entry]
 }

@@ -130,8 +130,102 @@ public actor Producer {
         return batch
     }
 
-    /// Sends many records at once; each one's result in order.
+    /// Sends many records at once; each one's result in order. Without
+    /// idempotence they go as one batch per partition in one Produce
+    /// request per leader (the HTTP proxy's path); with it, each partition's
+    /// queue orders them.
     public func send(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
+        guard idempotent else { return await sendTogether(records) }
+        return await sendQueued(records)
+    }
+
+    private func sendTogether(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
+        var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: records.count)
+        var byPartition: [TopicPartition: [Int]] = [:]
+        for (position, record) in records.enumerated() {
+            do {
+                byPartition[TopicPartition(record.topic, try await choosePartition(record)), default: []].append(position)
+            } catch {
+                results[position] = .failure((error as? ClientError) ?? ClientError("\(error)"))
+            }
+        }
+        let now = clock()
+        var batches: [TopicPartition: [UInt8]] = [:]
+        for (place, positions) in byPartition {
+            var builder = RecordBatchBuilder()
+            for position in positions {
+                let record = records[position]
+                builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now)
+            }
+            batches[place] = builder.build()
+        }
+        var pending = Set(batches.keys)
+        var lastError: [TopicPartition: ClientError] = [:]
+        let client = self.client
+        let acks = self.acks
+        for attempt in 0...client.configuration.retries where !pending.isEmpty {
+            if attempt > 0 { try? await Task.sleep(for: .milliseconds(min(50 * attempt, 1_000))) }
+            var byLeader: [String: [TopicPartition]] = [:]
+            for place in pending {
+                do {
+                    byLeader[try await client.leader(place, refresh: attempt > 0), default: []].append(place)
+                } catch let error as ClientError {
+                    lastError[place] = error
+                } catch {
+                    lastError[place] = ClientError("\(error)")
+                }
+            }
+            let answers = await withTaskGroup(of: [(TopicPartition, Result<Int64, ClientError>)].self) { group in
+                for (address, places) in byLeader {
+                    let topics = Dictionary(grouping: places, by: \.topic).map { topic, parts in
+                        ProduceRequest.TopicData(topic: topic, partitions: parts.map { ProduceRequest.PartitionData(index: $0.partition, batch: batches[$0]) })
+                    }
+                    let request = ProduceRequest(acks: acks, timeoutMilliseconds: 30_000, topics: topics)
+                    group.addTask {
+                        do {
+                            let response = try await client.call(address, .produce, version: Self.produceVersion, { request.encode(&$0, version: Self.produceVersion) },
+                                                                 decode: { try ProduceResponse.decode(&$0, version: Self.produceVersion) })
+                            var found: [(TopicPartition, Result<Int64, ClientError>)] = []
+                            for topic in response.topics {
+                                for answer in topic.partitions {
+                                    let place = TopicPartition(topic.name, answer.index)
+                                    found.append((place, answer.errorCode == 0 ? .success(answer.baseOffset)
+                                        : .failure(ClientError(code: answer.errorCode, "producing to \(place)\(answer.errorMessage.map { ": \($0)" } ?? "")"))))
+                                }
+                            }
+                            return found
+                        } catch {
+                            let failure = (error as? ClientError) ?? ClientError("\(error)")
+                            return places.map { ($0, .failure(failure)) }
+                        }
+                    }
+                }
+                var all: [(TopicPartition, Result<Int64, ClientError>)] = []
+                for await found in group { all += found }
+                return all
+            }
+            for (place, answer) in answers {
+                switch answer {
+                case .success(let base):
+                    pending.remove(place)
+                    for (index, position) in (byPartition[place] ?? []).enumerated() {
+                        results[position] = .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: base + Int64(index)))
+                    }
+                case .failure(let error):
+                    lastError[place] = error
+                    if !error.isRetriable { pending.remove(place) }
+                }
+            }
+            for place in pending.filter({ lastError[$0]?.isRetriable == false }) { pending.remove(place) }
+        }
+        for (place, positions) in byPartition where results[positions.first ?? 0].isFailure {
+            let error = lastError[place] ?? ClientError("not sent")
+            for position in positions { results[position] = .failure(error) }
+        }
+        return results
+    }
+
+    private func sendQueued(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
         await withTaskGroup(of: (Int, Result<RecordMetadata, ClientError>).self) { group in
             for (position, record) in records.enumerated() {
                 group.addTask {
@@ -227,5 +321,12 @@ public actor Producer {
     private func resetSequences() {
         producerID = nil
         for place in queues.keys { queues[place]?.nextSequence = 0 }
+    }
+}
+
+extension Result {
+    var isFailure: Bool {
+        if case .failure = self { return true }
+        return false
     }
 }

@@ -46,6 +46,13 @@ import Testing
             #expect(written.filter { $0.partition == partition }.map(\.offset).sorted() == Array(0..<25))
         }
 
+        // Without idempotence: one batch per partition in one request.
+        let plain = Producer(client: client, idempotent: false, clock: Self.wall)
+        let together = try await plain.send((0..<8).map { ProducerRecord(topic: "library", partition: Int32($0 % 2) + 2, value: Array("x\($0)".utf8)) }).map { try $0.get() }
+        #expect(together.map(\.offset) == [25, 25, 26, 26, 27, 27, 28, 28])
+        let unknown = await plain.send([ProducerRecord(topic: "library", partition: 9, value: [1])])
+        #expect((try? unknown[0].get()) == nil)
+
         let events = Mutex<[String]>([])
         var settings = GroupConsumer.Configuration(group: "library-group")
         settings.offsetReset = .earliest
@@ -74,7 +81,7 @@ import Testing
                     while ContinuousClock.now < deadline {
                         let firstHas = await first.assignment.count
                         let secondHas = await second.assignment.count
-                        if firstHas == 2 && secondHas == 2 && shared.values.withLock({ $0.count }) >= 100 { return }
+                        if firstHas == 2 && secondHas == 2 && shared.values.withLock({ $0.count }) >= 108 { return }
                         let got = try await member.poll(maxWaitMilliseconds: 100)
                         shared.values.withLock { $0 += got.map { String(decoding: $0.value ?? [], as: UTF8.self) } }
                     }
@@ -87,14 +94,14 @@ import Testing
         let secondPartitions = await second.assignment
         #expect(firstPartitions.count == 2 && secondPartitions.count == 2)
         #expect(Set(firstPartitions).isDisjoint(with: secondPartitions))
-        #expect(read.sorted() == (0..<100).map(String.init).sorted(), "every record once: \(read.count) read")
+        #expect(read.sorted() == ((0..<100).map(String.init) + (0..<8).map { "x\($0)" }).sorted(), "every record once: \(read.count) read")
         #expect(events.withLock { $0 }.contains { $0.hasPrefix("revoked") }, "the first member's partitions were revoked: \(events.withLock { $0 })")
 
         // Committed offsets are what a member leaving hands over.
         try await first.commit()
         try await second.commit()
         let committed = try await first.committedOffsets((0..<4).map { TopicPartition("library", $0) })
-        #expect(committed.values.sorted() == [25, 25, 25, 25])
+        #expect(committed.values.sorted() == [25, 25, 29, 29])
         await first.close()
         await second.close()
     }
