@@ -59,7 +59,8 @@ def main():
                 break
             except OSError:
                 time.sleep(0.1)
-        AdminClient({"bootstrap.servers": address}).create_topics([NewTopic("conversations", 4, 1)])["conversations"].result(30)
+        admin = AdminClient({"bootstrap.servers": address})
+        admin.create_topics([NewTopic("conversations", 4, 1)])["conversations"].result(30)
         producer = Producer({"bootstrap.servers": address, "linger.ms": 5})
         for i in range(args.events):
             room = "!room%d:gov.example" % (i % args.rooms)

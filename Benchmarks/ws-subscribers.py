@@ -118,7 +118,8 @@ def main():
                 break
             except OSError:
                 time.sleep(0.1)
-        AdminClient({"bootstrap.servers": address}).create_topics([NewTopic("fanout", 4, 1)])["fanout"].result(30)
+        admin = AdminClient({"bootstrap.servers": address})
+        admin.create_topics([NewTopic("fanout", 4, 1)])["fanout"].result(30)
         asyncio.run(run(args, address, "http://127.0.0.1:%d/topics/fanout/ws?from=latest" % proxy, broker.pid))
     finally:
         broker.terminate()
