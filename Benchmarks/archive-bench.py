@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,41 +23,19 @@ import time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchkit import RELEASE_BINARY, cpu_seconds, start_broker
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rooms", type=int, default=1000)
-    parser.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "postduif"))
+    parser.add_argument("--bin", default=RELEASE_BINARY)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="postduif-archive-bench-")
-    port = free_port()
-    log = open(os.path.join(work, "broker.log"), "wb")
-    broker = subprocess.Popen([args.bin, "serve", "--data", os.path.join(work, "data"), "--port", str(port), "--http-port", "0",
-                               "--http-proxy-port", "0", "--durability", "none", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    address = "127.0.0.1:%d" % port
+    broker, address = start_broker(args.bin, work, ["--http-proxy-port", "0"])
     archiver = None
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         admin = AdminClient({"bootstrap.servers": address})
         admin.create_topics([NewTopic("conversations", 4, 1)])["conversations"].result(30)
         producer = Producer({"bootstrap.servers": address, "linger.ms": 5})

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,18 +34,7 @@ import aiohttp
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+from benchkit import RELEASE_BINARY, ROOT, free_port, percentile, start_broker
 
 
 def wrk_run(url, body_path, seconds, connections):
@@ -69,27 +57,17 @@ def main():
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "postduif"))
+    parser.add_argument("--bin", default=RELEASE_BINARY)
     parser.add_argument("--out", default="bench-results")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="postduif-http-bench-")
     bench = os.path.join(work, "rdkafka-bench")
     subprocess.run(["gcc", "-O2", "-Wall", "-o", bench, os.path.join(ROOT, "Benchmarks/clients/rdkafka-bench.c"), "-lrdkafka", "-lpthread"], check=True)
-    port, proxy = free_port(), free_port()
-    log = open(os.path.join(work, "broker.log"), "wb")
-    broker = subprocess.Popen([args.bin, "serve", "--data", os.path.join(work, "data"), "--port", str(port), "--http-port", "0",
-                               "--http-proxy-port", str(proxy), "--durability", "none", "--log-level", "warning"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    address = "127.0.0.1:%d" % port
+    proxy = free_port()
+    broker, address = start_broker(args.bin, work, ["--http-proxy-port", str(proxy)], wait_port=proxy)
     base = "http://127.0.0.1:%d" % proxy
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", proxy), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         admin = AdminClient({"bootstrap.servers": address})
         body_path = os.path.join(work, "body.json")
         with open(body_path, "w") as f:

@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,26 +26,7 @@ import aiohttp
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+from benchkit import RELEASE_BINARY, free_port, percentile, rss_mb, start_broker
 
 
 async def run(args, address, url, broker_pid):
@@ -101,23 +81,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--records", type=int, default=10)
-    parser.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "postduif"))
+    parser.add_argument("--bin", default=RELEASE_BINARY)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp(prefix="postduif-ws-bench-")
-    port, proxy = free_port(), free_port()
-    log = open(os.path.join(work, "broker.log"), "wb")
-    broker = subprocess.Popen([args.bin, "serve", "--data", os.path.join(work, "data"), "--port", str(port), "--http-port", "0",
-                               "--http-proxy-port", str(proxy), "--durability", "none", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    address = "127.0.0.1:%d" % port
+    proxy = free_port()
+    broker, address = start_broker(args.bin, work, ["--http-proxy-port", str(proxy)], wait_port=proxy)
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", proxy), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         admin = AdminClient({"bootstrap.servers": address})
         admin.create_topics([NewTopic("fanout", 4, 1)])["fanout"].result(30)
         asyncio.run(run(args, address, "http://127.0.0.1:%d/topics/fanout/ws?from=latest" % proxy, broker.pid))

@@ -5,18 +5,18 @@ record read once between them), Server-Sent Events receiving live
 records, and the ACLs of the Kafka port deciding on HTTP too."""
 import base64
 import json
-import shutil
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 
-import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, NewTopic, ResourcePatternType, ResourceType
 
-from conftest import BrokerProcess, add_users, unique
+from conftest import unique
+# The broker with SASL users and the authorizer on that test_acls.py uses.
+from test_acls import USERS, acl_broker  # noqa: F401 (a fixture)
 
 V2 = "application/vnd.kafka.v2+json"
 JSON_V2 = "application/vnd.kafka.json.v2+json"
@@ -228,19 +228,6 @@ def test_server_sent_events_deliver_live_records_from_an_offset_and_in_a_group(b
         values = sorted(json.dumps(event["data"]["value"], sort_keys=True) for event in found[name])
         assert values == sorted(['{"before": true}', '{"live": 0}', '{"live": 1}', '{"live": 2}']), (name, found[name])
         assert all(event["id"] == "%d:%d" % (event["data"]["partition"], event["data"]["offset"]) for event in found[name])
-
-
-USERS = {"admin": "admin-secret", "alice": "alice-secret", "mallory": "mallory-secret"}
-
-
-@pytest.fixture(scope="module")
-def acl_broker():
-    process = BrokerProcess(extra_args=["--sasl", "true", "--authorizer", "true", "--super-users", "User:admin"])
-    add_users(process.data_dir, USERS)
-    process.start()
-    yield process
-    assert process.stop() == 0, process.read_log()
-    shutil.rmtree(process.data_dir, ignore_errors=True)
 
 
 def test_http_requests_are_authenticated_and_the_kafka_acls_decide(acl_broker):
