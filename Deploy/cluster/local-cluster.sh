@@ -85,13 +85,25 @@ start_etcd() {
     wait_port "$etcd_port"
 }
 
+# SIGTERM to each process this script started (their pid files), then
+# SIGKILL to any still there after 10 s.
+stop_processes() {
+    for pidfile in "$dir"/broker-*/pid "$dir"/etcd/pid; do
+        [ -e "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+
 case "$command" in
 start)
     command -v etcd > /dev/null || { echo "etcd is missing: apt-get install etcd-server" >&2; exit 1; }
     [ -x "$binary" ] || { echo "$binary is missing: build it first (make release)" >&2; exit 1; }
     if [ -e "$dir" ]; then echo "$dir exists: stop the earlier cluster first" >&2; exit 1; fi
     mkdir -p "$dir/etcd"
-    start_etcd
+    start_etcd || { stop_processes; exit 1; }
     brokers=""
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
@@ -102,8 +114,10 @@ start)
         echo $! > "$dir/broker-$id/pid"
         brokers="$brokers${brokers:+,}127.0.0.1:$port"
     done
-    for id in 1 2 3; do wait_port $((kafka_base + id - 1)); done
-    for id in 1 2 3; do wait_ready $((http_base + id - 1)); done
+    # A cluster that does not come up is stopped again (its logs stay in
+    # $dir), so nothing it started outlives the failed start.
+    for id in 1 2 3; do wait_port $((kafka_base + id - 1)) || { stop_processes; exit 1; }; done
+    for id in 1 2 3; do wait_ready $((http_base + id - 1)) || { stop_processes; exit 1; }; done
     echo "$brokers" > "$dir/bootstrap"
     echo "Postduif cluster: etcd on http://127.0.0.1:$etcd_port, brokers on $brokers"
     echo "  produce: echo 'room-1:hello' | kcat -P -b $brokers -t conversations -K : -X topic.request.required.acks=all"
@@ -124,13 +138,7 @@ restart-etcd)
     start_etcd
     ;;
 stop)
-    for pidfile in "$dir"/broker-*/pid "$dir"/etcd/pid; do
-        [ -e "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
+    stop_processes
     rm -rf "$dir"
     ;;
 *)
