@@ -64,6 +64,8 @@ public actor GroupConsumer {
     private var joining = false
     /// Partitions given by `assign`, read without a group membership.
     private var manual = false
+    /// The coordinator answered that it is not (any more) the group's.
+    private var coordinatorMoved = false
 
     static let joinVersion: Int16 = 5
     static let syncVersion: Int16 = 3
@@ -182,9 +184,18 @@ public actor GroupConsumer {
         case .unknownMemberId?:
             memberID = ""
             needsJoin = true
+        case .notCoordinator?, .coordinatorNotAvailable?:
+            // The group moved (a new leader of its offsets partition):
+            // the next request asks where it is.
+            coordinatorMoved = true
+            throw ClientError(code: code, "\(what) in group \(configuration.group)")
         default:
             throw ClientError(code: code, "\(what) in group \(configuration.group)")
         }
+    }
+
+    private func noteCoordinator(_ code: Int16) {
+        if code == ErrorCode.notCoordinator.rawValue || code == ErrorCode.coordinatorNotAvailable.rawValue { coordinatorMoved = true }
     }
 
     /// A request to the group's coordinator; a moved coordinator is found again.
@@ -193,7 +204,8 @@ public actor GroupConsumer {
         var lastError: any Error = ClientError("no coordinator")
         for attempt in 0...3 {
             do {
-                let address = try await client.coordinator(configuration.group, refresh: attempt > 0)
+                let address = try await client.coordinator(configuration.group, refresh: attempt > 0 || coordinatorMoved)
+                coordinatorMoved = false
                 return try await client.call(address, api, version: version, encode, decode: decode)
             } catch let error as ClientError where error.isRetriable {
                 lastError = error
@@ -227,6 +239,7 @@ public actor GroupConsumer {
                 continue
             }
             if joined.errorCode == ErrorCode.rebalanceInProgress.rawValue { continue }
+            noteCoordinator(joined.errorCode)
             guard joined.errorCode == 0 else { throw ClientError(code: joined.errorCode, "joining group \(configuration.group)") }
             memberID = joined.memberID
             generation = joined.generationID
@@ -250,6 +263,7 @@ public actor GroupConsumer {
                 memberID = ""
                 continue
             }
+            noteCoordinator(synced.errorCode)
             guard synced.errorCode == 0 else { throw ClientError(code: synced.errorCode, "syncing group \(configuration.group)") }
             assignment = ConsumerProtocol.partitions(ofAssignment: synced.assignment).sorted()
             needsJoin = false
@@ -268,6 +282,7 @@ public actor GroupConsumer {
         let request = OffsetFetchRequest(groupID: configuration.group, topics: byTopic)
         let response = try await coordinatorCall(.offsetFetch, version: Self.offsetFetchVersion, { request.encode(&$0, version: Self.offsetFetchVersion) },
                                                  decode: { try OffsetFetchResponse.decode(&$0, version: Self.offsetFetchVersion) })
+        noteCoordinator(response.errorCode)
         guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "reading the offsets of group \(configuration.group)") }
         var found: [TopicPartition: Int64] = [:]
         for topic in response.topics {
@@ -414,6 +429,7 @@ public actor GroupConsumer {
         let request = OffsetFetchRequest(groupID: configuration.group, topics: byTopic)
         let response = try await coordinatorCall(.offsetFetch, version: Self.offsetFetchVersion, { request.encode(&$0, version: Self.offsetFetchVersion) },
                                                  decode: { try OffsetFetchResponse.decode(&$0, version: Self.offsetFetchVersion) })
+        noteCoordinator(response.errorCode)
         guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "reading the offsets of group \(configuration.group)") }
         var found: [TopicPartition: Int64] = [:]
         for topic in response.topics {
