@@ -338,3 +338,43 @@ def test_a_websocket_subscription_receives_live_records_and_is_refused_without_a
 
     kind, code, reason = asyncio.run(refused())
     assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 1008 and reason.startswith("40101"), (kind, code, reason)
+
+
+def test_in_a_cluster_one_brokers_proxy_writes_and_reads_partitions_led_by_the_others():
+    """The proxy of broker 1 reaches the leaders and the group coordinator
+    on brokers 2 and 3 over the inter-broker listener."""
+    import re
+    from test_cluster import Cluster
+
+    cluster = Cluster().start()
+    try:
+        topic = "spread"
+        cluster.create_topic(topic, partitions=3, replication=3)
+        leaders = {cluster.leader(topic, p) for p in range(3)}
+        match = None
+        deadline = time.monotonic() + 30
+        while match is None and time.monotonic() < deadline:
+            match = re.search(r"HTTP proxy .* on http://127\.0\.0\.1:(\d+)", cluster.log(1))
+            time.sleep(0.1)
+        assert match, cluster.log(1)[-2000:]
+        proxy = "http://127.0.0.1:%s" % match.group(1)
+        for p in range(3):
+            status, written = call("%s/topics/%s/partitions/%d" % (proxy, topic, p), "POST",
+                                   {"records": [{"value": {"p": p, "n": n}} for n in range(5)]}, content_type=JSON_V2)
+            assert status == 200 and [o["offset"] for o in written["offsets"]] == [0, 1, 2, 3, 4], written
+        group = unique("cluster-http")
+        status, created = call("%s/consumers/%s" % (proxy, group), "POST", {"name": "c", "format": "json", "auto.offset.reset": "earliest"})
+        instance = created["base_uri"]
+        assert call(instance + "/subscription", "POST", {"topics": [topic]})[0] == 204
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < 15 and time.monotonic() < deadline:
+            got += [(r["partition"], r["value"]["n"]) for r in records_of(instance, timeout_ms=1000)]
+        assert sorted(got) == [(p, n) for p in range(3) for n in range(5)]
+        assert call(instance + "/offsets", "POST")[0] == 204
+        status, committed = call(instance + "/committed/offsets", "GET", {"partitions": [{"topic": topic, "partition": p} for p in range(3)]})
+        assert sorted(o["offset"] for o in committed["offsets"]) == [5, 5, 5]
+        assert call(instance, "DELETE")[0] == 204
+        print("leaders of the three partitions: %s" % sorted(leaders))
+    finally:
+        cluster.stop()
