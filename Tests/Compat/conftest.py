@@ -24,10 +24,32 @@ BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "p
 os.environ.setdefault("POSTDUIF_HTTP_PROXY_PORT", "0")
 
 
+_given_ports = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this run handed out before: a port
+    is free again once its probe closes, and a broker given it twice (a
+    listener and its HTTP proxy, say) would not start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+
+
+def wait_port(port, timeout=30):
+    """Until something accepts connections on loopback `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("nothing listens on port %d after %d s" % (port, timeout))
 
 
 class ServerProcess:

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from conftest import BINARY, BrokerProcess, free_port, kcat, unique
+from conftest import BINARY, BrokerProcess, free_port, kcat, unique, wait_port
 
 
 def openssl(*args, cwd):
@@ -79,7 +79,11 @@ def tls_broker(certificates, client_auth="requested", extra=()):
     added = subprocess.run([BINARY, "user", "add", "alice", "--password-stdin", "--data", process.data_dir],
                            input=b"wonderland\n", capture_output=True)
     assert added.returncode == 0, added.stderr
-    return process.start()
+    process.start()
+    # start() waits for the first listener only; the tests use the others.
+    wait_port(process.ssl_port)
+    wait_port(process.sasl_ssl_port)
+    return process
 
 
 @pytest.fixture(scope="module")
