@@ -278,18 +278,7 @@ public actor GroupConsumer {
     /// Committed offsets of the assignment, the reset policy where none.
     private func loadPositions() async throws {
         guard !assignment.isEmpty else { return }
-        let byTopic = Dictionary(grouping: assignment, by: \.topic).map { (name: $0.key, partitions: $0.value.map(\.partition)) }
-        let request = OffsetFetchRequest(groupID: configuration.group, topics: byTopic)
-        let response = try await coordinatorCall(.offsetFetch, version: Self.offsetFetchVersion, { request.encode(&$0, version: Self.offsetFetchVersion) },
-                                                 decode: { try OffsetFetchResponse.decode(&$0, version: Self.offsetFetchVersion) })
-        noteCoordinator(response.errorCode)
-        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "reading the offsets of group \(configuration.group)") }
-        var found: [TopicPartition: Int64] = [:]
-        for topic in response.topics {
-            for partition in topic.partitions where partition.errorCode == 0 && partition.offset >= 0 {
-                found[TopicPartition(topic.name, partition.index)] = partition.offset
-            }
-        }
+        let found = try await committedOffsets(assignment).filter { $0.value >= 0 }
         positions = [:]
         committed = found
         for partition in assignment {
