@@ -93,6 +93,7 @@ public final class ClusterNode: Sendable {
             group.addTask { try await self.follow() }
             group.addTask { try await self.campaign(lease: lease) }
             group.addTask { try await self.writeISRChanges() }
+            group.addTask { try await self.checkpointHighWatermarks() }
             // The first task to end (lease lost, a watch broken) ends the node.
             try await group.next()
             group.cancelAll()
@@ -462,6 +463,22 @@ public final class ClusterNode: Sendable {
     }
 
     // MARK: Leader duties
+
+    /// Every second, writes each partition's high watermark that moved
+    /// (moving it writes nothing: `HighWatermarks`). A restarted broker
+    /// starts from the last mark written, never above what was committed.
+    func checkpointHighWatermarks() async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(1))
+            for log in broker.store.allPartitions {
+                do {
+                    try log.checkpointHighWatermark()
+                } catch {
+                    logger.warning("cannot checkpoint a high watermark", metadata: ["partition": "\(log.topicName)/\(log.index)", "error": "\(error)"])
+                }
+            }
+        }
+    }
 
     /// Every half second, writes the ISR changes its trackers propose, by
     /// compare-and-swap on the record it leads, then acts on them.

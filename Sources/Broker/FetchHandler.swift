@@ -18,14 +18,16 @@ extension Broker {
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         let partitions = request.topics.flatMap { topic in topic.partitions.map { PartitionID(topic: topic.name, index: $0.index) } }
+        // A follower copies up to the log end; a consumer reads up to the high watermark.
+        let reading: DataNotifier.Reading = request.replicaID >= 0 && replication != nil ? .appended : .committed
         while true {
-            let generation = notifier.generation(of: partitions)
+            let generation = notifier.generation(of: partitions, reading)
             let (response, bytesCount, failed) = readFetch(request, version: version)
             let now = clock.now
             if bytesCount >= Int(request.minBytes) || failed || now >= deadline || Task.isCancelled {
                 return response
             }
-            await notifier.wait(on: partitions, afterGeneration: generation, timeout: deadline - now)
+            await notifier.wait(on: partitions, reading, afterGeneration: generation, timeout: deadline - now)
         }
     }
 

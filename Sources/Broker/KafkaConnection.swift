@@ -13,15 +13,16 @@ import Synchronization
 /// producer's batches in order), and answered in the order they came; only
 /// the wait for a Produce's sync overlaps the next request.
 ///
-/// A single node's Produce is written right here and answered from here
-/// once durable (at once under `none`, from the group-commit thread under
-/// `fsync`): no task, no hop. librdkafka at linger.ms 0 sends a Produce
-/// for every few records, and the hops of the task-per-connection path
-/// (the event loop to the connection's task, a task per answer, the writer
-/// task, back to the event loop) were 17 context switches and about 200 µs
-/// of CPU per Produce (ADR 0021). Every other request, and a cluster's
-/// Produce (which waits for its followers), is staged by a task, one at a
-/// time, after every earlier Produce is durable, so it sees what they wrote.
+/// A Produce is written right here and answered from here once durable
+/// (at once under `none`, from the group-commit thread under `fsync`) or,
+/// in a cluster, once its followers hold it (from the thread whose fetch
+/// moved the high watermark): no task, no hop. librdkafka at linger.ms 0
+/// sends a Produce for every few records, and the hops of the
+/// task-per-connection path (the event loop to the connection's task, a
+/// task per answer, the writer task, back to the event loop) were 17
+/// context switches and about 200 µs of CPU per Produce (ADR 0021). Every
+/// other request is staged by a task, one at a time, after every earlier
+/// Produce is answered, so it sees what they wrote.
 final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -133,8 +134,8 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// A single node's Produce, written on this event loop. False when it
-    /// must go to a task (a cluster's Produce waits for its followers).
+    /// A Produce, written on this event loop. False when it must go to a
+    /// task (a version outside the supported range).
     private func takeProduceHere(_ frame: [UInt8], position: Int) -> Bool {
         guard let context else { return true }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -143,7 +144,8 @@ final class KafkaConnection: ChannelInboundHandler, RemovableChannelHandler {
         inFlight.begin()
         do {
             let taken = try broker.stageProduceDirect(frame: frame, session: session) { response in
-                // At once under `none` (still on this loop), else from the group-commit thread.
+                // At once under `none` (still on this loop), else from the
+                // group-commit thread or a follower fetch's.
                 if loop.inEventLoop {
                     bound.value.answered(position, response, produce: true)
                 } else {

@@ -75,20 +75,21 @@ extension Broker {
         })
     }
 
-    /// A single node's Produce without a task: every partition is written
-    /// here, on the caller's thread (a connection's event loop), and `done`
-    /// gets the answer once all are durable: at once when the durability
-    /// mode acknowledges on write, else from the group-commit thread.
-    /// A cluster's Produce waits for its followers: `produce` serves it.
+    /// A Produce without a task: every partition is written here, on the
+    /// caller's thread (a connection's event loop), and `done` gets the
+    /// answer once every partition's is in (`finish`): at once when the
+    /// durability mode acknowledges on write, else from the group-commit
+    /// thread; in a cluster with acks=all, from the thread whose follower
+    /// fetch committed the last of them.
     func produceDirect(_ request: ProduceRequest, version: Int16, done: @escaping @Sendable (ProduceResponse) -> Void) {
-        precondition(replication == nil, "a replicated Produce waits for its followers in a task")
         if let refused = refusal(of: request, version: version) {
             return done(refused)
         }
+        let timeout = Duration.milliseconds(Int64(max(request.timeoutMilliseconds, 0)))
         // The common case, one partition, without the gathering below.
         if request.topics.count == 1, let topic = request.topics.first, topic.partitions.count == 1 {
             let staged = writeOne(topic: topic.name, topic.partitions[0], version: version, acks: request.acks)
-            return finishAlone(topic: topic.name, staged) { answer in
+            return finish(topic: topic.name, staged, acks: request.acks, timeout: timeout) { answer in
                 done(ProduceResponse(topics: [.init(name: topic.name, partitions: [answer])]))
             }
         }
@@ -99,26 +100,9 @@ extension Broker {
         for (topicPosition, topic) in request.topics.enumerated() {
             for (partitionPosition, partition) in topic.partitions.enumerated() {
                 let staged = writeOne(topic: topic.name, partition, version: version, acks: request.acks)
-                finishAlone(topic: topic.name, staged) { answer in
+                finish(topic: topic.name, staged, acks: request.acks, timeout: timeout) { answer in
                     if let response = answers.set(answer, topic: topicPosition, partition: partitionPosition) { done(response) }
                 }
-            }
-        }
-    }
-
-    /// `finishOne` for a partition without followers, through a callback.
-    private func finishAlone(topic: String, _ staged: StagedAppend, done: @escaping @Sendable (ProduceResponse.PartitionResponse) -> Void) {
-        guard case .written(let partition, let pending, let index, _) = staged else {
-            if case .refused(let response) = staged { done(response) }
-            return
-        }
-        pending.whenDurable { [self] outcome in
-            do {
-                let result = try outcome.get()
-                try commitAlone(topic: topic, partition, index: index, result)
-                done(.init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset))
-            } catch {
-                done(appendFailure(topic: topic, index: index, error))
             }
         }
     }
@@ -174,47 +158,66 @@ extension Broker {
         }
     }
 
+    /// `finish` for a task.
     func finishOne(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration) async -> ProduceResponse.PartitionResponse {
-        guard case .written(let partition, let pending, let index, let ledAt) = staged else {
-            if case .refused(let response) = staged { return response }
-            preconditionFailure("unreachable")
+        await withCheckedContinuation { continuation in
+            finish(topic: topic, staged, acks: acks, timeout: timeout) { continuation.resume(returning: $0) }
         }
-        do {
-            let result = try await pending.durable()
-            let id = PartitionID(topic: topic, index: index)
-            if let replication {
+    }
+
+    /// One partition of a Produce after its write: `done` gets its answer
+    /// once the batch is durable (a single node, or acks=1) or the
+    /// in-sync replicas hold it (acks=all in a cluster). It is called at
+    /// once, from the group-commit thread after its sync, or from the
+    /// thread whose follower fetch moved the high watermark: no task waits.
+    func finish(topic: String, _ staged: StagedAppend, acks: Int16, timeout: Duration, done: @escaping @Sendable (ProduceResponse.PartitionResponse) -> Void) {
+        guard case .written(let partition, let pending, let index, let ledAt) = staged else {
+            if case .refused(let response) = staged { done(response) }
+            return
+        }
+        pending.whenDurable { [self] outcome in
+            do {
+                let result = try outcome.get()
+                let success = ProduceResponse.PartitionResponse(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
+                guard let replication else {
+                    try commitAlone(topic: topic, partition, index: index, result)
+                    return done(success)
+                }
+                let id = PartitionID(topic: topic, index: index)
                 // Leadership may have moved since the write (a controlled
                 // shutdown, a failover): the batch is then nobody's to
                 // acknowledge here. The new leader may lack it, and this
                 // broker, now a follower, may cut it; the client retries
                 // there, and its sequence numbers keep the retry in order.
+                let notLeading = "this broker stopped leading \(topic)/\(index) before the batch was committed"
                 guard let ledAt, replication.leaderEpoch(id) == ledAt, replication.isReplicated(id) else {
-                    return refusal(topic: topic, index: index, .notLeaderOrFollower, "this broker stopped leading \(topic)/\(index) before the batch was committed")
+                    return done(refusal(topic: topic, index: index, .notLeaderOrFollower, notLeading))
                 }
                 // With followers, the high watermark is the ISR's smallest log end.
                 try highWatermarks.handle(.appendedDurably(logEndOffset: result.lastOffset + 1), for: partition)
                 // Followers long-polling at the old log end have something to copy.
-                notifier.notify(id)
-                if acks == -1 {
-                    let committed = await replication.waitForHighWatermark(id, offset: result.lastOffset + 1, timeout: timeout)
+                notifier.notify(id, .appended)
+                guard acks == -1 else {
+                    metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+                    return done(success)
+                }
+                replication.whenHighWatermark(id, reaches: result.lastOffset + 1, timeout: timeout) { [self] committed in
                     guard replication.leaderEpoch(id) == ledAt else {
-                        return refusal(topic: topic, index: index, .notLeaderOrFollower, "this broker stopped leading \(topic)/\(index) before the batch was committed")
+                        return done(refusal(topic: topic, index: index, .notLeaderOrFollower, notLeading))
                     }
                     guard committed else {
-                        return refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)")
+                        return done(refusal(topic: topic, index: index, .requestTimedOut, "the in-sync replicas did not copy the batch within \(timeout)"))
                     }
                     let required = partition.configuration.minInsyncReplicas ?? replication.minInsyncReplicas
                     if !replication.acceptsAcksAll(id, minInsyncReplicas: required) {
-                        return refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(required) after the append")
+                        return done(refusal(topic: topic, index: index, .notEnoughReplicasAfterAppend, "the ISR shrank below min.insync.replicas=\(required) after the append"))
                     }
+                    metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
+                    done(success)
                 }
-                metrics.recordOffsets(topic: topic, partition: index, logEndOffset: partition.logEndOffset, highWatermark: partition.highWatermark)
-            } else {
-                try commitAlone(topic: topic, partition, index: index, result)
+            } catch {
+                done(appendFailure(topic: topic, index: index, error))
             }
-            return .init(index: index, errorCode: 0, baseOffset: result.baseOffset, logStartOffset: result.logStartOffset)
-        } catch {
-            return appendFailure(topic: topic, index: index, error)
         }
     }
 

@@ -78,13 +78,16 @@ public final class ReplicationState: Sendable {
         tracker(id)?.acceptsAcksAll(minInsyncReplicas: minInsyncReplicas) ?? true
     }
 
-    /// Waits until the high watermark reaches `offset`; false after
-    /// `timeout`, or when this node does not (or no longer) lead the partition.
-    func waitForHighWatermark(_ id: PartitionID, offset: Int64, timeout: Duration) async -> Bool {
-        await acksWaiters.wait(id, position: offset, timeout: timeout) {
-            // Not led here any more: it will not be committed here.
-            guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil else { return false }
-            return commit.highWatermark >= offset ? true : nil
-        }
+    /// Calls `done` once the high watermark reaches `offset` (true), after
+    /// `timeout`, or when this node does not (or no longer) lead the
+    /// partition (false): at once, or on the thread that moved the mark.
+    func whenHighWatermark(_ id: PartitionID, reaches offset: Int64, timeout: Duration, done: @escaping @Sendable (Bool) -> Void) {
+        acksWaiters.park(id, position: offset, timeout: timeout, ready: { committed(id, offset) }, resume: done)
+    }
+
+    private func committed(_ id: PartitionID, _ offset: Int64) -> Bool? {
+        // Not led here any more: it will not be committed here.
+        guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil else { return false }
+        return commit.highWatermark >= offset ? true : nil
     }
 }

@@ -86,21 +86,22 @@ extension Broker {
         }
     }
 
-    /// A single node's Produce, staged without a task: checked and written
-    /// on the caller's thread (a connection's event loop), its framed answer
-    /// (nil for acks=0) through `done` once durable. False when the frame is
-    /// anything else, or the node has followers to wait for: `stage` it.
+    /// A Produce, staged without a task: checked and written on the
+    /// caller's thread (a connection's event loop), its framed answer (nil
+    /// for acks=0) through `done` once durable, or in a cluster once
+    /// committed as its acks ask. False when the frame is anything else, or
+    /// a version outside the supported range: `stage` it.
     func stageProduceDirect(frame: [UInt8], session: ClientSession, done: @escaping @Sendable ([UInt8]?) -> Void) throws(CloseConnection) -> Bool {
-        guard replication == nil, frame.count >= 2, frame[0] == 0, frame[1] == UInt8(ApiKey.produce.rawValue) else { return false }
+        guard frame.count >= 2, frame[0] == 0, frame[1] == UInt8(ApiKey.produce.rawValue) else { return false }
         var reader = ByteReader(frame)
         let header = try Self.requestHeader(&reader)
         if !session.isAuthenticated {
             throw CloseConnection(reason: "\(ApiKey.produce) before SASL authentication")
         }
         let version = header.apiVersion
-        guard supportedAPIs(session)[.produce]?.contains(version) == true else {
-            throw CloseConnection(reason: "\(ApiKey.produce) version \(version) is not supported")
-        }
+        // A version outside the range is `stage`'s: it answers Kafka's old
+        // versions with UNSUPPORTED_VERSION in their own schema.
+        guard supportedAPIs(session)[.produce]?.contains(version) == true else { return false }
         let flexible = version >= ApiKey.produce.firstFlexibleVersion
         var request: ProduceRequest
         do {

@@ -7,18 +7,18 @@ import Synchronization
 /// path, the direct append, follower fetches, ISR changes and the replica
 /// fetcher send it events; it runs each partition's `PartitionCommit` under
 /// one lock and carries out the actions: it tells the acks=all waits, then
-/// persists the new high watermark in the log, then tells the readers (the
-/// fetch notifier, which wakes fetches and the fan-out): the order the
-/// broker had before this owner, so an acknowledgement waits for no
-/// RocksDB write.
+/// moves the log's high watermark (in memory: the next state record the
+/// log writes carries it, and a cluster node checkpoints it every second),
+/// then tells the readers (the fetch notifier, which wakes fetches and the
+/// fan-out).
 ///
-/// Actions run after the lock: two threads may persist out of order, which
-/// is harmless because the log keeps only a higher value.
+/// Actions run after the lock: two threads may move the log's mark out of
+/// order, which is harmless because the log keeps only a higher value.
 public final class HighWatermarks: Sendable {
     /// With the topic's permanent id: a topic deleted and made again under
     /// its name starts from a fresh state, not the old topic's.
     private let commits = Mutex<[PartitionID: (topicID: UInt32, commit: PartitionCommit)]>([:])
-    /// Told before the new value is persisted: they do not read the log.
+    /// Told before the log holds the new value: they do not read the log.
     private let commitObservers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
     /// Told after: they read the log up to its high watermark.
     private let readerObservers = Mutex<[@Sendable (PartitionID, Int64) -> Void]>([])
@@ -30,10 +30,9 @@ public final class HighWatermarks: Sendable {
 
     /// Adds who hears of every high watermark that moved. With
     /// `readsLog` false (the acks=all waits of `ReplicationState`, which
-    /// compare with this owner's value) it is told before the value is
-    /// persisted, so an acknowledgement does not wait for a RocksDB write;
-    /// with `readsLog` true (the broker's notifier, whose fetches read the
-    /// log) after the log holds it.
+    /// compare with this owner's value) it is told before the log holds
+    /// the value; with `readsLog` true (the broker's notifier, whose
+    /// fetches read the log) after.
     public func observe(readsLog: Bool, _ committed: @escaping @Sendable (PartitionID, Int64) -> Void) {
         if readsLog {
             readerObservers.withLock { $0.append(committed) }
@@ -51,19 +50,24 @@ public final class HighWatermarks: Sendable {
         // In place, and without touching the log under this lock: reading the
         // log's high watermark takes the partition's own mutex, which an
         // append holds while it writes, and every partition's events pass here.
-        var decided = commits.withLock { commits -> (actions: [PartitionCommit.Action], role: PartitionCommit.Role)? in
-            guard commits[id]?.topicID == log.topicID else { return nil }
-            return (commits[id]!.commit.handle(event, now: now), commits[id]!.commit.role)
+        // Through the dictionary's index, so the commit is changed where it
+        // lies: a copy of it (`commits[id]?.…` reads the whole entry) retained
+        // its tracker's tables and made the change copy them, on every
+        // follower fetch of every partition.
+        func decide(_ commits: inout [PartitionID: (topicID: UInt32, commit: PartitionCommit)]) -> [PartitionCommit.Action]? {
+            guard let position = commits.index(forKey: id), commits.values[position].topicID == log.topicID else { return nil }
+            return commits.values[position].commit.handle(event, now: now)
         }
+        var decided = commits.withLock { decide(&$0) }
         if decided == nil {
             // The partition's first event (or its topic was made again).
             let fresh = PartitionCommit(highWatermark: log.highWatermark, logEndOffset: log.highWatermark)
             decided = commits.withLock { commits in
                 if commits[id]?.topicID != log.topicID { commits[id] = (log.topicID, fresh) }
-                return (commits[id]!.commit.handle(event, now: now), commits[id]!.commit.role)
+                return decide(&commits)
             }
         }
-        let (actions, role) = decided!
+        let actions = decided!
         var moved: Int64? = nil
         for action in actions {
             switch action {
@@ -72,12 +76,12 @@ public final class HighWatermarks: Sendable {
         }
         guard let moved else { return nil }
         for observer in commitObservers.withLock({ $0 }) { observer(id, moved) }
-        // A partition alone commits what its log holds: at start the node
-        // takes its high watermark from the log end (Broker.init), so the
-        // mark is not written per append (the next append's state record
-        // carries it). With replicas, the written mark is where a restarted
-        // node starts from.
-        try log.advanceHighWatermark(to: moved, persist: role != .alone)
+        // Not written here: the next append's state record carries the
+        // mark. A partition alone commits what its log holds (at start the
+        // node takes its mark from the log end, Broker.init); a replicated
+        // one's is also checkpointed every second and at close
+        // (`PartitionLog.checkpointHighWatermark`, ClusterNode).
+        try log.advanceHighWatermark(to: moved, persist: false)
         for observer in readerObservers.withLock({ $0 }) { observer(id, moved) }
         return moved
     }

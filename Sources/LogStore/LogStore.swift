@@ -193,6 +193,7 @@ public final class LogStore: Sendable {
         }
         guard !wasClosed else { return }
         context.groupCommit.stop()
+        for partition in allPartitions { try? partition.checkpointHighWatermark() }
         var synced = true
         for partition in allPartitions {
             do { try partition.syncSegments() } catch { synced = false }

@@ -183,6 +183,9 @@ public final class PartitionLog: Sendable {
         /// Bytes appended since this partition last asked for writeback
         /// (modes that do not sync: `GroupCommit.requestWriteback`).
         var bytesSinceWriteback: Int64 = 0
+        /// The high watermark `checkpointHighWatermark` last wrote (appends'
+        /// state records carry it too, without moving this).
+        var checkpointedHighWatermark: Int64 = 0
 
         func encoded() -> [UInt8] {
             var writer = ByteWriter(capacity: 33)
@@ -242,6 +245,7 @@ public final class PartitionLog: Sendable {
             }
             try logIterator.checkError()
             state.highWatermark = min(state.highWatermark, state.logEndOffset)
+            state.checkpointedHighWatermark = state.highWatermark
 
             let epochIterator = database.makeIterator(in: context.families.epochs, lowerBound: prefix, upperBound: Keys.end(of: prefix))
             epochIterator.seekToFirst()
@@ -307,6 +311,28 @@ public final class PartitionLog: Sendable {
             try context.database.put(prefix, record, in: context.families.partitionState)
         } catch {
             throw .storage(error)
+        }
+    }
+
+    /// Writes the high watermark if it moved since the last checkpoint. A
+    /// replicated partition's mark moves on every follower fetch, and
+    /// writing it each time was a second RocksDB write (a WAL `write(2)`)
+    /// per Produce on the leader and per copy on each follower; Kafka too
+    /// checkpoints it every few seconds. A mark read back older than it was
+    /// is safe: it only bounds what readers see until the leader's next
+    /// word (a follower) or its followers' next fetches (a leader), and
+    /// truncation after a restart follows the leader's epochs, not the mark.
+    /// Under the partition's lock, so it is ordered with the appends' own
+    /// state records.
+    public func checkpointHighWatermark() throws(LogStoreError) {
+        try state.withLock { state throws(LogStoreError) in
+            guard !state.isDeleted, state.highWatermark != state.checkpointedHighWatermark else { return }
+            do throws(RocksDBError) {
+                try context.database.put(prefix, state.encoded(), in: context.families.partitionState)
+            } catch {
+                throw .storage(error)
+            }
+            state.checkpointedHighWatermark = state.highWatermark
         }
     }
 

@@ -89,8 +89,13 @@ import Testing
         replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: log)
         try replication.highWatermarks.handle(.appendedDurably(logEndOffset: 5), for: log)
 
+        func committed(_ offset: Int64, within timeout: Duration) async -> Bool {
+            await withCheckedContinuation { continuation in
+                replication.whenHighWatermark(id, reaches: offset, timeout: timeout) { continuation.resume(returning: $0) }
+            }
+        }
         // Passed by the follower's fetch: true, and no timer left.
-        async let reached = replication.waitForHighWatermark(id, offset: 5, timeout: .seconds(60))
+        async let reached = committed(5, within: .seconds(60))
         while replication.timeouts.count == 0 { await Task.yield() }
         try replication.highWatermarks.handle(.followerFetched(replica: 2, offset: 5), for: log)
         #expect(await reached)
@@ -98,7 +103,7 @@ import Testing
 
         // No follower: false after the timeout.
         try replication.highWatermarks.handle(.appendedDurably(logEndOffset: 9), for: log)
-        #expect(await replication.waitForHighWatermark(id, offset: 9, timeout: .milliseconds(100)) == false)
+        #expect(await committed(9, within: .milliseconds(100)) == false)
         #expect(replication.timeouts.count == 0)
     }
 }
