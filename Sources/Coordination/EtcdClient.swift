@@ -14,11 +14,15 @@ import Synchronization
 /// authentication.
 public struct EtcdSecurity: Sendable {
     public var tls: TLSConfiguration?
+    /// Builds `tls` again from its files, for `EtcdClient.reloadTLS`
+    /// (SIGHUP); nil when there is nothing to read again.
+    public var reloadTLS: (@Sendable () throws -> TLSConfiguration)?
     public var user: String?
     public var password: String?
 
-    public init(tls: TLSConfiguration? = nil, user: String? = nil, password: String? = nil) {
+    public init(tls: TLSConfiguration? = nil, reloadTLS: (@Sendable () throws -> TLSConfiguration)? = nil, user: String? = nil, password: String? = nil) {
         self.tls = tls
+        self.reloadTLS = reloadTLS
         self.user = user
         self.password = password
     }
@@ -33,10 +37,21 @@ public struct EtcdSecurity: Sendable {
 /// on when they break.
 public final class EtcdClient: Coordination {
     public let endpoints: [String]
-    let client: HTTPClient
-    let watchClient: HTTPClient
+    private struct Clients {
+        var call: HTTPClient
+        var watch: HTTPClient
+        /// Replaced by a TLS reload, kept: a watch lasts on its connection
+        /// until it breaks, and an HTTPClient must outlive its requests.
+        var retired: [HTTPClient] = []
+    }
+
+    private let clients: Mutex<Clients>
+    /// The client calls go through.
+    var client: HTTPClient { clients.withLock { $0.call } }
+    /// The client new watches go through.
+    var watchClient: HTTPClient { clients.withLock { $0.watch } }
     let timeout: TimeAmount
-    let security: EtcdSecurity
+    public let security: EtcdSecurity
     /// etcd's auth token while `security` names a user; renewed when etcd
     /// says it is no longer valid.
     private let token = Mutex<String?>(nil)
@@ -52,15 +67,34 @@ public final class EtcdClient: Coordination {
         self.timeout = timeout
         self.security = security
         if let tls = security.tls {
-            // Clients of their own for etcd's TLS; they live as long as the
-            // process, like the shared one.
-            self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
-            watchClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-                                     configuration: HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .seconds(5), read: nil)))
+            clients = Mutex(Self.clients(tls))
         } else {
-            self.client = client
-            watchClient = Self.watching
+            clients = Mutex(Clients(call: client, watch: Self.watching))
         }
+    }
+
+    /// Clients of their own for etcd's TLS; they live as long as the
+    /// process, like the shared one.
+    private static func clients(_ tls: TLSConfiguration) -> Clients {
+        Clients(call: HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: HTTPClient.Configuration(tlsConfiguration: tls)),
+                watch: HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                  configuration: HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .seconds(5), read: nil))))
+    }
+
+    /// Reads the TLS files again (a rotated client certificate, a new CA):
+    /// calls and watches from now on go over connections made with them;
+    /// what is open stays open (a watch moves over when it next breaks).
+    /// False when the client has no TLS files; throws, keeping the old
+    /// ones, when the new files do not load.
+    public func reloadTLS() throws -> Bool {
+        guard let reload = security.reloadTLS else { return false }
+        let fresh = Self.clients(try reload())
+        clients.withLock { clients in
+            clients.retired += [clients.call, clients.watch]
+            clients.call = fresh.call
+            clients.watch = fresh.watch
+        }
+        return true
     }
 
     /// Signs in with etcd's user authentication and returns the token.

@@ -65,21 +65,35 @@ struct SecurityOptions: ParsableArguments {
         let certificate = etcdCertFile ?? Environment.string("ETCD_CERT_FILE")
         let key = etcdKeyFile ?? Environment.string("ETCD_KEY_FILE")
         if ca != nil || certificate != nil {
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.minimumTLSVersion = .tlsv12
-            if let ca { tls.trustRoots = .file(ca) }
-            if let certificate, let key {
-                do {
-                    try TLSFiles.checkPrivate(key)
-                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
-                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-                } catch {
-                    throw OperatorError("etcd client certificate: \(error)")
-                }
-            } else if certificate != nil || key != nil {
+            if (certificate == nil) != (key == nil) {
                 throw OperatorError("--etcd-cert-file and --etcd-key-file go together")
             }
-            security.tls = tls
+            // Read again on SIGHUP (CertificateReloader), as the listeners' are.
+            let load: @Sendable () throws -> TLSConfiguration = {
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.minimumTLSVersion = .tlsv12
+                if let ca {
+                    // Read now, not at the first handshake: a CA file that
+                    // does not load must fail here, where the old one stays.
+                    do {
+                        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+                    } catch {
+                        throw OperatorError("etcd CA file \(ca): \(error)")
+                    }
+                }
+                if let certificate, let key {
+                    do {
+                        try TLSFiles.checkPrivate(key)
+                        tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                        tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                    } catch {
+                        throw OperatorError("etcd client certificate: \(error)")
+                    }
+                }
+                return tls
+            }
+            security.tls = try load()
+            security.reloadTLS = load
         }
         if let user = etcdUser ?? Environment.string("ETCD_USER") {
             guard let password = Environment.string("ETCD_PASSWORD") else { throw OperatorError("--etcd-user needs POSTDUIF_ETCD_PASSWORD") }
@@ -197,13 +211,14 @@ struct SecurityOptions: ParsableArguments {
     }
 }
 
-/// Reloads the TLS certificates on SIGHUP: connections opened afterwards
-/// use the new ones, open connections are left as they are. A reload that
-/// fails keeps the old certificate and says why.
+/// Reloads the TLS certificates on SIGHUP, the listeners' and the etcd
+/// client's: connections opened afterwards use the new ones, open
+/// connections are left as they are. A reload that fails keeps the old
+/// certificate and says why.
 final class CertificateReloader {
     private let source: any DispatchSourceSignal
 
-    init(contexts: [ReloadableTLSContext], logger: Logger) {
+    init(contexts: [ReloadableTLSContext], etcd: EtcdClient? = nil, logger: Logger) {
         for context in contexts { Self.recordExpiry(context.files.certificateFile) }
         signal(SIGHUP, SIG_IGN)
         source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
@@ -216,6 +231,12 @@ final class CertificateReloader {
                 } catch {
                     logger.error("TLS certificate not reloaded; the previous one stays", metadata: ["reason": "\(error)"])
                 }
+            }
+            guard let etcd else { return }
+            do {
+                if try etcd.reloadTLS() { logger.notice("etcd client TLS files reloaded") }
+            } catch {
+                logger.error("etcd client TLS files not reloaded; the previous ones stay", metadata: ["reason": "\(error)"])
             }
         }
         source.resume()

@@ -265,9 +265,12 @@ struct Serve: AsyncParsableCommand {
         broker.register(broker.backupAPI)
         var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations,
                                        LogCleanerService(broker: broker, interval: configuration.retentionCheckInterval)]
+        var etcd: EtcdClient? = nil
         if let replication {
+            let client = EtcdClient(endpoints: configuration.etcdEndpoints, security: try security.etcdSecurity())
+            etcd = client
             let membership = Membership(
-                coordination: EtcdClient(endpoints: configuration.etcdEndpoints, security: try security.etcdSecurity()), cluster: configuration.clusterName, brokerID: nodeID,
+                coordination: client, cluster: configuration.clusterName, brokerID: nodeID,
                 address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)",
                 listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }), rack: configuration.rack)
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
@@ -316,7 +319,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let contexts = [tls, gatewayConfiguration?.tls].compactMap { $0 }
-        let reloader = contexts.isEmpty ? nil : CertificateReloader(contexts: contexts, logger: logger)
+        let reloader = contexts.isEmpty && etcd?.security.reloadTLS == nil ? nil : CertificateReloader(contexts: contexts, etcd: etcd, logger: logger)
         defer { withExtendedLifetime(reloader) {} }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -621,6 +622,133 @@ def test_a_broker_reaches_etcd_over_tls(certificates, etcd_auth):
         etcd.terminate()
         etcd.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+class RecordingTLSFront:
+    """A TLS front for a plain etcd, as a load balancer in front of etcd
+    would be: it asks every client for a certificate of the test CA,
+    records the common name of each one it accepts, and passes the bytes
+    through. It shows which certificate the broker's etcd client uses."""
+
+    def __init__(self, certificates, upstream_port):
+        self.upstream_port = upstream_port
+        self.names = []
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certificates.path("broker.pem"), certificates.path("broker.key"))
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_verify_locations(certificates.path("ca.pem"))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.serve, "127.0.0.1", 0, ssl=self.context), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def serve(self, reader, writer):
+        subject = dict(entry[0] for entry in writer.get_extra_info("peercert")["subject"])
+        self.names.append(subject.get("commonName"))
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(source, sink):
+            try:
+                while True:
+                    data = await source.read(65536)
+                    if not data:
+                        break
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def close(self):
+        self.server.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def test_the_etcd_client_certificate_reloads_on_sighup(certificates):
+    """A broker's etcd client certificate is rotated: after SIGHUP its new
+    connections to etcd show the new certificate, the broker stays in its
+    cluster and serves; a reload that cannot load (a key others may read)
+    keeps the old files, says why, and the broker goes on."""
+    from test_cluster import free_block
+
+    base = free_block(2)
+    data = tempfile.mkdtemp(prefix="postduif-etcd-reload-")
+    etcd = subprocess.Popen(
+        ["etcd", "--name", "s", "--data-dir", os.path.join(data, "etcd"),
+         "--listen-client-urls", "http://127.0.0.1:%d" % base, "--advertise-client-urls", "http://127.0.0.1:%d" % base,
+         "--listen-peer-urls", "http://127.0.0.1:%d" % (base + 1), "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % (base + 1),
+         "--initial-cluster", "s=http://127.0.0.1:%d" % (base + 1)],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "etcd.log"), "wb"))
+    front = None
+    broker = None
+    work = tempfile.mkdtemp(prefix="postduif-etcd-client-")
+    client_pem, client_key = os.path.join(work, "client.pem"), os.path.join(work, "client.key")
+
+    def install(name):
+        shutil.copy(certificates.path(name + ".pem"), client_pem)
+        shutil.copy(certificates.path(name + ".key"), client_key)
+        os.chmod(client_key, 0o600)
+
+    def whole_log():
+        with open(broker.log_path, errors="replace") as log:
+            return log.read()
+
+    def wait_for(condition, what, seconds=30):
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, "%s; front saw %s; log: %s" % (what, sorted(set(front.names)), broker.read_log())
+            time.sleep(0.1)
+
+    try:
+        wait_port(base)
+        front = RecordingTLSFront(certificates, base)
+        made = Certificates.__new__(Certificates)
+        made.dir = certificates.dir
+        made.issue("etcd-client-rotated", "/CN=etcd-client-rotated")
+        install("alice")
+        broker = BrokerProcess(extra_args=[
+            "--node-id", "1", "--etcd-endpoints", "https://127.0.0.1:%d" % front.port, "--default-replication-factor", "1",
+            "--etcd-ca-file", certificates.path("ca.pem"), "--etcd-cert-file", client_pem, "--etcd-key-file", client_key])
+        broker.start()
+        wait_for(lambda: "registered in the cluster" in whole_log(), "the broker registered")
+        assert set(front.names) == {"alice"}
+
+        install("etcd-client-rotated")
+        broker.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "etcd client TLS files reloaded" in whole_log(), "the reload was logged")
+        # Lease renewals and a new topic's records go over new connections.
+        topic = unique("etcd-reload")
+        produced = kcat("-b", broker.address, "-P", "-t", topic, "-p", "0", input=b"after the rotation\n")
+        assert produced.returncode == 0, produced.stderr.decode() + broker.read_log()
+        wait_for(lambda: "etcd-client-rotated" in front.names, "a connection with the rotated certificate")
+
+        # A key others may read is refused; the rotated files stay in use.
+        os.chmod(client_key, 0o644)
+        broker.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "etcd client TLS files not reloaded" in whole_log(), "the refused reload was logged")
+        refusal = [line for line in whole_log().splitlines() if "etcd client TLS files not reloaded" in line]
+        assert "may be read by others" in refusal[0], refusal
+        consumed = kcat("-b", broker.address, "-C", "-t", topic, "-o", "beginning", "-e", "-f", "%s\\n")
+        assert consumed.stdout.decode().split("\n")[0] == "after the rotation", broker.read_log()
+        second = unique("etcd-reload")
+        produced = kcat("-b", broker.address, "-P", "-t", second, "-p", "0", input=b"still in the cluster\n")
+        assert produced.returncode == 0, produced.stderr.decode() + broker.read_log()
+        assert broker.alive()
+    finally:
+        if broker is not None and broker.alive():
+            assert broker.stop() == 0
+        if front is not None:
+            front.close()
+        etcd.terminate()
+        etcd.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_operations_port_over_tls(certificates):
