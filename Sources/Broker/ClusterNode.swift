@@ -63,6 +63,8 @@ public final class ClusterNode: Sendable {
     /// Set once the node is registered and has read the cluster: until
     /// then it cannot place replicas or answer Metadata with its peers.
     private let joined = Mutex(false)
+    /// The deleted topics' records this broker has said its replica of is gone.
+    private let reportedDeletions = Mutex<Set<String>>([])
 
     public init(broker: Broker, membership: Membership, view: ClusterView, replication: ReplicationState, logger: Logger) {
         self.broker = broker
@@ -118,10 +120,14 @@ public final class ClusterNode: Sendable {
             removeStaleReplicas(fresh)
             applyRoles()
             joined.withLock { $0 = true }
+            await sayDeletedReplicasGone(fresh)
             do {
                 for try await event in coordination.watch(prefix: membership.root, fromRevision: revision + 1) {
                     observe(event.keyValue, deleted: event.kind == .delete)
                     applyRoles()
+                    if event.keyValue.key.hasPrefix(membership.root + "deleted-topics/") || event.keyValue.key.hasPrefix(membership.root + "topics/") {
+                        await sayDeletedReplicasGone(view.snapshot)
+                    }
                 }
                 logger.warning("the cluster watch ended; reading the cluster again")
             } catch {
@@ -306,6 +312,32 @@ public final class ClusterNode: Sendable {
         }
     }
 
+    /// Tells the controller, for each deleted topic this broker held a
+    /// replica of, that the replica is gone (`deleted-topic-replicas/`,
+    /// under the record's lease), so the record can go once every holder
+    /// has. A replica still here (its removal failed) is not reported; a
+    /// failed write is tried again at the next change.
+    private func sayDeletedReplicasGone(_ snapshot: ClusterView.Snapshot) async {
+        let local = broker.store.topicDescriptors
+        let due = reportedDeletions.withLock { reported -> [(key: String, lease: Int64)] in
+            reported.formIntersection(snapshot.deletedTopics.keys)
+            return snapshot.deletedTopics.compactMap { key, tombstone in
+                guard let lease = tombstone.lease, tombstone.holders?.contains(myID) == true, !reported.contains(key) else { return nil }
+                let held = local.contains { $0.clusterTopicID == tombstone.topicID && (tombstone.topicID != nil || $0.name == tombstone.name) }
+                return held ? nil : (key, lease)
+            }
+        }
+        for (key, lease) in due {
+            let name = key.dropFirst("deleted-topics/".count)
+            do {
+                _ = try await coordination.put(membership.root + "deleted-topic-replicas/\(name)/\(myID)", [], lease: lease)
+                reportedDeletions.withLock { _ = $0.insert(key) }
+            } catch {
+                logger.warning("cannot say a deleted topic's replica is gone yet", metadata: ["record": "\(key)", "error": "\(error)"])
+            }
+        }
+    }
+
     /// Stops following and leading a topic's partitions here.
     private func forgetLocal(_ topic: String, partitionCount: Int32) {
         for index in 0..<partitionCount {
@@ -430,6 +462,8 @@ public final class ClusterNode: Sendable {
                     do {
                         let driver = ControllerDriver(membership: membership, uncleanElection: false)
                         let revision = try await driver.load()
+                        // Holders that said so while no controller was watching.
+                        try await driver.pruneDeletedTopics()
                         let rebalanceInterval = broker.configuration.leaderRebalanceInterval
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await driver.follow(fromRevision: revision + 1) }
@@ -623,7 +657,7 @@ public final class ClusterNode: Sendable {
     /// Deletes a topic from the cluster (DeleteTopics, any broker may).
     func deleteTopic(_ name: String) async throws {
         let driver = ControllerDriver(membership: membership)
-        try await driver.deleteTopic(name)
+        try await driver.deleteTopic(name, retention: broker.configuration.deletedTopicRetention)
     }
 
     /// Grows a topic in the cluster (CreatePartitions, any broker may).

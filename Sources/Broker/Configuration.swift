@@ -57,6 +57,10 @@ public struct BrokerConfiguration: Sendable {
     /// How often the controller gives leadership back to preferred replicas
     /// in sync (Kafka's leader.imbalance.check.interval.seconds); nil: never.
     public var leaderRebalanceInterval: Duration? = .seconds(10)
+    /// How long a deleted topic's record stays in etcd at most, for a
+    /// broker that held a replica and is away: it deletes its replica when
+    /// it returns. The record goes sooner once every holder has said so.
+    public var deletedTopicRetention: Duration = .seconds(7 * 24 * 3600)
     /// On SIGTERM, how long a broker waits for its leaderships to move to
     /// in-sync followers before it stops anyway (controlled shutdown).
     public var controlledShutdownTimeout: Duration = .seconds(10)

@@ -5,10 +5,26 @@ import Foundation
 public struct DeletedTopic: Codable, Sendable, Equatable {
     public var name: String
     public var topicID: String?
+    /// The brokers that held a replica when it was deleted. Each says when
+    /// its replica is gone (`deleted-topic-replicas/<id>/<broker>`); once
+    /// all have, the controller removes the record. Nil in records made
+    /// before holders were recorded (they stay).
+    public var holders: [Int32]?
+    /// The etcd lease the record and the holders' words are attached to:
+    /// it ends `--deleted-topic-retention-ms` after the deletion, so the
+    /// record of a topic whose holder never returns goes too.
+    public var lease: Int64?
 
-    public init(name: String, topicID: String?) {
+    public init(name: String, topicID: String?, holders: [Int32]? = nil, lease: Int64? = nil) {
         self.name = name
         self.topicID = topicID
+        self.holders = holders
+        self.lease = lease
+    }
+
+    /// The key under `deleted-topics/` (and `deleted-topic-replicas/`).
+    public static func key(name: String, topicID: String?) -> String {
+        topicID ?? "name-" + name
     }
 }
 
@@ -32,6 +48,8 @@ public actor ControllerDriver {
 
     var coordination: any Coordination { membership.coordination }
     var topicsPrefix: String { membership.root + "topics/" }
+    var deletedTopicsPrefix: String { membership.root + "deleted-topics/" }
+    var deletedReplicasPrefix: String { membership.root + "deleted-topic-replicas/" }
     var partitionsPrefix: String { membership.root + "partitions/" }
     var shuttingDownPrefix: String { membership.shuttingDownPrefix }
 
@@ -122,16 +140,20 @@ public actor ControllerDriver {
     }
 
     /// Deletes a topic from the cluster (DeleteTopics): first a record in
-    /// `deleted-topics/` naming its id, so a broker that was down deletes
-    /// its replica when it returns; then the topic's record and its
-    /// partitions' records. Every broker's watch deletes its replica.
-    public func deleteTopic(_ name: String) async throws {
+    /// `deleted-topics/` naming its id and the brokers holding a replica,
+    /// so a broker that was down deletes its replica when it returns; then
+    /// the topic's record and its partitions' records. Every broker's watch
+    /// deletes its replica. The record lives under a lease of `retention`:
+    /// the controller revokes it once every holder has said its replica is
+    /// gone (`pruneDeletedTopics`), else etcd ends it then.
+    public func deleteTopic(_ name: String, retention: Duration = .seconds(7 * 24 * 3600)) async throws {
         guard let stored = try await coordination.get(topicsPrefix + name) else {
             throw CoordinationError.refused("topic \(name) does not exist")
         }
         let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(stored.value))
-        let tombstone = DeletedTopic(name: name, topicID: assignment.topicID)
-        _ = try await coordination.put(membership.root + "deleted-topics/" + (assignment.topicID ?? "name-" + name), Array(try JSONEncoder().encode(tombstone)))
+        let lease = try await coordination.grantLease(ttlSeconds: max(1, Int64((retention + .milliseconds(999)) / .seconds(1))))
+        let tombstone = DeletedTopic(name: name, topicID: assignment.topicID, holders: Set(assignment.replicas.joined()).sorted(), lease: lease)
+        _ = try await coordination.put(deletedTopicsPrefix + DeletedTopic.key(name: name, topicID: assignment.topicID), Array(try JSONEncoder().encode(tombstone)), lease: lease)
         guard try await coordination.compareAndDelete(topicsPrefix + name, expected: stored.modRevision) else {
             throw CoordinationError.refused("topic \(name) changed while being deleted; try again")
         }
@@ -142,6 +164,35 @@ public actor ControllerDriver {
             }
         }
         _ = controller.handle(.topicDeleted(name))
+    }
+
+    /// Removes the record of each deleted topic whose holders have all said
+    /// their replica is gone: revoking its lease removes the record and
+    /// their words at once. Returns the keys removed.
+    @discardableResult
+    public func pruneDeletedTopics() async throws -> [String] {
+        let (records, _) = try await coordination.list(prefix: deletedTopicsPrefix)
+        let (words, _) = try await coordination.list(prefix: deletedReplicasPrefix)
+        var gone: [String: Set<Int32>] = [:]
+        for word in words {
+            let rest = word.key.dropFirst(deletedReplicasPrefix.count)
+            guard let slash = rest.lastIndex(of: "/"), let broker = Int32(rest[rest.index(after: slash)...]) else { continue }
+            gone[String(rest[..<slash]), default: []].insert(broker)
+        }
+        var removed: [String] = []
+        for record in records {
+            let key = String(record.key.dropFirst(deletedTopicsPrefix.count))
+            guard let tombstone = try? JSONDecoder().decode(DeletedTopic.self, from: Data(record.value)),
+                  let holders = tombstone.holders, let lease = tombstone.lease,
+                  Set(holders).isSubset(of: gone[key, default: []]) else { continue }
+            do {
+                try await coordination.revokeLease(lease)
+            } catch CoordinationError.leaseNotFound {
+                // Ended on its own meanwhile: the keys went with it.
+            }
+            removed.append(key)
+        }
+        return removed
     }
 
     /// Begins, changes or cancels (nil target) partition moves
@@ -227,6 +278,11 @@ public actor ControllerDriver {
             let key = event.keyValue.key
             if key.hasPrefix(membership.brokersPrefix), event.kind == .put, let id = Int32(key.dropFirst(membership.brokersPrefix.count)) {
                 controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack
+                continue
+            }
+            if key.hasPrefix(deletedReplicasPrefix) {
+                // A holder's replica of a deleted topic is gone: the last one ends the record.
+                if event.kind == .put { try await pruneDeletedTopics() }
                 continue
             }
             if key.hasPrefix(shuttingDownPrefix), let id = Int32(key.dropFirst(shuttingDownPrefix.count)) {

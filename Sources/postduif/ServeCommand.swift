@@ -96,6 +96,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Every this many ms the controller gives leadership back to preferred replicas in sync; 0 never (POSTDUIF_LEADER_REBALANCE_INTERVAL_MS).")
     var leaderRebalanceIntervalMs: Int = Environment.integer("LEADER_REBALANCE_INTERVAL_MS") ?? 10_000
 
+    @Option(help: "Ms a deleted topic's record stays in etcd at most, for brokers away when it was deleted; it goes sooner once every holder of a replica has deleted it (POSTDUIF_DELETED_TOPIC_RETENTION_MS).")
+    var deletedTopicRetentionMs: Int = Environment.integer("DELETED_TOPIC_RETENTION_MS") ?? 7 * 24 * 3600 * 1000
+
     @Option(help: "On SIGTERM, ms to wait for leaderships to move to in-sync followers before stopping (POSTDUIF_CONTROLLED_SHUTDOWN_TIMEOUT_MS).")
     var controlledShutdownTimeoutMs: Int = Environment.integer("CONTROLLED_SHUTDOWN_TIMEOUT_MS") ?? 10_000
 
@@ -172,6 +175,8 @@ struct Serve: AsyncParsableCommand {
         configuration.reassignmentThrottleBytesPerSecond = reassignmentThrottleMbPerS > 0 ? Int64(reassignmentThrottleMbPerS * 1_000_000) : nil
         configuration.rack = rack.isEmpty ? nil : rack
         configuration.leaderRebalanceInterval = leaderRebalanceIntervalMs > 0 ? .milliseconds(leaderRebalanceIntervalMs) : nil
+        guard deletedTopicRetentionMs >= 1000 else { throw OperatorError("--deleted-topic-retention-ms must be at least 1000") }
+        configuration.deletedTopicRetention = .milliseconds(deletedTopicRetentionMs)
         configuration.controlledShutdownTimeout = .milliseconds(max(0, controlledShutdownTimeoutMs))
         configuration.offsetsTopicPartitions = offsetsTopicPartitions
         // The chat's conversations topic keeps the conversation index however

@@ -3,9 +3,13 @@ confluent-kafka: a topic's own min.insync.replicas refusing acks=all,
 configs and DeleteRecords reaching every replica (seen after the leader
 dies), CreatePartitions through the controller, and a topic deleted while
 a replica is down and made again under the same name: the returning
-replica holds none of the old data."""
+replica holds none of the old data, and the deleted topic's record leaves
+etcd once every holder has deleted its replica (or its retention ends)."""
+import base64
+import json
 import signal
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
@@ -41,6 +45,24 @@ def read_from_start(bootstrap, topic, count, partition=0, timeout=30):
             values.append(message.value())
     consumer.close()
     return values
+
+
+def etcd_keys(cluster, prefix):
+    """The keys under the cluster's root + `prefix`, read from etcd itself."""
+    root = "/postduif/postduif/" + prefix
+    end = root[:-1] + chr(ord(root[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(root.encode()).decode(), "range_end": base64.b64encode(end.encode()).decode(), "keys_only": True})
+    request = urllib.request.Request("http://127.0.0.1:%s/v3/kv/range" % cluster.env["ETCD_PORT"], data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        found = json.loads(answer.read()).get("kvs", [])
+    return sorted(base64.b64decode(kv["key"]).decode()[len(root):] for kv in found)
+
+
+def wait_until(condition, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
 
 
 def test_min_insync_configs_delete_records_and_create_partitions_in_a_cluster():
@@ -114,6 +136,13 @@ def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with
         while topic in admin.list_topics(timeout=5).topics:
             assert time.monotonic() < deadline, "the deleted topic is still listed"
             time.sleep(0.2)
+        # The record stays while the stopped holder has not deleted its replica;
+        # the two others say theirs are gone.
+        [record] = etcd_keys(cluster, "deleted-topics/")
+        alive = sorted(str(b) for b in (1, 2, 3) if b != down)
+        wait_until(lambda: etcd_keys(cluster, "deleted-topic-replicas/") == ["%s/%s" % (record, b) for b in alive],
+                   "the live holders did not say their replicas are gone: %s" % etcd_keys(cluster, "deleted-topic-replicas/"))
+        assert etcd_keys(cluster, "deleted-topics/") == [record]
         admin.create_topics([NewTopic(topic, 1, 2)])[topic].result(timeout=30)
         cluster.leader(topic, 0)
         assert produce(others, topic, [b"new-%d" % i for i in range(3)]) == [None] * 3
@@ -126,6 +155,31 @@ def test_a_topic_deleted_while_a_replica_is_down_and_made_again_never_mixes_with
         # and what everyone reads is the new data alone.
         assert read_from_start(cluster.bootstrap, topic, 3) == [b"new-%d" % i for i in range(3)]
         assert earliest(cluster.bootstrap, topic) == (0, 3)
+        # Every holder has deleted its replica: the record and their words are gone.
+        wait_until(lambda: etcd_keys(cluster, "deleted-topics/") == [] and etcd_keys(cluster, "deleted-topic-replicas/") == [],
+                   "the deleted topic's record stayed: %s %s" % (etcd_keys(cluster, "deleted-topics/"), etcd_keys(cluster, "deleted-topic-replicas/")))
+    finally:
+        cluster.stop()
+
+
+def test_a_deleted_topics_record_leaves_etcd_after_its_retention_when_a_holder_stays_away():
+    cluster = Cluster(broker_args="--deleted-topic-retention-ms 4000").start()
+    try:
+        topic = "upkeep-away"
+        cluster.create_topic(topic, partitions=1)
+        assert produce(cluster.bootstrap, topic, [b"m"]) == [None]
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        away = next(b for b in (1, 2, 3) if b != admin.list_topics(timeout=10).controller_id)
+        cluster.signal(away, signal.SIGKILL)
+        cluster.wait_exited(away)
+        others = ",".join("127.0.0.1:%d" % (cluster.base + b - 1) for b in (1, 2, 3) if b != away)
+        survivors = AdminClient({"bootstrap.servers": others})
+        survivors.delete_topics([topic])[topic].result(timeout=30)
+        assert len(etcd_keys(cluster, "deleted-topics/")) == 1
+        # The holder that stays away never says its replica is gone; the
+        # record's lease ends and etcd removes it with the others' words.
+        wait_until(lambda: etcd_keys(cluster, "deleted-topics/") == [] and etcd_keys(cluster, "deleted-topic-replicas/") == [],
+                   "the record outlived its retention: %s" % etcd_keys(cluster, "deleted-topics/"))
     finally:
         cluster.stop()
 
