@@ -16,6 +16,8 @@
 # SECURE_PORT_BASE (unset by default) adds a SASL_SSL listener, broker N's
 # on SECURE_PORT_BASE + N - 1, which the brokers replicate over; the
 # certificate, users and authorizer come in BROKER_ARGS (Docs/security.md).
+# RACKS (unset by default), words, gives broker N the Nth as its rack
+# (`--rack`): RACKS="zone-a zone-b zone-c".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -71,6 +73,12 @@ wait_ready() {
 # The HTTP proxy's port goes in the environment, not as a flag: a binary
 # from before the proxy (the rolling-upgrade test's previous release)
 # starts too.
+# Broker N's rack: the Nth word of RACKS, or none.
+rack_of() {
+    local racks=(${RACKS:-})
+    echo "${racks[$(($1 - 1))]:-}"
+}
+
 proxy_port() {
     if [ "${POSTDUIF_HTTP_PROXY_PORT:-}" = 0 ]; then echo 0; else echo $((proxy_base + $1 - 1)); fi
 }
@@ -108,7 +116,7 @@ start)
     for id in 1 2 3; do
         mkdir -p "$dir/broker-$id"
         port=$((kafka_base + id - 1))
-        POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
+        POSTDUIF_RACK=$(rack_of "$id") POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
             --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
             ${BROKER_ARGS:-} $(gateway_args "$id") > "$dir/broker-$id/log.txt" 2>&1 &
         echo $! > "$dir/broker-$id/pid"
@@ -128,7 +136,7 @@ restart)
     # Starts broker N of a running cluster again (after it was killed).
     id=${3:?broker id}
     port=$((kafka_base + id - 1))
-    POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
+    POSTDUIF_RACK=$(rack_of "$id") POSTDUIF_HTTP_PROXY_PORT=$(proxy_port "$id") "$binary" serve --node-id "$id" $(listener_args "$id") --http-port $((http_base + id - 1)) \
         --data "$dir/broker-$id/data" --etcd-endpoints "http://127.0.0.1:$etcd_port" \
         ${BROKER_ARGS:-} $(gateway_args "$id") >> "$dir/broker-$id/log.txt" 2>&1 &
     echo $! > "$dir/broker-$id/pid"

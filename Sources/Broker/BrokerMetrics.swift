@@ -30,6 +30,10 @@ final class BrokerMetrics: Sendable {
     private let requests: [ApiKey: (count: Counter, duration: Metrics.Timer)]
     let bytesIn = Counter(label: "postduif_bytes_in_total")
     let bytesOut = Counter(label: "postduif_bytes_out_total")
+    /// KIP-392: consumer fetches this broker served as a follower, and
+    /// those it sent to a follower in the consumer's rack as leader.
+    let followerReads = Counter(label: "postduif_fetch_follower_reads_total")
+    let preferredReadReplicaAnswers = Counter(label: "postduif_fetch_preferred_read_replica_answers_total")
     private let connections = Gauge(label: "postduif_connections")
     /// The data directory's file system: bytes free to the broker, and its size.
     let dataFreeBytes = Gauge(label: "postduif_data_free_bytes")

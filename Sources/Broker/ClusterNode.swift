@@ -312,6 +312,25 @@ public final class ClusterNode: Sendable {
         }
     }
 
+    // MARK: Fetching from the closest replica (KIP-392)
+
+    /// The in-sync follower a consumer in `clientRack` should fetch a
+    /// partition led here from, or nil: no rack given, this broker in that
+    /// rack, or no in-sync follower there (one stopping is passed over).
+    func preferredReadReplica(_ id: PartitionID, clientRack: String) -> Int32? {
+        guard !clientRack.isEmpty else { return nil }
+        let snapshot = view.snapshot
+        guard let entry = snapshot.records[id], entry.state.leader == myID, snapshot.endpoints[myID]?.rack != clientRack else { return nil }
+        return entry.state.isr.filter { $0 != myID && snapshot.endpoints[$0]?.rack == clientRack && !snapshot.shuttingDown.contains($0) }.min()
+    }
+
+    /// The partition's leader epoch when this broker follows it in sync, so
+    /// it may serve a consumer the leader sent here; nil otherwise.
+    func followsInSync(_ id: PartitionID) -> Int32? {
+        guard let entry = view.snapshot.records[id], entry.state.leader != myID, entry.state.leader >= 0, entry.state.isr.contains(myID) else { return nil }
+        return entry.state.leaderEpoch
+    }
+
     /// Tells the controller, for each deleted topic this broker held a
     /// replica of, that the replica is gone (`deleted-topic-replicas/`,
     /// under the record's lease), so the record can go once every holder

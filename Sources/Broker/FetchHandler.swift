@@ -37,7 +37,8 @@ extension Broker {
         let responseBytesMax = Int(max(request.maxBytes, 0))
         let topics = request.topics.map { topic in
             FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { requested in
-                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total, replicaID: request.replicaID)
+                let (partition, bytes, error) = readPartition(topic: topic.name, requested, version: version, responseBytesMax: responseBytesMax, alreadyCount: total,
+                                                              replicaID: request.replicaID, clientRack: request.rackID)
                 total += bytes
                 failed = failed || error
                 return partition
@@ -50,7 +51,13 @@ extension Broker {
     /// rather than the high watermark (it must copy what is not yet
     /// committed for the high watermark to move) and reports the follower's
     /// log end (its fetch offset) to the partition's tracker.
-    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int, replicaID: Int32 = -1) -> (FetchResponse.Partition, Int, Bool) {
+    ///
+    /// KIP-392: a consumer that names its rack (Fetch v11+) and asks the
+    /// leader is told, with no records, the in-sync follower in its rack to
+    /// ask instead; a follower in sync serves such a consumer up to its own
+    /// high watermark (which trails the leader's by a fetch round).
+    private func readPartition(topic: String, _ requested: FetchRequest.Partition, version: Int16, responseBytesMax: Int, alreadyCount: Int,
+                               replicaID: Int32 = -1, clientRack: String = "") -> (FetchResponse.Partition, Int, Bool) {
         let replica = replicaID >= 0
         func failure(_ code: ErrorCode, highWatermark: Int64 = -1, logStartOffset: Int64 = -1) -> (FetchResponse.Partition, Int, Bool) {
             // HW, LSO and log start offset are filled on error paths too: clients read them.
@@ -59,8 +66,18 @@ extension Broker {
         guard let partition = try? store.partition(topic: topic, index: requested.index) else {
             return failure(cluster != nil ? .notLeaderOrFollower : .unknownTopicOrPartition)
         }
+        let id = PartitionID(topic: topic, index: requested.index)
+        var followerEpoch: Int32? = nil
         if !leads(topic: topic, index: requested.index) {
-            return failure(.notLeaderOrFollower)
+            guard !replica, version >= 11, let epoch = cluster?.followsInSync(id) else { return failure(.notLeaderOrFollower) }
+            followerEpoch = epoch
+        } else if !replica, version >= 11, let preferred = cluster?.preferredReadReplica(id, clientRack: clientRack) {
+            metrics.preferredReadReplicaAnswers.increment()
+            var answer = FetchResponse.Partition(index: requested.index, errorCode: 0, highWatermark: partition.highWatermark, lastStableOffset: partition.highWatermark,
+                                                 logStartOffset: partition.logStartOffset, batches: [])
+            answer.preferredReadReplica = preferred
+            // Answered at once: the consumer moves to the follower now.
+            return (answer, 0, true)
         }
         if replica, replication != nil {
             // The follower's fetch offset is its log end: it may move the high watermark.
@@ -69,7 +86,7 @@ extension Broker {
         let highWatermark = partition.highWatermark
         let logStart = partition.logStartOffset
         if requested.currentLeaderEpoch >= 0 {
-            let current = partition.currentLeaderEpoch ?? leaderEpoch
+            let current = followerEpoch ?? partition.currentLeaderEpoch ?? leaderEpoch
             if requested.currentLeaderEpoch < current { return failure(.fencedLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
             if requested.currentLeaderEpoch > current { return failure(.unknownLeaderEpoch, highWatermark: highWatermark, logStartOffset: logStart) }
         }
@@ -99,6 +116,7 @@ extension Broker {
             return failure(.unsupportedCompressionType, highWatermark: highWatermark, logStartOffset: logStart)
         }
         let bytes = batches.reduce(0) { $0 + $1.count }
+        if followerEpoch != nil && bytes > 0 { metrics.followerReads.increment() }
         return (FetchResponse.Partition(index: requested.index, errorCode: 0, highWatermark: highWatermark, lastStableOffset: highWatermark, logStartOffset: logStart, batches: batches), bytes, false)
     }
 }

@@ -7,6 +7,8 @@ public enum MetricHelp {
     public static let texts: [String: String] = [
         "postduif_bytes_in_total": "Bytes of Kafka requests received.",
         "postduif_bytes_out_total": "Bytes of Kafka responses sent.",
+        "postduif_fetch_follower_reads_total": "Consumer fetches this broker served records to as an in-sync follower (KIP-392).",
+        "postduif_fetch_preferred_read_replica_answers_total": "Consumer fetches this leader sent to the in-sync follower in the consumer's rack (KIP-392).",
         "postduif_compaction_read_bytes_total": "Bytes compaction read from closed segments.",
         "postduif_compaction_removed_records_total": "Records and tombstones compaction removed.",
         "postduif_compaction_written_bytes_total": "Bytes compaction wrote to cleaned segments.",

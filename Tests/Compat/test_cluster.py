@@ -45,12 +45,14 @@ def free_block(count):
 
 
 class Cluster:
-    def __init__(self, broker_args="", gateways=False):
+    def __init__(self, broker_args="", gateways=False, racks=None):
         self.dir = tempfile.mkdtemp(prefix="postduif-cluster-test-")
         os.rmdir(self.dir)
         self.env = dict(os.environ, ETCD_PORT=str(free_block(2)), KAFKA_PORT_BASE=str(free_block(3)),
                         HTTP_PORT_BASE=str(free_block(3)), BINARY=BINARY,
                         BROKER_ARGS="--log-level info --default-partitions 2 " + broker_args)
+        if racks:
+            self.env["RACKS"] = racks
         if gateways:
             # A chat gateway inside each broker (ADR 0016).
             self.env["GATEWAY_PORT_BASE"] = str(free_block(3))
@@ -543,3 +545,49 @@ def test_with_etcd_gone_brokers_stop_saying_why_and_keep_every_acknowledged_writ
     values = [value for _, value, _, _ in seen]
     assert len(values) == len(set(values)), "duplicates"
     assert acknowledged <= set(values), "lost %d acknowledged writes" % len(acknowledged - set(values))
+
+
+def metric(cluster, broker, name):
+    """A counter from broker's /metrics (0 when absent)."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (int(cluster.env["HTTP_PORT_BASE"]) + broker - 1), timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_consumer_fetches_from_the_in_sync_follower_in_its_rack():
+    """KIP-392 with librdkafka's client.rack: the leader sends a consumer
+    in another rack to the in-sync follower there, which serves every
+    record, those produced while it reads too."""
+    cluster = Cluster(racks="zone-a zone-b zone-c").start()
+    try:
+        topic = "closest-replica"
+        cluster.create_topic(topic, partitions=1)
+        leader = cluster.leader(topic, 0)
+        follower = next(b for b in (1, 2, 3) if b != leader)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        for i in range(200):
+            producer.produce(topic, value=b"m%d" % i, partition=0)
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "closest", "auto.offset.reset": "earliest",
+                             "client.rack": "zone-" + "abc"[follower - 1], "enable.auto.commit": False})
+        consumer.subscribe([topic])
+        values, more, deadline = [], False, time.monotonic() + 60
+        while len(values) < 250 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+            if len(values) == 200 and not more:
+                # Fifty more while the consumer reads at the follower.
+                more = True
+                for i in range(200, 250):
+                    producer.produce(topic, value=b"m%d" % i, partition=0)
+                assert producer.flush(30) == 0
+        consumer.close()
+        assert values == [b"m%d" % i for i in range(250)]
+        assert metric(cluster, leader, "postduif_fetch_preferred_read_replica_answers_total") >= 1
+        assert metric(cluster, follower, "postduif_fetch_follower_reads_total") >= 1, cluster.log(follower)[-2000:]
+    finally:
+        cluster.stop()

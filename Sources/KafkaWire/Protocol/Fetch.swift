@@ -110,6 +110,9 @@ public struct FetchResponse: Sendable {
         public var highWatermark: Int64
         public var lastStableOffset: Int64
         public var logStartOffset: Int64
+        /// KIP-392: the broker the consumer should fetch this partition
+        /// from instead (v11+), or -1.
+        public var preferredReadReplica: Int32 = -1
         /// Stored batches, written one after another.
         public var batches: [[UInt8]]
 
@@ -157,7 +160,7 @@ public struct FetchResponse: Sendable {
                     if version >= 5 { writer.writeInt64(partition.logStartOffset) }
                     writer.writeArrayCount(0)  // aborted transactions: none, transactions are not supported
                 }
-                if version >= 11 { writer.writeInt32(-1) }  // preferred read replica
+                if version >= 11 { writer.writeInt32(partition.preferredReadReplica) }
                 let size = partition.batches.reduce(0) { $0 + $1.count }
                 writer.writeInt32(Int32(size))
                 for batch in partition.batches { writer.writeBytes(batch) }
@@ -187,9 +190,12 @@ public struct FetchResponse: Sendable {
                         return try reader.readInt64()
                     }
                 }
-                if version >= 11 { _ = try reader.readInt32() }
+                var preferred: Int32 = -1
+                if version >= 11 { preferred = try reader.readInt32() }
                 let records = try reader.readNullableBytes() ?? []
-                return Partition(index: index, errorCode: error, highWatermark: highWatermark, lastStableOffset: lastStable, logStartOffset: logStart, batches: records.isEmpty ? [] : [records])
+                var partition = Partition(index: index, errorCode: error, highWatermark: highWatermark, lastStableOffset: lastStable, logStartOffset: logStart, batches: records.isEmpty ? [] : [records])
+                partition.preferredReadReplica = preferred
+                return partition
             } ?? []
             return Topic(name: name, partitions: partitions)
         } ?? []
