@@ -165,7 +165,8 @@ extension MatrixAPI {
     }
 
     /// `keys/changes`: users sharing a room with the caller whose devices
-    /// changed between two sync tokens.
+    /// changed between two sync tokens, and those who stopped sharing every
+    /// room with the caller since the first.
     func keyChanges(_ request: Request) throws -> Response {
         let session = try authenticate(request)
         let query = request.uri.queryParameters
@@ -176,7 +177,8 @@ extension MatrixAPI {
         }
         let changed = state.keys.keysChanged(since: from.userData, before: to.userData)
         let users = changed.intersection(state.sharingRooms(with: session.userID)).sorted()
-        return Self.ok(["changed": .array(users.map { .string($0) }), "left": []] as JSONValue)
+        let left = deviceListsLeft(session, since: from, position: to)
+        return Self.ok(["changed": .array(users.map { .string($0) }), "left": .array(left.map { .string($0) })] as JSONValue)
     }
 
     // MARK: Cross-signing

@@ -162,7 +162,8 @@ extension MatrixAPI {
         let rooms = state.directory.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
-        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(since.typing)|\(token)"
+        // The state offset too: membership changes since it (device_lists) differ.
+        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(since.state)|\(since.typing)|\(token)"
     }
 
     func syncBody(_ query: SyncQuery, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> SharedAnswers.Piece {
@@ -207,12 +208,13 @@ extension MatrixAPI {
         // acknowledged (dropped); the rest up to this answer's position go out.
         let toDevice = state.toDevice.take(user: session.userID, device: session.deviceID, acknowledged: query.since?.toDevice, upTo: position.toDevice)
         let devicesChanged = since.map { deviceListChanges(session, since: $0) } ?? []
+        let devicesLeft = since.map { deviceListsLeft(session, since: $0, position: position) } ?? []
         let counts = state.keys.oneTimeKeyCounts(user: session.userID, device: session.deviceID).sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)):\($0.value)" }
         let fallback = state.keys.unusedFallbackTypes(user: session.userID, device: session.deviceID).map(JSONText.string)
-        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty || !toDevice.isEmpty || !devicesChanged.isEmpty
+        let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty || !toDevice.isEmpty || !devicesChanged.isEmpty || !devicesLeft.isEmpty
         let body = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
             + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[\(toDevice.joined(separator: ","))]},"
-            + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[]},\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},"
+            + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[\(devicesLeft.map(JSONText.string).joined(separator: ","))]},\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},"
             + "\"device_unused_fallback_key_types\":[\(fallback.joined(separator: ","))]}"
         return SharedAnswers.Piece(json: body, changed: changed, senders: senders)
     }
@@ -227,6 +229,31 @@ extension MatrixAPI {
             changed.formUnion(state.directory.members(of: roomID, in: ["join"]).filter { !state.keys.deviceKeys(of: $0).isEmpty })
         }
         return changed.sorted()
+    }
+
+    /// Users who since the token stopped sharing every room with the
+    /// session's user (`device_lists.left`): members who left a room the
+    /// user is in, and the members of a room the user left, unless another
+    /// room still joins them. Their device changes no longer reach the
+    /// user, and an encrypting client stops tracking their devices. Only
+    /// looked for when membership moved since the token (`position.state`),
+    /// so a sync in a quiet large room does not walk its members.
+    func deviceListsLeft(_ session: Session, since: SyncPosition, position: SyncPosition) -> [String] {
+        guard since.state < position.state else { return [] }
+        var candidates: Set<String> = []
+        for (roomID, member) in state.directory.rooms(of: session.userID) {
+            guard let room = state.directory.room(roomID) else { continue }
+            if member.membership == "join" {
+                for (user, other) in room.members where other.membership != "join" && other.stateOffset >= since.state {
+                    candidates.insert(user)
+                }
+            } else if member.stateOffset >= since.state {
+                candidates.formUnion(room.members(in: ["join"]))
+            }
+        }
+        candidates.remove(session.userID)
+        guard !candidates.isEmpty else { return [] }
+        return candidates.subtracting(state.sharingRooms(with: session.userID)).sorted()
     }
 
     /// The user's global account data events written since `since` (all,

@@ -136,6 +136,28 @@ async def encrypted_room(url):
     assert status == 403
     answer = sync(server, carol.access_token)
     assert answer["to_device"]["events"] == [] and room not in answer["rooms"]["join"]
+
+    # Bob leaves: Alice shares no room with him any more, and her next syncs
+    # say so (device_lists.left), as his say of her; keys/changes agrees.
+    alice_since = sync(server, alice.access_token, timeout=0)["next_batch"]
+    bob_since = sync(server, bob.access_token, timeout=0)["next_batch"]
+    await bob.room_leave(room)
+
+    def left_seen(token, since, who):
+        for _ in range(10):
+            answer = sync(server, token, since=since, timeout=3000)
+            if who in answer["device_lists"]["left"]:
+                return answer
+            since = answer["next_batch"]
+        raise AssertionError("%s never in device_lists.left" % who)
+
+    answer = left_seen(alice.access_token, alice_since, "@e2e-bob:gov.test")
+    assert "@e2e-bob:gov.test" not in answer["device_lists"]["changed"]
+    left_seen(bob.access_token, bob_since, "@e2e-alice:gov.test")
+    status, _, changes = http(server, "GET", "/keys/changes?from=%s&to=%s" % (urllib.parse.quote(alice_since), urllib.parse.quote(answer["next_batch"])), token=alice.access_token)
+    assert status == 200 and changes["left"] == ["@e2e-bob:gov.test"], changes
+    # Carol shared no room with either: nothing left for her.
+    assert sync(server, carol.access_token, since=answer["next_batch"], timeout=0)["device_lists"]["left"] == []
     for client in (alice, bob, third, carol):
         await client.close()
 
