@@ -32,9 +32,19 @@ extension ChatState {
         return users
     }
 
+    /// A to-device send's delivery to one device (`key`: `user\0device`),
+    /// as the transaction memory knows it.
+    static func toDeviceDelivery(_ transaction: String, key: String) -> String {
+        transaction + "\u{0}" + key
+    }
+
     /// A chat-to-device record (key `user\0device`): queued for the device,
     /// which is woken.
     func applyToDevice(_ record: StoredRecord) {
+        // Which send wrote it, for that send's retries (`MatrixAPI.sendToDevice`).
+        if let transaction = Self.transaction(record.headers), let key = String(validating: record.key, as: UTF8.self) {
+            transactions.remember(Self.toDeviceDelivery(transaction, key: key), eventID: "")
+        }
         let parts = record.key.split(separator: 0, maxSplits: 1, omittingEmptySubsequences: false)
         if parts.count == 2, let value = record.value, let json = String(validating: value, as: UTF8.self) {
             let user = String(decoding: parts[0], as: UTF8.self)

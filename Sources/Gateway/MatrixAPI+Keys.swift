@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import KafkaWire
 import NIOCore
 
 // End-to-end encryption, the server's part: storing and handing out keys,
@@ -249,11 +250,17 @@ extension MatrixAPI {
 
     // MARK: To-device
 
+    /// `sendToDevice`: one chat-to-device record per target device, each
+    /// with its transaction (`txn` header). A retry of a send whose answer
+    /// was lost, even across a gateway restart (the tail of chat-to-device
+    /// remembers each record's transaction and device), writes only what
+    /// the first attempt did not.
     func sendToDevice(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let session = try authenticate(request)
         let eventType = parameter(context, "eventType")
         let transaction = "to-device|\(session.userID)|\(session.deviceID)|\(parameter(context, "txnId"))"
         if state.transactions.eventID(for: transaction) != nil { return Self.ok("{}") }
+        let header = RecordHeader(key: Array("txn".utf8), value: Array(transaction.utf8))
         let body = try await body([String: JSONValue].self, request, limit: Self.keyBodyBytesMax)
         guard let messages = Self.object(body["messages"]) else { throw MatrixError(.badRequest, "M_BAD_JSON", "messages is required") }
         var written: [(Int32, Int64)] = []
@@ -262,7 +269,9 @@ extension MatrixAPI {
                 let targets = device == "*" ? Set(state.credentials.devices(of: user)).union(state.keys.deviceKeys(of: user).keys).sorted() : [device]
                 let event = MatrixJSON.encode(["type": .string(eventType), "sender": .string(session.userID), "content": content] as JSONValue)
                 for target in targets {
-                    written.append(try await link.produce(topic: ChatTopics.toDevice, key: Array((user + "\u{0}" + target).utf8), value: Array(event.utf8), timestamp: Self.now))
+                    let key = user + "\u{0}" + target
+                    if state.transactions.eventID(for: ChatState.toDeviceDelivery(transaction, key: key)) != nil { continue }
+                    written.append(try await link.produce(topic: ChatTopics.toDevice, key: Array(key.utf8), value: Array(event.utf8), headers: [header], timestamp: Self.now))
                 }
             }
         }

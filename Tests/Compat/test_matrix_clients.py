@@ -317,6 +317,44 @@ def test_the_sending_device_sees_its_transaction_id(gateway):
     run(own_transaction_ids(gateway.url))
 
 
+def test_a_to_device_send_retried_after_a_gateway_restart_arrives_once():
+    """sendToDevice's transaction survives a restart: the retry of a send
+    whose answer was lost is not delivered a second time, and a new
+    transaction is."""
+    broker = BrokerProcess(extra_args=["--durability", "none"]).start()
+    gateway = GatewayProcess(broker).start()
+    try:
+        sender = account(gateway, "todevice-sender")
+        recipient = account(gateway, "todevice-recipient", device=None)
+        status, _, me = http(gateway, "GET", "/account/whoami", token=recipient)
+        assert status == 200
+        since = sync(gateway, recipient)["next_batch"]
+        body = {"messages": {me["user_id"]: {me["device_id"]: {"n": 1}}}}
+        status, _, _ = http(gateway, "PUT", "/sendToDevice/org.gov.test.ping/first", body, sender)
+        assert status == 200
+        assert gateway.stop() == 0
+        gateway.start()
+        # The retry, as a client whose answer was lost sends it; then a new one.
+        status, _, _ = http(gateway, "PUT", "/sendToDevice/org.gov.test.ping/first", body, sender)
+        assert status == 200
+        status, _, _ = http(gateway, "PUT", "/sendToDevice/org.gov.test.ping/second", {"messages": {me["user_id"]: {me["device_id"]: {"n": 2}}}}, sender)
+        assert status == 200
+        received = []
+        for _ in range(10):
+            answer = sync(gateway, recipient, since=since, timeout=2000)
+            received += [e["content"]["n"] for e in answer["to_device"]["events"] if e["type"] == "org.gov.test.ping"]
+            since = answer["next_batch"]
+            if 2 in received:
+                break
+        # Drained: one more sync brings nothing new.
+        answer = sync(gateway, recipient, since=since, timeout=0)
+        received += [e["content"]["n"] for e in answer["to_device"]["events"] if e["type"] == "org.gov.test.ping"]
+        assert received == [1, 2], received
+    finally:
+        gateway.stop()
+        broker.stop()
+
+
 def test_a_send_retried_after_a_gateway_restart_is_stored_once():
     broker = BrokerProcess(extra_args=["--durability", "none"]).start()
     gateway = GatewayProcess(broker).start()
