@@ -227,36 +227,73 @@ extension MatrixAPI {
             + "\"start\":\(JSONText.string(start)),\"end\":\(JSONText.string(end)),\"state\":[\(stateEvents)]}")
     }
 
-    /// The most events `/relations` looks back through for a room.
+    /// The most events one `/relations` page reads through.
     static let relationsScanMax = 2_000
 
     /// `/relations`: the room's events that relate to one (`m.relates_to`),
-    /// newest first, found by reading the room's history back from its
-    /// newest event (at most `relationsScanMax` events).
+    /// newest first (`dir=b`, the default) or oldest first (`dir=f`), read
+    /// from the room's history a page at a time. `from` and `to` are
+    /// history tokens (`q<sequence>`, as `/messages` gives; `to` bounds
+    /// the page); `next_batch` is where the next page begins, given when
+    /// `limit` was reached or `relationsScanMax` events were read with
+    /// history left.
     func relations(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let (_, roomID, _) = try joinedRoom(request, context)
         let target = parameter(context, "eventId")
         let relType = context.parameters.get("relType").map(Self.pathParameter)
         let eventType = context.parameters.get("eventType").map(Self.pathParameter)
-        let limit = max(1, min(Int(request.uri.queryParameters.get("limit") ?? "") ?? 50, 100))
+        let query = request.uri.queryParameters
+        let limit = max(1, min(Int(query.get("limit") ?? "") ?? 50, 100))
+        let direction = query.get("dir").map { String($0) } ?? "b"
+        guard direction == "b" || direction == "f" else {
+            throw MatrixError(.badRequest, "M_INVALID_PARAM", "dir must be b or f")
+        }
+        let forward = direction == "f"
+        func sequence(_ token: String?) throws -> UInt64? {
+            guard let token else { return nil }
+            guard token.hasPrefix("q"), let sequence = UInt64(token.dropFirst()) else {
+                throw MatrixError(.badRequest, "M_INVALID_PARAM", "\(token) is not a token of this room's history")
+            }
+            return sequence
+        }
+        let from = try sequence(query.get("from").map { String($0) })
+        let to = try sequence(query.get("to").map { String($0) })
         let conversation = Array(roomID.utf8)
         let partition = state.partition(ofRoom: roomID)
         var found: [String] = []
-        var position = ConversationHistoryRequest.Position.latest
-        var scanned = 0
-        while found.count < limit && scanned < Self.relationsScanMax {
-            let page = try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: position, limit: 100)
-            for record in page.messages.reversed() {
-                guard let event = ChatState.clientEvent(roomID: roomID, partition: partition, record: record),
-                      let relates = Self.content(event.json)?["m.relates_to"], relates["event_id"]?.string == target,
-                      relType == nil || relates["rel_type"]?.string == relType, eventType == nil || event.type == eventType else { continue }
-                found.append(served(event, roomID: roomID))
-                if found.count == limit { break }
-            }
-            scanned += page.messages.count
-            guard page.messages.count == 100, let oldest = page.messages.first else { break }
-            position = .before(sequence: oldest.sequence)
+        var next: UInt64? = nil
+        var position: ConversationHistoryRequest.Position = .latest
+        if forward {
+            position = .after(sequence: from ?? 0)
+        } else if let from {
+            position = .before(sequence: from)
         }
-        return Self.ok("{\"chunk\":[\(found.joined(separator: ","))]}")
+        var scanned = 0
+        scan: while true {
+            let page = try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: position, limit: 100)
+            for record in forward ? page.messages : page.messages.reversed() {
+                if let to, forward ? record.sequence >= to : record.sequence <= to { break scan }
+                scanned += 1
+                if let event = ChatState.clientEvent(roomID: roomID, partition: partition, record: record),
+                   let relates = Self.content(event.json)?["m.relates_to"], relates["event_id"]?.string == target,
+                   relType == nil || relates["rel_type"]?.string == relType, eventType == nil || event.type == eventType {
+                    found.append(served(event, roomID: roomID))
+                    if found.count == limit {
+                        next = record.sequence
+                        break scan
+                    }
+                }
+            }
+            // A short page is the end of the history.
+            guard page.messages.count == 100, let oldest = page.messages.first, let newest = page.messages.last else { break }
+            let edge = forward ? newest.sequence : oldest.sequence
+            if scanned >= Self.relationsScanMax {
+                next = edge
+                break
+            }
+            position = forward ? .after(sequence: edge) : .before(sequence: edge)
+        }
+        let batch = next.map { ",\"next_batch\":\(JSONText.string("q\($0)"))" } ?? ""
+        return Self.ok("{\"chunk\":[\(found.joined(separator: ","))]\(batch)}")
     }
 }

@@ -132,6 +132,24 @@ def test_edits_reactions_and_threads_are_found_through_relations(gateway):
     assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.annotation/m.reaction" % (q(room), q(root)), token=bob)[2]["chunk"]] == [reaction]
     assert http(gateway, "GET", "/rooms/%s/relations/%s/m.annotation/m.room.message" % (q(room), q(root)), token=bob)[2]["chunk"] == []
     assert [e["event_id"] for e in http(gateway, "GET", "/rooms/%s/relations/%s/m.thread" % (q(room), q(root)), token=alice)[2]["chunk"]] == [reply]
+
+    def pages(direction, limit):
+        """Every page of the root's relations, following next_batch."""
+        seen, token = [], None
+        for _ in range(10):
+            path = "/rooms/%s/relations/%s?dir=%s&limit=%d" % (q(room), q(root), direction, limit) + ("&from=" + q(token) if token else "")
+            status, _, page = http(gateway, "GET", path, token=bob)
+            assert status == 200, page
+            seen.append([e["event_id"] for e in page["chunk"]])
+            token = page.get("next_batch")
+            if not token:
+                return [chunk for chunk in seen if chunk]
+        raise AssertionError("relations never ended: %s" % seen)
+
+    assert pages("b", 1) == [[reply], [reaction], [edit]]
+    assert pages("f", 2) == [[edit, reaction], [reply]]
+    assert http(gateway, "GET", "/rooms/%s/relations/%s?dir=sideways" % (q(room), q(root)), token=bob)[0] == 400
+    assert http(gateway, "GET", "/rooms/%s/relations/%s?from=nonsense" % (q(room), q(root)), token=bob)[0] == 400
     stranger = account(gateway, "rel-stranger")
     assert http(gateway, "GET", "/rooms/%s/relations/%s" % (q(room), q(root)), token=stranger)[0] == 403
 
