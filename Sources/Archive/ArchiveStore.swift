@@ -44,9 +44,24 @@ public struct ArchiveError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+/// An uploaded file an archived event refers to (`mxc://server/media-id`),
+/// as the chat stored it.
+public struct ArchivedMedia: Sendable {
+    public var bytes: Data
+    public var contentType: String
+    public var fileName: String?
+
+    public init(bytes: Data, contentType: String, fileName: String?) {
+        self.bytes = bytes
+        self.contentType = contentType
+        self.fileName = fileName
+    }
+}
+
 /// The archive on disk (Docs/services.md, "The archive"): a folder per
 /// conversation with its events as JSON lines per month, its membership
-/// changes, and a manifest of every file's SHA-256; a hash chain across
+/// changes, the files its messages carry (`attachments/<month>/`), and a
+/// manifest of every file's SHA-256; a hash chain across
 /// batches (`chain.jsonl`) and the consumer's place (`state.json`).
 ///
 /// Exactly once across crashes: a batch is appended and synced to its
@@ -171,21 +186,60 @@ public final class ArchiveStore {
         return (era * 146_097 + dayOfEra - 719_468) * 86_400_000
     }
 
+    /// The SHA-256 of `data`, in hex, as the manifests and the chain give it.
+    public static func sha256(_ data: Data) -> String { Digest.hex(data) }
+
+    /// The media ids (`mxc://server/id`'s `id`) an event's content refers
+    /// to: a file, image, audio or video, an encrypted file, a thumbnail.
+    public static func mediaIDs(in value: [UInt8]) -> [String] {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any], let content = object["content"] as? [String: Any] else { return [] }
+        let info = content["info"] as? [String: Any]
+        let urls = [content["url"], (content["file"] as? [String: Any])?["url"], info?["thumbnail_url"], (info?["thumbnail_file"] as? [String: Any])?["url"]]
+        var ids: [String] = []
+        for case let url as String in urls where url.hasPrefix("mxc://") {
+            let rest = url.dropFirst("mxc://".count)
+            guard let slash = rest.firstIndex(of: "/") else { continue }
+            let id = String(rest[rest.index(after: slash)...])
+            if !id.isEmpty && !ids.contains(id) { ids.append(id) }
+        }
+        return ids
+    }
+
     /// Appends a batch of events (in offset order per partition), then
     /// records it in the chain and the state. `next` is the next offset
-    /// per partition once the batch is in.
-    public func append(_ events: [ArchivedEvent], next: [Int32: Int64]) throws {
+    /// per partition once the batch is in. `media` holds the files the
+    /// events refer to (by media id) that could be read; each is kept
+    /// once per conversation and month, beside the events, and named in
+    /// the event's `postduif.attachments` (`missing` when it could not be
+    /// read: removed by the chat's retention, say).
+    public func append(_ events: [ArchivedEvent], media: [String: ArchivedMedia] = [:], next: [Int32: Int64]) throws {
         var appended: [String: Data] = [:]
         for event in events {
             guard var object = (try? JSONSerialization.jsonObject(with: Data(event.value))) as? [String: Any] else { continue }
+            let folder = "rooms/" + Self.folderName(event.roomID)
+            let month = Self.month(event.timestamp)
             object["event_id"] = "$\(event.partition)_\(event.offset)"
             object["room_id"] = event.roomID
             object["origin_server_ts"] = event.timestamp
-            object["postduif"] = ["partition": event.partition, "offset": event.offset, "retention_class": selection.retentionClass(of: event.roomID)]
+            var meta: [String: Any] = ["partition": event.partition, "offset": event.offset, "retention_class": selection.retentionClass(of: event.roomID)]
+            var attachments: [String: Any] = [:]
+            for id in Self.mediaIDs(in: event.value) {
+                guard let file = media[id] else {
+                    attachments[id] = ["missing": true]
+                    continue
+                }
+                let relative = "\(folder)/attachments/\(month)/\(Self.folderName(id))"
+                if state.lengths[relative] == nil && appended[relative] == nil { appended[relative] = file.bytes }
+                var described: [String: Any] = ["file": String(relative.dropFirst(folder.count + 1)), "sha256": Digest.hex(file.bytes),
+                                                "length": file.bytes.count, "content_type": file.contentType]
+                if let name = file.fileName { described["file_name"] = name }
+                attachments[id] = described
+            }
+            if !attachments.isEmpty { meta["attachments"] = attachments }
+            object["postduif"] = meta
             var line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             line.append(0x0A)
-            let folder = "rooms/" + Self.folderName(event.roomID)
-            appended[folder + "/messages-" + Self.month(event.timestamp) + ".jsonl", default: Data()].append(line)
+            appended[folder + "/messages-" + month + ".jsonl", default: Data()].append(line)
             if object["type"] as? String == "m.room.member" {
                 appended[folder + "/membership.jsonl", default: Data()].append(line)
             }
@@ -250,9 +304,9 @@ public final class ArchiveStore {
         let directory = root.appendingPathComponent("rooms").appendingPathComponent(folder)
         guard FileManager.default.fileExists(atPath: directory.path) else { return }
         var files: [String: Any] = [:]
-        for name in try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() where name.hasSuffix(".jsonl") {
-            let relative = "rooms/\(folder)/\(name)"
-            guard let length = state.lengths[relative] else { continue }
+        let prefix = "rooms/\(folder)/"
+        for (relative, length) in state.lengths where relative.hasPrefix(prefix) {
+            let name = String(relative.dropFirst(prefix.count))
             files[name] = ["length": length, "sha256": Digest.file(directory.appendingPathComponent(name).path) ?? ""]
         }
         let room = folder.removingPercentEncoding ?? folder
@@ -349,6 +403,19 @@ public final class ArchiveStore {
         return out
     }
 
+    /// The month a file of a conversation holds: `messages-<month>.jsonl`,
+    /// or an attachment under `attachments/<month>/`; nil for the rest
+    /// (membership.jsonl is kept as long as the conversation).
+    static func monthOfFile(_ relative: String) -> String? {
+        let parts = relative.split(separator: "/").map(String.init)
+        guard parts.count >= 3 else { return nil }
+        if parts.count == 3, parts[2].hasPrefix("messages-"), parts[2].hasSuffix(".jsonl") {
+            return String(parts[2].dropFirst("messages-".count).dropLast(".jsonl".count))
+        }
+        if parts.count == 5, parts[2] == "attachments" { return parts[3] }
+        return nil
+    }
+
     /// Removes the month files whose retention class has run out by
     /// `now` (milliseconds), logging each in `destruction-log.jsonl` and
     /// the chain. Returns what was destroyed.
@@ -357,12 +424,10 @@ public final class ArchiveStore {
         var log = Data()
         var lengths = state.lengths
         for relative in state.lengths.keys.sorted() where relative.hasPrefix("rooms/") {
-            let name = (relative as NSString).lastPathComponent
-            guard name.hasPrefix("messages-"), let folder = Self.roomFolder(relative) else { continue }
+            guard let folder = Self.roomFolder(relative), let month = Self.monthOfFile(relative) else { continue }
             let room = folder.removingPercentEncoding ?? folder
             let retentionClass = selection.retentionClass(of: room)
-            guard let days = selection.classes[retentionClass] ?? nil,
-                  let end = Self.monthEnd(String(name.dropFirst("messages-".count).dropLast(".jsonl".count))),
+            guard let days = selection.classes[retentionClass] ?? nil, let end = Self.monthEnd(month),
                   end + Int64(days) * 86_400_000 <= now else { continue }
             let path = root.appendingPathComponent(relative).path
             let record: [String: Any] = ["file": relative, "room_id": room, "retention_class": retentionClass, "kept_days": days,

@@ -67,6 +67,7 @@ struct ArchiveCommand: AsyncParsableCommand {
             settings.offsetReset = .earliest
             let started = ContinuousClock.now
             let consumer = GroupConsumer(client: client, configuration: settings, clock: { Int64((ContinuousClock.now - started) / .milliseconds(1)) })
+            let media = ArchiveMedia(client: client, group: group + "-media", clock: { Int64((ContinuousClock.now - started) / .milliseconds(1)) })
             await consumer.subscribe([topic])
             print("archiving \(topic) into \(place.dir) as group \(group)")
             var placed: Set<TopicPartition> = []
@@ -95,7 +96,22 @@ struct ArchiveCommand: AsyncParsableCommand {
                     guard let key = record.key, let value = record.value else { return nil }
                     return ArchivedEvent(roomID: String(decoding: key, as: UTF8.self), partition: record.partition, offset: record.offset, timestamp: record.timestamp, value: value)
                 }
-                try store.append(events, next: next)
+                // The files the events carry, read before the batch is
+                // written: a broker that cannot answer now is asked again, and
+                // after that the run stops (it resumes from the archive's state).
+                let ids = events.flatMap { ArchiveStore.mediaIDs(in: $0.value) }
+                var files: [String: ArchivedMedia] = [:]
+                for attempt in 1...5 {
+                    do {
+                        files = try await media.files(ids)
+                        break
+                    } catch {
+                        guard attempt < 5 else { throw OperatorError("cannot read the chat's files: \(error)") }
+                        FileHandle.standardError.write(Data("archive: reading files: \(error); trying again\n".utf8))
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                }
+                try store.append(events, media: files, next: next)
                 // The group's offsets follow the archive's (for lag alerts).
                 try? await consumer.commit(Dictionary(uniqueKeysWithValues: next.map { (TopicPartition(topic, $0.key), $0.value) }))
             }

@@ -1,8 +1,9 @@
 """The archive consumer (`postduif archive`, Docs/services.md): a chat
 through the gateway while the archive is SIGKILLed and started again twice;
-then the archive holds every message exactly once, verifies, shows a
-changed byte, exports a conversation equal to its history, and destroys
-by the selection list with a log."""
+then the archive holds every message exactly once and the files they
+carry, verifies, shows a changed byte, exports a conversation equal to its
+history, and destroys by the selection list with a log."""
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +46,22 @@ def archived_messages(folder):
     return found
 
 
+def all_files(folder):
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(folder, "rooms")) for name in names)
+
+
+def archived_files(folder):
+    """The conversations' month files."""
+    return [p for p in all_files(folder) if os.path.basename(p).startswith("messages-")]
+
+
+def archived_lines(folder):
+    for path in archived_files(folder):
+        with open(path) as f:
+            for line in f:
+                yield json.loads(line)
+
+
 def test_the_archive_keeps_every_message_once_through_two_sigkills_and_verifies():
     gateway = EmbeddedGateway(extra_args=["--durability", "none"]).start()
     folder = tempfile.mkdtemp(prefix="postduif-archive-")
@@ -81,6 +98,19 @@ def test_the_archive_keeps_every_message_once_through_two_sigkills_and_verifies(
                 archiver.send_signal(signal.SIGKILL)
                 archiver.wait(timeout=30)
                 archiver = start_archive()
+        # Files: a report of three chunks in the permanent room, a photo in a one-year room.
+        report = os.urandom(600 * 1024)
+        photo = os.urandom(10 * 1024)
+        files = {}
+        for room, name, data, msgtype in ((rooms[0], "report.pdf", report, "m.file"), (rooms[1], "photo.jpg", photo, "m.image")):
+            request = urllib.request.Request(gateway.url + "/_matrix/media/v3/upload?filename=" + name, data=data, method="POST",
+                                             headers={"Content-Type": "application/octet-stream", "Authorization": "Bearer " + users["minister"]})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                uri = json.loads(answer.read())["content_uri"]
+            event = matrix(gateway.url, "PUT", "/rooms/%s/send/m.room.message/file-%s" % (room, name),
+                           {"msgtype": msgtype, "body": name, "url": uri, "info": {"size": len(data)}}, users["minister"])
+            sent.append((room, event["event_id"], name))
+            files[event["event_id"]] = (room, uri.rsplit("/", 1)[1], data)
         deadline = time.monotonic() + 60
         while len(archived_messages(folder)) < len(sent) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -94,6 +124,18 @@ def test_the_archive_keeps_every_message_once_through_two_sigkills_and_verifies(
 
         verified = archive("verify", "--dir", folder)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+        # Each file is kept beside its conversation, byte for byte, named in
+        # its event and in the conversation's manifest.
+        for event_id, (room, media_id, data) in files.items():
+            line = next(e for e in archived_lines(folder) if e["event_id"] == event_id)
+            kept = line["postduif"]["attachments"][media_id]
+            room_folder = os.path.dirname(next(p for p in archived_files(folder) if json.loads(open(p).readline())["room_id"] == room))
+            with open(os.path.join(room_folder, kept["file"]), "rb") as f:
+                assert f.read() == data
+            assert kept["sha256"] == hashlib.sha256(data).hexdigest() and kept["length"] == len(data)
+            with open(os.path.join(room_folder, "manifest.json")) as f:
+                assert json.load(f)["files"][kept["file"]]["sha256"] == kept["sha256"]
 
         # The export of a conversation is its history, event for event.
         exported = archive("export", "--dir", folder, "--room", rooms[1])
@@ -128,6 +170,11 @@ def test_the_archive_keeps_every_message_once_through_two_sigkills_and_verifies(
         with open(os.path.join(folder, "destruction-log.jsonl")) as f:
             log = [json.loads(line) for line in f]
         assert {entry["room_id"] for entry in log} == set(rooms[1:]) and all(entry["sha256"] for entry in log)
+        # The photo went with its room's month; the permanent room's report stays.
+        assert [e["file"].split("/attachments/")[1].split("/")[1] for e in log if "/attachments/" in e["file"]] == [
+            media for _, (room, media, _) in files.items() if room == rooms[1]]
+        kept = [p for p in all_files(folder) if "/attachments/" in p]
+        assert len(kept) == 1 and open(kept[0], "rb").read() == report
         assert archive("verify", "--dir", folder).returncode == 0
     finally:
         if archiver is not None:
