@@ -30,9 +30,13 @@ public enum ChatTopicNames {
     /// Each uploaded file's record: where its chunks lie, who uploaded it.
     public static let mediaIndex = "chat-media-index"
 
+    /// Who is typing where, relayed between gateways: keyed by room, kept
+    /// a minute, read by each gateway from its end.
+    public static let typing = "chat-typing"
+
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory, media, mediaIndex]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory, media, mediaIndex, typing]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted. Not `accounts`, where the first record of

@@ -56,6 +56,15 @@ extension ChatState {
         }
     }
 
+    /// A chat-typing record (key: the room; value `{"user", "typing",
+    /// "timeout"}`), from this gateway or another: the typing holds for its
+    /// timeout from now, on this gateway's clock.
+    func applyTyping(_ record: StoredRecord, now: Int64) {
+        guard let room = String(validating: record.key, as: UTF8.self), let value = record.value,
+              let typing = MatrixJSON.decodeRecord(TypingRecord.self, from: value) else { return }
+        setTyping(room: room, user: typing.user, typing: typing.typing, until: now + min(max(typing.timeout, 0), 30_000))
+    }
+
     /// `user` starts or stops typing in `room` (until `expiry`, in
     /// milliseconds of the gateway's clock); the room's members are woken.
     func setTyping(room: String, user: String, typing: Bool, until expiry: Int64) {

@@ -33,6 +33,7 @@ enum ChatTopics {
     /// Uploaded files, in chunks, and where each file's chunks lie.
     static let media = ChatTopicNames.media
     static let mediaIndex = ChatTopicNames.mediaIndex
+    static let typing = ChatTopicNames.typing
     /// Per user and room, the read markers the client set.
     static let readMarkers = ChatTopicNames.readMarkers
     /// Membership changes keyed by room id, `{"member", "membership"}`: what

@@ -100,6 +100,9 @@ public final class ChatGateway: Sendable {
         for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.directory, ChatTopics.mediaIndex] {
             try await link.ensureTopic(topic, partitions: 1)
         }
+        // Typing is a hint relayed between gateways: kept a minute, in
+        // segments of a minute, so retention drops it soon.
+        try await link.ensureTopic(ChatTopics.typing, partitions: 1, configs: [("retention.ms", "60000"), ("segment.ms", "60000")])
         let timelinePartitions = try await link.partitionCount(ChatTopics.conversations)
         // Files are keyed by their id: all of one file's chunks in one partition.
         try await link.ensureTopic(ChatTopics.media, partitions: timelinePartitions)
@@ -118,6 +121,11 @@ public final class ChatGateway: Sendable {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))
                 group.addTask { await self.tail(topic: topic, partition: 0, state: state, from: nil) { record, _ in apply(record) } }
+            }
+            // Typing from now on: what was typed before this gateway started is stale.
+            let typingEnd = try await tailStart(topic: ChatTopics.typing, partition: 0, earliest: false)
+            group.addTask { [clock = api.clock] in
+                await self.tail(topic: ChatTopics.typing, partition: 0, state: state, from: typingEnd) { record, _ in state.applyTyping(record, now: clock.now.milliseconds) }
             }
             for partition in 0..<timelinePartitions {
                 let end = try await tailStart(topic: ChatTopics.conversations, partition: partition, earliest: false)

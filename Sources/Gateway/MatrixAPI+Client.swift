@@ -156,6 +156,15 @@ extension MatrixAPI {
             // At most 30 s, so a client that vanished stops "typing" soon.
             let timeout = min(max(body.timeout ?? 30_000, 0), 30_000)
             state.setTyping(room: roomID, user: session.userID, typing: body.typing, until: clock.now.milliseconds + timeout)
+            // The other gateways hear it through chat-typing (this one has it
+            // already; its own record read back only renews it). A hint: when
+            // the broker cannot take it, only this gateway's syncs show it.
+            let record = MatrixJSON.encode(TypingRecord(user: session.userID, typing: body.typing, timeout: timeout))
+            do {
+                _ = try await link.produce(topic: ChatTopics.typing, key: Array(roomID.utf8), value: Array(record.utf8), timestamp: Self.now)
+            } catch {
+                logger.debug("typing not relayed to other gateways", metadata: ["room": "\(roomID)", "error": "\(error)"])
+            }
             return Self.ok("{}")
         }
     }
@@ -318,6 +327,13 @@ extension MatrixAPI {
 struct TypingRequest: Decodable {
     var typing: Bool
     var timeout: Int64?
+}
+
+/// A chat-typing record's value.
+struct TypingRecord: Codable {
+    var user: String
+    var typing: Bool
+    var timeout: Int64
 }
 
 struct DeleteDevicesRequest: Decodable {

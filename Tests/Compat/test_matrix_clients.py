@@ -355,6 +355,45 @@ def test_a_to_device_send_retried_after_a_gateway_restart_arrives_once():
         broker.stop()
 
 
+def test_typing_reaches_members_syncing_at_another_gateway():
+    """Two gateways on one broker: Alice types at the first, Bob syncs at
+    the second and sees her typing start and stop (chat-typing)."""
+    broker = BrokerProcess(extra_args=["--durability", "none"]).start()
+    first = GatewayProcess(broker).start()
+    second = GatewayProcess(broker).start()
+    try:
+        alice = account(first, "typing-alice")
+        bob = account(second, "typing-bob")
+        room = room_with(first, alice, "typing-bob")
+        # The second gateway knows the room once chat-state reaches it.
+        deadline = time.monotonic() + 30
+        while http(second, "POST", "/join/" + urllib.request.quote(room), {}, bob)[0] != 200:
+            assert time.monotonic() < deadline, "the second gateway never saw the invite"
+            time.sleep(0.2)
+        since = sync(second, bob)["next_batch"]
+
+        def typing_at_second(expected):
+            nonlocal since
+            for _ in range(10):
+                answer = sync(second, bob, since=since, timeout=3000)
+                since = answer["next_batch"]
+                ephemeral = answer["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+                for event in ephemeral:
+                    if event["type"] == "m.typing" and event["content"]["user_ids"] == expected:
+                        return
+            raise AssertionError("Bob never saw typing %s" % expected)
+
+        path = "/rooms/%s/typing/%s" % (urllib.request.quote(room), urllib.request.quote("@typing-alice:gov.test"))
+        assert http(first, "PUT", path, {"typing": True, "timeout": 20000}, alice)[0] == 200
+        typing_at_second(["@typing-alice:gov.test"])
+        assert http(first, "PUT", path, {"typing": False}, alice)[0] == 200
+        typing_at_second([])
+    finally:
+        second.stop()
+        first.stop()
+        broker.stop()
+
+
 def test_a_send_retried_after_a_gateway_restart_is_stored_once():
     broker = BrokerProcess(extra_args=["--durability", "none"]).start()
     gateway = GatewayProcess(broker).start()
