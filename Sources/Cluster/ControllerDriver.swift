@@ -307,36 +307,84 @@ public actor ControllerDriver {
         }
     }
 
+    /// Partition records written in one etcd transaction at most (etcd's
+    /// `--max-txn-ops` default).
+    static let transactionWritesMax = 128
+
     private func apply(_ actions: [Controller.Action]) async throws {
         // A partition write that lost its race makes the rest of its batch
         // stale: the topic write of an ending move waits for the new decision.
         var lost: Set<String> = []
+        // Runs of partition writes (a broker's death: a leadership or an
+        // ISR shrink for each of its partitions) go in transactions of up to
+        // 128, one round trip each instead of one per record; a transaction
+        // whose comparison fails (a leader changed its ISR meanwhile) is
+        // written one record at a time, as below, each race decided again.
+        var pending: [Controller.Action] = []
         for action in actions {
-            switch action {
-            case .writePartition(let id, let previous, let next):
-                let expected = previous == nil ? 0 : (revisions[id] ?? 0)
-                let value = try JSONEncoder().encode(next)
-                if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
-                    revisions[id] = revision
-                    controller.applied(action)
-                } else if let current = try await coordination.get(partitionKey(id)) {
-                    // Lost a race (a leader changed its ISR first): decide again on what is there.
-                    lost.insert(id.topic)
-                    revisions[id] = current.modRevision
-                    let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
-                    try await apply(controller.handle(.partitionObserved(id, record)))
-                }
-            case .writeTopic(let assignment):
-                guard !lost.contains(assignment.name) else { continue }
-                let key = topicsPrefix + assignment.name
-                if let revision = try await coordination.compareAndSwap(key, expected: topicRevisions[assignment.name] ?? 0, value: Array(try JSONEncoder().encode(assignment))) {
-                    topicRevisions[assignment.name] = revision
-                    controller.applied(action)
-                } else if let current = try await coordination.get(key) {
-                    // Changed meanwhile (its configs, another move): decide again.
-                    topicRevisions[assignment.name] = current.modRevision
-                    try await apply(controller.handle(.topicObserved(try JSONDecoder().decode(TopicAssignment.self, from: Data(current.value)))))
-                }
+            guard case .writePartition(let id, _, _) = action else {
+                try await applyTogether(pending, lost: &lost)
+                pending = []
+                try await applyOne(action, lost: &lost)
+                continue
+            }
+            // One record per transaction (etcd refuses a key twice).
+            if pending.count == Self.transactionWritesMax || pending.contains(where: { if case .writePartition(let other, _, _) = $0 { other == id } else { false } }) {
+                try await applyTogether(pending, lost: &lost)
+                pending = []
+            }
+            pending.append(action)
+        }
+        try await applyTogether(pending, lost: &lost)
+    }
+
+    /// Partition writes of distinct records in one transaction; one at a
+    /// time when a comparison fails (or there is only one).
+    private func applyTogether(_ pending: [Controller.Action], lost: inout Set<String>) async throws {
+        guard pending.count > 1 else {
+            if let only = pending.first { try await applyOne(only, lost: &lost) }
+            return
+        }
+        var writes: [CompareAndSwap] = []
+        for case .writePartition(let id, let previous, let next) in pending {
+            writes.append(CompareAndSwap(partitionKey(id), expected: previous == nil ? 0 : (revisions[id] ?? 0), value: Array(try JSONEncoder().encode(next))))
+        }
+        if let revision = try await coordination.compareAndSwapAll(writes) {
+            for action in pending {
+                guard case .writePartition(let id, _, _) = action else { continue }
+                revisions[id] = revision
+                controller.applied(action)
+            }
+        } else {
+            for action in pending { try await applyOne(action, lost: &lost) }
+        }
+    }
+
+    private func applyOne(_ action: Controller.Action, lost: inout Set<String>) async throws {
+        switch action {
+        case .writePartition(let id, let previous, let next):
+            let expected = previous == nil ? 0 : (revisions[id] ?? 0)
+            let value = try JSONEncoder().encode(next)
+            if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
+                revisions[id] = revision
+                controller.applied(action)
+            } else if let current = try await coordination.get(partitionKey(id)) {
+                // Lost a race (a leader changed its ISR first): decide again on what is there.
+                lost.insert(id.topic)
+                revisions[id] = current.modRevision
+                let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
+                try await apply(controller.handle(.partitionObserved(id, record)))
+            }
+        case .writeTopic(let assignment):
+            guard !lost.contains(assignment.name) else { return }
+            let key = topicsPrefix + assignment.name
+            if let revision = try await coordination.compareAndSwap(key, expected: topicRevisions[assignment.name] ?? 0, value: Array(try JSONEncoder().encode(assignment))) {
+                topicRevisions[assignment.name] = revision
+                controller.applied(action)
+            } else if let current = try await coordination.get(key) {
+                // Changed meanwhile (its configs, another move): decide again.
+                topicRevisions[assignment.name] = current.modRevision
+                try await apply(controller.handle(.topicObserved(try JSONDecoder().decode(TopicAssignment.self, from: Data(current.value)))))
             }
         }
     }

@@ -51,6 +51,19 @@ public enum CoordinationError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// One write of `Coordination.compareAndSwapAll`.
+public struct CompareAndSwap: Sendable {
+    public var key: String
+    public var expected: Int64
+    public var value: [UInt8]
+
+    public init(_ key: String, expected: Int64, value: [UInt8]) {
+        self.key = key
+        self.expected = expected
+        self.value = value
+    }
+}
+
 public protocol Coordination: Sendable {
     /// The value of `key`, or nil.
     func get(_ key: String) async throws -> KeyValue?
@@ -63,6 +76,11 @@ public protocol Coordination: Sendable {
     /// the key does not exist). Returns the new revision, or nil when the
     /// comparison failed and nothing was written.
     func compareAndSwap(_ key: String, expected: Int64, value: [UInt8], lease: Int64) async throws -> Int64?
+    /// Writes every value only if every key's modRevision is as expected
+    /// (0: the key does not exist), in one transaction: all or none. The
+    /// keys are distinct. Returns the new revision (every key's
+    /// modRevision), or nil when a comparison failed and nothing was written.
+    func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64?
     /// Deletes `key` only if its modRevision is `expected`; true when deleted.
     func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool
     /// A lease that expires `ttlSeconds` after its last keep-alive.

@@ -238,6 +238,15 @@ public final class EtcdClient: Coordination {
         }
     }
 
+    public func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64? {
+        let body: [String: Any] = [
+            "compare": writes.map { ["key": Self.base64($0.key), "target": "MOD", "result": "EQUAL", "mod_revision": String($0.expected)] },
+            "success": writes.map { ["request_put": ["key": Self.base64($0.key), "value": Self.base64($0.value)]] },
+        ]
+        let answer = try await call("/v3/kv/txn", body)
+        return answer["succeeded"] as? Bool == true ? Self.revision(of: answer) : nil
+    }
+
     public func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
         let body: [String: Any] = [
             "compare": [["key": Self.base64(key), "target": "MOD", "result": "EQUAL", "mod_revision": String(expected)]],

@@ -43,6 +43,22 @@ public final class InMemoryCoordination: Coordination {
         }
     }
 
+    public func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64? {
+        state.withLock { state in
+            guard !writes.isEmpty else { return state.revision }
+            guard writes.allSatisfy({ (state.keys[$0.key]?.modRevision ?? 0) == $0.expected }) else { return nil }
+            // One transaction, one revision for every key, as etcd does.
+            state.revision += 1
+            for write in writes {
+                let created = state.keys[write.key]?.createRevision ?? state.revision
+                let keyValue = KeyValue(key: write.key, value: write.value, modRevision: state.revision, createRevision: created)
+                state.keys[write.key] = keyValue
+                Self.publish(&state, WatchEvent(kind: .put, keyValue: keyValue))
+            }
+            return state.revision
+        }
+    }
+
     public func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
         state.withLock { state in
             guard let current = state.keys[key], current.modRevision == expected else { return false }

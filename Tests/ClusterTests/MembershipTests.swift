@@ -139,6 +139,7 @@ final class FlakyRenewals: Coordination, @unchecked Sendable {
     func compareAndSwap(_ key: String, expected: Int64, value: [UInt8], lease: Int64) async throws -> Int64? {
         try await inner.compareAndSwap(key, expected: expected, value: value, lease: lease)
     }
+    func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64? { try await inner.compareAndSwapAll(writes) }
     func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool { try await inner.compareAndDelete(key, expected: expected) }
     func grantLease(ttlSeconds: Int64) async throws -> Int64 { try await inner.grantLease(ttlSeconds: ttlSeconds) }
     func revokeLease(_ lease: Int64) async throws { try await inner.revokeLease(lease) }

@@ -10,18 +10,22 @@ import Testing
 final class CountingCoordination: Coordination, @unchecked Sendable {
     let inner = InMemoryCoordination()
     private let lock = NSLock()
+    /// Records written, and the requests that wrote them (a transaction
+    /// writes many records in one).
     private(set) var writes = 0
+    private(set) var writeRequests = 0
     private(set) var reads = 0
     private(set) var largestValue = 0
     private(set) var bytesWritten = 0
 
     func reset() {
-        lock.withLock { (writes, reads, largestValue, bytesWritten) = (0, 0, 0, 0) }
+        lock.withLock { (writes, writeRequests, reads, largestValue, bytesWritten) = (0, 0, 0, 0, 0) }
     }
 
-    private func wrote(_ value: [UInt8]) {
+    private func wrote(_ value: [UInt8], newRequest: Bool = true) {
         lock.withLock {
             writes += 1
+            if newRequest { writeRequests += 1 }
             bytesWritten += value.count
             largestValue = max(largestValue, value.count)
         }
@@ -47,6 +51,11 @@ final class CountingCoordination: Coordination, @unchecked Sendable {
     func compareAndSwap(_ key: String, expected: Int64, value: [UInt8], lease: Int64) async throws -> Int64? {
         wrote(value)
         return try await inner.compareAndSwap(key, expected: expected, value: value, lease: lease)
+    }
+
+    func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64? {
+        for (position, write) in writes.enumerated() { wrote(write.value, newRequest: position == 0) }
+        return try await inner.compareAndSwapAll(writes)
     }
 
     func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
@@ -104,7 +113,10 @@ final class CountingCoordination: Coordination, @unchecked Sendable {
         }
         #expect(after.values.allSatisfy { !$0.isr.contains(dying) })
         #expect(store.writes == led.count + followed.count)
+        // In transactions of up to 128 records.
+        #expect(store.writeRequests < store.writes / 50)
         let failoverWrites = store.writes
+        let failoverRequests = store.writeRequests
 
         // A fresh controller (failover of the controller) reads everything once.
         store.reset()
@@ -115,7 +127,7 @@ final class CountingCoordination: Coordination, @unchecked Sendable {
         print("""
             scale: \(brokers) brokers, \(topics * partitionsPerTopic) partitions (RF 3): creation \(creationWrites) writes in \(made); \
             largest record \(topicRecordBytes) bytes (a topic of \(partitionsPerTopic) partitions); \
-            broker \(dying)'s death: \(led.count) leaderships moved, \(followed.count) ISRs shrunk, \(failoverWrites) writes in \(failover) \
+            broker \(dying)'s death: \(led.count) leaderships moved, \(followed.count) ISRs shrunk, \(failoverWrites) writes in \(failoverRequests) requests, \(failover) \
             (in memory); a new controller's load: \(store.reads) reads in \(loaded); the live key space \(keyBytes) bytes in \(all.count) keys
             """)
     }
