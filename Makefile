@@ -143,7 +143,7 @@ bench-http: deps $(VENV)/.installed
 # schedule SEED gives; a failing seed replays with the same SEED.
 chaos: deps $(VENV)/.installed
 	$(SWIFT) build --product postduif
-	$(VENV)/bin/python Tests/Chaos/chaos.py --rounds $${ROUNDS:-100} --seed $${SEED:-$$(date +%s)}
+	$(VENV)/bin/python Tests/Chaos/chaos.py --rounds $${ROUNDS:-100} --seed $${SEED:-$$(date +%s)} --brokers $${BROKERS:-3}
 
 clean:
 	rm -rf .build

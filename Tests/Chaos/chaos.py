@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The fault campaign: a seeded nemesis over three brokers and a
+"""The fault campaign: a seeded nemesis over three (or, `--brokers 5`, five) brokers and a
 three-member etcd, each in a network namespace of its own on one bridge,
 while an idempotent acks=all producer writes over 1,000 conversations, a
 consumer group commits offsets and two members chat through a gateway. Each round makes a topic, injects one
@@ -15,8 +15,8 @@ intact and the same as the others' (start, end, batches, bytes). The schedule of
 a failing seed replays the same faults (the timing of the system under
 test varies, not the schedule).
 
-    make chaos ROUNDS=N SEED=S     (outside make test; root for namespaces)
-    Tests/Chaos/chaos.py --rounds N --seed S
+    make chaos ROUNDS=N SEED=S [BROKERS=5]   (outside make test; root for namespaces)
+    Tests/Chaos/chaos.py --rounds N --seed S [--brokers 5]
 
 Exit status 0: nothing lost; 1: a check failed (the round, seed and what
 was lost are printed); 2: the machine cannot make network namespaces."""
@@ -660,7 +660,10 @@ def main():
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--first", type=int, default=1, help="the first round's number (to replay one round)")
     parser.add_argument("--no-chat", action="store_true", help="leave out the chat workload through a gateway")
+    parser.add_argument("--brokers", type=int, choices=(3, 5), default=3, help="brokers in the cluster (a seed's schedule depends on it)")
     arguments = parser.parse_args()
+    global BROKERS
+    BROKERS = tuple(range(1, arguments.brokers + 1))
     outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first, chat=not arguments.no_chat)
     if outcome is None:
         print("network namespaces need root and `ip netns`: the campaign cannot run here")
