@@ -414,6 +414,10 @@ public actor GroupConsumer {
 
     /// The group's committed offsets for `partitions`.
     public func committedOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        // Nothing to ask (an `assign` with every offset given): no call, so
+        // no coordinator, and no right to the group, is needed. (An empty
+        // list would ask for every partition the group has.)
+        guard !partitions.isEmpty else { return [:] }
         let byTopic = Dictionary(grouping: partitions, by: \.topic).map { (name: $0.key, partitions: $0.value.map(\.partition)) }
         let request = OffsetFetchRequest(groupID: configuration.group, topics: byTopic)
         let response = try await coordinatorCall(.offsetFetch, version: Self.offsetFetchVersion, { request.encode(&$0, version: Self.offsetFetchVersion) },

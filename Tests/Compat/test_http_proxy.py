@@ -334,10 +334,13 @@ def test_a_websocket_subscription_receives_live_records_and_is_refused_without_a
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect("%s/topics/%s/ws" % (acl_broker.proxy_url.replace("http", "ws"), "ministry-x")) as socket:
                 message = await asyncio.wait_for(socket.receive(), 30)
-                return message.type, socket.close_code, message.extra
+                # The code the proxy's close frame carries: aiohttp's own
+                # close_code says 1006 when the proxy ends the connection
+                # before aiohttp's reply to that frame goes out.
+                return message.type, message.data, message.extra
 
     kind, code, reason = asyncio.run(refused())
-    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 1008 and reason.startswith("40101"), (kind, code, reason)
+    assert kind == aiohttp.WSMsgType.CLOSE and code == 1008 and reason.startswith("40101"), (kind, code, reason)
 
 
 def test_in_a_cluster_one_brokers_proxy_writes_and_reads_partitions_led_by_the_others():
