@@ -541,14 +541,18 @@ public final class ClusterNode: Sendable {
             recordClusterGauges()
             for id in replication.ledPartitions {
                 let snapshot = view.snapshot
-                guard replication.tracker(id) != nil, var proposed = broker.highWatermarks.proposedISR(id),
-                      let entry = snapshot.records[id], entry.state.leader == myID,
-                      entry.state.leaderEpoch == replication.leaderEpoch(id) else { continue }
+                guard replication.tracker(id) != nil, let entry = snapshot.records[id], entry.state.leader == myID,
+                      entry.state.leaderEpoch == replication.leaderEpoch(id),
+                      let log = try? broker.store.partition(topic: id.topic, index: id.index),
+                      var proposed = broker.highWatermarks.proposeISR(id) else { continue }
                 // Only live brokers that are not stopping join (Kafka's
                 // controller refuses the others too): a follower that just
                 // stopped still looks caught up to the tracker, and back in
                 // the ISR it would hold every acks=all produce until removed.
                 proposed = proposed.filter { entry.state.isr.contains($0) || (snapshot.brokers[$0] != nil && !snapshot.shuttingDown.contains($0)) }
+                // The joiners count for the high watermark until the write's
+                // outcome is known (those filtered out just now do not).
+                _ = try? broker.highWatermarks.handle(.isrExpanding(proposed.subtracting(entry.state.isr)), for: log)
                 guard proposed != Set(entry.state.isr) else { continue }
                 var next = entry.state
                 next.isr = proposed.sorted()
@@ -560,16 +564,18 @@ public final class ClusterNode: Sendable {
                 } catch {
                     // etcd busy or electing: the tracker proposes it again in half a second.
                     logger.warning("cannot write an ISR change yet", metadata: ["partition": "\(id)", "error": "\(error)"])
+                    _ = try? broker.highWatermarks.handle(.isrExpanding([]), for: log)
                     continue
                 }
-                if written != nil {
-                    logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
-                    if next.isr.contains(where: { !entry.state.isr.contains($0) }) { broker.metrics.isrExpands.increment() }
-                    if entry.state.isr.contains(where: { !next.isr.contains($0) }) { broker.metrics.isrShrinks.increment() }
-                    if let log = try? broker.store.partition(topic: id.topic, index: id.index) {
-                        _ = try? broker.highWatermarks.handle(.isrChanged(proposed), for: log)
-                    }
+                guard written != nil else {
+                    // The record changed first (the controller, a new leader): nobody joins now.
+                    _ = try? broker.highWatermarks.handle(.isrExpanding([]), for: log)
+                    continue
                 }
+                logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
+                if next.isr.contains(where: { !entry.state.isr.contains($0) }) { broker.metrics.isrExpands.increment() }
+                if entry.state.isr.contains(where: { !next.isr.contains($0) }) { broker.metrics.isrShrinks.increment() }
+                _ = try? broker.highWatermarks.handle(.isrChanged(proposed), for: log)
             }
         }
     }

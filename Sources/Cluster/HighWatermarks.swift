@@ -102,6 +102,18 @@ public final class HighWatermarks: Sendable {
         return commits.withLock { $0[id]?.commit.proposedISR(now: now) }
     }
 
+    /// The ISR to write now, with the followers it adds counting for the
+    /// high watermark from this moment (under this owner's lock, so no
+    /// append is committed in between); the caller reports the write's
+    /// outcome with `.isrChanged` or `.isrExpanding`.
+    public func proposeISR(_ id: PartitionID) -> Set<Int32>? {
+        let now = clock.now
+        return commits.withLock { commits in
+            guard let position = commits.index(forKey: id) else { return nil }
+            return commits.values[position].commit.proposeISR(now: now)
+        }
+    }
+
     /// This node stopped leading the partition: its commits now come from
     /// the leader (no action follows, so no log is needed).
     public func stopLeading(_ id: PartitionID) {

@@ -27,6 +27,9 @@ public struct PartitionCommit: Sendable, Equatable {
         case followerFetched(replica: Int32, offset: Int64)
         /// The ISR as the coordination store now holds it.
         case isrChanged(Set<Int32>)
+        /// The followers being written into the ISR now (empty: none; the
+        /// write failed). They count for the high watermark meanwhile.
+        case isrExpanding(Set<Int32>)
         /// The leader's partition has other replicas (a reassignment).
         case replicasChanged([Int32])
         /// This node leads the partition with these replicas from now on;
@@ -85,6 +88,10 @@ public struct PartitionCommit: Sendable, Equatable {
             guard case .leader = role else { return [] }
             let tracker = updateTracker { _ = $0.isrChanged(to: isr) }
             return advance(to: tracker.highWatermark)
+        case .isrExpanding(let followers):
+            guard case .leader = role else { return [] }
+            let tracker = updateTracker { _ = $0.expanding(followers) }
+            return advance(to: tracker.highWatermark)
         case .replicasChanged(let replicas):
             guard case .leader = role else { return [] }
             _ = updateTracker { $0.replicasChanged(to: replicas) }
@@ -113,6 +120,15 @@ public struct PartitionCommit: Sendable, Equatable {
     /// that lagged past the limit leave; caught-up ones join).
     public func proposedISR(now: Duration) -> Set<Int32>? {
         tracker?.proposedISR(now: now.milliseconds)
+    }
+
+    /// `ReplicaTracker.proposeISR`: the proposal, its joiners counting for
+    /// the high watermark from now on.
+    public mutating func proposeISR(now: Duration) -> Set<Int32>? {
+        guard case .leader = role else { return nil }
+        var proposal: Set<Int32>? = nil
+        _ = updateTracker { proposal = $0.proposeISR(now: now.milliseconds) }
+        return proposal
     }
 
     /// Changes the leader's tracker in place: the role's own reference is

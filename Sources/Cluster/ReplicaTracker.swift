@@ -11,6 +11,15 @@ public struct ReplicaTracker: Sendable, Equatable {
     /// A follower that has not caught up with the leader for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
     public let lagMaxMilliseconds: Int64
 
+    /// Followers proposed to join the ISR and not yet in it (the leader's
+    /// compare-and-swap on its record is under way). They count for the
+    /// high watermark from the proposal on, as Kafka's "maximal ISR" does:
+    /// otherwise a batch acknowledged by the old ISR while the write is in
+    /// flight would be committed without a replica the record then calls in
+    /// sync, and a leader handing over to it (a controlled shutdown) would
+    /// lose that batch. The fault campaign found this (seed 201, round 20).
+    public private(set) var joining: Set<Int32> = []
+
     private var leaderLogEnd: Int64
     private var followerLogEnd: [Int32: Int64] = [:]
     /// When each follower was last at the leader's log end (milliseconds on the caller's clock).
@@ -76,12 +85,31 @@ public struct ReplicaTracker: Sendable, Equatable {
     /// The ISR as etcd now holds it (after the leader's compare-and-swap).
     public mutating func isrChanged(to isr: Set<Int32>) -> Bool {
         self.isr = isr.union([leader])
+        joining.subtract(self.isr)
         return advanceHighWatermark()
     }
 
-    /// The high watermark is the smallest log end offset in the ISR.
+    /// The followers the leader is writing into the ISR now (empty: none,
+    /// the write failed or was given up). Never moves the high watermark
+    /// forward by itself.
+    public mutating func expanding(_ followers: Set<Int32>) -> Bool {
+        joining = followers.subtracting(isr).filter { replicas.contains($0) && $0 != leader }
+        return advanceHighWatermark()
+    }
+
+    /// `proposedISR`, and the followers it adds count for the high
+    /// watermark from now on (`joining`), in the same step: no batch is
+    /// committed between the proposal and the joiners counting.
+    public mutating func proposeISR(now: Int64) -> Set<Int32>? {
+        let proposal = proposedISR(now: now)
+        if let proposal { joining = proposal.subtracting(isr) }
+        return proposal
+    }
+
+    /// The high watermark is the smallest log end offset in the ISR and
+    /// among the followers joining it.
     private mutating func advanceHighWatermark() -> Bool {
-        let ends = isr.map { $0 == leader ? leaderLogEnd : (followerLogEnd[$0] ?? highWatermark) }
+        let ends = isr.union(joining).map { $0 == leader ? leaderLogEnd : (followerLogEnd[$0] ?? highWatermark) }
         let candidate = ends.min() ?? leaderLogEnd
         guard candidate > highWatermark else { return false }
         highWatermark = candidate

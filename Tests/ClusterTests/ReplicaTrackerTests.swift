@@ -42,6 +42,34 @@ import Testing
         #expect(t.proposedISR(now: 1300) == [1, 2, 3])
     }
 
+    /// The fault campaign's seed 201 round 20: a follower proposed into the
+    /// ISR counts for the high watermark while the record's write is in
+    /// flight, so nothing appended meanwhile is committed without it; a
+    /// write that failed lets the old ISR commit again.
+    @Test func aFollowerJoiningTheISRCountsFromItsProposal() throws {
+        var t = ReplicaTracker(leader: 1, replicas: [1, 2], isr: [1], leaderLogEnd: 10, highWatermark: 10, now: 0, lagMaxMilliseconds: 1000)
+        _ = t.followerFetched(2, offset: 10, now: 5)
+        let proposed = t.proposeISR(now: 5)
+        let proposal = try #require(proposed)
+        #expect(proposal == [1, 2] && t.joining == [2] && t.isr == [1])
+        // Appended while the ISR write is in flight: not committed until 2 has it.
+        var moved = t.leaderAppended(logEndOffset: 12)
+        #expect(!moved && t.highWatermark == 10)
+        moved = t.followerFetched(2, offset: 12, now: 6)
+        #expect(moved && t.highWatermark == 12)
+        _ = t.isrChanged(to: proposal)
+        #expect(t.joining.isEmpty && t.isr == [1, 2])
+
+        // A write that failed: the joiner no longer holds commits back.
+        var u = ReplicaTracker(leader: 1, replicas: [1, 2], isr: [1], leaderLogEnd: 10, highWatermark: 10, now: 0, lagMaxMilliseconds: 1000)
+        _ = u.followerFetched(2, offset: 10, now: 5)
+        _ = u.proposeISR(now: 5)
+        _ = u.leaderAppended(logEndOffset: 12)
+        #expect(u.highWatermark == 10)
+        moved = u.expanding([])
+        #expect(moved && u.highWatermark == 12 && u.joining.isEmpty)
+    }
+
     @Test func aFollowerBehindTheHighWatermarkDoesNotJoin() {
         var t = tracker()
         _ = t.leaderAppended(logEndOffset: 10)
