@@ -192,7 +192,13 @@ public final class ArchiveStore {
     /// The media ids (`mxc://server/id`'s `id`) an event's content refers
     /// to: a file, image, audio or video, an encrypted file, a thumbnail.
     public static func mediaIDs(in value: [UInt8]) -> [String] {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any], let content = object["content"] as? [String: Any] else { return [] }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(value))) as? [String: Any] else { return [] }
+        return mediaIDs(in: object)
+    }
+
+    /// `mediaIDs(in:)` of an event already read.
+    static func mediaIDs(in object: [String: Any]) -> [String] {
+        guard let content = object["content"] as? [String: Any] else { return [] }
         let info = content["info"] as? [String: Any]
         let urls = [content["url"], (content["file"] as? [String: Any])?["url"], info?["thumbnail_url"], (info?["thumbnail_file"] as? [String: Any])?["url"]]
         var ids: [String] = []
@@ -223,7 +229,7 @@ public final class ArchiveStore {
             object["origin_server_ts"] = event.timestamp
             var meta: [String: Any] = ["partition": event.partition, "offset": event.offset, "retention_class": selection.retentionClass(of: event.roomID)]
             var attachments: [String: Any] = [:]
-            for id in Self.mediaIDs(in: event.value) {
+            for id in Self.mediaIDs(in: object) {
                 guard let file = media[id] else {
                     attachments[id] = ["missing": true]
                     continue
