@@ -35,6 +35,9 @@ final class SharedAnswers: Sendable {
         var json: String
         var changed = true
         var senders: Set<String> = []
+        /// In a body of one joined room: that room and where its
+        /// `"unread_notifications":{…}` lies (UTF-8 offsets).
+        var unread: (roomID: String, range: Range<Int>)? = nil
     }
 
     private struct Tables {

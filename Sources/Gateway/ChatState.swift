@@ -169,6 +169,7 @@ final class ChatState: Sendable {
     let keys = DeviceKeyTable()
     let toDevice = ToDeviceTable()
     let redactions = RedactionTable()
+    let unread = UnreadTable()
     let aliases = DirectoryTable()
     let media = MediaTable()
     let registration = FanOutRegistration()

@@ -41,7 +41,9 @@ extension MatrixAPI {
     struct NeedHistory: Error {
         var roomID: String
         var end: Int64
-        var key: String { "\(roomID)|\(end)" }
+        /// How many of the newest events: the sync's timeline limit when nil.
+        var limit: Int? = nil
+        var key: String { limit.map { "\(roomID)|\(end)|\($0)" } ?? "\(roomID)|\(end)" }
     }
 
     func syncQuery(authorization: String?, uri: URI) throws -> SyncQuery {
@@ -118,6 +120,19 @@ extension MatrixAPI {
             }
         }
         if body.changed || query.since == nil || now >= query.deadline {
+            // A shared body carries its first reader's unread counts: each
+            // member gets their own in its place (the fast path keeps the
+            // bytes per key and counts).
+            if let key = shared, let unread = body.unread, let room = state.directory.room(unread.roomID) {
+                let end = position.timeline[Int(state.partition(ofRoom: unread.roomID))]
+                let own = try unreadJSON(query.session, unread.roomID, room, end: end, fetched: fetched)
+                var json = body.json
+                let utf8 = json.utf8
+                let start = utf8.index(utf8.startIndex, offsetBy: unread.range.lowerBound)
+                let stop = utf8.index(utf8.startIndex, offsetBy: unread.range.upperBound)
+                if json[start..<stop] != own { json.replaceSubrange(start..<stop, with: own) }
+                return .answer(json, shared: key + "|" + own)
+            }
             return .answer(body.json, shared: shared)
         }
         return .wait(generation: generation)
@@ -143,7 +158,7 @@ extension MatrixAPI {
                     Self.longPolls.decrement()
                 }
             } catch let need as NeedHistory {
-                fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: query.timelineLimit)
+                fetched[need.key] = try await history(need.roomID, upTo: need.end, limit: need.limit ?? query.timelineLimit)
             }
         }
     }
@@ -172,6 +187,10 @@ extension MatrixAPI {
         var invited: [String] = []
         var left: [String] = []
         var senders: Set<String> = []
+        // The unread counts of the last joined room written: where they
+        // are in a body of one room, which members share.
+        var unread = ""
+        var unreadRoom = ""
         let now = clock.now.milliseconds
         for (roomID, member) in state.directory.rooms(of: session.userID).sorted(by: { $0.roomID < $1.roomID }) {
             guard let room = state.directory.room(roomID) else { continue }
@@ -182,13 +201,17 @@ extension MatrixAPI {
             case "join":
                 if membershipChanged {
                     let sections = roomSections(session, roomID, since: nil, now: now)
-                    joined.append(try fullRoom(query, roomID, room, end: position.timeline[partition], sections: sections, fetched: fetched, senders: &senders))
+                    unread = try unreadJSON(session, roomID, room, end: position.timeline[partition], fetched: fetched)
+                    unreadRoom = roomID
+                    joined.append(try fullRoom(query, roomID, room, end: position.timeline[partition], sections: sections, unread: unread, fetched: fetched, senders: &senders))
                 } else if let since {
                     let timeline = try timelineDelta(query, roomID, from: since.timeline[partition], to: position.timeline[partition], cacheEpoch: cacheEpoch, fetched: fetched, senders: &senders)
                     let sections = roomSections(session, roomID, since: since, now: now)
                     if timeline != nil || sections.changed {
                         let events = timeline ?? "{\"events\":[],\"limited\":false}"
-                        joined.append("\(JSONText.string(roomID)):{\"timeline\":\(events),\"state\":{\"events\":[]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}")
+                        unread = try unreadJSON(session, roomID, room, end: position.timeline[partition], fetched: fetched)
+                        unreadRoom = roomID
+                        joined.append("\(JSONText.string(roomID)):{\"timeline\":\(events),\"state\":{\"events\":[]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\(unread)}")
                     }
                 }
             case "invite" where membershipChanged:
@@ -212,11 +235,18 @@ extension MatrixAPI {
         let counts = state.keys.oneTimeKeyCounts(user: session.userID, device: session.deviceID).sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)):\($0.value)" }
         let fallback = state.keys.unusedFallbackTypes(user: session.userID, device: session.deviceID).map(JSONText.string)
         let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty || !toDevice.isEmpty || !devicesChanged.isEmpty || !devicesLeft.isEmpty
-        let body = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
+        let head = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{"
+        var unreadAt: (roomID: String, range: Range<Int>)?
+        if joined.count == 1, invited.isEmpty, left.isEmpty, let only = joined.first {
+            // The room's text ends with its counts and a brace.
+            let offset = head.utf8.count + only.utf8.count - unread.utf8.count - 1
+            unreadAt = (unreadRoom, offset..<offset + unread.utf8.count)
+        }
+        let body = head + "\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
             + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[\(toDevice.joined(separator: ","))]},"
             + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[\(devicesLeft.map(JSONText.string).joined(separator: ","))]},\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},"
             + "\"device_unused_fallback_key_types\":[\(fallback.joined(separator: ","))]}"
-        return SharedAnswers.Piece(json: body, changed: changed, senders: senders)
+        return SharedAnswers.Piece(json: body, changed: changed, senders: senders, unread: unreadAt)
     }
 
     /// Users sharing a room with the session's user whose devices changed
@@ -300,7 +330,7 @@ extension MatrixAPI {
     /// A room the user has just joined (or any room on a first sync): its
     /// current state and its latest events.
     func fullRoom(_ query: SyncQuery, _ roomID: String, _ room: RoomDirectory.Room, end: Int64, sections: (ephemeral: String, accountData: String, changed: Bool),
-                  fetched: [String: [RoomEvent]], senders: inout Set<String>) throws -> String {
+                  unread: String, fetched: [String: [RoomEvent]], senders: inout Set<String>) throws -> String {
         let limit = query.timelineLimit
         var events: [RoomEvent]
         var limited = false
@@ -325,7 +355,7 @@ extension MatrixAPI {
         }
         let prev = "o\(events.first?.offset ?? end)"
         return "\(JSONText.string(roomID)):{\"timeline\":{\"events\":[\(timelineJSON(events, query.session, senders: &senders))],\"limited\":\(limited),\"prev_batch\":\"\(prev)\"},"
-            + "\"state\":{\"events\":[\(stateEvents)]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\"unread_notifications\":{\"notification_count\":0,\"highlight_count\":0}}"
+            + "\"state\":{\"events\":[\(stateEvents)]},\"ephemeral\":\(sections.ephemeral),\"account_data\":\(sections.accountData),\(summary(room)),\(unread)}"
     }
 
     /// Events as a timeline's inside, the session's own sends with their

@@ -10,6 +10,8 @@ struct PowerLevels: Sendable, Equatable {
     var kick: Int64 = 50
     var ban: Int64 = 50
     var redact: Int64 = 50
+    /// Levels a sender needs for notifications of a kind (`room`: `@room`).
+    var notifications: [String: Int64] = [:]
 
     /// No power levels event yet: the creator may do anything.
     static func beforeAny(creator: String?) -> PowerLevels {
@@ -32,6 +34,7 @@ struct PowerLevels: Sendable, Equatable {
         }
         if case .object(let users)? = content["users"] { self.users = users.compactMapValues(int) }
         if case .object(let events)? = content["events"] { self.events = events.compactMapValues(int) }
+        if case .object(let notifications)? = content["notifications"] { self.notifications = notifications.compactMapValues(int) }
         usersDefault = int(content["users_default"]) ?? usersDefault
         eventsDefault = int(content["events_default"]) ?? eventsDefault
         stateDefault = int(content["state_default"]) ?? stateDefault

@@ -22,10 +22,12 @@ final class RoomDirectory: Sendable {
         var creator: String?
         /// The sync summary, serialised when membership changes (not per sync).
         var summary = "\"summary\":{\"m.heroes\":[],\"m.joined_member_count\":0,\"m.invited_member_count\":0}"
+        var joinedCount = 0
 
         mutating func summarize() {
             let joined = members.filter { $0.value.membership == "join" }.keys.sorted()
             let invited = members.filter { $0.value.membership == "invite" }.count
+            joinedCount = joined.count
             let heroes = joined.prefix(5).map { JSONText.string($0) }.joined(separator: ",")
             summary = "\"summary\":{\"m.heroes\":[\(heroes)],\"m.joined_member_count\":\(joined.count),\"m.invited_member_count\":\(invited)}"
         }

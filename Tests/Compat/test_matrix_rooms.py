@@ -189,3 +189,57 @@ def test_aliases_and_the_public_room_directory(gateway):
     assert http(gateway, "PUT", "/directory/list/room/%s" % q(room), {"visibility": "private"}, member)[0] == 403
     assert http(gateway, "PUT", "/directory/list/room/%s" % q(room), {"visibility": "private"}, owner)[0] == 200
     assert room not in [e["room_id"] for e in http(gateway, "GET", "/publicRooms")[2]["chunk"]]
+
+
+async def nio_counts(url, name, room):
+    """(notifications, highlights) of `room` as matrix-nio keeps them after a sync."""
+    from nio import AsyncClient, LoginResponse, SyncResponse
+    client = AsyncClient(url, "@%s:gov.test" % name)
+    try:
+        assert isinstance(await client.login("pw " + name), LoginResponse)
+        answer = await client.sync(timeout=0)
+        assert isinstance(answer, SyncResponse), answer
+        known = client.rooms[room]
+        return known.unread_notifications, known.unread_highlights
+    finally:
+        await client.close()
+
+
+def test_unread_counts_follow_the_push_rules_receipts_and_own_sends(gateway):
+    import asyncio
+    minister, clerk = account(gateway, "unread-minister"), account(gateway, "unread-clerk")
+    room = room_with(gateway, clerk, "unread-minister")
+    join(gateway, minister, room)
+    first = send(gateway, clerk, room, "u1", {"msgtype": "m.text", "body": "good morning"})
+    send(gateway, clerk, room, "u2", {"msgtype": "m.text", "body": "Unread-minister, the draft is ready"})
+    send(gateway, clerk, room, "u3", {"msgtype": "m.notice", "body": "a bot's notice"})
+    send(gateway, clerk, room, "u4", {"msgtype": "m.text", "body": "@room please read",
+                                      "m.mentions": {"room": True}})
+    # The clerk created the room (level 100): the @room highlights. Two
+    # messages, a mention and an @room notify; the notice does not.
+    found = wait_for(gateway, minister, None,
+                     lambda a: a["rooms"]["join"].get(room, {}).get("unread_notifications", {}).get("notification_count") == 3)
+    assert found["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 3, "highlight_count": 2}
+    assert asyncio.run(nio_counts(gateway.url, "unread-minister", room)) == (3, 2)
+    # The sender's own messages are read.
+    assert sync(gateway, clerk)["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    # A receipt on the first message leaves what came after it.
+    status, _, answer = http(gateway, "POST", "/rooms/%s/receipt/m.read/%s" % (q(room), urllib.parse.quote(first)), {}, minister)
+    assert status == 200, answer
+    found = wait_for(gateway, minister, found["next_batch"],
+                     lambda a: a["rooms"]["join"].get(room, {}).get("unread_notifications", {}).get("notification_count") == 2)
+    assert found["rooms"]["join"][room]["unread_notifications"]["highlight_count"] == 2
+    # A room muted as clients mute one (an override rule on its id,
+    # without actions) counts nothing: the rules in force decide.
+    mute = {"conditions": [{"kind": "event_match", "key": "room_id", "pattern": room}], "actions": []}
+    assert http(gateway, "PUT", "/pushrules/global/override/mute-unread", mute, minister)[0] == 200
+    found = wait_for(gateway, minister, found["next_batch"],
+                     lambda a: any(e["type"] == "m.push_rules" for e in a["account_data"]["events"]))
+    send(gateway, clerk, room, "u5", {"msgtype": "m.text", "body": "muted?"})
+    found = wait_for(gateway, minister, found["next_batch"], lambda a: room in a["rooms"]["join"])
+    assert found["rooms"]["join"][room]["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert http(gateway, "DELETE", "/pushrules/global/override/mute-unread", None, minister)[0] == 200
+    # Answering reads the room; the clerk now has one to read.
+    send(gateway, minister, room, "m1", {"msgtype": "m.text", "body": "thanks"})
+    assert asyncio.run(nio_counts(gateway.url, "unread-minister", room)) == (0, 0)
+    assert asyncio.run(nio_counts(gateway.url, "unread-clerk", room)) == (1, 0)
