@@ -3,11 +3,12 @@
 public enum ChatTopicNames {
     /// Room events keyed by conversation id, with the conversation index.
     public static let conversations = "conversations"
-    /// Membership changes keyed by conversation id, `{"member", "membership"}`.
+    /// Membership changes keyed by conversation id and member, `{"member", "membership"}`.
     public static let members = "conversation-members"
     /// Rooms' current state, keyed by room, event type and state key.
     public static let state = "chat-state"
-    /// Accounts (password hashes), keyed by user id.
+    /// Accounts (password hashes), keyed by user id (what an operator set
+    /// or removed) or by user id, "r" and an id (a registration).
     public static let accounts = "chat-accounts"
     /// Access tokens by their SHA-256.
     public static let sessions = "chat-sessions"
@@ -39,9 +40,11 @@ public enum ChatTopicNames {
     public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory, media, mediaIndex, typing]
 
     /// The topics whose records are state by key (the newest per key is all
-    /// that matters): compacted. Not `accounts`, where the first record of
-    /// a user wins a registration race and compaction would keep the last;
-    /// not `members`, keyed by room; not `toDevice`, keyed by device, where
-    /// every message counts.
+    /// that matters): compacted from their creation. `accounts` and
+    /// `members` are compacted too, but by the gateway, once their records
+    /// of an older layout are rewritten (a registration race's winner and
+    /// removals under the user id; memberships under room and member, not
+    /// room alone), so a broker upgraded first never compacts them early.
+    /// Not `toDevice`, keyed by device, where every message counts.
     public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions, mediaIndex]
 }

@@ -13,7 +13,8 @@ import Synchronization
 /// The chat topics the fan-out reads. The gateway writes them (Docs/chat.md).
 public enum FanOutTopics {
     public static let conversations = ChatTopicNames.conversations
-    /// Value `{"member": user id, "membership": "join"|"invite"|"leave"|"ban"}`;
+    /// Keyed by conversation id and member (`MembershipChange.key`), value
+    /// `{"member": user id, "membership": "join"|"invite"|"leave"|"ban"}`;
     /// the latest entry per conversation and member wins.
     public static let members = ChatTopicNames.members
 }
@@ -88,7 +89,7 @@ final class MembershipIndex: Sendable {
                     guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else { continue }
                     for record in records where batch.baseOffset + Int64(record.offsetDelta) >= from {
                         guard let key = record.key, let change = record.value.flatMap(Self.change) else { continue }
-                        changes.append((key, change))
+                        changes.append((MembershipChange.conversation(ofKey: key), change))
                     }
                     from = max(from, batch.nextOffset)
                 }

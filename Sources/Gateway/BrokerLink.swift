@@ -94,6 +94,28 @@ actor BrokerLink {
         _ = try await layout(name, refresh: true)
     }
 
+    /// A topic's config value, from DescribeConfigs (nil: not set anywhere).
+    func topicConfig(_ topic: String, _ name: String) async throws -> String? {
+        let connection = try await connection(bootstrap)
+        let request = DescribeConfigsRequest(resources: [.init(type: 2, name: topic, keys: [name])])
+        var reader = try await connection.request(.describeConfigs, version: 3) { request.encode(&$0, version: 3) }
+        guard let result = try DescribeConfigsResponse.decode(&reader, version: 3).results.first else {
+            throw BrokerRefusal(description: "an empty DescribeConfigs answer for \(topic)")
+        }
+        guard result.errorCode == 0 else { throw BrokerRefusal(description: "describing \(topic): error \(result.errorCode) \(result.errorMessage ?? "")") }
+        return result.configs.first { $0.name == name }?.value
+    }
+
+    /// Sets one config of a topic (IncrementalAlterConfigs).
+    func setTopicConfig(_ topic: String, _ name: String, _ value: String) async throws {
+        let connection = try await connection(bootstrap)
+        let request = AlterConfigsRequest(resources: [.init(type: 2, name: topic, changes: [.init(name: name, value: value, operation: .set)])], incremental: true)
+        var reader = try await connection.request(.incrementalAlterConfigs, version: 0) { request.encode(&$0, version: 0) }
+        if let refused = try AlterConfigsResponse.decode(&reader, version: 0).results.first(where: { $0.errorCode != 0 }) {
+            throw BrokerRefusal(description: "setting \(name) of \(topic): error \(refused.errorCode) \(refused.errorMessage ?? "")")
+        }
+    }
+
     /// Each partition's leader, from Metadata; retried briefly while a new topic's leaders are chosen.
     func layout(_ topic: String, refresh: Bool = false) async throws -> [Int32: String] {
         if !refresh, let known = layouts[topic] { return known }
@@ -136,15 +158,17 @@ actor BrokerLink {
     /// record goes at once. Whatever such a request could not place (a
     /// broken connection, a moved leader, any refusal) is sent again alone
     /// below.
-    func produce(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
+    /// `partitionKey` chooses the partition when it is not the key itself
+    /// (a membership keyed by room and member goes where the room's messages do).
+    func produce(topic: String, key: [UInt8], partitionKey: [UInt8]? = nil, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
         if let leaders = layouts[topic], !leaders.isEmpty {
-            let partition = KafkaPartitioner.partition(forKey: key, partitionCount: Int32(leaders.count))
+            let partition = KafkaPartitioner.partition(forKey: partitionKey ?? key, partitionCount: Int32(leaders.count))
             if let address = leaders[partition], connections[address] != nil {
                 let record = QueuedRecord(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp)
                 if let offset = await coalesced(record, to: address) { return (partition, offset) }
             }
         }
-        return try await produceAlone(topic: topic, key: key, value: value, headers: headers, timestamp: timestamp)
+        return try await produceAlone(topic: topic, key: key, partitionKey: partitionKey ?? key, value: value, headers: headers, timestamp: timestamp)
     }
 
     /// Unanswered Produce requests per broker, past which records wait.
@@ -266,14 +290,14 @@ actor BrokerLink {
 
     /// One record in a request of its own, asked again while leadership
     /// settles or after a broken connection.
-    private func produceAlone(topic: String, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
+    private func produceAlone(topic: String, key: [UInt8], partitionKey: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
         var builder = RecordBatchBuilder()
         builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
         let batch = builder.build()
         var lastError = ""
         for attempt in 0..<20 {
             let leaders = try await layout(topic, refresh: attempt > 0)
-            let partition = KafkaPartitioner.partition(forKey: key, partitionCount: Int32(leaders.count))
+            let partition = KafkaPartitioner.partition(forKey: partitionKey, partitionCount: Int32(leaders.count))
             guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
             do {
                 let connection = try await connection(address)

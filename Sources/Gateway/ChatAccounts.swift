@@ -25,7 +25,10 @@ public enum ChatAccounts {
         let user = userID(name, serverName: serverName)
         let link = BrokerLink(bootstrap: broker, logger: Logger(label: "postduif.user"), credentials: credentials)
         try await link.ensureTopic(ChatTopics.accounts, partitions: 1)
-        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: nil, timestamp: MatrixAPI.now)
+        // A record, not a null: compaction drops nulls after a while, and
+        // the name must stay taken for good.
+        let removed = AccountRecord(passwordHash: "", createdMs: MatrixAPI.now, setBy: "operator", removed: true)
+        _ = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: MatrixJSON.encodeBytes(removed), timestamp: MatrixAPI.now)
         return user
     }
 

@@ -9,6 +9,11 @@ final class ChatCredentials: Sendable {
     private struct Tables {
         /// A nil hash: the account was removed; its name stays taken.
         var accounts: [String: (hash: String?, offset: Int64)] = [:]
+        /// Users whose latest record under their own id is of the layout of
+        /// before compaction (a registration there, or a null): compaction
+        /// would keep or drop the wrong one, so the gateway writes what
+        /// the account is over it (`AccountRepair`).
+        var unrepaired: Set<String> = []
         /// Sessions by the SHA-256 of their access token.
         var sessions: [String: Session] = [:]
     }
@@ -38,21 +43,46 @@ final class ChatCredentials: Sendable {
     /// wins); an operator's record (`postduif user add --chat`) sets the
     /// password whatever was there; a null removes the account and keeps
     /// the name taken, so a user id never passes to someone else.
+    ///
+    /// The topic is compacted, so what an account is must not depend on
+    /// records compaction drops: a registration has a key of its own
+    /// (`user\0r\0id`, never compacted away, the lowest offset wins), and
+    /// what an operator sets or removes goes under the user id, where the
+    /// latest record wins and a removal is a record (`removed`), not a
+    /// null that compaction would drop after `delete.retention.ms`.
     func applyAccount(_ record: StoredRecord) {
-        guard let userID = String(bytes: record.key, encoding: .utf8) else { return }
+        guard let key = String(bytes: record.key, encoding: .utf8) else { return }
         defer { revision.add(1, ordering: .releasing) }
+        let parts = key.split(separator: "\u{0}", maxSplits: 2, omittingEmptySubsequences: false)
+        let userID = String(parts[0])
+        let registration = parts.count == 3 && parts[1] == "r"
         guard let value = record.value else {
-            tables.withLock { tables in tables.accounts[userID] = (nil, tables.accounts[userID]?.offset ?? record.offset) }
+            // The layout of before: a null removed the account.
+            tables.withLock { tables in
+                tables.accounts[userID] = (nil, tables.accounts[userID]?.offset ?? record.offset)
+                tables.unrepaired.insert(userID)
+            }
             return
         }
         guard let account = MatrixJSON.decodeRecord(AccountRecord.self, from: value) else { return }
         tables.withLock { tables in
-            if account.setBy == "operator" {
-                tables.accounts[userID] = (account.passwordHash, tables.accounts[userID]?.offset ?? record.offset)
-            } else if tables.accounts[userID] == nil {
+            if !registration && account.setBy != nil {
+                // Set by an operator or kept by a repair: what the account is.
+                tables.accounts[userID] = (account.removed == true ? nil : account.passwordHash, tables.accounts[userID]?.offset ?? record.offset)
+                tables.unrepaired.remove(userID)
+                return
+            }
+            if !registration { tables.unrepaired.insert(userID) }
+            if tables.accounts[userID] == nil {
                 tables.accounts[userID] = (account.passwordHash, record.offset)
             }
         }
+    }
+
+    /// Users whose account a record of the old layout decides, with what
+    /// the account is (a nil hash: removed).
+    var unrepairedAccounts: [(user: String, hash: String?)] {
+        tables.withLock { tables in tables.unrepaired.sorted().map { ($0, tables.accounts[$0]?.hash) } }
     }
 
     func applySession(_ record: StoredRecord) {

@@ -142,6 +142,8 @@ public final class ChatGateway: Sendable {
             for (topic, partition, end) in catchUp where end > 0 {
                 await state.waitApplied(topic: topic, partition: partition, offset: end - 1, timeout: .seconds(120))
             }
+            await compactAccounts(state)
+            await compactMembers(state)
             let router = api.router()
             let app = Application(
                 router: router,

@@ -64,7 +64,10 @@ extension MatrixAPI {
         guard state.credentials.account(user) == nil else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }
         let hash = Secrets.hashPassword(password, n: 1 << UInt64(min(max(configuration.passwordHashLogN, 10), 20)))
         let record = AccountRecord(passwordHash: hash, createdMs: Self.now)
-        let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: Array(user.utf8), value: MatrixJSON.encodeBytes(record), timestamp: Self.now)
+        // Under a key of its own: compaction keeps every registration, so
+        // the first one still wins after it.
+        let (partition, offset) = try await link.produce(topic: ChatTopics.accounts, key: AccountRecord.registrationKey(user), value: MatrixJSON.encodeBytes(record),
+                                                         timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.accounts, partition: partition, offset: offset)
         // Two gateways may register one name at once: the first record wins.
         guard state.credentials.account(user)?.offset == offset else { throw MatrixError(.badRequest, "M_USER_IN_USE", "\(user) is taken") }

@@ -23,7 +23,8 @@ extension MatrixAPI {
             // too: the fan-out's replica of this topic may lag the
             // conversation's partition when another broker leads it.
             let change = MatrixJSON.encodeBytes(MembershipChange(member: stateKey, membership: membership))
-            _ = try await link.produce(topic: ChatTopics.members, key: Array(roomID.utf8), value: change, timestamp: timestamp)
+            _ = try await link.produce(topic: ChatTopics.members, key: MembershipChange.key(room: roomID, member: stateKey), partitionKey: Array(roomID.utf8),
+                                       value: change, timestamp: timestamp)
             headers.append(RecordHeader(key: MembershipChange.headerKey, value: change))
         }
         let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: MatrixJSON.encodeBytes(event),

@@ -244,14 +244,25 @@ struct StrippedStateEvent: Encodable {
 struct AccountRecord: Codable {
     var passwordHash: String
     var createdMs: Int64?
-    /// "operator" for `postduif user add --chat`: it sets the password
-    /// whatever was there, where a registration counts only for a new name.
+    /// "operator" for `postduif user add|remove --chat`, "kept" for the
+    /// gateway's repair of a record of the old layout: it says what the
+    /// account is, whatever was there; a registration (no `set_by`)
+    /// counts only for a new name.
     var setBy: String?
+    /// The account was removed; its name stays taken.
+    var removed: Bool?
 
     enum CodingKeys: String, CodingKey {
         case passwordHash = "password_hash"
         case createdMs = "created_ts"
         case setBy = "set_by"
+        case removed
+    }
+
+    /// A registration's key: the user id, "r" and an id of its own, so
+    /// that racing registrations each keep their record and the first wins.
+    static func registrationKey(_ user: String) -> [UInt8] {
+        Array((user + "\u{0}r\u{0}" + Secrets.opaque(12)).utf8)
     }
 }
 

@@ -32,19 +32,47 @@ struct PushEvaluator: Sendable {
 
     /// An event as the rules see it.
     struct Event {
-        var type: String
-        var sender: String
-        var stateKey: String?
-        var roomID: String
+        let type: String
+        let sender: String
+        let stateKey: String?
+        let roomID: String
         /// The event's `content`, parsed once for every member.
-        var content: JSONValue?
+        let content: JSONValue?
+        /// `content.body` lowercased, made once for every member and rule.
+        let body: [Unicode.Scalar]?
+        /// The other string properties rules match most, lowercased once.
+        let lowered: [[String]: [Unicode.Scalar]]
+
+        init(type: String, sender: String, stateKey: String?, roomID: String, content: JSONValue?, body: [Unicode.Scalar]? = nil) {
+            self.type = type
+            self.sender = sender
+            self.stateKey = stateKey
+            self.roomID = roomID
+            self.content = content
+            if let body {
+                self.body = body
+            } else if case .string(let text)? = content?["body"] {
+                self.body = PushEvaluator.scalars(text)
+            } else {
+                self.body = nil
+            }
+            var lowered: [[String]: [Unicode.Scalar]] = [:]
+            lowered[["type"]] = PushEvaluator.scalars(type)
+            lowered[["sender"]] = PushEvaluator.scalars(sender)
+            lowered[["room_id"]] = PushEvaluator.scalars(roomID)
+            if let stateKey { lowered[["state_key"]] = PushEvaluator.scalars(stateKey) }
+            for key in ["msgtype", "membership"] {
+                if case .string(let text)? = content?[key] { lowered[["content", key]] = PushEvaluator.scalars(text) }
+            }
+            self.lowered = lowered
+        }
     }
 
     /// What the rules need to know about the room and the user.
     struct Facts {
         var userID: String
-        /// The user's display name in the room.
-        var displayName: String?
+        /// The user's display name in the room, lowercased.
+        var displayName: [Unicode.Scalar]?
         var joinedMembers: Int
         var levels: PowerLevels
     }
@@ -120,11 +148,16 @@ struct PushEvaluator: Sendable {
     static func holds(_ condition: Condition, _ event: Event, _ facts: Facts) -> Bool {
         switch condition {
         case .eventMatch(let key, let pattern, let words):
+            if key == ["content", "body"] {
+                guard let body = event.body else { return false }
+                return globMatches(pattern, in: body, words: words)
+            }
+            if let text = event.lowered[key] { return globMatches(pattern, in: text, words: words) }
             guard case .string(let text)? = property(key, of: event) else { return false }
             return globMatches(pattern, in: scalars(text), words: words)
         case .containsDisplayName:
-            guard let name = facts.displayName, !name.isEmpty, case .string(let body)? = event.content?["body"] else { return false }
-            return globMatches(scalars(name), in: scalars(body), words: true, literal: true)
+            guard let name = facts.displayName, !name.isEmpty, let body = event.body else { return false }
+            return globMatches(name, in: body, words: true, literal: true)
         case .memberCount(let comparison, let count):
             let members = facts.joinedMembers
             switch comparison {
@@ -188,8 +221,36 @@ struct PushEvaluator: Sendable {
 
     static func scalars(_ text: String) -> [Unicode.Scalar] { Array(text.lowercased().unicodeScalars) }
 
+    /// A pattern without wildcards: equal to the whole text, or found in it
+    /// with word boundaries on both sides.
+    static func literalMatches(_ pattern: [Unicode.Scalar], in text: [Unicode.Scalar], words: Bool) -> Bool {
+        guard words else { return pattern == text }
+        guard let first = pattern.first, pattern.count <= text.count else { return pattern.isEmpty }
+        var start = 0
+        while start + pattern.count <= text.count {
+            if text[start] == first, start == 0 || !isWord(text[start - 1]) {
+                let end = start + pattern.count
+                if end == text.count || !isWord(text[end]) {
+                    var same = true
+                    for offset in 1..<pattern.count where text[start + offset] != pattern[offset] {
+                        same = false
+                        break
+                    }
+                    if same { return true }
+                }
+            }
+            start += 1
+        }
+        return false
+    }
+
     static func isWord(_ scalar: Unicode.Scalar) -> Bool {
-        scalar == "_" || scalar.properties.isAlphabetic || scalar.properties.numericType != nil
+        // ASCII without the Unicode tables: most bodies are mostly ASCII.
+        if scalar.isASCII {
+            let value = scalar.value
+            return value == 0x5F || (value >= 0x30 && value <= 0x39) || (value >= 0x61 && value <= 0x7A) || (value >= 0x41 && value <= 0x5A)
+        }
+        return scalar.properties.isAlphabetic || scalar.properties.numericType != nil
     }
 
     /// Whether a lowercased glob matches `text`: whole, or with `words` any
@@ -198,6 +259,9 @@ struct PushEvaluator: Sendable {
     /// long body costs its length times the pattern's, never more.
     static func globMatches(_ pattern: [Unicode.Scalar], in text: [Unicode.Scalar], words: Bool, literal: Bool = false) -> Bool {
         let count = pattern.count
+        if literal || !pattern.contains(where: { $0 == "*" || $0 == "?" }) {
+            return literalMatches(pattern, in: text, words: words)
+        }
         var active = [Bool](repeating: false, count: count + 1)
         var next = active
         func enter(_ state: Int, _ set: inout [Bool]) {

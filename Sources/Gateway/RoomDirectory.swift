@@ -75,6 +75,13 @@ final class RoomDirectory: Sendable {
         tables.withLock { $0.rooms[roomID]?.members(in: memberships) ?? [] }
     }
 
+    /// Every room's members and their memberships.
+    func allMemberships() -> [(roomID: String, member: String, membership: String)] {
+        tables.withLock { tables in
+            tables.rooms.flatMap { roomID, room in room.members.map { (roomID, $0.key, $0.value.membership) } }
+        }
+    }
+
     /// A room's state events as the inside of a JSON array, serialised once
     /// per state version and shared by every member's first sync: sorting
     /// and joining a 1,000-member room's state for each of its members made

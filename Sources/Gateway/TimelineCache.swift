@@ -64,10 +64,36 @@ final class TimelineCache: Sendable {
         return tables.withLock { tables -> (events: [RoomEvent], complete: Bool)? in
             guard let recent = tables.recent[roomID], let covered = recent.coveredFrom,
                   max(tables.cacheStart[partition], covered) <= offset else { return nil }
-            let events = recent.events.filter { $0.offset >= offset && $0.offset < end }
+            // Found by halving, not by a filter over the room's whole cache:
+            // counting a member's unread events asks for a few of the newest.
+            let events = Array(recent.events[Self.firstIndex(in: recent.events, atOrAfter: offset)..<Self.firstIndex(in: recent.events, atOrAfter: end)])
             // Complete unless the bound dropped events in the range.
             let complete = recent.events.count < Self.eventsMax || (recent.events.first.map { $0.offset < offset } ?? true)
             return (events, complete)
+        }
+    }
+
+    /// The index of the first event at or after `offset` (events are in offset order).
+    static func firstIndex(in events: [RoomEvent], atOrAfter offset: Int64) -> Int {
+        var low = 0
+        var high = events.count
+        while low < high {
+            let middle = (low + high) / 2
+            if events[middle].offset < offset { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The offset from which the cache holds every event of the room (nil:
+    /// none): where the fan-out began sending it here, or the partition's
+    /// cache began, or the bound dropped older ones.
+    func coverage(roomID: String) -> Int64? {
+        let partition = Int(partition(ofRoom: roomID))
+        return tables.withLock { tables -> Int64? in
+            guard let recent = tables.recent[roomID], let covered = recent.coveredFrom else { return nil }
+            var from = max(tables.cacheStart[partition], covered)
+            if recent.events.count >= Self.eventsMax, let first = recent.events.first { from = max(from, first.offset) }
+            return from
         }
     }
 

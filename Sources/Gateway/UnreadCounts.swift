@@ -21,9 +21,12 @@ final class UnreadTable: Sendable {
 
     private let entries = Mutex<[String: Entry]>([:])
     private let evaluators = Mutex<[String: (version: Int64, evaluator: PushEvaluator)]>([:])
-    /// Parsed contents by event id: one parse per event for all its room's members.
-    private let contents = Mutex<[String: JSONValue]>([:])
-    static let contentsMax = 4_096
+    /// Events as the rules see them, by event id: one parse per event for
+    /// all its room's members.
+    private let parsed = Mutex<[String: PushEvaluator.Event]>([:])
+    /// Display names, lowercased, by the id of the member event that set them.
+    private let names = Mutex<[String: [Unicode.Scalar]?]>([:])
+    static let memoMax = 4_096
 
     func entry(user: String, roomID: String) -> Entry? {
         entries.withLock { $0[user + "\u{0}" + roomID] }
@@ -40,14 +43,26 @@ final class UnreadTable: Sendable {
         return made
     }
 
-    func content(of event: RoomEvent) -> JSONValue? {
-        if let known = contents.withLock({ $0[event.eventID] }) { return known }
-        guard let parsed = MatrixAPI.content(event.json) else { return nil }
-        contents.withLock { contents in
-            if contents.count >= Self.contentsMax { contents.removeAll(keepingCapacity: true) }
-            contents[event.eventID] = parsed
+    func pushEvent(_ event: RoomEvent) -> PushEvaluator.Event {
+        if let known = parsed.withLock({ $0[event.eventID] }) { return known }
+        let made = PushEvaluator.Event(type: event.type, sender: event.sender, stateKey: event.stateKey, roomID: event.roomID, content: MatrixAPI.content(event.json))
+        parsed.withLock { parsed in
+            if parsed.count >= Self.memoMax { parsed.removeAll(keepingCapacity: true) }
+            parsed[event.eventID] = made
         }
-        return parsed
+        return made
+    }
+
+    /// The display name a member event sets, lowercased.
+    func displayName(_ member: RoomEvent?) -> [Unicode.Scalar]? {
+        guard let member else { return nil }
+        if let known = names.withLock({ $0[member.eventID] }) { return known }
+        let name = MatrixAPI.content(member.json)?["displayname"]?.string.map(PushEvaluator.scalars)
+        names.withLock { names in
+            if names.count >= Self.memoMax { names.removeAll(keepingCapacity: true) }
+            names[member.eventID] = name
+        }
+        return name
     }
 }
 
@@ -79,19 +94,25 @@ extension MatrixAPI {
             entry = UnreadTable.Entry(readPoint: readPoint, countedTo: readPoint + 1, rules: version)
         }
         if entry.countedTo < end {
-            let events: [RoomEvent]
+            var events: [RoomEvent]
             if let cached = state.cache.events(roomID: roomID, after: entry.countedTo, upTo: end), cached.complete {
                 events = cached.events
             } else {
-                let need = NeedHistory(roomID: roomID, end: end, limit: Limits.historyMessagesMax)
+                // The older part from the broker, up to where the cache holds
+                // everything: a bound that stays put while messages arrive, so
+                // the page read is the page used (a bound at the position moved
+                // with every message and the sync read again and again).
+                let boundary = min(state.cache.coverage(roomID: roomID) ?? end, end)
+                let need = NeedHistory(roomID: roomID, end: boundary, limit: Limits.historyMessagesMax)
                 guard let page = fetched[need.key] else { throw need }
-                events = page.filter { $0.offset >= entry.countedTo && $0.offset < end }
+                events = page.filter { $0.offset >= entry.countedTo && $0.offset < boundary }
+                if boundary < end { events += state.cache.events(roomID: roomID, after: boundary, upTo: end)?.events ?? [] }
             }
             let evaluator = state.unread.evaluator(user: user, version: version) {
                 PushEvaluator(stored.flatMap { PushRules(accountData: $0.json) } ?? PushRules.defaults(for: user))
             }
-            let name = room.stateEvent("m.room.member", user).flatMap { Self.content($0.json)?["displayname"]?.string }
-            let facts = PushEvaluator.Facts(userID: user, displayName: name, joinedMembers: room.joinedCount, levels: room.levels)
+            let facts = PushEvaluator.Facts(userID: user, displayName: state.unread.displayName(room.stateEvent("m.room.member", user)),
+                                            joinedMembers: room.joinedCount, levels: room.levels)
             for event in events {
                 // The user's own event reads everything before it.
                 if event.sender == user {
@@ -99,8 +120,7 @@ extension MatrixAPI {
                     entry.highlight = 0
                     continue
                 }
-                let seen = PushEvaluator.Event(type: event.type, sender: event.sender, stateKey: event.stateKey, roomID: roomID, content: state.unread.content(of: event))
-                let outcome = evaluator.outcome(seen, facts)
+                let outcome = evaluator.outcome(state.unread.pushEvent(event), facts)
                 if outcome.notify { entry.notify += 1 }
                 if outcome.highlight { entry.highlight += 1 }
             }

@@ -11,13 +11,14 @@ import Testing
     let evaluator = PushEvaluator(PushRules.defaults(for: "@minister:gov.example"))
 
     func facts(members: Int = 2, name: String? = "Mina", levels: PowerLevels = PowerLevels()) -> PushEvaluator.Facts {
-        PushEvaluator.Facts(userID: user, displayName: name, joinedMembers: members, levels: levels)
+        PushEvaluator.Facts(userID: user, displayName: name.map(PushEvaluator.scalars), joinedMembers: members, levels: levels)
     }
 
-    func message(_ body: String, type: String = "m.room.message", msgtype: String = "m.text", sender: String = "@clerk:gov.example", extra: [String: JSONValue] = [:]) -> PushEvaluator.Event {
+    func message(_ body: String, type: String = "m.room.message", msgtype: String = "m.text", sender: String = "@clerk:gov.example", extra: [String: JSONValue] = [:],
+                 room: String = "!r:gov.example") -> PushEvaluator.Event {
         var content: [String: JSONValue] = ["msgtype": .string(msgtype), "body": .string(body)]
         content.merge(extra) { $1 }
-        return PushEvaluator.Event(type: type, sender: sender, stateKey: nil, roomID: "!r:gov.example", content: .object(content))
+        return PushEvaluator.Event(type: type, sender: sender, stateKey: nil, roomID: room, content: .object(content))
     }
 
     @Test func theDefaultRulesNotifyMessagesAndHighlightMentions() {
@@ -58,8 +59,7 @@ import Testing
         rules.rules["sender"] = [["rule_id": "@pm:gov.example", "enabled": true, "actions": ["notify", ["set_tweak": "highlight"]]]]
         rules.rules["override"]!.insert(["rule_id": "future", "enabled": true, "conditions": [["kind": "some_future_kind"]], "actions": []], at: 0)
         let own = PushEvaluator(rules)
-        var muted = message("hello")
-        muted.roomID = "!muted:gov.example"
+        let muted = message("hello", room: "!muted:gov.example")
         #expect(own.outcome(muted, facts()) == .silent)
         #expect(own.outcome(message("hello", sender: "@pm:gov.example"), facts()).highlight)
         #expect(own.outcome(message("hello"), facts()).notify, "a rule of a kind unknown here matched")
