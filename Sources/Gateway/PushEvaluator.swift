@@ -230,14 +230,7 @@ struct PushEvaluator: Sendable {
         while start + pattern.count <= text.count {
             if text[start] == first, start == 0 || !isWord(text[start - 1]) {
                 let end = start + pattern.count
-                if end == text.count || !isWord(text[end]) {
-                    var same = true
-                    for offset in 1..<pattern.count where text[start + offset] != pattern[offset] {
-                        same = false
-                        break
-                    }
-                    if same { return true }
-                }
+                if end == text.count || !isWord(text[end]), text[start..<end].elementsEqual(pattern) { return true }
             }
             start += 1
         }
