@@ -12,7 +12,7 @@ final class ChatCredentials: Sendable {
         /// Users whose latest record under their own id is of the layout of
         /// before compaction (a registration there, or a null): compaction
         /// would keep or drop the wrong one, so the gateway writes what
-        /// the account is over it (`AccountRepair`).
+        /// the account is over it (`ChatGateway.compactAccounts`).
         var unrepaired: Set<String> = []
         /// Sessions by the SHA-256 of their access token.
         var sessions: [String: Session] = [:]
