@@ -25,20 +25,32 @@ from conftest import BINARY, ROOT
 SCRIPT = os.path.join(ROOT, "Deploy", "cluster", "local-cluster.sh")
 
 
+# Ports free_block handed out in this run: a later block never overlaps
+# one (a cluster's etcd block once took its brokers' operations ports,
+# both free when each was chosen).
+_handed_out = set()
+
+
 def free_block(count):
-    """A base port with `count` free ports after it."""
+    """A base port with `count` free ports after it, none handed out
+    before, below Linux's ephemeral range (32768 and up), so no outgoing
+    connection takes one between this check and the server's bind."""
     for _ in range(100):
-        base = random.randint(20000, 40000)
+        base = random.randint(20000, 32000 - count)
+        block = set(range(base, base + count))
+        if block & _handed_out:
+            continue
+        sockets = []
         try:
-            sockets = []
-            for port in range(base, base + count):
+            for port in sorted(block):
                 s = socket.socket()
-                s.bind(("127.0.0.1", port))
                 sockets.append(s)
-            for s in sockets:
-                s.close()
+                s.bind(("127.0.0.1", port))
+            _handed_out.update(block)
             return base
         except OSError:
+            pass
+        finally:
             for s in sockets:
                 s.close()
     raise RuntimeError("no free port block")
