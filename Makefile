@@ -127,10 +127,11 @@ bench-security: deps
 	$(SWIFT) build -c release --product postduif
 	Benchmarks/security-compare.sh
 
-# Retention and compaction while producing (Docs/benchmarks.md); RATE and LINGER as there.
+# Retention and compaction while producing (Docs/benchmarks.md): paced at
+# half the measured peak unless RATE is given; LINGER, PAIRS as there.
 bench-cleaner: deps $(VENV)/.installed
 	$(SWIFT) build -c release --product postduif
-	$(VENV)/bin/python Benchmarks/cleaner-bench.py --rate $${RATE:-50000} --linger $${LINGER:-5} --pairs $${PAIRS:-3}
+	$(VENV)/bin/python Benchmarks/cleaner-bench.py --rate $${RATE:-0} --linger $${LINGER:-5} --pairs $${PAIRS:-3}
 
 # HTTP (REST Proxy v2 produce with wrk, Server-Sent Events) against the
 # Kafka port in one sitting (Docs/benchmarks.md); PAIRS, BENCH_SECONDS.
