@@ -5,7 +5,9 @@ while an idempotent acks=all producer writes over 1,000 conversations, a
 consumer group commits offsets and two members chat through a gateway. Each round makes a topic, injects one
 or two faults from the round's schedule (SIGKILL or SIGSTOP of a broker
 or an etcd member, a node's link cut, a broker cut from etcd but not from
-its clients, a rolling restart, a partition reassignment), heals them,
+its clients, a rolling restart, a partition reassignment; in about a third
+of the rounds also a broker's disk full or slow, injected by a preloaded
+library, Tests/Chaos/diskfault.c), heals them,
 waits for every replica to be back in sync and checks: every acknowledged
 record is read exactly once and in order per conversation; the group's
 committed offsets never moved back; every chat message the gateway
@@ -27,6 +29,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -103,9 +106,28 @@ class ChaosCluster:
             # (Docs/operations.md recommends it for every etcd cluster).
             "--heartbeat-interval", "100", "--election-timeout", "1000", "--pre-vote"])
 
+    def build_disk_faults(self):
+        """Tests/Chaos/diskfault.c as a library each broker preloads, and
+        one control file per broker (no fault to begin with)."""
+        self.disk_faults = os.path.join(self.dir, "diskfault.so")
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", self.disk_faults, os.path.join(HERE, "diskfault.c"), "-ldl"], check=True)
+        for n in BROKERS:
+            self.disk(n)
+
+    @staticmethod
+    def refusals(log):
+        with open(log, "rb") as f:
+            return f.read().count(b"No space left on device")
+
+    def disk(self, n, delay_ms=0, full=False):
+        """Sets broker n's disk fault; no arguments heal it."""
+        with open(os.path.join(self.dir, "disk-%d" % n), "wb") as f:
+            f.write(struct.pack("<ii", delay_ms * 1000, 1 if full else 0))
+
     def start_broker(self, n, wait=True):
         node = ("b", n)
         self.spawn("broker-%d" % n, node, [
+            "env", "LD_PRELOAD=" + self.disk_faults, "POSTDUIF_DISK_FAULTS=" + os.path.join(self.dir, "disk-%d" % n),
             BINARY, "serve", "--node-id", str(n), "--host", self.address(node), "--port", "9092", "--http-port", "9644",
             "--data", os.path.join(self.dir, "broker-%d" % n), "--etcd-endpoints", self.etcd_endpoints,
             "--log-level", "info", "--default-partitions", "3", "--leader-rebalance-interval-ms", "3000"])
@@ -114,6 +136,7 @@ class ChaosCluster:
 
     def start(self):
         self.build()
+        self.build_disk_faults()
         for n in MEMBERS:
             self.start_member(n)
         for n in MEMBERS:
@@ -216,6 +239,10 @@ class ChaosCluster:
 
 FAULTS = ["kill-broker", "pause-broker", "kill-etcd", "pause-etcd", "cut-broker", "cut-etcd", "broker-from-etcd",
           "rolling-restart", "reassign"]
+# A broker's disk full (every write of a file fails with ENOSPC) or slow
+# (each write and sync of a file waits), through Tests/Chaos/diskfault.c.
+DISK_FAULT_KINDS = ["full-disk", "slow-disk"]
+DISK_FAULTS = True
 
 
 def schedule(seed, round_number):
@@ -227,7 +254,20 @@ def schedule(seed, round_number):
         kind = rng.choice(FAULTS)
         faults.append({"fault": kind, "target": rng.choice(BROKERS if "etcd" not in kind or kind == "broker-from-etcd" else MEMBERS),
                        "at": round(rng.uniform(0.5, 3.0), 2), "lasts": round(rng.uniform(1.0, 5.0), 2)})
-    return {"round": round_number, "replication": rng.choice((2, 3)), "faults": faults}
+    replication = rng.choice((2, 3))
+    if DISK_FAULTS:
+        # Drawn from a stream of their own, so the faults above are the
+        # same as before disk faults existed (`--no-disk-faults` replays
+        # a seed run then exactly).
+        disk = random.Random(seed * 1000033 + round_number + 7)
+        if disk.random() < 0.3:
+            fault = {"fault": disk.choice(DISK_FAULT_KINDS), "target": disk.choice(BROKERS),
+                     "at": round(disk.uniform(0.5, 3.0), 2), "lasts": round(disk.uniform(1.0, 5.0), 2)}
+            delay_ms = disk.choice((5, 20, 100))
+            if fault["fault"] == "slow-disk":
+                fault["delay_ms"] = delay_ms
+            faults.append(fault)
+    return {"round": round_number, "replication": replication, "faults": faults}
 
 
 class Nemesis:
@@ -276,6 +316,19 @@ class Nemesis:
                 wait_port(c.address(("b", n)), 9092, timeout=60)
         elif kind == "reassign":
             self.reassign(target)
+        elif kind == "full-disk":
+            log = os.path.join(c.dir, "broker-%d.log" % target)
+            before = c.refusals(log)
+            c.disk(target, full=True)
+
+            def heal_full():
+                c.disk(target)
+                # The fault's mark in the broker's own words.
+                self.log("         broker %d logged %d writes refused for want of space" % (target, c.refusals(log) - before))
+            self.heals.append(heal_full)
+        elif kind == "slow-disk":
+            c.disk(target, delay_ms=fault["delay_ms"])
+            self.heals.append(lambda: c.disk(target))
 
     def reassign(self, target):
         """Moves partition 0 of the round's topic to another replica set
@@ -660,10 +713,13 @@ def main():
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--first", type=int, default=1, help="the first round's number (to replay one round)")
     parser.add_argument("--no-chat", action="store_true", help="leave out the chat workload through a gateway")
+    parser.add_argument("--no-disk-faults", action="store_true",
+                        help="leave out full and slow disks (replays a seed's schedule as it was before they existed)")
     parser.add_argument("--brokers", type=int, choices=(3, 5), default=3, help="brokers in the cluster (a seed's schedule depends on it)")
     arguments = parser.parse_args()
-    global BROKERS
+    global BROKERS, DISK_FAULTS
     BROKERS = tuple(range(1, arguments.brokers + 1))
+    DISK_FAULTS = not arguments.no_disk_faults
     outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first, chat=not arguments.no_chat)
     if outcome is None:
         print("network namespaces need root and `ip netns`: the campaign cannot run here")
