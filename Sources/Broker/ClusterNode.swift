@@ -676,7 +676,11 @@ public final class ClusterNode: Sendable {
         let driver = ControllerDriver(membership: membership)
         try await driver.load(correct: false)
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
-        return try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+        let assignment = try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
+        // Which broker made a topic, and when: the first question when a
+        // client says it asked and nothing happened.
+        logger.info("created a topic", metadata: ["topic": "\(name)", "partitions": "\(partitionCount)", "replicationFactor": "\(factor)"])
+        return assignment
     }
 
     /// Deletes a topic from the cluster (DeleteTopics, any broker may).

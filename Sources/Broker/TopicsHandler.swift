@@ -30,6 +30,7 @@ extension Broker {
                 } catch CoordinationError.refused(let message) where message.contains("already exists") {
                     results.append(.init(name: topic.name, errorCode: ErrorCode.topicAlreadyExists.rawValue, errorMessage: message))
                 } catch {
+                    logger.warning("creating a topic in the cluster failed", metadata: ["topic": "\(topic.name)", "error": "\(error)"])
                     results.append(.init(name: topic.name, errorCode: ErrorCode.unknownServerError.rawValue, errorMessage: "\(error)"))
                 }
             }

@@ -104,6 +104,10 @@ public final class LogStore: Sendable {
     /// A stable id for this store's cluster, made when the store is created.
     public let clusterID: String
 
+    /// Free space below which the store does not open (RocksDB writes its
+    /// log, manifest and a write-ahead log as it opens).
+    public static let freeBytesToOpen: Int64 = 1 << 20
+
     public init(path: String, options: LogStoreOptions = LogStoreOptions()) throws(LogStoreError) {
         self.path = path
         durability = options.durability
@@ -111,6 +115,18 @@ public final class LogStore: Sendable {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
             throw LogStoreError(.storage(RocksDBError(operation: "create directory", message: "\(error)")), "cannot create data directory \(path): \(error)")
+        }
+        // RocksDB as Debian builds it keeps its assertions: opening on a
+        // full file system fails a write of its info log, and the next
+        // write to that log aborts the process without a word. Said
+        // plainly here instead, before anything is written.
+        var space = statvfs()
+        if statvfs(path, &space) == 0 {
+            let free = Int64(space.f_bavail) * Int64(space.f_frsize)
+            if free < Self.freeBytesToOpen {
+                throw LogStoreError(.storage(RocksDBError(operation: "open", message: "no space left on device")),
+                                    "the file system of \(path) has \(free) bytes free; opening the log store needs at least \(Self.freeBytesToOpen): free space (delete what retention would, or grow the volume) and start again")
+            }
         }
         let database: Database
         do {

@@ -649,8 +649,23 @@ def run(rounds, seed, log=print, first=1, chat=True):
             topic = "chaos-%d-%d" % (seed, round_number)
             topics.append(topic)
             log("round %d (seed %d): %s" % (round_number, seed, json.dumps(plan["faults"])))
-            if not wait_until(lambda: admin.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20) is None
-                              or True, 60) or not wait_until(lambda: in_sync(cluster, topic), 60):
+            def make_topic():
+                try:
+                    admin.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20)
+                except Exception as error:
+                    if "already exists" in str(error):
+                        return True
+                    # Said, so a round that cannot start shows why.
+                    try:
+                        seen = (admin.list_topics(timeout=5).controller_id,
+                                AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=5).controller_id)
+                    except Exception as other:
+                        seen = other
+                    log("  creating %s: %r (controller per this client, per a new one: %s)" % (topic, error, seen))
+                    raise
+                return True
+
+            if not wait_until(make_topic, 60) or not wait_until(lambda: in_sync(cluster, topic), 60):
                 raise Unavailable("round %d: topic %s not made in sync within 60 s" % (round_number, topic))
             workload = Workload(cluster.bootstrap, topic, total=3000, rate=600)
             # Daemons: a round that ends in an error must not leave the process unable to exit.

@@ -204,3 +204,22 @@ def test_retention_frees_a_full_disk_and_writes_resume_by_themselves(small_disk)
             os.unlink(broker.log_path)
         except OSError:
             pass
+
+
+def test_a_broker_started_on_a_full_disk_says_so_and_exits():
+    """RocksDB as Debian builds it aborts the process without a word when
+    it opens on a full file system (its info log's second failed write
+    trips an assertion); the broker checks the free space first."""
+    if not mount_namespace_allowed():
+        pytest.skip("a tmpfs in a private mount namespace needs root, unshare and nsenter")
+    assert os.path.exists(BINARY), "build the broker first (swift build): %s" % BINARY
+    disk = SmallDisk(size="4m")
+    try:
+        # What is left once a file took nearly all of it: under 1 MiB.
+        disk.run("dd", "if=/dev/zero", "of=%s/ballast" % disk.path, "bs=1k", "count=3600")
+        result = subprocess.run(disk.enter + [BINARY, "serve", "--data", disk.path + "/data", "--port", "0", "--http-port", "0"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+        assert "bytes free; opening the log store needs at least" in result.stderr + result.stdout, result.stderr[-2000:]
+    finally:
+        disk.remove()
