@@ -120,8 +120,12 @@ class ChaosCluster:
             return f.read().count(b"No space left on device")
 
     def disk(self, n, delay_ms=0, full=False):
-        """Sets broker n's disk fault; no arguments heal it."""
-        with open(os.path.join(self.dir, "disk-%d" % n), "wb") as f:
+        """Sets broker n's disk fault; no arguments heal it. The file is
+        written in place, never truncated: a broker maps it, and reading
+        a mapped page past the end of its file is SIGBUS (an early
+        version of this campaign "crashed" a broker that way)."""
+        path = os.path.join(self.dir, "disk-%d" % n)
+        with open(path, "r+b" if os.path.exists(path) else "wb") as f:
             f.write(struct.pack("<ii", delay_ms * 1000, 1 if full else 0))
 
     def start_broker(self, n, wait=True):
