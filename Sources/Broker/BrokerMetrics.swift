@@ -16,10 +16,9 @@ extension Broker {
         }
         // The data directory's file system, for the disk-filling alert:
         // what is left to the broker (an unprivileged process's share).
-        var stats = statvfs()
-        if statvfs(store.path, &stats) == 0 {
-            metrics.dataFreeBytes.record(Double(stats.f_bavail) * Double(stats.f_frsize))
-            metrics.dataCapacityBytes.record(Double(stats.f_blocks) * Double(stats.f_frsize))
+        if let space = FileSystemSpace(path: store.path) {
+            metrics.dataFreeBytes.record(Double(space.usableBytes))
+            metrics.dataCapacityBytes.record(Double(space.totalBytes))
         }
     }
 }

@@ -154,10 +154,9 @@ extension Broker {
             byTopic[partition.topicName, default: []].append(.init(index: partition.index, sizeBytes: summary.sizeBytes,
                                                                    offsetLag: max(0, summary.logEndOffset - summary.highWatermark)))
         }
-        var space = statvfs()
-        let measured = statvfs(configuration.dataDirectory, &space) == 0
-        let total = measured ? Int64(space.f_blocks) * Int64(space.f_frsize) : -1
-        let usable = measured ? Int64(space.f_bavail) * Int64(space.f_frsize) : -1
+        let space = FileSystemSpace(path: configuration.dataDirectory)
+        let total = space?.totalBytes ?? -1
+        let usable = space?.usableBytes ?? -1
         let path = (configuration.dataDirectory as NSString).standardizingPath
         return DescribeLogDirsResponse(errorCode: 0, logDirs: [.init(
             errorCode: 0, path: path, topics: byTopic.keys.sorted().map { TopicPartitions(name: $0, partitions: byTopic[$0]!.sorted { $0.index < $1.index }) },

@@ -120,13 +120,9 @@ public final class LogStore: Sendable {
         // full file system fails a write of its info log, and the next
         // write to that log aborts the process without a word. Said
         // plainly here instead, before anything is written.
-        var space = statvfs()
-        if statvfs(path, &space) == 0 {
-            let free = Int64(space.f_bavail) * Int64(space.f_frsize)
-            if free < Self.freeBytesToOpen {
-                throw LogStoreError(.storage(RocksDBError(operation: "open", message: "no space left on device")),
-                                    "the file system of \(path) has \(free) bytes free; opening the log store needs at least \(Self.freeBytesToOpen): free space (delete what retention would, or grow the volume) and start again")
-            }
+        if let free = FileSystemSpace(path: path)?.usableBytes, free < Self.freeBytesToOpen {
+            throw LogStoreError(.storage(RocksDBError(operation: "open", message: "no space left on device")),
+                                "the file system of \(path) has \(free) bytes free; opening the log store needs at least \(Self.freeBytesToOpen): free space (delete what retention would, or grow the volume) and start again")
         }
         let database: Database
         do {
@@ -408,5 +404,20 @@ public final class LogStore: Sendable {
     /// A RocksDB property of the log column family, for operators.
     public func logProperty(_ name: String) -> String? {
         context.database.property(name, in: context.families.log)
+    }
+}
+
+/// The size of the file system holding a path, and what of it is left to
+/// an unprivileged process (root's reserve not counted); nil when it
+/// cannot be read.
+public struct FileSystemSpace: Sendable {
+    public var usableBytes: Int64
+    public var totalBytes: Int64
+
+    public init?(path: String) {
+        var stats = statvfs()
+        guard statvfs(path, &stats) == 0 else { return nil }
+        usableBytes = Int64(stats.f_bavail) * Int64(stats.f_frsize)
+        totalBytes = Int64(stats.f_blocks) * Int64(stats.f_frsize)
     }
 }

@@ -243,8 +243,9 @@ class ChaosCluster:
 
 FAULTS = ["kill-broker", "pause-broker", "kill-etcd", "pause-etcd", "cut-broker", "cut-etcd", "broker-from-etcd",
           "rolling-restart", "reassign"]
-# A broker's disk full (every write of a file fails with ENOSPC) or slow
-# (each write and sync of a file waits), through Tests/Chaos/diskfault.c.
+# A broker's disk full (writes needing new blocks fail with ENOSPC, as on
+# a full file system) or slow (each write and sync of a file waits),
+# through Tests/Chaos/diskfault.c.
 DISK_FAULT_KINDS = ["full-disk", "slow-disk"]
 DISK_FAULTS = True
 
@@ -267,9 +268,8 @@ def schedule(seed, round_number):
         if disk.random() < 0.3:
             fault = {"fault": disk.choice(DISK_FAULT_KINDS), "target": disk.choice(BROKERS),
                      "at": round(disk.uniform(0.5, 3.0), 2), "lasts": round(disk.uniform(1.0, 5.0), 2)}
-            delay_ms = disk.choice((5, 20, 100))
             if fault["fault"] == "slow-disk":
-                fault["delay_ms"] = delay_ms
+                fault["delay_ms"] = disk.choice((5, 20, 100))
             faults.append(fault)
     return {"round": round_number, "replication": replication, "faults": faults}
 

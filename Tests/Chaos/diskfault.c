@@ -46,8 +46,9 @@ __attribute__((constructor)) static void map_control(void) {
 }
 
 /* -1 with errno set when the call must fail; 0 to go on (after any delay).
- * `end` is where the write would end in the file (-1: at its current
- * offset plus `count`; 0 for calls that allocate whatever they are given). */
+ * A write of `count` bytes at `offset` (-1: the file's current offset)
+ * fails on a full disk unless the file's blocks already hold it; `count`
+ * 0 (fallocate) always fails there. */
 static int fault(int fd, int writes, off_t offset, size_t count) {
     if (!control) return 0;
     int32_t delay = control->delay_us, full = control->full;
