@@ -87,11 +87,14 @@ async def follow(session, member, room, stop):
         joined = body["rooms"]["join"].get(room)
         if joined:
             timeline = joined["timeline"]
+            # The newest event seen before this answer: a gap is closed
+            # once paging back reaches it (taken before this answer's
+            # events are kept, or the first page would look like enough).
+            known = max([s for s in member.seen] or [0])
             keep(member, timeline["events"])
             if timeline.get("limited"):
                 # A gap: page back until the page reaches what was already seen.
                 token = timeline.get("prev_batch")
-                known = max([s for s in member.seen] or [0])
                 while token:
                     status, page = await call(session, "GET", member.base + "/rooms/%s/messages" % room, member,
                                               retry_until=time.monotonic() + 30, params={"dir": "b", "from": token, "limit": "50"})
