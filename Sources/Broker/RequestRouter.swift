@@ -166,16 +166,24 @@ extension Broker {
             ApiVersionsResponse(errorCode: ErrorCode.unsupportedVersion.rawValue, apiKeys: [ApiVersionRange(apiKey: ApiKey.apiVersions.rawValue, minVersion: 0, maxVersion: SupportedAPIs.ranges[.apiVersions]!.upperBound)]).encode(&writer, version: 0)
             return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: writer.bytes))
         }
-        guard supportedAPIs[api]?.contains(version) == true else {
-            // An old version Kafka defined is answered in its own schema with
-            // UNSUPPORTED_VERSION; one the broker cannot read closes.
-            let old: [UInt8]?
-            do { old = try OldVersionAnswer.body(api, version: version, request: &reader) } catch {
+        if let served = supportedAPIs[api], !served.contains(version) {
+            // A version Kafka defines, below the range or above it, is
+            // answered in its own schema with UNSUPPORTED_VERSION; one
+            // without a schema closes.
+            let answer: [UInt8]?
+            do {
+                if version < served.lowerBound {
+                    answer = try OldVersionAnswer.body(api, version: version, request: &reader)
+                } else {
+                    let message = "\(api) v\(version) is not supported: this broker serves v\(served.lowerBound) to v\(served.upperBound)"
+                    answer = try NewerVersionAnswer.body(api, version: version, message: message, request: &reader)
+                }
+            } catch {
                 throw CloseConnection(reason: "malformed \(api) v\(version) request: \(error)")
             }
-            guard let old else { throw CloseConnection(reason: "\(api) version \(version) is not supported") }
+            guard let answer else { throw CloseConnection(reason: "\(api) version \(version) is not supported") }
             logger.info("answered an unsupported version with UNSUPPORTED_VERSION", metadata: ["client": "\(client)", "api": "\(api)", "version": "\(version)"])
-            return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: false, body: old))
+            return .ready(frameResponse(correlationID: header.correlationID, flexibleHeader: version >= api.firstFlexibleVersion, body: answer))
         }
         let flexible = version >= api.firstFlexibleVersion
         var body = ByteWriter(capacity: 256)

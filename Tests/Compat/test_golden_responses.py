@@ -7,6 +7,7 @@ over. A field the broker wrote in the wrong place, width, nullability or
 version shows up as a byte difference."""
 import socket
 import struct
+import uuid
 
 import pytest
 from kafka.protocol.admin import (AlterConfigsRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
@@ -151,11 +152,16 @@ def raw_exchange(broker, request, version, correlation=42):
     frame = request.encode(version=version, header=True, framed=True)
     with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
         s.sendall(frame)
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
-            chunk = s.recv(1 << 16)
-            assert chunk, "the broker closed the connection"
-            data += chunk
+        return read_frame(s)
+
+
+def read_frame(s):
+    """One size-prefixed answer from the socket, size included."""
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+        chunk = s.recv(1 << 16)
+        assert chunk, "the broker closed the connection"
+        data += chunk
     return data
 
 
@@ -244,3 +250,85 @@ def test_offset_commit_v0_and_v1_round_trip_as_sarama_sends_them(broker):
                                                          topics=[OF.OffsetFetchRequestTopic(name=TOPIC, partition_indexes=[0])]), fetch_version)
             partition = fetched.topics[0].partitions[0]
             assert (partition.committed_offset, partition.metadata, partition.error_code) == (offset, "v%d" % version, 0), (version, fetch_version, fetched)
+
+
+def newer_request(name, build, version):
+    """The request at a version above the broker's, with the fields that
+    version asks for where they replace older ones (topic ids, batched
+    coordinator keys, groups of OffsetFetch)."""
+    P, OC, OF, DT = ProduceRequest, OffsetCommitRequest, OffsetFetchRequest, DeleteTopicsRequest
+    some_id = uuid.UUID(int=0x5057)
+    if name == "Produce" and version >= 13:
+        return P[version](transactional_id=None, acks=-1, timeout_ms=5000, topic_data=[
+            P.TopicProduceData(topic_id=some_id, partition_data=[P.TopicProduceData.PartitionProduceData(index=0, records=batch())])])
+    if name == "OffsetCommit" and version >= 10:
+        return OC[version](group_id="golden-group", generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+                           topics=[OC.OffsetCommitRequestTopic(topic_id=some_id, partitions=[OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
+                               partition_index=0, committed_offset=1, committed_leader_epoch=-1, committed_metadata="")])])
+    if name == "OffsetFetch" and version >= 8:
+        G = OF.OffsetFetchRequestGroup
+        topic = G.OffsetFetchRequestTopics(topic_id=some_id, partition_indexes=[0]) if version >= 10 else G.OffsetFetchRequestTopics(name=TOPIC, partition_indexes=[0])
+        return OF[version](groups=[G(group_id="golden-group", member_id=None, member_epoch=-1, topics=[topic]),
+                                   G(group_id="golden-other", member_id=None, member_epoch=-1, topics=None)], require_stable=False)
+    if name == "FindCoordinator" and version >= 4:
+        return FindCoordinatorRequest[version](key_type=0, coordinator_keys=["golden-group", "golden-other"])
+    if name == "DeleteTopics" and version >= 6:
+        return DT[version](topics=[DT.DeleteTopicState(name="golden-missing", topic_id=uuid.UUID(int=0)),
+                                   DT.DeleteTopicState(name=None, topic_id=some_id)], timeout_ms=5000)
+    return build(version)
+
+
+def error_codes(value):
+    if isinstance(value, dict):
+        return [c for k, v in value.items() for c in ([v] if k == "error_code" else error_codes(v))]
+    if isinstance(value, list):
+        return [c for v in value for c in error_codes(v)]
+    return []
+
+
+@pytest.mark.parametrize("name,cls,build", CASES, ids=[c[0] for c in CASES])
+def test_newer_versions_are_answered_in_their_own_schema_with_unsupported_version(broker, name, cls, build):
+    """Every version Kafka defines above the broker's highest (kafka-python's
+    codecs know them all) gets UNSUPPORTED_VERSION wherever that version's
+    schema carries errors, in bytes kafka-python decodes and re-encodes
+    exactly, on a connection that stays open for the next request."""
+    high = advertised(broker)[cls.API_KEY][1]
+    assert high <= cls.max_version, "%s: the broker serves v%d, above Kafka's v%d" % (name, high, cls.max_version)
+    for version in range(high + 1, cls.max_version + 1):
+        request = newer_request(name, build, version)
+        request.with_header(correlation_id=42, client_id="golden")
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+            s.sendall(request.encode(version=version, header=True, framed=True))
+            data = read_frame(s)
+            decoded = response_class(cls, version).decode(data, header=True, framed=True)
+            decoded.with_header(correlation_id=42)
+            assert bytes(decoded.encode(header=True, framed=True)) == data, (name, version, data.hex())
+            codes = error_codes(decoded.to_dict())
+            assert codes and set(codes) == {35}, (name, version, decoded)
+            # The same connection answers the next request.
+            follow = ApiVersionsRequest[0]()
+            follow.with_header(correlation_id=43, client_id="golden")
+            s.sendall(follow.encode(version=0, header=True, framed=True))
+            assert response_class(ApiVersionsRequest, 0).decode(read_frame(s), header=True, framed=True).error_code == 0
+    assert broker.alive()
+
+
+def test_a_newer_produce_with_acks_0_closes_its_connection(broker):
+    """A producer with acks=0 reads no answer, so one in Produce v9's schema
+    would be taken for the answer to something else: its connection closes
+    instead (how Kafka tells an acks=0 producer of an error), with the reason
+    in the log, and nothing is written."""
+    before = exchange(broker, ListOffsetsRequest[5](replica_id=-1, isolation_level=0, topics=[
+        ListOffsetsRequest.ListOffsetsTopic(name=TOPIC, partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
+            partition_index=0, current_leader_epoch=-1, timestamp=-1)])]), 5).topics[0].partitions[0].offset
+    request = ProduceRequest[9](transactional_id=None, acks=0, timeout_ms=5000, topic_data=[
+        ProduceRequest.TopicProduceData(name=TOPIC, partition_data=[ProduceRequest.TopicProduceData.PartitionProduceData(index=0, records=batch())])])
+    request.with_header(correlation_id=42, client_id="golden")
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(request.encode(version=9, header=True, framed=True))
+        assert s.recv(1 << 16) == b""
+    after = exchange(broker, ListOffsetsRequest[5](replica_id=-1, isolation_level=0, topics=[
+        ListOffsetsRequest.ListOffsetsTopic(name=TOPIC, partitions=[ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
+            partition_index=0, current_leader_epoch=-1, timestamp=-1)])]), 5).topics[0].partitions[0].offset
+    assert after == before
+    assert "Produce version 9 is not supported" in broker.read_log() or "produce version 9 is not supported" in broker.read_log()

@@ -3,6 +3,7 @@ made by `postduif user add`, against kcat, kafka-python and confluent-kafka.
 Right passwords get in, wrong ones are refused, and nothing but ApiVersions
 and the SASL handshake is answered before authentication."""
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -126,3 +127,20 @@ def test_a_flood_of_failed_sasl_attempts_is_slowed_then_refused_and_the_broker_l
     finally:
         assert process.stop() == 0
         shutil.rmtree(process.data_dir, ignore_errors=True)
+
+
+def test_sasl_authenticate_v2_gets_unsupported_version_in_its_own_schema(sasl_broker):
+    """SaslAuthenticate v2 (flexible) is above the broker's v1: the answer is
+    v2's schema with UNSUPPORTED_VERSION and a message, as kafka-python
+    decodes it byte for byte, and the connection stays open."""
+    from kafka.protocol.sasl import SaslAuthenticateRequest
+    from test_golden_responses import read_frame, response_class
+    request = SaslAuthenticateRequest[2](auth_bytes=b"\x00alice\x00wonderland")
+    request.with_header(correlation_id=42, client_id="golden")
+    with socket.create_connection(("127.0.0.1", sasl_broker.port), timeout=10) as s:
+        s.sendall(request.encode(version=2, header=True, framed=True))
+        data = read_frame(s)
+        decoded = response_class(SaslAuthenticateRequest, 2).decode(data, header=True, framed=True)
+        decoded.with_header(correlation_id=42)
+        assert bytes(decoded.encode(header=True, framed=True)) == data
+        assert decoded.error_code == 35 and "v0 to v1" in decoded.error_message
