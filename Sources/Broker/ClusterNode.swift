@@ -670,16 +670,22 @@ public final class ClusterNode: Sendable {
     public func createTopic(_ name: String, partitionCount: Int, replicationFactor: Int, configs: [String: String]) async throws -> TopicAssignment {
         // Right after the cluster starts, brokers are still registering:
         // wait for the first election (every broker registers before it bids).
+        let started = ContinuousClock.now
         for _ in 0..<60 where view.snapshot.controller == nil || view.snapshot.brokers.count < max(replicationFactor, 1) {
             try await Task.sleep(for: .milliseconds(50))
         }
+        let registered = ContinuousClock.now
         let driver = ControllerDriver(membership: membership)
         try await driver.load(correct: false)
+        let loaded = ContinuousClock.now
         let factor = replicationFactor > 0 ? replicationFactor : min(Int(broker.configuration.defaultReplicationFactor), view.snapshot.brokers.count)
         let assignment = try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
-        // Which broker made a topic, and when: the first question when a
-        // client says it asked and nothing happened.
-        logger.info("created a topic", metadata: ["topic": "\(name)", "partitions": "\(partitionCount)", "replicationFactor": "\(factor)"])
+        // Which broker made a topic, when, and where the time went: the
+        // first questions when a client says it asked and nothing happened.
+        let ms = { (duration: Duration) in "\(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)" }
+        logger.info("created a topic", metadata: ["topic": "\(name)", "partitions": "\(partitionCount)", "replicationFactor": "\(factor)",
+                                                  "waitedForBrokersMs": "\(ms(registered - started))", "loadMs": "\(ms(loaded - registered))",
+                                                  "writeMs": "\(ms(ContinuousClock.now - loaded))"])
         return assignment
     }
 

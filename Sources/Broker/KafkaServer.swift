@@ -27,8 +27,9 @@ public struct KafkaServer: Sendable {
 
     /// Binds every listener, calls `onListening` with the first one's bound
     /// port (`onListeners` with each by name), and serves until the task is
-    /// cancelled; then closes every connection and returns once no Produce
-    /// is left waiting for its sync (the node closes its store next).
+    /// cancelled; then closes every connection, ends the acks=all waits for
+    /// followers, and returns once no Produce is left waiting for its sync
+    /// (the node closes its store next).
     public func run(onListening: @Sendable (Int) -> Void = { _ in }, onListeners: @Sendable ([String: Int]) -> Void = { _ in }) async throws {
         let configuration = broker.configuration
         try configuration.checkListeners()
@@ -65,6 +66,9 @@ public struct KafkaServer: Sendable {
         }
         broker.listening.withLock { $0 = false }
         connections.closeAll()
+        // What is still in flight waits for its sync (the store closes
+        // next), not for followers: their answers have nowhere to go now.
+        broker.replication?.releaseAcksWaits()
         await inFlight.drained()
         try Task.checkCancellation()
     }

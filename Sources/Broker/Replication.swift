@@ -17,6 +17,9 @@ public final class ReplicationState: Sendable {
     /// Every partition's high watermark on this node.
     public let highWatermarks: HighWatermarks
     private let epochs = Mutex<[PartitionID: Int32]>([:])
+    /// Set once the Kafka listeners have stopped: no acks=all wait parks
+    /// any more (`releaseAcksWaits`).
+    private let acksReleased = Atomic<Bool>(false)
     /// Produce timeouts are seconds long; 50 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(50))
     /// acks=all Produce requests waiting for the high watermark to pass
@@ -85,7 +88,20 @@ public final class ReplicationState: Sendable {
         acksWaiters.park(id, position: offset, timeout: timeout, ready: { committed(id, offset) }, resume: done)
     }
 
+    /// Ends every acks=all wait, now and from now on, as not committed:
+    /// once the listeners have stopped, the answers have no connection to
+    /// go to, and a wait for followers that may never copy the batch (a
+    /// controlled shutdown that could not hand the leadership over, etcd
+    /// unreachable) must not hold the node's stop for the request's whole
+    /// timeout. The batches stay in the log; clients retry elsewhere, and
+    /// idempotent producers' sequence numbers keep the retries single.
+    public func releaseAcksWaits() {
+        acksReleased.store(true, ordering: .sequentiallyConsistent)
+        acksWaiters.wakeAll(with: false)
+    }
+
     private func committed(_ id: PartitionID, _ offset: Int64) -> Bool? {
+        if acksReleased.load(ordering: .sequentiallyConsistent) { return false }
         // Not led here any more: it will not be committed here.
         guard let commit = highWatermarks.commit(id), commit.tracker != nil, leaderEpoch(id) != nil else { return false }
         return commit.highWatermark >= offset ? true : nil

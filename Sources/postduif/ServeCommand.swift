@@ -99,6 +99,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Ms a deleted topic's record stays in etcd at most, for brokers away when it was deleted; it goes sooner once every holder of a replica has deleted it (POSTDUIF_DELETED_TOPIC_RETENTION_MS).")
     var deletedTopicRetentionMs: Int = Environment.integer("DELETED_TOPIC_RETENTION_MS") ?? 7 * 24 * 3600 * 1000
 
+    @Option(help: "Seconds a broker's etcd lease lasts: how long a silent broker still counts as alive, so about the time a failover takes (POSTDUIF_LEASE_SECONDS).")
+    var leaseSeconds: Int = Environment.integer("LEASE_SECONDS") ?? 2
+
     @Option(help: "On SIGTERM, ms to wait for leaderships to move to in-sync followers before stopping (POSTDUIF_CONTROLLED_SHUTDOWN_TIMEOUT_MS).")
     var controlledShutdownTimeoutMs: Int = Environment.integer("CONTROLLED_SHUTDOWN_TIMEOUT_MS") ?? 10_000
 
@@ -178,6 +181,7 @@ struct Serve: AsyncParsableCommand {
         guard deletedTopicRetentionMs >= 1000 else { throw OperatorError("--deleted-topic-retention-ms must be at least 1000") }
         configuration.deletedTopicRetention = .milliseconds(deletedTopicRetentionMs)
         configuration.controlledShutdownTimeout = .milliseconds(max(0, controlledShutdownTimeoutMs))
+        guard (1...3600).contains(leaseSeconds) else { throw OperatorError("--lease-seconds must be between 1 and 3600") }
         configuration.offsetsTopicPartitions = offsetsTopicPartitions
         // The chat's conversations topic keeps the conversation index however
         // it is created (by the gateway, a Kafka client or auto-creation).
@@ -277,7 +281,8 @@ struct Serve: AsyncParsableCommand {
             let membership = Membership(
                 coordination: client, cluster: configuration.clusterName, brokerID: nodeID,
                 address: "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)",
-                listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }), rack: configuration.rack)
+                listeners: Dictionary(uniqueKeysWithValues: configuration.effectiveListeners.map { ($0.name, $0.advertisedAddress) }), rack: configuration.rack,
+                leaseSeconds: Int64(leaseSeconds))
             let node = ClusterNode(broker: broker, membership: membership, view: ClusterView(), replication: replication, logger: logger)
             broker.attach(node)
             services.append(ClusterService(node: node, shutdownTimeout: configuration.controlledShutdownTimeout))

@@ -251,3 +251,52 @@ def test_a_rolling_restart_under_load_fails_no_delivery():
         assert sum(scrape(cluster, b, "postduif_isr_expands_total") for b in (1, 2, 3)) >= 1
     finally:
         cluster.stop()
+
+
+def test_a_leader_that_cannot_hand_over_stops_without_waiting_out_its_produces():
+    """SIGTERM to a leader whose followers are stopped (SIGSTOP, the
+    controller among them): no leadership can move and an acks=all Produce
+    waits for followers that never fetch. The broker gives up the handover
+    after --controlled-shutdown-timeout-ms and stops without waiting out the
+    Produce's 30 s timeout; resumed, the others take over and the producer's
+    retry is stored once. (Leases of 10 s: the paused brokers keep theirs.)"""
+    cluster = Cluster("--controlled-shutdown-timeout-ms 1000 --lease-seconds 10").start()
+    stopped = []
+    try:
+        topic = "handover-impossible"
+        cluster.create_topic(topic, partitions=3, replication=3)
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        described = admin.list_topics(topic, timeout=10)
+        controller = described.controller_id
+        # A partition led by a broker that is not the controller.
+        partition, leader = next((p.id, p.leader) for p in described.topics[topic].partitions.values() if p.leader != controller)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all",
+                             "request.timeout.ms": 30000, "message.timeout.ms": 120000, "retry.backoff.ms": 100})
+        results = []
+        producer.produce(topic, partition=partition, key=b"k", value=b"waited", on_delivery=lambda e, m: results.append(e))
+        producer.flush(10)
+        assert results == [None], results
+        for broker in (1, 2, 3):
+            if broker != leader:
+                cluster.signal(broker, signal.SIGSTOP)
+                stopped.append(broker)
+        producer.produce(topic, partition=partition, key=b"k", value=b"unreplicated", on_delivery=lambda e, m: results.append(e))
+        producer.poll(1)  # sent; its batch is in the leader's log, waiting for followers
+        cluster.signal(leader, signal.SIGTERM)
+        took = cluster.wait_exited(leader, timeout=25)
+        print("the leader stopped in %.2f s" % took)
+        log = cluster.log(leader)
+        assert "stopped; log synced and closed" in log, log[-3000:]
+        for broker in stopped:
+            cluster.signal(broker, signal.SIGCONT)
+        stopped.clear()
+        deadline = time.monotonic() + 90
+        while len(results) < 2 and time.monotonic() < deadline:
+            producer.poll(0.5)
+        assert results == [None, None], results
+        values = sorted(value for _, value, _, _ in consume_all(cluster.bootstrap, topic, 3, 2))
+        assert values == [b"unreplicated", b"waited"], values
+    finally:
+        for broker in stopped:
+            cluster.signal(broker, signal.SIGCONT)
+        cluster.stop()
