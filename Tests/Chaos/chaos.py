@@ -643,7 +643,6 @@ def run(rounds, seed, log=print, first=1, chat=True):
     injected = 0
     topics = []
     try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
         if chat:
             talk = Chat(cluster.bootstrap, "%d" % seed)
             talk.prepare()
@@ -654,18 +653,23 @@ def run(rounds, seed, log=print, first=1, chat=True):
             topics.append(topic)
             log("round %d (seed %d): %s" % (round_number, seed, json.dumps(plan["faults"])))
             def make_topic():
+                # A client of its own each time: after a rolling restart
+                # librdkafka 2.0.2's admin client waits about 20 s on the
+                # controller it knew (gone, no connection) before it asks
+                # for metadata again; the broker answers in milliseconds
+                # once asked.
+                creator = AdminClient({"bootstrap.servers": cluster.bootstrap})
                 try:
-                    admin.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20)
+                    creator.create_topics([NewTopic(topic, 3, plan["replication"])])[topic].result(timeout=20)
                 except Exception as error:
                     if "already exists" in str(error):
                         return True
                     # Said, so a round that cannot start shows why.
                     try:
-                        seen = (admin.list_topics(timeout=5).controller_id,
-                                AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=5).controller_id)
+                        seen = creator.list_topics(timeout=5).controller_id
                     except Exception as other:
                         seen = other
-                    log("  creating %s: %r (controller per this client, per a new one: %s)" % (topic, error, seen))
+                    log("  creating %s: %r (controller per the client: %s)" % (topic, error, seen))
                     raise
                 return True
 
