@@ -21,7 +21,16 @@ extension HTTPProxy {
         router.post(RouterPath(instancePath + "/subscription")) { request, context in
             await self.withInstance(request, context) { instance, _ in
                 let body = try await Self.body(request)
-                if body["topic_pattern"] != nil { throw ProxyError.unprocessable("topic_pattern is not served: name the topics") }
+                if let source = body["topic_pattern"] {
+                    guard body["topics"] == nil else { throw ProxyError.unprocessable("give \"topics\" or \"topic_pattern\", not both") }
+                    guard let source = source as? String, !source.isEmpty else { throw ProxyError.unprocessable("\"topic_pattern\" must be a regular expression") }
+                    do {
+                        try await instance.consumer.subscribe(pattern: source)
+                    } catch {
+                        throw ProxyError.unprocessable("\"topic_pattern\" is not a regular expression: \(error)")
+                    }
+                    return Self.noContent
+                }
                 guard let topics = body["topics"] as? [String], !topics.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"topics\" list") }
                 await instance.consumer.subscribe(topics)
                 return Self.noContent

@@ -31,6 +31,9 @@ public actor GroupConsumer {
         public var heartbeatIntervalMilliseconds: Int64 = 3_000
         public var offsetReset: OffsetReset = .latest
         public var fetchBytesMax: Int32 = 8 << 20
+        /// How often a subscription by pattern looks for topics that came
+        /// or went (Kafka's clients do it on their metadata refresh).
+        public var patternRefreshMilliseconds: Int64 = 5_000
 
         public init(group: String) {
             self.group = group
@@ -49,6 +52,11 @@ public actor GroupConsumer {
     private let clock: @Sendable () -> Int64
 
     public private(set) var subscription: [String] = []
+    /// A subscription by pattern: `subscription` is then the topics whose
+    /// whole names match it, as last looked up.
+    public private(set) var subscribedPattern: String?
+    private var pattern: Regex<AnyRegexOutput>?
+    private var patternCheckedAt: Int64?
     public private(set) var assignment: [TopicPartition] = []
     private var memberID = ""
     private var generation: Int32 = -1
@@ -92,8 +100,51 @@ public actor GroupConsumer {
     /// poll joins or rejoins the group.
     public func subscribe(_ topics: [String]) {
         subscription = Array(Set(topics)).sorted()
+        forgetPattern()
         manual = false
         needsJoin = true
+    }
+
+    /// Subscribes to every topic whose whole name matches `source` (a
+    /// regular expression, as Kafka's `subscribe(Pattern)`), now and as
+    /// topics are made or deleted: each `maintain` looks again once
+    /// `patternRefreshMilliseconds` have passed, and a change rejoins the
+    /// group, whose members send the topics they matched (as Kafka's
+    /// clients do). Internal topics never match. Throws when `source` is
+    /// not a regular expression.
+    public func subscribe(pattern source: String) throws {
+        pattern = try Regex(source)
+        subscribedPattern = source
+        patternCheckedAt = nil
+        subscription = []
+        manual = false
+        needsJoin = true
+    }
+
+    private func forgetPattern() {
+        pattern = nil
+        subscribedPattern = nil
+        patternCheckedAt = nil
+    }
+
+    /// Looks up the topics the pattern matches when it is time to; a new
+    /// set rejoins the group, an empty one leaves it.
+    private func refreshPatternTopics() async throws {
+        guard let pattern else { return }
+        let now = clock()
+        if let checked = patternCheckedAt, now - checked < configuration.patternRefreshMilliseconds { return }
+        patternCheckedAt = now
+        let response = try await client.metadata(nil)
+        let matched = response.topics.filter { $0.errorCode == 0 && !$0.isInternal && $0.name.wholeMatch(of: pattern) != nil }.map(\.name).sorted()
+        guard matched != subscription else { return }
+        subscription = matched
+        if matched.isEmpty {
+            if !memberID.isEmpty { await leave() }
+            assignment = []
+            positions = [:]
+        } else {
+            needsJoin = true
+        }
     }
 
     /// Reads `partitions` from the given offsets without joining the group
@@ -102,6 +153,7 @@ public actor GroupConsumer {
     public func assign(_ partitions: [TopicPartition: Int64?]) async throws {
         if !subscription.isEmpty && !memberID.isEmpty { await leave() }
         subscription = []
+        forgetPattern()
         manual = true
         needsJoin = false
         assignment = partitions.keys.sorted()
@@ -122,6 +174,7 @@ public actor GroupConsumer {
     public func unsubscribe() async {
         if !memberID.isEmpty { await leave() }
         subscription = []
+        forgetPattern()
         assignment = []
         positions = [:]
         manual = false
@@ -155,7 +208,9 @@ public actor GroupConsumer {
     /// Keeps the membership alive: a heartbeat when one is due, a rejoin
     /// when the coordinator asks for one.
     public func maintain() async throws {
-        guard !closed, !manual, !subscription.isEmpty, !joining else { return }
+        guard !closed, !manual, !joining else { return }
+        try await refreshPatternTopics()
+        guard !subscription.isEmpty else { return }
         if needsJoin {
             joining = true
             defer { joining = false }

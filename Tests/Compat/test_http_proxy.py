@@ -381,3 +381,48 @@ def test_in_a_cluster_one_brokers_proxy_writes_and_reads_partitions_led_by_the_o
         print("leaders of the three partitions: %s" % sorted(leaders))
     finally:
         cluster.stop()
+
+
+def test_a_topic_pattern_subscription_follows_topics_as_they_are_made(broker):
+    """`topic_pattern` (a regular expression over whole topic names, as the
+    REST Proxy and Kafka's subscribe(Pattern)): the matching topic is read
+    and the other is not; a matching topic made later joins the
+    subscription by itself; a pattern that is not a regular expression is
+    refused with 422."""
+    prefix = unique("pattern")
+    first, later, other = prefix + "-a", prefix + "-b", prefix + "x-a"
+    make_topic(broker, first, 2)
+    make_topic(broker, other, 1)
+    status, created = call("%s/consumers/%s" % (broker.proxy_url, unique("pattern-group")), "POST",
+                           {"name": "web", "format": "json", "auto.offset.reset": "earliest"})
+    assert status == 200, created
+    instance = created["base_uri"]
+    assert call(instance + "/subscription", "POST", {"topic_pattern": "("})[0] == 422
+    assert call(instance + "/subscription", "POST", {"topics": [first], "topic_pattern": ".*"})[0] == 422
+    assert call(instance + "/subscription", "POST", {"topic_pattern": prefix + "-[ab]"})[0] == 204
+    producer = Producer({"bootstrap.servers": broker.address})
+    for topic in (first, other):
+        for i in range(10):
+            producer.produce(topic, value=json.dumps({"topic": topic, "n": i}).encode())
+    producer.flush(30)
+
+    def read_until(count, deadline_s):
+        seen = []
+        deadline = time.monotonic() + deadline_s
+        while len(seen) < count and time.monotonic() < deadline:
+            seen += [(record["topic"], record["value"]["n"]) for record in records_of(instance, timeout_ms=300)]
+        for _ in range(3):
+            seen += [(record["topic"], record["value"]["n"]) for record in records_of(instance, timeout_ms=200)]
+        return seen
+
+    seen = read_until(10, 60)
+    assert sorted(seen) == [(first, i) for i in range(10)], seen
+    assert call(instance + "/subscription")[1] == {"topics": [first]}
+    make_topic(broker, later, 1)
+    for i in range(10):
+        producer.produce(later, value=json.dumps({"topic": later, "n": i}).encode())
+    producer.flush(30)
+    seen = read_until(10, 60)
+    assert sorted(seen) == [(later, i) for i in range(10)], seen
+    assert call(instance + "/subscription")[1] == {"topics": [first, later]}
+    assert call(instance, "DELETE")[0] == 204
