@@ -268,7 +268,12 @@ public struct Controller: Sendable {
             return []
         case .partitionObserved(let id, let state):
             partitions[id] = state
-            guard !liveBrokers.isEmpty, state.leader != -1 else { return [] }
+            guard !liveBrokers.isEmpty else { return [] }
+            // A leaderless record seen after its in-sync replica came back:
+            // that broker's registration found the partition still led (the
+            // record taking its leader away was not seen yet), so this is
+            // the moment it takes the partition back, or nobody ever does.
+            if state.leader == -1 { return [elect(id, state)].compactMap { $0 } }
             // A record naming a dead leader (the controller was down when it died).
             if !liveBrokers.contains(state.leader) {
                 return [elect(id, state, removing: state.leader)].compactMap { $0 }

@@ -63,6 +63,26 @@ import Testing
                                               next: PartitionState(leader: 1, leaderEpoch: 2, isr: [1], version: 4))))
     }
 
+    @Test func aLeaderlessRecordSeenAfterItsInSyncReplicaReturnedIsTakenBack() throws {
+        // Fault campaign seed 130 round 10: broker 3, the partition's last
+        // in-sync replica and leader, stopped and registered again before
+        // the controller saw the record that took its leadership away;
+        // the registration found the partition led, the record then had
+        // nobody to elect, and the partition stayed offline.
+        var controller = try cluster()
+        let led = PartitionState(leader: 3, leaderEpoch: 1, isr: [3], version: 2)
+        _ = controller.handle(.partitionObserved(p1, led))
+        _ = controller.handle(.brokerExpired(3))
+        #expect(controller.handle(.brokerRegistered(3)).isEmpty)
+        let offline = PartitionState(leader: -1, leaderEpoch: 2, isr: [3], version: 3)
+        #expect(controller.handle(.partitionObserved(p1, offline)) == [
+            .writePartition(p1, previous: offline, next: PartitionState(leader: 3, leaderEpoch: 3, isr: [3], version: 4)),
+        ])
+        // With no in-sync replica alive it stays offline, unwritten.
+        _ = controller.handle(.brokerExpired(3))
+        #expect(controller.handle(.partitionObserved(p1, offline)).isEmpty)
+    }
+
     @Test func uncleanElectionPicksAnyLiveReplicaWhenAsked() throws {
         var controller = try cluster(unclean: true)
         _ = controller.handle(.partitionObserved(p0, PartitionState(leader: 1, leaderEpoch: 0, isr: [1], version: 1)))
