@@ -43,31 +43,18 @@ public enum NewerVersionAnswer {
             _ = try reader.readNullableString(compact: c, "transactional id")
             let acks = try reader.readInt16("acks")
             _ = try reader.readInt32("timeout")
-            let topics = try reader.readArray(compact: c, "topics") { (r: inout ByteReader) throws(WireError) -> (TopicKey, [Int32]) in
-                let key = try r.topicKey(byID: v >= 13, compact: c)
-                let partitions = try r.readArray(compact: c, elementBytesMin: 5, "partitions") { (r: inout ByteReader) throws(WireError) -> Int32 in
-                    let index = try r.readInt32("partition")
-                    try r.skipNullableBytes(compact: c, "records")
-                    try r.tagged(c)
-                    return index
-                } ?? []
-                try r.tagged(c)
-                return (key, partitions)
-            } ?? []
+            let topics = try reader.partitionsByTopic(compact: c, byID: v >= 13, partitionBytesMin: 5) { (r: inout ByteReader) throws(WireError) in
+                try r.skipNullableBytes(compact: c, "records")
+            }
             guard acks != 0 else { return nil }
-            w.writeArray(topics, compact: c) { w, topic in
-                w.write(topic.0, compact: c)
-                w.writeArray(topic.1, compact: c) { w, index in
-                    w.writeInt32(index)
-                    w.writeInt16(refused)
-                    w.writeInt64(-1)  // base offset
-                    w.writeInt64(-1)  // log append time
-                    w.writeInt64(-1)  // log start offset
-                    w.writeArrayCount(0, compact: c)  // record errors
-                    w.writeString(message, compact: c)
-                    w.tagged(c)
-                }
-                w.tagged(c)
+            w.partitionsByTopic(topics, compact: c) { w, index in
+                w.writeInt32(index)
+                w.writeInt16(refused)
+                w.writeInt64(-1)  // base offset
+                w.writeInt64(-1)  // log append time
+                w.writeInt64(-1)  // log start offset
+                w.writeArrayCount(0, compact: c)  // record errors
+                w.writeString(message, compact: c)
             }
             w.writeInt32(0)  // throttle time
         case .fetch:
@@ -78,30 +65,17 @@ public enum NewerVersionAnswer {
         case .listOffsets:
             _ = try reader.readInt32("replica id")
             _ = try reader.readInt8("isolation level")
-            let topics = try reader.readArray(compact: c, "topics") { (r: inout ByteReader) throws(WireError) -> (String, [Int32]) in
-                let name = try r.readString(compact: c, "topic")
-                let partitions = try r.readArray(compact: c, elementBytesMin: 16, "partitions") { (r: inout ByteReader) throws(WireError) -> Int32 in
-                    let index = try r.readInt32("partition")
-                    _ = try r.readInt32("current leader epoch")
-                    _ = try r.readInt64("timestamp")
-                    try r.tagged(c)
-                    return index
-                } ?? []
-                try r.tagged(c)
-                return (name, partitions)
-            } ?? []
+            let topics = try reader.partitionsByTopic(compact: c, partitionBytesMin: 16) { (r: inout ByteReader) throws(WireError) in
+                _ = try r.readInt32("current leader epoch")
+                _ = try r.readInt64("timestamp")
+            }
             w.writeInt32(0)
-            w.writeArray(topics, compact: c) { w, topic in
-                w.writeString(topic.0, compact: c)
-                w.writeArray(topic.1, compact: c) { w, index in
-                    w.writeInt32(index)
-                    w.writeInt16(refused)
-                    w.writeInt64(-1)  // timestamp
-                    w.writeInt64(-1)  // offset
-                    w.writeInt32(-1)  // leader epoch
-                    w.tagged(c)
-                }
-                w.tagged(c)
+            w.partitionsByTopic(topics, compact: c) { w, index in
+                w.writeInt32(index)
+                w.writeInt16(refused)
+                w.writeInt64(-1)  // timestamp
+                w.writeInt64(-1)  // offset
+                w.writeInt32(-1)  // leader epoch
             }
         case .metadata:
             let topics = try reader.readArray(compact: c, "topics") { (r: inout ByteReader) throws(WireError) -> (id: [UInt8], name: String?) in
@@ -131,28 +105,15 @@ public enum NewerVersionAnswer {
             _ = try reader.readInt32("generation")
             _ = try reader.readString(compact: c, "member id")
             _ = try reader.readNullableString(compact: c, "group instance id")
-            let topics = try reader.readArray(compact: c, "topics") { (r: inout ByteReader) throws(WireError) -> (TopicKey, [Int32]) in
-                let key = try r.topicKey(byID: v >= 10, compact: c)
-                let partitions = try r.readArray(compact: c, elementBytesMin: 17, "partitions") { (r: inout ByteReader) throws(WireError) -> Int32 in
-                    let index = try r.readInt32("partition")
-                    _ = try r.readInt64("offset")
-                    _ = try r.readInt32("leader epoch")
-                    _ = try r.readNullableString(compact: c, "metadata")
-                    try r.tagged(c)
-                    return index
-                } ?? []
-                try r.tagged(c)
-                return (key, partitions)
-            } ?? []
+            let topics = try reader.partitionsByTopic(compact: c, byID: v >= 10, partitionBytesMin: 17) { (r: inout ByteReader) throws(WireError) in
+                _ = try r.readInt64("offset")
+                _ = try r.readInt32("leader epoch")
+                _ = try r.readNullableString(compact: c, "metadata")
+            }
             w.writeInt32(0)
-            w.writeArray(topics, compact: c) { w, topic in
-                w.write(topic.0, compact: c)
-                w.writeArray(topic.1, compact: c) { w, index in
-                    w.writeInt32(index)
-                    w.writeInt16(refused)
-                    w.tagged(c)
-                }
-                w.tagged(c)
+            w.partitionsByTopic(topics, compact: c) { w, index in
+                w.writeInt32(index)
+                w.writeInt16(refused)
             }
         case .offsetFetch where v < 8:
             w.writeInt32(0)
@@ -311,29 +272,16 @@ public enum NewerVersionAnswer {
             }
         case .offsetForLeaderEpoch:
             _ = try reader.readInt32("replica id")
-            let topics = try reader.readArray(compact: c, "topics") { (r: inout ByteReader) throws(WireError) -> (String, [Int32]) in
-                let name = try r.readString(compact: c, "topic")
-                let partitions = try r.readArray(compact: c, elementBytesMin: 12, "partitions") { (r: inout ByteReader) throws(WireError) -> Int32 in
-                    let index = try r.readInt32("partition")
-                    _ = try r.readInt32("current leader epoch")
-                    _ = try r.readInt32("leader epoch")
-                    try r.tagged(c)
-                    return index
-                } ?? []
-                try r.tagged(c)
-                return (name, partitions)
-            } ?? []
+            let topics = try reader.partitionsByTopic(compact: c, partitionBytesMin: 12) { (r: inout ByteReader) throws(WireError) in
+                _ = try r.readInt32("current leader epoch")
+                _ = try r.readInt32("leader epoch")
+            }
             w.writeInt32(0)
-            w.writeArray(topics, compact: c) { w, topic in
-                w.writeString(topic.0, compact: c)
-                w.writeArray(topic.1, compact: c) { w, index in
-                    w.writeInt16(refused)
-                    w.writeInt32(index)
-                    w.writeInt32(-1)  // leader epoch
-                    w.writeInt64(-1)  // end offset
-                    w.tagged(c)
-                }
-                w.tagged(c)
+            w.partitionsByTopic(topics, compact: c) { w, index in
+                w.writeInt16(refused)
+                w.writeInt32(index)
+                w.writeInt32(-1)  // leader epoch
+                w.writeInt64(-1)  // end offset
             }
         case .alterConfigs:
             let resources = try reader.readArray(compact: c, "resources") { (r: inout ByteReader) throws(WireError) -> (Int8, String) in
@@ -392,6 +340,24 @@ extension ByteReader {
         byID ? .id(try readBytes(16, "topic id")) : .name(try readString(compact: compact, "topic"))
     }
 
+    /// `topics[name (or id), partitions[index, …, tagged], tagged]`: each
+    /// topic with its partitions' indexes, the rest of each partition read
+    /// by `rest`.
+    fileprivate mutating func partitionsByTopic(compact: Bool, byID: Bool = false, partitionBytesMin: Int,
+                                                _ rest: (inout ByteReader) throws(WireError) -> Void) throws(WireError) -> [(NewerVersionAnswer.TopicKey, [Int32])] {
+        try readArray(compact: compact, "topics") { (r: inout ByteReader) throws(WireError) -> (NewerVersionAnswer.TopicKey, [Int32]) in
+            let key = try r.topicKey(byID: byID, compact: compact)
+            let partitions = try r.readArray(compact: compact, elementBytesMin: partitionBytesMin, "partitions") { (r: inout ByteReader) throws(WireError) -> Int32 in
+                let index = try r.readInt32("partition")
+                try rest(&r)
+                try r.tagged(compact)
+                return index
+            } ?? []
+            try r.tagged(compact)
+            return (key, partitions)
+        } ?? []
+    }
+
     /// Passes over a nullable byte field (a Produce's records) without copying it.
     fileprivate mutating func skipNullableBytes(compact: Bool, _ what: StaticString) throws(WireError) {
         if let length = try readLength(compact: compact, wide: true, what) { _ = try skip(length, what) }
@@ -402,6 +368,20 @@ extension ByteWriter {
     /// An empty tagged-field section in a flexible version; nothing in a classic one.
     fileprivate mutating func tagged(_ flexible: Bool) {
         if flexible { writeEmptyTaggedFields() }
+    }
+
+    /// The answer's `topics[name (or id), partitions[…, tagged], tagged]`,
+    /// each partition's fields written by `partition`.
+    fileprivate mutating func partitionsByTopic(_ topics: [(NewerVersionAnswer.TopicKey, [Int32])], compact: Bool,
+                                                _ partition: (inout ByteWriter, Int32) -> Void) {
+        writeArray(topics, compact: compact) { w, topic in
+            w.write(topic.0, compact: compact)
+            w.writeArray(topic.1, compact: compact) { w, index in
+                partition(&w, index)
+                w.tagged(compact)
+            }
+            w.tagged(compact)
+        }
     }
 
     fileprivate mutating func write(_ key: NewerVersionAnswer.TopicKey, compact: Bool) {
