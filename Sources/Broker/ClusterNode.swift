@@ -682,10 +682,9 @@ public final class ClusterNode: Sendable {
         let assignment = try await driver.createTopic(name, partitionCount: partitionCount, replicationFactor: factor, configs: configs)
         // Which broker made a topic, when, and where the time went: the
         // first questions when a client says it asked and nothing happened.
-        let ms = { (duration: Duration) in "\(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)" }
         logger.info("created a topic", metadata: ["topic": "\(name)", "partitions": "\(partitionCount)", "replicationFactor": "\(factor)",
-                                                  "waitedForBrokersMs": "\(ms(registered - started))", "loadMs": "\(ms(loaded - registered))",
-                                                  "writeMs": "\(ms(ContinuousClock.now - loaded))"])
+                                                  "waitedForBrokersMs": "\((registered - started).milliseconds)", "loadMs": "\((loaded - registered).milliseconds)",
+                                                  "writeMs": "\((ContinuousClock.now - loaded).milliseconds)"])
         return assignment
     }
 

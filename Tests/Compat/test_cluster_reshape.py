@@ -6,6 +6,7 @@ preferred leaders elected with confluent-kafka, and a rolling restart of
 every broker under load in which controlled shutdown leaves clients
 nothing worse than retriable errors. Real etcd and three brokers
 (local-cluster.sh); every wait has a deadline."""
+import json
 import os
 import signal
 import subprocess
@@ -270,8 +271,14 @@ def test_a_leader_that_cannot_hand_over_stops_without_waiting_out_its_produces()
         controller = described.controller_id
         # A partition led by a broker that is not the controller.
         partition, leader = next((p.id, p.leader) for p in described.topics[topic].partitions.values() if p.leader != controller)
+        awaiting = []  # messages librdkafka has sent and awaits an answer for, per its statistics
+
+        def statistics(text):
+            awaiting.append(sum(b.get("waitresp_msg_cnt", 0) for b in json.loads(text)["brokers"].values()))
+
         producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all",
-                             "request.timeout.ms": 30000, "message.timeout.ms": 120000, "retry.backoff.ms": 100})
+                             "request.timeout.ms": 30000, "message.timeout.ms": 120000, "retry.backoff.ms": 100,
+                             "statistics.interval.ms": 100, "stats_cb": statistics})
         results = []
         producer.produce(topic, partition=partition, key=b"k", value=b"waited", on_delivery=lambda e, m: results.append(e))
         producer.flush(10)
@@ -281,7 +288,11 @@ def test_a_leader_that_cannot_hand_over_stops_without_waiting_out_its_produces()
                 cluster.signal(broker, signal.SIGSTOP)
                 stopped.append(broker)
         producer.produce(topic, partition=partition, key=b"k", value=b"unreplicated", on_delivery=lambda e, m: results.append(e))
-        producer.poll(1)  # sent; its batch is in the leader's log, waiting for followers
+        # Sent: its batch is in the leader's log, the answer waits for followers.
+        deadline = time.monotonic() + 10
+        while not (awaiting and awaiting[-1] > 0) and time.monotonic() < deadline:
+            producer.poll(0.1)
+        assert awaiting and awaiting[-1] > 0, "the produce was never sent"
         cluster.signal(leader, signal.SIGTERM)
         took = cluster.wait_exited(leader, timeout=25)
         print("the leader stopped in %.2f s" % took)

@@ -170,6 +170,24 @@ def exchange(broker, request, version):
     return response_class(type(request), version).decode(data, header=True, framed=True)
 
 
+def decoded_exactly(cls, version, data, *context):
+    """The answer as kafka-python decodes it, once it re-encodes to exactly
+    the bytes the broker sent."""
+    decoded = response_class(cls, version).decode(data, header=True, framed=True)
+    decoded.with_header(correlation_id=42)
+    assert bytes(decoded.encode(header=True, framed=True)) == data, (cls.__name__, version, data.hex(), *context)
+    return decoded
+
+
+def error_codes(value):
+    """Every error_code in a decoded answer, at any depth."""
+    if isinstance(value, dict):
+        return [c for k, v in value.items() for c in ([v] if k == "error_code" else error_codes(v))]
+    if isinstance(value, list):
+        return [c for v in value for c in error_codes(v)]
+    return []
+
+
 CASES = [(name, cls, build) for name, cls, build in requests(None)]
 
 
@@ -197,10 +215,7 @@ def test_refused_produce_versions_answer_in_their_own_schema(broker):
     for version in range(0, 3):
         request = ProduceRequest[version](transactional_id=None, acks=-1, timeout_ms=5000, topic_data=[
             ProduceRequest.TopicProduceData(name=TOPIC, partition_data=[ProduceRequest.TopicProduceData.PartitionProduceData(index=0, records=batch())])])
-        data = raw_exchange(broker, request, version)
-        decoded = response_class(ProduceRequest, version).decode(data, header=True, framed=True)
-        decoded.with_header(correlation_id=42)
-        assert bytes(decoded.encode(header=True, framed=True)) == data
+        decoded = decoded_exactly(ProduceRequest, version, raw_exchange(broker, request, version))
         assert decoded.responses[0].partition_responses[0].error_code == 35
 
 
@@ -215,20 +230,9 @@ def test_old_versions_are_answered_in_their_own_schema_with_unsupported_version(
     partition in a response their client decodes byte for byte, not a
     closed connection."""
     cls, build = next((c, b) for n, c, b in CASES if n == name)
-
-    def codes(value):
-        if isinstance(value, dict):
-            return [c for k, v in value.items() for c in ([v] if k == "error_code" else codes(v))]
-        if isinstance(value, list):
-            return [c for v in value for c in codes(v)]
-        return []
-
     for version in versions:
-        data = raw_exchange(broker, build(version), version)
-        decoded = response_class(cls, version).decode(data, header=True, framed=True)
-        decoded.with_header(correlation_id=42)
-        assert bytes(decoded.encode(header=True, framed=True)) == data, (name, version)
-        assert set(codes(decoded.to_dict())) == {35}, (name, version, decoded)
+        decoded = decoded_exactly(cls, version, raw_exchange(broker, build(version), version), name)
+        assert set(error_codes(decoded.to_dict())) == {35}, (name, version, decoded)
 
 
 def test_offset_commit_v0_and_v1_round_trip_as_sarama_sends_them(broker):
@@ -278,14 +282,6 @@ def newer_request(name, build, version):
     return build(version)
 
 
-def error_codes(value):
-    if isinstance(value, dict):
-        return [c for k, v in value.items() for c in ([v] if k == "error_code" else error_codes(v))]
-    if isinstance(value, list):
-        return [c for v in value for c in error_codes(v)]
-    return []
-
-
 @pytest.mark.parametrize("name,cls,build", CASES, ids=[c[0] for c in CASES])
 def test_newer_versions_are_answered_in_their_own_schema_with_unsupported_version(broker, name, cls, build):
     """Every version Kafka defines above the broker's highest (kafka-python's
@@ -299,10 +295,7 @@ def test_newer_versions_are_answered_in_their_own_schema_with_unsupported_versio
         request.with_header(correlation_id=42, client_id="golden")
         with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
             s.sendall(request.encode(version=version, header=True, framed=True))
-            data = read_frame(s)
-            decoded = response_class(cls, version).decode(data, header=True, framed=True)
-            decoded.with_header(correlation_id=42)
-            assert bytes(decoded.encode(header=True, framed=True)) == data, (name, version, data.hex())
+            decoded = decoded_exactly(cls, version, read_frame(s), name)
             codes = error_codes(decoded.to_dict())
             assert codes and set(codes) == {35}, (name, version, decoded)
             # The same connection answers the next request.
