@@ -27,7 +27,35 @@ struct Families: @unchecked Sendable {
     static func options(base: ColumnFamilyOptions) -> [(name: String, options: ColumnFamilyOptions)] {
         var index = base
         index.writeBufferSizeBytes = conversationIndexWriteBufferBytes
-        return all.map { name in (name, name == conversationIndexName ? index : base) }
+        // A partition's state and its producers' sequences are one key each,
+        // rewritten by every append: updated in place, their memtables stay
+        // a few entries long instead of holding every version since the
+        // last flush, which made their inserts a skiplist search of cache
+        // misses (a tenth of a small Produce's CPU). They are read only when
+        // a partition opens, never through a snapshot.
+        var rewritten = base
+        rewritten.inPlaceUpdates = true
+        return all.map { name in
+            switch name {
+            case conversationIndexName: (name, index)
+            case partitionStateName, producersName: (name, rewritten)
+            default: (name, base)
+            }
+        }
+    }
+
+    /// Opens a store's database with every family's options.
+    static func open(path: String, options: DatabaseOptions) throws(RocksDBError) -> Database {
+        // In-place updates of the partition state and producer families
+        // rule out parallel memtable inserts. Appends on two event loops
+        // meet in RocksDB's write groups; a follower sleeps rather than
+        // spins while the leader writes for it (at 20,000 librdkafka
+        // Produce requests a second the spin doubled the ack p99.9,
+        // Docs/benchmarks.md).
+        var database = options
+        database.concurrentMemtableWrites = false
+        database.spinningWriters = false
+        return try Database(path: path, options: database, columnFamilyOptions: Families.options(base: options.defaultColumnFamily))
     }
 
     let log: ColumnFamily
@@ -126,7 +154,7 @@ public final class LogStore: Sendable {
         }
         let database: Database
         do {
-            database = try Database(path: path, options: options.database, columnFamilyOptions: Families.options(base: options.database.defaultColumnFamily))
+            database = try Families.open(path: path, options: options.database)
         } catch {
             throw LogStoreError(.storage(error), "cannot open the log store at \(path): \(error.message)")
         }

@@ -40,6 +40,14 @@ public struct ColumnFamilyOptions: Sendable {
     public var bloomBitsPerKey: Double? = 10
     /// Large values in blob files; nil keeps every value in the LSM tree.
     public var blobs: BlobSettings? = nil
+    /// Overwrite a key's value inside the memtable when the new value is no
+    /// larger, instead of adding a version. For families of a few keys each
+    /// rewritten on every write: their memtable stays a few entries long, so
+    /// an insert does not search a skiplist of every version written since
+    /// the last flush. Needs `DatabaseOptions.concurrentMemtableWrites` off,
+    /// and readers of the family must not rely on snapshots or iterators
+    /// seeing an older value.
+    public var inPlaceUpdates = false
 
     public init() {}
 }
@@ -59,6 +67,14 @@ public struct DatabaseOptions: Sendable {
     public var bytesPerSync: UInt64 = 1 << 20
     /// Options for column families not named when opening.
     public var defaultColumnFamily = ColumnFamilyOptions()
+    /// Whether writers of one write group insert into memtables in
+    /// parallel; RocksDB refuses it beside `inPlaceUpdates`.
+    public var concurrentMemtableWrites = true
+    /// Whether a writer waiting for its write group's leader spins (up to
+    /// 100 µs, RocksDB's adaptive yield) before it sleeps. On a machine of
+    /// few cores shared with request threads the spin takes the core the
+    /// leader or the next request needs.
+    public var spinningWriters = true
 
     public init() {}
 }
@@ -79,6 +95,8 @@ final class NativeOptions {
         rocksdb_options_set_max_background_jobs(database, settings.backgroundJobsCount)
         rocksdb_options_set_max_total_wal_size(database, settings.walSizeTotalMaxBytes)
         rocksdb_options_set_bytes_per_sync(database, settings.bytesPerSync)
+        rocksdb_options_set_allow_concurrent_memtable_write(database, settings.concurrentMemtableWrites ? 1 : 0)
+        rocksdb_options_set_enable_write_thread_adaptive_yield(database, settings.spinningWriters ? 1 : 0)
         apply(settings.defaultColumnFamily, to: database)
     }
 
@@ -93,6 +111,7 @@ final class NativeOptions {
     private func apply(_ settings: ColumnFamilyOptions, to options: OpaquePointer) {
         rocksdb_options_set_compression(options, settings.compression.rawValue)
         rocksdb_options_set_write_buffer_size(options, settings.writeBufferSizeBytes)
+        rocksdb_options_set_inplace_update_support(options, settings.inPlaceUpdates ? 1 : 0)
         let table = rocksdb_block_based_options_create()!
         rocksdb_block_based_options_set_block_cache(table, cache)
         if let bits = settings.bloomBitsPerKey {

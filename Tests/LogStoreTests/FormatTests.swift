@@ -15,8 +15,7 @@ import Testing
         try store.createTopic("kept", configuration: TopicConfiguration())
         store.close()
 
-        let settings = DatabaseOptions()
-        let database = try Database(path: path, options: settings, columnFamilyOptions: Families.options(base: settings.defaultColumnFamily))
+        let database = try Families.open(path: path, options: DatabaseOptions())
         let families = Families(database)
         #expect(try database.get(LogStore.formatKey, in: families.topics) == LogStore.format, "the format is recorded")
         try database.put(LogStore.formatKey, Array("segments-2".utf8), in: families.topics, sync: true)
