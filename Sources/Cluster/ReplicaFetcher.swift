@@ -36,9 +36,11 @@ public final class ReplicaFetcher: Sendable {
     /// TLS and SASL to the leader's inter-broker listener.
     let security: KafkaClientSecurity
     /// Bytes per second this fetcher copies at most (replicas catching up
-    /// in a reassignment), nil for no limit: it rests after each answer as
-    /// long as its bytes take at this rate.
+    /// in a reassignment), nil for no limit: it rests after each answer
+    /// until its bytes' share of the schedule is over.
     let bytesPerSecond: Int64?
+    /// When the bytes copied so far are due under `bytesPerSecond`.
+    let throttle = Mutex(CopySchedule())
 
     public init(replicaID: Int32, leaderHost: String, leaderPort: Int, partitions: [PartitionLog],
                 highWatermarks: HighWatermarks = HighWatermarks(), clock: any MonotonicClock = SystemClock(),
@@ -192,15 +194,39 @@ public final class ReplicaFetcher: Sendable {
             }
         }
         if let bytesPerSecond, copiedBytes > 0 {
-            try await Task.sleep(for: .milliseconds(Int64(copiedBytes) * 1000 / bytesPerSecond))
+            let due = throttle.withLock { [now = clock.now] in $0.copied(copiedBytes, bytesPerSecond: bytesPerSecond, now: now) }
+            try await Task.sleep(for: max(due - clock.now, .zero))
         }
         return appended
     }
 
-    /// Per partition and answer: 8 MiB, or under a rate limit a quarter
-    /// second of it (at least 64 KiB), so the rests stay short and even.
+    /// Per partition and answer: 8 MiB, or under a rate limit a fiftieth
+    /// of a second of it (at least 64 KiB). The copy then comes as many
+    /// small bursts with short rests rather than a few long ones: each
+    /// answer is read, sent, written and synced at full speed, and a
+    /// quarter second's worth at once (5 MB at 20 MB/s) took both cores
+    /// from the producers for tens of milliseconds (Docs/benchmarks.md).
     var partitionBytesMax: Int32 {
         guard let bytesPerSecond else { return 8 << 20 }
-        return Int32(clamping: min(8 << 20, max(64 << 10, bytesPerSecond / 4)))
+        return Int32(clamping: min(8 << 20, max(64 << 10, bytesPerSecond / 50)))
+    }
+}
+
+/// A throttled fetcher's schedule: each answer's bytes take their share of
+/// time at the rate, counted from when the previous answer's share ended,
+/// so the time spent fetching and writing an answer counts toward its
+/// share (resting a whole share after each answer made the rate the limit
+/// less the copying's own time: 17 MB/s for 20). A fetcher behind the
+/// schedule, or one that sat idle, gets at most one answer's share of
+/// credit: never a burst.
+struct CopySchedule {
+    private var due: Duration?
+
+    /// Records `bytes` copied at `now`; returns when the next fetch may start.
+    mutating func copied(_ bytes: Int, bytesPerSecond: Int64, now: Duration) -> Duration {
+        let share = Duration.nanoseconds(Int64(bytes) * 1_000_000_000 / max(bytesPerSecond, 1))
+        let next = max(due ?? now, now - share) + share
+        due = next
+        return next
     }
 }

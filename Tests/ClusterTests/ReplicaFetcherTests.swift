@@ -352,3 +352,28 @@ struct CountingLogHandler: LogHandler {
         if event.message.description == counted { counter.value.add(1, ordering: .relaxed) }
     }
 }
+
+/// The throttle's schedule: a rate held to, copying time included, and no
+/// burst after a pause.
+@Suite struct CopyScheduleTests {
+    @Test func theCopyingTimeCountsTowardEachAnswersShare() {
+        var schedule = CopySchedule()
+        // 400,000 bytes at 20 MB/s is a 20 ms share.
+        #expect(schedule.copied(400_000, bytesPerSecond: 20_000_000, now: .milliseconds(1_000)) == .milliseconds(1_020))
+        // The next answer took 5 ms to copy after the rest: still due a share after the last due, not after now.
+        #expect(schedule.copied(400_000, bytesPerSecond: 20_000_000, now: .milliseconds(1_025)) == .milliseconds(1_040))
+        // A hundred answers at this pace take two seconds: the rate is the limit.
+        var now = Duration.milliseconds(1_040)
+        for _ in 0..<100 { now = schedule.copied(400_000, bytesPerSecond: 20_000_000, now: now + .milliseconds(3)) }
+        #expect(now == .milliseconds(3_040))
+    }
+
+    @Test func aPauseEarnsAtMostOneShareOfCredit() {
+        var schedule = CopySchedule()
+        _ = schedule.copied(400_000, bytesPerSecond: 20_000_000, now: .seconds(1))
+        // Ten idle seconds later an answer copied in 30 ms (longer than its share) goes on at once ...
+        #expect(schedule.copied(400_000, bytesPerSecond: 20_000_000, now: .milliseconds(11_030)) == .milliseconds(11_030))
+        // ... and the next one rests its whole share: the idle time bought no burst.
+        #expect(schedule.copied(400_000, bytesPerSecond: 20_000_000, now: .milliseconds(11_031)) == .milliseconds(11_050))
+    }
+}
