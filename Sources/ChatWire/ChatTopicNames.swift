@@ -23,6 +23,11 @@ public enum ChatTopicNames {
     /// Redacted events by event id: the redaction event that removed
     /// their content, which gateways serve in its place.
     public static let redactions = "chat-redactions"
+    /// Events that relate to another (edits, thread replies, references)
+    /// by their own event id: the client event, with the relation in its
+    /// headers, which gateways fold into the aggregations they bundle in
+    /// `unsigned.m.relations`.
+    public static let relations = "chat-relations"
     /// Room aliases and the public room list; the first claim of an alias
     /// wins, so not compacted.
     public static let directory = "chat-directory"
@@ -37,7 +42,7 @@ public enum ChatTopicNames {
 
     /// Every chat topic: with the authorizer on, the gateway's principal
     /// alone may use them unless an operator grants more (Docs/security.md).
-    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, directory, media, mediaIndex, typing]
+    public static let all = [conversations, members, state, accounts, sessions, readMarkers, userData, toDevice, redactions, relations, directory, media, mediaIndex, typing]
 
     /// The topics whose records are state by key (the newest per key is all
     /// that matters): compacted from their creation. `accounts` and
@@ -46,5 +51,5 @@ public enum ChatTopicNames {
     /// removals under the user id; memberships under room and member, not
     /// room alone), so a broker upgraded first never compacts them early.
     /// Not `toDevice`, keyed by device, where every message counts.
-    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions, mediaIndex]
+    public static let compacted: Set<String> = [state, sessions, readMarkers, userData, redactions, relations, mediaIndex]
 }

@@ -28,6 +28,8 @@ enum ChatTopics {
     static let toDevice = ChatTopicNames.toDevice
     /// Redacted events by id: the redaction served in their place.
     static let redactions = ChatTopicNames.redactions
+    /// Relating events by id, folded into the aggregations of their targets.
+    static let relations = ChatTopicNames.relations
     /// Room aliases and the public room list.
     static let directory = ChatTopicNames.directory
     /// Uploaded files, in chunks, and where each file's chunks lie.
@@ -66,12 +68,22 @@ struct RoomEvent: Sendable {
     func json(forDevice prefix: String) -> String? {
         guard let transaction, transaction.hasPrefix(prefix) else { return nil }
         let id = JSONText.string(String(transaction.dropFirst(prefix.utf8.count)))
+        return json(addingUnsigned: "\"transaction_id\":\(id)")
+    }
+
+    /// The event with one more member of `unsigned` (`"name":value`).
+    func json(addingUnsigned member: String) -> String {
         // With a sequence, the first "unsigned" is the one put in front of
-        // the stored value (`ChatState.clientEvent`).
-        if sequence != nil, let range = json.range(of: "\"unsigned\":{") {
-            return json.replacingCharacters(in: range, with: "\"unsigned\":{\"transaction_id\":\(id),")
+        // the stored value (`ChatState.clientEvent`); one put in front here
+        // is first too. Anywhere else the text could be inside `content`.
+        let front = "{\"unsigned\":{"
+        if json.hasPrefix(front) {
+            return front + member + "," + json.dropFirst(front.utf8.count)
         }
-        return "{\"unsigned\":{\"transaction_id\":\(id)}," + json.dropFirst()
+        if sequence != nil, let range = json.range(of: "\"unsigned\":{") {
+            return json.replacingCharacters(in: range, with: "\"unsigned\":{\(member),")
+        }
+        return front + member + "}," + json.dropFirst()
     }
 }
 
@@ -169,6 +181,7 @@ final class ChatState: Sendable {
     let keys = DeviceKeyTable()
     let toDevice = ToDeviceTable()
     let redactions = RedactionTable()
+    let relations = RelationsTable()
     let unread = UnreadTable()
     let aliases = DirectoryTable()
     let media = MediaTable()

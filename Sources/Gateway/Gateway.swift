@@ -97,7 +97,7 @@ public final class ChatGateway: Sendable {
         // To-device messages wait at most 30 days for a device that stays
         // away (and every gateway reads the topic whole at start).
         try await link.ensureTopic(ChatTopics.toDevice, partitions: 1, configs: [("retention.ms", String(30 * 24 * 3_600_000))])
-        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.directory, ChatTopics.mediaIndex] {
+        for topic in [ChatTopics.state, ChatTopics.accounts, ChatTopics.sessions, ChatTopics.readMarkers, ChatTopics.userData, ChatTopics.toDevice, ChatTopics.redactions, ChatTopics.relations, ChatTopics.directory, ChatTopics.mediaIndex] {
             try await link.ensureTopic(topic, partitions: 1)
         }
         // Typing is a hint relayed between gateways: kept a minute, in
@@ -116,7 +116,7 @@ public final class ChatGateway: Sendable {
             var catchUp: [(topic: String, partition: Int32, end: Int64)] = []
             for (topic, apply) in [(ChatTopics.state, state.applyState), (ChatTopics.accounts, state.credentials.applyAccount), (ChatTopics.sessions, state.credentials.applySession),
                                    (ChatTopics.readMarkers, state.applyReadMarkers), (ChatTopics.userData, state.applyUserData),
-                                   (ChatTopics.toDevice, state.applyToDevice), (ChatTopics.redactions, state.applyRedaction),
+                                   (ChatTopics.toDevice, state.applyToDevice), (ChatTopics.redactions, state.applyRedaction), (ChatTopics.relations, state.applyRelation),
                                    (ChatTopics.directory, state.aliases.apply), (ChatTopics.mediaIndex, state.media.apply)] as [(String, @Sendable (StoredRecord) -> Void)] {
                 let end = try await tailStart(topic: topic, partition: 0, earliest: false)
                 catchUp.append((topic, 0, end))

@@ -42,7 +42,7 @@ extension MatrixAPI {
             page = try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: .after(sequence: after), limit: limit)
         }
         let ordered = backwards ? page.messages.reversed() : page.messages
-        let events = ordered.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }.map { served($0, roomID: roomID) }
+        let events = ordered.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }.map { served($0, roomID: roomID, viewer: session.userID) }
         let start = from ?? (backwards ? "o\(page.highWatermark)" : "q0")
         var answer = "{\"chunk\":[\(events.joined(separator: ","))],\"start\":\(JSONText.string(start))"
         // A full page may have more beyond it; a short one ends the history.

@@ -41,14 +41,26 @@ extension MatrixAPI {
 
     /// Appends a message to the room's timeline, its content as the client
     /// sent it. Messages reach syncs through the fan-out.
-    func appendMessage(roomID: String, type: String, sender: String, contentText: String, transaction: String) async throws -> String {
+    func appendMessage(roomID: String, type: String, sender: String, contentText: String, transaction: String,
+                       relation: (type: String, target: String)? = nil) async throws -> String {
         // Stored as the client sent it (already checked to be a JSON object),
         // in the same key order as a serialised event: serialising it again
         // was a fourteenth of the gateway's work in rooms of 2.
         let value = Self.messageValue(type: type, sender: sender, contentText: contentText)
+        let timestamp = Self.now
         let (partition, offset) = try await link.produce(topic: ChatTopics.conversations, key: Array(roomID.utf8), value: Array(value.utf8),
-                                                         headers: Self.transactionHeaders(transaction), timestamp: Self.now)
-        return ChatState.eventID(partition: partition, offset: offset)
+                                                         headers: Self.transactionHeaders(transaction), timestamp: timestamp)
+        let eventID = ChatState.eventID(partition: partition, offset: offset)
+        if let relation, let event = ChatState.clientEvent(roomID: roomID, partition: partition, offset: offset, timestamp: timestamp, stored: Array(value.utf8)) {
+            // After the event itself: a relation is never aggregated before
+            // its event is stored. Waited for, so the sender's next request
+            // sees it bundled on this gateway.
+            let (registryPartition, registryOffset) = try await link.produce(
+                topic: ChatTopics.relations, key: Array(eventID.utf8), value: Array(event.json.utf8),
+                headers: ChatState.relationHeaders(relType: relation.type, target: relation.target), timestamp: timestamp)
+            await state.waitApplied(topic: ChatTopics.relations, partition: registryPartition, offset: registryOffset)
+        }
+        return eventID
     }
 
     /// A message's record in `conversations`: its content as the client
@@ -195,7 +207,7 @@ extension MatrixAPI {
             throw MatrixError.storeUnavailable
         case .append(let message):
             let eventID = try await appendMessage(roomID: roomID, type: eventType, sender: session.userID, contentText: message.contentText,
-                                                  transaction: message.transaction)
+                                                  transaction: message.transaction, relation: message.relation)
             state.transactions.remember(message.transaction, eventID: eventID)
             return Self.ok(Self.sendAnswer(eventID))
         }
@@ -207,6 +219,10 @@ extension MatrixAPI {
         var contentText: String
         /// user|device|txnId: the same is the same event.
         var transaction: String
+        /// An aggregated relation (`RelationsTable.aggregated`) in the
+        /// content's `m.relates_to`: such a send takes the router's way,
+        /// which records it in chat-relations too.
+        var relation: (type: String, target: String)? = nil
     }
 
     enum SendPlan {
@@ -251,7 +267,16 @@ extension MatrixAPI {
             guard levels.level(of: session.userID) >= needed else { throw MatrixError.forbidden("\(eventType) needs power level \(needed)") }
         }
         guard state.transactions.isRecalled(roomID) else { return .recall }
-        return .append(OutgoingMessage(contentText: contentText, transaction: transaction))
+        return .append(OutgoingMessage(contentText: contentText, transaction: transaction, relation: Self.aggregatedRelation(contentText)))
+    }
+
+    /// The relation of a message's content that is aggregated, if any; the
+    /// text is searched first, as nearly every message has none.
+    static func aggregatedRelation(_ contentText: String) -> (type: String, target: String)? {
+        guard contentText.contains("m.relates_to"), case .object(let content)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(contentText.utf8)),
+              case .object(let relates)? = content["m.relates_to"], let type = relates["rel_type"]?.string, let target = relates["event_id"]?.string,
+              RelationsTable.aggregated.contains(type) else { return nil }
+        return (type, target)
     }
 
     static func sendAnswer(_ eventID: String) -> String { "{\"event_id\":\(JSONText.string(eventID))}" }

@@ -21,8 +21,8 @@ final class RedactionTable: Sendable {
 extension MatrixAPI {
     func addStateRoutes(_ routes: RouterGroup<GatewayRequestContext>) {
         routes.get("rooms/:roomId/state") { request, context in
-            let (_, roomID, room) = try joinedRoom(request, context)
-            let events = room.state.values.sorted { $0.eventID < $1.eventID }.map { served($0, roomID: roomID) }
+            let (session, roomID, room) = try joinedRoom(request, context)
+            let events = room.state.values.sorted { $0.eventID < $1.eventID }.map { served($0, roomID: roomID, viewer: session.userID) }
             return Self.ok("[\(events.joined(separator: ","))]")
         }
         for path in ["rooms/:roomId/state/:eventType", "rooms/:roomId/state/:eventType/:stateKey"] {
@@ -38,12 +38,12 @@ extension MatrixAPI {
             routes.put(RouterPath(path)) { request, context in try await putState(request, context) }
         }
         routes.get("rooms/:roomId/members") { request, context in
-            let (_, roomID, room) = try joinedRoom(request, context)
+            let (session, roomID, room) = try joinedRoom(request, context)
             let query = request.uri.queryParameters
             let only: String? = query.get("membership").map { String($0) }
             let not: String? = query.get("not_membership").map { String($0) }
             let members = room.state.values.filter { $0.type == "m.room.member" && (only == nil || $0.membership == only) && (not == nil || $0.membership != not) }
-                .sorted { ($0.stateKey ?? "") < ($1.stateKey ?? "") }.map { served($0, roomID: roomID) }
+                .sorted { ($0.stateKey ?? "") < ($1.stateKey ?? "") }.map { served($0, roomID: roomID, viewer: session.userID) }
             return Self.ok("{\"chunk\":[\(members.joined(separator: ","))]}")
         }
         for action in ["kick", "ban", "unban"] {
@@ -52,9 +52,9 @@ extension MatrixAPI {
         routes.put("rooms/:roomId/redact/:eventId/:txnId") { request, context in try await redact(request, context) }
         routes.post("rooms/:roomId/redact/:eventId") { request, context in try await redact(request, context) }
         routes.get("rooms/:roomId/event/:eventId") { request, context in
-            let (_, roomID, _) = try joinedRoom(request, context)
+            let (session, roomID, _) = try joinedRoom(request, context)
             guard let event = try await event(roomID, parameter(context, "eventId")) else { throw MatrixError(.notFound, "M_NOT_FOUND", "no such event") }
-            return Self.ok(served(event.event, roomID: roomID))
+            return Self.ok(served(event.event, roomID: roomID, viewer: session.userID))
         }
         routes.get("rooms/:roomId/context/:eventId") { request, context in try await eventContext(request, context) }
         for path in ["rooms/:roomId/relations/:eventId", "rooms/:roomId/relations/:eventId/:relType", "rooms/:roomId/relations/:eventId/:relType/:eventType"] {
@@ -154,9 +154,45 @@ extension MatrixAPI {
 
     /// An event as clients get it: pruned, with the redaction that pruned
     /// it, if it was redacted.
-    func served(_ event: RoomEvent, roomID: String) -> String {
+    /// An event as served outside `/sync`: pruned when redacted, else with
+    /// its aggregations bundled for `viewer` (`bundled`).
+    func served(_ event: RoomEvent, roomID: String, viewer: String) -> String {
+        guard let redaction = state.redactions.redaction(of: event.eventID) else { return bundled(event, viewer: viewer) }
+        return Self.pruned(event.json, redactedBecause: redaction) ?? event.json
+    }
+
+    /// An event pruned when redacted, as is otherwise; a sync's timeline
+    /// bundles aggregations when it is serialised (`timelineJSON`).
+    func prunedIfRedacted(_ event: RoomEvent) -> String {
         guard let redaction = state.redactions.redaction(of: event.eventID) else { return event.json }
         return Self.pruned(event.json, redactedBecause: redaction) ?? event.json
+    }
+
+    /// An event with `unsigned.m.relations`, when something relates to it:
+    /// its newest valid edit whole (`m.replace`: same sender and type, not
+    /// redacted, of an event that is not state), its thread's summary
+    /// (`m.thread`, for a `viewer` only: whether they took part differs per
+    /// member, and a sync's timeline is serialised once for all of them),
+    /// the events referencing it (`m.reference`). A redacted event bundles
+    /// nothing; callers that prune have done so already.
+    func bundled(_ event: RoomEvent, viewer: String?) -> String {
+        guard let aggregation = state.relations.aggregation(of: event.eventID, in: event.roomID), state.redactions.redaction(of: event.eventID) == nil else { return event.json }
+        var members: [String] = []
+        let edit = aggregation.edits
+            .filter { $0.sender == event.sender && $0.type == event.type && event.stateKey == nil && state.redactions.redaction(of: $0.eventID) == nil }
+            .max { $1.isNewer(than: $0) }
+        if let edit { members.append("\"m.replace\":\(edit.json)") }
+        if let viewer, let newest = aggregation.threadNewest {
+            let latest = state.redactions.redaction(of: newest.eventID).flatMap { Self.pruned(newest.json, redactedBecause: $0) } ?? newest.json
+            let participated = viewer == event.sender || aggregation.threadParticipants.contains(viewer)
+            members.append("\"m.thread\":{\"latest_event\":\(latest),\"count\":\(aggregation.threadEvents.count),\"current_user_participated\":\(participated)}")
+        }
+        if !aggregation.references.isEmpty {
+            let chunk = aggregation.references.map { "{\"event_id\":\(JSONText.string($0))}" }.joined(separator: ",")
+            members.append("\"m.reference\":{\"chunk\":[\(chunk)]}")
+        }
+        guard !members.isEmpty else { return event.json }
+        return event.json(addingUnsigned: "\"m.relations\":{\(members.joined(separator: ","))}")
     }
 
     /// The specification's redaction algorithm (room versions 10 and 11):
@@ -210,7 +246,7 @@ extension MatrixAPI {
 
     /// `/context`: the event, some before and after it, and the room's state.
     func eventContext(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let (_, roomID, room) = try joinedRoom(request, context)
+        let (session, roomID, room) = try joinedRoom(request, context)
         guard let (event, sequence) = try await event(roomID, parameter(context, "eventId")) else { throw MatrixError(.notFound, "M_NOT_FOUND", "no such event") }
         let limit = max(0, min(Int(request.uri.queryParameters.get("limit") ?? "") ?? 10, 100))
         let conversation = Array(roomID.utf8)
@@ -218,12 +254,12 @@ extension MatrixAPI {
         let before = limit / 2 == 0 ? [] : try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: .before(sequence: sequence), limit: Int32(limit / 2)).messages
         let after = limit - limit / 2 == 0 ? [] : try await link.history(topic: ChatTopics.conversations, conversation: conversation, position: .after(sequence: sequence), limit: Int32(limit - limit / 2)).messages
         func list(_ records: [ConversationRecord]) -> String {
-            records.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }.map { served($0, roomID: roomID) }.joined(separator: ",")
+            records.compactMap { ChatState.clientEvent(roomID: roomID, partition: partition, record: $0) }.map { served($0, roomID: roomID, viewer: session.userID) }.joined(separator: ",")
         }
-        let stateEvents = room.state.values.sorted { $0.eventID < $1.eventID }.map { served($0, roomID: roomID) }.joined(separator: ",")
+        let stateEvents = room.state.values.sorted { $0.eventID < $1.eventID }.map { served($0, roomID: roomID, viewer: session.userID) }.joined(separator: ",")
         let start = "q\(before.first?.sequence ?? sequence)"
         let end = "q\(after.last?.sequence ?? sequence)"
-        return Self.ok("{\"event\":\(served(event, roomID: roomID)),\"events_before\":[\(list(before.reversed()))],\"events_after\":[\(list(after))],"
+        return Self.ok("{\"event\":\(served(event, roomID: roomID, viewer: session.userID)),\"events_before\":[\(list(before.reversed()))],\"events_after\":[\(list(after))],"
             + "\"start\":\(JSONText.string(start)),\"end\":\(JSONText.string(end)),\"state\":[\(stateEvents)]}")
     }
 
@@ -238,7 +274,7 @@ extension MatrixAPI {
     /// `limit` was reached or `relationsScanMax` events were read with
     /// history left.
     func relations(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let (_, roomID, _) = try joinedRoom(request, context)
+        let (session, roomID, _) = try joinedRoom(request, context)
         let target = parameter(context, "eventId")
         let relType = context.parameters.get("relType").map(Self.pathParameter)
         let eventType = context.parameters.get("eventType").map(Self.pathParameter)
@@ -277,7 +313,7 @@ extension MatrixAPI {
                 if let event = ChatState.clientEvent(roomID: roomID, partition: partition, record: record),
                    let relates = Self.content(event.json)?["m.relates_to"], relates["event_id"]?.string == target,
                    relType == nil || relates["rel_type"]?.string == relType, eventType == nil || event.type == eventType {
-                    found.append(served(event, roomID: roomID))
+                    found.append(served(event, roomID: roomID, viewer: session.userID))
                     if found.count == limit {
                         next = record.sequence
                         break scan

@@ -364,6 +364,8 @@ extension MatrixAPI {
         let own = session.devicePrefix
         return events.map { event in
             if let transaction = event.transaction, let device = Session.devicePrefix(ofTransaction: transaction) { senders.insert(device) }
+            var event = event
+            event.json = bundled(event, viewer: nil)
             return event.json(forDevice: own) ?? event.json
         }.joined(separator: ",")
     }
@@ -374,7 +376,7 @@ extension MatrixAPI {
         let partition = state.partition(ofRoom: roomID)
         return page.messages.compactMap { record in
             guard var event = ChatState.clientEvent(roomID: roomID, partition: partition, record: record) else { return nil }
-            event.json = served(event, roomID: roomID)
+            event.json = prunedIfRedacted(event)
             return event
         }
     }

@@ -208,6 +208,11 @@ final class SyncFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             // The router reads the room's latest sends first.
             passOn(head, body: body)
             return
+        case .append(let outgoing) where outgoing.relation != nil:
+            // An edit, thread reply or reference is recorded in
+            // chat-relations too: the router's way does both.
+            passOn(head, body: body)
+            return
         case .append(let outgoing):
             message = outgoing
         }

@@ -3,6 +3,7 @@ levels enforced (names, topics, power levels, join rules, history
 visibility), members, kick and ban, redactions (content gone from history,
 single events, context and later syncs), edits, reactions and threads
 found through /relations, and an event's context."""
+import json
 import urllib.parse
 
 import pytest
@@ -152,6 +153,72 @@ def test_edits_reactions_and_threads_are_found_through_relations(gateway):
     assert http(gateway, "GET", "/rooms/%s/relations/%s?from=nonsense" % (q(room), q(root)), token=bob)[0] == 400
     stranger = account(gateway, "rel-stranger")
     assert http(gateway, "GET", "/rooms/%s/relations/%s" % (q(room), q(root)), token=stranger)[0] == 403
+
+
+def test_edits_threads_and_references_are_bundled_in_unsigned(gateway):
+    """unsigned.m.relations as the specification (v1.7 on) bundles it: the
+    newest edit of the same sender whole, a thread's summary for the member
+    asking, the events referencing it; an edit by someone else is ignored,
+    a redacted edit gives way to the one before, and the aggregations come
+    back after a restart (every gateway reads chat-relations whole)."""
+    alice, bob, carol = account(gateway, "bundle-alice"), account(gateway, "bundle-bob"), account(gateway, "bundle-carol")
+    room = room_with(gateway, alice, "bundle-bob", "bundle-carol")
+    join(gateway, bob, room)
+    join(gateway, carol, room)
+    root = send(gateway, alice, room, "root", {"msgtype": "m.text", "body": "nota"})
+
+    def edit(token, txn, body):
+        return send(gateway, token, room, txn, {"msgtype": "m.text", "body": "* " + body, "m.new_content": {"msgtype": "m.text", "body": body},
+                                                "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+
+    first = edit(alice, "edit-1", "nota 1")
+    second = edit(alice, "edit-2", "nota 2")
+    edit(bob, "edit-by-bob", "niet van bob")
+    reply = send(gateway, bob, room, "reply", {"msgtype": "m.text", "body": "akkoord", "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+    reference = send(gateway, alice, room, "ref", {"msgtype": "m.text", "body": "zie boven", "m.relates_to": {"rel_type": "m.reference", "event_id": root}})
+    reaction = send(gateway, carol, room, "react", {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "+1"}}, "m.reaction")
+
+    def bundle(token):
+        status, _, event = http(gateway, "GET", "/rooms/%s/event/%s" % (q(room), q(root)), token=token)
+        assert status == 200, event
+        return event.get("unsigned", {}).get("m.relations")
+
+    seen = bundle(bob)
+    assert seen["m.replace"]["event_id"] == second and seen["m.replace"]["content"]["m.new_content"]["body"] == "nota 2", seen
+    assert seen["m.thread"]["count"] == 1 and seen["m.thread"]["latest_event"]["event_id"] == reply, seen
+    assert seen["m.thread"]["current_user_participated"] is True, seen
+    assert seen["m.reference"] == {"chunk": [{"event_id": reference}]}, seen
+    assert set(seen) == {"m.replace", "m.thread", "m.reference"}, "annotations are not bundled: %s" % seen
+    assert bundle(alice)["m.thread"]["current_user_participated"] is True, "alice sent the root"
+    assert bundle(carol)["m.thread"]["current_user_participated"] is False, "carol only reacted (%s)" % reaction
+    # The same bundle in /messages, /context and /relations' own events.
+    status, _, page = http(gateway, "GET", "/rooms/%s/messages?dir=b&limit=50" % q(room), token=bob)
+    assert status == 200
+    assert [e for e in page["chunk"] if e["event_id"] == root][0]["unsigned"]["m.relations"] == seen
+    status, _, context = http(gateway, "GET", "/rooms/%s/context/%s?limit=2" % (q(room), q(root)), token=bob)
+    assert status == 200 and context["event"]["unsigned"]["m.relations"] == seen, context
+    assert "m.relations" not in http(gateway, "GET", "/rooms/%s/event/%s" % (q(room), q(reply)), token=bob)[2].get("unsigned", {})
+    # A first sync serialises one timeline for every member: edits and
+    # references are bundled there, a thread's summary (which differs per
+    # member) is not.
+    timeline = sync(gateway, carol, filter=json.dumps({"room": {"timeline": {"limit": 50}}}))["rooms"]["join"][room]["timeline"]["events"]
+    synced = [e for e in timeline if e["event_id"] == root][0]["unsigned"]["m.relations"]
+    assert synced == {"m.replace": seen["m.replace"], "m.reference": seen["m.reference"]}, synced
+    # An event of another room naming the root is not bundled with it.
+    mallory = account(gateway, "bundle-mallory")
+    elsewhere = room_with(gateway, mallory)
+    send(gateway, mallory, elsewhere, "inject", {"msgtype": "m.text", "body": "ingevoegd", "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+    send(gateway, mallory, elsewhere, "inject-ref", {"msgtype": "m.text", "body": "ingevoegd", "m.relates_to": {"rel_type": "m.reference", "event_id": root}})
+    assert bundle(bob) == seen
+    # A redacted edit is not the newest any more.
+    status, _, _ = http(gateway, "PUT", "/rooms/%s/redact/%s/undo-2" % (q(room), q(second)), {}, alice)
+    assert status == 200
+    assert bundle(bob)["m.replace"]["event_id"] == first
+    # After a restart the gateway has read chat-relations back.
+    assert gateway.stop() == 0
+    gateway.start()
+    after = bundle(bob)
+    assert after["m.replace"]["event_id"] == first and after["m.thread"]["count"] == 1 and after["m.reference"] == seen["m.reference"], after
 
 
 def test_aliases_and_the_public_room_directory(gateway):
