@@ -207,7 +207,7 @@ public final class ClusterNode: Sendable {
                 if replication.leaderEpoch(id) != record.leaderEpoch {
                     // No copy from the former leader may land from now on.
                     _ = log.fenceReplicas()
-                    replication.lead(id, replicas: replicas, isr: Set(record.isr), leaderID: myID, log: log, epoch: record.leaderEpoch,
+                    replication.lead(id, replicas: replicas, isr: Set(record.isr), isrRevision: entry.revision, leaderID: myID, log: log, epoch: record.leaderEpoch,
                                      lagMaxMilliseconds: broker.configuration.replicaLagMax.milliseconds)
                     logger.info("leading", metadata: ["partition": "\(id)", "epoch": "\(record.leaderEpoch)", "isr": "\(record.isr.sorted())"])
                 } else if let tracker = replication.tracker(id) {
@@ -215,11 +215,12 @@ public final class ClusterNode: Sendable {
                         // A reassignment began or ended: added replicas may join the ISR.
                         _ = try? broker.highWatermarks.handle(.replicasChanged(replicas), for: log)
                     }
-                    if tracker.isr != Set(record.isr) {
-                        // The controller changed the ISR (a broker's lease ended): act on etcd's word.
+                    if tracker.isr != Set(record.isr) && entry.revision > tracker.isrRevision {
+                        // The controller changed the ISR (a broker's lease ended): act on etcd's word,
+                        // unless this view is older than what the tracker holds (its own write).
                         if !tracker.isr.isSubset(of: Set(record.isr)) { broker.metrics.isrShrinks.increment() }
                         if !Set(record.isr).isSubset(of: tracker.isr) { broker.metrics.isrExpands.increment() }
-                        _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr)), for: log)
+                        _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr), revision: entry.revision), for: log)
                     }
                 }
             } else {
@@ -536,6 +537,10 @@ public final class ClusterNode: Sendable {
     /// Every half second, writes the ISR changes its trackers propose, by
     /// compare-and-swap on the record it leads, then acts on them.
     func writeISRChanges() async throws {
+        // Writes whose answer was lost (etcd failed mid-request): they may
+        // have landed. Until a read of the record says, the joiners keep
+        // counting for the high watermark and nothing more is proposed.
+        var unsettled: Set<PartitionID> = []
         while !Task.isCancelled {
             try await Task.sleep(for: .milliseconds(500))
             recordClusterGauges()
@@ -543,8 +548,19 @@ public final class ClusterNode: Sendable {
                 let snapshot = view.snapshot
                 guard replication.tracker(id) != nil, let entry = snapshot.records[id], entry.state.leader == myID,
                       entry.state.leaderEpoch == replication.leaderEpoch(id),
-                      let log = try? broker.store.partition(topic: id.topic, index: id.index),
-                      var proposed = broker.highWatermarks.proposeISR(id) else { continue }
+                      let log = try? broker.store.partition(topic: id.topic, index: id.index) else { continue }
+                let key = membership.root + "partitions/\(id.topic)/\(id.index)"
+                if unsettled.contains(id) {
+                    guard let stored = try? await coordination.get(key),
+                          let record = try? JSONDecoder().decode(PartitionState.self, from: Data(stored.value)) else { continue }
+                    unsettled.remove(id)
+                    // Only a partition's leader adds to its ISR: a joiner not in
+                    // the record now is in nobody's ISR, and stops counting.
+                    _ = try? broker.highWatermarks.handle(.isrChanged(Set(record.isr), revision: stored.modRevision), for: log)
+                    _ = try? broker.highWatermarks.handle(.isrExpanding([]), for: log)
+                    continue
+                }
+                guard var proposed = broker.highWatermarks.proposeISR(id) else { continue }
                 // Only live brokers that are not stopping join (Kafka's
                 // controller refuses the others too): a follower that just
                 // stopped still looks caught up to the tracker, and back in
@@ -557,17 +573,17 @@ public final class ClusterNode: Sendable {
                 var next = entry.state
                 next.isr = proposed.sorted()
                 next.version += 1
-                let key = membership.root + "partitions/\(id.topic)/\(id.index)"
                 let written: Int64?
                 do {
                     written = try await coordination.compareAndSwap(key, expected: entry.revision, value: Array(try JSONEncoder().encode(next)))
                 } catch {
-                    // etcd busy or electing: the tracker proposes it again in half a second.
+                    // etcd busy or electing. The write may have landed all the same
+                    // (its answer lost): the joiners keep counting until a read says.
                     logger.warning("cannot write an ISR change yet", metadata: ["partition": "\(id)", "error": "\(error)"])
-                    _ = try? broker.highWatermarks.handle(.isrExpanding([]), for: log)
+                    unsettled.insert(id)
                     continue
                 }
-                guard written != nil else {
+                guard let revision = written else {
                     // The record changed first (the controller, a new leader): nobody joins now.
                     _ = try? broker.highWatermarks.handle(.isrExpanding([]), for: log)
                     continue
@@ -575,7 +591,7 @@ public final class ClusterNode: Sendable {
                 logger.info("ISR changed", metadata: ["partition": "\(id)", "from": "\(entry.state.isr.sorted())", "to": "\(next.isr)"])
                 if next.isr.contains(where: { !entry.state.isr.contains($0) }) { broker.metrics.isrExpands.increment() }
                 if entry.state.isr.contains(where: { !next.isr.contains($0) }) { broker.metrics.isrShrinks.increment() }
-                _ = try? broker.highWatermarks.handle(.isrChanged(proposed), for: log)
+                _ = try? broker.highWatermarks.handle(.isrChanged(proposed, revision: revision), for: log)
             }
         }
     }

@@ -42,10 +42,10 @@ public final class ReplicationState: Sendable {
 
     /// Takes up leadership of a partition with these replicas and ISR, at
     /// `epoch` (stamped on every batch it appends).
-    public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, leaderID: Int32, log: PartitionLog, epoch: Int32 = 0, lagMaxMilliseconds: Int64 = 30_000) {
+    public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, isrRevision: Int64 = 0, leaderID: Int32, log: PartitionLog, epoch: Int32 = 0, lagMaxMilliseconds: Int64 = 30_000) {
         // Becoming leader moves no high watermark, so nothing is persisted here.
         _ = try? highWatermarks.handle(.becameLeader(leader: leaderID, replicas: replicas, isr: isr, logEndOffset: log.logEndOffset,
-                                                     replicaLagMax: .milliseconds(lagMaxMilliseconds)), for: log)
+                                                     replicaLagMax: .milliseconds(lagMaxMilliseconds), isrRevision: isrRevision), for: log)
         epochs.withLock { $0[id] = epoch }
     }
 

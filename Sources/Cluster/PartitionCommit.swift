@@ -25,8 +25,9 @@ public struct PartitionCommit: Sendable, Equatable {
         case appendedDurably(logEndOffset: Int64)
         /// A follower fetched at `offset`: it holds everything before it.
         case followerFetched(replica: Int32, offset: Int64)
-        /// The ISR as the coordination store now holds it.
-        case isrChanged(Set<Int32>)
+        /// The ISR of the partition record at etcd `revision`, as the
+        /// coordination store holds it (older revisions are ignored).
+        case isrChanged(Set<Int32>, revision: Int64)
         /// The followers being written into the ISR now (empty: none; the
         /// write failed). They count for the high watermark meanwhile.
         case isrExpanding(Set<Int32>)
@@ -34,7 +35,8 @@ public struct PartitionCommit: Sendable, Equatable {
         case replicasChanged([Int32])
         /// This node leads the partition with these replicas from now on;
         /// its log ends at `logEndOffset`.
-        case becameLeader(leader: Int32, replicas: [Int32], isr: Set<Int32>, logEndOffset: Int64, replicaLagMax: Duration)
+        /// `isrRevision`: the etcd revision of the record that made it leader.
+        case becameLeader(leader: Int32, replicas: [Int32], isr: Set<Int32>, logEndOffset: Int64, replicaLagMax: Duration, isrRevision: Int64 = 0)
         /// This node copies the partition from a leader from now on; its
         /// log ends at `logEndOffset`.
         case becameFollower(logEndOffset: Int64)
@@ -84,9 +86,9 @@ public struct PartitionCommit: Sendable, Equatable {
             guard case .leader = role else { return [] }
             let tracker = updateTracker { _ = $0.followerFetched(replica, offset: offset, now: nowMilliseconds) }
             return advance(to: tracker.highWatermark)
-        case .isrChanged(let isr):
+        case .isrChanged(let isr, let revision):
             guard case .leader = role else { return [] }
-            let tracker = updateTracker { _ = $0.isrChanged(to: isr) }
+            let tracker = updateTracker { _ = $0.isrChanged(to: isr, revision: revision) }
             return advance(to: tracker.highWatermark)
         case .isrExpanding(let followers):
             guard case .leader = role else { return [] }
@@ -96,9 +98,9 @@ public struct PartitionCommit: Sendable, Equatable {
             guard case .leader = role else { return [] }
             _ = updateTracker { $0.replicasChanged(to: replicas) }
             return []
-        case .becameLeader(let leader, let replicas, let isr, let end, let lagMax):
+        case .becameLeader(let leader, let replicas, let isr, let end, let lagMax, let isrRevision):
             logEndOffset = end
-            role = .leader(ReplicaTracker(leader: leader, replicas: replicas, isr: isr, leaderLogEnd: logEndOffset,
+            role = .leader(ReplicaTracker(leader: leader, replicas: replicas, isr: isr, isrRevision: isrRevision, leaderLogEnd: logEndOffset,
                                           highWatermark: highWatermark, now: nowMilliseconds, lagMaxMilliseconds: lagMax.milliseconds))
             return []
         case .becameFollower(let end):

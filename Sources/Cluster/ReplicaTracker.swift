@@ -20,15 +20,26 @@ public struct ReplicaTracker: Sendable, Equatable {
     /// lose that batch. The fault campaign found this (seed 201, round 20).
     public private(set) var joining: Set<Int32> = []
 
+    /// The etcd revision of the partition record whose ISR `isr` is. A
+    /// record seen later at an older revision (a cluster view read before the
+    /// leader's own write of the ISR landed, then delivered after it) says
+    /// nothing new and is ignored: taken as the ISR, it would drop a
+    /// follower just written in, the high watermark would move on without
+    /// it, and the controller, reading etcd's newer record, could hand the
+    /// leadership to that follower while it lacked acknowledged batches.
+    /// The fault campaign found this (seed 20261205, round 64).
+    public private(set) var isrRevision: Int64
+
     private var leaderLogEnd: Int64
     private var followerLogEnd: [Int32: Int64] = [:]
     /// When each follower was last at the leader's log end (milliseconds on the caller's clock).
     private var caughtUp: [Int32: Int64] = [:]
 
-    public init(leader: Int32, replicas: [Int32], isr: Set<Int32>, leaderLogEnd: Int64, highWatermark: Int64, now: Int64, lagMaxMilliseconds: Int64 = 30_000) {
+    public init(leader: Int32, replicas: [Int32], isr: Set<Int32>, isrRevision: Int64 = 0, leaderLogEnd: Int64, highWatermark: Int64, now: Int64, lagMaxMilliseconds: Int64 = 30_000) {
         self.leader = leader
         self.replicas = replicas
         self.isr = isr.union([leader])
+        self.isrRevision = isrRevision
         self.leaderLogEnd = leaderLogEnd
         self.highWatermark = highWatermark
         self.lagMaxMilliseconds = lagMaxMilliseconds
@@ -82,8 +93,14 @@ public struct ReplicaTracker: Sendable, Equatable {
         }
     }
 
-    /// The ISR as etcd now holds it (after the leader's compare-and-swap).
-    public mutating func isrChanged(to isr: Set<Int32>) -> Bool {
+    /// The ISR of the partition record at etcd `revision` (the leader's own
+    /// compare-and-swap, or the record as the cluster view has it); a
+    /// revision not newer than the one held changes nothing. (Not the
+    /// record's `version`: two writes of the controller made from one
+    /// state, a handover and then a dead follower's removal, carry the same.)
+    public mutating func isrChanged(to isr: Set<Int32>, revision: Int64) -> Bool {
+        guard revision > isrRevision else { return false }
+        isrRevision = revision
         self.isr = isr.union([leader])
         joining.subtract(self.isr)
         return advanceHighWatermark()

@@ -45,7 +45,7 @@ import Testing
         _ = commit.handle(.followerFetched(replica: 2, offset: 10), now: .milliseconds(1_150))
         #expect(commit.proposedISR(now: .milliseconds(1_000)) == nil)
         #expect(commit.proposedISR(now: .milliseconds(1_001)) == [1, 2])
-        #expect(commit.handle(.isrChanged([1, 2]), now: .milliseconds(1_200)) == [.advanceHighWatermark(to: 10)])
+        #expect(commit.handle(.isrChanged([1, 2], revision: 1), now: .milliseconds(1_200)) == [.advanceHighWatermark(to: 10)])
     }
 
     @Test func followerCommitsTheLeadersWordWithinItsOwnLog() {

@@ -258,7 +258,7 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
         #expect(stalled.errorCode == ErrorCode.requestTimedOut.rawValue)
         #expect(leaderLog.highWatermark == 20)
         // Once the ISR is down to the leader alone, min.insync.replicas=2 refuses before writing.
-        try replication.highWatermarks.handle(.isrChanged([1]), for: leaderLog)
+        try replication.highWatermarks.handle(.isrChanged([1], revision: 1), for: leaderLog)
         let end = leaderLog.logEndOffset
         let refused = try await produce(connection, value: "refused")
         #expect(refused.errorCode == ErrorCode.notEnoughReplicas.rawValue)

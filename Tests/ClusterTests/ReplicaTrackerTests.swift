@@ -33,7 +33,7 @@ import Testing
         _ = t.followerFetched(2, offset: 10, now: 1150)
         let shrunk = try #require(t.proposedISR(now: 1200))
         #expect(shrunk == [1, 2])
-        let moved = t.isrChanged(to: shrunk)
+        let moved = t.isrChanged(to: shrunk, revision: 1)
         #expect(moved && t.highWatermark == 10)
         #expect(t.acceptsAcksAll(minInsyncReplicas: 2))
         #expect(!t.acceptsAcksAll(minInsyncReplicas: 3))
@@ -57,7 +57,7 @@ import Testing
         #expect(!moved && t.highWatermark == 10)
         moved = t.followerFetched(2, offset: 12, now: 6)
         #expect(moved && t.highWatermark == 12)
-        _ = t.isrChanged(to: proposal)
+        _ = t.isrChanged(to: proposal, revision: 1)
         #expect(t.joining.isEmpty && t.isr == [1, 2])
 
         // A write that failed: the joiner no longer holds commits back.
@@ -70,12 +70,38 @@ import Testing
         #expect(moved && u.highWatermark == 12 && u.joining.isEmpty)
     }
 
+    /// The fault campaign's seed 20261205 round 64: a cluster view read
+    /// before the leader's own ISR write landed, delivered after it, must
+    /// not take the follower just written in back out: the high watermark
+    /// would move on without it while etcd's record, which the controller
+    /// hands leadership by, names it in sync.
+    @Test func aRecordOlderThanTheLeadersOwnISRWriteChangesNothing() throws {
+        var t = ReplicaTracker(leader: 3, replicas: [1, 3], isr: [3], isrRevision: 50, leaderLogEnd: 10, highWatermark: 10, now: 0, lagMaxMilliseconds: 1000)
+        _ = t.followerFetched(1, offset: 10, now: 5)
+        let proposed = t.proposeISR(now: 5)
+        let proposal = try #require(proposed)
+        var moved = t.isrChanged(to: proposal, revision: 60)
+        #expect(!moved && t.isr == [1, 3] && t.isrRevision == 60)
+        _ = t.leaderAppended(logEndOffset: 12)
+        // The stale view (revision 50, ISR [3]): ignored, so 10 and 11 wait for broker 1.
+        moved = t.isrChanged(to: [3], revision: 50)
+        #expect(!moved && t.isr == [1, 3] && t.highWatermark == 10)
+        moved = t.isrChanged(to: [1, 3], revision: 60)
+        #expect(!moved && t.isrRevision == 60)
+        moved = t.followerFetched(1, offset: 12, now: 6)
+        #expect(moved && t.highWatermark == 12)
+        // A newer record (the controller took broker 1 out) is etcd's word.
+        _ = t.leaderAppended(logEndOffset: 14)
+        moved = t.isrChanged(to: [3], revision: 70)
+        #expect(moved && t.isr == [3] && t.highWatermark == 14)
+    }
+
     @Test func aFollowerBehindTheHighWatermarkDoesNotJoin() {
         var t = tracker()
         _ = t.leaderAppended(logEndOffset: 10)
         _ = t.followerFetched(2, offset: 10, now: 0)
         _ = t.followerFetched(3, offset: 10, now: 0)
-        _ = t.isrChanged(to: [1, 2])
+        _ = t.isrChanged(to: [1, 2], revision: 1)
         _ = t.leaderAppended(logEndOffset: 20)
         _ = t.followerFetched(2, offset: 20, now: 4000)
         #expect(t.highWatermark == 20)
