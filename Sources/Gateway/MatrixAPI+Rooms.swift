@@ -54,11 +54,18 @@ extension MatrixAPI {
         if let relation, let event = ChatState.clientEvent(roomID: roomID, partition: partition, offset: offset, timestamp: timestamp, stored: Array(value.utf8)) {
             // After the event itself: a relation is never aggregated before
             // its event is stored. Waited for, so the sender's next request
-            // sees it bundled on this gateway.
-            let (registryPartition, registryOffset) = try await link.produce(
-                topic: ChatTopics.relations, key: Array(eventID.utf8), value: Array(event.json.utf8),
-                headers: ChatState.relationHeaders(relType: relation.type, target: relation.target), timestamp: timestamp)
-            await state.waitApplied(topic: ChatTopics.relations, partition: registryPartition, offset: registryOffset)
+            // sees it bundled on this gateway. A failure here does not fail
+            // the send: the event is stored, and an error would make the
+            // client send it again; the relation is then found through
+            // `/relations` only.
+            do {
+                let (registryPartition, registryOffset) = try await link.produce(
+                    topic: ChatTopics.relations, key: Array(eventID.utf8), value: Array(event.json.utf8),
+                    headers: ChatState.relationHeaders(relType: relation.type, target: relation.target), timestamp: timestamp)
+                await state.waitApplied(topic: ChatTopics.relations, partition: registryPartition, offset: registryOffset)
+            } catch {
+                logger.warning("a relation was not recorded for aggregation", metadata: ["event": "\(eventID)", "relatesTo": "\(relation.target)", "error": "\(error)"])
+            }
         }
         return eventID
     }
