@@ -24,7 +24,12 @@ extension ChatState {
 
     /// The `txn` header of a send (`user|device|txnId`).
     static func transaction(_ headers: [RecordHeader]) -> String? {
-        guard let header = headers.first(where: { $0.key.elementsEqual("txn".utf8) }), let value = header.value else { return nil }
+        header("txn", in: headers)
+    }
+
+    /// A record header's value as text (nil when absent or not UTF-8).
+    static func header(_ name: String, in headers: [RecordHeader]) -> String? {
+        guard let header = headers.first(where: { $0.key.elementsEqual(name.utf8) }), let value = header.value else { return nil }
         return String(validating: value, as: UTF8.self)
     }
 

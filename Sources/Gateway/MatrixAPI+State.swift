@@ -157,8 +157,7 @@ extension MatrixAPI {
     /// An event as served outside `/sync`: pruned when redacted, else with
     /// its aggregations bundled for `viewer` (`bundled`).
     func served(_ event: RoomEvent, roomID: String, viewer: String) -> String {
-        guard let redaction = state.redactions.redaction(of: event.eventID) else { return bundled(event, viewer: viewer) }
-        return Self.pruned(event.json, redactedBecause: redaction) ?? event.json
+        state.redactions.redaction(of: event.eventID) == nil ? bundled(event, viewer: viewer) : prunedIfRedacted(event)
     }
 
     /// An event pruned when redacted, as is otherwise; a sync's timeline

@@ -103,10 +103,8 @@ extension ChatState {
     /// target's aggregation, and shared answers made before are dropped, so
     /// a sync serialises the target again with what is bundled now.
     func applyRelation(_ record: StoredRecord) {
-        func header(_ name: String) -> String? {
-            record.headers.first { $0.key.elementsEqual(name.utf8) }?.value.flatMap { String(validating: $0, as: UTF8.self) }
-        }
-        guard let value = record.value, let json = String(validating: value, as: UTF8.self), let relType = header("rel_type"), let target = header("relates_to"),
+        guard let value = record.value, let json = String(validating: value, as: UTF8.self),
+              let relType = Self.header("rel_type", in: record.headers), let target = Self.header("relates_to", in: record.headers),
               let head = MatrixJSON.decodeRecord(RelatingHead.self, from: value) else { return }
         relations.add(roomID: head.roomID, target: target, relType: relType,
                       .init(eventID: head.eventID, sender: head.sender, type: head.type, timestamp: head.originServerTS, json: json))
