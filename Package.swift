@@ -187,12 +187,12 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The chat gateway: Matrix client-server API over Hummingbird, a thin
-        // consumer of the broker through the Kafka protocol (and Postduif's
+        // consumer of the broker through PostduifClient (and Postduif's
         // ConversationHistory extension).
         .target(
             name: "Gateway",
             dependencies: [
-                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "COpenSSL", "Security",
+                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "PostduifClient", "COpenSSL", "Security",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -224,7 +224,7 @@ let package = Package(
         .target(
             name: "BenchCore",
             dependencies: [
-                "KafkaWire", "KafkaNIO",
+                "KafkaWire", "KafkaNIO", "PostduifClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),

@@ -3,8 +3,11 @@ import KafkaNIO
 import KafkaWire
 import NIOCore
 import NIOSSL
+import PostduifClient
 
-/// A Kafka broker (Postduif or any other) through the tool's own client.
+/// A Kafka broker (Postduif or any other) through PostduifClient: its
+/// admin calls, metadata, connections and producer; the tool adds the
+/// pacing and the measuring (`KafkaPublisher`).
 public struct KafkaTarget: Target {
     public let host: String
     public let port: Int
@@ -21,38 +24,38 @@ public struct KafkaTarget: Target {
         self.replicas = replicas
     }
 
-    func connect() async throws -> KafkaClientConnection {
-        try await Self.connect("\(host):\(port)")
+    /// A client of PostduifClient for this target: its metadata, leaders,
+    /// admin calls and connections (each publisher and subscriber opens
+    /// connections of its own through it, as separate clients would).
+    func makeClient() throws -> KafkaClient {
+        KafkaClient(ClientConfiguration(bootstrap: ["\(host):\(port)"], clientID: "postduif-bench", security: try Self.security.get()))
     }
 
     public func prepare(stream: String, partitions: Int) async throws {
-        let connection = try await connect()
-        defer { Task { await connection.close() } }
-        var reader = try await connection.request(.createTopics, version: 4) { writer in
-            CreateTopicsRequest(topics: [.init(name: stream, partitionCount: Int32(partitions), replicationFactor: Int16(replicas))]).encode(&writer, version: 4)
+        let client = try makeClient()
+        do {
+            do {
+                try await Admin(client: client).createTopic(stream, partitions: Int32(partitions), replicationFactor: Int16(replicas))
+            } catch let error as ClientError where error.errorCode == .topicAlreadyExists {}
+            try await waitUntilLed(stream, client)
+        } catch let error as ClientError {
+            await client.close()
+            throw TargetError.refused("preparing topic \(stream): \(error)")
         }
-        let response = try CreateTopicsResponse.decode(&reader, version: 4)
-        for topic in response.topics where topic.errorCode != 0 && topic.errorCode != ErrorCode.topicAlreadyExists.rawValue {
-            throw TargetError.refused("creating topic \(topic.name): error \(topic.errorCode) \(topic.errorMessage ?? "")")
-        }
-        try await waitUntilLed(stream)
+        await client.close()
     }
 
     /// In a cluster, a new topic's leaders take it up a moment after
     /// Metadata names them: ask each leader for its partitions' offsets
     /// until all answer, so the run does not start with refusals.
-    func waitUntilLed(_ topic: String) async throws {
+    func waitUntilLed(_ topic: String, _ client: KafkaClient) async throws {
         for _ in 0..<100 {
-            let layout = try await layout(of: topic)
-            let (connections, partitions) = try await leaderConnections(layout)
             var ready = true
-            for (address, connection) in connections {
-                var reader = try await connection.request(.listOffsets, version: 2) { writer in
-                    ListOffsetsRequest(topics: [.init(name: topic, partitions: partitions[address]!.map { .init(index: $0, timestamp: -1) })]).encode(&writer, version: 2)
-                }
-                let answer = try ListOffsetsResponse.decode(&reader, version: 2)
+            for (address, partitions) in Self.partitionsByLeader(try await client.leaders(of: topic, refresh: true)) {
+                let request = ListOffsetsRequest(topics: [.init(name: topic, partitions: partitions.map { .init(index: $0, timestamp: -1) })])
+                let answer = try await client.call(address, .listOffsets, version: 2, { request.encode(&$0, version: 2) },
+                                                   decode: { try ListOffsetsResponse.decode(&$0, version: 2) })
                 if answer.topics.flatMap(\.partitions).contains(where: { $0.errorCode != 0 }) { ready = false }
-                await connection.close()
             }
             if ready { return }
             try await Task.sleep(for: .milliseconds(50))
@@ -60,27 +63,11 @@ public struct KafkaTarget: Target {
         throw TargetError.refused("the leaders of \(topic) did not take it up")
     }
 
-    /// Where each partition of a topic is led: broker addresses by
-    /// partition, from Metadata (a single node leads them all).
-    struct Layout {
-        var leaders: [Int32: String]
-        var partitionCount: Int32 { Int32(leaders.count) }
-    }
-
-    func layout(of topic: String) async throws -> Layout {
-        let connection = try await connect()
-        defer { Task { await connection.close() } }
-        // The topic may have just been created: retried briefly until every partition has a leader.
-        guard let leaders = try await connection.partitionLeaders(of: topic) else {
-            throw TargetError.refused("topic \(topic) has no leaders")
-        }
-        return Layout(leaders: leaders)
-    }
-
-    static func connect(_ address: String) async throws -> KafkaClientConnection {
-        let parts = address.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw TargetError.refused("bad broker address \(address)") }
-        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-bench", security: try security.get())
+    /// Which partitions each broker leads, in partition order.
+    static func partitionsByLeader(_ leaders: [Int32: String]) -> [String: [Int32]] {
+        var partitions: [String: [Int32]] = [:]
+        for (partition, address) in leaders.sorted(by: { $0.key < $1.key }) { partitions[address, default: []].append(partition) }
+        return partitions
     }
 
     /// TLS and SASL PLAIN for a secured listener, from the environment
@@ -102,60 +89,87 @@ public struct KafkaTarget: Target {
         return security
     }
 
-    /// One connection per leading broker, and which partitions each leads.
-    func leaderConnections(_ layout: Layout) async throws -> (connections: [String: KafkaClientConnection], partitions: [String: [Int32]]) {
-        var connections: [String: KafkaClientConnection] = [:]
-        var partitions: [String: [Int32]] = [:]
-        for (partition, address) in layout.leaders.sorted(by: { $0.key < $1.key }) {
-            if connections[address] == nil { connections[address] = try await Self.connect(address) }
-            partitions[address, default: []].append(partition)
+    /// The topic's leaders, and a connection of the caller's own to each.
+    func leaderConnections(_ topic: String) async throws -> (leaders: [Int32: String], connections: [String: KafkaClientConnection]) {
+        let client = try makeClient()
+        defer { Task { await client.close() } }
+        let leaders: [Int32: String]
+        do {
+            leaders = try await client.leaders(of: topic)
+        } catch let error as ClientError {
+            throw TargetError.refused("the leaders of \(topic): \(error)")
         }
-        return (connections, partitions)
+        var connections: [String: KafkaClientConnection] = [:]
+        for address in Set(leaders.values) { connections[address] = try await client.openConnection(address) }
+        return (leaders, connections)
     }
 
+    /// A publisher with a client of its own, as a separate producer would
+    /// have: its own connection to each leader.
     public func makePublisher(stream: String, recorder: Recorder, settings: PublishSettings) async throws -> any Publisher {
-        let layout = try await layout(of: stream)
-        let (connections, _) = try await leaderConnections(layout)
-        let routes = layout.leaders.mapValues { connections[$0]! }
-        return KafkaPublisher(routes: routes, topic: stream, partitionCount: layout.partitionCount, recorder: recorder, settings: settings)
+        let client = try makeClient()
+        let partitions: Int32
+        do {
+            partitions = try await client.partitionCount(stream)
+            _ = try await client.leaders(of: stream)
+        } catch let error as ClientError {
+            await client.close()
+            throw TargetError.refused("the leaders of \(stream): \(error)")
+        }
+        let producer = Producer(client: client, acks: settings.acks, idempotent: false, clock: { Int64(Date().timeIntervalSince1970 * 1000) })
+        return KafkaPublisher(producer: producer, topic: stream, partitionCount: partitions, recorder: recorder, settings: settings)
     }
 
     public func makeSubscriber(stream: String, fromStart: Bool) async throws -> any Subscriber {
-        let layout = try await layout(of: stream)
-        let (connections, partitions) = try await leaderConnections(layout)
+        let (leaders, connections) = try await leaderConnections(stream)
         var parts: [KafkaSubscriber] = []
-        for (address, connection) in connections.sorted(by: { $0.key < $1.key }) {
-            parts.append(try await KafkaSubscriber(connection: connection, topic: stream, partitions: partitions[address]!, fromStart: fromStart))
+        for (address, partitions) in Self.partitionsByLeader(leaders).sorted(by: { $0.key < $1.key }) {
+            parts.append(try await KafkaSubscriber(connection: connections[address]!, topic: stream, partitions: partitions, fromStart: fromStart))
         }
         return parts.count == 1 ? parts[0] : KafkaSubscribers(parts: parts)
     }
 }
 
-/// Batches messages per partition as a Kafka producer does (a batch leaves
-/// when it is full or its linger passed), sends each partition's batch to
-/// the broker leading it, and keeps several Produce requests in flight.
-/// Without routes it is the discard target: it builds and encodes every
-/// request, then drops it.
+/// Paces and windows a run's sends as a Kafka producer does: messages
+/// queue per partition; once the oldest has lingered its time (or a
+/// partition holds a full batch), one call of PostduifClient's `Producer`
+/// takes up to a batch of every partition (one Produce request per leading
+/// broker), with up to `inFlightMax` such calls unanswered. The linger,
+/// the window and the per-message latency are the load tool's; building,
+/// routing and retrying the requests are the library's. Without a producer
+/// it is the discard target: it builds and encodes every request, then
+/// drops it.
 actor KafkaPublisher: Publisher {
-    /// The connection to each partition's leader; empty for discard.
-    let routes: [Int32: KafkaClientConnection]
+    /// Nil for discard.
+    let producer: Producer?
     let topic: String
     let partitionCount: Int32
     let recorder: Recorder
     let settings: PublishSettings
 
-    /// Per partition, batches waiting to be sent: the last one fills, the
-    /// first one leaves with the next request (one batch per partition per
-    /// request, each at most `batchBytes`).
-    private struct OpenBatch {
-        var builder: RecordBatchBuilder
+    /// One partition's messages not yet sent, from `head` on.
+    private struct Queue {
+        var records: [ProducerRecord] = []
         var intended: [UInt64] = []
+        var sizes: [Int] = []
+        var head = 0
         var bytes = 0
+
+        /// Drops what was sent once it is most of the arrays, so taking
+        /// from the front costs no shifting per send.
+        mutating func compact() {
+            guard head > 1024, head * 2 > records.count else { return }
+            records.removeFirst(head)
+            intended.removeFirst(head)
+            sizes.removeFirst(head)
+            head = 0
+        }
     }
-    private var batches: [Int32: [OpenBatch]] = [:]
+    private var queues: [Int32: Queue] = [:]
     private var pendingBytes = 0
     private var oldestPending: UInt64 = 0
-    private var fullBatches = 0
+    /// Partitions holding at least a batch's bytes: they leave without lingering.
+    private var fullQueues = 0
     private var inFlight = 0
     private var waitingForRoom: [CheckedContinuation<Void, Never>] = []
     private var waitingForIdle: [CheckedContinuation<Void, Never>] = []
@@ -163,8 +177,8 @@ actor KafkaPublisher: Publisher {
     /// The deadline the linger timer is armed for, if it is.
     private var lingerDue: UInt64?
 
-    init(routes: [Int32: KafkaClientConnection], topic: String, partitionCount: Int32, recorder: Recorder, settings: PublishSettings) {
-        self.routes = routes
+    init(producer: Producer?, topic: String, partitionCount: Int32, recorder: Recorder, settings: PublishSettings) {
+        self.producer = producer
         self.topic = topic
         self.partitionCount = partitionCount
         self.recorder = recorder
@@ -202,15 +216,14 @@ actor KafkaPublisher: Publisher {
         for message in messages {
             let partition = KafkaPartitioner.partition(forKey: message.key, partitionCount: partitionCount)
             let size = message.key.count + message.value.count + 16
-            var queue = batches[partition] ?? []
-            if queue.isEmpty || queue[queue.count - 1].bytes + size > settings.batchBytes {
-                if !queue.isEmpty { fullBatches += 1 }
-                queue.append(OpenBatch(builder: RecordBatchBuilder(capacity: min(settings.batchBytes, 1 << 20))))
-            }
-            queue[queue.count - 1].builder.append(key: message.key, value: message.value, timestamp: timestamp)
-            queue[queue.count - 1].intended.append(message.intended)
-            queue[queue.count - 1].bytes += size
-            batches[partition] = queue
+            var queue = queues.removeValue(forKey: partition) ?? Queue()
+            let wasFull = queue.bytes >= settings.batchBytes
+            queue.records.append(ProducerRecord(topic: topic, partition: partition, key: message.key, value: message.value, timestamp: timestamp))
+            queue.intended.append(message.intended)
+            queue.sizes.append(size)
+            queue.bytes += size
+            if !wasFull && queue.bytes >= settings.batchBytes { fullQueues += 1 }
+            queues[partition] = queue
             pendingBytes += size
         }
         recorder.count(.sent, messages.count, bytes: messages.reduce(0) { $0 + $1.value.count }, at: now)
@@ -220,7 +233,7 @@ actor KafkaPublisher: Publisher {
     func sendIfDue(force: Bool = false) {
         while pendingBytes > 0 && inFlight < settings.inFlightMax {
             let lingered = monotonicNanoseconds() - oldestPending >= UInt64(settings.lingerMilliseconds) * 1_000_000
-            guard force || lingered || fullBatches > 0 else {
+            guard force || lingered || fullQueues > 0 else {
                 armLinger()
                 return
             }
@@ -228,80 +241,86 @@ actor KafkaPublisher: Publisher {
         }
     }
 
-    /// Sends the first batch of every partition, one Produce request per
-    /// leading broker.
+    /// Takes up to a batch (`batchBytes`, at least one message) of every
+    /// partition and sends them in one call of the producer.
     private func sendOne() {
-        var requests: [ObjectIdentifier: (connection: KafkaClientConnection?, partitions: [ProduceRequest.PartitionData], messages: [UInt64], bytes: Int)] = [:]
-        for partition in batches.keys.sorted() {
-            var queue = batches[partition]!
-            let batch = queue.removeFirst()
-            if !queue.isEmpty { fullBatches -= 1 }
-            batches[partition] = queue.isEmpty ? nil : queue
-            let connection = routes[partition]
-            let key = connection.map(ObjectIdentifier.init) ?? ObjectIdentifier(KafkaPublisher.self)
-            var request = requests[key] ?? (connection, [], [], 0)
-            request.partitions.append(.init(index: partition, batch: batch.builder.build()))
-            request.messages += batch.intended
-            request.bytes += batch.bytes
-            requests[key] = request
-            pendingBytes -= batch.bytes
+        var records: [ProducerRecord] = []
+        var intended: [UInt64] = []
+        for partition in queues.keys.sorted() {
+            var queue = queues.removeValue(forKey: partition)!
+            let wasFull = queue.bytes >= settings.batchBytes
+            var taken = 0
+            var end = queue.head
+            while end < queue.records.count, end == queue.head || taken + queue.sizes[end] <= settings.batchBytes {
+                taken += queue.sizes[end]
+                end += 1
+            }
+            records += queue.records[queue.head..<end]
+            intended += queue.intended[queue.head..<end]
+            queue.head = end
+            queue.bytes -= taken
+            pendingBytes -= taken
+            if wasFull && queue.bytes < settings.batchBytes { fullQueues -= 1 }
+            if queue.head < queue.records.count {
+                queue.compact()
+                queues[partition] = queue
+            }
         }
         oldestPending = monotonicNanoseconds()
         for waiter in waitingForRoom { waiter.resume() }
         waitingForRoom.removeAll()
-        for request in requests.values {
-            send(ProduceRequest(acks: settings.acks, timeoutMilliseconds: 30_000, topics: [.init(topic: topic, partitions: request.partitions)]),
-                 messages: request.messages, bytes: request.bytes, on: request.connection)
-        }
-    }
-
-    private func send(_ request: ProduceRequest, messages: [UInt64], bytes: Int, on connection: KafkaClientConnection?) {
-        guard let connection else {
-            // Discard: pay for the encoding, acknowledge at once.
-            var writer = ByteWriter(capacity: bytes + 256)
-            request.encode(&writer, version: KafkaTarget.produceVersion)
-            let now = monotonicNanoseconds()
-            recorder.count(.acknowledged, messages.count, at: now)
-            recorder.recordLatencies(from: messages, to: now)
+        guard let producer else {
+            discard(records, intended)
             return
-        }
-        let answer = connection.send(.produce, version: KafkaTarget.produceVersion, expectsResponse: settings.acks != 0) { writer in
-            request.encode(&writer, version: KafkaTarget.produceVersion)
         }
         inFlight += 1
         Task {
-            let outcome: Result<ByteReader?, any Error>
-            do { outcome = .success(try await answer.get()) } catch { outcome = .failure(error) }
-            self.completed(messages, outcome)
+            let results = await producer.send(records)
+            self.completed(intended, results)
         }
     }
 
-    private func completed(_ messages: [UInt64], _ outcome: Result<ByteReader?, any Error>) {
+    /// Discard: pays for the batches and the request's encoding, then
+    /// acknowledges at once.
+    private func discard(_ records: [ProducerRecord], _ intended: [UInt64]) {
+        var builders: [Int32: RecordBatchBuilder] = [:]
+        var bytes = 0
+        for record in records {
+            builders[record.partition!, default: RecordBatchBuilder()].append(key: record.key, value: record.value, timestamp: record.timestamp ?? 0)
+            bytes += (record.key?.count ?? 0) + (record.value?.count ?? 0) + 16
+        }
+        let request = ProduceRequest(acks: settings.acks, timeoutMilliseconds: 30_000, topics: [.init(topic: topic, partitions: builders.sorted { $0.key < $1.key }.map {
+            .init(index: $0.key, batch: $0.value.build())
+        })])
+        var writer = ByteWriter(capacity: bytes + 256)
+        request.encode(&writer, version: KafkaTarget.produceVersion)
+        let now = monotonicNanoseconds()
+        recorder.count(.acknowledged, intended.count, at: now)
+        recorder.recordLatencies(from: intended, to: now)
+    }
+
+    private func completed(_ intended: [UInt64], _ results: [Result<RecordMetadata, ClientError>]) {
         inFlight -= 1
         let now = monotonicNanoseconds()
-        switch outcome {
-        case .success(nil):
-            recorder.count(.acknowledged, messages.count, at: now)
-        case .success(var reader?):
-            do {
-                let response = try ProduceResponse.decode(&reader, version: KafkaTarget.produceVersion)
-                let failed = response.topics.flatMap(\.partitions).filter { $0.errorCode != 0 }
-                if failed.isEmpty {
-                    recorder.count(.acknowledged, messages.count, at: now)
-                    recorder.recordLatencies(from: messages, to: now)
-                } else {
-                    // Which messages were in the failed partitions is not kept:
-                    // a refused request counts as failed whole.
-                    recorder.count(.errors, messages.count, at: now)
-                    failure = TargetError.refused("produce refused: error \(failed[0].errorCode) \(failed[0].errorMessage ?? "")")
-                }
-            } catch {
-                recorder.count(.errors, messages.count, at: now)
-                failure = error
+        var acknowledged: [UInt64] = []
+        acknowledged.reserveCapacity(intended.count)
+        var refused: ClientError?
+        var refusedCount = 0
+        for (position, result) in results.enumerated() {
+            switch result {
+            case .success:
+                acknowledged.append(intended[position])
+            case .failure(let error):
+                refused = refused ?? error
+                refusedCount += 1
             }
-        case .failure(let error):
-            recorder.count(.errors, messages.count, at: now)
-            failure = error
+        }
+        recorder.count(.acknowledged, acknowledged.count, at: now)
+        // With acks=0 nothing is acknowledged by the broker: no latency.
+        if settings.acks != 0 { recorder.recordLatencies(from: acknowledged, to: now) }
+        if let refused {
+            recorder.count(.errors, refusedCount, at: now)
+            failure = TargetError.refused("produce refused: \(refused)")
         }
         sendIfDue()
         if inFlight == 0 && pendingBytes == 0 {
@@ -336,9 +355,7 @@ actor KafkaPublisher: Publisher {
     }
 
     func close() async {
-        var unique: [ObjectIdentifier: KafkaClientConnection] = [:]
-        for connection in routes.values { unique[ObjectIdentifier(connection)] = connection }
-        for connection in unique.values { await connection.close() }
+        await producer?.client.close()
     }
 }
 
@@ -431,7 +448,7 @@ public struct DiscardTarget: Target {
     public func prepare(stream: String, partitions: Int) async throws {}
 
     public func makePublisher(stream: String, recorder: Recorder, settings: PublishSettings) async throws -> any Publisher {
-        KafkaPublisher(routes: [:], topic: stream, partitionCount: 8, recorder: recorder, settings: settings)
+        KafkaPublisher(producer: nil, topic: stream, partitionCount: 8, recorder: recorder, settings: settings)
     }
 
     public func makeSubscriber(stream: String, fromStart: Bool) async throws -> any Subscriber {

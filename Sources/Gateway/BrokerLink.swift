@@ -5,6 +5,7 @@ import KafkaWire
 import Logging
 import Metrics
 import NIOSSL
+import PostduifClient
 
 /// One record as the gateway reads it back.
 struct StoredRecord: Sendable {
@@ -19,125 +20,79 @@ struct BrokerRefusal: Error, CustomStringConvertible {
     var description: String
 }
 
-/// The gateway's way to the broker: Kafka's protocol through Postduif's own
-/// client (KafkaNIO), plus the ConversationHistory extension. Requests go
-/// to each partition's leader; long-polling tails take connections of their
-/// own (`tailConnection`), because a broker answers one connection's
-/// requests in order and a waiting Fetch would hold up every produce.
-actor BrokerLink {
-    /// Brokers to ask for metadata, comma-separated; the next is tried
-    /// when one fails, so the gateway survives the loss of any one.
-    let bootstraps: [String]
-    private var bootstrapIndex = 0
-    var bootstrap: String { bootstraps[bootstrapIndex % bootstraps.count] }
+/// The gateway's way to the broker: Kafka's protocol through PostduifClient
+/// (the connections, leaders and admin calls of one `KafkaClient`, and its
+/// `Producer`), plus the ConversationHistory extension. Requests go to each
+/// partition's leader on the client's shared connections; long-polling
+/// tails take connections of their own (`open`), because a broker answers
+/// one connection's requests in order and a waiting Fetch would hold up
+/// every produce.
+struct BrokerLink: Sendable {
+    let client: KafkaClient
+    /// Idempotent, so a send retried after a lost answer is stored once,
+    /// and batching: sends to a partition while a request to it is out go
+    /// together in the next (ADR 0015).
+    let producer: Producer
     let logger: Logger
-    private var connections: [String: KafkaClientConnection] = [:]
-    private var layouts: [String: [Int32: String]] = [:]
-    static let produceVersion: Int16 = 7
-    static let fetchVersion: Int16 = 11
 
-    /// SASL PLAIN credentials for a broker that requires SASL (`--sasl`).
-    nonisolated let credentials: (user: String, password: String)?
-
-    /// TLS to brokers whose listener asks for it.
-    nonisolated let tls: NIOSSLContext?
-
-    /// The broker of this process, if the gateway runs inside one.
-    nonisolated let local: (any KafkaLocalBroker)?
-
+    /// `bootstrap`: brokers to ask for metadata, comma-separated; the next
+    /// is tried when one fails, so the gateway survives the loss of any
+    /// one. `credentials`: SASL PLAIN for a broker that requires it; `tls`
+    /// for listeners that ask for it; `local`: the broker of this process,
+    /// if the gateway runs inside one (asked without a socket).
     init(bootstrap: String, logger: Logger, credentials: (user: String, password: String)? = nil, tls: NIOSSLContext? = nil, local: (any KafkaLocalBroker)? = nil) {
-        self.credentials = credentials
-        self.tls = tls
-        self.local = local
         let listed = bootstrap.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        bootstraps = listed.isEmpty ? [bootstrap] : listed
+        let security = KafkaClientSecurity(tls: tls, sasl: credentials.map { SaslCredentials(user: $0.user, password: $0.password) })
+        client = KafkaClient(ClientConfiguration(bootstrap: listed.isEmpty ? [bootstrap] : listed, clientID: "postduif-gateway", security: security, local: local))
+        // A shared batch stays well inside a topic's 1 MiB batch limit, so
+        // its size never refuses a record the broker would take alone.
+        producer = Producer(client: client, idempotent: true, batchBytesMax: 512 << 10, clock: { MatrixAPI.now }, onRequest: { records in
+            Self.produceRequests.increment()
+            Self.producedRecords.increment(by: records)
+        })
         self.logger = logger
     }
 
-    /// A new connection to a broker, authenticated with SASL PLAIN when
-    /// credentials are set (the broker's user file holds the user).
-    nonisolated func open(_ address: String) async throws -> KafkaClientConnection {
-        if let local, local.isSelf(address) { return KafkaClientConnection(local: local, clientID: "postduif-gateway") }
-        let parts = address.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw BrokerRefusal(description: "bad broker address \(address)") }
-        return try await KafkaClientConnection.connect(host: String(parts[0]), port: port, clientID: "postduif-gateway",
-                                                       security: KafkaClientSecurity(tls: tls, sasl: credentials.map { SaslCredentials(user: $0.user, password: $0.password) }))
+    /// A new connection of the caller's own to a broker.
+    func open(_ address: String) async throws -> KafkaClientConnection {
+        try await refusing { try await client.openConnection(address) }
     }
 
-    private func connection(_ address: String) async throws -> KafkaClientConnection {
-        if let open = connections[address] { return open }
-        let made = try await open(address)
-        if let raced = connections[address] {
-            Task { await made.close() }
-            return raced
+    /// PostduifClient's refusals as the gateway's own (answered as a store
+    /// that is unavailable).
+    private func refusing<Answer>(_ body: () async throws -> Answer) async throws -> Answer {
+        do {
+            return try await body()
+        } catch let error as ClientError {
+            throw BrokerRefusal(description: error.description)
         }
-        connections[address] = made
-        return made
-    }
-
-    /// Forgets a failed connection and what it said about leaders.
-    private func forget(_ address: String) {
-        if let dropped = connections.removeValue(forKey: address) { Task { await dropped.close() } }
-        layouts.removeAll()
     }
 
     /// Creates a topic unless it exists.
     func ensureTopic(_ name: String, partitions: Int32, configs: [(String, String?)] = []) async throws {
-        let connection = try await connection(bootstrap)
-        var reader = try await connection.request(.createTopics, version: 4) { writer in
-            CreateTopicsRequest(topics: [.init(name: name, partitionCount: partitions, replicationFactor: -1, configs: configs)]).encode(&writer, version: 4)
+        try await refusing {
+            do {
+                var settings: [String: String] = [:]
+                for (key, value) in configs { settings[key] = value }
+                try await Admin(client: client).createTopic(name, partitions: partitions, configs: settings)
+            } catch let error as ClientError where error.errorCode == .topicAlreadyExists {}
+            _ = try await client.leaders(of: name, refresh: true)
         }
-        for topic in try CreateTopicsResponse.decode(&reader, version: 4).topics
-        where topic.errorCode != 0 && topic.errorCode != ErrorCode.topicAlreadyExists.rawValue {
-            throw BrokerRefusal(description: "creating topic \(topic.name): error \(topic.errorCode) \(topic.errorMessage ?? "")")
-        }
-        _ = try await layout(name, refresh: true)
     }
 
     /// A topic's config value, from DescribeConfigs (nil: not set anywhere).
     func topicConfig(_ topic: String, _ name: String) async throws -> String? {
-        let connection = try await connection(bootstrap)
-        let request = DescribeConfigsRequest(resources: [.init(type: 2, name: topic, keys: [name])])
-        var reader = try await connection.request(.describeConfigs, version: 3) { request.encode(&$0, version: 3) }
-        guard let result = try DescribeConfigsResponse.decode(&reader, version: 3).results.first else {
-            throw BrokerRefusal(description: "an empty DescribeConfigs answer for \(topic)")
-        }
-        guard result.errorCode == 0 else { throw BrokerRefusal(description: "describing \(topic): error \(result.errorCode) \(result.errorMessage ?? "")") }
-        return result.configs.first { $0.name == name }?.value
+        try await refusing { try await Admin(client: client).topicConfigs(topic)[name]?.value }
     }
 
     /// Sets one config of a topic (IncrementalAlterConfigs).
     func setTopicConfig(_ topic: String, _ name: String, _ value: String) async throws {
-        let connection = try await connection(bootstrap)
-        let request = AlterConfigsRequest(resources: [.init(type: 2, name: topic, changes: [.init(name: name, value: value, operation: .set)])], incremental: true)
-        var reader = try await connection.request(.incrementalAlterConfigs, version: 0) { request.encode(&$0, version: 0) }
-        if let refused = try AlterConfigsResponse.decode(&reader, version: 0).results.first(where: { $0.errorCode != 0 }) {
-            throw BrokerRefusal(description: "setting \(name) of \(topic): error \(refused.errorCode) \(refused.errorMessage ?? "")")
-        }
+        try await refusing { try await Admin(client: client).alterTopicConfigs(topic, set: [name: value]) }
     }
 
     /// Each partition's leader, from Metadata; retried briefly while a new topic's leaders are chosen.
     func layout(_ topic: String, refresh: Bool = false) async throws -> [Int32: String] {
-        if !refresh, let known = layouts[topic] { return known }
-        do {
-            return try await askLayout(topic)
-        } catch let refusal as BrokerRefusal {
-            throw refusal
-        } catch {
-            // The bootstrap connection broke (the broker restarted or died):
-            // next time open one, to the next broker listed.
-            forget(bootstrap)
-            bootstrapIndex += 1
-            throw error
-        }
-    }
-
-    private func askLayout(_ topic: String) async throws -> [Int32: String] {
-        guard let leaders = try await connection(bootstrap).partitionLeaders(of: topic) else {
-            throw BrokerRefusal(description: "topic \(topic) has no leaders")
-        }
-        layouts[topic] = leaders
-        return leaders
+        try await refusing { try await client.leaders(of: topic, refresh: refresh) }
     }
 
     func partitionCount(_ topic: String) async throws -> Int32 {
@@ -146,138 +101,15 @@ actor BrokerLink {
 
     /// Appends one record, acknowledged by every in-sync replica; returns
     /// where it landed. Keyed records go where Kafka's default partitioner
-    /// puts them, so a Kafka client keying by conversation agrees.
-    ///
-    /// Records for a broker that already has `producesInFlightMax` Produce
-    /// requests unanswered wait and go together in the next one, as a Kafka
-    /// producer batches: one request, one store write and one answer for
-    /// many sends instead of one each (with twenty rooms sending at once the
-    /// broker's per-request work was most of its CPU). A record waits no
-    /// longer than an answer's round trip, which under that load it would
-    /// spend waiting for the broker's next sync anyway; a lone sender's
-    /// record goes at once. Whatever such a request could not place (a
-    /// broken connection, a moved leader, any refusal) is sent again alone
-    /// below.
+    /// puts them, so a Kafka client keying by conversation agrees;
     /// `partitionKey` chooses the partition when it is not the key itself
-    /// (a membership keyed by room and member goes where the room's messages do).
+    /// (a membership keyed by room and member goes where the room's
+    /// messages do).
     func produce(topic: String, key: [UInt8], partitionKey: [UInt8]? = nil, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
-        if let leaders = layouts[topic], !leaders.isEmpty {
-            let partition = KafkaPartitioner.partition(forKey: partitionKey ?? key, partitionCount: Int32(leaders.count))
-            if let address = leaders[partition], connections[address] != nil {
-                let record = QueuedRecord(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp)
-                if let offset = await coalesced(record, to: address) { return (partition, offset) }
-            }
-        }
-        return try await produceAlone(topic: topic, key: key, partitionKey: partitionKey ?? key, value: value, headers: headers, timestamp: timestamp)
-    }
-
-    /// Unanswered Produce requests per broker, past which records wait.
-    static let producesInFlightMax = 2
-    /// At most this many records, or bytes of keys, values and headers, in
-    /// one coalesced request: well inside a topic's 1 MiB batch limit.
-    static let coalescedRecordsMax = 500
-    static let coalescedBytesMax = 512 << 10
-
-    private struct QueuedRecord: Sendable {
-        var topic: String
-        var partition: Int32
-        var key: [UInt8]
-        var value: [UInt8]?
-        var headers: [RecordHeader]
-        var timestamp: Int64
-
-        /// What the record adds to a batch, near enough (a record's own framing is a few bytes more).
-        var bytesCount: Int {
-            key.count + (value?.count ?? 0) + headers.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } + 32
-        }
-    }
-
-    /// One broker's Produce requests in flight and the records waiting for the next.
-    private struct ProduceQueue {
-        var inFlight = 0
-        /// Each waiting record and who waits for its offset (nil: retry alone).
-        var waiting: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, Never>)] = []
-    }
-
-    private var produceQueues: [String: ProduceQueue] = [:]
-
-    /// The record's offset through a (possibly shared) request to `address`;
-    /// nil when it should be retried alone.
-    private func coalesced(_ record: QueuedRecord, to address: String) async -> Int64? {
-        if produceQueues[address, default: ProduceQueue()].inFlight >= Self.producesInFlightMax {
-            return await withCheckedContinuation { answer in
-                produceQueues[address, default: ProduceQueue()].waiting.append((record, answer))
-            }
-        }
-        produceQueues[address, default: ProduceQueue()].inFlight += 1
-        let offset = await sendTogether([record], to: address)[0]
-        finishedRequest(to: address)
-        return offset
-    }
-
-    /// A request to `address` was answered: what waits goes next, from a
-    /// task of its own so the caller's answer is not held up by it.
-    private func finishedRequest(to address: String) {
-        produceQueues[address]?.inFlight -= 1
-        guard let queue = produceQueues[address], !queue.waiting.isEmpty, queue.inFlight < Self.producesInFlightMax else { return }
-        produceQueues[address]!.inFlight += 1
-        Task { await self.flushWaiting(to: address) }
-    }
-
-    private func flushWaiting(to address: String) async {
-        while true {
-            var taken: [(record: QueuedRecord, answer: CheckedContinuation<Int64?, Never>)] = []
-            var bytes = 0
-            while let next = produceQueues[address]?.waiting.first, taken.count < Self.coalescedRecordsMax,
-                  taken.isEmpty || bytes + next.record.bytesCount <= Self.coalescedBytesMax {
-                bytes += next.record.bytesCount
-                taken.append(produceQueues[address]!.waiting.removeFirst())
-            }
-            if taken.isEmpty { break }
-            let offsets = await sendTogether(taken.map(\.record), to: address)
-            for (waiter, offset) in zip(taken, offsets) { waiter.answer.resume(returning: offset) }
-        }
-        produceQueues[address]?.inFlight -= 1
-    }
-
-    /// One Produce request carrying `records` (one batch per partition, in
-    /// the order given); each record's offset, or nil where it should be
-    /// sent again alone.
-    private func sendTogether(_ records: [QueuedRecord], to address: String) async -> [Int64?] {
-        // A batch per (topic, partition), and each record's place in its batch.
-        var batches: [String: [Int32: RecordBatchBuilder]] = [:]
-        var indexInBatch = [Int](repeating: 0, count: records.count)
-        for (position, record) in records.enumerated() {
-            var builder = batches[record.topic, default: [:]].removeValue(forKey: record.partition) ?? RecordBatchBuilder()
-            indexInBatch[position] = builder.recordsCount
-            builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp)
-            batches[record.topic, default: [:]][record.partition] = builder
-        }
-        let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: batches.map { topic, partitions in
-            .init(topic: topic, partitions: partitions.map { partition, builder in .init(index: partition, batch: builder.build()) })
-        })
-        let response: ProduceResponse
-        do {
-            guard let connection = connections[address] else { return records.map { _ in nil } }
-            Self.produceRequests.increment()
-            Self.producedRecords.increment(by: records.count)
-            var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
-            response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
-        } catch {
-            forget(address)
-            return records.map { _ in nil }
-        }
-        var answers: [String: [Int32: ProduceResponse.PartitionResponse]] = [:]
-        for topic in response.topics {
-            for partition in topic.partitions { answers[topic.name, default: [:]][partition.index] = partition }
-        }
-        // Any refusal sends the record again alone: leadership may have moved
-        // (the slow path asks again), and a refusal of the shared batch (its
-        // size, say) must not fail a record the broker takes by itself; one
-        // it refuses alone too gets that refusal from the slow path.
-        return records.enumerated().map { position, record in
-            guard let answer = answers[record.topic]?[record.partition], answer.errorCode == 0 else { return nil }
-            return answer.baseOffset + Int64(indexInBatch[position])
+        try await refusing {
+            let partition = KafkaPartitioner.partition(forKey: partitionKey ?? key, partitionCount: try await client.partitionCount(topic))
+            let written = try await producer.send(ProducerRecord(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp))
+            return (written.partition, written.offset)
         }
     }
 
@@ -286,42 +118,6 @@ actor BrokerLink {
     static let produceRequests = Counter(label: "postduif_gateway_produce_requests_total")
     static let producedRecords = Counter(label: "postduif_gateway_produced_records_total")
 
-    static let retriableProduceErrors: [ErrorCode] = [.notLeaderOrFollower, .leaderNotAvailable, .notEnoughReplicas, .requestTimedOut, .unknownTopicOrPartition]
-
-    /// One record in a request of its own, asked again while leadership
-    /// settles or after a broken connection.
-    private func produceAlone(topic: String, key: [UInt8], partitionKey: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64) async throws -> (partition: Int32, offset: Int64) {
-        var builder = RecordBatchBuilder()
-        builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
-        let batch = builder.build()
-        var lastError = ""
-        for attempt in 0..<20 {
-            let leaders = try await layout(topic, refresh: attempt > 0)
-            let partition = KafkaPartitioner.partition(forKey: partitionKey, partitionCount: Int32(leaders.count))
-            guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
-            do {
-                let connection = try await connection(address)
-                let request = ProduceRequest(acks: -1, timeoutMilliseconds: 10_000, topics: [.init(topic: topic, partitions: [.init(index: partition, batch: batch)])])
-                Self.produceRequests.increment()
-                Self.producedRecords.increment()
-                var reader = try await connection.request(.produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
-                let response = try ProduceResponse.decode(&reader, version: Self.produceVersion)
-                guard let answer = response.topics.first?.partitions.first else { throw BrokerRefusal(description: "empty produce answer") }
-                if answer.errorCode == 0 { return (partition, answer.baseOffset) }
-                lastError = "error \(answer.errorCode) \(answer.errorMessage ?? "")"
-                // Leadership moved or replicas are catching up: ask again.
-                guard Self.retriableProduceErrors.contains(where: { $0.rawValue == answer.errorCode }) else { break }
-            } catch let refusal as BrokerRefusal {
-                throw refusal
-            } catch {
-                lastError = "\(error)"
-                forget(address)
-            }
-            try await Task.sleep(for: .milliseconds(100 * (attempt + 1)))
-        }
-        throw BrokerRefusal(description: "producing to \(topic): \(lastError)")
-    }
-
     /// A page of one conversation, from the partition leader's index.
     func history(topic: String, conversation: [UInt8], position: ConversationHistoryRequest.Position, limit: Int32, maxOffset: Int64 = -1) async throws -> ConversationHistoryResponse {
         for attempt in 0..<10 {
@@ -329,7 +125,7 @@ actor BrokerLink {
             let partition = KafkaPartitioner.partition(forKey: conversation, partitionCount: Int32(leaders.count))
             guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
             do {
-                let connection = try await connection(address)
+                let connection = try await client.connection(address)
                 let request = ConversationHistoryRequest(topic: topic, partition: partition, conversation: conversation, position: position, limit: limit, maxOffset: maxOffset)
                 var reader = try await connection.request(extensionKey: ChatApiKey.conversationHistory.rawValue, version: 0) { request.encode(&$0, version: 0) }
                 let response = try ConversationHistoryResponse.decode(&reader, version: 0)
@@ -340,7 +136,7 @@ actor BrokerLink {
             } catch let refusal as BrokerRefusal {
                 throw refusal
             } catch {
-                forget(address)
+                await client.forget(address)
             }
             try await Task.sleep(for: .milliseconds(100 * (attempt + 1)))
         }
@@ -405,6 +201,7 @@ actor BrokerLink {
 
 /// A long-polling reader of one partition on a connection of its own.
 struct PartitionTail {
+    static let fetchVersion: Int16 = 11
     let topic: String
     let partition: Int32
     let connection: KafkaClientConnection
@@ -427,8 +224,8 @@ struct PartitionTail {
     func fetch(from offset: Int64, maxWaitMilliseconds: Int32) async throws -> (records: [StoredRecord], next: Int64, highWatermark: Int64) {
         let request = FetchRequest(maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 16 << 20,
                                    topics: [.init(name: topic, partitions: [.init(index: partition, fetchOffset: offset, partitionBytesMax: 4 << 20)])])
-        var reader = try await connection.request(.fetch, version: BrokerLink.fetchVersion) { request.encode(&$0, version: BrokerLink.fetchVersion) }
-        let response = try FetchResponse.decode(&reader, version: BrokerLink.fetchVersion)
+        var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
+        let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         guard let answer = response.topics.first?.partitions.first else { return ([], offset, -1) }
         guard answer.errorCode == 0 else {
             throw BrokerRefusal(description: "fetch from \(topic)/\(partition): error \(answer.errorCode)")

@@ -85,19 +85,11 @@ public actor KafkaClient {
         self.configuration = configuration
     }
 
-    /// A connection to `address`, made when first asked for.
+    /// A connection to `address`, made when first asked for and shared by
+    /// every request of this client to that broker.
     public func connection(_ address: String) async throws -> KafkaClientConnection {
         if let open = connections[address] { return open }
-        let made: KafkaClientConnection
-        if let local = configuration.local, local.isSelf(address) {
-            made = KafkaClientConnection(local: local, clientID: configuration.clientID)
-        } else {
-            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-                throw ClientError("not a host:port address: \(address)")
-            }
-            let host = String(address[..<colon].filter { $0 != "[" && $0 != "]" })
-            made = try await KafkaClientConnection.connect(host: host, port: port, clientID: configuration.clientID, security: configuration.security)
-        }
+        let made = try await openConnection(address)
         // Another caller may have connected while this one waited.
         if let open = connections[address] {
             await made.close()
@@ -105,6 +97,21 @@ public actor KafkaClient {
         }
         connections[address] = made
         return made
+    }
+
+    /// A connection of the caller's own, outside the shared ones, which the
+    /// caller closes: for long polls, since a broker answers one
+    /// connection's requests in order and a waiting Fetch would hold up
+    /// every other request behind it.
+    public nonisolated func openConnection(_ address: String) async throws -> KafkaClientConnection {
+        if let local = configuration.local, local.isSelf(address) {
+            return KafkaClientConnection(local: local, clientID: configuration.clientID)
+        }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw ClientError("not a host:port address: \(address)")
+        }
+        let host = String(address[..<colon].filter { $0 != "[" && $0 != "]" })
+        return try await KafkaClientConnection.connect(host: host, port: port, clientID: configuration.clientID, security: configuration.security)
     }
 
     /// Drops a connection that failed; the next request opens a new one.
@@ -122,6 +129,17 @@ public actor KafkaClient {
             return try decode(&reader)
         } catch let error as ClientError {
             throw error
+        } catch {
+            forget(address)
+            throw ClientError("\(api) to \(address): \(error)")
+        }
+    }
+
+    /// One request that has no answer (Produce with acks=0), written to
+    /// `address`; a broken connection is dropped and reported.
+    public func send(_ address: String, _ api: ApiKey, version: Int16, _ encode: @Sendable (inout ByteWriter) -> Void) async throws {
+        do {
+            _ = try await connection(address).send(api, version: version, expectsResponse: false, encode).get()
         } catch {
             forget(address)
             throw ClientError("\(api) to \(address): \(error)")
@@ -173,6 +191,28 @@ public actor KafkaClient {
             throw ClientError(code: (known ? ErrorCode.leaderNotAvailable : .unknownTopicOrPartition).rawValue, "no leader for \(partition)")
         }
         return address
+    }
+
+    /// Every partition's leader of `topic` (remembered until `refresh`),
+    /// asked again every 100 ms while a partition has none (a topic just
+    /// made, a failover), at most `attempts` times.
+    public func leaders(of topic: String, refresh: Bool = false, attempts: Int = 100) async throws -> [Int32: String] {
+        if !refresh, let known = layouts[topic], !known.isEmpty { return known }
+        var lastError = ClientError(code: ErrorCode.leaderNotAvailable.rawValue, "\(topic) has partitions without a leader")
+        for attempt in 0..<max(attempts, 1) {
+            if attempt > 0 { try await Task.sleep(for: .milliseconds(100)) }
+            let response = try await metadata([topic])
+            guard let found = response.topics.first(where: { $0.name == topic }), !found.partitions.isEmpty else {
+                lastError = ClientError(code: ErrorCode.unknownTopicOrPartition.rawValue, "no topic \(topic)")
+                continue
+            }
+            guard found.errorCode == 0 else {
+                lastError = ClientError(code: found.errorCode, "metadata of \(topic)")
+                continue
+            }
+            if let leaders = layouts[topic], leaders.count == found.partitions.count { return leaders }
+        }
+        throw lastError
     }
 
     /// How many partitions `topic` has (Metadata, remembered). With

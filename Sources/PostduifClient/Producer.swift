@@ -47,6 +47,9 @@ public actor Producer {
     /// The most a batch carries; more records wait for the next one.
     public let batchBytesMax: Int
     private let clock: @Sendable () -> Int64
+    /// Told the number of records of each Produce request as it leaves
+    /// (records per request is how well sends are batched).
+    private let onRequest: (@Sendable (_ records: Int) -> Void)?
 
     private enum Turn {
         case done(Result<RecordMetadata, any Error>)
@@ -72,12 +75,14 @@ public actor Producer {
     static let initProducerIdVersion: Int16 = 1
 
     /// `clock`: the wall clock in milliseconds, for record timestamps.
-    public init(client: KafkaClient, acks: Int16 = -1, idempotent: Bool = true, batchBytesMax: Int = 1 << 20, clock: @escaping @Sendable () -> Int64) {
+    public init(client: KafkaClient, acks: Int16 = -1, idempotent: Bool = true, batchBytesMax: Int = 1 << 20,
+                clock: @escaping @Sendable () -> Int64, onRequest: (@Sendable (_ records: Int) -> Void)? = nil) {
         self.client = client
         self.acks = idempotent ? -1 : acks
         self.idempotent = idempotent
         self.batchBytesMax = batchBytesMax
         self.clock = clock
+        self.onRequest = onRequest
     }
 
     /// Sends one record; returns once it is acknowledged.
@@ -142,9 +147,19 @@ public actor Producer {
     private func sendTogether(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
         var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: records.count)
         var byPartition: [TopicPartition: [Int]] = [:]
+        // Each topic's partition count asked once per call, not per record.
+        var counts: [String: Result<Int32, ClientError>] = [:]
         for (position, record) in records.enumerated() {
+            if counts[record.topic] == nil {
+                do {
+                    counts[record.topic] = .success(try await client.partitionCount(record.topic, autoCreate: true))
+                } catch {
+                    counts[record.topic] = .failure((error as? ClientError) ?? ClientError("\(error)"))
+                }
+            }
             do {
-                byPartition[TopicPartition(record.topic, try await choosePartition(record)), default: []].append(position)
+                let partition = try choosePartition(record, count: try counts[record.topic]!.get())
+                byPartition[TopicPartition(record.topic, partition), default: []].append(position)
             } catch {
                 results[position] = .failure((error as? ClientError) ?? ClientError("\(error)"))
             }
@@ -163,6 +178,7 @@ public actor Producer {
         var lastError: [TopicPartition: ClientError] = [:]
         let client = self.client
         let acks = self.acks
+        let onRequest = self.onRequest
         for attempt in 0...client.configuration.retries where !pending.isEmpty {
             if attempt > 0 { try? await Task.sleep(for: .milliseconds(min(50 * attempt, 1_000))) }
             var byLeader: [String: [TopicPartition]] = [:]
@@ -181,8 +197,14 @@ public actor Producer {
                         ProduceRequest.TopicData(topic: topic, partitions: parts.map { ProduceRequest.PartitionData(index: $0.partition, batch: batches[$0]) })
                     }
                     let request = ProduceRequest(acks: acks, timeoutMilliseconds: 30_000, topics: topics)
+                    onRequest?(places.reduce(0) { $0 + (byPartition[$1]?.count ?? 0) })
                     group.addTask {
                         do {
+                            if acks == 0 {
+                                // No answer comes: written is all that is known.
+                                try await client.send(address, .produce, version: Self.produceVersion) { request.encode(&$0, version: Self.produceVersion) }
+                                return places.map { ($0, .success(-1)) }
+                            }
                             let response = try await client.call(address, .produce, version: Self.produceVersion, { request.encode(&$0, version: Self.produceVersion) },
                                                                  decode: { try ProduceResponse.decode(&$0, version: Self.produceVersion) })
                             var found: [(TopicPartition, Result<Int64, ClientError>)] = []
@@ -209,7 +231,8 @@ public actor Producer {
                 case .success(let base):
                     pending.remove(place)
                     for (index, position) in (byPartition[place] ?? []).enumerated() {
-                        results[position] = .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: base + Int64(index)))
+                        // Offset -1 with acks=0, as Kafka's clients give it.
+                        results[position] = .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: base < 0 ? -1 : base + Int64(index)))
                     }
                 case .failure(let error):
                     lastError[place] = error
@@ -245,7 +268,10 @@ public actor Producer {
     }
 
     private func choosePartition(_ record: ProducerRecord) async throws -> Int32 {
-        let count = try await client.partitionCount(record.topic, autoCreate: true)
+        try choosePartition(record, count: try await client.partitionCount(record.topic, autoCreate: true))
+    }
+
+    private func choosePartition(_ record: ProducerRecord, count: Int32) throws -> Int32 {
         if let partition = record.partition {
             guard partition >= 0, partition < count else {
                 throw ClientError(code: ErrorCode.unknownTopicOrPartition.rawValue, "\(record.topic) has no partition \(partition)")
@@ -295,6 +321,7 @@ public actor Producer {
             for attempt in 0...client.configuration.retries {
                 do {
                     let address = try await client.leader(place, refresh: attempt > 0)
+                    onRequest?(records.count)
                     let response = try await client.call(address, .produce, version: Self.produceVersion, { request.encode(&$0, version: Self.produceVersion) },
                                                          decode: { try ProduceResponse.decode(&$0, version: Self.produceVersion) })
                     guard let answer = response.topics.first?.partitions.first else { throw ClientError("an empty Produce answer") }

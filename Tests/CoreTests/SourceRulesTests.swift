@@ -38,7 +38,6 @@ struct SourceRulesTests {
         "Sources/Gateway/Gateway.swift": "the gateway's tails and poll loops",
         "Sources/Gateway/MatrixAPI+Accounts.swift": "event timestamps (wall clock, as Matrix wants)",
         // KafkaNIO
-        "Sources/KafkaNIO/Leaders.swift": "retries while a new topic's leaders are elected",
         "Sources/KafkaNIO/ParkedTimeouts.swift": "the event-loop timer of every parked deadline",
         // HTTPProxy
         "Sources/HTTPProxy/HTTPProxy.swift": "consumer instances' heartbeats and idle expiry",
