@@ -1,7 +1,8 @@
 import KafkaNIO
 import KafkaWire
 
-/// Topics and ACLs, as Kafka's admin clients manage them.
+/// Topics, configs, ACLs, partition moves and leader elections, as
+/// Kafka's admin clients manage them.
 public struct Admin: Sendable {
     public let client: KafkaClient
 
@@ -114,6 +115,73 @@ public struct Admin: Sendable {
         if let refused = response.results.first(where: { $0.errorCode != 0 }) {
             throw ClientError(code: refused.errorCode, "altering the configs of \(topic)\(refused.errorMessage.map { ": \($0)" } ?? "")")
         }
+    }
+
+    static let reassignmentsVersion: Int16 = 0
+    static let electLeadersVersion: Int16 = 2
+
+    /// A partition being moved: its replicas during the move (old and new),
+    /// those being added and those to be removed.
+    public typealias Reassignment = ListPartitionReassignmentsResponse.Partition
+
+    /// Every partition being moved (ListPartitionReassignments).
+    public func partitionReassignments() async throws -> [TopicPartition: Reassignment] {
+        let request = ListPartitionReassignmentsRequest(topics: nil)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .listPartitionReassignments, version: Self.reassignmentsVersion, { request.encode(&$0, version: Self.reassignmentsVersion) },
+                                  decode: { try ListPartitionReassignmentsResponse.decode(&$0, version: Self.reassignmentsVersion) })
+        }
+        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "listing reassignments\(response.errorMessage.map { ": \($0)" } ?? "")") }
+        var moving: [TopicPartition: Reassignment] = [:]
+        for topic in response.topics {
+            for partition in topic.partitions { moving[TopicPartition(topic.name, partition.index)] = partition }
+        }
+        return moving
+    }
+
+    /// Moves partitions to new replica lists, or cancels their move (nil),
+    /// as Kafka's AlterPartitionReassignments: added replicas catch up and
+    /// join the ISR, then removed ones leave. Each partition's outcome.
+    public func alterPartitionReassignments(_ targets: [TopicPartition: [Int32]?]) async throws -> [TopicPartition: Result<Void, ClientError>] {
+        let byTopic = Dictionary(grouping: targets.keys, by: \.topic)
+        let request = AlterPartitionReassignmentsRequest(topics: byTopic.keys.sorted().map { topic in
+            TopicPartitions(name: topic, partitions: byTopic[topic]!.sorted().map { .init(index: $0.partition, replicas: targets[$0]!) })
+        })
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .alterPartitionReassignments, version: Self.reassignmentsVersion, { request.encode(&$0, version: Self.reassignmentsVersion) },
+                                  decode: { try AlterPartitionReassignmentsResponse.decode(&$0, version: Self.reassignmentsVersion) })
+        }
+        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "reassigning partitions\(response.errorMessage.map { ": \($0)" } ?? "")") }
+        return Self.outcomes(response.topics)
+    }
+
+    /// Elects preferred leaders (or, `unclean`, any live replica of a
+    /// partition without a leader) for `partitions` (nil: all). Each
+    /// partition's outcome; `.electionNotNeeded` where the preferred
+    /// replica leads already.
+    public func electLeaders(unclean: Bool = false, _ partitions: [TopicPartition]? = nil) async throws -> [TopicPartition: Result<Void, ClientError>] {
+        let topics = partitions.map { chosen in
+            Dictionary(grouping: chosen, by: \.topic).sorted { $0.key < $1.key }.map { TopicPartitions(name: $0.key, partitions: $0.value.map(\.partition).sorted()) }
+        }
+        let request = ElectLeadersRequest(electionType: unclean ? 1 : 0, topics: topics)
+        let response = try await client.anyBroker { address in
+            try await client.call(address, .electLeaders, version: Self.electLeadersVersion, { request.encode(&$0, version: Self.electLeadersVersion) },
+                                  decode: { try ElectLeadersResponse.decode(&$0, version: Self.electLeadersVersion) })
+        }
+        guard response.errorCode == 0 else { throw ClientError(code: response.errorCode, "electing leaders") }
+        return Self.outcomes(response.topics)
+    }
+
+    static func outcomes(_ topics: [TopicPartitions<PartitionOutcome>]) -> [TopicPartition: Result<Void, ClientError>] {
+        var outcomes: [TopicPartition: Result<Void, ClientError>] = [:]
+        for topic in topics {
+            for partition in topic.partitions {
+                let place = TopicPartition(topic.name, partition.index)
+                outcomes[place] = partition.errorCode == 0 ? .success(())
+                    : .failure(ClientError(code: partition.errorCode, partition.errorMessage ?? "refused"))
+            }
+        }
+        return outcomes
     }
 
     /// Removes the ACLs `filter` matches; returns those removed.

@@ -2,10 +2,11 @@ import ArgumentParser
 import Foundation
 import KafkaNIO
 import KafkaWire
+import PostduifClient
 import Security
 
 /// `postduif acl add|remove|list`: a running cluster's ACLs, through the
-/// Kafka API (CreateAcls, DeleteAcls, DescribeAcls) as a super user or a
+/// Kafka API (CreateAcls, DeleteAcls, DescribeAcls, by PostduifClient's `Admin`) as a super user or a
 /// principal with Alter on the cluster, so they reach etcd or the node's
 /// store the way any admin client's would.
 struct Acl: AsyncParsableCommand {
@@ -37,12 +38,9 @@ struct Acl: AsyncParsableCommand {
         @Option(help: "PEM private key of the client certificate.")
         var tlsKeyFile: String?
 
-        func open() async throws -> KafkaClientConnection {
-            let security = try self.security()
-            guard let colon = broker.lastIndex(of: ":"), let port = Int(broker[broker.index(after: colon)...]) else {
-                throw OperatorError("--broker \(broker) is not host:port")
-            }
-            return try await connect(host: String(broker[..<colon]), port: port, security: security)
+        /// PostduifClient's admin calls against `--broker`.
+        func admin() throws -> Admin {
+            Admin(client: KafkaClient(ClientConfiguration(bootstrap: [broker], clientID: "postduif-acl", security: try security(), retries: 0)))
         }
 
         /// TLS and SASL as the options say.
@@ -67,14 +65,6 @@ struct Acl: AsyncParsableCommand {
                 security.sasl = SaslCredentials(user: user, password: password)
             }
             return security
-        }
-
-        private func connect(host: String, port: Int, security: KafkaClientSecurity) async throws -> KafkaClientConnection {
-            do {
-                return try await KafkaClientConnection.connect(host: host, port: port, clientID: "postduif-acl", security: security)
-            } catch {
-                throw OperatorError("cannot reach \(broker): \(error)")
-            }
         }
     }
 
@@ -141,8 +131,19 @@ struct Acl: AsyncParsableCommand {
         return "\(permission)\t\(entry.principal)\t\(entry.host)\t\(operation)\t\(type)\t\(entry.resourceName)\(pattern)"
     }
 
-    static func refusal(_ code: Int16, _ message: String?) -> OperatorError {
-        OperatorError("the broker refused: \(message ?? "error \(code)") (Kafka error \(code))")
+    /// Runs one admin call; a refusal or an unreachable broker becomes the
+    /// operator's error message.
+    static func calling<Answer>(_ connection: Connection, _ call: (Admin) async throws -> Answer) async throws -> Answer {
+        let admin = try connection.admin()
+        do {
+            let answer = try await call(admin)
+            await admin.client.close()
+            return answer
+        } catch let error as ClientError {
+            await admin.client.close()
+            guard error.code != nil else { throw OperatorError("cannot reach \(connection.broker): \(error)") }
+            throw OperatorError("the broker refused: \(error)")
+        }
     }
 
     struct Add: AsyncParsableCommand {
@@ -158,11 +159,7 @@ struct Acl: AsyncParsableCommand {
                                  principal: principal.contains(":") ? principal : "User:" + principal, host: selection.host ?? "*",
                                  operation: try Selection.operation(named: operation).rawValue,
                                  permission: selection.deny ? AclPermission.deny.rawValue : AclPermission.allow.rawValue)
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            var reader = try await link.request(.createAcls, version: 1) { CreateAclsRequest(creations: [entry]).encode(&$0, version: 1) }
-            let response = try CreateAclsResponse.decode(&reader, version: 1)
-            if let result = response.results.first, result.errorCode != 0 { throw Acl.refusal(result.errorCode, result.errorMessage) }
+            try await Acl.calling(connection) { try await $0.createAcls([entry]) }
             print("added: \(Acl.line(entry))")
         }
     }
@@ -177,14 +174,9 @@ struct Acl: AsyncParsableCommand {
                 throw OperatorError("remove needs --principal or a resource, so that it never removes every ACL by mistake")
             }
             let filter = try selection.filter
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            var reader = try await link.request(.deleteAcls, version: 1) { DeleteAclsRequest(filters: [filter]).encode(&$0, version: 1) }
-            let response = try DeleteAclsResponse.decode(&reader, version: 1)
-            guard let result = response.results.first else { throw OperatorError("the broker answered nothing") }
-            if result.errorCode != 0 { throw Acl.refusal(result.errorCode, result.errorMessage) }
-            for entry in result.deleted { print("removed: \(Acl.line(entry))") }
-            if result.deleted.isEmpty { print("no ACL matched") }
+            let deleted = try await Acl.calling(connection) { try await $0.deleteAcls(filter) }
+            for entry in deleted { print("removed: \(Acl.line(entry))") }
+            if deleted.isEmpty { print("no ACL matched") }
         }
     }
 
@@ -195,13 +187,9 @@ struct Acl: AsyncParsableCommand {
 
         func run() async throws {
             let filter = try selection.filter
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            var reader = try await link.request(.describeAcls, version: 1) { DescribeAclsRequest(filter: filter).encode(&$0, version: 1) }
-            let response = try DescribeAclsResponse.decode(&reader, version: 1)
-            if response.errorCode != 0 { throw Acl.refusal(response.errorCode, response.errorMessage) }
+            let acls = try await Acl.calling(connection) { try await $0.describeAcls(filter) }
             print("permission\tprincipal\thost\toperation\tresource\tname")
-            for entry in response.acls { print(Acl.line(entry)) }
+            for entry in acls { print(Acl.line(entry)) }
         }
     }
 }

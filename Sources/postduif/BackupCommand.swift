@@ -4,6 +4,7 @@ import Foundation
 import KafkaNIO
 import KafkaWire
 import LogStore
+import PostduifClient
 
 /// `postduif backup --to DIR`: a running broker copies its store to a new
 /// folder on its own machine (a RocksDB checkpoint plus the segments, cut
@@ -27,7 +28,14 @@ struct Backup: AsyncParsableCommand {
     var to: String
 
     func run() async throws {
-        let link = try await connection.open()
+        // To this broker itself, not any broker of its cluster: the copy is
+        // made on its machine.
+        let link: KafkaClientConnection
+        do {
+            link = try await connection.admin().client.openConnection(connection.broker)
+        } catch {
+            throw OperatorError("cannot reach \(connection.broker): \(error)")
+        }
         defer { Task { await link.close() } }
         let started = ContinuousClock.now
         var reader: ByteReader

@@ -1,13 +1,14 @@
 import ArgumentParser
 import Cluster
 import Foundation
-import KafkaNIO
 import KafkaWire
+import PostduifClient
 
 /// `postduif cluster status|rebalance|drain|reassign|elect-leaders`: an
 /// operator's view and levers of a running cluster, through the Kafka API
 /// (Metadata, ListPartitionReassignments, AlterPartitionReassignments,
-/// ElectLeaders) like any admin client, so they pass the same ACLs.
+/// ElectLeaders, by PostduifClient's `Admin`) like any admin client, so
+/// they pass the same ACLs.
 /// Plans print in the JSON of Kafka's kafka-reassign-partitions tool.
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,14 +22,10 @@ struct ClusterCommand: AsyncParsableCommand {
         var metadata: MetadataResponse
         var moving: [PartitionID: ListPartitionReassignmentsResponse.Partition]
 
-        static func read(_ link: KafkaClientConnection) async throws -> Picture {
-            var reader = try await link.request(.metadata, version: 8) { MetadataRequest(topics: nil, allowAutoTopicCreation: false).encode(&$0, version: 8) }
-            let metadata = try MetadataResponse.decode(&reader, version: 8)
-            var listed = try await link.request(.listPartitionReassignments, version: 0) { ListPartitionReassignmentsRequest(topics: nil).encode(&$0, version: 0) }
-            let list = try ListPartitionReassignmentsResponse.decode(&listed, version: 0)
-            guard list.errorCode == 0 else { throw Acl.refusal(list.errorCode, list.errorMessage) }
+        static func read(_ admin: Admin) async throws -> Picture {
+            let metadata = try await admin.client.metadata(nil)
             var moving: [PartitionID: ListPartitionReassignmentsResponse.Partition] = [:]
-            for topic in list.topics { for partition in topic.partitions { moving[PartitionID(topic: topic.name, index: partition.index)] = partition } }
+            for (place, move) in try await admin.partitionReassignments() { moving[PartitionID(topic: place.topic, index: place.partition)] = move }
             return Picture(metadata: metadata, moving: moving)
         }
 
@@ -84,30 +81,25 @@ struct ClusterCommand: AsyncParsableCommand {
         @Option(help: "With --wait: give up after this many seconds.") var timeout = 600
     }
 
-    /// AlterPartitionReassignments with these targets (nil: cancel).
-    static func alter(_ targets: [PartitionID: [Int32]?], on link: KafkaClientConnection) async throws -> AlterPartitionReassignmentsResponse {
-        let byTopic = Dictionary(grouping: targets.keys, by: \.topic)
-        let request = AlterPartitionReassignmentsRequest(topics: byTopic.keys.sorted().map { topic in
-            TopicPartitions(name: topic, partitions: byTopic[topic]!.sorted().map { .init(index: $0.index, replicas: targets[$0]!) })
-        })
-        var reader = try await link.request(.alterPartitionReassignments, version: 0) { request.encode(&$0, version: 0) }
-        let response = try AlterPartitionReassignmentsResponse.decode(&reader, version: 0)
-        guard response.errorCode == 0 else { throw Acl.refusal(response.errorCode, response.errorMessage) }
-        return response
+    /// AlterPartitionReassignments with these targets (nil: cancel); each
+    /// partition's outcome, in order.
+    static func alter(_ targets: [PartitionID: [Int32]?], on admin: Admin) async throws -> [(PartitionID, Result<Void, ClientError>)] {
+        var byPlace: [TopicPartition: [Int32]?] = [:]
+        for (id, replicas) in targets { byPlace[TopicPartition(id.topic, id.index)] = replicas }
+        return try await admin.alterPartitionReassignments(byPlace).map { (PartitionID(topic: $0.key.topic, index: $0.key.partition), $0.value) }.sorted { $0.0 < $1.0 }
     }
 
     /// Applies a plan (AlterPartitionReassignments); with `wait`, polls
     /// until no partition of it is being moved.
-    static func apply(_ plan: [PartitionID: [Int32]], on link: KafkaClientConnection, wait: Bool, timeoutSeconds: Int) async throws {
+    static func apply(_ plan: [PartitionID: [Int32]], on admin: Admin, wait: Bool, timeoutSeconds: Int) async throws {
         guard !plan.isEmpty else {
             print("nothing to move")
             return
         }
-        let response = try await alter(plan.mapValues { Optional($0) }, on: link)
         var failed = 0
-        for topic in response.topics {
-            for partition in topic.partitions where partition.errorCode != 0 {
-                print("\(topic.name)/\(partition.index): refused: \(partition.errorMessage ?? "error \(partition.errorCode)") (Kafka error \(partition.errorCode))")
+        for (id, outcome) in try await alter(plan.mapValues { Optional($0) }, on: admin) {
+            if case .failure(let error) = outcome {
+                print("\(id): refused: \(error)")
                 failed += 1
             }
         }
@@ -118,7 +110,7 @@ struct ClusterCommand: AsyncParsableCommand {
         }
         let started = ContinuousClock.now
         while true {
-            let moving = try await Picture.read(link).moving.keys.filter { plan[$0] != nil }
+            let moving = try await Picture.read(admin).moving.keys.filter { plan[$0] != nil }
             if moving.isEmpty { break }
             guard ContinuousClock.now - started < .seconds(timeoutSeconds) else {
                 throw OperatorError("\(moving.count) partitions still moving after \(timeoutSeconds) s: \(moving.sorted().map(\.description).joined(separator: ", "))")
@@ -134,9 +126,7 @@ struct ClusterCommand: AsyncParsableCommand {
         @OptionGroup var connection: Acl.Connection
 
         func run() async throws {
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            let picture = try await Picture.read(link)
+            let picture = try await Acl.calling(connection) { try await Picture.read($0) }
             let metadata = picture.metadata
             var replicas: [Int32: Int] = [:]
             var leaders: [Int32: Int] = [:]
@@ -176,13 +166,13 @@ struct ClusterCommand: AsyncParsableCommand {
         @OptionGroup var execution: Execution
 
         func run() async throws {
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            let picture = try await Picture.read(link)
-            guard picture.moving.isEmpty else { throw OperatorError("\(picture.moving.count) partitions are being moved; rebalance once they are done") }
-            let plan = picture.planner.rebalance()
-            print(PlanFile(plan).json)
-            if execution.execute { try await ClusterCommand.apply(plan, on: link, wait: execution.wait, timeoutSeconds: execution.timeout) }
+            try await Acl.calling(connection) { admin in
+                let picture = try await Picture.read(admin)
+                guard picture.moving.isEmpty else { throw OperatorError("\(picture.moving.count) partitions are being moved; rebalance once they are done") }
+                let plan = picture.planner.rebalance()
+                print(PlanFile(plan).json)
+                if execution.execute { try await ClusterCommand.apply(plan, on: admin, wait: execution.wait, timeoutSeconds: execution.timeout) }
+            }
         }
     }
 
@@ -193,17 +183,16 @@ struct ClusterCommand: AsyncParsableCommand {
         @OptionGroup var execution: Execution
 
         func run() async throws {
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            let picture = try await Picture.read(link)
-            let planner = picture.planner
-            let plan = planner.drain(broker)
-            let stuck = planner.replicas.filter { $0.value.contains(broker) && plan[$0.key] == nil }.keys.sorted()
-            print(PlanFile(plan).json)
-            if !stuck.isEmpty {
-                throw OperatorError("no broker can take \(stuck.map(\.description).joined(separator: ", ")): each already has every other broker")
+            try await Acl.calling(connection) { admin in
+                let planner = try await Picture.read(admin).planner
+                let plan = planner.drain(broker)
+                let stuck = planner.replicas.filter { $0.value.contains(broker) && plan[$0.key] == nil }.keys.sorted()
+                print(PlanFile(plan).json)
+                if !stuck.isEmpty {
+                    throw OperatorError("no broker can take \(stuck.map(\.description).joined(separator: ", ")): each already has every other broker")
+                }
+                if execution.execute { try await ClusterCommand.apply(plan, on: admin, wait: execution.wait, timeoutSeconds: execution.timeout) }
             }
-            if execution.execute { try await ClusterCommand.apply(plan, on: link, wait: execution.wait, timeoutSeconds: execution.timeout) }
         }
     }
 
@@ -222,13 +211,13 @@ struct ClusterCommand: AsyncParsableCommand {
             } catch {
                 throw OperatorError("cannot read the plan \(plan): \(error)")
             }
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            guard cancel else { return try await ClusterCommand.apply(file.plan, on: link, wait: wait, timeoutSeconds: timeout) }
-            let response = try await ClusterCommand.alter(file.plan.mapValues { _ -> [Int32]? in nil }, on: link)
-            for topic in response.topics {
-                for partition in topic.partitions {
-                    print("\(topic.name)/\(partition.index): \(partition.errorCode == 0 ? "cancelled" : partition.errorMessage ?? "error \(partition.errorCode)")")
+            try await Acl.calling(connection) { admin in
+                guard cancel else { return try await ClusterCommand.apply(file.plan, on: admin, wait: wait, timeoutSeconds: timeout) }
+                for (id, outcome) in try await ClusterCommand.alter(file.plan.mapValues { _ -> [Int32]? in nil }, on: admin) {
+                    switch outcome {
+                    case .success: print("\(id): cancelled")
+                    case .failure(let error): print("\(id): \(error)")
+                    }
                 }
             }
         }
@@ -244,29 +233,27 @@ struct ClusterCommand: AsyncParsableCommand {
         @Option(help: "With --topic: only this partition.") var partition: Int32?
 
         func run() async throws {
-            let link = try await connection.open()
-            defer { Task { await link.close() } }
-            var topics: [TopicPartitions<Int32>]? = nil
-            if let topic {
-                if let partition {
-                    topics = [TopicPartitions(name: topic, partitions: [partition])]
-                } else {
-                    let picture = try await Picture.read(link)
-                    topics = [TopicPartitions(name: topic, partitions: picture.replicas.keys.filter { $0.topic == topic }.map(\.index).sorted())]
+            try await Acl.calling(connection) { admin in
+                var chosen: [TopicPartition]? = nil
+                if let topic {
+                    if let partition {
+                        chosen = [TopicPartition(topic, partition)]
+                    } else {
+                        chosen = try await Picture.read(admin).replicas.keys.filter { $0.topic == topic }.map { TopicPartition($0.topic, $0.index) }
+                    }
                 }
-            }
-            let request = ElectLeadersRequest(electionType: unclean ? 1 : 0, topics: topics)
-            var reader = try await link.request(.electLeaders, version: 2) { request.encode(&$0, version: 2) }
-            let response = try ElectLeadersResponse.decode(&reader, version: 2)
-            guard response.errorCode == 0 else { throw Acl.refusal(response.errorCode, nil) }
-            var elected = 0
-            for topic in response.topics {
-                for partition in topic.partitions {
-                    if partition.errorCode == 0 { elected += 1 }
-                    print("\(topic.name)/\(partition.index): \(partition.errorCode == 0 ? "elected" : partition.errorMessage ?? "error \(partition.errorCode)")")
+                var elected = 0
+                for (place, outcome) in try await admin.electLeaders(unclean: unclean, chosen).sorted(by: { $0.key < $1.key }) {
+                    switch outcome {
+                    case .success:
+                        elected += 1
+                        print("\(place): elected")
+                    case .failure(let error):
+                        print("\(place): \(error)")
+                    }
                 }
+                print("\(elected) leaders elected")
             }
-            print("\(elected) leaders elected")
         }
     }
 }

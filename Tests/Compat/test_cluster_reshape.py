@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -193,6 +194,24 @@ def test_drain_rebalance_and_preferred_leaders_with_the_cluster_tool():
         wait_for(lambda: all(leader == replicas[0] for leader, replicas, _ in metadata(cluster, topic).values()), "preferred leaders lead")
         # Nothing to rebalance now.
         assert '"partitions":[]' in cluster_tool(cluster, "rebalance")
+        # An election for one topic answers for each of its partitions.
+        elected = cluster_tool(cluster, "elect-leaders", "--topic", topic)
+        assert all("%s/%d: " % (topic, index) in elected for index in range(6)), elected
+        # A plan in kafka-reassign-partitions' form, applied and waited for.
+        _, replicas, _ = metadata(cluster, topic)[0]
+        spare = [broker for broker in (1, 2, 3) if broker not in replicas][0]
+        target = [spare, replicas[0]]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as plan_file:
+            json.dump({"version": 1, "partitions": [{"topic": topic, "partition": 0, "replicas": target}]}, plan_file)
+        try:
+            moved = cluster_tool(cluster, "reassign", "--plan", plan_file.name, "--wait", "--timeout", "120")
+            assert "started 1 moves" in moved and "every move finished" in moved, moved
+            assert metadata(cluster, topic)[0][1] == target, metadata(cluster, topic)
+            # Cancelling a move that is over is refused per partition, by name.
+            cancelled = cluster_tool(cluster, "reassign", "--plan", plan_file.name, "--cancel")
+            assert "%s/0: " % topic in cancelled and "Kafka error 85" in cancelled, cancelled
+        finally:
+            os.unlink(plan_file.name)
     finally:
         cluster.stop()
 
