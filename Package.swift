@@ -255,6 +255,7 @@ let package = Package(
             dependencies: ["Gateway", "ChatWire", "Core", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy"], swiftSettings: strictSettings),
         .testTarget(
             name: "KafkaNIOTests",
             dependencies: ["KafkaNIO", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],

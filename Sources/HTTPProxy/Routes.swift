@@ -94,14 +94,20 @@ extension HTTPProxy {
         }
         var records: [ProducerRecord] = []
         if format == .binary {
-            // Typed decoding: Foundation's untyped JSON costs a dynamic cast
-            // per value, the most of a batched request's time.
+            // Read from the request's bytes (BinaryProduceBody): Foundation's
+            // JSON took most of a batched request's time.
             let buffer = try await request.body.collect(upTo: 64 << 20)
-            guard let body = try? JSONDecoder().decode(BinaryProduceBody.self, from: Data(buffer.readableBytesView)) else {
-                throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values")
+            let entries: [BinaryProduceBody.Entry]
+            do {
+                entries = try buffer.withUnsafeReadableBytes { try BinaryProduceBody.parse($0) }
+            } catch BinaryProduceBody.Failure.notBase64 {
+                throw ProxyError.unprocessable("a binary key or value must be a base64 string")
+            } catch {
+                throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values (\(error))")
             }
-            for entry in body.records {
-                records.append(ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: try format.bytes(entry.key), value: try format.bytes(entry.value)))
+            records.reserveCapacity(entries.count)
+            for entry in entries {
+                records.append(ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: entry.key, value: entry.value))
             }
         } else {
             let body = try await Self.body(request)
@@ -139,15 +145,4 @@ extension HTTPProxy {
         text += "]}"
         return Response(status: .ok, headers: [.contentType: ProxyMedia.v2Json], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
-}
-
-/// A produce body in the binary format.
-struct BinaryProduceBody: Decodable {
-    struct Entry: Decodable {
-        var key: String?
-        var value: String?
-        var partition: Int32?
-    }
-
-    var records: [Entry]
 }

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+
+@testable import HTTPProxy
+
+@Suite("The REST Proxy's binary produce body")
+struct BinaryProduceBodyTests {
+    func parse(_ text: String) throws(BinaryProduceBody.Failure) -> [BinaryProduceBody.Entry] {
+        let bytes = Array(text.utf8)
+        do {
+            return try bytes.withUnsafeBytes { try BinaryProduceBody.parse($0) }
+        } catch let failure as BinaryProduceBody.Failure {
+            throw failure
+        } catch {
+            Issue.record("an error of another kind: \(error)")
+            return []
+        }
+    }
+
+    func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+
+    @Test func recordsInAnyOrderWithNullsPartitionsAndMembersItIgnores() throws {
+        let text = """
+         { "value_schema_id" : null, "records" : [
+            {"value": "\(base64([0, 255, 1]))", "partition": 2, "key": "\(base64(Array("k".utf8)))", "extra": {"a": [1, 2.5e3, true, false, null, "s\\"t"]}},
+            {"key": null, "value": null},
+            {"value": "aGk="}
+         ], "key_schema": "x" }\t\n
+        """
+        let entries = try parse(text)
+        #expect(entries == [
+            .init(key: Array("k".utf8), value: [0, 255, 1], partition: 2),
+            .init(key: nil, value: nil, partition: nil),
+            .init(key: nil, value: Array("hi".utf8), partition: nil),
+        ])
+    }
+
+    @Test func escapesInNamesAndInBase64TextAreResolved() throws {
+        // "\/" is how some JSON writers (PHP's, by default) send '/', which
+        // base64 uses; "\u0076alue" is "value".
+        let bytes: [UInt8] = [0xFB, 0xFF, 0xBF]
+        let encoded = base64(bytes)
+        #expect(encoded.contains("/"))
+        let escaped = encoded.replacingOccurrences(of: "/", with: "\\/")
+        let entries = try parse(#"{"records":[{"\u0076alue":"\#(escaped)","partition":3.0}]}"#)
+        #expect(entries == [.init(key: nil, value: bytes, partition: 3)])
+    }
+
+    @Test func decodesWhatFoundationEncodesForEveryLength() throws {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let entries = try parse(#"{"records":[{"key":"\#(base64(bytes))"}]}"#)
+            #expect(entries.first?.key == bytes, "length \(length)")
+        }
+    }
+
+    @Test func refusesTextThatIsNotBase64() {
+        for text in ["ab!c", "abc", "ab=c", "a===", "aGk=aGk=", "aGk", "====", "aGk=\\n"] {
+            #expect(throws: BinaryProduceBody.Failure.notBase64, "\(text)") { try parse(#"{"records":[{"value":"\#(text)"}]}"#) }
+        }
+        #expect(throws: BinaryProduceBody.Failure.notBase64) { try parse(#"{"records":[{"value":42}]}"#) }
+    }
+
+    @Test func refusesWhatIsNotJSONOrNotThisShape() {
+        let bodies = [
+            "", "{", #"{"records":[{"value":"aGk="}]"#, #"{"records":[{"value":"aGk="}]} x"#, #"{"records":{}}"#,
+            #"{"other":[]}"#, "[]", "{\"records\":[{\"value\":\"a\u{01}\"}]}", #"{"records":[{"x":"\ud800"}]}"#,
+            #"{"records":[{"partition":1.5}]}"#, #"{"records":[{"partition":4294967296}]}"#, #"{"records":[{"partition":-}]}"#,
+            #"{"records":[{"x":tru}]}"#, #"{"records":[{"x":"\q"}]}"#, #"{"records":[1,]}"#,
+            "{\"records\":[{\"x\":" + String(repeating: "[", count: 100) + String(repeating: "]", count: 100) + "}]}",
+        ]
+        for body in bodies {
+            #expect(throws: (any Error).self, "\(body)") { try parse(body) }
+            #expect((try? parse(body)) == nil)
+        }
+    }
+
+    @Test func anEmptyListIsAList() throws {
+        #expect(try parse(#"{"records":[]}"#).isEmpty)
+    }
+}
