@@ -6,7 +6,7 @@ SWIFT ?= swift
 # The second line is for Tests/Compat/test_desktop_clients.py: the Matrix
 # desktop clients Debian ships, an X server, xdotool to drive them,
 # ImageMagick and tesseract to read their screens, a keyring for nheko.
-DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev gcc openssl \
+DEBIAN_PACKAGES := pkg-config librocksdb-dev liblz4-dev zlib1g-dev libsnappy-dev libzstd-dev libssl-dev fio kcat python3-venv systemd nats-server etcd-server librdkafka-dev libnats-dev libgd-dev gcc openssl \
 	xvfb xdotool imagemagick tesseract-ocr nheko quaternion gnome-keyring dbus-daemon prometheus \
 	mmdebstrap podman uidmap chromium chromium-driver
 VENV := .venv

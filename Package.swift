@@ -52,6 +52,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // PBKDF2 and HMAC for SASL/SCRAM, from the system's OpenSSL.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CGD", pkgConfig: "gdlib", providers: [.apt(["libgd-dev"])]),
         // CRC-32C with the SSE 4.2 instruction where the CPU has it.
         .target(name: "CCRC32C"),
         // sync_file_range, which Swift's Glibc module does not export.
@@ -140,6 +141,9 @@ let package = Package(
         // The archive's files: events per conversation and month, manifests,
         // a hash chain, retention by a selection list (`postduif archive`).
         .target(name: "Archive", dependencies: ["COpenSSL"], swiftSettings: strictSettings),
+        // Thumbnails of chat images through libgd, made in a child process
+        // (`postduif thumbnail`) so a decoder fault never reaches the gateway.
+        .target(name: "Thumbnails", dependencies: ["CGD"], swiftSettings: strictSettings),
         // Cluster control: the controller state machine (pure), and later the
         // drivers that apply it through Coordination.
         .target(
@@ -192,7 +196,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "PostduifClient", "COpenSSL", "Security",
+                "Core", "ChatWire", "KafkaWire", "KafkaNIO", "PostduifClient", "COpenSSL", "Security", "Thumbnails",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -208,7 +212,7 @@ let package = Package(
         .executableTarget(
             name: "postduif",
             dependencies: [
-                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security", "HTTPProxy", "PostduifClient", "Archive",
+                "LogStore", "KafkaWire", "ChatWire", "Broker", "Fanout", "Cluster", "Coordination", "Gateway", "KafkaNIO", "Operations", "Security", "HTTPProxy", "PostduifClient", "Archive", "Thumbnails",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -256,6 +260,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy"], swiftSettings: strictSettings),
+        .testTarget(name: "ThumbnailsTests", dependencies: ["Thumbnails", "CGD"], swiftSettings: strictSettings),
         .testTarget(
             name: "KafkaNIOTests",
             dependencies: ["KafkaNIO", "KafkaWire", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],

@@ -27,7 +27,7 @@ mode=root
 
 # Documentation, manual pages and translations are left out of the image.
 mmdebstrap --mode=$mode --variant=essential \
-    --include=librocksdb7.8,liblz4-1,libssl3,libsnappy1v5,libzstd1,zlib1g,libstdc++6,ca-certificates,etcd-server,tzdata \
+    --include=librocksdb7.8,liblz4-1,libssl3,libsnappy1v5,libzstd1,libgd3,zlib1g,libstdc++6,ca-certificates,etcd-server,tzdata \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --customize-hook="copy-in $binaries/postduif $binaries/postduif-bench /usr/local/bin" \

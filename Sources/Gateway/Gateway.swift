@@ -56,6 +56,9 @@ public struct GatewayConfiguration: Sendable {
     public var localBroker: (any KafkaLocalBroker)? = nil
     /// The same broker's one-record appends, for sends taken on the event loop.
     public var directAppends: (any DirectAppendPort)? = nil
+    /// Makes image thumbnails (`postduif`: in a child process); nil serves
+    /// every image as its own thumbnail.
+    public var thumbnails: (any ThumbnailMaker)? = nil
 
     var brokerCredentials: (user: String, password: String)? {
         guard let brokerUser, let brokerPassword else { return nil }

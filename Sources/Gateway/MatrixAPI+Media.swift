@@ -6,6 +6,7 @@ import HummingbirdCore
 import KafkaNIO
 import NIOCore
 import Synchronization
+import Thumbnails
 
 /// Uploaded files as chat-media-index describes them: where each chunk of
 /// a file lies in chat-media, and who uploaded it. Written by that topic's
@@ -42,6 +43,49 @@ final class MediaTable: Sendable {
     }
 
     func get(_ id: String) -> Media? { media.withLock { $0[id] } }
+
+    /// Thumbnails made, by file and box, the least recently used dropped
+    /// past `thumbnailBytesMax`: a client asks for the same few sizes of
+    /// each image every time a room is shown, and each is made in a child
+    /// process from the whole file.
+    private let thumbnails = Mutex(ThumbnailCache())
+    static let thumbnailBytesMax = 64 << 20
+
+    struct ThumbnailCache {
+        var entries: [String: (bytes: [UInt8], contentType: String, used: UInt64)] = [:]
+        var bytes = 0
+        var clock: UInt64 = 0
+    }
+
+    func thumbnail(_ key: String) -> (bytes: [UInt8], contentType: String)? {
+        thumbnails.withLock { cache in
+            guard var entry = cache.entries[key] else { return nil }
+            cache.clock += 1
+            entry.used = cache.clock
+            cache.entries[key] = entry
+            return (entry.bytes, entry.contentType)
+        }
+    }
+
+    func keepThumbnail(_ key: String, bytes: [UInt8], contentType: String) {
+        thumbnails.withLock { cache in
+            cache.clock += 1
+            if let old = cache.entries.updateValue((bytes, contentType, cache.clock), forKey: key) { cache.bytes -= old.bytes.count }
+            cache.bytes += bytes.count
+            while cache.bytes > Self.thumbnailBytesMax, let oldest = cache.entries.min(by: { $0.value.used < $1.value.used }) {
+                cache.bytes -= oldest.value.bytes.count
+                cache.entries.removeValue(forKey: oldest.key)
+            }
+        }
+    }
+}
+
+/// Makes thumbnails of uploaded images; `postduif` runs each in a child
+/// process (`postduif thumbnail`). Without one, an image is its own thumbnail.
+public protocol ThumbnailMaker: Sendable {
+    /// A thumbnail of `image` (JPEG, PNG or GIF) for a box of `width` ×
+    /// `height` by `method`, or nil where the image is no larger.
+    func thumbnail(of image: [UInt8], width: Int, height: Int, method: Thumbnail.Method) async throws -> (bytes: [UInt8], contentType: String)?
 }
 
 // Media: upload, download and thumbnails (authenticated media, v1.11, and
@@ -127,9 +171,11 @@ extension MatrixAPI {
         return state.directory.rooms(of: user).contains { $0.member.membership == "join" && theirs.contains($0.roomID) }
     }
 
-    /// A file, or its thumbnail: an image is its own thumbnail (the
-    /// specification lets a thumbnail be larger than asked for; clients
-    /// scale it), anything else has none.
+    /// A file, or its thumbnail: a JPEG, PNG or GIF scaled or cropped to
+    /// the nearest of Synapse's sizes at least as large as asked (made once,
+    /// then kept), other images are their own thumbnail (the specification
+    /// lets a thumbnail be larger than asked for; clients scale it), and
+    /// anything else has none.
     func download(_ request: Request, _ context: GatewayRequestContext, thumbnail: Bool) async throws -> Response {
         let session = try authenticate(request)
         let notFound = MatrixError(.notFound, "M_NOT_FOUND", "no such file")
@@ -139,12 +185,46 @@ extension MatrixAPI {
         if thumbnail && !media.contentType.hasPrefix("image/") {
             throw MatrixError(.badRequest, "M_UNKNOWN", "only images have thumbnails")
         }
+        let mediaID = parameter(context, "mediaId")
+        if thumbnail, let maker = configuration.thumbnails, ["image/jpeg", "image/png", "image/gif"].contains(media.contentType) {
+            let query = request.uri.queryParameters
+            guard let width = query.get("width").flatMap({ Int($0) }), let height = query.get("height").flatMap({ Int($0) }), width > 0, height > 0 else {
+                throw MatrixError(.badRequest, "M_MISSING_PARAM", "a thumbnail needs a positive width and height")
+            }
+            let method = Thumbnail.Method(rawValue: query.get("method").map { String($0) } ?? "scale") ?? .scale
+            let chosen = Thumbnail.box(width: width, height: height, method: method)
+            let key = "\(mediaID)/\(chosen.width)x\(chosen.height)/\(method)"
+            if let made = state.media.thumbnail(key) { return fileResponse(made.bytes, contentType: made.contentType, media: media, context) }
+            let bytes = try await verifiedBytes(media, mediaID)
+            do {
+                if let made = try await maker.thumbnail(of: bytes, width: chosen.width, height: chosen.height, method: method) {
+                    state.media.keepThumbnail(key, bytes: made.bytes, contentType: made.contentType)
+                    return fileResponse(made.bytes, contentType: made.contentType, media: media, context)
+                }
+                // No larger than the box: the image is its own thumbnail.
+                state.media.keepThumbnail(key, bytes: bytes, contentType: media.contentType)
+            } catch {
+                logger.warning("no thumbnail made; the image itself is served", metadata: ["media": "\(mediaID)", "error": "\(error)"])
+            }
+            return fileResponse(bytes, contentType: media.contentType, media: media, context)
+        }
+        return fileResponse(try await verifiedBytes(media, mediaID), contentType: media.contentType, media: media, context)
+    }
+
+    /// A file's bytes, checked against the length and SHA-256 its record keeps.
+    func verifiedBytes(_ media: MediaTable.Media, _ mediaID: String) async throws -> [UInt8] {
         let bytes = try await readChunks(media)
         guard bytes.count == media.size, Secrets.sha256Hex(bytes) == media.sha256 else {
-            logger.error("a stored file does not match its record", metadata: ["media": "\(parameter(context, "mediaId"))"])
+            logger.error("a stored file does not match its record", metadata: ["media": "\(mediaID)"])
             throw MatrixError(.internalServerError, "M_UNKNOWN", "the file could not be read whole")
         }
-        var headers: HTTPFields = [.contentType: media.contentType, .contentLength: String(bytes.count)]
+        return bytes
+    }
+
+    /// A file's answer: its type, kept from being sniffed or run as a page,
+    /// shown inline only if it is an image, audio or video.
+    func fileResponse(_ bytes: [UInt8], contentType: String, media: MediaTable.Media, _ context: GatewayRequestContext) -> Response {
+        var headers: HTTPFields = [.contentType: contentType, .contentLength: String(bytes.count)]
         headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         headers[.contentSecurityPolicy] = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';"
         let inline = media.contentType.hasPrefix("image/") || media.contentType.hasPrefix("video/") || media.contentType.hasPrefix("audio/")

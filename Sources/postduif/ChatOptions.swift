@@ -56,6 +56,7 @@ struct ChatOptions: ParsableArguments {
         guard (10...20).contains(passwordHashLogN) else { throw OperatorError("--password-hash-log-n must be 10 to 20") }
         guard ["open", "closed"].contains(registration) else { throw OperatorError("--registration must be open or closed, not \(registration)") }
         configuration.serverName = serverName
+        configuration.thumbnails = ChildProcessThumbnails()
         configuration.conversationPartitions = conversationPartitions
         configuration.passwordHashLogN = passwordHashLogN
         configuration.openRegistration = registration == "open"

@@ -2,10 +2,15 @@
 cluster's topics (chat-media, chat-media-index), not on the gateway's
 disk, so a gateway started afresh serves it; only the uploader and those
 who share a room with them may read it; the size limit and a media type
-that lies are refused; an image is its own thumbnail."""
+that lies are refused; thumbnails of JPEG, PNG and GIF are made in a
+child process to Synapse's sizes, and an image no larger, or one that
+does not decode, is its own thumbnail."""
 import hashlib
 import json
 import os
+import struct
+import subprocess
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -89,6 +94,72 @@ def test_files_are_stored_in_the_cluster_and_read_by_members_only(chat):
     status, answer = upload(gateway, alice, b"x" * ((12 << 20) + 1), "application/octet-stream")
     assert status == 413 and answer["errcode"] == "M_TOO_LARGE"
     assert raw(gateway, "POST", "/_matrix/media/v3/upload", PNG, None, "image/png")[0] == 401
+
+
+def picture(width, height, kind):
+    """A photograph-like test image from ImageMagick (Debian's): a
+    gradient, red at the top and blue at the bottom."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "picture." + kind)
+        subprocess.run(["convert", "-size", "%dx%d" % (width, height), "gradient:red-blue", path], check=True, timeout=60)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def size_of(image):
+    """Width and height from a PNG's IHDR or a JPEG's frame header."""
+    if image.startswith(b"\x89PNG"):
+        return struct.unpack(">II", image[16:24])
+    assert image.startswith(b"\xff\xd8"), image[:4]
+    at = 2
+    while True:
+        marker, length = image[at + 1], struct.unpack(">H", image[at + 2:at + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", image[at + 5:at + 9])
+            return width, height
+        at += 2 + length
+
+
+def test_thumbnails_are_scaled_or_cropped_to_the_nearest_size(chat):
+    broker, gateway = chat
+    alice = account(gateway, "thumb-alice")
+    photo = picture(1600, 1200, "jpg")
+    status, answer = upload(gateway, alice, photo, "image/jpeg", "foto.jpg")
+    assert status == 200, answer
+    thumbnail = "/_matrix/client/v1/media/thumbnail/gov.test/%s?" % answer["content_uri"].rsplit("/", 1)[1]
+    # Scale: the smallest of 320x240, 640x480, 800x600 at least as large as asked.
+    status, headers, body = raw(gateway, "GET", thumbnail + "width=300&height=200&method=scale", token=alice)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and size_of(body) == (320, 240), (status, headers, body[:200])
+    assert len(body) < len(photo) / 4
+    # Crop: exactly the box; asked again, the same bytes (kept, not made again).
+    status, headers, body = raw(gateway, "GET", thumbnail + "width=90&height=90&method=crop", token=alice)
+    assert status == 200 and size_of(body) == (96, 96)
+    assert raw(gateway, "GET", thumbnail + "width=96&height=96&method=crop", token=alice)[2] == body
+    # The older path too; a thumbnail needs its size.
+    status, _, body = raw(gateway, "GET", "/_matrix/media/v3/thumbnail/gov.test/%s?width=640&height=480" % answer["content_uri"].rsplit("/", 1)[1], token=alice)
+    assert status == 200 and size_of(body) == (640, 480)
+    status, _, body = raw(gateway, "GET", thumbnail + "method=crop", token=alice)
+    assert status == 400 and json.loads(body)["errcode"] == "M_MISSING_PARAM"
+
+    # A PNG stays a PNG; one no larger than the box is its own thumbnail.
+    wide = picture(2000, 500, "png")
+    status, answer = upload(gateway, alice, wide, "image/png", "breed.png")
+    assert status == 200, answer
+    status, headers, body = raw(gateway, "GET", "/_matrix/client/v1/media/thumbnail/gov.test/%s?width=800&height=600" % answer["content_uri"].rsplit("/", 1)[1], token=alice)
+    assert status == 200 and headers["Content-Type"] == "image/png" and size_of(body) == (800, 200)
+    small = picture(200, 100, "png")
+    status, answer = upload(gateway, alice, small, "image/png", "klein.png")
+    status, _, body = raw(gateway, "GET", "/_matrix/client/v1/media/thumbnail/gov.test/%s?width=320&height=240" % answer["content_uri"].rsplit("/", 1)[1], token=alice)
+    assert status == 200 and body == small
+
+    # A file with a PNG's header and garbage after it: the decoder fails in
+    # the child process, the gateway serves the file itself and lives on.
+    broken = wide[:33] + os.urandom(50_000)
+    status, answer = upload(gateway, alice, broken, "image/png", "stuk.png")
+    assert status == 200, answer
+    status, _, body = raw(gateway, "GET", "/_matrix/client/v1/media/thumbnail/gov.test/%s?width=96&height=96&method=crop" % answer["content_uri"].rsplit("/", 1)[1], token=alice)
+    assert status == 200 and body == broken
+    assert raw(gateway, "GET", "/_matrix/client/versions")[0] == 200
 
 
 def test_an_upload_that_asks_to_continue_is_told_to_at_once(chat):
