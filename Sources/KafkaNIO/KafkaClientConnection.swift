@@ -7,6 +7,9 @@ import Synchronization
 /// Why a request got no answer.
 public enum KafkaClientError: Error, CustomStringConvertible {
     case connectionClosed
+    /// No answer within the connection's request timeout: the broker is
+    /// gone or cut off; the connection is closed with every request on it.
+    case timedOut(TimeAmount)
     case correlationMismatch(expected: Int32, got: Int32)
     case malformedResponse(String)
     case broker(errorCode: Int16, String)
@@ -16,6 +19,7 @@ public enum KafkaClientError: Error, CustomStringConvertible {
         switch self {
         case .refused(let why): why
         case .connectionClosed: "the connection closed before the answer arrived"
+        case .timedOut(let limit): "no answer within \(limit.nanoseconds / 1_000_000) ms; the connection is closed"
         case .correlationMismatch(let expected, let got): "answer with correlation id \(got), expected \(expected)"
         case .malformedResponse(let reason): "malformed answer: \(reason)"
         case .broker(let code, let what): "\(what): broker error \(code)"
@@ -89,10 +93,17 @@ public final class KafkaClientConnection: Sendable {
         self.clientID = clientID
     }
 
+    /// The longest a request waits for its answer by default (Kafka's
+    /// `request.timeout.ms` is 30 s): longer than any wait a broker is
+    /// asked for here (long polls of at most 5 s, produce timeouts of at
+    /// most 30 s), so only a broker that is gone or cut off reaches it.
+    public static let requestTimeoutDefault: TimeAmount = .seconds(60)
+
     public static func connect(
         host: String, port: Int, clientID: String = "postduif-client",
         security: KafkaClientSecurity = .none,
         frameBytesMax: Int = 256 << 20,
+        requestTimeout: TimeAmount = requestTimeoutDefault,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> KafkaClientConnection {
         let channel = try await ClientBootstrap(group: group)
@@ -106,7 +117,7 @@ public final class KafkaClientConnection: Sendable {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isName ? host : nil))
                     }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(KafkaClientHandler())
+                    try channel.pipeline.syncOperations.addHandler(KafkaClientHandler(requestTimeout: requestTimeout))
                 }
             }
             .connect(host: host, port: port).get()
@@ -268,7 +279,10 @@ struct RequestAPI {
 }
 
 /// Assigns correlation ids in write order and completes each request's
-/// promise with its answer.
+/// promise with its answer. A request unanswered for `requestTimeout`
+/// closes the connection: answers come in order, so once the oldest is
+/// overdue none behind it can come first, and a socket to a broker cut
+/// off by the network would otherwise wait for TCP to give up (minutes).
 final class KafkaClientHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Request
@@ -282,7 +296,38 @@ final class KafkaClientHandler: ChannelDuplexHandler {
     }
 
     private var nextCorrelationID: Int32 = 1
-    private var waiting = CircularBuffer<(correlationID: Int32, flexible: Bool, promise: EventLoopPromise<ByteReader?>)>()
+    private var waiting = CircularBuffer<(correlationID: Int32, flexible: Bool, promise: EventLoopPromise<ByteReader?>, due: NIODeadline)>()
+    let requestTimeout: TimeAmount
+    /// Looks at the oldest request a few times per timeout.
+    private var overdueCheck: RepeatedTask?
+
+    init(requestTimeout: TimeAmount = KafkaClientConnection.requestTimeoutDefault) {
+        self.requestTimeout = requestTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let every = TimeAmount.nanoseconds(max(requestTimeout.nanoseconds / 4, 1_000_000))
+        // Both bound to the channel's loop, where the task runs.
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        overdueCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in
+            bound.value.handler.closeIfOverdue(context: bound.value.context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        overdueCheck?.cancel()
+        overdueCheck = nil
+    }
+
+    private func closeIfOverdue(context: ChannelHandlerContext) {
+        guard let oldest = waiting.first, oldest.due <= NIODeadline.now() else { return }
+        overdueCheck?.cancel()
+        overdueCheck = nil
+        while let request = waiting.popFirst() {
+            request.promise.fail(KafkaClientError.timedOut(requestTimeout))
+        }
+        context.close(promise: nil)
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var request = unwrapOutboundIn(data)
@@ -295,7 +340,7 @@ final class KafkaClientHandler: ChannelDuplexHandler {
         var buffer = context.channel.allocator.buffer(capacity: request.frame.count)
         buffer.writeBytes(request.frame)
         if request.expectsResponse {
-            waiting.append((correlationID, request.flexibleResponseHeader, request.promise))
+            waiting.append((correlationID, request.flexibleResponseHeader, request.promise, NIODeadline.now() + requestTimeout))
         } else {
             request.promise.succeed(nil)
         }

@@ -38,6 +38,7 @@ struct SourceRulesTests {
         "Sources/Gateway/Gateway.swift": "the gateway's tails and poll loops",
         "Sources/Gateway/MatrixAPI+Accounts.swift": "event timestamps (wall clock, as Matrix wants)",
         // KafkaNIO
+        "Sources/KafkaNIO/KafkaClientConnection.swift": "a client request's timeout",
         "Sources/KafkaNIO/ParkedTimeouts.swift": "the event-loop timer of every parked deadline",
         // HTTPProxy
         "Sources/HTTPProxy/HTTPProxy.swift": "consumer instances' heartbeats and idle expiry",
