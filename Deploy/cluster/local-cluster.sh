@@ -16,6 +16,8 @@
 # SECURE_PORT_BASE (unset by default) adds a SASL_SSL listener, broker N's
 # on SECURE_PORT_BASE + N - 1, which the brokers replicate over; the
 # certificate, users and authorizer come in BROKER_ARGS (Docs/security.md).
+# SECURE_PROTOCOL=SSL makes it an SSL listener instead (brokers known by
+# their certificates).
 # RACKS (unset by default), words, gives broker N the Nth as its rack
 # (`--rack`): RACKS="zone-a zone-b zone-c".
 set -euo pipefail
@@ -38,11 +40,12 @@ gateway_args() {
 }
 
 # Broker N's listeners: the plaintext port alone, or with SECURE_PORT_BASE
-# a SASL_SSL listener beside it that replication uses.
+# a SASL_SSL (or SECURE_PROTOCOL) listener beside it that replication uses.
 listener_args() {
     local port=$((kafka_base + $1 - 1))
     if [ -n "${SECURE_PORT_BASE:-}" ]; then
-        echo "--listeners PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$((SECURE_PORT_BASE + $1 - 1)) --inter-broker-listener SASL_SSL"
+        local protocol=${SECURE_PROTOCOL:-SASL_SSL}
+        echo "--listeners PLAINTEXT://127.0.0.1:$port,$protocol://127.0.0.1:$((SECURE_PORT_BASE + $1 - 1)) --inter-broker-listener $protocol"
     else
         echo "--port $port"
     fi

@@ -11,6 +11,7 @@ import KafkaNIO
 import LogStore
 import Logging
 import Metrics
+import NIOSSL
 import Operations
 import Prometheus
 import Security
@@ -289,13 +290,24 @@ struct Serve: AsyncParsableCommand {
         }
         if httpProxy {
             let interBroker = configuration.interBrokerClient
+            // A caller without credentials reaches other brokers as nobody:
+            // TLS with the CA to check them, never with this broker's own
+            // certificate, whose principal (a super user) the other broker
+            // would grant the caller. A SASL user wins over a certificate,
+            // so a caller with credentials may go as the brokers do.
+            let anonymousTLS: NIOSSLContext?
+            do {
+                anonymousTLS = try interBroker.tls.map { _ in try TLSClientFiles(caFile: configuration.tls?.caFile).clientContext() }
+            } catch {
+                throw OperatorError("the HTTP proxy's TLS to other brokers: \(error)")
+            }
             var proxyConfiguration = HTTPProxyConfiguration(
                 host: host, port: httpProxyPort,
                 bootstrap: ["\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"],
                 requireAuthentication: configuration.effectiveListeners.contains { $0.securityProtocol.requiresSASL },
                 authenticate: { user, password in broker.passwordMatches(user: user, password: password) },
                 localBroker: { user, host in broker.localClient(name: "postduif-http-proxy", actingFor: user, host: host) },
-                remoteSecurity: { credentials in KafkaClientSecurity(tls: interBroker.tls, sasl: credentials) },
+                remoteSecurity: { credentials in KafkaClientSecurity(tls: credentials == nil ? anonymousTLS : interBroker.tls, sasl: credentials) },
                 wallMilliseconds: { Int64(Date().timeIntervalSince1970 * 1000) },
                 monotonicMilliseconds: { Int64((ContinuousClock.now - processStart) / .milliseconds(1)) })
             // A broker with a certificate serves HTTPS only: Basic

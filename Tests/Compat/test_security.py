@@ -6,6 +6,8 @@ clear log line and a live broker: plaintext on a TLS port and the reverse,
 an expired certificate, one from another CA, a handshake never finished,
 a private key others may read."""
 import asyncio
+import base64
+import json
 import os
 import shutil
 import signal
@@ -15,6 +17,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -406,6 +410,77 @@ def test_a_cluster_with_tls_sasl_and_acls_everywhere_survives_a_leader_sigkill(c
         for broker in (1, 2, 3):
             refusals = [line for line in made.log(broker).splitlines() if "refused by the authorizer" in line and "principal=User:broker" in line]
             assert refusals == [], refusals[:3]
+    finally:
+        made.stop()
+
+
+def test_the_http_proxy_never_lends_its_broker_certificate_to_a_caller(certificates):
+    """Brokers that know each other by certificate (an SSL inter-broker
+    listener, the broker's certificate a super user) and an HTTP proxy
+    that asks nobody for a password (no SASL listener): a request for a
+    partition led by another broker goes there as the caller, who has no
+    certificate to show, never with the broker's own. Before, such a
+    caller was the other broker's super user there."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from test_cluster import Cluster, free_block
+
+    made = Cluster(broker_args=" ".join([
+        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
+        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", "requested",
+        "--authorizer", "true", "--super-users", "User:CN=localhost"]))
+    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
+    made.env["SECURE_PROTOCOL"] = "SSL"
+    made.env["HTTP_PROXY_PORT_BASE"] = str(free_block(3))
+    # The tests' environment asks for free proxy ports; this one is called.
+    made.env.pop("POSTDUIF_HTTP_PROXY_PORT", None)
+    as_broker = {"bootstrap.servers": ",".join("127.0.0.1:%d" % (int(made.env["SECURE_PORT_BASE"]) + i) for i in range(3)),
+                 "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem"),
+                 "ssl.certificate.location": certificates.path("broker.pem"), "ssl.key.location": certificates.path("broker.key")}
+    made.start()
+    try:
+        admin = AdminClient(as_broker)
+        topic = "deputy"
+        admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=60)
+        leaders = {}
+        deadline = time.monotonic() + 60
+        while len(leaders) < 3 and time.monotonic() < deadline:
+            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            leaders = {index: p.leader for index, p in partitions.items() if p.leader > 0}
+            time.sleep(0.2)
+        elsewhere = [index for index, leader in leaders.items() if leader != 1]
+        assert elsewhere, leaders
+        # Everyone may see the topic (so the proxy finds its leaders), nobody may write it.
+        from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+        seeing = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:*", "*", AclOperation.DESCRIBE, AclPermissionType.ALLOW)
+        admin.create_acls([seeing])[seeing].result(timeout=30)
+        time.sleep(2)  # ACLs reach every broker through etcd within a second
+        context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+        proxy = "https://127.0.0.1:%d" % int(made.env["HTTP_PROXY_PORT_BASE"])
+        body = json.dumps({"records": [{"value": base64.b64encode(b"as a broker").decode()}]}).encode()
+        request = urllib.request.Request("%s/topics/%s/partitions/%d" % (proxy, topic, elsewhere[0]), data=body, method="POST",
+                                         headers={"Content-Type": "application/vnd.kafka.binary.v2+json"})
+
+        def post():
+            try:
+                with urllib.request.urlopen(request, timeout=30, context=context) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, answer = post()
+        assert status == 403 and "topicAuthorizationFailed" in answer["message"], (status, answer)
+        # Nothing reached the partition.
+        consumer = Consumer(dict(as_broker, **{"group.id": "deputy-check", "enable.auto.commit": False}))
+        assert consumer.get_watermark_offsets(ConfluentPartition(topic, elsewhere[0]), timeout=10)[1] == 0
+        # Once everyone may write, the same request goes through the other
+        # broker as nobody: the way there still works.
+        writing = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:*", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+        admin.create_acls([writing])[writing].result(timeout=30)
+        time.sleep(2)
+        status, answer = post()
+        assert status == 200 and answer["offsets"][0]["offset"] == 0, (status, answer)
+        assert consumer.get_watermark_offsets(ConfluentPartition(topic, elsewhere[0]), timeout=10)[1] == 1
+        consumer.close()
     finally:
         made.stop()
 
