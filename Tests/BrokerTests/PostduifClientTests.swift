@@ -105,6 +105,30 @@ import Testing
         await first.close()
         await second.close()
     }
+
+    /// acks=0 (the load tool's fire-and-forget runs): no answer is waited
+    /// for, offsets are -1 as Kafka's clients give them, and the records
+    /// are written all the same; each request's record count is reported.
+    @Test func withoutAcknowledgementsRecordsAreWrittenAndRequestsCounted() async throws {
+        let test = try TestBroker()
+        let client = client(test)
+        try await Admin(client: client).createTopic("unacknowledged", partitions: 2)
+        let requests = Mutex<[Int]>([])
+        let producer = Producer(client: client, acks: 0, idempotent: false, clock: Self.wall, onRequest: { count in requests.withLock { $0.append(count) } })
+        let written = try await producer.send((0..<10).map { ProducerRecord(topic: "unacknowledged", partition: Int32($0 % 2), value: [UInt8($0)]) }).map { try $0.get() }
+        #expect(written.map(\.offset) == Array(repeating: -1, count: 10))
+        // Both partitions have one leader: one request carried all ten.
+        #expect(requests.withLock { $0 } == [10])
+        let reader = GroupConsumer(client: client, configuration: GroupConsumer.Configuration(group: "unacknowledged-reader"), clock: Self.monotonic) { _ in }
+        try await reader.assign([TopicPartition("unacknowledged", 0): 0, TopicPartition("unacknowledged", 1): 0])
+        var values: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while values.count < 10 && ContinuousClock.now < deadline {
+            values += try await reader.poll(maxWaitMilliseconds: 200).compactMap { $0.value?.first }
+        }
+        #expect(values.sorted() == Array(0..<10))
+        await reader.close()
+    }
 }
 
 /// The consumer protocol's bytes and assignors, as Kafka clients write and
