@@ -40,6 +40,15 @@ public struct LogStoreError: Error, CustomStringConvertible, Sendable, Equatable
     public var code: Code
     public var message: String
 
+    /// The disk or the store failed, not the request: Kafka's
+    /// KAFKA_STORAGE_ERROR, which clients retry.
+    public var isStorageFailure: Bool {
+        switch code {
+        case .storage, .io, .storageFailed: true
+        default: false
+        }
+    }
+
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message

@@ -103,73 +103,107 @@ extension PartitionLog {
     /// without being judged (the leader judged them).
     func appendLocked(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32, replica: Bool = false, fence: UInt64? = nil) throws(LogStoreError) -> (AppendResult, UInt64) {
         try state.withLock { state throws(LogStoreError) -> (AppendResult, UInt64) in
-            guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
-            if let fence, fence != state.replicaFence {
-                throw LogStoreError(.replicaFenced, "\(topicName)/\(index) no longer follows the leader this batch came from")
-            }
-            if let failure = context.groupCommit.failed {
-                throw LogStoreError(.storageFailed, "the store refuses appends after a failed segment sync: \(failure)")
-            }
-            if let last = state.epochs.last, leaderEpoch < last.epoch {
-                throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
-            }
-            // A compacted topic's leader may have no batch at the follower's
-            // log end (compaction emptied it): the copy begins after the gap.
-            let gapAllowed = replica && incoming.baseOffset > state.logEndOffset && configuration.cleanupPolicy.contains(.compact)
-            if replica && incoming.baseOffset != state.logEndOffset && !gapAllowed {
-                throw LogStoreError(.offsetOutOfRange, "replicated batch at offset \(incoming.baseOffset) does not follow the log end offset \(state.logEndOffset) of \(topicName)/\(index)")
-            }
-            var producerEntry: ProducerEntry? = nil
-            if incoming.producerID >= 0 && replica {
-                producerEntry = state.producers[incoming.producerID]
-            } else if incoming.producerID >= 0 {
-                producerEntry = state.producers[incoming.producerID]
-                let verdict = try ProducerEntry.verdict(
-                    for: producerEntry, epoch: incoming.producerEpoch,
-                    firstSequence: incoming.baseSequence, lastSequence: incoming.lastSequence)
-                if case .duplicate(let base, let last) = verdict {
-                    // The original may still be waiting for its sync: the retry
-                    // is answered only once a sync covers everything written.
-                    let result = AppendResult(baseOffset: base, lastOffset: last, isDuplicate: true, logStartOffset: state.logStartOffset)
-                    return (result, context.groupCommit.noteWrite(nil))
-                }
-            }
-
-            let batch = incoming
-            let baseOffset = state.logEndOffset
-            // The stamp changes only the first 16 bytes (outside the CRC): the
-            // segment gets them and the untouched rest in one pwritev, with no
-            // stamped copy of the batch. A replica's batch already carries them.
-            let stamped = batch.stampedPrefix(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
-            let (segment, position) = try segmentForAppend(at: baseOffset, sizeBytes: batch.sizeBytes, state: &state)
-            try segment.write(head: stamped, rest: batch.bytes, at: position)
-            let location = BatchLocation(
-                segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
-                lastOffset: baseOffset + Int64(batch.lastOffsetDelta), maxTimestamp: batch.maxTimestamp)
-            let write = WriteBatch()
-            var next = state
             do throws(LogStoreError) {
-                try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &next, into: write)
-                // Unsynced: after a machine crash, opening the store rebuilds
-                // these entries from the segment (recoverSegments).
-                try storage { try context.database.write(write, sync: false) }
+                return try append(incoming, conversations: conversations, leaderEpoch: leaderEpoch, replica: replica, fence: fence, state: &state)
             } catch {
-                // Nothing changed in memory and RocksDB applied nothing; the
-                // segment is cut back so the next batch takes this place.
-                try? segment.truncate(to: position)
+                // The first batch left unwritten is the gap; batches refused
+                // behind it (below) do not move it.
+                if !replica && incoming.producerID >= 0 && error.isStorageFailure
+                    && state.unwritten[incoming.producerID]?.epoch != incoming.producerEpoch {
+                    state.unwritten[incoming.producerID] = UnwrittenBatch(epoch: incoming.producerEpoch, firstSequence: incoming.baseSequence, code: error.code)
+                }
                 throw error
             }
-            if context.durability != .fsync {
-                next.bytesSinceWriteback += Int64(batch.sizeBytes)
-                if next.bytesSinceWriteback >= PartitionLog.writebackBytes {
-                    next.bytesSinceWriteback = 0
-                    context.groupCommit.requestWriteback(segment)
-                }
-            }
-            state = next
-            let result = AppendResult(baseOffset: baseOffset, lastOffset: location.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
-            return (result, context.groupCommit.noteWrite(context.durability == .fsync ? segment : nil))
         }
+    }
+
+    /// `appendLocked`'s work, under the state's lock.
+    private func append(_ incoming: RecordBatch, conversations: [[UInt8]], leaderEpoch: Int32, replica: Bool, fence: UInt64?, state: inout State) throws(LogStoreError) -> (AppendResult, UInt64) {
+        guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
+        if let fence, fence != state.replicaFence {
+            throw LogStoreError(.replicaFenced, "\(topicName)/\(index) no longer follows the leader this batch came from")
+        }
+        if let failure = context.groupCommit.failed {
+            throw LogStoreError(.storageFailed, "the store refuses appends after a failed segment sync: \(failure)")
+        }
+        if let last = state.epochs.last, leaderEpoch < last.epoch {
+            throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
+        }
+        // A compacted topic's leader may have no batch at the follower's
+        // log end (compaction emptied it): the copy begins after the gap.
+        let gapAllowed = replica && incoming.baseOffset > state.logEndOffset && configuration.cleanupPolicy.contains(.compact)
+        if replica && incoming.baseOffset != state.logEndOffset && !gapAllowed {
+            throw LogStoreError(.offsetOutOfRange, "replicated batch at offset \(incoming.baseOffset) does not follow the log end offset \(state.logEndOffset) of \(topicName)/\(index)")
+        }
+        var producerEntry: ProducerEntry? = nil
+        if incoming.producerID >= 0 && replica {
+            producerEntry = state.producers[incoming.producerID]
+        } else if incoming.producerID >= 0 {
+            producerEntry = state.producers[incoming.producerID]
+            let verdict: SequenceVerdict
+            do throws(LogStoreError) {
+                verdict = try ProducerEntry.verdict(
+                    for: producerEntry, epoch: incoming.producerEpoch,
+                    firstSequence: incoming.baseSequence, lastSequence: incoming.lastSequence)
+            } catch where error.code == .outOfOrderSequence {
+                // The gap is a batch this store failed to write (a full
+                // disk): the batches the producer had sent behind it get
+                // that batch's retriable refusal, not "out of order".
+                // librdkafka 2.0.2 answers out of order on a batch after
+                // the first in flight by starting a new producer epoch,
+                // and re-sends under it what it had in flight to other
+                // partitions, stored or not: duplicates (librdkafka issue
+                // 4953; the fault campaign's seed 20261206, round 85).
+                if let unwritten = state.unwritten[incoming.producerID], unwritten.epoch == incoming.producerEpoch,
+                   let last = producerEntry?.batches.last, last.lastSequence &+ 1 == unwritten.firstSequence,
+                   incoming.baseSequence > unwritten.firstSequence {
+                    throw LogStoreError(unwritten.code, "sequence \(incoming.baseSequence) follows sequence \(unwritten.firstSequence), which this store could not write; both are taken once it can")
+                }
+                throw error
+            }
+            if case .duplicate(let base, let last) = verdict {
+                // The original may still be waiting for its sync: the retry
+                // is answered only once a sync covers everything written.
+                let result = AppendResult(baseOffset: base, lastOffset: last, isDuplicate: true, logStartOffset: state.logStartOffset)
+                return (result, context.groupCommit.noteWrite(nil))
+            }
+        }
+
+        let batch = incoming
+        let baseOffset = state.logEndOffset
+        // The stamp changes only the first 16 bytes (outside the CRC): the
+        // segment gets them and the untouched rest in one pwritev, with no
+        // stamped copy of the batch. A replica's batch already carries them.
+        let stamped = batch.stampedPrefix(baseOffset: baseOffset, partitionLeaderEpoch: leaderEpoch)
+        let (segment, position) = try segmentForAppend(at: baseOffset, sizeBytes: batch.sizeBytes, state: &state)
+        try segment.write(head: stamped, rest: batch.bytes, at: position)
+        let location = BatchLocation(
+            segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
+            lastOffset: baseOffset + Int64(batch.lastOffsetDelta), maxTimestamp: batch.maxTimestamp)
+        let write = WriteBatch()
+        var next = state
+        do throws(LogStoreError) {
+            try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &next, into: write)
+            // Unsynced: after a machine crash, opening the store rebuilds
+            // these entries from the segment (recoverSegments).
+            try storage { try context.database.write(write, sync: false) }
+        } catch {
+            // Nothing changed in memory and RocksDB applied nothing; the
+            // segment is cut back so the next batch takes this place.
+            try? segment.truncate(to: position)
+            throw error
+        }
+        if context.durability != .fsync {
+            next.bytesSinceWriteback += Int64(batch.sizeBytes)
+            if next.bytesSinceWriteback >= PartitionLog.writebackBytes {
+                next.bytesSinceWriteback = 0
+                context.groupCommit.requestWriteback(segment)
+            }
+        }
+        if incoming.producerID >= 0 { next.unwritten.removeValue(forKey: incoming.producerID) }
+        state = next
+        let result = AppendResult(baseOffset: baseOffset, lastOffset: location.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
+        return (result, context.groupCommit.noteWrite(context.durability == .fsync ? segment : nil))
     }
 
     /// The segment and position for a batch of `sizeBytes` starting at

@@ -153,6 +153,13 @@ public final class PartitionLog: Sendable {
     /// What opening the store repaired in this partition after a crash, for the log.
     public var recoveryNotes: [String] { notes.withLock { $0 } }
 
+    /// A producer's batch the store could not write, and why.
+    struct UnwrittenBatch {
+        var epoch: Int16
+        var firstSequence: Int32
+        var code: LogStoreError.Code
+    }
+
     struct State {
         var logStartOffset: Int64 = 0
         var logEndOffset: Int64 = 0
@@ -161,6 +168,9 @@ public final class PartitionLog: Sendable {
         var batchCount: Int64 = 0
         var epochs: [EpochEntry] = []
         var producers: [Int64: ProducerEntry] = [:]
+        /// Per producer, the batch this store last failed to write (a full
+        /// disk): see `appendLocked`.
+        var unwritten: [Int64: UnwrittenBatch] = [:]
         /// Next sequence per conversation; a bounded cache over the index.
         var nextSequences = RecencyCache<[UInt8], UInt64>(countMax: Limits.conversationSequenceCacheCountMax)
         var isDeleted = false

@@ -222,6 +222,48 @@ import Testing
         #expect(partition.logEndOffset == 6)
     }
 
+    /// A batch the disk refused leaves a gap in its producer's sequences;
+    /// the batches the producer sent behind it get the same retriable
+    /// storage error, not "out of order" (which librdkafka 2.0.2 answers
+    /// with a new producer epoch, storing twice whatever else it had in
+    /// flight), and are taken in order once the refused one is.
+    @Test func batchesBehindOneTheDiskRefusedAreRefusedAlikeNotOutOfOrder() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        try temporary.store.createTopic("t", configuration: TopicConfiguration())
+        let partition = try temporary.store.partition(topic: "t", index: 0)
+        _ = try await partition.append(producerBatch(sequence: 0))
+        // The segment's descriptor turns read-only: its next write fails
+        // with EBADF, as a full disk fails one with ENOSPC.
+        // (RocksDB's write-ahead log files end in .log too: the segment is
+        // the one under segments/.)
+        let segment = try #require(FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { Int32($0) }.first { fd in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { return false }
+            return target.hasPrefix(temporary.path) && target.contains("/segments/") && target.hasSuffix(".log")
+        })
+        let saved = dup(segment)
+        let readOnly = open("/dev/null", O_RDONLY)
+        dup2(readOnly, segment)
+        await #expect { _ = try await partition.append(producerBatch(sequence: 2)) } throws: {
+            ($0 as? LogStoreError)?.isStorageFailure == true
+        }
+        for sequence: Int32 in [4, 6] {
+            await #expect { _ = try await partition.append(producerBatch(sequence: sequence)) } throws: {
+                ($0 as? LogStoreError)?.isStorageFailure == true
+            }
+        }
+        // The disk heals: the refused batch, then those behind it, in order.
+        dup2(saved, segment)
+        close(saved)
+        close(readOnly)
+        for (sequence, offset): (Int32, Int64) in [(2, 2), (4, 4), (6, 6)] {
+            #expect(try await partition.append(producerBatch(sequence: sequence)).baseOffset == offset)
+        }
+        // A real gap is still out of order.
+        await #expect { _ = try await partition.append(producerBatch(sequence: 12)) } throws: {
+            ($0 as? LogStoreError)?.code == .outOfOrderSequence
+        }
+    }
+
     @Test func onlyTheLastFiveBatchesAreRememberedAndStateSurvivesRestart() async throws {
         let temporary = try TemporaryStore()
         try temporary.store.createTopic("t", configuration: TopicConfiguration())
