@@ -88,7 +88,7 @@ class Contained:
 def test_the_root_file_system_holds_debian_packages_and_postduif_only(rootfs):
     _, _, tree = rootfs
     status = open(os.path.join(tree, "var", "lib", "dpkg", "status")).read()
-    for package in ("librocksdb7.8", "liblz4-1", "libssl3", "etcd-server"):
+    for package in ("librocksdb7.8", "liblz4-1", "libssl3", "libgd3", "etcd-server"):
         assert "Package: %s\n" % package in status, package
     assert os.access(os.path.join(tree, "usr", "local", "bin", "postduif"), os.X_OK)
     assert os.access(os.path.join(tree, "usr", "bin", "etcd"), os.X_OK)
