@@ -96,7 +96,7 @@ struct BrokerLink: Sendable {
     }
 
     func partitionCount(_ topic: String) async throws -> Int32 {
-        Int32(try await layout(topic).count)
+        try await refusing { try await client.partitionCount(topic) }
     }
 
     /// Appends one record, acknowledged by every in-sync replica; returns
@@ -122,7 +122,7 @@ struct BrokerLink: Sendable {
     func history(topic: String, conversation: [UInt8], position: ConversationHistoryRequest.Position, limit: Int32, maxOffset: Int64 = -1) async throws -> ConversationHistoryResponse {
         for attempt in 0..<10 {
             let leaders = try await layout(topic, refresh: attempt > 0)
-            let partition = KafkaPartitioner.partition(forKey: conversation, partitionCount: Int32(leaders.count))
+            let partition = KafkaPartitioner.partition(forKey: conversation, partitionCount: try await refusing { try await client.partitionCount(topic) })
             guard let address = leaders[partition] else { throw BrokerRefusal(description: "no leader for \(topic)/\(partition)") }
             do {
                 let connection = try await client.connection(address)

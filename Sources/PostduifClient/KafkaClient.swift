@@ -78,7 +78,12 @@ public actor KafkaClient {
     public let configuration: ClientConfiguration
     private var connections: [String: KafkaClientConnection] = [:]
     private var brokers: [Int32: String] = [:]
+    /// Each topic's partitions that have a leader, and where it is.
     private var layouts: [String: [Int32: String]] = [:]
+    /// Each topic's partition count, leaders or not: a key's partition is
+    /// its hash modulo this, never modulo the partitions that happen to
+    /// have a leader (during an election a partition has none).
+    private var partitionCounts: [String: Int32] = [:]
     private var coordinators: [String: String] = [:]
 
     public init(_ configuration: ClientConfiguration) {
@@ -171,6 +176,7 @@ public actor KafkaClient {
         }
         brokers = Dictionary(response.brokers.map { ($0.nodeID, "\($0.host):\($0.port)") }, uniquingKeysWith: { first, _ in first })
         for topic in response.topics where topic.errorCode == 0 {
+            partitionCounts[topic.name] = Int32(topic.partitions.count)
             var leaders: [Int32: String] = [:]
             for partition in topic.partitions {
                 if let address = brokers[partition.leaderID] { leaders[partition.index] = address }
@@ -197,7 +203,7 @@ public actor KafkaClient {
     /// asked again every 100 ms while a partition has none (a topic just
     /// made, a failover), at most `attempts` times.
     public func leaders(of topic: String, refresh: Bool = false, attempts: Int = 100) async throws -> [Int32: String] {
-        if !refresh, let known = layouts[topic], !known.isEmpty { return known }
+        if !refresh, let known = layouts[topic], !known.isEmpty, Int32(known.count) == partitionCounts[topic] { return known }
         var lastError = ClientError(code: ErrorCode.leaderNotAvailable.rawValue, "\(topic) has partitions without a leader")
         for attempt in 0..<max(attempts, 1) {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(100)) }
@@ -219,7 +225,7 @@ public actor KafkaClient {
     /// `autoCreate`, a broker that creates topics on first use makes it (as
     /// Kafka's producers ask).
     public func partitionCount(_ topic: String, autoCreate: Bool = false) async throws -> Int32 {
-        if let layout = layouts[topic], !layout.isEmpty { return Int32(layout.count) }
+        if let count = partitionCounts[topic], count > 0 { return count }
         let response = try await metadata([topic], autoCreate: autoCreate)
         guard let found = response.topics.first(where: { $0.name == topic }) else { throw ClientError(code: ErrorCode.unknownTopicOrPartition.rawValue, "no topic \(topic)") }
         guard found.errorCode == 0 else { throw ClientError(code: found.errorCode, "metadata of \(topic)") }

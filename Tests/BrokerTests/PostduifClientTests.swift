@@ -1,4 +1,5 @@
 import Foundation
+import KafkaNIO
 import KafkaWire
 import LogStore
 import Synchronization
@@ -104,6 +105,45 @@ import Testing
         #expect(committed.values.sorted() == [25, 25, 29, 29])
         await first.close()
         await second.close()
+    }
+
+    /// A stand-in broker whose topic "t" has two partitions, the second
+    /// without a leader (as during an election).
+    final class ElectingBroker: KafkaLocalBroker {
+        func answer(_ frame: [UInt8]) async throws -> [UInt8]? {
+            var reader = ByteReader(frame)
+            let header = try RequestHeader.decode(&reader)
+            var writer = ByteWriter()
+            writer.writeInt32(0)  // size, patched
+            writer.writeInt32(header.correlationID)
+            guard header.apiKey == ApiKey.metadata.rawValue else { throw WireError.malformed("only Metadata here") }
+            if header.apiVersion >= ApiKey.metadata.firstFlexibleVersion { writer.writeEmptyTaggedFields() }
+            MetadataResponse(brokers: [.init(nodeID: 1, host: "127.0.0.1", port: 9999)], clusterID: "c", controllerID: 1, topics: [
+                .init(errorCode: 0, name: "t", partitions: [
+                    .init(index: 0, leaderID: 1, leaderEpoch: 3, replicaNodes: [1, 2], isrNodes: [1]),
+                    .init(errorCode: ErrorCode.leaderNotAvailable.rawValue, index: 1, leaderID: -1, leaderEpoch: 3, replicaNodes: [2, 3], isrNodes: []),
+                ]),
+            ]).encode(&writer, version: header.apiVersion)
+            writer.patchUInt32(UInt32(writer.bytes.count - 4), at: 0)
+            return writer.bytes
+        }
+
+        func isSelf(_ address: String) -> Bool { true }
+    }
+
+    /// The fault campaign (seed 20261206, round 151) found a chat message in
+    /// the wrong partition: the client counted only the partitions that had
+    /// a leader, so during an election a key hashed over one partition
+    /// instead of two. The count is the topic's, leaders or not.
+    @Test func aPartitionWithoutALeaderStillCountsForWhereAKeyGoes() async throws {
+        let client = KafkaClient(ClientConfiguration(bootstrap: ["127.0.0.1:9999"], local: ElectingBroker(), retries: 0))
+        // Once Metadata is remembered (any call asks it), as in a running client.
+        try await client.metadata(["t"])
+        #expect(try await client.partitionCount("t") == 2)
+        // A layout without the leaderless partition is not handed out as the topic's.
+        await #expect(throws: ClientError.self) { _ = try await client.leaders(of: "t", attempts: 2) }
+        await #expect(throws: ClientError.self) { _ = try await client.leader(TopicPartition("t", 1)) }
+        #expect(try await client.leader(TopicPartition("t", 0)) == "127.0.0.1:9999")
     }
 
     /// acks=0 (the load tool's fire-and-forget runs): no answer is waited
