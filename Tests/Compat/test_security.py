@@ -453,9 +453,22 @@ def test_the_http_proxy_never_lends_its_broker_certificate_to_a_caller(certifica
         from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
         seeing = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:*", "*", AclOperation.DESCRIBE, AclPermissionType.ALLOW)
         admin.create_acls([seeing])[seeing].result(timeout=30)
-        time.sleep(2)  # ACLs reach every broker through etcd within a second
         context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
         proxy = "https://127.0.0.1:%d" % int(made.env["HTTP_PROXY_PORT_BASE"])
+
+        def described():
+            try:
+                with urllib.request.urlopen("%s/topics/%s" % (proxy, topic), timeout=10, context=context) as response:
+                    return response.status == 200
+            except urllib.error.HTTPError:
+                return False
+
+        # The ACL reaches the brokers through etcd: the proxy's broker lets
+        # nobody see the topic once it has it.
+        deadline = time.monotonic() + 30
+        while not described():
+            assert time.monotonic() < deadline, "the Describe ACL never reached broker 1"
+            time.sleep(0.2)
         body = json.dumps({"records": [{"value": base64.b64encode(b"as a broker").decode()}]}).encode()
         request = urllib.request.Request("%s/topics/%s/partitions/%d" % (proxy, topic, elsewhere[0]), data=body, method="POST",
                                          headers={"Content-Type": "application/vnd.kafka.binary.v2+json"})
@@ -476,8 +489,12 @@ def test_the_http_proxy_never_lends_its_broker_certificate_to_a_caller(certifica
         # broker as nobody: the way there still works.
         writing = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:*", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
         admin.create_acls([writing])[writing].result(timeout=30)
-        time.sleep(2)
+        # Refused until the ACL reaches the partition's leader through etcd.
+        deadline = time.monotonic() + 30
         status, answer = post()
+        while status == 403 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, answer = post()
         assert status == 200 and answer["offsets"][0]["offset"] == 0, (status, answer)
         assert consumer.get_watermark_offsets(ConfluentPartition(topic, elsewhere[0]), timeout=10)[1] == 1
         consumer.close()
