@@ -141,10 +141,11 @@ bench-http: deps $(VENV)/.installed
 	$(VENV)/bin/python Benchmarks/http-bench.py --pairs $${PAIRS:-3} --seconds $${BENCH_SECONDS:-10}
 
 # The fault campaign (root, for network namespaces): ROUNDS rounds of the
-# schedule SEED gives; a failing seed replays with the same SEED.
+# schedule SEED gives; a failing seed replays with the same SEED. JOBS
+# campaigns run at once, each on a cluster of its own over its share.
 chaos: deps $(VENV)/.installed
 	$(SWIFT) build --product postduif
-	$(VENV)/bin/python Tests/Chaos/chaos.py --rounds $${ROUNDS:-100} --seed $${SEED:-$$(date +%s)} --brokers $${BROKERS:-3}
+	$(VENV)/bin/python Tests/Chaos/chaos.py --rounds $${ROUNDS:-100} --seed $${SEED:-$$(date +%s)} --brokers $${BROKERS:-3} --jobs $${JOBS:-1}
 
 clean:
 	rm -rf .build

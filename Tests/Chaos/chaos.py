@@ -17,8 +17,12 @@ intact and the same as the others' (start, end, batches, bytes). The schedule of
 a failing seed replays the same faults (the timing of the system under
 test varies, not the schedule).
 
-    make chaos ROUNDS=N SEED=S [BROKERS=5]   (outside make test; root for namespaces)
-    Tests/Chaos/chaos.py --rounds N --seed S [--brokers 5]
+    make chaos ROUNDS=N SEED=S [BROKERS=5] [JOBS=J]   (outside make test; root for namespaces)
+    Tests/Chaos/chaos.py --rounds N --seed S [--brokers 5] [--jobs J] [--cluster-rounds C]
+
+With --jobs J, J campaigns run at once, each on a cluster of its own over
+its share of the rounds; every cluster is replaced by a fresh one after C
+rounds (100 unless told).
 
 Exit status 0: nothing lost; 1: a check failed (the round, seed and what
 was lost are printed); 2: the machine cannot make network namespaces."""
@@ -730,6 +734,70 @@ def run(rounds, seed, log=print, first=1, chat=True):
         cluster.remove()
 
 
+def run_chunks(rounds, seed, first, chunk, chat, log):
+    """Rounds first .. first+rounds-1, a fresh cluster for every `chunk`
+    of them: each cluster ends with the check that every replica's log is
+    intact and the same, so more clusters mean more of those checks, and
+    no cluster carries hundreds of rounds' topics. Stops at the first
+    failing chunk."""
+    for start in range(first, first + rounds, chunk):
+        outcome = run(min(chunk, first + rounds - start), seed, log=log, first=start, chat=chat)
+        if not outcome:
+            return outcome
+    return True
+
+
+def run_jobs(arguments, jobs):
+    """`jobs` campaigns at once, each over its own share of the seed's
+    rounds and its own cluster (namespaces, addresses and gateway port of
+    its own): a round mostly waits on its faults and its paced workload,
+    so a machine of two cores checks more rounds per hour this way. Each
+    job's lines are printed prefixed with its number; the summary counts
+    every job's rounds."""
+    share, extra = divmod(arguments.rounds, jobs)
+    children, start = [], arguments.first
+    for job in range(jobs):
+        count = share + (1 if job < extra else 0)
+        if count == 0:
+            continue
+        argv = [sys.executable, os.path.abspath(__file__), "--seed", str(arguments.seed), "--rounds", str(count),
+                "--first", str(start), "--brokers", str(len(BROKERS)), "--cluster-rounds", str(arguments.cluster_rounds)]
+        argv += ["--no-chat"] if arguments.no_chat else []
+        argv += ["--no-disk-faults"] if arguments.no_disk_faults else []
+        children.append((job + 1, start, count, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        start += count
+    started = time.monotonic()
+    checked = {}
+    lock = threading.Lock()
+
+    def relay(job, child):
+        for line in child.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("  checked:"):
+                with lock:
+                    checked[job] = checked.get(job, 0) + 1
+            print("[%d] %s" % (job, line), flush=True)
+
+    relays = [threading.Thread(target=relay, args=(job, child)) for job, _, _, child in children]
+    for thread in relays:
+        thread.start()
+    codes = [child.wait() for _, _, _, child in children]
+    for thread in relays:
+        thread.join()
+    elapsed = time.monotonic() - started
+    total = sum(checked.values())
+    for (job, first, count, _), code in zip(children, codes):
+        print("job %d: rounds %d-%d of seed %d, %d checked, %s" % (
+            job, first, first + count - 1, arguments.seed, checked.get(job, 0),
+            "clean" if code == 0 else "FAILED (exit %d; its lines say what and how to replay)" % code))
+    print("campaign of %d jobs: %d of %d rounds checked in %.0f minutes, %.0f rounds per hour; %s" % (
+        len(children), total, arguments.rounds, elapsed / 60, total * 3600 / max(elapsed, 1),
+        "0 acknowledged records lost" if all(code == 0 for code in codes) else "NOT clean"))
+    if any(code == 2 for code in codes):
+        return 2
+    return 0 if all(code == 0 for code in codes) else 1
+
+
 def main():
     parser = argparse.ArgumentParser(description="Postduif's fault campaign (needs root for network namespaces).")
     parser.add_argument("--rounds", type=int, default=10)
@@ -739,11 +807,18 @@ def main():
     parser.add_argument("--no-disk-faults", action="store_true",
                         help="leave out full and slow disks (replays a seed's schedule as it was before they existed)")
     parser.add_argument("--brokers", type=int, choices=(3, 5), default=3, help="brokers in the cluster (a seed's schedule depends on it)")
+    parser.add_argument("--jobs", type=int, default=1, help="campaigns at once, each on its own cluster and share of the rounds")
+    parser.add_argument("--cluster-rounds", type=int, default=100, help="rounds per cluster before a fresh one is made")
     arguments = parser.parse_args()
     global BROKERS, DISK_FAULTS
     BROKERS = tuple(range(1, arguments.brokers + 1))
     DISK_FAULTS = not arguments.no_disk_faults
-    outcome = run(arguments.rounds, arguments.seed, log=lambda line: print(line, flush=True), first=arguments.first, chat=not arguments.no_chat)
+    if arguments.jobs < 1 or arguments.cluster_rounds < 1:
+        parser.error("--jobs and --cluster-rounds must be at least 1")
+    if arguments.jobs > 1:
+        sys.exit(run_jobs(arguments, arguments.jobs))
+    outcome = run_chunks(arguments.rounds, arguments.seed, arguments.first, arguments.cluster_rounds,
+                         not arguments.no_chat, lambda line: print(line, flush=True))
     if outcome is None:
         print("network namespaces need root and `ip netns`: the campaign cannot run here")
         sys.exit(2)
