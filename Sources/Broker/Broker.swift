@@ -83,8 +83,18 @@ public final class Broker: Sendable {
         // On a single node everything the log holds at start survived as
         // written: acknowledged batches were synced, and a batch written but
         // not yet acknowledged when the process died is kept, as Kafka keeps it.
-        for partition in store.allPartitions {
-            _ = try? highWatermarks.handle(.appendedDurably(logEndOffset: partition.logEndOffset), for: partition)
+        // Not in a cluster: there a batch the process wrote and no follower
+        // copied before it died is not committed. Its high watermark starts
+        // where the log's checkpoint left it and moves as the followers
+        // fetch, once etcd says who leads (ReplicationState.lead). Taken
+        // from the log end, a producer's retry of that batch, a duplicate,
+        // was acknowledged at once, and the next leader cut the batch: the
+        // fault campaign lost two acknowledged records so (seed 20261207
+        // round 366, ADR 0032).
+        if !configuration.isClustered {
+            for partition in store.allPartitions {
+                _ = try? highWatermarks.handle(.appendedDurably(logEndOffset: partition.logEndOffset), for: partition)
+            }
         }
         // Defaults may have changed since the topics were stored (flags); a
         // cluster's node does this with etcd's configs once it reads them.

@@ -79,10 +79,6 @@ extension Broker {
             // Answered at once: the consumer moves to the follower now.
             return (answer, 0, true)
         }
-        if replica, replication != nil {
-            // The follower's fetch offset is its log end: it may move the high watermark.
-            _ = try? highWatermarks.handle(.followerFetched(replica: replicaID, offset: requested.fetchOffset), for: partition)
-        }
         let highWatermark = partition.highWatermark
         let logStart = partition.logStartOffset
         if requested.currentLeaderEpoch >= 0 {
@@ -99,6 +95,15 @@ extension Broker {
         // campaign's seed 129 round 8). It waits there instead.
         guard requested.fetchOffset >= logStart && requested.fetchOffset <= partition.logEndOffset else {
             return failure(.offsetOutOfRange, highWatermark: highWatermark, logStartOffset: logStart)
+        }
+        if replica, replication != nil {
+            // The follower's fetch offset is its log end: it may move the
+            // high watermark. Only a fetch this leader answers counts: one
+            // past its log end (a follower whose log ran ahead in an epoch
+            // it never saw) or at another epoch says nothing about what the
+            // follower holds of this log, and once the leader's log grew
+            // that far, the mark would count records the follower lacks.
+            _ = try? highWatermarks.handle(.followerFetched(replica: replicaID, offset: requested.fetchOffset), for: partition)
         }
         let remaining = responseBytesMax - alreadyCount
         var batches: [[UInt8]] = []

@@ -43,7 +43,8 @@ public final class ReplicationState: Sendable {
     /// Takes up leadership of a partition with these replicas and ISR, at
     /// `epoch` (stamped on every batch it appends).
     public func lead(_ id: PartitionID, replicas: [Int32], isr: Set<Int32>, isrRevision: Int64 = 0, leaderID: Int32, log: PartitionLog, epoch: Int32 = 0, lagMaxMilliseconds: Int64 = 30_000) {
-        // Becoming leader moves no high watermark, so nothing is persisted here.
+        // Becoming leader moves the high watermark only when the leader is
+        // alone in the ISR (to its log end); the log keeps it in memory.
         _ = try? highWatermarks.handle(.becameLeader(leader: leaderID, replicas: replicas, isr: isr, logEndOffset: log.logEndOffset,
                                                      replicaLagMax: .milliseconds(lagMaxMilliseconds), isrRevision: isrRevision), for: log)
         epochs.withLock { $0[id] = epoch }

@@ -102,7 +102,12 @@ public struct PartitionCommit: Sendable, Equatable {
             logEndOffset = end
             role = .leader(ReplicaTracker(leader: leader, replicas: replicas, isr: isr, isrRevision: isrRevision, leaderLogEnd: logEndOffset,
                                           highWatermark: highWatermark, now: nowMilliseconds, lagMaxMilliseconds: lagMax.milliseconds))
-            return []
+            // Alone in its ISR, the leader commits what its log holds; with
+            // followers in it, its log past the high watermark waits for
+            // them like any new batch (a broker back from a crash may hold
+            // batches nobody copied).
+            let tracker = updateTracker { _ = $0.leaderAppended(logEndOffset: end) }
+            return advance(to: tracker.highWatermark)
         case .becameFollower(let end):
             logEndOffset = end
             role = .follower

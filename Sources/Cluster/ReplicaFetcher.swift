@@ -100,18 +100,30 @@ public final class ReplicaFetcher: Sendable {
                 var request = OffsetForLeaderEpochRequest(topics: [.init(name: log.topicName, partitions: [.init(index: log.index, currentLeaderEpoch: -1, leaderEpoch: epoch)])])
                 request.replicaID = replicaID
                 var reader = try await connection.request(.offsetForLeaderEpoch, version: 3) { request.encode(&$0, version: 3) }
-                guard let answer = try OffsetForLeaderEpochResponse.decode(&reader, version: 3).topics.first?.partitions.first else { break }
-                guard answer.errorCode == 0 else {
-                    logger.warning("leader refused OffsetForLeaderEpoch", metadata: ["partition": "\(log.topicName)/\(log.index)", "error": "\(answer.errorCode)"])
-                    break
+                // Without the leader's answer the log may still diverge from
+                // the leader's: no fetch until reconciled (the connection is
+                // made again and the question asked again).
+                guard let answer = try OffsetForLeaderEpochResponse.decode(&reader, version: 3).topics.first?.partitions.first else {
+                    throw ReconcileError(partition: "\(log.topicName)/\(log.index)", reason: "no answer for the partition")
                 }
-                guard answer.endOffset >= 0, answer.endOffset < log.logEndOffset else { break }
+                guard answer.errorCode == 0 else {
+                    throw ReconcileError(partition: "\(log.topicName)/\(log.index)", reason: "the leader refused OffsetForLeaderEpoch with error \(answer.errorCode)")
+                }
+                // The leader never saw this epoch (it answers its newest
+                // older one): what this log holds past that older epoch's own
+                // end here is of epochs the leader lacks, even where the
+                // leader's log goes further (KIP-279).
+                var end = answer.endOffset
+                if answer.leaderEpoch >= 0, answer.leaderEpoch < epoch, let own = log.endOffset(forLeaderEpoch: answer.leaderEpoch) {
+                    end = min(end, own.endOffset)
+                }
+                guard end >= 0, end < log.logEndOffset else { break }
                 let before = log.logEndOffset
-                _ = try log.truncate(to: answer.endOffset)
+                _ = try log.truncate(to: end)
                 try highWatermarks.handle(.truncated(logEndOffset: log.logEndOffset), for: log)
                 dropped += before - log.logEndOffset
                 logger.info("truncated to the leader's history", metadata: [
-                    "partition": "\(log.topicName)/\(log.index)", "epoch": "\(epoch)", "leaderEpoch": "\(answer.leaderEpoch)", "offset": "\(answer.endOffset)"])
+                    "partition": "\(log.topicName)/\(log.index)", "epoch": "\(epoch)", "leaderEpoch": "\(answer.leaderEpoch)", "offset": "\(end)"])
                 // The leader's epoch for that offset is older: check again from the new end.
                 if answer.leaderEpoch == epoch { break }
             }
@@ -229,4 +241,11 @@ struct CopySchedule {
         due = next
         return next
     }
+}
+
+/// A follower could not learn where its log meets the leader's.
+struct ReconcileError: Error, CustomStringConvertible {
+    var partition: String
+    var reason: String
+    var description: String { "reconciling \(partition) with the leader: \(reason)" }
 }

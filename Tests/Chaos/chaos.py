@@ -589,7 +589,8 @@ def check(cluster, workload, topic, log, chat=None, chat_acknowledged=None):
     duplicates = len(values) - len(set(values))
     missing = set(workload.acknowledged) - set(values)
     if missing:
-        raise Lost("%d acknowledged records missing, e.g. %s" % (len(missing), sorted(missing)[:5]))
+        # With where each was acknowledged (partition, offset): the replay starts there.
+        raise Lost("%d acknowledged records missing, e.g. %s" % (len(missing), [(value, workload.acknowledged[value]) for value in sorted(missing)[:5]]))
     if duplicates:
         raise Lost("%d records read twice" % duplicates)
     by_key = {}
@@ -766,6 +767,15 @@ def run_jobs(arguments, jobs):
         argv += ["--no-disk-faults"] if arguments.no_disk_faults else []
         children.append((job + 1, start, count, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
         start += count
+
+    def stop_children(signum, frame):
+        # Each job removes its cluster (processes, namespaces) as it stops.
+        for _, _, _, child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_children)
+    signal.signal(signal.SIGINT, stop_children)
     started = time.monotonic()
     checked = {}
     lock = threading.Lock()
@@ -817,6 +827,13 @@ def main():
         parser.error("--jobs and --cluster-rounds must be at least 1")
     if arguments.jobs > 1:
         sys.exit(run_jobs(arguments, arguments.jobs))
+
+    def stopped(signum, frame):
+        # Through the `finally` of `run`: the cluster's processes and
+        # namespaces go with the campaign.
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, stopped)
     outcome = run_chunks(arguments.rounds, arguments.seed, arguments.first, arguments.cluster_rounds,
                          not arguments.no_chat, lambda line: print(line, flush=True))
     if outcome is None:

@@ -33,6 +33,25 @@ import Testing
         #expect(commit.highWatermark == 10)
     }
 
+    @Test func aLeaderWithFollowersInSyncCommitsItsUncopiedTailOnlyOnceTheyHoldIt() {
+        // A broker back from a crash leads again at its old epoch: its log
+        // holds 301 records, the checkpoint says 299 were committed. The two
+        // past it (written, never copied) are not committed by the takeover,
+        // so a producer's retry of them, a duplicate, waits for the followers.
+        var commit = PartitionCommit(highWatermark: 299, logEndOffset: 299)
+        #expect(commit.handle(.becameLeader(leader: 3, replicas: [1, 2, 3], isr: [1, 2, 3], logEndOffset: 301, replicaLagMax: .seconds(1)), now: .zero) == [])
+        #expect(commit.highWatermark == 299)
+        #expect(commit.handle(.followerFetched(replica: 1, offset: 301), now: .milliseconds(1)) == [])
+        #expect(commit.handle(.followerFetched(replica: 2, offset: 301), now: .milliseconds(2)) == [.advanceHighWatermark(to: 301)])
+    }
+
+    @Test func aLeaderAloneInItsISRCommitsItsLogAtOnce() {
+        var commit = PartitionCommit(highWatermark: 4, logEndOffset: 4)
+        #expect(commit.handle(.becameLeader(leader: 1, replicas: [1], isr: [1], logEndOffset: 9, replicaLagMax: .seconds(1)), now: .zero) == [.advanceHighWatermark(to: 9)])
+        var shrunk = PartitionCommit(highWatermark: 4, logEndOffset: 4)
+        #expect(shrunk.handle(.becameLeader(leader: 2, replicas: [1, 2, 3], isr: [2], logEndOffset: 6, replicaLagMax: .seconds(1)), now: .zero) == [.advanceHighWatermark(to: 6)])
+    }
+
     @Test func aFollowerLaggingPastTheLimitIsProposedOutThenTheHighWatermarkMovesOn() {
         var commit = PartitionCommit(highWatermark: 0, logEndOffset: 0)
         _ = commit.handle(.becameLeader(leader: 1, replicas: [1, 2, 3], isr: [1, 2, 3], logEndOffset: 0, replicaLagMax: .seconds(1)), now: .zero)

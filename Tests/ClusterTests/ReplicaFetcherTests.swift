@@ -305,6 +305,59 @@ func chatBatch(_ first: Int, count: Int = 5, rooms: Int = 7) -> [UInt8] {
     }
 }
 
+@Suite struct DivergenceTests {
+    @Test func aFollowerWhoseNewestEpochTheLeaderNeverSawDropsItEvenWhereTheLeadersLogIsLonger() async throws {
+        let leader = try await LeaderNode()
+        let follower = try FollowerStore()
+        let leaderLog = try conversationsLog(leader.store)
+        let followerLog = try conversationsLog(follower.store)
+        // Epoch 0: the leader copied 15 records, the follower 10.
+        for first in [0, 5, 10] { _ = try await leaderLog.append(chatBatch(first, rooms: 3), leaderEpoch: 0) }
+        for stored in try leaderLog.read(from: 0, bytesMax: 1 << 20, maxOffset: 10).batches { _ = try await followerLog.appendReplica(stored) }
+        // Epoch 1: the follower led briefly and wrote 3 records nobody copied.
+        _ = try await followerLog.append(chatBatch(100, count: 3, rooms: 3), leaderEpoch: 1)
+        #expect(followerLog.logEndOffset == 13)
+        // The leader (elected at epoch 2, nothing appended yet) answers for
+        // epoch 1 with its newest older one, epoch 0, ending at its log end
+        // (15): past the follower's end, yet offsets 10..<13 differ.
+        let fetcher = ReplicaFetcher(replicaID: 2, leaderHost: "127.0.0.1", leaderPort: leader.port, partitions: [followerLog])
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        #expect(try await fetcher.reconcile(on: connection) == 3)
+        #expect(followerLog.logEndOffset == 10)
+        while try await fetcher.fetchOnce(on: connection) > 0 {}
+        #expect(try followerLog.read(from: 0, bytesMax: 1 << 20).batches == leaderLog.read(from: 0, bytesMax: 1 << 20).batches)
+        await connection.close()
+        await leader.stop()
+    }
+
+    @Test func aReplicaFetchPastTheLeadersLogEndDoesNotCountForTheHighWatermark() async throws {
+        let replication = ReplicationState(minInsyncReplicas: 1)
+        let leader = try await LeaderNode(replication: replication)
+        let leaderLog = try conversationsLog(leader.store)
+        let id = PartitionID(topic: "conversations", index: 0)
+        replication.lead(id, replicas: [1, 2], isr: [1, 2], leaderID: 1, log: leaderLog)
+        let connection = try await KafkaClientConnection.connect(host: "127.0.0.1", port: leader.port)
+        // Follower 2's log ran ahead in an epoch this leader never saw: it
+        // asks for offset 8 of a log that ends at 0, and is refused.
+        var request = FetchRequest(maxWaitMilliseconds: 0, minBytes: 1, maxBytes: 1 << 20,
+                                   topics: [.init(name: "conversations", partitions: [.init(index: 0, fetchOffset: 8, partitionBytesMax: 1 << 20)])])
+        request.replicaID = 2
+        var reader = try await connection.request(.fetch, version: 11) { request.encode(&$0, version: 11) }
+        #expect(try FetchResponse.decode(&reader, version: 11).topics[0].partitions[0].errorCode == ErrorCode.offsetOutOfRange.rawValue)
+        #expect(replication.tracker(id)?.logEnd(of: 2) == nil)
+        // The leader's log grows past 8: nothing of it is committed, since
+        // follower 2 never showed it holds any of it.
+        var builder = RecordBatchBuilder()
+        for i in 0..<10 { builder.append(key: Array("room-1".utf8), value: Array("m\(i)".utf8), timestamp: 1_795_000_000_000) }
+        let produce = ProduceRequest(acks: -1, timeoutMilliseconds: 300, topics: [.init(topic: "conversations", partitions: [.init(index: 0, batch: builder.build())])])
+        reader = try await connection.request(.produce, version: 8) { produce.encode(&$0, version: 8) }
+        #expect(try ProduceResponse.decode(&reader, version: 8).topics[0].partitions[0].errorCode == ErrorCode.requestTimedOut.rawValue)
+        #expect(leaderLog.highWatermark == 0)
+        await connection.close()
+        await leader.stop()
+    }
+}
+
 /// A broker whose node stops (a lost lease) cancels its Kafka listener
 /// while clients may be reconnecting. Connections accepted but not yet
 /// handed to the accept loop must still be served and closed: SwiftNIO
