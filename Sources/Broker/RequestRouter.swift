@@ -135,6 +135,9 @@ extension Broker {
         let client = session.client
         var reader = ByteReader(frame)
         let header = try Self.requestHeader(&reader)
+        if header.apiKey == EnvelopeRequest.apiKey {
+            return try await stageEnvelope(header: header, reader: &reader, session: session)
+        }
         let supportedAPIs = supportedAPIs(session)
         guard let api = ApiKey(rawValue: header.apiKey), supportedAPIs[api] != nil else {
             guard let registered = extensions.withLock({ $0[header.apiKey] }) else {

@@ -7,6 +7,7 @@ import KafkaNIO
 import KafkaWire
 import Logging
 import NIOCore
+import NIOSSL
 import PostduifClient
 import Security
 import Synchronization
@@ -26,9 +27,14 @@ public struct HTTPProxyConfiguration: Sendable {
     /// its ACLs decide as on the Kafka port.
     public var localBroker: @Sendable (_ user: String?, _ host: String) -> any KafkaLocalBroker
     /// How connections to the other brokers of a cluster prove themselves
-    /// for a user: TLS where the inter-broker listener has it, SASL PLAIN
-    /// with the user's own password.
-    public var remoteSecurity: @Sendable (_ credentials: SaslCredentials?) -> KafkaClientSecurity
+    /// for a caller: TLS where the inter-broker listener has it; SASL PLAIN
+    /// with a user's own password; for a certificate's user, as this broker
+    /// with every request in an Envelope for the user (ADR 0031).
+    public var remoteSecurity: @Sendable (_ caller: ProxyIdentity) -> KafkaClientSecurity
+    /// The user a client certificate names (the broker's principal mapping
+    /// rules; nil when none matches). Nil when the port asks for no client
+    /// certificates: then certificates name nobody.
+    public var certificateUser: (@Sendable (NIOSSLCertificate) -> String?)? = nil
     /// Wall clock and monotonic clock, in milliseconds.
     public var wallMilliseconds: @Sendable () -> Int64
     public var monotonicMilliseconds: @Sendable () -> Int64
@@ -40,7 +46,7 @@ public struct HTTPProxyConfiguration: Sendable {
     public init(host: String, port: Int, bootstrap: [String], requireAuthentication: Bool,
                 authenticate: @escaping @Sendable (String, String) -> Bool,
                 localBroker: @escaping @Sendable (String?, String) -> any KafkaLocalBroker,
-                remoteSecurity: @escaping @Sendable (SaslCredentials?) -> KafkaClientSecurity,
+                remoteSecurity: @escaping @Sendable (ProxyIdentity) -> KafkaClientSecurity,
                 wallMilliseconds: @escaping @Sendable () -> Int64, monotonicMilliseconds: @escaping @Sendable () -> Int64) {
         self.host = host
         self.port = port
@@ -54,14 +60,24 @@ public struct HTTPProxyConfiguration: Sendable {
     }
 }
 
+/// Who a caller proved to be: a password (HTTP Basic, checked like SASL
+/// PLAIN), a client certificate, or nothing.
+public enum ProxyIdentity: Sendable, Equatable {
+    case anonymous
+    case password(SaslCredentials)
+    case certificate(user: String, host: String)
+}
+
 /// The request context: Hummingbird's basic one and the client's address.
 struct ProxyRequestContext: RequestContext, RemoteAddressRequestContext {
     var coreContext: CoreRequestContextStorage
     let remoteAddress: SocketAddress?
+    let channel: any Channel
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 
     var clientAddress: String { remoteAddress?.ipAddress ?? "unknown" }
@@ -110,7 +126,7 @@ public final class HTTPProxy: Sendable {
             router: router(),
             server: HTTPServerBuilder { [tls = configuration.tls] responder in
                 TLSFirst(tls: tls, base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init()) { head, channel, _ in
-                    await self.webSocketUpgrade(head, remote: channel.remoteAddress?.ipAddress ?? "unknown")
+                    await self.webSocketUpgrade(head, channel: channel)
                 })
             },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "postduif-http-proxy"),
@@ -173,12 +189,42 @@ public final class HTTPProxy: Sendable {
         try? await Task.sleep(for: Self.failurePause)
     }
 
-    /// The caller's principal from HTTP Basic, checked like SASL PLAIN.
-    func caller(_ request: Request, _ context: ProxyRequestContext) throws(ProxyError) -> Caller {
-        try caller(authorization: request.headers[.authorization], host: context.clientAddress)
+    /// The caller's principal: from HTTP Basic, checked like SASL PLAIN;
+    /// else from the client certificate, mapped as on the Kafka port; else
+    /// anonymous.
+    func caller(_ request: Request, _ context: ProxyRequestContext) async throws(ProxyError) -> Caller {
+        try await caller(authorization: request.headers[.authorization], channel: context.channel)
     }
 
-    func caller(authorization: String?, host: String) throws(ProxyError) -> Caller {
+    func caller(authorization: String?, channel: any Channel) async throws(ProxyError) -> Caller {
+        let host = channel.remoteAddress?.ipAddress ?? "unknown"
+        var certificateUser: String? = nil
+        if authorization == nil, let mapping = configuration.certificateUser, configuration.tls != nil,
+           let certificate = await Self.peerCertificate(channel) {
+            guard let user = mapping(certificate) else {
+                logger.info("refused an HTTP caller", metadata: ["client": "\(host)", "reason": "no principal mapping rule matches its certificate's subject"])
+                throw ProxyError(code: 40101, message: "no principal mapping rule matches the client certificate's subject")
+            }
+            certificateUser = user
+        }
+        return try caller(authorization: authorization, certificateUser: certificateUser, host: host)
+    }
+
+    /// The client certificate of a TLS connection, once its handshake is
+    /// done (a request comes after it), read on the channel's event loop.
+    static func peerCertificate(_ channel: any Channel) async -> NIOSSLCertificate? {
+        try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.nioSSL_peerCertificate()
+        }.get()
+    }
+
+    func caller(authorization: String?, certificateUser: String? = nil, host: String) throws(ProxyError) -> Caller {
+        if let user = certificateUser {
+            // Local partitions are answered as the user; other brokers get
+            // this broker's connection with each request in an Envelope.
+            return Caller(principal: "User:\(user)", client: client(
+                key: "certificate\u{0}\(user)\u{0}\(host)", identity: .certificate(user: user, host: host), localUser: user, host: host))
+        }
         var credentials: SaslCredentials?
         if let header = authorization, header.lowercased().hasPrefix("basic ") {
             guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
@@ -200,26 +246,31 @@ public final class HTTPProxy: Sendable {
         } else if configuration.requireAuthentication {
             throw .unauthenticated
         }
-        let key = (credentials.map { $0.user + "\u{0}" + $0.password } ?? "") + "\u{0}" + host
+        let key = (credentials.map { "password\u{0}" + $0.user + "\u{0}" + $0.password } ?? "") + "\u{0}" + host
+        let client = client(key: key, identity: credentials.map { .password($0) } ?? .anonymous, localUser: credentials?.user, host: host)
+        return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client)
+    }
+
+    /// The client of one identity from one host, made on first use.
+    private func client(key: String, identity: ProxyIdentity, localUser: String?, host: String) -> KafkaClient {
         let now = configuration.monotonicMilliseconds()
-        let client = clients.withLock { known in
+        return clients.withLock { known in
             if let found = known[key] {
                 known[key]?.used = now
                 return found.client
             }
             let made = KafkaClient(ClientConfiguration(
-                bootstrap: configuration.bootstrap, clientID: "postduif-http-proxy", security: configuration.remoteSecurity(credentials),
-                local: configuration.localBroker(credentials?.user, host)))
+                bootstrap: configuration.bootstrap, clientID: "postduif-http-proxy", security: configuration.remoteSecurity(identity),
+                local: configuration.localBroker(localUser, host)))
             known[key] = (made, now)
             return made
         }
-        return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client)
     }
 
     /// Runs `body` for the request's caller; a refusal becomes its answer.
     func answer(_ request: Request, _ context: ProxyRequestContext, _ body: (Caller) async throws -> Response) async -> Response {
         do {
-            return try await body(try caller(request, context))
+            return try await body(try await caller(request, context))
         } catch let error as ProxyError {
             if error.code == 40101 { await pauseAfterRefusedLogin() }
             return error.response

@@ -9,7 +9,7 @@ extension HTTPProxy {
     /// upgrades to a WebSocket that carries a text message per record;
     /// every other request stays HTTP. Authentication and the checks of
     /// the topic come before the upgrade: a refusal is an HTTP answer.
-    func webSocketUpgrade(_ head: HTTPRequest, remote: String) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+    func webSocketUpgrade(_ head: HTTPRequest, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         guard let path = head.path, let components = URLComponents(string: path) else { return .dontUpgrade }
         let parts = components.path.split(separator: "/")
         guard parts.count == 3, parts[0] == "topics", parts[2] == "ws", let topic = String(parts[1]).removingPercentEncoding else { return .dontUpgrade }
@@ -18,7 +18,7 @@ extension HTTPProxy {
         let autoCommit: Bool
         let format: EmbeddedFormat
         do {
-            let caller = try caller(authorization: head.headerFields[.authorization], host: remote)
+            let caller = try await caller(authorization: head.headerFields[.authorization], channel: channel)
             guard let chosen = EmbeddedFormat(rawValue: query["format"] ?? "binary") else { throw ProxyError.unprocessable("format is json or binary") }
             format = chosen
             (consumer, autoCommit) = try await subscription(topic: topic, query: query, caller)

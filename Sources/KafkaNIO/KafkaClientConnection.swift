@@ -43,10 +43,36 @@ public struct SaslCredentials: Sendable, Equatable {
 public struct KafkaClientSecurity: Sendable {
     public var tls: NIOSSLContext?
     public var sasl: SaslCredentials?
+    /// For a broker's own connections only: every request goes in an
+    /// Envelope acting for this principal, as if it came from this host
+    /// (the HTTP proxy's callers who showed a client certificate; ADR 0031).
+    /// The connection itself proves itself as a broker (`tls`, `sasl`).
+    public var actingFor: ActingFor?
 
-    public init(tls: NIOSSLContext? = nil, sasl: SaslCredentials? = nil) {
+    public init(tls: NIOSSLContext? = nil, sasl: SaslCredentials? = nil, actingFor: ActingFor? = nil) {
         self.tls = tls
         self.sasl = sasl
+        self.actingFor = actingFor
+    }
+
+    /// A principal (`User:name`) and the IP address it connected from.
+    public struct ActingFor: Sendable, Equatable {
+        public var principal: String
+        public var host: String
+
+        public init(principal: String, host: String) {
+            self.principal = principal
+            self.host = host
+        }
+
+        /// The address as Envelope carries it: 4 bytes or 16.
+        var packedHost: [UInt8]? {
+            switch try? SocketAddress(ipAddress: host, port: 0) {
+            case .v4(let address): withUnsafeBytes(of: address.address.sin_addr) { Array($0) }
+            case .v6(let address): withUnsafeBytes(of: address.address.sin6_addr) { Array($0) }
+            default: nil
+            }
+        }
     }
 
     public static let none = KafkaClientSecurity()
@@ -79,11 +105,15 @@ public final class KafkaClientConnection: Sendable {
     let local: (any KafkaLocalBroker)?
     private let localClosed = Atomic<Bool>(false)
     public let clientID: String
+    /// Set, every request is sent in an Envelope for this principal and
+    /// host (packed); the answer is the embedded one.
+    private let envelope: (principal: [UInt8], host: [UInt8])?
 
-    init(channel: any Channel, clientID: String) {
+    init(channel: any Channel, clientID: String, envelope: (principal: [UInt8], host: [UInt8])? = nil) {
         self.channel = channel
         self.local = nil
         self.clientID = clientID
+        self.envelope = envelope
     }
 
     /// A connection to a broker in this process.
@@ -91,6 +121,7 @@ public final class KafkaClientConnection: Sendable {
         self.channel = nil
         self.local = local
         self.clientID = clientID
+        self.envelope = nil
     }
 
     /// The longest a request waits for its answer by default (Kafka's
@@ -130,7 +161,14 @@ public final class KafkaClientConnection: Sendable {
                 throw error
             }
         }
-        return connection
+        guard let actingFor = security.actingFor else { return connection }
+        // The same socket, past its own SASL exchange: from here on every
+        // request is the principal's.
+        guard let packed = actingFor.packedHost else {
+            await connection.close()
+            throw KafkaClientError.refused("acting for \(actingFor.principal): \(actingFor.host) is not an IP address")
+        }
+        return KafkaClientConnection(channel: channel, clientID: clientID, envelope: (Array(actingFor.principal.utf8), packed))
     }
 
     /// SASL PLAIN, the exchange every Kafka broker with SASL offers.
@@ -178,7 +216,31 @@ public final class KafkaClientConnection: Sendable {
             promise.completeWithTask { try await self.exchangeLocally(bytes, expectsResponse: expectsResponse, flexibleResponseHeader: flexibleResponseHeader) }
             return promise.futureResult
         }
+        if let envelope {
+            // The embedded request has no size prefix and its own header;
+            // a broker answers every Envelope, even one whose request gets
+            // no answer (the embedded answer is null then).
+            let (embedded, flexibleResponseHeader) = frame(api, version: version, sized: false, encode)
+            let wrapped = frame(RequestAPI(key: EnvelopeRequest.apiKey, firstFlexibleVersion: 0), version: EnvelopeRequest.version, sized: true) {
+                EnvelopeRequest(requestData: embedded, requestPrincipal: envelope.principal, clientHostAddress: envelope.host).encode(&$0)
+            }
+            return write(channel, wrapped.bytes, expectsResponse: true, flexibleResponseHeader: true).flatMapThrowing { outer in
+                guard var outer else { throw KafkaClientError.malformedResponse("no answer to an Envelope") }
+                let answer = try EnvelopeResponse.decode(&outer)
+                guard answer.errorCode == 0 else { throw KafkaClientError.broker(errorCode: answer.errorCode, "Envelope") }
+                guard expectsResponse else { return nil }
+                guard let data = answer.responseData else { throw KafkaClientError.malformedResponse("an Envelope without the embedded answer") }
+                var reader = ByteReader(data)
+                _ = try reader.readInt32()  // correlation id: one request, one answer
+                if flexibleResponseHeader { try reader.skipTaggedFields() }
+                return reader
+            }
+        }
         let (bytes, flexibleResponseHeader) = frame(api, version: version, sized: true, encode)
+        return write(channel, bytes, expectsResponse: expectsResponse, flexibleResponseHeader: flexibleResponseHeader)
+    }
+
+    private func write(_ channel: any Channel, _ bytes: [UInt8], expectsResponse: Bool, flexibleResponseHeader: Bool) -> EventLoopFuture<ByteReader?> {
         let promise = channel.eventLoop.makePromise(of: ByteReader?.self)
         let request = KafkaClientHandler.Request(
             frame: bytes, expectsResponse: expectsResponse,

@@ -307,12 +307,28 @@ struct Serve: AsyncParsableCommand {
                 requireAuthentication: configuration.effectiveListeners.contains { $0.securityProtocol.requiresSASL },
                 authenticate: { user, password in broker.passwordMatches(user: user, password: password) },
                 localBroker: { user, host in broker.localClient(name: "postduif-http-proxy", actingFor: user, host: host) },
-                remoteSecurity: { credentials in KafkaClientSecurity(tls: credentials == nil ? anonymousTLS : interBroker.tls, sasl: credentials) },
+                remoteSecurity: { identity in
+                    switch identity {
+                    case .anonymous: KafkaClientSecurity(tls: anonymousTLS)
+                    case .password(let credentials): KafkaClientSecurity(tls: interBroker.tls, sasl: credentials)
+                    // As this broker, each request in an Envelope for the
+                    // certificate's user: the other broker's ACLs decide for
+                    // the user, as they would on its own port.
+                    case .certificate(let user, let host):
+                        KafkaClientSecurity(tls: interBroker.tls, sasl: interBroker.sasl, actingFor: .init(principal: "User:\(user)", host: host))
+                    }
+                },
                 wallMilliseconds: { Int64(Date().timeIntervalSince1970 * 1000) },
                 monotonicMilliseconds: { Int64((ContinuousClock.now - processStart) / .milliseconds(1)) })
             // A broker with a certificate serves HTTPS only: Basic
             // credentials are passwords.
             proxyConfiguration.tls = tls
+            // With client certificates asked for, they name HTTP callers as
+            // they name Kafka connections (the same mapping rules).
+            if let files = configuration.tls, files.clientAuth != .none {
+                let mapping = configuration.principalMapping
+                proxyConfiguration.certificateUser = { certificate in Principal.subject(of: certificate).flatMap { mapping.name(for: $0) } }
+            }
             let proxy = HTTPProxy(configuration: proxyConfiguration, logger: logger)
             services.append(HTTPProxyService(proxy: proxy, announce: "postduif HTTP proxy (REST Proxy v2, Server-Sent Events) on \(tls == nil ? "http" : "https")://\(host):%d"))
         }

@@ -502,6 +502,127 @@ def test_the_http_proxy_never_lends_its_broker_certificate_to_a_caller(certifica
         made.stop()
 
 
+def test_an_http_caller_with_a_client_certificate_is_its_principal_on_every_broker(certificates):
+    """Brokers that ask for client certificates: an HTTP caller who shows
+    one is the user it names, as on the Kafka port, both for a partition
+    this broker leads and for one led elsewhere (reached as the broker,
+    each request in an Envelope for the caller). Alice may write and
+    writes both; bob, with a certificate from the same CA and no ACL, is
+    refused both. A client that is not a broker cannot use an Envelope to
+    speak for others."""
+    import struct
+
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, NewTopic, ResourcePatternType, ResourceType
+    from test_cluster import Cluster, free_block
+
+    if not os.path.exists(certificates.path("bob.pem")):
+        certificates.issue("bob", "/CN=bob")
+        os.chmod(certificates.path("bob.key"), 0o600)
+    made = Cluster(broker_args=" ".join([
+        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
+        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", "requested",
+        "--authorizer", "true", "--super-users", "User:CN=localhost"]))
+    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
+    made.env["SECURE_PROTOCOL"] = "SSL"
+    made.env["HTTP_PROXY_PORT_BASE"] = str(free_block(3))
+    made.env.pop("POSTDUIF_HTTP_PROXY_PORT", None)
+    secure_ports = [int(made.env["SECURE_PORT_BASE"]) + i for i in range(3)]
+    as_broker = {"bootstrap.servers": ",".join("127.0.0.1:%d" % port for port in secure_ports),
+                 "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem"),
+                 "ssl.certificate.location": certificates.path("broker.pem"), "ssl.key.location": certificates.path("broker.key")}
+    made.start()
+    try:
+        admin = AdminClient(as_broker)
+        topic = "envoy"
+        admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(timeout=60)
+        leaders = {}
+        deadline = time.monotonic() + 60
+        while len(leaders) < 6 and time.monotonic() < deadline:
+            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            leaders = {index: p.leader for index, p in partitions.items() if p.leader > 0}
+            time.sleep(0.2)
+        here = [index for index, leader in leaders.items() if leader == 1]
+        elsewhere = [index for index, leader in leaders.items() if leader != 1]
+        assert here and elsewhere, leaders
+        alice = "User:CN=alice,O=Ministerie"
+        bindings = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:*", "*", AclOperation.DESCRIBE, AclPermissionType.ALLOW),
+                    AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, alice, "*", AclOperation.WRITE, AclPermissionType.ALLOW)]
+        for binding, future in admin.create_acls(bindings).items():
+            future.result(timeout=30)
+        proxy = "https://127.0.0.1:%d" % int(made.env["HTTP_PROXY_PORT_BASE"])
+
+        def context(user):
+            made_context = ssl.create_default_context(cafile=certificates.path("ca.pem"))
+            made_context.load_cert_chain(certificates.path(user + ".pem"), certificates.path(user + ".key"))
+            return made_context
+
+        def post(user, partition):
+            body = json.dumps({"records": [{"value": base64.b64encode(user.encode()).decode()}]}).encode()
+            request = urllib.request.Request("%s/topics/%s/partitions/%d" % (proxy, topic, partition), data=body, method="POST",
+                                             headers={"Content-Type": "application/vnd.kafka.binary.v2+json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30, context=context(user)) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        # Alice's ACL reaches every broker through etcd: refused until then.
+        for partition in (here[0], elsewhere[0]):
+            deadline = time.monotonic() + 30
+            status, answer = post("alice", partition)
+            while status == 403 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status, answer = post("alice", partition)
+            assert status == 200 and answer["offsets"][0]["offset"] == 0, (partition, status, answer)
+        for partition in (here[0], elsewhere[0]):
+            status, answer = post("bob", partition)
+            assert status == 403 and "topicAuthorizationFailed" in answer["message"], (partition, status, answer)
+        consumer = Consumer(dict(as_broker, **{"group.id": "envoy-check", "enable.auto.commit": False}))
+        for partition in (here[0], elsewhere[0]):
+            assert consumer.get_watermark_offsets(ConfluentPartition(topic, partition), timeout=10) == (0, 1), partition
+        consumer.close()
+        # The other broker refused bob himself, not the broker that forwarded.
+        assert "principal=User:CN=bob" in made.log(leaders[elsewhere[0]])
+
+        # Alice's own Kafka connection may not claim to be the broker.
+        def envelope(user, principal):
+            raw = context(user).wrap_socket(socket.create_connection(("127.0.0.1", secure_ports[1]), timeout=10), server_hostname="localhost")
+            client = b"envoy"
+            embedded = struct.pack(">hhih", 3, 1, 0, len(client)) + client + struct.pack(">i", -1)
+            def compact(data):
+                return bytes([len(data) + 1]) + data
+            body = compact(embedded) + compact(principal.encode()) + compact(bytes([127, 0, 0, 1])) + b"\0"
+            header = struct.pack(">hhih", 58, 0, 7, len(client)) + client + b"\0"
+            raw.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+            def exactly(count):
+                got = b""
+                while len(got) < count:
+                    more = raw.recv(count - len(got))
+                    assert more, "the broker closed the connection"
+                    got += more
+                return got
+
+            answer = exactly(struct.unpack(">i", exactly(4))[0])
+            raw.close()
+            correlation, tags = struct.unpack(">iB", answer[:5])
+            assert correlation == 7 and tags == 0, answer
+            length, shift, at = 0, 0, 5
+            while True:  # the embedded answer's size + 1, an unsigned varint (0: none)
+                length |= (answer[at] & 0x7F) << shift
+                shift, at = shift + 7, at + 1
+                if answer[at - 1] < 0x80:
+                    break
+            data = answer[at:at + length - 1] if length else None
+            at += max(length - 1, 0)
+            return data, struct.unpack(">h", answer[at:at + 2])[0]
+
+        assert envelope("alice", "User:CN=localhost") == (None, 31)
+        data, code = envelope("broker", alice)
+        assert code == 0 and data and struct.unpack(">i", data[:4])[0] == 0, (data, code)
+    finally:
+        made.stop()
+
+
 def free_port_block(count):
     from test_cluster import free_block
     return free_block(count)

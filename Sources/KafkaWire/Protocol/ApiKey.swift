@@ -179,4 +179,5 @@ public enum ErrorCode: Int16, Sendable, Error {
     case eligibleLeadersNotAvailable = 83
     case electionNotNeeded = 84
     case noReassignmentInProgress = 85
+    case principalDeserializationFailure = 97
 }
