@@ -312,6 +312,26 @@ public actor ControllerDriver {
     static let transactionWritesMax = 128
 
     private func apply(_ actions: [Controller.Action]) async throws {
+        // Each write compares with the revision of the record its decision
+        // was made from, taken now, before the first await. This is an
+        // actor: at every await it may take in other events, among them
+        // the watch's newer records (a leader's ISR change), and a write
+        // compared with the revision read at its own turn put a decision
+        // made from the older record over the newer one. The fault
+        // campaign found this (seed 20261207, round 687): an ISR of one
+        // leader, written from a record two versions old, let it commit
+        // two chat messages that no follower held, and they were lost at
+        // the next handover (ADR 0032).
+        var decidedAt = DecidedRevisions()
+        for action in actions {
+            switch action {
+            case .writePartition(let id, _, _):
+                if decidedAt.partitions[id] == nil { decidedAt.partitions[id] = revisions[id] ?? 0 }
+            case .writeTopic(let assignment):
+                // Likewise a topic write (a move's end) with its record's revision.
+                if decidedAt.topics[assignment.name] == nil { decidedAt.topics[assignment.name] = topicRevisions[assignment.name] ?? 0 }
+            }
+        }
         // A partition write that lost its race makes the rest of its batch
         // stale: the topic write of an ending move waits for the new decision.
         var lost: Set<String> = []
@@ -323,54 +343,60 @@ public actor ControllerDriver {
         var pending: [Controller.Action] = []
         for action in actions {
             guard case .writePartition(let id, _, _) = action else {
-                try await applyTogether(pending, lost: &lost)
+                try await applyTogether(pending, decidedAt: &decidedAt, lost: &lost)
                 pending = []
-                try await applyOne(action, lost: &lost)
+                try await applyOne(action, decidedAt: &decidedAt, lost: &lost)
                 continue
             }
             // One record per transaction (etcd refuses a key twice).
             if pending.count == Self.transactionWritesMax || pending.contains(where: { if case .writePartition(let other, _, _) = $0 { other == id } else { false } }) {
-                try await applyTogether(pending, lost: &lost)
+                try await applyTogether(pending, decidedAt: &decidedAt, lost: &lost)
                 pending = []
             }
             pending.append(action)
         }
-        try await applyTogether(pending, lost: &lost)
+        try await applyTogether(pending, decidedAt: &decidedAt, lost: &lost)
     }
 
     /// Partition writes of distinct records in one transaction; one at a
     /// time when a comparison fails (or there is only one).
-    private func applyTogether(_ pending: [Controller.Action], lost: inout Set<String>) async throws {
+    private func applyTogether(_ pending: [Controller.Action], decidedAt: inout DecidedRevisions, lost: inout Set<String>) async throws {
         guard pending.count > 1 else {
-            if let only = pending.first { try await applyOne(only, lost: &lost) }
+            if let only = pending.first { try await applyOne(only, decidedAt: &decidedAt, lost: &lost) }
             return
         }
         var writes: [CompareAndSwap] = []
         for case .writePartition(let id, let previous, let next) in pending {
-            writes.append(CompareAndSwap(partitionKey(id), expected: previous == nil ? 0 : (revisions[id] ?? 0), value: Array(try JSONEncoder().encode(next))))
+            writes.append(CompareAndSwap(partitionKey(id), expected: previous == nil ? 0 : (decidedAt.partitions[id] ?? 0), value: Array(try JSONEncoder().encode(next))))
         }
         if let revision = try await coordination.compareAndSwapAll(writes) {
             for action in pending {
                 guard case .writePartition(let id, _, _) = action else { continue }
                 revisions[id] = revision
+                // A later action of this batch for the same record was decided after this one.
+                decidedAt.partitions[id] = revision
                 controller.applied(action)
             }
         } else {
-            for action in pending { try await applyOne(action, lost: &lost) }
+            for action in pending { try await applyOne(action, decidedAt: &decidedAt, lost: &lost) }
         }
     }
 
-    private func applyOne(_ action: Controller.Action, lost: inout Set<String>) async throws {
+    private func applyOne(_ action: Controller.Action, decidedAt: inout DecidedRevisions, lost: inout Set<String>) async throws {
         switch action {
         case .writePartition(let id, let previous, let next):
-            let expected = previous == nil ? 0 : (revisions[id] ?? 0)
+            let expected = previous == nil ? 0 : (decidedAt.partitions[id] ?? revisions[id] ?? 0)
             let value = try JSONEncoder().encode(next)
             if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: expected, value: Array(value)) {
                 revisions[id] = revision
+                decidedAt.partitions[id] = revision
                 controller.applied(action)
             } else if let current = try await coordination.get(partitionKey(id)) {
-                // Lost a race (a leader changed its ISR first): decide again on what is there.
+                // Lost a race (a leader changed its ISR first): decide again
+                // on what is there, unless the watch has taken in that
+                // record (or a newer one) meanwhile and decided already.
                 lost.insert(id.topic)
+                guard current.modRevision > (revisions[id] ?? 0) else { return }
                 revisions[id] = current.modRevision
                 let record = try JSONDecoder().decode(PartitionState.self, from: Data(current.value))
                 try await apply(controller.handle(.partitionObserved(id, record)))
@@ -378,11 +404,15 @@ public actor ControllerDriver {
         case .writeTopic(let assignment):
             guard !lost.contains(assignment.name) else { return }
             let key = topicsPrefix + assignment.name
-            if let revision = try await coordination.compareAndSwap(key, expected: topicRevisions[assignment.name] ?? 0, value: Array(try JSONEncoder().encode(assignment))) {
+            let expected = decidedAt.topics[assignment.name] ?? topicRevisions[assignment.name] ?? 0
+            if let revision = try await coordination.compareAndSwap(key, expected: expected, value: Array(try JSONEncoder().encode(assignment))) {
                 topicRevisions[assignment.name] = revision
+                decidedAt.topics[assignment.name] = revision
                 controller.applied(action)
             } else if let current = try await coordination.get(key) {
-                // Changed meanwhile (its configs, another move): decide again.
+                // Changed meanwhile (its configs, another move): decide again,
+                // unless the watch has taken that record in already.
+                guard current.modRevision > (topicRevisions[assignment.name] ?? 0) else { return }
                 topicRevisions[assignment.name] = current.modRevision
                 try await apply(controller.handle(.topicObserved(try JSONDecoder().decode(TopicAssignment.self, from: Data(current.value)))))
             }
@@ -393,4 +423,11 @@ public actor ControllerDriver {
     public func record(_ id: PartitionID) async throws -> PartitionState? {
         try await coordination.get(partitionKey(id)).map { try JSONDecoder().decode(PartitionState.self, from: Data($0.value)) }
     }
+}
+
+/// The etcd revisions of the records an `apply`'s actions were decided
+/// from, taken before its first await.
+struct DecidedRevisions {
+    var partitions: [PartitionID: Int64] = [:]
+    var topics: [String: Int64] = [:]
 }

@@ -1,5 +1,6 @@
 import Coordination
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -84,5 +85,94 @@ import Testing
         try await etcd.waitReady()
         let store = EtcdClient(endpoints: [etcd.endpoint])
         try await failoverScenario(store) { try await store.revokeLease($0) }
+    }
+}
+
+/// The in-memory store, whose next compare-and-swap (of one record or
+/// several), once armed, waits until the test lets it go: the moment a
+/// controller's write is on its way and other events may arrive.
+final class GatedCoordination: Coordination {
+    let base = InMemoryCoordination()
+    private let gate = Mutex<(arrived: AsyncStream<Void>.Continuation, release: AsyncStream<Void>)?>(nil)
+
+    /// Arms the gate; the first stream yields when a write arrives, the
+    /// write goes on once the second is told.
+    func arm() -> (arrived: AsyncStream<Void>, release: AsyncStream<Void>.Continuation) {
+        let arrived = AsyncStream.makeStream(of: Void.self)
+        let release = AsyncStream.makeStream(of: Void.self)
+        gate.withLock { $0 = (arrived.continuation, release.stream) }
+        return (arrived.stream, release.continuation)
+    }
+
+    private func pass() async {
+        guard let (arrived, release) = gate.withLock({ armed in defer { armed = nil }; return armed }) else { return }
+        arrived.yield()
+        for await _ in release { break }
+    }
+
+    func get(_ key: String) async throws -> KeyValue? { try await base.get(key) }
+    func list(prefix: String) async throws -> (keyValues: [KeyValue], revision: Int64) { try await base.list(prefix: prefix) }
+    func put(_ key: String, _ value: [UInt8], lease: Int64) async throws -> Int64 { try await base.put(key, value, lease: lease) }
+    func compareAndSwap(_ key: String, expected: Int64, value: [UInt8], lease: Int64) async throws -> Int64? {
+        await pass()
+        return try await base.compareAndSwap(key, expected: expected, value: value, lease: lease)
+    }
+    func compareAndSwapAll(_ writes: [CompareAndSwap]) async throws -> Int64? {
+        await pass()
+        return try await base.compareAndSwapAll(writes)
+    }
+    func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool { try await base.compareAndDelete(key, expected: expected) }
+    func grantLease(ttlSeconds: Int64) async throws -> Int64 { try await base.grantLease(ttlSeconds: ttlSeconds) }
+    func keepAlive(lease: Int64) async throws { try await base.keepAlive(lease: lease) }
+    func revokeLease(_ lease: Int64) async throws { try await base.revokeLease(lease) }
+    func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> { base.watch(prefix: prefix, fromRevision: fromRevision) }
+}
+
+@Suite struct ControllerRaceTests {
+    /// Broker 3's lease ends: the controller drops it from the ISRs of both
+    /// partitions, in one transaction. While that is on its way, each
+    /// partition's leader shrinks its ISR to itself and the driver's watch
+    /// takes those records in. The transaction fails; the writes that
+    /// follow one by one, decided from the older records, must not land
+    /// over the newer ones (compared with the revision of the record taken
+    /// in meanwhile, they did): that put back a follower a leader had
+    /// dropped here, and in the fault campaign (seed 20261207, round 687)
+    /// took out one a leader had just taken in, which lost two chat messages.
+    @Test func writesDecidedFromOlderRecordsDoNotLandOverNewerOnes() async throws {
+        let store = GatedCoordination()
+        let cluster = "race-\(UUID().uuidString)"
+        var members: [Int32: Membership] = [:]
+        for id: Int32 in [1, 2, 3] {
+            members[id] = Membership(coordination: store, cluster: cluster, brokerID: id, address: "127.0.0.1:\(9000 + id)", leaseSeconds: 30)
+            _ = try await members[id]!.register()
+        }
+        let driver = ControllerDriver(membership: members[1]!)
+        let revision = try await driver.load()
+        let assignment = try await driver.createTopic("race", partitionCount: 2, replicationFactor: 3)
+        let ids = [PartitionID(topic: "race", index: 0), PartitionID(topic: "race", index: 1)]
+        let leaders = assignment.replicas.map { $0[0] }
+        let watching = Task { try await driver.followRecords(fromRevision: revision + 1) }
+        let (arrived, release) = store.arm()
+        let deciding = Task { try await driver.handle(.brokerExpired(3)) }
+        for await _ in arrived { break }
+        // Meanwhile each leader shrinks its partition's ISR to itself.
+        for (id, leader) in zip(ids, leaders) {
+            let key = await driver.partitionKey(id)
+            let current = try #require(try await store.base.get(key))
+            let shrunk = PartitionState(leader: leader, leaderEpoch: 0, isr: [leader], version: 1)
+            #expect(try await store.base.compareAndSwap(key, expected: current.modRevision, value: Array(JSONEncoder().encode(shrunk)), lease: 0) != nil)
+        }
+        for _ in 0..<200 {
+            let seen = await driver.state.partitions
+            if zip(ids, leaders).allSatisfy({ seen[$0]?.isr == [$1] }) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        release.yield()
+        try await deciding.value
+        // The leaders' records stand.
+        for (id, leader) in zip(ids, leaders) {
+            #expect(try await driver.record(id)?.isr == [leader], "\(id)")
+        }
+        watching.cancel()
     }
 }
