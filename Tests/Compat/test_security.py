@@ -421,32 +421,13 @@ def test_the_http_proxy_never_lends_its_broker_certificate_to_a_caller(certifica
     partition led by another broker goes there as the caller, who has no
     certificate to show, never with the broker's own. Before, such a
     caller was the other broker's super user there."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-    from test_cluster import Cluster, free_block
-
-    made = Cluster(broker_args=" ".join([
-        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
-        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", "requested",
-        "--authorizer", "true", "--super-users", "User:CN=localhost"]))
-    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
-    made.env["SECURE_PROTOCOL"] = "SSL"
-    made.env["HTTP_PROXY_PORT_BASE"] = str(free_block(3))
-    # The tests' environment asks for free proxy ports; this one is called.
-    made.env.pop("POSTDUIF_HTTP_PROXY_PORT", None)
-    as_broker = {"bootstrap.servers": ",".join("127.0.0.1:%d" % (int(made.env["SECURE_PORT_BASE"]) + i) for i in range(3)),
-                 "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem"),
-                 "ssl.certificate.location": certificates.path("broker.pem"), "ssl.key.location": certificates.path("broker.key")}
+    from confluent_kafka.admin import AdminClient
+    made, as_broker, _ = secure_proxy_cluster(certificates)
     made.start()
     try:
         admin = AdminClient(as_broker)
         topic = "deputy"
-        admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=60)
-        leaders = {}
-        deadline = time.monotonic() + 60
-        while len(leaders) < 3 and time.monotonic() < deadline:
-            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-            leaders = {index: p.leader for index, p in partitions.items() if p.leader > 0}
-            time.sleep(0.2)
+        leaders = topic_with_leaders(admin, topic, 3)
         elsewhere = [index for index, leader in leaders.items() if leader != 1]
         assert elsewhere, leaders
         # Everyone may see the topic (so the proxy finds its leaders), nobody may write it.
@@ -512,35 +493,16 @@ def test_an_http_caller_with_a_client_certificate_is_its_principal_on_every_brok
     speak for others."""
     import struct
 
-    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, NewTopic, ResourcePatternType, ResourceType
-    from test_cluster import Cluster, free_block
-
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType, ResourceType
     if not os.path.exists(certificates.path("bob.pem")):
         certificates.issue("bob", "/CN=bob")
         os.chmod(certificates.path("bob.key"), 0o600)
-    made = Cluster(broker_args=" ".join([
-        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
-        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", "requested",
-        "--authorizer", "true", "--super-users", "User:CN=localhost"]))
-    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
-    made.env["SECURE_PROTOCOL"] = "SSL"
-    made.env["HTTP_PROXY_PORT_BASE"] = str(free_block(3))
-    made.env.pop("POSTDUIF_HTTP_PROXY_PORT", None)
-    secure_ports = [int(made.env["SECURE_PORT_BASE"]) + i for i in range(3)]
-    as_broker = {"bootstrap.servers": ",".join("127.0.0.1:%d" % port for port in secure_ports),
-                 "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem"),
-                 "ssl.certificate.location": certificates.path("broker.pem"), "ssl.key.location": certificates.path("broker.key")}
+    made, as_broker, secure_ports = secure_proxy_cluster(certificates)
     made.start()
     try:
         admin = AdminClient(as_broker)
         topic = "envoy"
-        admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(timeout=60)
-        leaders = {}
-        deadline = time.monotonic() + 60
-        while len(leaders) < 6 and time.monotonic() < deadline:
-            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-            leaders = {index: p.leader for index, p in partitions.items() if p.leader > 0}
-            time.sleep(0.2)
+        leaders = topic_with_leaders(admin, topic, 6)
         here = [index for index, leader in leaders.items() if leader == 1]
         elsewhere = [index for index, leader in leaders.items() if leader != 1]
         assert here and elsewhere, leaders
@@ -621,6 +583,45 @@ def test_an_http_caller_with_a_client_certificate_is_its_principal_on_every_brok
         assert code == 0 and data and struct.unpack(">i", data[:4])[0] == 0, (data, code)
     finally:
         made.stop()
+
+
+def secure_proxy_cluster(certificates):
+    """Three brokers that know each other by certificate (an SSL
+    inter-broker listener, the broker's certificate a super user), ask
+    clients for certificates, authorize, and serve the HTTP proxy on
+    HTTP_PROXY_PORT_BASE and on. Returns the cluster (not started), the
+    settings of a client with the broker's certificate, and the SSL ports."""
+    from test_cluster import Cluster, free_block
+
+    made = Cluster(broker_args=" ".join([
+        "--tls-cert-file", certificates.path("broker.pem"), "--tls-key-file", certificates.path("broker.key"),
+        "--tls-ca-file", certificates.path("ca.pem"), "--tls-client-auth", "requested",
+        "--authorizer", "true", "--super-users", "User:CN=localhost"]))
+    made.env["SECURE_PORT_BASE"] = str(free_port_block(3))
+    made.env["SECURE_PROTOCOL"] = "SSL"
+    made.env["HTTP_PROXY_PORT_BASE"] = str(free_block(3))
+    # The tests' environment asks for free proxy ports; these are called.
+    made.env.pop("POSTDUIF_HTTP_PROXY_PORT", None)
+    secure_ports = [int(made.env["SECURE_PORT_BASE"]) + i for i in range(3)]
+    as_broker = {"bootstrap.servers": ",".join("127.0.0.1:%d" % port for port in secure_ports),
+                 "security.protocol": "SSL", "ssl.ca.location": certificates.path("ca.pem"),
+                 "ssl.certificate.location": certificates.path("broker.pem"), "ssl.key.location": certificates.path("broker.key")}
+    return made, as_broker, secure_ports
+
+
+def topic_with_leaders(admin, topic, partitions):
+    """Creates a topic of one replica per partition and waits until every
+    partition has a leader; returns {partition: leader}."""
+    from confluent_kafka.admin import NewTopic
+
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=60)
+    leaders = {}
+    deadline = time.monotonic() + 60
+    while len(leaders) < partitions and time.monotonic() < deadline:
+        found = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        leaders = {index: p.leader for index, p in found.items() if p.leader > 0}
+        time.sleep(0.2)
+    return leaders
 
 
 def free_port_block(count):
