@@ -60,27 +60,39 @@ public actor ControllerDriver {
     /// Reads brokers, topics and partition records, and (`correct`) fixes
     /// what needs it (leaders that died while no controller ran). Returns
     /// the revision to watch from.
+    ///
+    /// One read of the whole cluster, at one revision: brokers read before
+    /// the records (at an older revision) would leave out a broker that
+    /// registered in between, and a record naming it as leader would look
+    /// like one whose leader died.
     @discardableResult
     public func load(correct: Bool = true) async throws -> Int64 {
-        let (brokers, revision) = try await membership.liveBrokers()
-        for keyValue in try await coordination.list(prefix: membership.brokersPrefix).keyValues {
-            if let id = Int32(keyValue.key.dropFirst(membership.brokersPrefix.count)) { controller.racks[id] = BrokerEndpoints(registration: keyValue.value).rack }
-        }
-        for broker in brokers.keys.sorted() { _ = controller.handle(.brokerRegistered(broker)) }
-        for keyValue in try await coordination.list(prefix: shuttingDownPrefix).keyValues {
-            if let id = Int32(keyValue.key.dropFirst(shuttingDownPrefix.count)) { _ = controller.handle(.brokerShuttingDown(id)) }
-        }
+        let (keyValues, revision) = try await coordination.list(prefix: membership.root)
+        var brokers: [Int32] = []
+        var shuttingDown: [Int32] = []
         var topics: [TopicAssignment] = []
-        for keyValue in try await coordination.list(prefix: topicsPrefix).keyValues {
-            let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value))
-            topicRevisions[assignment.name] = keyValue.modRevision
-            _ = controller.handle(.topicObserved(assignment))
-            topics.append(assignment)
+        var records: [(PartitionID, PartitionState, Int64)] = []
+        for keyValue in keyValues {
+            let key = keyValue.key
+            if key.hasPrefix(membership.brokersPrefix) {
+                guard let id = Int32(key.dropFirst(membership.brokersPrefix.count)) else { continue }
+                controller.racks[id] = BrokerEndpoints(registration: keyValue.value).rack
+                brokers.append(id)
+            } else if key.hasPrefix(shuttingDownPrefix) {
+                if let id = Int32(key.dropFirst(shuttingDownPrefix.count)) { shuttingDown.append(id) }
+            } else if key.hasPrefix(topicsPrefix) {
+                let assignment = try JSONDecoder().decode(TopicAssignment.self, from: Data(keyValue.value))
+                topicRevisions[assignment.name] = keyValue.modRevision
+                topics.append(assignment)
+            } else if key.hasPrefix(partitionsPrefix), let id = partitionID(key) {
+                records.append((id, try JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value)), keyValue.modRevision))
+            }
         }
-        for keyValue in try await coordination.list(prefix: partitionsPrefix).keyValues {
-            guard let id = partitionID(keyValue.key) else { continue }
-            let record = try JSONDecoder().decode(PartitionState.self, from: Data(keyValue.value))
-            revisions[id] = keyValue.modRevision
+        for broker in brokers.sorted() { _ = controller.handle(.brokerRegistered(broker)) }
+        for broker in shuttingDown { _ = controller.handle(.brokerShuttingDown(broker)) }
+        for assignment in topics { _ = controller.handle(.topicObserved(assignment)) }
+        for (id, record, modRevision) in records {
+            revisions[id] = modRevision
             let actions = controller.handle(.partitionObserved(id, record))
             if correct { try await apply(actions) }
         }
@@ -262,22 +274,26 @@ public actor ControllerDriver {
         try await apply(controller.handle(event))
     }
 
-    /// Follows broker registrations and expiries from `revision` until the
-    /// watch ends or the task is cancelled.
-    public func follow(fromRevision revision: Int64) async throws {
-        for try await event in membership.brokerEvents(fromRevision: revision) {
-            guard let event else { continue }
-            try await handle(event)
-        }
-    }
-
-    /// Follows topic and partition records written by others (topics
-    /// created on other brokers, leaders' ISR changes) from `revision`.
+    /// Follows the cluster from `revision`: broker registrations and
+    /// expiries, topic and partition records written by others (topics
+    /// created on other brokers, leaders' ISR changes), shutdowns.
+    ///
+    /// One watch, so events come in etcd's order. With brokers on a watch
+    /// of their own, a topic's first records could arrive before the
+    /// registrations that came before them, and a partition whose leader
+    /// had registered was elected away from it as if that leader had died
+    /// (with no other replica known to be live: left without a leader).
     public func followRecords(fromRevision revision: Int64) async throws {
         for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) {
             let key = event.keyValue.key
-            if key.hasPrefix(membership.brokersPrefix), event.kind == .put, let id = Int32(key.dropFirst(membership.brokersPrefix.count)) {
-                controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack
+            if key.hasPrefix(membership.brokersPrefix) {
+                guard let id = Int32(key.dropFirst(membership.brokersPrefix.count)) else { continue }
+                if event.kind == .put {
+                    controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack
+                    try await handle(.brokerRegistered(id))
+                } else {
+                    try await handle(.brokerExpired(id))
+                }
                 continue
             }
             if key.hasPrefix(deletedReplicasPrefix) {

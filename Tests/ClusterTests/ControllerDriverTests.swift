@@ -29,7 +29,7 @@ import Testing
         #expect(try await driver.record(p1) == PartitionState(leader: 2, leaderEpoch: 0, isr: [2, 3, 1]))
         await #expect(throws: CoordinationError.self) { _ = try await driver.createTopic("chat", partitionCount: 1, replicationFactor: 1) }
 
-        let following = Task { try await driver.follow(fromRevision: revision + 1) }
+        let following = Task { try await driver.followRecords(fromRevision: revision + 1) }
         try await expire(leases[2]!)
         var moved: PartitionState?
         for _ in 0..<100 {
@@ -72,6 +72,45 @@ import Testing
         if await !driver.state.liveBrokers.contains(2), case .failure(let error) = await following.result {
             // Say why the driver stopped following.
             Issue.record("following broker events ended: \(error)")
+        }
+    }
+
+    /// A controller that took office while only it was registered. The
+    /// other brokers register, then another broker creates a topic whose
+    /// first partition brokers 1 and 2 hold: its watch takes in the
+    /// registrations before the records written after them, so every
+    /// preferred replica leads. (With registrations on a watch of their
+    /// own, the records could come first, and partition 0 was written
+    /// leaderless: a CI run of the drain test found it so.)
+    @Test func registrationsComeBeforeTheRecordsWrittenAfterThem() async throws {
+        let store = InMemoryCoordination()
+        let cluster = "order-\(UUID().uuidString)"
+        func member(_ id: Int32) -> Membership {
+            Membership(coordination: store, cluster: cluster, brokerID: id, address: "127.0.0.1:\(9000 + id)", leaseSeconds: 30)
+        }
+        let three = member(3)
+        let lease = try await three.register()
+        #expect(try await three.campaign(lease: lease))
+        let driver = ControllerDriver(membership: three)
+        let revision = try await driver.load()
+        #expect(await driver.state.liveBrokers == [3])
+        _ = try await member(1).register()
+        _ = try await member(2).register()
+        let creator = ControllerDriver(membership: member(1))
+        try await creator.load(correct: false)
+        let assignment = try await creator.createTopic("ordered", partitionCount: 3, replicationFactor: 2)
+        #expect(assignment.replicas == [[1, 2], [2, 3], [3, 1]])
+        let watching = Task { try await driver.followRecords(fromRevision: revision + 1) }
+        defer { watching.cancel() }
+        let ids = (0..<3).map { PartitionID(topic: "ordered", index: Int32($0)) }
+        for _ in 0..<200 {
+            let seen = await driver.state.partitions
+            if ids.allSatisfy({ seen[$0] != nil }) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(await driver.state.liveBrokers == [1, 2, 3])
+        for (id, replicas) in zip(ids, assignment.replicas) {
+            #expect(try await driver.record(id) == PartitionState(leader: replicas[0], leaderEpoch: 0, isr: replicas), "\(id)")
         }
     }
 
