@@ -55,6 +55,42 @@ struct BinaryProduceBodyTests {
         }
     }
 
+    /// Long texts, and the bytes of every value (each of the 64
+    /// characters in every position of a quad).
+    @Test func decodesLongTextsAsFoundationDoes() throws {
+        var generator = SystemRandomNumberGenerator()
+        for length in Array(40..<200) + [1024, 4097] {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let text = Array(base64(bytes).utf8)
+            #expect(text.withUnsafeBytes { Base64.decode($0) } == bytes, "length \(length)")
+        }
+        let every = (0..<192).map { UInt8(truncatingIfNeeded: $0 * 7) } + (0..<192).map { UInt8(truncatingIfNeeded: $0) }
+        #expect(Base64.decode(Array(base64(every).utf8)) == every)
+    }
+
+    /// Every byte value in every position of a long valid text: decoded
+    /// exactly when it is one of the alphabet's 64 characters (a '=' only
+    /// as padding at the end), never read as something else.
+    @Test func everyCharacterOutsideTheAlphabetIsRefusedInEveryPosition() {
+        let alphabet = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        let valid = Array(base64((0..<48).map { UInt8($0 * 5) }).utf8)
+        #expect(valid.count == 64)
+        for position in [0, 5, 15, 16, 31, 47, 48, 63] {
+            for value in UInt8.min...UInt8.max {
+                var text = valid
+                text[position] = value
+                let decoded = Base64.decode(text)
+                if alphabet.contains(value) {
+                    #expect(decoded == Data(base64Encoded: Data(text)).map(Array.init), "byte \(value) at \(position)")
+                } else if value == UInt8(ascii: "=") && position == 63 {
+                    #expect(decoded == Data(base64Encoded: Data(text)).map(Array.init), "padding at the end")
+                } else {
+                    #expect(decoded == nil, "byte \(value) at \(position)")
+                }
+            }
+        }
+    }
+
     @Test func refusesTextThatIsNotBase64() {
         for text in ["ab!c", "abc", "ab=c", "a===", "aGk=aGk=", "aGk", "====", "aGk=\\n"] {
             #expect(throws: BinaryProduceBody.Failure.notBase64, "\(text)") { try parse(#"{"records":[{"value":"\#(text)"}]}"#) }
