@@ -486,7 +486,7 @@ public final class ClusterNode: Sendable {
                         try await driver.pruneDeletedTopics()
                         let rebalanceInterval = broker.configuration.leaderRebalanceInterval
                         try await withThrowingTaskGroup(of: Void.self) { group in
-                            group.addTask { try await driver.followRecords(fromRevision: revision + 1) }
+                            group.addTask { try await driver.follow(fromRevision: revision + 1) }
                             if let rebalanceInterval {
                                 // Kafka's automatic leader rebalance: a broker that
                                 // returned leads its preferred partitions again.

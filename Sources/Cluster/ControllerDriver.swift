@@ -283,17 +283,12 @@ public actor ControllerDriver {
     /// registrations that came before them, and a partition whose leader
     /// had registered was elected away from it as if that leader had died
     /// (with no other replica known to be live: left without a leader).
-    public func followRecords(fromRevision revision: Int64) async throws {
+    public func follow(fromRevision revision: Int64) async throws {
         for try await event in coordination.watch(prefix: membership.root, fromRevision: revision) {
             let key = event.keyValue.key
-            if key.hasPrefix(membership.brokersPrefix) {
-                guard let id = Int32(key.dropFirst(membership.brokersPrefix.count)) else { continue }
-                if event.kind == .put {
-                    controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack
-                    try await handle(.brokerRegistered(id))
-                } else {
-                    try await handle(.brokerExpired(id))
-                }
+            if let brokerEvent = membership.brokerEvent(event) {
+                if case .brokerRegistered(let id) = brokerEvent { controller.racks[id] = BrokerEndpoints(registration: event.keyValue.value).rack }
+                try await handle(brokerEvent)
                 continue
             }
             if key.hasPrefix(deletedReplicasPrefix) {

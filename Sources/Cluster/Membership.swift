@@ -111,12 +111,10 @@ public struct Membership: Sendable {
         return (brokers, revision)
     }
 
-    /// Broker registrations and expiries as controller events, from `revision` on.
-    public func brokerEvents(fromRevision revision: Int64) -> AsyncThrowingMapSequence<AsyncThrowingStream<WatchEvent, any Error>, Controller.Event?> {
-        let prefix = brokersPrefix
-        return coordination.watch(prefix: prefix, fromRevision: revision).map { event in
-            guard let id = Int32(event.keyValue.key.dropFirst(prefix.count)) else { return nil }
-            return event.kind == .put ? .brokerRegistered(id) : .brokerExpired(id)
-        }
+    /// A watch event on a broker's registration as the controller's event
+    /// (registered or expired); nil for any other key.
+    public func brokerEvent(_ event: WatchEvent) -> Controller.Event? {
+        guard event.keyValue.key.hasPrefix(brokersPrefix), let id = Int32(event.keyValue.key.dropFirst(brokersPrefix.count)) else { return nil }
+        return event.kind == .put ? .brokerRegistered(id) : .brokerExpired(id)
     }
 }

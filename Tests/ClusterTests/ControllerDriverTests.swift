@@ -29,7 +29,7 @@ import Testing
         #expect(try await driver.record(p1) == PartitionState(leader: 2, leaderEpoch: 0, isr: [2, 3, 1]))
         await #expect(throws: CoordinationError.self) { _ = try await driver.createTopic("chat", partitionCount: 1, replicationFactor: 1) }
 
-        let following = Task { try await driver.followRecords(fromRevision: revision + 1) }
+        let following = Task { try await driver.follow(fromRevision: revision + 1) }
         try await expire(leases[2]!)
         var moved: PartitionState?
         for _ in 0..<100 {
@@ -100,14 +100,13 @@ import Testing
         try await creator.load(correct: false)
         let assignment = try await creator.createTopic("ordered", partitionCount: 3, replicationFactor: 2)
         #expect(assignment.replicas == [[1, 2], [2, 3], [3, 1]])
-        let watching = Task { try await driver.followRecords(fromRevision: revision + 1) }
+        let watching = Task { try await driver.follow(fromRevision: revision + 1) }
         defer { watching.cancel() }
         let ids = (0..<3).map { PartitionID(topic: "ordered", index: Int32($0)) }
-        for _ in 0..<200 {
+        #expect(await eventually {
             let seen = await driver.state.partitions
-            if ids.allSatisfy({ seen[$0] != nil }) { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+            return ids.allSatisfy { seen[$0] != nil }
+        })
         #expect(await driver.state.liveBrokers == [1, 2, 3])
         for (id, replicas) in zip(ids, assignment.replicas) {
             #expect(try await driver.record(id) == PartitionState(leader: replicas[0], leaderEpoch: 0, isr: replicas), "\(id)")
@@ -190,7 +189,7 @@ final class GatedCoordination: Coordination {
         let assignment = try await driver.createTopic("race", partitionCount: 2, replicationFactor: 3)
         let ids = [PartitionID(topic: "race", index: 0), PartitionID(topic: "race", index: 1)]
         let leaders = assignment.replicas.map { $0[0] }
-        let watching = Task { try await driver.followRecords(fromRevision: revision + 1) }
+        let watching = Task { try await driver.follow(fromRevision: revision + 1) }
         let (arrived, release) = store.arm()
         let deciding = Task { try await driver.handle(.brokerExpired(3)) }
         for await _ in arrived { break }
