@@ -29,6 +29,8 @@ public final class ClusterView: Sendable {
         public var deletedTopics: [String: DeletedTopic] = [:]
         /// Brokers in a controlled shutdown.
         public var shuttingDown: Set<Int32> = []
+        /// The etcd revision the view has applied everything up to.
+        public var revision: Int64 = 0
     }
 
     private let state = Mutex(Snapshot())
@@ -39,6 +41,18 @@ public final class ClusterView: Sendable {
 
     func update(_ change: (inout Snapshot) -> Void) {
         state.withLock { change(&$0) }
+    }
+
+    /// Waits (at most `limit`) until the view has applied etcd's revision
+    /// `revision`: a broker that wrote a change answers the requests after
+    /// it from a view that shows it (read-your-writes). True when reached.
+    @discardableResult
+    func reach(_ revision: Int64, within limit: Duration = .seconds(5)) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while snapshot.revision < revision {
+            guard ContinuousClock.now < deadline, (try? await Task.sleep(for: .milliseconds(5))) != nil else { return false }
+        }
+        return true
     }
 }
 
@@ -114,6 +128,7 @@ public final class ClusterNode: Sendable {
             let (keyValues, revision) = try await untilAnswered("reading the cluster") { try await self.coordination.list(prefix: self.membership.root) }
             var fresh = ClusterView.Snapshot()
             for keyValue in keyValues { ClusterNode.apply(keyValue, deleted: false, root: membership.root, myID: myID, to: &fresh) }
+            fresh.revision = revision
             view.update { $0 = fresh }
             broker.aclState.replace(fresh.acls)
             broker.applyDynamicConfigs({ $0 = DynamicConfigs(broker: fresh.ownConfigs, cluster: fresh.defaultConfigs) }, assignments: fresh.assignments)
@@ -140,7 +155,10 @@ public final class ClusterNode: Sendable {
 
     private func observe(_ keyValue: KeyValue, deleted: Bool) {
         let root = membership.root
-        view.update { ClusterNode.apply(keyValue, deleted: deleted, root: root, myID: myID, to: &$0) }
+        view.update {
+            ClusterNode.apply(keyValue, deleted: deleted, root: root, myID: myID, to: &$0)
+            $0.revision = max($0.revision, keyValue.modRevision)
+        }
         if keyValue.key == root + Self.aclsKey { broker.aclState.replace(view.snapshot.acls) }
         if keyValue.key == membership.controllerKey, !deleted { broker.metrics.controllerChanges.increment() }
         // A config change applies on every replica as its watch sees it.
@@ -668,14 +686,28 @@ public final class ClusterNode: Sendable {
     func reassign(_ requested: [PartitionID: [Int32]?]) async throws -> [PartitionID: ControllerError] {
         let driver = ControllerDriver(membership: membership)
         try await driver.load(correct: false)
-        return try await driver.reassign(requested)
+        let refused = try await driver.reassign(requested)
+        await reachOwnWrite(of: driver, "a reassignment")
+        return refused
+    }
+
+    /// After a write this broker made for a client, waits for its view to
+    /// show it, so the client's next request here (ListPartitionReassignments,
+    /// Metadata) sees its own change. Past the bound the write still stands;
+    /// the view is only slow, and that is logged.
+    private func reachOwnWrite(of driver: ControllerDriver, _ what: String) async {
+        let written = await driver.lastWrittenRevision
+        guard written > 0, !(await view.reach(written)) else { return }
+        logger.warning("the cluster view did not show this broker's own write within 5 s", metadata: ["write": "\(what)", "revision": "\(written)", "view": "\(view.snapshot.revision)"])
     }
 
     /// ElectLeaders (any broker may): per partition, the refusal or nil.
     func electLeaders(_ ids: [PartitionID], type: Controller.ElectionType) async throws -> [PartitionID: Controller.ElectionRefusal?] {
         let driver = ControllerDriver(membership: membership)
         try await driver.load(correct: false)
-        return try await driver.electLeaders(ids, type: type)
+        let outcome = try await driver.electLeaders(ids, type: type)
+        await reachOwnWrite(of: driver, "an election")
+        return outcome
     }
 
     // MARK: Services for the broker

@@ -40,6 +40,10 @@ public actor ControllerDriver {
     private var revisions: [PartitionID: Int64] = [:]
     /// The modRevision of each topic record as last read or written.
     private var topicRevisions: [String: Int64] = [:]
+    /// The etcd revision of the last reassignment or election this driver
+    /// wrote: the broker that took the request waits for its own view to
+    /// reach it, so what it answers next already shows the change.
+    public private(set) var lastWrittenRevision: Int64 = 0
 
     public init(membership: Membership, uncleanElection: Bool = false) {
         self.membership = membership
@@ -236,6 +240,7 @@ public actor ControllerDriver {
                     continue
                 }
                 topicRevisions[topic] = revision
+                lastWrittenRevision = max(lastWrittenRevision, revision)
                 break
             }
         }
@@ -253,6 +258,7 @@ public actor ControllerDriver {
                 guard case .writePartition(_, _, let next) = action else { continue }
                 if let revision = try await coordination.compareAndSwap(partitionKey(id), expected: revisions[id] ?? 0, value: Array(try JSONEncoder().encode(next))) {
                     revisions[id] = revision
+                    lastWrittenRevision = max(lastWrittenRevision, revision)
                     controller.applied(action)
                     outcome[id] = .some(nil)
                 } else {

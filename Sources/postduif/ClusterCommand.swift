@@ -42,6 +42,15 @@ struct ClusterCommand: AsyncParsableCommand {
             return replicas
         }
 
+        /// Every partition's replicas as Metadata gives them (old and new, for one being moved).
+        var currentReplicas: [PartitionID: [Int32]] {
+            var replicas: [PartitionID: [Int32]] = [:]
+            for topic in metadata.topics {
+                for partition in topic.partitions { replicas[PartitionID(topic: topic.name, index: partition.index)] = partition.replicaNodes }
+            }
+            return replicas
+        }
+
         var planner: ReplicaPlanner {
             ReplicaPlanner(replicas: replicas, brokers: metadata.brokers.map(\.nodeID),
                            racks: Dictionary(uniqueKeysWithValues: metadata.brokers.compactMap { broker in broker.rack.map { (broker.nodeID, $0) } }))
@@ -90,7 +99,10 @@ struct ClusterCommand: AsyncParsableCommand {
     }
 
     /// Applies a plan (AlterPartitionReassignments); with `wait`, polls
-    /// until no partition of it is being moved.
+    /// until every partition of it has its target replicas and is no longer
+    /// being moved (what kafka-reassign-partitions --verify checks). Not
+    /// being moved alone is not enough: a broker whose view has not yet
+    /// seen the move would call it finished before it began.
     static func apply(_ plan: [PartitionID: [Int32]], on admin: Admin, wait: Bool, timeoutSeconds: Int) async throws {
         guard !plan.isEmpty else {
             print("nothing to move")
@@ -110,7 +122,8 @@ struct ClusterCommand: AsyncParsableCommand {
         }
         let started = ContinuousClock.now
         while true {
-            let moving = try await Picture.read(admin).moving.keys.filter { plan[$0] != nil }
+            let picture = try await Picture.read(admin)
+            let moving = plan.keys.filter { id in picture.moving[id] != nil || picture.currentReplicas[id].map { $0 != plan[id] } ?? true }
             if moving.isEmpty { break }
             guard ContinuousClock.now - started < .seconds(timeoutSeconds) else {
                 throw OperatorError("\(moving.count) partitions still moving after \(timeoutSeconds) s: \(moving.sorted().map(\.description).joined(separator: ", "))")

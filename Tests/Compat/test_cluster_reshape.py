@@ -178,17 +178,22 @@ def test_drain_rebalance_and_preferred_leaders_with_the_cluster_tool():
         # Drain broker 1: the plan is printed, then applied and waited for.
         plan = cluster_tool(cluster, "drain", "1")
         assert '"partitions"' in plan and '"version":1' in plan, plan
-        cluster_tool(cluster, "drain", "1", "--execute", "--wait", "--timeout", "120")
-        after = metadata(cluster, topic)
-        assert all(1 not in replicas for _, replicas, _ in after.values()), after
+        drained = cluster_tool(cluster, "drain", "1", "--execute", "--wait", "--timeout", "120")
+        assert "every move finished" in drained, drained
+        # The tool waited on the broker it asked; the client's Metadata may
+        # come from another, whose view follows etcd a moment later.
+        wait_for(lambda: all(1 not in replicas for _, replicas, _ in metadata(cluster, topic).values()), "broker 1 drained", timeout=20)
         status = cluster_tool(cluster, "status")
         broker_one = [line for line in status.splitlines() if line.startswith("1")][0]
         assert broker_one.split("\t")[3:5] == ["0", "0"], status
         # Rebalance brings broker 1 back into use, evenly.
-        cluster_tool(cluster, "rebalance", "--execute", "--wait", "--timeout", "120")
-        after = metadata(cluster, topic)
-        load = {b: sum(b in replicas for _, replicas, _ in after.values()) for b in (1, 2, 3)}
-        assert max(load.values()) - min(load.values()) <= 1, load
+        rebalanced = cluster_tool(cluster, "rebalance", "--execute", "--wait", "--timeout", "120")
+        assert "every move finished" in rebalanced, rebalanced
+
+        def load():
+            after = metadata(cluster, topic)
+            return {b: sum(b in replicas for _, replicas, _ in after.values()) for b in (1, 2, 3)}
+        wait_for(lambda: max(load().values()) - min(load().values()) <= 1, "replicas spread evenly", timeout=20)
         # Every preferred replica leads (the tool's election, or the controller's own).
         cluster_tool(cluster, "elect-leaders")
         wait_for(lambda: all(leader == replicas[0] for leader, replicas, _ in metadata(cluster, topic).values()), "preferred leaders lead")
@@ -206,7 +211,7 @@ def test_drain_rebalance_and_preferred_leaders_with_the_cluster_tool():
         try:
             moved = cluster_tool(cluster, "reassign", "--plan", plan_file.name, "--wait", "--timeout", "120")
             assert "started 1 moves" in moved and "every move finished" in moved, moved
-            assert metadata(cluster, topic)[0][1] == target, metadata(cluster, topic)
+            wait_for(lambda: metadata(cluster, topic)[0][1] == target, "partition 0 on %s" % target, timeout=20)
             # Cancelling a move that is over is refused per partition, by name.
             cancelled = cluster_tool(cluster, "reassign", "--plan", plan_file.name, "--cancel")
             assert "%s/0: " % topic in cancelled and "Kafka error 85" in cancelled, cancelled

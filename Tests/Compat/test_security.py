@@ -300,6 +300,8 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(certificate
     process.extra_args = ["--listeners", "PLAINTEXT://127.0.0.1:%d,SSL://127.0.0.1:%d" % (process.port, process.ssl_port),
                           "--tls-cert-file", os.path.join(work, "broker.pem"), "--tls-key-file", os.path.join(work, "broker.key")]
     process.start()
+    # start() waits for the plaintext listener; the SSL one is bound beside it.
+    wait_port(process.ssl_port)
     try:
         def served_serial():
             with socket.create_connection(("127.0.0.1", process.ssl_port), timeout=10) as raw:
