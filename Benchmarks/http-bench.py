@@ -4,8 +4,9 @@ not write:
 
     .venv/bin/python Benchmarks/http-bench.py [--pairs 3] [--seconds 10] [--batch 100] [--connections 32] [--rate 2000]
 
-On one release broker (`none` durability: the disk is not what is
-measured), a topic of 4 partitions, 1 KiB values:
+On release brokers (`none` durability: the disk is not what is measured),
+a fresh one with an empty data folder for each run, a topic of 4
+partitions, 1 KiB values:
 1. Produce throughput, in alternating pairs: librdkafka's peak
    (Benchmarks/clients/rdkafka-bench.c, closed loop, linger 5, acks=all)
    against wrk (Debian's) POSTing batches of --batch records in the
@@ -64,28 +65,50 @@ def main():
     work = tempfile.mkdtemp(prefix="postduif-http-bench-")
     bench = os.path.join(work, "rdkafka-bench")
     subprocess.run(["gcc", "-O2", "-Wall", "-o", bench, os.path.join(ROOT, "Benchmarks/clients/rdkafka-bench.c"), "-lrdkafka", "-lpthread"], check=True)
-    proxy = free_port()
-    broker, address = start_broker(args.bin, work, ["--http-proxy-port", str(proxy)], wait_port=proxy)
-    base = "http://127.0.0.1:%d" % proxy
+    body_path = os.path.join(work, "body.json")
+    with open(body_path, "w") as f:
+        json.dump({"records": [{"key": base64.b64encode(b"room-%d" % i).decode(), "value": base64.b64encode(os.urandom(1024)).decode()}
+                               for i in range(args.batch)]}, f)
+
+    def fresh_broker(name):
+        """A broker of its own for one run, on an empty data folder: a run
+        after gigabytes already written pays for page-cache memory the
+        machine had not yet touched (the Kafka port's figure fell from
+        800,000 to 470,000 records/s over four runs on one broker), so runs
+        on one broker would not be alike."""
+        folder = os.path.join(work, name)
+        os.makedirs(folder)
+        proxy = free_port()
+        process, address = start_broker(args.bin, folder, ["--http-proxy-port", str(proxy)], wait_port=proxy)
+        return process, address, "http://127.0.0.1:%d" % proxy, folder
+
+    def stop_broker(process, folder):
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    broker = None
     try:
-        admin = AdminClient({"bootstrap.servers": address})
-        body_path = os.path.join(work, "body.json")
-        with open(body_path, "w") as f:
-            json.dump({"records": [{"key": base64.b64encode(b"room-%d" % i).decode(), "value": base64.b64encode(os.urandom(1024)).decode()}
-                                   for i in range(args.batch)]}, f)
         kafka_rates, http_rates, http_p50, http_p99 = [], [], [], []
         for pair in range(args.pairs):
-            topic = "kafka-%d" % pair
+            broker, address, _, folder = fresh_broker("kafka-%d" % pair)
+            topic = "kafka"
+            admin = AdminClient({"bootstrap.servers": address})
             admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
             out = os.path.join(args.out, "http-bench-kafka-%d.json" % pair)
             subprocess.run([bench, "--brokers", address, "--topic", topic, "--partitions", "4", "--rate", "0", "--linger-ms", "5",
                             "--seconds", str(args.seconds), "--keys", "10000", "--label", "kafka-peak", "--json", out], check=True, capture_output=True)
             with open(out) as f:
                 kafka_rates.append(json.load(f)["sendsPerSecond"])
-            topic = "http-%d" % pair
+            stop_broker(broker, folder)
+            broker, address, base, folder = fresh_broker("http-%d" % pair)
+            topic = "http"
+            admin = AdminClient({"bootstrap.servers": address})
             admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
             rate, errors, latency = wrk_run("%s/topics/%s" % (base, topic), body_path, args.seconds, args.connections)
             assert errors == 0, "%d HTTP requests were refused" % errors
+            stop_broker(broker, folder)
+            broker = None
             http_rates.append(rate * args.batch)
             http_p50.append(latency.get("50"))
             http_p99.append(latency.get("99"))
@@ -94,6 +117,8 @@ def main():
         kafka, http = statistics.median(kafka_rates), statistics.median(http_rates)
         print("produce, medians of %d pairs: Kafka %.0f records/s, HTTP %.0f records/s: HTTP is %.2f of Kafka" % (args.pairs, kafka, http, http / kafka))
 
+        broker, address, base, _ = fresh_broker("latency")
+        admin = AdminClient({"bootstrap.servers": address})
         # Consume latency: SSE against a Kafka consumer on the same records.
         topic = "latency"
         admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
@@ -154,8 +179,9 @@ def main():
               % (args.rate, sent, len(sse_latency), percentile(sse_latency, 0.5), percentile(sse_latency, 0.99),
                  len(kafka_latency), percentile(kafka_latency, 0.5), percentile(kafka_latency, 0.99)))
     finally:
-        broker.terminate()
-        broker.wait(timeout=30)
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 

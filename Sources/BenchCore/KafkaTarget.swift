@@ -290,7 +290,8 @@ actor KafkaPublisher: Publisher {
             bytes += (record.key?.count ?? 0) + (record.value?.count ?? 0) + 16
         }
         let request = ProduceRequest(acks: settings.acks, timeoutMilliseconds: 30_000, topics: [.init(topic: topic, partitions: builders.sorted { $0.key < $1.key }.map {
-            .init(index: $0.key, batch: $0.value.build())
+            var builder = $0.value
+            return .init(index: $0.key, batch: builder.build())
         })])
         var writer = ByteWriter(capacity: bytes + 256)
         request.encode(&writer, version: KafkaTarget.produceVersion)

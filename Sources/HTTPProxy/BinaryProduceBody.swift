@@ -13,8 +13,50 @@ import Foundation
 struct BinaryProduceBody {
     struct Entry: Equatable {
         var key: [UInt8]?
-        var value: [UInt8]?
+        var value: Value
         var partition: Int32?
+    }
+
+    /// A record's value as the body gives it. Values are decoded later,
+    /// straight into the record batch (`write`), so a value of 1 KiB is
+    /// not first an array of its own.
+    enum Value: Equatable {
+        case null
+        /// A base64 text without escapes: its place in the body.
+        case text(Range<Int>)
+        /// A text a writer escaped something in ("\/"), decoded already.
+        case bytes([UInt8])
+
+        /// The decoded bytes' count (nil for null), from the text's length.
+        func count(in body: UnsafeRawBufferPointer) -> Int? {
+            switch self {
+            case .null: nil
+            case .text(let range): Base64.decodedCount(UnsafeRawBufferPointer(rebasing: body[range])) ?? 0
+            case .bytes(let bytes): bytes.count
+            }
+        }
+
+        /// Decodes into `output` (`count(in:)` bytes); false when the text is not base64.
+        func write(in body: UnsafeRawBufferPointer, to output: UnsafeMutableRawBufferPointer) -> Bool {
+            switch self {
+            case .null: return true
+            case .text(let range): return Base64.decode(UnsafeRawBufferPointer(rebasing: body[range]), into: output)
+            case .bytes(let bytes):
+                bytes.withUnsafeBytes { output.copyMemory(from: $0) }
+                return true
+            }
+        }
+
+        /// The decoded bytes (nil for null); `Failure.notBase64` when the text is not base64.
+        func decoded(in body: UnsafeRawBufferPointer) throws(Failure) -> [UInt8]? {
+            switch self {
+            case .null: return nil
+            case .bytes(let bytes): return bytes
+            case .text(let range):
+                guard let bytes = Base64.decode(UnsafeRawBufferPointer(rebasing: body[range])) else { throw .notBase64 }
+                return bytes
+            }
+        }
     }
 
     enum Failure: Error, Equatable {
@@ -43,12 +85,12 @@ struct BinaryProduceBody {
     }
 
     private static func entry(_ reader: inout JSONBytes) throws(Failure) -> Entry {
-        var entry = Entry()
+        var entry = Entry(key: nil, value: .null, partition: nil)
         try reader.object { (reader, name) throws(Failure) in
             if name.elementsEqual("key".utf8) {
                 entry.key = try reader.base64OrNull()
             } else if name.elementsEqual("value".utf8) {
-                entry.value = try reader.base64OrNull()
+                entry.value = try reader.base64TextOrNull()
             } else if name.elementsEqual("partition".utf8) {
                 entry.partition = try reader.int32OrNull()
             } else {
@@ -273,6 +315,27 @@ struct JSONBytes {
         return decoded
     }
 
+    /// A base64 text left in place (its range; only its length is checked
+    /// here, its characters when it is decoded), the bytes of one a writer
+    /// escaped something in, or null.
+    mutating func base64TextOrNull() throws(Failure) -> BinaryProduceBody.Value {
+        if try null() { return .null }
+        guard try peek() == UInt8(ascii: "\"") else { throw .notBase64 }
+        let start = at + 1
+        guard let base = bytes.baseAddress, start <= bytes.count,
+              let quote = memchr(base + start, Int32(UInt8(ascii: "\"")), bytes.count - start) else {
+            throw .malformed("a string is not closed")
+        }
+        let end = base.distance(to: UnsafeRawPointer(quote))
+        guard memchr(base + start, Int32(UInt8(ascii: "\\")), end - start) != nil else {
+            guard Base64.decodedCount(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) != nil else { throw .notBase64 }
+            at = end + 1
+            return .text(start..<end)
+        }
+        guard let decoded = Base64.decode(try string()) else { throw .notBase64 }
+        return .bytes(decoded)
+    }
+
     /// An integer that fits 32 bits, or nil for `null`.
     mutating func int32OrNull() throws(Failure) -> Int32? {
         if try null() { return nil }
@@ -339,48 +402,65 @@ enum Base64 {
         text.withUnsafeBytes { decode($0) }
     }
 
-    /// The bytes `text` stands for; nil if it is not padded base64.
-    static func decode(_ text: UnsafeRawBufferPointer) -> [UInt8]? {
+    /// The count of bytes a text of this length and padding stands for;
+    /// nil when its length is not a multiple of four.
+    static func decodedCount(_ text: UnsafeRawBufferPointer) -> Int? {
         let count = text.count
         guard count % 4 == 0 else { return nil }
-        guard count > 0, let input = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return [] }
-        let padding = input[count - 1] != UInt8(ascii: "=") ? 0 : (input[count - 2] != UInt8(ascii: "=") ? 1 : 2)
-        let decodedCount = count / 4 * 3 - padding
+        guard count > 0 else { return 0 }
+        let padding = text[count - 1] != UInt8(ascii: "=") ? 0 : (text[count - 2] != UInt8(ascii: "=") ? 1 : 2)
+        return count / 4 * 3 - padding
+    }
+
+    /// The bytes `text` stands for; nil if it is not padded base64.
+    static func decode(_ text: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard let decodedCount = decodedCount(text) else { return nil }
         var valid = true
-        let decoded = values.withUnsafeBufferPointer { values in
-            [UInt8](unsafeUninitializedCapacity: decodedCount) { output, initialized in
-                var at = 0
-                var written = 0
-                // Every quad but a padded last one, four characters to three bytes.
-                let whole = padding == 0 ? count : count - 4
-                var invalid: UInt8 = 0
-                while at < whole {
-                    let a = values[Int(input[at])]
-                    let b = values[Int(input[at + 1])]
-                    let c = values[Int(input[at + 2])]
-                    let d = values[Int(input[at + 3])]
-                    invalid |= a | b | c | d
-                    let quad = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
-                    output[written] = UInt8(truncatingIfNeeded: quad >> 16)
-                    output[written + 1] = UInt8(truncatingIfNeeded: quad >> 8)
-                    output[written + 2] = UInt8(truncatingIfNeeded: quad)
-                    at += 4
-                    written += 3
-                }
-                if padding > 0 {
-                    let a = values[Int(input[at])]
-                    let b = values[Int(input[at + 1])]
-                    let c = padding == 1 ? values[Int(input[at + 2])] : 0
-                    invalid |= a | b | c
-                    let quad = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6
-                    output[written] = UInt8(truncatingIfNeeded: quad >> 16)
-                    if padding == 1 { output[written + 1] = UInt8(truncatingIfNeeded: quad >> 8) }
-                }
-                // Valid values are below 64; any 0xFF sets the top bit.
-                valid = invalid & 0x80 == 0
-                initialized = decodedCount
-            }
+        let decoded = [UInt8](unsafeUninitializedCapacity: decodedCount) { output, initialized in
+            valid = decode(text, into: UnsafeMutableRawBufferPointer(output))
+            initialized = decodedCount
         }
         return valid ? decoded : nil
+    }
+
+    /// Decodes `text` into `output`, which holds exactly `decodedCount(text)`
+    /// bytes; false if it is not padded base64 (`output` then holds garbage).
+    static func decode(_ text: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
+        let count = text.count
+        guard let decodedCount = decodedCount(text), output.count == decodedCount else { return false }
+        guard count > 0, let input = text.baseAddress?.assumingMemoryBound(to: UInt8.self),
+              let output = output.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return true }
+        let padding = count / 4 * 3 - decodedCount
+        return values.withUnsafeBufferPointer { values in
+            var at = 0
+            var written = 0
+            // Every quad but a padded last one, four characters to three bytes.
+            let whole = padding == 0 ? count : count - 4
+            var invalid: UInt8 = 0
+            while at < whole {
+                let a = values[Int(input[at])]
+                let b = values[Int(input[at + 1])]
+                let c = values[Int(input[at + 2])]
+                let d = values[Int(input[at + 3])]
+                invalid |= a | b | c | d
+                let quad = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                output[written] = UInt8(truncatingIfNeeded: quad >> 16)
+                output[written + 1] = UInt8(truncatingIfNeeded: quad >> 8)
+                output[written + 2] = UInt8(truncatingIfNeeded: quad)
+                at += 4
+                written += 3
+            }
+            if padding > 0 {
+                let a = values[Int(input[at])]
+                let b = values[Int(input[at + 1])]
+                let c = padding == 1 ? values[Int(input[at + 2])] : 0
+                invalid |= a | b | c
+                let quad = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6
+                output[written] = UInt8(truncatingIfNeeded: quad >> 16)
+                if padding == 1 { output[written + 1] = UInt8(truncatingIfNeeded: quad >> 8) }
+            }
+            // Valid values are below 64; any 0xFF sets the top bit.
+            return invalid & 0x80 == 0
+        }
     }
 }

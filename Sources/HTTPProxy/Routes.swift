@@ -92,40 +92,21 @@ extension HTTPProxy {
         guard let format = ProxyMedia.format(contentType) else {
             throw ProxyError(code: 41501, message: "Content-Type \(contentType ?? "(none)") is not served: use \(ProxyMedia.jsonV2) or \(ProxyMedia.binaryV2) (schemas are not served)")
         }
-        var records: [ProducerRecord] = []
+        let results: [Result<RecordMetadata, ClientError>]
         if format == .binary {
-            // Read from the request's bytes (BinaryProduceBody): Foundation's
-            // JSON took most of a batched request's time.
-            let buffer = try await request.body.collect(upTo: 64 << 20)
-            let entries: [BinaryProduceBody.Entry]
-            do {
-                entries = try buffer.withUnsafeReadableBytes { try BinaryProduceBody.parse($0) }
-            } catch BinaryProduceBody.Failure.notBase64 {
-                throw ProxyError.unprocessable("a binary key or value must be a base64 string")
-            } catch {
-                throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values (\(error))")
-            }
-            records.reserveCapacity(entries.count)
-            for entry in entries {
-                records.append(ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: entry.key, value: entry.value))
-            }
+            results = try await produceBinary(request, topic: topic, partition: partition, caller)
         } else {
+            var records: [ProducerRecord] = []
             let body = try await Self.body(request)
             for entry in (body["records"] as? [[String: Any]]) ?? [] {
                 let chosen = partition ?? (entry["partition"] as? NSNumber)?.int32Value
                 records.append(ProducerRecord(topic: topic, partition: chosen, key: try format.bytes(entry["key"]), value: try format.bytes(entry["value"])))
             }
+            guard !records.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
+            try await requireTopic(topic, caller)
+            let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
+            results = await producer.send(records)
         }
-        guard !records.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
-        // The topic must exist: the REST Proxy answers 404 rather than
-        // one error per record.
-        do {
-            _ = try await caller.client.partitionCount(topic, autoCreate: true)
-        } catch let error as ClientError where error.errorCode == .unknownTopicOrPartition {
-            throw ProxyError.topicNotFound(topic)
-        }
-        let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
-        let results = await producer.send(records)
         if let refused = results.compactMap({ result -> ClientError? in if case .failure(let error) = result { error } else { nil } }).first,
            [.topicAuthorizationFailed, .clusterAuthorizationFailed].contains(refused.errorCode) {
             throw ProxyError.kafka(refused)
@@ -144,5 +125,84 @@ extension HTTPProxy {
         }
         text += "]}"
         return Response(status: .ok, headers: [.contentType: ProxyMedia.v2Json], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// The topic must exist: the REST Proxy answers 404 rather than one
+    /// error per record.
+    private func requireTopic(_ topic: String, _ caller: Caller) async throws {
+        do {
+            _ = try await caller.client.partitionCount(topic, autoCreate: true)
+        } catch let error as ClientError where error.errorCode == .unknownTopicOrPartition {
+            throw ProxyError.topicNotFound(topic)
+        }
+    }
+
+    /// A binary body, read in place (BinaryProduceBody: Foundation's JSON
+    /// took most of a batched request's time) and written straight into one
+    /// record batch per partition: each value is decoded from the body's
+    /// base64 into its place in the batch, with no array of its own, and
+    /// the batches go to the producer built.
+    private func produceBinary(_ request: Request, topic: String, partition: Int32?, _ caller: Caller) async throws -> [Result<RecordMetadata, ClientError>] {
+        let buffer = try await request.body.collect(upTo: 64 << 20)
+        let notBase64 = ProxyError.unprocessable("a binary key or value must be a base64 string")
+        let entries: [BinaryProduceBody.Entry]
+        do {
+            entries = try buffer.withUnsafeReadableBytes { try BinaryProduceBody.parse($0) }
+        } catch BinaryProduceBody.Failure.notBase64 {
+            throw notBase64
+        } catch {
+            throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values (\(error))")
+        }
+        guard !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
+        try await requireTopic(topic, caller)
+        let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
+        var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: entries.count)
+        let count: Int32
+        do {
+            count = try await caller.client.partitionCount(topic, autoCreate: true)
+        } catch {
+            let failure = (error as? ClientError) ?? ClientError("\(error)")
+            return results.map { _ in .failure(failure) }
+        }
+        var byPartition: [Int32: [Int]] = [:]
+        var next: Int32 = 0
+        for (position, entry) in entries.enumerated() {
+            do {
+                let chosen = try Producer.partition(of: ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: entry.key, value: nil), among: count, next: &next)
+                byPartition[chosen, default: []].append(position)
+            } catch {
+                results[position] = .failure((error as? ClientError) ?? ClientError("\(error)"))
+            }
+        }
+        let now = configuration.wallMilliseconds()
+        let batches = try buffer.withUnsafeReadableBytes { body in
+            var batches: [TopicPartition: (batch: [UInt8], records: Int)] = [:]
+            for (chosen, positions) in byPartition {
+                let capacity = positions.reduce(0) { total, position in
+                    total + RecordBatchBuilder.encodedCount(keyCount: entries[position].key?.count, valueCount: entries[position].value.count(in: body))
+                }
+                var builder = RecordBatchBuilder(capacity: capacity)
+                for position in positions {
+                    let entry = entries[position]
+                    guard builder.append(key: entry.key, valueCount: entry.value.count(in: body), timestamp: now, writeValue: { entry.value.write(in: body, to: $0) }) else {
+                        throw notBase64
+                    }
+                }
+                batches[TopicPartition(topic, chosen)] = (builder.build(), positions.count)
+            }
+            return batches
+        }
+        for (place, answer) in await producer.send(built: batches) {
+            let positions = byPartition[place.partition] ?? []
+            switch answer {
+            case .success(let base):
+                for (index, position) in positions.enumerated() {
+                    results[position] = .success(RecordMetadata(topic: topic, partition: place.partition, offset: base < 0 ? -1 : base + Int64(index)))
+                }
+            case .failure(let error):
+                for position in positions { results[position] = .failure(error) }
+            }
+        }
+        return results
     }
 }

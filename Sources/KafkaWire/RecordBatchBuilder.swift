@@ -32,7 +32,9 @@ public struct RecordBatchBuilder: Sendable {
     public var logAppendTime: Int64? = nil
     private var baseTimestamp: Int64 = 0
     private var maxTimestamp: Int64 = 0
-    /// The encoded records (uncompressed).
+    /// The batch's header, zeroed until `build` writes it, then the
+    /// encoded records (uncompressed): an uncompressed batch is built in
+    /// place, without copying its records behind a header.
     private var payload = ByteWriter()
     /// One record's body, reused: its length prefix comes first.
     private var body = ByteWriter(capacity: 64)
@@ -41,67 +43,118 @@ public struct RecordBatchBuilder: Sendable {
     /// payload is not copied as it grows.
     public init(compression: CompressionCodec = .none, capacity: Int = 0) {
         self.compression = compression
-        payload = ByteWriter(capacity: capacity)
+        payload = ByteWriter(capacity: RecordBatch.headerBytesCount + capacity)
+        payload.bytes.append(contentsOf: repeatElement(0, count: RecordBatch.headerBytesCount))
     }
 
     /// Encoded bytes so far, before compression and the 61-byte header.
-    public var payloadBytesCount: Int { payload.count }
+    public var payloadBytesCount: Int { payload.count - RecordBatch.headerBytesCount }
+
+    /// The bytes a record takes in a batch (its length prefix included),
+    /// for reserving a builder's capacity.
+    public static func encodedCount(keyCount: Int?, valueCount: Int?, headers: [RecordHeader] = []) -> Int {
+        // Attributes, a timestamp delta and an offset delta of at most 10 and 5 bytes.
+        var length = 1 + 10 + 5 + lengthOfNullable(keyCount) + lengthOfNullable(valueCount) + varintLength(Int32(headers.count))
+        for header in headers { length += nullableLength(header.key) + nullableLength(header.value) }
+        return varintLength(Int32(clamping: length)) + length
+    }
 
     /// `offsetDelta`: the record's offset within the batch; nil for the next.
     public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil) {
+        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta) { output in
+            guard let value else { return true }
+            value.withUnsafeBytes { output.copyMemory(from: $0) }
+            return true
+        }
+    }
+
+    /// Appends a record whose value `writeValue` writes into the batch
+    /// itself (`valueCount` bytes; nil: a null value): a caller whose value
+    /// is encoded another way (base64 in an HTTP body) decodes it straight
+    /// into place. False, with nothing appended, when `writeValue` is.
+    public mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil,
+                                writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
         precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
+        body.bytes.removeAll(keepingCapacity: true)
+        body.writeInt8(0)
+        body.writeVarlong(timestamp - (recordsCount == 0 ? timestamp : baseTimestamp))
+        body.writeVarint(offsetDelta ?? Int32(recordsCount))
+        var length = body.count + Self.nullableLength(key) + Self.lengthOfNullable(valueCount) + Self.varintLength(Int32(headers.count))
+        for header in headers { length += Self.nullableLength(header.key) + Self.nullableLength(header.value) }
+        let mark = payload.count
+        payload.writeVarint(Int32(length))
+        payload.writeBytes(body.bytes)
+        Self.writeNullable(&payload, key)
+        if let valueCount {
+            payload.writeVarint(Int32(valueCount))
+            let at = payload.count
+            payload.bytes.append(contentsOf: repeatElement(0, count: valueCount))
+            let written = payload.bytes.withUnsafeMutableBytes { writeValue(UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + valueCount)])) }
+            guard written else {
+                payload.bytes.removeSubrange(mark...)
+                return false
+            }
+        } else {
+            payload.writeVarint(-1)
+        }
+        payload.writeVarint(Int32(headers.count))
+        for header in headers {
+            Self.writeNullable(&payload, header.key)
+            Self.writeNullable(&payload, header.value)
+        }
         if recordsCount == 0 {
             baseTimestamp = timestamp
             maxTimestamp = timestamp
         } else if timestamp > maxTimestamp {
             maxTimestamp = timestamp
         }
-        body.bytes.removeAll(keepingCapacity: true)
-        body.writeInt8(0)
-        body.writeVarlong(timestamp - baseTimestamp)
-        body.writeVarint(offsetDelta ?? Int32(recordsCount))
-        var length = body.count + Self.nullableLength(key) + Self.nullableLength(value)
-        var headerBytes = ByteWriter()
-        headerBytes.writeVarint(Int32(headers.count))
-        for header in headers {
-            Self.writeNullable(&headerBytes, header.key)
-            Self.writeNullable(&headerBytes, header.value)
-        }
-        length += headerBytes.count
-        payload.writeVarint(Int32(length))
-        payload.writeBytes(body.bytes)
-        Self.writeNullable(&payload, key)
-        Self.writeNullable(&payload, value)
-        payload.writeBytes(headerBytes.bytes)
         recordsCount += 1
+        return true
     }
 
-    /// The batch's bytes, CRC included. At least one record must have been appended.
-    public func build() -> [UInt8] {
+    /// The batch's bytes, CRC included. At least one record must have been
+    /// appended. An uncompressed batch's header is written into the
+    /// builder's own buffer and that buffer returned, so its records are
+    /// not copied; a builder appended to afterwards copies it then, and the
+    /// batch returned stays as it was.
+    public mutating func build() -> [UInt8] {
         precondition(recordsCount > 0, "a record batch needs at least one record")
-        let records = compression == .none ? payload.bytes : Compression.compress(payload.bytes, codec: compression, xerialSnappy: xerialSnappy)
         var attributes = compression.rawValue
         if isTransactional { attributes |= 0x10 }
         if isControl { attributes |= 0x20 }
         if logAppendTime != nil { attributes |= 0x08 }
-        var writer = ByteWriter(capacity: RecordBatch.headerBytesCount + records.count)
-        writer.writeInt64(baseOffset)
-        writer.writeInt32(0)  // batchLength, patched below
-        writer.writeInt32(partitionLeaderEpoch)
-        writer.writeInt8(2)
-        writer.writeUInt32(0)  // crc, patched below
-        writer.writeInt16(attributes)
-        writer.writeInt32(lastOffsetDelta ?? Int32(recordsCount - 1))
-        writer.writeInt64(baseTimestamp)
-        writer.writeInt64(logAppendTime ?? maxTimestamp)
-        writer.writeInt64(producerID)
-        writer.writeInt16(producerEpoch)
-        writer.writeInt32(baseSequence)
-        writer.writeInt32(Int32(recordsCount))
-        writer.writeBytes(records)
-        writer.patchUInt32(UInt32(writer.count - RecordBatch.lengthFieldEnd), at: 8)
-        writer.patchUInt32(CRC32C.checksum(writer.bytes, from: RecordBatch.crcStart), at: 17)
-        return writer.bytes
+        var header = ByteWriter(capacity: RecordBatch.headerBytesCount)
+        func writeHeader(length: Int) {
+            header.writeInt64(baseOffset)
+            header.writeInt32(Int32(length - RecordBatch.lengthFieldEnd))
+            header.writeInt32(partitionLeaderEpoch)
+            header.writeInt8(2)
+            header.writeUInt32(0)  // crc, patched below
+            header.writeInt16(attributes)
+            header.writeInt32(lastOffsetDelta ?? Int32(recordsCount - 1))
+            header.writeInt64(baseTimestamp)
+            header.writeInt64(logAppendTime ?? maxTimestamp)
+            header.writeInt64(producerID)
+            header.writeInt16(producerEpoch)
+            header.writeInt32(baseSequence)
+            header.writeInt32(Int32(recordsCount))
+        }
+        guard compression == .none else {
+            let compressed = Compression.compress(Array(payload.bytes[RecordBatch.headerBytesCount...]), codec: compression, xerialSnappy: xerialSnappy)
+            writeHeader(length: RecordBatch.headerBytesCount + compressed.count)
+            header.writeBytes(compressed)
+            header.patchUInt32(CRC32C.checksum(header.bytes, from: RecordBatch.crcStart), at: 17)
+            return header.bytes
+        }
+        writeHeader(length: payload.count)
+        header.bytes.withUnsafeBytes { header in payload.bytes.withUnsafeMutableBytes { $0.copyMemory(from: header) } }
+        payload.patchUInt32(CRC32C.checksum(payload.bytes, from: RecordBatch.crcStart), at: 17)
+        return payload.bytes
+    }
+
+    static func lengthOfNullable(_ count: Int?) -> Int {
+        guard let count else { return 1 }
+        return varintLength(Int32(count)) + count
     }
 
     static func nullableLength(_ bytes: [UInt8]?) -> Int {

@@ -28,6 +28,12 @@ public struct RecordMetadata: Sendable, Equatable {
     public var topic: String
     public var partition: Int32
     public var offset: Int64
+
+    public init(topic: String, partition: Int32, offset: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+    }
 }
 
 /// A producer: records sent to one partition while a request to it is
@@ -165,15 +171,45 @@ public actor Producer {
             }
         }
         let now = clock()
-        var batches: [TopicPartition: [UInt8]] = [:]
+        var batches: [TopicPartition: (batch: [UInt8], records: Int)] = [:]
         for (place, positions) in byPartition {
-            var builder = RecordBatchBuilder()
+            let capacity = positions.reduce(0) { total, position in
+                let record = records[position]
+                return total + RecordBatchBuilder.encodedCount(keyCount: record.key?.count, valueCount: record.value?.count, headers: record.headers)
+            }
+            var builder = RecordBatchBuilder(capacity: capacity)
             for position in positions {
                 let record = records[position]
                 builder.append(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? now)
             }
-            batches[place] = builder.build()
+            batches[place] = (builder.build(), positions.count)
         }
+        let answers = await send(built: batches)
+        for (place, answer) in answers {
+            let positions = byPartition[place] ?? []
+            switch answer {
+            case .success(let base):
+                for (index, position) in positions.enumerated() {
+                    // Offset -1 with acks=0, as Kafka's clients give it.
+                    results[position] = .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: base < 0 ? -1 : base + Int64(index)))
+                }
+            case .failure(let error):
+                for position in positions { results[position] = .failure(error) }
+            }
+        }
+        return results
+    }
+
+    /// Sends batches the caller built (`RecordBatchBuilder`, one per
+    /// partition, with how many records each holds) in one Produce request
+    /// per leader, each sent again on retriable refusals up to the client's
+    /// `retries`: the HTTP proxy builds its batches straight from a
+    /// request's body. Each partition's base offset (-1 with acks=0) or
+    /// error. Not for an idempotent producer, whose batches carry its
+    /// sequence numbers.
+    public func send(built batches: [TopicPartition: (batch: [UInt8], records: Int)]) async -> [TopicPartition: Result<Int64, ClientError>] {
+        precondition(!idempotent, "an idempotent producer numbers its own batches")
+        var outcome: [TopicPartition: Result<Int64, ClientError>] = [:]
         var pending = Set(batches.keys)
         var lastError: [TopicPartition: ClientError] = [:]
         let client = self.client
@@ -194,10 +230,10 @@ public actor Producer {
             let answers = await withTaskGroup(of: [(TopicPartition, Result<Int64, ClientError>)].self) { group in
                 for (address, places) in byLeader {
                     let topics = Dictionary(grouping: places, by: \.topic).map { topic, parts in
-                        ProduceRequest.TopicData(topic: topic, partitions: parts.map { ProduceRequest.PartitionData(index: $0.partition, batch: batches[$0]) })
+                        ProduceRequest.TopicData(topic: topic, partitions: parts.map { ProduceRequest.PartitionData(index: $0.partition, batch: batches[$0]?.batch) })
                     }
                     let request = ProduceRequest(acks: acks, timeoutMilliseconds: 30_000, topics: topics)
-                    onRequest?(places.reduce(0) { $0 + (byPartition[$1]?.count ?? 0) })
+                    onRequest?(places.reduce(0) { $0 + (batches[$1]?.records ?? 0) })
                     group.addTask {
                         do {
                             if acks == 0 {
@@ -228,12 +264,9 @@ public actor Producer {
             }
             for (place, answer) in answers {
                 switch answer {
-                case .success(let base):
+                case .success:
                     pending.remove(place)
-                    for (index, position) in (byPartition[place] ?? []).enumerated() {
-                        // Offset -1 with acks=0, as Kafka's clients give it.
-                        results[position] = .success(RecordMetadata(topic: place.topic, partition: place.partition, offset: base < 0 ? -1 : base + Int64(index)))
-                    }
+                    outcome[place] = answer
                 case .failure(let error):
                     lastError[place] = error
                     if !error.isRetriable { pending.remove(place) }
@@ -241,11 +274,10 @@ public actor Producer {
             }
             for place in pending.filter({ lastError[$0]?.isRetriable == false }) { pending.remove(place) }
         }
-        for (place, positions) in byPartition where results[positions.first ?? 0].isFailure {
-            let error = lastError[place] ?? ClientError("not sent")
-            for position in positions { results[position] = .failure(error) }
+        for place in batches.keys where outcome[place] == nil {
+            outcome[place] = .failure(lastError[place] ?? ClientError("not sent"))
         }
-        return results
+        return outcome
     }
 
     private func sendQueued(_ records: [ProducerRecord]) async -> [Result<RecordMetadata, ClientError>] {
@@ -272,6 +304,15 @@ public actor Producer {
     }
 
     private func choosePartition(_ record: ProducerRecord, count: Int32) throws -> Int32 {
+        var next = spread[record.topic, default: 0]
+        defer { spread[record.topic] = next }
+        return try Self.partition(of: record, among: count, next: &next)
+    }
+
+    /// The partition `send` chooses for a record of a topic with `count`
+    /// partitions: its own (checked), its key's hash, or `next` in turn
+    /// (then moved on). For callers that build their batches (`send(built:)`).
+    public static func partition(of record: ProducerRecord, among count: Int32, next: inout Int32) throws -> Int32 {
         if let partition = record.partition {
             guard partition >= 0, partition < count else {
                 throw ClientError(code: ErrorCode.unknownTopicOrPartition.rawValue, "\(record.topic) has no partition \(partition)")
@@ -279,9 +320,9 @@ public actor Producer {
             return partition
         }
         if let key = record.key { return KafkaPartitioner.partition(forKey: key, partitionCount: count) }
-        let next = spread[record.topic, default: 0]
-        spread[record.topic] = (next + 1) % count
-        return next % count
+        let chosen = next % count
+        next = (next + 1) % count
+        return chosen
     }
 
     private func ensureProducerID() async throws -> (id: Int64, epoch: Int16) {

@@ -5,10 +5,29 @@ import Testing
 
 @Suite("The REST Proxy's binary produce body")
 struct BinaryProduceBodyTests {
-    func parse(_ text: String) throws(BinaryProduceBody.Failure) -> [BinaryProduceBody.Entry] {
+    /// An entry with its value decoded, as the proxy writes it into a batch.
+    struct Decoded: Equatable {
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var partition: Int32?
+    }
+
+    func parse(_ text: String) throws(BinaryProduceBody.Failure) -> [Decoded] {
         let bytes = Array(text.utf8)
         do {
-            return try bytes.withUnsafeBytes { try BinaryProduceBody.parse($0) }
+            return try bytes.withUnsafeBytes { body in
+                try BinaryProduceBody.parse(body).map { entry in
+                    let value = try entry.value.decoded(in: body)
+                    // What the batch is given: the count from the text's length, then the bytes written in place.
+                    #expect(entry.value.count(in: body) == value?.count)
+                    if let value {
+                        var written = [UInt8](repeating: 0, count: value.count)
+                        #expect(written.withUnsafeMutableBytes { entry.value.write(in: body, to: $0) })
+                        #expect(written == value)
+                    }
+                    return Decoded(key: entry.key, value: value, partition: entry.partition)
+                }
+            }
         } catch let failure as BinaryProduceBody.Failure {
             throw failure
         } catch {

@@ -152,6 +152,41 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         #expect(throws: RecordBatchError.self) { _ = try batch.records(at: [12]) }
     }
 
+    /// A value written into the batch by the caller (the HTTP proxy's
+    /// base64) makes the same bytes as the same value given whole; a writer
+    /// that fails leaves nothing behind; a builder appended to after `build`
+    /// (which hands over its own buffer) leaves the batch it built as it was.
+    @Test(arguments: [CompressionCodec.none, .lz4])
+    func valuesWrittenInPlaceMakeTheSameBatch(codec: CompressionCodec) throws {
+        let values: [[UInt8]?] = [Array(repeating: 7, count: 1024), nil, [], Array(0...255)]
+        var given = RecordBatchBuilder(compression: codec)
+        var written = RecordBatchBuilder(compression: codec, capacity: values.reduce(0) {
+            $0 + RecordBatchBuilder.encodedCount(keyCount: 4, valueCount: $1?.count)
+        })
+        for (index, value) in values.enumerated() {
+            let key = Array("k-\(index)".utf8) + [0]
+            given.append(key: key, value: value, timestamp: 1_795_000_000_000 + Int64(index))
+            // A writer that fails: nothing of the record stays.
+            #expect(!written.append(key: key, valueCount: 3, timestamp: 5) { _ in false })
+            #expect(written.append(key: key, valueCount: value?.count, timestamp: 1_795_000_000_000 + Int64(index)) { output in
+                value?.withUnsafeBytes { output.copyMemory(from: $0) }
+                return true
+            })
+        }
+        #expect(written.payloadBytesCount == given.payloadBytesCount)
+        let bytes = written.build()
+        #expect(bytes == given.build())
+        let records = try RecordBatch(validating: bytes).records()
+        #expect(records.map(\.value) == values)
+        #expect(records.map(\.offsetDelta) == [0, 1, 2, 3])
+        written.append(key: nil, value: [9], timestamp: 1_795_000_000_009)
+        let next = try RecordBatch(validating: written.build())
+        #expect(next.recordsCount == 5 && next.maxTimestamp == 1_795_000_000_009)
+        #expect(try next.records().last?.value == [9])
+        // The first batch's buffer was shared with the builder: still its own, CRC and all.
+        #expect(try RecordBatch(validating: bytes).recordsCount == 4)
+    }
+
     @Test func storedBytesSkipTheChecksumButKeepTheOtherChecks() throws {
         var bytes = sampleBatch(count: 3)
         bytes[bytes.count - 1] ^= 0x01  // a value byte: only the CRC notices
