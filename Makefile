@@ -138,7 +138,7 @@ bench-cleaner: deps $(VENV)/.installed
 bench-http: deps $(VENV)/.installed
 	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; $$SUDO apt-get install -y -qq wrk; }
 	$(SWIFT) build -c release --product postduif
-	$(VENV)/bin/python Benchmarks/http-bench.py --pairs $${PAIRS:-3} --seconds $${BENCH_SECONDS:-10}
+	$(VENV)/bin/python Benchmarks/http-bench.py --pairs $${PAIRS:-3} --seconds $${BENCH_SECONDS:-5}
 
 # The fault campaign (root, for network namespaces): ROUNDS rounds of the
 # schedule SEED gives; a failing seed replays with the same SEED. JOBS
