@@ -103,6 +103,7 @@ extension HTTPProxy {
                 records.append(ProducerRecord(topic: topic, partition: chosen, key: try format.bytes(entry["key"]), value: try format.bytes(entry["value"])))
             }
             guard !records.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
+            guard records.count <= RecordBatchBuilder.recordsMax else { throw Self.tooManyRecords(records.count) }
             try await requireTopic(topic, caller)
             let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
             results = await producer.send(records)
@@ -125,6 +126,13 @@ extension HTTPProxy {
         }
         text += "]}"
         return Response(status: .ok, headers: [.contentType: ProxyMedia.v2Json], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// A request's records may all go to one partition, in one batch: more
+    /// than a batch holds is refused whole (a body of empty objects reaches
+    /// that count in a few megabytes).
+    static func tooManyRecords(_ count: Int) -> ProxyError {
+        ProxyError.unprocessable("\(count) records in one request; at most \(RecordBatchBuilder.recordsMax)")
     }
 
     /// The topic must exist: the REST Proxy answers 404 rather than one
@@ -154,6 +162,7 @@ extension HTTPProxy {
             throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values (\(error))")
         }
         guard !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
+        guard entries.count <= RecordBatchBuilder.recordsMax else { throw Self.tooManyRecords(entries.count) }
         try await requireTopic(topic, caller)
         let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
         var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: entries.count)

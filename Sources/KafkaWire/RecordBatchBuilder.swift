@@ -50,6 +50,10 @@ public struct RecordBatchBuilder: Sendable {
     /// Encoded bytes so far, before compression and the 61-byte header.
     public var payloadBytesCount: Int { payload.count - RecordBatch.headerBytesCount }
 
+    /// The most records one batch holds (`append` stops the process past
+    /// it): callers that take records from outside check against it first.
+    public static let recordsMax = Limits.recordsPerBatchMax
+
     /// The bytes a record takes in a batch (its length prefix included),
     /// for reserving a builder's capacity.
     public static func encodedCount(keyCount: Int?, valueCount: Int?, headers: [RecordHeader] = []) -> Int {

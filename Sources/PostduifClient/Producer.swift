@@ -173,6 +173,11 @@ public actor Producer {
         let now = clock()
         var batches: [TopicPartition: (batch: [UInt8], records: Int)] = [:]
         for (place, positions) in byPartition {
+            guard positions.count <= RecordBatchBuilder.recordsMax else {
+                let refused = ClientError(code: ErrorCode.messageTooLarge.rawValue, "\(positions.count) records for \(place) in one call; one batch holds at most \(RecordBatchBuilder.recordsMax)")
+                for position in positions { results[position] = .failure(refused) }
+                continue
+            }
             let capacity = positions.reduce(0) { total, position in
                 let record = records[position]
                 return total + RecordBatchBuilder.encodedCount(keyCount: record.key?.count, valueCount: record.value?.count, headers: record.headers)

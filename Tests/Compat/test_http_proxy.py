@@ -85,6 +85,26 @@ def test_curl_produces_json_and_binary_records_that_kafka_clients_read(broker):
     assert status == 415 and refused["error_code"] == 41501
 
 
+def test_a_request_with_more_records_than_a_batch_holds_is_refused_and_the_broker_serves_on(broker):
+    # Every record of a request may go to one partition, in one batch, and
+    # a batch holds at most 2^20 records: a body of empty objects gets there
+    # in 3 MB. Refused whole, in both embedded formats; the next request works.
+    topic = unique("http-many")
+    make_topic(broker, topic, 1)
+    body = ('{"records":[' + ",".join(["{}"] * ((1 << 20) + 1)) + "]}").encode()
+    for content_type in (BINARY_V2, JSON_V2):
+        request = urllib.request.Request("%s/topics/%s" % (broker.proxy_url, topic), data=body, method="POST", headers={"Content-Type": content_type})
+        try:
+            urllib.request.urlopen(request, timeout=120)
+            raise AssertionError("accepted")
+        except urllib.error.HTTPError as refused:
+            answer = json.loads(refused.read())
+            assert refused.code == 422 and "at most 1048576" in answer["message"], answer
+    status, answer = call("%s/topics/%s" % (broker.proxy_url, topic), "POST", {"records": [{"value": base64.b64encode(b"after").decode()}]},
+                          content_type=BINARY_V2)
+    assert status == 200 and answer["offsets"][0]["error_code"] is None, answer
+
+
 def records_of(url, accept=JSON_V2, timeout_ms=500):
     status, records = call(url + "/records?timeout=%d" % timeout_ms, accept=accept, timeout=30)
     assert status == 200, records
