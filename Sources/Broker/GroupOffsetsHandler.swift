@@ -108,6 +108,12 @@ extension Broker {
     /// committed, else the error for every partition of the request.
     func commitReplicated(group: String, _ entries: [GroupOffsetEntry]) async -> ErrorCode? {
         guard !entries.isEmpty else { return nil }
+        // A request may name a partition many times (a 100 MB OffsetCommit
+        // holds millions), and one batch holds at most 2^20 records: the
+        // last commit of each partition is the one that counts.
+        var latest: [PartitionID: Int] = [:]
+        for (position, entry) in entries.enumerated() { latest[PartitionID(topic: entry.topic, index: entry.partition)] = position }
+        let entries = latest.count == entries.count ? entries : latest.values.sorted().map { entries[$0] }
         return await appendReplicated(group: group, records: { try OffsetsTopic.batch(group: group, entries, timestamp: $0) }) { view, baseOffset in
             offsets.apply(partition: view.partition, epoch: view.epoch, group: group, entries, baseOffset: baseOffset)
         }
@@ -116,7 +122,10 @@ extension Broker {
     /// Appends tombstones for a group's offsets of `partitions` to its
     /// partition of `__consumer_offsets`, replicated as a commit is.
     func deleteReplicated(group: String, _ partitions: [(topic: String, partition: Int32)]) async -> ErrorCode? {
-        await appendReplicated(group: group, records: { try OffsetsTopic.tombstones(group: group, partitions, timestamp: $0) }) { view, baseOffset in
+        // Once per partition, for the same reason as a commit's.
+        var seen = Set<PartitionID>()
+        let partitions = partitions.filter { seen.insert(PartitionID(topic: $0.topic, index: $0.partition)).inserted }
+        return await appendReplicated(group: group, records: { try OffsetsTopic.tombstones(group: group, partitions, timestamp: $0) }) { view, baseOffset in
             offsets.remove(partition: view.partition, epoch: view.epoch, group: group, partitions, baseOffset: baseOffset)
         }
     }

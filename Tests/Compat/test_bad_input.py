@@ -1,6 +1,7 @@
 """Bad bytes on the wire: each case gets a closed connection (or the Kafka
 error the protocol defines), the broker logs it and keeps serving everyone
 else, and nothing already stored is lost."""
+import os
 import socket
 import struct
 
@@ -125,3 +126,52 @@ def test_a_client_that_closes_its_side_gets_every_answer_then_the_close(broker):
         data = data[4 + size:]
     assert correlations == [1, 2, 3]
     assert closed, "the broker kept the connection open after answering a half-closed client"
+
+
+def offset_commit_v2(group, topic, partition, offsets, correlation=9):
+    """An OffsetCommit v2 naming one partition once per offset given."""
+    body = header(8, 2, correlation)
+    body += struct.pack(">h", len(group)) + group + struct.pack(">i", -1) + struct.pack(">h", 0) + struct.pack(">q", -1)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic + struct.pack(">i", len(offsets))
+    body += b"".join(struct.pack(">iqh", partition, offset, -1) for offset in offsets)
+    return frame(body)
+
+
+def test_an_offset_commit_naming_one_partition_a_million_times_is_stored_once():
+    # In a cluster a commit is a batch in __consumer_offsets, one record per
+    # partition named, and a batch holds at most 2^20 records: 15 MB of one
+    # partition named over and over stopped the coordinator. The last offset
+    # named is the one kept, as it would be had they come one by one.
+    from confluent_kafka import Consumer, TopicPartition as Place
+    from test_cluster import Cluster
+    cluster = Cluster().start()
+    try:
+        topic = "committed"
+        cluster.create_topic(topic, partitions=1, replication=2)
+        group = unique("many-commits")
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+        consumer.commit(offsets=[Place(topic, 0, 1)], asynchronous=False)
+        payload = offset_commit_v2(group.encode(), topic.encode(), 0, list(range(1, (1 << 20) + 2)))
+        codes = set()
+        for broker in range(3):
+            with socket.create_connection(("127.0.0.1", cluster.base + broker), timeout=60) as s:
+                s.sendall(payload)
+                size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+                answer = b""
+                while len(answer) < size:
+                    chunk = s.recv(size - len(answer))
+                    assert chunk, "broker %d closed the connection" % (broker + 1)
+                    answer += chunk
+            # correlation, topics count, name, partitions count, then the first partition's code
+            name_length = struct.unpack(">h", answer[8:10])[0]
+            at = 10 + name_length + 4
+            codes.add(struct.unpack(">ih", answer[at:at + 6])[1])
+        assert 0 in codes, codes  # the coordinator took it; the others said NOT_COORDINATOR (16)
+        assert codes <= {0, 16}, codes
+        committed = consumer.committed([Place(topic, 0)], timeout=30)
+        assert committed[0].offset == (1 << 20) + 1, committed
+        consumer.close()
+        for broker in (1, 2, 3):
+            os.kill(cluster.pid(broker), 0)  # ProcessLookupError if it stopped
+    finally:
+        cluster.stop()
