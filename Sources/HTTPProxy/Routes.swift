@@ -136,10 +136,11 @@ extension HTTPProxy {
     }
 
     /// The topic must exist: the REST Proxy answers 404 rather than one
-    /// error per record.
-    private func requireTopic(_ topic: String, _ caller: Caller) async throws {
+    /// error per record. Its partition count.
+    @discardableResult
+    private func requireTopic(_ topic: String, _ caller: Caller) async throws -> Int32 {
         do {
-            _ = try await caller.client.partitionCount(topic, autoCreate: true)
+            return try await caller.client.partitionCount(topic, autoCreate: true)
         } catch let error as ClientError where error.errorCode == .unknownTopicOrPartition {
             throw ProxyError.topicNotFound(topic)
         }
@@ -163,16 +164,9 @@ extension HTTPProxy {
         }
         guard !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
         guard entries.count <= RecordBatchBuilder.recordsMax else { throw Self.tooManyRecords(entries.count) }
-        try await requireTopic(topic, caller)
+        let count = try await requireTopic(topic, caller)
         let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
         var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: entries.count)
-        let count: Int32
-        do {
-            count = try await caller.client.partitionCount(topic, autoCreate: true)
-        } catch {
-            let failure = (error as? ClientError) ?? ClientError("\(error)")
-            return results.map { _ in .failure(failure) }
-        }
         var byPartition: [Int32: [Int]] = [:]
         var next: Int32 = 0
         for (position, entry) in entries.enumerated() {
