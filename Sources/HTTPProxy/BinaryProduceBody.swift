@@ -294,25 +294,7 @@ struct JSONBytes {
     /// A base64 text's bytes (standard alphabet, padded, as Foundation's
     /// `Data(base64Encoded:)` takes them), or nil for `null`.
     mutating func base64OrNull() throws(Failure) -> [UInt8]? {
-        if try null() { return nil }
-        guard try peek() == UInt8(ascii: "\"") else { throw .notBase64 }
-        // Base64 has no character JSON must escape: the text ends at the
-        // first quote, and decodes, unless a writer escaped something
-        // anyway ("\/"), which the slower way below resolves.
-        let start = at + 1
-        guard let base = bytes.baseAddress, start <= bytes.count,
-              let quote = memchr(base + start, Int32(UInt8(ascii: "\"")), bytes.count - start) else {
-            throw .malformed("a string is not closed")
-        }
-        let end = base.distance(to: UnsafeRawPointer(quote))
-        let text = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
-        if let decoded = Base64.decode(text) {
-            at = end + 1
-            return decoded
-        }
-        guard text.contains(UInt8(ascii: "\\")) else { throw .notBase64 }
-        guard let decoded = Base64.decode(try string()) else { throw .notBase64 }
-        return decoded
+        try base64TextOrNull().decoded(in: bytes)
     }
 
     /// A base64 text left in place (its range; only its length is checked
@@ -321,6 +303,9 @@ struct JSONBytes {
     mutating func base64TextOrNull() throws(Failure) -> BinaryProduceBody.Value {
         if try null() { return .null }
         guard try peek() == UInt8(ascii: "\"") else { throw .notBase64 }
+        // Base64 has no character JSON must escape: the text ends at the
+        // first quote, unless a writer escaped something anyway ("\/"),
+        // which the slower way below resolves.
         let start = at + 1
         guard let base = bytes.baseAddress, start <= bytes.count,
               let quote = memchr(base + start, Int32(UInt8(ascii: "\"")), bytes.count - start) else {

@@ -167,12 +167,12 @@ extension HTTPProxy {
         let count = try await requireTopic(topic, caller)
         let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
         var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: entries.count)
-        var byPartition: [Int32: [Int]] = [:]
+        var byPartition: [TopicPartition: [Int]] = [:]
         var next: Int32 = 0
         for (position, entry) in entries.enumerated() {
             do {
                 let chosen = try Producer.partition(of: ProducerRecord(topic: topic, partition: partition ?? entry.partition, key: entry.key, value: nil), among: count, next: &next)
-                byPartition[chosen, default: []].append(position)
+                byPartition[TopicPartition(topic, chosen), default: []].append(position)
             } catch {
                 results[position] = .failure((error as? ClientError) ?? ClientError("\(error)"))
             }
@@ -180,7 +180,7 @@ extension HTTPProxy {
         let now = configuration.wallMilliseconds()
         let batches = try buffer.withUnsafeReadableBytes { body in
             var batches: [TopicPartition: (batch: [UInt8], records: Int)] = [:]
-            for (chosen, positions) in byPartition {
+            for (place, positions) in byPartition {
                 let capacity = positions.reduce(0) { total, position in
                     total + RecordBatchBuilder.encodedCount(keyCount: entries[position].key?.count, valueCount: entries[position].value.count(in: body))
                 }
@@ -191,21 +191,11 @@ extension HTTPProxy {
                         throw notBase64
                     }
                 }
-                batches[TopicPartition(topic, chosen)] = (builder.build(), positions.count)
+                batches[place] = (builder.build(), positions.count)
             }
             return batches
         }
-        for (place, answer) in await producer.send(built: batches) {
-            let positions = byPartition[place.partition] ?? []
-            switch answer {
-            case .success(let base):
-                for (index, position) in positions.enumerated() {
-                    results[position] = .success(RecordMetadata(topic: topic, partition: place.partition, offset: base < 0 ? -1 : base + Int64(index)))
-                }
-            case .failure(let error):
-                for position in positions { results[position] = .failure(error) }
-            }
-        }
+        Producer.record(await producer.send(built: batches), of: byPartition, in: &results)
         return results
     }
 }

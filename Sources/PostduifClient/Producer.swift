@@ -189,9 +189,18 @@ public actor Producer {
             }
             batches[place] = (builder.build(), positions.count)
         }
-        let answers = await send(built: batches)
+        Self.record(await send(built: batches), of: byPartition, in: &results)
+        return results
+    }
+
+    /// Each record's outcome from its batch's (`send(built:)`): `positions`
+    /// gives, per partition, where its batch's records stand in `results`,
+    /// in the batch's order; a record's offset is the batch's base plus its
+    /// place in the batch.
+    public static func record(_ answers: [TopicPartition: Result<Int64, ClientError>], of positions: [TopicPartition: [Int]],
+                              in results: inout [Result<RecordMetadata, ClientError>]) {
         for (place, answer) in answers {
-            let positions = byPartition[place] ?? []
+            let positions = positions[place] ?? []
             switch answer {
             case .success(let base):
                 for (index, position) in positions.enumerated() {
@@ -202,7 +211,6 @@ public actor Producer {
                 for position in positions { results[position] = .failure(error) }
             }
         }
-        return results
     }
 
     /// Sends batches the caller built (`RecordBatchBuilder`, one per
