@@ -34,6 +34,15 @@
 # place, labelled "before", and the open loop runs at half the baseline's
 # peak (at the peak itself both queue, and the latency is the queue's).
 #
+# ENCRYPTED=1 makes every room encrypted as Element makes them: each
+# member's device uploads its keys, each sender claims one-time keys and
+# shares its megolm session with every member's device in olm to-device
+# messages before its first message and every ROTATION messages (default
+# 100, Element's), and messages are m.room.encrypted events with
+# ciphertexts of megolm's size (BenchCore/MatrixEncryption.swift says why
+# stand-ins of the right size make the same work for a server). Its
+# results are named chat-encrypted-*.
+#
 # Starts every server itself on free loopback ports and stops exactly those
 # processes. Synapse's virtual environment is kept in $BENCH_DIR/synapse-venv.
 set -euo pipefail
@@ -48,6 +57,10 @@ OUT=${OUT:-bench-results}
 BENCH_DIR=${BENCH_DIR:-/tmp}
 BIN=${BIN:-.build/release}
 BASELINE_BIN=${BASELINE_BIN:-}
+ENCRYPTED=${ENCRYPTED:-}
+ROTATION=${ROTATION:-100}
+kind=""
+[ -n "$ENCRYPTED" ] && kind="encrypted-"
 export SYNAPSE_VENV=${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}
 mkdir -p "$OUT"
 
@@ -108,16 +121,17 @@ trap 'stop_postduif; [ -n "${synapse_dir:-}" ] && stop_synapse || true' EXIT
 
 bench() {  # label url pids members rate-or-empty [run]
     local label=$1 url=$2 pids=$3 members=$4 rate=${5:-} run=${6:-1}
-    local name="chat-$label-$members${rate:+-rate}"
+    local name="chat-$kind$label-$members${rate:+-rate}"
     [ "$run" -gt 1 ] && name="$name-run$run"
     local args=(matrix --url "$url" --rooms "$ROOMS" --members "$members" --setup-concurrency 32 --seconds "$SECONDS_PER_RUN" --label "$label" --json "$OUT/$name.json")
     [ -n "$rate" ] && args+=(--rate "$rate")
+    [ -n "$ENCRYPTED" ] && args+=(--encrypted --rotation-messages "$ROTATION")
     for pid in $pids; do args+=(--server-pid "$pid"); done
     "$BIN/postduif-bench" "${args[@]}" 2> /dev/null
 }
 
 for members in $SIZES; do
-    echo "== rooms of $members members, $ROOMS at once"
+    echo "== ${kind:+encrypted }rooms of $members members, $ROOMS at once"
     for run in $(seq 1 "$RUNS"); do
         start_synapse
         bench "$peer" "$synapse_url" "$synapse_pid" "$members" "" "$run"
@@ -126,10 +140,10 @@ for members in $SIZES; do
         bench postduif "$postduif_url" "$postduif_pids" "$members" "" "$run"
         stop_postduif
     done
-    peak=$(python3 - "$OUT" "$members" "$RUNS" "$peer" <<'PY'
+    peak=$(python3 - "$OUT" "$members" "$RUNS" "$peer" "$kind" <<'PY'
 import json, statistics, sys
-out, members, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = ["%s/chat-%s-%s%s.json" % (out, sys.argv[4], members, "" if run == 1 else "-run%d" % run) for run in range(1, runs + 1)]
+out, members, runs, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+names = ["%s/chat-%s%s-%s%s.json" % (out, kind, sys.argv[4], members, "" if run == 1 else "-run%d" % run) for run in range(1, runs + 1)]
 peak = statistics.median(json.load(open(name))["sendsPerSecond"] for name in names)
 # Against another build, the open loop runs at half the peak: at the peak
 # itself both queue, and the latency measured is the queue's.
@@ -143,15 +157,15 @@ PY
     start_synapse
     bench "$peer" "$synapse_url" "$synapse_pid" "$members" "$peak"
     stop_synapse
-    python3 - "$OUT" "$members" "$RUNS" "$peer" <<'PY'
+    python3 - "$OUT" "$members" "$RUNS" "$peer" "$kind" <<'PY'
 import json, statistics, sys
-out, members, runs, peer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+out, members, runs, peer, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 name = "Synapse" if peer == "synapse" else "before"
 def runs_of(label):
-    return [json.load(open("%s/chat-%s-%s%s.json" % (out, label, members, "" if run == 1 else "-run%d" % run))) for run in range(1, runs + 1)]
+    return [json.load(open("%s/chat-%s%s-%s%s.json" % (out, kind, label, members, "" if run == 1 else "-run%d" % run))) for run in range(1, runs + 1)]
 s, p = runs_of(peer), runs_of("postduif")
-ps = json.load(open("%s/chat-postduif-%s-rate.json" % (out, members)))
-ss = json.load(open("%s/chat-%s-%s-rate.json" % (out, peer, members)))
+ps = json.load(open("%s/chat-%spostduif-%s-rate.json" % (out, kind, members)))
+ss = json.load(open("%s/chat-%s%s-%s-rate.json" % (out, kind, peer, members)))
 def per_cpu(r): return r["deliveriesPerCPUSecond"] or 0
 p_cpu, s_cpu = statistics.median(map(per_cpu, p)), statistics.median(map(per_cpu, s))
 line = "   deliveries per CPU-second: Postduif %.0f, %s %.0f: %.2fx" % (p_cpu, name, s_cpu, p_cpu / max(s_cpu, 1e-9))

@@ -29,6 +29,15 @@ public struct MatrixChatSettings: Sendable {
     public var syncTimeoutMilliseconds = 30_000
     /// The server name in user ids (`@name:server`).
     public var serverName = "localhost"
+    /// Encrypted rooms, as Element makes them: every member's device uploads
+    /// its keys; the rooms are created with `m.room.encryption`; each sender
+    /// queries its room's devices, claims a one-time key of each and shares
+    /// its megolm session with them in olm to-device messages before its
+    /// first message in the window and again every `rotationMessages`; its
+    /// messages are `m.room.encrypted` events (EncryptedChat).
+    public var encrypted = false
+    /// Messages per megolm session (Element's `rotation_period_msgs` default).
+    public var rotationMessages = 100
 
     public init() {}
 }
@@ -51,6 +60,13 @@ public struct MatrixChatResult: Codable, Sendable {
     public var cpuMicrosecondsPerDelivery: Double?
     public var deliveriesPerCPUSecond: Double?
     public var serverMemoryMaxMB: Double
+    /// Encrypted rooms: the senders' key shares (new megolm sessions) and
+    /// the olm to-device messages they sent, in the window.
+    public var encrypted: Bool? = nil
+    public var keyShares: Int? = nil
+    public var toDeviceMessages: Int? = nil
+    /// The olm to-device messages the members' syncs received.
+    public var toDeviceDelivered: Int? = nil
 }
 
 public struct MatrixError: Error, CustomStringConvertible {
@@ -85,11 +101,6 @@ public final class MatrixChatBench: Sendable {
         return (Int(response.status.code), object)
     }
 
-    struct Member {
-        var name: String
-        var token: String
-    }
-
     /// Setup (accounts, rooms, joins), then the measured window.
     public func run(progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> MatrixChatResult {
         do {
@@ -108,18 +119,36 @@ public final class MatrixChatBench: Sendable {
         let names = (0..<settings.rooms).map { room in (0..<settings.members).map { "\(settings.prefix)r\(room)m\($0)" } }
         progress("registering \(settings.rooms * settings.members) users")
         let tokens = Shared<[String: String]>([:])
+        let registered = Shared<[String: EncryptedChat.Device]>([:])
         try await forEach(names.flatMap { $0 }, concurrency: settings.setupConcurrency) { name in
             let (status, body) = try await self.call(.POST, "/register", body: ["username": name, "password": "bench-" + name, "auth": ["type": "m.login.dummy"]])
-            guard status == 200, let token = body["access_token"] as? String else { throw MatrixError(description: "register \(name): \(status) \(body)") }
+            guard status == 200, let token = body["access_token"] as? String, let device = body["device_id"] as? String else {
+                throw MatrixError(description: "register \(name): \(status) \(body)")
+            }
             tokens.withLock { $0[name] = token }
+            registered.withLock { $0[name] = EncryptedChat.Device(user: "@\(name):\(settings.serverName)", id: device) }
         }
         let token = tokens.withLock { $0 }
+        let devices = registered.withLock { $0 }
+        if settings.encrypted {
+            // What a client does after its first login: its device keys and
+            // a supply of one-time keys (libolm clients keep 50 uploaded).
+            progress("uploading every device's keys")
+            try await forEach(names.flatMap { $0 }, concurrency: settings.setupConcurrency) { name in
+                let (status, body) = try await self.call(.POST, "/keys/upload", token: token[name], body: devices[name]!.keysUpload(oneTimeKeys: 50))
+                guard status == 200 else { throw MatrixError(description: "keys/upload \(name): \(status) \(body)") }
+            }
+        }
         // Rooms: the first member creates, invites and sends.
         progress("creating \(settings.rooms) rooms of \(settings.members)")
         var made: [String] = []
         for room in 0..<settings.rooms {
             let owner = names[room][0]
-            let (status, body) = try await call(.POST, "/createRoom", token: token[owner], body: ["name": "bench \(room)", "preset": "private_chat"], timeout: .seconds(600))
+            var create: [String: Any] = ["name": "bench \(room)", "preset": "private_chat"]
+            if settings.encrypted {
+                create["initial_state"] = [["type": "m.room.encryption", "state_key": "", "content": ["algorithm": EncryptedChat.megolm]]]
+            }
+            let (status, body) = try await call(.POST, "/createRoom", token: token[owner], body: create, timeout: .seconds(600))
             guard status == 200, let id = body["room_id"] as? String else { throw MatrixError(description: "createRoom: \(status) \(body)") }
             made.append(id)
             let invitees = names[room].dropFirst()
@@ -155,6 +184,12 @@ public final class MatrixChatBench: Sendable {
         let window = Shared<Range<UInt64>>(UInt64.max..<UInt64.max)
         let warmedUp = Shared(0)
         let sentIDs = Shared(0)
+        let keyShares = Shared((shares: 0, messages: 0))
+        let encrypted = settings.encrypted
+        @Sendable func message(body: String, room: String, from device: EncryptedChat.Device, session: EncryptedChat.OutboundSession) -> (String, [String: Any]) {
+            guard encrypted else { return ("m.room.message", ["msgtype": "m.text", "body": body]) }
+            return ("m.room.encrypted", EncryptedChat.roomEvent(body: body, room: room, from: device, session: session))
+        }
         let memoryMax = Shared(0.0)
         let roomIDs = made
 
@@ -169,8 +204,9 @@ public final class MatrixChatBench: Sendable {
             }
             progress("warming up: a message to every member")
             for room in 0..<settings.rooms {
-                let (status, body) = try await call(.PUT, "/rooms/\(roomIDs[room])/send/m.room.message/warm-up-\(room)", token: token[names[room][0]],
-                                                    body: ["msgtype": "m.text", "body": "warm-up \(room)"], timeout: .seconds(120))
+                let (type, content) = message(body: "warm-up \(room)", room: roomIDs[room], from: devices[names[room][0]]!, session: EncryptedChat.OutboundSession())
+                let (status, body) = try await call(.PUT, "/rooms/\(roomIDs[room])/send/\(type)/warm-up-\(room)", token: token[names[room][0]],
+                                                    body: content, timeout: .seconds(120))
                 guard status == 200 else { throw MatrixError(description: "warm-up send: \(status) \(body)") }
             }
             let warmUpDeadline = ContinuousClock.now + .seconds(120)
@@ -201,6 +237,9 @@ public final class MatrixChatBench: Sendable {
             for room in 0..<settings.rooms {
                 group.addTask {
                     let owner = token[names[room][0]]!
+                    let device = devices[names[room][0]]!
+                    var session: EncryptedChat.OutboundSession?
+                    var recipients: [EncryptedChat.Recipient]?
                     var next = measureStart + UInt64(Double(room) / Double(settings.rooms) * (interval ?? 0) * 1e9)
                     var sequence = 0
                     while true {
@@ -220,8 +259,24 @@ public final class MatrixChatBench: Sendable {
                             return value
                         }
                         sequence += 1
-                        let (status, _) = try await self.call(.PUT, "/rooms/\(roomIDs[room])/send/m.room.message/b\(room)-\(sequence)", token: owner,
-                                                              body: ["msgtype": "m.text", "body": "bench \(id) \(intended)"])
+                        if settings.encrypted, session.map({ $0.sent >= settings.rotationMessages }) ?? true {
+                            // A new megolm session, shared with every other member's device first.
+                            if recipients == nil {
+                                recipients = try await self.recipients(of: Array(names[room].dropFirst()), token: owner)
+                            }
+                            let fresh = EncryptedChat.OutboundSession()
+                            let share = EncryptedChat.roomKeyShare(room: roomIDs[room], session: fresh, from: device, to: recipients!)
+                            let (status, body) = try await self.call(.PUT, "/sendToDevice/m.room.encrypted/k\(room)-\(sequence)", token: owner, body: share)
+                            guard status == 200 else { throw MatrixError(description: "sendToDevice: \(status) \(body)") }
+                            keyShares.withLock {
+                                $0.shares += 1
+                                $0.messages += recipients!.count
+                            }
+                            session = fresh
+                        }
+                        session?.sent += 1
+                        let (type, content) = message(body: "bench \(id) \(intended)", room: roomIDs[room], from: device, session: session ?? EncryptedChat.OutboundSession())
+                        let (status, _) = try await self.call(.PUT, "/rooms/\(roomIDs[room])/send/\(type)/b\(room)-\(sequence)", token: owner, body: content)
                         let done = monotonicNanoseconds()
                         if status == 200 {
                             sends.count(.acknowledged, 1, at: done)
@@ -263,7 +318,36 @@ public final class MatrixChatBench: Sendable {
             deliveries: delivered, expectedDeliveries: sent * settings.members, deliveriesPerSecond: Double(delivered) / settings.seconds,
             sendLatencyMilliseconds: percentiles(sends), deliveryLatencyMilliseconds: percentiles(deliveries),
             serverCPUSeconds: cpu, cpuMicrosecondsPerDelivery: delivered > 0 && !settings.serverPIDs.isEmpty ? cpu * 1e6 / Double(delivered) : nil,
-            deliveriesPerCPUSecond: cpu > 0 ? Double(delivered) / cpu : nil, serverMemoryMaxMB: memoryMax.withLock { $0 })
+            deliveriesPerCPUSecond: cpu > 0 ? Double(delivered) / cpu : nil, serverMemoryMaxMB: memoryMax.withLock { $0 },
+            encrypted: settings.encrypted ? true : nil, keyShares: settings.encrypted ? keyShares.withLock { $0.shares } : nil,
+            toDeviceMessages: settings.encrypted ? keyShares.withLock { $0.messages } : nil,
+            toDeviceDelivered: settings.encrypted ? deliveries.total(.toDevice) : nil)
+    }
+
+    /// The devices of `users` with a one-time key claimed for each, as a
+    /// client finds them before its first olm message to each: `keys/query`,
+    /// then `keys/claim`.
+    func recipients(of users: [String], token: String) async throws -> [EncryptedChat.Recipient] {
+        let ids = users.map { "@\($0):\(settings.serverName)" }
+        let (status, body) = try await call(.POST, "/keys/query", token: token, body: ["device_keys": Dictionary(uniqueKeysWithValues: ids.map { ($0, [String]()) })])
+        guard status == 200, let found = body["device_keys"] as? [String: [String: [String: Any]]] else {
+            throw MatrixError(description: "keys/query: \(status) \(body)")
+        }
+        var recipients: [EncryptedChat.Recipient] = []
+        for user in ids {
+            for (device, keys) in found[user] ?? [:] {
+                guard let keys = keys["keys"] as? [String: String], let curve = keys["curve25519:\(device)"], let ed = keys["ed25519:\(device)"] else { continue }
+                recipients.append(.init(user: user, device: device, curve25519: curve, ed25519: ed))
+            }
+        }
+        guard recipients.count == ids.count else { throw MatrixError(description: "keys/query found \(recipients.count) devices of \(ids.count) users") }
+        var claim: [String: [String: String]] = [:]
+        for recipient in recipients { claim[recipient.user, default: [:]][recipient.device] = "signed_curve25519" }
+        let (claimed, answer) = try await call(.POST, "/keys/claim", token: token, body: ["one_time_keys": claim])
+        let keys = answer["one_time_keys"] as? [String: [String: Any]] ?? [:]
+        let count = keys.values.reduce(0) { $0 + $1.count }
+        guard claimed == 200, count == recipients.count else { throw MatrixError(description: "keys/claim: \(claimed), \(count) keys for \(recipients.count) devices") }
+        return recipients
     }
 
     /// A member's long-poll loop: each bench message counts once, with its
@@ -296,8 +380,9 @@ public final class MatrixChatBench: Sendable {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0, lookForWarmUp: !warm) }
+            let scan = answer.body.withUnsafeReadableBytes { SyncAnswerScan($0, lookForWarmUp: !warm, countOlm: settings.encrypted) }
             if let next = scan.nextBatch { since = next }
+            if scan.olmMessages > 0 { recorder.count(.toDevice, scan.olmMessages, at: now) }
             if scan.warmUp && !warm {
                 warm = true
                 warmedUp.withLock { $0 += 1 }

@@ -13,6 +13,8 @@ public enum Counter: String, Codable, CaseIterable, Sendable {
     case deliveries
     /// Messages the target refused or lost with an error.
     case errors
+    /// Olm to-device messages members received (the encrypted chat workload).
+    case toDevice
 }
 
 /// Latencies (in microseconds, HdrHistogram with three significant digits)

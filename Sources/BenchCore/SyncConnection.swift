@@ -133,14 +133,19 @@ struct SyncAnswerScan {
     var messages: [(id: Int, intended: UInt64)] = []
     /// The answer carries a warm-up message (sent before the window).
     var warmUp = false
+    /// Olm to-device messages in the answer (encrypted rooms' key shares):
+    /// only they name the olm algorithm; room events name megolm's.
+    var olmMessages = 0
 
     private static let nextBatchKey = Array(#""next_batch""#.utf8)
     private static let benchPrefix = Array(#""bench "#.utf8)
     private static let warmUpPrefix = Array(#""warm-up "#.utf8)
+    private static let olmAlgorithm = Array(#""m.olm.v1.curve25519-aes-sha2""#.utf8)
 
     /// `lookForWarmUp`: false once the member has seen the warm-up message,
     /// so later answers are not scanned for it a second time.
-    init(_ bytes: UnsafeRawBufferPointer, lookForWarmUp: Bool = true) {
+    /// `countOlm`: count olm to-device messages (encrypted rooms only).
+    init(_ bytes: UnsafeRawBufferPointer, lookForWarmUp: Bool = true, countOlm: Bool = false) {
         let quote = UInt8(ascii: "\"")
         if let key = Self.find(Self.nextBatchKey, in: bytes, from: 0) {
             var at = key + Self.nextBatchKey.count
@@ -153,6 +158,13 @@ struct SyncAnswerScan {
             }
         }
         warmUp = lookForWarmUp && Self.find(Self.warmUpPrefix, in: bytes, from: 0) != nil
+        if countOlm {
+            var at = 0
+            while let found = Self.find(Self.olmAlgorithm, in: bytes, from: at) {
+                olmMessages += 1
+                at = found + Self.olmAlgorithm.count
+            }
+        }
         var from = 0
         while let found = Self.find(Self.benchPrefix, in: bytes, from: from) {
             var at = found + Self.benchPrefix.count

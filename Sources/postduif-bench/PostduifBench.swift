@@ -126,6 +126,9 @@ struct Matrix: AsyncParsableCommand {
     @Option(name: .customLong("sync-timeout-ms"), help: "Each long poll's timeout, as clients send it.") var syncTimeoutMilliseconds = 30_000
     @Option(help: "Write the result as JSON here.") var json: String?
     @Option(help: "A label for the summary line.") var label = "matrix"
+    @Flag(help: "Encrypted rooms: device and one-time keys uploaded, megolm room events, each sender's session shared with every member's device by olm to-device messages, and again every --rotation-messages.")
+    var encrypted = false
+    @Option(help: "Messages per megolm session in encrypted rooms.") var rotationMessages = 100
 
     func run() async throws {
         var settings = MatrixChatSettings()
@@ -138,14 +141,19 @@ struct Matrix: AsyncParsableCommand {
         settings.serverPIDs = serverPIDs
         settings.setupConcurrency = setupConcurrency
         settings.syncTimeoutMilliseconds = syncTimeoutMilliseconds
+        settings.encrypted = encrypted
+        settings.rotationMessages = rotationMessages
         let result = try await MatrixChatBench(settings: settings).run { FileHandle.standardError.write(Data(("  " + $0 + "\n").utf8)) }
         func ms(_ values: [String: Double], _ key: String) -> String { String(format: "%.1f", values[key] ?? 0) }
-        var line = "\(label): \(rooms)x\(members) members, \(String(format: "%.1f", result.sendsPerSecond)) msgs/s (\(result.sendErrors) errors), "
+        var line = "\(label): \(rooms)x\(members) members\(encrypted ? " (encrypted)" : ""), \(String(format: "%.1f", result.sendsPerSecond)) msgs/s (\(result.sendErrors) errors), "
         line += "\(String(format: "%.0f", result.deliveriesPerSecond)) deliveries/s (\(result.deliveries) of \(result.expectedDeliveries)), "
         line += "send p50 \(ms(result.sendLatencyMilliseconds, "p50")) p99 \(ms(result.sendLatencyMilliseconds, "p99")) ms, "
         line += "delivery p50 \(ms(result.deliveryLatencyMilliseconds, "p50")) p99 \(ms(result.deliveryLatencyMilliseconds, "p99")) ms"
         if let perDelivery = result.cpuMicrosecondsPerDelivery {
             line += ", server CPU \(String(format: "%.2f", result.serverCPUSeconds)) s = \(String(format: "%.1f", perDelivery)) µs per delivery, \(String(format: "%.0f", result.deliveriesPerCPUSecond ?? 0)) deliveries per CPU-second, RSS max \(String(format: "%.0f", result.serverMemoryMaxMB)) MB"
+        }
+        if let shares = result.keyShares, let messages = result.toDeviceMessages {
+            line += ", \(shares) key shares in \(messages) to-device messages (\(result.toDeviceDelivered ?? 0) received)"
         }
         print(line)
         if let json {

@@ -501,9 +501,10 @@ def test_the_gateway_authenticates_to_a_sasl_broker():
 def test_the_matrix_load_tool_counts_every_copy(chat):
     """`postduif-bench matrix` (its own long-poll client, which reads the
     bench messages out of /sync answers without decoding the JSON) counts
-    each message once for each member, open and closed loop."""
+    each message once for each member, open and closed loop, and in
+    encrypted rooms every key share once for each other member's device."""
     bench = os.path.join(os.path.dirname(BINARY), "postduif-bench")
-    for extra in (["--rate", "20"], []):
+    for extra in (["--rate", "20"], [], ["--encrypted", "--rotation-messages", "5"]):
         out = tempfile.mktemp(prefix="postduif-matrix-", suffix=".json")
         result = subprocess.run([bench, "matrix", "--url", chat.url, "--server-name", "gov.test", "--members", "4", "--seconds", "2",
                                  "--json", out] + extra, capture_output=True, text=True, timeout=120)
@@ -513,6 +514,13 @@ def test_the_matrix_load_tool_counts_every_copy(chat):
         os.unlink(out)
         assert report["sent"] > 0 and report["sendErrors"] == 0, report
         assert report["deliveries"] == report["expectedDeliveries"] == report["sent"] * 4, report
+        if "--encrypted" in extra:
+            # A share before the first message and one every five: the three others' devices each get one.
+            assert report["keyShares"] == (report["sent"] + 4) // 5, report
+            assert report["toDeviceMessages"] == report["keyShares"] * 3, report
+            assert report["toDeviceDelivered"] == report["toDeviceMessages"], report
+        else:
+            assert "keyShares" not in report, report
 
 
 class RawConnection:
