@@ -108,12 +108,17 @@ extension MatrixAPI {
             return .wait(generation: generation)
         }
         let since = query.fullState ? nil : query.since
-        var shared = since.flatMap { query.plainFilter ? sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch) : nil }
+        // Read once for the key and the body alike, so a body shared under
+        // a key always carries the counts the key names.
+        let keyCounts = deviceKeyCounts(query.session)
+        var shared = since.flatMap {
+            query.plainFilter ? sharedAnswerKey(query.session, since: $0, position: position, token: token, cacheEpoch: cacheEpoch, keyCounts: keyCounts) : nil
+        }
         let body: SharedAnswers.Piece
         if let shared, let answer = state.shared.answer(shared), !answer.senders.contains(query.session.devicePrefix) {
             body = answer
         } else {
-            body = try syncBody(query, since: since, position: position, token: token, cacheEpoch: cacheEpoch, fetched: fetched)
+            body = try syncBody(query, since: since, position: position, token: token, cacheEpoch: cacheEpoch, fetched: fetched, keyCounts: keyCounts)
             if let key = shared {
                 // The sender's own body carries its transaction ids: not shared.
                 if body.senders.contains(query.session.devicePrefix) { shared = nil } else { state.shared.storeAnswer(key, body) }
@@ -168,20 +173,30 @@ extension MatrixAPI {
     /// read marker was written since (markers differ per user). The members
     /// of a large room answered for one message all sync again from the
     /// same position, and get the same bytes for the next; nil otherwise.
-    func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64) -> String? {
+    func sharedAnswerKey(_ session: Session, since: SyncPosition, position: SyncPosition, token: String, cacheEpoch: UInt64, keyCounts: String) -> String? {
         guard since.markers == position.markers, !state.userData.changed(user: session.userID, since: since.userData) else { return nil }
-        // An encrypting device's answer is its own: one-time key counts,
-        // to-device messages, device list changes.
-        guard !state.keys.hasDeviceKeys(user: session.userID, device: session.deviceID), state.keys.keysChanged(since: since.userData).isEmpty,
-              !state.toDevice.hasPending(user: session.userID, device: session.deviceID, acknowledged: since.toDevice) else { return nil }
+        // To-device messages and device list changes are a device's own;
+        // its one-time key counts are in the key, so the encrypting devices
+        // of a room whose counts agree (clients keep theirs topped up to
+        // the same number) share an answer as the others do.
+        guard state.keys.keysChanged(since: since.userData).isEmpty,
+              !state.toDevice.pendingAfterAcknowledging(user: session.userID, device: session.deviceID, upTo: since.toDevice) else { return nil }
         let rooms = state.directory.rooms(of: session.userID)
         guard rooms.count == 1, let only = rooms.first, only.member.membership == "join", only.member.stateOffset < since.state else { return nil }
         let partition = Int(state.partition(ofRoom: only.roomID))
         // The state offset too: membership changes since it (device_lists) differ.
-        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(since.state)|\(since.typing)|\(token)"
+        return "\(cacheEpoch)|\(only.roomID)|\(since.timeline[partition])|\(since.state)|\(since.typing)|\(token)|\(keyCounts)"
     }
 
-    func syncBody(_ query: SyncQuery, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]]) throws -> SharedAnswers.Piece {
+    /// The end of a device's sync answer: `"device_one_time_keys_count":{…},"device_unused_fallback_key_types":[…]`.
+    func deviceKeyCounts(_ session: Session) -> String {
+        let counts = state.keys.oneTimeKeyCounts(user: session.userID, device: session.deviceID).sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)):\($0.value)" }
+        let fallback = state.keys.unusedFallbackTypes(user: session.userID, device: session.deviceID).map(JSONText.string)
+        return "\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},\"device_unused_fallback_key_types\":[\(fallback.joined(separator: ","))]"
+    }
+
+    func syncBody(_ query: SyncQuery, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]],
+                  keyCounts: String? = nil) throws -> SharedAnswers.Piece {
         let session = query.session
         var joined: [String] = []
         var invited: [String] = []
@@ -232,8 +247,6 @@ extension MatrixAPI {
         let toDevice = state.toDevice.take(user: session.userID, device: session.deviceID, acknowledged: query.since?.toDevice, upTo: position.toDevice)
         let devicesChanged = since.map { deviceListChanges(session, since: $0) } ?? []
         let devicesLeft = since.map { deviceListsLeft(session, since: $0, position: position) } ?? []
-        let counts = state.keys.oneTimeKeyCounts(user: session.userID, device: session.deviceID).sorted { $0.key < $1.key }.map { "\(JSONText.string($0.key)):\($0.value)" }
-        let fallback = state.keys.unusedFallbackTypes(user: session.userID, device: session.deviceID).map(JSONText.string)
         let changed = !joined.isEmpty || !invited.isEmpty || !left.isEmpty || !accountData.isEmpty || !toDevice.isEmpty || !devicesChanged.isEmpty || !devicesLeft.isEmpty
         let head = "{\"next_batch\":\(JSONText.string(token)),\"rooms\":{\"join\":{"
         var unreadAt: (roomID: String, range: Range<Int>)?
@@ -244,8 +257,8 @@ extension MatrixAPI {
         }
         let body = head + "\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
             + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[\(toDevice.joined(separator: ","))]},"
-            + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[\(devicesLeft.map(JSONText.string).joined(separator: ","))]},\"device_one_time_keys_count\":{\(counts.joined(separator: ","))},"
-            + "\"device_unused_fallback_key_types\":[\(fallback.joined(separator: ","))]}"
+            + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[\(devicesLeft.map(JSONText.string).joined(separator: ","))]},"
+            + (keyCounts ?? deviceKeyCounts(session)) + "}"
         return SharedAnswers.Piece(json: body, changed: changed, senders: senders, unread: unreadAt)
     }
 

@@ -37,8 +37,17 @@ final class ToDeviceTable: Sendable {
         }
     }
 
-    /// Whether the device has a message at or after `acknowledged`.
-    func hasPending(user: String, device: String, acknowledged: Int64) -> Bool {
-        queues.withLock { $0[Self.key(user, device)]?.contains { $0.offset >= acknowledged } ?? false }
+    /// Drops the device's messages before `acknowledged` (its sync token's
+    /// position, as `take` does) and says whether any are left. A sync
+    /// answered from a shared body never calls `take`, and would otherwise
+    /// keep what the device acknowledged until its next answer of its own.
+    func pendingAfterAcknowledging(user: String, device: String, upTo acknowledged: Int64) -> Bool {
+        queues.withLock { queues in
+            let key = Self.key(user, device)
+            guard var queue = queues[key] else { return false }
+            queue.removeAll { $0.offset < acknowledged }
+            queues[key] = queue.isEmpty ? nil : queue
+            return !queue.isEmpty
+        }
     }
 }

@@ -16,7 +16,7 @@ from nio import (AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent, Reg
                  RoomSendResponse, ToDeviceMessage)
 
 from test_chat import EmbeddedGateway, run
-from test_matrix_clients import account, http, sync
+from test_matrix_clients import account, http, join, room_with, sync, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +226,55 @@ def test_key_backups_keep_the_best_key_and_refuse_an_old_version(gateway):
     # Another user sees none of it.
     other = account(gateway, "backup-other")
     assert http(gateway, "GET", "/room_keys/version", token=other)[0] == 404
+
+
+def test_members_syncing_from_one_position_each_get_their_own_key_counts_and_to_device_messages(gateway):
+    """Members of a room who sync from the same position share one answer
+    body in the gateway, encrypting devices too; what is a device's own
+    (its one-time key counts, its to-device messages) must still be its
+    own in each answer: Bob, synced first, has two keys and a message for
+    his device; Carol, from the same position, has one key and no
+    message."""
+    sender = account(gateway, "share-sender")
+    members = {name: account(gateway, name) for name in ("share-bob", "share-carol")}
+    room = room_with(gateway, sender, *members)
+    devices = {}
+    for name, token in members.items():
+        join(gateway, token, room)
+        device = http(gateway, "GET", "/account/whoami", token=token)[2]["device_id"]
+        devices[name] = device
+        keys = {"device_keys": {"user_id": "@%s:gov.test" % name, "device_id": device, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                                "keys": {"curve25519:" + device: "c" * 43, "ed25519:" + device: "e" * 43}, "signatures": {}},
+                "one_time_keys": {"signed_curve25519:A": {"key": "a" * 43}, "signed_curve25519:B": {"key": "b" * 43}}}
+        assert http(gateway, "POST", "/keys/upload", keys, token)[0] == 200
+    starts = {name: sync(gateway, token)["next_batch"] for name, token in members.items()}
+    # One of Carol's keys claimed; a to-device message for Bob's device.
+    claim = {"one_time_keys": {"@share-carol:gov.test": {devices["share-carol"]: "signed_curve25519"}}}
+    assert http(gateway, "POST", "/keys/claim", claim, sender)[0] == 200
+    message = {"messages": {"@share-bob:gov.test": {devices["share-bob"]: {"secret": "for bob"}}}}
+    assert http(gateway, "PUT", "/sendToDevice/org.gov.test.share/one", message, sender)[0] == 200
+
+    def send(text):
+        status, _, _ = http(gateway, "PUT", "/rooms/%s/send/m.room.message/%s" % (urllib.parse.quote(room), text), {"msgtype": "m.text", "body": text}, sender)
+        assert status == 200
+
+    def seen(text):
+        return lambda answer: any(event.get("content", {}).get("body") == text
+                                  for event in answer["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", []))
+
+    send("first")
+    to_device = {name: [] for name in members}
+    tokens = {}
+    for name, token in members.items():
+        answer = wait_for(gateway, token, starts[name], lambda answer: (to_device[name].extend(answer["to_device"]["events"]), seen("first")(answer))[1])
+        tokens[name] = answer["next_batch"]
+    assert [event["content"] for event in to_device["share-bob"]] == [{"secret": "for bob"}]
+    assert to_device["share-carol"] == []
+    # Both now sync from one position: nothing was written between their answers.
+    assert tokens["share-bob"] == tokens["share-carol"], tokens
+    send("second")
+    answers = {name: wait_for(gateway, token, tokens[name], seen("second")) for name, token in members.items()}
+    assert answers["share-bob"]["device_one_time_keys_count"] == {"signed_curve25519": 2}, answers["share-bob"]
+    assert answers["share-carol"]["device_one_time_keys_count"] == {"signed_curve25519": 1}, answers["share-carol"]
+    # Bob's message was acknowledged by the token he synced with: not again.
+    assert answers["share-bob"]["to_device"]["events"] == [] and answers["share-carol"]["to_device"]["events"] == []
