@@ -144,7 +144,7 @@ extension MatrixAPI {
             return try await group.reduce(into: [(String, String, (id: String, key: JSONValue)?)]()) { $0.append($1) }
         }
         var claimed: [String: [String: JSONValue]] = [:]
-        for case let (user, device, key?) in found {
+        for case (let user, let device, let key?) in found {
             claimed[user, default: [:]][device] = [key.id: key.key]
         }
         return Self.ok(["one_time_keys": .object(claimed.mapValues { .object($0) }), "failures": [:]] as JSONValue)
