@@ -253,7 +253,11 @@ public final class MatrixChatBench: Sendable {
                         } else if now < measureStart {
                             try await Task.sleep(for: .nanoseconds(Int64(measureStart - now)))
                         }
-                        let intended = interval == nil ? monotonicNanoseconds() : next
+                        // Closed loop: the time just checked against the window's
+                        // end (read anew, it could fall past the end, and the message
+                        // count as sent and never as delivered), or the time the
+                        // window opened for the first message.
+                        let intended = interval != nil ? next : now < measureStart ? monotonicNanoseconds() : now
                         let id = sentIDs.withLock { value -> Int in
                             value += 1
                             return value
