@@ -18,6 +18,23 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("POSTDUIF_BIN", os.path.join(ROOT, ".build", "debug", "postduif"))
 
+# Everything the tests make with tempfile (data folders, logs, client
+# stores), and what their processes make through TMPDIR, goes in one
+# folder of this run's own: removed when the run passes, kept (and named)
+# when it fails, so a failed run's logs stay readable and a passing one
+# leaves nothing behind.
+RUN_TMP = tempfile.mkdtemp(prefix="postduif-tests-")
+os.environ["TMPDIR"] = RUN_TMP
+tempfile.tempdir = RUN_TMP
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0:
+        shutil.rmtree(RUN_TMP, ignore_errors=True)
+    else:
+        print("\nthe run's files and logs are kept in %s" % RUN_TMP)
+
+
 # Every broker a test starts serves its HTTP proxy on a free port unless
 # the test names one: several brokers run at once, and 8082 (the
 # default) may be taken.
