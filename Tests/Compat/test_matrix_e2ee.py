@@ -278,3 +278,30 @@ def test_members_syncing_from_one_position_each_get_their_own_key_counts_and_to_
     assert answers["share-carol"]["device_one_time_keys_count"] == {"signed_curve25519": 1}, answers["share-carol"]
     # Bob's message was acknowledged by the token he synced with: not again.
     assert answers["share-bob"]["to_device"]["events"] == [] and answers["share-carol"]["to_device"]["events"] == []
+
+
+def test_one_claim_for_many_devices_hands_each_key_out_once(gateway):
+    """A client about to share a room key claims a key of every device in
+    the room in one request; the gateway claims them all at once, and each
+    key still goes out once."""
+    claimer = account(gateway, "many-claimer")
+    owners = {}
+    for index in range(3):
+        name = "many-owner-%d" % index
+        token = account(gateway, name)
+        device = http(gateway, "GET", "/account/whoami", token=token)[2]["device_id"]
+        owners["@%s:gov.test" % name] = device
+        keys = {"one_time_keys": {"signed_curve25519:%s%d" % (which, index): {"key": which * 43} for which in "AB"}}
+        assert http(gateway, "POST", "/keys/upload", keys, token)[2] == {"one_time_key_counts": {"signed_curve25519": 2}}
+    claim = {"one_time_keys": {user: {device: "signed_curve25519"} for user, device in owners.items()}}
+    handed = []
+    for _ in range(2):
+        status, _, claimed = http(gateway, "POST", "/keys/claim", claim, claimer)
+        assert status == 200 and set(claimed["one_time_keys"]) == set(owners), claimed
+        for user, device in owners.items():
+            (key_id,) = claimed["one_time_keys"][user][device]
+            handed.append((user, key_id))
+    assert len(set(handed)) == 6, handed
+    # Both keys of every device are gone, and there is no fallback key.
+    status, _, claimed = http(gateway, "POST", "/keys/claim", claim, claimer)
+    assert status == 200 and claimed["one_time_keys"] == {}, claimed
