@@ -196,7 +196,7 @@ extension MatrixAPI {
     }
 
     func syncBody(_ query: SyncQuery, since: SyncPosition?, position: SyncPosition, token: String, cacheEpoch: UInt64, fetched: [String: [RoomEvent]],
-                  keyCounts: String? = nil) throws -> SharedAnswers.Piece {
+                  keyCounts: String) throws -> SharedAnswers.Piece {
         let session = query.session
         var joined: [String] = []
         var invited: [String] = []
@@ -258,7 +258,7 @@ extension MatrixAPI {
         let body = head + "\(joined.joined(separator: ","))},\"invite\":{\(invited.joined(separator: ","))},\"leave\":{\(left.joined(separator: ","))}},"
             + "\"account_data\":{\"events\":[\(accountData.joined(separator: ","))]},\"presence\":{\"events\":[]},\"to_device\":{\"events\":[\(toDevice.joined(separator: ","))]},"
             + "\"device_lists\":{\"changed\":[\(devicesChanged.map(JSONText.string).joined(separator: ","))],\"left\":[\(devicesLeft.map(JSONText.string).joined(separator: ","))]},"
-            + (keyCounts ?? deviceKeyCounts(session)) + "}"
+            + keyCounts + "}"
         return SharedAnswers.Piece(json: body, changed: changed, senders: senders, unread: unreadAt)
     }
 

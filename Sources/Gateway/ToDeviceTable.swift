@@ -27,14 +27,19 @@ final class ToDeviceTable: Sendable {
     /// `acknowledged` (the sync's token: the device has them).
     func take(user: String, device: String, acknowledged: Int64?, upTo: Int64) -> [String] {
         queues.withLock { queues in
-            let key = Self.key(user, device)
-            guard var queue = queues[key] else { return [] }
-            if let acknowledged {
-                queue.removeAll { $0.offset < acknowledged }
-                queues[key] = queue.isEmpty ? nil : queue
-            }
+            let queue = acknowledged.map { Self.drop(before: $0, user: user, device: device, in: &queues) } ?? queues[Self.key(user, device)] ?? []
             return queue.filter { $0.offset < upTo }.map(\.json)
         }
+    }
+
+    /// Drops a device's messages before `acknowledged`; returns the rest.
+    private static func drop(before acknowledged: Int64, user: String, device: String,
+                             in queues: inout [String: [(offset: Int64, json: String)]]) -> [(offset: Int64, json: String)] {
+        let key = Self.key(user, device)
+        guard var queue = queues[key] else { return [] }
+        queue.removeAll { $0.offset < acknowledged }
+        queues[key] = queue.isEmpty ? nil : queue
+        return queue
     }
 
     /// Drops the device's messages before `acknowledged` (its sync token's
@@ -42,12 +47,6 @@ final class ToDeviceTable: Sendable {
     /// answered from a shared body never calls `take`, and would otherwise
     /// keep what the device acknowledged until its next answer of its own.
     func pendingAfterAcknowledging(user: String, device: String, upTo acknowledged: Int64) -> Bool {
-        queues.withLock { queues in
-            let key = Self.key(user, device)
-            guard var queue = queues[key] else { return false }
-            queue.removeAll { $0.offset < acknowledged }
-            queues[key] = queue.isEmpty ? nil : queue
-            return !queue.isEmpty
-        }
+        queues.withLock { !Self.drop(before: acknowledged, user: user, device: device, in: &$0).isEmpty }
     }
 }
