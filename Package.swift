@@ -55,6 +55,8 @@ let package = Package(
         .systemLibrary(name: "CGD", pkgConfig: "gdlib", providers: [.apt(["libgd-dev"])]),
         // CRC-32C with the SSE 4.2 instruction where the CPU has it.
         .target(name: "CCRC32C"),
+        // Base64 decoding 32 characters at a time with AVX2 (HTTP produce).
+        .target(name: "CBase64"),
         // sync_file_range, which Swift's Glibc module does not export.
         .target(name: "CFileSync"),
 
@@ -125,7 +127,7 @@ let package = Package(
         .target(
             name: "HTTPProxy",
             dependencies: [
-                "KafkaWire", "KafkaNIO", "PostduifClient", "Security",
+                "KafkaWire", "KafkaNIO", "PostduifClient", "Security", "CBase64",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -259,7 +261,7 @@ let package = Package(
             dependencies: ["Gateway", "ChatWire", "Core", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy"], swiftSettings: strictSettings),
+        .testTarget(name: "HTTPProxyTests", dependencies: ["HTTPProxy", "CBase64"], swiftSettings: strictSettings),
         .testTarget(name: "ThumbnailsTests", dependencies: ["Thumbnails", "CGD"], swiftSettings: strictSettings),
         .testTarget(
             name: "KafkaNIOTests",

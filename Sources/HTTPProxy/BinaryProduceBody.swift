@@ -1,3 +1,4 @@
+import CBase64
 import Foundation
 
 /// A produce body in the REST Proxy's binary format, read straight from
@@ -372,7 +373,8 @@ struct JSONBytes {
 }
 
 /// Base64 (RFC 4648's standard alphabet, with padding, as Foundation's
-/// `Data(base64Encoded:)` takes it), decoded a quad at a time.
+/// `Data(base64Encoded:)` takes it), decoded 32 characters at a time with
+/// AVX2 and a quad at a time where that stops.
 enum Base64 {
     /// Each character's six bits; 0xFF where it is not in the alphabet.
     private static let values: [UInt8] = {
@@ -416,11 +418,13 @@ enum Base64 {
         guard count > 0, let input = text.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let output = output.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return true }
         let padding = count / 4 * 3 - decodedCount
+        // Every quad but a padded last one: 32 characters at a time where
+        // the CPU can (CBase64), the rest and any refused block here.
+        let whole = padding == 0 ? count : count - 4
+        let vectored = postduif_base64_decode_blocks(input, whole, output)
         return values.withUnsafeBufferPointer { values in
-            var at = 0
-            var written = 0
-            // Every quad but a padded last one, four characters to three bytes.
-            let whole = padding == 0 ? count : count - 4
+            var at = vectored
+            var written = vectored / 4 * 3
             var invalid: UInt8 = 0
             while at < whole {
                 let a = values[Int(input[at])]

@@ -1,3 +1,4 @@
+import CBase64
 import Foundation
 import Testing
 
@@ -87,14 +88,46 @@ struct BinaryProduceBodyTests {
         #expect(Base64.decode(Array(base64(every).utf8)) == every)
     }
 
+    /// The vector path alone: whole blocks only, three bytes for every four
+    /// characters, nothing written past them, and a stop before the block
+    /// holding a padding character.
+    @Test func theVectorPathDecodesWholeBlocksAndStopsBeforeAnyOther() {
+        guard postduif_base64_is_vector() == 1 else {
+            #expect(postduif_base64_decode_blocks(nil, 0, nil) == 0)
+            return
+        }
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<300).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let text = Array(base64(bytes).utf8)
+        for count in [0, 31, 32, 33, 63, 64, 100, 399] {
+            var out = [UInt8](repeating: 0xAA, count: 320)
+            let done = text.withUnsafeBufferPointer { text in
+                out.withUnsafeMutableBufferPointer { postduif_base64_decode_blocks(text.baseAddress, count, $0.baseAddress) }
+            }
+            #expect(done == count / 32 * 32, "count \(count)")
+            #expect(Array(out[..<(done / 4 * 3)]) == Array(bytes[..<(done / 4 * 3)]), "count \(count)")
+            #expect(out[(done / 4 * 3)...].allSatisfy { $0 == 0xAA }, "count \(count): written past the blocks")
+        }
+        var padded = text
+        padded[70] = UInt8(ascii: "=")
+        var out = [UInt8](repeating: 0, count: 96)
+        let done = padded.withUnsafeBufferPointer { text in
+            out.withUnsafeMutableBufferPointer { postduif_base64_decode_blocks(text.baseAddress, 128, $0.baseAddress) }
+        }
+        #expect(done == 64)
+    }
+
     /// Every byte value in every position of a long valid text: decoded
     /// exactly when it is one of the alphabet's 64 characters (a '=' only
-    /// as padding at the end), never read as something else.
+    /// as padding at the end), never read as something else. The text is
+    /// two of the vector path's blocks (where the CPU has AVX2, which this
+    /// test names), so every position of a block is tried there.
     @Test func everyCharacterOutsideTheAlphabetIsRefusedInEveryPosition() {
+        print("base64 blocks decoded with AVX2: \(postduif_base64_is_vector() == 1)")
         let alphabet = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
         let valid = Array(base64((0..<48).map { UInt8($0 * 5) }).utf8)
         #expect(valid.count == 64)
-        for position in [0, 5, 15, 16, 31, 47, 48, 63] {
+        for position in 0..<64 {
             for value in UInt8.min...UInt8.max {
                 var text = valid
                 text[position] = value
