@@ -16,7 +16,10 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 WORK=${WORK:-$(mktemp -d "${BENCH_DIR:-/tmp}/postduif-http-profile-XXXXXX")}
 "$BIN" serve --data "$WORK/data" --port 19492 --http-port 0 --http-proxy-port 19493 --durability none --log-level warning > "$WORK/broker.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+# The data folder goes with the broker (a run writes gigabytes; runs left
+# behind fill the page cache and slow the runs after them); the rest of
+# $WORK (the perf data, the broker's log) stays.
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$WORK/data"' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/19493) 2>/dev/null && break; sleep 0.1; done
 WORK=$WORK .venv/bin/python - <<'PY'
 import base64, json, os

@@ -11,22 +11,38 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// Bit flags by low nibble and by high nibble: a character is in the
+// alphabet exactly when its two flags share no bit. `high` is each
+// character's high nibble.
 __attribute__((target("avx2")))
-static size_t decode_avx2(const uint8_t *text, size_t count, uint8_t *out) {
-    // Bit flags by low nibble and by high nibble: a character is in the
-    // alphabet exactly when its two flags share no bit.
+static inline int in_alphabet(__m256i characters, __m256i *high) {
     const __m256i by_low = _mm256_setr_epi8(
         0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B, 0x1A,
         0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B, 0x1A);
     const __m256i by_high = _mm256_setr_epi8(
         0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
         0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10);
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    *high = _mm256_and_si256(_mm256_srli_epi32(characters, 4), nibble);
+    const __m256i low = _mm256_and_si256(characters, nibble);
+    return _mm256_testz_si256(_mm256_shuffle_epi8(by_low, low), _mm256_shuffle_epi8(by_high, *high));
+}
+
+__attribute__((target("avx2")))
+static size_t check_avx2(const uint8_t *text, size_t count) {
+    size_t done = 0;
+    __m256i high;
+    while (count - done >= 32 && in_alphabet(_mm256_loadu_si256((const __m256i *)(text + done)), &high)) done += 32;
+    return done;
+}
+
+__attribute__((target("avx2")))
+static size_t decode_avx2(const uint8_t *text, size_t count, uint8_t *out) {
     // What to add to a character, by its high nibble ('/' moved to slot 1):
     // '+' 43 → 62, '/' 47 → 63, digits → 52..61, 'A'..'Z' → 0..25, 'a'..'z' → 26..51.
     const __m256i shift = _mm256_setr_epi8(
         0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0,
         0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256i slash = _mm256_set1_epi8('/');
     // Pairs of six bits into twelve, then pairs of twelve into 24.
     const __m256i six = _mm256_set1_epi32(0x01400140);
@@ -41,11 +57,8 @@ static size_t decode_avx2(const uint8_t *text, size_t count, uint8_t *out) {
     size_t done = 0;
     while (count - done >= 32) {
         const __m256i characters = _mm256_loadu_si256((const __m256i *)(text + done));
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(characters, 4), nibble);
-        const __m256i low = _mm256_and_si256(characters, nibble);
-        const __m256i flags_low = _mm256_shuffle_epi8(by_low, low);
-        const __m256i flags_high = _mm256_shuffle_epi8(by_high, high);
-        if (!_mm256_testz_si256(flags_low, flags_high)) break;
+        __m256i high;
+        if (!in_alphabet(characters, &high)) break;
         const __m256i is_slash = _mm256_cmpeq_epi8(characters, slash);
         const __m256i values = _mm256_add_epi8(characters, _mm256_shuffle_epi8(shift, _mm256_add_epi8(is_slash, high)));
         const __m256i packed = _mm256_madd_epi16(_mm256_maddubs_epi16(values, six), twelve);
@@ -74,6 +87,10 @@ size_t postduif_base64_decode_blocks(const uint8_t *text, size_t count, uint8_t 
     return postduif_base64_is_vector() ? decode_avx2(text, count, out) : 0;
 }
 
+size_t postduif_base64_check_blocks(const uint8_t *text, size_t count) {
+    return postduif_base64_is_vector() ? check_avx2(text, count) : 0;
+}
+
 #else
 
 int postduif_base64_is_vector(void) { return 0; }
@@ -82,6 +99,12 @@ size_t postduif_base64_decode_blocks(const uint8_t *text, size_t count, uint8_t 
     (void)text;
     (void)count;
     (void)out;
+    return 0;
+}
+
+size_t postduif_base64_check_blocks(const uint8_t *text, size_t count) {
+    (void)text;
+    (void)count;
     return 0;
 }
 

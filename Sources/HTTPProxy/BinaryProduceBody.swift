@@ -298,8 +298,9 @@ struct JSONBytes {
         try base64TextOrNull().decoded(in: bytes)
     }
 
-    /// A base64 text left in place (its range; only its length is checked
-    /// here, its characters when it is decoded), the bytes of one a writer
+    /// A base64 text left in place (its range; checked here, so decoding
+    /// it later cannot fail: a request's records may then be decoded into a
+    /// batch shared with other requests), the bytes of one a writer
     /// escaped something in, or null.
     mutating func base64TextOrNull() throws(Failure) -> BinaryProduceBody.Value {
         if try null() { return .null }
@@ -314,7 +315,7 @@ struct JSONBytes {
         }
         let end = base.distance(to: UnsafeRawPointer(quote))
         guard memchr(base + start, Int32(UInt8(ascii: "\\")), end - start) != nil else {
-            guard Base64.decodedCount(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) != nil else { throw .notBase64 }
+            guard Base64.isValid(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) else { throw .notBase64 }
             at = end + 1
             return .text(start..<end)
         }
@@ -397,6 +398,19 @@ enum Base64 {
         guard count > 0 else { return 0 }
         let padding = text[count - 1] != UInt8(ascii: "=") ? 0 : (text[count - 2] != UInt8(ascii: "=") ? 1 : 2)
         return count / 4 * 3 - padding
+    }
+
+    /// Whether `text` is padded base64: what `decode` takes.
+    static func isValid(_ text: UnsafeRawBufferPointer) -> Bool {
+        guard let decodedCount = decodedCount(text) else { return false }
+        guard let input = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return true }
+        let significant = text.count - (text.count / 4 * 3 - decodedCount)
+        let checked = postduif_base64_check_blocks(input, significant)
+        return values.withUnsafeBufferPointer { values in
+            var invalid: UInt8 = 0
+            for at in checked..<significant { invalid |= values[Int(input[at])] }
+            return invalid & 0x80 == 0
+        }
     }
 
     /// The bytes `text` stands for; nil if it is not padded base64.

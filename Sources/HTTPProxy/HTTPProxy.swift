@@ -83,10 +83,12 @@ struct ProxyRequestContext: RequestContext, RemoteAddressRequestContext {
     var clientAddress: String { remoteAddress?.ipAddress ?? "unknown" }
 }
 
-/// Who a request acts as, and the client that carries its requests.
+/// Who a request acts as, the client that carries its requests, and the
+/// batches its produce requests share.
 struct Caller: Sendable {
     var principal: String
     var client: KafkaClient
+    var batches: SharedBatches
 }
 
 /// HTTP access to the broker's streams (Docs/services.md): the REST Proxy
@@ -101,7 +103,7 @@ public final class HTTPProxy: Sendable {
     let instances: ConsumerInstances
     /// A client per caller (user, password and host: the ACLs name hosts),
     /// with when it was last used; idle ones are dropped by `upkeep`.
-    private let clients = Mutex<[String: (client: KafkaClient, used: Int64)]>([:])
+    private let clients = Mutex<[String: (client: KafkaClient, batches: SharedBatches, used: Int64)]>([:])
     /// Passwords checked, by user and password, with when: PBKDF2 is slow on
     /// purpose, so a password right a minute ago is not checked again.
     private let verified = Mutex<[String: Int64]>([:])
@@ -222,8 +224,8 @@ public final class HTTPProxy: Sendable {
         if let user = certificateUser {
             // Local partitions are answered as the user; other brokers get
             // this broker's connection with each request in an Envelope.
-            return Caller(principal: "User:\(user)", client: client(
-                key: "certificate\u{0}\(user)\u{0}\(host)", identity: .certificate(user: user, host: host), localUser: user, host: host))
+            let (client, batches) = client(key: "certificate\u{0}\(user)\u{0}\(host)", identity: .certificate(user: user, host: host), localUser: user, host: host)
+            return Caller(principal: "User:\(user)", client: client, batches: batches)
         }
         var credentials: SaslCredentials?
         if let header = authorization, header.lowercased().hasPrefix("basic ") {
@@ -247,23 +249,28 @@ public final class HTTPProxy: Sendable {
             throw .unauthenticated
         }
         let key = (credentials.map { "password\u{0}" + $0.user + "\u{0}" + $0.password } ?? "") + "\u{0}" + host
-        let client = client(key: key, identity: credentials.map { .password($0) } ?? .anonymous, localUser: credentials?.user, host: host)
-        return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client)
+        let (client, batches) = client(key: key, identity: credentials.map { .password($0) } ?? .anonymous, localUser: credentials?.user, host: host)
+        return Caller(principal: credentials.map { "User:\($0.user)" } ?? "User:ANONYMOUS", client: client, batches: batches)
     }
 
-    /// The client of one identity from one host, made on first use.
-    private func client(key: String, identity: ProxyIdentity, localUser: String?, host: String) -> KafkaClient {
+    /// The client of one identity from one host, and its shared batches,
+    /// made on first use.
+    private func client(key: String, identity: ProxyIdentity, localUser: String?, host: String) -> (KafkaClient, SharedBatches) {
         let now = configuration.monotonicMilliseconds()
         return clients.withLock { known in
             if let found = known[key] {
                 known[key]?.used = now
-                return found.client
+                return (found.client, found.batches)
             }
             let made = KafkaClient(ClientConfiguration(
                 bootstrap: configuration.bootstrap, clientID: "postduif-http-proxy", security: configuration.remoteSecurity(identity),
                 local: configuration.localBroker(localUser, host)))
-            known[key] = (made, now)
-            return made
+            let batches = SharedBatches { [clock = configuration.wallMilliseconds] place, batch, records in
+                await Producer(client: made, idempotent: false, clock: clock).send(built: [place: (batch, records)])[place]
+                    ?? .failure(ClientError("no answer for \(place.topic)/\(place.partition)"))
+            }
+            known[key] = (made, batches, now)
+            return (made, batches)
         }
     }
 

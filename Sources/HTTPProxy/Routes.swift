@@ -147,25 +147,25 @@ extension HTTPProxy {
     }
 
     /// A binary body, read in place (BinaryProduceBody: Foundation's JSON
-    /// took most of a batched request's time) and written straight into one
-    /// record batch per partition: each value is decoded from the body's
-    /// base64 into its place in the batch, with no array of its own, and
-    /// the batches go to the producer built.
+    /// took most of a batched request's time) and written straight into
+    /// record batches: each value is decoded from the body's base64 into
+    /// its place in a batch, with no array of its own. A partition's
+    /// records go into a batch of this request's own, or, while the
+    /// caller's previous batch for that partition is being written, into
+    /// the batch waiting behind it (SharedBatches).
     private func produceBinary(_ request: Request, topic: String, partition: Int32?, _ caller: Caller) async throws -> [Result<RecordMetadata, ClientError>] {
         let buffer = try await request.body.collect(upTo: 64 << 20)
-        let notBase64 = ProxyError.unprocessable("a binary key or value must be a base64 string")
         let entries: [BinaryProduceBody.Entry]
         do {
             entries = try buffer.withUnsafeReadableBytes { try BinaryProduceBody.parse($0) }
         } catch BinaryProduceBody.Failure.notBase64 {
-            throw notBase64
+            throw ProxyError.unprocessable("a binary key or value must be a base64 string")
         } catch {
             throw ProxyError.unprocessable("the body needs a \"records\" list of {\"key\", \"value\", \"partition\"} with base64 keys and values (\(error))")
         }
         guard !entries.isEmpty else { throw ProxyError.unprocessable("the body needs a non-empty \"records\" list") }
         guard entries.count <= RecordBatchBuilder.recordsMax else { throw Self.tooManyRecords(entries.count) }
         let count = try await requireTopic(topic, caller)
-        let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
         var results = [Result<RecordMetadata, ClientError>](repeating: .failure(ClientError("not sent")), count: entries.count)
         var byPartition: [TopicPartition: [Int]] = [:]
         var next: Int32 = 0
@@ -178,24 +178,90 @@ extension HTTPProxy {
             }
         }
         let now = configuration.wallMilliseconds()
-        let batches = try buffer.withUnsafeReadableBytes { body in
+        // Every text was checked when parsed, so no append below fails and
+        // nothing of a refused request reaches a shared batch.
+        var own: [TopicPartition: [Int]] = [:]
+        var leading: [TopicPartition] = []
+        var waiting: [(place: TopicPartition, positions: [Int], answer: SharedBatches.Answer)] = []
+        buffer.withUnsafeReadableBytes { body in
+            for (place, positions) in byPartition {
+                let bytes = Self.encodedCount(positions, of: entries, in: body)
+                let turn = caller.batches.join(place, records: positions.count, bytes: bytes) { builder in
+                    Self.append(positions, of: entries, in: body, timestamp: now, to: &builder)
+                }
+                switch turn {
+                case .lead:
+                    leading.append(place)
+                    own[place] = positions
+                case .alone, nil:
+                    own[place] = positions
+                case .wait(let answer, _):
+                    waiting.append((place, positions, answer))
+                }
+            }
+        }
+        let producer = Producer(client: caller.client, idempotent: false, clock: configuration.wallMilliseconds)
+        if !own.isEmpty {
+            let built: [TopicPartition: (batch: [UInt8], records: Int)]
+            do {
+                built = try Self.batches(own, of: entries, in: buffer, timestamp: now)
+            } catch {
+                for place in leading { caller.batches.written(place) }
+                throw error
+            }
+            let answers = await producer.send(built: built)
+            for place in leading { caller.batches.written(place) }
+            Producer.record(answers, of: own, in: &results)
+        }
+        var alone: [TopicPartition: [Int]] = [:]
+        for (place, positions, answer) in waiting {
+            let outcome = await answer.outcome
+            if case .failure(let error) = outcome.offset, outcome.shared, SharedBatches.mayBeOneRequests(error) {
+                alone[place] = positions
+            } else {
+                Producer.record([place: outcome.offset], of: [place: positions], in: &results)
+            }
+        }
+        if !alone.isEmpty {
+            // A shared batch was refused for what may be another request's
+            // records: these are tried in a batch of their own.
+            Producer.record(await producer.send(built: try Self.batches(alone, of: entries, in: buffer, timestamp: now)), of: alone, in: &results)
+        }
+        return results
+    }
+
+    private static func encodedCount(_ positions: [Int], of entries: [BinaryProduceBody.Entry], in body: UnsafeRawBufferPointer) -> Int {
+        positions.reduce(0) { total, position in
+            total + RecordBatchBuilder.encodedCount(keyCount: entries[position].key?.count, valueCount: entries[position].value.count(in: body))
+        }
+    }
+
+    /// Appends the records at `positions`; false (with some appended) if a
+    /// value did not decode, which the parser's check rules out.
+    private static func append(_ positions: [Int], of entries: [BinaryProduceBody.Entry], in body: UnsafeRawBufferPointer, timestamp: Int64,
+                               to builder: inout RecordBatchBuilder) -> Bool {
+        for position in positions {
+            let entry = entries[position]
+            guard builder.append(key: entry.key, valueCount: entry.value.count(in: body), timestamp: timestamp, writeValue: { entry.value.write(in: body, to: $0) }) else {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// A batch of each partition's records of its own.
+    private static func batches(_ byPartition: [TopicPartition: [Int]], of entries: [BinaryProduceBody.Entry], in buffer: ByteBuffer,
+                                timestamp: Int64) throws(ProxyError) -> [TopicPartition: (batch: [UInt8], records: Int)] {
+        try buffer.withUnsafeReadableBytes { body throws(ProxyError) in
             var batches: [TopicPartition: (batch: [UInt8], records: Int)] = [:]
             for (place, positions) in byPartition {
-                let capacity = positions.reduce(0) { total, position in
-                    total + RecordBatchBuilder.encodedCount(keyCount: entries[position].key?.count, valueCount: entries[position].value.count(in: body))
-                }
-                var builder = RecordBatchBuilder(capacity: capacity)
-                for position in positions {
-                    let entry = entries[position]
-                    guard builder.append(key: entry.key, valueCount: entry.value.count(in: body), timestamp: now, writeValue: { entry.value.write(in: body, to: $0) }) else {
-                        throw notBase64
-                    }
+                var builder = RecordBatchBuilder(capacity: encodedCount(positions, of: entries, in: body))
+                guard append(positions, of: entries, in: body, timestamp: timestamp, to: &builder) else {
+                    throw ProxyError.unprocessable("a binary key or value must be a base64 string")
                 }
                 batches[place] = (builder.build(), positions.count)
             }
             return batches
         }
-        Producer.record(await producer.send(built: batches), of: byPartition, in: &results)
-        return results
     }
 }

@@ -116,6 +116,26 @@ public struct RecordBatchBuilder: Sendable {
         return true
     }
 
+    /// Where the records end, to take back those appended after it.
+    public struct Mark: Sendable {
+        fileprivate let count: Int
+        fileprivate let records: Int
+        fileprivate let baseTimestamp: Int64
+        fileprivate let maxTimestamp: Int64
+    }
+
+    public var mark: Mark { Mark(count: payload.count, records: recordsCount, baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp) }
+
+    /// Removes the records appended after `mark`: a caller adding many
+    /// records to a batch it shares takes its own back when one of them
+    /// turns out bad (an HTTP request's value that is not base64).
+    public mutating func rollBack(to mark: Mark) {
+        payload.bytes.removeSubrange(mark.count...)
+        recordsCount = mark.records
+        baseTimestamp = mark.baseTimestamp
+        maxTimestamp = mark.maxTimestamp
+    }
+
     /// The batch's bytes, CRC included. At least one record must have been
     /// appended. An uncompressed batch's header is written into the
     /// builder's own buffer and that buffer returned, so its records are

@@ -105,6 +105,70 @@ def test_a_request_with_more_records_than_a_batch_holds_is_refused_and_the_broke
     assert status == 200 and answer["offsets"][0]["error_code"] is None, answer
 
 
+def test_concurrent_requests_each_get_their_records_stored_once_where_their_answer_says(broker):
+    # Requests that come while a partition's batch is being written share
+    # the next batch (SharedBatches). Whatever they shared: every record of
+    # an accepted request is stored once, at the offset its answer gives,
+    # a request's records stay together and in order; a request too large
+    # for the topic is refused alone, and the requests that shared a batch
+    # with it are stored (their shared batch refused, each is tried alone).
+    topic = unique("http-shared")
+    make_topic(broker, topic, 2)
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    from confluent_kafka.admin import ConfigResource
+    admin.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"max.message.bytes": "40000"})])[
+        ConfigResource(ConfigResource.Type.TOPIC, topic)].result(30)
+    answers, failures = {}, []
+
+    def send(thread):
+        for number in range(12):
+            # Every fourth request is too large for the topic on its own (about
+            # 51 KB in one partition); the rest take 10 KB a partition.
+            large = number % 4 == 3
+            count = 50 if large else 10
+            partition = (thread + number) % 2
+            records = [{"value": base64.b64encode(b"%d/%d/%d/" % (thread, number, index) + b"x" * 1000).decode(), "partition": partition}
+                       for index in range(count)]
+            status, answer = call("%s/topics/%s" % (broker.proxy_url, topic), "POST", {"records": records}, content_type=BINARY_V2)
+            if status != 200:
+                failures.append((thread, number, status, answer))
+            else:
+                answers[(thread, number)] = (large, partition, answer["offsets"])
+
+    threads = [threading.Thread(target=send, args=(thread,)) for thread in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures[:3]
+    assert len(answers) == 8 * 12
+    expected = {}
+    for (thread, number), (large, partition, offsets) in answers.items():
+        if large:
+            # Refused whole, with a Kafka error that is not retriable.
+            assert all(entry["offset"] is None and entry["error_code"] == 2 for entry in offsets), offsets[:2]
+            continue
+        assert all(entry["error_code"] is None and entry["partition"] == partition for entry in offsets), offsets[:2]
+        first = offsets[0]["offset"]
+        assert [entry["offset"] for entry in offsets] == list(range(first, first + len(offsets)))
+        for index, entry in enumerate(offsets):
+            expected[(partition, entry["offset"])] = b"%d/%d/%d/" % (thread, number, index)
+    assert len(expected) == 8 * 9 * 10
+
+    consumer = Consumer({"bootstrap.servers": broker.address, "group.id": unique("shared-reader"), "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen = {}
+    deadline = time.monotonic() + 60
+    while len(seen) < len(expected) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            place = (message.partition(), message.offset())
+            assert place not in seen, place
+            seen[place] = message.value().split(b"x", 1)[0]
+    consumer.close()
+    assert seen == expected
+
+
 def records_of(url, accept=JSON_V2, timeout_ms=500):
     status, records = call(url + "/records?timeout=%d" % timeout_ms, accept=accept, timeout=30)
     assert status == 200, records

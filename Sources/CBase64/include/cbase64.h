@@ -13,6 +13,11 @@
 /// decodes or refuses the rest. Returns 0 without AVX2.
 size_t postduif_base64_decode_blocks(const uint8_t *text, size_t count, uint8_t *out);
 
+/// The characters of whole blocks of 32 at the start of `text` (at most
+/// `count`) that are all in the alphabet: where a check that the rest are
+/// goes on. 0 without AVX2.
+size_t postduif_base64_check_blocks(const uint8_t *text, size_t count);
+
 /// 1 when the AVX2 path is in use (for tests and logs).
 int postduif_base64_is_vector(void);
 
