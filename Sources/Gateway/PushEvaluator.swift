@@ -66,6 +66,17 @@ struct PushEvaluator: Sendable {
             }
             self.lowered = lowered
         }
+
+        /// Whether the default rules decide alike for every member of a
+        /// room of a given size: nothing of the event names a member (no
+        /// `body` for a display name or user name to appear in, no
+        /// `m.mentions`, no `state_key` for an invite), and the rules'
+        /// other conditions read the event and the room alone. An
+        /// encrypted message is such an event: its mentions and body are
+        /// in its ciphertext.
+        var decidedAlikeByDefaultRules: Bool {
+            body == nil && stateKey == nil && content?["m.mentions"] == nil
+        }
     }
 
     /// What the rules need to know about the room and the user.

@@ -21,9 +21,17 @@ final class UnreadTable: Sendable {
 
     private let entries = Mutex<[String: Entry]>([:])
     private let evaluators = Mutex<[String: (version: Int64, evaluator: PushEvaluator)]>([:])
-    /// Events as the rules see them, by event id: one parse per event for
-    /// all its room's members.
-    private let parsed = Mutex<[String: PushEvaluator.Event]>([:])
+    /// An event as the rules see it, parsed once for all its room's
+    /// members, and, for an event the default rules decide alike for every
+    /// member (`decidedAlikeByDefaultRules`), their outcome in a room of
+    /// that many members once one member's evaluation found it.
+    struct Parsed {
+        var event: PushEvaluator.Event
+        var byDefaultRules: (joinedMembers: Int, outcome: PushEvaluator.Outcome)?
+    }
+
+    /// By event id.
+    private let parsed = Mutex<[String: Parsed]>([:])
     /// Display names, lowercased, by the id of the member event that set them.
     private let names = Mutex<[String: [Unicode.Scalar]?]>([:])
     static let memoMax = 4_096
@@ -43,14 +51,21 @@ final class UnreadTable: Sendable {
         return made
     }
 
-    func pushEvent(_ event: RoomEvent) -> PushEvaluator.Event {
+    func pushEvent(_ event: RoomEvent) -> Parsed {
         if let known = parsed.withLock({ $0[event.eventID] }) { return known }
-        let made = PushEvaluator.Event(type: event.type, sender: event.sender, stateKey: event.stateKey, roomID: event.roomID, content: MatrixAPI.content(event.json))
+        let made = Parsed(event: PushEvaluator.Event(type: event.type, sender: event.sender, stateKey: event.stateKey, roomID: event.roomID,
+                                                     content: MatrixAPI.content(event.json)))
         parsed.withLock { parsed in
             if parsed.count >= Self.memoMax { parsed.removeAll(keepingCapacity: true) }
             parsed[event.eventID] = made
         }
         return made
+    }
+
+    /// The default rules' outcome for an event they decide alike for every
+    /// member, in a room of `joinedMembers`.
+    func rememberDefaultOutcome(_ outcome: PushEvaluator.Outcome, eventID: String, joinedMembers: Int) {
+        parsed.withLock { $0[eventID]?.byDefaultRules = (joinedMembers, outcome) }
     }
 
     /// The display name a member event sets, lowercased.
@@ -120,7 +135,20 @@ extension MatrixAPI {
                     entry.highlight = 0
                     continue
                 }
-                let outcome = evaluator.outcome(state.unread.pushEvent(event), facts)
+                let parsed = state.unread.pushEvent(event)
+                let outcome: PushEvaluator.Outcome
+                if stored == nil, parsed.event.decidedAlikeByDefaultRules {
+                    // In a room of a hundred, the first member's evaluation
+                    // of an encrypted message answers the other 99.
+                    if let known = parsed.byDefaultRules, known.joinedMembers == facts.joinedMembers {
+                        outcome = known.outcome
+                    } else {
+                        outcome = evaluator.outcome(parsed.event, facts)
+                        state.unread.rememberDefaultOutcome(outcome, eventID: event.eventID, joinedMembers: facts.joinedMembers)
+                    }
+                } else {
+                    outcome = evaluator.outcome(parsed.event, facts)
+                }
                 if outcome.notify { entry.notify += 1 }
                 if outcome.highlight { entry.highlight += 1 }
             }

@@ -43,6 +43,42 @@ import Testing
         #expect(evaluator.outcome(invite, facts()) == notify)
     }
 
+    /// What lets the gateway evaluate such an event once for a whole room:
+    /// events naming no member get one outcome from every member's default
+    /// rules, whoever the member and whatever their display name.
+    @Test func eventsNamingNoMemberGetOneOutcomeFromEveryMembersDefaultRules() {
+        let members = ["@minister:gov.example", "@clerk:gov.example", "@mina:gov.example", "@AAAA:gov.example"]
+        let encrypted: JSONValue = ["algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AAAA mina minister clerk @room", "sender_key": "mina", "session_id": "s", "device_id": "D"]
+        let alike = [
+            PushEvaluator.Event(type: "m.room.encrypted", sender: "@clerk:gov.example", stateKey: nil, roomID: "!r:gov.example", content: encrypted),
+            PushEvaluator.Event(type: "m.reaction", sender: "@clerk:gov.example", stateKey: nil, roomID: "!r:gov.example", content: ["m.relates_to": ["rel_type": "m.annotation", "key": "mina"]]),
+            PushEvaluator.Event(type: "m.call.invite", sender: "@clerk:gov.example", stateKey: nil, roomID: "!r:gov.example", content: ["call_id": "minister"]),
+            PushEvaluator.Event(type: "m.room.encrypted", sender: "@mina:gov.example", stateKey: nil, roomID: "!r:gov.example", content: nil),
+        ]
+        for event in alike {
+            #expect(event.decidedAlikeByDefaultRules)
+            for size in [2, 3, 12, 100] {
+                var levels = PowerLevels()
+                levels.users["@clerk:gov.example"] = 100
+                let outcomes = Set(members.flatMap { member in
+                    ["Mina", "Minister", "clerk", nil].map { name in
+                        let facts = PushEvaluator.Facts(userID: member, displayName: name.map(PushEvaluator.scalars), joinedMembers: size, levels: levels)
+                        let outcome = PushEvaluator(PushRules.defaults(for: member)).outcome(event, facts)
+                        return "\(outcome.notify) \(outcome.highlight)"
+                    }
+                })
+                #expect(outcomes.count == 1, "\(event.type) in a room of \(size): \(outcomes)")
+            }
+        }
+        // A body, mentions or a state key may name a member: evaluated per member.
+        #expect(!message("hello").decidedAlikeByDefaultRules)
+        let mentions = PushEvaluator.Event(type: "m.room.encrypted", sender: "@clerk:gov.example", stateKey: nil, roomID: "!r:gov.example",
+                                           content: ["m.mentions": ["user_ids": [.string(user)]]])
+        #expect(!mentions.decidedAlikeByDefaultRules)
+        let invite = PushEvaluator.Event(type: "m.room.member", sender: "@clerk:gov.example", stateKey: user, roomID: "!r:gov.example", content: ["membership": "invite"])
+        #expect(!invite.decidedAlikeByDefaultRules)
+    }
+
     @Test func anAtRoomHighlightsOnlyFromASenderWithTheLevelForIt() {
         var levels = PowerLevels()
         levels.users["@chair:gov.example"] = 50
