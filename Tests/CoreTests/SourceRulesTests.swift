@@ -42,6 +42,7 @@ struct SourceRulesTests {
         "Sources/KafkaNIO/ParkedTimeouts.swift": "the event-loop timer of every parked deadline",
         // HTTPProxy
         "Sources/HTTPProxy/HTTPProxy.swift": "consumer instances' heartbeats and idle expiry",
+        "Sources/HTTPProxy/SharedBatches.swift": "writing a batch that waited behind one just answered, for the requests awaiting it (ADR 0033)",
         // PostduifClient
         "Sources/PostduifClient/": "a client library: retries with backoff, heartbeats, a poll's rest while nothing is assigned",
         // LogStore
