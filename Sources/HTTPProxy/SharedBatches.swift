@@ -124,17 +124,17 @@ final class SharedBatches: Sendable {
     /// The batch a `lead` request wrote for `place` is answered (or was
     /// never sent): the waiting batch, if any, is written next.
     func written(_ place: TopicPartition) {
-        let taken = partitions.withLock { partitions -> Waiting? in
+        // The one binding of the batch taken out of the table: built here,
+        // where nothing else holds it (another copy, in the table, a
+        // binding or the task below, would make building it copy it whole).
+        guard var next = partitions.withLock({ partitions -> Waiting? in
             guard let waiting = partitions[place]?.waiting else {
                 partitions[place] = nil
                 return nil
             }
             partitions[place] = Writing()
             return waiting
-        }
-        guard var next = taken else { return }
-        // Built here, where nothing else holds the batch (a copy captured
-        // by the task below would make building it copy it whole).
+        }) else { return }
         let batch = next.builder.build()
         let records = next.builder.recordsCount
         let parts = next.parts
