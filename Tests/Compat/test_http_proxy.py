@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, NewTopic, ResourcePatternType, ResourceType
+from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, ConfigResource, NewTopic, ResourcePatternType, ResourceType
 
 from conftest import unique
 # The broker with SASL users and the authorizer on that test_acls.py uses.
@@ -115,7 +115,6 @@ def test_concurrent_requests_each_get_their_records_stored_once_where_their_answ
     topic = unique("http-shared")
     make_topic(broker, topic, 2)
     admin = AdminClient({"bootstrap.servers": broker.address})
-    from confluent_kafka.admin import ConfigResource
     admin.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"max.message.bytes": "40000"})])[
         ConfigResource(ConfigResource.Type.TOPIC, topic)].result(30)
     answers, failures = {}, []

@@ -47,14 +47,20 @@ struct SharedBatchesTests {
 
     func values(_ records: [Record]) -> [String] { records.map { String(decoding: $0.value ?? [], as: UTF8.self) } }
 
+    /// Whether a request of one record finds the partition idle and leads.
+    func leads(_ shared: SharedBatches, _ value: String) -> Bool {
+        guard case .lead = shared.join(place, records: 1, bytes: 10, append: appending([value])) else {
+            Issue.record("an idle partition's request does not lead")
+            return false
+        }
+        return true
+    }
+
     @Test func requestsThatComeWhileABatchIsWrittenShareTheNextOneAndGetTheirOwnOffsets() async throws {
         let writes = Writes()
         let shared = SharedBatches { _, batch, _ in await writes.write(batch) }
         // The first request finds the partition idle: it writes its own batch.
-        guard case .lead = shared.join(place, records: 1, bytes: 10, append: appending(["a"])) else {
-            Issue.record("an idle partition's request does not lead")
-            return
-        }
+        guard leads(shared, "a") else { return }
         // Two more come while that batch is being written.
         guard case .wait(let b, first: let bFirst) = shared.join(place, records: 2, bytes: 20, append: appending(["b1", "b2"])),
               case .wait(let c, first: let cFirst) = shared.join(place, records: 1, bytes: 10, append: appending(["c"])) else {
@@ -82,22 +88,15 @@ struct SharedBatchesTests {
         await writes.answerNext(.success(43))
         let dOutcome = await d.outcome
         #expect(try dOutcome.offset.get() == 43 && !dOutcome.shared)
-        // Nothing is being written now: the next request leads again.
-        while true {
-            if case .lead = shared.join(place, records: 1, bytes: 10, append: appending(["e"])) { break }
-            // The writer of d's batch may not have said so yet.
-            shared.written(place)
-            await Task.yield()
-        }
+        // The writer of d's batch says the partition is idle before it
+        // answers d: the next request leads again.
+        _ = leads(shared, "e")
     }
 
     @Test func aFullWaitingBatchTakesNoMoreAndABadRequestLeavesNothingInIt() async throws {
         let writes = Writes()
         let shared = SharedBatches { _, batch, _ in await writes.write(batch) }
-        guard case .lead = shared.join(place, records: 1, bytes: 10, append: appending(["a"])) else {
-            Issue.record("an idle partition's request does not lead")
-            return
-        }
+        guard leads(shared, "a") else { return }
         let big = SharedBatches.bytesMax / 2 + 1
         let bigValue = String(repeating: "b", count: big)
         guard case .wait(let b, first: 0) = shared.join(place, records: 1, bytes: big, append: appending([bigValue])) else {
