@@ -13,9 +13,9 @@ import Synchronization
 /// every other task. The thread sleeps while nobody waits.
 ///
 /// Only segment files are synced. RocksDB's entries for a batch (its
-/// location, the conversation index, producer state) are written to its WAL
-/// unsynced: after a machine crash, opening the store rebuilds them from
-/// the segments (Docs/adr/0013). Correctness rests on a batch's `pwrite`
+/// location, the conversation index, producer state) go to its WAL's
+/// buffer, unsynced: after a crash of the machine or of the process,
+/// opening the store rebuilds them from the segments (Docs/adr/0013). Correctness rests on a batch's `pwrite`
 /// returning before its ticket is taken, so a sync that starts after the
 /// ticket covers it.
 final class GroupCommit: @unchecked Sendable {

@@ -52,9 +52,15 @@ struct Families: @unchecked Sendable {
         // spins while the leader writes for it (at 20,000 librdkafka
         // Produce requests a second the spin doubled the ack p99.9,
         // Docs/benchmarks.md).
+        //
+        // The WAL is buffered for appends alone (`write(buffered:)`): a
+        // batch's entries are rebuilt from its segment when the process
+        // dies before they reach the file, as after a machine crash
+        // (recoverSegments), and a small Produce saves a `write(2)`.
         var database = options
         database.concurrentMemtableWrites = false
         database.spinningWriters = false
+        database.manualWALFlush = true
         return try Database(path: path, options: database, columnFamilyOptions: Families.options(base: options.defaultColumnFamily))
     }
 

@@ -184,9 +184,12 @@ extension PartitionLog {
         var next = state
         do throws(LogStoreError) {
             try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &next, into: write)
-            // Unsynced: after a machine crash, opening the store rebuilds
-            // these entries from the segment (recoverSegments).
-            try storage { try context.database.write(write, sync: false) }
+            // Unsynced, and buffered in the process: after a crash of the
+            // machine or of the process, opening the store rebuilds these
+            // entries from the segment (recoverSegments). Every other
+            // write flushes the buffer, so what reaches RocksDB's WAL file
+            // is always a prefix of the writes.
+            try storage { try context.database.write(write, sync: false, buffered: true) }
         } catch {
             // Nothing changed in memory and RocksDB applied nothing; the
             // segment is cut back so the next batch takes this place.

@@ -115,7 +115,8 @@ extension PartitionLog {
                     try record(
                         batch, location: location, leaderEpoch: batch.partitionLeaderEpoch, conversations: conversations,
                         producerEntry: batch.producerID >= 0 ? state.producers[batch.producerID] : nil, state: &state, into: write)
-                    try storage { try context.database.write(write, sync: false) }
+                    // Buffered: the WAL is synced once the replay is done.
+                    try storage { try context.database.write(write, sync: false, buffered: true) }
                     replayed += 1
                     position = location.end
                 }

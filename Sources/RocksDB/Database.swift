@@ -34,6 +34,9 @@ public final class Database: @unchecked Sendable {
     private let writeOptionsUnsynced: OpaquePointer
     private let readOptions: OpaquePointer
     private let readOptionsUnverified: OpaquePointer
+    /// `DatabaseOptions.manualWALFlush`: writes flush the WAL buffer
+    /// themselves unless marked `buffered`.
+    private let manualWALFlush: Bool
     public let path: String
 
     private struct State {
@@ -55,6 +58,7 @@ public final class Database: @unchecked Sendable {
     /// Opens the database with per-column-family options.
     public init(path: String, options settings: DatabaseOptions = DatabaseOptions(), columnFamilyOptions requested: [(name: String, options: ColumnFamilyOptions)]) throws(RocksDBError) {
         self.path = path
+        manualWALFlush = settings.manualWALFlush
         let nativeOptions = NativeOptions(settings)
         self.nativeOptions = nativeOptions
         var names = [Database.defaultColumnFamilyName]
@@ -132,6 +136,12 @@ public final class Database: @unchecked Sendable {
             return true
         }
         guard shouldClose else { return }
+        if manualWALFlush {
+            // A clean close keeps the buffered writes too.
+            var error: UnsafeMutablePointer<CChar>? = nil
+            rocksdb_flush_wal(db, 0, &error)
+            if let error { rocksdb_free(error) }
+        }
         for family in families.values {
             rocksdb_column_family_handle_destroy(family.handle)
         }
@@ -181,6 +191,7 @@ public final class Database: @unchecked Sendable {
                 }
             }
         }
+        if !sync { try flushBuffer() }
     }
 
     /// Deletes one key.
@@ -193,6 +204,7 @@ public final class Database: @unchecked Sendable {
                 }
             }
         }
+        if !sync { try flushBuffer() }
     }
 
     /// Deletes every key in `[start, end)`.
@@ -209,15 +221,32 @@ public final class Database: @unchecked Sendable {
                 }
             }
         }
+        if !sync { try flushBuffer() }
     }
 
     /// Applies a write batch atomically. With `sync` the call returns once the
     /// WAL is on disk; RocksDB lets concurrent synced writers share one sync.
-    public func write(_ batch: WriteBatch, sync: Bool) throws(RocksDBError) {
+    ///
+    /// `buffered` (with `DatabaseOptions.manualWALFlush`): the batch's WAL
+    /// record may stay in the process's memory until the next write that
+    /// is not buffered, `flushWAL`, or a full buffer; a process that dies
+    /// before then loses it, and only the writes after the last flush. For
+    /// writes the caller can rebuild after a crash (the log's entries for a
+    /// batch, from its segment): they skip a `write(2)` each.
+    public func write(_ batch: WriteBatch, sync: Bool, buffered: Bool = false) throws(RocksDBError) {
         let options = sync ? writeOptionsSynced : writeOptionsUnsynced
         try checked("write") { error in
             rocksdb_write(db, options, batch.handle, error)
         }
+        if !sync && !buffered { try flushBuffer() }
+    }
+
+    /// Hands the WAL buffer to the file (no sync) when writes are buffered,
+    /// so an unbuffered write reaches the kernel, with every buffered one
+    /// before it, as it would without the buffer.
+    private func flushBuffer() throws(RocksDBError) {
+        guard manualWALFlush else { return }
+        try flushWAL(sync: false)
     }
 
     /// Makes every write so far durable: with `sync` the WAL is fsynced.
@@ -237,6 +266,8 @@ public final class Database: @unchecked Sendable {
             throw RocksDBError(operation: "checkpoint", message: "no checkpoint object")
         }
         defer { rocksdb_checkpoint_object_destroy(checkpoint) }
+        // The copied WAL holds what reached its file: every write so far.
+        try flushBuffer()
         try checked("checkpoint") { error in
             rocksdb_checkpoint_create(checkpoint, directory, UInt64.max, error)
         }

@@ -75,6 +75,12 @@ public struct DatabaseOptions: Sendable {
     /// few cores shared with request threads the spin takes the core the
     /// leader or the next request needs.
     public var spinningWriters = true
+    /// Whether the WAL is kept in RocksDB's buffer until a flush
+    /// (RocksDB's `manual_wal_flush`). `Database` then flushes after every
+    /// write except those marked `buffered`, so only those can be lost
+    /// with the process, and only after every write that came before them:
+    /// the WAL that reaches the file is always a prefix of the writes.
+    public var manualWALFlush = false
 
     public init() {}
 }
@@ -97,6 +103,7 @@ final class NativeOptions {
         rocksdb_options_set_bytes_per_sync(database, settings.bytesPerSync)
         rocksdb_options_set_allow_concurrent_memtable_write(database, settings.concurrentMemtableWrites ? 1 : 0)
         rocksdb_options_set_enable_write_thread_adaptive_yield(database, settings.spinningWriters ? 1 : 0)
+        rocksdb_options_set_manual_wal_flush(database, settings.manualWALFlush ? 1 : 0)
         apply(settings.defaultColumnFamily, to: database)
     }
 

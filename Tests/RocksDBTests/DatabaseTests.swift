@@ -208,3 +208,80 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(try database.get(bytes("k"), in: family) == bytes("head-and-body"))
     }
 }
+
+/// What a process killed now would leave: a copy of the database's files as
+/// they are (the page cache outlives the process), opened as RocksDB would
+/// open them at the next start.
+private func reopenAsAfterAProcessCrash(_ path: String, families: [String]) throws -> Database {
+    let copy = makeTemporaryDirectory()
+    for name in try FileManager.default.contentsOfDirectory(atPath: path) where name != "LOCK" {
+        try FileManager.default.copyItem(atPath: path + "/" + name, toPath: copy + "/" + name)
+    }
+    return try Database(path: copy, columnFamilies: families)
+}
+
+@Suite struct BufferedWALTests {
+    @Test func aBufferedWriteReachesTheWALFileWithTheNextUnbufferedOneAndNeverAfterIt() throws {
+        let path = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var options = DatabaseOptions()
+        options.manualWALFlush = true
+        let database = try Database(path: path, options: options, columnFamilies: ["log"])
+        let log = try #require(database.columnFamily("log"))
+        try database.put(bytes("before"), bytes("1"), in: log)
+
+        let buffered = WriteBatch()
+        buffered.put(bytes("buffered"), bytes("2"), in: log)
+        try database.write(buffered, sync: false, buffered: true)
+        #expect(try database.get(bytes("buffered"), in: log) == bytes("2"), "readers see a buffered write at once")
+        do {
+            let crashed = try reopenAsAfterAProcessCrash(path, families: ["log"])
+            defer { try? FileManager.default.removeItem(atPath: crashed.path) }
+            let family = try #require(crashed.columnFamily("log"))
+            #expect(try crashed.get(bytes("before"), in: family) == bytes("1"), "an unbuffered write is in the WAL file when it returns")
+            #expect(try crashed.get(bytes("buffered"), in: family) == nil, "a buffered write waits for the next flush")
+            crashed.close()
+        }
+
+        try database.put(bytes("after"), bytes("3"), in: log)
+        do {
+            let crashed = try reopenAsAfterAProcessCrash(path, families: ["log"])
+            defer { try? FileManager.default.removeItem(atPath: crashed.path) }
+            let family = try #require(crashed.columnFamily("log"))
+            #expect(try crashed.get(bytes("after"), in: family) == bytes("3"))
+            #expect(try crashed.get(bytes("buffered"), in: family) == bytes("2"), "an unbuffered write takes the buffered ones before it along")
+            crashed.close()
+        }
+        database.close()
+    }
+
+    @Test func closingKeepsBufferedWrites() throws {
+        let path = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var options = DatabaseOptions()
+        options.manualWALFlush = true
+        do {
+            let database = try Database(path: path, options: options, columnFamilies: ["log"])
+            let batch = WriteBatch()
+            batch.put(bytes("k"), bytes("v"), in: database.columnFamily("log")!)
+            try database.write(batch, sync: false, buffered: true)
+            database.close()
+        }
+        let reopened = try Database(path: path, columnFamilies: ["log"])
+        #expect(try reopened.get(bytes("k"), in: reopened.columnFamily("log")!) == bytes("v"))
+    }
+
+    @Test func withoutTheOptionEveryWriteReachesTheWALFile() throws {
+        let path = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try Database(path: path, columnFamilies: ["log"])
+        let batch = WriteBatch()
+        batch.put(bytes("k"), bytes("v"), in: database.columnFamily("log")!)
+        try database.write(batch, sync: false, buffered: true)
+        let crashed = try reopenAsAfterAProcessCrash(path, families: ["log"])
+        defer { try? FileManager.default.removeItem(atPath: crashed.path) }
+        #expect(try crashed.get(bytes("k"), in: crashed.columnFamily("log")!) == bytes("v"))
+        crashed.close()
+        database.close()
+    }
+}
