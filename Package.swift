@@ -230,7 +230,7 @@ let package = Package(
         .target(
             name: "BenchCore",
             dependencies: [
-                "KafkaWire", "KafkaNIO", "PostduifClient",
+                "Core", "KafkaWire", "KafkaNIO", "PostduifClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
@@ -251,7 +251,7 @@ let package = Package(
         // prints each acknowledged offset until it is killed.
         .executableTarget(
             name: "CrashWriter",
-            dependencies: ["LogStore", "KafkaWire"],
+            dependencies: ["Core", "LogStore", "KafkaWire"],
             path: "Tests/CrashWriter",
             swiftSettings: strictSettings
         ),
@@ -296,7 +296,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BenchTests",
-            dependencies: ["BenchCore", "KafkaWire"],
+            dependencies: ["BenchCore", "Core", "KafkaWire"],
             swiftSettings: strictSettings
         ),
         .testTarget(

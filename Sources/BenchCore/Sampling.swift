@@ -1,23 +1,5 @@
+import Core
 import Foundation
-
-/// SplitMix64: a small, fast, seedable generator, so a workload's keys and
-/// room sizes are the same in every run with the same seed (A/B pairs then
-/// differ only in the target).
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) {
-        state = seed
-    }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Ranks 1...count drawn with probability proportional to 1 / rank^exponent
 /// (Zipf's law: a few conversations get most of the traffic, most get

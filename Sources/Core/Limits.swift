@@ -83,4 +83,7 @@ public enum Limits {
     /// Parked `/sync`s (and waits for the gateway's own writes) at once;
     /// beyond, a wait ends at once as if its deadline had passed.
     public static let parkedSyncsMax = 1 << 20
+    /// Objects and arrays inside one another in JSON the gateway parses
+    /// (Foundation's JSONDecoder stops at the same depth).
+    public static let jsonNestingDepthMax = 512
 }

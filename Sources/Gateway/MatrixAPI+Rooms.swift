@@ -321,6 +321,6 @@ extension MatrixAPI {
 
     /// A serialised event's content.
     static func content(_ json: String) -> JSONValue? {
-        MatrixJSON.decodeRecord(StoredContent.self, from: Array(json.utf8))?.content
+        JSONValue(parsing: json.utf8)?["content"]
     }
 }

@@ -330,7 +330,3 @@ struct StoredEventHead: Decodable {
     }
 }
 
-/// A stored event's content alone.
-struct StoredContent: Decodable {
-    var content: JSONValue
-}

@@ -5,6 +5,7 @@
 //     ack <partition> <baseOffset> <lastOffset> <first record's value>
 // The test kills it with SIGKILL at a moment of its choosing and then checks
 // that every acknowledged batch survived. Arguments: <data directory> <run id> <seed>.
+import Core
 import Foundation
 import KafkaWire
 import LogStore
@@ -17,30 +18,18 @@ guard arguments.count == 4, let seed = UInt64(arguments[3]) else {
 let directory = arguments[1]
 let runID = arguments[2]
 
-/// SplitMix64: a small seeded generator, so a failing run can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 let store = try LogStore(path: directory, options: LogStoreOptions(durability: .fsync))
 if store.topic(named: "conversations") == nil {
     try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 2, conversationIndex: true))
 }
 let partitions = [try store.partition(topic: "conversations", index: 0), try store.partition(topic: "conversations", index: 1)]
-var generator = SeededGenerator(state: seed)
+var generator = SeededGenerator(seed: seed)
 
 // Several appends in flight at once, so group commit and concurrent
 // partitions are part of what a kill interrupts.
 try await withThrowingTaskGroup(of: Void.self) { group in
     for worker in 0..<4 {
-        var workerGenerator = SeededGenerator(state: generator.next())
+        var workerGenerator = SeededGenerator(seed: generator.next())
         group.addTask {
             var sequence = 0
             while true {
