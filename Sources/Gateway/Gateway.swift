@@ -92,7 +92,14 @@ public final class ChatGateway: Sendable {
 
     /// Makes the chat topics, reads them up to now, then serves until
     /// cancelled. `onListening` gets the bound port.
-    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    ///
+    /// `stopsOnSignals`: whether the HTTP server stops by itself on SIGTERM
+    /// and SIGINT, as a gateway of its own does. A gateway inside the
+    /// broker's process passes false: the node's ServiceGroup owns the
+    /// signals and stops the gateway, and a server that ended by itself on
+    /// the same SIGTERM could end first, which the group then counts as a
+    /// service failing (an unclean exit, seen under load).
+    public func run(stopsOnSignals: Bool = true, onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         try await link.ensureTopic(ChatTopics.conversations, partitions: configuration.conversationPartitions,
                                    configs: [("postduif.conversation.index", "true")])
         // Co-partitioned with the rooms: a room's members sit in the partition of its messages.
@@ -157,7 +164,7 @@ public final class ChatGateway: Sendable {
                     onListening(channel.localAddress?.port ?? 0)
                 },
                 logger: logger)
-            group.addTask { try await app.runService() }
+            group.addTask { try await app.runService(gracefulShutdownSignals: stopsOnSignals ? [.sigterm, .sigint] : []) }
             try await group.next()
             group.cancelAll()
         }

@@ -42,7 +42,7 @@ struct EmbeddedGatewayService: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    try await gateway.run { port in
+                    try await gateway.run(stopsOnSignals: false) { port in
                         FileHandle.standardOutput.write(Data((announce.replacingOccurrences(of: "%d", with: String(port)) + "\n").utf8))
                     }
                     return
