@@ -83,7 +83,7 @@ struct RoomEvent: Sendable {
         if json.utf8.starts(with: front.utf8) {
             return Self.splice(json, at: front.utf8.count, member + ",")
         }
-        if sequence != nil, let start = Self.utf8Offset(of: "\"unsigned\":{", in: json) {
+        if sequence != nil, let start = JSONText.utf8Offset(of: "\"unsigned\":{", in: json) {
             return Self.splice(json, at: start + "\"unsigned\":{".utf8.count, member + ",")
         }
         return front + member + "}," + Substring(json.utf8.dropFirst())
@@ -99,21 +99,6 @@ struct RoomEvent: Sendable {
         result += inserted
         result += Substring(text.utf8[index...])
         return result
-    }
-
-    /// Where `pattern` first starts in `text`, in bytes of UTF-8.
-    private static func utf8Offset(of pattern: String, in text: String) -> Int? {
-        let pattern = Array(pattern.utf8)
-        let bytes = text.utf8
-        guard bytes.count >= pattern.count else { return nil }
-        let found: Int?? = bytes.withContiguousStorageIfAvailable { buffer in
-            for start in 0...(buffer.count - pattern.count) where buffer[start] == pattern[0] {
-                if buffer[start..<(start + pattern.count)].elementsEqual(pattern) { return start }
-            }
-            return nil
-        }
-        if let found { return found }
-        return bytes.firstRange(of: pattern).map { bytes.distance(from: bytes.startIndex, to: $0.lowerBound) }
     }
 }
 
@@ -268,5 +253,23 @@ enum JSONText {
             }
         }
         return out + "\""
+    }
+
+    /// Where `pattern` first starts in `text`, in bytes of UTF-8: a plain
+    /// byte search (Foundation's `range(of:)` and `contains` bridge
+    /// through NSString).
+    static func utf8Offset(of pattern: String, in text: String) -> Int? {
+        let pattern = Array(pattern.utf8)
+        let bytes = text.utf8
+        guard !pattern.isEmpty else { return 0 }
+        guard bytes.count >= pattern.count else { return nil }
+        let found: Int?? = bytes.withContiguousStorageIfAvailable { buffer in
+            for start in 0...(buffer.count - pattern.count) where buffer[start] == pattern[0] {
+                if buffer[start..<(start + pattern.count)].elementsEqual(pattern) { return start }
+            }
+            return nil
+        }
+        if let found { return found }
+        return bytes.firstRange(of: pattern).map { bytes.distance(from: bytes.startIndex, to: $0.lowerBound) }
     }
 }

@@ -280,7 +280,7 @@ extension MatrixAPI {
     /// The relation of a message's content that is aggregated, if any; the
     /// text is searched first, as nearly every message has none.
     static func aggregatedRelation(_ contentText: String) -> (type: String, target: String)? {
-        guard contentText.contains("m.relates_to"), case .object(let content)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(contentText.utf8)),
+        guard JSONText.utf8Offset(of: "m.relates_to", in: contentText) != nil, case .object(let content)? = JSONValue(parsing: contentText.utf8),
               case .object(let relates)? = content["m.relates_to"], let type = relates["rel_type"]?.string, let target = relates["event_id"]?.string,
               RelationsTable.aggregated.contains(type) else { return nil }
         return (type, target)

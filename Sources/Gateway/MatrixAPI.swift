@@ -178,7 +178,7 @@ struct MatrixAPI: Sendable {
     /// (`{}` when empty).
     static func contentText(_ buffer: ByteBuffer) throws -> String {
         if buffer.readableBytes == 0 { return "{}" }
-        _ = try MatrixJSON.decodeBody(JSONObjectShape.self, from: buffer)
+        try MatrixJSON.requireObject(buffer.readableBytesView)
         return String(buffer: buffer)
     }
 

@@ -60,22 +60,6 @@ enum JSONValue: Codable, Sendable, Equatable {
     }
 }
 
-/// A body that must be a JSON object and is otherwise kept as the client
-/// sent it (a message's content): decoding it checks the syntax and the
-/// shape without building the object.
-struct JSONObjectShape: Decodable {
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    init(from decoder: any Decoder) throws {
-        _ = try decoder.container(keyedBy: AnyKey.self)
-    }
-}
-
 /// JSON in and out of the gateway: request bodies decoded into their
 /// types with Matrix errors for what does not fit, and records and answers
 /// encoded with sorted keys (the order clients and tests have always seen).
@@ -97,6 +81,15 @@ enum MatrixJSON {
         } catch {
             throw MatrixError(.badRequest, "M_BAD_JSON", "the body does not fit: \(Self.describe(error))")
         }
+    }
+
+    /// Checks that a body kept as the client sent it (a message's content)
+    /// is a JSON object, with `decodeBody`'s errors, without building it
+    /// into a type: `M_NOT_JSON` for what is not JSON, `M_BAD_JSON` for
+    /// JSON of another shape.
+    static func requireObject(_ bytes: some Collection<UInt8>) throws {
+        guard let value = JSONValue(parsing: bytes) else { throw MatrixError(.badRequest, "M_NOT_JSON", "the body is not JSON") }
+        guard case .object = value else { throw MatrixError(.badRequest, "M_BAD_JSON", "the body must be a JSON object") }
     }
 
     /// A stored record (the gateway's own topics); nil when it does not fit.

@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import NIOCore
 import Testing
 
 @testable import Gateway
@@ -63,6 +64,8 @@ import Testing
         #expect(JSONValue(parsing: Array(deepest.utf8)) != nil)
         let deeper = "[" + deepest + "]"
         #expect(JSONValue(parsing: Array(deeper.utf8)) == nil)
+        expectAgreement(deepest)
+        expectAgreement(deeper)
         let objects = String(repeating: "{\"a\":", count: Limits.jsonNestingDepthMax + 1) + "1" + String(repeating: "}", count: Limits.jsonNestingDepthMax + 1)
         #expect(JSONValue(parsing: Array(objects.utf8)) == nil)
     }
@@ -106,6 +109,25 @@ import Testing
                 expectAgreement(mutated)
             }
         }
+    }
+
+    @Test func aMessagesContentMustBeAnObjectWithTheDecodersErrors() throws {
+        func code(_ text: String) -> String? {
+            do {
+                _ = try MatrixAPI.contentText(ByteBuffer(string: text))
+                return nil
+            } catch let error as MatrixError {
+                return error.code
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(code("{\"body\":\"hi\",}") == nil)
+        #expect(code("") == nil)
+        #expect(code("{not json") == "M_NOT_JSON")
+        #expect(code("[1]") == "M_BAD_JSON")
+        #expect(code("\"text\"") == "M_BAD_JSON")
+        #expect(try MatrixAPI.contentText(ByteBuffer(string: " {\"a\":1} ")) == " {\"a\":1} ", "the text is kept as sent")
     }
 
     @Test func anEventsContentIsItsContentMember() {
