@@ -34,7 +34,7 @@ extension ChatState {
     }
 
     static func clientEvent(roomID: String, partition: Int32, offset: Int64, timestamp: Int64, stored: [UInt8], sequence: UInt64? = nil) -> RoomEvent? {
-        guard stored.first == UInt8(ascii: "{"), stored.count > 2, let head = MatrixJSON.decodeRecord(StoredEventHead.self, from: stored) else { return nil }
+        guard stored.first == UInt8(ascii: "{"), stored.count > 2, let head = StoredEventHead(parsing: stored) else { return nil }
         let eventID = eventID(partition: partition, offset: offset)
         let unsigned = sequence.map { ",\"unsigned\":{\"postduif.seq\":\($0)}" } ?? ""
         let prefix = "{\"event_id\":\(JSONText.string(eventID)),\"origin_server_ts\":\(timestamp),\"room_id\":\(JSONText.string(roomID))\(unsigned),"

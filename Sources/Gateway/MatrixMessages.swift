@@ -302,31 +302,25 @@ struct StoredEvent: Codable {
 }
 
 /// What the gateway reads of every delivered event: enough to index it
-/// without decoding its content (only a membership's is looked into).
-struct StoredEventHead: Decodable {
+/// (only a membership's content is looked into).
+struct StoredEventHead {
     var type: String
     var sender: String
     var stateKey: String?
     /// For `m.room.member`: the membership it sets.
     var membership: String?
 
-    enum CodingKeys: String, CodingKey {
-        case type
-        case sender
-        case stateKey = "state_key"
-        case content
-    }
-
-    struct MembershipContent: Decodable {
-        var membership: String?
-    }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        type = try container.decode(String.self, forKey: .type)
-        sender = try container.decode(String.self, forKey: .sender)
-        stateKey = try? container.decodeIfPresent(String.self, forKey: .stateKey)
-        membership = type == "m.room.member" ? (try? container.decodeIfPresent(MembershipContent.self, forKey: .content))?.membership : nil
+    /// The head of a stored event's JSON; nil when it is not an object
+    /// with a string type and sender. Parsed with `JSONParser`: this runs
+    /// for every delivered event (JSONDecoder was 1.3% of the process's
+    /// CPU in twenty rooms of 2).
+    init?(parsing stored: [UInt8]) {
+        guard case .object(let event)? = JSONValue(parsing: stored),
+              let type = event["type"]?.string, let sender = event["sender"]?.string else { return nil }
+        self.type = type
+        self.sender = sender
+        stateKey = event["state_key"]?.string
+        membership = type == "m.room.member" ? event["content"]?["membership"]?.string : nil
     }
 }
 

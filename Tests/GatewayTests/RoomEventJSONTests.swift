@@ -36,3 +36,26 @@ import Testing
         #expect(object(none)?["content"]?["note"] == .string("\"unsigned\":{"))
     }
 }
+
+/// `StoredEventHead`: what every delivered event is indexed by.
+@Suite struct StoredEventHeadTests {
+    func head(_ text: String) -> StoredEventHead? { StoredEventHead(parsing: Array(text.utf8)) }
+
+    @Test func aHeadNeedsAnObjectWithAStringTypeAndSender() {
+        #expect(head("{\"type\":\"m.room.message\",\"sender\":\"@a:gov.example\",\"content\":{}}")?.type == "m.room.message")
+        #expect(head("{\"type\":\"m.room.message\",\"content\":{}}") == nil)
+        #expect(head("{\"type\":7,\"sender\":\"@a:gov.example\"}") == nil)
+        #expect(head("[\"type\",\"sender\"]") == nil)
+        #expect(head("{\"type\":\"x\",\"sender\":\"@a:gov.example\"") == nil)
+    }
+
+    @Test func aMembershipIsReadFromMemberEventsAloneAndAStateKeyOnlyWhenAString() {
+        let member = head("{\"type\":\"m.room.member\",\"sender\":\"@a:gov.example\",\"state_key\":\"@b:gov.example\",\"content\":{\"membership\":\"invite\"}}")
+        #expect(member?.membership == "invite")
+        #expect(member?.stateKey == "@b:gov.example")
+        let other = head("{\"type\":\"m.room.name\",\"sender\":\"@a:gov.example\",\"state_key\":\"\",\"content\":{\"membership\":\"join\"}}")
+        #expect(other?.membership == nil)
+        #expect(other?.stateKey == "")
+        #expect(head("{\"type\":\"m.room.message\",\"sender\":\"@a:gov.example\",\"state_key\":5}")?.stateKey == nil)
+    }
+}
