@@ -7,7 +7,7 @@ extension ChatState {
     /// room's members (they see each other's read receipts).
     func applyReadMarkers(_ record: StoredRecord) {
         guard let key = String(bytes: record.key, encoding: .utf8), let separator = key.firstIndex(of: "\u{0}"),
-              let value = record.value, let object = MatrixJSON.decodeRecord([String: JSONValue].self, from: value) else {
+              let value = record.value, let object = JSONValue(parsing: value)?.members else {
             cache.advance(markers: record.offset + 1)
             return
         }

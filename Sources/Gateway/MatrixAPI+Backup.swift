@@ -65,7 +65,7 @@ extension MatrixAPI {
     }
 
     func backupVersionAnswer(_ session: Session, _ version: String) throws -> JSONValue {
-        guard let backup = state.keys.backups(of: session.userID)[version], case .object(var answer)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(backup.json.utf8)) else {
+        guard let backup = state.keys.backups(of: session.userID)[version], case .object(var answer)? = JSONValue(parsing: backup.json.utf8) else {
             throw MatrixError(.notFound, "M_NOT_FOUND", "no key backup version \(version)")
         }
         answer["version"] = .string(version)
@@ -124,7 +124,7 @@ extension MatrixAPI {
         for (room, sessions) in try await backupSessions(request, context) {
             for (sessionID, key) in sessions {
                 guard Self.object(key)?["session_data"] != nil else { throw MatrixError(.badRequest, "M_BAD_JSON", "a backed-up key needs session_data") }
-                if let old = stored[room]?[sessionID].flatMap({ MatrixJSON.decodeRecord(JSONValue.self, from: Array($0.utf8)) }), !Self.betterBackupKey(key, than: old) { continue }
+                if let old = stored[room]?[sessionID].flatMap({ JSONValue(parsing: $0.utf8) }), !Self.betterBackupKey(key, than: old) { continue }
                 records.append((.backupKey(user: session.userID, version: version, room: room, session: sessionID), MatrixJSON.encode(key)))
             }
         }
@@ -137,7 +137,7 @@ extension MatrixAPI {
         let session = try authenticate(request)
         let version = try backupVersion(request, session, writing: false)
         let keys = (state.keys.backups(of: session.userID)[version]?.keys ?? [:]).mapValues { sessions in
-            sessions.compactMapValues { MatrixJSON.decodeRecord(JSONValue.self, from: Array($0.utf8)) }
+            sessions.compactMapValues { JSONValue(parsing: $0.utf8) }
         }
         let room = context.parameters.get("roomId").map(Self.pathParameter)
         let sessionID = context.parameters.get("sessionId").map(Self.pathParameter)

@@ -246,7 +246,7 @@ extension MatrixAPI {
     func profile(_ userID: String) throws -> [String: JSONValue] {
         guard state.credentials.account(userID)?.hash != nil else { throw MatrixError(.notFound, "M_NOT_FOUND", "no such user") }
         var profile: [String: JSONValue] = ["displayname": .string(Self.localpart(of: userID))]
-        if let json = state.userData.profile(user: userID), let stored = MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(json.utf8)) {
+        if let json = state.userData.profile(user: userID), let stored = JSONValue(parsing: json.utf8)?.members {
             profile.merge(stored) { $1 }
         }
         return profile.filter { $0.value != .null }
@@ -263,7 +263,7 @@ extension MatrixAPI {
         guard value == .null || (value.string.map { $0.utf8.count <= 256 } ?? false) else {
             throw MatrixError(.badRequest, "M_INVALID_PARAM", "\(field) is a string of at most 256 bytes")
         }
-        var stored = (state.userData.profile(user: session.userID)).flatMap { MatrixJSON.decodeRecord([String: JSONValue].self, from: Array($0.utf8)) } ?? [:]
+        var stored = (state.userData.profile(user: session.userID)).flatMap { JSONValue(parsing: $0.utf8)?.members } ?? [:]
         stored[field] = value
         try await writeUserData(.profile(user: session.userID), MatrixJSON.encode(JSONValue.object(stored)))
         for (roomID, member) in state.directory.rooms(of: session.userID) where member.membership == "join" {
@@ -280,7 +280,7 @@ extension MatrixAPI {
     func devices(of userID: String) -> [JSONValue] {
         state.credentials.devices(of: userID).map { id in
             var device: [String: JSONValue] = ["device_id": .string(id)]
-            if let json = state.userData.deviceName(user: userID, id: id), let stored = MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(json.utf8)) {
+            if let json = state.userData.deviceName(user: userID, id: id), let stored = JSONValue(parsing: json.utf8)?.members {
                 device["display_name"] = stored["display_name"]
             }
             return .object(device)

@@ -28,7 +28,7 @@ final class DirectoryTable: Sendable {
         guard let key = String(validating: record.key, as: UTF8.self), let separator = key.firstIndex(of: "\u{0}") else { return }
         let kind = key[..<separator]
         let name = String(key[key.index(after: separator)...])
-        let value = record.value.flatMap { MatrixJSON.decodeRecord([String: JSONValue].self, from: $0) }
+        let value = record.value.flatMap { JSONValue(parsing: $0)?.members }
         tables.withLock { tables in
             switch kind {
             case "alias":

@@ -53,7 +53,7 @@ extension MatrixAPI {
                 throw MatrixError(.badRequest, "M_BAD_JSON", "device_keys need algorithms and keys")
             }
             let json = MatrixJSON.encode(JSONValue.object(deviceKeys))
-            if state.keys.deviceKeys(of: session.userID)[session.deviceID].flatMap({ MatrixJSON.decodeRecord(JSONValue.self, from: Array($0.utf8)) }) != .object(deviceKeys) {
+            if state.keys.deviceKeys(of: session.userID)[session.deviceID].flatMap({ JSONValue(parsing: $0.utf8) }) != .object(deviceKeys) {
                 records.append((.deviceKeys(user: session.userID, device: session.deviceID), json))
             }
         }
@@ -66,7 +66,7 @@ extension MatrixAPI {
             let json = MatrixJSON.encode(key)
             if let existing = state.keys.hasOneTimeKey(user: session.userID, device: session.deviceID, id: id) {
                 // The same key again is fine; another key under the same id is not.
-                guard MatrixJSON.decodeRecord(JSONValue.self, from: Array(existing.utf8)) == key else {
+                guard JSONValue(parsing: existing.utf8) == key else {
                     throw MatrixError(.badRequest, "M_INVALID_PARAM", "one-time key \(id) was already uploaded with another value")
                 }
                 continue
@@ -91,8 +91,8 @@ extension MatrixAPI {
     /// A device's keys as `keys/query` answers them: with its display name
     /// in `unsigned`.
     func queriedDeviceKeys(user: String, device: String, json: String) -> JSONValue? {
-        guard case .object(var keys)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(json.utf8)) else { return nil }
-        if let name = state.userData.deviceName(user: user, id: device).flatMap({ MatrixJSON.decodeRecord([String: JSONValue].self, from: Array($0.utf8)) })?["display_name"] {
+        guard case .object(var keys)? = JSONValue(parsing: json.utf8) else { return nil }
+        if let name = state.userData.deviceName(user: user, id: device).flatMap({ JSONValue(parsing: $0.utf8)?.members })?["display_name"] {
             var unsigned = Self.object(keys["unsigned"]) ?? [:]
             unsigned["device_display_name"] = name
             keys["unsigned"] = .object(unsigned)
@@ -115,7 +115,7 @@ extension MatrixAPI {
                 found[device] = queriedDeviceKeys(user: user, device: device, json: json)
             }
             deviceKeys[user] = .object(found)
-            let crossSigning = state.keys.crossSigning(of: user).compactMapValues { MatrixJSON.decodeRecord(JSONValue.self, from: Array($0.utf8)) }
+            let crossSigning = state.keys.crossSigning(of: user).compactMapValues { JSONValue(parsing: $0.utf8) }
             master[user] = crossSigning["master"]
             selfSigning[user] = crossSigning["self_signing"]
             // A user's signing key is theirs alone to see.
@@ -160,7 +160,7 @@ extension MatrixAPI {
             let key = UserDataKey.oneTimeKey(user: user, device: device, id: id)
             let (partition, offset) = try await link.produce(topic: ChatTopics.userData, key: key.bytes, value: nil, timestamp: Self.now)
             await state.waitApplied(topic: ChatTopics.userData, partition: partition, offset: offset)
-            if state.keys.claimedAt(user: user, device: device, id: id) == offset, let value = MatrixJSON.decodeRecord(JSONValue.self, from: Array(json.utf8)) {
+            if state.keys.claimedAt(user: user, device: device, id: id) == offset, let value = JSONValue(parsing: json.utf8) {
                 return (id, value)
             }
             lost.insert(id)
@@ -228,7 +228,7 @@ extension MatrixAPI {
             for (keyID, object) in Self.object(signed) ?? [:] {
                 guard let signatures = Self.object(Self.object(object)?["signatures"]?[session.userID]) else { continue }
                 func merged(_ json: String) -> String? {
-                    guard case .object(var stored)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(json.utf8)) else { return nil }
+                    guard case .object(var stored)? = JSONValue(parsing: json.utf8) else { return nil }
                     var all = Self.object(stored["signatures"]) ?? [:]
                     var mine = Self.object(all[session.userID]) ?? [:]
                     mine.merge(signatures) { $1 }

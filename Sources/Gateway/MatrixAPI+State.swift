@@ -85,7 +85,7 @@ extension MatrixAPI {
         let type = parameter(context, "eventType")
         let key = context.parameters.get("stateKey").map(Self.pathParameter) ?? ""
         let contentText = try Self.contentText(try await collectBody(request))
-        guard let content = MatrixJSON.decodeRecord(JSONValue.self, from: Array(contentText.utf8)) else { throw MatrixError(.badRequest, "M_NOT_JSON", "the content is not JSON") }
+        guard let content = JSONValue(parsing: contentText.utf8) else { throw MatrixError(.badRequest, "M_NOT_JSON", "the content is not JSON") }
         guard !type.isEmpty, type.utf8.count <= 255, key.utf8.count <= 255 else { throw MatrixError(.badRequest, "M_INVALID_PARAM", "an event type and state key are at most 255 bytes") }
         let levels = room.levels
         switch type {
@@ -197,7 +197,7 @@ extension MatrixAPI {
     /// The specification's redaction algorithm (room versions 10 and 11):
     /// only the keys that keep the room working stay in `content`.
     static func pruned(_ json: String, redactedBecause redaction: String) -> String? {
-        guard case .object(var event)? = MatrixJSON.decodeRecord(JSONValue.self, from: Array(json.utf8)) else { return nil }
+        guard case .object(var event)? = JSONValue(parsing: json.utf8) else { return nil }
         let type = event["type"]?.string ?? ""
         let kept: Set<String> = switch type {
         case "m.room.member": ["membership", "join_authorised_via_users_server"]
@@ -210,7 +210,7 @@ extension MatrixAPI {
         }
         event["content"] = .object((Self.object(event["content"]) ?? [:]).filter { kept.contains($0.key) })
         var unsigned = Self.object(event["unsigned"]) ?? [:]
-        unsigned["redacted_because"] = MatrixJSON.decodeRecord(JSONValue.self, from: Array(redaction.utf8))
+        unsigned["redacted_because"] = JSONValue(parsing: redaction.utf8)
         event["unsigned"] = .object(unsigned)
         return MatrixJSON.encode(JSONValue.object(event))
     }
@@ -224,7 +224,7 @@ extension MatrixAPI {
         guard original.event.sender == session.userID || levels.level(of: session.userID) >= levels.redact else {
             throw MatrixError.forbidden("redacting another's event needs power level \(levels.redact)")
         }
-        if let done = state.redactions.redaction(of: target).flatMap({ MatrixJSON.decodeRecord([String: JSONValue].self, from: Array($0.utf8)) })?["event_id"] {
+        if let done = state.redactions.redaction(of: target).flatMap({ JSONValue(parsing: $0.utf8)?.members })?["event_id"] {
             return Self.ok(["event_id": done] as JSONValue)
         }
         var content: [String: JSONValue] = ["redacts": .string(target)]

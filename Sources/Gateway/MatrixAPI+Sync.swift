@@ -81,8 +81,8 @@ extension MatrixAPI {
             text = stored
         }
         // A form-encoded query writes spaces as "+", which JSON never has outside strings.
-        guard let object = MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(text.utf8))
-            ?? MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(text.replacingOccurrences(of: "+", with: " ").utf8)) else {
+        guard let object = JSONValue(parsing: text.utf8)?.members
+            ?? JSONValue(parsing: text.replacingOccurrences(of: "+", with: " ").utf8)?.members else {
             throw MatrixError(.badRequest, "M_BAD_JSON", "the filter is not a JSON object")
         }
         if case .int(let limit)? = object["room"]?["timeline"]?["limit"] {

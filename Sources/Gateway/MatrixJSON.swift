@@ -58,6 +58,11 @@ enum JSONValue: Codable, Sendable, Equatable {
     var bool: Bool? {
         if case .bool(let value) = self { value } else { nil }
     }
+
+    /// An object's members; nil for any other value.
+    var members: [String: JSONValue]? {
+        if case .object(let value) = self { value } else { nil }
+    }
 }
 
 /// JSON in and out of the gateway: request bodies decoded into their

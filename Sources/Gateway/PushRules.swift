@@ -51,7 +51,7 @@ struct PushRules: Equatable {
 
     /// From stored account data (`{"global": {kind: [rule]}}`).
     init?(accountData json: String) {
-        guard let object = MatrixJSON.decodeRecord([String: JSONValue].self, from: Array(json.utf8)), case .object(let global)? = object["global"] else { return nil }
+        guard let object = JSONValue(parsing: json.utf8)?.members, case .object(let global)? = object["global"] else { return nil }
         var rules: [String: [JSONValue]] = [:]
         for kind in Self.kinds {
             if case .array(let list)? = global[kind] { rules[kind] = list } else { rules[kind] = [] }
