@@ -127,7 +127,7 @@ let package = Package(
         .target(
             name: "HTTPProxy",
             dependencies: [
-                "KafkaWire", "KafkaNIO", "PostduifClient", "Security", "CBase64",
+                "Core", "KafkaWire", "KafkaNIO", "PostduifClient", "Security", "CBase64",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -241,14 +241,7 @@ struct JSONParser {
         guard bytes.count - position >= 4 else { throw failure("the text ends inside a \\u escape") }
         var unit: UInt16 = 0
         for _ in 0..<4 {
-            let byte = bytes[position]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-            default: throw failure("a \\u escape needs four hexadecimal digits")
-            }
+            guard let digit = ASCII.hexDigitValue(bytes[position]) else { throw failure("a \\u escape needs four hexadecimal digits") }
             unit = unit << 4 | UInt16(digit)
             position += 1
         }

@@ -1,4 +1,5 @@
 import CBase64
+import Core
 import Foundation
 
 /// A produce body in the REST Proxy's binary format, read straight from
@@ -278,14 +279,7 @@ struct JSONBytes {
         guard at + 4 <= bytes.count else { throw .malformed("the body ends early") }
         var value: UInt32 = 0
         for _ in 0..<4 {
-            let byte = bytes[at]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-            default: throw .malformed("a bad \\u escape at byte \(at)")
-            }
+            guard let digit = ASCII.hexDigitValue(bytes[at]) else { throw .malformed("a bad \\u escape at byte \(at)") }
             value = value << 4 | UInt32(digit)
             at += 1
         }
