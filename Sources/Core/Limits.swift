@@ -36,6 +36,11 @@ public enum Limits {
     public static let conversationIDBytesMax = 255
     /// The most messages one history call returns.
     public static let historyMessagesMax = 1000
+    /// In `fsync` mode, an active segment is written out ahead of its last
+    /// batch by as many bytes as it holds, from this size on…
+    public static let segmentPreparedBytesMin: Int64 = 64 << 10
+    /// …and by at most this many (Docs/adr/0034).
+    public static let segmentPreparedBytesMax: Int64 = 4 << 20
     /// Conversations whose next sequence the log store keeps in memory per partition.
     public static let conversationSequenceCacheCountMax = 100_000
 

@@ -43,11 +43,80 @@ final class GroupCommit: @unchecked Sendable {
     /// round synced RocksDB's WAL, so dashboards keep working.)
     private let syncDuration = Metrics.Timer(label: "postduif_wal_sync_duration_seconds")
 
+    /// Segments to write out ahead (`SegmentFile.prepare`), by identity,
+    /// with how far; guarded by `preparations`' lock.
+    private let preparations = NSCondition()
+    private var preparationsWanted: [ObjectIdentifier: (segment: SegmentFile, ahead: Int64, limit: Int64)] = [:]
+    private var preparerStopping = false
+    private var preparerStopped = false
+    /// The preparer is writing zeros out (for `waitForPreparations`).
+    private var preparerBusy = false
+
     init(database: Database) {
         self.database = database
         let thread = Thread { [self] in run() }
         thread.name = "postduif-group-commit"
         thread.start()
+        let preparer = Thread { [self] in prepareSegments() }
+        preparer.name = "postduif-segment-prepare"
+        preparer.start()
+    }
+
+    /// Asks for `segment` to be written out `ahead` bytes past its last
+    /// write (at most to `limit`), on a thread of its own: a round of
+    /// syncs never waits for it.
+    func requestPreparation(_ segment: SegmentFile, ahead: Int64, limit: Int64) {
+        preparations.lock()
+        preparationsWanted[ObjectIdentifier(segment)] = (segment, ahead, limit)
+        preparations.broadcast()
+        preparations.unlock()
+    }
+
+    private func prepareSegments() {
+        while true {
+            preparations.lock()
+            while preparationsWanted.isEmpty && !preparerStopping { preparations.wait() }
+            if preparerStopping {
+                preparerStopped = true
+                preparations.broadcast()
+                preparations.unlock()
+                return
+            }
+            let wanted = Array(preparationsWanted.values)
+            preparationsWanted.removeAll(keepingCapacity: true)
+            preparerBusy = true
+            preparations.unlock()
+            defer {
+                preparations.lock()
+                preparerBusy = false
+                preparations.broadcast()
+                preparations.unlock()
+            }
+            for request in wanted {
+                // A zeros write that failed (a full disk) leaves appends
+                // growing the file as they would without it.
+                if case .syncFailed(let error) = request.segment.prepare(ahead: request.ahead, limit: request.limit) {
+                    condition.lock()
+                    failure = failure ?? error
+                    condition.unlock()
+                }
+            }
+        }
+    }
+
+    /// Returns once every preparation asked for so far is done (for tests).
+    func waitForPreparations() {
+        preparations.lock()
+        while !preparationsWanted.isEmpty || preparerBusy { preparations.wait() }
+        preparations.unlock()
+    }
+
+    private func stopPreparer() {
+        preparations.lock()
+        preparerStopping = true
+        preparations.broadcast()
+        while !preparerStopped { preparations.wait() }
+        preparations.unlock()
     }
 
     /// Records that a write to `segment` has returned (nil: nothing new was
@@ -133,8 +202,9 @@ final class GroupCommit: @unchecked Sendable {
         return failure
     }
 
-    /// Syncs whatever is pending, then ends the thread.
+    /// Syncs whatever is pending, then ends the threads.
     func stop() {
+        stopPreparer()
         condition.lock()
         stopping = true
         condition.signal()
@@ -206,6 +276,10 @@ final class GroupCommit: @unchecked Sendable {
             condition.lock()
             syncCount += 1
             var ready: [@Sendable (LogStoreError?) -> Void] = []
+            // A failed sync on the preparer's thread may have taken this
+            // round's report of the same lost writeback (see
+            // `SegmentFile.Preparation.syncFailed`).
+            if syncError == nil, let failure { syncError = failure }
             if let syncError {
                 // What reached the disk is unknown after a failed fsync, so every
                 // waiter fails and later appends are refused.

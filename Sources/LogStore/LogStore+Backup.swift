@@ -76,7 +76,9 @@ extension LogStore {
                 let folder = segmentsTarget + "/" + URL(fileURLWithPath: partition.directory).lastPathComponent
                 try Self.makeDirectory(folder)
                 summary.partitions += 1
-                let segments = partition.state.withLock { $0.segments }
+                // The active segment is copied as far as its batches go,
+                // without zeros written out ahead of them.
+                let (segments, activeSize) = partition.state.withLock { ($0.segments, $0.activeSize) }
                 for (position, segment) in segments.enumerated() {
                     let copy = folder + "/" + URL(fileURLWithPath: segment.path).lastPathComponent
                     if position < segments.count - 1 {
@@ -84,7 +86,7 @@ extension LogStore {
                         summary.segmentsLinked += 1
                         summary.bytesLinked += try segment.size()
                     } else {
-                        summary.bytesCopied += try segment.copyPrefix(.max, to: copy)
+                        summary.bytesCopied += try segment.copyPrefix(activeSize, to: copy)
                         summary.segmentsCopied += 1
                     }
                     toSync.append(copy)

@@ -242,7 +242,12 @@ public final class LogStore: Sendable {
         for partition in allPartitions { try? partition.checkpointHighWatermark() }
         var synced = true
         for partition in allPartitions {
-            do { try partition.syncSegments() } catch { synced = false }
+            do {
+                try partition.retireActiveSegment()
+                try partition.syncSegments()
+            } catch {
+                synced = false
+            }
         }
         if synced && context.groupCommit.failed == nil {
             try? context.database.put(Keys.closedCleanlyKey, [1], in: context.families.topics, sync: true)

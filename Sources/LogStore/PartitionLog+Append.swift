@@ -202,6 +202,11 @@ extension PartitionLog {
                 next.bytesSinceWriteback = 0
                 context.groupCommit.requestWriteback(segment)
             }
+        } else {
+            let ahead = PartitionLog.bytesToPrepare(segmentHolding: location.end)
+            if ahead > 0 && segment.preparedBytesAhead < ahead / 2 {
+                context.groupCommit.requestPreparation(segment, ahead: ahead, limit: configuration.segmentBytes ?? context.segmentBytes)
+            }
         }
         if incoming.producerID >= 0 { next.unwritten.removeValue(forKey: incoming.producerID) }
         state = next
@@ -225,6 +230,10 @@ extension PartitionLog {
             }
             if context.durability == .fsync { try SegmentFile.syncDirectory(context.segmentsPath) }
         }
+        // The segment that stops being active ends where its last batch
+        // does, without the zeros written out ahead of it. (Should this
+        // fail, opening the store after a crash cuts them.)
+        if let active = state.segments.last { try? active.retire(at: state.activeSize) }
         let segment = try SegmentFile(directory: directory, baseOffset: baseOffset, create: true)
         // The new file's name must survive a machine crash as its batches do.
         if context.durability == .fsync { try SegmentFile.syncDirectory(directory) }
@@ -233,6 +242,14 @@ extension PartitionLog {
         state.activeClosed = false
         state.activeFirstTimestamp = nil
         return (segment, 0)
+    }
+
+    /// How far ahead of its last batch an `fsync`-mode segment holding
+    /// `bytes` is written out (`SegmentFile.prepare`): as much as it holds,
+    /// between `Limits.segmentPreparedBytesMin` and `…Max`, so a partition
+    /// written to rarely keeps no zeros and a busy one a few MiB.
+    static func bytesToPrepare(segmentHolding bytes: Int64) -> Int64 {
+        bytes < Limits.segmentPreparedBytesMin ? 0 : min(bytes, Limits.segmentPreparedBytesMax)
     }
 
     /// Records a batch stored at `location` in RocksDB (its location, its

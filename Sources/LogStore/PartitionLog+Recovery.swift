@@ -93,7 +93,16 @@ extension PartitionLog {
                 let segment = segments[segmentIndex]
                 let size = try segment.size()
                 while position < size {
-                    guard let batch = try PartitionLog.batch(in: segment, at: position, size: size) else { break scan }
+                    guard let batch = try PartitionLog.batch(in: segment, at: position, size: size) else {
+                        // Zeros written out ahead (`SegmentFile.prepare`)
+                        // end this segment's batches, not the log: a crash
+                        // can keep them after the segment stopped being
+                        // active. Anything else ends the log.
+                        guard segmentIndex + 1 < segments.count, try segment.isZeros(from: position) else { break scan }
+                        try segment.truncate(to: position)
+                        try segment.sync()
+                        break
+                    }
                     if batch.nextOffset <= state.logEndOffset {
                         // Dropped by retention below the log start: skip it.
                         position += Int64(batch.sizeBytes)
@@ -133,9 +142,14 @@ extension PartitionLog {
                 let segment = segments[segmentIndex]
                 let size = try segment.size()
                 if size > position {
+                    // Zeros alone are space written out ahead of the last
+                    // batch (`SegmentFile.prepare`), cut without a word.
+                    let prepared = try segment.isZeros(from: position)
                     try segment.truncate(to: position)
                     try segment.sync()
-                    repairs.append("cut \(size - position) bytes of an incomplete write from the end of \(segment.path)")
+                    if !prepared {
+                        repairs.append("cut \(size - position) bytes of an incomplete write from the end of \(segment.path)")
+                    }
                 }
                 let later = segments[(segmentIndex + 1)...]
                 if !later.isEmpty {

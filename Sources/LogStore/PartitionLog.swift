@@ -389,6 +389,14 @@ public final class PartitionLog: Sendable {
     }
 
     /// Syncs every segment (a clean close, whatever the durability mode).
+    /// Cuts the zeros written out ahead of the active segment's last batch,
+    /// at a clean close, so the files end where their batches do.
+    func retireActiveSegment() throws(LogStoreError) {
+        try state.withLock { state throws(LogStoreError) in
+            try state.segments.last?.retire(at: state.activeSize)
+        }
+    }
+
     func syncSegments() throws(LogStoreError) {
         let segments = state.withLock { $0.segments }
         for segment in segments { try segment.sync() }

@@ -14,10 +14,21 @@ import Glibc
 /// Readers hold the object while they read, so a segment that retention or
 /// truncation removes stays readable until the last reader lets go: the
 /// descriptor is closed in `deinit`, never while someone may use it.
-final class SegmentFile: Sendable {
+final class SegmentFile: @unchecked Sendable {
     let baseOffset: Int64
     let path: String
     private let descriptor: Int32
+    /// What the file holds beyond its batches, and who writes there
+    /// (`prepare`). Guarded by `preparation`'s lock.
+    private let preparation = NSCondition()
+    /// Where the last write ended (the file's size when opened).
+    private var writtenEnd: Int64
+    /// How far the file is written out, zeros beyond `writtenEnd`.
+    private var preparedEnd: Int64
+    /// Zeros are being written there, by `prepare`, outside the lock.
+    private var preparing: Range<Int64>?
+    /// The file is done growing: no more zeros (set by `retire`).
+    private var retired = false
 
     static let suffix = ".log"
 
@@ -47,6 +58,13 @@ final class SegmentFile: Sendable {
         let opened = open(path, flags, 0o644)
         guard opened >= 0 else { throw SegmentFile.failure("open", path) }
         descriptor = opened
+        var status = stat()
+        guard fstat(opened, &status) == 0 else {
+            close(opened)
+            throw SegmentFile.failure("stat", path)
+        }
+        writtenEnd = Int64(status.st_size)
+        preparedEnd = writtenEnd
     }
 
     deinit {
@@ -71,6 +89,12 @@ final class SegmentFile: Sendable {
     /// in the middle of a segment.
     func write(head: [UInt8], rest whole: [UInt8], at position: Int64) throws(LogStoreError) {
         precondition(head.count <= whole.count, "a batch's head is longer than the batch")
+        let end = position + Int64(whole.count)
+        preparation.lock()
+        // Zeros being written over this place would land on the batch.
+        while let preparing, preparing.overlaps(position..<end) { preparation.wait() }
+        writtenEnd = max(writtenEnd, end)
+        preparation.unlock()
         let failed: Int32? = head.withUnsafeBytes { headBytes in
             whole.withUnsafeBytes { wholeBytes -> Int32? in
                 let rest = UnsafeRawBufferPointer(rebasing: wholeBytes[head.count...])
@@ -99,7 +123,7 @@ final class SegmentFile: Sendable {
             }
         }
         if let failed {
-            _ = ftruncate(descriptor, off_t(position))
+            try? truncate(to: position)
             throw SegmentFile.failure("write", path, code: failed)
         }
     }
@@ -158,11 +182,140 @@ final class SegmentFile: Sendable {
         _ = postduif_start_writeback(descriptor)
     }
 
-    /// Cuts the file to `size` bytes.
+    /// Cuts the file to `size` bytes, zeros written out ahead included.
     func truncate(to size: Int64) throws(LogStoreError) {
+        preparation.lock()
+        defer { preparation.unlock() }
+        while preparing != nil { preparation.wait() }
         while ftruncate(descriptor, off_t(size)) != 0 {
             guard errno == EINTR else { throw SegmentFile.failure("truncate", path) }
         }
+        writtenEnd = size
+        preparedEnd = size
+    }
+
+    /// Bytes written out ahead of the last write: appends there change
+    /// neither the file's size nor its blocks.
+    var preparedBytesAhead: Int64 {
+        preparation.lock()
+        defer { preparation.unlock() }
+        return preparedEnd - writtenEnd
+    }
+
+    /// Writes zeros after the last write, up to `ahead` bytes past it and at
+    /// most to `limit`, and syncs them, so that appends in `fsync` mode
+    /// land in blocks the file already has (Docs/adr/0034). An `fdatasync`
+    /// after an append that grew the file must write the inode and the
+    /// extent tree as well as the data, two or three more waits on the
+    /// disk; one over written-out blocks writes the data alone.
+    ///
+    /// Called on a thread of its own: appends go on meanwhile, below the
+    /// zeros (one that reaches them waits until they are written). Zeros
+    /// are never written over a batch.
+    func prepare(ahead: Int64, limit: Int64) -> Preparation {
+        precondition(ahead > 0, "nothing to write out")
+        preparation.lock()
+        let start = max(preparedEnd, writtenEnd)
+        let end = min(writtenEnd + ahead, limit)
+        guard !retired, preparing == nil, end > start else {
+            preparation.unlock()
+            return .skipped
+        }
+        preparing = start..<end
+        preparation.unlock()
+
+        // Synced here, not in a group-commit round: a round's `fdatasync`
+        // would otherwise write these zeros and the new size for the
+        // appends waiting on it.
+        var outcome = Preparation.written(end - start)
+        if let code = SegmentFile.writeZeros(descriptor, from: start, to: end) {
+            outcome = .writeFailed(SegmentFile.failure("write zeros to", path, code: code))
+        } else if let code = SegmentFile.syncData(descriptor) {
+            outcome = .syncFailed(SegmentFile.failure("fdatasync", path, code: code))
+        }
+
+        preparation.lock()
+        defer {
+            preparing = nil
+            preparation.broadcast()
+            preparation.unlock()
+        }
+        if case .written = outcome {
+            preparedEnd = end
+        } else {
+            // The file goes back to its size before, and appends grow it
+            // as they did without this (nothing was written after `start`
+            // meanwhile: such a write waits). No second try: on a full
+            // disk each would write zeros until it failed.
+            _ = ftruncate(descriptor, off_t(start))
+            retired = true
+        }
+        return outcome
+    }
+
+    /// What `prepare` did.
+    enum Preparation {
+        /// Bytes of zeros written out and synced.
+        case written(Int64)
+        /// Nothing to do: enough is written out, the segment is retired,
+        /// or another preparation is under way.
+        case skipped
+        /// The zeros could not be written (a full disk): appends go on
+        /// growing the file, and this segment is not written out again.
+        case writeFailed(LogStoreError)
+        /// The sync failed. The kernel reports a failed writeback once per
+        /// open file, and this file is the appends' too: their next sync
+        /// may not see it, so the store must treat it as theirs.
+        case syncFailed(LogStoreError)
+    }
+
+    /// No more zeros are written out ahead, and those there are cut: the
+    /// file ends at `size`, where its last batch does. For a segment that
+    /// stops being the active one, and at a clean close.
+    func retire(at size: Int64) throws(LogStoreError) {
+        preparation.lock()
+        retired = true
+        let cut = preparedEnd > size
+        preparation.unlock()
+        if cut { try truncate(to: size) }
+    }
+
+    /// Whether the file holds nothing but zeros from `position` to its
+    /// end: space written out ahead (`prepare`), not a torn write.
+    func isZeros(from position: Int64) throws(LogStoreError) -> Bool {
+        let end = try size()
+        var cursor = position
+        while cursor < end {
+            let bytes = try read(at: cursor, count: Int(min(Int64(1 << 20), end - cursor)))
+            guard !bytes.isEmpty else { break }
+            if bytes.contains(where: { $0 != 0 }) { return false }
+            cursor += Int64(bytes.count)
+        }
+        return true
+    }
+
+    private static func writeZeros(_ descriptor: Int32, from start: Int64, to end: Int64) -> Int32? {
+        let zeros = [UInt8](repeating: 0, count: Int(min(end - start, 1 << 20)))
+        var position = start
+        while position < end {
+            let written = zeros.withUnsafeBytes { buffer in
+                pwrite(descriptor, buffer.baseAddress!, Int(min(Int64(buffer.count), end - position)), off_t(position))
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            if written == 0 { return EIO }
+            position += Int64(written)
+        }
+        return nil
+    }
+
+    private static func syncData(_ descriptor: Int32) -> Int32? {
+        while fdatasync(descriptor) != 0 {
+            guard errno == EINTR else { return errno }
+        }
+        return nil
     }
 
     /// Removes the file's name; open readers keep reading it until they let go.

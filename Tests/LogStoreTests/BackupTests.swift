@@ -15,19 +15,6 @@ import Testing
         return try LogStore(path: path, options: options)
     }
 
-    /// Every batch of a partition, as stored, from its start to its end.
-    static func batches(_ partition: PartitionLog) throws -> [[UInt8]] {
-        var result: [[UInt8]] = []
-        var offset = partition.logStartOffset
-        while offset < partition.logEndOffset {
-            let read = try partition.read(from: offset, bytesMax: 1 << 20, maxOffset: partition.logEndOffset)
-            guard let last = read.batches.last else { break }
-            result += read.batches
-            offset = try RecordBatch(validating: last, bytesMax: Limits.batchBytesConfigurableMax).nextOffset
-        }
-        return result
-    }
-
     @Test func aBackupTakenWhileAppendsGoOnOpensToAPrefixOfTheLiveLog() async throws {
         let root = NSTemporaryDirectory() + "postduif-backup-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -69,7 +56,7 @@ import Testing
 
         // The live store goes on changing its files: compaction, truncation
         // of a partition's tail, a topic deleted. The copy keeps its own.
-        let liveRooms = try rooms.map { try Self.batches($0) }
+        let liveRooms = try rooms.map { try $0.storedBatches() }
         _ = try state.compact(nowMilliseconds: 1_900_000_000_000)
         try rooms[1].truncate(to: 10)
         try live.deleteTopic("state")
@@ -81,7 +68,7 @@ import Testing
             let damage = try partition.verify()
             #expect(damage.isEmpty, "\(damage)")
             #expect(partition.logEndOffset >= before[index], "everything appended before the backup is in it")
-            let copied = try Self.batches(partition)
+            let copied = try partition.storedBatches()
             // Partition 1 too, though the live store cut it back to offset 10 after the backup.
             #expect(copied == Array(liveRooms[index].prefix(copied.count)), "the copy is a prefix of the live log, byte for byte")
         }

@@ -48,3 +48,18 @@ func text(_ bytes: [UInt8]?) -> String { String(decoding: bytes ?? [], as: UTF8.
 extension LogRead {
     var parsed: [RecordBatch] { batches.map { try! RecordBatch(validating: $0, bytesMax: Limits.batchBytesConfigurableMax) } }
 }
+
+extension PartitionLog {
+    /// Every batch of the partition, as stored, from its start to its end.
+    func storedBatches() throws -> [[UInt8]] {
+        var result: [[UInt8]] = []
+        var offset = logStartOffset
+        while offset < logEndOffset {
+            let read = try read(from: offset, bytesMax: 1 << 20, maxOffset: logEndOffset)
+            guard let last = read.batches.last else { break }
+            result += read.batches
+            offset = try RecordBatch(validating: last, bytesMax: Limits.batchBytesConfigurableMax).nextOffset
+        }
+        return result
+    }
+}

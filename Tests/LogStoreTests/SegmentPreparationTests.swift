@@ -1,0 +1,165 @@
+import Core
+import Foundation
+import KafkaWire
+import RocksDB
+import Testing
+
+@testable import LogStore
+
+/// Segments written out ahead in `fsync` mode (`SegmentFile.prepare`,
+/// Docs/adr/0034): appends land in blocks the file already has, and the
+/// zeros beyond the last batch never reach a reader, a backup or a
+/// reopened store as data, nor make a crash look like a torn write.
+@Suite struct SegmentPreparationTests {
+    static let valueBytes = 1000
+
+    static func size(_ path: String) throws -> Int64 {
+        (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? -1
+    }
+
+    static func store(_ path: String, segmentBytes: Int64 = 128 << 20) throws -> LogStore {
+        var options = LogStoreOptions(durability: .fsync)
+        options.segmentBytes = segmentBytes
+        return try LogStore(path: path, options: options)
+    }
+
+    /// Appends `count` batches of about 1 KiB; returns the bytes they take.
+    static func fill(_ partition: PartitionLog, count: Int, from round: Int = 0) async throws -> Int64 {
+        var bytes: Int64 = 0
+        for position in round..<(round + count) {
+            let batch = makeBatch(count: 1, conversations: ["c\(position % 7)"], valuePrefix: "v\(position)-", valueBytes: valueBytes)
+            _ = try await partition.append(batch)
+            bytes += Int64(batch.count)
+        }
+        return bytes
+    }
+
+    @Test func anActiveSegmentIsWrittenOutAheadAndEndsWithItsBatchesAtAcleanClose() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var store = try Self.store(root)
+        try store.createTopic("rooms", configuration: TopicConfiguration(partitionCount: 1))
+        var partition = try store.partition(topic: "rooms", index: 0)
+
+        // Below the minimum nothing is written out ahead.
+        var stored = try await Self.fill(partition, count: 20)
+        store.context.groupCommit.waitForPreparations()
+        let segment = try #require(partition.segmentPaths.last)
+        #expect(try Self.size(segment) == stored)
+
+        // Past it, the file is longer than its batches, and the next
+        // append lands inside it.
+        stored += try await Self.fill(partition, count: 60, from: 20)
+        store.context.groupCommit.waitForPreparations()
+        let prepared = try Self.size(segment)
+        #expect(prepared > stored + 16 << 10, "written out ahead: \(prepared) bytes for \(stored)")
+        #expect(prepared <= stored + Limits.segmentPreparedBytesMax)
+        stored += try await Self.fill(partition, count: 1, from: 80)
+        #expect(try Self.size(segment) == prepared, "an append inside the written-out space does not grow the file")
+        let written = try partition.storedBatches()
+        #expect(written.count == 81)
+        #expect(try partition.verify().isEmpty)
+
+        // A clean close cuts the zeros: the file ends with its last batch.
+        store.close()
+        #expect(try Self.size(segment) == stored)
+        store = try Self.store(root)
+        defer { store.close() }
+        #expect(store.recoveryNotes.isEmpty, "\(store.recoveryNotes)")
+        partition = try store.partition(topic: "rooms", index: 0)
+        #expect(partition.logEndOffset == 81)
+        #expect(try partition.storedBatches() == written)
+        #expect(try await partition.append(makeBatch(valuePrefix: "after")).baseOffset == 81)
+    }
+
+    @Test func aStoreThatDiedWithZerosAheadCutsThemAsSpaceNotAsATornWrite() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let live = try Self.store(root + "/live")
+        defer { live.close() }
+        try live.createTopic("rooms", configuration: TopicConfiguration(partitionCount: 1, conversationIndex: true))
+        let partition = try live.partition(topic: "rooms", index: 0)
+        let stored = try await Self.fill(partition, count: 90)
+        live.context.groupCommit.waitForPreparations()
+        let segment = try #require(partition.segmentPaths.last)
+        #expect(try Self.size(segment) > stored)
+        let written = try partition.storedBatches()
+
+        // A copy of the files while the store runs is what a SIGKILL
+        // leaves: the zeros, and RocksDB without its buffered entries.
+        try FileManager.default.copyItem(atPath: root + "/live", toPath: root + "/killed")
+        let killed = try Self.store(root + "/killed")
+        defer { killed.close() }
+        #expect(!killed.recoveryNotes.contains { $0.contains("incomplete write") }, "\(killed.recoveryNotes)")
+        let reopened = try killed.partition(topic: "rooms", index: 0)
+        #expect(reopened.logEndOffset == 90)
+        #expect(try Self.size(try #require(reopened.segmentPaths.last)) == stored)
+        #expect(try reopened.verify(checkIndex: true).isEmpty)
+        #expect(try reopened.storedBatches() == written)
+        #expect(try await reopened.append(makeBatch(conversations: ["c1"], valuePrefix: "after")).baseOffset == 90)
+    }
+
+    /// A machine crash can lose the cut of an earlier segment's zeros (made
+    /// as the next segment began) and RocksDB's entries for the batches
+    /// after it: opening the store then replays through those zeros into
+    /// the next segment, rather than ending the log there and removing it.
+    @Test func zerosLeftAtTheEndOfAnEarlierSegmentDoNotEndTheLog() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let live = try Self.store(root + "/live", segmentBytes: 128 << 10)
+        try live.createTopic("rooms", configuration: TopicConfiguration(partitionCount: 1, conversationIndex: true))
+        let partition = try live.partition(topic: "rooms", index: 0)
+        _ = try await Self.fill(partition, count: 80)
+        live.context.groupCommit.waitForPreparations()
+        let first = try #require(partition.segmentPaths.first)
+        #expect(try Self.size(first) <= 128 << 10, "never written out past the segment's size")
+        // RocksDB as it was here, with the first segment still active.
+        _ = try live.backup(to: root + "/crashed")
+
+        _ = try await Self.fill(partition, count: 100, from: 80)
+        #expect(partition.segmentPaths.count >= 2)
+        let firstBytes = try Self.size(first)
+        let written = try partition.storedBatches()
+        let liveSegments = partition.segmentPaths
+        live.close()
+
+        // The crashed store: RocksDB from before the roll, the segments
+        // from after it, and the first segment's zeros never cut.
+        let folder = root + "/crashed/segments/" + URL(fileURLWithPath: first).deletingLastPathComponent().lastPathComponent
+        for path in try FileManager.default.contentsOfDirectory(atPath: folder) {
+            try FileManager.default.removeItem(atPath: folder + "/" + path)
+        }
+        for path in liveSegments {
+            try FileManager.default.copyItem(atPath: path, toPath: folder + "/" + URL(fileURLWithPath: path).lastPathComponent)
+        }
+        let handle = try #require(FileHandle(forWritingAtPath: folder + "/" + URL(fileURLWithPath: first).lastPathComponent))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: [UInt8](repeating: 0, count: 12_288))
+        try handle.close()
+
+        let crashed = try Self.store(root + "/crashed", segmentBytes: 128 << 10)
+        defer { crashed.close() }
+        #expect(!crashed.recoveryNotes.contains { $0.contains("after a gap") || $0.contains("incomplete write") }, "\(crashed.recoveryNotes)")
+        let reopened = try crashed.partition(topic: "rooms", index: 0)
+        #expect(reopened.logEndOffset == 180)
+        #expect(try reopened.storedBatches() == written)
+        #expect(try reopened.verify(checkIndex: true).isEmpty)
+        #expect(try Self.size(try #require(reopened.segmentPaths.first)) == firstBytes)
+        #expect(try await reopened.append(makeBatch(conversations: ["c1"], valuePrefix: "after")).baseOffset == 180)
+    }
+
+    @Test func aBackupCopiesTheActiveSegmentWithoutItsZeros() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let live = try Self.store(root + "/live")
+        defer { live.close() }
+        try live.createTopic("rooms", configuration: TopicConfiguration(partitionCount: 1))
+        let partition = try live.partition(topic: "rooms", index: 0)
+        let stored = try await Self.fill(partition, count: 90)
+        live.context.groupCommit.waitForPreparations()
+        let segment = try #require(partition.segmentPaths.last)
+        #expect(try Self.size(segment) > stored)
+        let summary = try live.backup(to: root + "/copy")
+        #expect(summary.bytesCopied == stored)
+    }
+}
