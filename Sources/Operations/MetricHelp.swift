@@ -63,6 +63,16 @@ public enum MetricHelp {
         }
     }
 
+    /// Buckets for the broker's request and sync durations, from 50 µs:
+    /// a Produce or a round of syncs takes well under the 5 ms at which
+    /// swift-prometheus's default buckets begin.
+    public static let fineDurationBuckets: [Duration] = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
+
     /// The exposition with a `# HELP` line before each described family's `# TYPE` line.
     public static func annotate(_ exposition: String) -> String {
         var lines: [Substring] = []
