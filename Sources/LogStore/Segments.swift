@@ -275,6 +275,8 @@ final class SegmentFile: @unchecked Sendable {
     func retire(at size: Int64) throws(LogStoreError) {
         preparation.lock()
         retired = true
+        // Zeros being written now count once they are: wait for them.
+        while preparing != nil { preparation.wait() }
         let cut = preparedEnd > size
         preparation.unlock()
         if cut { try truncate(to: size) }

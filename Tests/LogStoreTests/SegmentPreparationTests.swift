@@ -148,6 +148,26 @@ import Testing
         #expect(try await reopened.append(makeBatch(conversations: ["c1"], valuePrefix: "after")).baseOffset == 180)
     }
 
+    @Test func everySegmentEndsWithItsLastBatchOnceTheNextBegins() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try Self.store(root, segmentBytes: 128 << 10)
+        try store.createTopic("rooms", configuration: TopicConfiguration(partitionCount: 1))
+        let partition = try store.partition(topic: "rooms", index: 0)
+        let stored = try await Self.fill(partition, count: 600)
+        let paths = partition.segmentPaths
+        #expect(paths.count >= 4)
+        // While the store runs, the closed segments hold their batches and
+        // nothing more, zeros being written as one stopped being active
+        // included; only the active one may be longer than its batches.
+        let inClosed = try paths.dropLast().reduce(Int64(0)) { $0 + (try Self.size($1)) }
+        store.context.groupCommit.waitForPreparations()
+        let last = try #require(paths.last)
+        #expect(inClosed + (try Self.size(last)) >= stored)
+        store.close()
+        #expect(inClosed + (try Self.size(last)) == stored)
+    }
+
     @Test func aBackupCopiesTheActiveSegmentWithoutItsZeros() async throws {
         let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }

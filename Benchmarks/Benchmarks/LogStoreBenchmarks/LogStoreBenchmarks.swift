@@ -153,7 +153,7 @@ func historyStore(messagesCount: Int) throws -> LogStore {
     if !FileManager.default.fileExists(atPath: marker) {
         try? FileManager.default.removeItem(atPath: path)
         let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))
-        try store.createTopic("conversations", configuration: .defaults(forTopicNamed: "conversations"))
+        try store.createTopic("conversations", configuration: TopicConfiguration(partitionCount: 1, conversationIndex: true))
         let partition = try store.partition(topic: "conversations", index: 0)
         // Chat-sized messages: 200 bytes, 64 to a batch, the conversations
         // taken in turn, so each of the 10,000 holds exactly 1,000 messages.
