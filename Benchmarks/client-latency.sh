@@ -21,6 +21,9 @@
 # 10,000 msgs/s, linger 0 and 5, after the peak.
 #
 # DURABILITIES, RATES, LINGERS override the phases (RATES may say `half`).
+# Each Postduif run also keeps librdkafka's own statistics beside its JSON
+# (`…-stats.jsonl`; read with Benchmarks/clients/rdkafka-stats.py): the
+# client's round trip and queueing, to set against the broker's time.
 # Starts every server itself on free loopback ports, stops exactly those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,7 +98,8 @@ kafka_run() {  # name rate linger [--e2e]
     local name=$1 rate=$2 linger=$3; shift 3
     run=$((run + 1))
     local args=(--brokers "$postduif_brokers" --topic "latency-$run" --partitions 4 --replicas "$replicas" --rate "$rate" --linger-ms "$linger"
-                --seconds "$SECONDS_PER_RUN" --label "postduif $name" --json "$OUT/latency-$name-postduif-$run.json")
+                --seconds "$SECONDS_PER_RUN" --label "postduif $name" --json "$OUT/latency-$name-postduif-$run.json"
+                --stats "$OUT/latency-$name-postduif-$run-stats.jsonl")
     for pid in $postduif_pids; do args+=(--server-pid "$pid"); done
     "$CLIENTS/rdkafka-bench" "${args[@]}" "$@" || true
 }

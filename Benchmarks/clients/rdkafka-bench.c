@@ -4,6 +4,7 @@
  *
  *   rdkafka-bench --brokers 127.0.0.1:9092 --topic bench --rate 20000 \
  *       --seconds 10 --linger-ms 5 [--e2e] [--server-pid PID]... [--json FILE]
+ *       [--stats FILE]
  *
  * One idempotent producer, acks=all, values of --size bytes keyed over
  * --keys conversations. --rate paces sends on an absolute schedule
@@ -15,7 +16,12 @@
  * in the value). Bounded: --seconds of sending, at most --count messages,
  * then at most 10 s for the last reports.
  *
- * Prints one summary line and writes the figures as JSON.
+ * Prints one summary line and writes the figures as JSON. --stats FILE
+ * appends librdkafka's own statistics (statistics.interval.ms=1000), one
+ * JSON object a line: per broker the request round trip (`rtt`), the time
+ * records wait for a request (`int_latency`) and the requests awaiting an
+ * answer (`waitresp_cnt`), which tell the client's part of a latency from
+ * the broker's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +41,7 @@
 static const char *brokers = "127.0.0.1:9092";
 static const char *topic = "rdkafka-bench";
 static const char *json_path = NULL;
+static FILE *stats_file = NULL;
 static const char *label = "kafka";
 static double rate = 20000;
 static double seconds = 10;
@@ -107,6 +114,15 @@ static void *consume(void *arg) {
     return NULL;
 }
 
+/* Called from rd_kafka_poll in the reports thread, once a second. */
+static int on_statistics(rd_kafka_t *rk, char *json, size_t length, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    fwrite(json, 1, length, stats_file);
+    fputc('\n', stats_file);
+    return 0;
+}
+
 static void set(rd_kafka_conf_t *conf, const char *name, const char *value) {
     char error[512];
     if (rd_kafka_conf_set(conf, name, value, error, sizeof error) != RD_KAFKA_CONF_OK) {
@@ -151,7 +167,7 @@ static void set_extra(rd_kafka_conf_t *conf) {
 
 static void usage(void) {
     fprintf(stderr, "usage: rdkafka-bench --brokers HOST:PORT --topic NAME [--rate N] [--seconds S] [--count N] [--linger-ms N]\n"
-                    "       [--size BYTES] [--keys N] [--partitions N] [--replicas N] [--e2e] [--server-pid PID]... [--label L] [--json FILE]\n"
+                    "       [--size BYTES] [--keys N] [--partitions N] [--replicas N] [--e2e] [--server-pid PID]... [--label L] [--json FILE] [--stats FILE]\n"
                     "       [-X name=value]...\n");
     exit(2);
 }
@@ -174,6 +190,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--replicas")) replicas = atoi(v);
         else if (!strcmp(a, "--label")) label = v;
         else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--stats")) {
+            stats_file = fopen(v, "a");
+            if (!stats_file) { perror(v); return 2; }
+        }
         else if (!strcmp(a, "--server-pid") && server_pid_count < 8) server_pids[server_pid_count++] = atoi(v);
         else if (!strcmp(a, "-X") && extra_count < 32) extra[extra_count++] = v;
         else usage();
@@ -195,6 +215,10 @@ int main(int argc, char **argv) {
     set(conf, "queue.buffering.max.messages", "1000000");
     set_extra(conf);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    if (stats_file) {
+        set(conf, "statistics.interval.ms", "1000");
+        rd_kafka_conf_set_stats_cb(conf, on_statistics);
+    }
     producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof error);
     if (!producer) { fprintf(stderr, "producer: %s\n", error); return 1; }
     create_topic();
@@ -307,5 +331,6 @@ int main(int argc, char **argv) {
         }
     }
     rd_kafka_destroy(producer);
+    if (stats_file) fclose(stats_file);
     return bad > 0 ? 1 : 0;
 }
