@@ -276,9 +276,8 @@ final class GroupCommit: @unchecked Sendable {
             condition.lock()
             syncCount += 1
             var ready: [@Sendable (LogStoreError?) -> Void] = []
-            // A failed sync on the preparer's thread may have taken this
-            // round's report of the same lost writeback (see
-            // `SegmentFile.Preparation.syncFailed`).
+            // A failed sync on the preparer's thread (whose pages may be
+            // this round's too) fails the round as well.
             if syncError == nil, let failure { syncError = failure }
             if let syncError {
                 // What reached the disk is unknown after a failed fsync, so every

@@ -227,12 +227,21 @@ final class SegmentFile: @unchecked Sendable {
         // Synced here, not in a group-commit round: a round's `fdatasync`
         // would otherwise write these zeros and the new size for the
         // appends waiting on it.
+        //
+        // Through a descriptor of its own: the kernel reports a failed
+        // writeback once to each open file, so a failure of the appends'
+        // pages that this sync sees is still reported to the rounds' next
+        // sync on `descriptor`, and no round can take it for a success.
         var outcome = Preparation.written(end - start)
-        if let code = SegmentFile.writeZeros(descriptor, from: start, to: end) {
+        let own = open(path, O_WRONLY | O_CLOEXEC)
+        if own < 0 {
+            outcome = .writeFailed(SegmentFile.failure("open", path))
+        } else if let code = SegmentFile.writeZeros(own, from: start, to: end) {
             outcome = .writeFailed(SegmentFile.failure("write zeros to", path, code: code))
-        } else if let code = SegmentFile.syncData(descriptor) {
+        } else if let code = SegmentFile.syncData(own) {
             outcome = .syncFailed(SegmentFile.failure("fdatasync", path, code: code))
         }
+        if own >= 0 { close(own) }
 
         preparation.lock()
         defer {
@@ -263,9 +272,9 @@ final class SegmentFile: @unchecked Sendable {
         /// The zeros could not be written (a full disk): appends go on
         /// growing the file, and this segment is not written out again.
         case writeFailed(LogStoreError)
-        /// The sync failed. The kernel reports a failed writeback once per
-        /// open file, and this file is the appends' too: their next sync
-        /// may not see it, so the store must treat it as theirs.
+        /// The sync failed: the file's pages, the appends' among them,
+        /// may not be on the disk, so the store treats it as a round's
+        /// failure.
         case syncFailed(LogStoreError)
     }
 
