@@ -170,9 +170,7 @@ final class SegmentFile: @unchecked Sendable {
 
     /// Makes every byte written so far durable (`fdatasync`).
     func sync() throws(LogStoreError) {
-        while fdatasync(descriptor) != 0 {
-            guard errno == EINTR else { throw SegmentFile.failure("fdatasync", path) }
-        }
+        if let code = SegmentFile.syncData(descriptor) { throw SegmentFile.failure("fdatasync", path, code: code) }
     }
 
     /// Asks the kernel to start writing the file's dirty pages now, without
@@ -322,6 +320,7 @@ final class SegmentFile: @unchecked Sendable {
         return nil
     }
 
+    /// `fdatasync` through EINTR; the error, if it failed.
     private static func syncData(_ descriptor: Int32) -> Int32? {
         while fdatasync(descriptor) != 0 {
             guard errno == EINTR else { return errno }
