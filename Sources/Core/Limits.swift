@@ -41,6 +41,10 @@ public enum Limits {
     public static let segmentPreparedBytesMin: Int64 = 64 << 10
     /// …and by at most this many (Docs/adr/0034).
     public static let segmentPreparedBytesMax: Int64 = 4 << 20
+    /// A batch this large or larger asks for no zeros ahead: updating the
+    /// file's extents is a small part of its sync, and zeros written ahead
+    /// of a run of them (a file's chunks) are written twice (ADR 0035).
+    public static let segmentPreparedBatchBytesMax = 128 << 10
     /// Conversations whose next sequence the log store keeps in memory per partition.
     public static let conversationSequenceCacheCountMax = 100_000
 

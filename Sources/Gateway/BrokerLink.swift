@@ -162,34 +162,6 @@ struct BrokerLink: Sendable {
         throw lastError
     }
 
-    /// The values of the records at these partitions and offsets of
-    /// `topic`, in order (nil where a record is no longer held), read from
-    /// each partition's leader on a connection of their own; one fetch
-    /// usually brings the next records too.
-    func values(topic: String, at positions: [(partition: Int32, offset: Int64)]) async throws -> [[UInt8]?] {
-        var connections: [Int32: KafkaClientConnection] = [:]
-        var fetched: [Int32: [Int64: [UInt8]]] = [:]
-        var answer: [[UInt8]?] = []
-        do {
-            for (partition, offset) in positions {
-                if fetched[partition]?[offset] == nil {
-                    if connections[partition] == nil {
-                        connections[partition] = try await open(try await leader(topic: topic, partition: partition, refresh: false))
-                    }
-                    let tail = PartitionTail(topic: topic, partition: partition, connection: connections[partition]!)
-                    let (records, _, _) = try await tail.fetch(from: offset, maxWaitMilliseconds: 0)
-                    for record in records { fetched[partition, default: [:]][record.offset] = record.value ?? [] }
-                }
-                answer.append(fetched[partition]?.removeValue(forKey: offset))
-            }
-        } catch {
-            for connection in connections.values { await connection.close() }
-            throw error
-        }
-        for connection in connections.values { await connection.close() }
-        return answer
-    }
-
     /// The leader's address for a partition, for a tail's own connection.
     func leader(topic: String, partition: Int32, refresh: Bool) async throws -> String {
         guard let address = try await layout(topic, refresh: refresh)[partition] else {
@@ -220,10 +192,12 @@ struct PartitionTail {
         return answer.offset
     }
 
-    /// Committed records from `offset`, waiting up to `maxWait` for some.
-    func fetch(from offset: Int64, maxWaitMilliseconds: Int32) async throws -> (records: [StoredRecord], next: Int64, highWatermark: Int64) {
+    /// Committed records from `offset`, waiting up to `maxWait` for some;
+    /// `bytesMax` of batches at most (past the first), their CRC-32C checked
+    /// when `checksums`.
+    func fetch(from offset: Int64, maxWaitMilliseconds: Int32, bytesMax: Int32 = 4 << 20, checksums: Bool = false) async throws -> (records: [StoredRecord], next: Int64, highWatermark: Int64) {
         let request = FetchRequest(maxWaitMilliseconds: maxWaitMilliseconds, minBytes: 1, maxBytes: 16 << 20,
-                                   topics: [.init(name: topic, partitions: [.init(index: partition, fetchOffset: offset, partitionBytesMax: 4 << 20)])])
+                                   topics: [.init(name: topic, partitions: [.init(index: partition, fetchOffset: offset, partitionBytesMax: bytesMax)])])
         var reader = try await connection.request(.fetch, version: Self.fetchVersion) { request.encode(&$0, version: Self.fetchVersion) }
         let response = try FetchResponse.decode(&reader, version: Self.fetchVersion)
         guard let answer = response.topics.first?.partitions.first else { return ([], offset, -1) }
@@ -233,7 +207,7 @@ struct PartitionTail {
         var records: [StoredRecord] = []
         var next = offset
         for blob in answer.batches {
-            for batch in try RecordBatch.split(stored: blob) where batch.lastOffset >= next {
+            for batch in try RecordBatch.split(stored: blob, checksums: checksums) where batch.lastOffset >= next {
                 for record in try batch.records() {
                     let position = batch.baseOffset + Int64(record.offsetDelta)
                     guard position >= next else { continue }

@@ -56,6 +56,8 @@ public struct GatewayConfiguration: Sendable {
     public var localBroker: (any KafkaLocalBroker)? = nil
     /// The same broker's one-record appends, for sends taken on the event loop.
     public var directAppends: (any DirectAppendPort)? = nil
+    /// The same broker's committed batches, for files read without a Fetch.
+    public var directReads: (any DirectReadPort)? = nil
     /// Makes image thumbnails (`postduif`: in a child process); nil serves
     /// every image as its own thumbnail.
     public var thumbnails: (any ThumbnailMaker)? = nil

@@ -1,9 +1,11 @@
 import ChatWire
+import Core
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import KafkaNIO
+import KafkaWire
 import NIOCore
 import Synchronization
 import Thumbnails
@@ -122,45 +124,126 @@ extension MatrixAPI {
 
     func upload(_ request: Request) async throws -> Response {
         let session = try authenticate(request)
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: configuration.mediaBytesMax)
-        } catch {
-            throw MatrixError(.contentTooLarge, "M_TOO_LARGE", "a file is at most \(configuration.mediaBytesMax) bytes")
+        let limit = configuration.mediaBytesMax
+        let tooLarge = MatrixError(.contentTooLarge, "M_TOO_LARGE", "a file is at most \(limit) bytes")
+        let length = request.headers[.contentLength].flatMap { Int($0) }
+        if let length, length > limit {
+            // Read and dropped before the answer: a client that sends its
+            // whole body before it reads (Python's urllib) would otherwise
+            // wait on a full socket for the answer that follows it.
+            for try await _ in request.body {}
+            throw tooLarge
         }
         let declared = (request.headers[.contentType] ?? "application/octet-stream").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        // An image must be the image it says it is: clients show images
-        // inline, and a file that lies about its type is how one gets a
-        // browser to run what it should only display.
-        let sniffed = Self.sniffedImageType(body)
+        let mediaID = Secrets.opaque(24)
+        let key = Array(mediaID.utf8)
+        let partition = KafkaPartitioner.partition(forKey: key, partitionCount: try await link.partitionCount(ChatTopics.media))
+        let hash = Secrets.SHA256Stream()
+        // A body of a declared length is written to chat-media as it
+        // arrives (ADR 0035): each chunk is appended while the next is
+        // received, so the disk writes the file while the client sends it,
+        // and no copy of the whole file is made. A body without a length
+        // (chunked) is taken whole first, so one over the limit leaves
+        // nothing behind.
+        var pieces: UploadPieces
+        if length == nil {
+            do {
+                pieces = .whole(try await request.body.collect(upTo: limit))
+            } catch {
+                throw tooLarge
+            }
+        } else {
+            // A request's body can be iterated once.
+            pieces = .streamed(request.body.makeAsyncIterator())
+        }
+        let placed = try await withThrowingTaskGroup(of: (Int, Int32, Int64).self) { group in
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(Self.mediaChunkBytes)
+            var count = 0
+            var size = 0
+            // Sends one chunk; the first is checked against the declared
+            // type before anything is written.
+            func send() throws {
+                if count == 0 { try Self.checkMediaType(declared: declared, head: chunk.prefix(12)) }
+                let index = count
+                let value = chunk
+                group.addTask { (index, partition, try await storeChunk(key: key, partition: partition, value: value)) }
+                count += 1
+                chunk.removeAll(keepingCapacity: false)
+                chunk.reserveCapacity(Self.mediaChunkBytes)
+            }
+            while true {
+                guard var piece = try await pieces.next() else { break }
+                size += piece.readableBytes
+                guard size <= limit else { throw tooLarge }
+                piece.withUnsafeReadableBytes { hash.update($0) }
+                while piece.readableBytes > 0 {
+                    let taken = min(piece.readableBytes, Self.mediaChunkBytes - chunk.count)
+                    piece.withUnsafeReadableBytes { chunk.append(contentsOf: $0.prefix(taken).bindMemory(to: UInt8.self)) }
+                    piece.moveReaderIndex(forwardBy: taken)
+                    if chunk.count == Self.mediaChunkBytes { try send() }
+                }
+            }
+            // The last part, or the one empty chunk of an empty file.
+            if !chunk.isEmpty || count == 0 { try send() }
+            var placed = try await group.reduce(into: [(Int, Int32, Int64)]()) { $0.append($1) }
+            placed.sort { $0.0 < $1.0 }
+            return (size: size, chunks: placed.map { [Int64($0.1), $0.2] })
+        }
+        let fileName = request.uri.queryParameters.get("filename").map { Self.pathParameter(String($0)) }
+        let media = MediaTable.Media(uploader: session.userID, contentType: declared.isEmpty ? "application/octet-stream" : declared, fileName: fileName,
+                                     size: placed.size, sha256: hash.finish(), chunks: placed.chunks, createdMs: Self.now)
+        let (indexPartition, offset) = try await link.produce(topic: ChatTopics.mediaIndex, key: key, value: MatrixJSON.encodeBytes(media), timestamp: Self.now)
+        await state.waitApplied(topic: ChatTopics.mediaIndex, partition: indexPartition, offset: offset)
+        return Self.ok(["content_uri": .string("mxc://\(server)/\(mediaID)")] as JSONValue)
+    }
+
+    /// An upload's body: taken whole, or piece by piece as it arrives.
+    enum UploadPieces {
+        case whole(ByteBuffer?)
+        case streamed(RequestBody.AsyncIterator)
+
+        mutating func next() async throws -> ByteBuffer? {
+            switch self {
+            case .whole(let buffer):
+                self = .whole(nil)
+                return buffer
+            case .streamed(var iterator):
+                let piece = try await iterator.next()
+                self = .streamed(iterator)
+                return piece
+            }
+        }
+    }
+
+    /// An image must be the image it says it is: clients show images
+    /// inline, and a file that lies about its type is how one gets a
+    /// browser to run what it should only display.
+    static func checkMediaType(declared: String, head: ArraySlice<UInt8>) throws {
+        let sniffed = sniffedImageType(ByteBuffer(bytes: head))
         if declared.hasPrefix("image/") || sniffed != nil {
             guard sniffed == declared || (declared == "image/jpg" && sniffed == "image/jpeg") else {
                 throw MatrixError(.badRequest, "M_INVALID_PARAM", "the content is \(sniffed ?? "not an image"), not \(declared)")
             }
         }
-        let mediaID = Secrets.opaque(24)
-        let bytes = Array(buffer: body)
-        // All chunks at once: the broker link puts them into as few Produce
-        // requests as its limits allow, so the file costs a few log writes,
-        // not one per chunk. The index records where each one landed.
-        let starts = Array(stride(from: 0, to: max(bytes.count, 1), by: Self.mediaChunkBytes))
-        let placed = try await withThrowingTaskGroup(of: (Int, Int32, Int64).self) { group in
-            for (index, start) in starts.enumerated() {
-                let chunk = Array(bytes[start..<min(start + Self.mediaChunkBytes, bytes.count)])
-                group.addTask {
-                    let (partition, offset) = try await link.produce(topic: ChatTopics.media, key: Array(mediaID.utf8), value: chunk, timestamp: Self.now)
-                    return (index, partition, offset)
+    }
+
+    /// Appends one chunk of a file to its partition of chat-media and
+    /// returns its offset: straight to the broker of this process where it
+    /// takes appends (no Produce frame, ADR 0017), otherwise through the
+    /// link's producer, which puts chunks sent together into as few
+    /// Produce requests as its limits allow.
+    func storeChunk(key: [UInt8], partition: Int32, value: [UInt8]) async throws -> Int64 {
+        if let local = configuration.directAppends, local.appendsDirectly {
+            let appended: Int64? = try await withCheckedThrowingContinuation { continuation in
+                let taken = local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, value: value, headers: [], timestamp: Self.now) { result in
+                    continuation.resume(with: result.map { $0 }.mapError { BrokerRefusal(description: $0.description) })
                 }
+                if !taken { continuation.resume(returning: nil) }
             }
-            return try await group.reduce(into: [(Int, Int32, Int64)]()) { $0.append($1) }
+            if let appended { return appended }
         }
-        let chunks = placed.sorted { $0.0 < $1.0 }.map { [Int64($0.1), $0.2] }
-        let fileName = request.uri.queryParameters.get("filename").map { Self.pathParameter(String($0)) }
-        let media = MediaTable.Media(uploader: session.userID, contentType: declared.isEmpty ? "application/octet-stream" : declared, fileName: fileName,
-                                     size: bytes.count, sha256: Secrets.sha256Hex(bytes), chunks: chunks, createdMs: Self.now)
-        let (partition, offset) = try await link.produce(topic: ChatTopics.mediaIndex, key: Array(mediaID.utf8), value: MatrixJSON.encodeBytes(media), timestamp: Self.now)
-        await state.waitApplied(topic: ChatTopics.mediaIndex, partition: partition, offset: offset)
-        return Self.ok(["content_uri": .string("mxc://\(server)/\(mediaID)")] as JSONValue)
+        return try await link.produce(topic: ChatTopics.media, key: key, value: value, timestamp: Self.now).offset
     }
 
     /// Whether `user` may read what `uploader` uploaded: themselves, or
@@ -208,42 +291,184 @@ extension MatrixAPI {
             }
             return fileResponse(bytes, contentType: media.contentType, media: media, context)
         }
-        return fileResponse(try await verifiedBytes(media, mediaID), contentType: media.contentType, media: media, context)
+        return try await streamedFile(media, mediaID, context)
     }
 
-    /// A file's bytes, checked against the length and SHA-256 its record keeps.
+    /// A file streamed from its chunks (ADR 0035): each chunk goes to the
+    /// socket as it is read, its batch's CRC-32C and key checked first, so
+    /// no copy of the whole file is made and the first bytes leave before
+    /// the last are read. The first chunk is read before the answer starts:
+    /// a file no longer stored is a 404, not a 200 cut short. A chunk that
+    /// fails later ends the connection before the declared length, which
+    /// every client takes as a failed download.
+    func streamedFile(_ media: MediaTable.Media, _ mediaID: String, _ context: GatewayRequestContext) async throws -> Response {
+        let positions = try Self.chunkPositions(media)
+        var reader = MediaChunkReader(link: link, direct: configuration.directReads, mediaID: mediaID)
+        let first: [UInt8]
+        do {
+            first = try await reader.value(at: positions[0])
+        } catch {
+            await reader.close()
+            throw damageLogged(error, mediaID)
+        }
+        let logger = logger
+        let body = ResponseBody(contentLength: media.size) { [reader] writer in
+            var reader = reader
+            do {
+                var sent = first.count
+                try await writer.write(ByteBuffer(bytes: first))
+                for position in positions.dropFirst() {
+                    let value = try await reader.value(at: position)
+                    sent += value.count
+                    guard sent <= media.size else { throw MediaChunkReader.damaged }
+                    try await writer.write(ByteBuffer(bytes: value))
+                }
+                guard sent == media.size else { throw MediaChunkReader.damaged }
+                await reader.close()
+            } catch {
+                await reader.close()
+                logger.error("a file's download ended early", metadata: ["media": "\(mediaID)", "error": "\(error)"])
+                throw error
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: fileHeaders(size: media.size, contentType: media.contentType, media: media, context), body: body)
+    }
+
+    /// A damaged chunk logged, and answered as a file that cannot be read
+    /// whole; any other error as it is.
+    func damageLogged(_ error: any Error, _ mediaID: String) -> any Error {
+        guard let damage = error as? MediaChunkReader.Damage else { return error }
+        logger.error("a stored file is damaged", metadata: ["media": "\(mediaID)", "error": "\(damage)"])
+        return MediaChunkReader.damaged
+    }
+
+    /// Where a file's chunks lie: partition and offset each, in order.
+    static func chunkPositions(_ media: MediaTable.Media) throws -> [(partition: Int32, offset: Int64)] {
+        guard !media.chunks.isEmpty, media.chunks.allSatisfy({ $0.count == 2 }) else {
+            throw MatrixError(.internalServerError, "M_UNKNOWN", "a file's record is damaged")
+        }
+        return media.chunks.map { (Int32($0[0]), $0[1]) }
+    }
+
+    /// A file's bytes, checked against the length and SHA-256 its record
+    /// keeps: a thumbnail is made from the whole file.
     func verifiedBytes(_ media: MediaTable.Media, _ mediaID: String) async throws -> [UInt8] {
-        let bytes = try await readChunks(media)
+        var reader = MediaChunkReader(link: link, direct: configuration.directReads, mediaID: mediaID)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(media.size)
+        do {
+            for position in try Self.chunkPositions(media) { bytes.append(contentsOf: try await reader.value(at: position)) }
+        } catch {
+            await reader.close()
+            throw damageLogged(error, mediaID)
+        }
+        await reader.close()
         guard bytes.count == media.size, Secrets.sha256Hex(bytes) == media.sha256 else {
             logger.error("a stored file does not match its record", metadata: ["media": "\(mediaID)"])
-            throw MatrixError(.internalServerError, "M_UNKNOWN", "the file could not be read whole")
+            throw MediaChunkReader.damaged
         }
         return bytes
     }
 
-    /// A file's answer: its type, kept from being sniffed or run as a page,
+    /// A file's headers: its type, kept from being sniffed or run as a page,
     /// shown inline only if it is an image, audio or video.
-    func fileResponse(_ bytes: [UInt8], contentType: String, media: MediaTable.Media, _ context: GatewayRequestContext) -> Response {
-        var headers: HTTPFields = [.contentType: contentType, .contentLength: String(bytes.count)]
+    func fileHeaders(size: Int, contentType: String, media: MediaTable.Media, _ context: GatewayRequestContext) -> HTTPFields {
+        var headers: HTTPFields = [.contentType: contentType, .contentLength: String(size)]
         headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         headers[.contentSecurityPolicy] = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';"
         let inline = media.contentType.hasPrefix("image/") || media.contentType.hasPrefix("video/") || media.contentType.hasPrefix("audio/")
         let name = context.parameters.get("fileName").map(Self.pathParameter) ?? media.fileName
         let quoted = name.map { "; filename*=utf-8''" + ($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "file") } ?? ""
         headers[.contentDisposition] = (inline ? "inline" : "attachment") + quoted
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+        return headers
     }
 
-    /// A file's chunks, read from the leaders of their partitions.
-    func readChunks(_ media: MediaTable.Media) async throws -> [UInt8] {
-        guard media.chunks.allSatisfy({ $0.count == 2 }) else { throw MatrixError(.internalServerError, "M_UNKNOWN", "a file's record is damaged") }
-        let values = try await link.values(topic: ChatTopics.media, at: media.chunks.map { (Int32($0[0]), $0[1]) })
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(media.size)
-        for value in values {
-            guard let value else { throw MatrixError(.notFound, "M_NOT_FOUND", "the file is no longer stored") }
-            bytes.append(contentsOf: value)
+    /// A thumbnail's or a whole file's answer from bytes in hand.
+    func fileResponse(_ bytes: [UInt8], contentType: String, media: MediaTable.Media, _ context: GatewayRequestContext) -> Response {
+        Response(status: .ok, headers: fileHeaders(size: bytes.count, contentType: contentType, media: media, context), body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// Reads one file's chunks from chat-media, in the order asked: from the
+/// broker of this process where it leads the partition (no Fetch frame),
+/// otherwise from the partition's leader on a connection of the reader's
+/// own. A read asks for a few chunks' bytes, so the next chunks usually
+/// come with it. Every batch's CRC-32C is checked and every chunk must
+/// carry the file's id as its key: the bytes go out as they are read, with
+/// no whole-file check after them.
+struct MediaChunkReader: Sendable {
+    static let damaged = MatrixError(.internalServerError, "M_UNKNOWN", "the file could not be read whole")
+    static let gone = MatrixError(.notFound, "M_NOT_FOUND", "the file is no longer stored")
+    /// Bytes of batches one read asks for: four chunks.
+    static let readBytes = 4 * MatrixAPI.mediaChunkBytes
+
+    let link: BrokerLink
+    let direct: (any DirectReadPort)?
+    let key: [UInt8]
+    private var connections: [Int32: KafkaClientConnection] = [:]
+    /// Records the last read of each partition brought, not yet asked for.
+    private var held: [Int32: [Int64: StoredRecord]] = [:]
+
+    init(link: BrokerLink, direct: (any DirectReadPort)?, mediaID: String) {
+        self.link = link
+        self.direct = direct
+        key = Array(mediaID.utf8)
+    }
+
+    /// What a chunk that cannot be served is: a batch failing its checks,
+    /// or a record of another file where the index puts this one's.
+    struct Damage: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    mutating func value(at position: (partition: Int32, offset: Int64)) async throws -> [UInt8] {
+        if held[position.partition]?[position.offset] == nil {
+            do {
+                held[position.partition] = try await read(position.partition, from: position.offset)
+            } catch let error as RecordBatchError {
+                throw Damage(description: "chunk at \(ChatTopics.media)/\(position.partition)@\(position.offset): \(error)")
+            }
         }
-        return bytes
+        guard let record = held[position.partition]?.removeValue(forKey: position.offset), let value = record.value else { throw Self.gone }
+        guard record.key == key else { throw Damage(description: "the record at \(ChatTopics.media)/\(position.partition)@\(position.offset) is another file's") }
+        return value
+    }
+
+    private mutating func read(_ partition: Int32, from offset: Int64) async throws -> [Int64: StoredRecord] {
+        var found: [Int64: StoredRecord] = [:]
+        if let direct {
+            let stored: [[UInt8]]?
+            do {
+                stored = try direct.readCommitted(topic: ChatTopics.media, partition: partition, from: offset, bytesMax: Self.readBytes)
+            } catch .offsetOutOfRange {
+                throw Self.gone
+            } catch {
+                throw BrokerRefusal(description: "reading \(ChatTopics.media)/\(partition): \(error)")
+            }
+            if let stored {
+                for bytes in stored {
+                    let batch = try RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax)
+                    for record in try batch.records() where batch.baseOffset + Int64(record.offsetDelta) >= offset {
+                        found[batch.baseOffset + Int64(record.offsetDelta)] = StoredRecord(
+                            offset: batch.baseOffset + Int64(record.offsetDelta), timestamp: batch.baseTimestamp + record.timestampDelta,
+                            key: record.key ?? [], value: record.value, headers: [])
+                    }
+                }
+                return found
+            }
+        }
+        if connections[partition] == nil {
+            connections[partition] = try await link.open(try await link.leader(topic: ChatTopics.media, partition: partition, refresh: false))
+        }
+        let tail = PartitionTail(topic: ChatTopics.media, partition: partition, connection: connections[partition]!)
+        for record in try await tail.fetch(from: offset, maxWaitMilliseconds: 0, bytesMax: Int32(Self.readBytes), checksums: true).records {
+            found[record.offset] = record
+        }
+        return found
+    }
+
+    func close() async {
+        for connection in connections.values { await connection.close() }
     }
 }

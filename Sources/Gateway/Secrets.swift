@@ -69,6 +69,35 @@ enum Secrets {
                 EVP_Digest(input.baseAddress, input.count, out.baseAddress, &length, EVP_sha256(), nil)
             }
         }
+        return hex(digest)
+    }
+
+    /// SHA-256 over bytes that come in pieces (an upload as it arrives).
+    /// Not Sendable: one task feeds it.
+    final class SHA256Stream {
+        private let context: OpaquePointer
+
+        init() {
+            context = EVP_MD_CTX_new()
+            EVP_DigestInit_ex(context, EVP_sha256(), nil)
+        }
+
+        deinit { EVP_MD_CTX_free(context) }
+
+        func update(_ bytes: UnsafeRawBufferPointer) {
+            EVP_DigestUpdate(context, bytes.baseAddress, bytes.count)
+        }
+
+        /// The digest in lowercase hex; call once.
+        func finish() -> String {
+            var digest = [UInt8](repeating: 0, count: 32)
+            var length: UInt32 = 0
+            digest.withUnsafeMutableBufferPointer { _ = EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
+            return Secrets.hex(digest)
+        }
+    }
+
+    private static func hex(_ digest: [UInt8]) -> String {
         // Hex by hand: String(format:) cost a fifth of a sync's CPU.
         let hex = Array("0123456789abcdef".utf8)
         var text = [UInt8]()

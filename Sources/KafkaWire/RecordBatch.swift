@@ -203,14 +203,17 @@ public struct RecordBatch: Sendable, Equatable {
     /// sequence.
     /// The whole stored batches in a Fetch answer's records field, in order;
     /// a last partial batch (Kafka may cut one at the byte limit) is dropped.
-    public static func split(stored bytes: [UInt8]) throws(RecordBatchError) -> [RecordBatch] {
+    /// `checksums`: each batch's CRC-32C checked too, for a reader that
+    /// serves the values as they are (a file's chunks) with no other check.
+    public static func split(stored bytes: [UInt8], checksums: Bool = false) throws(RecordBatchError) -> [RecordBatch] {
         var batches: [RecordBatch] = []
         var start = 0
         while bytes.count - start >= 12 {
             let length = Int(bytes[start + 8]) << 24 | Int(bytes[start + 9]) << 16 | Int(bytes[start + 10]) << 8 | Int(bytes[start + 11])
             let end = start + 12 + length
             guard length > 0, end <= bytes.count else { break }
-            batches.append(try RecordBatch(storedBytes: Array(bytes[start..<end])))
+            let slice = Array(bytes[start..<end])
+            batches.append(checksums ? try RecordBatch(validating: slice, bytesMax: Limits.batchBytesConfigurableMax) : try RecordBatch(storedBytes: slice))
             start = end
         }
         return batches

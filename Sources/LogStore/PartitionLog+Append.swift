@@ -202,7 +202,7 @@ extension PartitionLog {
                 next.bytesSinceWriteback = 0
                 context.groupCommit.requestWriteback(segment)
             }
-        } else {
+        } else if batch.sizeBytes < Limits.segmentPreparedBatchBytesMax {
             let ahead = PartitionLog.bytesToPrepare(segmentHolding: location.end)
             if ahead > 0 && segment.preparedBytesAhead < ahead / 2 {
                 context.groupCommit.requestPreparation(segment, ahead: ahead, limit: configuration.segmentBytes ?? context.segmentBytes)

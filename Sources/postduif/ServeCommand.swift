@@ -245,6 +245,7 @@ struct Serve: AsyncParsableCommand {
             gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
             gatewayConfiguration.localBroker = broker.localClient(name: "embedded gateway")
             gatewayConfiguration.directAppends = BrokerDirectAppends(broker: broker)
+            gatewayConfiguration.directReads = BrokerDirectReads(broker: broker)
             return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
         }
         if security.httpTls && tls == nil { throw OperatorError("--http-tls needs --tls-cert-file and --tls-key-file") }

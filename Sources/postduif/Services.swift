@@ -135,6 +135,23 @@ struct BrokerDirectAppends: DirectAppendPort {
     }
 }
 
+/// The gateway's `DirectReadPort` on this process's broker: committed
+/// batches of the partitions it leads, read as a consumer's Fetch reads them.
+struct BrokerDirectReads: DirectReadPort {
+    let broker: Broker
+
+    func readCommitted(topic: String, partition: Int32, from offset: Int64, bytesMax: Int) throws(DirectReadRefusal) -> [[UInt8]]? {
+        guard broker.leads(topic: topic, index: partition), let log = broker.committedPartition(topic: topic, index: partition) else { return nil }
+        do {
+            return try log.read(from: offset, bytesMax: bytesMax, upTo: .max).batches
+        } catch where error.code == .offsetOutOfRange {
+            throw .offsetOutOfRange
+        } catch {
+            throw .store(error.description)
+        }
+    }
+}
+
 /// Retention and compaction on a timer: every interval, one pass of
 /// `Broker.cleanLogs` at the wall clock's time (retention compares it with
 /// record timestamps, which are wall-clock times). A graceful shutdown

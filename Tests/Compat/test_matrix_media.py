@@ -6,6 +6,7 @@ that lies are refused; thumbnails of JPEG, PNG and GIF are made in a
 child process to Synapse's sizes, and an image no larger, or one that
 does not decode, is its own thumbnail."""
 import hashlib
+import http.client as httpclient
 import json
 import os
 import struct
@@ -18,7 +19,7 @@ import urllib.request
 import pytest
 
 from conftest import BrokerProcess
-from test_chat import GatewayProcess
+from test_chat import EmbeddedGateway, GatewayProcess
 from test_matrix_clients import account, http, join, room_with
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -43,8 +44,17 @@ def upload(server, token, data, content_type, name="file.bin"):
     return status, json.loads(body)
 
 
-@pytest.fixture(scope="module")
-def chat():
+@pytest.fixture(scope="module", params=["processes", "embedded"])
+def chat(request):
+    """Each test runs against a gateway process beside a broker process,
+    whose files travel in Produce and Fetch requests, and against the
+    gateway inside the broker's process, which appends and reads a file's
+    chunks without either (ADR 0035)."""
+    if request.param == "embedded":
+        embedded = EmbeddedGateway(extra_args=["--durability", "none", "--media-bytes-max", str(12 << 20)]).start()
+        yield embedded, embedded
+        embedded.stop()
+        return
     broker = BrokerProcess(extra_args=["--durability", "none"]).start()
     gateway = GatewayProcess(broker, extra_args=["--media-bytes-max", str(12 << 20)]).start()
     yield broker, gateway
@@ -187,3 +197,85 @@ def test_an_upload_that_asks_to_continue_is_told_to_at_once(chat):
             assert chunk, answer
             answer += chunk
         assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK", answer
+
+
+def test_a_file_streams_in_and_out_whole_in_any_form(chat):
+    """A file goes to chat-media as it arrives and comes back as it is
+    read: sizes around the chunk size, a body without a declared length
+    (chunked), and one over the limit sent whole by a client that reads
+    nothing until it has sent everything."""
+    broker, gateway = chat
+    alice = account(gateway, "stream-alice")
+    chunk = 256 << 10
+    for size in (0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk + 12345):
+        document = os.urandom(size)
+        status, answer = upload(gateway, alice, document, "application/octet-stream")
+        assert status == 200, (size, answer)
+        status, _, body = raw(gateway, "GET", "/_matrix/client/v1/media/download/gov.test/" + answer["content_uri"].rsplit("/", 1)[1], token=alice)
+        assert status == 200 and body == document, (size, status, len(body))
+    # Chunked: no length declared.
+    document = os.urandom(2 * chunk + 7)
+    connection = httpclient.HTTPConnection("127.0.0.1", gateway.port, timeout=60)
+    connection.request("POST", "/_matrix/media/v3/upload", body=iter([document[:1000], document[1000:]]),
+                       headers={"Authorization": "Bearer " + alice, "Content-Type": "application/octet-stream"}, encode_chunked=True)
+    answer = connection.getresponse()
+    assert answer.status == 200
+    media_id = json.loads(answer.read())["content_uri"].rsplit("/", 1)[1]
+    connection.close()
+    status, _, body = raw(gateway, "GET", "/_matrix/client/v1/media/download/gov.test/" + media_id, token=alice)
+    assert status == 200 and body == document
+    # Over the limit by megabytes, declared: refused once the client has sent it all.
+    status, answer = upload(gateway, alice, b"y" * (20 << 20), "application/octet-stream")
+    assert status == 413 and answer["errcode"] == "M_TOO_LARGE"
+    # A lying image is refused before its first chunk is written.
+    status, answer = upload(gateway, alice, b"GIF89a" + os.urandom(chunk * 2), "image/png")
+    assert status == 400 and answer["errcode"] == "M_INVALID_PARAM"
+
+
+def segment_holding(data_dir, marker):
+    """The path and position of `marker` in the data folder's files."""
+    for folder, _, names in os.walk(data_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                at = f.read().find(marker)
+            if at >= 0:
+                return path, at
+    raise AssertionError("the marker is in no file of " + data_dir)
+
+
+def test_a_damaged_chunk_is_never_served(chat):
+    """Each chunk's batch CRC-32C is checked before its bytes go out: a
+    file damaged on disk in its first chunk is a 500, and in a later one
+    ends the download before its declared length; the gateway serves on."""
+    broker, gateway = chat
+    alice = account(gateway, "damage-alice")
+    chunk = 256 << 10
+    files = []
+    for _ in range(2):
+        document = os.urandom(6 * chunk)
+        status, answer = upload(gateway, alice, document, "application/octet-stream")
+        assert status == 200, answer
+        files.append((document, "/_matrix/client/v1/media/download/gov.test/" + answer["content_uri"].rsplit("/", 1)[1]))
+    # One byte flipped in the first file's first chunk, the second's last
+    # (beyond what the first read of a file brings).
+    for (document, _), place in zip(files, (1000, 5 * chunk + 1000)):
+        path, at = segment_holding(broker.data_dir, document[place:place + 64])
+        with open(path, "r+b") as f:
+            f.seek(at + 10)
+            byte = f.read(1)
+            f.seek(at + 10)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    status, _, body = raw(gateway, "GET", files[0][1], token=alice)
+    assert status == 500 and json.loads(body)["errcode"] == "M_UNKNOWN", (status, body[:200])
+    connection = httpclient.HTTPConnection("127.0.0.1", gateway.port, timeout=60)
+    connection.request("GET", files[1][1], headers={"Authorization": "Bearer " + alice})
+    answer = connection.getresponse()
+    assert answer.status == 200 and int(answer.headers["Content-Length"]) == 6 * chunk
+    with pytest.raises(httpclient.IncompleteRead) as cut:
+        answer.read()
+    # What went out is the file's start, and never the damaged chunk.
+    assert cut.value.partial == files[1][0][:len(cut.value.partial)] and chunk <= len(cut.value.partial) <= 5 * chunk
+    connection.close()
+    assert "a file's download ended early" in gateway.read_log()
+    assert raw(gateway, "GET", "/_matrix/client/versions")[0] == 200

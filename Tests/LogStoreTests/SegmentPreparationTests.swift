@@ -34,6 +34,30 @@ import Testing
         return bytes
     }
 
+    /// A run of large batches (a file's chunks) asks for no zeros: the
+    /// segment grows by exactly what is appended.
+    @Test func largeBatchesAreNotWrittenOutAhead() async throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try Self.store(root)
+        defer { store.close() }
+        try store.createTopic("files", configuration: TopicConfiguration(partitionCount: 1))
+        let partition = try store.partition(topic: "files", index: 0)
+        var stored: Int64 = 0
+        for position in 0..<6 {
+            let batch = makeBatch(count: 1, conversations: ["f"], valuePrefix: "chunk\(position)-", valueBytes: Limits.segmentPreparedBatchBytesMax)
+            #expect(batch.count >= Limits.segmentPreparedBatchBytesMax)
+            _ = try await partition.append(batch)
+            stored += Int64(batch.count)
+            store.context.groupCommit.waitForPreparations()
+            #expect(try Self.size(try #require(partition.segmentPaths.last)) == stored)
+        }
+        // One small batch after them asks again.
+        stored += try await Self.fill(partition, count: 1)
+        store.context.groupCommit.waitForPreparations()
+        #expect(try Self.size(try #require(partition.segmentPaths.last)) > stored)
+    }
+
     @Test func anActiveSegmentIsWrittenOutAheadAndEndsWithItsBatchesAtAcleanClose() async throws {
         let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
