@@ -12,8 +12,10 @@
 #     (written and synced, as an upload must be before it is answered);
 #   - an upload with curl (`POST /_matrix/media/v3/upload`), answered once
 #     every chunk is committed;
-#   - a download of that upload with curl, its SHA-256 checked against the
-#     file's.
+#   - a download of that upload with curl into /dev/null (into a file,
+#     curl's own write to the page cache would add 6-8 ms of the client's
+#     time to the server's), then one more, untimed, into a file whose
+#     SHA-256 is checked against the upload's.
 #
 # Prints each round's times and the medians, and the medians as MB/s and
 # as a share of the disk's. curl is the client: the figure is what a
@@ -57,7 +59,8 @@ for round in $(seq 1 "$ROUNDS"); do
     up=$(tail -1 <<< "$answer")
     id=$(head -1 <<< "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["content_uri"].rsplit("/",1)[1])')
     server=$(head -1 <<< "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["content_uri"][6:].split("/")[0])')
-    down=$(curl -sf -o "$dir/down" -w '%{time_total}' -H "Authorization: Bearer $token" "$url/_matrix/client/v1/media/download/$server/$id")
+    down=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $token" "$url/_matrix/client/v1/media/download/$server/$id")
+    curl -sf -o "$dir/down" -H "Authorization: Bearer $token" "$url/_matrix/client/v1/media/download/$server/$id"
     [ "$(sha256sum "$dir/down" | cut -d' ' -f1)" = "$sum" ] || { echo "round $round: the download differs from the file" >&2; exit 1; }
     printf '%s %s %s\n' "$(awk -v n="$disk" 'BEGIN { printf "%.2f", n / 1e6 }')" \
         "$(awk -v s="$up" 'BEGIN { printf "%.2f", s * 1000 }')" "$(awk -v s="$down" 'BEGIN { printf "%.2f", s * 1000 }')" >> "$dir/times"

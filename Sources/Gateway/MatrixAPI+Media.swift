@@ -138,7 +138,11 @@ extension MatrixAPI {
         let mediaID = Secrets.opaque(24)
         let key = Array(mediaID.utf8)
         let partition = KafkaPartitioner.partition(forKey: key, partitionCount: try await link.partitionCount(ChatTopics.media))
-        let hash = Secrets.SHA256Stream()
+        // The file's SHA-256 on a task of its own, chunk by chunk in order,
+        // beside the receiving and appending.
+        let (toHash, hashFeed) = AsyncStream.makeStream(of: [UInt8].self)
+        async let digest = Self.sha256(of: toHash)
+        defer { hashFeed.finish() }
         // A body of a declared length is written to chat-media as it
         // arrives (ADR 0035): each chunk is appended while the next is
         // received, so the disk writes the file while the client sends it,
@@ -167,6 +171,7 @@ extension MatrixAPI {
                 if count == 0 { try Self.checkMediaType(declared: declared, head: chunk.prefix(12)) }
                 let index = count
                 let value = chunk
+                hashFeed.yield(value)
                 group.addTask { (index, partition, try await storeChunk(key: key, partition: partition, value: value)) }
                 count += 1
                 chunk.removeAll(keepingCapacity: false)
@@ -176,7 +181,6 @@ extension MatrixAPI {
                 guard var piece = try await pieces.next() else { break }
                 size += piece.readableBytes
                 guard size <= limit else { throw tooLarge }
-                piece.withUnsafeReadableBytes { hash.update($0) }
                 while piece.readableBytes > 0 {
                     let taken = min(piece.readableBytes, Self.mediaChunkBytes - chunk.count)
                     piece.withUnsafeReadableBytes { chunk.append(contentsOf: $0.prefix(taken).bindMemory(to: UInt8.self)) }
@@ -190,12 +194,20 @@ extension MatrixAPI {
             placed.sort { $0.0 < $1.0 }
             return (size: size, chunks: placed.map { [Int64($0.1), $0.2] })
         }
+        hashFeed.finish()
         let fileName = request.uri.queryParameters.get("filename").map { Self.pathParameter(String($0)) }
         let media = MediaTable.Media(uploader: session.userID, contentType: declared.isEmpty ? "application/octet-stream" : declared, fileName: fileName,
-                                     size: placed.size, sha256: hash.finish(), chunks: placed.chunks, createdMs: Self.now)
+                                     size: placed.size, sha256: await digest, chunks: placed.chunks, createdMs: Self.now)
         let (indexPartition, offset) = try await link.produce(topic: ChatTopics.mediaIndex, key: key, value: MatrixJSON.encodeBytes(media), timestamp: Self.now)
         await state.waitApplied(topic: ChatTopics.mediaIndex, partition: indexPartition, offset: offset)
         return Self.ok(["content_uri": .string("mxc://\(server)/\(mediaID)")] as JSONValue)
+    }
+
+    /// The SHA-256 of chunks in the order they come.
+    static func sha256(of chunks: AsyncStream<[UInt8]>) async -> String {
+        let hash = Secrets.SHA256Stream()
+        for await chunk in chunks { chunk.withUnsafeBytes { hash.update($0) } }
+        return hash.finish()
     }
 
     /// An upload's body: taken whole, or piece by piece as it arrives.
@@ -400,8 +412,10 @@ extension MatrixAPI {
 struct MediaChunkReader: Sendable {
     static let damaged = MatrixError(.internalServerError, "M_UNKNOWN", "the file could not be read whole")
     static let gone = MatrixError(.notFound, "M_NOT_FOUND", "the file is no longer stored")
-    /// Bytes of batches one read asks for: four chunks.
-    static let readBytes = 4 * MatrixAPI.mediaChunkBytes
+    /// Bytes of batches one Fetch asks for: four chunks, a round trip
+    /// for several. A read in this process takes one batch at a time: a
+    /// run of batches read together is copied apart again.
+    static let fetchBytes = 4 * MatrixAPI.mediaChunkBytes
 
     let link: BrokerLink
     let direct: (any DirectReadPort)?
@@ -440,7 +454,7 @@ struct MediaChunkReader: Sendable {
         if let direct {
             let stored: [[UInt8]]?
             do {
-                stored = try direct.readCommitted(topic: ChatTopics.media, partition: partition, from: offset, bytesMax: Self.readBytes)
+                stored = try direct.readCommitted(topic: ChatTopics.media, partition: partition, from: offset, bytesMax: 1)
             } catch .offsetOutOfRange {
                 throw Self.gone
             } catch {
@@ -462,7 +476,7 @@ struct MediaChunkReader: Sendable {
             connections[partition] = try await link.open(try await link.leader(topic: ChatTopics.media, partition: partition, refresh: false))
         }
         let tail = PartitionTail(topic: ChatTopics.media, partition: partition, connection: connections[partition]!)
-        for record in try await tail.fetch(from: offset, maxWaitMilliseconds: 0, bytesMax: Int32(Self.readBytes), checksums: true).records {
+        for record in try await tail.fetch(from: offset, maxWaitMilliseconds: 0, bytesMax: Int32(Self.fetchBytes), checksums: true).records {
             found[record.offset] = record
         }
         return found

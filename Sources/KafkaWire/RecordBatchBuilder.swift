@@ -65,11 +65,9 @@ public struct RecordBatchBuilder: Sendable {
 
     /// `offsetDelta`: the record's offset within the batch; nil for the next.
     public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil) {
-        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta) { output in
-            guard let value else { return true }
-            value.withUnsafeBytes { output.copyMemory(from: $0) }
-            return true
-        }
+        // Copied in once, not zero-filled first: values may be a file's
+        // chunks of hundreds of KiB.
+        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: value, writeValue: { _ in true })
     }
 
     /// Appends a record whose value `writeValue` writes into the batch
@@ -78,6 +76,12 @@ public struct RecordBatchBuilder: Sendable {
     /// into place. False, with nothing appended, when `writeValue` is.
     public mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil,
                                 writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
+        append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: nil, writeValue: writeValue)
+    }
+
+    /// The one append: the value from `value` when given, else written by `writeValue`.
+    private mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader], timestamp: Int64, offsetDelta: Int32?,
+                                 value: [UInt8]?, writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
         precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
         body.bytes.removeAll(keepingCapacity: true)
         body.writeInt8(0)
@@ -89,7 +93,10 @@ public struct RecordBatchBuilder: Sendable {
         payload.writeVarint(Int32(length))
         payload.writeBytes(body.bytes)
         Self.writeNullable(&payload, key)
-        if let valueCount {
+        if let value {
+            payload.writeVarint(Int32(value.count))
+            payload.bytes.append(contentsOf: value)
+        } else if let valueCount {
             payload.writeVarint(Int32(valueCount))
             let at = payload.count
             payload.bytes.append(contentsOf: repeatElement(0, count: valueCount))
