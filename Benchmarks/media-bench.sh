@@ -9,7 +9,9 @@
 # registers one user and then, ROUNDS times in turns:
 #
 #   - the disk: `dd bs=1M conv=fsync` of the file into the data folder
-#     (written and synced, as an upload must be before it is answered);
+#     (written and synced, as an upload must be before it is answered),
+#     and `dd iflag=direct` of it back (read from the device, not the
+#     page cache);
 #   - an upload with curl (`POST /_matrix/media/v3/upload`), answered once
 #     every chunk is committed;
 #   - a download of that upload with curl into /dev/null (into a file,
@@ -51,6 +53,9 @@ for round in $(seq 1 "$ROUNDS"); do
     start=$(date +%s%N)
     dd if="$dir/file" of="$dir/data/dd-test" bs=1M conv=fsync status=none
     disk=$(( $(date +%s%N) - start ))
+    start=$(date +%s%N)
+    dd if="$dir/data/dd-test" of=/dev/null bs=1M iflag=direct status=none
+    read=$(( $(date +%s%N) - start ))
     rm -f "$dir/data/dd-test"
     # `Expect:` off: curl would otherwise ask for 100 Continue first (the
     # gateway answers it at once, but it is a round trip a client need not make).
@@ -62,7 +67,7 @@ for round in $(seq 1 "$ROUNDS"); do
     down=$(curl -sf -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $token" "$url/_matrix/client/v1/media/download/$server/$id")
     curl -sf -o "$dir/down" -H "Authorization: Bearer $token" "$url/_matrix/client/v1/media/download/$server/$id"
     [ "$(sha256sum "$dir/down" | cut -d' ' -f1)" = "$sum" ] || { echo "round $round: the download differs from the file" >&2; exit 1; }
-    printf '%s %s %s\n' "$(awk -v n="$disk" 'BEGIN { printf "%.2f", n / 1e6 }')" \
+    printf '%s %s %s %s\n' "$(awk -v n="$disk" 'BEGIN { printf "%.2f", n / 1e6 }')" "$(awk -v n="$read" 'BEGIN { printf "%.2f", n / 1e6 }')" \
         "$(awk -v s="$up" 'BEGIN { printf "%.2f", s * 1000 }')" "$(awk -v s="$down" 'BEGIN { printf "%.2f", s * 1000 }')" >> "$dir/times"
 done
 
@@ -70,10 +75,12 @@ python3 - "$dir/times" "$SIZE_MIB" <<'PY'
 import statistics, sys
 rows = [list(map(float, line.split())) for line in open(sys.argv[1])]
 mb = int(sys.argv[2]) * 1048576 / 1e6
-print("round  disk (dd conv=fsync)  upload  download   (ms)")
-for i, (d, u, w) in enumerate(rows, 1):
-    print("%5d  %20.2f  %6.2f  %8.2f" % (i, d, u, w))
-disk, up, down = (statistics.median(r[k] for r in rows) for k in range(3))
-print("medians: disk %.2f ms (%.0f MB/s); upload %.2f ms (%.0f MB/s, %.0f%% of the disk); download %.2f ms (%.0f MB/s, %.0f%% of the disk)"
-      % (disk, mb / disk * 1e3, up, mb / up * 1e3, 100 * disk / up, down, mb / down * 1e3, 100 * disk / down))
+print("round  disk write (dd conv=fsync)  disk read (dd iflag=direct)  upload  download   (ms)")
+for i, (w, r, u, d) in enumerate(rows, 1):
+    print("%5d  %26.2f  %27.2f  %6.2f  %8.2f" % (i, w, r, u, d))
+write, read, up, down = (statistics.median(r[k] for r in rows) for k in range(4))
+rate = lambda ms: mb / ms * 1e3
+print("medians: disk write %.2f ms (%.0f MB/s), read %.2f ms (%.0f MB/s); upload %.2f ms (%.0f MB/s, %.0f%% of the disk's write);"
+      " download %.2f ms (%.0f MB/s, %.0f%% of the disk's read)"
+      % (write, rate(write), read, rate(read), up, rate(up), 100 * write / up, down, rate(down), 100 * read / down))
 PY
