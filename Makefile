@@ -152,8 +152,10 @@ clean:
 
 # The Matrix chat workload against Postduif (broker + gateway) and Synapse
 # (from PyPI, in a virtual environment under BENCH_DIR), in turns, for
-# rooms of 2, 10, 100 and 1,000 members (SIZES overrides).
+# rooms of 2, 10, 100 and 1,000 members (SIZES overrides); then a 10 MiB
+# file's upload and download against the disk's own bandwidth.
 bench-chat-compare: deps
 	$(SWIFT) build -c release --product postduif
 	$(SWIFT) build -c release --product postduif-bench
 	Benchmarks/chat-compare.sh
+	Benchmarks/media-bench.sh
