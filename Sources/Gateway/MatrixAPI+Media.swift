@@ -123,17 +123,31 @@ extension MatrixAPI {
     }
 
     func upload(_ request: Request) async throws -> Response {
+        // A request's body can be iterated once: this iterator reads it all.
+        var body = request.body.makeAsyncIterator()
+        do {
+            return try await receiveUpload(request, body: &body)
+        } catch {
+            // Read to its end (up to the declared length and the limit
+            // again) before the error is answered: a client that sends its
+            // whole body before it reads, on a connection it asked to close
+            // (Python's urllib), would otherwise wait on a full socket for
+            // an answer that comes after it; Hummingbird does not read the
+            // rest of such a request.
+            var left = (request.headers[.contentLength].flatMap { Int($0) } ?? 0) + configuration.mediaBytesMax
+            do {
+                while left > 0, let piece = try await body.next() { left -= piece.readableBytes }
+            } catch {}
+            throw error
+        }
+    }
+
+    func receiveUpload(_ request: Request, body: inout RequestBody.AsyncIterator) async throws -> Response {
         let session = try authenticate(request)
         let limit = configuration.mediaBytesMax
         let tooLarge = MatrixError(.contentTooLarge, "M_TOO_LARGE", "a file is at most \(limit) bytes")
         let length = request.headers[.contentLength].flatMap { Int($0) }
-        if let length, length > limit {
-            // Read and dropped before the answer: a client that sends its
-            // whole body before it reads (Python's urllib) would otherwise
-            // wait on a full socket for the answer that follows it.
-            for try await _ in request.body {}
-            throw tooLarge
-        }
+        if let length, length > limit { throw tooLarge }
         let declared = (request.headers[.contentType] ?? "application/octet-stream").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         let mediaID = Secrets.opaque(24)
         let key = Array(mediaID.utf8)
@@ -149,16 +163,14 @@ extension MatrixAPI {
         // and no copy of the whole file is made. A body without a length
         // (chunked) is taken whole first, so one over the limit leaves
         // nothing behind.
-        var pieces: UploadPieces
+        var whole: ByteBuffer? = nil
         if length == nil {
-            do {
-                pieces = .whole(try await request.body.collect(upTo: limit))
-            } catch {
-                throw tooLarge
+            var collected = ByteBuffer()
+            while var piece = try await body.next() {
+                guard collected.readableBytes + piece.readableBytes <= limit else { throw tooLarge }
+                collected.writeBuffer(&piece)
             }
-        } else {
-            // A request's body can be iterated once.
-            pieces = .streamed(request.body.makeAsyncIterator())
+            whole = collected
         }
         let placed = try await withThrowingTaskGroup(of: (Int, Int32, Int64).self) { group in
             var chunk: [UInt8] = []
@@ -178,7 +190,8 @@ extension MatrixAPI {
                 chunk.reserveCapacity(Self.mediaChunkBytes)
             }
             while true {
-                guard var piece = try await pieces.next() else { break }
+                let next = length == nil ? whole.take() : try await body.next()
+                guard var piece = next else { break }
                 size += piece.readableBytes
                 guard size <= limit else { throw tooLarge }
                 while piece.readableBytes > 0 {
@@ -208,24 +221,6 @@ extension MatrixAPI {
         let hash = Secrets.SHA256Stream()
         for await chunk in chunks { chunk.withUnsafeBytes { hash.update($0) } }
         return hash.finish()
-    }
-
-    /// An upload's body: taken whole, or piece by piece as it arrives.
-    enum UploadPieces {
-        case whole(ByteBuffer?)
-        case streamed(RequestBody.AsyncIterator)
-
-        mutating func next() async throws -> ByteBuffer? {
-            switch self {
-            case .whole(let buffer):
-                self = .whole(nil)
-                return buffer
-            case .streamed(var iterator):
-                let piece = try await iterator.next()
-                self = .streamed(iterator)
-                return piece
-            }
-        }
     }
 
     /// An image must be the image it says it is: clients show images
