@@ -40,7 +40,7 @@ kafka=$(free_port); http=$(free_port); gateway=$(free_port)
 pid=$!
 stop() { kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
 trap stop EXIT
-wait_port "$gateway"
+wait_port "$gateway" || { echo "the server did not start; its log:" >&2; cat "$dir/broker.log" >&2; exit 1; }
 url="http://127.0.0.1:$gateway"
 
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$dir/file"
