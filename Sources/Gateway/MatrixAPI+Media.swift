@@ -184,8 +184,20 @@ extension MatrixAPI {
                 let index = count
                 let value = chunk
                 hashFeed.yield(value)
-                group.addTask { (index, partition, try await storeChunk(key: key, partition: partition, value: value)) }
                 count += 1
+                // Written here, in the receiving loop, where the broker of
+                // this process takes it: a task per chunk waited for one of
+                // the two pool threads, busy receiving and hashing, and the
+                // disk's syncs fell behind the file. The task only waits.
+                let outcome = AppendOutcome()
+                if let local = configuration.directAppends, local.appendsDirectly,
+                   local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, value: value, headers: [], timestamp: Self.now, done: outcome.complete) {
+                    group.addTask { (index, partition, try await outcome.offset()) }
+                } else {
+                    // Elsewhere a Produce: the link's producer puts chunks
+                    // sent together into as few requests as its limits allow.
+                    group.addTask { (index, partition, try await link.produce(topic: ChatTopics.media, key: key, value: value, timestamp: Self.now).offset) }
+                }
                 chunk.removeAll(keepingCapacity: false)
                 chunk.reserveCapacity(Self.mediaChunkBytes)
             }
@@ -233,24 +245,6 @@ extension MatrixAPI {
                 throw MatrixError(.badRequest, "M_INVALID_PARAM", "the content is \(sniffed ?? "not an image"), not \(declared)")
             }
         }
-    }
-
-    /// Appends one chunk of a file to its partition of chat-media and
-    /// returns its offset: straight to the broker of this process where it
-    /// takes appends (no Produce frame, ADR 0017), otherwise through the
-    /// link's producer, which puts chunks sent together into as few
-    /// Produce requests as its limits allow.
-    func storeChunk(key: [UInt8], partition: Int32, value: [UInt8]) async throws -> Int64 {
-        if let local = configuration.directAppends, local.appendsDirectly {
-            let appended: Int64? = try await withCheckedThrowingContinuation { continuation in
-                let taken = local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, value: value, headers: [], timestamp: Self.now) { result in
-                    continuation.resume(with: result.map { $0 }.mapError { BrokerRefusal(description: $0.description) })
-                }
-                if !taken { continuation.resume(returning: nil) }
-            }
-            if let appended { return appended }
-        }
-        return try await link.produce(topic: ChatTopics.media, key: key, value: value, timestamp: Self.now).offset
     }
 
     /// Whether `user` may read what `uploader` uploaded: themselves, or
@@ -394,6 +388,36 @@ extension MatrixAPI {
     /// A thumbnail's or a whole file's answer from bytes in hand.
     func fileResponse(_ bytes: [UInt8], contentType: String, media: MediaTable.Media, _ context: GatewayRequestContext) -> Response {
         Response(status: .ok, headers: fileHeaders(size: bytes.count, contentType: contentType, media: media, context), body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
+
+/// The outcome of one direct append, awaited by a task other than the
+/// one that made it (the append's callback comes from the thread that made
+/// it durable).
+final class AppendOutcome: Sendable {
+    private let state = Mutex<(result: Result<Int64, DirectAppendRefusal>?, waiter: CheckedContinuation<Int64, any Error>?)>((nil, nil))
+
+    @Sendable func complete(_ result: Result<Int64, DirectAppendRefusal>) {
+        let waiter = state.withLock { state in
+            defer { state.waiter = nil }
+            if state.waiter == nil { state.result = result }
+            return state.waiter
+        }
+        waiter?.resume(with: Self.answer(result))
+    }
+
+    func offset() async throws -> Int64 {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.result == nil { state.waiter = continuation }
+                return state.result
+            }
+            if let ready { continuation.resume(with: Self.answer(ready)) }
+        }
+    }
+
+    private static func answer(_ result: Result<Int64, DirectAppendRefusal>) -> Result<Int64, any Error> {
+        result.mapError { BrokerRefusal(description: $0.description) }
     }
 }
 
