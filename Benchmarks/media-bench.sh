@@ -51,12 +51,14 @@ token=$(curl -sf -XPOST "$url/_matrix/client/v3/register" -d '{"username":"media
 : > "$dir/times"
 for round in $(seq 1 "$ROUNDS"); do
     start=$(date +%s%N)
-    dd if="$dir/file" of="$dir/data/dd-test" bs=1M conv=fsync status=none
+    # A new file each round, all removed at the end: this root file system
+    # is mounted with `discard`, and a file removed between the steps
+    # made the disk discard its blocks while the next upload wrote.
+    dd if="$dir/file" of="$dir/data/dd-test-$round" bs=1M conv=fsync status=none
     disk=$(( $(date +%s%N) - start ))
     start=$(date +%s%N)
-    dd if="$dir/data/dd-test" of=/dev/null bs=1M iflag=direct status=none
+    dd if="$dir/data/dd-test-$round" of=/dev/null bs=1M iflag=direct status=none
     read=$(( $(date +%s%N) - start ))
-    rm -f "$dir/data/dd-test"
     # `Expect:` off: curl would otherwise ask for 100 Continue first (the
     # gateway answers it at once, but it is a round trip a client need not make).
     answer=$(curl -sf -XPOST -H "Expect:" -H "Authorization: Bearer $token" -H "Content-Type: application/octet-stream" \
