@@ -207,16 +207,26 @@ struct PartitionTail {
         var records: [StoredRecord] = []
         var next = offset
         for blob in answer.batches {
-            for batch in try RecordBatch.split(stored: blob, checksums: checksums) where batch.lastOffset >= next {
-                for record in try batch.records() {
-                    let position = batch.baseOffset + Int64(record.offsetDelta)
-                    guard position >= next else { continue }
-                    records.append(StoredRecord(offset: position, timestamp: batch.baseTimestamp + record.timestampDelta,
-                                                key: record.key ?? [], value: record.value, headers: record.headers))
-                }
-                next = batch.nextOffset
-            }
+            next = try StoredRecord.append(of: RecordBatch.split(stored: blob, checksums: checksums), from: next, to: &records)
         }
         return (records, next, answer.highWatermark)
+    }
+}
+
+extension StoredRecord {
+    /// Appends the records of `batches` at `offset` and after to `records`;
+    /// returns the offset after the last batch (`offset` if none reach it).
+    static func append(of batches: [RecordBatch], from offset: Int64, to records: inout [StoredRecord]) throws(RecordBatchError) -> Int64 {
+        var next = offset
+        for batch in batches where batch.lastOffset >= next {
+            for record in try batch.records() {
+                let position = batch.baseOffset + Int64(record.offsetDelta)
+                guard position >= next else { continue }
+                records.append(StoredRecord(offset: position, timestamp: batch.baseTimestamp + record.timestampDelta,
+                                            key: record.key ?? [], value: record.value, headers: record.headers))
+            }
+            next = batch.nextOffset
+        }
+        return next
     }
 }

@@ -189,8 +189,8 @@ extension MatrixAPI {
                 // this process takes it: a task per chunk waited for one of
                 // the two pool threads, busy receiving and hashing, and the
                 // disk's syncs fell behind the file. The task only waits.
-                let outcome = AppendOutcome()
                 if let local = configuration.directAppends, local.appendsDirectly,
+                   case let outcome = AppendOutcome(),
                    local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, value: value, headers: [], timestamp: Self.now, done: outcome.complete) {
                     group.addTask { (index, partition, try await outcome.offset()) }
                 } else {
@@ -469,7 +469,7 @@ struct MediaChunkReader: Sendable {
     }
 
     private mutating func read(_ partition: Int32, from offset: Int64) async throws -> [Int64: StoredRecord] {
-        var found: [Int64: StoredRecord] = [:]
+        var records: [StoredRecord] = []
         if let direct {
             let stored: [[UInt8]]?
             do {
@@ -480,25 +480,21 @@ struct MediaChunkReader: Sendable {
                 throw BrokerRefusal(description: "reading \(ChatTopics.media)/\(partition): \(error)")
             }
             if let stored {
-                for bytes in stored {
-                    let batch = try RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax)
-                    for record in try batch.records() where batch.baseOffset + Int64(record.offsetDelta) >= offset {
-                        found[batch.baseOffset + Int64(record.offsetDelta)] = StoredRecord(
-                            offset: batch.baseOffset + Int64(record.offsetDelta), timestamp: batch.baseTimestamp + record.timestampDelta,
-                            key: record.key ?? [], value: record.value, headers: [])
-                    }
-                }
-                return found
+                let batches = try stored.map { bytes throws(RecordBatchError) in try RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax) }
+                _ = try StoredRecord.append(of: batches, from: offset, to: &records)
+                return Self.byOffset(records)
             }
         }
         if connections[partition] == nil {
             connections[partition] = try await link.open(try await link.leader(topic: ChatTopics.media, partition: partition, refresh: false))
         }
         let tail = PartitionTail(topic: ChatTopics.media, partition: partition, connection: connections[partition]!)
-        for record in try await tail.fetch(from: offset, maxWaitMilliseconds: 0, bytesMax: Int32(Self.fetchBytes), checksums: true).records {
-            found[record.offset] = record
-        }
-        return found
+        records = try await tail.fetch(from: offset, maxWaitMilliseconds: 0, bytesMax: Int32(Self.fetchBytes), checksums: true).records
+        return Self.byOffset(records)
+    }
+
+    private static func byOffset(_ records: [StoredRecord]) -> [Int64: StoredRecord] {
+        Dictionary(records.map { ($0.offset, $0) }, uniquingKeysWith: { _, last in last })
     }
 
     func close() async {
