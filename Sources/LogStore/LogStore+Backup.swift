@@ -69,6 +69,10 @@ extension LogStore {
         var summary = BackupSummary(path: target)
         var toSync: [String] = []
         try context.layout.around { () throws(LogStoreError) in
+            // Not needed for a backup that opens (what the checkpoint lacks,
+            // the copied segments hold and opening replays), but it keeps
+            // that replay short.
+            for partition in allPartitions { try partition.writePendingEntries() }
             try storage { try context.database.checkpoint(to: target) }
             let segmentsTarget = target + "/segments"
             try Self.makeDirectory(segmentsTarget)

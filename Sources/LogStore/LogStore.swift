@@ -243,6 +243,9 @@ public final class LogStore: Sendable {
         var synced = true
         for partition in allPartitions {
             do {
+                // Without its appends' entries the store is not closed
+                // cleanly: opening it replays them from the segments.
+                try partition.writePendingEntries()
                 try partition.retireActiveSegment()
                 try partition.syncSegments()
             } catch {

@@ -129,6 +129,13 @@ extension PartitionLog {
         if let last = state.epochs.last, leaderEpoch < last.epoch {
             throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
         }
+        // Before anything is written, so a failure refuses this batch whole.
+        // A conversation missing from the sequence cache is looked up in the
+        // index, which must hold the waiting entries first.
+        if state.pending.appends >= Limits.pendingAppendEntriesMax
+            || conversations.contains(where: { state.nextSequences.get($0) == nil }) {
+            try writePendingEntries(&state)
+        }
         // A compacted topic's leader may have no batch at the follower's
         // log end (compaction emptied it): the copy begins after the gap.
         let gapAllowed = replica && incoming.baseOffset > state.logEndOffset && configuration.cleanupPolicy.contains(.compact)
@@ -180,26 +187,25 @@ extension PartitionLog {
         let location = BatchLocation(
             segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
             lastOffset: baseOffset + Int64(batch.lastOffsetDelta), maxTimestamp: batch.maxTimestamp)
-        let write = WriteBatch()
-        var next = state
         do throws(LogStoreError) {
-            try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &next, into: write)
-            // Unsynced, and buffered in the process: after a crash of the
-            // machine or of the process, opening the store rebuilds these
-            // entries from the segment (recoverSegments). Every other
-            // write flushes the buffer, so what reaches RocksDB's WAL file
-            // is always a prefix of the writes.
-            try storage { try context.database.write(write, sync: false, buffered: true) }
+            // Into the waiting entries (`PendingEntries`): after a crash of
+            // the machine or of the process, opening the store rebuilds them
+            // from the segment (recoverSegments). `state` is changed in
+            // place, not through a copy assigned back: `record` throws only
+            // before it changes anything, and a copy made every append's
+            // first change to the producers' and the conversations'
+            // dictionaries copy them whole.
+            try record(batch, location: location, leaderEpoch: leaderEpoch, conversations: conversations, producerEntry: producerEntry, state: &state)
         } catch {
-            // Nothing changed in memory and RocksDB applied nothing; the
-            // segment is cut back so the next batch takes this place.
+            // Nothing changed in memory and no entry was added; the segment
+            // is cut back so the next batch takes this place.
             try? segment.truncate(to: position)
             throw error
         }
         if context.durability != .fsync {
-            next.bytesSinceWriteback += Int64(batch.sizeBytes)
-            if next.bytesSinceWriteback >= PartitionLog.writebackBytes {
-                next.bytesSinceWriteback = 0
+            state.bytesSinceWriteback += Int64(batch.sizeBytes)
+            if state.bytesSinceWriteback >= PartitionLog.writebackBytes {
+                state.bytesSinceWriteback = 0
                 context.groupCommit.requestWriteback(segment)
             }
         } else if batch.sizeBytes < Limits.segmentPreparedBatchBytesMax {
@@ -208,8 +214,7 @@ extension PartitionLog {
                 context.groupCommit.requestPreparation(segment, ahead: ahead, limit: configuration.segmentBytes ?? context.segmentBytes)
             }
         }
-        if incoming.producerID >= 0 { next.unwritten.removeValue(forKey: incoming.producerID) }
-        state = next
+        if incoming.producerID >= 0 { state.unwritten.removeValue(forKey: incoming.producerID) }
         let result = AppendResult(baseOffset: baseOffset, lastOffset: location.lastOffset, isDuplicate: false, logStartOffset: state.logStartOffset)
         return (result, context.groupCommit.noteWrite(context.durability == .fsync ? segment : nil))
     }
@@ -252,41 +257,51 @@ extension PartitionLog {
         bytes < Limits.segmentPreparedBytesMin ? 0 : min(bytes, Limits.segmentPreparedBytesMax)
     }
 
-    /// Records a batch stored at `location` in RocksDB (its location, its
-    /// conversations' index entries with their sequences, the partition
-    /// state, a new leader epoch, the producer's sequences) and in `state`.
+    /// Records a batch stored at `location` in `state` and in its waiting
+    /// RocksDB entries (`PendingEntries`: its location, its conversations'
+    /// index entries with their sequences, a new leader epoch; the partition
+    /// state and the producer's sequences follow when they are written).
     /// Appends and recovery's replay of a segment share it, so a replayed
-    /// batch gets exactly the entries its append gave it.
+    /// batch gets exactly the entries its append gave it. Throws only
+    /// before it adds an entry (a sequence looked up in the index).
     func record(
         _ batch: RecordBatch, location: BatchLocation, leaderEpoch: Int32, conversations: [[UInt8]],
-        producerEntry: ProducerEntry?, state: inout State, into write: WriteBatch
+        producerEntry: ProducerEntry?, state: inout State
     ) throws(LogStoreError) {
         let families = context.families
         let baseOffset = location.lastOffset - Int64(batch.lastOffsetDelta)
-        write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), location.encoded(), in: families.log)
-
+        var sequences: [UInt64] = []
         var assigned: [[UInt8]: UInt64] = [:]
-        for (position, conversation) in conversations.enumerated() {
-            let sequence: UInt64
-            if let next = assigned[conversation] {
-                sequence = next
-            } else {
-                sequence = try nextSequence(for: conversation, state: &state)
+        if !conversations.isEmpty {
+            sequences.reserveCapacity(conversations.count)
+            for conversation in conversations {
+                let sequence: UInt64
+                if let next = assigned[conversation] {
+                    sequence = next
+                } else {
+                    sequence = try nextSequence(for: conversation, state: &state)
+                }
+                assigned[conversation] = sequence + 1
+                sequences.append(sequence)
             }
-            assigned[conversation] = sequence + 1
+        }
+
+        let write = state.pending.write
+        write.put(Keys.batch(prefix: prefix, baseOffset: baseOffset), location.encoded(), in: families.log)
+        for (position, conversation) in conversations.enumerated() {
             var value = [UInt8]()
             Keys.append(&value, baseOffset + Int64(position))
             Keys.append(&value, baseOffset)
             let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
-            write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequence), value, in: families.conversationIndex)
+            write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequences[position]), value, in: families.conversationIndex)
         }
+        state.pending.appends += 1
 
         state.logEndOffset = location.lastOffset + 1
         state.sizeBytes += Int64(location.sizeBytes)
         state.batchCount += 1
         if state.activeSize == 0 || state.activeFirstTimestamp == nil { state.activeFirstTimestamp = location.maxTimestamp }
         state.activeSize = location.end
-        write.put(prefix, state.encoded(), in: families.partitionState)
         if state.epochs.last?.epoch != leaderEpoch {
             state.epochs.append(EpochEntry(epoch: leaderEpoch, startOffset: baseOffset))
             var value = [UInt8]()
@@ -298,13 +313,13 @@ extension PartitionLog {
                 producerEntry, epoch: batch.producerEpoch,
                 batch: .init(firstSequence: batch.baseSequence, lastSequence: batch.lastSequence, baseOffset: baseOffset, lastOffset: location.lastOffset))
             state.producers[batch.producerID] = entry
-            write.put(Keys.producer(prefix: prefix, producerID: batch.producerID), entry.encoded(), in: families.producers)
+            state.pending.producers.insert(batch.producerID)
         }
         for (conversation, next) in assigned { state.nextSequences.set(next, for: conversation) }
     }
 
     /// The next sequence of a conversation: from the cache, or one past the
-    /// last index entry.
+    /// last index entry (the caller wrote the waiting entries first).
     func nextSequence(for conversation: [UInt8], state: inout State) throws(LogStoreError) -> UInt64 {
         if let cached = state.nextSequences.get(conversation) { return cached }
         let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)

@@ -54,7 +54,7 @@ extension PartitionLog {
     public func compact(nowMilliseconds: Int64, keysMax: Int = Limits.compactionKeysMax, throttle: (Int64) -> Bool = { _ in true }) throws(LogStoreError) -> CompactionOutcome {
         let configuration = configuration
         guard configuration.cleanupPolicy.contains(.compact) else { return CompactionOutcome() }
-        let (segments, highWatermark, logStart) = state.withLock { ($0.segments, $0.highWatermark, $0.logStartOffset) }
+        let (segments, highWatermark, logStart) = try withEntriesWritten { ($0.segments, $0.highWatermark, $0.logStartOffset) }
         // Closed segments only: the active one still grows.
         guard segments.count >= 2 else { return CompactionOutcome() }
         let closedEnd = min(highWatermark, segments[segments.count - 1].baseOffset)
@@ -219,6 +219,7 @@ extension PartitionLog {
                 cleaned.unlink()
                 return CompactionOutcome()
             }
+            try writePendingEntries(&state)
             let families = context.families
             let write = WriteBatch()
             write.deleteRange(from: Keys.batch(prefix: prefix, baseOffset: firstBase), to: Keys.batch(prefix: prefix, baseOffset: rangeEnd), in: families.log)

@@ -15,7 +15,7 @@ extension PartitionLog {
         }
         guard !conversation.isEmpty && conversation.count <= Limits.conversationIDBytesMax else { return [] }
         let limit = max(0, min(limit, Limits.historyMessagesMax))
-        let (start, end, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
+        let (start, end, segments) = try withEntriesWritten { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
         let offsetLimit = min(maxOffset ?? end, end)
         let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
         var lower = conversationPrefix
@@ -88,6 +88,7 @@ extension PartitionLog {
     /// The number of conversations in this partition's index (a scan of the
     /// index keys, one seek per conversation: for operators, not hot paths).
     public func conversationCount() throws(LogStoreError) -> Int {
+        try writePendingEntries()
         let iterator = context.database.makeIterator(in: context.families.conversationIndex, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
         var count = 0
         iterator.seekToFirst()

@@ -11,7 +11,7 @@ extension PartitionLog {
     /// Stops before `maxOffset` (a consumer passes the high watermark; the
     /// default is the log end offset).
     public func read(from offset: Int64, bytesMax: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> LogRead {
-        let (start, end, highWatermark, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark, $0.segments) }
+        let (start, end, highWatermark, segments) = try withEntriesWritten { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark, $0.segments) }
         guard offset >= start && offset <= end else {
             throw LogStoreError(.offsetOutOfRange, "offset \(offset) is outside \(topicName)/\(index)'s log [\(start), \(end)]")
         }
@@ -125,7 +125,7 @@ extension PartitionLog {
     /// skipped by their newest timestamp, and only the batch that holds the
     /// answer is decoded, so the answer is exact. Nil when no record is that new.
     public func offset(forTimestamp timestamp: Int64, maxOffset: Int64? = nil) throws(LogStoreError) -> (offset: Int64, timestamp: Int64)? {
-        let (end, segments) = state.withLock { ($0.logEndOffset, $0.segments) }
+        let (end, segments) = try withEntriesWritten { ($0.logEndOffset, $0.segments) }
         let limit = min(maxOffset ?? end, end)
         let iterator = context.database.makeIterator(
             in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: max(limit, 0)))

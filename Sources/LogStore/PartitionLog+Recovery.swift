@@ -120,12 +120,13 @@ extension PartitionLog {
                     let location = BatchLocation(
                         segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
                         lastOffset: batch.lastOffset, maxTimestamp: batch.maxTimestamp)
-                    let write = WriteBatch()
+                    if state.pending.appends >= Limits.pendingAppendEntriesMax
+                        || conversations.contains(where: { state.nextSequences.get($0) == nil }) {
+                        try writePendingEntries(&state)
+                    }
                     try record(
                         batch, location: location, leaderEpoch: batch.partitionLeaderEpoch, conversations: conversations,
-                        producerEntry: batch.producerID >= 0 ? state.producers[batch.producerID] : nil, state: &state, into: write)
-                    // Buffered: the WAL is synced once the replay is done.
-                    try storage { try context.database.write(write, sync: false, buffered: true) }
+                        producerEntry: batch.producerID >= 0 ? state.producers[batch.producerID] : nil, state: &state)
                     replayed += 1
                     position = location.end
                 }
@@ -164,6 +165,8 @@ extension PartitionLog {
                 state.activeSize = try last.size()
             }
             if replayed > 0 {
+                // Buffered like an append's entries; the WAL is synced once.
+                try writePendingEntries(&state)
                 try storage { try context.database.flushWAL(sync: true) }
                 repairs.append("recorded \(replayed) batches the segments held beyond RocksDB's entries")
             }

@@ -69,6 +69,7 @@ extension PartitionLog {
         _ = try truncate(to: logStartOffset)
         try context.layout.around { () throws(LogStoreError) in try state.withLock { state throws(LogStoreError) in
             guard !state.isDeleted else { return }
+            try writePendingEntries(&state)
             var next = state
             next.logStartOffset = offset
             next.logEndOffset = offset
@@ -98,6 +99,7 @@ extension PartitionLog {
             guard !state.isDeleted, !state.activeClosed, state.activeSize > 0, let active = state.segments.last else { return false }
             if state.activeFirstTimestamp == nil {
                 // Opened since the segment began: its first batch's location says.
+                try writePendingEntries(&state)
                 let key = Keys.batch(prefix: prefix, baseOffset: active.baseOffset)
                 let stored = try storage { try context.database.get(key, in: context.families.log) }
                 state.activeFirstTimestamp = stored.flatMap { bytes in bytes.withUnsafeBytes { BatchLocation($0)?.maxTimestamp } }
@@ -132,6 +134,7 @@ extension PartitionLog {
     func dropOldest(startAtLeast: Int64 = 0, _ drops: (BatchLocation, Int64) -> Bool) throws(LogStoreError) -> RetentionOutcome {
         try context.layout.around { () throws(LogStoreError) -> RetentionOutcome in try state.withLock { state throws(LogStoreError) -> RetentionOutcome in
             guard !state.isDeleted else { return RetentionOutcome() }
+            try writePendingEntries(&state)
             let families = context.families
             let iterator = context.database.makeIterator(
                 in: families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: state.highWatermark))

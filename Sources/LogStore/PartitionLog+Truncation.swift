@@ -15,6 +15,7 @@ extension PartitionLog {
         try context.layout.around { () throws(LogStoreError) -> Int64 in try state.withLock { state throws(LogStoreError) -> Int64 in
             guard !state.isDeleted else { throw LogStoreError(.unknownTopic, "topic \(topicName) was deleted") }
             guard offset < state.logEndOffset else { return state.logEndOffset }
+            try writePendingEntries(&state)
             let target = max(offset, state.logStartOffset)
             let iterator = context.database.makeIterator(in: context.families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix))
             iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: target))

@@ -11,7 +11,7 @@ extension PartitionLog {
     /// every conversation index entry points at a record of its conversation.
     public func verify(checkIndex: Bool = true) throws(LogStoreError) -> [Damage] {
         var damage: [Damage] = []
-        let (start, end, segments) = state.withLock { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
+        let (start, end, segments) = try withEntriesWritten { ($0.logStartOffset, $0.logEndOffset, $0.segments) }
         let families = context.families
         let iterator = context.database.makeIterator(in: families.log, lowerBound: prefix, upperBound: Keys.end(of: prefix), fillCache: false)
         iterator.seekToFirst()

@@ -196,6 +196,8 @@ public final class PartitionLog: Sendable {
         /// The high watermark `checkpointHighWatermark` last wrote (appends'
         /// state records carry it too, without moving this).
         var checkpointedHighWatermark: Int64 = 0
+        /// Appends' RocksDB entries not yet written (`writePendingEntries`).
+        var pending = PendingEntries()
 
         func encoded() -> [UInt8] {
             var writer = ByteWriter(capacity: 33)
@@ -206,6 +208,21 @@ public final class PartitionLog: Sendable {
             writer.writeInt64(batchCount)
             return writer.bytes
         }
+    }
+
+    /// The RocksDB entries of appends made since the partition's last
+    /// RocksDB write (ADR 0013, amended): their locations, index entries and
+    /// epochs in one WriteBatch, and which producers and whether the
+    /// partition state changed. Written as one, with one record of the
+    /// partition state and of each producer however many appends changed
+    /// them, before anything reads or writes the partition's keys, and once
+    /// `Limits.pendingAppendEntriesMax` appends wait. Until then they exist
+    /// only here: the segment is the truth, and opening the store after a
+    /// crash rebuilds them from it, as it rebuilds a lost WAL buffer.
+    struct PendingEntries {
+        var write = WriteBatch()
+        var appends = 0
+        var producers = Set<Int64>()
     }
 
     init(topic: TopicDescriptor, index: Int32, context: StoreContext, recover: Bool) throws(LogStoreError) {
@@ -310,17 +327,15 @@ public final class PartitionLog: Sendable {
     /// and whether it is written: a partition without replicas takes its
     /// mark from its log at start, so it only carries it in its next state record.
     public func advanceHighWatermark(to offset: Int64, persist: Bool = true) throws(LogStoreError) {
-        let record: [UInt8]? = state.withLock { state in
+        try state.withLock { state throws(LogStoreError) in
             let target = min(offset, state.logEndOffset)
-            guard target > state.highWatermark else { return nil }
+            guard target > state.highWatermark else { return }
             state.highWatermark = target
-            return persist ? state.encoded() : nil
-        }
-        guard let record else { return }
-        do {
-            try context.database.put(prefix, record, in: context.families.partitionState)
-        } catch {
-            throw .storage(error)
+            guard persist, !state.isDeleted else { return }
+            // Under the lock, after the appends' entries: the partition's
+            // keys in RocksDB stay a prefix of its writes.
+            try writePendingEntries(&state)
+            try storage { try context.database.put(prefix, state.encoded(), in: context.families.partitionState) }
         }
     }
 
@@ -337,6 +352,7 @@ public final class PartitionLog: Sendable {
     public func checkpointHighWatermark() throws(LogStoreError) {
         try state.withLock { state throws(LogStoreError) in
             guard !state.isDeleted, state.highWatermark != state.checkpointedHighWatermark else { return }
+            try writePendingEntries(&state)
             do throws(RocksDBError) {
                 try context.database.put(prefix, state.encoded(), in: context.families.partitionState)
             } catch {
@@ -384,6 +400,8 @@ public final class PartitionLog: Sendable {
         state.withLock { state in
             state.isDeleted = true
             state.segments.removeAll()
+            // The topic's keys are deleted: its waiting entries must never follow.
+            state.pending = PendingEntries()
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -400,6 +418,40 @@ public final class PartitionLog: Sendable {
     func syncSegments() throws(LogStoreError) {
         let segments = state.withLock { $0.segments }
         for segment in segments { try segment.sync() }
+    }
+
+    /// Writes the appends' waiting RocksDB entries (`PendingEntries`), with
+    /// the partition state and the producers they changed, buffered in the
+    /// process as an append's own write was. Callers hold the state's lock;
+    /// anything that reads or writes this partition's RocksDB keys calls it
+    /// first. On failure the entries stay and the next call tries again.
+    func writePendingEntries(_ state: inout State) throws(LogStoreError) {
+        guard state.pending.appends > 0, !state.isDeleted else { return }
+        let write = state.pending.write
+        let families = context.families
+        write.put(prefix, state.encoded(), in: families.partitionState)
+        for producerID in state.pending.producers {
+            guard let entry = state.producers[producerID] else { continue }
+            write.put(Keys.producer(prefix: prefix, producerID: producerID), entry.encoded(), in: families.producers)
+        }
+        try storage { try context.database.write(write, sync: false, buffered: true) }
+        write.clear()
+        state.pending.appends = 0
+        state.pending.producers.removeAll(keepingCapacity: true)
+    }
+
+    /// `body` under the state's lock, once the appends' waiting entries are
+    /// in RocksDB: how a reader of this partition's keys begins.
+    func withEntriesWritten<T: Sendable>(_ body: (inout State) throws(LogStoreError) -> T) throws(LogStoreError) -> T {
+        try state.withLock { state throws(LogStoreError) -> T in
+            try writePendingEntries(&state)
+            return try body(&state)
+        }
+    }
+
+    /// Writes this partition's waiting entries (a clean close, a backup).
+    func writePendingEntries() throws(LogStoreError) {
+        try state.withLock { state throws(LogStoreError) in try writePendingEntries(&state) }
     }
 
     /// The paths of the partition's segment files, oldest first (for operators and tests).

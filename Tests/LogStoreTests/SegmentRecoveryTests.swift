@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import KafkaWire
 import LogStore
@@ -122,6 +123,63 @@ import Testing
         let retry = try await partition.append(producerBatch(4))
         #expect(retry.isDuplicate && retry.baseOffset == 4)
         #expect(partition.summary.sizeBytes == Int64(try partition.read(from: 0, bytesMax: Int.max).bytesCount))
+    }
+
+    /// The store's files copied while it runs, as a SIGKILL leaves them (the
+    /// page cache holds what the process wrote; RocksDB's WAL buffer and
+    /// the appends' waiting entries are gone with the process).
+    func copyAsAfterAProcessCrash(_ path: String) throws -> String {
+        let copy = path + "-killed"
+        try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: path) where name != "LOCK" {
+            try FileManager.default.copyItem(atPath: path + "/" + name, toPath: copy + "/" + name)
+        }
+        return copy
+    }
+
+    @Test func appendsWhoseEntriesWaitedInTheProcessAreRebuiltAfterItDies() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        let partition = try conversationTopic(temporary.store)
+        func producerBatch(_ sequence: Int32) -> [UInt8] {
+            makeBatch(count: 2, conversations: ["x", "y"], valuePrefix: "s\(sequence)-", producerID: 42, producerEpoch: 0, baseSequence: sequence)
+        }
+        // Two appends whose entries a read wrote and the next write of
+        // another key took to RocksDB's WAL file, then ten that only wait.
+        _ = try await partition.append(producerBatch(0))
+        _ = try await partition.append(producerBatch(2))
+        #expect(try partition.read(from: 0, bytesMax: Int.max).batches.count == 2)
+        try temporary.store.createTopic("other", configuration: TopicConfiguration(partitionCount: 1))
+        for sequence in stride(from: Int32(4), to: 24, by: 2) { _ = try await partition.append(producerBatch(sequence)) }
+        let copy = try copyAsAfterAProcessCrash(temporary.path)
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+
+        let reopened = try LogStore(path: copy, options: LogStoreOptions(durability: .none))
+        defer { reopened.close() }
+        let recovered = try reopened.partition(topic: "conversations", index: 0)
+        #expect(recovered.logEndOffset == 24)
+        #expect(reopened.recoveryNotes.contains { $0.contains("recorded 10 batches") }, "\(reopened.recoveryNotes)")
+        #expect(try recovered.verify(checkIndex: true).isEmpty)
+        #expect(try messages(recovered, "y").map(\.0) == Array(1...12))
+        #expect(recovered.summary.sizeBytes == Int64(try recovered.read(from: 0, bytesMax: Int.max).bytesCount))
+        #expect(recovered.summary.batchCount == 12)
+        // The producer's sequences were rebuilt too: a retry is recognised.
+        let retry = try await recovered.append(producerBatch(22))
+        #expect(retry.isDuplicate && retry.baseOffset == 22)
+        // The live store reads them all through its waiting entries.
+        #expect(try partition.read(from: 0, bytesMax: Int.max).batches.count == 12)
+        #expect(try messages(partition, "x").count == 12)
+    }
+
+    @Test func atMostALimitOfAppendsWaitsForItsEntriesAndAReadWritesThem() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        try temporary.store.createTopic("plain", configuration: TopicConfiguration(partitionCount: 1))
+        let partition = try temporary.store.partition(topic: "plain", index: 0)
+        func locationsInRocksDB() -> Int? { temporary.store.logProperty("rocksdb.num-entries-active-mem-table").flatMap { Int($0) } }
+        let limit = Limits.pendingAppendEntriesMax
+        for _ in 0..<(limit * 2 + 5) { _ = try await partition.append(makeBatch()) }
+        #expect(locationsInRocksDB() == limit * 2, "the last five wait")
+        #expect(try partition.read(from: 0, bytesMax: Int.max).batches.count == limit * 2 + 5)
+        #expect(locationsInRocksDB() == limit * 2 + 5)
     }
 
     @Test func aCleanlyClosedStoreMissingASegmentFileOpensReportsItAndAppendsAfterTheRest() async throws {
