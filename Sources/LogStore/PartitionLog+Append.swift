@@ -130,10 +130,7 @@ extension PartitionLog {
             throw LogStoreError(.staleLeaderEpoch, "leader epoch \(leaderEpoch) is older than \(last.epoch)")
         }
         // Before anything is written, so a failure refuses this batch whole.
-        // A conversation missing from the sequence cache is looked up in the
-        // index, which must hold the waiting entries first.
-        if state.pending.appends >= Limits.pendingAppendEntriesMax
-            || conversations.contains(where: { state.nextSequences.get($0) == nil }) {
+        if state.pending.appends >= Limits.pendingAppendEntriesMax {
             try writePendingEntries(&state)
         }
         // A compacted topic's leader may have no batch at the follower's
@@ -296,6 +293,8 @@ extension PartitionLog {
             write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequences[position]), value, in: families.conversationIndex)
         }
         state.pending.appends += 1
+        // Callers write the waiting entries before a record would pass the limit.
+        precondition(state.pending.appends <= Limits.pendingAppendEntriesMax, "\(state.pending.appends) appends' entries wait in \(topicName)/\(index)")
 
         state.logEndOffset = location.lastOffset + 1
         state.sizeBytes += Int64(location.sizeBytes)
@@ -319,9 +318,11 @@ extension PartitionLog {
     }
 
     /// The next sequence of a conversation: from the cache, or one past the
-    /// last index entry (the caller wrote the waiting entries first).
+    /// last index entry, once the waiting entries are in the index (the
+    /// batch being recorded has added none yet).
     func nextSequence(for conversation: [UInt8], state: inout State) throws(LogStoreError) -> UInt64 {
         if let cached = state.nextSequences.get(conversation) { return cached }
+        try writePendingEntries(&state)
         let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
         let iterator = context.database.makeIterator(
             in: context.families.conversationIndex, lowerBound: conversationPrefix, upperBound: Keys.end(of: conversationPrefix))

@@ -120,8 +120,7 @@ extension PartitionLog {
                     let location = BatchLocation(
                         segmentBase: segment.baseOffset, position: position, sizeBytes: batch.sizeBytes,
                         lastOffset: batch.lastOffset, maxTimestamp: batch.maxTimestamp)
-                    if state.pending.appends >= Limits.pendingAppendEntriesMax
-                        || conversations.contains(where: { state.nextSequences.get($0) == nil }) {
+                    if state.pending.appends >= Limits.pendingAppendEntriesMax {
                         try writePendingEntries(&state)
                     }
                     try record(
