@@ -191,8 +191,17 @@ import Testing
         let old = try temporary.store.partition(topic: "conversations", index: 0)
         _ = try await old.append(makeBatch(count: 4))
         let oldID = try #require(temporary.store.topic(named: "conversations")).id
+        func logEntries() -> String? { temporary.store.logProperty("rocksdb.num-entries-active-mem-table") }
+        #expect(logEntries() == "0", "nothing read the partition: its append's entries wait")
         try temporary.store.deleteTopic("conversations")
+        #expect(logEntries() == "1", "the topic's range deletion")
         await #expect { _ = try await old.append(makeBatch()) } throws: { ($0 as? LogStoreError)?.code == .unknownTopic }
+        // The appends' entries were still waiting (nothing had read the
+        // partition): they went with the topic, and what would write them
+        // writes nothing.
+        _ = try? old.read(from: 0, bytesMax: Int.max)
+        try old.checkpointHighWatermark()
+        #expect(logEntries() == "1")
         let recreated = try temporary.store.createTopic("conversations", configuration: TopicConfiguration(conversationIndex: true))
         #expect(recreated.id != oldID)
         #expect(recreated.configuration.conversationIndex)
