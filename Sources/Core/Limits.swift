@@ -45,11 +45,12 @@ public enum Limits {
     /// file's extents is a small part of its sync, and zeros written ahead
     /// of a run of them (a file's chunks) are written twice (ADR 0035).
     public static let segmentPreparedBatchBytesMax = 128 << 10
-    /// Appends whose RocksDB entries wait in the process before they are
-    /// written as one (`PartitionLog.PendingEntries`, ADR 0013): one write
-    /// of the partition state and of each producer per this many appends,
-    /// and at most this many batches for opening the store to replay per
-    /// partition after a crash.
+    /// Appends whose RocksDB entries wait in their partition before they
+    /// are written as one (`PartitionLog.PendingEntries`, ADR 0013): one
+    /// write of the partition state and of each producer per this many
+    /// appends when nothing reads the partition. What a crash loses of
+    /// them, with what RocksDB's WAL buffer held, opening the store
+    /// replays from the segments.
     public static let pendingAppendEntriesMax = 64
     /// Conversations whose next sequence the log store keeps in memory per partition.
     public static let conversationSequenceCacheCountMax = 100_000
