@@ -212,13 +212,13 @@ public final class PartitionLog: Sendable {
 
     /// The RocksDB entries of appends made since the partition's last
     /// RocksDB write (ADR 0013, amended): their locations, index entries and
-    /// epochs in one WriteBatch, and which producers and whether the
-    /// partition state changed. Written as one, with one record of the
-    /// partition state and of each producer however many appends changed
-    /// them, before anything reads or writes the partition's keys, and once
-    /// `Limits.pendingAppendEntriesMax` appends wait. Until then they exist
-    /// only here: the segment is the truth, and opening the store after a
-    /// crash rebuilds them from it, as it rebuilds a lost WAL buffer.
+    /// epochs in one WriteBatch, and which producers they changed. Written
+    /// as one, with one record of the partition state and of each producer
+    /// however many appends changed them, before anything reads or writes
+    /// the partition's keys, and once `Limits.pendingAppendEntriesMax`
+    /// appends wait. Until then they exist only here: the segment is the
+    /// truth, and opening the store after a crash rebuilds them from it, as
+    /// it rebuilds a lost WAL buffer.
     struct PendingEntries {
         var write = WriteBatch()
         var appends = 0
