@@ -47,6 +47,7 @@ struct GatewayCommand: AsyncParsableCommand {
     var logLevel: String = Environment.string("LOG_LEVEL") ?? "info"
 
     func run() async throws {
+        AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
         guard let level = Logger.Level(rawValue: logLevel) else { throw OperatorError("--log-level \(logLevel) is not a log level") }
         var configuration = GatewayConfiguration()
         try chat.apply(to: &configuration)

@@ -132,6 +132,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let processStart = ContinuousClock.now
+        AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
         // `replicated` is the cluster's name for acknowledging on receipt:
         // every in-sync replica has written the batch, none waits for a sync.
         let clustered = !(etcdEndpoints ?? Environment.string("ETCD_ENDPOINTS") ?? "").isEmpty

@@ -9,6 +9,7 @@ import hashlib
 import http.client as httpclient
 import json
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -284,3 +285,42 @@ def test_a_damaged_chunk_is_never_served(chat):
     connection.close()
     assert "a file's download ended early" in gateway.read_log()
     assert raw(gateway, "GET", "/_matrix/client/versions")[0] == 200
+
+
+def page_faults(process):
+    """Minor page faults the process has taken (/proc/PID/stat, field 10)."""
+    with open("/proc/%d/stat" % process.process.pid) as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.parametrize("tunables", [None, "glibc.malloc.check=0"])
+def test_the_buffers_of_one_file_are_reused_by_the_next(tunables):
+    """The server keeps the memory of a file's large buffers for the next
+    file (ADR 0036) rather than touching fresh pages for every one: with
+    glibc's defaults a 10 MiB upload took about 2,000 page faults, a sixth
+    of its server CPU. An operator's own GLIBC_TUNABLES for the allocator
+    stand, and then glibc's defaults apply again."""
+    server = EmbeddedGateway(extra_args=["--durability", "none", "--media-bytes-max", str(12 << 20)])
+    if tunables:
+        server.command_prefix = ["env", "GLIBC_TUNABLES=" + tunables]
+    server.start()
+    try:
+        alice = account(server, "buffers-alice")
+        document = os.urandom(10 << 20)
+        for _ in range(2):
+            assert upload(server, alice, document, "application/octet-stream")[0] == 200
+        before = page_faults(server)
+        uploads = 5
+        for _ in range(uploads):
+            assert upload(server, alice, document, "application/octet-stream")[0] == 200
+        per_upload = (page_faults(server) - before) / uploads
+        # 10 MiB is 2,560 pages. Measured on the debug build: 1,270-1,980
+        # faults an upload with glibc's defaults, 290-550 with the
+        # buffers reused; the line between is drawn in the middle.
+        if tunables:
+            assert per_upload > 900, per_upload
+        else:
+            assert per_upload < 900, per_upload
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
