@@ -293,6 +293,7 @@ extension PartitionLog {
             write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequences[position]), value, in: families.conversationIndex)
         }
         state.pending.appends += 1
+        state.pending.locations.append((baseOffset, location))
         // Callers write the waiting entries before a record would pass the limit.
         precondition(state.pending.appends <= Limits.pendingAppendEntriesMax, "\(state.pending.appends) appends' entries wait in \(topicName)/\(index)")
 

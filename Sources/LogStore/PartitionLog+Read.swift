@@ -11,13 +11,27 @@ extension PartitionLog {
     /// Stops before `maxOffset` (a consumer passes the high watermark; the
     /// default is the log end offset).
     public func read(from offset: Int64, bytesMax: Int, maxOffset: Int64? = nil) throws(LogStoreError) -> LogRead {
-        let (start, end, highWatermark, segments) = try withEntriesWritten { ($0.logStartOffset, $0.logEndOffset, $0.highWatermark, $0.segments) }
+        let (start, end, highWatermark, segments, tail) = try state.withLock { state throws(LogStoreError) in
+            // A read from among the waiting appends takes their locations
+            // (`PendingEntries`); any other writes them first and asks RocksDB.
+            if let first = state.pending.locations.first, offset >= first.baseOffset {
+                let limit = min(maxOffset ?? state.logEndOffset, state.logEndOffset)
+                return (state.logStartOffset, state.logEndOffset, state.highWatermark, state.segments,
+                        Optional(PartitionLog.locations(in: state.pending.locations, from: offset, before: limit, bytesMax: bytesMax)))
+            }
+            try writePendingEntries(&state)
+            return (state.logStartOffset, state.logEndOffset, state.highWatermark, state.segments, nil)
+        }
         guard offset >= start && offset <= end else {
             throw LogStoreError(.offsetOutOfRange, "offset \(offset) is outside \(topicName)/\(index)'s log [\(start), \(end)]")
         }
         var result = LogRead(batches: [], highWatermark: highWatermark, logStartOffset: start, logEndOffset: end)
         let limit = min(maxOffset ?? end, end)
         guard offset < limit else { return result }
+        if let tail {
+            result.batches = try readBatches(at: tail, segments: segments)
+            return result
+        }
         let iterator = context.database.makeIterator(
             in: context.families.log, lowerBound: prefix, upperBound: Keys.batch(prefix: prefix, baseOffset: limit))
         iterator.seekForPrevious(Keys.batch(prefix: prefix, baseOffset: offset))
@@ -39,6 +53,25 @@ extension PartitionLog {
         try storage { try iterator.checkError() }
         result.batches = try readBatches(at: locations, segments: segments)
         return result
+    }
+
+    /// The locations a read from `offset` takes out of `newest` (the log's
+    /// newest batches, in offset order, `offset` at or after the first's
+    /// base): the batch holding `offset` and those after it, below `limit`,
+    /// while they fit in `bytesMax` (the first always), as a read of
+    /// RocksDB's entries would give them.
+    static func locations(in newest: [(baseOffset: Int64, location: BatchLocation)], from offset: Int64, before limit: Int64,
+                          bytesMax: Int) -> [BatchLocation] {
+        var locations: [BatchLocation] = []
+        var bytesCount = 0
+        for (baseOffset, location) in newest where location.lastOffset >= offset {
+            guard baseOffset < limit else { break }
+            if !locations.isEmpty && bytesCount + location.sizeBytes > bytesMax { break }
+            locations.append(location)
+            bytesCount += location.sizeBytes
+            if bytesCount >= bytesMax { break }
+        }
+        return locations
     }
 
     /// The segment of a base offset: from a snapshot of the segment list,

@@ -219,10 +219,17 @@ public final class PartitionLog: Sendable {
     /// appends wait. Until then they exist only here: the segment is the
     /// truth, and opening the store after a crash rebuilds them from it, as
     /// it rebuilds a lost WAL buffer.
+    ///
+    /// The waiting appends' locations are kept beside them, in offset
+    /// order: they are the log's newest batches, so a read from among them
+    /// (a fan-out worker or a consumer at the log's end, the usual reader)
+    /// finds its batches here without writing the entries or asking
+    /// RocksDB.
     struct PendingEntries {
         var write = WriteBatch()
         var appends = 0
         var producers = Set<Int64>()
+        var locations: [(baseOffset: Int64, location: BatchLocation)] = []
     }
 
     init(topic: TopicDescriptor, index: Int32, context: StoreContext, recover: Bool) throws(LogStoreError) {
@@ -438,6 +445,7 @@ public final class PartitionLog: Sendable {
         write.clear()
         state.pending.appends = 0
         state.pending.producers.removeAll(keepingCapacity: true)
+        state.pending.locations.removeAll(keepingCapacity: true)
     }
 
     /// `body` under the state's lock, once the appends' waiting entries are

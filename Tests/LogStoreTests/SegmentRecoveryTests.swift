@@ -143,11 +143,11 @@ import Testing
         func producerBatch(_ sequence: Int32) -> [UInt8] {
             makeBatch(count: 2, conversations: ["x", "y"], valuePrefix: "s\(sequence)-", producerID: 42, producerEpoch: 0, baseSequence: sequence)
         }
-        // Two appends whose entries a read wrote and the next write of
-        // another key took to RocksDB's WAL file, then ten that only wait.
+        // Two appends whose entries a history read wrote and the next write
+        // of another key took to RocksDB's WAL file, then ten that only wait.
         _ = try await partition.append(producerBatch(0))
         _ = try await partition.append(producerBatch(2))
-        #expect(try partition.read(from: 0, bytesMax: Int.max).batches.count == 2)
+        #expect(try messages(partition, "y").count == 2)
         try temporary.store.createTopic("other", configuration: TopicConfiguration(partitionCount: 1))
         for sequence in stride(from: Int32(4), to: 24, by: 2) { _ = try await partition.append(producerBatch(sequence)) }
         let copy = try copyAsAfterAProcessCrash(temporary.path)
@@ -180,6 +180,38 @@ import Testing
         #expect(locationsInRocksDB() == limit * 2, "the last five wait")
         #expect(try partition.read(from: 0, bytesMax: Int.max).batches.count == limit * 2 + 5)
         #expect(locationsInRocksDB() == limit * 2 + 5)
+    }
+
+    @Test func aReadAmongTheWaitingAppendsLeavesThemWaitingAndGivesWhatRocksDBWould() async throws {
+        let temporary = try TemporaryStore(durability: .none)
+        try temporary.store.createTopic("plain", configuration: TopicConfiguration(partitionCount: 1))
+        let partition = try temporary.store.partition(topic: "plain", index: 0)
+        func entriesInRocksDB() -> Int? { temporary.store.logProperty("rocksdb.num-entries-active-mem-table").flatMap { Int($0) } }
+        // Four appends whose entries are written, then ten of one to three
+        // records and of different sizes that wait.
+        for _ in 0..<4 { _ = try await partition.append(makeBatch()) }
+        _ = try partition.offset(forTimestamp: 0)
+        for index in 0..<10 { _ = try await partition.append(makeBatch(count: 1 + index % 3, valueBytes: 100 * (index % 4))) }
+        let written = entriesInRocksDB()
+        let end = partition.logEndOffset
+        let batchBytes = try partition.read(from: 4, bytesMax: 1).bytesCount
+        var asks: [(offset: Int64, bytesMax: Int, maxOffset: Int64?)] = []
+        for offset in 0...end {
+            for bytesMax in [1, batchBytes, 3 * batchBytes, Int.max] {
+                for maxOffset in [nil, end - 1, offset + 2] { asks.append((offset, bytesMax, maxOffset)) }
+            }
+        }
+        func read(_ asks: [(offset: Int64, bytesMax: Int, maxOffset: Int64?)]) throws -> [[[UInt8]]] {
+            try asks.map { try partition.read(from: $0.offset, bytesMax: $0.bytesMax, maxOffset: $0.maxOffset).batches }
+        }
+        let amongThem = asks.filter { $0.offset >= 4 }
+        let fromTheWaiting = try read(amongThem)
+        #expect(entriesInRocksDB() == written, "reads from among the waiting appends wrote nothing")
+        #expect(fromTheWaiting.contains { $0.count > 1 })
+        // A read from before them writes them; then every ask goes to RocksDB.
+        #expect(try partition.read(from: 0, bytesMax: 1).batches.count == 1)
+        #expect(entriesInRocksDB() ?? 0 > written ?? 0)
+        #expect(try read(amongThem) == fromTheWaiting)
     }
 
     @Test func aCleanlyClosedStoreMissingASegmentFileOpensReportsItAndAppendsAfterTheRest() async throws {
