@@ -11,10 +11,10 @@ import CMalloc
 /// and after that the free memory at the top of a heap is given back to the
 /// kernel once it passes twice the largest buffer freed so far. Either way
 /// the next file's buffers touch new pages: 2,000 page faults for a 10 MiB
-/// upload, a sixth of its server CPU. These values are what glibc's own
-/// sliding thresholds reach after such buffers (it lets the `mmap` threshold
-/// rise to 32 MiB), fixed from the start so the memory of one file is
-/// reused for the next.
+/// upload, a sixth of its server CPU. These values lie inside the range
+/// glibc's own sliding thresholds may reach (a mapping threshold of up to
+/// 32 MiB, a trim threshold of twice that); they are fixed from the start
+/// so the memory of one file is reused for the next.
 public enum AllocatorTuning {
     /// Allocations below this come from the heaps, whose memory is reused;
     /// larger ones are mapped and unmapped each time.
