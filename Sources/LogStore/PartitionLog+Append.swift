@@ -292,7 +292,6 @@ extension PartitionLog {
             let conversationPrefix = Keys.conversation(prefix: prefix, conversation: conversation)
             write.put(Keys.conversationEntry(conversationPrefix: conversationPrefix, sequence: sequences[position]), value, in: families.conversationIndex)
         }
-        state.pending.appends += 1
         state.pending.locations.append((baseOffset, location))
         // Callers write the waiting entries before a record would pass the limit.
         precondition(state.pending.appends <= Limits.pendingAppendEntriesMax, "\(state.pending.appends) appends' entries wait in \(topicName)/\(index)")

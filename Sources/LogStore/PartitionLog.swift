@@ -227,9 +227,10 @@ public final class PartitionLog: Sendable {
     /// RocksDB.
     struct PendingEntries {
         var write = WriteBatch()
-        var appends = 0
         var producers = Set<Int64>()
         var locations: [(baseOffset: Int64, location: BatchLocation)] = []
+        /// Appends waiting: one location each.
+        var appends: Int { locations.count }
     }
 
     init(topic: TopicDescriptor, index: Int32, context: StoreContext, recover: Bool) throws(LogStoreError) {
@@ -443,7 +444,6 @@ public final class PartitionLog: Sendable {
         }
         try storage { try context.database.write(write, sync: false, buffered: true) }
         write.clear()
-        state.pending.appends = 0
         state.pending.producers.removeAll(keepingCapacity: true)
         state.pending.locations.removeAll(keepingCapacity: true)
     }
