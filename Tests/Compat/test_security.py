@@ -85,9 +85,11 @@ def tls_broker(certificates, client_auth="requested", extra=()):
                            input=b"wonderland\n", capture_output=True)
     assert added.returncode == 0, added.stderr
     process.start()
-    # start() waits for the first listener only; the tests use the others.
+    # start() waits for the first listener only; the tests use the others
+    # and the HTTP proxy, which starts beside them.
     wait_port(process.ssl_port)
     wait_port(process.sasl_ssl_port)
+    wait_port(process.proxy_port)
     return process
 
 
