@@ -136,10 +136,15 @@ final class MembershipIndex: Sendable {
 public final class FanOut: Sendable {
     /// Deliveries a gateway's full queue left out (it resyncs from the log).
     static let droppedDeliveries = Counter(label: "postduif_fanout_dropped_deliveries_total")
+    /// Deliveries handed straight to the gateway in this process (ADR 0037).
+    static let handedOverDeliveries = Counter(label: "postduif_fanout_handed_over_deliveries_total")
     struct State {
         var router = FanOutRouter()
         /// Per partition: the worker's id and the next offset it handles.
         var workers: [Int32: (id: String, position: Int64)] = [:]
+        /// The gateway in this process, whose deliveries are handed over
+        /// rather than queued (ADR 0037).
+        var localGateway: (id: String, receive: @Sendable (FanOutHandOver) -> Void)? = nil
     }
 
     let broker: any CommittedLog
@@ -162,6 +167,22 @@ public final class FanOut: Sendable {
     var now: Int64 { (ContinuousClock.now - clockStart).milliseconds }
 
     // MARK: Gateways
+
+    /// The gateway `gatewayID` runs in this process: from now on the
+    /// workers call `receive` with its deliveries, in each partition's
+    /// offset order, before their position passes them. Its GatewayPoll
+    /// goes on as before (users, lease, positions) and finds no deliveries
+    /// queued. `receive` runs on the worker's task: it must not block.
+    public func handOver(to gatewayID: String, receive: @escaping @Sendable (FanOutHandOver) -> Void) {
+        state.withLock { $0.localGateway = (gatewayID, receive) }
+    }
+
+    /// The gateway stopped: its deliveries queue again, for a poll.
+    public func stopHandingOver(to gatewayID: String) {
+        state.withLock { state in
+            if state.localGateway?.id == gatewayID { state.localGateway = nil }
+        }
+    }
 
     func poll(_ request: GatewayPollRequest) async -> GatewayPollResponse {
         guard request.topic == FanOutTopics.conversations, !request.gatewayID.isEmpty else {
@@ -268,11 +289,18 @@ public final class FanOut: Sendable {
                     continue
                 }
                 var woken: [String] = []
+                // Deliveries for the gateway in this process, handed over at
+                // the batch's end. Until then the position others see stays
+                // before the first: a poll answered meanwhile must not tell
+                // that gateway it has them.
+                var handed: [GatewayPollResponse.Delivery] = []
+                var receive: (@Sendable (FanOutHandOver) -> Void)? = nil
+                let from = position
                 for record in records {
                     let offset = batch.baseOffset + Int64(record.offsetDelta)
                     guard offset >= position, offset < highWatermark else { continue }
                     guard let key = record.key, !key.isEmpty else {
-                        state.withLock { $0.workers[partition]?.position = offset + 1 }
+                        if handed.isEmpty { state.withLock { $0.workers[partition]?.position = offset + 1 } }
                         position = offset + 1
                         continue
                     }
@@ -286,16 +314,27 @@ public final class FanOut: Sendable {
                     members.refresh(broker)
                     if let change = MembershipIndex.carried(record.headers) { members.observed(change, in: key) }
                     let recipients = members.joinedMembers(key)
-                    let (queued, dropped) = state.withLock { state -> ([String], Int) in
-                        let queued = state.router.deliver(delivery, to: state.router.gateways(for: recipients))
-                        state.workers[partition]?.position = offset + 1
-                        return (queued, state.router.takeDropped())
+                    let (queued, dropped, local) = state.withLock { [handing = !handed.isEmpty] state in
+                        var targets = state.router.gateways(for: recipients)
+                        var local: (@Sendable (FanOutHandOver) -> Void)? = nil
+                        if let gateway = state.localGateway, targets.remove(gateway.id) != nil { local = gateway.receive }
+                        let queued = state.router.deliver(delivery, to: targets)
+                        if !handing && local == nil { state.workers[partition]?.position = offset + 1 }
+                        return (queued, state.router.takeDropped(), local)
+                    }
+                    if let local {
+                        handed.append(delivery)
+                        receive = local
                     }
                     woken += queued
                     if dropped > 0 { Self.droppedDeliveries.increment(by: dropped) }
                     position = offset + 1
                 }
                 position = max(position, min(batch.nextOffset, highWatermark))
+                if let receive {
+                    receive(FanOutHandOver(partition: partition, workerID: id, from: from, deliveries: handed, upTo: position))
+                    Self.handedOverDeliveries.increment(by: handed.count)
+                }
                 state.withLock { $0.workers[partition]?.position = position }
                 if !woken.isEmpty { wake(Array(Set(woken))) }
             }

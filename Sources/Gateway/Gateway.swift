@@ -58,6 +58,9 @@ public struct GatewayConfiguration: Sendable {
     public var directAppends: (any DirectAppendPort)? = nil
     /// The same broker's committed batches, for files read without a Fetch.
     public var directReads: (any DirectReadPort)? = nil
+    /// The same broker's fan-out, which hands this gateway its deliveries
+    /// without a GatewayPoll's answer in between (ADR 0037).
+    public var localFanOut: (any LocalFanOutPort)? = nil
     /// Makes image thumbnails (`postduif`: in a child process); nil serves
     /// every image as its own thumbnail.
     public var thumbnails: (any ThumbnailMaker)? = nil
@@ -120,6 +123,10 @@ public final class ChatGateway: Sendable {
         try await link.ensureTopic(ChatTopics.media, partitions: timelinePartitions)
         let state = ChatState(serverName: configuration.serverName, timelinePartitions: timelinePartitions, registrationsPerMinute: configuration.registrationsPerMinute)
         let api = MatrixAPI(state: state, link: link, configuration: configuration, logger: logger)
+        if let local = configuration.localFanOut {
+            local.handOver(to: gatewayID) { [self] handOver in received(handOver, state: state) }
+        }
+        defer { configuration.localFanOut?.stopHandingOver(to: gatewayID) }
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             // State, accounts and sessions are read whole; room events come from
@@ -255,6 +262,19 @@ public final class ChatGateway: Sendable {
                 quietSince = ContinuousClock.now
             }
         }
+    }
+
+    /// Deliveries the fan-out in this process handed over, on its worker's
+    /// task: applied as a poll's answer is, then the syncs they concern woken.
+    func received(_ handOver: FanOutHandOver, state: ChatState) {
+        deliveriesReceived.increment(by: handOver.deliveries.count)
+        let (woken, restarted) = state.handedOver(handOver)
+        if restarted {
+            logger.info("fan-out restarted; the cache of the partition starts again", metadata: [
+                "broker": "this process", "partition": "\(handOver.partition)", "worker": "\(handOver.workerID)", "from": "\(handOver.from)"])
+            cacheRestarts.increment()
+        }
+        state.wake(users: woken)
     }
 
     /// Reads one partition for as long as the gateway runs, from `from` (or

@@ -241,12 +241,14 @@ struct Serve: AsyncParsableCommand {
         let replication = configuration.isClustered ? ReplicationState(minInsyncReplicas: configuration.minInsyncReplicas) : nil
         let broker = Broker(store: store, configuration: configuration, logger: logger, replication: replication)
         let kafka = KafkaService(server: KafkaServer(broker: broker, tls: tls), announce: "postduif \(nodeID) serving Kafka on \(host):%d, data in \(data), durability \(durabilityMode.rawValue)")
+        let fanOut = FanOut(broker: broker, logger: logger)
         let gateway = gatewayConfiguration.map { gatewayConfiguration in
             var gatewayConfiguration = gatewayConfiguration
             gatewayConfiguration.broker = "\(configuration.effectiveAdvertisedHost):\(configuration.effectiveAdvertisedPort)"
             gatewayConfiguration.localBroker = broker.localClient(name: "embedded gateway")
             gatewayConfiguration.directAppends = BrokerDirectAppends(broker: broker)
             gatewayConfiguration.directReads = BrokerDirectReads(broker: broker)
+            gatewayConfiguration.localFanOut = FanOutHandOvers(fanOut: fanOut)
             return ChatGateway(configuration: gatewayConfiguration, logger: Logger(label: "postduif.gateway"))
         }
         if security.httpTls && tls == nil { throw OperatorError("--http-tls needs --tls-cert-file and --tls-key-file") }
@@ -278,7 +280,6 @@ struct Serve: AsyncParsableCommand {
                 return registry.emitToString()
             },
             isReady: { broker.isReady && gateway?.isReady != false }))
-        let fanOut = FanOut(broker: broker, logger: logger)
         for api in fanOut.extensionAPIs { broker.register(api) }
         broker.register(broker.backupAPI)
         var services: [any Service] = [FanOutService(fanOut: fanOut), kafka, operations,

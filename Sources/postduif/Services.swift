@@ -1,5 +1,6 @@
 import ArgumentParser
 import Broker
+import ChatWire
 import Cluster
 import Coordination
 import Core
@@ -132,6 +133,19 @@ struct BrokerDirectAppends: DirectAppendPort {
         broker.appendOne(topic: topic, partition: partition, key: key, value: value, headers: headers, timestamp: timestamp) { result in
             done(result.mapError { DirectAppendRefusal(errorCode: $0.errorCode, message: $0.message) })
         }
+    }
+}
+
+/// The gateway's `LocalFanOutPort` on this process's fan-out (ADR 0037).
+struct FanOutHandOvers: LocalFanOutPort {
+    let fanOut: FanOut
+
+    func handOver(to gatewayID: String, receive: @escaping @Sendable (FanOutHandOver) -> Void) {
+        fanOut.handOver(to: gatewayID, receive: receive)
+    }
+
+    func stopHandingOver(to gatewayID: String) {
+        fanOut.stopHandingOver(to: gatewayID)
     }
 }
 

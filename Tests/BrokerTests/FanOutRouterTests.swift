@@ -1,6 +1,10 @@
 import ChatWire
+import Foundation
 import KafkaWire
+import LogStore
 import Logging
+import Synchronization
+import TestSupport
 import Testing
 
 @testable import Broker
@@ -90,5 +94,91 @@ struct GatewayPollTests {
         #expect(try await poll(replace: false).errorCode == ErrorCode.unknownMemberId.rawValue)
         #expect(try await poll(replace: true).errorCode == 0)
         #expect(try await poll(replace: false).errorCode == 0)
+    }
+}
+
+/// ADR 0037: the gateway in the broker's process takes its deliveries from
+/// the worker's hands, not from a poll's answer.
+@Suite("Fan-out hand-over to the gateway in this process")
+struct FanOutHandOverTests {
+    final class Received: Sendable {
+        let handOvers = Mutex<[FanOutHandOver]>([])
+        var offsets: [Int64] { handOvers.withLock { $0.flatMap { $0.deliveries.map(\.offset) } } }
+    }
+
+    let roomHere = "!here:s"
+    let roomElsewhere = "!elsewhere:s"
+
+    func poll(_ test: TestBroker, _ gateway: String, users: [String], replace: Bool) async throws -> GatewayPollResponse {
+        let request = GatewayPollRequest(gatewayID: gateway, topic: ChatTopicNames.conversations, leaseMilliseconds: 60_000, replaceUsers: replace,
+                                         users: users, removedUsers: [], maxWaitMilliseconds: 0, maxDeliveries: 10_000)
+        var reader = try #require(try await test.call(key: ChatApiKey.gatewayPoll.rawValue, version: 0) { request.encode(&$0, version: 0) })
+        return try GatewayPollResponse.decode(&reader, version: 0)
+    }
+
+    func append(_ test: TestBroker, topic: String, key: [UInt8], value: [UInt8]) async -> Int64 {
+        await withCheckedContinuation { (done: CheckedContinuation<Int64, Never>) in
+            _ = test.broker.appendOne(topic: topic, partition: 0, key: key, value: value, headers: [], timestamp: 1) { result in
+                done.resume(returning: (try? result.get()) ?? -1)
+            }
+        }
+    }
+
+    @Test("deliveries for the local gateway are handed over, in order, before any poll's position passes them; others still queue")
+    func handOverBeforeThePositionMoves() async throws {
+        let test = try TestBroker()
+        try test.store.createTopic(ChatTopicNames.conversations, configuration: TopicConfiguration(partitionCount: 1))
+        try test.store.createTopic(ChatTopicNames.members, configuration: TopicConfiguration(partitionCount: 1))
+        let fanOut = FanOut(broker: test.broker, logger: Logger(label: "test"))
+        for api in fanOut.extensionAPIs { test.broker.register(api) }
+        let received = Received()
+        fanOut.handOver(to: "local") { handOver in received.handOvers.withLock { $0.append(handOver) } }
+        for (room, member) in [(roomHere, "@ann:s"), (roomElsewhere, "@ben:s")] {
+            let change = try Array(JSONEncoder().encode(MembershipChange(member: member, membership: "join")))
+            #expect(await append(test, topic: ChatTopicNames.members, key: MembershipChange.key(room: room, member: member), value: change) >= 0)
+        }
+        #expect(try await poll(test, "local", users: ["@ann:s"], replace: true).errorCode == 0)
+        #expect(try await poll(test, "remote", users: ["@ben:s"], replace: true).errorCode == 0)
+        let workers = Task { await fanOut.run() }
+        defer { workers.cancel() }
+        #expect(await eventually { (try? await poll(test, "local", users: [], replace: false).partitions.isEmpty) == false })
+
+        // Messages to both rooms while the local gateway polls: every answer's
+        // position must be covered by what was handed over before it.
+        var here: [Int64] = []
+        var elsewhere: [Int64] = []
+        var queuedElsewhere: [Int64] = []
+        for index in 0..<200 {
+            let room = index % 3 == 0 ? roomElsewhere : roomHere
+            let offset = await append(test, topic: ChatTopicNames.conversations, key: Array(room.utf8), value: Array("m\(index)".utf8))
+            #expect(offset >= 0)
+            if room == roomHere { here.append(offset) } else { elsewhere.append(offset) }
+            let answer = try await poll(test, "local", users: [], replace: false)
+            #expect(answer.deliveries.isEmpty, "nothing waits for the local gateway's poll")
+            let position = try #require(answer.partitions.first).fannedOutUpTo
+            let handed = Set(received.offsets)
+            #expect(here.filter { $0 < position }.allSatisfy(handed.contains), "position \(position) passed a message not yet handed over")
+            queuedElsewhere += try await poll(test, "remote", users: [], replace: false).deliveries.map(\.offset)
+        }
+        #expect(await eventually { received.offsets.count == here.count })
+        #expect(received.offsets == here, "in offset order, each once, only the local users' room")
+        for handOver in received.handOvers.withLock({ $0 }) {
+            #expect(handOver.deliveries.allSatisfy { $0.offset >= handOver.from && $0.offset < handOver.upTo })
+            #expect(handOver.workerID == received.handOvers.withLock { $0[0].workerID })
+        }
+        #expect(await eventually {
+            queuedElsewhere += (try? await poll(test, "remote", users: [], replace: false).deliveries.map(\.offset)) ?? []
+            return queuedElsewhere == elsewhere
+        })
+
+        // Stopped: the local gateway's deliveries wait for its poll again.
+        fanOut.stopHandingOver(to: "local")
+        let later = await append(test, topic: ChatTopicNames.conversations, key: Array(roomHere.utf8), value: Array("after".utf8))
+        var polled: [Int64] = []
+        #expect(await eventually {
+            polled += (try? await poll(test, "local", users: [], replace: false).deliveries.map(\.offset)) ?? []
+            return polled == [later]
+        })
+        #expect(received.offsets == here)
     }
 }
