@@ -4,7 +4,7 @@ import LogStore
 
 /// What a service above the broker (the chat fan-out) may read of this
 /// node: the partitions it leads, their committed records (never past the
-/// high watermark), and a wait for more. The fan-out needs nothing else of
+/// high watermark), and a call when more is committed. The fan-out needs nothing else of
 /// the broker, so it lives in a target of its own above it.
 public protocol CommittedLog: Sendable {
     /// This broker's node id.
@@ -15,10 +15,10 @@ public protocol CommittedLog: Sendable {
     func committedPartition(topic: String, index: Int32) -> CommittedPartition?
     /// Whether this node takes produces and consumer fetches for the partition.
     func leads(topic: String, index: Int32) -> Bool
-    /// Moves whenever the partition is appended to or its high watermark moves.
-    func dataGeneration(topic: String, index: Int32) -> UInt64
-    /// Returns once `dataGeneration` has moved past `generation`, or after `timeout`.
-    func waitForData(topic: String, index: Int32, afterGeneration generation: UInt64, timeout: Duration) async
+    /// Calls `observer` whenever a partition's high watermark moves, on the
+    /// thread that moved it (the group-commit thread after its sync, a
+    /// Produce's or a follower fetch's), after the move; it must not block.
+    func observeCommits(_ observer: @escaping @Sendable (_ topic: String, _ index: Int32) -> Void)
 }
 
 /// One partition as its committed records: reads stop at the high watermark.
@@ -54,11 +54,7 @@ extension Broker: CommittedLog {
         (try? store.partition(topic: topic, index: index)).map(CommittedPartition.init)
     }
 
-    public func dataGeneration(topic: String, index: Int32) -> UInt64 {
-        notifier.generation(of: [PartitionID(topic: topic, index: index)])
-    }
-
-    public func waitForData(topic: String, index: Int32, afterGeneration generation: UInt64, timeout: Duration) async {
-        await notifier.wait(on: [PartitionID(topic: topic, index: index)], afterGeneration: generation, timeout: timeout)
+    public func observeCommits(_ observer: @escaping @Sendable (_ topic: String, _ index: Int32) -> Void) {
+        highWatermarks.observe(readsLog: true) { id, _ in observer(id.topic, id.index) }
     }
 }

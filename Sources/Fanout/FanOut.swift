@@ -152,6 +152,8 @@ public final class FanOut: Sendable {
     let logger: Logger
     private let state = Mutex(State())
     private let tasks = Mutex<[Int32: Task<Void, Never>]>([:])
+    /// The worker of each partition led here, for the commits' steps.
+    private let workers = Mutex<[Int32: PartitionWorker]>([:])
     private let clockStart = ContinuousClock.now
     /// Gateway polls wait seconds; 20 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(20))
@@ -162,6 +164,7 @@ public final class FanOut: Sendable {
         self.broker = broker
         self.logger = logger
         pollWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedPollsMax)
+        broker.observeCommits { [weak self] topic, index in self?.committed(topic: topic, index: index) }
     }
 
     var now: Int64 { (ContinuousClock.now - clockStart).milliseconds }
@@ -172,7 +175,8 @@ public final class FanOut: Sendable {
     /// workers call `receive` with its deliveries, in each partition's
     /// offset order, before their position passes them. Its GatewayPoll
     /// goes on as before (users, lease, positions) and finds no deliveries
-    /// queued. `receive` runs on the worker's task: it must not block.
+    /// queued. `receive` runs on the thread stepping the worker (ADR
+    /// 0038): it must not block.
     public func handOver(to gatewayID: String, receive: @escaping @Sendable (FanOutHandOver) -> Void) {
         state.withLock { $0.localGateway = (gatewayID, receive) }
     }
@@ -255,56 +259,82 @@ public final class FanOut: Sendable {
     }
 
     /// One partition's worker: from the high watermark at its start (a
-    /// gateway reads anything older itself), in offset order.
+    /// gateway reads anything older itself), in offset order. Its steps run
+    /// on whichever thread moves the partition's high watermark (ADR 0038):
+    /// this task starts it, steps it every quarter second besides (a
+    /// commit's step never waits, so one that found the worker busy relies
+    /// on the busy one to step again), and ends it when leadership moves.
     func work(partition: Int32) async {
         defer {
             _ = tasks.withLock { $0.removeValue(forKey: partition) }
+            _ = workers.withLock { $0.removeValue(forKey: partition) }
             _ = state.withLock { $0.workers.removeValue(forKey: partition) }
         }
         guard let log = broker.committedPartition(topic: FanOutTopics.conversations, index: partition) else { return }
         let id = "\(broker.nodeID)-\(partition)-\(UUID().uuidString.prefix(8))"
-        var position = log.highWatermark
-        state.withLock { $0.workers[partition] = (id, position) }
-        logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(position)"])
-        var sequences = RecencyCache<[UInt8], UInt64>(countMax: Limits.fanOutSequenceCacheCountMax)
+        let worker = PartitionWorker(partition: partition, id: id, log: log, position: log.highWatermark,
+                                     sequences: RecencyCache(countMax: Limits.fanOutSequenceCacheCountMax))
+        state.withLock { $0.workers[partition] = (id, worker.start) }
+        workers.withLock { $0[partition] = worker }
+        logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(worker.start)"])
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
-            let generation = broker.dataGeneration(topic: FanOutTopics.conversations, index: partition)
+            worker.turn { step(worker, &$0) }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        logger.info("fan-out worker stopped", metadata: ["partition": "\(partition)", "worker": "\(id)"])
+    }
+
+    /// A partition's high watermark moved (on the thread that moved it):
+    /// its worker, if it has one here, fans out what was committed.
+    func committed(topic: String, index: Int32) {
+        // A partition whose leadership just moved away keeps its worker
+        // until the task sees it; its steps end with the leadership.
+        guard topic == FanOutTopics.conversations, let worker = workers.withLock({ $0[index] }),
+              broker.leads(topic: topic, index: index) else { return }
+        worker.turn { step(worker, &$0) }
+    }
+
+    /// Fans out what is committed from the worker's position up to the high
+    /// watermark. A read that fails is logged and tried again at the next
+    /// step; nothing past it is fanned out before it.
+    func step(_ worker: PartitionWorker, _ progress: inout PartitionWorker.Progress) {
+        let partition = worker.partition
+        let log = worker.log
+        let id = worker.id
+        while true {
             let highWatermark = log.highWatermark
-            guard position < highWatermark else {
-                await broker.waitForData(topic: FanOutTopics.conversations, index: partition, afterGeneration: generation, timeout: .milliseconds(500))
-                continue
-            }
-            logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(position)", "highWatermark": "\(highWatermark)"])
+            guard progress.position < highWatermark else { return }
+            logger.trace("fan-out reads", metadata: ["partition": "\(partition)", "from": "\(progress.position)", "highWatermark": "\(highWatermark)"])
             let read: LogRead
             do {
-                read = try log.read(from: position, bytesMax: 1 << 20, upTo: highWatermark)
+                read = try log.read(from: progress.position, bytesMax: 1 << 20, upTo: highWatermark)
             } catch {
                 logger.error("fan-out read failed", metadata: ["partition": "\(partition)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
-                continue
+                return
             }
+            guard !read.batches.isEmpty else { return }
             for bytes in read.batches {
                 guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else {
-                    logger.error("fan-out skipped an unreadable batch", metadata: ["partition": "\(partition)", "offset": "\(position)"])
+                    logger.error("fan-out skipped an unreadable batch", metadata: ["partition": "\(partition)", "offset": "\(progress.position)"])
                     continue
                 }
                 var woken: [String] = []
                 // Deliveries for the gateway in this process, handed over at
-                // the batch's end. Until then the position others see stays
+                // the batch's end. Until then the progress.position others see stays
                 // before the first: a poll answered meanwhile must not tell
                 // that gateway it has them.
                 var handed: [GatewayPollResponse.Delivery] = []
                 var receive: (@Sendable (FanOutHandOver) -> Void)? = nil
-                let from = position
+                let from = progress.position
                 for record in records {
                     let offset = batch.baseOffset + Int64(record.offsetDelta)
-                    guard offset >= position, offset < highWatermark else { continue }
+                    guard offset >= progress.position, offset < highWatermark else { continue }
                     guard let key = record.key, !key.isEmpty else {
                         if handed.isEmpty { state.withLock { $0.workers[partition]?.position = offset + 1 } }
-                        position = offset + 1
+                        progress.position = offset + 1
                         continue
                     }
-                    let sequence = nextSequence(key, at: offset, log: log, cache: &sequences)
+                    let sequence = nextSequence(key, at: offset, log: log, cache: &progress.sequences)
                     let delivery = GatewayPollResponse.Delivery(
                         partition: partition, offset: offset, sequence: sequence, timestamp: batch.baseTimestamp + record.timestampDelta,
                         key: key, value: record.value, headers: record.headers)
@@ -328,18 +358,17 @@ public final class FanOut: Sendable {
                     }
                     woken += queued
                     if dropped > 0 { Self.droppedDeliveries.increment(by: dropped) }
-                    position = offset + 1
+                    progress.position = offset + 1
                 }
-                position = max(position, min(batch.nextOffset, highWatermark))
+                progress.position = max(progress.position, min(batch.nextOffset, highWatermark))
                 if let receive {
-                    receive(FanOutHandOver(partition: partition, workerID: id, from: from, deliveries: handed, upTo: position))
+                    receive(FanOutHandOver(partition: partition, workerID: id, from: from, deliveries: handed, upTo: progress.position))
                     Self.handedOverDeliveries.increment(by: handed.count)
                 }
-                state.withLock { $0.workers[partition]?.position = position }
+                state.withLock { $0.workers[partition]?.position = progress.position }
                 if !woken.isEmpty { wake(Array(Set(woken))) }
             }
         }
-        logger.info("fan-out worker stopped", metadata: ["partition": "\(partition)", "worker": "\(id)"])
     }
 
     /// The conversation sequence of the message at `offset`: one more than
@@ -353,5 +382,67 @@ public final class FanOut: Sendable {
         let previous = (try? log.history(conversation: conversation, from: .latest, limit: 1, maxOffset: offset))?.last?.sequence ?? 0
         cache.set(previous + 2, for: conversation)
         return previous + 1
+    }
+}
+
+/// One partition's fan-out worker: its id, and its progress (position and
+/// conversation sequences), stepped by one thread at a time.
+final class PartitionWorker: Sendable {
+    struct Progress: Sendable {
+        /// The next offset to fan out.
+        var position: Int64
+        var sequences: RecencyCache<[UInt8], UInt64>
+    }
+
+    private struct Turns: Sendable {
+        /// Out while a step runs, so the stepper changes it in place.
+        var progress: Progress?
+        var busy = false
+        /// Another thread asked for a step while one ran: it runs once more.
+        var again = false
+    }
+
+    let partition: Int32
+    let id: String
+    let log: CommittedPartition
+    /// The high watermark at the worker's start.
+    let start: Int64
+    private let turns: Mutex<Turns>
+
+    init(partition: Int32, id: String, log: CommittedPartition, position: Int64, sequences: RecencyCache<[UInt8], UInt64>) {
+        self.partition = partition
+        self.id = id
+        self.log = log
+        start = position
+        turns = Mutex(Turns(progress: Progress(position: position, sequences: sequences)))
+    }
+
+    /// Runs `step` with the progress, unless another thread is stepping:
+    /// that one then steps once more before it lets go, so a commit it
+    /// did not see is never left behind. Never waits.
+    func turn(_ step: (inout Progress) -> Void) {
+        guard var progress = turns.withLock({ turns -> Progress? in
+            guard !turns.busy else {
+                turns.again = true
+                return nil
+            }
+            turns.busy = true
+            turns.again = false
+            defer { turns.progress = nil }
+            return turns.progress
+        }) else { return }
+        while true {
+            step(&progress)
+            let done = turns.withLock { [progress] turns -> Bool in
+                if turns.again {
+                    turns.again = false
+                    return false
+                }
+                turns.progress = progress
+                turns.busy = false
+                return true
+            }
+            if done { return }
+        }
     }
 }

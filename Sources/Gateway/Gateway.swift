@@ -264,8 +264,9 @@ public final class ChatGateway: Sendable {
         }
     }
 
-    /// Deliveries the fan-out in this process handed over, on its worker's
-    /// task: applied as a poll's answer is, then the syncs they concern woken.
+    /// Deliveries the fan-out in this process handed over, on the thread
+    /// that stepped its worker: applied as a poll's answer is, then the
+    /// syncs they concern woken.
     func received(_ handOver: FanOutHandOver, state: ChatState) {
         deliveriesReceived.increment(by: handOver.deliveries.count)
         let (woken, restarted) = state.handedOver(handOver)

@@ -7,7 +7,8 @@ import ChatWire
 /// `DirectAppendPort`.
 public protocol LocalFanOutPort: Sendable {
     /// From now on, the deliveries for `gatewayID` go to `receive`, called
-    /// on a fan-out worker's task once per read, in each partition's offset
+    /// by a fan-out worker's step (on the thread that committed the
+    /// messages, ADR 0038) once per read batch, in each partition's offset
     /// order. It must not block.
     func handOver(to gatewayID: String, receive: @escaping @Sendable (FanOutHandOver) -> Void)
     /// The gateway stopped: its deliveries wait for a poll again.

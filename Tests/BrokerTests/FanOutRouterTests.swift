@@ -1,4 +1,5 @@
 import ChatWire
+import Core
 import Foundation
 import KafkaWire
 import LogStore
@@ -171,6 +172,12 @@ struct FanOutHandOverTests {
             return queuedElsewhere == elsewhere
         })
 
+        // ADR 0038: the append's commit stepped the worker on its own
+        // thread, before the append's answer; nothing was left to a task.
+        let stepped = await append(test, topic: ChatTopicNames.conversations, key: Array(roomHere.utf8), value: Array("stepped".utf8))
+        here.append(stepped)
+        #expect(received.offsets.last == stepped, "handed over before the append was answered")
+
         // Stopped: the local gateway's deliveries wait for its poll again.
         fanOut.stopHandingOver(to: "local")
         let later = await append(test, topic: ChatTopicNames.conversations, key: Array(roomHere.utf8), value: Array("after".utf8))
@@ -180,5 +187,33 @@ struct FanOutHandOverTests {
             return polled == [later]
         })
         #expect(received.offsets == here)
+    }
+}
+
+@Suite("Fan-out worker turns")
+struct PartitionWorkerTests {
+    @Test("a step asked for while another runs is not lost: the running one steps again, and nobody waits")
+    func stepAskedForWhileBusy() throws {
+        let test = try TestBroker()
+        try test.store.createTopic(ChatTopicNames.conversations, configuration: TopicConfiguration(partitionCount: 1))
+        let log = try #require(test.broker.committedPartition(topic: ChatTopicNames.conversations, index: 0))
+        let worker = PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10))
+        var steps = 0
+        worker.turn { progress in
+            steps += 1
+            progress.position += 1
+            // Asked again while this step runs (as a commit on another
+            // thread would): returns at once, without a step of its own.
+            if steps == 1 {
+                worker.turn { _ in Issue.record("a second thread stepped a busy worker") }
+            }
+        }
+        #expect(steps == 2)
+        // The progress of both steps was kept, and the worker is free again.
+        worker.turn { progress in
+            #expect(progress.position == 2)
+            steps += 1
+        }
+        #expect(steps == 3)
     }
 }
