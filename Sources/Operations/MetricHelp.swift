@@ -19,6 +19,7 @@ public enum MetricHelp {
         "postduif_data_capacity_bytes": "Size of the data directory's file system.",
         "postduif_data_free_bytes": "Bytes of the data directory's file system free to the broker.",
         "postduif_fanout_dropped_deliveries_total": "Live deliveries left out because a gateway's queue was full (the gateway resyncs from the log).",
+        "postduif_fanout_handed_over_deliveries_total": "Deliveries handed straight to the gateway in the broker's process, without a queue (ADR 0037).",
         "postduif_gateway_cache_restarts_total": "Times a gateway rebuilt its timeline cache from the log.",
         "postduif_gateway_deliveries_total": "Messages the fan-out delivered to this gateway.",
         "postduif_gateway_fast_sends_total": "Matrix sends answered by the gateway's event-loop fast path.",
