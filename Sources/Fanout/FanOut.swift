@@ -159,11 +159,15 @@ public final class FanOut: Sendable {
     let timeouts = ParkedTimeouts(tick: .milliseconds(20))
     /// Gateways' polls waiting for deliveries, by gateway.
     let pollWaiters: ParkedWaiters<String, Void>
+    /// Worker tasks resting between steps, by partition: a step that gave
+    /// up with more committed behind it wakes its task to go on.
+    let restingWorkers: ParkedWaiters<Int32, Void>
 
     public init(broker: any CommittedLog, logger: Logger) {
         self.broker = broker
         self.logger = logger
         pollWaiters = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedPollsMax)
+        restingWorkers = ParkedWaiters(deadlines: timeouts, expired: (), waitersMax: Limits.parkedPollsMax)
         broker.observeCommits { [weak self] topic, index in self?.committed(topic: topic, index: index) }
     }
 
@@ -261,9 +265,9 @@ public final class FanOut: Sendable {
     /// One partition's worker: from the high watermark at its start (a
     /// gateway reads anything older itself), in offset order. Its steps run
     /// on whichever thread moves the partition's high watermark (ADR 0038):
-    /// this task starts it, steps it every quarter second besides (a
-    /// commit's step never waits, so one that found the worker busy relies
-    /// on the busy one to step again), and ends it when leadership moves.
+    /// this task starts it, ends it when leadership moves, and steps it
+    /// every quarter second besides (a read that failed) or at once when a
+    /// commit's step gave up with more behind it.
     func work(partition: Int32) async {
         defer {
             _ = tasks.withLock { $0.removeValue(forKey: partition) }
@@ -278,8 +282,12 @@ public final class FanOut: Sendable {
         workers.withLock { $0[partition] = worker }
         logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(worker.start)"])
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
-            worker.turn { step(worker, &$0) }
-            try? await Task.sleep(for: .milliseconds(250))
+            if worker.turn({ step(worker, &$0) }) {
+                // Still behind: the rest is this task's, without resting.
+                await Task.yield()
+                continue
+            }
+            await restingWorkers.wait(partition, timeout: .milliseconds(250)) { worker.isBehind ? () : nil }
         }
         logger.info("fan-out worker stopped", metadata: ["partition": "\(partition)", "worker": "\(id)"])
     }
@@ -291,7 +299,7 @@ public final class FanOut: Sendable {
         // until the task sees it; its steps end with the leadership.
         guard topic == FanOutTopics.conversations, let worker = workers.withLock({ $0[index] }),
               broker.leads(topic: topic, index: index) else { return }
-        worker.turn { step(worker, &$0) }
+        if worker.turn({ step(worker, &$0) }) { _ = restingWorkers.wake(index, with: ()) }
     }
 
     /// Fans out what is committed from the worker's position up to the high
@@ -313,6 +321,7 @@ public final class FanOut: Sendable {
                 return
             }
             guard !read.batches.isEmpty else { return }
+            let before = progress.position
             for bytes in read.batches {
                 guard let batch = try? RecordBatch(storedBytes: bytes), let records = try? batch.records() else {
                     logger.error("fan-out skipped an unreadable batch", metadata: ["partition": "\(partition)", "offset": "\(progress.position)"])
@@ -320,7 +329,7 @@ public final class FanOut: Sendable {
                 }
                 var woken: [String] = []
                 // Deliveries for the gateway in this process, handed over at
-                // the batch's end. Until then the progress.position others see stays
+                // the batch's end. Until then the position others see stays
                 // before the first: a poll answered meanwhile must not tell
                 // that gateway it has them.
                 var handed: [GatewayPollResponse.Delivery] = []
@@ -368,6 +377,10 @@ public final class FanOut: Sendable {
                 state.withLock { $0.workers[partition]?.position = progress.position }
                 if !woken.isEmpty { wake(Array(Set(woken))) }
             }
+            // A read that moved nothing on (its last batch unreadable) is not
+            // read again at once: this may be the thread that commits, and
+            // the task's next step tries it again.
+            guard progress.position > before else { return }
         }
     }
 
@@ -417,10 +430,17 @@ final class PartitionWorker: Sendable {
         turns = Mutex(Turns(progress: Progress(position: position, sequences: sequences)))
     }
 
+    /// Passes one turn takes at most: a thread that commits does not
+    /// become the fan-out's for as long as commits keep coming.
+    static let passesMax = 4
+
     /// Runs `step` with the progress, unless another thread is stepping:
     /// that one then steps once more before it lets go, so a commit it
-    /// did not see is never left behind. Never waits.
-    func turn(_ step: (inout Progress) -> Void) {
+    /// did not see is not left behind, up to `passesMax` passes. Never
+    /// waits. True when it stopped with a step still due (the caller hands
+    /// the rest on: the worker's task takes it).
+    @discardableResult
+    func turn(_ step: (inout Progress) -> Void) -> Bool {
         guard var progress = turns.withLock({ turns -> Progress? in
             guard !turns.busy else {
                 turns.again = true
@@ -430,19 +450,24 @@ final class PartitionWorker: Sendable {
             turns.again = false
             defer { turns.progress = nil }
             return turns.progress
-        }) else { return }
+        }) else { return false }
+        var passes = 0
         while true {
             step(&progress)
-            let done = turns.withLock { [progress] turns -> Bool in
-                if turns.again {
+            passes += 1
+            let (done, behind) = turns.withLock { [progress, passes] turns -> (Bool, Bool) in
+                if turns.again && passes < Self.passesMax {
                     turns.again = false
-                    return false
+                    return (false, false)
                 }
                 turns.progress = progress
                 turns.busy = false
-                return true
+                return (true, turns.again)
             }
-            if done { return }
+            if done { return behind }
         }
     }
+
+    /// A step is due that nobody has taken yet.
+    var isBehind: Bool { turns.withLock { $0.again && !$0.busy } }
 }

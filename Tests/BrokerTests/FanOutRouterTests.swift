@@ -199,21 +199,43 @@ struct PartitionWorkerTests {
         let log = try #require(test.broker.committedPartition(topic: ChatTopicNames.conversations, index: 0))
         let worker = PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10))
         var steps = 0
-        worker.turn { progress in
+        let behind = worker.turn { progress in
             steps += 1
             progress.position += 1
             // Asked again while this step runs (as a commit on another
             // thread would): returns at once, without a step of its own.
             if steps == 1 {
-                worker.turn { _ in Issue.record("a second thread stepped a busy worker") }
+                #expect(!worker.turn { _ in Issue.record("a second thread stepped a busy worker") })
             }
         }
         #expect(steps == 2)
+        #expect(!behind && !worker.isBehind)
         // The progress of both steps was kept, and the worker is free again.
         worker.turn { progress in
             #expect(progress.position == 2)
             steps += 1
         }
         #expect(steps == 3)
+    }
+
+    @Test("a thread that commits steps a worker at most a few passes, then leaves what is behind to the worker's task")
+    func passesAreBounded() throws {
+        let test = try TestBroker()
+        try test.store.createTopic(ChatTopicNames.conversations, configuration: TopicConfiguration(partitionCount: 1))
+        let log = try #require(test.broker.committedPartition(topic: ChatTopicNames.conversations, index: 0))
+        let worker = PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10))
+        var passes = 0
+        // Commits keep coming: every pass, another thread asks for a step.
+        let behind = worker.turn { _ in
+            passes += 1
+            worker.turn { _ in Issue.record("a second thread stepped a busy worker") }
+        }
+        #expect(passes == PartitionWorker.passesMax)
+        #expect(behind, "the caller is told a step is still due")
+        #expect(worker.isBehind)
+        // The worker's task takes it.
+        #expect(!worker.turn { _ in passes += 1 })
+        #expect(passes == PartitionWorker.passesMax + 1)
+        #expect(!worker.isBehind)
     }
 }
