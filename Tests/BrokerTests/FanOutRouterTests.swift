@@ -192,12 +192,19 @@ struct FanOutHandOverTests {
 
 @Suite("Fan-out worker turns")
 struct PartitionWorkerTests {
-    @Test("a step asked for while another runs is not lost: the running one steps again, and nobody waits")
-    func stepAskedForWhileBusy() throws {
+    /// A worker of partition 0 of a real store's `conversations`, and the
+    /// broker that holds the store open.
+    func workerOnAStore() throws -> (TestBroker, PartitionWorker) {
         let test = try TestBroker()
         try test.store.createTopic(ChatTopicNames.conversations, configuration: TopicConfiguration(partitionCount: 1))
         let log = try #require(test.broker.committedPartition(topic: ChatTopicNames.conversations, index: 0))
-        let worker = PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10))
+        return (test, PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10)))
+    }
+
+    @Test("a step asked for while another runs is not lost: the running one steps again, and nobody waits")
+    func stepAskedForWhileBusy() throws {
+        let (test, worker) = try workerOnAStore()
+        defer { withExtendedLifetime(test) {} }
         var steps = 0
         let behind = worker.turn { progress in
             steps += 1
@@ -220,10 +227,8 @@ struct PartitionWorkerTests {
 
     @Test("a thread that commits steps a worker at most a few passes, then leaves what is behind to the worker's task")
     func passesAreBounded() throws {
-        let test = try TestBroker()
-        try test.store.createTopic(ChatTopicNames.conversations, configuration: TopicConfiguration(partitionCount: 1))
-        let log = try #require(test.broker.committedPartition(topic: ChatTopicNames.conversations, index: 0))
-        let worker = PartitionWorker(partition: 0, id: "w", log: log, position: 0, sequences: RecencyCache(countMax: 10))
+        let (test, worker) = try workerOnAStore()
+        defer { withExtendedLifetime(test) {} }
         var passes = 0
         // Commits keep coming: every pass, another thread asks for a step.
         let behind = worker.turn { _ in
