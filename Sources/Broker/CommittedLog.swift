@@ -4,8 +4,8 @@ import LogStore
 
 /// What a service above the broker (the chat fan-out) may read of this
 /// node: the partitions it leads, their committed records (never past the
-/// high watermark), and a call when more is committed. The fan-out needs nothing else of
-/// the broker, so it lives in a target of its own above it.
+/// high watermark), and a call when more is committed. The fan-out needs
+/// nothing else of the broker, so it lives in a target of its own above it.
 public protocol CommittedLog: Sendable {
     /// This broker's node id.
     var nodeID: Int32 { get }
