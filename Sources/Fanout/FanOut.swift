@@ -140,8 +140,9 @@ public final class FanOut: Sendable {
     static let handedOverDeliveries = Counter(label: "postduif_fanout_handed_over_deliveries_total")
     struct State {
         var router = FanOutRouter()
-        /// Per partition: the worker's id and the next offset it handles.
-        var workers: [Int32: (id: String, position: Int64)] = [:]
+        /// Per partition: the worker led here (its steps find it here too)
+        /// and the next offset it handles, as polls are told.
+        var workers: [Int32: (worker: PartitionWorker, position: Int64)] = [:]
         /// The gateway in this process, whose deliveries are handed over
         /// rather than queued (ADR 0037).
         var localGateway: (id: String, receive: @Sendable (FanOutHandOver) -> Void)? = nil
@@ -152,8 +153,6 @@ public final class FanOut: Sendable {
     let logger: Logger
     private let state = Mutex(State())
     private let tasks = Mutex<[Int32: Task<Void, Never>]>([:])
-    /// The worker of each partition led here, for the commits' steps.
-    private let workers = Mutex<[Int32: PartitionWorker]>([:])
     private let clockStart = ContinuousClock.now
     /// Gateway polls wait seconds; 20 ms is precise enough.
     let timeouts = ParkedTimeouts(tick: .milliseconds(20))
@@ -217,9 +216,9 @@ public final class FanOut: Sendable {
             state.router.register(request.gatewayID, replace: false, users: [], removed: [], leaseEnd: now + lease)
             let (deliveries, resync, stillQueued) = state.router.drain(request.gatewayID, max: Int(max(request.maxDeliveries, 1)))
             let partitions = state.workers.keys.sorted().map { partition -> GatewayPollResponse.PartitionState in
-                let worker = state.workers[partition]!
-                let upTo = min(worker.position, stillQueued[partition] ?? worker.position)
-                return .init(partition: partition, workerID: worker.id, fannedOutUpTo: upTo, resyncFrom: resync[partition] ?? -1)
+                let entry = state.workers[partition]!
+                let upTo = min(entry.position, stillQueued[partition] ?? entry.position)
+                return .init(partition: partition, workerID: entry.worker.id, fannedOutUpTo: upTo, resyncFrom: resync[partition] ?? -1)
             }
             return GatewayPollResponse(errorCode: 0, partitions: partitions, deliveries: deliveries)
         }
@@ -271,15 +270,13 @@ public final class FanOut: Sendable {
     func work(partition: Int32) async {
         defer {
             _ = tasks.withLock { $0.removeValue(forKey: partition) }
-            _ = workers.withLock { $0.removeValue(forKey: partition) }
             _ = state.withLock { $0.workers.removeValue(forKey: partition) }
         }
         guard let log = broker.committedPartition(topic: FanOutTopics.conversations, index: partition) else { return }
         let id = "\(broker.nodeID)-\(partition)-\(UUID().uuidString.prefix(8))"
         let worker = PartitionWorker(partition: partition, id: id, log: log, position: log.highWatermark,
                                      sequences: RecencyCache(countMax: Limits.fanOutSequenceCacheCountMax))
-        state.withLock { $0.workers[partition] = (id, worker.start) }
-        workers.withLock { $0[partition] = worker }
+        state.withLock { $0.workers[partition] = (worker, worker.start) }
         logger.info("fan-out worker started", metadata: ["partition": "\(partition)", "worker": "\(id)", "from": "\(worker.start)"])
         while !Task.isCancelled && broker.leads(topic: FanOutTopics.conversations, index: partition) {
             if worker.turn({ step(worker, &$0) }) {
@@ -297,7 +294,7 @@ public final class FanOut: Sendable {
     func committed(topic: String, index: Int32) {
         // A partition whose leadership just moved away keeps its worker
         // until the task sees it; its steps end with the leadership.
-        guard topic == FanOutTopics.conversations, let worker = workers.withLock({ $0[index] }),
+        guard topic == FanOutTopics.conversations, let worker = state.withLock({ $0.workers[index]?.worker }),
               broker.leads(topic: topic, index: index) else { return }
         if worker.turn({ step(worker, &$0) }) { _ = restingWorkers.wake(index, with: ()) }
     }
