@@ -72,8 +72,25 @@ extension Broker {
         guard replication == nil else { return false }
         var builder = RecordBatchBuilder()
         builder.append(key: key, value: value, headers: headers, timestamp: timestamp)
-        let data = ProduceRequest.PartitionData(index: index, batch: builder.build())
-        switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1) {
+        return appendBuilt(topic: topic, partition: index, builder.build(), done: done)
+    }
+
+    /// `appendOne` of a record whose `valueCount`-byte value `appendValue`
+    /// appends to the batch itself (`RecordBatchBuilder`'s in-place
+    /// append): an upload's chunk is copied once, from the buffers it
+    /// arrived in.
+    public func appendOne(topic: String, partition index: Int32, key: [UInt8], valueCount: Int, timestamp: Int64,
+                          appendValue: (inout [UInt8]) -> Void, done: @escaping @Sendable (Result<Int64, AppendRefusal>) -> Void) -> Bool {
+        guard replication == nil else { return false }
+        var builder = RecordBatchBuilder(capacity: RecordBatchBuilder.encodedCount(keyCount: key.count, valueCount: valueCount))
+        builder.appendInPlace(key: key, valueCount: valueCount, timestamp: timestamp, appendValue: appendValue)
+        return appendBuilt(topic: topic, partition: index, builder.build(), done: done)
+    }
+
+    /// Writes a batch `appendOne` built and calls `done` once it is durable.
+    private func appendBuilt(topic: String, partition index: Int32, _ batch: [UInt8], done: @escaping @Sendable (Result<Int64, AppendRefusal>) -> Void) -> Bool {
+        let data = ProduceRequest.PartitionData(index: index, batch: batch)
+        switch writeOne(topic: topic, data, version: SupportedAPIs.ranges[.produce]!.upperBound, acks: -1, built: true) {
         case .refused(let answer):
             done(.failure(AppendRefusal(answer)))
         case .written(let partition, let pending, let index, _):

@@ -125,7 +125,8 @@ extension Broker {
         return .init(index: index, errorCode: code.rawValue, baseOffset: -1, errorMessage: message)
     }
 
-    func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16) -> StagedAppend {
+    /// `built`: the batch comes from `appendOne`, built in this process.
+    func writeOne(topic: String, _ data: ProduceRequest.PartitionData, version: Int16, acks: Int16, built: Bool = false) -> StagedAppend {
         func failure(_ code: ErrorCode, _ message: String) -> StagedAppend {
             .refused(refusal(topic: topic, index: data.index, code, message))
         }
@@ -152,7 +153,7 @@ extension Broker {
         do {
             let ledAt = replication?.leaderEpoch(PartitionID(topic: topic, index: data.index))
             let epoch = ledAt ?? partition.currentLeaderEpoch ?? leaderEpoch
-            return .written(partition, try partition.write(records, leaderEpoch: epoch), index: data.index, leaderEpoch: ledAt)
+            return .written(partition, try partition.write(records, leaderEpoch: epoch, built: built), index: data.index, leaderEpoch: ledAt)
         } catch {
             return .refused(appendFailure(topic: topic, index: data.index, error))
         }

@@ -15,6 +15,12 @@ public protocol DirectAppendPort: Sendable {
     /// this way (partitions with followers): the caller sends a Produce.
     func appendDirect(topic: String, partition: Int32, key: [UInt8], value: [UInt8]?, headers: [RecordHeader], timestamp: Int64,
                       done: @escaping @Sendable (Result<Int64, DirectAppendRefusal>) -> Void) -> Bool
+    /// `appendDirect` of a record whose value is `valueCount` bytes that
+    /// `appendValue` appends to the record batch itself, before this
+    /// returns: a file's chunk goes from the buffers it was received in
+    /// into the batch, copied once. Not called when this returns false.
+    func appendDirect(topic: String, partition: Int32, key: [UInt8], valueCount: Int, timestamp: Int64, appendValue: (inout [UInt8]) -> Void,
+                      done: @escaping @Sendable (Result<Int64, DirectAppendRefusal>) -> Void) -> Bool
 }
 
 /// Why the broker in this process refused a direct append: the Kafka error

@@ -152,9 +152,9 @@ extension MatrixAPI {
         let mediaID = Secrets.opaque(24)
         let key = Array(mediaID.utf8)
         let partition = KafkaPartitioner.partition(forKey: key, partitionCount: try await link.partitionCount(ChatTopics.media))
-        // The file's SHA-256 on a task of its own, chunk by chunk in order,
-        // beside the receiving and appending.
-        let (toHash, hashFeed) = AsyncStream.makeStream(of: [UInt8].self)
+        // The file's SHA-256 on a task of its own, over the received pieces
+        // in order, beside the receiving and appending.
+        let (toHash, hashFeed) = AsyncStream.makeStream(of: ByteBuffer.self)
         async let digest = Self.sha256(of: toHash)
         defer { hashFeed.finish() }
         // A body of a declared length is written to chat-media as it
@@ -172,49 +172,47 @@ extension MatrixAPI {
             }
             whole = collected
         }
+        // Where this process's broker takes appends directly, a chunk goes
+        // from the received buffers into its record batch, copied once.
+        let local = configuration.directAppends.flatMap { $0.appendsDirectly ? $0 : nil }
         let placed = try await withThrowingTaskGroup(of: (Int, Int32, Int64).self) { group in
-            var chunk: [UInt8] = []
-            chunk.reserveCapacity(Self.mediaChunkBytes)
+            var pending = ReceivedPieces()
             var count = 0
             var size = 0
-            // Sends one chunk; the first is checked against the declared
-            // type before anything is written.
-            func send() throws {
-                if count == 0 { try Self.checkMediaType(declared: declared, head: chunk.prefix(12)) }
+            // Sends the next `length` bytes as one chunk; the first is
+            // checked against the declared type before anything is written.
+            func send(_ length: Int) throws {
+                if count == 0 { try Self.checkMediaType(declared: declared, head: pending.prefix(12)[...]) }
                 let index = count
-                let value = chunk
-                hashFeed.yield(value)
                 count += 1
                 // Written here, in the receiving loop, where the broker of
                 // this process takes it: a task per chunk waited for one of
                 // the two pool threads, busy receiving and hashing, and the
                 // disk's syncs fell behind the file. The task only waits.
-                if let local = configuration.directAppends, local.appendsDirectly,
-                   case let outcome = AppendOutcome(),
-                   local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, value: value, headers: [], timestamp: Self.now, done: outcome.complete) {
+                if let local, case let outcome = AppendOutcome(),
+                   local.appendDirect(topic: ChatTopics.media, partition: partition, key: key, valueCount: length, timestamp: Self.now,
+                                      appendValue: { pending.move(length, to: &$0) }, done: outcome.complete) {
                     group.addTask { (index, partition, try await outcome.offset()) }
                 } else {
                     // Elsewhere a Produce: the link's producer puts chunks
                     // sent together into as few requests as its limits allow.
-                    group.addTask { (index, partition, try await link.produce(topic: ChatTopics.media, key: key, value: value, timestamp: Self.now).offset) }
+                    var value: [UInt8] = []
+                    value.reserveCapacity(length)
+                    pending.move(length, to: &value)
+                    group.addTask { [value] in (index, partition, try await link.produce(topic: ChatTopics.media, key: key, value: value, timestamp: Self.now).offset) }
                 }
-                chunk.removeAll(keepingCapacity: false)
-                chunk.reserveCapacity(Self.mediaChunkBytes)
             }
             while true {
                 let next = length == nil ? whole.take() : try await body.next()
-                guard var piece = next else { break }
+                guard let piece = next else { break }
                 size += piece.readableBytes
                 guard size <= limit else { throw tooLarge }
-                while piece.readableBytes > 0 {
-                    let taken = min(piece.readableBytes, Self.mediaChunkBytes - chunk.count)
-                    piece.withUnsafeReadableBytes { chunk.append(contentsOf: $0.prefix(taken).bindMemory(to: UInt8.self)) }
-                    piece.moveReaderIndex(forwardBy: taken)
-                    if chunk.count == Self.mediaChunkBytes { try send() }
-                }
+                hashFeed.yield(piece)
+                pending.append(piece)
+                while pending.count >= Self.mediaChunkBytes { try send(Self.mediaChunkBytes) }
             }
             // The last part, or the one empty chunk of an empty file.
-            if !chunk.isEmpty || count == 0 { try send() }
+            if pending.count > 0 || count == 0 { try send(pending.count) }
             var placed = try await group.reduce(into: [(Int, Int32, Int64)]()) { $0.append($1) }
             placed.sort { $0.0 < $1.0 }
             return (size: size, chunks: placed.map { [Int64($0.1), $0.2] })
@@ -228,10 +226,10 @@ extension MatrixAPI {
         return Self.ok(["content_uri": .string("mxc://\(server)/\(mediaID)")] as JSONValue)
     }
 
-    /// The SHA-256 of chunks in the order they come.
-    static func sha256(of chunks: AsyncStream<[UInt8]>) async -> String {
+    /// The SHA-256 of bytes in the order they come.
+    static func sha256(of pieces: AsyncStream<ByteBuffer>) async -> String {
         let hash = Secrets.SHA256Stream()
-        for await chunk in chunks { chunk.withUnsafeBytes { hash.update($0) } }
+        for await piece in pieces { piece.withUnsafeReadableBytes { hash.update($0) } }
         return hash.finish()
     }
 

@@ -67,7 +67,7 @@ public struct RecordBatchBuilder: Sendable {
     public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil) {
         // Copied in once, not zero-filled first: values may be a file's
         // chunks of hundreds of KiB.
-        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: value, writeValue: { _ in true })
+        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: value, writeValue: { _ in true }, appendValue: { _ in }, appends: false)
     }
 
     /// Appends a record whose value `writeValue` writes into the batch
@@ -76,12 +76,24 @@ public struct RecordBatchBuilder: Sendable {
     /// into place. False, with nothing appended, when `writeValue` is.
     public mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil,
                                 writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
-        append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: nil, writeValue: writeValue)
+        append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: nil, writeValue: writeValue, appendValue: { _ in }, appends: false)
     }
 
-    /// The one append: the value from `value` when given, else written by `writeValue`.
+    /// Appends a record of a `valueCount`-byte value that `appendValue`
+    /// appends to the batch's bytes itself, in as many pieces as it has: a
+    /// file's chunk goes from the socket's buffers into the batch in one
+    /// copy, with nothing zero-filled first. It must append exactly
+    /// `valueCount` bytes.
+    public mutating func appendInPlace(key: [UInt8]?, valueCount: Int, headers: [RecordHeader] = [], timestamp: Int64,
+                                       appendValue: (inout [UInt8]) -> Void) {
+        _ = append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: nil, value: nil, writeValue: { _ in true }, appendValue: appendValue, appends: true)
+    }
+
+    /// The one append: the value from `value` when given, else written by
+    /// `writeValue` over zeros, or appended by `appendValue` if `appends`.
     private mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader], timestamp: Int64, offsetDelta: Int32?,
-                                 value: [UInt8]?, writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
+                                 value: [UInt8]?, writeValue: (UnsafeMutableRawBufferPointer) -> Bool,
+                                 appendValue: (inout [UInt8]) -> Void, appends: Bool) -> Bool {
         precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
         body.bytes.removeAll(keepingCapacity: true)
         body.writeInt8(0)
@@ -96,6 +108,15 @@ public struct RecordBatchBuilder: Sendable {
         if let value {
             payload.writeVarint(Int32(value.count))
             payload.bytes.append(contentsOf: value)
+        } else if let valueCount, appends {
+            payload.writeVarint(Int32(valueCount))
+            let end = payload.count + valueCount
+            // Room for the headers behind the value too, so a value of
+            // hundreds of KiB is not moved to grow the array after it.
+            let room = mark + Self.varintLength(Int32(length)) + length
+            if payload.bytes.capacity < room { payload.bytes.reserveCapacity(max(room, 2 * payload.bytes.capacity)) }
+            appendValue(&payload.bytes)
+            precondition(payload.count == end, "appendValue appended \(payload.count - end + valueCount) bytes of \(valueCount)")
         } else if let valueCount {
             payload.writeVarint(Int32(valueCount))
             let at = payload.count

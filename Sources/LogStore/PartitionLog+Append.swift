@@ -23,12 +23,16 @@ extension PartitionLog {
     /// before acknowledging it. Splitting the two lets one connection write
     /// its next request while the previous one waits for its sync, so
     /// consecutive requests share syncs and keep their order.
-    public func write(_ bytes: [UInt8], leaderEpoch: Int32 = 0) throws -> PendingAppend {
+    ///
+    /// `built`: the batch was built in this process a moment ago
+    /// (`Broker.appendOne`), so its CRC-32C is not computed again.
+    public func write(_ bytes: [UInt8], leaderEpoch: Int32 = 0, built: Bool = false) throws -> PendingAppend {
         var batch: RecordBatch
         var conversations: [[UInt8]] = []
         let configuration = configuration
         do {
-            batch = try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
+            batch = built ? try RecordBatch(builtBytes: bytes, bytesMax: configuration.batchBytesMax)
+                : try RecordBatch(validating: bytes, bytesMax: configuration.batchBytesMax)
             try batch.validateForProduce()
             if configuration.timestampType == .logAppendTime {
                 batch = try RecordBatch(validating: batch.withLogAppendTime(context.wallClock.nowMilliseconds), bytesMax: configuration.batchBytesMax)

@@ -134,6 +134,13 @@ struct BrokerDirectAppends: DirectAppendPort {
             done(result.mapError { DirectAppendRefusal(errorCode: $0.errorCode, message: $0.message) })
         }
     }
+
+    func appendDirect(topic: String, partition: Int32, key: [UInt8], valueCount: Int, timestamp: Int64, appendValue: (inout [UInt8]) -> Void,
+                      done: @escaping @Sendable (Result<Int64, DirectAppendRefusal>) -> Void) -> Bool {
+        broker.appendOne(topic: topic, partition: partition, key: key, valueCount: valueCount, timestamp: timestamp, appendValue: appendValue) { result in
+            done(result.mapError { DirectAppendRefusal(errorCode: $0.errorCode, message: $0.message) })
+        }
+    }
 }
 
 /// The gateway's `LocalFanOutPort` on this process's fan-out (ADR 0037).

@@ -88,6 +88,33 @@ import Testing
         #expect((missing as? AppendRefusal)?.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
     }
 
+    /// An upload's chunk: the caller appends the value into the batch
+    /// itself, in pieces; the record is stored as a Produce of it would be,
+    /// and a partition that does not exist is refused as a Produce would be.
+    @Test func directAppendsOfValuesAppendedInPlace() async throws {
+        let test = try TestBroker(durability: .fsync)
+        try test.store.createTopic("media", configuration: TopicConfiguration(partitionCount: 1))
+        let broker = test.broker
+        let value = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        func append(partition: Int32) async -> Result<Int64, AppendRefusal>? {
+            await withCheckedContinuation { continuation in
+                let taken = broker.appendOne(topic: "media", partition: partition, key: Array("file".utf8), valueCount: value.count, timestamp: 1,
+                                             appendValue: { bytes in
+                                                 bytes += value[..<1_000]
+                                                 bytes += value[1_000...]
+                                             }) { continuation.resume(returning: $0) }
+                if !taken { continuation.resume(returning: nil) }
+            }
+        }
+        #expect(try await append(partition: 0)?.get() == 0)
+        let read = try test.store.partition(topic: "media", index: 0).read(from: 0, bytesMax: 1 << 20)
+        let records = try read.batches.flatMap { try RecordBatch.split(stored: $0) }.flatMap { try $0.records() }
+        #expect(records.map(\.value) == [value])
+        #expect(records.first?.key == Array("file".utf8))
+        guard case .failure(let refusal) = await append(partition: 3) else { Issue.record("appended to a partition that does not exist"); return }
+        #expect(refusal.errorCode == ErrorCode.unknownTopicOrPartition.rawValue)
+    }
+
     @Test func aBrokerRequiringSaslStillAnswersItsOwnProcess() async throws {
         let path = NSTemporaryDirectory() + "postduif-local-\(UUID().uuidString)"
         let store = try LogStore(path: path, options: LogStoreOptions(durability: .none))

@@ -187,6 +187,39 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         #expect(try RecordBatch(validating: bytes).recordsCount == 4)
     }
 
+    /// A value appended in pieces by the caller (an upload's received
+    /// buffers) makes the same bytes as the value given whole, headers and
+    /// all; records before and after it are untouched; and the batch's own
+    /// bytes parse as built, without the CRC pass, as they do validated.
+    @Test func valuesAppendedInPiecesMakeTheSameBatch() throws {
+        let value = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let headers = [RecordHeader(key: Array("h".utf8), value: [1, 2])]
+        var given = RecordBatchBuilder()
+        var appended = RecordBatchBuilder()
+        for builder in [0, 1] {
+            func add(_ key: String, _ value: [UInt8], headers: [RecordHeader] = []) {
+                if builder == 0 {
+                    given.append(key: Array(key.utf8), value: value, headers: headers, timestamp: 1_795_000_000_000)
+                } else {
+                    appended.appendInPlace(key: Array(key.utf8), valueCount: value.count, headers: headers, timestamp: 1_795_000_000_000) { bytes in
+                        for start in stride(from: 0, to: value.count, by: 7_919) { bytes += value[start..<min(start + 7_919, value.count)] }
+                    }
+                }
+            }
+            add("before", [5])
+            add("file", value, headers: headers)
+            add("empty", [])
+        }
+        let bytes = appended.build()
+        #expect(bytes == given.build())
+        let records = try RecordBatch(builtBytes: bytes, bytesMax: 1 << 20).records()
+        #expect(records.map(\.value) == [[5], value, []])
+        #expect(records[1].headers == headers)
+        #expect(try RecordBatch(validating: bytes, bytesMax: 1 << 20).records() == records)
+        // The size limit still holds for a built batch.
+        #expect(throws: RecordBatchError.self) { _ = try RecordBatch(builtBytes: bytes, bytesMax: 1 << 10) }
+    }
+
     @Test func storedBytesSkipTheChecksumButKeepTheOtherChecks() throws {
         var bytes = sampleBatch(count: 3)
         bytes[bytes.count - 1] ^= 0x01  // a value byte: only the CRC notices
