@@ -221,7 +221,18 @@ extension MatrixAPI {
         let fileName = request.uri.queryParameters.get("filename").map { Self.pathParameter(String($0)) }
         let media = MediaTable.Media(uploader: session.userID, contentType: declared.isEmpty ? "application/octet-stream" : declared, fileName: fileName,
                                      size: placed.size, sha256: await digest, chunks: placed.chunks, createdMs: Self.now)
-        let (indexPartition, offset) = try await link.produce(topic: ChatTopics.mediaIndex, key: key, value: MatrixJSON.encodeBytes(media), timestamp: Self.now)
+        let record = MatrixJSON.encodeBytes(media)
+        let indexPartition = KafkaPartitioner.partition(forKey: key, partitionCount: try await link.partitionCount(ChatTopics.mediaIndex))
+        let offset: Int64
+        // The index record as the chunks went: straight to this process's
+        // broker where it takes appends (no Produce frame to encode, send
+        // and decode, 0.4-0.8 ms of an upload's tail), else a Produce.
+        if let local, case let outcome = AppendOutcome(),
+           local.appendDirect(topic: ChatTopics.mediaIndex, partition: indexPartition, key: key, value: record, headers: [], timestamp: Self.now, done: outcome.complete) {
+            offset = try await outcome.offset()
+        } else {
+            offset = try await link.produce(topic: ChatTopics.mediaIndex, key: key, value: record, timestamp: Self.now).offset
+        }
         await state.waitApplied(topic: ChatTopics.mediaIndex, partition: indexPartition, offset: offset)
         return Self.ok(["content_uri": .string("mxc://\(server)/\(mediaID)")] as JSONValue)
     }
