@@ -314,7 +314,7 @@ extension MatrixAPI {
     func streamedFile(_ media: MediaTable.Media, _ mediaID: String, _ context: GatewayRequestContext) async throws -> Response {
         let positions = try Self.chunkPositions(media)
         var reader = MediaChunkReader(link: link, direct: configuration.directReads, mediaID: mediaID)
-        let first: [UInt8]
+        let first: ByteBuffer
         do {
             first = try await reader.value(at: positions[0])
         } catch {
@@ -325,13 +325,13 @@ extension MatrixAPI {
         let body = ResponseBody(contentLength: media.size) { [reader] writer in
             var reader = reader
             do {
-                var sent = first.count
-                try await writer.write(ByteBuffer(bytes: first))
+                var sent = first.readableBytes
+                try await writer.write(first)
                 for position in positions.dropFirst() {
                     let value = try await reader.value(at: position)
-                    sent += value.count
+                    sent += value.readableBytes
                     guard sent <= media.size else { throw MediaChunkReader.damaged }
-                    try await writer.write(ByteBuffer(bytes: value))
+                    try await writer.write(value)
                 }
                 guard sent == media.size else { throw MediaChunkReader.damaged }
                 await reader.close()
@@ -368,7 +368,7 @@ extension MatrixAPI {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(media.size)
         do {
-            for position in try Self.chunkPositions(media) { bytes.append(contentsOf: try await reader.value(at: position)) }
+            for position in try Self.chunkPositions(media) { bytes.append(contentsOf: try await reader.value(at: position).readableBytesView) }
         } catch {
             await reader.close()
             throw damageLogged(error, mediaID)
@@ -450,7 +450,16 @@ struct MediaChunkReader: Sendable {
     let key: [UInt8]
     private var connections: [Int32: KafkaClientConnection] = [:]
     /// Records the last read of each partition brought, not yet asked for.
-    private var held: [Int32: [Int64: StoredRecord]] = [:]
+    private var held: [Int32: [Int64: HeldChunk]] = [:]
+
+    /// A chunk's record as read: its key, and its value, left where it lies
+    /// in the batch read in this process (copied once, into the buffer for
+    /// the socket, when asked for) or copied out of a Fetch's answer.
+    struct HeldChunk: Sendable {
+        var key: [UInt8]
+        var bytes: [UInt8]
+        var value: Range<Int>?
+    }
 
     init(link: BrokerLink, direct: (any DirectReadPort)?, mediaID: String) {
         self.link = link
@@ -464,7 +473,7 @@ struct MediaChunkReader: Sendable {
         var description: String
     }
 
-    mutating func value(at position: (partition: Int32, offset: Int64)) async throws -> [UInt8] {
+    mutating func value(at position: (partition: Int32, offset: Int64)) async throws -> ByteBuffer {
         if held[position.partition]?[position.offset] == nil {
             do {
                 held[position.partition] = try await read(position.partition, from: position.offset)
@@ -474,10 +483,10 @@ struct MediaChunkReader: Sendable {
         }
         guard let record = held[position.partition]?.removeValue(forKey: position.offset), let value = record.value else { throw Self.gone }
         guard record.key == key else { throw Damage(description: "the record at \(ChatTopics.media)/\(position.partition)@\(position.offset) is another file's") }
-        return value
+        return ByteBuffer(bytes: record.bytes[value])
     }
 
-    private mutating func read(_ partition: Int32, from offset: Int64) async throws -> [Int64: StoredRecord] {
+    private mutating func read(_ partition: Int32, from offset: Int64) async throws -> [Int64: HeldChunk] {
         var records: [StoredRecord] = []
         if let direct {
             let stored: [[UInt8]]?
@@ -489,9 +498,19 @@ struct MediaChunkReader: Sendable {
                 throw BrokerRefusal(description: "reading \(ChatTopics.media)/\(partition): \(error)")
             }
             if let stored {
-                let batches = try stored.map { bytes throws(RecordBatchError) in try RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax) }
-                _ = try StoredRecord.append(of: batches, from: offset, to: &records)
-                return Self.byOffset(records)
+                var chunks: [Int64: HeldChunk] = [:]
+                for bytes in stored {
+                    let batch = try RecordBatch(validating: bytes, bytesMax: Limits.batchBytesConfigurableMax)
+                    guard let ranges = try batch.valueRanges() else {
+                        // Compressed (not as the gateway writes chunks): copied out.
+                        _ = try StoredRecord.append(of: [batch], from: offset, to: &records)
+                        continue
+                    }
+                    for (delta, key, value) in ranges where batch.baseOffset + Int64(delta) >= offset {
+                        chunks[batch.baseOffset + Int64(delta)] = HeldChunk(key: key ?? [], bytes: batch.bytes, value: value)
+                    }
+                }
+                return chunks.merging(Self.byOffset(records)) { _, copied in copied }
             }
         }
         if connections[partition] == nil {
@@ -502,8 +521,8 @@ struct MediaChunkReader: Sendable {
         return Self.byOffset(records)
     }
 
-    private static func byOffset(_ records: [StoredRecord]) -> [Int64: StoredRecord] {
-        Dictionary(records.map { ($0.offset, $0) }, uniquingKeysWith: { _, last in last })
+    private static func byOffset(_ records: [StoredRecord]) -> [Int64: HeldChunk] {
+        Dictionary(records.map { ($0.offset, HeldChunk(key: $0.key, bytes: $0.value ?? [], value: $0.value.map { 0..<$0.count })) }, uniquingKeysWith: { _, last in last })
     }
 
     func close() async {

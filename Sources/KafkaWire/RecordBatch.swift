@@ -294,7 +294,7 @@ public struct RecordBatch: Sendable, Equatable {
     public func records() throws(RecordBatchError) -> [Record] {
         var records: [Record] = []
         records.reserveCapacity(Int(recordsCount))
-        try walkRecords(decodeFully: { _ in true }) { _, record in records.append(record) }
+        try walkRecords(decodeFully: { _ in true }) { _, record, _ in records.append(record) }
         return records
     }
 
@@ -304,8 +304,21 @@ public struct RecordBatch: Sendable, Equatable {
     public func recordKeys() throws(RecordBatchError) -> [[UInt8]?] {
         var keys: [[UInt8]?] = []
         keys.reserveCapacity(Int(recordsCount))
-        try walkRecords(decodeFully: { _ in false }) { _, record in keys.append(record.key) }
+        try walkRecords(decodeFully: { _ in false }) { _, record, _ in keys.append(record.key) }
         return keys
+    }
+
+    /// Each record's offset delta and key, and where its value lies in
+    /// `bytes` (nil: a null value), with the same checks as `records()`
+    /// but no value copied; nil for a compressed batch, whose values are
+    /// not in its bytes. A file's chunk goes from the batch read into the
+    /// buffer for the socket in one copy.
+    public func valueRanges() throws(RecordBatchError) -> [(offsetDelta: Int32, key: [UInt8]?, value: Range<Int>?)]? {
+        guard compression == CompressionCodec.none else { return nil }
+        var found: [(offsetDelta: Int32, key: [UInt8]?, value: Range<Int>?)] = []
+        found.reserveCapacity(Int(recordsCount))
+        try walkRecords(decodeFully: { _ in false }) { _, record, value in found.append((record.offsetDelta, record.key, value)) }
+        return found
     }
 
     /// The records at the given offset deltas (ascending), decoding only
@@ -323,12 +336,12 @@ public struct RecordBatch: Sendable, Equatable {
         var found: [Record] = []
         found.reserveCapacity(deltas.count)
         guard Int64(recordsCount) == Int64(lastOffsetDelta) + 1 else {
-            try walkRecords(decodeFully: { _ in true }) { _, record in
+            try walkRecords(decodeFully: { _ in true }) { _, record, _ in
                 if wanted.contains(Int(record.offsetDelta)) { found.append(record) }
             }
             return found
         }
-        try walkRecords(throughPosition: last, decodeFully: { wanted.contains($0) }) { position, record in
+        try walkRecords(throughPosition: last, decodeFully: { wanted.contains($0) }) { position, record, _ in
             if wanted.contains(position) { found.append(record) }
         }
         return found
@@ -342,7 +355,7 @@ public struct RecordBatch: Sendable, Equatable {
     private func walkRecords(
         throughPosition lastPosition: Int? = nil,
         decodeFully: (Int) -> Bool,
-        _ visit: (Int, Record) -> Void
+        _ visit: (Int, Record, _ value: Range<Int>?) -> Void
     ) throws(RecordBatchError) {
         var reader: ByteReader
         if compression == CompressionCodec.none {
@@ -357,8 +370,9 @@ public struct RecordBatch: Sendable, Equatable {
         var previousDelta: Int32 = -1
         for index in 0...end {
             let record: Record
+            let value: Range<Int>?
             do {
-                record = try Self.decodeRecord(&reader, keyOnly: !decodeFully(index))
+                (record, value) = try Self.decodeRecord(&reader, keyOnly: !decodeFully(index))
             } catch {
                 throw .invalidRecord("record \(index): \(error)")
             }
@@ -366,14 +380,16 @@ public struct RecordBatch: Sendable, Equatable {
                 throw .invalidRecord("record \(index) has offsetDelta \(record.offsetDelta)")
             }
             previousDelta = record.offsetDelta
-            visit(index, record)
+            visit(index, record, value)
         }
         if lastPosition == nil && !reader.isAtEnd {
             throw .invalidRecord("\(reader.remainingCount) bytes after the last of \(recordsCount) records")
         }
     }
 
-    static func decodeRecord(_ reader: inout ByteReader, keyOnly: Bool = false) throws(WireError) -> Record {
+    /// A record, and where its value lies in the reader's bytes (nil: a
+    /// null value); `keyOnly` leaves the value and headers uncopied.
+    static func decodeRecord(_ reader: inout ByteReader, keyOnly: Bool = false) throws(WireError) -> (Record, value: Range<Int>?) {
         let length = Int(try reader.readVarint("record length"))
         guard length >= 0 else { throw .malformed("negative record length \(length)") }
         try reader.require(length, "record")
@@ -383,7 +399,10 @@ public struct RecordBatch: Sendable, Equatable {
         let timestampDelta = try inner.readVarlong("timestampDelta")
         let offsetDelta = try inner.readVarint("offsetDelta")
         let key = try readNullableBytes(&inner, "key")
-        let value = try readNullableBytes(&inner, "value", skip: keyOnly)
+        let valueLength = Int(try inner.readVarint("value"))
+        guard valueLength >= -1 else { throw .malformed("value length \(valueLength)") }
+        let valueRange = valueLength == -1 ? nil : try inner.skip(valueLength, "value")
+        let value = valueRange.map { keyOnly ? [] : Array(inner.bytes[$0]) }
         let headerCount = Int(try inner.readVarint("header count"))
         guard headerCount >= 0, headerCount <= Limits.headersPerRecordMax else {
             throw .malformed("header count \(headerCount) outside 0...\(Limits.headersPerRecordMax)")
@@ -399,7 +418,7 @@ public struct RecordBatch: Sendable, Equatable {
         }
         guard inner.isAtEnd else { throw .malformed("record length \(length) leaves \(inner.remainingCount) bytes unread") }
         _ = try reader.skip(length)
-        return Record(attributes: attributes, timestampDelta: timestampDelta, offsetDelta: offsetDelta, key: key, value: value, headers: headers)
+        return (Record(attributes: attributes, timestampDelta: timestampDelta, offsetDelta: offsetDelta, key: key, value: value, headers: headers), valueRange)
     }
 
     /// Reads a varint-length byte string; with `skip`, checks and passes it,

@@ -220,6 +220,30 @@ func sampleBatch(codec: CompressionCodec = .none, count: Int = 10, producerID: I
         #expect(throws: RecordBatchError.self) { _ = try RecordBatch(builtBytes: bytes, bytesMax: 1 << 10) }
     }
 
+    /// Where each value lies in the batch's own bytes: the same values as
+    /// `records()` copies out, a null value as nil; a compressed batch has
+    /// none to point at; a record whose length does not fit its fields is
+    /// refused as `records()` refuses it.
+    @Test func valueRangesPointAtTheValuesInTheBatch() throws {
+        let values: [[UInt8]?] = [Array(0...200), nil, [], [42]]
+        var builder = RecordBatchBuilder()
+        for (index, value) in values.enumerated() { builder.append(key: [UInt8(index)], value: value, timestamp: 1_795_000_000_000) }
+        let batch = try RecordBatch(validating: builder.build())
+        let ranges = try #require(try batch.valueRanges())
+        #expect(ranges.map(\.offsetDelta) == [0, 1, 2, 3])
+        #expect(ranges.map(\.key) == [[0], [1], [2], [3]])
+        #expect(ranges.map { $0.value.map { Array(batch.bytes[$0]) } } == values)
+        #expect(try batch.records().map(\.value) == values)
+        var compressed = RecordBatchBuilder(compression: .lz4)
+        compressed.append(key: [1], value: [1, 2, 3], timestamp: 1_795_000_000_000)
+        #expect(try RecordBatch(validating: compressed.build()).valueRanges() == nil)
+        var damaged = batch.bytes
+        damaged[RecordBatch.headerBytesCount] = 0x7E  // the first record's length: 63, shorter than the record
+        let parsed = try RecordBatch(storedBytes: damaged)
+        #expect(throws: RecordBatchError.self) { _ = try parsed.valueRanges() }
+        #expect(throws: RecordBatchError.self) { _ = try parsed.records() }
+    }
+
     @Test func storedBytesSkipTheChecksumButKeepTheOtherChecks() throws {
         var bytes = sampleBatch(count: 3)
         bytes[bytes.count - 1] ^= 0x01  // a value byte: only the CRC notices
