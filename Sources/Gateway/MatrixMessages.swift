@@ -309,6 +309,9 @@ struct StoredEventHead {
     var stateKey: String?
     /// For `m.room.member`: the membership it sets.
     var membership: String?
+    /// The event's content, as the same parse found it: a delivery hands
+    /// it to the unread counts, which would otherwise parse the event again.
+    var content: JSONValue?
 
     /// The head of a stored event's JSON; nil when it is not an object
     /// with a string type and sender. Parsed with `JSONParser`: this runs
@@ -320,7 +323,8 @@ struct StoredEventHead {
         self.type = type
         self.sender = sender
         stateKey = event["state_key"]?.string
-        membership = type == "m.room.member" ? event["content"]?["membership"]?.string : nil
+        content = event["content"]
+        membership = type == "m.room.member" ? content?["membership"]?.string : nil
     }
 }
 

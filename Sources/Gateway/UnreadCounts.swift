@@ -32,6 +32,9 @@ final class UnreadTable: Sendable {
 
     /// By event id.
     private let parsed = Mutex<[String: Parsed]>([:])
+    /// Delivered events' contents, by event id, until the first count of
+    /// each makes its `Parsed` from it.
+    private let contents = Mutex<[String: JSONValue?]>([:])
     /// Display names, lowercased, by the id of the member event that set them.
     private let names = Mutex<[String: [Unicode.Scalar]?]>([:])
     static let memoMax = 4_096
@@ -51,10 +54,23 @@ final class UnreadTable: Sendable {
         return made
     }
 
+    /// A delivered event's content, as the delivery's parse found it.
+    func keepContent(_ content: JSONValue?, of eventID: String) {
+        contents.withLock { contents in
+            if contents.count >= Self.memoMax { contents.removeAll(keepingCapacity: true) }
+            contents[eventID] = content
+        }
+    }
+
+    /// Contents kept and not yet taken.
+    var keptContentCount: Int { contents.withLock { $0.count } }
+
     func pushEvent(_ event: RoomEvent) -> Parsed {
         if let known = parsed.withLock({ $0[event.eventID] }) { return known }
+        // Kept by the delivery, or parsed here (an event read from history).
+        let content = contents.withLock { $0.removeValue(forKey: event.eventID) } ?? MatrixAPI.content(event.json)
         let made = Parsed(event: PushEvaluator.Event(type: event.type, sender: event.sender, stateKey: event.stateKey, roomID: event.roomID,
-                                                     content: MatrixAPI.content(event.json)))
+                                                     content: content))
         parsed.withLock { parsed in
             if parsed.count >= Self.memoMax { parsed.removeAll(keepingCapacity: true) }
             parsed[event.eventID] = made

@@ -1,3 +1,4 @@
+import ChatWire
 import Core
 import Logging
 import Testing
@@ -171,6 +172,26 @@ import Testing
     func counts(_ body: String) -> String? {
         guard let range = body.range(of: "\"unread_notifications\":") else { return nil }
         return String(body[range.upperBound...].prefix { $0 != "}" }) + "}"
+    }
+
+    /// A delivered event's content comes from the delivery's own parse:
+    /// the first count takes it rather than parse the event again, and the
+    /// counts are what they are for an event that came any other way.
+    @Test func aDeliveredEventIsParsedOnceForItsCounts() throws {
+        write("m.room.create", minister, stateKey: "", content: "{}")
+        join(minister)
+        join(clerk)
+        let since = state.cache.position
+        let offset = state.cache.position.timeline[Int(partition)]
+        let stored = "{\"type\":\"m.room.message\",\"sender\":\"\(clerk)\",\"content\":{\"msgtype\":\"m.text\",\"body\":\"Minister, the draft is ready\"}}"
+        let delivery = GatewayPollResponse.Delivery(partition: partition, offset: offset, sequence: 1, timestamp: 1, key: Array(roomID.utf8),
+                                                    value: Array(stored.utf8), headers: [])
+        #expect(state.applyDelivery(delivery).contains(minister))
+        state.cache.advance(partition: partition, to: offset + 1)
+        #expect(state.unread.keptContentCount == 1)
+        #expect(counts(try sync(minister, since: since).body) == "{\"notification_count\":1,\"highlight_count\":1}")
+        #expect(state.unread.keptContentCount == 0)
+        #expect(counts(try sync(clerk, since: since).body) == "{\"notification_count\":0,\"highlight_count\":0}")
     }
 
     @Test func countsAreWhatTheRulesNotifySinceTheReadPoint() throws {
