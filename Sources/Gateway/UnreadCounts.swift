@@ -38,6 +38,10 @@ final class UnreadTable: Sendable {
     /// Display names, lowercased, by the id of the member event that set them.
     private let names = Mutex<[String: [Unicode.Scalar]?]>([:])
     static let memoMax = 4_096
+    /// Contents wait only from a delivery to its first count, milliseconds
+    /// for members who sync; a quarter of the memos' bound keeps a flood of
+    /// large events in rooms nobody reads from holding much memory.
+    static let keptContentsMax = 1_024
 
     func entry(user: String, roomID: String) -> Entry? {
         entries.withLock { $0[user + "\u{0}" + roomID] }
@@ -57,7 +61,7 @@ final class UnreadTable: Sendable {
     /// A delivered event's content, as the delivery's parse found it.
     func keepContent(_ content: JSONValue?, of eventID: String) {
         contents.withLock { contents in
-            if contents.count >= Self.memoMax { contents.removeAll(keepingCapacity: true) }
+            if contents.count >= Self.keptContentsMax { contents.removeAll(keepingCapacity: true) }
             contents[eventID] = content
         }
     }
