@@ -67,7 +67,10 @@ public struct RecordBatchBuilder: Sendable {
     public mutating func append(key: [UInt8]?, value: [UInt8]?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil) {
         // Copied in once, not zero-filled first: values may be a file's
         // chunks of hundreds of KiB.
-        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: value, writeValue: { _ in true }, appendValue: { _ in }, appends: false)
+        _ = append(key: key, valueCount: value?.count, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta) { bytes in
+            bytes.append(contentsOf: value ?? [])
+            return true
+        }
     }
 
     /// Appends a record whose value `writeValue` writes into the batch
@@ -76,7 +79,12 @@ public struct RecordBatchBuilder: Sendable {
     /// into place. False, with nothing appended, when `writeValue` is.
     public mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader] = [], timestamp: Int64, offsetDelta: Int32? = nil,
                                 writeValue: (UnsafeMutableRawBufferPointer) -> Bool) -> Bool {
-        append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta, value: nil, writeValue: writeValue, appendValue: { _ in }, appends: false)
+        append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: offsetDelta) { bytes in
+            let at = bytes.count
+            let count = valueCount ?? 0
+            bytes.append(contentsOf: repeatElement(0, count: count))
+            return bytes.withUnsafeMutableBytes { writeValue(UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + count)])) }
+        }
     }
 
     /// Appends a record of a `valueCount`-byte value that `appendValue`
@@ -86,14 +94,17 @@ public struct RecordBatchBuilder: Sendable {
     /// `valueCount` bytes.
     public mutating func appendInPlace(key: [UInt8]?, valueCount: Int, headers: [RecordHeader] = [], timestamp: Int64,
                                        appendValue: (inout [UInt8]) -> Void) {
-        _ = append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: nil, value: nil, writeValue: { _ in true }, appendValue: appendValue, appends: true)
+        _ = append(key: key, valueCount: valueCount, headers: headers, timestamp: timestamp, offsetDelta: nil) { bytes in
+            appendValue(&bytes)
+            return true
+        }
     }
 
-    /// The one append: the value from `value` when given, else written by
-    /// `writeValue` over zeros, or appended by `appendValue` if `appends`.
+    /// The one append: a value of `valueCount` bytes (nil: a null value)
+    /// that `appendValue` appends to the batch's bytes; false from it takes
+    /// the record back and returns false.
     private mutating func append(key: [UInt8]?, valueCount: Int?, headers: [RecordHeader], timestamp: Int64, offsetDelta: Int32?,
-                                 value: [UInt8]?, writeValue: (UnsafeMutableRawBufferPointer) -> Bool,
-                                 appendValue: (inout [UInt8]) -> Void, appends: Bool) -> Bool {
+                                 appendValue: (inout [UInt8]) -> Bool) -> Bool {
         precondition(recordsCount < Limits.recordsPerBatchMax, "batch record limit reached")
         body.bytes.removeAll(keepingCapacity: true)
         body.writeInt8(0)
@@ -105,27 +116,18 @@ public struct RecordBatchBuilder: Sendable {
         payload.writeVarint(Int32(length))
         payload.writeBytes(body.bytes)
         Self.writeNullable(&payload, key)
-        if let value {
-            payload.writeVarint(Int32(value.count))
-            payload.bytes.append(contentsOf: value)
-        } else if let valueCount, appends {
+        if let valueCount {
             payload.writeVarint(Int32(valueCount))
             let end = payload.count + valueCount
             // Room for the headers behind the value too, so a value of
             // hundreds of KiB is not moved to grow the array after it.
             let room = mark + Self.varintLength(Int32(length)) + length
             if payload.bytes.capacity < room { payload.bytes.reserveCapacity(max(room, 2 * payload.bytes.capacity)) }
-            appendValue(&payload.bytes)
-            precondition(payload.count == end, "appendValue appended \(payload.count - end + valueCount) bytes of \(valueCount)")
-        } else if let valueCount {
-            payload.writeVarint(Int32(valueCount))
-            let at = payload.count
-            payload.bytes.append(contentsOf: repeatElement(0, count: valueCount))
-            let written = payload.bytes.withUnsafeMutableBytes { writeValue(UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + valueCount)])) }
-            guard written else {
+            guard appendValue(&payload.bytes) else {
                 payload.bytes.removeSubrange(mark...)
                 return false
             }
+            precondition(payload.count == end, "appendValue appended \(payload.count - end + valueCount) bytes of \(valueCount)")
         } else {
             payload.writeVarint(-1)
         }
