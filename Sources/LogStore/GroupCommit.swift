@@ -212,6 +212,76 @@ final class GroupCommit: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Makes every write to `segments` durable, with one flush of each
+    /// disk's volatile cache where that is enough (Docs/adr/0039).
+    ///
+    /// A segment whose writes landed in blocks written out ahead (its
+    /// `syncNeed` is `.data`) needs its pages written and the disk's cache
+    /// flushed, nothing of its metadata. On each device one segment is
+    /// synced with `fdatasync`, which flushes the cache: one that needs its
+    /// metadata if there is one, else one of the others. Every other
+    /// segment's pages are written and waited for first (`writeOut`), so
+    /// that flush covers them. Before, each segment's own `fdatasync`
+    /// flushed the cache: four flushes a round over four partitions, on
+    /// four threads woken for them. A segment that grew or was cut still
+    /// gets its own `fdatasync`.
+    static func sync(_ segments: [SegmentFile]) -> LogStoreError? {
+        var synced: [SegmentFile] = []
+        var dataOnly: [SegmentFile] = []
+        for segment in segments {
+            switch segment.syncNeed() {
+            case .data: dataOnly.append(segment)
+            case .dataAndMetadata: synced.append(segment)
+            }
+        }
+        var flushedDevices = Set(synced.map(\.device))
+        var writtenOut: [SegmentFile] = []
+        for segment in dataOnly {
+            if flushedDevices.insert(segment.device).inserted {
+                synced.append(segment)
+            } else {
+                writtenOut.append(segment)
+            }
+        }
+        if !writtenOut.isEmpty {
+            // Every segment's pages on their way to the disk at once.
+            for segment in segments { segment.startWriteback() }
+            do throws(LogStoreError) {
+                for segment in writtenOut { try segment.writeOut() }
+            } catch {
+                return error
+            }
+        }
+        switch synced.count {
+        case 0:
+            return nil
+        case 1:
+            do throws(LogStoreError) {
+                try synced[0].sync()
+            } catch {
+                return error
+            }
+            return nil
+        default:
+            // Several at once, not one after another: each waits mostly on
+            // the disk, which takes several files' writes and flushes
+            // together.
+            if writtenOut.isEmpty {
+                for segment in synced { segment.startWriteback() }
+            }
+            let failures = Mutex<LogStoreError?>(nil)
+            let files = synced
+            DispatchQueue.concurrentPerform(iterations: files.count) { position in
+                do throws(LogStoreError) {
+                    try files[position].sync()
+                } catch {
+                    failures.withLock { $0 = $0 ?? error }
+                }
+            }
+            return failures.withLock { $0 }
+        }
+    }
+
     private func run() {
         while true {
             condition.lock()
@@ -238,32 +308,8 @@ final class GroupCommit: @unchecked Sendable {
             walDirty = false
             condition.unlock()
 
-            var syncError: LogStoreError?
             let started = ContinuousClock.now
-            if segments.count > 1 {
-                for segment in segments { segment.startWriteback() }
-                // The segments' syncs at once, not one after another: each
-                // waits mostly on the disk and the file system's journal,
-                // which commits several files' changes together. One after
-                // another, a round over four partitions took four syncs'
-                // time, and a Produce arriving mid-round waited for the
-                // rest of it and a whole round more.
-                let failures = Mutex<LogStoreError?>(nil)
-                DispatchQueue.concurrentPerform(iterations: segments.count) { position in
-                    do throws(LogStoreError) {
-                        try segments[position].sync()
-                    } catch {
-                        failures.withLock { $0 = $0 ?? error }
-                    }
-                }
-                syncError = failures.withLock { $0 }
-            } else if let segment = segments.first {
-                do {
-                    try segment.sync()
-                } catch {
-                    syncError = error
-                }
-            }
+            var syncError = GroupCommit.sync(segments)
             if syncError == nil && syncWAL {
                 do {
                     try database.flushWAL(sync: true)

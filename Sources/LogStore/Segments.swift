@@ -29,6 +29,17 @@ final class SegmentFile: @unchecked Sendable {
     private var preparing: Range<Int64>?
     /// The file is done growing: no more zeros (set by `retire`).
     private var retired = false
+    /// The file's size may have changed since a round last synced its
+    /// metadata: it was cut (`truncate`), or opened by this process (a
+    /// process before it may have left its last size unsynced).
+    private var sizeUnsynced = true
+    /// The device the file lives on (`st_dev`): one cache flush covers
+    /// every file of a device.
+    let device: UInt64
+    /// The file system writes over a file's written blocks in place (ext4,
+    /// XFS), so writing over them changes no metadata. Copy-on-write file
+    /// systems (btrfs, ZFS) move them and change the file's extents.
+    let overwritesInPlace: Bool
 
     static let suffix = ".log"
 
@@ -65,7 +76,13 @@ final class SegmentFile: @unchecked Sendable {
         }
         writtenEnd = Int64(status.st_size)
         preparedEnd = writtenEnd
+        device = UInt64(status.st_dev)
+        overwritesInPlace = SegmentFile.inPlaceFileSystems.contains(postduif_file_system_type(opened))
     }
+
+    /// `f_type` of the file systems that write over written blocks in
+    /// place: ext2/3/4 and XFS.
+    private static let inPlaceFileSystems: Set<Int64> = [0xEF53, 0x5846_5342]
 
     deinit {
         close(descriptor)
@@ -173,6 +190,38 @@ final class SegmentFile: @unchecked Sendable {
         if let code = SegmentFile.syncData(descriptor) { throw SegmentFile.failure("fdatasync", path, code: code) }
     }
 
+    /// What a group-commit round must write to make this file's writes
+    /// durable (`GroupCommit.sync`). Data alone when every write since the
+    /// file was opened lies in blocks written out and synced ahead
+    /// (`prepare`) on a file system that writes over them in place, and
+    /// its size was synced since it was opened or cut: then neither its
+    /// size nor its extents changed. Asking for metadata counts as its sync: the caller syncs
+    /// it with `sync()` after this returns.
+    func syncNeed() -> SyncNeed {
+        preparation.lock()
+        defer { preparation.unlock() }
+        if overwritesInPlace && writtenEnd <= preparedEnd && !sizeUnsynced { return .data }
+        sizeUnsynced = false
+        return .dataAndMetadata
+    }
+
+    enum SyncNeed {
+        /// `writeOut`, then a cache flush of the device.
+        case data
+        /// `sync` (`fdatasync`).
+        case dataAndMetadata
+    }
+
+    /// Writes the file's dirty pages and waits until the disk has taken
+    /// them (`sync_file_range`), with neither the file's metadata nor the
+    /// disk's volatile cache: durable only once an `fdatasync` of a file
+    /// on the same device begins after this returns, whose cache flush
+    /// covers every write the disk completed before it. A failed writeback
+    /// is reported here as `fdatasync` would report it.
+    func writeOut() throws(LogStoreError) {
+        if postduif_write_out(descriptor) != 0 { throw SegmentFile.failure("sync_file_range", path) }
+    }
+
     /// Asks the kernel to start writing the file's dirty pages now, without
     /// waiting: a group commit starts every segment's writeback before it
     /// waits on any, so their journal commits overlap.
@@ -190,6 +239,7 @@ final class SegmentFile: @unchecked Sendable {
         }
         writtenEnd = size
         preparedEnd = size
+        sizeUnsynced = true
     }
 
     /// Bytes written out ahead of the last write: appends there change
@@ -256,6 +306,7 @@ final class SegmentFile: @unchecked Sendable {
             // disk each would write zeros until it failed.
             _ = ftruncate(descriptor, off_t(start))
             retired = true
+            sizeUnsynced = true
         }
         return outcome
     }

@@ -206,4 +206,51 @@ import Testing
         let summary = try live.backup(to: root + "/copy")
         #expect(summary.bytesCopied == stored)
     }
+
+    /// A round syncs a segment's data alone, flushing the disk's cache
+    /// once for all of them (Docs/adr/0039), only where nothing but data
+    /// changed: writes inside blocks written out ahead, on a file system
+    /// that writes over them in place, since the file's size was last
+    /// synced. Growing the file, cutting it or opening it asks for its
+    /// metadata too.
+    @Test func aRoundSyncsDataAloneOnlyWhereNothingButDataChanged() throws {
+        let root = NSTemporaryDirectory() + "postduif-prepare-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let segment = try SegmentFile(directory: root, baseOffset: 0, create: true)
+        // Where the file system moves written blocks (copy on write), a
+        // write over them changes the file's extents: never data alone.
+        let dataAlone: SegmentFile.SyncNeed = segment.overwritesInPlace ? .data : .dataAndMetadata
+        let batch = [UInt8](repeating: 7, count: 4096)
+
+        #expect(segment.syncNeed() == .dataAndMetadata, "opened by this process")
+        #expect(segment.syncNeed() == dataAlone, "nothing written since")
+        try segment.write(head: [], rest: batch, at: 0)
+        #expect(segment.syncNeed() == .dataAndMetadata, "grew")
+
+        guard case .written = segment.prepare(ahead: 64 << 10, limit: 1 << 20) else {
+            Issue.record("zeros were not written out ahead")
+            return
+        }
+        try segment.write(head: [], rest: batch, at: 4096)
+        try segment.write(head: [], rest: batch, at: 8192)
+        #expect(segment.syncNeed() == dataAlone, "written over zeros synced ahead")
+        #expect(GroupCommit.sync([segment]) == nil)
+
+        try segment.write(head: [], rest: batch, at: 68 << 10)
+        #expect(segment.syncNeed() == .dataAndMetadata, "past the zeros")
+        try segment.truncate(to: 8192)
+        #expect(segment.syncNeed() == .dataAndMetadata, "cut")
+        #expect(segment.syncNeed() == dataAlone, "its size synced by the round that asked")
+
+        // A round over several segments, some needing metadata and some
+        // not, leaves every byte in place.
+        let other = try SegmentFile(directory: root, baseOffset: 100, create: true)
+        try other.write(head: [], rest: batch, at: 0)
+        try segment.write(head: [], rest: [UInt8](repeating: 9, count: 100), at: 8192)
+        #expect(GroupCommit.sync([segment, other]) == nil)
+        #expect(try segment.read(at: 8192, count: 100) == [UInt8](repeating: 9, count: 100))
+        #expect(try other.read(at: 0, count: 4096) == batch)
+
+    }
 }
