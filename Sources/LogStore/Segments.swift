@@ -195,8 +195,8 @@ final class SegmentFile: @unchecked Sendable {
     /// file was opened lies in blocks written out and synced ahead
     /// (`prepare`) on a file system that writes over them in place, and
     /// its size was synced since it was opened or cut: then neither its
-    /// size nor its extents changed. Asking for metadata counts as its sync: the caller syncs
-    /// it with `sync()` after this returns.
+    /// size nor its extents changed. An answer of metadata counts as its
+    /// sync: the caller calls `sync()` after this returns.
     func syncNeed() -> SyncNeed {
         preparation.lock()
         defer { preparation.unlock() }
