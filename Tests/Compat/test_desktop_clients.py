@@ -59,8 +59,13 @@ class Desktop:
         self.proxy = proxy
         self.home = tempfile.mkdtemp(prefix="postduif-%s-" % name)
         os.makedirs(os.path.join(self.home, "run"), mode=0o700)
+        os.makedirs(os.path.join(self.home, "tmp"), mode=0o700)
+        # Its own TMPDIR too: Qt keeps a single-instance guard's key files
+        # and local sockets there (nheko's), which must not meet another
+        # client's.
         self.env = dict(os.environ, HOME=self.home, DISPLAY=display, QT_QPA_PLATFORM="xcb", XDG_CONFIG_HOME=self.home + "/.config",
-                        XDG_DATA_HOME=self.home + "/.local/share", XDG_CACHE_HOME=self.home + "/.cache", XDG_RUNTIME_DIR=self.home + "/run")
+                        XDG_DATA_HOME=self.home + "/.local/share", XDG_CACHE_HOME=self.home + "/.cache", XDG_RUNTIME_DIR=self.home + "/run",
+                        TMPDIR=self.home + "/tmp")
         self.log_path = os.path.join(self.home, "client.log")
         self.log = open(self.log_path, "wb")
         # A process group of its own: the client and whatever it starts
@@ -140,7 +145,16 @@ class Desktop:
         raise AssertionError("%s never logged %r: %s" % (self.name, text, self.client_log()))
 
 
-NHEKO = ["dbus-run-session", "--", "sh", "-c",
+# nheko guards against a second instance with System V shared memory and
+# a semaphore, keyed (ftok) by the inode of a file in TMPDIR; an nheko
+# stopped before it cleans up leaves them on the machine. Once, on a
+# machine that had run the suite many times, nheko printed "Sending
+# Matrix URL to main application" (it took itself for a second instance)
+# and never started; a key colliding with one left behind is the likely
+# cause. As root, each runs in an IPC namespace of its own (`unshare
+# --ipc`): nothing another process left meets it, and what it leaves goes
+# with the namespace.
+NHEKO = (["unshare", "--ipc"] if os.geteuid() == 0 else []) + ["dbus-run-session", "--", "sh", "-c",
          # nheko keeps its secrets in a Secret Service: a session bus of its
          # own with an unlocked keyring.
          "eval \"$(printf 'postduif\\n' | gnome-keyring-daemon --unlock --components=secrets)\"; export GNOME_KEYRING_CONTROL; exec nheko"]
