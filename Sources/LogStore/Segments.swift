@@ -206,7 +206,8 @@ final class SegmentFile: @unchecked Sendable {
     }
 
     enum SyncNeed {
-        /// `writeOut`, then a cache flush of the device.
+        /// Its pages written (`writeOut`, or the device's one `fdatasync`
+        /// in the round) before a flush of the device's cache.
         case data
         /// `sync` (`fdatasync`).
         case dataAndMetadata
