@@ -222,9 +222,9 @@ final class GroupCommit: @unchecked Sendable {
     /// metadata if there is one, else one of the others. Every other
     /// segment's pages are written and waited for first (`writeOut`), so
     /// that flush covers them. Before, each segment's own `fdatasync`
-    /// flushed the cache: four flushes a round over four partitions, on
-    /// four threads woken for them. A segment that grew or was cut still
-    /// gets its own `fdatasync`.
+    /// flushed the cache: up to four flushes a round over four partitions,
+    /// on dispatch threads woken for them. A segment that grew or was cut
+    /// still gets its own `fdatasync`.
     static func sync(_ segments: [SegmentFile]) -> LogStoreError? {
         var synced: [SegmentFile] = []
         var dataOnly: [SegmentFile] = []
@@ -243,43 +243,31 @@ final class GroupCommit: @unchecked Sendable {
                 writtenOut.append(segment)
             }
         }
-        if !writtenOut.isEmpty {
-            // Every segment's pages on their way to the disk at once.
+        // Every segment's pages on their way to the disk at once.
+        if segments.count > 1 {
             for segment in segments { segment.startWriteback() }
+        }
+        do throws(LogStoreError) {
+            for segment in writtenOut { try segment.writeOut() }
+            if synced.count <= 1 {
+                try synced.first?.sync()
+                return nil
+            }
+        } catch {
+            return error
+        }
+        // Several at once, not one after another: each waits mostly on the
+        // disk, which takes several files' writes and flushes together.
+        let failures = Mutex<LogStoreError?>(nil)
+        let files = synced
+        DispatchQueue.concurrentPerform(iterations: files.count) { position in
             do throws(LogStoreError) {
-                for segment in writtenOut { try segment.writeOut() }
+                try files[position].sync()
             } catch {
-                return error
+                failures.withLock { $0 = $0 ?? error }
             }
         }
-        switch synced.count {
-        case 0:
-            return nil
-        case 1:
-            do throws(LogStoreError) {
-                try synced[0].sync()
-            } catch {
-                return error
-            }
-            return nil
-        default:
-            // Several at once, not one after another: each waits mostly on
-            // the disk, which takes several files' writes and flushes
-            // together.
-            if writtenOut.isEmpty {
-                for segment in synced { segment.startWriteback() }
-            }
-            let failures = Mutex<LogStoreError?>(nil)
-            let files = synced
-            DispatchQueue.concurrentPerform(iterations: files.count) { position in
-                do throws(LogStoreError) {
-                    try files[position].sync()
-                } catch {
-                    failures.withLock { $0 = $0 ?? error }
-                }
-            }
-            return failures.withLock { $0 }
-        }
+        return failures.withLock { $0 }
     }
 
     private func run() {
