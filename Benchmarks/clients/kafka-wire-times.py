@@ -15,8 +15,12 @@ leaves out the client's own delays. Only IPv4 over Ethernet or Linux
 cooked captures (what `-i lo` gives) are read; gaps in a capture that
 lost packets (tcpdump says so when it stops) are counted and reported."""
 import collections
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchkit import percentile  # noqa: E402 (Benchmarks/, beside this folder)
 
 API_NAMES = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit",
              9: "OffsetFetch", 10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat",
@@ -134,14 +138,9 @@ def main(path, port):
         stream.feed(time, payload, seen)
     print("api | answers | p50 | p90 | p99 | p99.9 | max (ms, from the request whole to its answer begun)")
     for api, values in sorted(times.items()):
-        values.sort()
-        count = len(values)
-
-        def quantile(share):
-            return values[min(count - 1, int(share * count))]
-
         print("%s | %d | %.3f | %.3f | %.3f | %.3f | %.3f" % (
-            API_NAMES.get(api, str(api)), count, quantile(0.5), quantile(0.9), quantile(0.99), quantile(0.999), values[-1]))
+            API_NAMES.get(api, str(api)), len(values), percentile(values, 0.5), percentile(values, 0.9), percentile(values, 0.99),
+            percentile(values, 0.999), max(values)))
     if lost:
         print("gaps in the capture: %d (the figures may miss or misread frames around them)" % lost)
 
